@@ -1,0 +1,14 @@
+"""Endpoint modules. Importing this package registers every endpoint."""
+from importlib import import_module
+
+MODULES = ("basic", "projects", "tasks", "task_params", "task_status", "queues", "workers",
+           "events", "models")
+
+
+def load_all() -> None:
+    for name in MODULES:
+        try:
+            import_module(f"server.services.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"server.services.{name}":
+                raise

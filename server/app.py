@@ -1,0 +1,100 @@
+"""Assemble and run the server: one process, three listeners (API, files, web)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import uvicorn
+
+from server.api import build_api_app
+from server.auth import ANONYMOUS, KeyStore, TokenSigner, load_token_secret
+from server.config import ServerConfig
+from server.files import build_files_app
+from server.services import load_all
+from server.services.queues import ensure_default_queue
+from server.state import ServerState
+from server.storage.store import Store
+from server.web import build_web_app
+from shipyard.signals import Shutdown
+
+log = logging.getLogger("shipyard.server")
+
+
+@dataclass
+class SeededKey:
+    access_key: str
+    secret_key: str
+    generated: bool
+
+
+def create_state(config: ServerConfig) -> ServerState:
+    load_all()
+    data_dir = config.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    (data_dir / "files").mkdir(exist_ok=True)
+    store = Store(config.db_url, synchronous=config.sqlite_synchronous)
+    state = ServerState(store=store, data_dir=data_dir,
+                        signer=TokenSigner(load_token_secret(store), config.token_ttl_s),
+                        keys=KeyStore(store), files_url=config.url(config.files_port),
+                        web_url=config.url(config.web_port), api_url=config.url(config.api_port),
+                        long_poll_max_s=config.long_poll_max_s, worker_timeout_s=config.worker_timeout_s)
+    ensure_default_queue(store, ANONYMOUS)
+    return state
+
+
+def seed_credentials(state: ServerState, config: ServerConfig) -> SeededKey | None:
+    """Use the configured admin key, or generate one on the very first start."""
+    if config.access_key and config.secret_key:
+        state.keys.create(config.access_key, config.secret_key, name="admin (configured)")
+        return SeededKey(config.access_key, config.secret_key, generated=False)
+    if state.keys.count() == 0:
+        access, secret = state.keys.create(name="admin (generated at first start)")
+        return SeededKey(access, secret, generated=True)
+    return None
+
+
+class _Listener(uvicorn.Server):
+    """uvicorn without its own signal handling: Shipyard's signals module owns that."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _listeners(state: ServerState, config: ServerConfig) -> list[_Listener]:
+    apps = ((build_api_app(state), config.api_port), (build_files_app(state), config.files_port),
+            (build_web_app(state), config.web_port))
+    return [_Listener(uvicorn.Config(app, host=config.host, port=port, log_level="warning",
+                                     lifespan="off", access_log=False, timeout_keep_alive=75,
+                                     server_header=False))
+            for app, port in apps]
+
+
+async def serve(state: ServerState, config: ServerConfig, shutdown: Shutdown | None = None,
+                ready: asyncio.Event | None = None) -> None:
+    loop = asyncio.get_running_loop()
+    state.notifier.bind(loop)
+    servers = _listeners(state, config)
+    if shutdown is not None:
+        shutdown.on_signal(lambda _count: [setattr(s, "should_exit", True) for s in servers])
+    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    while not all(s.started for s in servers):
+        if any(t.done() for t in tasks):
+            break
+        await asyncio.sleep(0.02)
+    failed = [t for t in tasks if t.done()]
+    if failed:
+        for s in servers:
+            s.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise SystemExit(f"could not start listeners on {config.host} ports "
+                         f"{config.api_port}/{config.files_port}/{config.web_port} (in use?)")
+    if ready is not None:
+        ready.set()
+    await asyncio.gather(*tasks)
+    state.store.close()

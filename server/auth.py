@@ -1,0 +1,171 @@
+"""Credentials and tokens.
+
+Access keys live in the database with their secret hashed (PBKDF2-SHA256). `auth.login`
+exchanges a key pair (HTTP Basic) for an HS256 JWT carrying what ClearML clients read
+(`api_version`, `server_version`, `feature_set`, `exp`) and the identity the server uses.
+Every other call must carry a token whose signature and expiry check out.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+import jwt
+from sqlalchemy import insert, select, update
+
+from server import errors
+from server.storage import tables as t
+from server.storage.store import Store
+from shipyard import __version__, clock
+
+API_VERSION = "2.31"
+SERVER_VERSION = "2.0.0"
+COMPANY = "shipyard"
+DEFAULT_TOKEN_TTL_S = 30 * 24 * 3600
+_PBKDF2_ROUNDS = 120_000
+
+
+@dataclass(frozen=True)
+class Identity:
+    user: str
+    user_name: str
+    company: str = COMPANY
+    role: str = "admin"
+
+    def as_claim(self) -> dict:
+        return {"user": self.user, "user_name": self.user_name, "company": self.company,
+                "company_name": COMPANY, "role": self.role}
+
+
+ANONYMOUS = Identity(user="", user_name="")
+
+
+def hash_secret(secret: str, salt: bytes | None = None) -> str:
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.pbkdf2_hmac("sha256", secret.encode(), salt, _PBKDF2_ROUNDS)
+    return f"pbkdf2${_PBKDF2_ROUNDS}${salt.hex()}${digest.hex()}"
+
+
+def verify_secret(secret: str, stored: str) -> bool:
+    try:
+        _, rounds, salt_hex, digest_hex = stored.split("$")
+    except ValueError:
+        return False
+    digest = hashlib.pbkdf2_hmac("sha256", secret.encode(), bytes.fromhex(salt_hex), int(rounds))
+    return hmac.compare_digest(digest.hex(), digest_hex)
+
+
+def generate_key_pair() -> tuple[str, str]:
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    access = "".join(secrets.choice(alphabet) for _ in range(24))
+    return access, secrets.token_urlsafe(36)
+
+
+class KeyStore:
+    """Access keys: create, list, revoke, verify (verification results cached per process)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._verified: dict[tuple[str, str], str] = {}
+
+    def create(self, access_key: str | None = None, secret_key: str | None = None, *,
+               name: str = "", role: str = "admin") -> tuple[str, str]:
+        gen_access, gen_secret = generate_key_pair()
+        access_key, secret_key = access_key or gen_access, secret_key or gen_secret
+        with self.store.tx() as conn:
+            exists = conn.execute(select(t.credentials.c.access_key)
+                                  .where(t.credentials.c.access_key == access_key)).first()
+            values = {"secret_hash": hash_secret(secret_key), "name": name, "role": role,
+                      "created": clock.now(), "revoked": False}
+            if exists:
+                conn.execute(update(t.credentials).where(t.credentials.c.access_key == access_key)
+                             .values(**values))
+            else:
+                conn.execute(insert(t.credentials).values(access_key=access_key, **values))
+        self._verified.clear()
+        return access_key, secret_key
+
+    def list(self) -> list[dict]:
+        with self.store.tx() as conn:
+            rows = conn.execute(select(t.credentials.c.access_key, t.credentials.c.name,
+                                       t.credentials.c.role, t.credentials.c.created,
+                                       t.credentials.c.revoked)).all()
+        return [dict(row._mapping) for row in rows]
+
+    def revoke(self, access_key: str) -> bool:
+        with self.store.tx() as conn:
+            count = conn.execute(update(t.credentials).where(t.credentials.c.access_key == access_key)
+                                 .values(revoked=True)).rowcount
+        self._verified.clear()
+        return count > 0
+
+    def is_active(self, access_key: str) -> bool:
+        with self.store.tx() as conn:
+            row = conn.execute(select(t.credentials.c.revoked)
+                               .where(t.credentials.c.access_key == access_key)).first()
+        return bool(row) and not row[0]
+
+    def count(self) -> int:
+        return len(self.list())
+
+    def verify(self, access_key: str, secret_key: str) -> Identity:
+        cache_key = (access_key, hashlib.sha256(secret_key.encode()).hexdigest())
+        role = self._verified.get(cache_key)
+        if role is None:
+            with self.store.tx() as conn:
+                row = conn.execute(select(t.credentials).where(t.credentials.c.access_key == access_key)).first()
+            if row is None or row.revoked or not verify_secret(secret_key, row.secret_hash):
+                raise errors.unauthorized("Invalid credentials: unknown access key or wrong secret", 21)
+            role = row.role
+            self._verified[cache_key] = role
+        return Identity(user=access_key, user_name=access_key, role=role)
+
+
+class TokenSigner:
+    def __init__(self, secret: str, ttl_s: int = DEFAULT_TOKEN_TTL_S):
+        self.secret = secret
+        self.ttl_s = ttl_s
+
+    def issue(self, identity: Identity, ttl_s: int | None = None) -> str:
+        now = int(clock.now())
+        claims = {
+            "identity": identity.as_claim(), "iat": now, "exp": now + int(ttl_s or self.ttl_s),
+            "env": "shipyard", "api_version": API_VERSION, "server_version": SERVER_VERSION,
+            "server_build": f"shipyard-{__version__}", "feature_set": "basic",
+            "session_id": secrets.token_hex(8),
+        }
+        return jwt.encode(claims, self.secret, algorithm="HS256")
+
+    def verify(self, token: str) -> Identity:
+        try:
+            claims = jwt.decode(token, self.secret, algorithms=["HS256"],
+                                options={"require": ["exp", "identity"]})
+        except jwt.ExpiredSignatureError:
+            raise errors.unauthorized("Token expired", 31) from None
+        except jwt.InvalidTokenError as exc:
+            raise errors.unauthorized(f"Invalid token: {exc}", 30) from None
+        ident = claims.get("identity") or {}
+        return Identity(user=str(ident.get("user", "")), user_name=str(ident.get("user_name", "")),
+                        role=str(ident.get("role", "user")))
+
+
+def parse_basic(header: str) -> tuple[str, str]:
+    try:
+        raw = base64.b64decode(header.split(" ", 1)[1].strip()).decode()
+        access, secret = raw.split(":", 1)
+    except (IndexError, ValueError, UnicodeDecodeError):
+        raise errors.unauthorized("Malformed Basic authorization header", 22) from None
+    return access, secret
+
+
+def load_token_secret(store: Store) -> str:
+    """The signing secret, generated once per data dir and kept in the database."""
+    with store.tx() as conn:
+        secret = store.meta_get(conn, "token_secret")
+        if secret is None:
+            secret = secrets.token_hex(32)
+            store.meta_set(conn, "token_secret", secret)
+    return secret

@@ -1,0 +1,88 @@
+"""Server settings: defaults < config file (HOCON) < SHIPYARD_* environment < command line.
+
+Every key is documented in configs/server.conf.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from shipyard.errors import ConfigError
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("SHIPYARD_DATA_DIR") or Path.home() / ".shipyard")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    api_port: int = 8008
+    files_port: int = 8081
+    web_port: int = 8080
+    data_dir: Path = field(default_factory=default_data_dir)
+    db: str = ""                      # SQLAlchemy URL; empty = SQLite file in data_dir
+    sqlite_synchronous: str = "NORMAL"  # NORMAL survives process crashes; FULL also power loss
+    access_key: str = ""
+    secret_key: str = ""
+    public_host: str = ""             # host name clients should use in URLs (default: host)
+    token_ttl_s: int = 30 * 24 * 3600
+    long_poll_max_s: float = 60.0
+    worker_timeout_s: float = 600.0
+    log_level: str = "info"
+
+    @property
+    def db_url(self) -> str:
+        return self.db or f"sqlite:///{Path(self.data_dir) / 'shipyard.db'}"
+
+    def url(self, port: int) -> str:
+        host = self.public_host or ("localhost" if self.host in ("0.0.0.0", "127.0.0.1", "::") else self.host)
+        return f"http://{host}:{port}"
+
+
+_ENV = {f.name: f"SHIPYARD_{f.name.upper()}" for f in fields(ServerConfig)}
+_ENV["db"] = "SHIPYARD_DB"
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    kind = {f.name: f.type for f in fields(ServerConfig)}[name]
+    try:
+        if kind in ("int", int):
+            return int(value)
+        if kind in ("float", float):
+            return float(value)
+        if kind in ("Path", Path):
+            return Path(str(value)).expanduser()
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"server setting '{name}' from {source} must be {kind}, got {value!r}") from None
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    from pyhocon import ConfigFactory
+    from pyhocon.exceptions import ConfigException
+
+    try:
+        tree = ConfigFactory.parse_file(str(path))
+    except (OSError, ConfigException) as exc:
+        raise ConfigError(f"cannot read server config {path}: {exc}") from None
+    section = tree.get("server", tree)
+    return {k: section.get(k) for k in _ENV if k in section}
+
+
+def load_server_config(config_file: Path | None = None, env: Mapping[str, str] | None = None,
+                       overrides: Mapping[str, Any] | None = None) -> ServerConfig:
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    path = config_file or (Path(env["SHIPYARD_SERVER_CONFIG"]) if env.get("SHIPYARD_SERVER_CONFIG") else None)
+    if path:
+        values.update({k: _coerce(k, v, f"file:{path}") for k, v in _from_file(path).items()})
+    for name, var in _ENV.items():
+        if env.get(var):
+            values[name] = _coerce(name, env[var], f"env:{var}")
+    for name, value in (overrides or {}).items():
+        if value is not None and value != "":
+            values[name] = _coerce(name, value, "cli")
+    return replace(ServerConfig(), **values)

@@ -1,0 +1,157 @@
+"""The `get_all` query language shared by tasks, projects, queues and models.
+
+Filtering that SQL handles portably (ids, project, status, type) is done by the caller's
+`where` clauses; everything ClearML expresses with regexes, tag algebra, dotted field
+projection, ordering and paging is done here on the documents.
+"""
+from __future__ import annotations
+
+import re
+from functools import cmp_to_key
+from typing import Any, Iterable
+
+from server import errors
+
+_MISSING = object()
+
+
+def dotted_get(doc: dict, path: str, default: Any = None) -> Any:
+    node: Any = doc
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def _dotted_set(doc: dict, path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    for part in parents:
+        doc = doc.setdefault(part, {})
+    doc[leaf] = value
+
+
+def project_fields(doc: dict, only_fields: list[str] | None) -> dict:
+    if not only_fields:
+        return doc
+    out: dict = {"id": doc.get("id")}
+    for path in only_fields:
+        value = dotted_get(doc, path, _MISSING)
+        if value is not _MISSING:
+            _dotted_set(out, path, value)
+    return out
+
+
+def compile_regex(pattern: str, field: str = "name") -> re.Pattern:
+    try:
+        return re.compile(pattern, re.IGNORECASE)
+    except re.error as exc:
+        raise errors.validation(f"invalid regular expression for '{field}': {exc}") from None
+
+
+def tags_match(doc_tags: Iterable[str], wanted: list[str] | None) -> bool:
+    """ClearML tag filter: plain entries OR together, `-x` / `__$not x` exclude, `__$all` ANDs."""
+    if not wanted:
+        return True
+    have = set(doc_tags or ())
+    include: list[str] = []
+    exclude: list[str] = []
+    mode_all = False
+    negate_next = False
+    for item in wanted:
+        if item == "__$all":
+            mode_all = True
+        elif item in ("__$any", "__$and", "__$or"):
+            continue
+        elif item == "__$not":
+            negate_next = True
+        elif negate_next:
+            exclude.append(item)
+            negate_next = False
+        elif item.startswith("-") and len(item) > 1:
+            exclude.append(item[1:])
+        else:
+            include.append(item)
+    if have.intersection(exclude):
+        return False
+    if not include:
+        return True
+    return set(include) <= have if mode_all else bool(have.intersection(include))
+
+
+def _any_all_match(doc: dict, spec: dict | None, combine: Any) -> bool:
+    if not spec:
+        return True
+    pattern = spec.get("pattern")
+    fields = spec.get("fields") or []
+    if not pattern or not fields:
+        return True
+    rx = compile_regex(str(pattern), "pattern")
+    return combine(bool(rx.search(str(dotted_get(doc, f, "") or ""))) for f in fields)
+
+
+def _sort_key_cmp(order_by: list[str]):
+    keys = []
+    for spec in order_by:
+        if not isinstance(spec, str) or not spec:
+            continue
+        desc = spec.startswith("-")
+        keys.append((spec.lstrip("-+"), desc))
+
+    def compare(a: dict, b: dict) -> int:
+        for path, desc in keys:
+            va, vb = dotted_get(a, path), dotted_get(b, path)
+            if va == vb:
+                continue
+            if va is None:
+                result = -1
+            elif vb is None:
+                result = 1
+            else:
+                try:
+                    result = -1 if va < vb else 1
+                except TypeError:
+                    result = -1 if str(va) < str(vb) else 1
+            return -result if desc else result
+        return 0
+
+    return cmp_to_key(compare)
+
+
+def apply(docs: list[dict], body: dict, *, name_field: str = "name", default_order: str | None = None,
+          hidden_tag: str = "hidden") -> list[dict]:
+    """Filter, sort, page and project `docs` according to a get_all request body."""
+    name = body.get("name")
+    if isinstance(name, str) and name:
+        rx = compile_regex(name)
+        docs = [d for d in docs if rx.search(str(d.get(name_field) or ""))]
+    for field in ("tags", "system_tags"):
+        wanted = body.get(field)
+        if isinstance(wanted, str):
+            wanted = [wanted]
+        if wanted:
+            docs = [d for d in docs if tags_match(d.get(field) or [], wanted)]
+    if not body.get("search_hidden") and not body.get("id"):
+        docs = [d for d in docs if hidden_tag not in (d.get("system_tags") or [])]
+    if body.get("_any_"):
+        docs = [d for d in docs if _any_all_match(d, body["_any_"], any)]
+    if body.get("_all_"):
+        docs = [d for d in docs if _any_all_match(d, body["_all_"], all)]
+    order_by = body.get("order_by") or ([default_order] if default_order else [])
+    if isinstance(order_by, str):
+        order_by = [order_by]
+    if order_by:
+        docs = sorted(docs, key=_sort_key_cmp(order_by))
+    docs = _page(docs, body)
+    return [project_fields(d, body.get("only_fields")) for d in docs]
+
+
+def _page(docs: list[dict], body: dict) -> list[dict]:
+    page, size = body.get("page"), body.get("page_size")
+    if size is None or page is None:
+        if isinstance(size, int) and size > 0:
+            return docs[:size]
+        return docs
+    if not isinstance(page, int) or not isinstance(size, int) or page < 0 or size < 1:
+        raise errors.validation("page must be >= 0 and page_size >= 1")
+    return docs[page * size:(page + 1) * size]

@@ -1,0 +1,56 @@
+"""auth.*, server.*, debug.* and the users calls clients make in passing."""
+from __future__ import annotations
+
+from server import errors
+from server.auth import API_VERSION, SERVER_VERSION, parse_basic
+from server.registry import CallContext, Request, endpoint
+from shipyard import __version__
+
+# Shipyard extensions, advertised so our agent can tell our server from a reference one.
+EXTENSIONS = {
+    "long_poll": {"endpoint": "queues.get_next_task", "field": "wait_s", "max_s": 60},
+    "json_lines": True,
+}
+
+
+@endpoint("auth.login", public=True)
+def login(ctx: CallContext, req: Request) -> dict:
+    state = ctx.settings
+    header = ctx.extra.get("authorization", "")
+    if header.lower().startswith("basic "):
+        access, secret = parse_basic(header)
+        identity = state.keys.verify(access, secret)
+    elif header.lower().startswith("bearer "):
+        identity = state.signer.verify(header[7:].strip())
+    else:
+        raise errors.unauthorized("Missing credentials: use HTTP Basic with access_key:secret_key", 20)
+    ttl = req.int("expiration_sec")
+    token = state.signer.issue(identity, ttl_s=ttl if ttl and ttl > 0 else None)
+    return {"token": token}
+
+
+@endpoint("server.info", public=True)
+def info(ctx: CallContext, req: Request) -> dict:
+    return {"version": SERVER_VERSION, "build": f"shipyard-{__version__}", "commit": "",
+            "uid": "shipyard", "api_version": API_VERSION,
+            "shipyard": {"version": __version__, "extensions": EXTENSIONS}}
+
+
+@endpoint("debug.ping", public=True)
+def ping(ctx: CallContext, req: Request) -> dict:
+    echo = {k: v for k, v in req.body.items() if k != "__lines__"}
+    return {"msg": "ClearML server", **echo}
+
+
+@endpoint("users.get_current_user")
+def current_user(ctx: CallContext, req: Request) -> dict:
+    ident = ctx.identity
+    return {"user": {"id": ident.user, "name": ident.user_name, "company": {"id": ident.company,
+                                                                           "name": ident.company},
+                     "role": ident.role, "preferences": {}},
+            "getting_started": {}, "settings": {}}
+
+
+@endpoint("users.get_all")
+def users_all(ctx: CallContext, req: Request) -> dict:
+    return {"users": [{"id": ctx.identity.user, "name": ctx.identity.user_name}]}

@@ -1,0 +1,103 @@
+"""projects.* endpoints."""
+from __future__ import annotations
+
+from sqlalchemy import delete, select
+
+from server import errors, query
+from server.registry import CallContext, Request, endpoint
+from server.storage import tables as t
+from server.storage.store import new_id
+from shipyard import clock
+
+
+def get_project(ctx: CallContext, conn, project_id: str) -> dict:
+    doc = ctx.store.get(conn, t.projects, project_id)
+    if doc is None:
+        raise errors.invalid_id("project", project_id)
+    return doc
+
+
+def find_or_create_project(ctx: CallContext, conn, name: str) -> str:
+    row = conn.execute(select(t.projects.c.id).where(t.projects.c.name == name)).first()
+    if row:
+        return row[0]
+    return _insert(ctx, conn, {"name": name})
+
+
+def _insert(ctx: CallContext, conn, fields: dict) -> str:
+    now = clock.iso()
+    doc = {"id": new_id(), "name": fields["name"], "basename": fields["name"].rsplit("/", 1)[-1],
+           "description": fields.get("description") or "", "tags": fields.get("tags") or [],
+           "system_tags": fields.get("system_tags") or [], "default_output_destination":
+           fields.get("default_output_destination"), "user": ctx.identity.user,
+           "company": ctx.identity.company, "created": now, "last_update": now}
+    ctx.store.insert(conn, t.projects, {k: v for k, v in doc.items() if v is not None})
+    return doc["id"]
+
+
+@endpoint("projects.create")
+def create(ctx: CallContext, req: Request) -> dict:
+    name = req.str("name", required=True).strip()
+    if not name:
+        raise errors.missing_field("name")
+    with ctx.store.tx() as conn:
+        if conn.execute(select(t.projects.c.id).where(t.projects.c.name == name)).first():
+            raise errors.APIError(400, 403, f"Project with the same name already exists: name={name}")
+        return {"id": _insert(ctx, conn, {"name": name, "description": req.str("description"),
+                                          "tags": req.str_list("tags"),
+                                          "system_tags": req.str_list("system_tags"),
+                                          "default_output_destination": req.str("default_output_destination")})}
+
+
+@endpoint("projects.get_by_id")
+def get_by_id(ctx: CallContext, req: Request) -> dict:
+    with ctx.store.tx() as conn:
+        return {"project": get_project(ctx, conn, req.id("project", "project"))}
+
+
+@endpoint("projects.get_all")
+@endpoint("projects.get_all_ex")
+def get_all(ctx: CallContext, req: Request) -> dict:
+    ids = req.str_list("id")
+    where = [t.projects.c.id.in_(ids)] if ids else []
+    with ctx.store.tx() as conn:
+        docs = ctx.store.get_many(conn, t.projects, where)
+    return {"projects": query.apply(docs, req.body, default_order="name")}
+
+
+@endpoint("projects.update")
+def update_project(ctx: CallContext, req: Request) -> dict:
+    with ctx.store.tx() as conn:
+        doc = get_project(ctx, conn, req.id("project", "project"))
+        fields = {}
+        for key in ("name", "description", "default_output_destination"):
+            if key in req:
+                fields[key] = req.str(key)
+        for key in ("tags", "system_tags"):
+            if key in req:
+                fields[key] = req.str_list(key)
+        doc.update(fields)
+        if "name" in fields:
+            doc["basename"] = fields["name"].rsplit("/", 1)[-1]
+        doc["last_update"] = clock.iso()
+        ctx.store.save(conn, t.projects, doc)
+    return {"updated": 1, "fields": fields}
+
+
+@endpoint("projects.delete")
+def delete_project(ctx: CallContext, req: Request) -> dict:
+    project_id = req.id("project", "project")
+    force = req.bool("force")
+    with ctx.store.tx() as conn:
+        get_project(ctx, conn, project_id)
+        task_ids = [r[0] for r in conn.execute(select(t.tasks.c.id).where(t.tasks.c.project == project_id))]
+        if task_ids and not force:
+            raise errors.APIError(400, 406, f"Project has associated tasks: {len(task_ids)} "
+                                  "(use force=true to delete them too)")
+        if req.bool("delete_contents", force):
+            for task_id in task_ids:
+                conn.execute(delete(t.events).where(t.events.c.task == task_id))
+                conn.execute(delete(t.queue_entries).where(t.queue_entries.c.task == task_id))
+            conn.execute(delete(t.tasks).where(t.tasks.c.project == project_id))
+        ctx.store.delete(conn, t.projects, project_id)
+    return {"deleted": 1, "disassociated_tasks": 0, "deleted_tasks": len(task_ids)}

@@ -1,0 +1,307 @@
+"""queues.*: queue documents and their ordered entries, with an atomic pop and long-poll."""
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import delete, func, select, update
+
+from server import errors, query, status
+from server.registry import CallContext, Request, endpoint
+from server.services import taskdoc
+from server.storage import tables as t
+from server.storage.store import new_id
+from shipyard import clock
+
+DEFAULT_QUEUE = "default"
+
+# -- entries ------------------------------------------------------------------------------
+
+
+def entries(conn, queue_id: str) -> list[dict]:
+    rows = conn.execute(select(t.queue_entries.c.task, t.queue_entries.c.added)
+                        .where(t.queue_entries.c.queue == queue_id)
+                        .order_by(t.queue_entries.c.position, t.queue_entries.c.seq))
+    return [{"task": r.task, "added": clock.iso(r.added)} for r in rows]
+
+
+def add_entry(conn, queue_id: str, task_id: str, *, front: bool = False) -> None:
+    bound = func.min if front else func.max
+    edge = conn.execute(select(bound(t.queue_entries.c.position))
+                        .where(t.queue_entries.c.queue == queue_id)).scalar()
+    position = 0.0 if edge is None else (edge - 1.0 if front else edge + 1.0)
+    conn.execute(t.queue_entries.insert().values(queue=queue_id, task=task_id, position=position,
+                                                 added=clock.now()))
+
+
+def remove_task_entries(conn, task_id: str, queue_id: str | None = None) -> int:
+    clause = delete(t.queue_entries).where(t.queue_entries.c.task == task_id)
+    if queue_id is not None:
+        clause = clause.where(t.queue_entries.c.queue == queue_id)
+    return conn.execute(clause).rowcount
+
+
+def pop(conn, queue_id: str) -> tuple[str, float] | None:
+    """Remove and return the head entry. One statement, so two callers never get the same one."""
+    head = (select(t.queue_entries.c.seq).where(t.queue_entries.c.queue == queue_id)
+            .order_by(t.queue_entries.c.position, t.queue_entries.c.seq).limit(1)
+            .with_for_update(skip_locked=True).scalar_subquery())
+    row = conn.execute(delete(t.queue_entries).where(t.queue_entries.c.seq == head)
+                       .returning(t.queue_entries.c.task, t.queue_entries.c.added)).first()
+    return (row.task, row.added) if row else None
+
+
+# -- queue documents ----------------------------------------------------------------------
+
+
+def load_queue(ctx: CallContext, conn, queue_id: str) -> dict:
+    doc = ctx.store.get(conn, t.queues, queue_id) if queue_id else None
+    if doc is None:
+        raise errors.invalid_id("queue", queue_id)
+    return doc
+
+
+def find_queue_by_name(conn, name: str) -> str | None:
+    row = conn.execute(select(t.queues.c.id).where(t.queues.c.name == name)).first()
+    return row[0] if row else None
+
+
+def create_queue(ctx: CallContext, conn, name: str, *, tags=None, system_tags=None,
+                 display_name: str | None = None) -> str:
+    if find_queue_by_name(conn, name):
+        raise errors.APIError(400, 702, f"Queue with the same name already exists: name={name}")
+    now = clock.iso()
+    doc = {"id": new_id(), "name": name, "display_name": display_name or name,
+           "user": ctx.identity.user, "company": ctx.identity.company, "created": now,
+           "last_update": now, "tags": tags or [], "system_tags": system_tags or [], "metadata": {}}
+    ctx.store.insert(conn, t.queues, doc)
+    return doc["id"]
+
+
+def ensure_default_queue(store, identity) -> str:
+    """Make sure a queue tagged `default` exists (the server calls this at start-up)."""
+    from server.registry import CallContext as _Ctx
+    ctx = _Ctx(store=store, identity=identity, endpoint="startup", version="2.31")
+    with store.tx() as conn:
+        for doc in store.get_many(conn, t.queues):
+            if "default" in (doc.get("system_tags") or []):
+                return doc["id"]
+        existing = find_queue_by_name(conn, DEFAULT_QUEUE)
+        if existing:
+            doc = store.get(conn, t.queues, existing)
+            doc["system_tags"] = sorted(set(doc.get("system_tags") or []) | {"default"})
+            store.save(conn, t.queues, doc)
+            return existing
+        return create_queue(ctx, conn, DEFAULT_QUEUE, system_tags=["default"])
+
+
+def _with_entries(conn, doc: dict) -> dict:
+    return {**doc, "entries": entries(conn, doc["id"])}
+
+
+@endpoint("queues.create")
+def create(ctx: CallContext, req: Request) -> dict:
+    name = req.str("name", required=True).strip()
+    if not name:
+        raise errors.missing_field("name")
+    with ctx.store.tx() as conn:
+        return {"id": create_queue(ctx, conn, name, tags=req.str_list("tags"),
+                                   system_tags=req.str_list("system_tags"),
+                                   display_name=req.str("display_name"))}
+
+
+@endpoint("queues.get_by_id")
+def get_by_id(ctx: CallContext, req: Request) -> dict:
+    with ctx.store.tx() as conn:
+        return {"queue": _with_entries(conn, load_queue(ctx, conn, req.id("queue", "queue")))}
+
+
+@endpoint("queues.get_all")
+@endpoint("queues.get_all_ex")
+def get_all(ctx: CallContext, req: Request) -> dict:
+    ids = req.str_list("id")
+    with ctx.store.tx() as conn:
+        docs = ctx.store.get_many(conn, t.queues, [t.queues.c.id.in_(ids)] if ids else [])
+        docs = [_with_entries(conn, d) for d in docs]
+    return {"queues": query.apply(docs, req.body, default_order="created")}
+
+
+@endpoint("queues.get_default")
+def get_default(ctx: CallContext, req: Request) -> dict:
+    with ctx.store.tx() as conn:
+        for doc in ctx.store.get_many(conn, t.queues):
+            if "default" in (doc.get("system_tags") or []):
+                return {"id": doc["id"], "name": doc["name"]}
+    raise errors.APIError(400, 707, "No queue is tagged as the default queue")
+
+
+@endpoint("queues.update")
+def update_queue(ctx: CallContext, req: Request) -> dict:
+    with ctx.store.tx() as conn:
+        doc = load_queue(ctx, conn, req.id("queue", "queue"))
+        fields = {k: req.body[k] for k in ("name", "display_name", "tags", "system_tags") if k in req}
+        doc.update(fields)
+        doc["last_update"] = clock.iso()
+        ctx.store.save(conn, t.queues, doc)
+    return {"updated": 1, "fields": fields}
+
+
+@endpoint("queues.delete")
+def delete_queue(ctx: CallContext, req: Request) -> dict:
+    queue_id = req.id("queue", "queue")
+    with ctx.store.tx() as conn:
+        load_queue(ctx, conn, queue_id)
+        waiting = entries(conn, queue_id)
+        if waiting and not req.bool("force"):
+            raise errors.APIError(400, 703, f"Queue is not empty ({len(waiting)} tasks); use force=true")
+        conn.execute(delete(t.queue_entries).where(t.queue_entries.c.queue == queue_id))
+        ctx.store.delete(conn, t.queues, queue_id)
+    return {"deleted": 1}
+
+
+@endpoint("queues.add_task")
+def add_task(ctx: CallContext, req: Request) -> dict:
+    queue_id, task_id = req.id("queue", "queue"), req.id("task", "task")
+    with ctx.store.tx() as conn:
+        load_queue(ctx, conn, queue_id)
+        taskdoc.load(ctx, conn, task_id)
+        if conn.execute(select(t.queue_entries.c.seq).where(t.queue_entries.c.queue == queue_id)
+                        .where(t.queue_entries.c.task == task_id)).first():
+            raise errors.APIError(400, 704, f"Task already in queue: task={task_id}")
+        add_entry(conn, queue_id, task_id)
+    if ctx.notifier:
+        ctx.notifier.notify(queue_id)
+    return {"added": 1}
+
+
+@endpoint("queues.remove_task")
+def remove_task(ctx: CallContext, req: Request) -> dict:
+    queue_id, task_id = req.id("queue", "queue"), req.id("task", "task")
+    with ctx.store.tx() as conn:
+        load_queue(ctx, conn, queue_id)
+        removed = remove_task_entries(conn, task_id, queue_id)
+        if removed and req.bool("update_task_status"):
+            doc = taskdoc.load(ctx, conn, task_id)
+            if doc.get("status") == status.QUEUED:
+                back = doc.get("enqueue_status") or status.CREATED
+                taskdoc.change_status(ctx, conn, doc, back, force=True, reason="removed from queue")
+    return {"removed": removed}
+
+
+@endpoint("queues.get_num_entries")
+def num_entries(ctx: CallContext, req: Request) -> dict:
+    queue_id = req.id("queue", "queue")
+    with ctx.store.tx() as conn:
+        load_queue(ctx, conn, queue_id)
+        count = conn.execute(select(func.count()).select_from(t.queue_entries)
+                             .where(t.queue_entries.c.queue == queue_id)).scalar()
+    return {"num": count}
+
+
+@endpoint("queues.peek_task")
+def peek_task(ctx: CallContext, req: Request) -> dict:
+    with ctx.store.tx() as conn:
+        head = entries(conn, load_queue(ctx, conn, req.id("queue", "queue"))["id"])
+    return {"task": head[0]["task"] if head else None} if head else {}
+
+
+@endpoint("queues.clear_queue")
+def clear_queue(ctx: CallContext, req: Request) -> dict:
+    queue_id = req.id("queue", "queue")
+    with ctx.store.tx() as conn:
+        load_queue(ctx, conn, queue_id)
+        removed = [e["task"] for e in entries(conn, queue_id)]
+        conn.execute(delete(t.queue_entries).where(t.queue_entries.c.queue == queue_id))
+        for task_id in removed:
+            doc = ctx.store.get(conn, t.tasks, task_id)
+            if doc and doc.get("status") == status.QUEUED:
+                taskdoc.change_status(ctx, conn, doc, doc.get("enqueue_status") or status.CREATED,
+                                      force=True, reason="queue cleared")
+    return {"removed_tasks": removed}
+
+
+def _move(ctx: CallContext, req: Request, where: str) -> dict:
+    queue_id, task_id = req.id("queue", "queue"), req.id("task", "task")
+    count = max(1, req.int("count", 1) or 1)
+    with ctx.store.tx() as conn:
+        load_queue(ctx, conn, queue_id)
+        rows = conn.execute(select(t.queue_entries.c.seq, t.queue_entries.c.task)
+                            .where(t.queue_entries.c.queue == queue_id)
+                            .order_by(t.queue_entries.c.position, t.queue_entries.c.seq)).all()
+        order = [r.seq for r in rows]
+        tasks = [r.task for r in rows]
+        if task_id not in tasks:
+            raise errors.APIError(400, 705, f"Task not in queue: task={task_id}")
+        index = tasks.index(task_id)
+        target = {"forward": index - count, "backward": index + count, "front": 0,
+                  "back": len(order) - 1}[where]
+        target = max(0, min(len(order) - 1, target))
+        seq = order.pop(index)
+        order.insert(target, seq)
+        for position, entry_seq in enumerate(order):
+            conn.execute(update(t.queue_entries).where(t.queue_entries.c.seq == entry_seq)
+                         .values(position=float(position)))
+    return {"position": target}
+
+
+@endpoint("queues.move_task_forward")
+def move_forward(ctx: CallContext, req: Request) -> dict:
+    return _move(ctx, req, "forward")
+
+
+@endpoint("queues.move_task_backward")
+def move_backward(ctx: CallContext, req: Request) -> dict:
+    return _move(ctx, req, "backward")
+
+
+@endpoint("queues.move_task_to_front")
+def move_front(ctx: CallContext, req: Request) -> dict:
+    return _move(ctx, req, "front")
+
+
+@endpoint("queues.move_task_to_back")
+def move_back(ctx: CallContext, req: Request) -> dict:
+    return _move(ctx, req, "back")
+
+
+def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool) -> dict | None:
+    with ctx.store.tx() as conn:
+        for queue_id in queue_ids:
+            while True:
+                popped = pop(conn, queue_id)
+                if popped is None:
+                    break
+                task_id, added = popped
+                doc = ctx.store.get(conn, t.tasks, task_id)
+                if doc is None:
+                    continue  # deleted while queued: skip the stale entry
+                if doc.get("status") == status.STOPPED:
+                    taskdoc.change_status(ctx, conn, doc, status.QUEUED, force=True)
+                result: dict = {"entry": {"task": task_id, "added": clock.iso(added)}, "queue": queue_id}
+                if get_info:
+                    result["task_info"] = {"company": doc.get("company"), "user": doc.get("user")}
+                return result
+    return None
+
+
+@endpoint("queues.get_next_task")
+async def get_next_task(ctx: CallContext, req: Request) -> dict:
+    """Pop the head of the queue. Shipyard extension: `queues` (several, in priority order) and
+    `wait_s` (long-poll: wait up to that many seconds for an entry)."""
+    queue_ids = req.str_list("queues") or [req.id("queue", "queue")]
+    wait_s = min(max(0.0, req.float("wait_s", 0.0) or 0.0), ctx.settings.long_poll_max_s
+                 if ctx.settings else 60.0)
+    with ctx.store.tx() as conn:
+        for queue_id in queue_ids:
+            load_queue(ctx, conn, queue_id)
+    get_info = req.bool("get_task_info")
+    deadline = time.monotonic() + wait_s
+    while True:
+        result = _try_pop(ctx, queue_ids, get_info)
+        if result is not None:
+            if not req.str_list("queues"):
+                result.pop("queue", None)
+            return result
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or ctx.notifier is None:
+            return {}
+        await ctx.notifier.wait(queue_ids, remaining)

@@ -1,0 +1,134 @@
+"""tasks.*_hyper_params and tasks.*_configuration(s)."""
+from __future__ import annotations
+
+from server import errors
+from server.registry import CallContext, Request, endpoint
+from server.services import taskdoc
+from server.storage import tables as t
+
+
+def _load_many(ctx: CallContext, ids: list[str]) -> list[dict]:
+    with ctx.store.tx() as conn:
+        return [taskdoc.load(ctx, conn, task_id) for task_id in ids]
+
+
+def _mutate(ctx: CallContext, req: Request, fn) -> dict:
+    with ctx.store.tx() as conn:
+        doc = taskdoc.load(ctx, conn, req.id("task", "task"))
+        taskdoc.require_editable(doc, req.bool("force"))
+        count = fn(doc)
+        taskdoc.touch(ctx, doc)
+        ctx.store.save(conn, t.tasks, doc)
+    return {"updated": 1 if count else 0, "deleted": count} if ctx.endpoint.endswith("delete_hyper_params") \
+        or ctx.endpoint.endswith("delete_configuration") else {"updated": 1 if count else 0}
+
+
+@endpoint("tasks.get_hyper_params")
+def get_hyper_params(ctx: CallContext, req: Request) -> dict:
+    out = []
+    for doc in _load_many(ctx, req.str_list("tasks", []) or []):
+        params = [
+            {"section": section, "name": name, **{k: v for k, v in item.items() if k not in ("section", "name")}}
+            for section, items in (doc.get("hyperparams") or {}).items() for name, item in items.items()
+        ]
+        out.append({"task": doc["id"], "hyperparams": params})
+    return {"params": out}
+
+
+def _param_items(req: Request, key: str) -> list[dict]:
+    items = req.list(key, required=True)
+    if not all(isinstance(i, dict) for i in items):
+        raise errors.validation(f"{key} must be a list of objects")
+    return items
+
+
+@endpoint("tasks.edit_hyper_params")
+def edit_hyper_params(ctx: CallContext, req: Request) -> dict:
+    items = _param_items(req, "hyperparams")
+    replace = req.str("replace_hyperparams", "none")
+
+    def fn(doc: dict) -> int:
+        params = {} if replace == "all" else {k: dict(v) for k, v in (doc.get("hyperparams") or {}).items()}
+        if replace == "section":
+            for section in {i.get("section", "General") for i in items}:
+                params[section] = {}
+        for item in items:
+            section = item.get("section") or "General"
+            name = item.get("name")
+            if not name:
+                raise errors.validation("each hyperparameter needs a name")
+            value = {"section": section, "name": name, "value": "" if item.get("value") is None else str(item["value"])}
+            for extra in ("type", "description"):
+                if item.get(extra) is not None:
+                    value[extra] = item[extra]
+            params.setdefault(section, {})[name] = value
+        doc["hyperparams"] = params
+        return len(items)
+
+    return _mutate(ctx, req, fn)
+
+
+@endpoint("tasks.delete_hyper_params")
+def delete_hyper_params(ctx: CallContext, req: Request) -> dict:
+    items = _param_items(req, "hyperparams")
+
+    def fn(doc: dict) -> int:
+        params = {k: dict(v) for k, v in (doc.get("hyperparams") or {}).items()}
+        removed = 0
+        for item in items:
+            section, name = item.get("section"), item.get("name")
+            if section in params and name is None:
+                removed += len(params.pop(section))
+            elif section in params and name in params[section]:
+                del params[section][name]
+                removed += 1
+        doc["hyperparams"] = params
+        return removed
+
+    return _mutate(ctx, req, fn)
+
+
+@endpoint("tasks.get_configurations")
+def get_configurations(ctx: CallContext, req: Request) -> dict:
+    names = req.str_list("names")
+    out = []
+    for doc in _load_many(ctx, req.str_list("tasks", []) or []):
+        items = [dict(v, name=k) for k, v in (doc.get("configuration") or {}).items()
+                 if not names or k in names]
+        out.append({"task": doc["id"], "configuration": items})
+    return {"configurations": out}
+
+
+@endpoint("tasks.get_configuration_names")
+def get_configuration_names(ctx: CallContext, req: Request) -> dict:
+    return {"configurations": [{"task": d["id"], "names": sorted(d.get("configuration") or {})}
+                               for d in _load_many(ctx, req.str_list("tasks", []) or [])]}
+
+
+@endpoint("tasks.edit_configuration")
+def edit_configuration(ctx: CallContext, req: Request) -> dict:
+    items = _param_items(req, "configuration")
+
+    def fn(doc: dict) -> int:
+        config = {} if req.bool("replace_configuration") else dict(doc.get("configuration") or {})
+        for item in items:
+            if not item.get("name"):
+                raise errors.validation("each configuration item needs a name")
+            config[item["name"]] = {k: v for k, v in item.items() if v is not None}
+        doc["configuration"] = config
+        return len(items)
+
+    return _mutate(ctx, req, fn)
+
+
+@endpoint("tasks.delete_configuration")
+def delete_configuration(ctx: CallContext, req: Request) -> dict:
+    names = req.str_list("configuration", []) or []
+
+    def fn(doc: dict) -> int:
+        config = dict(doc.get("configuration") or {})
+        removed = sum(1 for n in names if config.pop(n, None) is not None)
+        doc["configuration"] = config
+        return removed
+
+    return _mutate(ctx, req, fn)

@@ -1,0 +1,82 @@
+"""Task documents: their default shape, loading, and status changes with side effects."""
+from __future__ import annotations
+
+from typing import Any
+
+from server import errors, status
+from server.registry import CallContext
+from server.storage import tables as t
+from shipyard import clock
+
+EMBEDDED = ("script", "execution", "output", "models")  # shallow-merged by tasks.edit
+REPLACED = ("hyperparams", "configuration", "runtime", "container", "tags", "system_tags")
+
+
+def new_task_doc(ctx: CallContext, task_id: str, fields: dict[str, Any]) -> dict:
+    now = clock.iso()
+    doc: dict[str, Any] = {
+        "id": task_id, "name": "", "type": "training", "status": status.CREATED,
+        "status_reason": "", "status_message": "", "comment": "", "tags": [], "system_tags": [],
+        "user": ctx.identity.user, "company": ctx.identity.company, "created": now,
+        "last_update": now, "last_change": now, "status_changed": now, "last_changed_by": ctx.identity.user,
+        "script": {}, "execution": {}, "hyperparams": {}, "configuration": {}, "runtime": {},
+        "models": {"input": [], "output": []}, "output": {}, "container": {}, "last_metrics": {},
+        "last_iteration": 0, "active_duration": 0,
+    }
+    doc.update({k: v for k, v in fields.items() if v is not None})
+    return doc
+
+
+def load(ctx: CallContext, conn, task_id: str) -> dict:
+    doc = ctx.store.get(conn, t.tasks, task_id) if isinstance(task_id, str) else None
+    if doc is None:
+        raise errors.invalid_id("task", task_id)
+    return doc
+
+
+def touch(ctx: CallContext, doc: dict, *, change: bool = True) -> None:
+    now = clock.iso()
+    doc["last_update"] = now
+    if change:
+        doc["last_change"] = now
+        doc["last_changed_by"] = ctx.identity.user
+
+
+def require_editable(doc: dict, force: bool) -> None:
+    if not force and doc.get("status") != status.CREATED:
+        raise errors.invalid_status(
+            f"Task can only be edited in 'created' status unless force=true: task={doc['id']} "
+            f"status={doc.get('status')}")
+
+
+def change_status(ctx: CallContext, conn, doc: dict, new: str, *, force: bool = False,
+                  reason: str | None = None, message: str | None = None,
+                  extra: dict[str, Any] | None = None) -> dict:
+    """Compare-and-set the status of `doc` (already loaded in `conn`); returns changed fields."""
+    current = doc.get("status") or status.CREATED
+    if not status.can_transition(current, new, force=force):
+        raise errors.APIError(400, 110, f"Invalid task status: cannot change from {current} to {new} "
+                              f"(task={doc['id']})")
+    now = clock.iso()
+    fields: dict[str, Any] = {"status": new, "status_changed": now,
+                              "status_reason": reason or "", "status_message": message or ""}
+    fields.update(extra or {})
+    doc.update(fields)
+    touch(ctx, doc)
+    if not ctx.store.save(conn, t.tasks, doc, expect_status=current):
+        raise errors.status_race(f"Task status changed concurrently: task={doc['id']} expected={current}")
+    fields["last_update"] = doc["last_update"]
+    return fields
+
+
+def public_view(ctx: CallContext, doc: dict) -> dict:
+    """The task as clients see it: internals removed; docker_cmd synthesized for old API versions."""
+    out = {k: v for k, v in doc.items() if not k.startswith("_") and k != "enqueue_status"}
+    if ctx.version_tuple < (2, 13):
+        container = doc.get("container") or {}
+        image = container.get("image")
+        if image:
+            execution = dict(out.get("execution") or {})
+            execution["docker_cmd"] = " ".join(p for p in (image, container.get("arguments") or "") if p)
+            out["execution"] = execution
+    return out

@@ -1,0 +1,66 @@
+"""Everything a running server shares between its listeners and handlers."""
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from server.auth import KeyStore, TokenSigner
+from server.notify import Notifier
+from server.storage.store import Store
+from shipyard import clock
+
+_ACTIVE_KEY_TTL_S = 5.0
+_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class RequestMetrics:
+    """Counts and latency histogram per endpoint (exported on /metrics by the ops issue)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: dict[tuple[str, int], int] = defaultdict(int)
+        self.buckets: dict[str, list[int]] = defaultdict(lambda: [0] * (len(_BUCKETS) + 1))
+        self.sums: dict[str, float] = defaultdict(float)
+
+    def observe(self, endpoint: str, code: int, seconds: float) -> None:
+        with self._lock:
+            self.counts[(endpoint, code)] += 1
+            self.sums[endpoint] += seconds
+            row = self.buckets[endpoint]
+            for i, bound in enumerate(_BUCKETS):
+                if seconds <= bound:
+                    row[i] += 1
+                    break
+            else:
+                row[-1] += 1
+
+
+@dataclass
+class ServerState:
+    store: Store
+    data_dir: Path
+    signer: TokenSigner
+    keys: KeyStore
+    notifier: Notifier = field(default_factory=Notifier)
+    metrics: RequestMetrics = field(default_factory=RequestMetrics)
+    files_url: str = "http://localhost:8081"
+    web_url: str = "http://localhost:8080"
+    api_url: str = "http://localhost:8008"
+    long_poll_max_s: float = 60.0
+    worker_timeout_s: float = 600.0
+    _active: dict[str, tuple[bool, float]] = field(default_factory=dict)
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    def keys_active(self, access_key: str) -> bool:
+        cached = self._active.get(access_key)
+        now = clock.monotonic()
+        if cached and now - cached[1] < _ACTIVE_KEY_TTL_S:
+            return cached[0]
+        active = self.keys.is_active(access_key)
+        self._active[access_key] = (active, now)
+        return active

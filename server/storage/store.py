@@ -1,0 +1,142 @@
+"""The storage layer: one `Store` over SQLAlchemy Core for SQLite (default) and PostgreSQL.
+
+Documents are stored whole in a JSON column; the columns that queries need are derived from
+the document by `_columns_for` on every write, so they can never drift apart.
+"""
+from __future__ import annotations
+
+import contextlib
+import uuid
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from sqlalchemy import Table, create_engine, delete, event, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from server.storage import tables as t
+from shipyard import clock
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _ts(doc: dict, key: str, default: float) -> float:
+    value = doc.get(key)
+    if isinstance(value, str) and value:
+        try:
+            return clock.parse_iso(value)
+        except ValueError:
+            return default
+    return default
+
+
+def _columns_for(table: Table, doc: dict) -> dict[str, Any]:
+    now = clock.now()
+    if table is t.tasks:
+        return {
+            "name": doc.get("name") or "", "project": doc.get("project"),
+            "status": doc.get("status") or "created", "type": doc.get("type") or "training",
+            "parent": doc.get("parent"), "created": _ts(doc, "created", now),
+            "last_update": _ts(doc, "last_update", now), "last_change": _ts(doc, "last_change", now),
+        }
+    if table is t.projects:
+        return {"name": doc.get("name") or "", "created": _ts(doc, "created", now),
+                "last_update": _ts(doc, "last_update", now)}
+    if table is t.queues:
+        return {"name": doc.get("name") or "", "created": _ts(doc, "created", now)}
+    if table is t.models:
+        return {"name": doc.get("name") or "", "project": doc.get("project"), "task": doc.get("task"),
+                "created": _ts(doc, "created", now), "last_update": _ts(doc, "last_update", now)}
+    if table is t.workers:
+        return {"last_activity": _ts(doc, "last_activity_time", now)}
+    raise ValueError(f"not a document table: {table.name}")
+
+
+def sqlite_url(data_dir: Path) -> str:
+    return f"sqlite:///{Path(data_dir) / 'shipyard.db'}"
+
+
+def _make_engine(url: str, synchronous: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               pool_size=8, max_overflow=32)
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # WAL: readers never block the writer; a committed transaction survives SIGKILL.
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        # Take the write lock at BEGIN so read-then-write transactions never deadlock.
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        _disable_pysqlite_autobegin(engine)
+        return engine
+    url = url.replace("postgresql://", "postgresql+psycopg://", 1) if url.startswith("postgresql://") else url
+    return create_engine(url, pool_size=16, max_overflow=32, pool_pre_ping=True)
+
+
+def _disable_pysqlite_autobegin(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _no_autobegin(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+
+
+class Store:
+    def __init__(self, url: str, *, synchronous: str = "NORMAL"):
+        self.url = url
+        self.engine = _make_engine(url, synchronous)
+        self.is_sqlite = url.startswith("sqlite")
+        t.metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextlib.contextmanager
+    def tx(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    # -- documents -----------------------------------------------------------------------
+    def get(self, conn: Connection, table: Table, doc_id: str) -> dict | None:
+        row = conn.execute(select(table.c.doc).where(table.c.id == doc_id)).first()
+        return dict(row[0]) if row else None
+
+    def get_many(self, conn: Connection, table: Table, where: Sequence[Any] = ()) -> list[dict]:
+        query = select(table.c.doc)
+        for clause in where:
+            query = query.where(clause)
+        return [dict(row[0]) for row in conn.execute(query)]
+
+    def insert(self, conn: Connection, table: Table, doc: dict) -> None:
+        conn.execute(insert(table).values(id=doc["id"], doc=doc, **_columns_for(table, doc)))
+
+    def save(self, conn: Connection, table: Table, doc: dict, *, expect_status: str | None = None) -> bool:
+        """Write a whole document back. With `expect_status`, only if the stored status still
+        equals it (compare-and-set); returns whether a row was written."""
+        query = update(table).where(table.c.id == doc["id"])
+        if expect_status is not None:
+            query = query.where(table.c.status == expect_status)
+        result = conn.execute(query.values(doc=doc, **_columns_for(table, doc)))
+        return result.rowcount > 0
+
+    def delete(self, conn: Connection, table: Table, doc_id: str) -> bool:
+        return conn.execute(delete(table).where(table.c.id == doc_id)).rowcount > 0
+
+    # -- key/value ---------------------------------------------------------------------
+    def meta_get(self, conn: Connection, key: str) -> str | None:
+        row = conn.execute(select(t.server_meta.c.value).where(t.server_meta.c.key == key)).first()
+        return row[0] if row else None
+
+    def meta_set(self, conn: Connection, key: str, value: str) -> None:
+        if self.meta_get(conn, key) is None:
+            conn.execute(insert(t.server_meta).values(key=key, value=value))
+        else:
+            conn.execute(update(t.server_meta).where(t.server_meta.c.key == key).values(value=value))

@@ -1,0 +1,104 @@
+"""Table definitions (SQLAlchemy Core). One schema for SQLite and PostgreSQL.
+
+Each entity keeps its full ClearML document in a JSON `doc` column, with the fields that
+queries filter or sort on copied into real, indexed columns. Handlers never write SQL
+strings; they go through `Store`.
+"""
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text,
+)
+
+metadata = MetaData()
+
+ID = 32
+
+projects = Table(
+    "projects", metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("name", Text, nullable=False, index=True),
+    Column("created", Float, nullable=False),
+    Column("last_update", Float, nullable=False),
+    Column("doc", JSON, nullable=False),
+)
+
+tasks = Table(
+    "tasks", metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("project", String(ID), index=True),
+    Column("status", String(32), nullable=False, index=True),
+    Column("type", String(32), nullable=False),
+    Column("parent", String(ID), index=True),
+    Column("created", Float, nullable=False),
+    Column("last_update", Float, nullable=False, index=True),
+    Column("last_change", Float, nullable=False, index=True),
+    Column("doc", JSON, nullable=False),
+)
+
+queues = Table(
+    "queues", metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("created", Float, nullable=False),
+    Column("doc", JSON, nullable=False),
+)
+
+queue_entries = Table(
+    "queue_entries", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("queue", String(ID), nullable=False),
+    Column("task", String(ID), nullable=False, index=True),
+    Column("position", Float, nullable=False),
+    Column("added", Float, nullable=False),
+    Index("ix_queue_entries_queue_position", "queue", "position"),
+)
+
+workers = Table(
+    "workers", metadata,
+    Column("id", Text, primary_key=True),
+    Column("last_activity", Float, nullable=False),
+    Column("doc", JSON, nullable=False),
+)
+
+events = Table(
+    "events", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("task", String(ID), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("iter", BigInteger),
+    Column("metric", Text),
+    Column("variant", Text),
+    Column("timestamp", BigInteger, nullable=False),
+    Column("event_key", String(32), unique=True),  # md5 id of non-log events (overwrite on re-report)
+    Column("doc", JSON, nullable=False),
+    Index("ix_events_task_type_seq", "task", "type", "seq"),
+)
+
+models = Table(
+    "models", metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("project", String(ID), index=True),
+    Column("task", String(ID), index=True),
+    Column("created", Float, nullable=False),
+    Column("last_update", Float, nullable=False),
+    Column("doc", JSON, nullable=False),
+)
+
+credentials = Table(
+    "credentials", metadata,
+    Column("access_key", String(64), primary_key=True),
+    Column("secret_hash", Text, nullable=False),
+    Column("name", Text, nullable=False, default=""),
+    Column("role", String(32), nullable=False, default="admin"),
+    Column("created", Float, nullable=False),
+    Column("revoked", Boolean, nullable=False, default=False),
+)
+
+server_meta = Table(
+    "server_meta", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import start_server
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """One real server process shared by the tests that only add data."""
+    srv = start_server(tmp_path_factory.mktemp("server"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture()
+def fresh_server(tmp_path):
+    """A server of the test's own, for tests that restart, kill or fill it."""
+    srv = start_server(tmp_path / "srv")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def api(server):
+    return server.api()

@@ -1,0 +1,128 @@
+"""Test helpers: start a real `shipyard server` process on free ports, and a small API client."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+ACCESS_KEY = "TESTACCESSKEY0000000000"
+SECRET_KEY = "test-secret-key-0123456789abcdefghijklmnop"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ApiFailure(Exception):
+    def __init__(self, meta: dict):
+        super().__init__(f"{meta.get('result_code')}/{meta.get('result_subcode')}: {meta.get('result_msg')}")
+        self.meta = meta
+        self.code = meta.get("result_code")
+        self.subcode = meta.get("result_subcode")
+        self.msg = meta.get("result_msg")
+
+
+class Api:
+    """Minimal envelope-aware client for tests (the product's client is agent.api)."""
+
+    def __init__(self, base: str, access: str = ACCESS_KEY, secret: str = SECRET_KEY):
+        self.base = base
+        self.http = requests.Session()
+        self.token = self.login(access, secret)
+
+    def login(self, access: str, secret: str) -> str:
+        resp = self.http.get(f"{self.base}/auth.login", auth=(access, secret), timeout=10)
+        body = resp.json()
+        if body["meta"]["result_code"] != 200:
+            raise ApiFailure(body["meta"])
+        return body["data"]["token"]
+
+    def raw(self, endpoint: str, data=None, *, token: str | None = "default", method: str = "POST",
+            headers: dict | None = None, body: bytes | None = None, timeout: float = 30) -> requests.Response:
+        hdrs = dict(headers or {})
+        if token == "default":
+            token = self.token
+        if token:
+            hdrs["Authorization"] = f"Bearer {token}"
+        if body is None:
+            body = json.dumps(data or {}).encode()
+            hdrs.setdefault("Content-Type", "application/json")
+        return self.http.request(method, f"{self.base}/{endpoint}", data=body, headers=hdrs, timeout=timeout)
+
+    def call(self, endpoint: str, data=None, **kw) -> dict:
+        body = self.raw(endpoint, data, **kw).json()
+        if body["meta"]["result_code"] != 200:
+            raise ApiFailure(body["meta"])
+        return body["data"]
+
+    def events(self, events: list[dict]) -> dict:
+        payload = "\n".join(json.dumps(e) for e in events).encode()
+        return self.call("events.add_batch", body=payload, headers={"Content-Type": "application/json-lines"})
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen
+    data_dir: Path
+    api_url: str
+    files_url: str
+    web_url: str
+    ports: tuple[int, int, int]
+    log_path: Path
+
+    def api(self) -> Api:
+        return Api(self.api_url)
+
+    def env(self) -> dict[str, str]:
+        """Environment for a clearml client process pointed at this server."""
+        return {"CLEARML_API_HOST": self.api_url, "CLEARML_FILES_HOST": self.files_url,
+                "CLEARML_WEB_HOST": self.web_url, "CLEARML_API_ACCESS_KEY": ACCESS_KEY,
+                "CLEARML_API_SECRET_KEY": SECRET_KEY}
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def start_server(data_dir: Path, *, db: str | None = None, extra_args: list[str] | None = None,
+                 ports: tuple[int, int, int] | None = None, env: dict | None = None) -> ServerProcess:
+    api_port, files_port, web_port = ports or (free_port(), free_port(), free_port())
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "server.log"
+    args = [sys.executable, "-m", "shipyard", "server", "--data-dir", str(data_dir),
+            "--api-port", str(api_port), "--files-port", str(files_port), "--web-port", str(web_port),
+            "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY, *(extra_args or [])]
+    if db:
+        args += ["--db", db]
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                            start_new_session=True)
+    server = ServerProcess(proc, data_dir, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{files_port}",
+                           f"http://127.0.0.1:{web_port}", (api_port, files_port, web_port), log_path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
+        try:
+            requests.get(f"{server.api_url}/debug.ping", timeout=1)
+            requests.get(f"{server.files_url}/", timeout=1)
+            return server
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
