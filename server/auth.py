@@ -69,7 +69,7 @@ class KeyStore:
 
     def __init__(self, store: Store):
         self.store = store
-        self._verified: dict[tuple[str, str], str] = {}
+        self._verified: dict[tuple[str, str, str], str] = {}
 
     def create(self, access_key: str | None = None, secret_key: str | None = None, *,
                name: str = "", role: str = "admin") -> tuple[str, str]:
@@ -112,16 +112,18 @@ class KeyStore:
         return len(self.list())
 
     def verify(self, access_key: str, secret_key: str) -> Identity:
-        cache_key = (access_key, hashlib.sha256(secret_key.encode()).hexdigest())
-        role = self._verified.get(cache_key)
-        if role is None:
-            with self.store.tx() as conn:
-                row = conn.execute(select(t.credentials).where(t.credentials.c.access_key == access_key)).first()
-            if row is None or row.revoked or not verify_secret(secret_key, row.secret_hash):
+        """Check a key pair. The row is read every time (revocation is immediate); only the
+        slow PBKDF2 comparison is remembered for a pair that already matched its hash."""
+        with self.store.tx() as conn:
+            row = conn.execute(select(t.credentials).where(t.credentials.c.access_key == access_key)).first()
+        if row is None or row.revoked:
+            raise errors.unauthorized("Invalid credentials: unknown or revoked access key", 21)
+        cache_key = (access_key, hashlib.sha256(secret_key.encode()).hexdigest(), row.secret_hash)
+        if cache_key not in self._verified:
+            if not verify_secret(secret_key, row.secret_hash):
                 raise errors.unauthorized("Invalid credentials: unknown access key or wrong secret", 21)
-            role = row.role
-            self._verified[cache_key] = role
-        return Identity(user=access_key, user_name=access_key, role=role)
+            self._verified[cache_key] = row.role
+        return Identity(user=access_key, user_name=access_key, role=row.role)
 
 
 class TokenSigner:

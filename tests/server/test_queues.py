@@ -1,0 +1,108 @@
+"""Queues: ordering, moves, atomic pop under concurrency, long-poll."""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.helpers import Api
+
+
+def _queue_with(api, name, n):
+    queue = api.call("queues.create", {"name": name})["id"]
+    tasks = []
+    for i in range(n):
+        task = api.call("tasks.create", {"name": f"{name}-{i}", "type": "training"})["id"]
+        api.call("tasks.enqueue", {"task": task, "queue": queue})
+        tasks.append(task)
+    return queue, tasks
+
+
+def _order(api, queue):
+    return [e["task"] for e in api.call("queues.get_by_id", {"queue": queue})["queue"]["entries"]]
+
+
+def test_fifo_and_moves(api):
+    queue, (a, b, c) = _queue_with(api, "moves", 3)
+    assert _order(api, queue) == [a, b, c]
+    assert api.call("queues.move_task_to_front", {"queue": queue, "task": c})["position"] == 0
+    assert _order(api, queue) == [c, a, b]
+    api.call("queues.move_task_backward", {"queue": queue, "task": c, "count": 1})
+    assert _order(api, queue) == [a, c, b]
+    api.call("queues.move_task_to_back", {"queue": queue, "task": a})
+    assert _order(api, queue) == [c, b, a]
+    api.call("queues.move_task_forward", {"queue": queue, "task": a})
+    assert _order(api, queue) == [c, a, b]
+    assert api.call("queues.get_num_entries", {"queue": queue})["num"] == 3
+    assert api.call("queues.remove_task", {"queue": queue, "task": a, "update_task_status": True})["removed"] == 1
+    assert api.call("tasks.get_by_id", {"task": a})["task"]["status"] == "created"
+    assert api.call("queues.get_next_task", {"queue": queue})["entry"]["task"] == c
+    assert api.call("queues.get_next_task", {"queue": queue})["entry"]["task"] == b
+    assert api.call("queues.get_next_task", {"queue": queue}) == {}
+
+
+def test_concurrent_pops_get_each_task_once(server, api):
+    queue, tasks = _queue_with(api, "concurrent", 200)
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        client = Api(server.api_url)
+        while True:
+            data = client.call("queues.get_next_task", {"queue": queue})
+            if not data:
+                return
+            with lock:
+                got.append(data["entry"]["task"])
+
+    with ThreadPoolExecutor(16) as pool:
+        for f in [pool.submit(worker) for _ in range(16)]:
+            f.result()
+    assert sorted(got) == sorted(tasks) and len(got) == len(set(got))
+
+
+def test_long_poll_returns_on_enqueue(server, api):
+    queue = api.call("queues.create", {"name": "longpoll"})["id"]
+    task = api.call("tasks.create", {"name": "lp", "type": "training"})["id"]
+    result = {}
+
+    def waiter() -> None:
+        started = time.monotonic()
+        result["data"] = Api(server.api_url).call("queues.get_next_task", {"queue": queue, "wait_s": 20})
+        result["waited"] = time.monotonic() - started
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    time.sleep(0.5)
+    api.call("tasks.enqueue", {"task": task, "queue": queue})
+    thread.join(20)
+    assert result["data"]["entry"]["task"] == task
+    assert result["waited"] < 10  # woke up on the enqueue, not at the 20 s deadline
+
+
+def test_long_poll_times_out_empty(api):
+    queue = api.call("queues.create", {"name": "longpoll-empty"})["id"]
+    started = time.monotonic()
+    assert api.call("queues.get_next_task", {"queue": queue, "wait_s": 1}) == {}
+    assert 0.9 < time.monotonic() - started < 5
+
+
+def test_multi_queue_priority(api):
+    high, (h1,) = _queue_with(api, "prio-high", 1)
+    low, (l1,) = _queue_with(api, "prio-low", 1)
+    data = api.call("queues.get_next_task", {"queues": [high, low]})
+    assert data["entry"]["task"] == h1 and data["queue"] == high
+    data = api.call("queues.get_next_task", {"queues": [high, low]})
+    assert data["entry"]["task"] == l1 and data["queue"] == low
+
+
+def test_queue_errors(api):
+    api.call("queues.create", {"name": "dup"})
+    with pytest.raises(Exception):
+        api.call("queues.create", {"name": "dup"})
+    queue, _ = _queue_with(api, "nonempty", 1)
+    with pytest.raises(Exception):
+        api.call("queues.delete", {"queue": queue})
+    api.call("queues.delete", {"queue": queue, "force": True})
