@@ -1,0 +1,322 @@
+"""A content-addressed cache of built Python environments, shared by concurrent agents.
+
+    cache = EnvCache(Path("~/.shipyard/env-cache").expanduser(), max_bytes=50 << 30)
+    result = cache.materialize(requirements, interpreter, Path("/work/task-123/venv"), log=log)
+    # run: result.python <entry point>
+
+The key is sha256 of (interpreter identity: implementation, version, platform, path; the
+normalized requirements; the builder's settings; an `extra` string for image/CUDA). Layout:
+
+    entries/<key>/venv/         the environment, built once, never modified afterwards
+    entries/<key>/meta.json     freeze list, size, the path the venv was built at
+    entries/<key>/last-used     its mtime is the LRU clock
+    entries/<key>/COMPLETE      written last; an entry without it is never used
+    locks/<key>.lock            builders hold it exclusively, readers shared, prune tries it
+    tmp/<key>.<random>/         a build in progress, renamed into entries/ when complete
+
+Reuse is a hard-link farm (see linkfarm.py), so materializing a cached environment copies
+no package data. Task code must not edit installed files in place: they are shared.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shipyard.errors import InfrastructureError
+from sandbox.linkfarm import link_tree
+from sandbox.locks import file_lock, try_lock
+from sandbox.pyenv import EnvBuilder, Interpreter, compile_bytecode, probe, venv_python
+from sandbox.requirements import RequirementSet, parse_requirements
+
+Log = Callable[[str], None]
+
+KEY_VERSION = 1
+"""Bump when the entry layout or build procedure changes, so old entries stop matching."""
+
+LOCK_TIMEOUT = 3600.0
+"""Seconds to wait for another agent building the same environment."""
+
+MARKER, META, LAST_USED, VENV = "COMPLETE", "meta.json", "last-used", "venv"
+
+
+@dataclass(frozen=True)
+class EnvResult:
+    python: Path
+    """The interpreter of the materialized environment (inside the target directory)."""
+    frozen: list[str] = field(hash=False)
+    cache_hit: bool
+    key: str
+    """Empty when the requirements could not be cached (editable, -r, local paths...)."""
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    key: str
+    size: int
+    last_used: float
+
+
+class EnvCache:
+    def __init__(
+        self,
+        root: Path,
+        max_bytes: int | None = None,
+        *,
+        builder: EnvBuilder | None = None,
+        lock_timeout: float = LOCK_TIMEOUT,
+    ) -> None:
+        self.root = Path(root).expanduser().absolute()
+        self.max_bytes = max_bytes
+        self.builder = builder or EnvBuilder()
+        self.lock_timeout = lock_timeout
+
+    def key(self, requirements: RequirementSet, python: Interpreter, extra: str = "") -> str:
+        material = {
+            "version": KEY_VERSION,
+            "python": python.identity(),
+            "requirements": requirements.canonical(),
+            "builder": f"seed_pip={self.builder.seed_pip}",
+            "extra": extra,
+        }
+        return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+    def materialize(
+        self,
+        requirements: RequirementSet | str | Sequence[str],
+        python: Interpreter | Path | str,
+        target: Path,
+        extra: str = "",
+        log: Log = print,
+    ) -> EnvResult:
+        """Make `target` a venv with `requirements` installed, from the cache when possible.
+
+        `target` must not exist or be empty. Raises RequirementsError / InfrastructureError
+        from the build.
+        """
+        started = time.monotonic()
+        reqs = _requirement_set(requirements, log)
+        interpreter = _interpreter(python)
+        target = _prepare_target(Path(target))
+        reason = reqs.uncacheable_reason()
+        if reason:
+            log(f"environment not cached: {reason}")
+            frozen = self.builder.build(interpreter, reqs, target, log)
+            return EnvResult(venv_python(target), frozen, False, "", time.monotonic() - started)
+        key = self.key(reqs, interpreter, extra)
+        frozen = self._reuse(key, target, log)
+        hit = frozen is not None
+        if frozen is None:
+            frozen, hit = self._build_or_reuse(key, interpreter, reqs, extra, target, log)
+        if not hit and self.max_bytes is not None:
+            self.prune(self.max_bytes, log=log, keep=(key,))
+        return EnvResult(venv_python(target), frozen, hit, key, time.monotonic() - started)
+
+    def entries(self) -> list[CacheEntry]:
+        """Complete entries, least recently used first."""
+        found = []
+        for entry in self._entries_dir().glob("*"):
+            meta = _read_meta(entry)
+            if meta is not None:
+                found.append(CacheEntry(entry.name, int(meta.get("size", 0)), _last_used(entry)))
+        return sorted(found, key=lambda e: e.last_used)
+
+    def prune(self, max_bytes: int, log: Log = print, keep: Sequence[str] = ()) -> list[str]:
+        """Evict least-recently-used entries until the total fits `max_bytes`; return their keys.
+
+        Entries in use (locked by a builder or a reader) and those in `keep` are skipped.
+        """
+        self._clean_leftovers(log)
+        entries = self.entries()
+        total = sum(e.size for e in entries)
+        evicted: list[str] = []
+        for entry in entries:
+            if total <= max_bytes:
+                break
+            if entry.key in keep or not self._evict(entry.key):
+                continue
+            total -= entry.size
+            evicted.append(entry.key)
+            log(f"evicted environment {entry.key[:12]} ({entry.size >> 20} MiB) from the cache")
+        return evicted
+
+    # -- reuse and build -------------------------------------------------------------------
+
+    def _reuse(self, key: str, target: Path, log: Log) -> list[str] | None:
+        with file_lock(self._lock_path(key), shared=True, timeout=self.lock_timeout):
+            return self._link_if_complete(key, target, log)
+
+    def _build_or_reuse(
+        self, key: str, python: Interpreter, reqs: RequirementSet, extra: str, target: Path, log: Log
+    ) -> tuple[list[str], bool]:
+        with file_lock(self._lock_path(key), timeout=self.lock_timeout):
+            frozen = self._link_if_complete(key, target, log)  # another agent built it meanwhile
+            if frozen is not None:
+                return frozen, True
+            self._discard_partial(key, log)
+            log(f"building environment {key[:12]} (Python {python.version}, {len(reqs.requirements)} lines)")
+            self._build_entry(key, python, reqs, extra, log)
+            frozen = self._link_if_complete(key, target, log)
+        if frozen is None:
+            raise InfrastructureError(f"environment {key[:12]} vanished right after it was built")
+        return frozen, False
+
+    def _link_if_complete(self, key: str, target: Path, log: Log) -> list[str] | None:
+        entry = self._entries_dir() / key
+        meta = _read_meta(entry)
+        if meta is None:
+            return None
+        (entry / LAST_USED).touch()
+        try:
+            stats = link_tree(entry / VENV, target, meta["built_at"], str(target))
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+        log(
+            f"environment {key[:12]} materialized at {target}: {stats.linked} files linked, "
+            f"{stats.rewritten} rewritten, {stats.copied} copied"
+        )
+        return list(meta["frozen"])
+
+    def _build_entry(self, key: str, python: Interpreter, reqs: RequirementSet, extra: str, log: Log) -> None:
+        tmp_root = self.root / "tmp"
+        tmp_root.mkdir(parents=True, exist_ok=True)
+        build_dir = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=tmp_root))
+        try:
+            venv = build_dir / VENV
+            frozen = self.builder.build(python, reqs, venv, log)
+            compile_bytecode(venv_python(venv), venv)
+            meta = {
+                "key": key, "python": python.identity(), "requirements": reqs.canonical(),
+                "extra": extra, "frozen": frozen, "built_at": str(venv),
+                "created": time.time(), "size": _disk_usage(build_dir),
+            }
+            (build_dir / META).write_text(json.dumps(meta, indent=1))
+            (build_dir / LAST_USED).touch()
+            _write_marker(build_dir / MARKER)
+            self._entries_dir().mkdir(parents=True, exist_ok=True)
+            os.rename(build_dir, self._entries_dir() / key)
+        except BaseException:
+            shutil.rmtree(build_dir, ignore_errors=True)
+            raise
+
+    # -- housekeeping ----------------------------------------------------------------------
+
+    def _discard_partial(self, key: str, log: Log) -> None:
+        """With the key's lock held: drop an entry without marker and any abandoned build."""
+        entry = self._entries_dir() / key
+        if entry.exists():
+            log(f"discarding incomplete cache entry {key[:12]}")
+            self._remove(entry)
+        for leftover in (self.root / "tmp").glob(f"{key}.*"):
+            self._remove(leftover)
+
+    def _clean_leftovers(self, log: Log) -> None:
+        """Incomplete entries and abandoned builds whose lock nobody holds."""
+        candidates = [p for p in self._entries_dir().glob("*") if _read_meta(p) is None]
+        candidates += list((self.root / "tmp").glob("*.*"))
+        for path in candidates:
+            key = path.name.split(".")[0]
+            fd = try_lock(self._lock_path(key))
+            if fd is None:
+                continue
+            try:
+                if path.exists() and (path.parent.name == "tmp" or _read_meta(path) is None):
+                    log(f"removing leftover {path.relative_to(self.root)}")
+                    self._remove(path)
+            finally:
+                os.close(fd)
+
+    def _evict(self, key: str) -> bool:
+        fd = try_lock(self._lock_path(key))
+        if fd is None:
+            return False
+        try:
+            self._remove(self._entries_dir() / key)
+        finally:
+            os.close(fd)
+        return True
+
+    def _remove(self, path: Path) -> None:
+        """Move out of sight first (atomic), then delete at leisure."""
+        trash = self.root / "trash"
+        trash.mkdir(parents=True, exist_ok=True)
+        doomed = Path(tempfile.mkdtemp(dir=trash)) / path.name
+        os.rename(path, doomed)
+        shutil.rmtree(doomed.parent, ignore_errors=True)
+
+    def _entries_dir(self) -> Path:
+        return self.root / "entries"
+
+    def _lock_path(self, key: str) -> Path:
+        return self.root / "locks" / f"{key}.lock"
+
+
+def _requirement_set(requirements: RequirementSet | str | Sequence[str], log: Log) -> RequirementSet:
+    reqs = requirements if isinstance(requirements, RequirementSet) else parse_requirements(requirements)
+    reqs, replaced = reqs.without_missing_local_files(os.path.exists)
+    for line in replaced:
+        log(f"'{line}' points at a file that does not exist here; installing it by name instead")
+    return reqs
+
+
+def _interpreter(python: Interpreter | Path | str) -> Interpreter:
+    if isinstance(python, Interpreter):
+        return python
+    found = probe(python)
+    if found is None:
+        raise InfrastructureError(f"interpreter {python} does not run", kind="interpreter_missing")
+    return found
+
+
+def _prepare_target(target: Path) -> Path:
+    target = target.expanduser().absolute()
+    if target.is_dir() and not any(target.iterdir()):
+        target.rmdir()
+    if target.exists():
+        raise ValueError(f"environment target {target} already exists and is not empty")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def _read_meta(entry: Path) -> dict | None:
+    if not (entry / MARKER).is_file():
+        return None
+    try:
+        meta = json.loads((entry / META).read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and "built_at" in meta and "frozen" in meta else None
+
+
+def _last_used(entry: Path) -> float:
+    try:
+        return (entry / LAST_USED).stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _write_marker(path: Path) -> None:
+    with open(path, "w") as marker:
+        marker.write(f"{time.time()}\n")
+        marker.flush()
+        os.fsync(marker.fileno())
+
+
+def _disk_usage(root: Path) -> int:
+    seen: set[int] = set()
+    total = 0
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            if st.st_ino not in seen:
+                seen.add(st.st_ino)
+                total += st.st_size
+    return total

@@ -1,0 +1,237 @@
+"""Python environments: pick an interpreter, build a venv, install requirements, freeze it.
+
+    python = select_interpreter(script.get("binary"), requirements.python_hint, log)
+    frozen = EnvBuilder(uv_cache_dir=...).build(python, requirements, Path("/venvs/t1"), log)
+
+Installs use uv (the `uv` package's binary, or one on PATH). When uv is missing or fails for a
+reason that is not the requirements' fault, the venv is rebuilt with virtualenv + pip.
+Unresolvable requirements raise RequirementsError; an unreachable index InfrastructureError.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from shipyard.errors import InfrastructureError
+from sandbox import install_errors
+from sandbox.requirements import RequirementSet
+
+Log = Callable[[str], None]
+
+INSTALL_TIMEOUT = 3600.0
+"""Seconds one venv creation, install or freeze may take."""
+
+_PROBE = (
+    "import json, sys, sysconfig; print(json.dumps({"
+    "'executable': sys.executable, 'base': getattr(sys, '_base_executable', sys.executable), "
+    "'version': '%d.%d.%d' % sys.version_info[:3], 'platform': sysconfig.get_platform(), "
+    "'implementation': sys.implementation.cache_tag}))"
+)
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    path: Path
+    """The base interpreter's executable (never a venv's, never a pyenv shim)."""
+    version: str
+    platform: str
+    implementation: str
+
+    @property
+    def short_version(self) -> str:
+        return ".".join(self.version.split(".")[:2])
+
+    def identity(self) -> str:
+        """Everything a venv built from this interpreter depends on (part of the cache key)."""
+        return f"{self.implementation} {self.version} {self.platform} {self.path}"
+
+
+def probe(executable: str | Path) -> Interpreter | None:
+    """Ask an executable what it is; None when it does not run (e.g. a broken pyenv shim)."""
+    try:
+        proc = subprocess.run(
+            [str(executable), "-I", "-c", _PROBE], capture_output=True, text=True, timeout=30
+        )
+        info = json.loads(proc.stdout) if proc.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError):
+        return None
+    if not info:
+        return None
+    base = Path(os.path.realpath(info["base"] or info["executable"]))
+    return Interpreter(base, info["version"], info["platform"], info["implementation"])
+
+
+def select_interpreter(binary: str | None = None, version_hint: str | None = None, log: Log = print) -> Interpreter:
+    """The interpreter a task asked for (`script.binary`, else its recorded version), if installed.
+
+    Falls back to the interpreter running the agent, saying so in the log.
+    """
+    wanted = _candidates(binary, version_hint)
+    for name, version in wanted:
+        found = _find(name, version)
+        if found:
+            log(f"using {found.path} (Python {found.version}) for '{name}'")
+            return found
+    current = probe(sys.executable)
+    if current is None:
+        raise InfrastructureError(f"the agent's own interpreter {sys.executable} does not run")
+    if wanted:
+        asked = " or ".join(name for name, _ in wanted)
+        log(f"{asked} requested but not installed here; using {current.path} (Python {current.version})")
+    return current
+
+
+def _candidates(binary: str | None, version_hint: str | None) -> list[tuple[str, str | None]]:
+    """(executable name or path, required major.minor) pairs to try, in order."""
+    found: list[tuple[str, str | None]] = []
+    if binary and re.search(r"python[\d.]*$", binary):
+        match = re.search(r"python(\d+(?:\.\d+)?)$", binary)
+        found.append((binary, match.group(1) if match else None))
+    if version_hint:
+        short = ".".join(version_hint.split(".")[:2])
+        found.append((f"python{short}", short))
+    return list(dict.fromkeys(found))
+
+
+def _find(name: str, version: str | None) -> Interpreter | None:
+    path = name if os.sep in name else shutil.which(name)
+    found = probe(path) if path else None
+    if found and version and not (found.version + ".").startswith(version + "."):
+        return None
+    return found
+
+
+def find_uv() -> Path | None:
+    """The uv binary shipped with the `uv` package, else one on PATH."""
+    try:
+        import uv
+
+        path = Path(uv.find_uv_bin())
+        if path.is_file():
+            return path
+    except (ImportError, FileNotFoundError):
+        pass
+    on_path = shutil.which("uv")
+    return Path(on_path) if on_path else None
+
+
+def venv_python(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+@dataclass
+class EnvBuilder:
+    """Builds one venv at a time. `env` adds installer environment (UV_INDEX_URL, proxies...)."""
+
+    uv_cache_dir: Path | None = None
+    env: Mapping[str, str] | None = None
+    seed_pip: bool = True
+    """Put pip into the venv, for task code that runs `python -m pip` itself."""
+    timeout: float = INSTALL_TIMEOUT
+    uv: Path | None = None
+    """The uv binary; found automatically when None."""
+    use_uv: bool = True
+
+    def build(self, python: Interpreter, requirements: RequirementSet, target: Path, log: Log = print) -> list[str]:
+        """Create a venv at `target` with `requirements` installed; return its freeze list."""
+        uv = (self.uv or find_uv()) if self.use_uv else None
+        if target.is_dir() and not any(target.iterdir()):
+            target.rmdir()  # uv and virtualenv want to create the directory themselves
+        if uv is not None and uv.is_file():
+            try:
+                return self._build_with_uv(uv, python, requirements, target, log)
+            except _UvUnusable as exc:
+                log(f"uv could not build the environment ({exc}); falling back to virtualenv + pip")
+                shutil.rmtree(target, ignore_errors=True)
+        else:
+            log("uv not available; building the environment with virtualenv + pip")
+        return self._build_with_pip(python, requirements, target, log)
+
+    def _build_with_uv(
+        self, uv: Path, python: Interpreter, requirements: RequirementSet, target: Path, log: Log
+    ) -> list[str]:
+        seed = ["--seed"] if self.seed_pip else []
+        proc = self._run([str(uv), "venv", "--quiet", *seed, "--python", str(python.path), str(target)])
+        if proc.returncode != 0:
+            raise _UvUnusable(install_errors.reason(proc.stderr))
+        if requirements:
+            log(f"installing {len(requirements.requirements)} requirement lines with uv")
+            self._install(
+                [str(uv), "pip", "install", "--python", str(venv_python(target))], requirements, uv_install=True
+            )
+        proc = self._run([str(uv), "pip", "freeze", "--python", str(venv_python(target))])
+        if proc.returncode != 0:
+            raise _UvUnusable(install_errors.reason(proc.stderr))
+        return _lines(proc.stdout)
+
+    def _build_with_pip(self, python: Interpreter, requirements: RequirementSet, target: Path, log: Log) -> list[str]:
+        proc = self._run([sys.executable, "-m", "virtualenv", "--quiet", "-p", str(python.path), str(target)])
+        if proc.returncode != 0:
+            raise InfrastructureError(f"could not create a virtualenv at {target}: {install_errors.reason(proc.stderr)}")
+        if requirements:
+            log(f"installing {len(requirements.requirements)} requirement lines with pip")
+            pip = [str(venv_python(target)), "-m", "pip", "install", "--disable-pip-version-check"]
+            self._install(pip, requirements, uv_install=False)
+        proc = self._run([str(venv_python(target)), "-m", "pip", "freeze", "--all"])
+        if proc.returncode != 0:
+            raise InfrastructureError(f"pip freeze failed in {target}: {install_errors.reason(proc.stderr)}")
+        return _lines(proc.stdout)
+
+    def _install(self, command: list[str], requirements: RequirementSet, *, uv_install: bool) -> None:
+        with tempfile.TemporaryDirectory(prefix="shipyard-req-") as tmp:
+            req_file = Path(tmp) / "requirements.txt"
+            req_file.write_text("\n".join(requirements.install_lines()) + "\n")
+            proc = self._run([*command, "-r", str(req_file)])
+        if proc.returncode == 0:
+            return
+        output = proc.stdout + "\n" + proc.stderr
+        failure = install_errors.classify(output)
+        if failure == "network":
+            raise install_errors.network_error(output)
+        if failure == "other" and uv_install:
+            raise _UvUnusable(install_errors.reason(output))
+        raise install_errors.requirements_error(output, requirements)
+
+    def _run(self, command: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(
+                list(command), capture_output=True, text=True, env=self._environment(), timeout=self.timeout
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise InfrastructureError(
+                f"'{Path(command[0]).name} {command[1]}' timed out after {self.timeout:.0f}s", kind="install_timeout"
+            ) from exc
+        except FileNotFoundError as exc:
+            raise InfrastructureError(f"{command[0]} not found", kind="installer_missing") from exc
+
+    def _environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH")}
+        env.update(self.env or {})
+        env.setdefault("UV_NO_PROGRESS", "1")
+        if self.uv_cache_dir is not None:
+            env["UV_CACHE_DIR"] = str(self.uv_cache_dir)
+        return env
+
+
+def compile_bytecode(python: Path, root: Path) -> None:
+    """Byte-compile everything under `root` so each task skips that work on first import."""
+    subprocess.run(
+        [str(python), "-m", "compileall", "-q", "-j", "0", str(root)],
+        capture_output=True, timeout=INSTALL_TIMEOUT, check=False,  # a py2-only file is not fatal
+    )
+
+
+class _UvUnusable(Exception):
+    """uv failed for a reason that is not the requirements' fault; pip may still succeed."""
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]

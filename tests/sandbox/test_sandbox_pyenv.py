@@ -1,0 +1,80 @@
+"""Interpreter selection and real venv builds with uv (and the virtualenv + pip fallback)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shipyard.errors import InfrastructureError, RequirementsError
+from sandbox.pyenv import EnvBuilder, probe, select_interpreter, venv_python
+from sandbox.requirements import parse_requirements
+
+CURRENT = f"python{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def imports(python: Path, code: str) -> str:
+    return subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_probe_reports_the_base_interpreter():
+    found = probe(sys.executable)
+    assert found.version == "%d.%d.%d" % sys.version_info[:3]
+    assert found.path.is_absolute() and found.path.is_file()
+    assert probe("/nonexistent/python3") is None
+
+
+def test_selects_the_requested_binary():
+    logged: list[str] = []
+    found = select_interpreter(CURRENT, None, logged.append)
+    assert found.short_version == CURRENT.removeprefix("python")
+    assert logged and logged[0].startswith("using ")
+
+
+def test_falls_back_to_the_current_interpreter_and_says_so():
+    logged: list[str] = []
+    found = select_interpreter("python2.0", "2.0.1", logged.append)
+    assert found == probe(sys.executable)
+    assert logged == [f"python2.0 requested but not installed here; using {found.path} (Python {found.version})"]
+
+
+def test_header_version_is_used_when_no_binary():
+    found = select_interpreter(None, "%d.%d.0" % sys.version_info[:2], lambda _: None)
+    assert found.short_version == "%d.%d" % sys.version_info[:2]
+
+
+def test_non_python_binaries_are_ignored():
+    logged: list[str] = []
+    assert select_interpreter("/bin/bash", None, logged.append) == probe(sys.executable)
+    assert logged == []
+
+
+def test_uv_build_installs_pins_and_freezes(builder, tmp_path):
+    python = probe(sys.executable)
+    frozen = builder.build(python, parse_requirements("six==1.16.0"), tmp_path / "venv", print)
+    assert "six==1.16.0" in frozen and any(line.startswith("pip==") for line in frozen)
+    assert imports(venv_python(tmp_path / "venv"), "import six; print(six.__version__)") == "1.16.0"
+
+
+def test_unresolvable_requirement(uv_cache_dir, tmp_path):
+    builder = EnvBuilder(uv_cache_dir=uv_cache_dir, seed_pip=False)
+    with pytest.raises(RequirementsError) as info:
+        builder.build(probe(sys.executable), parse_requirements("six==1.16.0\nnosuchpkg==9.9"), tmp_path / "v", print)
+    assert str(info.value).startswith("requirement 'nosuchpkg==9.9' cannot be installed: Because nosuchpkg")
+
+
+def test_unreachable_index_is_infrastructure(uv_cache_dir, tmp_path):
+    env = {"UV_INDEX_URL": "http://127.0.0.1:1/simple", "UV_HTTP_RETRIES": "0"}
+    builder = EnvBuilder(uv_cache_dir=uv_cache_dir, seed_pip=False, env=env)
+    with pytest.raises(InfrastructureError, match="could not reach the package index"):
+        builder.build(probe(sys.executable), parse_requirements("idna==3.6"), tmp_path / "v", print)
+
+
+def test_falls_back_to_virtualenv_and_pip_without_uv(tmp_path):
+    logged: list[str] = []
+    builder = EnvBuilder(uv=Path("/nonexistent/uv"))
+    frozen = builder.build(probe(sys.executable), parse_requirements("six==1.16.0"), tmp_path / "v", logged.append)
+    assert "six==1.16.0" in frozen
+    assert "uv not available; building the environment with virtualenv + pip" in logged
+    assert imports(venv_python(tmp_path / "v"), "import six; print(six.__version__)") == "1.16.0"
