@@ -1,0 +1,13 @@
+"""Environment rebuild: a task's code and its Python environment, as ClearML recorded them.
+
+    git_workspace   prepare_workspace(script, dest, RepoCache(...)) -> Workspace
+    repo_cache      RepoCache: one bare mirror per repository URL, flock-guarded
+    gitcmd          running git with askpass credentials, no prompts, redacted errors
+    patching        applying script.diff (git apply, then --3way)
+    requirements    parsing script.requirements.pip into a RequirementSet
+    pyenv           select_interpreter, EnvBuilder (uv, falling back to virtualenv + pip)
+    install_errors  reading uv/pip failures into RequirementsError / InfrastructureError
+    env_cache       EnvCache.materialize: content-addressed venvs reused as hard-link farms
+    linkfarm        the hard-link tree copy with path rewriting
+    locks, proc     file locks; subprocesses whose timeout kills the whole group
+"""

@@ -29,11 +29,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shipyard.errors import InfrastructureError
 from sandbox.linkfarm import link_tree
 from sandbox.locks import file_lock, try_lock
 from sandbox.pyenv import EnvBuilder, Interpreter, compile_bytecode, probe, venv_python
 from sandbox.requirements import RequirementSet, parse_requirements
+from shipyard.errors import InfrastructureError
 
 Log = Callable[[str], None]
 

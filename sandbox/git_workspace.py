@@ -12,15 +12,23 @@ from __future__ import annotations
 
 import difflib
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shipyard.errors import InfrastructureError, WorkspaceError
-from sandbox.gitcmd import Credentials, GitRunner, git_reason, is_network_failure, strip_userinfo
+from sandbox.gitcmd import (
+    DEFAULT_NETWORK_TIMEOUT,
+    Credentials,
+    GitRunner,
+    git_reason,
+    is_network_failure,
+    strip_userinfo,
+)
 from sandbox.patching import apply_diff, looks_like_patch
 from sandbox.repo_cache import RepoCache, Revision, is_local
+from shipyard.errors import InfrastructureError, WorkspaceError
 
 __all__ = ["RepoCache", "Revision", "ScriptSpec", "Workspace", "prepare_workspace"]
 
@@ -75,20 +83,32 @@ def prepare_workspace(
     cache: RepoCache,
     credentials: Credentials | None = None,
     log: Log = print,
+    *,
+    network_timeout: float = DEFAULT_NETWORK_TIMEOUT,
 ) -> Workspace:
     """Rebuild the task's code in the empty (or absent) directory `dest`.
 
     Raises WorkspaceError when the task is at fault (bad URL, unknown commit, diff that does
     not apply, missing entry point) and InfrastructureError for network trouble worth retrying.
+    On any error `dest` is left empty, so the caller may retry into it.
     """
     spec = ScriptSpec.from_dict(script)
     dest = _prepare_dest(Path(dest))
-    if not spec.repository:
-        return _literal_workspace(spec, dest, log)
+    try:
+        if not spec.repository:
+            return _literal_workspace(spec, dest, log)
+        return _repository_workspace(spec, dest, cache, GitRunner(credentials, network_timeout=network_timeout), log)
+    except BaseException:
+        _empty(dest)
+        raise
+
+
+def _repository_workspace(spec: ScriptSpec, dest: Path, cache: RepoCache, runner: GitRunner, log: Log) -> Workspace:
     url, url_credentials = strip_userinfo(spec.repository)
-    with GitRunner(credentials, allow_file_protocol=is_local(url)) as git:
-        if url_credentials:
-            git.add_credentials(url, url_credentials)
+    runner.allow_file_protocol = is_local(url)
+    if url_credentials:
+        runner.add_credentials(url, url_credentials)
+    with runner as git:
         commit = cache.checkout(url, spec.revision, dest, git, log)
         _update_submodules(dest, url, git, log)
         if spec.diff.strip():
@@ -103,6 +123,14 @@ def _prepare_dest(dest: Path) -> Path:
     if any(dest.iterdir()):
         raise ValueError(f"workspace destination {dest} is not empty")
     return dest
+
+
+def _empty(directory: Path) -> None:
+    for child in directory.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def _literal_workspace(spec: ScriptSpec, dest: Path, log: Log) -> Workspace:

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit
 
+from sandbox.proc import run_captured
 from shipyard.errors import InfrastructureError
 
 Credentials = Mapping[str, tuple[str, str]]
@@ -158,10 +159,7 @@ class GitRunner:
         timeout = self.network_timeout if network else LOCAL_TIMEOUT
         command = ["git", *self._config_args(), *args]
         try:
-            proc = subprocess.run(
-                command, cwd=cwd, input=stdin, capture_output=True, text=True,
-                env=self._environment(), timeout=timeout,
-            )
+            proc = run_captured(command, cwd=cwd, stdin=stdin, env=self._environment(), timeout=timeout)
         except FileNotFoundError as exc:
             raise InfrastructureError("git is not installed on this agent", kind="git_missing") from exc
         except subprocess.TimeoutExpired as exc:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from shipyard.errors import InfrastructureError, RequirementsError
 from sandbox.requirements import RequirementSet
+from shipyard.errors import InfrastructureError, RequirementsError
 
 Failure = Literal["network", "resolution", "other"]
 

@@ -10,8 +10,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from shipyard.errors import WorkspaceError
 from sandbox.gitcmd import GitRunner, git_reason
+from shipyard.errors import WorkspaceError
 
 _PATCH_STARTS = ("diff ", "--- ", "Index: ", "submodule ")
 

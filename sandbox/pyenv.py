@@ -20,9 +20,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shipyard.errors import InfrastructureError
 from sandbox import install_errors
+from sandbox.proc import run_captured
 from sandbox.requirements import RequirementSet
+from shipyard.errors import InfrastructureError
 
 Log = Callable[[str], None]
 
@@ -175,7 +176,8 @@ class EnvBuilder:
     def _build_with_pip(self, python: Interpreter, requirements: RequirementSet, target: Path, log: Log) -> list[str]:
         proc = self._run([sys.executable, "-m", "virtualenv", "--quiet", "-p", str(python.path), str(target)])
         if proc.returncode != 0:
-            raise InfrastructureError(f"could not create a virtualenv at {target}: {install_errors.reason(proc.stderr)}")
+            reason = install_errors.reason(proc.stderr)
+            raise InfrastructureError(f"could not create a virtualenv at {target}: {reason}")
         if requirements:
             log(f"installing {len(requirements.requirements)} requirement lines with pip")
             pip = [str(venv_python(target)), "-m", "pip", "install", "--disable-pip-version-check"]
@@ -202,9 +204,7 @@ class EnvBuilder:
 
     def _run(self, command: Sequence[str]) -> subprocess.CompletedProcess[str]:
         try:
-            return subprocess.run(
-                list(command), capture_output=True, text=True, env=self._environment(), timeout=self.timeout
-            )
+            return run_captured(command, env=self._environment(), timeout=self.timeout)
         except subprocess.TimeoutExpired as exc:
             raise InfrastructureError(
                 f"'{Path(command[0]).name} {command[1]}' timed out after {self.timeout:.0f}s", kind="install_timeout"

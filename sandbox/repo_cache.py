@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from shipyard.errors import InfrastructureError, WorkspaceError
 from sandbox.gitcmd import GitRunner, git_reason, is_network_failure
 from sandbox.locks import file_lock
+from shipyard.errors import InfrastructureError, WorkspaceError
 
 Log = Callable[[str], None]
 
@@ -111,7 +111,8 @@ class RepoCache:
         if (mirror / "HEAD").exists():
             return False
         self.root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(mirror, ignore_errors=True)  # leftovers of an interrupted clone
+        for leftover in [mirror, *self.root.glob(f"{mirror.name}.*.tmp")]:  # an interrupted clone
+            shutil.rmtree(leftover, ignore_errors=True)
         log(f"cloning {url} into the repository cache")
         tmp = Path(tempfile.mkdtemp(prefix=mirror.name + ".", suffix=".tmp", dir=self.root))
         try:

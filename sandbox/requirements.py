@@ -16,7 +16,6 @@ Everything here is pure, except `find_repo_requirements`, which reads the reposi
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -29,6 +28,11 @@ from packaging.requirements import Requirement as PackagingRequirement
 from packaging.utils import canonicalize_name
 
 from shipyard.errors import RequirementsError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: pyproject.toml dependencies are not read
+    tomllib = None  # type: ignore[assignment]
 
 
 class Kind(str, Enum):
@@ -266,6 +270,8 @@ def _read_requirements_file(path: Path, seen: set[Path]) -> list[str]:
 
 
 def _pyproject_dependencies(path: Path) -> list[str] | None:
+    if tomllib is None:
+        return None
     try:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

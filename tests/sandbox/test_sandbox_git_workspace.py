@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import threading
-from pathlib import Path
 
 import pytest
 
-from shipyard.errors import InfrastructureError, WorkspaceError
 from sandbox.git_workspace import RepoCache, ScriptSpec, prepare_workspace
 from sandbox.gitcmd import GitRunner
 from sandbox.repo_cache import normalize_url
+from shipyard.errors import InfrastructureError, WorkspaceError
 
 MAIN = "print('v1')\n"
 
@@ -39,7 +39,8 @@ def test_checks_out_the_recorded_commit(repo, repo_cache, tmp_path):
     assert ws.entry_point.read_text() == MAIN
     assert ws.working_dir == ws.root == tmp_path / "ws"
     assert ws.repository == repo.url
-    assert subprocess.run(["git", "rev-parse", "HEAD"], cwd=ws.root, capture_output=True, text=True).stdout.strip() == first
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ws.root, capture_output=True, text=True)
+    assert head.stdout.strip() == first
 
 
 def test_applies_the_uncommitted_diff(repo, repo_cache, tmp_path):
@@ -178,6 +179,7 @@ def test_unknown_commit(repo, repo_cache, tmp_path):
     sha = "0123456789abcdef0123456789abcdef01234567"
     with pytest.raises(WorkspaceError, match=f"^commit {sha} not found in {repo.url}; was it pushed\\?$"):
         prepare_workspace(script(repo.url, version_num=sha), tmp_path / "ws", repo_cache)
+    assert list((tmp_path / "ws").iterdir()) == []  # left empty, ready for a retry
 
 
 def test_unknown_tag_and_branch(repo, repo_cache, tmp_path):
@@ -252,6 +254,17 @@ def test_configured_credentials_never_leak(tmp_path, repo_cache):
         )
     assert isinstance(info.value, InfrastructureError)  # connection refused: worth a retry
     assert "hunter2-token" not in str(info.value) and "deploy-user" not in str(info.value)
+
+
+def test_network_operations_time_out(tmp_path, repo_cache):
+    # Given a server that accepts connections and never answers
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        url = f"https://127.0.0.1:{server.getsockname()[1]}/org/repo.git"
+        # Then git gives up after the network timeout, as an infrastructure failure
+        with pytest.raises(InfrastructureError, match="timed out after 1s"):
+            prepare_workspace(script(url), tmp_path / "ws", repo_cache, network_timeout=1)
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,12 @@
 """Classifying installer failures, over output captured from real uv and pip runs."""
+# ruff: noqa: E501  (installer output below is kept verbatim)
 from __future__ import annotations
 
 import pytest
 
-from shipyard.errors import InfrastructureError
 from sandbox import install_errors
 from sandbox.requirements import parse_requirements
+from shipyard.errors import InfrastructureError
 
 UV_NOT_FOUND = """Using Python 3.11.7 environment at: venv
 error: No solution found when resolving dependencies

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from shipyard.errors import InfrastructureError, RequirementsError
 from sandbox.pyenv import EnvBuilder, probe, select_interpreter, venv_python
 from sandbox.requirements import parse_requirements
+from shipyard.errors import InfrastructureError, RequirementsError
 
 CURRENT = f"python{sys.version_info.major}.{sys.version_info.minor}"
 
@@ -20,7 +20,7 @@ def imports(python: Path, code: str) -> str:
 
 def test_probe_reports_the_base_interpreter():
     found = probe(sys.executable)
-    assert found.version == "%d.%d.%d" % sys.version_info[:3]
+    assert found.version == ".".join(map(str, sys.version_info[:3]))
     assert found.path.is_absolute() and found.path.is_file()
     assert probe("/nonexistent/python3") is None
 
@@ -40,8 +40,8 @@ def test_falls_back_to_the_current_interpreter_and_says_so():
 
 
 def test_header_version_is_used_when_no_binary():
-    found = select_interpreter(None, "%d.%d.0" % sys.version_info[:2], lambda _: None)
-    assert found.short_version == "%d.%d" % sys.version_info[:2]
+    found = select_interpreter(None, f"{sys.version_info.major}.{sys.version_info.minor}.0", lambda _: None)
+    assert found.short_version == f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 def test_non_python_binaries_are_ignored():

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from shipyard.errors import RequirementsError
 from sandbox.requirements import (
     Kind,
     find_repo_requirements,
@@ -14,6 +13,7 @@ from sandbox.requirements import (
     parse_requirements,
     split_option,
 )
+from shipyard.errors import RequirementsError
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 

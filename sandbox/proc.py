@@ -1,0 +1,43 @@
+"""Running a helper command (git, uv, pip) with a timeout that also kills its children.
+
+`subprocess.run(timeout=...)` kills only the direct child; git's `git-remote-https` or a
+package build started by uv would keep the output pipes open and the wait would hang. The
+command runs in its own session, and on timeout the whole process group is killed.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+def run_captured(
+    command: Sequence[str],
+    *,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run to completion and capture text output; raise subprocess.TimeoutExpired after killing it."""
+    with subprocess.Popen(
+        list(command), cwd=cwd, env=dict(env) if env is not None else None, text=True,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(stdin, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
