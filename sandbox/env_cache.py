@@ -222,6 +222,8 @@ class EnvCache:
         """Incomplete entries and abandoned builds whose lock nobody holds."""
         candidates = [p for p in self._entries_dir().glob("*") if _read_meta(p) is None]
         candidates += list((self.root / "tmp").glob("*.*"))
+        for doomed in (self.root / "trash").glob("*"):  # removals that were interrupted
+            shutil.rmtree(doomed, ignore_errors=True)
         for path in candidates:
             key = path.name.split(".")[0]
             fd = try_lock(self._lock_path(key))

@@ -111,7 +111,10 @@ def _find(name: str, version: str | None) -> Interpreter | None:
 
 
 def find_uv() -> Path | None:
-    """The uv binary shipped with the `uv` package, else one on PATH."""
+    """The uv binary next to the agent's interpreter, else the `uv` package's, else one on PATH."""
+    beside = Path(sys.executable).parent / "uv"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
     try:
         import uv
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 from pathlib import Path
@@ -184,6 +186,18 @@ def test_key_covers_interpreter_requirements_and_extra(tmp_path):
     assert key != cache.key(parse_requirements("six==1.15.0"), PYTHON)
     other = PYTHON.__class__(PYTHON.path, "3.99.0", PYTHON.platform, PYTHON.implementation)
     assert key != cache.key(reqs, other)
+
+
+def test_other_filesystem_gets_copies(light_builder, tmp_path):
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on a filesystem other than the tmp dir")
+    cache = EnvCache(tmp_path / "cache", builder=light_builder)
+    logged: list[str] = []
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        result = cache.materialize("six==1.16.0", PYTHON, Path(other) / "venv", log=logged.append)
+        assert run_in(result.python, "import six; print(six.__version__)") == "1.16.0"
+    assert re.search(r"0 files linked, \d+ rewritten, [1-9]\d* copied", logged[-1])
 
 
 def test_target_must_be_empty(tmp_path):
