@@ -122,7 +122,9 @@ async def handle(request: HttpRequest) -> Response:
         ctx = CallContext(store=state.store, identity=identity, endpoint=name, version=version,
                           worker=request.headers.get("x-clearml-worker", "") or request.headers.get("x-trains-worker", ""),
                           notifier=state.notifier, settings=state,
-                          extra={"authorization": request.headers.get("authorization", "")})
+                          extra={"authorization": request.headers.get("authorization", ""),
+                                 "is_disconnected": request.is_disconnected,
+                                 "client_ip": request.client.host if request.client else ""})
         result = handler(ctx, Request(body))
         if inspect.isawaitable(result):
             result = await result

@@ -1,0 +1,79 @@
+"""While a task runs: watch for an abort request, keep the task alive (tasks.ping), and
+enforce the maximum run time. A thread that only sets `abort_kind`/`abort_reason`; the
+runner acts on them."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from agent.api import ApiClient
+from shipyard.errors import ServerError, ServerUnreachable
+
+log = logging.getLogger("shipyard.agent.watch")
+
+_ENDED = frozenset({"stopped", "failed", "closed", "published", "queued", "publishing"})
+_RESET_CHECKS = 3
+
+
+class TaskWatch:
+    def __init__(self, api: ApiClient, task_id: str, *, check_s: float = 1.0, ping_s: float = 30.0,
+                 max_runtime_s: float | None = None):
+        self.api = api
+        self.task_id = task_id
+        self.check_s = check_s
+        self.ping_s = ping_s
+        self.max_runtime_s = max_runtime_s
+        self.abort_kind: str | None = None
+        self.abort_reason = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"watch-{task_id[:8]}", daemon=True)
+        self._created_seen = 0
+
+    def start(self) -> "TaskWatch":
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    @property
+    def triggered(self) -> bool:
+        return self.abort_kind is not None
+
+    def _set(self, kind: str, reason: str) -> None:
+        if self.abort_kind is None:
+            self.abort_kind, self.abort_reason = kind, reason
+
+    def _run(self) -> None:
+        next_ping = time.monotonic() + self.ping_s
+        while not self._stop.wait(self.check_s):
+            if self.max_runtime_s and time.monotonic() - self._started > self.max_runtime_s:
+                self._set("timed_out", f"ran longer than the maximum run time of {self.max_runtime_s:g}s")
+            try:
+                self._check_status()
+                if time.monotonic() >= next_ping:
+                    self.api.call("tasks.ping", {"task": self.task_id}, deadline_s=5)
+                    next_ping = time.monotonic() + self.ping_s
+            except (ServerUnreachable, ServerError) as exc:
+                log.warning("status check of task %s failed: %s", self.task_id, exc)
+
+    def _check_status(self) -> None:
+        rows = self.api.call("tasks.get_all", {"id": [self.task_id], "only_fields": ["status", "status_message"],
+                                               "search_hidden": True}, deadline_s=5).get("tasks") or []
+        if not rows:
+            self._set("aborted", "the task was deleted on the server")
+            return
+        status, message = rows[0].get("status"), str(rows[0].get("status_message") or "")
+        if status == "in_progress" and "stopping" in message.lower():
+            self._set("aborted", "abort requested (tasks.stop)")
+        elif status in _ENDED:
+            self._set("aborted", f"the task was set to '{status}' on the server while running")
+        elif status == "created":
+            self._created_seen += 1
+            if self._created_seen >= _RESET_CHECKS:
+                self._set("aborted", "the task was reset while running")
+        else:
+            self._created_seen = 0
