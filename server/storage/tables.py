@@ -7,7 +7,7 @@ strings; they go through `Store`.
 from __future__ import annotations
 
 from sqlalchemy import (
-    JSON, BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text,
+    JSON, BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text, text,
 )
 
 metadata = MetaData()
@@ -70,10 +70,19 @@ events = Table(
     Column("iter", BigInteger),
     Column("metric", Text),
     Column("variant", Text),
+    # Non-log rows hold one event. Log rows hold a chunk of one task's lines from one request
+    # (`doc` is their list, sorted by timestamp), so ingest costs one row per batch, not per
+    # line: `timestamp`..`timestamp_max` is the chunk's time span and `n_events` its size.
     Column("timestamp", BigInteger, nullable=False),
-    Column("event_key", String(32), unique=True),  # md5 id of non-log events (overwrite on re-report)
+    Column("timestamp_max", BigInteger, nullable=False),
+    Column("n_events", Integer, nullable=False),
+    Column("value", Float),  # scalar value, so histograms never parse documents
+    Column("event_key", String(32)),  # md5 id of non-log events (overwrite on re-report)
     Column("doc", JSON, nullable=False),
     Index("ix_events_task_type_seq", "task", "type", "seq"),
+    Index("ix_events_task_type_ts", "task", "type", "timestamp"),
+    Index("ux_events_event_key", "event_key", unique=True,
+          sqlite_where=text("event_key IS NOT NULL"), postgresql_where=text("event_key IS NOT NULL")),
 )
 
 models = Table(

@@ -1,0 +1,81 @@
+"""Ingest benchmark: events.add_batch log lines per second, in batches of 1000.
+
+Starts a real server (tests.helpers.start_server, SQLite in a temporary directory), creates a
+task, then posts JSON-lines batches of log events for about `--seconds` seconds from one
+client connection and prints the sustained rate. The request bodies are prepared before the
+clock starts, so the figure is the server's (plus HTTP), not the client's JSON encoding.
+
+    python -m bench.bench_events [--seconds 5] [--batch 1000] [--kind log|scalar]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.helpers import start_server  # noqa: E402
+
+
+def _bodies(task: str, batch: int, count: int, kind: str) -> list[bytes]:
+    bodies = []
+    base = int(time.time() * 1000)
+    n = 0
+    for _ in range(count):
+        lines = []
+        for _ in range(batch):
+            n += 1
+            if kind == "log":
+                ev = {"timestamp": base + n, "type": "log", "task": task, "level": "info", "worker": "bench",
+                      "msg": f"step {n}: loss=0.{n % 1000:03d} lr=0.001 some typical console output",
+                      "allow_locked": False, "model_event": False, "method": "get"}
+            else:
+                ev = {"timestamp": base + n, "type": "training_stats_scalar", "task": task, "iter": n,
+                      "metric": "loss", "variant": f"v{n % 4}", "value": 1.0 / n,
+                      "allow_locked": False, "model_event": False, "method": "get"}
+            lines.append(json.dumps(ev))
+        bodies.append("\n".join(lines).encode())
+    return bodies
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--kind", choices=("log", "scalar"), default="log")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="shipyard-bench-") as tmp:
+        server = start_server(Path(tmp) / "srv")
+        try:
+            api = server.api()
+            task = api.call("tasks.create", {"name": "bench", "type": "training"})["id"]
+            bodies = _bodies(task, args.batch, 64, args.kind)
+            headers = {"Content-Type": "application/json-lines", "Authorization": f"Bearer {api.token}"}
+            url = f"{server.api_url}/events.add_batch"
+            api.http.post(url, data=bodies[0], headers=headers, timeout=60).raise_for_status()  # warm-up
+            sent = 0
+            requests_done = 0
+            started = time.perf_counter()
+            while time.perf_counter() - started < args.seconds:
+                resp = api.http.post(url, data=bodies[requests_done % len(bodies)], headers=headers, timeout=60)
+                data = resp.json()
+                if data["meta"]["result_code"] != 200:
+                    raise SystemExit(f"add_batch failed: {data['meta']}")
+                sent += data["data"]["added"]
+                requests_done += 1
+            elapsed = time.perf_counter() - started
+            total = api.call("events.get_task_events", {"task": task, "batch_size": 1})["total"]
+        finally:
+            server.stop()
+    rate = sent / elapsed
+    print(f"events.add_batch ({args.kind}): {sent} events in {requests_done} batches of {args.batch} "
+          f"over {elapsed:.2f} s = {rate:,.0f} events/s ({total} rows stored)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,359 @@
+"""models.*: the model registry the clearml SDK's OutputModel / InputModel / Model use.
+
+A model document: {id, name, user, company, created, last_update, task, project, uri, framework,
+design, labels, ready, tags, system_tags, comment, parent, metadata}. `ready` is ClearML's
+"published" flag. `metadata` is {key: {key, type, value}}.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from server import errors, query, status
+from server.registry import CallContext, Request, endpoint
+from server.services import taskdoc
+from server.services.projects import get_project
+from server.storage import tables as t
+from server.storage.store import new_id
+from shipyard import clock
+
+# field -> accepted Python types; design also accepts a string (wrapped as {"design": text}).
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "name": (str,), "uri": (str,), "framework": (str,), "comment": (str,), "project": (str,),
+    "task": (str,), "parent": (str,), "labels": (dict,), "design": (dict, str), "tags": (list,),
+    "system_tags": (list,), "ready": (bool,), "metadata": (dict, list), "last_iteration": (int,),
+}
+_UPDATE_FOR_TASK_FIELDS = ("uri", "name", "comment", "tags", "system_tags")
+
+
+def load(ctx: CallContext, conn, model_id: Any) -> dict:
+    doc = ctx.store.get(conn, t.models, model_id) if isinstance(model_id, str) and model_id else None
+    if doc is None:
+        raise errors.invalid_id("model", model_id)
+    return doc
+
+
+def _metadata(value: Any) -> dict[str, dict]:
+    """Metadata as {key: {key, type, value}} from that form or a list of {key, type, value}."""
+    items = value.values() if isinstance(value, dict) else value
+    out: dict[str, dict] = {}
+    for item in items or ():
+        if not isinstance(item, dict) or not isinstance(item.get("key"), str) or not item["key"]:
+            raise errors.validation("each metadata item must be an object with a non-empty 'key'")
+        out[item["key"]] = {"key": item["key"], "type": item.get("type"), "value": item.get("value")}
+    return out
+
+
+def _incoming(ctx: CallContext, conn, req: Request, names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The model fields present in the request, type-checked, with references verified."""
+    fields: dict[str, Any] = {}
+    for key, kinds in _FIELDS.items():
+        if names is not None and key not in names:
+            continue
+        value = req.body.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            expected = " or ".join({str: "a string", dict: "an object", list: "a list", bool: "a boolean",
+                                    int: "an integer"}[k] for k in kinds)
+            raise errors.validation(f"field '{key}' must be {expected}")
+        fields[key] = value
+    for key in ("tags", "system_tags"):
+        if key in fields and not all(isinstance(tag, str) for tag in fields[key]):
+            raise errors.validation(f"field '{key}' must be a list of strings")
+    if isinstance(fields.get("design"), str):
+        fields["design"] = {"design": fields["design"]}
+    if "labels" in fields and not all(isinstance(v, int) and not isinstance(v, bool)
+                                      for v in fields["labels"].values()):
+        raise errors.validation("field 'labels' must map label names to integer ids")
+    if "metadata" in fields:
+        fields["metadata"] = _metadata(fields["metadata"])
+    if fields.get("project"):
+        get_project(ctx, conn, fields["project"])
+    if fields.get("task"):
+        taskdoc.load(ctx, conn, fields["task"])
+    if fields.get("parent"):
+        load(ctx, conn, fields["parent"])
+    return fields
+
+
+def _new_doc(ctx: CallContext, fields: dict[str, Any]) -> dict:
+    now = clock.iso()
+    doc: dict[str, Any] = {
+        "id": new_id(), "name": "", "user": ctx.identity.user, "company": ctx.identity.company,
+        "created": now, "last_update": now, "uri": "", "framework": "", "design": {}, "labels": {},
+        "ready": False, "tags": [], "system_tags": [], "comment": "", "metadata": {},
+    }
+    doc.update(fields)
+    return doc
+
+
+def _touch(doc: dict) -> None:
+    doc["last_update"] = clock.iso()
+
+
+@endpoint("models.create")
+def create(ctx: CallContext, req: Request) -> dict:
+    name = req.str("name", required=True)
+    if not name.strip():
+        raise errors.missing_field("name")
+    with ctx.store.tx() as conn:
+        doc = _new_doc(ctx, _incoming(ctx, conn, req))
+        ctx.store.insert(conn, t.models, doc)
+    return {"id": doc["id"], "created": True}
+
+
+@endpoint("models.get_by_id")
+def get_by_id(ctx: CallContext, req: Request) -> dict:
+    with ctx.store.tx() as conn:
+        return {"model": load(ctx, conn, req.id("model", "model"))}
+
+
+@endpoint("models.get_by_task_id")
+def get_by_task_id(ctx: CallContext, req: Request) -> dict:
+    """The task's (last registered) output model."""
+    with ctx.store.tx() as conn:
+        task = taskdoc.load(ctx, conn, req.id("task", "task"))
+        outputs = (task.get("models") or {}).get("output") or []
+        for entry in reversed(outputs):
+            doc = ctx.store.get(conn, t.models, entry.get("model") or "")
+            if doc is not None:
+                return {"model": doc}
+        docs = ctx.store.get_many(conn, t.models, [t.models.c.task == task["id"]])
+    if not docs:
+        raise errors.APIError(400, 201, f"No output model for task: task={task['id']}")
+    return {"model": max(docs, key=lambda d: d.get("created") or "")}
+
+
+@endpoint("models.get_all")
+@endpoint("models.get_all_ex")
+def get_all(ctx: CallContext, req: Request) -> dict:
+    where = []
+    for column, key in ((t.models.c.id, "id"), (t.models.c.project, "project"), (t.models.c.task, "task")):
+        values = req.list(key)
+        if values:
+            where.append(column.in_([str(v) for v in values]))
+    with ctx.store.tx() as conn:
+        docs = ctx.store.get_many(conn, t.models, where)
+    if "ready" in req:
+        ready = req.bool("ready")
+        docs = [d for d in docs if bool(d.get("ready")) == ready]
+    for key in ("framework", "user", "uri"):
+        values = req.list(key)
+        if values:
+            wanted = {str(v) for v in values}
+            docs = [d for d in docs if d.get(key) in wanted]
+    return {"models": query.apply(docs, req.body)}
+
+
+def _edit(ctx: CallContext, req: Request) -> dict:
+    model_id = req.id("model", "model")
+    with ctx.store.tx() as conn:
+        doc = load(ctx, conn, model_id)
+        fields = _incoming(ctx, conn, req)
+        if "metadata" in fields:  # merged by key; design, labels and the rest are replaced
+            fields["metadata"] = {**(doc.get("metadata") or {}), **fields["metadata"]}
+        changed = {k: v for k, v in fields.items() if doc.get(k) != v}
+        if changed:
+            doc.update(changed)
+            _touch(doc)
+            ctx.store.save(conn, t.models, doc)
+    return {"updated": 1 if changed else 0, "fields": changed}
+
+
+@endpoint("models.edit")
+def edit(ctx: CallContext, req: Request) -> dict:
+    return _edit(ctx, req)
+
+
+@endpoint("models.update")
+def update(ctx: CallContext, req: Request) -> dict:
+    return _edit(ctx, req)
+
+
+def _register_output(ctx: CallContext, task: dict, model: dict) -> None:
+    """Record `model` as an output model of `task` (task.models.output, keyed by name)."""
+    models = {"input": [], "output": [], **(task.get("models") or {})}
+    entry = {"name": model.get("name") or "", "model": model["id"], "updated": clock.iso()}
+    output = [m for m in models["output"] if m.get("model") != model["id"] and m.get("name") != entry["name"]]
+    models["output"] = output + [entry]
+    task["models"] = models
+    taskdoc.touch(ctx, task)
+
+
+@endpoint("models.update_for_task")
+def update_for_task(ctx: CallContext, req: Request) -> dict:
+    """Create or update the task's output model and register it with the task.
+
+    With `override_model_id` that existing model becomes the task's output model. Otherwise
+    the task's registered output model (by `name`, else the latest one) is updated when it is
+    not yet published; a new model is created when there is none or it is published."""
+    task_id = req.id("task", "task")
+    override = req.str("override_model_id")
+    iteration = req.int("iteration")
+    with ctx.store.tx() as conn:
+        task = taskdoc.load(ctx, conn, task_id)
+        if task.get("status") == status.PUBLISHED:
+            raise errors.invalid_status(f"Cannot update the output model of a published task: task={task_id}")
+        fields = _incoming(ctx, conn, req, _UPDATE_FOR_TASK_FIELDS)
+        if iteration is not None:
+            fields["last_iteration"] = iteration
+        created = False
+        if override:
+            model = load(ctx, conn, override)
+            updated = 0
+        else:
+            model = _current_output(ctx, conn, task, fields.get("name"))
+            if model is None or model.get("ready"):
+                if not fields.get("uri"):
+                    raise errors.missing_field("uri")
+                execution = task.get("execution") or {}
+                model = _new_doc(ctx, {
+                    "name": task.get("name") or "", "task": task_id, "project": task.get("project"),
+                    "framework": execution.get("framework") or "",
+                    "labels": execution.get("model_labels") or {},
+                    "design": {"design": execution["model_desc"]} if isinstance(execution.get("model_desc"), str)
+                    else execution.get("model_desc") or {},
+                    **fields})
+                model = {k: v for k, v in model.items() if v is not None}
+                ctx.store.insert(conn, t.models, model)
+                created, updated = True, 0
+            else:
+                changed = {k: v for k, v in fields.items() if model.get(k) != v}
+                model.update(changed)
+                _touch(model)
+                ctx.store.save(conn, t.models, model)
+                updated = 1
+        _register_output(ctx, task, model)
+        ctx.store.save(conn, t.tasks, task)
+    return {"id": model["id"], "created": created, "updated": updated}
+
+
+def _current_output(ctx: CallContext, conn, task: dict, name: str | None) -> dict | None:
+    outputs = (task.get("models") or {}).get("output") or []
+    candidates = [m for m in outputs if name and m.get("name") == name] or (outputs[-1:] if not name else [])
+    for entry in reversed(candidates):
+        doc = ctx.store.get(conn, t.models, entry.get("model") or "")
+        if doc is not None:
+            return doc
+    return None
+
+
+@endpoint("models.set_ready")
+@endpoint("models.publish")
+def set_ready(ctx: CallContext, req: Request) -> dict:
+    """Publish a model (ready=true); with publish_task (default) also publish its task."""
+    model_id = req.id("model", "model")
+    publish_task = req.bool("publish_task", True)
+    force_task = req.bool("force_publish_task")
+    published_task = None
+    with ctx.store.tx() as conn:
+        doc = load(ctx, conn, model_id)
+        updated = 0 if doc.get("ready") else 1
+        if publish_task and doc.get("task"):
+            task = ctx.store.get(conn, t.tasks, doc["task"])
+            if task is not None and task.get("status") != status.PUBLISHED:
+                fields = taskdoc.change_status(ctx, conn, task, status.PUBLISHED, force=force_task,
+                                               reason="model published")
+                published_task = {"id": task["id"], "data": {"updated": 1, "fields": fields}}
+        if updated:
+            doc["ready"] = True
+            _touch(doc)
+            ctx.store.save(conn, t.models, doc)
+    return {"updated": updated, "published_task": published_task}
+
+
+@endpoint("models.delete")
+def delete(ctx: CallContext, req: Request) -> dict:
+    model_id = req.id("model", "model")
+    force = req.bool("force")
+    with ctx.store.tx() as conn:
+        doc = load(ctx, conn, model_id)
+        if doc.get("ready") and not force:
+            raise errors.APIError(400, 0, f"Cannot delete a published model without force=true: model={model_id}")
+        task = ctx.store.get(conn, t.tasks, doc["task"]) if doc.get("task") else None
+        if task is not None:
+            models = dict(task.get("models") or {})
+            output = models.get("output") or []
+            kept = [m for m in output if m.get("model") != model_id]
+            if len(kept) != len(output):
+                models["output"] = kept
+                task["models"] = models
+                taskdoc.touch(ctx, task)
+                ctx.store.save(conn, t.tasks, task)
+        ctx.store.delete(conn, t.models, model_id)
+    return {"deleted": True, "url": doc.get("uri") or None}
+
+
+@endpoint("models.add_or_update_metadata")
+def add_or_update_metadata(ctx: CallContext, req: Request) -> dict:
+    items = _metadata(req.list("metadata", required=True))
+    with ctx.store.tx() as conn:
+        doc = load(ctx, conn, req.id("model", "model"))
+        base = {} if req.bool("replace_metadata") else dict(doc.get("metadata") or {})
+        doc["metadata"] = {**base, **items}
+        _touch(doc)
+        ctx.store.save(conn, t.models, doc)
+    return {"updated": 1}
+
+
+@endpoint("models.delete_metadata")
+def delete_metadata(ctx: CallContext, req: Request) -> dict:
+    keys = req.str_list("keys") or []
+    if not keys:
+        raise errors.missing_field("keys")
+    with ctx.store.tx() as conn:
+        doc = load(ctx, conn, req.id("model", "model"))
+        metadata = dict(doc.get("metadata") or {})
+        removed = [key for key in keys if metadata.pop(key, None) is not None]
+        if removed:
+            doc["metadata"] = metadata
+            _touch(doc)
+            ctx.store.save(conn, t.models, doc)
+    return {"updated": 1 if removed else 0}
+
+
+def _set_archived(ctx: CallContext, req: Request, archived: bool) -> dict:
+    ids = req.str_list("ids") or req.str_list("models") or []
+    if not ids:
+        raise errors.missing_field("ids")
+    succeeded, failed = [], []
+    with ctx.store.tx() as conn:
+        for model_id in ids:
+            doc = ctx.store.get(conn, t.models, model_id)
+            if doc is None:
+                err = errors.invalid_id("model", model_id)
+                failed.append({"id": model_id, "error": {"codes": [err.code, err.subcode], "msg": err.msg}})
+                continue
+            tags = [tag for tag in doc.get("system_tags") or [] if tag != "archived"]
+            if archived:
+                tags.append("archived")
+            changed = tags != (doc.get("system_tags") or [])
+            if changed:
+                doc["system_tags"] = tags
+                _touch(doc)
+                ctx.store.save(conn, t.models, doc)
+            succeeded.append({"id": model_id, "archived" if archived else "unarchived": changed})
+    return {"succeeded": succeeded, "failed": failed}
+
+
+@endpoint("models.archive_many")
+def archive_many(ctx: CallContext, req: Request) -> dict:
+    return _set_archived(ctx, req, True)
+
+
+@endpoint("models.unarchive_many")
+def unarchive_many(ctx: CallContext, req: Request) -> dict:
+    return _set_archived(ctx, req, False)
+
+
+@endpoint("models.get_frameworks")
+def get_frameworks(ctx: CallContext, req: Request) -> dict:
+    projects = req.str_list("projects") or []
+    query_ = select(t.models.c.doc)
+    if projects:
+        query_ = query_.where(t.models.c.project.in_(projects))
+    with ctx.store.tx() as conn:
+        frameworks = {(row[0] or {}).get("framework") for row in conn.execute(query_)}
+    return {"frameworks": sorted(f for f in frameworks if f)}
