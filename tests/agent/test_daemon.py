@@ -121,7 +121,8 @@ def test_chatty_task_every_line_once_in_order(rig):
 def test_abort_mid_run_leaves_no_process(rig):
     api = rig["api"]
     marker = f"shipyard-abort-marker-{time.time_ns()}"
-    code = (f"import subprocess, time\nsubprocess.Popen(['sleep', '300', '{marker}'])\n"
+    code = (f"import subprocess, sys, time\n"
+            f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)', '{marker}'])\n"
             "print('started', flush=True)\ntime.sleep(300)\n")
     task = create_task(api, "abort-me", {"repository": "", "entry_point": "a.py", "diff": code}, queue=QUEUE)
     deadline = time.monotonic() + 120
@@ -164,4 +165,28 @@ def test_daemon_drain_then_abort(tmp_path):
         doc = wait_status(api, task, timeout=5)
         assert doc["status"] == "stopped" and "agent_shutdown" in doc["status_reason"]
     finally:
+        server.stop()
+
+
+def test_lines_survive_a_server_outage(tmp_path):
+    """The server goes away for 10 s mid-run: every line still arrives, once, in order."""
+    server = start_server(tmp_path / "server")
+    api = server.api()
+    daemon = start_daemon(agent_env(server, tmp_path), ["outage"], tmp_path / "d.log")
+    try:
+        code = ("import time\nfor i in range(300):\n    print(f'tick {i}', flush=True)\n    time.sleep(0.06)\n")
+        task = create_task(api, "outage", {"repository": "", "entry_point": "o.py", "diff": code}, queue="outage")
+        deadline = time.monotonic() + 60
+        while not any(line.startswith("tick") for line in task_log(api, task)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        server.stop()
+        time.sleep(10)
+        server = start_server(tmp_path / "server", ports=server.ports)
+        api = server.api()
+        doc = wait_status(api, task, timeout=120)
+        assert doc["status"] == "completed", doc.get("status_reason")
+        ticks = [line for line in task_log(api, task) if line.startswith("tick ")]
+        assert ticks == [f"tick {i}" for i in range(300)]
+    finally:
+        daemon.stop()
         server.stop()
