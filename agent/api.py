@@ -41,6 +41,7 @@ JSON = "application/json"
 JSON_LINES = "application/json-lines"
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_RETRY_DEADLINE_S = 60.0
+EVENTS_RETRY_DEADLINE_S = 10.0  # the log shipper spools and retries itself: fail fast to it
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 10.0
 REFRESH_AHEAD_S = 60.0
@@ -102,8 +103,13 @@ class ApiClient:
         body = json.dumps(dict(data or {})).encode()
         return self._authorized(endpoint, body, JSON, version=version, timeout=timeout, deadline_s=deadline_s)
 
-    def add_events(self, events: Iterable[Mapping[str, Any]], *, deadline_s: float | None = None) -> dict[str, Any]:
-        """Send events with `events.add_batch` as json-lines; returns `{added, errors, ...}`."""
+    def add_events(
+        self, events: Iterable[Mapping[str, Any]], *, deadline_s: float = EVENTS_RETRY_DEADLINE_S
+    ) -> dict[str, Any]:
+        """Send events with `events.add_batch` as json-lines; returns `{added, errors, ...}`.
+
+        Gives up after `deadline_s` (short by default: the LogShipper spools and retries).
+        """
         lines = [json.dumps(event, separators=(",", ":")) for event in events]
         if not lines:
             return {"added": 0, "errors": 0}

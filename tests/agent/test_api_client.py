@@ -329,3 +329,18 @@ def test_from_settings(tmp_path, server):
     with ApiClient.from_settings(load_settings(env=env)) as api:
         api.call("debug.echo")
     assert server.requests[-1]["headers"]["X-ClearML-Worker"] == "w:1"
+
+
+def test_add_events_gives_up_sooner_than_other_calls(server, sleeps):
+    fake_now = [0.0]
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        fake_now[0] += seconds
+
+    api = ApiClient(server.url, ACCESS, SECRET, retry_deadline_s=600, sleep=sleep, clock=lambda: fake_now[0])
+    api.login()
+    server.scripted["events.add_batch"] += [(503, b"down")] * 100
+    with pytest.raises(ServerUnreachable):
+        api.add_events([{"type": "log", "msg": "x"}])
+    assert sum(sleeps) <= 10
