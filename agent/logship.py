@@ -14,7 +14,7 @@ draining the spool, batches sent just before may be sent again from it.
 
 A daemon uses it like this:
 
-    shipper = LogShipper(partial(client.add_events, deadline_s=5), task_id=task, worker=worker_id,
+    shipper = LogShipper(client.add_events, task_id=task, worker=worker_id,
                          spool_path=work_dir / f"{task}.logspool", redactor=redactor).start()
     readers = [OutputReader(proc.stdout.fileno(), partial(shipper.add, level="info")).start(),
                OutputReader(proc.stderr.fileno(), partial(shipper.add, level="error")).start()]
@@ -208,6 +208,10 @@ class _Record(NamedTuple):
     end: int  # file offset just after this record
 
 
+def _record_bytes(events: list[Event], lines: int) -> bytes:
+    return json.dumps({"lines": lines, "events": events}, separators=(",", ":")).encode() + b"\n"
+
+
 class _Spool:
     """An append-only file of batches awaiting delivery, read from the front.
 
@@ -228,7 +232,7 @@ class _Spool:
         return self._read_at >= self._end
 
     def append(self, events: list[Event], lines: int) -> None:
-        self.append_raw(json.dumps({"lines": lines, "events": events}, separators=(",", ":")).encode() + b"\n")
+        self.append_raw(_record_bytes(events, lines))
 
     def append_raw(self, data: bytes) -> None:
         handle = self._open()
@@ -568,8 +572,7 @@ class LogShipper:
             self._stats.lines_spooled += lines
 
     def _reject(self, events: list[Event], lines: int, exc: Exception) -> None:
-        raw = json.dumps({"lines": lines, "events": events}, separators=(",", ":")).encode() + b"\n"
-        self._set_aside(raw, lines, str(exc))
+        self._set_aside(_record_bytes(events, lines), lines, str(exc))
 
     def _set_aside(self, raw: bytes, lines: int, why: str) -> None:
         """Lines the server won't take: keep them in the .rejected file and say so."""
