@@ -1,13 +1,18 @@
 """events.*: metric/log ingest (`add_batch`, `add`) and the read-back endpoints.
 
-Storage: one `events` row per event. The whole cleaned event is kept in `doc` (what readers
-return); the fields that queries filter, sort or aggregate on are copied into columns
-(task, type, iter, metric, variant, timestamp, value). Non-log events carry a deterministic
-`event_key`, so reporting the same point again replaces the earlier row; log lines are always
-appended.
+Storage (the `events` table):
+* A non-log event is one row: the cleaned event in `doc` (what readers return), and the
+  fields queries filter, sort or aggregate on copied into columns (task, type, iter, metric,
+  variant, timestamp, value). Its `event_key` is md5(task, type, iter, metric, variant, key),
+  so reporting the same point again replaces the earlier row.
+* Log lines are always appended, as chunks: one row per task per request (at most LOG_CHUNK
+  lines), `doc` holding the lines column-wise and sorted by timestamp, `timestamp` ..
+  `timestamp_max` their time span and `n_events` their number. Readers expand chunks and order
+  lines by (timestamp, seq, index); paging by timestamp works across overlapping chunks.
 
 Ingest is the hot path (a training run sends thousands of log lines a second): one pass over
-the events in plain Python, one executemany insert, and one document update per task.
+the events in plain Python, one executemany per kind of row, and at most one document update
+per task per request, all in one transaction - a refused request writes nothing.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from operator import itemgetter
 from typing import Any, Iterable
 
 from sqlalchemy import and_, delete, func, insert, or_, select, text
+from sqlalchemy.exc import IntegrityError
 from starlette.responses import Response
 
 from server import errors
@@ -48,7 +54,6 @@ _JUNK_KEYS = ("method", "allow_locked")
 # A log line with only these fields is stored column-wise with nothing extra.
 _LOG_KEYS = frozenset({"timestamp", "type", "task", "level", "worker", "msg", "method", "allow_locked",
                        "model_event"})
-_LOG_COLUMNS = ("timestamp", "level", "worker", "msg")
 
 
 def metric_hash(name: str) -> str:
@@ -76,7 +81,7 @@ def _incoming_events(req: Request) -> list:
             raise errors.validation("no events in the request body (send JSON lines, a JSON list of "
                                     "events, or a single event object)")
     # Offline-session files hold one JSON *list* of events per line: accept those too.
-    if any(type(item) is list for item in events):
+    if list in map(type, events):
         flat: list = []
         for item in events:
             flat.extend(item if type(item) is list else [item])
@@ -88,7 +93,7 @@ class _Batch:
     """The outcome of validating one request's events (nothing written yet)."""
 
     def __init__(self) -> None:
-        self.logs: dict[str, list[dict]] = {}  # task -> its log events, in arrival order
+        self.logs: dict[str, list[tuple]] = {}  # task -> (timestamp, level, worker, msg, extra)
         self.keyed: dict[str, dict] = {}  # event_key -> row; a repeated point keeps the last one
         self.errors: dict[str, int] = defaultdict(int)
         self.models: set[str] = set()  # ids whose events are model events
@@ -112,7 +117,8 @@ def _validate(ctx: CallContext, events: list) -> _Batch:
     levels = LOG_LEVELS
     log_keys = _LOG_KEYS
     md5 = _md5
-    last_task = last_lines = None
+    last_task: str | None = None
+    last_lines: list[tuple] = []
     for ev in events:
         if type(ev) is not dict:
             error("event is not a JSON object")
@@ -126,15 +132,10 @@ def _validate(ctx: CallContext, events: list) -> _Batch:
             msg = ev.get("msg")
             if (type(task) is str and type(ts) is int and type(level) is str and level in levels
                     and type(msg) is str and task and ev.keys() <= log_keys and not ev.get("model_event")):
-                line = (ts, level, ev.get("worker") or worker, msg, None)
-                if task == last_task:
-                    last_lines.append(line)
-                else:
-                    last_lines = logs.get(task)
-                    if last_lines is None:
-                        last_lines = logs[task] = []
+                if task != last_task:
+                    last_lines = logs.setdefault(task, [])
                     last_task = task
-                    last_lines.append(line)
+                last_lines.append((ts, level, ev.get("worker") or worker, msg, None))
                 continue
         if type(etype) is not str or etype not in event_types:
             error(f"invalid event type {etype!r} (one of {', '.join(sorted(event_types))})")
@@ -175,17 +176,12 @@ def _validate(ctx: CallContext, events: list) -> _Batch:
             msg = ev.get("msg")
             if type(msg) is not str:
                 msg = "" if msg is None else str(msg)
-            extra = None
+            extra: dict | None = None
             if not ev.keys() <= log_keys:
                 extra = {k: v for k, v in ev.items() if k not in log_keys}
             if ev.get("model_event"):
                 batch.models.add(task)
-            line = (ts, level, ev.get("worker") or worker, msg, extra)
-            lines = logs.get(task)
-            if lines is None:
-                logs[task] = [line]
-            else:
-                lines.append(line)
+            logs.setdefault(task, []).append((ts, level, ev.get("worker") or worker, msg, extra))
             continue
         for junk in _JUNK_KEYS:
             ev.pop(junk, None)
@@ -282,11 +278,11 @@ def _update_metrics(doc: dict, rows: Iterable[dict]) -> None:
                      "first_value": points[0]["value"], "first_value_iteration": points[0]["iter"]}
         for row in points:
             value = row["value"]
+            entry["value"] = value
+            if not math.isfinite(value):  # NaN/inf: the latest value, but no part of the statistics
+                continue
             count += 1
             total += value
-            entry["value"] = value
-            if value != value:  # NaN: a reported value, but never a minimum or maximum
-                continue
             if entry.get("min_value") is None or value < entry["min_value"]:
                 entry["min_value"], entry["min_value_iteration"] = value, row["iter"]
             if entry.get("max_value") is None or value > entry["max_value"]:
@@ -295,7 +291,7 @@ def _update_metrics(doc: dict, rows: Iterable[dict]) -> None:
         if label:
             entry["x_axis_label"] = label
         entry["count"] = count
-        entry["mean_value"] = total / count
+        entry["mean_value"] = total / count if count else None
         variants[vkey] = entry
         last_metrics[mkey] = variants
     doc["last_metrics"] = last_metrics
@@ -341,6 +337,8 @@ def _store(ctx: CallContext, batch: _Batch) -> int:
             if tid not in by_target and now - (last_update or 0) < LAST_UPDATE_GRANULARITY_S:
                 continue  # a log-only batch moments after the last update changes nothing else
             doc = ctx.store.get(conn, table, tid)
+            if doc is None:  # deleted concurrently (possible on PostgreSQL); its events go with it
+                continue
             _update_metrics(doc, by_target.get(tid, ()))
             doc["last_update"] = stamp
             ctx.store.save(conn, table, doc)
@@ -352,7 +350,17 @@ def _add(ctx: CallContext, events: list) -> dict:
         raise errors.validation(f"batch of {len(events)} events exceeds the limit of {MAX_BATCH_EVENTS} "
                                 f"events per request; nothing was stored, send it in smaller batches")
     batch = _validate(ctx, events)
-    added = _store(ctx, batch) if batch else 0
+    added = 0
+    if batch:
+        errors_before, logs_before = dict(batch.errors), dict(batch.logs)
+        try:
+            added = _store(ctx, batch)
+        except IntegrityError:
+            # Another request inserted one of these points between our delete and insert (only
+            # possible where writers run concurrently, e.g. PostgreSQL): replace it again.
+            batch.errors = defaultdict(int, errors_before)
+            batch.logs = logs_before
+            added = _store(ctx, batch)
     info = dict(batch.errors)
     if not added:
         reason = "; ".join(f"{msg} (x{count})" for msg, count in info.items()) or "no events in the request"
@@ -440,8 +448,8 @@ def _decode_scroll(scroll_id: Any, kind: str, **fields: type) -> dict | None:
     if not scroll_id:
         return None
     try:
-        text = str(scroll_id)
-        state = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        raw = str(scroll_id)
+        state = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
     except (ValueError, TypeError):
         raise errors.validation(f"invalid scroll_id {scroll_id!r}") from None
     if not isinstance(state, dict) or state.get("k") != kind:
@@ -499,7 +507,8 @@ def _log_page(conn, task_id: str, size: int, earlier: bool, from_ts: int | None)
             query = query.where(c.timestamp_max > from_ts)
         query = query.order_by(c.timestamp.asc(), c.seq.asc())
     held: list[tuple] = []  # (timestamp, seq, index, event)
-    for seq, ts_min, ts_max in conn.execute(query).all():
+    chunks = conn.execute(query)  # streamed: a page usually needs only the first chunk or two
+    for seq, ts_min, ts_max in chunks:
         if len(held) >= size:
             edge = held[size - 1][0]
             if (ts_max < edge) if earlier else (ts_min > edge):
@@ -515,6 +524,7 @@ def _log_page(conn, task_id: str, size: int, earlier: bool, from_ts: int | None)
             while keep < len(held) and held[keep][0] == edge:
                 keep += 1
             del held[keep:]
+    chunks.close()
     return [item[3] for item in held]
 
 
@@ -539,7 +549,7 @@ def get_task_log(ctx: CallContext, req: Request) -> dict:
 
 def _all_log_events(conn, task_id: str) -> list[dict]:
     c = t.events.c
-    held = []
+    held: list[tuple] = []
     query = select(c.seq, c.doc).where(c.task == task_id, _IS_LOG).order_by(c.timestamp, c.seq)
     for seq, doc in conn.execute(query):
         held.extend((event["timestamp"], seq, index, event)
@@ -691,7 +701,7 @@ def scalar_metrics_iter_histogram(ctx: CallContext, req: Request) -> dict:
 
 @endpoint("events.multi_task_scalar_metrics_iter_histogram")
 def multi_task_scalar_metrics_iter_histogram(ctx: CallContext, req: Request) -> dict:
-    tasks = req.str_list("tasks") or []
+    tasks: list[str] = req.str_list("tasks") or []
     if not tasks:
         raise errors.missing_field("tasks")
     merged: dict[str, dict] = {}
@@ -795,7 +805,7 @@ def get_task_plots(ctx: CallContext, req: Request) -> dict:
     with ctx.store.tx() as conn:
         task_id = _require_target(ctx, conn, req.raw("task"))
         seqs = _latest_iterations(conn, task_id, PLOT, _metric_filter(req.raw("metrics")), iters)
-        rows = []
+        rows: list[Any] = []
         for chunk in _chunks(seqs):
             rows.extend(conn.execute(select(c.seq, c.iter, c.metric, c.variant, c.doc).where(c.seq.in_(chunk))))
     rows.sort(key=lambda r: (-r[1], r[2], r[3], r[0]))
@@ -852,14 +862,19 @@ def debug_images(ctx: CallContext, req: Request) -> dict:
 # -- deletion ----------------------------------------------------------------------------------
 
 
+def delete_task_events(conn, task_id: str) -> int:
+    """Delete every event of a task (or model) in `conn`'s transaction; returns how many events
+    went (log rows hold many lines, so a DELETE's rowcount undercounts)."""
+    c = t.events.c
+    count = conn.execute(select(func.coalesce(func.sum(c.n_events), 0)).where(c.task == task_id)).scalar_one()
+    conn.execute(delete(t.events).where(c.task == task_id))
+    return int(count)
+
+
 @endpoint("events.delete_for_task")
 def delete_for_task(ctx: CallContext, req: Request) -> dict:
-    c = t.events.c
     with ctx.store.tx() as conn:
-        task_id = _require_target(ctx, conn, req.raw("task"))
-        deleted = conn.execute(select(func.coalesce(func.sum(c.n_events), 0)).where(c.task == task_id)).scalar_one()
-        conn.execute(delete(t.events).where(c.task == task_id))
-    return {"deleted": int(deleted)}
+        return {"deleted": delete_task_events(conn, _require_target(ctx, conn, req.raw("task")))}
 
 
 @endpoint("events.clear_task_log")

@@ -204,8 +204,8 @@ def update_for_task(ctx: CallContext, req: Request) -> dict:
             model = load(ctx, conn, override)
             updated = 0
         else:
-            model = _current_output(ctx, conn, task, fields.get("name"))
-            if model is None or model.get("ready"):
+            current = _current_output(ctx, conn, task, fields.get("name"))
+            if current is None or current.get("ready"):
                 if not fields.get("uri"):
                     raise errors.missing_field("uri")
                 execution = task.get("execution") or {}
@@ -220,6 +220,7 @@ def update_for_task(ctx: CallContext, req: Request) -> dict:
                 ctx.store.insert(conn, t.models, model)
                 created, updated = True, 0
             else:
+                model = current
                 changed = {k: v for k, v in fields.items() if model.get(k) != v}
                 model.update(changed)
                 _touch(model)
@@ -300,7 +301,7 @@ def add_or_update_metadata(ctx: CallContext, req: Request) -> dict:
 
 @endpoint("models.delete_metadata")
 def delete_metadata(ctx: CallContext, req: Request) -> dict:
-    keys = req.str_list("keys") or []
+    keys: list[str] = req.str_list("keys") or []
     if not keys:
         raise errors.missing_field("keys")
     with ctx.store.tx() as conn:
@@ -315,7 +316,7 @@ def delete_metadata(ctx: CallContext, req: Request) -> dict:
 
 
 def _set_archived(ctx: CallContext, req: Request, archived: bool) -> dict:
-    ids = req.str_list("ids") or req.str_list("models") or []
+    ids: list[str] = req.str_list("ids") or req.str_list("models") or []
     if not ids:
         raise errors.missing_field("ids")
     succeeded, failed = [], []
@@ -350,7 +351,7 @@ def unarchive_many(ctx: CallContext, req: Request) -> dict:
 
 @endpoint("models.get_frameworks")
 def get_frameworks(ctx: CallContext, req: Request) -> dict:
-    projects = req.str_list("projects") or []
+    projects: list[str] = req.str_list("projects") or []
     query_ = select(t.models.c.doc)
     if projects:
         query_ = query_.where(t.models.c.project.in_(projects))
