@@ -355,3 +355,34 @@ def test_task_reset_and_delete_remove_events(api):
     api.events([log(task, 1, "x"), scalar(task, 1, 1.0)])
     api.call("tasks.reset", {"task": task, "force": True})
     assert all_events(api, task)[1] == 0
+
+
+def test_big_batch_spans_several_chunks_and_pages_exactly(api):
+    task = make_task(api)
+    # 2500 lines in one request (three stored chunks), many sharing a timestamp, sent out of order
+    lines = [log(task, 1_000 + (i // 7), f"n{i}") for i in range(2500)]
+    assert api.events(list(reversed(lines)))["added"] == 2500
+    seen, from_ts = [], None
+    while True:
+        body = {"task": task, "batch_size": 300, "order": "asc"}
+        if from_ts is not None:
+            body["from_timestamp"] = from_ts
+        page = api.call("events.get_task_log", body)["events"]
+        if not page:
+            break
+        seen = page + seen
+        from_ts = page[0]["timestamp"]
+    assert len(seen) == 2500 and {e["msg"] for e in seen} == {f"n{i}" for i in range(2500)}
+    assert [e["timestamp"] for e in seen] == sorted(e["timestamp"] for e in seen)
+    events, total = all_events(api, task, "log", batch_size=700)
+    assert total == 2500 and len(events) == 2500
+
+
+def test_non_finite_values_are_kept_but_not_in_statistics(api):
+    task = make_task(api)
+    payload = "\n".join([json.dumps(scalar(task, 0, 1.0)), json.dumps(scalar(task, 1, 3.0)),
+                         json.dumps(scalar(task, 2, float("nan")))]).encode()
+    assert raw_batch(api, payload)["data"]["added"] == 3
+    entry = api.call("tasks.get_by_id", {"task": task})["task"]["last_metrics"][md5("loss")][md5("train")]
+    assert entry["count"] == 2 and entry["mean_value"] == 2.0 and entry["max_value"] == 3.0
+    assert entry["value"] != entry["value"]  # the latest report, NaN
