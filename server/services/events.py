@@ -56,6 +56,19 @@ _LOG_KEYS = frozenset({"timestamp", "type", "task", "level", "worker", "msg", "m
                        "model_event"})
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN/inf float replaced by None: JSON has no such numbers (PostgreSQL's
+    json type and browsers refuse them), so a non-finite report is kept as a null point."""
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is dict:
+        return {key: json_safe(item) for key, item in value.items()}
+    if kind is list:
+        return [json_safe(item) for item in value]
+    return value
+
+
 def metric_hash(name: str) -> str:
     """The key ClearML uses for a metric or variant name inside `last_metrics`."""
     return _md5(name.encode("utf-8")).hexdigest()
@@ -178,13 +191,15 @@ def _validate(ctx: CallContext, events: list) -> _Batch:
                 msg = "" if msg is None else str(msg)
             extra: dict | None = None
             if not ev.keys() <= log_keys:
-                extra = {k: v for k, v in ev.items() if k not in log_keys}
+                extra = {k: json_safe(v) for k, v in ev.items() if k not in log_keys}
             if ev.get("model_event"):
                 batch.models.add(task)
             logs.setdefault(task, []).append((ts, level, ev.get("worker") or worker, msg, extra))
             continue
         for junk in _JUNK_KEYS:
             ev.pop(junk, None)
+        reported = ev.get("value")
+        ev = json_safe(ev)
         if ev.pop("model_event", None):
             ev["model_event"] = True
             batch.models.add(task)
@@ -203,13 +218,13 @@ def _validate(ctx: CallContext, events: list) -> _Batch:
             it = ev["iter"] = 0
         value = None
         if etype == SCALAR:
-            value = ev.get("value")
-            if type(value) is not float:
-                if type(value) is int:
-                    value = float(value)
-                else:
-                    error("scalar event 'value' must be a number")
-                    continue
+            if type(reported) is float:
+                value = ev["value"]  # None for NaN/inf
+            elif type(reported) is int:
+                value = float(reported)
+            else:
+                error("scalar event 'value' must be a number")
+                continue
         elif etype == VECTOR and not isinstance(ev.get("values"), list):
             error("vector event 'values' must be a list of numbers")
             continue
@@ -279,7 +294,7 @@ def _update_metrics(doc: dict, rows: Iterable[dict]) -> None:
         for row in points:
             value = row["value"]
             entry["value"] = value
-            if not math.isfinite(value):  # NaN/inf: the latest value, but no part of the statistics
+            if value is None:  # NaN/inf (stored as null): the latest value, but no part of the statistics
                 continue
             count += 1
             total += value
@@ -636,7 +651,8 @@ def get_task_events(ctx: CallContext, req: Request) -> dict:
 
 
 def _downsample(xs: list, ys: list, samples: int) -> tuple[list, list]:
-    """At most `samples` points: x split into equal intervals, y averaged per interval."""
+    """At most `samples` points: x split into equal intervals, y averaged per interval (null
+    points - non-finite reports - are left out of the averages)."""
     if len(xs) <= samples:
         return xs, ys
     lo, hi = xs[0], xs[-1]
@@ -649,14 +665,14 @@ def _downsample(xs: list, ys: list, samples: int) -> tuple[list, list]:
     for x, y in zip(xs, ys):
         b = min(int((x - lo) / width), samples - 1)
         if b != bucket:
-            if n:
-                out_y.append(acc / n)
+            if bucket is not None:
+                out_y.append(acc / n if n else None)
             bucket, acc, n = b, 0.0, 0
             out_x.append(x)
-        acc += y
-        n += 1
-    if n:
-        out_y.append(acc / n)
+        if y is not None:
+            acc += y
+            n += 1
+    out_y.append(acc / n if n else None)
     return out_x, out_y
 
 
@@ -740,9 +756,9 @@ def get_task_latest_scalar_values(ctx: CallContext, req: Request) -> dict:
         series = _scalar_series(conn, task_id, None, "iter")
     metrics: dict[str, list] = {}
     for (metric, variant), (_xs, ys) in series.items():
-        tail = ys[-100:]
+        tail = [y for y in ys[-100:] if y is not None]
         metrics.setdefault(metric, []).append({"name": variant, "last_value": ys[-1],
-                                               "last_100_value": sum(tail) / len(tail)})
+                                               "last_100_value": sum(tail) / len(tail) if tail else None})
     return {"metrics": [{"name": name, "variants": variants} for name, variants in metrics.items()]}
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from server import errors, query, status
 from server.registry import CallContext, Request, endpoint
 from server.services import taskdoc
+from server.services.events import json_safe
 from server.services.projects import get_project
 from server.storage import tables as t
 from server.storage.store import new_id
@@ -69,6 +70,7 @@ def _incoming(ctx: CallContext, conn, req: Request, names: tuple[str, ...] | Non
         raise errors.validation("field 'labels' must map label names to integer ids")
     if "metadata" in fields:
         fields["metadata"] = _metadata(fields["metadata"])
+    fields = json_safe(fields)  # NaN/inf inside design/labels/metadata: JSON columns refuse them
     if fields.get("project"):
         get_project(ctx, conn, fields["project"])
     if fields.get("task"):

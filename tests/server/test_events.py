@@ -378,11 +378,18 @@ def test_big_batch_spans_several_chunks_and_pages_exactly(api):
     assert total == 2500 and len(events) == 2500
 
 
-def test_non_finite_values_are_kept_but_not_in_statistics(api):
+def test_non_finite_values_become_null_points_outside_statistics(api):
     task = make_task(api)
     payload = "\n".join([json.dumps(scalar(task, 0, 1.0)), json.dumps(scalar(task, 1, 3.0)),
-                         json.dumps(scalar(task, 2, float("nan")))]).encode()
-    assert raw_batch(api, payload)["data"]["added"] == 3
+                         json.dumps(scalar(task, 2, float("nan"))),
+                         json.dumps({"type": "training_stats_vector", "task": task, "iter": 0, "metric": "v",
+                                     "variant": "v", "values": [1.0, float("inf")]})]).encode()
+    assert raw_batch(api, payload)["data"]["added"] == 4
     entry = api.call("tasks.get_by_id", {"task": task})["task"]["last_metrics"][md5("loss")][md5("train")]
     assert entry["count"] == 2 and entry["mean_value"] == 2.0 and entry["max_value"] == 3.0
-    assert entry["value"] != entry["value"]  # the latest report, NaN
+    assert entry["value"] is None  # the latest report: NaN, which JSON cannot carry
+    hist = api.call("events.scalar_metrics_iter_histogram", {"task": task})
+    assert hist["loss"]["train"]["y"] == [1.0, 3.0, None]
+    assert api.call("events.scalar_metrics_iter_histogram", {"task": task, "samples": 2})["loss"]["train"]["y"] == [1.0, 3.0]
+    vector = all_events(api, task, "training_stats_vector")[0][0]
+    assert vector["values"] == [1.0, None]
