@@ -46,6 +46,14 @@ def _write_client_conf(data_dir: Path, config, access: str, secret: str) -> Path
     return path
 
 
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 @click.command("up")
 @server_options
 @click.option("--queue", "queues", multiple=True, help="Queues for the agent (default: the default queue).")
@@ -64,7 +72,7 @@ def up_cmd(ctx, config_file, queues, no_agent, **overrides) -> None:
     shutdown = Shutdown().install()   # signals: the agent drains first, then the server stops
     server_stop = Shutdown()
     ready = threading.Event()
-    loop = asyncio.new_event_loop()
+    loop = _new_loop()
 
     async def run_server() -> None:
         started = asyncio.Event()

@@ -14,10 +14,10 @@ import time
 import uuid
 from typing import Any
 
-from starlette.applications import Starlette
+from types import SimpleNamespace
+
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
-from starlette.routing import Route
 
 from server import errors, registry
 from server.auth import ANONYMOUS, API_VERSION, Identity
@@ -142,7 +142,25 @@ async def handle(request: HttpRequest) -> Response:
         state.metrics.observe(name, code, time.perf_counter() - started)
 
 
-def build_api_app(state: ServerState) -> Starlette:
-    app = Starlette(routes=[Route("/{path:path}", handle, methods=["GET", "POST", "PUT"])])
-    app.state.shipyard = state
-    return app
+class ApiApp:
+    """A bare ASGI app: every path goes to `handle`, without a router or middleware stack
+    (their per-request cost showed up in profiles; the protocol has one route anyway)."""
+
+    def __init__(self, state: ServerState):
+        self.state = SimpleNamespace(shipyard=state)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        scope["app"] = self
+        request = HttpRequest(scope, receive)
+        if request.method not in ("GET", "POST", "PUT"):
+            response: Response = envelope(request.url.path.strip("/"), API_VERSION, {}, 405, 0,
+                                          f"Method {request.method} not allowed")
+        else:
+            response = await handle(request)
+        await response(scope, receive, send)
+
+
+def build_api_app(state: ServerState) -> ApiApp:
+    return ApiApp(state)

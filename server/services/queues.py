@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 
 from server import errors, query, status
 from server.registry import CallContext, Request, endpoint
@@ -17,36 +17,39 @@ DEFAULT_QUEUE = "default"
 # -- entries ------------------------------------------------------------------------------
 
 
+_E = t.queue_entries
+# Built once, executed with parameters (see Store: statement building dominated the cost).
+_ENTRIES = (select(_E.c.task, _E.c.added).where(_E.c.queue == bindparam("q"))
+            .order_by(_E.c.position, _E.c.seq))
+_MAX_POS = select(func.max(_E.c.position)).where(_E.c.queue == bindparam("q"))
+_MIN_POS = select(func.min(_E.c.position)).where(_E.c.queue == bindparam("q"))
+_INSERT = _E.insert()
+_REMOVE_TASK = delete(_E).where(_E.c.task == bindparam("t"))
+_REMOVE_TASK_FROM = delete(_E).where(_E.c.task == bindparam("t")).where(_E.c.queue == bindparam("q"))
+_HEAD = (select(_E.c.seq).where(_E.c.queue == bindparam("q")).order_by(_E.c.position, _E.c.seq).limit(1)
+         .with_for_update(skip_locked=True).scalar_subquery())
+_POP = delete(_E).where(_E.c.seq == _HEAD).returning(_E.c.task, _E.c.added)
+
+
 def entries(conn, queue_id: str) -> list[dict]:
-    rows = conn.execute(select(t.queue_entries.c.task, t.queue_entries.c.added)
-                        .where(t.queue_entries.c.queue == queue_id)
-                        .order_by(t.queue_entries.c.position, t.queue_entries.c.seq))
-    return [{"task": r.task, "added": clock.iso(r.added)} for r in rows]
+    return [{"task": r.task, "added": clock.iso(r.added)} for r in conn.execute(_ENTRIES, {"q": queue_id})]
 
 
 def add_entry(conn, queue_id: str, task_id: str, *, front: bool = False) -> None:
-    bound = func.min if front else func.max
-    edge = conn.execute(select(bound(t.queue_entries.c.position))
-                        .where(t.queue_entries.c.queue == queue_id)).scalar()
+    edge = conn.execute(_MIN_POS if front else _MAX_POS, {"q": queue_id}).scalar()
     position = 0.0 if edge is None else (edge - 1.0 if front else edge + 1.0)
-    conn.execute(t.queue_entries.insert().values(queue=queue_id, task=task_id, position=position,
-                                                 added=clock.now()))
+    conn.execute(_INSERT, {"queue": queue_id, "task": task_id, "position": position, "added": clock.now()})
 
 
 def remove_task_entries(conn, task_id: str, queue_id: str | None = None) -> int:
-    clause = delete(t.queue_entries).where(t.queue_entries.c.task == task_id)
-    if queue_id is not None:
-        clause = clause.where(t.queue_entries.c.queue == queue_id)
-    return conn.execute(clause).rowcount
+    if queue_id is None:
+        return conn.execute(_REMOVE_TASK, {"t": task_id}).rowcount
+    return conn.execute(_REMOVE_TASK_FROM, {"t": task_id, "q": queue_id}).rowcount
 
 
 def pop(conn, queue_id: str) -> tuple[str, float] | None:
     """Remove and return the head entry. One statement, so two callers never get the same one."""
-    head = (select(t.queue_entries.c.seq).where(t.queue_entries.c.queue == queue_id)
-            .order_by(t.queue_entries.c.position, t.queue_entries.c.seq).limit(1)
-            .with_for_update(skip_locked=True).scalar_subquery())
-    row = conn.execute(delete(t.queue_entries).where(t.queue_entries.c.seq == head)
-                       .returning(t.queue_entries.c.task, t.queue_entries.c.added)).first()
+    row = conn.execute(_POP, {"q": queue_id}).first()
     return (row.task, row.added) if row else None
 
 

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from sqlalchemy import Table, create_engine, delete, event, insert, select, update
+from sqlalchemy import Table, bindparam, create_engine, delete, event, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from server.storage import tables as t
@@ -94,6 +94,7 @@ class Store:
         self.url = url
         self.engine = _make_engine(url, synchronous)
         self.is_sqlite = url.startswith("sqlite")
+        self._statements: dict[tuple[str, str], Any] = {}
         t.metadata.create_all(self.engine)
 
     def close(self) -> None:
@@ -105,8 +106,31 @@ class Store:
             yield conn
 
     # -- documents -----------------------------------------------------------------------
+    # Statements are built once per table and executed with parameters: building and
+    # cache-keying a fresh SQLAlchemy statement per call costs more than SQLite itself.
+    def _stmt(self, kind: str, table: Table) -> Any:
+        key = (kind, table.name)
+        stmt = self._statements.get(key)
+        if stmt is None:
+            stmt = self._statements[key] = self._build(kind, table)
+        return stmt
+
+    @staticmethod
+    def _build(kind: str, table: Table) -> Any:
+        columns = [c.name for c in table.columns if c.name != "id"]
+        if kind == "get":
+            return select(table.c.doc).where(table.c.id == bindparam("p_id"))
+        if kind == "insert":
+            return insert(table)
+        if kind == "delete":
+            return delete(table).where(table.c.id == bindparam("p_id"))
+        query = update(table).where(table.c.id == bindparam("p_id"))
+        if kind == "save_cas":
+            query = query.where(table.c.status == bindparam("p_status"))
+        return query.values({name: bindparam(name) for name in columns})
+
     def get(self, conn: Connection, table: Table, doc_id: str) -> dict | None:
-        row = conn.execute(select(table.c.doc).where(table.c.id == doc_id)).first()
+        row = conn.execute(self._stmt("get", table), {"p_id": doc_id}).first()
         return dict(row[0]) if row else None
 
     def get_many(self, conn: Connection, table: Table, where: Sequence[Any] = ()) -> list[dict]:
@@ -116,19 +140,19 @@ class Store:
         return [dict(row[0]) for row in conn.execute(query)]
 
     def insert(self, conn: Connection, table: Table, doc: dict) -> None:
-        conn.execute(insert(table).values(id=doc["id"], doc=doc, **_columns_for(table, doc)))
+        conn.execute(self._stmt("insert", table), {"id": doc["id"], "doc": doc, **_columns_for(table, doc)})
 
     def save(self, conn: Connection, table: Table, doc: dict, *, expect_status: str | None = None) -> bool:
         """Write a whole document back. With `expect_status`, only if the stored status still
         equals it (compare-and-set); returns whether a row was written."""
-        query = update(table).where(table.c.id == doc["id"])
+        params = {"p_id": doc["id"], "doc": doc, **_columns_for(table, doc)}
         if expect_status is not None:
-            query = query.where(table.c.status == expect_status)
-        result = conn.execute(query.values(doc=doc, **_columns_for(table, doc)))
-        return result.rowcount > 0
+            params["p_status"] = expect_status
+            return conn.execute(self._stmt("save_cas", table), params).rowcount > 0
+        return conn.execute(self._stmt("save", table), params).rowcount > 0
 
     def delete(self, conn: Connection, table: Table, doc_id: str) -> bool:
-        return conn.execute(delete(table).where(table.c.id == doc_id)).rowcount > 0
+        return conn.execute(self._stmt("delete", table), {"p_id": doc_id}).rowcount > 0
 
     # -- key/value ---------------------------------------------------------------------
     def meta_get(self, conn: Connection, key: str) -> str | None:
