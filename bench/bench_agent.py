@@ -1,0 +1,118 @@
+"""Agent benchmarks against a local server:
+
+* pickup: enqueue -> first line of the task's own output, trivial task, warm caches (p50/p90)
+* warm start of a medium requirement set (numpy pandas scikit-learn requests): environment ready
+* log shipping: lines/s delivered from a chatty task, and lines lost
+* the idle daemon's CPU and RSS
+
+    python bench/bench_agent.py [--runs 10] [--skip-medium]
+
+Starts its own server and daemon in a temp dir (the uv cache is shared with the tests').
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.agent_helpers import agent_env, create_task, start_daemon, task_log, wait_status  # noqa: E402
+from tests.helpers import start_server  # noqa: E402
+
+MEDIUM = "numpy\npandas\nscikit-learn\nrequests\n"
+
+
+def first_output_ms(api, task: str, enqueued_ms: int, marker: str) -> float:
+    events = api.call("events.get_task_events", {"task": task, "event_type": "log", "order": "asc",
+                                                 "batch_size": 1000})["events"]
+    for event in events:
+        if marker in str(event.get("msg", "")):
+            return event["timestamp"] - enqueued_ms
+    raise RuntimeError("marker line not found")
+
+
+def pickup(api, runs: int) -> list[float]:
+    script = {"repository": "", "entry_point": "hello.py", "diff": "print('PICKUP-MARKER')\n"}
+    create_task(api, "warmup", script, queue="bench") and None
+    samples = []
+    for i in range(runs + 1):
+        task = api.call("tasks.create", {"name": f"pickup-{i}", "type": "training", "script": script})["id"]
+        time.sleep(0.3)
+        enqueued_ms = int(time.time() * 1000)
+        api.call("tasks.enqueue", {"task": task, "queue_name": "bench"})
+        wait_status(api, task)
+        if i:  # the first run warms the caches
+            samples.append(first_output_ms(api, task, enqueued_ms, "PICKUP-MARKER"))
+    return samples
+
+
+def warm_medium(api, runs: int) -> list[float]:
+    script = {"repository": "", "entry_point": "m.py", "diff": "import numpy, pandas, sklearn\nprint('ok')\n",
+              "requirements": {"pip": MEDIUM}}
+    times = []
+    for i in range(runs + 1):
+        task = create_task(api, f"medium-{i}", script, queue="bench")
+        doc = wait_status(api, task, timeout=900)
+        assert doc["status"] == "completed", doc.get("status_reason")
+        text = "\n".join(task_log(api, task))
+        match = re.search(r"environment ready in ([\d.]+)s \((cache hit|built)\)", text)
+        if i and match:
+            times.append(float(match.group(1)))
+    return times
+
+
+def log_throughput(api, lines: int) -> tuple[float, int]:
+    code = f"import sys\nw = sys.stdout.write\nfor i in range({lines}):\n    w(f'chatty line {{i}}\\n')\n"
+    task = create_task(api, "chatty", {"repository": "", "entry_point": "c.py", "diff": code}, queue="bench")
+    started = time.monotonic()
+    wait_status(api, task, timeout=600)
+    elapsed = time.monotonic() - started
+    got = sum(1 for line in task_log(api, task) if line.startswith("chatty line"))
+    return got / elapsed, lines - got
+
+
+def idle_footprint(pid: int, seconds: float = 10) -> tuple[float, float]:
+    proc = psutil.Process(pid)
+    proc.cpu_percent(None)
+    time.sleep(seconds)
+    return proc.cpu_percent(None), proc.memory_info().rss / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--lines", type=int, default=500_000)
+    parser.add_argument("--skip-medium", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        server = start_server(root / "server")
+        daemon = start_daemon(agent_env(server, root, SHIPYARD_LONG_POLL_S="30"), ["bench"], root / "daemon.log")
+        api = server.api()
+        try:
+            cpu, rss = idle_footprint(daemon.proc.pid)
+            picks = pickup(api, args.runs)
+            rate, lost = log_throughput(api, args.lines)
+            print("| measure | value |\n|---|---|")
+            print(f"| pickup: enqueue -> first output line, p50 | {statistics.median(picks):.0f} ms |")
+            print(f"| pickup p90 | {sorted(picks)[int(0.9 * (len(picks) - 1))]:.0f} ms |")
+            print(f"| log shipping, {args.lines:,} lines | {rate:,.0f} lines/s, {lost} lost |")
+            print(f"| idle daemon | {cpu:.1f} % CPU, {rss:.0f} MB RSS |")
+            if not args.skip_medium:
+                warm = warm_medium(api, 3)
+                print(f"| warm start, numpy+pandas+scikit-learn+requests: env ready | "
+                      f"{statistics.median(warm):.2f} s (median of {len(warm)}) |")
+        finally:
+            daemon.stop()
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
