@@ -63,7 +63,7 @@ class TaskSource:
         self.long_poll_s = long_poll_s
         self.stop = stop or threading.Event()
         info = api.server_info()
-        self.long_poll = bool(((info.get("shipyard") or {}).get("extensions") or {}).get("long_poll"))
+        self.long_poll = "long_poll" in ((info.get("shipyard") or {}).get("extensions") or {})
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="claim")
         self._pending: Future | None = None
 
