@@ -79,7 +79,7 @@ async def _read_body(request: HttpRequest) -> dict:
         try:
             if "json-lines" in ctype or "jsonlines" in ctype or "ndjson" in ctype:
                 text = raw.decode("utf-8")
-                body = {"__lines__": [json.loads(line) for line in text.splitlines() if line.strip()]}
+                body = {"__lines__": [json.loads(line) for line in text.split("\n") if line.strip()]}
             else:
                 body = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -1,12 +1,12 @@
 """Task lifecycle endpoints: status changes and their side effects (queue, times, reset)."""
 from __future__ import annotations
 
-from sqlalchemy import delete
 
 from server import errors, status
 from server.registry import CallContext, Request, endpoint
 from server.services import queues as q
 from server.services import taskdoc
+from server.services.events import delete_task_events
 from server.storage import tables as t
 from shipyard import clock
 
@@ -169,7 +169,7 @@ def reset(ctx: CallContext, req: Request) -> dict:
         if doc.get("status") == status.PUBLISHED and not force:
             raise errors.invalid_status(f"Cannot reset a published task without force: task={task_id}")
         dequeued = q.remove_task_entries(conn, task_id)
-        deleted_events = conn.execute(delete(t.events).where(t.events.c.task == task_id)).rowcount
+        deleted_events = delete_task_events(conn, task_id)
         for key in _RESET_CLEARED:
             doc.pop(key, None)
         execution = {k: v for k, v in (doc.get("execution") or {}).items() if k != "queue"}

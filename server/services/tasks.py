@@ -9,6 +9,7 @@ from sqlalchemy import delete as sql_delete
 from server import errors, query, status
 from server.registry import CallContext, Request, endpoint
 from server.services import taskdoc
+from server.services.events import delete_task_events
 from server.services.projects import find_or_create_project, get_project
 from server.storage import tables as t
 from server.storage.store import new_id
@@ -157,7 +158,7 @@ def delete_task(ctx: CallContext, req: Request) -> dict:
         doc = taskdoc.load(ctx, conn, task_id)
         if doc.get("status") == status.IN_PROGRESS and not req.bool("force"):
             raise errors.invalid_status(f"Cannot delete a running task without force: task={task_id}")
-        removed = conn.execute(sql_delete(t.events).where(t.events.c.task == task_id)).rowcount
+        removed = delete_task_events(conn, task_id)
         conn.execute(sql_delete(t.queue_entries).where(t.queue_entries.c.task == task_id))
         ctx.store.delete(conn, t.tasks, task_id)
     return {"deleted": True, "updated_children": 0, "updated_models": 0, "events": {"deleted": removed}}
