@@ -30,7 +30,6 @@ from starlette.responses import Response
 
 from server import errors
 from server.registry import CallContext, Request, endpoint
-from server.services import taskdoc
 from server.storage import tables as t
 from shipyard import clock
 
