@@ -1,26 +1,37 @@
 #!/usr/bin/env bash
-# The test suite, from a fresh machine: installs what the tests need, starts nothing that
-# the tests do not start themselves (servers, PostgreSQL and agents are started per test),
-# then runs pytest. CI (.ci/run) calls exactly this script; so does the README.
+# The test suite, from a fresh machine: installs what the tests need, then runs pytest.
+# Servers, PostgreSQL clusters, agents and moto are started by the tests themselves; the
+# Docker engine, which needs root and outlives a test, is started here when it is installed.
+# CI (.ci/run) calls exactly this script; so does the README.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
-command -v git >/dev/null || need_apt+=(git)
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
-command -v runuser >/dev/null || need_apt+=(util-linux)
-if [ ${#need_apt[@]} -gt 0 ]; then
+# --- Debian packages: "command-or-path package" pairs; missing ones are installed. ---------
+apt_needs=(
+  "git git"
+  "/usr/lib/postgresql postgresql"
+  "runuser util-linux"
+)
+missing=()
+for pair in "${apt_needs[@]}"; do
+  probe=${pair% *}; pkg=${pair#* }
+  if [[ $probe == /* ]]; then [ -e "$probe" ] || missing+=("$pkg"); else command -v "$probe" >/dev/null || missing+=("$pkg"); fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "missing Debian packages: ${need_apt[*]} (run as root or install them)" >&2
+    echo "missing Debian packages: ${missing[*]} (run as root or install them)" >&2
   fi
 fi
 
+# --- Python: the project and its test extras; the real clearml SDK and clearml-agent in ----
+# --- venvs of their own (cached between runs), so their pins never shape ours. -------------
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
-# The real clearml SDK and clearml-agent, each in a venv of its own (cached between runs).
 python3 -m tests.peers
+
+# --- Services started here (see the note at the top). --------------------------------------
 
 git config --global user.email >/dev/null 2>&1 || git config --global user.email "ci@shipyard.invalid"
 git config --global user.name >/dev/null 2>&1 || git config --global user.name "Shipyard CI"
