@@ -1,0 +1,242 @@
+"""The real clearml SDK (2.1.12, in its own venv) against a real Shipyard server.
+
+Each scenario runs a script with the SDK in a subprocess, then reads the results back over the
+API as any ClearML client would. The SDK's output must be free of the lines that betray a
+protocol problem ("Action failed", "Failed parsing response", tracebacks).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.compat.conftest import bad_lines, clean_env, make_repo
+
+pytestmark = pytest.mark.compat
+
+TRAIN_PY = textwrap.dedent("""\
+    import argparse
+    import sys
+
+    from clearml import Task
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--epochs", type=int, default=3)
+
+    if __name__ == "__main__":
+        task = Task.init(project_name=sys.argv.pop(1), task_name="train")
+        args = parser.parse_args()
+        cfg = task.connect({"batch": 32, "opt": "adam"})
+        logger = task.get_logger()
+        for i in range(args.epochs):
+            logger.report_scalar("loss", "train", 1.0 / (i + 1), i)
+            logger.report_scalar("loss", "val", 2.0 / (i + 1), i)
+        logger.report_text("hello text")
+        print("console line 1", cfg["batch"], args.lr)
+        task.upload_artifact("stats", artifact_object={"a": 1, "b": [1, 2]})
+        print("TASK_ID", task.id)
+        task.close()
+        print("CLOSED OK")
+""")
+
+OPS_PY = textwrap.dedent("""\
+    import json
+    import sys
+
+    from clearml import Task
+
+    project, source_id = sys.argv[1], sys.argv[2]
+    out = {}
+    t = Task.get_task(task_id=source_id)
+    out["get_task"] = [t.id, t.name, str(t.status)]
+    by_name = Task.get_task(project_name=project, task_name="train")
+    out["get_task_by_name"] = by_name.id
+
+    clone = Task.clone(source_task=t, name="cloned")
+    clone.set_parameters({"Args/lr": 0.9, "General/batch": 64})
+    out["clone"] = clone.id
+    out["clone_params"] = clone.get_parameters()
+    Task.enqueue(clone, queue_name="default")
+    out["clone_status"] = str(Task.get_task(task_id=clone.id).status)
+
+    to_stop = Task.clone(source_task=t, name="to-stop")
+    to_stop.mark_started(force=True)
+    to_stop.mark_stopped(force=False)
+    out["to_stop"] = to_stop.id
+    out["stopped_status"] = str(Task.get_task(task_id=to_stop.id).status)
+    to_stop.reset(force=True)
+    out["reset_status"] = str(Task.get_task(task_id=to_stop.id).status)
+
+    to_dequeue = Task.clone(source_task=t, name="to-dequeue")
+    Task.enqueue(to_dequeue, queue_name="default")
+    Task.dequeue(to_dequeue)
+    out["to_dequeue"] = to_dequeue.id
+    print("RESULT " + json.dumps(out), flush=True)
+""")
+
+
+def run_sdk(sdk_python: Path, script: Path, args: list[str], *, cwd: Path, env: dict,
+            timeout: float = 180) -> str:
+    try:
+        proc = subprocess.run([str(sdk_python), str(script), *args], cwd=cwd, env=env, timeout=timeout,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    except subprocess.TimeoutExpired as exc:
+        partial = exc.output.decode(errors="replace") if isinstance(exc.output, bytes) else exc.output
+        pytest.fail(f"SDK script did not finish in {timeout}s:\n{partial}", pytrace=False)
+    output = proc.stdout
+    script.with_suffix(".out").write_text(output)  # kept with the test's tmp dir, for post-mortems
+    assert proc.returncode == 0, f"SDK script exited {proc.returncode}:\n{output}"
+    bad = bad_lines(output)
+    assert not bad, "SDK reported protocol problems:\n" + "\n".join(bad) + f"\n--- full output ---\n{output}"
+    return output
+
+
+def _result_line(output: str, prefix: str) -> str:
+    for line in output.splitlines():
+        if line.startswith(prefix + " "):
+            return line[len(prefix) + 1:].strip()
+    raise AssertionError(f"no '{prefix}' line in output:\n{output}")
+
+
+@pytest.fixture(scope="module")
+def trained(server, sdk_python, tmp_path_factory):
+    """Run train.py once with the SDK in a git repo with an uncommitted change."""
+    root = tmp_path_factory.mktemp("sdk")
+    repo = root / "repo"
+    sha = make_repo(repo, {"train.py": TRAIN_PY}, origin="https://example.com/demo.git",
+                    uncommitted={"train.py": TRAIN_PY + "# local change\n"})
+    project = f"compat-{uuid.uuid4().hex[:8]}"
+    env = clean_env(root / "home", server.env())
+    output = run_sdk(sdk_python, repo / "train.py", [project, "--lr", "0.5"], cwd=repo, env=env)
+    task_id = _result_line(output, "TASK_ID")
+    return {"task_id": task_id, "sha": sha, "project": project, "output": output, "env": env,
+            "root": root}
+
+
+def test_task_init_records_the_run(trained, api):
+    assert "CLOSED OK" in trained["output"]
+    task = api.call("tasks.get_by_id", {"task": trained["task_id"]})["task"]
+    assert task["status"] == "completed", task
+    assert task["name"] == "train"
+    assert task["type"] == "training"
+    project = api.call("projects.get_by_id", {"project": task["project"]})["project"]
+    assert project["name"] == trained["project"]
+    assert task["started"] and task["completed"]
+    assert task["runtime"].get("progress") == "100"
+
+
+def test_git_info_and_diff(trained, api):
+    script = api.call("tasks.get_by_id", {"task": trained["task_id"]})["task"]["script"]
+    assert script["repository"] == "https://example.com/demo.git"
+    assert script["branch"] == "main"
+    assert script["version_num"] == trained["sha"]
+    assert script["entry_point"] == "train.py"
+    assert script["working_dir"] == "."
+    assert "+# local change" in script["diff"]
+    assert "clearml" in str(script.get("requirements", {}).get("pip", ""))
+
+
+def test_hyperparams(trained, api):
+    params = api.call("tasks.get_by_id", {"task": trained["task_id"]})["task"]["hyperparams"]
+    assert params["Args"]["lr"]["value"] == "0.5"
+    assert params["Args"]["epochs"]["value"] == "3"
+    assert params["General"]["batch"] == {"section": "General", "name": "batch", "value": "32",
+                                          "type": "int", "description": ""} or \
+        params["General"]["batch"]["value"] == "32"
+    assert params["General"]["opt"]["value"] == "adam"
+    flat = api.call("tasks.get_hyper_params", {"tasks": [trained["task_id"]]})["params"][0]["hyperparams"]
+    assert {("Args", "lr", "0.5"), ("General", "opt", "adam")} <= {(p["section"], p["name"], p["value"])
+                                                                    for p in flat}
+
+
+def test_scalars(trained, api):
+    hist = api.call("events.scalar_metrics_iter_histogram", {"task": trained["task_id"], "key": "iter"})
+    assert hist["loss"]["train"]["x"] == [0, 1, 2]
+    assert hist["loss"]["train"]["y"] == pytest.approx([1.0, 0.5, 1 / 3])
+    assert hist["loss"]["val"]["y"] == pytest.approx([2.0, 1.0, 2 / 3])
+    task = api.call("tasks.get_by_id", {"task": trained["task_id"]})["task"]
+    assert task["last_iteration"] == 2
+    last = {(m["metric"], m["variant"]): m for v in task["last_metrics"].values() for m in v.values()}
+    assert last[("loss", "train")]["value"] == pytest.approx(1 / 3)
+
+
+def test_console_log(trained, api):
+    log = api.call("events.get_task_log", {"task": trained["task_id"], "batch_size": 500,
+                                           "navigate_earlier": False, "order": "asc"})
+    text = "\n".join(e.get("msg", "") for e in log["events"])
+    assert "console line 1 32 0.5" in text
+    assert "hello text" in text
+    assert log["total"] >= 1 and log["returned"] == len(log["events"])
+
+
+def test_artifact_uploaded_and_downloadable(trained, api):
+    task = api.call("tasks.get_by_id", {"task": trained["task_id"]})["task"]
+    artifacts = {a["key"]: a for a in task["execution"]["artifacts"]}
+    stats = artifacts["stats"]
+    assert stats["type"] == "dict"
+    assert stats["uri"].startswith(trained["env"]["CLEARML_FILES_HOST"] + "/")
+    resp = api.http.get(stats["uri"], headers={"Authorization": f"Bearer {api.token}"}, timeout=10)
+    assert resp.status_code == 200, resp.text
+    assert json.loads(resp.content) == {"a": 1, "b": [1, 2]}
+    assert api.http.get(stats["uri"], timeout=10).status_code == 401
+
+
+def test_sdk_reads_back_like_a_client(trained, sdk_python):
+    script = trained["root"] / "readback.py"
+    script.write_text(textwrap.dedent("""\
+        import json, sys
+        from clearml import Task
+        t = Task.get_task(task_id=sys.argv[1])
+        out = {"status": str(t.status), "scalars": t.get_reported_scalars(),
+               "console": t.get_reported_console_output(50),
+               "artifact": t.artifacts["stats"].get(), "params": t.get_parameters()}
+        print("RESULT " + json.dumps(out, default=str), flush=True)
+    """))
+    output = run_sdk(sdk_python, script, [trained["task_id"]], cwd=trained["root"], env=trained["env"])
+    out = json.loads(_result_line(output, "RESULT"))
+    assert out["status"] == "completed"
+    assert out["scalars"]["loss"]["train"]["y"] == pytest.approx([1.0, 0.5, 1 / 3])
+    assert any("console line 1" in line for line in out["console"])
+    assert out["artifact"] == {"a": 1, "b": [1, 2]}
+    assert out["params"]["Args/lr"] == "0.5"
+
+
+def test_sdk_task_operations(trained, server, api, sdk_python):
+    script = trained["root"] / "ops.py"
+    script.write_text(OPS_PY)
+    output = run_sdk(sdk_python, script, [trained["project"], trained["task_id"]], cwd=trained["root"],
+                     env=trained["env"])
+    out = json.loads(_result_line(output, "RESULT"))
+    assert out["get_task"] == [trained["task_id"], "train", "completed"]
+    assert out["get_task_by_name"] == trained["task_id"]
+
+    clone = api.call("tasks.get_by_id", {"task": out["clone"]})["task"]
+    assert clone["status"] == "queued"
+    assert clone["parent"] == trained["task_id"]
+    assert clone["name"] == "cloned"
+    assert clone["hyperparams"]["Args"]["lr"]["value"] == "0.9"
+    assert clone["hyperparams"]["General"]["batch"]["value"] == "64"
+    assert clone["script"]["version_num"] == trained["sha"]
+    assert "development" not in clone["system_tags"]
+    assert out["clone_params"]["Args/lr"] == "0.9"
+    assert out["clone_status"] == "queued"
+    default = api.call("queues.get_all", {"name": "^default$"})["queues"][0]
+    assert clone["execution"]["queue"] == default["id"]
+    assert out["clone"] in [e["task"] for e in default["entries"]]
+
+    assert out["stopped_status"] == "stopped"
+    assert out["reset_status"] == "created"
+    reset = api.call("tasks.get_by_id", {"task": out["to_stop"]})["task"]
+    assert reset["status"] == "created" and not reset.get("started")
+
+    dequeued = api.call("tasks.get_by_id", {"task": out["to_dequeue"]})["task"]
+    assert dequeued["status"] == "created"
+    assert out["to_dequeue"] not in [e["task"] for e in
+                                     api.call("queues.get_by_id", {"queue": default["id"]})["queue"]["entries"]]
+    # leave the shared default queue as we found it
+    api.call("tasks.dequeue", {"task": out["clone"]})
