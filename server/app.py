@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 
 from server.api import build_api_app
 from server.auth import ANONYMOUS, KeyStore, TokenSigner, load_token_secret
 from server.config import ServerConfig
 from server.files import build_files_app
-from server.services import load_all
+from server.registry import CallContext
+from server.services import leases, load_all
 from server.services.queues import ensure_default_queue
 from server.state import ServerState
 from server.storage.store import Store
@@ -42,7 +44,8 @@ def create_state(config: ServerConfig) -> ServerState:
                         signer=TokenSigner(load_token_secret(store), config.token_ttl_s),
                         keys=KeyStore(store), files_url=config.url(config.files_port),
                         web_url=config.url(config.web_port), api_url=config.url(config.api_port),
-                        long_poll_max_s=config.long_poll_max_s, worker_timeout_s=config.worker_timeout_s)
+                        long_poll_max_s=config.long_poll_max_s, worker_timeout_s=config.worker_timeout_s,
+                        lease_max_attempts=config.lease_max_attempts, reaper_interval_s=config.reaper_interval_s)
     ensure_default_queue(store, ANONYMOUS)
     return state
 
@@ -96,5 +99,20 @@ async def serve(state: ServerState, config: ServerConfig, shutdown: Shutdown | N
                          f"{config.api_port}/{config.files_port}/{config.web_port} (in use?)")
     if ready is not None:
         ready.set()
+    reaper = asyncio.create_task(_reap_leases(state))
     await asyncio.gather(*tasks)
+    reaper.cancel()
     state.store.close()
+
+
+async def _reap_leases(state: ServerState) -> None:
+    """Expired leases → re-queue or fail (server/services/leases.py), every reaper_interval_s."""
+    ctx = CallContext(store=state.store, identity=ANONYMOUS, endpoint="reaper", version="2.31",
+                      notifier=state.notifier, settings=state)
+    while True:
+        await asyncio.sleep(state.reaper_interval_s)
+        try:
+            for task_id, outcome in leases.reap_expired(ctx):
+                log.warning("lease of task %s expired: %s", task_id, outcome)
+        except SQLAlchemyError:
+            log.exception("lease reaper pass failed; retrying")

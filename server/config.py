@@ -31,6 +31,8 @@ class ServerConfig:
     token_ttl_s: int = 30 * 24 * 3600
     long_poll_max_s: float = 60.0
     worker_timeout_s: float = 600.0
+    lease_max_attempts: int = 3        # claims of one task before "agent lost N times" fails it
+    reaper_interval_s: float = 1.0     # how often expired leases are looked for
     log_level: str = "info"
 
     @property

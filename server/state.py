@@ -50,6 +50,8 @@ class ServerState:
     api_url: str = "http://localhost:8008"
     long_poll_max_s: float = 60.0
     worker_timeout_s: float = 600.0
+    lease_max_attempts: int = 3
+    reaper_interval_s: float = 1.0
     _active: dict[str, tuple[bool, float]] = field(default_factory=dict)
 
     @property

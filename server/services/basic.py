@@ -10,6 +10,8 @@ from shipyard import __version__
 EXTENSIONS = {
     "long_poll": {"endpoint": "queues.get_next_task", "field": "wait_s", "max_s": 60},
     "json_lines": True,
+    "leases": {"request_field": "lease_s", "renew": "tasks.renew_lease", "release": "tasks.release",
+               "reconcile": "workers.reconcile", "fence_field": "attempt"},
 }
 
 

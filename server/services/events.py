@@ -382,9 +382,25 @@ def _add(ctx: CallContext, events: list) -> dict:
     return {"added": added, "errors": sum(info.values()), "errors_info": info}
 
 
+def _check_attempts(ctx: CallContext, events: list) -> None:
+    """Events that carry an `attempt` (Shipyard's agent) are refused from a superseded claim."""
+    fenced = {(e.get("task"), e.get("attempt")) for e in events
+              if isinstance(e, dict) and e.get("attempt") is not None}
+    if not fenced:
+        return
+    from server.services import leases
+    with ctx.store.tx() as conn:
+        for task_id, attempt in fenced:
+            doc = ctx.store.get(conn, t.tasks, task_id) if isinstance(task_id, str) else None
+            if doc is not None:
+                leases.check_fence(doc, attempt)
+
+
 @endpoint("events.add_batch")
 def add_batch(ctx: CallContext, req: Request) -> dict:
-    return _add(ctx, _incoming_events(req))
+    events = _incoming_events(req)
+    _check_attempts(ctx, events)
+    return _add(ctx, events)
 
 
 @endpoint("events.add")

@@ -266,7 +266,8 @@ def move_back(ctx: CallContext, req: Request) -> dict:
     return _move(ctx, req, "back")
 
 
-def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool) -> dict | None:
+def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool, lease_s: float | None = None,
+             worker: str = "") -> dict | None:
     with ctx.store.tx() as conn:
         for queue_id in queue_ids:
             while True:
@@ -280,6 +281,10 @@ def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool) -> dict | N
                 if doc.get("status") == status.STOPPED:
                     taskdoc.change_status(ctx, conn, doc, status.QUEUED, force=True)
                 result: dict = {"entry": {"task": task_id, "added": clock.iso(added)}, "queue": queue_id}
+                if lease_s:
+                    from server.services import leases
+                    result["lease"] = leases.grant(doc, worker, queue_id, lease_s)
+                    ctx.store.save(conn, t.tasks, doc)
                 if get_info:
                     result["task_info"] = {"company": doc.get("company"), "user": doc.get("user")}
                 return result
@@ -288,8 +293,9 @@ def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool) -> dict | N
 
 @endpoint("queues.get_next_task")
 async def get_next_task(ctx: CallContext, req: Request) -> dict:
-    """Pop the head of the queue. Shipyard extension: `queues` (several, in priority order) and
-    `wait_s` (long-poll: wait up to that many seconds for an entry)."""
+    """Pop the head of the queue. Shipyard extensions: `queues` (several, in priority order),
+    `wait_s` (long-poll: wait up to that many seconds for an entry) and `lease_s` (the claim is
+    a lease the caller renews; see server/services/leases.py)."""
     queue_ids = req.str_list("queues") or [req.id("queue", "queue")]
     wait_s = min(max(0.0, req.float("wait_s", 0.0) or 0.0), ctx.settings.long_poll_max_s
                  if ctx.settings else 60.0)
@@ -297,9 +303,13 @@ async def get_next_task(ctx: CallContext, req: Request) -> dict:
         for queue_id in queue_ids:
             load_queue(ctx, conn, queue_id)
     get_info = req.bool("get_task_info")
+    lease_s = req.float("lease_s")
+    worker = req.str("worker") or ctx.worker
+    if lease_s is not None and (lease_s <= 0 or not worker):
+        raise errors.validation("lease_s must be > 0 and the worker named (field 'worker' or X-ClearML-Worker)")
     deadline = time.monotonic() + wait_s
     while True:
-        result = _try_pop(ctx, queue_ids, get_info)
+        result = _try_pop(ctx, queue_ids, get_info, lease_s, worker)
         if result is not None:
             if not req.str_list("queues"):
                 result.pop("queue", None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from server import errors, status
 from server.registry import CallContext, Request, endpoint
+from server.services import leases
 from server.services import queues as q
 from server.services import taskdoc
 from server.services.events import delete_task_events
@@ -14,6 +15,7 @@ from shipyard import clock
 def _simple_change(ctx: CallContext, req: Request, new: str, extra_fn=None) -> dict:
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, req.id("task", "task"))
+        leases.check_fence(doc, req.int("attempt"))
         extra = extra_fn(doc) if extra_fn else {}
         fields = taskdoc.change_status(ctx, conn, doc, new, force=req.bool("force"),
                                        reason=req.str("status_reason"), message=req.str("status_message"),
@@ -157,7 +159,8 @@ def stop(ctx: CallContext, req: Request) -> dict:
     return {"updated": 1, "fields": fields}
 
 
-_RESET_CLEARED = ("started", "completed", "published", "last_worker", "last_worker_report", "enqueue_status")
+_RESET_CLEARED = ("started", "completed", "published", "last_worker", "last_worker_report", "enqueue_status",
+                  "_lease", "_attempt", "shipyard_attempts")
 
 
 @endpoint("tasks.reset")
@@ -190,6 +193,7 @@ def reset(ctx: CallContext, req: Request) -> dict:
 def ping(ctx: CallContext, req: Request) -> dict:
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, req.id("task", "task"))
+        leases.check_fence(doc, req.int("attempt"))
         taskdoc.touch(ctx, doc, change=False)
         ctx.store.save(conn, t.tasks, doc)
     return {}

@@ -57,6 +57,8 @@ def change_status(ctx: CallContext, conn, doc: dict, new: str, *, force: bool = 
     if not status.can_transition(current, new, force=force):
         raise errors.APIError(400, 110, f"Invalid task status: cannot change from {current} to {new} "
                               f"(task={doc['id']})")
+    if new != status.IN_PROGRESS and doc.get("_lease"):
+        close_attempt(doc, f"{new}: {reason}" if reason else new)
     now = clock.iso()
     fields: dict[str, Any] = {"status": new, "status_changed": now,
                               "status_reason": reason or "", "status_message": message or ""}
@@ -67,6 +69,15 @@ def change_status(ctx: CallContext, conn, doc: dict, new: str, *, force: bool = 
         raise errors.status_race(f"Task status changed concurrently: task={doc['id']} expected={current}")
     fields["last_update"] = doc["last_update"]
     return fields
+
+
+def close_attempt(doc: dict, end: str) -> None:
+    """The task's lease (if any) ends: drop it and note how the attempt ended."""
+    doc.pop("_lease", None)
+    history = list(doc.get("shipyard_attempts") or [])
+    if history and "ended" not in history[-1]:
+        history[-1] = {**history[-1], "ended": clock.iso(), "end": end}
+        doc["shipyard_attempts"] = history
 
 
 def public_view(ctx: CallContext, doc: dict) -> dict:

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from sqlalchemy import Table, bindparam, create_engine, delete, event, insert, select, update
+from sqlalchemy import Table, bindparam, create_engine, delete, event, insert, inspect, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from server.storage import tables as t
@@ -39,6 +39,7 @@ def _columns_for(table: Table, doc: dict) -> dict[str, Any]:
             "status": doc.get("status") or "created", "type": doc.get("type") or "training",
             "parent": doc.get("parent"), "created": _ts(doc, "created", now),
             "last_update": _ts(doc, "last_update", now), "last_change": _ts(doc, "last_change", now),
+            "lease_expires": (doc.get("_lease") or {}).get("expires"),
         }
     if table is t.projects:
         return {"name": doc.get("name") or "", "created": _ts(doc, "created", now),
@@ -96,6 +97,18 @@ class Store:
         self.is_sqlite = url.startswith("sqlite")
         self._statements: dict[tuple[str, str], Any] = {}
         t.metadata.create_all(self.engine)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Forward-only schema upgrade: nullable columns added since a data dir was created."""
+        with self.engine.begin() as conn:
+            inspector = inspect(conn)  # same connection: a second one would wait on our write lock
+            for table in t.metadata.sorted_tables:
+                present = {c["name"] for c in inspector.get_columns(table.name)}
+                for column in table.columns:
+                    if column.name not in present and column.nullable:
+                        kind = column.type.compile(dialect=self.engine.dialect)
+                        conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}')
 
     def close(self) -> None:
         self.engine.dispose()

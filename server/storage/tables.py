@@ -34,6 +34,7 @@ tasks = Table(
     Column("created", Float, nullable=False),
     Column("last_update", Float, nullable=False, index=True),
     Column("last_change", Float, nullable=False, index=True),
+    Column("lease_expires", Float, index=True),  # set while an agent holds a lease on the task
     Column("doc", JSON, nullable=False),
 )
 

@@ -1,0 +1,140 @@
+"""Claims as leases (a Shipyard extension; clients of the reference server never see it).
+
+A `queues.get_next_task` that asks for `lease_s` records, in the same transaction as the pop,
+which worker holds the task, until when, and the attempt number - the fencing token. The
+holder renews with `tasks.renew_lease`; status changes and log events that carry a stale
+`attempt` are refused. When a lease expires (agent died, machine reclaimed, network cut) the
+reaper puts the task back at the front of its queue with its attempt counter raised, up to
+`max_attempts`, then fails it with the reason. Tasks tagged `shipyard:no-retry` are failed at
+once instead of being retried.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import bindparam, select
+
+from server import errors, status
+from server.registry import CallContext, Request, endpoint
+from server.services import queues as q
+from server.services import taskdoc
+from server.storage import tables as t
+from shipyard import clock
+
+NO_RETRY_TAG = "shipyard:no-retry"
+STALE_SUBCODE = 150
+_EXPIRED = select(t.tasks.c.id).where(t.tasks.c.lease_expires < bindparam("now"))
+
+
+def stale(task_id: str, attempt: Any, current: Any) -> errors.APIError:
+    return errors.APIError(400, STALE_SUBCODE, f"Stale claim: attempt {attempt} of task {task_id} was superseded "
+                                               f"by attempt {current}; this agent no longer owns the task")
+
+
+def check_fence(doc: dict, attempt: Any) -> None:
+    """Refuse a write from an attempt that no longer owns the task (None = unfenced client)."""
+    if attempt is None:
+        return
+    if doc.get("_attempt") != attempt:
+        raise stale(doc["id"], attempt, doc.get("_attempt"))
+
+
+def grant(doc: dict, worker: str, queue_id: str, lease_s: float) -> dict:
+    attempt = int(doc.get("_attempt") or 0) + 1
+    now = clock.now()
+    doc["_attempt"] = attempt
+    doc["_lease"] = {"worker": worker, "queue": queue_id, "expires": now + lease_s, "lease_s": lease_s}
+    history = list(doc.get("shipyard_attempts") or [])
+    history.append({"attempt": attempt, "worker": worker, "claimed": clock.iso(now)})
+    doc["shipyard_attempts"] = history
+    return {"attempt": attempt, "expires_in_s": lease_s}
+
+
+close_attempt = taskdoc.close_attempt
+
+
+def _max_attempts(ctx: CallContext) -> int:
+    return int(getattr(ctx.settings, "lease_max_attempts", 3) or 3)
+
+
+def requeue_or_fail(ctx: CallContext, conn, doc: dict, reason: str) -> str:
+    """Give a task whose holder is gone back to its queue (front), or fail it for good."""
+    queue_id = (doc.get("_lease") or {}).get("queue") or (doc.get("execution") or {}).get("queue")
+    attempts = int(doc.get("_attempt") or 0)
+    close_attempt(doc, f"infrastructure: {reason}")
+    no_retry = NO_RETRY_TAG in (doc.get("system_tags") or []) or NO_RETRY_TAG in (doc.get("tags") or [])
+    if no_retry or attempts >= _max_attempts(ctx) or not queue_id:
+        why = (f"agent lost {attempts} time(s); last: {reason}" if not no_retry
+               else f"{reason} (task opted out of retries)")
+        taskdoc.change_status(ctx, conn, doc, status.FAILED, force=True, reason=f"infrastructure: {why}",
+                              message="failed by the server", extra={"completed": clock.iso()})
+        return "failed"
+    q.remove_task_entries(conn, doc["id"])
+    taskdoc.change_status(ctx, conn, doc, status.QUEUED, force=True,
+                          reason=f"infrastructure: {reason}; retry {attempts + 1} of {_max_attempts(ctx)}",
+                          message="re-queued by the server")
+    q.add_entry(conn, queue_id, doc["id"], front=True)
+    if ctx.notifier:
+        ctx.notifier.notify(queue_id)
+    return "requeued"
+
+
+def reap_expired(ctx: CallContext) -> list[tuple[str, str]]:
+    """One pass of the reaper: every task whose lease expired is re-queued or failed."""
+    done = []
+    with ctx.store.tx() as conn:
+        for (task_id,) in conn.execute(_EXPIRED, {"now": clock.now()}).all():
+            doc = ctx.store.get(conn, t.tasks, task_id)
+            lease = (doc or {}).get("_lease")
+            if not lease:
+                continue
+            what = requeue_or_fail(ctx, conn, doc, f"lease of worker {lease['worker']} expired")
+            done.append((task_id, what))
+    return done
+
+
+@endpoint("tasks.renew_lease")
+def renew(ctx: CallContext, req: Request) -> dict:
+    task_id, attempt = req.id("task", "task"), req.int("attempt", required=True)
+    with ctx.store.tx() as conn:
+        doc = taskdoc.load(ctx, conn, task_id)
+        check_fence(doc, attempt)
+        lease = doc.get("_lease")
+        if not lease:
+            raise stale(task_id, attempt, "none (the task is no longer leased)")
+        lease_s = float(req.float("lease_s") or lease.get("lease_s") or 60.0)
+        doc["_lease"] = {**lease, "expires": clock.now() + lease_s, "lease_s": lease_s}
+        doc["last_update"] = clock.iso()
+        ctx.store.save(conn, t.tasks, doc)
+    return {"expires_in_s": lease_s, "status": doc.get("status"), "status_message": doc.get("status_message")}
+
+
+@endpoint("tasks.release")
+def release(ctx: CallContext, req: Request) -> dict:
+    """The holder gives the task back: `retry` re-queues it (infrastructure trouble), else it fails."""
+    task_id, attempt = req.id("task", "task"), req.int("attempt", required=True)
+    reason = req.str("reason") or "released by its agent"
+    with ctx.store.tx() as conn:
+        doc = taskdoc.load(ctx, conn, task_id)
+        check_fence(doc, attempt)
+        if req.bool("retry", True):
+            outcome = requeue_or_fail(ctx, conn, doc, reason)
+        else:
+            close_attempt(doc, reason)
+            taskdoc.change_status(ctx, conn, doc, status.FAILED, force=True, reason=reason,
+                                  extra={"completed": clock.iso()})
+            outcome = "failed"
+    return {"outcome": outcome}
+
+
+@endpoint("workers.reconcile")
+def reconcile(ctx: CallContext, req: Request) -> dict:
+    """A (re)starting agent: tasks the server believes it holds go back to their queues."""
+    worker = req.str("worker", required=True)
+    released = []
+    with ctx.store.tx() as conn:
+        for doc in ctx.store.get_many(conn, t.tasks, [t.tasks.c.lease_expires.is_not(None)]):
+            if (doc.get("_lease") or {}).get("worker") == worker:
+                released.append({"task": doc["id"], "outcome": requeue_or_fail(
+                    ctx, conn, doc, f"worker {worker} restarted while holding it")})
+    return {"released": released}

@@ -1,0 +1,118 @@
+"""Claims as leases: fencing, renewal, expiry → re-queue at the front, give-up, opt-out, reconcile."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.helpers import ApiFailure, start_server
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    server = start_server(tmp_path_factory.mktemp("leases"), env={"SHIPYARD_REAPER_INTERVAL_S": "0.2"})
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def api(srv):
+    return srv.api()
+
+
+def _queued(api, queue_name: str, n: int = 1, **fields) -> tuple[str, list[str]]:
+    ids = []
+    for i in range(n):
+        task = api.call("tasks.create", {"name": f"l{i}", "type": "training", **fields})["id"]
+        api.call("tasks.enqueue", {"task": task, "queue_name": queue_name})
+        ids.append(task)
+    queue = api.call("queues.get_all", {"name": f"^{queue_name}$"})["queues"][0]["id"]
+    return queue, ids
+
+
+def _claim(api, queue, lease_s=30, worker="w1"):
+    return api.call("queues.get_next_task", {"queue": queue, "lease_s": lease_s, "worker": worker})
+
+
+def _wait(api, task, pred, timeout=15):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        doc = api.call("tasks.get_by_id", {"task": task})["task"]
+        if pred(doc):
+            return doc
+        time.sleep(0.1)
+    raise AssertionError(doc)
+
+
+def test_claim_carries_attempt_and_fences_writes(api):
+    queue, (task,) = _queued(api, "fence")
+    got = _claim(api, queue)
+    assert got["lease"]["attempt"] == 1
+    api.call("tasks.started", {"task": task, "attempt": 1, "force": True})
+    api.call("tasks.renew_lease", {"task": task, "attempt": 1})
+    with pytest.raises(ApiFailure) as err:
+        api.call("tasks.completed", {"task": task, "attempt": 7})
+    assert err.value.subcode == 150 and "Stale claim" in err.value.msg
+    with pytest.raises(ApiFailure):
+        api.events([{"type": "log", "task": task, "msg": "late", "attempt": 7}])
+    api.events([{"type": "log", "task": task, "msg": "mine", "attempt": 1}])
+    api.call("tasks.completed", {"task": task, "attempt": 1})
+    doc = api.call("tasks.get_by_id", {"task": task})["task"]
+    assert doc["status"] == "completed" and doc["shipyard_attempts"][0]["end"].startswith("completed")
+    assert "_lease" not in doc
+
+
+def test_expired_lease_requeues_at_front_then_gives_up(api):
+    queue, (task, other) = _queued(api, "expiry", 2)
+    for attempt in (1, 2, 3):
+        got = _claim(api, queue, lease_s=0.5)
+        assert got["entry"]["task"] == task and got["lease"]["attempt"] == attempt
+        api.call("tasks.started", {"task": task, "attempt": attempt, "force": True})
+        if attempt < 3:
+            doc = _wait(api, task, lambda d: d["status"] == "queued")
+            assert "lease of worker w1 expired" in doc["status_reason"]
+            entries = api.call("queues.get_by_id", {"queue": queue})["queue"]["entries"]
+            assert [e["task"] for e in entries] == [task, other]  # back at the front
+    doc = _wait(api, task, lambda d: d["status"] == "failed")
+    assert doc["status_reason"].startswith("infrastructure: agent lost 3 time(s)")
+    assert [a["attempt"] for a in doc["shipyard_attempts"]] == [1, 2, 3]
+    with pytest.raises(ApiFailure):  # the lost agent comes back: its writes are refused
+        api.call("tasks.completed", {"task": task, "attempt": 2})
+
+
+def test_no_retry_tag_fails_at_once(api):
+    queue, (task,) = _queued(api, "noretry", system_tags=["shipyard:no-retry"])
+    _claim(api, queue, lease_s=0.3)
+    doc = _wait(api, task, lambda d: d["status"] == "failed")
+    assert "opted out of retries" in doc["status_reason"]
+
+
+def test_release_with_retry_and_reconcile(api):
+    queue, (a, b) = _queued(api, "release", 2)
+    _claim(api, queue, worker="w-rel")
+    assert api.call("tasks.release", {"task": a, "attempt": 1, "reason": "pip index unreachable"})["outcome"] == "requeued"
+    doc = api.call("tasks.get_by_id", {"task": a})["task"]
+    assert doc["status"] == "queued" and "pip index unreachable" in doc["status_reason"]
+    got = _claim(api, queue, worker="w-rel")
+    assert got["entry"]["task"] == a and got["lease"]["attempt"] == 2
+    released = api.call("workers.reconcile", {"worker": "w-rel"})["released"]
+    assert released == [{"task": a, "outcome": "requeued"}]
+
+
+def test_external_stop_ends_the_lease(api):
+    queue, (task,) = _queued(api, "ext-stop")
+    _claim(api, queue, lease_s=0.5)
+    api.call("tasks.started", {"task": task, "attempt": 1, "force": True})
+    api.call("tasks.stopped", {"task": task})
+    time.sleep(1.2)
+    assert api.call("tasks.get_by_id", {"task": task})["task"]["status"] == "stopped"  # not re-queued
+    with pytest.raises(ApiFailure):
+        api.call("tasks.renew_lease", {"task": task, "attempt": 1})
+
+
+def test_reference_clients_are_not_leased(api):
+    queue, (task,) = _queued(api, "plain")
+    got = api.call("queues.get_next_task", {"queue": queue})
+    assert "lease" not in got
+    time.sleep(0.5)
+    assert api.call("tasks.get_by_id", {"task": task})["task"]["status"] == "queued"
