@@ -87,6 +87,8 @@ class AgentSettings:
     log_batch_bytes: int
     abort_grace_s: float
     max_runtime_s: float | None
+    queue_max_runtime_s: Mapping[str, str]
+    lease_s: float
     work_dir: Path
     cache_dir: Path
     venv_cache_dir: Path
@@ -315,6 +317,9 @@ FIELDS: tuple[Field, ...] = (
     ),
     Field("agent.abort_grace_s", _seconds, 10.0, ("shipyard.abort_grace_s",), ("SHIPYARD_ABORT_GRACE_S",)),
     Field("agent.max_runtime_s", _optional_seconds, None, ("shipyard.max_runtime_s",), ("SHIPYARD_MAX_RUNTIME_S",)),
+    Field("agent.queue_max_runtime_s", _text_map, MappingProxyType({}), ("shipyard.queue_max_runtime_s",),
+          ("SHIPYARD_QUEUE_MAX_RUNTIME_S",)),
+    Field("agent.lease_s", _positive_seconds, 60.0, ("shipyard.lease_s",), ("SHIPYARD_LEASE_S",)),
     Field(
         "agent.work_dir", _path, Path("~/.shipyard/work"), ("shipyard.work_dir", "agent.venvs_dir"),
         ("SHIPYARD_WORK_DIR",),

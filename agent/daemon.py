@@ -11,6 +11,7 @@ import logging
 import time
 from typing import Callable
 
+from agent import lifecycle
 from agent.api import ApiClient
 from agent.config import Settings
 from agent.lifecycle import Outcome
@@ -50,7 +51,10 @@ class Daemon:
         reporter.start()
         source = TaskSource(self.api, queues, order_fairness=self.order_fairness,
                             poll_interval_s=self.settings.agent.poll_interval_s,
-                            long_poll_s=self.settings.agent.long_poll_s, stop=self.shutdown.event)
+                            long_poll_s=self.settings.agent.long_poll_s, stop=self.shutdown.event,
+                            lease_s=self.settings.agent.lease_s, worker=self.worker)
+        if source.lease_s:
+            self._reconcile()
         self.echo(f"worker {self.worker} listening on {', '.join(q.name for q in queues)} "
                   f"({'long-poll' if source.long_poll else f'polling every {source.poll_interval_s:g}s'})")
         try:
@@ -64,6 +68,12 @@ class Daemon:
             reporter.unregister()
             self.echo(f"worker {self.worker} stopped after {self.tasks_run} task(s)")
         return 0
+
+    def _reconcile(self) -> None:
+        """Tasks the server believes this worker holds (from before a crash) go back to their queues."""
+        released = self.api.call("workers.reconcile", {"worker": self.worker}).get("released") or []
+        for item in released:
+            self.echo(f"task {item['task']} was held by this worker before it restarted: {item['outcome']}")
 
     def _should_stop(self) -> bool:
         if self.shutdown.requested:
@@ -83,11 +93,10 @@ class Daemon:
         reporter.set_task(claim.task_id, claim.queue.id)
         started = time.monotonic()
         try:
-            self.api.call("tasks.started", {"task": claim.task_id, "force": True,
-                                            "status_message": f"pulled by shipyard {self.worker}"})
+            lifecycle.mark_started(self.api, claim.task_id, f"pulled by shipyard {self.worker}", claim.attempt)
             run = TaskRun(self.api, self.settings, claim.task_id, queue=claim.queue.name,
                           should_abort=lambda: self.shutdown.abort, env_cache=self.env_cache,
-                          repo_cache=self.repo_cache, echo=self.echo)
+                          repo_cache=self.repo_cache, echo=self.echo, attempt=claim.attempt)
             outcome = run.run()
             self.echo(f"task {claim.task_id} {outcome.status} in {time.monotonic() - started:.2f}s: "
                       f"{outcome.status_reason}")
@@ -96,7 +105,7 @@ class Daemon:
             log.error("task %s: lost contact with the server: %s", claim.task_id, exc)
             safe_report(self.api, claim.task_id, Outcome("failed", "infrastructure",
                                                          f"the agent lost contact with the server: {exc}"),
-                        self.worker)
+                        self.worker, claim.attempt)
             return None
         finally:
             self.tasks_run += 1

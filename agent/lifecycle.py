@@ -7,8 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import logging
+
 from agent.api import ApiClient
 from shipyard.errors import ServerError
+
+log = logging.getLogger("shipyard.agent.lifecycle")
+STALE_SUBCODE = 150  # the server's "this claim was superseded" (server/services/leases.py)
+RETRYABLE = frozenset({"infrastructure", "agent_shutdown", "lease_lost"})
 
 COMPLETED, FAILED, STOPPED = "completed", "failed", "stopped"
 
@@ -25,14 +31,32 @@ class Outcome:
         return self.reason if self.kind == "done" else f"{self.kind}: {self.reason}"
 
 
-def report_outcome(api: ApiClient, task_id: str, outcome: Outcome, worker: str) -> None:
+def report_outcome(api: ApiClient, task_id: str, outcome: Outcome, worker: str, attempt: int | None = None) -> None:
+    """Tell the server how the task ended. With a lease (attempt set), infrastructure trouble
+    hands the task back for another try instead of failing it; a superseded claim says nothing."""
+    try:
+        if attempt is not None and outcome.kind in RETRYABLE:
+            api.call("tasks.release", {"task": task_id, "attempt": attempt, "retry": True,
+                                       "reason": outcome.status_reason[:1000]})
+            return
+        _report_status(api, task_id, outcome, worker, attempt)
+    except ServerError as exc:
+        if exc.subcode != STALE_SUBCODE:
+            raise
+        log.warning("task %s: not reporting '%s': this agent's claim was superseded (%s)",
+                    task_id, outcome.status, exc)
+
+
+def _report_status(api: ApiClient, task_id: str, outcome: Outcome, worker: str, attempt: int | None) -> None:
     endpoint = {COMPLETED: "tasks.completed", FAILED: "tasks.failed", STOPPED: "tasks.stopped"}[outcome.status]
     body = {"task": task_id, "status_reason": outcome.status_reason[:1000],
             "status_message": f"Changed by shipyard {worker}"}
+    if attempt is not None:
+        body["attempt"] = attempt
     try:
         api.call(endpoint, {**body, "force": False})
     except ServerError as exc:
-        if exc.code != 400:
+        if exc.code != 400 or exc.subcode == STALE_SUBCODE:
             raise
         # The task moved meanwhile (e.g. stopped from outside while we finished): force the
         # final word only where that is not a lie - never turn a stopped task into completed.
@@ -43,5 +67,8 @@ def report_outcome(api: ApiClient, task_id: str, outcome: Outcome, worker: str) 
         api.call(endpoint, {**body, "force": True})
 
 
-def mark_started(api: ApiClient, task_id: str, message: str) -> None:
-    api.call("tasks.started", {"task": task_id, "force": True, "status_message": message})
+def mark_started(api: ApiClient, task_id: str, message: str, attempt: int | None = None) -> None:
+    body = {"task": task_id, "force": True, "status_message": message}
+    if attempt is not None:
+        body["attempt"] = attempt
+    api.call("tasks.started", body)

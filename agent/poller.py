@@ -28,6 +28,7 @@ class Queue:
 class Claim:
     task_id: str
     queue: Queue
+    attempt: int | None = None   # the fencing token of a leased claim (Shipyard's server only)
 
 
 def resolve_queues(api: ApiClient, names: list[str], *, create: bool = False) -> list[Queue]:
@@ -55,7 +56,8 @@ def resolve_queues(api: ApiClient, names: list[str], *, create: bool = False) ->
 
 class TaskSource:
     def __init__(self, api: ApiClient, queues: list[Queue], *, order_fairness: bool = False,
-                 poll_interval_s: float = 5.0, long_poll_s: float = 30.0, stop: threading.Event | None = None):
+                 poll_interval_s: float = 5.0, long_poll_s: float = 30.0, stop: threading.Event | None = None,
+                 lease_s: float | None = None, worker: str = ""):
         self.api = api
         self.queues = list(queues)
         self.order_fairness = order_fairness
@@ -63,7 +65,10 @@ class TaskSource:
         self.long_poll_s = long_poll_s
         self.stop = stop or threading.Event()
         info = api.server_info()
-        self.long_poll = "long_poll" in ((info.get("shipyard") or {}).get("extensions") or {})
+        extensions = (info.get("shipyard") or {}).get("extensions") or {}
+        self.long_poll = "long_poll" in extensions
+        self.lease_s = lease_s if "leases" in extensions else None
+        self.worker = worker
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="claim")
         self._pending: Future | None = None
 
@@ -80,13 +85,14 @@ class TaskSource:
 
     def _long_poll_once(self) -> Claim | None:
         ordered = self._ordered()
-        data = self.api.call("queues.get_next_task", {"queue": ordered[0].id, "queues": [q.id for q in ordered],
-                                                      "wait_s": self.long_poll_s},
-                             timeout=self.long_poll_s + 30)
+        body = {"queue": ordered[0].id, "queues": [q.id for q in ordered], "wait_s": self.long_poll_s}
+        if self.lease_s:
+            body.update({"lease_s": self.lease_s, "worker": self.worker})
+        data = self.api.call("queues.get_next_task", body, timeout=self.long_poll_s + 30)
         if not data.get("entry"):
             return None
         queue = self._by_id(data.get("queue") or ordered[0].id)
-        return Claim(data["entry"]["task"], queue)
+        return Claim(data["entry"]["task"], queue, (data.get("lease") or {}).get("attempt"))
 
     def _poll_once(self) -> Claim | None:
         for queue in self._ordered():

@@ -32,8 +32,10 @@ log = logging.getLogger("shipyard.agent.runner")
 class TaskRun:
     def __init__(self, api: ApiClient, settings: Settings, task_id: str, *, queue: str | None = None,
                  should_abort: Callable[[], bool] = lambda: False, env_cache: EnvCache | None = None,
-                 repo_cache: RepoCache | None = None, echo: Callable[[str], None] | None = None):
+                 repo_cache: RepoCache | None = None, echo: Callable[[str], None] | None = None,
+                 attempt: int | None = None):
         self.api = api
+        self.attempt = attempt
         self.settings = settings
         self.task_id = task_id
         self.queue = queue
@@ -56,7 +58,7 @@ class TaskRun:
             self._close_shipper()
             shutil.rmtree(self.target, ignore_errors=True)
         self.note(f"task {self.task_id} ended {outcome.status}: {outcome.status_reason}")
-        lifecycle.report_outcome(self.api, self.task_id, outcome, self.worker)
+        lifecycle.report_outcome(self.api, self.task_id, outcome, self.worker, self.attempt)
         return outcome
 
     def _run_steps(self) -> Outcome:
@@ -93,9 +95,29 @@ class TaskRun:
         spool = self.settings.agent.work_dir / "spool" / f"{self.task_id}.jsonl"
         spool.parent.mkdir(parents=True, exist_ok=True)
         agent = self.settings.agent
-        return LogShipper(self.api.add_events, task_id=self.task_id, worker=self.worker, spool_path=spool,
+        return LogShipper(self._send_events, task_id=self.task_id, worker=self.worker, spool_path=spool,
                           redactor=self.redactor, batch_ms=agent.log_batch_ms,
                           batch_bytes=agent.log_batch_bytes).start()
+
+    def _send_events(self, events: list[dict]) -> object:
+        if self.attempt is not None:  # fenced: the server refuses lines from a superseded claim
+            events = [{**event, "attempt": self.attempt} for event in events]
+        return self.api.add_events(events)
+
+    def _max_runtime(self, task: dict) -> float | None:
+        """The smallest of: the task's Shipyard/max_runtime_s, its queue's limit, the agent's."""
+        agent = self.settings.agent
+        item = ((task.get("hyperparams") or {}).get("Shipyard") or {}).get("max_runtime_s") or {}
+        candidates = [item.get("value") if isinstance(item, dict) else item,
+                      agent.queue_max_runtime_s.get(self.queue or ""), agent.max_runtime_s]
+        limits = []
+        for value in candidates:
+            try:
+                if value not in (None, "") and float(value) > 0:
+                    limits.append(float(value))
+            except (TypeError, ValueError):
+                self.note(f"ignoring a maximum run time that is not a number: {value!r}")
+        return min(limits) if limits else None
 
     def _close_shipper(self) -> None:
         assert self.shipper is not None
@@ -146,7 +168,7 @@ class TaskRun:
 
     def _execute(self, task: dict, built: BuiltTask) -> Outcome:
         env, argv = self._child_env_and_argv(task, built)
-        lifecycle.mark_started(self.api, self.task_id, "running")
+        lifecycle.mark_started(self.api, self.task_id, "running", self.attempt)
         self.note("running: " + " ".join(argv))
         assert self.shipper is not None
         shipper = self.shipper
@@ -158,7 +180,8 @@ class TaskRun:
                    OutputReader(child.proc.stderr.fileno(), lambda line: shipper.add(line, "error")).start()]
         agent = self.settings.agent
         watch = TaskWatch(self.api, self.task_id, check_s=1.0, ping_s=agent.ping_s,
-                          max_runtime_s=agent.max_runtime_s).start()
+                          max_runtime_s=self._max_runtime(task), attempt=self.attempt,
+                          lease_s=agent.lease_s).start()
         try:
             abort = self._supervise(child, watch)
         finally:
@@ -187,7 +210,7 @@ class TaskRun:
         info = child.exit_info()
         if abort is not None:
             kind, reason = abort
-            status = FAILED if kind == "timed_out" else STOPPED
+            status = FAILED if kind in ("timed_out", "lease_lost") else STOPPED
             return Outcome(status, kind, reason + (" (killed after the grace period)" if info.killed else ""),
                            info.returncode)
         if info.returncode == 0:
@@ -199,8 +222,8 @@ class TaskRun:
                        "see the end of its console log", info.returncode)
 
 
-def safe_report(api: ApiClient, task_id: str, outcome: Outcome, worker: str) -> None:
+def safe_report(api: ApiClient, task_id: str, outcome: Outcome, worker: str, attempt: int | None = None) -> None:
     try:
-        lifecycle.report_outcome(api, task_id, outcome, worker)
+        lifecycle.report_outcome(api, task_id, outcome, worker, attempt)
     except (ServerError, ServerUnreachable) as exc:
         log.error("could not report the end of task %s: %s", task_id, exc)

@@ -8,6 +8,7 @@ import threading
 import time
 
 from agent.api import ApiClient
+from agent.lifecycle import STALE_SUBCODE
 from shipyard.errors import ServerError, ServerUnreachable
 
 log = logging.getLogger("shipyard.agent.watch")
@@ -18,9 +19,12 @@ _RESET_CHECKS = 3
 
 class TaskWatch:
     def __init__(self, api: ApiClient, task_id: str, *, check_s: float = 1.0, ping_s: float = 30.0,
-                 max_runtime_s: float | None = None):
+                 max_runtime_s: float | None = None, attempt: int | None = None, lease_s: float = 60.0):
         self.api = api
         self.task_id = task_id
+        self.attempt = attempt
+        self.lease_s = lease_s
+        self._last_contact = time.monotonic()
         self.check_s = check_s
         self.ping_s = ping_s
         self.max_runtime_s = max_runtime_s
@@ -49,16 +53,32 @@ class TaskWatch:
 
     def _run(self) -> None:
         next_ping = time.monotonic() + self.ping_s
+        next_renew = time.monotonic() + self.lease_s / 4
         while not self._stop.wait(self.check_s):
             if self.max_runtime_s and time.monotonic() - self._started > self.max_runtime_s:
                 self._set("timed_out", f"ran longer than the maximum run time of {self.max_runtime_s:g}s")
             try:
                 self._check_status()
-                if time.monotonic() >= next_ping:
+                if self.attempt is not None and time.monotonic() >= next_renew:
+                    self._renew()
+                    next_renew = time.monotonic() + self.lease_s / 4
+                elif self.attempt is None and time.monotonic() >= next_ping:
                     self.api.call("tasks.ping", {"task": self.task_id}, deadline_s=5)
                     next_ping = time.monotonic() + self.ping_s
-            except (ServerUnreachable, ServerError) as exc:
+                self._last_contact = time.monotonic()
+            except ServerError as exc:
+                if exc.subcode == STALE_SUBCODE:
+                    self._set("lease_lost", "the server gave this task to another agent (lease lost)")
                 log.warning("status check of task %s failed: %s", self.task_id, exc)
+            except ServerUnreachable as exc:
+                log.warning("status check of task %s failed: %s", self.task_id, exc)
+            if self.attempt is not None and time.monotonic() - self._last_contact > self.lease_s:
+                # The server has re-queued the task by now: stop, so it never runs twice for long.
+                self._set("lease_lost", f"cut off from the server for more than the {self.lease_s:g}s lease")
+
+    def _renew(self) -> None:
+        self.api.call("tasks.renew_lease", {"task": self.task_id, "attempt": self.attempt,
+                                            "lease_s": self.lease_s}, deadline_s=5)
 
     def _check_status(self) -> None:
         rows = self.api.call("tasks.get_all", {"id": [self.task_id], "only_fields": ["status", "status_message"],

@@ -12,8 +12,6 @@ from typing import Any, Iterable
 
 from server import errors
 
-_MISSING = object()
-
 
 def dotted_get(doc: dict, path: str, default: Any = None) -> Any:
     node: Any = doc
@@ -24,11 +22,21 @@ def dotted_get(doc: dict, path: str, default: Any = None) -> Any:
     return node
 
 
-def _dotted_set(doc: dict, path: str, value: Any) -> None:
+def _project_path(out: dict, doc: dict, path: str) -> None:
+    """Copy `path` from `doc` into `out` as a MongoDB projection does: the embedded objects on the
+    way are kept even when the leaf is missing (`runtime.version` of a task whose runtime has no
+    version gives `runtime: {}`, which the SDK's Dataset code relies on)."""
     *parents, leaf = path.split(".")
+    node, target = doc, out
     for part in parents:
-        doc = doc.setdefault(part, {})
-    doc[leaf] = value
+        node = node.get(part)
+        if not isinstance(node, dict):
+            return
+        target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            return
+    if leaf in node:
+        target[leaf] = node[leaf]
 
 
 def project_fields(doc: dict, only_fields: list[str] | None) -> dict:
@@ -36,9 +44,8 @@ def project_fields(doc: dict, only_fields: list[str] | None) -> dict:
         return doc
     out: dict = {"id": doc.get("id")}
     for path in only_fields:
-        value = dotted_get(doc, path, _MISSING)
-        if value is not _MISSING:
-            _dotted_set(out, path, value)
+        if isinstance(path, str) and path:
+            _project_path(out, doc, path)
     return out
 
 

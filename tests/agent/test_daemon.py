@@ -160,10 +160,11 @@ def test_daemon_drain_then_abort(tmp_path):
             time.sleep(0.2)
         daemon.signal(signal.SIGTERM)
         time.sleep(0.5)
-        daemon.signal(signal.SIGTERM)   # second signal: abort
+        daemon.signal(signal.SIGTERM)   # second signal: abort; with a lease the task goes back to its queue
         assert daemon.proc.wait(60) == 0
-        doc = wait_status(api, task, timeout=5)
-        assert doc["status"] == "stopped" and "agent_shutdown" in doc["status_reason"]
+        doc = wait_status(api, task, {"queued", "stopped"}, timeout=5)
+        assert doc["status"] == "queued" and "agent_shutdown" in doc["status_reason"]
+        assert doc["shipyard_attempts"][0]["end"].startswith("infrastructure: agent_shutdown")
     finally:
         server.stop()
 
