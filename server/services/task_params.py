@@ -12,10 +12,23 @@ def _load_many(ctx: CallContext, ids: list[str]) -> list[dict]:
         return [taskdoc.load(ctx, conn, task_id) for task_id in ids]
 
 
-def _mutate(ctx: CallContext, req: Request, fn) -> dict:
+PROPERTIES = "properties"
+
+
+def _properties_only(items: list[dict]) -> bool:
+    """User properties (section "properties", any case) are editable in every status, as on the
+    reference server; the SDK's `set_user_properties` edits them on running tasks without force."""
+    for item in items:
+        if str(item.get("section") or "").lower() == PROPERTIES:
+            item["section"] = PROPERTIES
+    return bool(items) and all(item.get("section") == PROPERTIES for item in items)
+
+
+def _mutate(ctx: CallContext, req: Request, fn, *, any_status: bool = False) -> dict:
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, req.id("task", "task"))
-        taskdoc.require_editable(doc, req.bool("force"))
+        if not any_status:
+            taskdoc.require_editable(doc, req.bool("force"))
         count = fn(doc)
         taskdoc.touch(ctx, doc)
         ctx.store.save(conn, t.tasks, doc)
@@ -65,7 +78,7 @@ def edit_hyper_params(ctx: CallContext, req: Request) -> dict:
         doc["hyperparams"] = params
         return len(items)
 
-    return _mutate(ctx, req, fn)
+    return _mutate(ctx, req, fn, any_status=_properties_only(items))
 
 
 @endpoint("tasks.delete_hyper_params")
@@ -85,7 +98,7 @@ def delete_hyper_params(ctx: CallContext, req: Request) -> dict:
         doc["hyperparams"] = params
         return removed
 
-    return _mutate(ctx, req, fn)
+    return _mutate(ctx, req, fn, any_status=_properties_only(items))
 
 
 @endpoint("tasks.get_configurations")
