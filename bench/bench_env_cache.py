@@ -1,15 +1,21 @@
 """Cold build vs bare `uv pip install` vs warm materialize, for a medium set of packages.
 
-    python bench/bench_env_cache.py [--packages "numpy pandas scikit-learn requests"] [--repeat 5]
+    python bench/bench_env_cache.py [--packages "numpy pandas scikit-learn requests"] [--repeat 5] [--rounds 3]
 
 Steps, each in a fresh directory under a temp work dir:
 
-  bare uv, cold uv cache     uv venv + uv pip install, empty UV_CACHE_DIR (downloads everything)
-  bare uv, warm uv cache     the same again, packages now in uv's cache
-  EnvCache cold build        materialize on an empty env cache (uv cache warm) + compileall
-  EnvCache warm materialize  materialize the same requirements again (median of --repeat)
-  first import, bare env     `import` of the packages in the bare env (writes .pyc on the fly)
-  first import, cached env   the same in a materialized env (bytecode already compiled)
+  bare uv, cold uv cache         uv venv + uv pip install, empty UV_CACHE_DIR (downloads everything)
+  bare uv, warm uv cache         the same again, packages now in uv's cache (median of --rounds,
+                                 interleaved with the background cold builds below)
+  bare uv --compile-bytecode     the same with uv compiling bytecode itself (the alternative)
+  EnvCache cold build, sync      materialize on an empty env cache, compileall before publishing
+  EnvCache cold build            materialize on an empty env cache (uv cache warm), bytecode
+                                 compiled afterwards in the background (median of --rounds)
+  materialize while compiling    a second target of that entry while its compiler runs
+  bytecode complete after        from the cold build's start until BYTECODE-COMPLETE (median)
+  EnvCache warm materialize      materialize again once bytecode is complete (median of --repeat)
+  first import, bare env         `import` of the packages in the bare env (compiles on the fly)
+  first import, cached env       the same in a materialized env (bytecode already compiled)
 
 Needs network access to the package index for the cold step. Not run by the tests.
 """
@@ -41,10 +47,10 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def bare_uv_install(uv: Path, packages: list[str], venv: Path, uv_cache: Path) -> None:
+def bare_uv_install(uv: Path, packages: list[str], venv: Path, uv_cache: Path, *extra: str) -> None:
     env = {**os.environ, "UV_CACHE_DIR": str(uv_cache), "UV_NO_PROGRESS": "1"}
     subprocess.run([str(uv), "venv", "--quiet", "--seed", "--python", sys.executable, str(venv)], env=env, check=True)
-    subprocess.run([str(uv), "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), *packages],
+    subprocess.run([str(uv), "pip", "install", "--quiet", *extra, "--python", str(venv / "bin" / "python"), *packages],
                    env=env, check=True)
 
 
@@ -65,31 +71,60 @@ def disk_usage(path: Path) -> int:
     return total
 
 
-def run(packages: list[str], repeat: int, work: Path) -> list[tuple[str, float, str]]:
+def run(packages: list[str], repeat: int, rounds: int, work: Path) -> list[tuple[str, float, str]]:
     uv = find_uv()
     if uv is None:
         raise SystemExit("uv not found: pip install uv")
     uv_cache = work / "uv-cache"
-    rows: list[tuple[str, float, str]] = []
-    rows.append(("bare uv, cold uv cache", timed(lambda: bare_uv_install(uv, packages, work / "bare1", uv_cache)), ""))
-    rows.append(("bare uv, warm uv cache", timed(lambda: bare_uv_install(uv, packages, work / "bare2", uv_cache)), ""))
-    cache = EnvCache(work / "env-cache", builder=EnvBuilder(uv_cache_dir=uv_cache))
     python = probe(sys.executable)
     requirements = "\n".join(packages)
-    cold = cache.materialize(requirements, python, work / "cached0", log=lambda _: None)
-    entry_mib = disk_usage(work / "env-cache") >> 20
-    rows.append(("EnvCache cold build", cold.seconds, f"entry {entry_mib} MiB, incl. compileall"))
+    builder = EnvBuilder(uv_cache_dir=uv_cache)
+    rows: list[tuple[str, float, str]] = []
+    rows.append(("bare uv, cold uv cache", timed(lambda: bare_uv_install(uv, packages, work / "bare0", uv_cache)), ""))
+    sync = EnvCache(work / "env-cache-sync", builder=builder, compile_bytecode="sync")
+    sync_cold = sync.materialize(requirements, python, work / "sync0", log=lambda _: None)
+    compiled = timed(lambda: bare_uv_install(uv, packages, work / "bare-compiled", uv_cache, "--compile-bytecode"))
+    bare, cold, ready = [], [], []
+    during = caches = None
+    for i in range(1, rounds + 1):  # interleaved, so load changes hit both alike
+        bare.append(timed(lambda venv=work / f"bare{i}": bare_uv_install(uv, packages, venv, uv_cache)))
+        caches = EnvCache(work / f"env-cache{i}", builder=builder)
+        started = time.monotonic()
+        result = caches.materialize(requirements, python, work / f"cold{i}", log=lambda _: None)
+        cold.append(result.seconds)
+        if during is None:
+            during = caches.materialize(requirements, python, work / "during", log=lambda _: None)
+            assert during.cache_hit
+        if not caches.wait_for_bytecode(result.key, timeout=3600):
+            raise SystemExit("the background bytecode compiler did not finish")
+        ready.append(time.monotonic() - started)
+    bare_warm = statistics.median(bare)
+    rows.append(("bare uv, warm uv cache", bare_warm, spread(bare)))
+    rows.append(("bare uv --compile-bytecode, warm", compiled, f"{compiled / bare_warm:.2f}x bare; uv compiles"))
+    rows.append(("EnvCache cold build, sync", sync_cold.seconds,
+                 f"{sync_cold.seconds / bare_warm:.2f}x bare; compileall before publishing (the old way)"))
+    rows.append(("EnvCache cold build", statistics.median(cold),
+                 f"{statistics.median(cold) / bare_warm:.2f}x bare; {spread(cold)}; bytecode in the background"))
+    rows.append(("materialize while compiling", during.seconds, "niced compiler running on the entry"))
+    rows.append(("bytecode complete after", statistics.median(ready), f"{spread(ready)}; from the cold build's start"))
+    entry_mib = disk_usage(caches.root) >> 20
     warm = []
     for i in range(1, repeat + 1):
-        result = cache.materialize(requirements, python, work / f"cached{i}", log=lambda _: None)
+        result = caches.materialize(requirements, python, work / f"cached{i}", log=lambda _: None)
         assert result.cache_hit
         warm.append(result.seconds)
     rows.append(("EnvCache warm materialize", statistics.median(warm),
-                 f"median of {repeat}, min {min(warm):.3f}s; {len(cold.frozen)} packages, "
-                 f"{unshared_bytes(work / 'cached1') >> 10} KiB of new file data per target"))
-    rows.append(("first import, bare env", first_import(work / "bare2", packages), "compiles .pyc on the fly"))
+                 (f"median of {repeat}, min {min(warm):.3f}s; {len(result.frozen)} packages, entry {entry_mib} MiB, "
+                  f"{unshared_bytes(work / 'cached1') >> 10} KiB of new file data per target")))
+    rows.append(("first import, bare env", first_import(work / "bare1", packages), "compiles .pyc on the fly"))
     rows.append(("first import, cached env", first_import(work / "cached1", packages), "bytecode precompiled"))
     return rows
+
+
+def spread(samples: list[float]) -> str:
+    if len(samples) == 1:
+        return "1 run"
+    return f"median of {len(samples)}, {min(samples):.3f}-{max(samples):.3f}s"
 
 
 def unshared_bytes(path: Path) -> int:
@@ -115,13 +150,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packages", default=DEFAULT_PACKAGES)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="bare warm installs and cold builds, interleaved")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temp dir, removed afterwards")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-env-cache-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
         print(f"python {sys.version.split()[0]} on {sys.platform}, {os.cpu_count()} CPUs, packages: {args.packages}")
-        print_table(run(args.packages.split(), args.repeat, work))
+        print_table(run(args.packages.split(), args.repeat, args.rounds, work))
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -8,6 +8,7 @@
     pyenv           select_interpreter, EnvBuilder (uv, falling back to virtualenv + pip)
     install_errors  reading uv/pip failures into RequirementsError / InfrastructureError
     env_cache       EnvCache.materialize: content-addressed venvs reused as hard-link farms
+    bytecode        the detached, niced compiler that byte-compiles a published cache entry
     linkfarm        the hard-link tree copy with path rewriting
     locks, proc     file locks; subprocesses whose timeout kills the whole group
 """

@@ -11,24 +11,46 @@ normalized requirements; the builder's settings; an `extra` string for image/CUD
     entries/<key>/meta.json     freeze list, size, the path the venv was built at
     entries/<key>/last-used     its mtime is the LRU clock
     entries/<key>/COMPLETE      written last; an entry without it is never used
-    locks/<key>.lock            builders hold it exclusively, readers shared, prune tries it
+    entries/<key>/BYTECODE-COMPLETE  written when venv/ is byte-compiled (JSON: size with .pyc)
+    locks/<key>.lock            builders hold it exclusively, readers and the byte-compiler
+                                shared, prune tries it
+    locks/<key>.bytecode.lock   held by the one process byte-compiling the entry
     tmp/<key>.<random>/         a build in progress, renamed into entries/ when complete
 
 Reuse is a hard-link farm (see linkfarm.py), so materializing a cached environment copies
 no package data. Task code must not edit installed files in place: they are shared.
+
+Bytecode (`compile_bytecode=`):
+
+  "background" (default)  the entry is published right after the install, and a detached,
+      niced process (sandbox/bytecode.py, its own session) runs `compileall` on it. py_compile
+      writes each .pyc to a temporary name and renames it, so a link farm made meanwhile gets
+      complete .pyc files or none (linkfarm skips the temporaries); the target compiles what
+      is missing on first import, into its own __pycache__ directories (new files, renamed into
+      place: never written through a hard link into the entry). Reusing an entry whose bytecode
+      is not complete, and nobody compiles, starts a compiler again (one killed midway leaves
+      only skipped temporaries; compileall redoes just the missing files).
+  "sync"   compileall before publishing, as part of the build (cold builds take much longer);
+      reusing an entry published without bytecode starts the background compiler as above.
+  "off"    never compile; targets compile on first import.
+
+The mode is not part of the key: caches with different modes share entries.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sandbox import bytecode
 from sandbox.linkfarm import link_tree
 from sandbox.locks import file_lock, try_lock
 from sandbox.pyenv import EnvBuilder, Interpreter, compile_bytecode, probe, venv_python
@@ -44,6 +66,8 @@ LOCK_TIMEOUT = 3600.0
 """Seconds to wait for another agent building the same environment."""
 
 MARKER, META, LAST_USED, VENV = "COMPLETE", "meta.json", "last-used", "venv"
+BYTECODE_MARKER = "BYTECODE-COMPLETE"
+BYTECODE_MODES = ("background", "sync", "off")
 
 
 @dataclass(frozen=True)
@@ -72,11 +96,15 @@ class EnvCache:
         *,
         builder: EnvBuilder | None = None,
         lock_timeout: float = LOCK_TIMEOUT,
+        compile_bytecode: str = "background",
     ) -> None:
+        if compile_bytecode not in BYTECODE_MODES:
+            raise ValueError(f"compile_bytecode must be one of {', '.join(BYTECODE_MODES)}, not {compile_bytecode!r}")
         self.root = Path(root).expanduser().absolute()
         self.max_bytes = max_bytes
         self.builder = builder or EnvBuilder()
         self.lock_timeout = lock_timeout
+        self.compile_bytecode = compile_bytecode
 
     def key(self, requirements: RequirementSet, python: Interpreter, extra: str = "") -> str:
         material = {
@@ -115,6 +143,8 @@ class EnvCache:
         hit = frozen is not None
         if frozen is None:
             frozen, hit = self._build_or_reuse(key, interpreter, reqs, extra, target, log)
+        if self.compile_bytecode != "off":
+            self._ensure_bytecode(key, log)
         if not hit and self.max_bytes is not None:
             self.prune(self.max_bytes, log=log, keep=(key,))
         return EnvResult(venv_python(target), frozen, hit, key, time.monotonic() - started)
@@ -125,8 +155,46 @@ class EnvCache:
         for entry in self._entries_dir().glob("*"):
             meta = _read_meta(entry)
             if meta is not None:
-                found.append(CacheEntry(entry.name, int(meta.get("size", 0)), _last_used(entry)))
+                size = max(int(meta.get("size", 0)), _bytecode_size(entry))
+                found.append(CacheEntry(entry.name, size, _last_used(entry)))
         return sorted(found, key=lambda e: e.last_used)
+
+    def bytecode_complete(self, key: str) -> bool:
+        return (self._entries_dir() / key / BYTECODE_MARKER).is_file()
+
+    def wait_for_bytecode(self, key: str, timeout: float, poll: float = 0.1) -> bool:
+        """Poll until the entry's bytecode is complete, at most `timeout` seconds; return whether it is."""
+        deadline = time.monotonic() + timeout
+        while not self.bytecode_complete(key):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll)
+        return True
+
+    def compile_entry(self, key: str) -> bool:
+        """Byte-compile a published entry in this process (the background compiler runs this).
+
+        Returns True when the entry's bytecode is complete afterwards; False when another
+        process is compiling it, the entry is gone, or compileall was killed. While it runs
+        it holds the entry's lock shared, so prune() leaves the entry alone.
+        """
+        compiling = try_lock(self._bytecode_lock_path(key))
+        if compiling is None:
+            return False
+        try:
+            with file_lock(self._lock_path(key), shared=True, timeout=self.lock_timeout):
+                entry = self._entries_dir() / key
+                if _read_meta(entry) is None:
+                    return False
+                if (entry / BYTECODE_MARKER).is_file():
+                    return True
+                _remove_temporary_bytecode(entry / VENV)  # left by a compiler that was killed
+                if not compile_bytecode(venv_python(entry / VENV), entry / VENV):
+                    return False
+                _write_marker(entry / BYTECODE_MARKER, {"size": _disk_usage(entry)})
+                return True
+        finally:
+            os.close(compiling)
 
     def prune(self, max_bytes: int, log: Log = print, keep: Sequence[str] = ()) -> list[str]:
         """Evict least-recently-used entries until the total fits `max_bytes`; return their keys.
@@ -148,6 +216,23 @@ class EnvCache:
         return evicted
 
     # -- reuse and build -------------------------------------------------------------------
+
+    def _ensure_bytecode(self, key: str, log: Log) -> None:
+        """Start a background compiler for the entry unless its bytecode is done or being done."""
+        if self.bytecode_complete(key):
+            return
+        compiling = try_lock(self._bytecode_lock_path(key))
+        if compiling is None:
+            log(f"bytecode of environment {key[:12]} is being compiled in the background")
+            return
+        os.close(compiling)  # the compiler takes it (one racing us finds it busy and exits)
+        if not (self._entries_dir() / key).is_dir():
+            return
+        log(f"compiling bytecode of environment {key[:12]} in the background")
+        try:
+            bytecode.start_compiler(self.root, key, self.lock_timeout)
+        except (OSError, subprocess.SubprocessError) as exc:  # only costs the targets' first imports
+            log(f"could not start the bytecode compiler of environment {key[:12]}: {exc}")
 
     def _reuse(self, key: str, target: Path, log: Log) -> list[str] | None:
         with file_lock(self._lock_path(key), shared=True, timeout=self.lock_timeout):
@@ -192,7 +277,8 @@ class EnvCache:
         try:
             venv = build_dir / VENV
             frozen = self.builder.build(python, reqs, venv, log)
-            compile_bytecode(venv_python(venv), venv)
+            if self.compile_bytecode == "sync" and compile_bytecode(venv_python(venv), venv):
+                _write_marker(build_dir / BYTECODE_MARKER, {"size": _disk_usage(build_dir)})
             meta = {
                 "key": key, "python": python.identity(), "requirements": reqs.canonical(),
                 "extra": extra, "frozen": frozen, "built_at": str(venv),
@@ -260,6 +346,9 @@ class EnvCache:
     def _lock_path(self, key: str) -> Path:
         return self.root / "locks" / f"{key}.lock"
 
+    def _bytecode_lock_path(self, key: str) -> Path:
+        return self.root / "locks" / f"{key}.bytecode.lock"
+
 
 def _requirement_set(requirements: RequirementSet | str | Sequence[str], log: Log) -> RequirementSet:
     reqs = requirements if isinstance(requirements, RequirementSet) else parse_requirements(requirements)
@@ -305,20 +394,47 @@ def _last_used(entry: Path) -> float:
         return 0.0
 
 
-def _write_marker(path: Path) -> None:
-    with open(path, "w") as marker:
-        marker.write(f"{time.time()}\n")
+def _bytecode_size(entry: Path) -> int:
+    try:
+        return int(json.loads((entry / BYTECODE_MARKER).read_text()).get("size", 0))
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
+def _write_marker(path: Path, content: dict | None = None) -> None:
+    """Write `path` completely (temporary name, fsync, rename): a reader never sees it half-written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as marker:
+        marker.write(json.dumps(content) if content is not None else f"{time.time()}")
+        marker.write("\n")
         marker.flush()
         os.fsync(marker.fileno())
+    os.replace(tmp, path)
+
+
+def _remove_temporary_bytecode(venv: Path) -> None:
+    """py_compile's `<name>.pyc.<n>` temporaries that a killed compiler left in __pycache__."""
+    for dirpath, dirnames, filenames in os.walk(venv):
+        if os.path.basename(dirpath) == "__pycache__":
+            for name in filenames:
+                if not name.endswith(".pyc"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(dirpath, name))
 
 
 def _disk_usage(root: Path) -> int:
+    """Bytes in the files under `root`, each hard-linked file once."""
     seen: set[int] = set()
     total = 0
-    for dirpath, _, filenames in os.walk(root):
-        for name in filenames:
-            st = os.lstat(os.path.join(dirpath, name))
-            if st.st_ino not in seen:
-                seen.add(st.st_ino)
-                total += st.st_size
+    pending = [os.fspath(root)]
+    while pending:
+        with os.scandir(pending.pop()) as listing:
+            for entry in listing:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                if st.st_ino not in seen:
+                    seen.add(st.st_ino)
+                    total += st.st_size
     return total

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,45 +38,67 @@ class LinkStats:
 
 
 def link_tree(src: Path, dst: Path, old_prefix: str, new_prefix: str) -> LinkStats:
-    """Mirror `src` at `dst` (which must not exist); replace `old_prefix` by `new_prefix` in path-bearing files."""
+    """Mirror `src` at `dst` (which must not exist); replace `old_prefix` by `new_prefix` in path-bearing files.
+
+    `src` may be byte-compiled while this runs (see env_cache.py): in `__pycache__` only
+    finished `*.pyc` files are linked, never a compiler's temporary `*.pyc.<n>`, and one that
+    is renamed away between listing and linking is skipped.
+    """
     stats = LinkStats()
-    old, new = old_prefix.encode(), new_prefix.encode()
-    for dirpath, dirnames, filenames in os.walk(src):
-        here = Path(dirpath)
-        rel = here.relative_to(src)
-        target_dir = dst / rel
-        target_dir.mkdir(parents=rel == Path("."))
-        shutil.copymode(here, target_dir)
-        stats.directories += 1
-        for name in dirnames[:]:
-            if (here / name).is_symlink():  # os.walk lists symlinks to directories as dirs
-                dirnames.remove(name)
-                _relink(here / name, target_dir / name, old_prefix, new_prefix, stats)
-        for name in filenames:
-            _place_file(here / name, target_dir / name, rel / name, (old, new), stats)
+    farm = _Farm(old_prefix, new_prefix, stats)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    farm.mirror(os.fspath(src), os.fspath(dst), "")
     return stats
 
 
-def _place_file(source: Path, target: Path, rel: Path, prefixes: tuple[bytes, bytes], stats: LinkStats) -> None:
-    if source.is_symlink():
-        _relink(source, target, prefixes[0].decode(), prefixes[1].decode(), stats)
-        return
-    if _may_embed_path(rel) and _rewrite(source, target, *prefixes):
-        stats.rewritten += 1
-        return
-    try:
-        os.link(source, target)
-        stats.linked += 1
-    except OSError as exc:
-        if exc.errno not in _CROSS_DEVICE:
-            raise
+class _Farm:
+    """One link_tree run: os.scandir (its d_type saves a stat per file) and plain string paths."""
+
+    def __init__(self, old_prefix: str, new_prefix: str, stats: LinkStats) -> None:
+        self.old_prefix, self.new_prefix = old_prefix, new_prefix
+        self.old, self.new = old_prefix.encode(), new_prefix.encode()
+        self.stats = stats
+        self.cross_device = False
+
+    def mirror(self, src: str, dst: str, rel: str) -> None:
+        os.mkdir(dst)
+        os.chmod(dst, stat.S_IMODE(os.stat(src).st_mode))
+        self.stats.directories += 1
+        pycache = os.path.basename(src) == "__pycache__"
+        rewritable = rel in REWRITE_DIRS
+        with os.scandir(src) as listing:
+            entries = list(listing)
+        for entry in entries:
+            target = os.path.join(dst, entry.name)
+            if entry.is_symlink():  # to a file or a directory: recreated, never followed
+                _relink(entry.path, target, self.old_prefix, self.new_prefix, self.stats)
+            elif entry.is_dir(follow_symlinks=False):
+                self.mirror(entry.path, target, f"{rel}/{entry.name}" if rel else entry.name)
+            elif pycache and not entry.name.endswith(".pyc"):
+                continue  # a byte-compiler's temporary file, renamed into place when complete
+            elif (rewritable or (not rel and entry.name in REWRITE_FILES)) and _rewrite(
+                Path(entry.path), Path(target), self.old, self.new
+            ):
+                self.stats.rewritten += 1
+            else:
+                self.place(entry.path, target, pycache)
+
+    def place(self, source: str, target: str, pycache: bool) -> None:
+        if not self.cross_device:
+            try:
+                os.link(source, target, follow_symlinks=False)
+                self.stats.linked += 1
+                return
+            except FileNotFoundError:
+                if pycache:
+                    return
+                raise
+            except OSError as exc:
+                if exc.errno not in _CROSS_DEVICE:
+                    raise
+                self.cross_device = exc.errno == errno.EXDEV  # every later link would fail too
         shutil.copy2(source, target)
-        stats.copied += 1
-
-
-def _may_embed_path(rel: Path) -> bool:
-    parts = rel.parts
-    return (len(parts) == 2 and parts[0] in REWRITE_DIRS) or rel.as_posix() in REWRITE_FILES
+        self.stats.copied += 1
 
 
 def _rewrite(source: Path, target: Path, old: bytes, new: bytes) -> bool:

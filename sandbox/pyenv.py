@@ -224,12 +224,21 @@ class EnvBuilder:
         return env
 
 
-def compile_bytecode(python: Path, root: Path) -> None:
-    """Byte-compile everything under `root` so each task skips that work on first import."""
-    subprocess.run(
-        [str(python), "-m", "compileall", "-q", "-j", "0", str(root)],
-        capture_output=True, timeout=INSTALL_TIMEOUT, check=False,  # a py2-only file is not fatal
-    )
+def compile_bytecode(python: Path, root: Path, timeout: float = INSTALL_TIMEOUT) -> bool:
+    """Byte-compile everything under `root` so each task skips that work on first import.
+
+    True when compileall ran to the end (a py2-only file it cannot compile is not a failure);
+    False when it was killed or timed out. py_compile writes each .pyc under a temporary name
+    and renames it, so readers of `root` see a complete .pyc or none.
+    """
+    try:
+        proc = subprocess.run(
+            [str(python), "-m", "compileall", "-q", "-j", "0", str(root)],
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return proc.returncode >= 0
 
 
 class _UvUnusable(Exception):

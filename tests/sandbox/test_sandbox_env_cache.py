@@ -1,4 +1,4 @@
-"""The environment cache with real venvs: hits, hard links, concurrency, corruption, LRU."""
+"""The environment cache with real venvs: hits, hard links, concurrency, corruption, LRU, bytecode."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.env_cache import MARKER, EnvCache
+from sandbox.env_cache import BYTECODE_MARKER, MARKER, EnvCache
 from sandbox.linkfarm import link_tree
 from sandbox.locks import file_lock
 from sandbox.pyenv import probe
@@ -22,10 +22,25 @@ from sandbox.requirements import parse_requirements
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON = probe(sys.executable)
 SITE = f"lib/python{PYTHON.short_version}/site-packages"
+SIX_PYC = f"{SITE}/__pycache__/six.{PYTHON.implementation}.pyc"
+BYTECODE_WAIT = 120.0
+"""Upper bound on polling for a background compiler (it normally takes a second or two)."""
+
+
+def settled(cache: EnvCache, result):
+    """`result` once the background compiler of its entry has finished (sizes and locks are stable)."""
+    assert cache.wait_for_bytecode(result.key, BYTECODE_WAIT), "background bytecode compile did not finish"
+    return result
 
 
 def run_in(python: Path, code: str) -> str:
     return subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def import_writing_bytecode(python: Path, module: str) -> None:
+    """Import as a task would, letting Python write __pycache__ (whatever this shell's PYTHONDONTWRITEBYTECODE)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([str(python), "-c", f"import {module}"], env=env, capture_output=True, check=True)
 
 
 def test_second_materialize_is_a_hardlinked_cache_hit(builder, tmp_path):
@@ -142,7 +157,7 @@ def test_prune_evicts_least_recently_used(light_builder, tmp_path):
     cache = EnvCache(tmp_path / "cache", builder=light_builder)
     keys = {}
     for name, reqs in (("a", "six==1.16.0"), ("b", "idna==3.7"), ("c", "")):
-        keys[name] = cache.materialize(reqs, PYTHON, tmp_path / name, log=print).key
+        keys[name] = settled(cache, cache.materialize(reqs, PYTHON, tmp_path / name, log=print)).key
     for stamp, name in enumerate("abc", start=1):
         os.utime(cache.root / "entries" / keys[name] / "last-used", (stamp * 1000, stamp * 1000))
     # Using "a" again makes "b" the least recently used
@@ -161,7 +176,7 @@ def test_prune_evicts_least_recently_used(light_builder, tmp_path):
 
 def test_max_bytes_prunes_after_a_build(light_builder, tmp_path):
     cache = EnvCache(tmp_path / "cache", max_bytes=1, builder=light_builder)
-    first = cache.materialize("six==1.16.0", PYTHON, tmp_path / "t1", log=print)
+    first = settled(cache, cache.materialize("six==1.16.0", PYTHON, tmp_path / "t1", log=print))
     second = cache.materialize("idna==3.7", PYTHON, tmp_path / "t2", log=print)
     assert [e.key for e in cache.entries()] == [second.key]  # the new entry is kept, the old one evicted
     assert first.key != second.key
@@ -197,7 +212,9 @@ def test_other_filesystem_gets_copies(light_builder, tmp_path):
     with tempfile.TemporaryDirectory(dir=shm) as other:
         result = cache.materialize("six==1.16.0", PYTHON, Path(other) / "venv", log=logged.append)
         assert run_in(result.python, "import six; print(six.__version__)") == "1.16.0"
-    assert re.search(r"0 files linked, \d+ rewritten, [1-9]\d* copied", logged[-1])
+    materialized = [line for line in logged if " materialized at " in line]
+    assert len(materialized) == 1
+    assert re.search(r"0 files linked, \d+ rewritten, [1-9]\d* copied", materialized[0])
 
 
 def test_target_must_be_empty(tmp_path):
@@ -237,3 +254,145 @@ def test_link_tree_turns_overlong_shebangs_into_trampolines(tmp_path):
     assert (deep / "bin" / "tool").read_text().startswith("#!/bin/sh\n")
     out = subprocess.run([str(deep / "bin" / "tool"), "x"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ran ['x']"
+
+
+# -- bytecode ------------------------------------------------------------------------------------
+
+
+def test_bytecode_is_compiled_in_the_background_and_shared(light_builder, tmp_path):
+    cache = EnvCache(tmp_path / "cache", builder=light_builder)
+    first = cache.materialize("six==1.16.0", PYTHON, tmp_path / "t1", log=print)
+    entry = cache.root / "entries" / first.key
+    # The entry is published before its bytecode; a background compiler finishes it
+    assert (entry / MARKER).is_file()
+    settled(cache, first)
+    assert (entry / "venv" / SIX_PYC).is_file()
+    assert json.loads((entry / BYTECODE_MARKER).read_text())["size"] > 0
+    assert {e.key: e.size for e in cache.entries()}[first.key] == json.loads((entry / BYTECODE_MARKER).read_text())["size"]
+    # A later target gets the compiled files as hard links, and importing keeps using them
+    second = cache.materialize("six==1.16.0", PYTHON, tmp_path / "t2", log=print)
+    linked = tmp_path / "t2" / SIX_PYC
+    assert os.stat(linked).st_ino == os.stat(entry / "venv" / SIX_PYC).st_ino
+    assert run_in(second.python, "import six; print(six.__file__)") == str(tmp_path / "t2" / SITE / "six.py")
+    assert os.stat(linked).st_ino == os.stat(entry / "venv" / SIX_PYC).st_ino
+
+
+def test_sync_bytecode_is_complete_when_materialize_returns(light_builder, tmp_path):
+    cache = EnvCache(tmp_path / "cache", builder=light_builder, compile_bytecode="sync")
+    result = cache.materialize("six==1.16.0", PYTHON, tmp_path / "t1", log=print)
+    entry = cache.root / "entries" / result.key
+    assert cache.bytecode_complete(result.key) and (entry / "venv" / SIX_PYC).is_file()
+    assert os.stat(tmp_path / "t1" / SIX_PYC).st_ino == os.stat(entry / "venv" / SIX_PYC).st_ino
+
+
+def test_bytecode_off_and_target_pyc_stay_out_of_the_entry(light_builder, tmp_path):
+    cache = EnvCache(tmp_path / "cache", builder=light_builder, compile_bytecode="off")
+    result = cache.materialize("six==1.16.0", PYTHON, tmp_path / "t1", log=print)
+    entry = cache.root / "entries" / result.key
+    assert not cache.bytecode_complete(result.key) and not (entry / "venv" / SIX_PYC).exists()
+    # Importing in the target writes its .pyc as a new file in the target's own __pycache__
+    import_writing_bytecode(result.python, "six")
+    assert os.stat(tmp_path / "t1" / SIX_PYC).st_nlink == 1
+    assert not (entry / "venv" / SIX_PYC).exists()
+    assert not (entry / "venv" / SITE / "__pycache__").exists()
+
+
+def test_materialize_while_compiling_links_only_finished_bytecode(light_builder, tmp_path):
+    off = EnvCache(tmp_path / "cache", builder=light_builder, compile_bytecode="off")
+    key = off.materialize("six==1.16.0", PYTHON, tmp_path / "t0", log=print).key
+    cache = EnvCache(tmp_path / "cache", builder=light_builder)
+    pycache = cache.root / "entries" / key / "venv" / SITE / "__pycache__"
+    # Given a compiler at work on the entry (its lock held), halfway through writing one .pyc
+    pycache.mkdir()
+    partial = pycache / f"six.{PYTHON.implementation}.pyc.140234"
+    partial.write_bytes(b"half a pyc")
+    logged: list[str] = []
+    with file_lock(cache.root / "locks" / f"{key}.bytecode.lock"):
+        result = cache.materialize("six==1.16.0", PYTHON, tmp_path / "t1", log=logged.append)
+        assert f"bytecode of environment {key[:12]} is being compiled in the background" in logged
+    # Then the target has no temporary file, and its own import compiles six into the target only
+    assert result.cache_hit and not (tmp_path / "t1" / SITE / "__pycache__" / partial.name).exists()
+    import_writing_bytecode(result.python, "six")
+    target_pyc = tmp_path / "t1" / SIX_PYC
+    assert os.stat(target_pyc).st_nlink == 1 and not (pycache / f"six.{PYTHON.implementation}.pyc").exists()
+    # When no compiler is left, the next materialize starts one, which clears the leftover
+    settled(cache, cache.materialize("six==1.16.0", PYTHON, tmp_path / "t2", log=print))
+    assert not partial.exists() and (pycache / f"six.{PYTHON.implementation}.pyc").is_file()
+    assert os.stat(target_pyc).st_ino != os.stat(pycache / f"six.{PYTHON.implementation}.pyc").st_ino
+
+
+FAKE_COMPILER = textwrap.dedent(
+    """
+    import fcntl, os, sys, time
+    compiling = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+    fcntl.flock(compiling, fcntl.LOCK_EX)
+    entry = os.open(sys.argv[2], os.O_RDWR | os.O_CREAT)
+    fcntl.flock(entry, fcntl.LOCK_SH)
+    os.makedirs(os.path.dirname(sys.argv[3]), exist_ok=True)
+    with open(sys.argv[3], "wb") as partial:
+        partial.write(b"half a pyc")
+    print("compiling", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_killed_compiler_blocks_prune_only_while_alive(light_builder, tmp_path):
+    off = EnvCache(tmp_path / "cache", builder=light_builder, compile_bytecode="off")
+    key = off.materialize("six==1.16.0", PYTHON, tmp_path / "t0", log=print).key
+    cache = EnvCache(tmp_path / "cache", builder=light_builder)
+    partial = cache.root / "entries" / key / "venv" / f"{SIX_PYC}.777"
+    # Given a compiler holding the entry's locks the way compile_entry does
+    compiler = subprocess.Popen(
+        [sys.executable, "-c", FAKE_COMPILER, str(cache.root / "locks" / f"{key}.bytecode.lock"),
+         str(cache.root / "locks" / f"{key}.lock"), str(partial)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert compiler.stdout.readline().strip() == "compiling"
+        # While it runs, prune leaves the entry alone and materialize still works
+        assert cache.prune(0, log=print) == []
+        result = cache.materialize("six==1.16.0", PYTHON, tmp_path / "t1", log=print)
+        assert run_in(result.python, "import six; print(six.__version__)") == "1.16.0"
+    finally:
+        compiler.kill()
+        compiler.wait()
+    # When it has been killed, the entry is still usable, and the next materialize recompiles it
+    assert not cache.bytecode_complete(key)
+    settled(cache, cache.materialize("six==1.16.0", PYTHON, tmp_path / "t2", log=print))
+    assert not partial.exists() and (cache.root / "entries" / key / "venv" / SIX_PYC).is_file()
+    assert cache.prune(0, log=print) == [key]
+
+
+def test_compile_entry_holds_off_prune(light_builder, tmp_path, monkeypatch):
+    off = EnvCache(tmp_path / "cache", builder=light_builder, compile_bytecode="off")
+    key = off.materialize("six==1.16.0", PYTHON, tmp_path / "t0", log=print).key
+    evicted_meanwhile = []
+
+    def compile_and_prune(python, root):
+        evicted_meanwhile.extend(off.prune(0, log=print))
+        return real_compile(python, root)
+
+    from sandbox import env_cache
+
+    real_compile = env_cache.compile_bytecode
+    monkeypatch.setattr(env_cache, "compile_bytecode", compile_and_prune)
+    assert off.compile_entry(key) and evicted_meanwhile == []
+    # A second compiler for the same entry is a no-op, and a finished entry can be evicted
+    assert off.compile_entry(key) and off.prune(0, log=print) == [key]
+
+
+def test_compile_bytecode_mode_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="compile_bytecode"):
+        EnvCache(tmp_path, compile_bytecode="lazy")
+
+
+def test_link_tree_skips_bytecode_being_written(tmp_path):
+    src = tmp_path / "src" / "pkg" / "__pycache__"
+    src.mkdir(parents=True)
+    (src / "m.cpython-311.pyc").write_bytes(b"done")
+    (src / "m.cpython-311.pyc.140234").write_bytes(b"half")
+    (tmp_path / "src" / "pkg" / "data.bin.1").write_bytes(b"not bytecode, linked")
+    stats = link_tree(tmp_path / "src", tmp_path / "dst", str(tmp_path / "src"), str(tmp_path / "dst"))
+    assert sorted(os.listdir(tmp_path / "dst" / "pkg" / "__pycache__")) == ["m.cpython-311.pyc"]
+    assert (tmp_path / "dst" / "pkg" / "data.bin.1").is_file() and stats.linked == 2
