@@ -83,6 +83,10 @@ def close_attempt(doc: dict, end: str) -> None:
 def public_view(ctx: CallContext, doc: dict) -> dict:
     """The task as clients see it: internals removed; docker_cmd synthesized for old API versions."""
     out = {k: v for k, v in doc.items() if not k.startswith("_") and k != "enqueue_status"}
+    if isinstance(out.get("execution"), dict) and out["execution"].get("artifacts") is None:
+        # The reference server always lists artifacts; the SDK's Task.delete() reads
+        # task.execution["artifacts"] unguarded.
+        out["execution"] = {**out["execution"], "artifacts": []}
     if ctx.version_tuple < (2, 13):
         container = doc.get("container") or {}
         image = container.get("image")

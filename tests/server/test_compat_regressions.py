@@ -43,3 +43,13 @@ def test_user_properties_editable_in_any_status(api):
         api.call("tasks.edit_hyper_params", {"task": task, "hyperparams": [
             {"section": "properties", "name": "a", "value": "1"}, {"section": "Args", "name": "lr", "value": "1"}]})
     assert (err.value.code, err.value.subcode) == (400, 110)
+
+
+def test_execution_always_lists_artifacts(api):
+    # Task.delete() in the SDK reads task.execution["artifacts"] of a task made by Task.create(),
+    # which never had artifacts ("Task deletion failed: 'artifacts'").
+    task = make_task(api, "no-artifacts")
+    assert api.call("tasks.get_by_id", {"task": task})["task"]["execution"]["artifacts"] == []
+    got = api.call("tasks.get_all", {"id": [task], "only_fields": ["execution.artifacts"]})["tasks"][0]
+    assert got["execution"] == {"artifacts": []}
+    api.call("tasks.delete", {"task": task, "force": True})
