@@ -1,13 +1,14 @@
-"""The real clearml-agent (3.0.3, its own venv) pulls a task from a Shipyard queue and runs it.
+"""The real clearml-agent (3.0.3, its own venv) pulls tasks from a Shipyard queue and runs them.
 
 This is the end-to-end proof of protocol fidelity (CLEARML_API.md §3.12): the agent daemon
 registers, polls `queues.get_next_task`, marks the task started, its `execute` child clones a
 local git repo, builds a venv with pip, writes back requirements and the resolved commit, runs
 the script (which uses the clearml SDK in remote mode), forwards the console to the task log and
-marks the task completed.
+marks the task completed / failed, or kills it when the task is aborted (`tasks.stop`).
 
-PyPI must be reachable the first time (the task venv gets `clearml==2.1.12`); pip downloads and
-the agent's venv cache live under `$SHIPYARD_PEERS_DIR/agent-cache`, so later runs reuse them.
+One server and one daemon serve the whole module (venv mode, one task at a time). PyPI must be
+reachable the first time (the task venv gets `clearml==2.1.12`); pip downloads and the agent's
+venv cache live under `$SHIPYARD_PEERS_DIR/agent-cache`, so later runs reuse them.
 """
 from __future__ import annotations
 
@@ -24,13 +25,14 @@ import pytest
 
 from tests import peers
 from tests.compat.conftest import bad_lines, clean_env, make_repo
-from tests.helpers import ACCESS_KEY, SECRET_KEY
+from tests.helpers import ACCESS_KEY, SECRET_KEY, start_server
 
 pytestmark = [pytest.mark.compat, pytest.mark.slow, pytest.mark.timeout(600)]
 
 TASK_DEADLINE_S = 300
+WORKER = "compat-agent:0"
 
-TASK_SCRIPT = textwrap.dedent("""\
+GOOD_PY = textwrap.dedent("""\
     import sys
 
     from clearml import Task
@@ -45,6 +47,26 @@ TASK_SCRIPT = textwrap.dedent("""\
     print("AGENT TASK DONE", task.id, flush=True)
 """)
 
+FAIL_PY = textwrap.dedent("""\
+    from clearml import Task
+
+    task = Task.init(project_name="ignored-under-agent", task_name="ignored-under-agent")
+    print("ABOUT TO FAIL", flush=True)
+    raise RuntimeError("deliberate failure")
+""")
+
+LOOP_PY = textwrap.dedent("""\
+    import time
+
+    from clearml import Task
+
+    task = Task.init(project_name="ignored-under-agent", task_name="ignored-under-agent")
+    for i in range(600):
+        print("LOOPING", i, flush=True)
+        time.sleep(0.5)
+    print("LOOP FINISHED UNEXPECTEDLY", flush=True)
+""")
+
 
 def agent_config(server, home: Path, cache: Path) -> str:
     return textwrap.dedent(f"""\
@@ -55,7 +77,7 @@ def agent_config(server, home: Path, cache: Path) -> str:
             credentials {{ access_key: "{ACCESS_KEY}", secret_key: "{SECRET_KEY}" }}
         }}
         agent {{
-            worker_id: "compat-agent:0"
+            worker_id: "{WORKER}"
             python_binary: "{sys.executable}"
             package_manager {{
                 type: pip
@@ -77,111 +99,169 @@ def agent_config(server, home: Path, cache: Path) -> str:
     """)
 
 
-def _wait_status(api, task_id: str, deadline: float, agent: subprocess.Popen) -> dict:
-    task = {}
-    while time.monotonic() < deadline:
-        task = api.call("tasks.get_all", {"id": [task_id], "only_fields": ["status", "status_message",
-                                                                          "status_reason"]})["tasks"][0]
-        if task["status"] in ("completed", "failed", "stopped"):
-            return task
-        if agent.poll() is not None:
-            break
-        time.sleep(2)
-    return task
+class AgentRun:
+    """A Shipyard server, a git repo with the task scripts, and a clearml-agent daemon on 'default'."""
 
+    def __init__(self, root: Path, agent_bin: Path):
+        self.root = root
+        self.server = start_server(root / "srv")
+        self.api = self.server.api()
+        self.repo = root / "repo"
+        self.sha = make_repo(self.repo, {"good.py": GOOD_PY, "fail.py": FAIL_PY, "loop.py": LOOP_PY})
+        self.project = self.api.call("projects.create", {"name": "compat-agent"})["id"]
+        self.queue = self.api.call("queues.get_default", {})["id"]
+        home = root / "home"
+        cache = peers.peers_dir() / "agent-cache"
+        cache.mkdir(parents=True, exist_ok=True)
+        config = agent_config(self.server, home, cache)
+        self.env = clean_env(home, {**self.server.env(), "PIP_CACHE_DIR": str(cache / "pip-cache"),
+                                    "PIP_DISABLE_PIP_VERSION_CHECK": "1"}, config_text=config)
+        self.log_path = root / "agent.log"
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                [str(agent_bin), "--config-file", self.env["CLEARML_CONFIG_FILE"], "daemon", "--queue", "default",
+                 "--foreground"], cwd=root, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True)
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
+    def enqueue(self, name: str, entry_point: str, params: dict[str, str] | None = None) -> str:
+        task = self.api.call("tasks.create", {
+            "name": name, "type": "training", "project": self.project,
+            "script": {"repository": f"file://{self.repo}", "branch": "main", "entry_point": entry_point,
+                       "working_dir": ".", "binary": f"python{sys.version_info.major}.{sys.version_info.minor}",
+                       "requirements": {"pip": "clearml==2.1.12\n"}},
+            "hyperparams": {"General": {k: {"section": "General", "name": k, "value": v, "type": "str"}
+                                        for k, v in (params or {}).items()}},
+        })["id"]
+        assert self.api.call("tasks.enqueue", {"task": task, "queue": self.queue})["queued"] == 1
+        return task
+
+    def status(self, task_id: str) -> dict:
+        return self.api.call("tasks.get_all", {"id": [task_id], "only_fields": [
+            "status", "status_message", "status_reason"]})["tasks"][0]
+
+    def wait_for(self, task_id: str, statuses: tuple[str, ...], timeout: float = TASK_DEADLINE_S) -> dict:
+        deadline = time.monotonic() + timeout
+        task = {}
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            task = self.status(task_id)
+            if task["status"] in statuses:
+                return task
+            time.sleep(1)
+        pytest.fail(f"task {task_id} not in {statuses} after {timeout:.0f}s: {task}\n{self.context(task_id)}",
+                    pytrace=False)
+
+    def log(self, task_id: str) -> str:
+        events = self.api.call("events.get_task_log", {"task": task_id, "batch_size": 10000,
+                                                       "navigate_earlier": False, "order": "asc"})["events"]
+        return "\n".join(e.get("msg", "") for e in events)
+
+    def agent_output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def context(self, task_id: str) -> str:
+        return (f"--- agent output (tail) ---\n{self.agent_output()[-6000:]}\n"
+                f"--- task log (tail) ---\n{self.log(task_id)[-4000:]}")
+
+    def stop_agent(self) -> None:
+        proc = self.proc
+        for sig, wait in ((signal.SIGINT, 20), (signal.SIGTERM, 10)):
+            if proc.poll() is not None:
+                break
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(wait)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                continue
+        try:  # whatever is left of the group (a task process, pip)
+            os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    try:  # the agent's children (task process) live in the same process group
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+            pass
+        if proc.poll() is None:
+            proc.wait(10)
+
+    def stop(self) -> None:
+        self.stop_agent()
+        self.server.stop()
 
 
-def test_agent_runs_enqueued_task(fresh_server, agent_bin, tmp_path):
-    server, api = fresh_server, fresh_server.api()
-    repo = tmp_path / "repo"
-    sha = make_repo(repo, {"agent_task.py": TASK_SCRIPT})
+@pytest.fixture(scope="module")
+def agent(agent_bin, tmp_path_factory):
+    run = AgentRun(tmp_path_factory.mktemp("agent"), agent_bin)
+    yield run
+    run.stop()
 
-    project = api.call("projects.create", {"name": "compat-agent"})["id"]
-    task_id = api.call("tasks.create", {
-        "name": "agent-run", "type": "training", "project": project,
-        "script": {"repository": f"file://{repo}", "branch": "main", "entry_point": "agent_task.py",
-                   "working_dir": ".", "binary": f"python{sys.version_info.major}.{sys.version_info.minor}",
-                   "requirements": {"pip": "clearml==2.1.12\n"}},
-        "hyperparams": {"General": {"greeting": {"section": "General", "name": "greeting",
-                                                 "value": "from-shipyard", "type": "str"},
-                                    "repeat": {"section": "General", "name": "repeat", "value": "3",
-                                               "type": "int"}}},
-    })["id"]
-    queue = api.call("queues.get_default", {})
-    assert api.call("tasks.enqueue", {"task": task_id, "queue": queue["id"]})["queued"] == 1
 
-    home = tmp_path / "home"
-    cache = peers.peers_dir() / "agent-cache"
-    cache.mkdir(parents=True, exist_ok=True)
-    config = home / "clearml.conf"
-    env = clean_env(home, {**server.env(), "PIP_CACHE_DIR": str(cache / "pip-cache"),
-                           "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-                    config_text=agent_config(server, home, cache))
-    env["CLEARML_CONFIG_FILE"] = str(config)
-    config.write_text(agent_config(server, home, cache))
-    log_path = tmp_path / "agent.log"
+def test_agent_runs_enqueued_task(agent):
+    api = agent.api
     started = time.monotonic()
-    with open(log_path, "w") as log:
-        agent = subprocess.Popen([str(agent_bin), "--config-file", str(config), "daemon", "--queue", "default",
-                                  "--foreground"], cwd=tmp_path, env=env, stdout=log,
-                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        final = _wait_status(api, task_id, started + TASK_DEADLINE_S, agent)
-        workers = api.call("workers.get_all", {})["workers"]
-    finally:
-        _stop(agent)
+    task_id = agent.enqueue("agent-run", "good.py", {"greeting": "from-shipyard", "repeat": "3"})
+    agent.wait_for(task_id, ("completed", "failed", "stopped"))
     elapsed = time.monotonic() - started
-    agent_output = log_path.read_text(errors="replace")
     task = api.call("tasks.get_by_id", {"task": task_id})["task"]
-    events = api.call("events.get_task_log", {"task": task_id, "batch_size": 5000,
-                                              "navigate_earlier": False, "order": "asc"})["events"]
-    task_log = "\n".join(e.get("msg", "") for e in events)
-    context = (f"after {elapsed:.0f}s: task={json.dumps(final)}\n--- agent output (tail) ---\n"
-               f"{agent_output[-6000:]}\n--- task log (tail) ---\n{task_log[-4000:]}")
+    task_log = agent.log(task_id)
+    context = f"after {elapsed:.0f}s: {task['status']} {task['status_reason']!r}\n{agent.context(task_id)}"
 
-    assert final.get("status") == "completed", context
-    assert "compat-agent:0" in [w["id"] for w in workers], context
+    assert task["status"] == "completed", context
+    assert WORKER in [w["id"] for w in api.call("workers.get_all", {})["workers"]]
     # the task's own output, forwarded by the agent, with the server-side parameter values
     for i in range(3):
         assert f"AGENT TASK SAYS from-shipyard {i}" in task_log, context
     assert "stderr from the task" in task_log, context
     assert f"AGENT TASK DONE {task_id}" in task_log, context
     # what the agent wrote back (relies on tasks.edit merging `script`)
-    assert task["script"]["version_num"] == sha, context
-    assert task["script"]["repository"] == f"file://{repo}"
-    assert task["script"]["entry_point"] == "agent_task.py"
-    reqs = task["script"]["requirements"]
-    assert "clearml" in json.dumps(reqs.get("pip")), reqs
-    assert task["last_worker"] == "compat-agent:0"
+    assert task["script"]["version_num"] == agent.sha, context
+    assert task["script"]["repository"] == f"file://{agent.repo}"
+    assert task["script"]["entry_point"] == "good.py"
+    assert "clearml" in json.dumps(task["script"]["requirements"].get("pip")), task["script"]["requirements"]
+    assert task["last_worker"] == WORKER
     assert task["runtime"].get("_exec_agent_hostname"), task["runtime"]
     assert task["hyperparams"]["General"]["greeting"]["value"] == "from-shipyard"
     # what the SDK inside the task reported
     hist = api.call("events.scalar_metrics_iter_histogram", {"task": task_id, "key": "iter"})
     assert hist["progress"]["steps"]["y"] == pytest.approx([1.0, 2.0, 3.0]), hist
-    artifacts = {a["key"]: a for a in task["execution"].get("artifacts") or []}
+    artifacts = {a["key"]: a for a in task["execution"]["artifacts"]}
     assert "summary" in artifacts, task["execution"]
-    got = api.http.get(artifacts["summary"]["uri"], headers={"Authorization": f"Bearer {api.token}"},
-                       timeout=10)
+    got = api.http.get(artifacts["summary"]["uri"], headers={"Authorization": f"Bearer {api.token}"}, timeout=10)
     assert got.status_code == 200 and json.loads(got.content) == {"greeting": "from-shipyard"}
-    # the queue is drained and the agent unregistered on shutdown
-    assert api.call("queues.get_by_id", {"queue": queue["id"]})["queue"]["entries"] == []
-    assert "compat-agent:0" not in [w["id"] for w in api.call("workers.get_all", {})["workers"]]
-    assert not bad_lines(agent_output + task_log), "\n".join(bad_lines(agent_output + task_log))
+    assert api.call("queues.get_by_id", {"queue": agent.queue})["queue"]["entries"] == []
+    problems = bad_lines(agent.agent_output() + task_log)
+    assert not problems, "\n".join(problems) + "\n" + context
+
+
+def test_agent_marks_failing_task_failed(agent):
+    task_id = agent.enqueue("agent-fail", "fail.py")
+    final = agent.wait_for(task_id, ("completed", "failed", "stopped"))
+    task_log = agent.log(task_id)
+    assert final["status"] == "failed", agent.context(task_id)
+    assert "ABOUT TO FAIL" in task_log
+    assert "RuntimeError: deliberate failure" in task_log, agent.context(task_id)
+
+
+def test_agent_aborts_task_on_stop(agent):
+    api = agent.api
+    task_id = agent.enqueue("agent-abort", "loop.py")
+    agent.wait_for(task_id, ("in_progress",))
+    deadline = time.monotonic() + TASK_DEADLINE_S
+    while "LOOPING 2" not in agent.log(task_id):  # the script itself is running (not pip)
+        assert time.monotonic() < deadline and agent.status(task_id)["status"] == "in_progress", \
+            agent.context(task_id)
+        time.sleep(1)
+    # an agent-run task with a live worker is not stopped at once: the server flags it and the
+    # agent, polling the status, kills the process and reports it stopped
+    stop = api.call("tasks.stop", {"task": task_id})
+    assert stop["fields"].get("status_message") == "stopping", stop
+    final = agent.wait_for(task_id, ("stopped", "failed", "completed"), timeout=90)
+    assert final["status"] == "stopped", (final, agent.context(task_id))
+    time.sleep(2)
+    assert "LOOP FINISHED UNEXPECTEDLY" not in agent.log(task_id)
+
+
+def test_agent_picks_up_next_task_and_unregisters(agent):
+    # after an abort the daemon is idle again and takes the next task
+    task_id = agent.enqueue("agent-again", "good.py", {"repeat": "1"})
+    assert agent.wait_for(task_id, ("completed", "failed", "stopped"))["status"] == "completed", \
+        agent.context(task_id)
+    assert "AGENT TASK SAYS hello 0" in agent.log(task_id)
+    agent.stop_agent()  # SIGINT: the daemon unregisters on its way out
+    workers = agent.api.call("workers.get_all", {})["workers"]
+    assert WORKER not in [w["id"] for w in workers], workers
