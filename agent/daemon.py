@@ -21,6 +21,7 @@ from agent.runner import TaskRun, safe_report
 from sandbox.env_cache import EnvCache
 from sandbox.repo_cache import RepoCache
 from shipyard.errors import ServerError, ServerUnreachable
+from shipyard import faults
 from shipyard.signals import Shutdown
 
 log = logging.getLogger("shipyard.agent.daemon")
@@ -90,6 +91,7 @@ class Daemon:
 
     def _run(self, claim: Claim, reporter: StatusReporter) -> Outcome | None:
         self.echo(f"task {claim.task_id} pulled from {claim.queue.name}")
+        faults.checkpoint("after_claim")
         reporter.set_task(claim.task_id, claim.queue.id)
         started = time.monotonic()
         try:

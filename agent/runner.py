@@ -24,6 +24,7 @@ from agent.redact import Redactor
 from agent.watch import TaskWatch
 from sandbox.env_cache import EnvCache
 from sandbox.repo_cache import RepoCache
+from shipyard import faults
 from shipyard.errors import InfrastructureError, ServerError, ServerUnreachable, TaskError
 
 log = logging.getLogger("shipyard.agent.runner")
@@ -71,6 +72,8 @@ class TaskRun:
             return Outcome(FAILED, exc.kind, exc.reason)
         except InfrastructureError as exc:
             return Outcome(FAILED, "infrastructure", exc.reason)
+        except OSError as exc:  # disk full, permissions, a vanished cache dir: the machine's fault
+            return Outcome(FAILED, "infrastructure", f"the environment could not be built on this machine: {exc}")
         self.timings["build_s"] = time.monotonic() - started
         self._write_back(task, built)
         if self.should_abort():
@@ -100,6 +103,7 @@ class TaskRun:
                           batch_bytes=agent.log_batch_bytes).start()
 
     def _send_events(self, events: list[dict]) -> object:
+        faults.checkpoint("during_log_flush")
         if self.attempt is not None:  # fenced: the server refuses lines from a superseded claim
             events = [{**event, "attempt": self.attempt} for event in events]
         return self.api.add_events(events)
@@ -134,6 +138,7 @@ class TaskRun:
         if self.target.exists():
             shutil.rmtree(self.target)
         self.target.mkdir(parents=True)
+        faults.checkpoint("during_build")
         return build_task(task, self.target, self.settings, self.note, env_cache=self.env_cache,
                           repo_cache=self.repo_cache)
 

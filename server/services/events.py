@@ -382,25 +382,57 @@ def _add(ctx: CallContext, events: list) -> dict:
     return {"added": added, "errors": sum(info.values()), "errors_info": info}
 
 
-def _check_attempts(ctx: CallContext, events: list) -> None:
-    """Events that carry an `attempt` (Shipyard's agent) are refused from a superseded claim."""
+def _fence_and_dedup(ctx: CallContext, events: list) -> tuple[list, dict[str, int]]:
+    """Events that carry an `attempt` come from Shipyard's agent, which delivers each task's log
+    lines in order with strictly increasing timestamps. So: refuse them from a superseded claim,
+    and drop log events at or below the task's high-water mark - re-sends of a batch whose
+    answer was lost. That makes at-least-once delivery exactly-once."""
     fenced = {(e.get("task"), e.get("attempt")) for e in events
               if isinstance(e, dict) and e.get("attempt") is not None}
     if not fenced:
-        return
+        return events, {}
     from server.services import leases
+    marks: dict[tuple[str, int], int] = {}
     with ctx.store.tx() as conn:
         for task_id, attempt in fenced:
             doc = ctx.store.get(conn, t.tasks, task_id) if isinstance(task_id, str) else None
             if doc is not None:
                 leases.check_fence(doc, attempt)
+                mark = doc.get("_log_hwm") or {}
+                marks[(task_id, attempt)] = int(mark.get("ts") or 0) if mark.get("attempt") == attempt else 0
+    kept, newest = [], {}
+    for event in events:
+        key = (event.get("task"), event.get("attempt")) if isinstance(event, dict) else None
+        if key in marks and event.get("type") == "log" and isinstance(event.get("timestamp"), int):
+            if event["timestamp"] <= marks[key]:
+                continue
+            newest[key] = max(newest.get(key, 0), event["timestamp"])
+        kept.append(event)
+    return kept, newest
+
+
+def _raise_marks(ctx: CallContext, newest: dict[tuple[str, int], int]) -> None:
+    """Marks are per attempt: another machine's clock may be behind this one's."""
+    with ctx.store.tx() as conn:
+        for (task_id, attempt), ts in newest.items():
+            doc = ctx.store.get(conn, t.tasks, task_id)
+            mark = (doc or {}).get("_log_hwm") or {}
+            if doc is not None and (mark.get("attempt") != attempt or ts > int(mark.get("ts") or 0)):
+                doc["_log_hwm"] = {"attempt": attempt, "ts": ts}
+                ctx.store.save(conn, t.tasks, doc)
 
 
 @endpoint("events.add_batch")
 def add_batch(ctx: CallContext, req: Request) -> dict:
     events = _incoming_events(req)
-    _check_attempts(ctx, events)
-    return _add(ctx, events)
+    kept, newest = _fence_and_dedup(ctx, events)
+    if events and not kept:  # every event was a duplicate of one already stored
+        return {"added": len(events), "errors": 0, "errors_info": {}, "duplicates": len(events)}
+    result = _add(ctx, kept)
+    _raise_marks(ctx, newest)
+    if len(kept) < len(events):
+        result = {**result, "added": result["added"] + len(events) - len(kept), "duplicates": len(events) - len(kept)}
+    return result
 
 
 @endpoint("events.add")

@@ -116,3 +116,14 @@ def test_reference_clients_are_not_leased(api):
     assert "lease" not in got
     time.sleep(0.5)
     assert api.call("tasks.get_by_id", {"task": task})["task"]["status"] == "queued"
+
+
+def test_resent_log_batches_are_stored_once(api):
+    queue, (task,) = _queued(api, "dedup")
+    _claim(api, queue)
+    batch = [{"type": "log", "task": task, "msg": f"line {i}", "timestamp": 1000 + i, "attempt": 1} for i in range(3)]
+    api.events(batch)
+    api.events(batch)               # the answer was lost; the agent sends the batch again
+    api.events(batch[1:] + [{"type": "log", "task": task, "msg": "line 3", "timestamp": 1003, "attempt": 1}])
+    events = api.call("events.get_task_events", {"task": task, "event_type": "log", "order": "asc"})["events"]
+    assert [e["msg"] for e in events] == ["line 0", "line 1", "line 2", "line 3"]
