@@ -256,6 +256,76 @@ def test_agent_aborts_task_on_stop(agent):
     assert "LOOP FINISHED UNEXPECTEDLY" not in agent.log(task_id)
 
 
+
+DEV_PY = textwrap.dedent("""\
+    import argparse
+
+    from clearml import Task
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lr", type=float, default=0.01)
+
+    if __name__ == "__main__":
+        task = Task.init(project_name="compat-agent", task_name="recorded")
+        args = parser.parse_args()
+        print("RUNNING WITH LR", args.lr, flush=True)
+        task.get_logger().report_scalar("lr", "value", args.lr, 0)
+        print("TASK_ID", task.id, flush=True)
+""")
+
+CLONE_AND_ENQUEUE_PY = textwrap.dedent("""\
+    import sys
+
+    from clearml import Task
+
+    source = Task.get_task(task_id=sys.argv[1])
+    clone = Task.clone(source_task=source, name="recorded-clone")
+    clone.set_parameters({"Args/lr": 0.25})
+    Task.enqueue(clone, queue_name="default")
+    print("CLONE_ID", clone.id, flush=True)
+""")
+
+
+def test_agent_reproduces_task_recorded_by_the_sdk(agent, sdk_python, tmp_path):
+    """The everyday ClearML loop: run locally with uncommitted changes, clone, override a
+    parameter, enqueue; the agent checks out the recorded commit, applies the recorded diff and
+    runs it with the server-side parameter."""
+    origin = tmp_path / "origin.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
+    work = tmp_path / "work"
+    sha = make_repo(work, {"dev.py": DEV_PY}, origin=f"file://{origin}",
+                    uncommitted={"dev.py": DEV_PY.replace("RUNNING WITH LR", "RUNNING PATCHED WITH LR")})
+    subprocess.run(["git", "-C", str(work), "push", "-q", "origin", "main"], check=True, capture_output=True)
+    subprocess.run(["git", "-C", str(work), "branch", "-q", "--set-upstream-to=origin/main"], check=True,
+                   capture_output=True)
+    env = clean_env(tmp_path / "sdk-home", agent.server.env())
+
+    def sdk(script: Path, *args: str) -> str:
+        proc = subprocess.run([str(sdk_python), str(script), *args], cwd=work, env=env, timeout=180,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.returncode == 0 and not bad_lines(proc.stdout), proc.stdout
+        return proc.stdout
+
+    local = sdk(work / "dev.py", "--lr", "0.5")
+    assert "RUNNING PATCHED WITH LR 0.5" in local
+    source_id = next(line.split()[1] for line in local.splitlines() if line.startswith("TASK_ID "))
+    source = agent.api.call("tasks.get_by_id", {"task": source_id})["task"]
+    assert source["script"]["repository"] == f"file://{origin}"
+    assert source["script"]["version_num"] == sha and "RUNNING PATCHED" in source["script"]["diff"]
+
+    (tmp_path / "enqueue.py").write_text(CLONE_AND_ENQUEUE_PY)
+    out = sdk(tmp_path / "enqueue.py", source_id)
+    clone_id = next(line.split()[1] for line in out.splitlines() if line.startswith("CLONE_ID "))
+    final = agent.wait_for(clone_id, ("completed", "failed", "stopped"))
+    task_log = agent.log(clone_id)
+    assert final["status"] == "completed", agent.context(clone_id)
+    assert "RUNNING PATCHED WITH LR 0.25" in task_log, agent.context(clone_id)
+    clone = agent.api.call("tasks.get_by_id", {"task": clone_id})["task"]
+    assert clone["parent"] == source_id
+    assert clone["hyperparams"]["Args"]["lr"]["value"] == "0.25"
+    assert clone["script"]["version_num"] == sha
+
+
 def test_agent_picks_up_next_task_and_unregisters(agent):
     # after an abort the daemon is idle again and takes the next task
     task_id = agent.enqueue("agent-again", "good.py", {"repeat": "1"})
