@@ -11,6 +11,7 @@ apt_needs=(
   "git git"
   "/usr/lib/postgresql postgresql"
   "runuser util-linux"
+  "chromium chromium"
 )
 missing=()
 for pair in "${apt_needs[@]}"; do

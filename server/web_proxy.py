@@ -1,0 +1,62 @@
+"""What the page reaches through the web origin: the API and the stored files, in-process.
+
+`/api/<service>.<action>` runs the API listener's own dispatcher (`server.api.handle`) on the
+request, so the page speaks the very protocol the SDK does, authenticated by the session cookie
+(which the dispatcher reads as a token). Only POST with the `X-Shipyard-Web` header is taken:
+a page of another site can neither set that header nor send the SameSite=Strict cookie.
+
+`/files/<path>` serves what the files listener stores (artifacts, debug images, models). Stored
+files are user content, so they are served sandboxed: images and plain text inline, everything
+else as a download, never as a page of this origin.
+"""
+from __future__ import annotations
+
+import mimetypes
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+
+from server import errors
+from server.api import ApiApp, envelope, handle
+from server.auth import API_VERSION
+from server.files import confine
+from server.state import ServerState
+from server.web_session import same_origin, security_headers, session_identity
+
+HEADER = "x-shipyard-web"
+_INLINE = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "text/plain"}
+_FILE_CSP = "sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"
+
+
+async def api(request: Request) -> Response:
+    name = request.path_params["name"]
+    if request.method != "POST" or request.headers.get(HEADER) != "1" or not same_origin(request):
+        return envelope(name, API_VERSION, {}, 403, 0,
+                        "The web API proxy takes POST requests from the Shipyard page only")
+    state: ServerState = request.app.state.shipyard
+    if session_identity(state, request) is None:
+        return envelope(name, API_VERSION, {}, 401, 20, "Not signed in (or the session expired)")
+    api_app: ApiApp = request.app.state.api_app
+    scope = dict(request.scope, path=f"/{name}", raw_path=f"/{name}".encode(), app=api_app,
+                 root_path="")
+    return await handle(Request(scope, request.receive))
+
+
+async def files(request: Request) -> Response:
+    state: ServerState = request.app.state.shipyard
+    if session_identity(state, request) is None:
+        return JSONResponse({"error": "not signed in", "code": 401}, status_code=401)
+    path = request.path_params["path"]
+    try:
+        target = confine(state.files_dir, path)
+    except errors.APIError as exc:
+        return JSONResponse({"error": exc.msg, "code": exc.code}, status_code=exc.code)
+    if not target.is_file():
+        return JSONResponse({"error": f"not found: {path}", "code": 404}, status_code=404)
+    guessed = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+    inline = guessed in _INLINE and request.query_params.get("download") is None
+    media_type = guessed if inline else "application/octet-stream"
+    response = FileResponse(target, media_type=media_type, filename=None if inline else target.name,
+                            content_disposition_type="inline" if inline else "attachment")
+    response.headers["Cache-Control"] = "private, max-age=60"
+    return security_headers(response, _FILE_CSP)
