@@ -40,9 +40,10 @@ def runs(runs_dir: Path, task: str) -> tuple[int, int]:
 
 
 def faulty_agent(server, root: Path, queue: str, name: str, faults: str = "", **extra: str):
-    env = agent_env(server, root / name, SHIPYARD_LEASE_S=LEASE_S, CLEARML_WORKER_ID=f"{name}:0",
-                    SHIPYARD_FAULTS=faults, SHIPYARD_FAULTS_DIR=str(root / name / "faults"),
-                    SHIPYARD_CACHE_DIR=str(root / "shared-cache"), **extra)
+    settings = {"SHIPYARD_LEASE_S": LEASE_S, "CLEARML_WORKER_ID": f"{name}:0", "SHIPYARD_FAULTS": faults,
+                "SHIPYARD_FAULTS_DIR": str(root / name / "faults"), "SHIPYARD_CACHE_DIR": str(root / "shared-cache"),
+                **extra}
+    env = agent_env(server, root / name, **settings)
     return start_daemon(env, [queue], root / f"{name}.log")
 
 
