@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 from agent import lifecycle, taskenv
 from agent.api import ApiClient
@@ -34,9 +34,12 @@ class TaskRun:
     def __init__(self, api: ApiClient, settings: Settings, task_id: str, *, queue: str | None = None,
                  should_abort: Callable[[], bool] = lambda: False, env_cache: EnvCache | None = None,
                  repo_cache: RepoCache | None = None, echo: Callable[[str], None] | None = None,
-                 attempt: int | None = None):
+                 attempt: int | None = None, slot_env: Mapping[str, str] | None = None,
+                 gpus: Sequence[int] = ()):
         self.api = api
         self.attempt = attempt
+        self.slot_env = dict(slot_env or {})   # e.g. CUDA_VISIBLE_DEVICES for the GPUs this run holds
+        self.gpus = tuple(gpus)
         self.settings = settings
         self.task_id = task_id
         self.queue = queue
@@ -160,8 +163,8 @@ class TaskRun:
         api = self.settings.api
         conn = taskenv.Connection(api.api_server, api.files_server, api.web_server, api.access_key,
                                   api.secret_key, self.worker)
-        env = taskenv.build_env(os.environ, conn, self.task_id, built.venv, self.settings.agent.extra_env,
-                                taskenv.task_env_section(task))
+        env = taskenv.build_env(os.environ, conn, self.task_id, built.venv,
+                                {**self.settings.agent.extra_env, **self.slot_env}, taskenv.task_env_section(task))
         lines = [r.line for r in built.requirements.requirements]
         with_args = not taskenv.uses_sdk(built.workspace.entry_point, lines)
         if built.workspace.module:
