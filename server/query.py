@@ -6,11 +6,13 @@ projection, ordering and paging is done here on the documents.
 """
 from __future__ import annotations
 
+import operator
 import re
 from functools import cmp_to_key
 from typing import Any, Iterable
 
 from server import errors
+from shipyard import clock
 
 
 def dotted_get(doc: dict, path: str, default: Any = None) -> Any:
@@ -151,6 +153,60 @@ def apply(docs: list[dict], body: dict, *, name_field: str = "name", default_ord
         docs = sorted(docs, key=_sort_key_cmp(order_by))
     docs = _page(docs, body)
     return [project_fields(d, body.get("only_fields")) for d in docs]
+
+
+_TIME_OPS = ((">=", operator.ge), ("<=", operator.le), (">", operator.gt), ("<", operator.lt))
+
+
+def time_bounds(body: dict, field: str) -> list[tuple[Any, float]]:
+    """ClearML's date filter on a get_all field, as (comparison, epoch seconds) pairs.
+
+    Accepted forms: ">2024-01-01T00:00:00" (also >=, <, <=), a list of such strings (AND),
+    or a [from, to] pair of plain dates (inclusive, either may be null).
+    """
+    value = body.get(field)
+    if value is None or value == []:
+        return []
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(v is None or isinstance(v, str) for v in items):
+        raise errors.validation(f"'{field}' must be a date filter such as '>2024-01-01T00:00:00'")
+    if len(items) == 2 and not any(v and v[0] in "<>" for v in items):
+        pairs = [(">=", items[0]), ("<=", items[1])]
+    else:
+        pairs = [next(((op, v[len(op):]) for op, _ in _TIME_OPS if v and v.startswith(op)), ("", v))
+                 for v in items]
+    bounds = []
+    for op, text in pairs:
+        if text is None:
+            continue
+        if not op:
+            raise errors.validation(f"'{field}' filter '{text}' needs a comparison (>, >=, <, <=)")
+        try:
+            bounds.append((dict(_TIME_OPS)[op], clock.parse_iso(text.strip())))
+        except ValueError:
+            raise errors.validation(f"'{field}' filter: '{text}' is not an ISO-8601 date") from None
+    return bounds
+
+
+def time_clauses(body: dict, columns: dict[str, Any]) -> list[Any]:
+    """SQL clauses for date filters on indexed columns that hold epoch seconds."""
+    return [compare(column, ts) for field, column in columns.items() for compare, ts in time_bounds(body, field)]
+
+
+def filter_time(docs: list[dict], body: dict, field: str) -> list[dict]:
+    """Date filters on a document field that holds an ISO-8601 string."""
+    bounds = time_bounds(body, field)
+    if not bounds:
+        return docs
+
+    def keep(doc: dict) -> bool:
+        try:
+            ts = clock.parse_iso(str(doc.get(field) or ""))
+        except ValueError:
+            return False
+        return all(compare(ts, bound) for compare, bound in bounds)
+
+    return [d for d in docs if keep(d)]
 
 
 def _page(docs: list[dict], body: dict) -> list[dict]:

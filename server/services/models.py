@@ -136,6 +136,7 @@ def get_all(ctx: CallContext, req: Request) -> dict:
         values = req.list(key)
         if values:
             where.append(column.in_([str(v) for v in values]))
+    where += query.time_clauses(req.body, {"last_update": t.models.c.last_update})
     with ctx.store.tx() as conn:
         docs = ctx.store.get_many(conn, t.models, where)
     if "ready" in req:

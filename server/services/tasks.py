@@ -81,9 +81,11 @@ def get_all(ctx: CallContext, req: Request) -> dict:
         values = req.list(key)
         if values:
             where.append(column.in_([str(v) for v in values]))
+    where += query.time_clauses(req.body, {"last_change": t.tasks.c.last_change,
+                                           "last_update": t.tasks.c.last_update})
     with ctx.store.tx() as conn:
         docs = ctx.store.get_many(conn, t.tasks, where)
-    docs = [taskdoc.public_view(ctx, d) for d in docs]
+    docs = [taskdoc.public_view(ctx, d) for d in query.filter_time(docs, req.body, "status_changed")]
     return {"tasks": query.apply(docs, req.body)}
 
 
