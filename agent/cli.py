@@ -123,6 +123,8 @@ def register(cli: click.Group) -> None:
 
     for command in (daemon_cmd, execute_cmd, build_cmd, list_cmd, config_cmd, up_cmd, task_group, queue_group):
         cli.add_command(command)
+    from scheduler.cli import scheduler_group
+    cli.add_command(scheduler_group)
     cli.params.append(click.Option(["--config-file"], type=click.Path(path_type=Path, dir_okay=False),
                                    expose_value=False, callback=_store_config_file, is_eager=True,
                                    help="clearml.conf to read (default: $CLEARML_CONFIG_FILE or ~/clearml.conf)."))
