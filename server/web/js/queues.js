@@ -63,8 +63,8 @@ export async function queuesView(main) {
       const entries = queue.entries || [];
       const serving = workers.filter((wk) => (wk.queues || []).some((r) => r.id === queue.id)).map((wk) => wk.id);
       return h("section", { class: "card wide queue", "data-queue": queue.name },
-        h("h3", {}, queue.name, (queue.system_tags || []).includes("default") ? h("span", { class: "tag" }, "default") : null,
-          h("span", { class: "muted" }, ` · ${entries.length} waiting · `,
+        h("h2", {}, queue.name, " ", (queue.system_tags || []).includes("default") ? h("span", { class: "tag" }, "default") : null,
+          h("span", { class: "muted small" }, ` ${entries.length} waiting · `,
             serving.length ? `served by ${serving.join(", ")}` : "no worker listening")),
         entries.length ? h("table", { class: "grid compact" },
           h("thead", {}, h("tr", {}, ["#", "Task", "Status", "Added", ""].map((c) => h("th", {}, c)))),

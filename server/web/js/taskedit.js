@@ -104,7 +104,7 @@ export function editTab(body, ctx) {
       mark();
     } }, "Add parameter")),
   h("div", { class: "card wide" }, h("h3", {}, "Configuration objects"), configs,
-    h("button", { type: "button", class: "secondary", onclick: () => { configs.append(configBlock("", null)); mark(); } }, "Add configuration")),
+    h("button", { type: "button", class: "secondary", id: "add_config", onclick: () => { configs.append(configBlock("", null)); mark(); } }, "Add configuration")),
   h("div", { class: "card wide" }, h("h3", {}, "Container"),
     h("label", {}, "Image", image), h("label", {}, "Arguments", args), h("label", {}, "Setup shell script", setup)),
   h("div", { class: "card wide" }, h("h3", {}, "Python requirements (pip)"), pip),
