@@ -13,6 +13,7 @@ import subprocess
 import textwrap
 
 import pytest
+from playwright.sync_api import expect
 
 from tests import peers
 from tests.agent_helpers import agent_env, git, make_repo, start_daemon
@@ -106,6 +107,8 @@ def test_clone_edit_enqueue_run(page, web_server, recorded, artifacts_dir):
     chart.wait_for()
     assert chart.locator("g.series").count() == 2
     assert chart.locator("g.series[data-series=train] path").get_attribute("d").count("L") == 4
+    chart.locator("rect.overlay").hover(position={"x": 2, "y": 20})
+    expect(chart.locator(".readout")).to_contain_text("train: 0.5")  # hover: the nearest iteration, 0
     shot(page, artifacts_dir, "03-scalars")
     page.click("[data-tab=console]")
     page.locator("#console", has_text="trained with lr 0.5").wait_for()
