@@ -29,15 +29,31 @@ def _service(spec: TriggerSpec) -> str:
 
 
 def changes(api: ApiClient, spec: TriggerSpec, after: float, page_size: int = PAGE_SIZE) -> list[dict[str, Any]]:
-    """Documents matching the trigger's coarse filter whose change field is >= `after`, oldest first."""
-    service = _service(spec)
-    found: list[dict[str, Any]] = []
-    for page in range(MAX_PAGES):
-        rows = api.call(f"{service}.get_all", change_query(spec, after, page, page_size))[service]
-        found.extend(rows)
+    """Documents matching the trigger's coarse filter whose change field is >= `after`, oldest first.
+
+    Pages are keyset pages: each starts at the last change the previous one returned, so a
+    document that changes while we read moves forward in the feed and is read later, never
+    skipped (page numbers would shift under us). Only a full page of one single timestamp is
+    walked by page number.
+    """
+    service, field = _service(spec), spec.change_field
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    bound, page = after, 0
+    for _ in range(MAX_PAGES):
+        rows = api.call(f"{service}.get_all", change_query(spec, bound, page, page_size))[service]
+        found.update(((row["id"], str(row.get(field))), row) for row in rows)
         if len(rows) < page_size:
             break
-    return found
+        last = _stamp(rows[-1], field)
+        bound, page = (last, 0) if last > bound else (bound, page + 1)
+    return sorted(found.values(), key=lambda row: (_stamp(row, field), row["id"]))
+
+
+def _stamp(row: dict[str, Any], field: str) -> float:
+    try:
+        return clock.parse_iso(str(row.get(field) or ""))
+    except ValueError:
+        return 0.0
 
 
 def latest_change(api: ApiClient, spec: TriggerSpec) -> float:

@@ -13,8 +13,9 @@ it is done; found as a draft, it is finished (parameters again, enqueue); not fo
 over. So a crash between "clone" and "record" neither loses the run nor makes a second clone.
 A function cannot be looked for: after a crash mid-call it runs again (at least once).
 
-The server being unreachable leaves the fire pending for the next tick; the server refusing
-(a deleted base task, a bad parameter) marks it failed with the reason.
+The server being unreachable (or refusing our credentials) leaves the fire pending for the next
+tick; the server refusing the fire itself (a deleted base task, a bad parameter) marks it failed
+with the reason.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from scheduler.events import substitute
 from scheduler.job import Job, queue_field
 from scheduler.specs import Action
 from scheduler.state import Fire, FireStatus, StateStore
-from shipyard.errors import ConfigError, ServerUnreachable, ShipyardError
+from shipyard.errors import AuthError, ConfigError, ServerUnreachable, ShipyardError
 
 __all__ = ["FIRE_TAG_PREFIX", "Launcher", "Outcome", "fire_tag", "import_function"]
 
@@ -81,8 +82,8 @@ class Launcher:
             retry = self.store.begin_attempt(fire.id) > 0
             try:
                 outcome = self._carry_out(fire, actions[fire.owner], retry)
-            except ServerUnreachable as exc:
-                log.warning("Scheduler %s: server unreachable, fire %s stays pending: %s", fire.owner, fire.key, exc)
+            except (ServerUnreachable, AuthError) as exc:  # not the fire's fault: try it again later
+                log.warning("Scheduler %s: fire %s stays pending: %s", fire.owner, fire.key, exc)
                 break
             except ShipyardError as exc:
                 outcome = Outcome(FireStatus.FAILED, None, str(exc))

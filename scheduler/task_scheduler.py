@@ -90,8 +90,9 @@ class TaskScheduler:
     def start(self) -> None:
         """Run until SIGTERM/SIGINT (ClearML's name; see `scheduler.service`)."""
         from scheduler.service import SchedulerService
+        from shipyard.signals import Shutdown
 
-        SchedulerService([self]).run()
+        SchedulerService([self], shutdown=Shutdown().install()).run()
 
     def _decide(self, spec: ScheduleSpec, now: float) -> None:
         trigger = build_trigger(spec.when)

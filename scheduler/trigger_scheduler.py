@@ -102,8 +102,9 @@ class TriggerScheduler:
 
     def start(self) -> None:
         from scheduler.service import SchedulerService
+        from shipyard.signals import Shutdown
 
-        SchedulerService([self]).run()
+        SchedulerService([self], shutdown=Shutdown().install()).run()
 
     def _resolve(self, spec: TriggerSpec) -> TriggerSpec:
         """The spec with its project name turned into an id (asked once)."""

@@ -9,7 +9,9 @@ import uuid
 import pytest
 
 from agent.api import ApiClient
+from scheduler import feed
 from scheduler.job import Job
+from scheduler.specs import Action, TriggerSpec
 from scheduler.state import FireStatus, StateStore
 from scheduler.trigger_scheduler import TriggerScheduler
 from shipyard import clock
@@ -74,6 +76,26 @@ def test_models_filter_on_last_update(api, project):
     found = api.call("models.get_all", {"project": [project], "last_update": f">={stamp}"})["models"]
     assert [m["id"] for m in found] == [model]
     assert api.call("models.get_all", {"project": [project], "last_update": f">{stamp}"})["models"] == []
+
+
+def test_the_feed_misses_no_change_while_documents_change_under_it(api, client, project):
+    ids = [new_task(api, project, f"t{i}") for i in range(7)]
+    start = clock.parse_iso(api.call("tasks.get_by_id", {"task": ids[0]})["task"]["last_change"])
+    spec = TriggerSpec("feed", "task", Action(function="m:f"), project=project, on_tags=("x",))
+
+    class EditsAfterTheFirstPage:  # a user edits the oldest task while the feed is being read
+        calls = 0
+
+        def call(self, endpoint, data=None, **options):
+            rows = client.call(endpoint, data, **options)
+            self.calls += 1
+            if self.calls == 1:
+                api.call("tasks.edit", {"task": ids[0], "comment": "moved to the end of the feed"})
+            return rows
+
+    docs = feed.changes(EditsAfterTheFirstPage(), spec, start, page_size=3)
+    assert set(ids) <= {doc["id"] for doc in docs}
+    assert [doc["id"] for doc in docs][-1] == ids[0]
 
 
 # --- Job ---------------------------------------------------------------------------------------------
