@@ -17,31 +17,53 @@ def get_project(ctx: CallContext, conn, project_id: str) -> dict:
     return doc
 
 
+def normalize_name(name: str) -> str:
+    """"a//b/ " -> "a/b": a project name is a '/'-separated path of non-blank parts."""
+    return "/".join(part.strip() for part in name.split("/") if part.strip())
+
+
+def _find_by_name(conn, name: str) -> dict | None:
+    row = conn.execute(select(t.projects.c.doc).where(t.projects.c.name == name)).first()
+    return dict(row[0]) if row else None
+
+
 def find_or_create_project(ctx: CallContext, conn, name: str) -> str:
-    row = conn.execute(select(t.projects.c.id).where(t.projects.c.name == name)).first()
-    if row:
-        return row[0]
-    return _insert(ctx, conn, {"name": name})
+    name = normalize_name(name)
+    if not name:
+        raise errors.missing_field("name")
+    found = _find_by_name(conn, name)
+    return found["id"] if found else _insert(ctx, conn, {"name": name})
 
 
 def _insert(ctx: CallContext, conn, fields: dict) -> str:
+    """Insert a project; like the reference server, the projects on its path ("a" and "a/b" for
+    "a/b/c") are created as needed, and `parent`/`path` link it to them."""
     now = clock.iso()
-    doc = {"id": new_id(), "name": fields["name"], "basename": fields["name"].rsplit("/", 1)[-1],
+    name = fields["name"]
+    location = name.rpartition("/")[0]
+    parent = None
+    if location:
+        parent = _find_by_name(conn, location) or get_project(ctx, conn, _insert(ctx, conn, {"name": location}))
+        parent["last_update"] = now
+        ctx.store.save(conn, t.projects, parent)
+    doc = {"id": new_id(), "name": name, "basename": name.rsplit("/", 1)[-1],
            "description": fields.get("description") or "", "tags": fields.get("tags") or [],
            "system_tags": fields.get("system_tags") or [], "default_output_destination":
            fields.get("default_output_destination"), "user": ctx.identity.user,
-           "company": ctx.identity.company, "created": now, "last_update": now}
+           "company": ctx.identity.company, "created": now, "last_update": now,
+           "parent": parent["id"] if parent else None,
+           "path": [*(parent.get("path") or []), parent["id"]] if parent else []}
     ctx.store.insert(conn, t.projects, {k: v for k, v in doc.items() if v is not None})
     return doc["id"]
 
 
 @endpoint("projects.create")
 def create(ctx: CallContext, req: Request) -> dict:
-    name = req.str("name", required=True).strip()
+    name = normalize_name(req.str("name", required=True))
     if not name:
         raise errors.missing_field("name")
     with ctx.store.tx() as conn:
-        if conn.execute(select(t.projects.c.id).where(t.projects.c.name == name)).first():
+        if _find_by_name(conn, name):
             raise errors.APIError(400, 403, f"Project with the same name already exists: name={name}")
         return {"id": _insert(ctx, conn, {"name": name, "description": req.str("description"),
                                           "tags": req.str_list("tags"),
@@ -62,6 +84,15 @@ def get_all(ctx: CallContext, req: Request) -> dict:
     where = [t.projects.c.id.in_(ids)] if ids else []
     with ctx.store.tx() as conn:
         docs = ctx.store.get_many(conn, t.projects, where)
+    # As the reference server: `parent` matches any ancestor, or only the direct parent with
+    # shallow_search, which alone restricts the listing to top-level projects.
+    parents = set(req.str_list("parent") or [])
+    if parents and req.bool("shallow_search"):
+        docs = [d for d in docs if d.get("parent") in parents]
+    elif parents:
+        docs = [d for d in docs if parents.intersection(d.get("path") or [])]
+    elif req.bool("shallow_search"):
+        docs = [d for d in docs if not d.get("parent")]
     return {"projects": query.apply(docs, req.body, default_order="name")}
 
 

@@ -53,3 +53,31 @@ def test_execution_always_lists_artifacts(api):
     got = api.call("tasks.get_all", {"id": [task], "only_fields": ["execution.artifacts"]})["tasks"][0]
     assert got["execution"] == {"artifacts": []}
     api.call("tasks.delete", {"task": task, "force": True})
+
+
+def test_nested_project_creates_its_parents(api):
+    # The SDK creates "p/.datasets/ds" and "p/.pipelines/x" directly; the reference server creates
+    # "p" and "p/.datasets" on the way (Dataset.list_datasets(dataset_project="p") looks "p" up).
+    child = api.call("projects.create", {"name": "nest-a/ .datasets//ds ", "system_tags": ["hidden"]})["id"]
+
+    def by_name(name):
+        found = api.call("projects.get_all", {"name": f"^{name}$", "search_hidden": True})["projects"]
+        assert len(found) == 1, (name, found)
+        return found[0]
+
+    top, mid, leaf = by_name("nest-a"), by_name("nest-a/\\.datasets"), by_name("nest-a/\\.datasets/ds")
+    assert leaf["id"] == child and leaf["basename"] == "ds"
+    assert (top["path"], mid["path"], leaf["path"]) == ([], [top["id"]], [top["id"], mid["id"]])
+    assert (mid["parent"], leaf["parent"]) == (top["id"], mid["id"]) and not top.get("parent")
+    assert "hidden" not in top["system_tags"]
+    with pytest.raises(ApiFailure):  # the same (normalized) name twice
+        api.call("projects.create", {"name": "nest-a/.datasets/ds"})
+    # a second child reuses the existing parents
+    other = api.call("projects.create", {"name": "nest-a/other"})["id"]
+    children = api.call("projects.get_all", {"parent": [top["id"]], "search_hidden": True})["projects"]
+    assert {p["id"] for p in children} == {mid["id"], child, other}
+    direct = api.call("projects.get_all", {"parent": [top["id"]], "shallow_search": True,
+                                           "search_hidden": True})["projects"]
+    assert {p["id"] for p in direct} == {mid["id"], other}
+    top_level = api.call("projects.get_all", {"shallow_search": True, "search_hidden": True})["projects"]
+    assert top["id"] in {p["id"] for p in top_level} and child not in {p["id"] for p in top_level}
