@@ -43,11 +43,15 @@ def _echo(line: str) -> None:
 @click.option("--foreground", is_flag=True, help="Run in the foreground (the default; kept for ClearML compatibility).")
 @click.option("--create-queue", is_flag=True, help="Create queues that do not exist.")
 @click.option("--max-tasks", type=int, help="Exit after running this many tasks.")
+@click.option("--services-mode", "services", type=int, default=None,
+              help="Run up to N long-lived tasks at once (each in its own slot).")
 @click.option("--verbose", is_flag=True)
 @click.pass_context
-def daemon_cmd(ctx, queues, more_queues, order_fairness, foreground, create_queue, max_tasks, verbose) -> None:
+def daemon_cmd(ctx, queues, more_queues, order_fairness, foreground, create_queue, max_tasks, services,
+               verbose) -> None:
     """Pull tasks from queues and run them, one at a time."""
     from agent.daemon import Daemon
+    from agent.slots import ServiceSlots
 
     _logging(verbose)
     settings = _settings(ctx)
@@ -56,7 +60,8 @@ def daemon_cmd(ctx, queues, more_queues, order_fairness, foreground, create_queu
     shutdown.on_signal(lambda count: None)
     with _api(settings) as api:
         Daemon(api, settings, names, shutdown=shutdown, order_fairness=order_fairness,
-               create_queue=create_queue, echo=_echo, max_tasks=max_tasks).work()
+               create_queue=create_queue, echo=_echo, max_tasks=max_tasks,
+               slots=ServiceSlots(services or 1)).work()
 
 
 @click.command("execute")
@@ -123,6 +128,8 @@ def register(cli: click.Group) -> None:
 
     for command in (daemon_cmd, execute_cmd, build_cmd, list_cmd, config_cmd, up_cmd, task_group, queue_group):
         cli.add_command(command)
+    from autoscaler.cli import autoscaler_cmd
+    cli.add_command(autoscaler_cmd)
     from scheduler.cli import scheduler_group
     cli.add_command(scheduler_group)
     cli.params.append(click.Option(["--config-file"], type=click.Path(path_type=Path, dir_okay=False),

@@ -8,6 +8,7 @@ aborts the running task, which ends `stopped` with the reason - never `completed
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Callable
 
@@ -15,9 +16,11 @@ from agent import lifecycle
 from agent.api import ApiClient
 from agent.config import Settings
 from agent.lifecycle import Outcome
-from agent.poller import Claim, TaskSource, resolve_queues
+from agent.poller import Claim, Queue, TaskSource, resolve_queues
 from agent.reporter import StatusReporter
 from agent.runner import TaskRun, safe_report
+from agent.slots import ServiceSlots, Slot, SlotPool
+from agent.stats import StatsSampler
 from sandbox.env_cache import EnvCache
 from sandbox.repo_cache import RepoCache
 from shipyard.errors import ServerError, ServerUnreachable
@@ -30,7 +33,8 @@ log = logging.getLogger("shipyard.agent.daemon")
 class Daemon:
     def __init__(self, api: ApiClient, settings: Settings, queues: list[str], *, shutdown: Shutdown,
                  order_fairness: bool = False, create_queue: bool = False,
-                 echo: Callable[[str], None] | None = None, max_tasks: int | None = None):
+                 echo: Callable[[str], None] | None = None, max_tasks: int | None = None,
+                 slots: SlotPool | None = None, stats_extra: Callable[[], dict] | None = None):
         self.api = api
         self.settings = settings
         self.queue_names = queues
@@ -39,15 +43,21 @@ class Daemon:
         self.create_queue = create_queue
         self.echo = echo or (lambda _line: None)
         self.max_tasks = max_tasks
+        self.slots = slots or ServiceSlots(1)
+        self.stats_extra = stats_extra
         self.worker = settings.agent.worker_id
         self.env_cache = EnvCache(settings.agent.venv_cache_dir)
         self.repo_cache = RepoCache(settings.agent.git_cache_dir)
-        self.tasks_run = 0
+        self.tasks_started = 0
+        self._active: dict[str, tuple[threading.Thread, Slot, Claim]] = {}
+        self._finished = threading.Event()
+        self._lock = threading.Lock()
 
     def work(self) -> int:
         queues = resolve_queues(self.api, self.queue_names, create=self.create_queue)
         reporter = StatusReporter(self.api, self.worker, [q.id for q in queues],
-                                  interval_s=self.settings.agent.status_report_s)
+                                  interval_s=self.settings.agent.status_report_s,
+                                  sampler=StatsSampler(gpu_stats=self.stats_extra))
         reporter.register()
         reporter.start()
         source = TaskSource(self.api, queues, order_fairness=self.order_fairness,
@@ -57,17 +67,25 @@ class Daemon:
         if source.lease_s:
             self._reconcile()
         self.echo(f"worker {self.worker} listening on {', '.join(q.name for q in queues)} "
-                  f"({'long-poll' if source.long_poll else f'polling every {source.poll_interval_s:g}s'})")
+                  f"({'long-poll' if source.long_poll else f'polling every {source.poll_interval_s:g}s'}; "
+                  f"{self.slots.capacity} slot(s))")
         try:
             while not self._should_stop():
-                claim = self._claim(source)
+                self._reap()
+                fitting = self.slots.claimable(queues)
+                if not fitting:
+                    self._finished.wait(0.5)
+                    self._finished.clear()
+                    continue
+                claim = self._claim(source, fitting)
                 if claim is not None:
-                    self._run(claim, reporter)
+                    self._start(claim, reporter)
+            self._drain()
         finally:
             source.close()
             reporter.stop()
             reporter.unregister()
-            self.echo(f"worker {self.worker} stopped after {self.tasks_run} task(s)")
+            self.echo(f"worker {self.worker} stopped after {self.tasks_started} task(s)")
         return 0
 
     def _reconcile(self) -> None:
@@ -79,36 +97,71 @@ class Daemon:
     def _should_stop(self) -> bool:
         if self.shutdown.requested:
             return True
-        return self.max_tasks is not None and self.tasks_run >= self.max_tasks
+        return self.max_tasks is not None and self.tasks_started >= self.max_tasks
 
-    def _claim(self, source: TaskSource) -> Claim | None:
+    def _claim(self, source: TaskSource, fitting: list[Queue]) -> Claim | None:
+        # While tasks run, wait briefly: a run that ends may make other queues claimable.
+        wait_s = min(self.settings.agent.long_poll_s, 2.0) if self._active else None
         try:
-            return source.next()
+            return source.next(fitting, wait_s)
         except (ServerUnreachable, ServerError) as exc:
             log.warning("could not reach the queue: %s; retrying", exc)
             self.shutdown.event.wait(2.0)
             return None
 
-    def _run(self, claim: Claim, reporter: StatusReporter) -> Outcome | None:
-        self.echo(f"task {claim.task_id} pulled from {claim.queue.name}")
-        faults.checkpoint("after_claim")
+    def _start(self, claim: Claim, reporter: StatusReporter) -> None:
+        slot = self.slots.acquire(claim.queue)
+        self.tasks_started += 1
+        thread = threading.Thread(target=self._run, args=(claim, slot, reporter),
+                                  name=f"task-{claim.task_id[:8]}", daemon=True)
+        with self._lock:
+            self._active[claim.task_id] = (thread, slot, claim)
         reporter.set_task(claim.task_id, claim.queue.id)
+        thread.start()
+
+    def _reap(self) -> None:
+        with self._lock:
+            done = [task for task, (thread, _slot, _claim) in self._active.items() if not thread.is_alive()]
+            for task in done:
+                _thread, slot, _claim = self._active.pop(task)
+                self.slots.release(slot)
+
+    def _drain(self) -> None:
+        """Let running tasks finish (a second signal makes them abort), then free their slots."""
+        if self._active:
+            self.echo(f"draining: waiting for {len(self._active)} running task(s)")
+        while self._active:
+            self._finished.wait(0.5)
+            self._finished.clear()
+            self._reap()
+
+    def _run(self, claim: Claim, slot: Slot, reporter: StatusReporter) -> Outcome | None:
+        where = f" on {slot.name}" + (f" (GPUs {','.join(map(str, slot.gpus))})" if slot.gpus else "")
+        self.echo(f"task {claim.task_id} pulled from {claim.queue.name}{where}")
+        faults.checkpoint("after_claim")
         started = time.monotonic()
         try:
             lifecycle.mark_started(self.api, claim.task_id, f"pulled by shipyard {self.worker}", claim.attempt)
             run = TaskRun(self.api, self.settings, claim.task_id, queue=claim.queue.name,
                           should_abort=lambda: self.shutdown.abort, env_cache=self.env_cache,
-                          repo_cache=self.repo_cache, echo=self.echo, attempt=claim.attempt)
+                          repo_cache=self.repo_cache, echo=self.echo, attempt=claim.attempt,
+                          slot_env=slot.env, gpus=slot.gpus)
             outcome = run.run()
             self.echo(f"task {claim.task_id} {outcome.status} in {time.monotonic() - started:.2f}s: "
                       f"{outcome.status_reason}")
             return outcome
         except (ServerUnreachable, ServerError) as exc:
             log.error("task %s: lost contact with the server: %s", claim.task_id, exc)
-            safe_report(self.api, claim.task_id, Outcome("failed", "infrastructure",
-                                                         f"the agent lost contact with the server: {exc}"),
-                        self.worker, claim.attempt)
+            self._report_crash(claim, f"the agent lost contact with the server: {exc}")
+            return None
+        except Exception as exc:  # noqa: BLE001 - an agent bug must fail the task loudly, not hang it
+            log.exception("task %s: the agent failed while running it", claim.task_id)
+            self._report_crash(claim, f"agent error: {type(exc).__name__}: {exc}")
             return None
         finally:
-            self.tasks_run += 1
-            reporter.set_task(None)
+            self._finished.set()
+            others = [c for t, (_th, _s, c) in list(self._active.items()) if t != claim.task_id]
+            reporter.set_task(others[0].task_id if others else None, others[0].queue.id if others else None)
+
+    def _report_crash(self, claim: Claim, reason: str) -> None:
+        safe_report(self.api, claim.task_id, Outcome("failed", "infrastructure", reason), self.worker, claim.attempt)

@@ -72,8 +72,11 @@ class TaskSource:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="claim")
         self._pending: Future | None = None
 
-    def _ordered(self) -> list[Queue]:
-        return list(self.queues)
+    def _ordered(self, only: list[Queue] | None = None) -> list[Queue]:
+        if only is None:
+            return list(self.queues)
+        wanted = {q.id for q in only}
+        return [q for q in self.queues if q.id in wanted]
 
     def _picked(self, queue: Queue) -> None:
         if self.order_fairness:  # round-robin: the queue just served goes to the back
@@ -83,35 +86,40 @@ class TaskSource:
     def _by_id(self, queue_id: str) -> Queue:
         return next(q for q in self.queues if q.id == queue_id)
 
-    def _long_poll_once(self) -> Claim | None:
-        ordered = self._ordered()
-        body = {"queue": ordered[0].id, "queues": [q.id for q in ordered], "wait_s": self.long_poll_s}
+    def _long_poll_once(self, ordered: list[Queue], wait_s: float) -> Claim | None:
+        body = {"queue": ordered[0].id, "queues": [q.id for q in ordered], "wait_s": wait_s}
         if self.lease_s:
             body.update({"lease_s": self.lease_s, "worker": self.worker})
-        data = self.api.call("queues.get_next_task", body, timeout=self.long_poll_s + 30)
+        data = self.api.call("queues.get_next_task", body, timeout=wait_s + 30)
         if not data.get("entry"):
             return None
         queue = self._by_id(data.get("queue") or ordered[0].id)
         return Claim(data["entry"]["task"], queue, (data.get("lease") or {}).get("attempt"))
 
-    def _poll_once(self) -> Claim | None:
-        for queue in self._ordered():
+    def _poll_once(self, ordered: list[Queue]) -> Claim | None:
+        for queue in ordered:
             data = self.api.call("queues.get_next_task", {"queue": queue.id}, version="2.14")
             if data.get("entry"):
                 return Claim(data["entry"]["task"], queue)
         return None
 
-    def next(self) -> Claim | None:
-        """The next claimed task, or None when nothing came before the wait ended or `stop` was set."""
+    def next(self, only: list[Queue] | None = None, wait_s: float | None = None) -> Claim | None:
+        """The next claimed task from `only` (default: every queue), or None when nothing came
+        before the wait ended or `stop` was set."""
+        ordered = self._ordered(only)
+        if not ordered:
+            self.stop.wait(min(self.poll_interval_s, wait_s or self.poll_interval_s))
+            return None
         if not self.long_poll:
-            claim = self._poll_once()
+            claim = self._poll_once(ordered)
             if claim is None:
-                self.stop.wait(self.poll_interval_s)
+                self.stop.wait(min(self.poll_interval_s, wait_s or self.poll_interval_s))
             else:
                 self._picked(claim.queue)
             return claim
         if self._pending is None:
-            self._pending = self._pool.submit(self._long_poll_once)
+            self._pending = self._pool.submit(self._long_poll_once, ordered,
+                                              self.long_poll_s if wait_s is None else wait_s)
         while not self._pending.done():
             if self.stop.wait(0.05):
                 return None  # the abandoned request is closed with the session; the server sees the disconnect

@@ -191,3 +191,25 @@ def test_lines_survive_a_server_outage(tmp_path):
     finally:
         daemon.stop()
         server.stop()
+
+
+def test_services_mode_runs_tasks_side_by_side(tmp_path):
+    server = start_server(tmp_path / "server")
+    api = server.api()
+    daemon = start_daemon(agent_env(server, tmp_path), ["svc"], tmp_path / "d.log", "--services-mode", "2")
+    try:
+        code = "import time\nprint('up', flush=True)\ntime.sleep(4)\n"
+        tasks = [create_task(api, f"svc-{i}", {"repository": "", "entry_point": "s.py", "diff": code}, queue="svc")
+                 for i in range(3)]
+        deadline = time.monotonic() + 60
+        statuses: list[str] = []
+        while time.monotonic() < deadline:
+            statuses = [api.call("tasks.get_by_id", {"task": t})["task"]["status"] for t in tasks]
+            if statuses.count("in_progress") == 2:
+                break
+            time.sleep(0.1)
+        assert statuses.count("in_progress") == 2 and statuses.count("queued") == 1  # two slots, no more
+        assert all(wait_status(api, t, timeout=60)["status"] == "completed" for t in tasks)
+    finally:
+        daemon.stop()
+        server.stop()
