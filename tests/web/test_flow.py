@@ -19,6 +19,8 @@ from tests import peers
 from tests.agent_helpers import agent_env, git, make_repo, start_daemon
 from tests.web.conftest import fill_sign_in
 
+pytestmark = [pytest.mark.slow, pytest.mark.compat]  # the real clearml SDK, in its peer venv
+
 QUEUE = "web-e2e"
 TRAIN_PY = textwrap.dedent("""\
     import argparse
