@@ -50,8 +50,7 @@ def failed(ctx: CallContext, req: Request) -> dict:
 def completed(ctx: CallContext, req: Request) -> dict:
     result = _simple_change(ctx, req, status.COMPLETED, _completed_time)
     if req.bool("publish"):
-        result = _simple_change(ctx, Request({**req.body, "force": True}), status.PUBLISHED,
-                                lambda d: {"published": clock.iso()})
+        result = _publish(ctx, req, force=True, publish_model=True)
     return result
 
 
@@ -60,10 +59,26 @@ def close(ctx: CallContext, req: Request) -> dict:
     return _simple_change(ctx, req, status.CLOSED)
 
 
+def _publish(ctx: CallContext, req: Request, *, force: bool, publish_model: bool) -> dict:
+    """Publish the task and, as the reference server does, its last output model (ready=true)."""
+    with ctx.store.tx() as conn:
+        doc = taskdoc.load(ctx, conn, req.id("task", "task"))
+        leases.check_fence(doc, req.int("attempt"))
+        outputs = (doc.get("models") or {}).get("output") or []
+        model = ctx.store.get(conn, t.models, outputs[-1].get("model")) if publish_model and outputs else None
+        if model is not None and not model.get("ready"):
+            model.update({"ready": True, "last_update": clock.iso()})
+            ctx.store.save(conn, t.models, model)
+        fields = taskdoc.change_status(ctx, conn, doc, status.PUBLISHED, force=force,
+                                       reason=req.str("status_reason"), message=req.str("status_message"),
+                                       extra={"published": clock.iso()})
+    return {"updated": 1, "fields": fields}
+
+
 @endpoint("tasks.publish")
 def publish(ctx: CallContext, req: Request) -> dict:
     return {"committed_versions_results": [],
-            **_simple_change(ctx, req, status.PUBLISHED, lambda d: {"published": clock.iso()})}
+            **_publish(ctx, req, force=req.bool("force"), publish_model=req.bool("publish_model", True))}
 
 
 def _resolve_queue(ctx: CallContext, conn, req: Request) -> str:

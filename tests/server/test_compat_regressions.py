@@ -81,3 +81,28 @@ def test_nested_project_creates_its_parents(api):
     assert {p["id"] for p in direct} == {mid["id"], other}
     top_level = api.call("projects.get_all", {"shallow_search": True, "search_hidden": True})["projects"]
     assert top["id"] in {p["id"] for p in top_level} and child not in {p["id"] for p in top_level}
+
+
+@pytest.mark.parametrize("how", ["publish", "completed"])
+def test_publishing_a_task_publishes_its_last_output_model(api, how):
+    # Task.publish() from the SDK: the reference server sets the last output model ready too.
+    task = make_task(api, f"pub-{how}")
+    older = api.call("models.create", {"name": "m-old", "uri": "file:///a", "task": task})["id"]
+    newer = api.call("models.create", {"name": "m-new", "uri": "file:///b", "task": task})["id"]
+    for name, model in (("old", older), ("new", newer)):
+        api.call("tasks.add_or_update_model", {"task": task, "name": name, "model": model, "type": "output"})
+    api.call("tasks.started", {"task": task})
+    if how == "publish":
+        api.call("tasks.stopped", {"task": task})
+        api.call("tasks.publish", {"task": task})
+    else:
+        api.call("tasks.completed", {"task": task, "publish": True})
+    assert api.call("tasks.get_by_id", {"task": task})["task"]["status"] == "published"
+    ready = {m: api.call("models.get_by_id", {"model": m})["model"]["ready"] for m in (older, newer)}
+    assert ready == {older: False, newer: True}
+    # publish_model=false leaves the models alone
+    other = make_task(api, "pub-nomodel")
+    model = api.call("models.create", {"name": "m", "uri": "file:///c", "task": other})["id"]
+    api.call("tasks.add_or_update_model", {"task": other, "name": "m", "model": model, "type": "output"})
+    api.call("tasks.publish", {"task": other, "force": True, "publish_model": False})
+    assert api.call("models.get_by_id", {"model": model})["model"]["ready"] is False
