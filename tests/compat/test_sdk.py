@@ -284,6 +284,9 @@ def test_rich_reporting_models_and_delete(sdk_run, api):
                "single": r.get_reported_single_values(), "plots": len(r.get_reported_plots()),
                "tags": r.get_tags(), "model_url": model.url, "model_bytes": open(model.get_local_copy(), "rb").read(7).decode(),
                "found": [x.id for x in Task.get_tasks(project_name="compat-rich", task_name="rich", tags=["x"])]}
+        r.publish()
+        out["published"] = [str(Task.get_task(task_id=t.id).status),
+                            Task.get_task(task_id=t.id).models["output"][-1].published]
         print("RESULT " + json.dumps(out), flush=True)
         gone = Task.create(project_name="compat-rich", task_name="to-delete")
         print("DELETED", gone.id, bool(gone.delete()), flush=True)
@@ -295,6 +298,7 @@ def test_rich_reporting_models_and_delete(sdk_run, api):
     assert res["plots"] == 2
     assert res["tags"] == ["x"] and res["found"] == [res["id"]]
     assert res["model_url"].startswith(sdk_run.env["CLEARML_FILES_HOST"]) and res["model_bytes"] == "weights"
+    assert res["published"] == ["published", True]
     deleted_id, ok = _result_line(out, "DELETED").split()
     assert ok == "True"
     with pytest.raises(ApiFailure):
@@ -394,3 +398,19 @@ def test_abort_stops_a_running_script(server, api, sdk_python, tmp_path):
     assert "NOT ABORTED" not in output
     assert "USER ABORTED" in output, output
     assert api.call("tasks.get_by_id", {"task": task_id})["task"]["status"] == "stopped"
+
+
+def test_execute_remotely_enqueues_and_exits(sdk_run, api):
+    out = sdk_run("""\
+        from clearml import Task
+        t = Task.init(project_name="compat-remote", task_name="later")
+        print("TASK_ID", t.id, flush=True)
+        t.execute_remotely(queue_name="default", exit_process=True)
+        print("STILL RUNNING LOCALLY", flush=True)
+    """)
+    assert "STILL RUNNING LOCALLY" not in out
+    task = api.call("tasks.get_by_id", {"task": _result_line(out, "TASK_ID")})["task"]
+    assert task["status"] == "queued" and "development" not in task["system_tags"]
+    queue = api.call("queues.get_by_id", {"queue": task["execution"]["queue"]})["queue"]
+    assert queue["name"] == "default" and task["id"] in [e["task"] for e in queue["entries"]]
+    api.call("tasks.dequeue", {"task": task["id"]})  # leave the shared default queue empty
