@@ -9,6 +9,7 @@ Unresolvable requirements raise RequirementsError; an unreachable index Infrastr
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -56,7 +57,19 @@ class Interpreter:
 
 
 def probe(executable: str | Path) -> Interpreter | None:
-    """Ask an executable what it is; None when it does not run (e.g. a broken pyenv shim)."""
+    """Ask an executable what it is; None when it does not run (e.g. a broken pyenv shim).
+
+    Answers are remembered per (path, size, mtime): starting an interpreter to ask costs tens
+    of milliseconds, on every task pickup otherwise."""
+    try:
+        st = os.stat(executable)
+    except OSError:
+        return None
+    return _probe_cached(str(executable), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _probe_cached(executable: str, _size: int, _mtime_ns: int) -> Interpreter | None:
     try:
         proc = subprocess.run(
             [str(executable), "-I", "-c", _PROBE], capture_output=True, text=True, timeout=30
