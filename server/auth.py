@@ -72,14 +72,16 @@ class KeyStore:
         self._verified: dict[tuple[str, str, str], str] = {}
 
     def create(self, access_key: str | None = None, secret_key: str | None = None, *,
-               name: str = "", role: str = "admin") -> tuple[str, str]:
+               name: str = "", role: str = "admin", expires: float | None = None,
+               instance: str | None = None) -> tuple[str, str]:
+        """A key pair; `expires` (epoch seconds) makes it short-lived, `instance` labels its machine."""
         gen_access, gen_secret = generate_key_pair()
         access_key, secret_key = access_key or gen_access, secret_key or gen_secret
         with self.store.tx() as conn:
             exists = conn.execute(select(t.credentials.c.access_key)
                                   .where(t.credentials.c.access_key == access_key)).first()
             values = {"secret_hash": hash_secret(secret_key), "name": name, "role": role,
-                      "created": clock.now(), "revoked": False}
+                      "created": clock.now(), "revoked": False, "expires": expires, "instance": instance}
             if exists:
                 conn.execute(update(t.credentials).where(t.credentials.c.access_key == access_key)
                              .values(**values))
@@ -92,7 +94,8 @@ class KeyStore:
         with self.store.tx() as conn:
             rows = conn.execute(select(t.credentials.c.access_key, t.credentials.c.name,
                                        t.credentials.c.role, t.credentials.c.created,
-                                       t.credentials.c.revoked)).all()
+                                       t.credentials.c.revoked, t.credentials.c.expires,
+                                       t.credentials.c.instance)).all()
         return [dict(row._mapping) for row in rows]
 
     def revoke(self, access_key: str) -> bool:
@@ -102,11 +105,27 @@ class KeyStore:
         self._verified.clear()
         return count > 0
 
-    def is_active(self, access_key: str) -> bool:
+    def extend(self, access_key: str, expires: float) -> bool:
+        """Move the expiry of a live short-lived key; False for an unknown, revoked, expired or
+        permanent key (an expired key stays dead; a permanent one never starts expiring here)."""
         with self.store.tx() as conn:
-            row = conn.execute(select(t.credentials.c.revoked)
+            count = conn.execute(update(t.credentials).where(t.credentials.c.access_key == access_key)
+                                 .where(t.credentials.c.revoked.is_(False))
+                                 .where(t.credentials.c.expires > clock.now())
+                                 .values(expires=expires)).rowcount
+        return count > 0
+
+    def active_until(self, access_key: str) -> tuple[bool, float | None]:
+        """(active now, expiry or None): unknown, revoked and expired keys are inactive."""
+        with self.store.tx() as conn:
+            row = conn.execute(select(t.credentials.c.revoked, t.credentials.c.expires)
                                .where(t.credentials.c.access_key == access_key)).first()
-        return bool(row) and not row[0]
+        if row is None or row.revoked:
+            return False, None
+        return _unexpired(row.expires), row.expires
+
+    def is_active(self, access_key: str) -> bool:
+        return self.active_until(access_key)[0]
 
     def count(self) -> int:
         return len(self.list())
@@ -118,12 +137,18 @@ class KeyStore:
             row = conn.execute(select(t.credentials).where(t.credentials.c.access_key == access_key)).first()
         if row is None or row.revoked:
             raise errors.unauthorized("Invalid credentials: unknown or revoked access key", 21)
+        if not _unexpired(row.expires):
+            raise errors.unauthorized("Invalid credentials: the access key expired", 21)
         cache_key = (access_key, hashlib.sha256(secret_key.encode()).hexdigest(), row.secret_hash)
         if cache_key not in self._verified:
             if not verify_secret(secret_key, row.secret_hash):
                 raise errors.unauthorized("Invalid credentials: unknown access key or wrong secret", 21)
             self._verified[cache_key] = row.role
         return Identity(user=access_key, user_name=access_key, role=row.role)
+
+
+def _unexpired(expires: float | None) -> bool:
+    return expires is None or clock.now() < expires
 
 
 class TokenSigner:

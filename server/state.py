@@ -52,7 +52,7 @@ class ServerState:
     worker_timeout_s: float = 600.0
     lease_max_attempts: int = 3
     reaper_interval_s: float = 1.0
-    _active: dict[str, tuple[bool, float]] = field(default_factory=dict)
+    _active: dict[str, tuple[bool, float, float | None]] = field(default_factory=dict)
 
     @property
     def files_dir(self) -> Path:
@@ -62,7 +62,11 @@ class ServerState:
         cached = self._active.get(access_key)
         now = clock.monotonic()
         if cached and now - cached[1] < _ACTIVE_KEY_TTL_S:
-            return cached[0]
-        active = self.keys.is_active(access_key)
-        self._active[access_key] = (active, now)
+            return cached[0] and (cached[2] is None or clock.now() < cached[2])
+        active, expires = self.keys.active_until(access_key)
+        self._active[access_key] = (active, now, expires)
         return active
+
+    def forget_key(self, access_key: str) -> None:
+        """Drop a cached answer, so a revocation made through the API takes effect at once."""
+        self._active.pop(access_key, None)

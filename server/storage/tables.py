@@ -105,6 +105,8 @@ credentials = Table(
     Column("role", String(32), nullable=False, default="admin"),
     Column("created", Float, nullable=False),
     Column("revoked", Boolean, nullable=False, default=False),
+    Column("expires", Float),     # epoch seconds after which the key is refused; NULL = never
+    Column("instance", Text),     # the machine a short-lived key was minted for (autoscaler)
 )
 
 server_meta = Table(
