@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import calendar
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from autoscaler.config import Budget
 from autoscaler.model import Instance

@@ -6,6 +6,7 @@ The autoscaler talks to the server with the admin credentials of the usual clien
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -49,15 +50,15 @@ def _config(ctx: click.Context, config_path: Path | None) -> AutoscalerConfig:
     return load_config(path)
 
 
-def build(config: AutoscalerConfig, settings: Settings, *, echo=click.echo) -> Autoscaler:
+def build(config: AutoscalerConfig, settings: Settings, *, echo=click.echo, deadline_s: float = 15.0) -> Autoscaler:
     api = settings.api
     client = ApiClient(api.api_server, api.access_key, api.secret_key, f"autoscaler:{config.name}",
-                       verify_ssl=api.verify_ssl)
+                       verify_ssl=api.verify_ssl, retry_deadline_s=deadline_s)
     agent = config.agent
     hosts = Hosts(agent.api_host or api.api_server, agent.files_host or api.files_server,
                   agent.web_host or api.web_server)
-    return Autoscaler(config, build_provider(config), HttpControlPlane(client), StateFile(config.state_file),
-                      hosts, echo=echo)
+    return Autoscaler(config, build_provider(config), HttpControlPlane(client, deadline_s=deadline_s),
+                      StateFile(config.state_file), hosts, echo=echo)
 
 
 @click.group("autoscaler", invoke_without_command=True, epilog=HELP_EPILOG)
@@ -74,6 +75,8 @@ def autoscaler_cmd(ctx: click.Context, config_path: Path | None, once: bool, ver
     if ctx.invoked_subcommand:
         return
     config = _config(ctx, config_path)
+    lock = StateFile(config.state_file).lock()
+    ctx.call_on_close(lambda: os.close(lock))
     scaler = build(config, _settings(ctx))
     click.echo(f"autoscaler {config.name}: {config.provider} provider, queues {', '.join(scaler.queue_names())}, "
                f"deciding every {config.poll_s:g}s; state in {config.state_file}")
@@ -99,7 +102,7 @@ def status_cmd(ctx: click.Context, config_path: Path | None) -> None:
     now = clock.now()
     preview: object
     try:
-        scaler = build(config, _settings(ctx))
+        scaler = build(config, _settings(ctx), deadline_s=3.0)
         scaler.state = state
         preview = scaler.policy(scaler.observe(now), config.policy)
         scaler.control.close()

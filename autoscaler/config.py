@@ -6,10 +6,11 @@ refused, so a typo never silently falls back to a default.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from pyhocon import ConfigFactory
 from pyhocon.exceptions import ConfigException

@@ -7,8 +7,8 @@ by the loop tests and the simulator.
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from autoscaler.model import QueueState
 

@@ -8,7 +8,8 @@ without, with a forced `tasks.enqueue` and a move to the front of its queue.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from agent.api import ApiClient
 from autoscaler.control import ControlPlane, Credential, WorkerView
@@ -34,11 +35,12 @@ def _holder(task: dict) -> str | None:
 
 
 class HttpControlPlane(ControlPlane):
-    def __init__(self, api: ApiClient):
+    def __init__(self, api: ApiClient, *, deadline_s: float = 15.0):
         self.api = api
+        self.deadline_s = deadline_s  # how long one call retries an unreachable server
 
     def _call(self, endpoint: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        return self.api.call(endpoint, body or {}, deadline_s=15)
+        return self.api.call(endpoint, body or {}, deadline_s=self.deadline_s)
 
     # -- queues and workers -------------------------------------------------------------------
 

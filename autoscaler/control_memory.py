@@ -5,8 +5,8 @@ a claim needs an active key, a revoked key claims nothing, a requeue goes to the
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from autoscaler.control import ControlPlane, Credential, WorkerView
 from autoscaler.model import QueueState

@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from autoscaler.config import AutoscalerConfig, Policy
 from autoscaler.control import ControlPlane
@@ -53,6 +53,7 @@ class Autoscaler:
         self.state = store.load()
         self._last_holds: set[str] = set()
         self._queues_ready = False
+        self._strangers: set[str] = set()
 
     @property
     def records(self) -> dict[str, InstanceRecord]:
@@ -113,6 +114,12 @@ class Autoscaler:
     def _reconcile(self, now: float) -> None:
         machines = self.provider.describe()
         workers = self.control.workers()
+        for info in machines.values():
+            if info.id not in self.records and not info.gone and info.id not in self._strangers:
+                self._strangers.add(info.id)
+                log.warning("instance %s (%s) carries this autoscaler's tag but is not in its state %s; "
+                            "left alone: stop it by hand if it is not wanted", info.id, info.label,
+                            getattr(self.store, "path", ""))
         for rec in list(self.records.values()):
             info = machines.get(rec.id)
             if info is None or info.gone:
@@ -178,6 +185,7 @@ class Autoscaler:
             id=info.id, label=label, resource=action.resource, queue=action.queue, market=action.market,
             price=action.price, launched_at=now, serves=serves, access_key=credential.access_key,
             credential_expires=credential.expires, accrued_until=now)
+        self.store.save(self.state)  # a machine that runs is never missing from the state
         self.echo(f"{clock.iso(now)} {action.line()} -> {info.id}")
 
     def _terminate(self, action: Terminate, now: float) -> None:

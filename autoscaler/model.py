@@ -6,9 +6,9 @@ Every action and every refusal carries a one-line reason meant for a person's lo
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Mapping, Union
 
 
 class Market(str, Enum):
@@ -103,7 +103,7 @@ class Hold:
         return f"hold {self.subject}: {self.reason}"
 
 
-Action = Union[Launch, Terminate]
+Action = Launch | Terminate
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,7 @@ from dataclasses import replace
 
 from autoscaler import budget as money
 from autoscaler.config import Policy, ResourceType
-from autoscaler.model import (Cause, Decision, Hold, Instance, Launch, Market, Observation, Phase,
-                              QueueState, Terminate)
+from autoscaler.model import Cause, Decision, Hold, Instance, Launch, Market, Observation, Phase, QueueState, Terminate
 from shipyard import clock
 
 

@@ -8,8 +8,8 @@ the loop's.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from autoscaler.config import ResourceType
 from autoscaler.model import Market

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from autoscaler.budget import Ledger
 from autoscaler.fleet import InstanceRecord
+from sandbox.locks import try_lock
 from shipyard.errors import ConfigError
 
 VERSION = 1
@@ -43,6 +44,14 @@ class ScalerState:
 class StateFile:
     def __init__(self, path: Path):
         self.path = Path(path).expanduser()
+
+    def lock(self) -> int:
+        """Hold `<state>.lock` for this process's life: one autoscaler per state file. Returns
+        the descriptor (closing it releases the lock)."""
+        fd = try_lock(self.path.with_name(self.path.name + ".lock"))
+        if fd is None:
+            raise ConfigError(f"another autoscaler is running with the state file {self.path}")
+        return fd
 
     def load(self) -> ScalerState:
         if not self.path.exists():

@@ -16,8 +16,17 @@ from botocore.exceptions import BotoCoreError, ClientError
 from autoscaler import userdata
 from autoscaler.config import AutoscalerConfig
 from autoscaler.model import Market
-from autoscaler.provider import (PENDING, RUNNING, STOPPING, TERMINATED, CapacityError, CloudProvider,
-                                 InstanceInfo, LaunchRequest, ProviderError)
+from autoscaler.provider import (
+    PENDING,
+    RUNNING,
+    STOPPING,
+    TERMINATED,
+    CapacityError,
+    CloudProvider,
+    InstanceInfo,
+    LaunchRequest,
+    ProviderError,
+)
 
 CAPACITY_CODES = frozenset({
     "InsufficientInstanceCapacity", "InsufficientCapacity", "SpotMaxPriceTooLow",

@@ -3,12 +3,11 @@ market can be made to refuse, and any machine can be preempted. Time is `shipyar
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from autoscaler.model import Market
-from autoscaler.provider import (PENDING, RUNNING, TERMINATED, CapacityError, CloudProvider, InstanceInfo,
-                                 LaunchRequest)
+from autoscaler.provider import PENDING, RUNNING, TERMINATED, CapacityError, CloudProvider, InstanceInfo, LaunchRequest
 from shipyard import clock
 
 

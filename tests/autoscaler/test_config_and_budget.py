@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import calendar
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,3 +81,33 @@ def test_state_survives_a_restart(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ConfigError):
         StateFile(tmp_path / "bad.json").load()
+
+
+def test_one_autoscaler_per_state_file(tmp_path):
+    fd = StateFile(tmp_path / "s.json").lock()
+    try:
+        with pytest.raises(ConfigError, match="another autoscaler"):
+            StateFile(tmp_path / "s.json").lock()
+    finally:
+        os.close(fd)
+    os.close(StateFile(tmp_path / "s.json").lock())
+
+
+def test_cli_needs_a_config_and_status_works_without_a_server(tmp_path):
+    from tests.helpers import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "SHIPYARD_"))}
+    env.update({"HOME": str(tmp_path), "CLEARML_API_HOST": f"http://127.0.0.1:{free_port()}",
+                "CLEARML_API_ACCESS_KEY": "A", "CLEARML_API_SECRET_KEY": "B"})
+
+    def shipyard(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "shipyard", *args], env=env, capture_output=True, text=True,
+                              timeout=60)
+
+    assert shipyard("autoscaler").returncode == 2
+    conf = tmp_path / "a.conf"
+    conf.write_text(json.dumps({**MINIMAL, "state_file": str(tmp_path / "state.json"),
+                                "local": {"work_dir": str(tmp_path / "m")}}))
+    done = shipyard("autoscaler", "status", "--config", str(conf))
+    assert done.returncode == 0, done.stderr
+    assert "fleet: 0 instance(s)" in done.stdout and "next decisions: unknown (server:" in done.stdout
