@@ -187,20 +187,27 @@ def test_preemptions_requeue_the_task_then_on_demand(server, api, ec2, rig):
     scaler = rig["build"](queues={rig["queue"]: [["gpu", 1]]})
     (task,) = enqueue(api, rig["queue"])
     qid = queue_id(api, rig["queue"])
-    for _ in range(2):
+    for leased in (True, False):  # an agent that holds a lease, and one that does not
         scaler.tick()
         (rec,) = scaler.records.values()
         assert rec.market.value == "spot"
         machine = Machine(server, user_data(ec2, rec.id))
-        assert machine.api.call("queues.get_next_task", {"queue": qid})["entry"]["task"] == task
+        claim = {"queue": qid, **({"lease_s": 600, "worker": machine.worker} if leased else {})}
+        assert machine.api.call("queues.get_next_task", claim)["entry"]["task"] == task
         machine.api.call("tasks.started", {"task": task, "force": True})
-        machine.report(qid, task)
+        if not leased:
+            machine.report(qid, task)
         scaler.tick()
+        assert rec.phase is Phase.BUSY or leased
         # AWS reclaims the spot machine
         ec2.terminate_instances(InstanceIds=[rec.id])
         scaler.tick()
         doc = api.call("tasks.get_by_id", {"task": task})["task"]
         assert doc["status"] == "queued" and "re-queued" in "\n".join(rig["lines"])
+        entries = [e["task"] for e in api.call("queues.get_by_id", {"queue": qid})["queue"]["entries"]]
+        assert entries == [task]
+        if leased:  # given back through tasks.release: the server counted the attempt
+            assert doc["shipyard_attempts"][-1]["end"].startswith("infrastructure: instance")
         with pytest.raises(ApiFailure):
             machine.api.login(*machine.key)
     # Two failures: the next machine is on-demand
