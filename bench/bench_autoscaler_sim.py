@@ -12,9 +12,12 @@ reclaimed machines).
 
     python bench/bench_autoscaler_sim.py [--seed 7] [--hours 24]
 
-Prints one row per controller: total cost, tasks done and lost, p50/p95 queue wait (first
-enqueue to the start of the run that finished), budget violations (seconds above the
-$/hour caps, dollars over the month cap), launches, on-demand fallbacks and preemptions.
+Prints one row per controller and month: with $100 or only $25 of the month's budget left
+(and Shipyard once with no caps at all, to show what the caps hold back): total cost, tasks
+done (a preempted task ClearML never re-queues is never done), p50/p95 queue wait (enqueue to
+the start of the run that finished), budget violations (seconds above the $/hour caps,
+dollars over the month), peak $/h, launches, on-demand launches, preemptions, and the share
+of the money spent on machines that were running a task.
 """
 from __future__ import annotations
 
@@ -270,6 +273,7 @@ def simulate(controller: str, seed: int, hours: float, *, budget: bool = True, m
             scaler.state.ledger.month, scaler.state.ledger.spent = "2026-07", MONTH_SPENT[month]
             tick = scaler.tick
         else:
+            label += f", ${MONTH_CAP - MONTH_SPENT[month]:.0f} left this month"
             clearml = ClearmlController(world)
             tick = lambda: clearml.maybe_tick(clock.t)  # noqa: E731
         end = DAY0 + hours * 3600
@@ -304,7 +308,8 @@ def main() -> None:
     args = parser.parse_args()
     run = {"seed": args.seed, "hours": args.hours, "drought": not args.no_drought}
     rows = [simulate("shipyard", **run), simulate("shipyard", month="tight", **run),
-            simulate("shipyard", budget=False, **run), simulate("clearml", **run)]
+            simulate("shipyard", budget=False, **run), simulate("clearml", **run),
+            simulate("clearml", month="tight", **run)]
     budget = CONFIG["budget"]
     drought = f"no GPU spot {DROUGHT_H[0]}:00-{DROUGHT_H[1]}:00" if run["drought"] else "GPU spot all day"
     print(f"seed {args.seed}, {args.hours:g} h of arrivals ({rows[0]['total']} tasks), {drought}; caps "
