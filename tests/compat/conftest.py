@@ -80,5 +80,8 @@ def make_repo(path: Path, files: dict[str, str], *, origin: str | None = None,
     return git(path, "rev-parse", "HEAD")
 
 
-def bad_lines(output: str) -> list[str]:
-    return [line for line in output.splitlines() if BAD_OUTPUT.search(line)]
+def bad_lines(output: str, *, tracebacks: bool = True) -> list[str]:
+    """Lines of a peer's output that reveal protocol problems (and, unless told otherwise,
+    tracebacks, which a script that fails on purpose prints)."""
+    return [line for line in output.splitlines() if BAD_OUTPUT.search(line)
+            and (tracebacks or not line.startswith("Traceback"))]

@@ -335,3 +335,6 @@ def test_agent_picks_up_next_task_and_unregisters(agent):
     agent.stop_agent()  # SIGINT: the daemon unregisters on its way out
     workers = agent.api.call("workers.get_all", {})["workers"]
     assert WORKER not in [w["id"] for w in workers], workers
+    # nothing the daemon printed over the whole module points at a protocol problem
+    problems = bad_lines(agent.agent_output(), tracebacks=False)
+    assert not problems, "\n".join(problems)

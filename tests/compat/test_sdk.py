@@ -93,7 +93,7 @@ def run_sdk(sdk_python: Path, script: Path, args: list[str], *, cwd: Path, env: 
     output = proc.stdout
     script.with_suffix(".out").write_text(output)  # kept with the test's tmp dir, for post-mortems
     assert proc.returncode == expect_rc, f"SDK script exited {proc.returncode}:\n{output}"
-    bad = [line for line in bad_lines(output) if not (allow_traceback and line.startswith("Traceback"))]
+    bad = bad_lines(output, tracebacks=not allow_traceback)
     assert not bad, "SDK reported protocol problems:\n" + "\n".join(bad) + f"\n--- full output ---\n{output}"
     return output
 
