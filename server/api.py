@@ -19,7 +19,7 @@ from types import SimpleNamespace
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
-from server import errors, registry
+from server import errors, jsonutil, registry
 from server.auth import ANONYMOUS, API_VERSION, Identity
 from server.registry import CallContext, Request
 from server.state import ServerState
@@ -40,7 +40,7 @@ def envelope(name: str, version: str, data: dict | None, code: int = 200, subcod
         },
         "data": data if data is not None else {},
     }
-    return Response(json.dumps(body, separators=(",", ":"), default=str), status_code=code,
+    return Response(jsonutil.dumps_bytes(body), status_code=code,
                     media_type="application/json")
 
 
@@ -79,9 +79,9 @@ async def _read_body(request: HttpRequest) -> dict:
         try:
             if "json-lines" in ctype or "jsonlines" in ctype or "ndjson" in ctype:
                 text = raw.decode("utf-8")
-                body = {"__lines__": [json.loads(line) for line in text.split("\n") if line.strip()]}
+                body = {"__lines__": [jsonutil.loads(line) for line in text.split("\n") if line.strip()]}
             else:
-                body = json.loads(raw)
+                body = jsonutil.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise errors.APIError(400, 12, f"Malformed JSON body: {exc}") from None
     if isinstance(body, list):

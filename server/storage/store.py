@@ -13,6 +13,7 @@ from typing import Any, Iterator, Sequence
 from sqlalchemy import Table, bindparam, create_engine, delete, event, insert, inspect, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from server import jsonutil
 from server.storage import tables as t
 from shipyard import clock
 
@@ -61,7 +62,8 @@ def sqlite_url(data_dir: Path) -> str:
 def _make_engine(url: str, synchronous: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                               pool_size=8, max_overflow=32)
+                               pool_size=8, max_overflow=32, json_serializer=jsonutil.dumps,
+                               json_deserializer=jsonutil.loads)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -81,7 +83,8 @@ def _make_engine(url: str, synchronous: str) -> Engine:
         _disable_pysqlite_autobegin(engine)
         return engine
     url = url.replace("postgresql://", "postgresql+psycopg://", 1) if url.startswith("postgresql://") else url
-    return create_engine(url, pool_size=16, max_overflow=32, pool_pre_ping=True)
+    return create_engine(url, pool_size=16, max_overflow=32, pool_pre_ping=True,
+                         json_serializer=jsonutil.dumps, json_deserializer=jsonutil.loads)
 
 
 def _disable_pysqlite_autobegin(engine: Engine) -> None:
