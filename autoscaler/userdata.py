@@ -27,7 +27,7 @@ mkdir -p /etc/shipyard
 cat > /etc/shipyard/agent.env <<'SHIPYARD_ENV'
 {env_lines}
 SHIPYARD_ENV
-if ! command -v python3 >/dev/null || ! python3 -m venv --help >/dev/null 2>&1; then
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
   if command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv git >/dev/null
   else
