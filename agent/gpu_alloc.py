@@ -36,7 +36,9 @@ So a queue with tasks that is passed over for GPU reasons - *blocked* (it needs 
 are free) or *held out* (below) - counts the GPU tasks started meanwhile; after `patience` of
 them it is *starved* and joins a FIFO. While a starved queue heads the FIFO, no other queue
 that takes GPUs starts (those that fit are *held out*); `name=0` queues keep their turn, as
-they cannot delay it. Freed GPUs accumulate until the head fits and starts. Tested bounds,
+they cannot delay it. Freed GPUs accumulate until the head fits; then it is offered first and
+the held-out queues after it, so a head whose queue turned out empty blocks nobody (a claim
+from a later queue tells the picker so, and it drops the head). Tested bounds,
 for K queues: a queue with tasks is passed over by at most `patience + K - 1` GPU tasks while
 it is blocked (both modes); with round-robin, a GPU queue starts within `patience + 2(K-1)`
 GPU task starts and a `name=0` queue within K starts. Strict priority lets a higher queue
@@ -328,7 +330,7 @@ class Pick:
     order: tuple[QueueSpec, ...]        # claim from these, first first; each fits the free GPUs now
     blocked: frozenset[str]             # queues with tasks that did not fit
     holding_for: QueueSpec | None       # a starved queue the free GPUs are being kept for
-    held_out: frozenset[str] = frozenset()   # GPU queues that fit but wait for `holding_for`
+    held_out: frozenset[str] = frozenset()   # GPU queues that fit but come after `holding_for`
 
 
 class QueuePicker:
@@ -363,15 +365,21 @@ class QueuePicker:
         head = self._spec(self._starved[0]) if self._starved else None
         if head is None:
             return Pick(tuple(fitting), blocked, None)
-        # CPU-only queues keep their turn (they cannot delay the head); GPU queues wait.
+        # CPU-only queues keep their turn (they cannot delay the head). Other GPU queues wait;
+        # once the head fits they follow it, so a head with no task to start blocks nobody.
         order = tuple(s for s in fitting if s == head or not s.uses_gpus)
-        held_out = frozenset(s.name for s in fitting if s.uses_gpus and s != head)
-        return Pick(order, blocked, head, held_out)
+        held_out = tuple(s for s in fitting if s.uses_gpus and s != head)
+        if head.min_gpus <= free:
+            order += held_out
+        return Pick(order, blocked, head, frozenset(s.name for s in held_out))
 
     def served(self, queue: str, pick: Pick) -> None:
         """A task from `queue` started (claimed after `pick`)."""
         spec = self._spec(queue)
         self._forget(queue)
+        head = pick.holding_for
+        if head is not None and head in pick.order and spec.uses_gpus and head != spec:
+            self._forget(head.name)     # claims go in order: the head was tried first and had no task
         if self.round_robin:
             self._rotation.remove(spec)
             self._rotation.append(spec)

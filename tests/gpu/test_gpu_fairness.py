@@ -73,7 +73,7 @@ def test_hold_lets_cpu_queues_run_and_ends_when_the_queue_empties() -> None:
     pick = picker.pick(2, waiting.__contains__)
     assert pick.holding_for == QUAD and names(pick.order) == ["cpu"] and pick.held_out == {"single"}
     picker.served("cpu", pick)                    # a CPU task does not delay quad
-    assert picker.pick(4, waiting.__contains__).order == (QUAD, CPU)
+    assert picker.pick(4, waiting.__contains__).order == (QUAD, CPU, SINGLE)   # once quad fits, it goes first
     waiting.discard("quad")                       # someone else took quad's task: stop holding
     pick = picker.pick(2, waiting.__contains__)
     assert pick.holding_for is None and names(pick.order) == ["single", "cpu"] and picker.starved() == ()
@@ -104,3 +104,17 @@ def test_picker_rejects_what_could_never_run() -> None:
         QueuePicker([QUAD], 2)
     with pytest.raises(ValueError, match="patience"):
         QueuePicker([SINGLE], 2, patience=0)
+
+
+def test_a_head_with_no_task_blocks_nobody_without_peeks() -> None:
+    """Without peeks (has_tasks=None) an empty big queue still becomes the head; once it fits,
+    the queues after it are offered too, and a claim from one of them drops the head."""
+    picker = QueuePicker([SINGLE, QUAD], 4, patience=2)
+    for free in (3, 2):
+        picker.served("single", picker.pick(free))
+    assert picker.starved() == ("quad",)
+    assert picker.pick(3).order == ()                         # hold: GPUs accumulate for quad
+    pick = picker.pick(4)
+    assert pick.order == (QUAD, SINGLE)
+    picker.served("single", pick)                             # quad had nothing: single got the GPU
+    assert picker.starved() == () and picker.pick(3).order == (SINGLE,)
