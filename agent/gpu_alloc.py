@@ -216,8 +216,13 @@ class GpuPlan:
     managed: bool
 
     @property
-    def gpu_indices(self) -> tuple[int, ...]:   # the physical GPUs to report stats for
+    def gpu_indices(self) -> tuple[int, ...]:   # the physical GPUs of the pool
         return tuple(sorted({d.index for d in self.pool}))
+
+    @property
+    def stats_indices(self) -> tuple[int, ...] | None:
+        """For `inventory.stats()`: the pool's GPUs; None (every GPU) when GPUs are unmanaged."""
+        return self.gpu_indices if self.managed else None
 
     def allocator(self) -> GpuAllocator:
         return GpuAllocator(self.pool)

@@ -110,12 +110,13 @@ def test_plan_dynamic_slots() -> None:
     plan = plan_gpus("0-3", cpu_only=False, queues=["quad=4", "dual=2", "single=1"], devices=EIGHT)
     assert plan.managed and [d.label for d in plan.pool] == ["0", "1", "2", "3"]
     assert plan.queues == (QueueSpec("quad", 4, 4), QueueSpec("dual", 2, 2), QueueSpec("single", 1, 1))
-    assert plan.gpu_indices == (0, 1, 2, 3)
+    assert plan.gpu_indices == plan.stats_indices == (0, 1, 2, 3)
 
 
 def test_plan_cpu_only() -> None:
     plan = plan_gpus(None, cpu_only=True, queues=["cpu"], devices=EIGHT)
     assert plan.managed and plan.pool == () and plan.queues == (QueueSpec("cpu", 0, 0),)
+    assert plan.stats_indices == ()
     allocation = plan.allocator().try_acquire(plan.queues[0])
     assert allocation is not None
     assert plan.env_for(allocation) == {"CUDA_VISIBLE_DEVICES": "", "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
@@ -126,7 +127,7 @@ def test_plan_cpu_only() -> None:
 
 def test_plan_without_gpu_flags_leaves_gpus_alone() -> None:
     plan = plan_gpus(None, cpu_only=False, queues=["default", "other"], devices=EIGHT)
-    assert not plan.managed and plan.pool == ()
+    assert not plan.managed and plan.pool == () and plan.stats_indices is None   # report every GPU
     allocation = plan.allocator().try_acquire(plan.queues[0])
     assert allocation is not None and plan.env_for(allocation) == {}
     with pytest.raises(GpuSpecError, match=r"queue GPU counts \(dual=2\) need --gpus"):
