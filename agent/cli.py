@@ -45,13 +45,16 @@ def _echo(line: str) -> None:
 @click.option("--max-tasks", type=int, help="Exit after running this many tasks.")
 @click.option("--services-mode", "services", type=int, default=None,
               help="Run up to N long-lived tasks at once (each in its own slot).")
+@click.option("--gpus", default=None, help="GPUs this daemon manages: 0,1 / 0-3 / all. With queue specs "
+              "like quad=4 dual=2 single=1 any=1-4 it runs several tasks at once on disjoint GPUs.")
+@click.option("--cpu-only", is_flag=True, help="Hide every GPU from tasks.")
 @click.option("--verbose", is_flag=True)
 @click.pass_context
 def daemon_cmd(ctx, queues, more_queues, order_fairness, foreground, create_queue, max_tasks, services,
-               verbose) -> None:
+               gpus, cpu_only, verbose) -> None:
     """Pull tasks from queues and run them, one at a time."""
     from agent.daemon import Daemon
-    from agent.slots import ServiceSlots
+    from agent.slots import slot_setup
 
     _logging(verbose)
     settings = _settings(ctx)
@@ -59,9 +62,11 @@ def daemon_cmd(ctx, queues, more_queues, order_fairness, foreground, create_queu
     shutdown = Shutdown().install()
     shutdown.on_signal(lambda count: None)
     with _api(settings) as api:
-        Daemon(api, settings, names, shutdown=shutdown, order_fairness=order_fairness,
-               create_queue=create_queue, echo=_echo, max_tasks=max_tasks,
-               slots=ServiceSlots(services or 1)).work()
+        setup = slot_setup(api, names, gpus=gpus, cpu_only=cpu_only, services=services,
+                           order_fairness=order_fairness)
+        Daemon(api, settings, setup.queue_names, shutdown=shutdown, order_fairness=order_fairness,
+               create_queue=create_queue, echo=_echo, max_tasks=max_tasks, make_slots=setup.make_pool,
+               stats_extra=setup.gpu_stats, exact_order=setup.exact_order).work()
 
 
 @click.command("execute")

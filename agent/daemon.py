@@ -34,7 +34,8 @@ class Daemon:
     def __init__(self, api: ApiClient, settings: Settings, queues: list[str], *, shutdown: Shutdown,
                  order_fairness: bool = False, create_queue: bool = False,
                  echo: Callable[[str], None] | None = None, max_tasks: int | None = None,
-                 slots: SlotPool | None = None, stats_extra: Callable[[], dict] | None = None):
+                 slots: SlotPool | None = None, stats_extra: Callable[[], dict] | None = None,
+                 make_slots: Callable[[list[Queue]], SlotPool] | None = None, exact_order: bool = False):
         self.api = api
         self.settings = settings
         self.queue_names = queues
@@ -44,6 +45,8 @@ class Daemon:
         self.echo = echo or (lambda _line: None)
         self.max_tasks = max_tasks
         self.slots = slots or ServiceSlots(1)
+        self.make_slots = make_slots      # pools that need the resolved queues (GPU slots)
+        self.exact_order = exact_order
         self.stats_extra = stats_extra
         self.worker = settings.agent.worker_id
         self.env_cache = EnvCache(settings.agent.venv_cache_dir)
@@ -55,6 +58,8 @@ class Daemon:
 
     def work(self) -> int:
         queues = resolve_queues(self.api, self.queue_names, create=self.create_queue)
+        if self.make_slots is not None:
+            self.slots = self.make_slots(queues)
         reporter = StatusReporter(self.api, self.worker, [q.id for q in queues],
                                   interval_s=self.settings.agent.status_report_s,
                                   sampler=StatsSampler(gpu_stats=self.stats_extra))
@@ -64,6 +69,7 @@ class Daemon:
                             poll_interval_s=self.settings.agent.poll_interval_s,
                             long_poll_s=self.settings.agent.long_poll_s, stop=self.shutdown.event,
                             lease_s=self.settings.agent.lease_s, worker=self.worker)
+        source.exact_order = self.exact_order
         if source.lease_s:
             self._reconcile()
         self.echo(f"worker {self.worker} listening on {', '.join(q.name for q in queues)} "

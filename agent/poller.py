@@ -69,17 +69,20 @@ class TaskSource:
         self.long_poll = "long_poll" in extensions
         self.lease_s = lease_s if "leases" in extensions else None
         self.worker = worker
+        self.exact_order = False
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="claim")
         self._pending: Future | None = None
 
     def _ordered(self, only: list[Queue] | None = None) -> list[Queue]:
         if only is None:
             return list(self.queues)
+        if self.exact_order:  # the slot pool decided the order (GPU picker): keep it
+            return list(only)
         wanted = {q.id for q in only}
         return [q for q in self.queues if q.id in wanted]
 
     def _picked(self, queue: Queue) -> None:
-        if self.order_fairness:  # round-robin: the queue just served goes to the back
+        if self.order_fairness and not self.exact_order:  # round-robin: the queue just served goes to the back
             self.queues.remove(queue)
             self.queues.append(queue)
 
