@@ -6,6 +6,7 @@ Their pins must not touch the project's environment, so each lives in a venv of 
 
     <peers dir>/sdk-clearml-2.1.12-py3.11/          python with clearml==2.1.12
     <peers dir>/agent-clearml-agent-3.0.3-py3.11/   bin/clearml-agent 3.0.3
+    <peers dir>/wheels-clearml-2.1.12-py3.11/       wheels the agent installs into task venvs
     <peers dir>/*.lock                              fcntl locks (parallel pytest workers)
     <peers dir>/<venv>/.shipyard-peer-complete      marker written last (records the pins);
                                                     missing or different pins => rebuilt
@@ -13,7 +14,10 @@ Their pins must not touch the project's environment, so each lives in a venv of 
 
 CI pre-creates them (and can cache the directory) with:
 
-    python -m tests.peers            # both; `python -m tests.peers sdk` for one; `--print` paths
+    python -m tests.peers            # all; `python -m tests.peers sdk` for one; `--print` paths
+
+After that the compat tests need no network: the agent test installs the task's packages from
+the wheelhouse (PIP_NO_INDEX) and keeps the agent's venv cache under <peers dir>/agent-cache.
 """
 from __future__ import annotations
 
@@ -36,7 +40,8 @@ MARKER = ".shipyard-peer-complete"
 class Peer:
     key: str
     requirements: tuple[str, ...]
-    executable: str  # what tests run, relative to the venv's bin dir
+    executable: str  # what tests run, relative to the venv's bin dir ("" for a wheelhouse)
+    wheelhouse: bool = False  # not a venv: wheels of `requirements` (and their dependencies)
 
     @property
     def dirname(self) -> str:
@@ -48,6 +53,10 @@ PEERS = {
     "sdk": Peer("sdk", ("clearml==2.1.12",), "python"),
     # clearml-agent 3.0.3 imports pkg_resources, which newer setuptools drop.
     "agent": Peer("agent", ("clearml-agent==3.0.3", "setuptools<81"), "clearml-agent"),
+    # What clearml-agent pip-installs into a task's venv (the SDK, and the pip version its default
+    # agent.package_manager.pip_version asks for on Python 3.10/3.11): with these wheels the
+    # agent test runs with PIP_NO_INDEX, without PyPI.
+    "wheels": Peer("wheels", ("clearml==2.1.12", "pip<22.3"), "", wheelhouse=True),
 }
 
 
@@ -92,7 +101,11 @@ def _run(cmd: list[str], log) -> None:
 def _build(peer: Peer, venv: Path, log) -> None:
     if venv.exists():
         shutil.rmtree(venv)
-    if _have_uv():
+    if peer.wheelhouse:
+        venv.mkdir(parents=True)
+        _run([str(ensure("agent", log).with_name("python")), "-m", "pip", "download", "--disable-pip-version-check",
+              "--dest", str(venv), *peer.requirements], log)
+    elif _have_uv():
         # --seed puts pip into the venv: clearml-agent and the SDK shell out to `python -m pip`.
         _run([sys.executable, "-m", "uv", "venv", "--seed", "--python", sys.executable, str(venv)], log)
         _run([sys.executable, "-m", "uv", "pip", "install", "--python", str(_bin(venv, "python")),
@@ -101,9 +114,8 @@ def _build(peer: Peer, venv: Path, log) -> None:
         _run([sys.executable, "-m", "venv", str(venv)], log)
         _run([str(_bin(venv, "python")), "-m", "pip", "install", "--disable-pip-version-check",
               *peer.requirements], log)
-    exe = _bin(venv, peer.executable)
-    if not exe.exists():
-        raise RuntimeError(f"{peer.key} venv has no {exe}")
+    if not _ready(peer, venv):
+        raise RuntimeError(f"{peer.key}: nothing usable in {venv}")
     (venv / MARKER).write_text(json.dumps({"requirements": list(peer.requirements),
                                            "python": sys.version, "created": time.time()}))
 
@@ -113,19 +125,30 @@ def _complete(peer: Peer, venv: Path) -> bool:
         marker = json.loads((venv / MARKER).read_text())
     except (OSError, ValueError):
         return False
-    return marker.get("requirements") == list(peer.requirements) and _bin(venv, peer.executable).exists()
+    return marker.get("requirements") == list(peer.requirements) and _ready(peer, venv)
+
+
+def _ready(peer: Peer, venv: Path) -> bool:
+    if peer.wheelhouse:
+        return any(venv.glob("*.whl"))
+    return _bin(venv, peer.executable).exists()
+
+
+def _target(peer: Peer, venv: Path) -> Path:
+    return venv if peer.wheelhouse else _bin(venv, peer.executable)
 
 
 def ensure(key: str, log=lambda msg: print(msg, file=sys.stderr, flush=True)) -> Path:
-    """Create the peer's venv unless it is already complete; returns its executable."""
+    """Create the peer unless it is already complete; returns its executable (the directory
+    of a wheelhouse)."""
     peer = PEERS[key]
     venv = venv_path(key)
-    exe = _bin(venv, peer.executable)
+    exe = _target(peer, venv)
     if _complete(peer, venv):
         return exe
     with _locked(peers_dir() / f"{peer.dirname}.lock"):
         if not _complete(peer, venv):  # another process may have built it meanwhile
-            log(f"creating {key} peer venv at {venv} ({', '.join(peer.requirements)})")
+            log(f"creating {key} peer at {venv} ({', '.join(peer.requirements)})")
             _build(peer, venv, log)
     return exe
 
@@ -140,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown peer(s): {', '.join(unknown)} (choose from {', '.join(PEERS)})")
     for key in args.peers or list(PEERS):
         if args.print:
-            print(f"{key}: {_bin(venv_path(key), PEERS[key].executable)}")
+            print(f"{key}: {_target(PEERS[key], venv_path(key))}")
             continue
         started = time.monotonic()
         exe = ensure(key)

@@ -36,6 +36,12 @@ def agent_bin() -> Path:
     return _peer("agent")
 
 
+@pytest.fixture(scope="session")
+def agent_wheels() -> Path:
+    """A directory of wheels: what clearml-agent installs into a task's venv (clearml, pip)."""
+    return _peer("wheels")
+
+
 # The SDK forks its background reporter (os.fork) at the end of Task.init while its repository
 # detection thread may be inside subprocess.Popen(git ...); the forked child then inherits the
 # Popen error pipe and the detection thread blocks until the 300 s analysis timeout (an upstream

@@ -6,9 +6,9 @@ local git repo, builds a venv with pip, writes back requirements and the resolve
 the script (which uses the clearml SDK in remote mode), forwards the console to the task log and
 marks the task completed / failed, or kills it when the task is aborted (`tasks.stop`).
 
-One server and one daemon serve the whole module (venv mode, one task at a time). PyPI must be
-reachable the first time (the task venv gets `clearml==2.1.12`); pip downloads and the agent's
-venv cache live under `$SHIPYARD_PEERS_DIR/agent-cache`, so later runs reuse them.
+One server and one daemon serve the whole module (venv mode, one task at a time). No network:
+the task venv gets `clearml==2.1.12` from the wheelhouse `python -m tests.peers` downloads
+(PIP_NO_INDEX), and the agent's venv cache lives under `$SHIPYARD_PEERS_DIR/agent-cache`.
 """
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def agent_config(server, home: Path, cache: Path) -> str:
 class AgentRun:
     """A Shipyard server, a git repo with the task scripts, and a clearml-agent daemon on 'default'."""
 
-    def __init__(self, root: Path, agent_bin: Path):
+    def __init__(self, root: Path, agent_bin: Path, wheels: Path):
         self.root = root
         self.server = start_server(root / "srv")
         self.api = self.server.api()
@@ -114,7 +114,9 @@ class AgentRun:
         cache = peers.peers_dir() / "agent-cache"
         cache.mkdir(parents=True, exist_ok=True)
         config = agent_config(self.server, home, cache)
+        # pip (run by the agent in the task's venv) installs from the pre-downloaded wheels only
         self.env = clean_env(home, {**self.server.env(), "PIP_CACHE_DIR": str(cache / "pip-cache"),
+                                    "PIP_FIND_LINKS": str(wheels), "PIP_NO_INDEX": "1",
                                     "PIP_DISABLE_PIP_VERSION_CHECK": "1"}, config_text=config)
         self.log_path = root / "agent.log"
         with open(self.log_path, "w") as log:
@@ -185,8 +187,8 @@ class AgentRun:
 
 
 @pytest.fixture(scope="module")
-def agent(agent_bin, tmp_path_factory):
-    run = AgentRun(tmp_path_factory.mktemp("agent"), agent_bin)
+def agent(agent_bin, agent_wheels, tmp_path_factory):
+    run = AgentRun(tmp_path_factory.mktemp("agent"), agent_bin, agent_wheels)
     yield run
     run.stop()
 
