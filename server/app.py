@@ -15,6 +15,7 @@ from server.api import build_api_app
 from server.auth import ANONYMOUS, KeyStore, TokenSigner, load_token_secret
 from server.config import ServerConfig
 from server.files import build_files_app
+from server.metrics import with_metrics
 from server.registry import CallContext
 from server.services import leases, load_all
 from server.services.queues import ensure_default_queue
@@ -70,7 +71,7 @@ class _Listener(uvicorn.Server):
 
 
 def _listeners(state: ServerState, config: ServerConfig) -> list[_Listener]:
-    apps = ((build_api_app(state), config.api_port), (build_files_app(state), config.files_port),
+    apps = ((with_metrics(build_api_app(state), state), config.api_port), (build_files_app(state), config.files_port),
             (build_web_app(state), config.web_port))
     return [_Listener(uvicorn.Config(app, host=config.host, port=port, log_level="warning",
                                      lifespan="off", access_log=False, timeout_keep_alive=75,
