@@ -8,7 +8,10 @@ from pathlib import Path
 import click
 
 from agent.api import ApiClient
+from agent import metrics
 from agent.config import Settings, load_settings
+from agent.detach import daemon_control
+from shipyard.cli import console_logger
 from shipyard.errors import ConfigError
 from shipyard.signals import Shutdown
 
@@ -29,13 +32,21 @@ def _api(settings: Settings) -> ApiClient:
 def _logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.DEBUG if verbose else logging.INFO)  # also under --log-format json
 
 
 def _echo(line: str) -> None:
-    click.echo(line)
+    metrics.console(line)
+    json_log = console_logger()
+    if json_log is not None:
+        json_log.info(line)
+    else:
+        click.echo(line)
 
 
 @click.command("daemon")
+@daemon_control(_settings)
+@metrics.metrics_option(_settings)
 @click.option("--queue", "queues", multiple=True, help="Queue name or id, in priority order (repeatable; "
               "several names after one --queue also work).")
 @click.argument("more_queues", nargs=-1)
