@@ -1,0 +1,101 @@
+"""The systemd units: `systemd-analyze verify` accepts them, and they say what docs/operations.md says.
+
+verify refuses a unit whose ExecStart binary is missing, and the units name the install path
+/opt/shipyard/bin/shipyard; the copies verified here point at this checkout's `shipyard` instead.
+verify only warns (exit 0) on unknown keys and unparsable values, so its stderr must be empty too.
+"""
+from __future__ import annotations
+
+import configparser
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+UNITS = ROOT / "systemd"
+INSTALLED_BINARY = "/opt/shipyard/bin/shipyard"
+SERVICES = ["shipyard-server.service", "shipyard-agent@.service", "shipyard-autoscaler.service",
+            "shipyard-scheduler.service"]
+# Each of these makes systemd install a device allow-list, which hides /dev/nvidia* from the agent.
+DEVICE_LISTS = ("PrivateDevices", "DeviceAllow", "DevicePolicy", "ProtectClock", "ProtectKernelLogs")
+
+
+def _unit(name: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None, delimiters=("=",))
+    parser.optionxform = str  # keys are case-sensitive in systemd
+    parser.read(UNITS / name)
+    return parser
+
+
+@pytest.fixture(scope="module")
+def verified_copies(tmp_path_factory) -> Path:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed (scripts/test.sh installs Debian's systemd)")
+    binary = shutil.which("shipyard") or str(Path(sys.executable).parent / "shipyard")
+    assert Path(binary).is_file(), "the shipyard console script is not installed (pip install -e .)"
+    folder = tmp_path_factory.mktemp("units")
+    for name in SERVICES:
+        (folder / name).write_text((UNITS / name).read_text().replace(INSTALLED_BINARY, binary))
+    return folder
+
+
+def _verify(folder: Path, *names: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["systemd-analyze", "verify", "--man=no", *[f"./{n}" for n in names]], cwd=folder,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_every_unit_verifies_cleanly(verified_copies):
+    result = _verify(verified_copies, *SERVICES, "shipyard-agent@gpu0.service")
+    assert result.returncode == 0, result.stderr
+    ours = [line for line in result.stderr.splitlines() if "shipyard" in line]
+    assert ours == [], "\n".join(ours)
+
+
+def test_verify_catches_a_broken_unit(verified_copies):
+    # Given a copy of the server unit with a typo in a key
+    broken = verified_copies / "shipyard-broken.service"
+    broken.write_text((verified_copies / "shipyard-server.service").read_text().replace("KillMode=", "KillMod="))
+    # When verified, Then the warning names the unit (so the check above has teeth)
+    assert "Unknown key 'KillMod'" in _verify(verified_copies, broken.name).stderr
+
+
+def test_units_share_the_install_layout():
+    for name in SERVICES:
+        service = _unit(name)["Service"]
+        assert service["ExecStart"].startswith(INSTALLED_BINARY + " "), name
+        assert service["User"] == "shipyard" and service["Group"] == "shipyard", name
+        assert service["Restart"] == "on-failure", name
+        assert service["NoNewPrivileges"] == "yes", name
+        assert service["StateDirectory"].startswith("shipyard/"), name
+
+
+def test_agent_drains_then_aborts():
+    service = _unit("shipyard-agent@.service")["Service"]
+    # The first SIGTERM (ExecStop) drains and waits; when TimeoutStopSec runs out, KillSignal is the
+    # second SIGTERM, to the daemon alone (mixed), which aborts the running task; SIGKILL comes last.
+    assert 'kill -TERM "$MAINPID"' in service["ExecStop"] and "kill -0" in service["ExecStop"]
+    assert service["KillSignal"] == "SIGTERM"
+    assert service["KillMode"] == "mixed"
+    assert service["TimeoutStopSec"]
+    assert set(service["RestartPreventExitStatus"].split()) == {"2", "4"}  # config, credentials
+
+
+def test_agent_reads_its_instance_and_keeps_gpus_and_docker_usable():
+    service = _unit("shipyard-agent@.service")["Service"]
+    assert service["EnvironmentFile"] == "/etc/shipyard/agent-%i.env"
+    assert "$SHIPYARD_DAEMON_ARGS" in service["ExecStart"]
+    assert not [key for key in DEVICE_LISTS if key in service]
+    assert "PrivateTmp" not in service  # docker mode bind-mounts host paths the engine must see
+    assert "RestrictAddressFamilies" not in service and "SystemCallFilter" not in service
+    example = (UNITS / "agent.env.example").read_text()
+    assert "SHIPYARD_QUEUES=" in example and "SHIPYARD_DAEMON_ARGS=" in example
+
+
+def test_autoscaler_and_scheduler_commands():
+    assert " autoscaler --config /etc/shipyard/autoscaler.conf" in _unit("shipyard-autoscaler.service")[
+        "Service"]["ExecStart"]
+    assert " scheduler run --config /etc/shipyard/scheduler.conf" in _unit("shipyard-scheduler.service")[
+        "Service"]["ExecStart"]
