@@ -11,7 +11,7 @@ EXTENSIONS = {
     "long_poll": {"endpoint": "queues.get_next_task", "field": "wait_s", "max_s": 60},
     "json_lines": True,
     "leases": {"request_field": "lease_s", "renew": "tasks.renew_lease", "release": "tasks.release",
-               "reconcile": "workers.reconcile", "fence_field": "attempt"},
+               "reconcile": "workers.reconcile", "fence_field": "attempt", "record_exit": "tasks.record_exit"},
 }
 
 

@@ -79,8 +79,21 @@ def requeue_or_fail(ctx: CallContext, conn, doc: dict, reason: str) -> str:
     return "requeued"
 
 
+def finish_from_exit(ctx: CallContext, conn, doc: dict, worker: str) -> str:
+    """The task's process had already exited when its agent was lost: end the task as that
+    exit says instead of running it again."""
+    code = int(doc["_exit"]["code"])
+    new = status.COMPLETED if code == 0 else status.FAILED
+    reason = ("worker execution done" if code == 0 else f"user_error: the task process exited with code {code}")
+    taskdoc.change_status(ctx, conn, doc, new, force=True,
+                          reason=f"{reason} (agent {worker} was lost before it reported; the end of the "
+                                 "console log may be missing)", extra={"completed": clock.iso()})
+    return new
+
+
 def reap_expired(ctx: CallContext) -> list[tuple[str, str]]:
-    """One pass of the reaper: every task whose lease expired is re-queued or failed."""
+    """One pass of the reaper: every task whose lease expired is re-queued or failed - or,
+    when its process had already exited (tasks.record_exit), ended as it ended."""
     done = []
     with ctx.store.tx() as conn:
         for (task_id,) in conn.execute(_EXPIRED, {"now": clock.now()}).all():
@@ -88,9 +101,26 @@ def reap_expired(ctx: CallContext) -> list[tuple[str, str]]:
             lease = (doc or {}).get("_lease")
             if not lease:
                 continue
+            if (doc.get("_exit") or {}).get("attempt") == doc.get("_attempt"):
+                done.append((task_id, finish_from_exit(ctx, conn, doc, lease["worker"])))
+                continue
             what = requeue_or_fail(ctx, conn, doc, f"lease of worker {lease['worker']} expired")
             done.append((task_id, what))
     return done
+
+
+@endpoint("tasks.record_exit")
+def record_exit(ctx: CallContext, req: Request) -> dict:
+    """The holder saw the task's process exit: noted at once, before logs are flushed and the
+    status reported, so an agent lost in between does not make the task run a second time."""
+    task_id, attempt = req.id("task", "task"), req.int("attempt", required=True)
+    code = req.int("exit_code", required=True)
+    with ctx.store.tx() as conn:
+        doc = taskdoc.load(ctx, conn, task_id)
+        check_fence(doc, attempt)
+        doc["_exit"] = {"attempt": attempt, "code": code, "at": clock.iso()}
+        ctx.store.save(conn, t.tasks, doc)
+    return {"recorded": True}
 
 
 @endpoint("tasks.renew_lease")

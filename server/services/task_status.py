@@ -175,7 +175,7 @@ def stop(ctx: CallContext, req: Request) -> dict:
 
 
 _RESET_CLEARED = ("started", "completed", "published", "last_worker", "last_worker_report", "enqueue_status",
-                  "_lease", "_attempt", "shipyard_attempts", "_log_hwm")
+                  "_lease", "_attempt", "shipyard_attempts", "_log_hwm", "_exit")
 
 
 @endpoint("tasks.reset")

@@ -127,3 +127,17 @@ def test_resent_log_batches_are_stored_once(api):
     api.events(batch[1:] + [{"type": "log", "task": task, "msg": "line 3", "timestamp": 1003, "attempt": 1}])
     events = api.call("events.get_task_events", {"task": task, "event_type": "log", "order": "asc"})["events"]
     assert [e["msg"] for e in events] == ["line 0", "line 1", "line 2", "line 3"]
+
+
+def test_exit_recorded_before_the_agent_is_lost_ends_the_task(api):
+    queue, (ok, bad) = _queued(api, "exits", 2)
+    for task, code in ((ok, 0), (bad, 3)):
+        got = _claim(api, queue, lease_s=0.5)
+        assert got["entry"]["task"] == task
+        api.call("tasks.started", {"task": task, "attempt": 1, "force": True})
+        api.call("tasks.record_exit", {"task": task, "attempt": 1, "exit_code": code})
+    done = _wait(api, ok, lambda d: d["status"] != "in_progress")
+    assert done["status"] == "completed" and "was lost before it reported" in done["status_reason"]
+    failed = _wait(api, bad, lambda d: d["status"] != "in_progress")
+    assert failed["status"] == "failed" and "exited with code 3" in failed["status_reason"]
+    assert len(done["shipyard_attempts"]) == 1   # not run a second time
