@@ -85,7 +85,7 @@ def _locked(path: Path):
 
 def _have_uv() -> bool:
     try:
-        return subprocess.run([sys.executable, "-m", "uv", "--version"], capture_output=True,
+        return subprocess.run([sys.executable, "-m", "uv", "--version"], check=False, capture_output=True,
                               timeout=60).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -93,7 +93,7 @@ def _have_uv() -> bool:
 
 def _run(cmd: list[str], log) -> None:
     log(f"$ {' '.join(cmd)}")
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-4000:]}")
 

@@ -13,7 +13,7 @@ from tests import peers
 
 # Lines in a peer's output that reveal a protocol problem with the server.
 BAD_OUTPUT = re.compile(r"Action failed|Failed parsing response|Traceback \(most recent call last\)"
-                        r"|Internal server error|Unable to find endpoint|could not find queue", re.I)
+                        r"|Internal server error|Unable to find endpoint|could not find queue", re.IGNORECASE)
 
 
 def _peer(key: str) -> Path:

@@ -85,7 +85,7 @@ OPS_PY = textwrap.dedent("""\
 def run_sdk(sdk_python: Path, script: Path, args: list[str], *, cwd: Path, env: dict,
             timeout: float = 180, expect_rc: int = 0, allow_traceback: bool = False) -> str:
     try:
-        proc = subprocess.run([str(sdk_python), str(script), *args], cwd=cwd, env=env, timeout=timeout,
+        proc = subprocess.run([str(sdk_python), str(script), *args], check=False, cwd=cwd, env=env, timeout=timeout,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     except subprocess.TimeoutExpired as exc:
         partial = exc.output.decode(errors="replace") if isinstance(exc.output, bytes) else exc.output
