@@ -18,10 +18,10 @@ def run_recording_task(runs_dir: Path, seconds: float, ticks: int = 0) -> str:
     return (
         "import os, sys, time\n"
         f"path = os.path.join({str(runs_dir)!r}, os.environ['CLEARML_TASK_ID'])\n"
-        "with open(path, 'a') as f: f.write(f'start {os.getpid()}\\n')\n"
+        "with open(path, 'a') as f: f.write(f'start {os.getpid()} {time.time()}\\n')\n"
         f"for i in range({ticks}):\n    print(f'tick {{i}}', flush=True)\n    time.sleep({seconds} / max(1, {ticks}))\n"
         f"time.sleep({seconds if not ticks else 0})\n"
-        "with open(path, 'a') as f: f.write('end\\n')\n"
+        "with open(path, 'a') as f: f.write(f'end {os.getpid()} {time.time()}\\n')\n"
     )
 
 
@@ -37,6 +37,22 @@ def runs(runs_dir: Path, task: str) -> tuple[int, int]:
     path = runs_dir / task
     lines = path.read_text().split() if path.exists() else []
     return lines.count("start"), lines.count("end")
+
+
+def run_spans(runs_dir: Path, task: str) -> list[tuple[float, float | None]]:
+    """(start, end or None) of each run of a task, by process id."""
+    path = runs_dir / task
+    spans: dict[str, list] = {}
+    for line in (path.read_text().splitlines() if path.exists() else []):
+        kind, pid, when = line.split()
+        spans.setdefault(pid, [None, None])[0 if kind == "start" else 1] = float(when)
+    return [(start, end) for start, end in spans.values()]
+
+
+def overlapping_runs(runs_dir: Path, task: str) -> bool:
+    """Did two runs of one task ever run at the same time (two owners at once)?"""
+    spans = sorted((s, e) for s, e in run_spans(runs_dir, task) if e is not None)  # killed runs have no end
+    return any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
 
 
 def faulty_agent(server, root: Path, queue: str, name: str, faults: str = "", **extra: str):
