@@ -12,6 +12,7 @@ apt_needs=(
   "/usr/lib/postgresql postgresql"
   "runuser util-linux"
   "chromium chromium"
+  "systemd-analyze systemd"
 )
 missing=()
 for pair in "${apt_needs[@]}"; do
@@ -33,6 +34,9 @@ python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 python3 -m tests.peers
 
 # --- Services started here (see the note at the top). --------------------------------------
+
+# The Docker engine (Debian's docker.io, installed if missing); tests that need it skip if it cannot start.
+bash scripts/start-dockerd.sh || echo "no Docker engine here; tests that need one will skip" >&2
 
 git config --global user.email >/dev/null 2>&1 || git config --global user.email "ci@shipyard.invalid"
 git config --global user.name >/dev/null 2>&1 || git config --global user.name "Shipyard CI"
