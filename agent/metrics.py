@@ -11,9 +11,10 @@
 
 The daemon tells what happens through its console lines (`echo`: "task T pulled from Q",
 "task T completed in 1.23s: ...", "shipyard: environment ready in 0.41s (cache hit)"); the
-`Console` tap reads those, so the run loop carries no metrics code. Log line counts come from
-the runner's `ShipStats` when it hands them to `record_log_shipping`; the spool gauge is read
-from the work dir at scrape time. The page is served by a stdlib HTTP server on a thread.
+`console()` tap reads those, so the run loop carries no metrics code. Log line counts come
+from a run's `ShipStats` handed to `active().record_log_shipping(stats)` when its shipper
+closes; until a runner does that the family is left out (not shown as zeros). The spool gauge
+is read from the work dir at scrape time. The page is served by a stdlib HTTP server on a thread.
 """
 from __future__ import annotations
 
@@ -64,6 +65,7 @@ class AgentMetrics:
         self.task_seconds = Histogram(BUCKETS)
         self.env_builds: dict[str, Histogram] = {"hit": Histogram(ENV_BUCKETS), "miss": Histogram(ENV_BUCKETS)}
         self.log_lines = {"shipped": 0, "spooled": 0, "rejected": 0}
+        self.log_lines_fed = False  # exported once a runner reports them, never as made-up zeros
 
     # -- recording ------------------------------------------------------------------------
     def task_started(self) -> None:
@@ -82,6 +84,7 @@ class AgentMetrics:
     def record_log_shipping(self, stats: Any) -> None:
         """Add one run's `agent.logship.ShipStats` (lines_shipped, lines_spooled, lines_rejected)."""
         with self._lock:
+            self.log_lines_fed = True
             for path in self.log_lines:
                 self.log_lines[path] += int(getattr(stats, f"lines_{path}", 0))
 
@@ -110,8 +113,9 @@ class AgentMetrics:
                              [({"cache": c}, sum(h.counts)) for c, h in self.env_builds.items()])
             lines += _histogram("shipyard_agent_env_build_duration_seconds", "Time to a ready environment.",
                                 {(("cache", c),): h for c, h in self.env_builds.items()})
-            lines += _family("shipyard_agent_log_lines_total", "counter", "Task console lines by path.",
-                             [({"path": p}, n) for p, n in self.log_lines.items()])
+            if self.log_lines_fed:
+                lines += _family("shipyard_agent_log_lines_total", "counter", "Task console lines by path.",
+                                 [({"path": p}, n) for p, n in self.log_lines.items()])
         lines += _family("shipyard_agent_log_spool_bytes", "gauge",
                          "Bytes of console lines waiting in spool files (the server was unreachable).",
                          [({}, self._spool_bytes())])

@@ -99,6 +99,7 @@ def test_agent_metrics_from_console_lines():
                  "task abc completed in 14.25s: worker execution done", "task def failed in 0.50s: exit 1",
                  "task ghi was held by this worker before it restarted: requeued"):
         metrics.observe_console(line)
+    assert "shipyard_agent_log_lines_total" not in parse(metrics.render())  # no made-up zeros
     metrics.record_log_shipping(ShipStats(lines_shipped=40, lines_spooled=7, lines_rejected=1))
     samples = parse(metrics.render())
     assert value(samples, "shipyard_agent_tasks_started_total") == 1
