@@ -143,7 +143,7 @@ def _histogram(name: str, help_text: str, series: dict[tuple, Histogram]) -> lis
     for labels, histogram in series.items():
         base = dict(labels)
         cumulative = 0
-        for bound, n in zip([*map(_number, histogram.bounds), "+Inf"], histogram.counts):
+        for bound, n in zip([*map(_number, histogram.bounds), "+Inf"], histogram.counts, strict=True):
             cumulative += n
             lines.append(f"{name}_bucket{_labels({**base, 'le': bound})} {cumulative}")
         lines += [f"{name}_sum{_labels(base)} {_number(histogram.sum)}", f"{name}_count{_labels(base)} {cumulative}"]

@@ -86,7 +86,7 @@ def _request_metrics(page: _Page, state: ServerState) -> None:
     for endpoint, row in list(metrics.buckets.items()):
         label = _endpoint_label(endpoint)
         merged = rows.setdefault(label, [0] * len(row))
-        rows[label] = [a + b for a, b in zip(merged, row)]
+        rows[label] = [a + b for a, b in zip(merged, row, strict=True)]
         sums[label] = sums.get(label, 0.0) + metrics.sums.get(endpoint, 0.0)
     page.histogram("shipyard_api_request_duration_seconds", "API call latency, from request to answer.",
                    {label: (rows[label], sums[label]) for label in sorted(rows)})
@@ -113,7 +113,7 @@ class _Page:
         self.lines += [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
         for endpoint, (row, total) in rows.items():
             cumulative = 0
-            for bound, n in zip([*map(_number, _BUCKETS), "+Inf"], row):
+            for bound, n in zip([*map(_number, _BUCKETS), "+Inf"], row, strict=True):
                 cumulative += n
                 self.lines.append(f"{name}_bucket{_labels({'endpoint': endpoint, 'le': bound})} {cumulative}")
             self.lines.append(f"{name}_sum{_labels({'endpoint': endpoint})} {_number(total)}")
