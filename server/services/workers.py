@@ -61,8 +61,8 @@ def status_report(ctx: CallContext, req: Request) -> dict:
     with ctx.store.tx() as conn:
         if req.str_list("queues") is not None:
             update["queues"] = _queue_refs(ctx, conn, req.str_list("queues") or [])
-        if req.str("queue"):
-            update["queue"] = req.str("queue")
+        if req.str("queue"):  # a QueueEntry {id, name, ...}, as the SDK's workers.Worker expects
+            update["queue"] = _queue_refs(ctx, conn, [req.str("queue")])[0]
         task = ctx.store.get(conn, t.tasks, task_id) if task_id else None
         update["task"] = {"id": task["id"], "name": task.get("name"), "running_time": 0} if task else None
         update["project"] = {"id": task.get("project")} if task and task.get("project") else None
@@ -81,7 +81,10 @@ def live_workers(ctx: CallContext, conn, last_seen: int | None = None) -> list[d
         age = now - clock.parse_iso(doc.get("last_activity_time") or doc.get("register_time"))
         limit = last_seen if last_seen else doc.get("timeout") or DEFAULT_TIMEOUT_S
         if age <= limit:
-            out.append({k: v for k, v in doc.items() if v is not None})
+            worker = {k: v for k, v in doc.items() if v is not None}
+            if isinstance(worker.get("queue"), str):  # stored as a bare id before it was an entry
+                worker["queue"] = {"id": worker["queue"], "name": worker["queue"], "num_tasks": 0}
+            out.append(worker)
     return sorted(out, key=lambda d: d["id"])
 
 @endpoint("workers.get_all")

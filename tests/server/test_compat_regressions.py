@@ -106,3 +106,16 @@ def test_publishing_a_task_publishes_its_last_output_model(api, how):
     api.call("tasks.add_or_update_model", {"task": other, "name": "m", "model": model, "type": "output"})
     api.call("tasks.publish", {"task": other, "force": True, "publish_model": False})
     assert api.call("models.get_by_id", {"model": model})["model"]["ready"] is False
+
+
+def test_worker_current_queue_is_a_queue_entry(api):
+    # HyperParameterOptimizer reports resources with workers.get_all; the SDK parses a worker's
+    # `queue` as a QueueEntry object ({id, name, ...}) and logs "Failed parsing response" for a
+    # bare id string.
+    queue = api.call("queues.create", {"name": "worker-entry-q"})["id"]
+    api.call("workers.register", {"worker": "entry-worker", "queues": [queue]})
+    api.call("workers.status_report", {"worker": "entry-worker", "queue": queue, "timestamp": 0})
+    worker = next(w for w in api.call("workers.get_all", {})["workers"] if w["id"] == "entry-worker")
+    assert worker["queue"]["id"] == queue and worker["queue"]["name"] == "worker-entry-q"
+    assert [q["id"] for q in worker["queues"]] == [queue]
+    api.call("workers.unregister", {"worker": "entry-worker"})
