@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -56,12 +57,31 @@ class GitCredential:
     password: str
 
 
+DEFAULT_DOCKER_ALLOWED_ARGS = (
+    "--env", "--label", "--shm-size", "--memory", "--memory-swap", "--cpus", "--cpu-shares",
+    "--cpuset-cpus", "--ulimit", "--pids-limit", "--tmpfs",
+)
+"""`docker run` options a task may ask for in its container arguments (docs/docker.md). An entry
+is an option (any value) or `option=value` (only that value, e.g. `--ipc=host`)."""
+
+
 @dataclass(frozen=True)
 class DockerSettings:
-    """Placeholder for docker mode; filled in when the docker sandbox lands."""
+    """Docker mode (`shipyard daemon --docker`): each task in its own container (docs/docker.md)."""
 
+    enabled: bool = False
     default_image: str | None = None
-    allowed_args: tuple[str, ...] = ()
+    default_args: tuple[str, ...] = ()
+    """Arguments that go with the default image (not with an image the task names)."""
+    extra_args: tuple[str, ...] = ()
+    """The operator's arguments for every container (trusted: not checked against allowed_args)."""
+    allowed_args: tuple[str, ...] = DEFAULT_DOCKER_ALLOWED_ARGS
+    user: str | None = None
+    network: str = "host"
+    force_pull: bool = False
+    init: bool = True
+    uv_binary: Path | None = None
+    ca_bundle: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -210,6 +230,22 @@ def _path(value: Any) -> Path:
     return Path(_text(value))
 
 
+def _optional_path(value: Any) -> Path | None:
+    text = _text(value)
+    return Path(text) if text else None
+
+
+def _args(value: Any) -> tuple[str, ...]:
+    """Command-line arguments: a list, or one string split like a shell would (`--shm-size 8g -e A=1`)."""
+    value = _decoded(value, list)
+    if isinstance(value, str):
+        try:
+            return tuple(shlex.split(value))
+        except ValueError as exc:
+            raise ValueError(f"cannot split {value!r} into arguments: {exc}") from None
+    return tuple(_text(item) for item in value)
+
+
 def _decoded(value: Any, kind: type) -> Any:
     """An env var or CLI string holding JSON (lists, objects) is decoded first."""
     if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
@@ -349,14 +385,34 @@ FIELDS: tuple[Field, ...] = (
     ),
     Field("agent.redact_patterns", _patterns, (), ("shipyard.redact_patterns",), ("SHIPYARD_REDACT_PATTERNS",)),
     Field("agent.extra_env", _text_map, MappingProxyType({}), ("shipyard.extra_env",), ("SHIPYARD_EXTRA_ENV",)),
+    Field("agent.docker.enabled", _bool, False, ("shipyard.docker.enabled",), ("SHIPYARD_DOCKER",)),
     Field(
         "agent.docker.default_image", _optional_text, None,
         ("shipyard.docker.default_image", "agent.default_docker.image"), ("SHIPYARD_DOCKER_DEFAULT_IMAGE",),
     ),
     Field(
-        "agent.docker.allowed_args", _text_list, (), ("shipyard.docker.allowed_args",),
+        "agent.docker.default_args", _args, (),
+        ("shipyard.docker.default_args", "agent.default_docker.arguments"), ("SHIPYARD_DOCKER_DEFAULT_ARGS",),
+    ),
+    Field(
+        "agent.docker.extra_args", _args, (), ("shipyard.docker.extra_args", "agent.extra_docker_arguments"),
+        ("SHIPYARD_DOCKER_EXTRA_ARGS", "CLEARML_AGENT_EXTRA_DOCKER_ARGS"),
+    ),
+    Field(
+        "agent.docker.allowed_args", _text_list, DEFAULT_DOCKER_ALLOWED_ARGS, ("shipyard.docker.allowed_args",),
         ("SHIPYARD_DOCKER_ALLOWED_ARGS",),
     ),
+    Field("agent.docker.user", _optional_text, None, ("shipyard.docker.user",), ("SHIPYARD_DOCKER_USER",)),
+    Field("agent.docker.network", _text, "host", ("shipyard.docker.network",), ("SHIPYARD_DOCKER_NETWORK",)),
+    Field(
+        "agent.docker.force_pull", _bool, False, ("shipyard.docker.force_pull", "agent.docker_force_pull"),
+        ("SHIPYARD_DOCKER_FORCE_PULL",),
+    ),
+    Field("agent.docker.init", _bool, True, ("shipyard.docker.init",), ("SHIPYARD_DOCKER_INIT",)),
+    Field("agent.docker.uv_binary", _optional_path, None, ("shipyard.docker.uv_binary",),
+          ("SHIPYARD_DOCKER_UV_BINARY",)),
+    Field("agent.docker.ca_bundle", _optional_path, None, ("shipyard.docker.ca_bundle",),
+          ("SHIPYARD_DOCKER_CA_BUNDLE", "SSL_CERT_FILE")),
 )
 _BY_KEY = {spec.key: spec for spec in FIELDS}
 
