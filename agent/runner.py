@@ -1,33 +1,112 @@
-"""Run one task end to end: fetch, rebuild, execute, ship logs, report the outcome.
+"""Run one task end to end: fetch, prepare, execute, ship logs, report the outcome.
 
-`TaskRun.run()` reads as the sequence of steps; each step is a small method. Every failure
-ends in an `Outcome` with a reason a person can act on; nothing here lets a task end
-"completed" unless its process exited 0.
+`TaskRun.run()` reads as the sequence of steps; each step is a small method. Where and how the
+task's process runs is an `Executor`'s business: `LocalExecutor` (agent/local_exec.py) builds a
+venv on this machine and starts a child process, `DockerExecutor` (agent/docker_exec.py) runs
+the task in a container. Logs, the abort/lease/max-runtime watch and the outcome are the same
+for both. Every failure ends in an `Outcome` with a reason a person can act on; nothing here
+lets a task end "completed" unless its process exited 0.
 """
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 from agent import lifecycle, taskenv
 from agent.api import ApiClient
-from agent.build import BuiltTask, build_task
+from agent.build import BuiltTask
 from agent.config import Settings
 from agent.lifecycle import COMPLETED, FAILED, STOPPED, Outcome
 from agent.logship import LogShipper, OutputReader
-from agent.process import Child
 from agent.redact import Redactor
 from agent.watch import TaskWatch
 from sandbox.env_cache import EnvCache
+from sandbox.git_workspace import Workspace
 from sandbox.repo_cache import RepoCache
 from shipyard import faults
 from shipyard.errors import InfrastructureError, ServerError, ServerUnreachable, TaskError
 
 log = logging.getLogger("shipyard.agent.runner")
+Log = Callable[[str], None]
+
+
+# -- what an executor is given, returns and must do --------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every executor needs to know about the run, whatever it runs the task in."""
+
+    settings: Settings
+    task_id: str
+    target: Path
+    """The task's directory on this machine (code/ and whatever the executor keeps there)."""
+    connection: taskenv.Connection
+    extra_env: Mapping[str, str]
+    """The agent's extra_env and the slot's variables (e.g. CUDA_VISIBLE_DEVICES)."""
+    gpus: tuple[int, ...]
+    note: Log
+    attempt: int | None = None
+
+
+@dataclass
+class Prepared:
+    """A task ready to start: its code checked out, its environment built or planned."""
+
+    workspace: Workspace
+    frozen: list[str] | None
+    """The installed packages, when known before the run (a cache hit or a host-side build)."""
+    detail: Any = None
+    """The executor's own plan (e.g. agent.build.BuiltTask, docker_exec.ContainerPlan)."""
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    returncode: int
+    signalled: int | None = None
+    killed: bool = False
+    """The agent had to escalate to SIGKILL after the grace period."""
+
+
+@dataclass
+class RunResult:
+    exit: ExitStatus
+    failure: Outcome | None = None
+    """Set when the run ended before the task's own code did (a setup script, the environment, the engine)."""
+    frozen: list[str] | None = None
+    """The installed packages, when they were learned only during the run."""
+
+
+class Launched(Protocol):
+    """A started task: its output on two pipes, waited for, stopped on request."""
+
+    stdout_fd: int
+    stderr_fd: int
+
+    def wait(self, timeout: float | None = None) -> int | None: ...
+
+    def terminate(self, grace_s: float) -> None: ...
+
+    def reap(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Executor(Protocol):
+    def prepare(self, task: dict) -> Prepared: ...
+
+    def start(self, task: dict, prepared: Prepared) -> Launched: ...
+
+    def finish(self, prepared: Prepared, launched: Launched) -> RunResult: ...
+
+    def cleanup(self) -> None: ...
+
+
+# -- the run ------------------------------------------------------------------------------------
 
 
 class TaskRun:
@@ -52,6 +131,7 @@ class TaskRun:
         self.redactor = Redactor(settings.secrets(), settings.agent.redact_patterns)
         self.shipper: LogShipper | None = None
         self.timings: dict[str, float] = {}
+        self.executor: Executor | None = None
 
     # -- the steps ------------------------------------------------------------------------
     def run(self) -> Outcome:
@@ -60,7 +140,8 @@ class TaskRun:
             outcome = self._run_steps()
         finally:
             self._close_shipper()
-            shutil.rmtree(self.target, ignore_errors=True)
+            if self.executor is not None:
+                self.executor.cleanup()
         self.note(f"task {self.task_id} ended {outcome.status}: {outcome.status_reason}")
         lifecycle.report_outcome(self.api, self.task_id, outcome, self.worker, self.attempt)
         return outcome
@@ -69,24 +150,27 @@ class TaskRun:
         started = time.monotonic()
         task = self._fetch()
         self.note(f"task {self.task_id} pulled from queue {self.queue or '-'} by worker {self.worker}")
+        watch = self._start_watch(task)  # from here on: the lease is renewed, an abort request is seen
         try:
-            built = self._build(task)
-        except TaskError as exc:
-            return Outcome(FAILED, exc.kind, exc.reason)
-        except InfrastructureError as exc:
-            return Outcome(FAILED, "infrastructure", exc.reason)
-        except OSError as exc:  # disk full, permissions, a vanished cache dir: the machine's fault
-            return Outcome(FAILED, "infrastructure", f"the environment could not be built on this machine: {exc}")
-        self.timings["build_s"] = time.monotonic() - started
-        self._write_back(task, built)
-        if self.should_abort():
-            return Outcome(STOPPED, "agent_shutdown", "the agent was shut down before the task started")
-        return self._execute(task, built)
+            prepared = self._prepare(task)
+            if isinstance(prepared, Outcome):
+                return prepared
+            self.timings["build_s"] = time.monotonic() - started
+            self._write_back(task, prepared.frozen, prepared.workspace.commit)
+            stopped = self._stopped_before_start(watch)
+            if stopped is not None:
+                return stopped
+            return self._execute(task, prepared, watch)
+        finally:
+            watch.stop()
 
     def build_only(self, target: Path) -> BuiltTask:
-        """`shipyard build`: the environment without running anything."""
+        """`shipyard build`: the environment on this machine, without running anything."""
+        from agent.local_exec import LocalExecutor
+
         self.target = target
-        return self._build(self._fetch())
+        executor = LocalExecutor(self._context(), env_cache=self.env_cache, repo_cache=self.repo_cache)
+        return executor.prepare(self._fetch()).detail
 
     # -- helpers --------------------------------------------------------------------------
     def note(self, text: str) -> None:
@@ -96,6 +180,23 @@ class TaskRun:
         if self.echo:
             self.echo(self.redactor.redact(line))
         log.info("%s", self.redactor.redact(text))
+
+    def _context(self) -> RunContext:
+        api = self.settings.api
+        connection = taskenv.Connection(api.api_server, api.files_server, api.web_server, api.access_key,
+                                        api.secret_key, self.worker)
+        return RunContext(settings=self.settings, task_id=self.task_id, target=self.target, connection=connection,
+                          extra_env={**self.settings.agent.extra_env, **self.slot_env}, gpus=self.gpus,
+                          note=self.note, attempt=self.attempt)
+
+    def _executor(self) -> Executor:
+        if self.settings.agent.docker.enabled:
+            from agent.docker_exec import DockerExecutor
+
+            return DockerExecutor(self._context(), repo_cache=self.repo_cache)
+        from agent.local_exec import LocalExecutor
+
+        return LocalExecutor(self._context(), env_cache=self.env_cache, repo_cache=self.repo_cache)
 
     def _start_shipper(self) -> LogShipper:
         spool = self.settings.agent.work_dir / "spool" / f"{self.task_id}.jsonl"
@@ -137,90 +238,94 @@ class TaskRun:
     def _fetch(self) -> dict:
         return self.api.call("tasks.get_by_id", {"task": self.task_id})["task"]
 
-    def _build(self, task: dict) -> BuiltTask:
-        if self.target.exists():
-            shutil.rmtree(self.target)
-        self.target.mkdir(parents=True)
+    def _prepare(self, task: dict) -> Prepared | Outcome:
+        """The executor's prepare step, its failures turned into outcomes."""
         faults.checkpoint("during_build")
-        return build_task(task, self.target, self.settings, self.note, env_cache=self.env_cache,
-                          repo_cache=self.repo_cache)
+        try:
+            self.executor = self._executor()
+            return self.executor.prepare(task)
+        except TaskError as exc:
+            return Outcome(FAILED, exc.kind, exc.reason)
+        except InfrastructureError as exc:
+            return Outcome(FAILED, "infrastructure", exc.reason)
+        except OSError as exc:  # disk full, permissions, a vanished cache dir: the machine's fault
+            return Outcome(FAILED, "infrastructure", f"the environment could not be built on this machine: {exc}")
 
-    def _write_back(self, task: dict, built: BuiltTask) -> None:
+    def _stopped_before_start(self, watch: TaskWatch) -> Outcome | None:
+        if watch.triggered:
+            assert watch.abort_kind is not None
+            status = FAILED if watch.abort_kind in ("timed_out", "lease_lost") else STOPPED
+            return Outcome(status, watch.abort_kind, f"{watch.abort_reason} (before the task started)")
+        if self.should_abort():
+            return Outcome(STOPPED, "agent_shutdown", "the agent was shut down before the task started")
+        return None
+
+    def _start_watch(self, task: dict) -> TaskWatch:
+        agent = self.settings.agent
+        return TaskWatch(self.api, self.task_id, check_s=1.0, ping_s=agent.ping_s,
+                         max_runtime_s=self._max_runtime(task), attempt=self.attempt, lease_s=agent.lease_s).start()
+
+    def _write_back(self, task: dict, frozen: list[str] | None, commit: str | None) -> None:
         """Record what was really used: the resolved commit and the frozen requirements."""
         script = task.get("script") or {}
         original = (script.get("requirements") or {}).get("pip")
         try:
-            if built.env.frozen:
+            if frozen:
                 self.api.call("tasks.set_requirements", {"task": self.task_id, "requirements": {
-                    "pip": built.env.frozen, "org_pip": original if original is not None else "", "conda": ""}})
-            if built.workspace.commit and built.workspace.commit != script.get("version_num"):
+                    "pip": frozen, "org_pip": original if original is not None else "", "conda": ""}})
+            if commit and commit != script.get("version_num"):
                 self.api.call("tasks.edit", {"task": self.task_id, "force": True,
-                                             "script": {"version_num": built.workspace.commit}})
+                                             "script": {"version_num": commit}})
         except ServerError as exc:
             self.note(f"could not record the frozen environment: {exc}")
 
-    def _child_env_and_argv(self, task: dict, built: BuiltTask) -> tuple[dict[str, str], list[str]]:
-        api = self.settings.api
-        conn = taskenv.Connection(api.api_server, api.files_server, api.web_server, api.access_key,
-                                  api.secret_key, self.worker)
-        env = taskenv.build_env(os.environ, conn, self.task_id, built.venv,
-                                {**self.settings.agent.extra_env, **self.slot_env}, taskenv.task_env_section(task))
-        lines = [r.line for r in built.requirements.requirements]
-        with_args = not taskenv.uses_sdk(built.workspace.entry_point, lines)
-        if built.workspace.module:
-            argv = [str(built.env.python), "-m", built.workspace.module]
-            argv += taskenv.args_from_hyperparams(task) if with_args else []
-        else:
-            argv = taskenv.build_argv(built.env.python, built.workspace.entry_point, task, with_args)
-        return env, argv
-
-    def _execute(self, task: dict, built: BuiltTask) -> Outcome:
-        env, argv = self._child_env_and_argv(task, built)
+    def _execute(self, task: dict, prepared: Prepared, watch: TaskWatch) -> Outcome:
+        assert self.executor is not None and self.shipper is not None
         lifecycle.mark_started(self.api, self.task_id, "running", self.attempt)
-        self.note("running: " + " ".join(argv))
-        assert self.shipper is not None
         shipper = self.shipper
         try:
-            child = Child(argv, built.workspace.working_dir, env)
-        except OSError as exc:
-            return Outcome(FAILED, "user_error", f"could not start {argv[0]}: {exc}")
-        readers = [OutputReader(child.proc.stdout.fileno(), lambda line: shipper.add(line, "info")).start(),
-                   OutputReader(child.proc.stderr.fileno(), lambda line: shipper.add(line, "error")).start()]
-        agent = self.settings.agent
-        watch = TaskWatch(self.api, self.task_id, check_s=1.0, ping_s=agent.ping_s,
-                          max_runtime_s=self._max_runtime(task), attempt=self.attempt,
-                          lease_s=agent.lease_s).start()
+            launched = self.executor.start(task, prepared)
+        except TaskError as exc:
+            return Outcome(FAILED, exc.kind, exc.reason)
+        except InfrastructureError as exc:
+            return Outcome(FAILED, "infrastructure", exc.reason)
+        readers = [OutputReader(launched.stdout_fd, lambda line: shipper.add(line, "info")).start(),
+                   OutputReader(launched.stderr_fd, lambda line: shipper.add(line, "error")).start()]
         try:
-            abort = self._supervise(child, watch)
+            abort = self._supervise(launched, watch)
         finally:
             watch.stop()
             for reader in readers:
                 reader.join(10)
-            child.proc.stdout.close()
-            child.proc.stderr.close()
-        return self._outcome(child, abort)
+            launched.close()
+        result = self.executor.finish(prepared, launched)
+        if result.frozen and not prepared.frozen:
+            self._write_back(task, result.frozen, None)
+        return self._outcome(result, abort)
 
-    def _supervise(self, child: Child, watch: TaskWatch) -> tuple[str, str] | None:
-        while child.wait(0.1) is None:
+    def _supervise(self, launched: Launched, watch: TaskWatch) -> tuple[str, str] | None:
+        while launched.wait(0.1) is None:
             abort = (watch.abort_kind, watch.abort_reason) if watch.triggered else None
             if abort is None and self.should_abort():
                 abort = ("agent_shutdown", "the agent was asked to stop twice and aborted the task")
             if abort is not None:
                 self.note(f"stopping the task: {abort[1]} (SIGTERM, then SIGKILL after "
                           f"{self.settings.agent.abort_grace_s:g}s)")
-                child.terminate(self.settings.agent.abort_grace_s)
-                child.reap_group()
+                launched.terminate(self.settings.agent.abort_grace_s)
+                launched.reap()
                 return abort
-        child.reap_group()
+        launched.reap()
         return None
 
-    def _outcome(self, child: Child, abort: tuple[str, str] | None) -> Outcome:
-        info = child.exit_info()
+    def _outcome(self, result: RunResult, abort: tuple[str, str] | None) -> Outcome:
+        info = result.exit
         if abort is not None:
             kind, reason = abort
             status = FAILED if kind in ("timed_out", "lease_lost") else STOPPED
             return Outcome(status, kind, reason + (" (killed after the grace period)" if info.killed else ""),
                            info.returncode)
+        if result.failure is not None:
+            return result.failure
         if info.returncode == 0:
             return Outcome(COMPLETED, "done", "worker execution done", 0)
         if info.signalled:
