@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -59,17 +60,24 @@ def _echo(line: str) -> None:
 @click.option("--gpus", default=None, help="GPUs this daemon manages: 0,1 / 0-3 / all. With queue specs "
               "like quad=4 dual=2 single=1 any=1-4 it runs several tasks at once on disjoint GPUs.")
 @click.option("--cpu-only", is_flag=True, help="Hide every GPU from tasks.")
+@click.option("--docker", "docker", is_flag=False, flag_value="", default=None, metavar="[IMAGE [ARGS]]",
+              help="Run each task in its own container: the task's image, else IMAGE, else "
+                   "agent.default_docker.image. Quote an image with arguments: --docker \"img --shm-size 2g\".")
 @click.option("--verbose", is_flag=True)
 @click.pass_context
 def daemon_cmd(ctx, queues, more_queues, order_fairness, foreground, create_queue, max_tasks, services,
-               gpus, cpu_only, verbose) -> None:
+               gpus, cpu_only, docker, verbose) -> None:
     """Pull tasks from queues and run them, one at a time."""
     from agent.daemon import Daemon
     from agent.slots import slot_setup
 
     _logging(verbose)
-    settings = _settings(ctx)
+    settings = _settings(ctx, **_docker_overrides(docker))
     names = list(queues) + list(more_queues) or list(settings.agent.queues)
+    if settings.agent.docker.enabled:
+        from agent.docker_exec import start_docker_mode
+
+        start_docker_mode(settings, log=_echo)
     shutdown = Shutdown().install()
     shutdown.on_signal(lambda count: None)
     with _api(settings) as api:
@@ -78,6 +86,17 @@ def daemon_cmd(ctx, queues, more_queues, order_fairness, foreground, create_queu
         Daemon(api, settings, setup.queue_names, shutdown=shutdown, order_fairness=order_fairness,
                create_queue=create_queue, echo=_echo, max_tasks=max_tasks, make_slots=setup.make_pool,
                stats_extra=setup.gpu_stats, exact_order=setup.exact_order).work()
+
+
+def _docker_overrides(docker: str | None) -> dict:
+    """--docker (no value), --docker IMAGE or --docker "IMAGE ARGS..." as setting overrides."""
+    if docker is None:
+        return {}
+    words = shlex.split(docker)
+    overrides: dict = {"agent.docker.enabled": True}
+    if words:
+        overrides.update({"agent.docker.default_image": words[0], "agent.docker.default_args": words[1:]})
+    return overrides
 
 
 @click.command("execute")
