@@ -12,6 +12,8 @@ lines the server rejects go to a `.rejected` file, and whatever is undeliverable
 on disk, with its path in the `ShipReport`. Delivery is at-least-once: if the agent dies while
 draining the spool, batches sent just before may be sent again from it.
 
+The reading side lives in agent.logread, the spool file format in agent.spool.
+
 A daemon uses it like this:
 
     shipper = LogShipper(client.add_events, task_id=task, worker=worker_id,
@@ -23,287 +25,27 @@ A daemon uses it like this:
 """
 from __future__ import annotations
 
-import errno
-import json
 import logging
-import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import NamedTuple
 
+from agent.logread import LineSplitter, OutputReader  # re-exported: the runner imports both from here
 from agent.redact import Redactor
+from agent.spool import Event, Spool, record_bytes
 from shipyard.errors import AuthError, ServerError, ServerUnreachable
 
 __all__ = ["LineSplitter", "LogShipper", "OutputReader", "ShipReport", "ShipStats"]
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK_BYTES = 64 * 1024
-MAX_LINE_BYTES = 64 * 1024
 MAX_EVENT_BYTES = 64 * 1024
-PROGRESS_INTERVAL_S = 30.0
 
-Event = dict[str, Any]
 Send = Callable[[list[Event]], object]
-
-
-# --- bytes -> lines ------------------------------------------------------------------------------
-
-
-class LineSplitter:
-    """Turns a byte stream into the lines a terminal would end up showing.
-
-    Partial lines wait for the next chunk; `\\r` rewrites within a line keep only the last
-    non-empty segment (tqdm bars); bytes decode as UTF-8 with replacement characters; lines
-    longer than `max_line_bytes` come out in pieces, never as one giant string.
-    """
-
-    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES):
-        self._max = max_line_bytes
-        self._pending = b""
-        self._rewritten = False  # the pending line has had a \r rewrite
-
-    def feed(self, data: bytes) -> list[str]:
-        """The lines completed by `data`."""
-        buffer = self._pending + data
-        lines: list[str] = []
-        end = buffer.rfind(b"\n")
-        if end >= 0:
-            for line in buffer[:end].decode("utf-8", "replace").split("\n"):
-                lines.extend(self._complete(line))
-            buffer = buffer[end + 1:]
-            self._rewritten = False
-        buffer = self._collapse(buffer)
-        start = 0
-        while len(buffer) - start > self._max:
-            cut = _utf8_boundary(buffer, start, start + self._max)
-            lines.append(buffer[start:cut].decode("utf-8", "replace"))
-            start = cut
-        self._pending = buffer[start:]
-        return lines
-
-    def finish(self) -> list[str]:
-        """At end of stream: the unterminated last line, if any."""
-        pending, self._pending = self._pending, b""
-        self._rewritten = False
-        return self._complete(pending.decode("utf-8", "replace")) if pending else []
-
-    def progress(self) -> str | None:
-        """What the unterminated line shows now, if it is being rewritten with \\r."""
-        if not self._rewritten:
-            return None
-        return self._pending.rstrip(b"\r").decode("utf-8", "replace") or None
-
-    def _collapse(self, pending: bytes) -> bytes:
-        """Drop the segments of the pending line that a later \\r has overwritten."""
-        cut = pending.rstrip(b"\r").rfind(b"\r")
-        if cut < 0:
-            return pending
-        self._rewritten = True
-        return pending[cut + 1:]
-
-    def _complete(self, line: str) -> list[str]:
-        if "\r" in line:
-            line = line.rstrip("\r").rpartition("\r")[2]
-        if len(line) * 4 <= self._max:
-            return [line]
-        encoded = line.encode("utf-8")
-        if len(encoded) <= self._max:
-            return [line]
-        pieces, start = [], 0
-        while start < len(encoded):
-            end = start + self._max
-            cut = _utf8_boundary(encoded, start, end) if end < len(encoded) else len(encoded)
-            pieces.append(encoded[start:cut].decode("utf-8", "replace"))
-            start = cut
-        return pieces
-
-
-def _utf8_boundary(data: bytes, start: int, cut: int) -> int:
-    """`cut`, moved back so it doesn't split a UTF-8 sequence (unless the bytes aren't UTF-8)."""
-    for candidate in range(cut, max(cut - 4, start), -1):
-        if data[candidate] & 0xC0 != 0x80:
-            return candidate
-    return cut
-
-
-class OutputReader:
-    """Reads a pipe in 64 KiB chunks until EOF and hands each line to `sink`."""
-
-    def __init__(
-        self,
-        fd: int,
-        sink: Callable[[str], None],
-        *,
-        chunk_bytes: int = READ_CHUNK_BYTES,
-        max_line_bytes: int = MAX_LINE_BYTES,
-        progress_interval_s: float | None = PROGRESS_INTERVAL_S,
-        clock: Callable[[], float] = time.monotonic,
-    ):
-        self.fd = fd
-        self._sink = sink
-        self._chunk = chunk_bytes
-        self._splitter = LineSplitter(max_line_bytes)
-        self._progress_interval = progress_interval_s
-        self._clock = clock
-        self._last_progress = clock()
-        self._thread: threading.Thread | None = None
-        self.bytes_read = 0
-        self.lines_read = 0
-
-    def start(self, name: str | None = None) -> OutputReader:
-        self._thread = threading.Thread(target=self.run, name=name or f"output-reader-{self.fd}", daemon=True)
-        self._thread.start()
-        return self
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait for EOF; True once the reader has finished."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return True
-
-    def run(self) -> None:
-        """Read until EOF (blocking). The fd is left open for its owner to close."""
-        while chunk := self._read():
-            self.bytes_read += len(chunk)
-            self._emit(self._splitter.feed(chunk))
-            self._maybe_emit_progress()
-        self._emit(self._splitter.finish())
-
-    def _read(self) -> bytes:
-        try:
-            return os.read(self.fd, self._chunk)
-        except OSError as exc:
-            if exc.errno == errno.EIO:  # a pty whose other side has closed: end of output
-                return b""
-            raise
-
-    def _emit(self, lines: Sequence[str]) -> None:
-        for line in lines:
-            self._sink(line)
-        self.lines_read += len(lines)
-
-    def _maybe_emit_progress(self) -> None:
-        """Show a long-running \\r progress line now and then, not only when it ends."""
-        if self._progress_interval is None or self._clock() - self._last_progress < self._progress_interval:
-            return
-        current = self._splitter.progress()
-        if current is not None:
-            self._last_progress = self._clock()
-            self._emit([current])
-
-
-# --- the spool -----------------------------------------------------------------------------------
-
-
-class _Record(NamedTuple):
-    events: list[Event]
-    lines: int
-    raw: bytes
-    end: int  # file offset just after this record
-
-
-def _record_bytes(events: list[Event], lines: int) -> bytes:
-    return json.dumps({"lines": lines, "events": events}, separators=(",", ":")).encode() + b"\n"
-
-
-class _Spool:
-    """An append-only file of batches awaiting delivery, read from the front.
-
-    One JSON object per line: {"lines": n, "events": [...]}. A record that doesn't parse (a
-    write cut short by a crash) comes back with no events, for the caller to set aside.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._file: IO[bytes] | None = None
-        self._read_at = 0
-        self._end = path.stat().st_size if path.exists() else 0  # a leftover spool is sent first
-        if self._end and not self._ends_with_newline():
-            self.append_raw(b"\n")  # a write cut short by a crash: keep the next record separate
-
-    @property
-    def empty(self) -> bool:
-        return self._read_at >= self._end
-
-    def append(self, events: list[Event], lines: int) -> None:
-        self.append_raw(_record_bytes(events, lines))
-
-    def append_raw(self, data: bytes) -> None:
-        handle = self._open()
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-        self._end += len(data)
-
-    def peek(self) -> _Record:
-        handle = self._open()
-        handle.seek(self._read_at)
-        raw = handle.readline()
-        end = self._read_at + len(raw)
-        try:
-            record = json.loads(raw)
-            return _Record(list(record["events"]), int(record["lines"]), raw, end)
-        except (ValueError, KeyError, TypeError):
-            return _Record([], 0, raw, end)
-
-    def commit(self, record: _Record) -> None:
-        """`record` is delivered (or set aside); when the spool is drained, empty the file."""
-        self._read_at = record.end
-        if self.empty and self._file is not None:
-            self._file.truncate(0)
-            self._read_at = self._end = 0
-
-    def close(self) -> tuple[Path | None, int]:
-        """Leave only undelivered records on disk: (path or None if nothing is left, lines left)."""
-        if self.empty:
-            self._close_file()
-            self.path.unlink(missing_ok=True)
-            return None, 0
-        start, lines = self._read_at, 0
-        while not self.empty:
-            record = self.peek()
-            lines += record.lines
-            self._read_at = record.end
-        self._compact(start)
-        return self.path, lines
-
-    def _compact(self, start: int) -> None:
-        """Rewrite the file without the records already delivered (atomic replace)."""
-        handle = self._open()
-        handle.seek(start)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        with temporary.open("wb") as out:
-            while chunk := handle.read(1 << 20):
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        self._close_file()
-        os.replace(temporary, self.path)
-
-    def _ends_with_newline(self) -> bool:
-        handle = self._open()
-        handle.seek(self._end - 1)
-        return handle.read(1) == b"\n"
-
-    def _open(self) -> IO[bytes]:
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("a+b")
-        return self._file
-
-    def _close_file(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
-# --- the shipper ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -358,8 +100,8 @@ class LogShipper:
         self._send = send
         self._task_id = task_id
         self._worker = worker
-        self._spool = _Spool(Path(spool_path))
-        self._rejected = _Spool(Path(f"{spool_path}.rejected"))
+        self._spool = Spool(Path(spool_path))
+        self._rejected = Spool(Path(f"{spool_path}.rejected"))
         self._redact = redactor.redact if redactor is not None else None
         self._batch_s = batch_ms / 1000
         self._batch_bytes = batch_bytes
@@ -572,7 +314,7 @@ class LogShipper:
             self._stats.lines_spooled += lines
 
     def _reject(self, events: list[Event], lines: int, exc: Exception) -> None:
-        self._set_aside(_record_bytes(events, lines), lines, str(exc))
+        self._set_aside(record_bytes(events, lines), lines, str(exc))
 
     def _set_aside(self, raw: bytes, lines: int, why: str) -> None:
         """Lines the server won't take: keep them in the .rejected file and say so."""

@@ -1,0 +1,163 @@
+"""Reading a child process's console output: pipe bytes -> the lines a terminal would show.
+
+`LineSplitter` does the byte-level work (partial lines, \\r progress rewrites, UTF-8, overlong
+lines); `OutputReader` runs it over a pipe on a thread and hands each line to a sink - in the
+agent, `LogShipper.add` (agent.logship).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+__all__ = ["LineSplitter", "OutputReader"]
+
+READ_CHUNK_BYTES = 64 * 1024
+MAX_LINE_BYTES = 64 * 1024
+PROGRESS_INTERVAL_S = 30.0
+
+
+class LineSplitter:
+    """Turns a byte stream into the lines a terminal would end up showing.
+
+    Partial lines wait for the next chunk; `\\r` rewrites within a line keep only the last
+    non-empty segment (tqdm bars); bytes decode as UTF-8 with replacement characters; lines
+    longer than `max_line_bytes` come out in pieces, never as one giant string.
+    """
+
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES):
+        self._max = max_line_bytes
+        self._pending = b""
+        self._rewritten = False  # the pending line has had a \r rewrite
+
+    def feed(self, data: bytes) -> list[str]:
+        """The lines completed by `data`."""
+        buffer = self._pending + data
+        lines: list[str] = []
+        end = buffer.rfind(b"\n")
+        if end >= 0:
+            for line in buffer[:end].decode("utf-8", "replace").split("\n"):
+                lines.extend(self._complete(line))
+            buffer = buffer[end + 1:]
+            self._rewritten = False
+        buffer = self._collapse(buffer)
+        start = 0
+        while len(buffer) - start > self._max:
+            cut = _utf8_boundary(buffer, start, start + self._max)
+            lines.append(buffer[start:cut].decode("utf-8", "replace"))
+            start = cut
+        self._pending = buffer[start:]
+        return lines
+
+    def finish(self) -> list[str]:
+        """At end of stream: the unterminated last line, if any."""
+        pending, self._pending = self._pending, b""
+        self._rewritten = False
+        return self._complete(pending.decode("utf-8", "replace")) if pending else []
+
+    def progress(self) -> str | None:
+        """What the unterminated line shows now, if it is being rewritten with \\r."""
+        if not self._rewritten:
+            return None
+        return self._pending.rstrip(b"\r").decode("utf-8", "replace") or None
+
+    def _collapse(self, pending: bytes) -> bytes:
+        """Drop the segments of the pending line that a later \\r has overwritten."""
+        cut = pending.rstrip(b"\r").rfind(b"\r")
+        if cut < 0:
+            return pending
+        self._rewritten = True
+        return pending[cut + 1:]
+
+    def _complete(self, line: str) -> list[str]:
+        if "\r" in line:
+            line = line.rstrip("\r").rpartition("\r")[2]
+        if len(line) * 4 <= self._max:
+            return [line]
+        encoded = line.encode("utf-8")
+        if len(encoded) <= self._max:
+            return [line]
+        pieces, start = [], 0
+        while start < len(encoded):
+            end = start + self._max
+            cut = _utf8_boundary(encoded, start, end) if end < len(encoded) else len(encoded)
+            pieces.append(encoded[start:cut].decode("utf-8", "replace"))
+            start = cut
+        return pieces
+
+
+def _utf8_boundary(data: bytes, start: int, cut: int) -> int:
+    """`cut`, moved back so it doesn't split a UTF-8 sequence (unless the bytes aren't UTF-8)."""
+    for candidate in range(cut, max(cut - 4, start), -1):
+        if data[candidate] & 0xC0 != 0x80:
+            return candidate
+    return cut
+
+
+class OutputReader:
+    """Reads a pipe in 64 KiB chunks until EOF and hands each line to `sink`."""
+
+    def __init__(
+        self,
+        fd: int,
+        sink: Callable[[str], None],
+        *,
+        chunk_bytes: int = READ_CHUNK_BYTES,
+        max_line_bytes: int = MAX_LINE_BYTES,
+        progress_interval_s: float | None = PROGRESS_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.fd = fd
+        self._sink = sink
+        self._chunk = chunk_bytes
+        self._splitter = LineSplitter(max_line_bytes)
+        self._progress_interval = progress_interval_s
+        self._clock = clock
+        self._last_progress = clock()
+        self._thread: threading.Thread | None = None
+        self.bytes_read = 0
+        self.lines_read = 0
+
+    def start(self, name: str | None = None) -> OutputReader:
+        self._thread = threading.Thread(target=self.run, name=name or f"output-reader-{self.fd}", daemon=True)
+        self._thread.start()
+        return self
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for EOF; True once the reader has finished."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    def run(self) -> None:
+        """Read until EOF (blocking). The fd is left open for its owner to close."""
+        while chunk := self._read():
+            self.bytes_read += len(chunk)
+            self._emit(self._splitter.feed(chunk))
+            self._maybe_emit_progress()
+        self._emit(self._splitter.finish())
+
+    def _read(self) -> bytes:
+        try:
+            return os.read(self.fd, self._chunk)
+        except OSError as exc:
+            if exc.errno == errno.EIO:  # a pty whose other side has closed: end of output
+                return b""
+            raise
+
+    def _emit(self, lines: Sequence[str]) -> None:
+        for line in lines:
+            self._sink(line)
+        self.lines_read += len(lines)
+
+    def _maybe_emit_progress(self) -> None:
+        """Show a long-running \\r progress line now and then, not only when it ends."""
+        if self._progress_interval is None or self._clock() - self._last_progress < self._progress_interval:
+            return
+        current = self._splitter.progress()
+        if current is not None:
+            self._last_progress = self._clock()
+            self._emit([current])
