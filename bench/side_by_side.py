@@ -1,0 +1,1106 @@
+"""Side by side: the real clearml-agent 3.0.3 and `shipyard daemon` against one Shipyard server.
+
+    python bench/side_by_side.py            # the full run (about 10-15 min on 2 cores)
+    python bench/side_by_side.py --quick    # fewer repetitions (about 5 min), for development
+    python bench/side_by_side.py --only pickup,abort --no-write
+
+One embedded server, one loopback package index (bench/pypi_mirror.py), and both daemons running
+at once, each on a queue of its own. The same task documents go to both, one agent after the
+other, alternating which goes first, and every figure is reported as a ratio. Prints a markdown
+report and writes it to docs/benchmarks.md (with the machine, the versions and the load average
+at the start and the end); the fairness rules are in that file.
+
+Measures (see METHOD below): pickup, warm start and cold build of numpy+pandas+scikit-learn+
+requests, log throughput and lines lost, abort, the agents' footprint idle and busy, docker-mode
+warm start (when both an engine and `shipyard daemon --docker` exist), and the server's
+enqueue+dequeue pairs/s and API p99 with 1/8/32 clients (bench/bench_server.py's functions).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.bench_agent import MEDIUM
+from bench.bench_server import pairs_per_second, pct
+from bench.pypi_mirror import Mirror, ensure_wheelhouse, write_index
+from tests import peers
+from tests.agent_helpers import FINAL, agent_env, start_daemon, task_log
+from tests.compat.conftest import clean_env
+from tests.helpers import ACCESS_KEY, SECRET_KEY, Api, ServerProcess, start_server
+
+CML, SY = "clearml-agent", "shipyard"
+AGENTS = (CML, SY)
+CLEARML_AGENT_PIN = peers.PEERS["agent"].requirements[0]           # clearml-agent==3.0.3
+# What the loopback index serves: the medium set and what each installer asks for on its own
+# (clearml-agent pins pip<22.3 for Python 3.10/3.11; uv seeds the latest pip, setuptools, wheel).
+WHEELHOUSE = [*MEDIUM.split(), "pip", "pip<22.3", "setuptools", "wheel"]
+# clearml-agent's docker mode pip-installs clearml-agent into every container it starts
+DOCKER_WHEELHOUSE = [CLEARML_AGENT_PIN, "setuptools<81"]
+LOOPBACK = "127.0.0.1,localhost"
+DEAD_PROXY = "http://127.0.0.1:9"   # anything that is not loopback fails at once instead of leaking
+
+FIRST = re.compile(r"SXS-FIRST (\d+\.\d+) (\d+)")
+IMPORTED = re.compile(r"SXS-IMPORTED (\d+\.\d+)")
+PY = f"python{sys.version_info.major}.{sys.version_info.minor}"
+
+# -- the tasks (literal scripts: no repository, the script text in script.diff; both agents
+# -- run them the ClearML way, clearml-agent from <venv>/code/, Shipyard from its workspace)
+TRIVIAL = 'import os, time\nprint(f"SXS-FIRST {time.time():.6f} {os.getpid()}", flush=True)\n'
+MEDIUM_PY = TRIVIAL + ('import numpy, pandas, sklearn, requests\n'
+                       'print(f"SXS-IMPORTED {time.time():.6f}", flush=True)\n')
+CHATTY = TRIVIAL + textwrap.dedent("""\
+    for i in range(@LINES@):
+        print(f"SXS-LINE {i:08d} step={i} loss=0.{i % 997:03d} the quick brown fox jumps over the lazy dog")
+    print(f"SXS-LAST {time.time():.6f}", flush=True)
+""")
+STEADY = TRIVIAL + textwrap.dedent("""\
+    for s in range(@TICKS@):
+        for j in range(@PER_TICK@):
+            print(f"SXS-BUSY {s} {j} the quick brown fox jumps over the lazy dog")
+        time.sleep(0.1)
+""")
+LOOP = TRIVIAL + textwrap.dedent("""\
+    for i in range(1200):
+        print("SXS-TICK", i, flush=True)
+        time.sleep(0.1)
+    print("SXS-LOOP-FINISHED", flush=True)
+""")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def pctl(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (p50 of 10 values is the 5th smallest, p90 the 9th)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+# -- the agents ------------------------------------------------------------------------------
+
+
+@dataclass
+class Agent:
+    name: str
+    queue: str
+    worker: str
+    proc: subprocess.Popen
+    log_path: Path
+    caches: list[Path]
+    """What a cold build wipes (venv caches, package download caches, built venvs)."""
+    stop_fn: Callable[[], None]
+    bytecode_root: Path | None = None
+    """Shipyard's env cache: a cold build compiles bytecode in the background afterwards."""
+
+    def tree(self, exclude: set[int] = frozenset()) -> list[psutil.Process]:
+        """The agent's process tree, less the `exclude` pids and everything under them."""
+        try:
+            root = psutil.Process(self.proc.pid)
+        except psutil.NoSuchProcess:
+            return []
+        found, stack = [], [root]
+        while stack:
+            proc = stack.pop()
+            if proc.pid in exclude:
+                continue
+            found.append(proc)
+            try:
+                stack.extend(proc.children())
+            except psutil.NoSuchProcess:
+                pass
+        return found
+
+    def wipe_caches(self) -> None:
+        for path in self.caches:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def common_env(mirror_url: str) -> dict[str, str]:
+    """What both agents (and so their installers and tasks) get: the loopback index only, no
+    pip/uv config of the machine, no proxy that could reach past loopback."""
+    env = {"PIP_INDEX_URL": mirror_url, "UV_DEFAULT_INDEX": mirror_url, "PIP_CONFIG_FILE": os.devnull,
+           "UV_NO_CONFIG": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "VIRTUALENV_NO_PERIODIC_UPDATE": "1",
+           "NO_PROXY": LOOPBACK, "no_proxy": LOOPBACK}
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        env[name] = env[name.lower()] = DEAD_PROXY
+    return env
+
+
+def _scrubbed(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items()
+            if not k.startswith(("PIP_", "UV_", "VIRTUAL_ENV", "PYTHONUNBUFFERED"))
+            and k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
+
+
+def clearml_agent_config(server: ServerProcess, root: Path, worker: str, *, python_binary: str | None = sys.executable,
+                         docker_args: list[str] | None = None) -> str:
+    """clearml-agent's defaults, except: paths under the bench dir, the same interpreter as
+    Shipyard (venv mode), no update check (it calls a host on the Internet), and in docker mode
+    the container's network and installer settings (see METHOD)."""
+    python = f'python_binary: "{python_binary}"' if python_binary else ""
+    docker = ""
+    if docker_args is not None:
+        docker = textwrap.dedent(f"""\
+            extra_docker_arguments: {json.dumps(docker_args)}
+            docker_install_opencv_libs: false
+            docker_pip_cache: {root / "docker-pip-cache"}
+            docker_apt_cache: {root / "docker-apt-cache"}
+        """)
+    return textwrap.dedent(f"""\
+        api {{
+            api_server: {server.api_url}
+            web_server: {server.web_url}
+            files_server: {server.files_url}
+            credentials {{ access_key: "{ACCESS_KEY}", secret_key: "{SECRET_KEY}" }}
+        }}
+        agent {{
+            worker_id: "{worker}"
+            {python}
+            disable_agent_update_check: true
+            package_manager {{ type: pip, system_site_packages: false }}
+            venvs_dir: {root / "venvs-builds"}
+            venvs_cache {{ max_entries: 10, free_space_threshold_gb: 2.0, path: {root / "venvs-cache"} }}
+            vcs_cache {{ enabled: true, path: {root / "vcs-cache"} }}
+            pip_download_cache {{ enabled: true, path: {root / "pip-download-cache"} }}
+        @DOCKER@}}
+        sdk {{ development {{ report_use_subprocess: false }} }}
+    """).replace("@DOCKER@", textwrap.indent(docker, "    "))
+
+
+def start_clearml_agent(server: ServerProcess, root: Path, queue: str, env_extra: dict[str, str],
+                        agent_bin: Path | None = None, *, worker: str = "sxs-clearml-agent:0",
+                        docker: str | None = None, docker_args: list[str] | None = None) -> Agent:
+    agent_bin = agent_bin or peers.ensure("agent", log=log)
+    root.mkdir(parents=True, exist_ok=True)
+    config = clearml_agent_config(server, root, worker, python_binary=None if docker else sys.executable,
+                                  docker_args=docker_args if docker else None)
+    env = clean_env(root / "home", {**server.env(), "PIP_CACHE_DIR": str(root / "pip-cache")}, config_text=config)
+    env = {**_scrubbed(env), "HOME": env["HOME"], "CLEARML_CONFIG_FILE": env["CLEARML_CONFIG_FILE"],
+           "PIP_CACHE_DIR": str(root / "pip-cache"), **env_extra}
+    log_path = root / "agent.log"
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen(
+            [str(agent_bin), "--config-file", env["CLEARML_CONFIG_FILE"], "daemon", "--queue", queue, "--foreground",
+             *(["--cpu-only", "--docker", docker] if docker else [])],   # no GPU here: no `--gpus all`
+            cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+
+    def stop() -> None:
+        for sig, wait in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+            if proc.poll() is not None:
+                break
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(wait)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                continue
+        try:  # a task or pip still in the group
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    agent = Agent(CML, queue, worker, proc, log_path,
+                  [root / "venvs-builds", root / "venvs-cache", root / "pip-cache", root / "pip-download-cache"], stop)
+    api = server.api()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"clearml-agent exited:\n{log_path.read_text()[-3000:]}")
+        if worker in [w["id"] for w in api.call("workers.get_all", {})["workers"]]:
+            return agent
+        time.sleep(0.2)
+    stop()
+    raise RuntimeError(f"clearml-agent did not register:\n{log_path.read_text()[-3000:]}")
+
+
+def start_shipyard(server: ServerProcess, root: Path, queue: str, env_extra: dict[str, str], *,
+                   worker: str = "sxs-shipyard:0", docker: str | None = None) -> Agent:
+    """`shipyard daemon` with its defaults (30 s long poll, 10 s abort grace, 30 s status report):
+    agent_env's test-speed settings are taken out again."""
+    env = _scrubbed(agent_env(server, root))
+    for name in ("SHIPYARD_STATUS_REPORT_S", "SHIPYARD_ABORT_GRACE_S", "SHIPYARD_LONG_POLL_S"):
+        env.pop(name, None)
+    env.update({"CLEARML_WORKER_ID": worker, "UV_CACHE_DIR": str(root / "uv-cache"), **env_extra})
+    if not docker:   # in docker mode the container's interpreter is the one
+        env["SHIPYARD_PYTHON_BINARY"] = sys.executable
+    daemon = start_daemon(env, [queue], root / "daemon.log", *(["--docker", docker] if docker else []))
+
+    def stop() -> None:
+        # An idle daemon logs "stopped after" at once on SIGTERM, but its process then lingers
+        # until the abandoned long poll returns (up to long_poll_s): kill it once it has said so.
+        daemon.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while daemon.proc.poll() is None and time.monotonic() < deadline:
+            if "stopped after" in daemon.output():
+                try:
+                    daemon.proc.wait(2)
+                except subprocess.TimeoutExpired:
+                    break
+            time.sleep(0.1)
+        if daemon.proc.poll() is None:
+            os.killpg(daemon.proc.pid, signal.SIGKILL)
+            daemon.proc.wait(10)
+
+    cache = root / "cache"
+    return Agent(SY, queue, worker, daemon.proc, daemon.log_path,
+                 [cache / "venvs", root / "uv-cache", root / "work" / "tasks"], stop,
+                 bytecode_root=cache / "venvs")
+
+
+def wait_bytecode(agent: Agent, timeout: float = 300) -> float:
+    """Wait for Shipyard's background byte-compiler to finish every cache entry (it runs after a
+    cold build and would otherwise load the machine during the next measurement)."""
+    if agent.bytecode_root is None:
+        return 0.0
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        entries = [p for p in (agent.bytecode_root / "entries").glob("*") if (p / "COMPLETE").exists()]
+        if all((p / "BYTECODE-COMPLETE").exists() for p in entries):
+            return time.monotonic() - started
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+class Bench:
+    """The loopback index, one server and both daemons; everything stopped on exit."""
+
+    def __init__(self, wheels: Path, agent_bin: Path, *, keep: bool = False, work: Path | None = None):
+        self.wheels, self.agent_bin, self.keep = wheels, agent_bin, keep
+        self.work = work or Path(tempfile.mkdtemp(prefix="shipyard-sxs-"))
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.mirror = Mirror(wheels, self.work / "mirror.log")
+        self.server: ServerProcess | None = None
+        self.agents: dict[str, Agent] = {}
+        self.extra: list[Agent] = []   # docker-mode daemons, started by their measurement
+        self.projects: list[str] = []
+
+    def __enter__(self) -> Bench:  # noqa: PYI034
+        try:
+            self.mirror.start()
+            self.server = start_server(self.work / "server")
+            self.api = self.server.api()
+            self.env = common_env(self.mirror.url)
+            for name in AGENTS:
+                self.api.call("queues.create", {"name": f"sxs-{name}"})
+            self.agents[CML] = start_clearml_agent(self.server, self.work / "cml", f"sxs-{CML}", self.env,
+                                                   self.agent_bin)
+            self.agents[SY] = start_shipyard(self.server, self.work / "sy", f"sxs-{SY}", self.env)
+        except BaseException:
+            self.__exit__()
+            raise
+        log(f"server {self.server.api_url}, index {self.mirror.url}, work dir {self.work}")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for agent in [*self.extra, *self.agents.values()]:
+            try:
+                agent.stop_fn()
+            except Exception as err:  # noqa: BLE001 - stop the rest regardless
+                log(f"stopping {agent.name}: {err}")
+        if self.server is not None:
+            self.server.stop()
+        self.mirror.stop()
+        self.projects = self.mirror.requested_projects()
+        if self.keep:
+            log(f"work dir kept: {self.work}")
+        else:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+
+# -- one task, watched ----------------------------------------------------------------------
+
+
+class LogTail:
+    """New log lines of a task, following the server's scroll (cheap to poll)."""
+
+    def __init__(self, api: Api, task: str):
+        self.api, self.task, self.scroll = api, task, None
+        self.lines: list[str] = []
+
+    def poll(self) -> list[str]:
+        new: list[str] = []
+        while True:
+            body = {"task": self.task, "event_type": "log", "order": "asc", "batch_size": 1000}
+            if self.scroll:
+                body["scroll_id"] = self.scroll
+            data = self.api.call("events.get_task_events", body)
+            self.scroll = data.get("scroll_id") or self.scroll
+            events = data.get("events") or []
+            for event in events:
+                new.extend(str(event.get("msg", "")).split("\n"))
+            if len(events) < 1000:
+                break
+        self.lines.extend(new)
+        return new
+
+
+@dataclass
+class Run:
+    agent: str
+    task: str
+    enqueued: float
+    status: str = ""
+    first: float | None = None          # the task's own clock at its first line
+    pid: int | None = None
+    visible: float | None = None        # when the bench first saw that line on the server
+    imported: float | None = None
+    ended: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    def since(self, when: float | None) -> float | None:
+        return None if when is None else when - self.enqueued
+
+
+def create(api: Api, name: str, code: str, requirements: str | None = None) -> str:
+    script = {"repository": "", "entry_point": "sxs.py", "working_dir": ".", "binary": PY, "diff": code}
+    if requirements is not None:
+        script["requirements"] = {"pip": requirements}
+    return api.call("tasks.create", {"name": name, "type": "training", "script": script})["id"]
+
+
+def status_of(api: Api, task: str) -> dict:
+    return api.call("tasks.get_all", {"id": [task], "only_fields": ["status", "status_reason"]})["tasks"][0]
+
+
+def _scan(run: Run, lines: list[str], seen_at: float) -> None:
+    for line in lines:
+        if run.first is None and (m := FIRST.search(line)):
+            run.first, run.pid, run.visible = float(m.group(1)), int(m.group(2)), seen_at
+        if run.imported is None and (m := IMPORTED.search(line)):
+            run.imported = float(m.group(1))
+
+
+def run_task(api: Api, agent: Agent, name: str, code: str, requirements: str | None = None, *,
+             timeout: float = 300, until: str = "final", tail: bool = True, poll_s: float = 0.05) -> Run:
+    """Create, enqueue and watch one task. until="final": till it ends; "first": till its first
+    line is on the server (the task keeps running). tail=False watches the status only."""
+    task = create(api, name, code, requirements)
+    time.sleep(0.2)
+    run = Run(agent.name, task, time.time())
+    api.call("tasks.enqueue", {"task": task, "queue_name": agent.queue})
+    follow = LogTail(api, task)
+    deadline = time.monotonic() + timeout
+    next_status = 0.0
+    while time.monotonic() < deadline:
+        now = time.time()
+        if tail and run.first is None or (tail and run.imported is None and requirements):
+            _scan(run, follow.poll(), now)
+        if until == "first" and run.first is not None:
+            return run
+        if time.monotonic() >= next_status:
+            run.status = status_of(api, task)["status"]
+            next_status = time.monotonic() + (0.1 if not tail else 0.25)
+            if run.status in FINAL:
+                run.ended = now
+                if tail:
+                    _scan(run, follow.poll(), time.time())
+                return run
+        if agent.proc.poll() is not None:
+            raise RuntimeError(f"{agent.name} exited:\n{agent.log_path.read_text(errors='replace')[-3000:]}")
+        time.sleep(poll_s)
+    raise RuntimeError(f"{agent.name}: task {name} ({task}) not done after {timeout:.0f}s, "
+                       f"status {run.status}\n{agent.log_path.read_text(errors='replace')[-3000:]}\n"
+                       + "\n".join(task_log(api, task)[-40:]))
+
+
+def check(run: Run, what: str, api: Api) -> Run:
+    if run.status != "completed" or run.first is None:
+        tail = "\n".join(task_log(api, run.task)[-30:])
+        raise RuntimeError(f"{run.agent} {what}: status {run.status}, first line {run.first}\n{tail}")
+    return run
+
+
+# -- the measurements ------------------------------------------------------------------------
+
+
+def alternate(rounds: int, agents: dict[str, Agent], fn: Callable[[Agent, int], object]) -> dict[str, list]:
+    """fn(agent, i) for each round, both agents, the first one alternating between rounds."""
+    out: dict[str, list] = {name: [] for name in agents}
+    order = list(agents)
+    for i in range(rounds):
+        for name in (order if i % 2 == 0 else order[::-1]):
+            out[name].append(fn(agents[name], i))
+    return out
+
+
+def measure_pickup(api: Api, agents: dict[str, Agent], runs: int) -> dict[str, list[Run]]:
+    for agent in agents.values():   # warm-up: clearml-agent creates its venv, Shipyard its cache entry
+        check(run_task(api, agent, "pickup-warmup", TRIVIAL, timeout=300), "pickup warm-up", api)
+
+    def one(agent: Agent, i: int) -> Run:
+        run = check(run_task(api, agent, f"pickup-{i}", TRIVIAL, timeout=120), "pickup", api)
+        log(f"  pickup {agent.name}: first line {run.since(run.first):.2f}s, visible {run.since(run.visible):.2f}s")
+        return run
+
+    return alternate(runs, agents, one)
+
+
+def measure_medium(api: Api, agents: dict[str, Agent], runs: int, *, cold: bool) -> dict[str, list[Run]]:
+    label = "cold" if cold else "warm"
+
+    def one(agent: Agent, i: int) -> Run:
+        if cold:
+            agent.wipe_caches()
+        run = check(run_task(api, agent, f"{label}-{i}", MEDIUM_PY, MEDIUM, timeout=900), f"{label} build", api)
+        settle = wait_bytecode(agent)
+        if settle > 0.5:
+            run.extra["bytecode_s"] = settle
+        log(f"  {label} {agent.name}: first line {run.since(run.first):.1f}s, imports done "
+            f"{run.since(run.imported):.1f}s" + (f" (bytecode compiled {settle:.0f}s later)" if settle > 0.5 else ""))
+        return run
+
+    return alternate(runs, agents, one)
+
+
+def log_messages(api: Api, task: str) -> list[str]:
+    """The `msg` of every log event of a task, in the order the server stored them."""
+    tail = LogTail(api, task)
+    msgs: list[str] = []
+    while True:
+        body = {"task": task, "event_type": "log", "order": "asc", "batch_size": 5000}
+        if tail.scroll:
+            body["scroll_id"] = tail.scroll
+        data = api.call("events.get_task_events", body)
+        tail.scroll = data.get("scroll_id") or tail.scroll
+        events = data.get("events") or []
+        msgs.extend(str(event.get("msg", "")) for event in events)
+        if len(events) < 5000:
+            return msgs
+
+
+def compare_lines(msgs: list[str], expected: set[str]) -> dict:
+    """What the task printed vs what the log holds. A line is intact when some event holds it
+    whole; split when its head ends one event and its tail starts the next (clearml-agent cuts
+    its 64 KiB events anywhere, so the log shows such a line broken in two); lost otherwise."""
+    seen: dict[str, int] = {}
+    split: set[str] = set()
+    for k, msg in enumerate(msgs):
+        for line in msg.split("\n"):
+            if line in expected:
+                seen[line] = seen.get(line, 0) + 1
+        if k + 1 < len(msgs) and msg and not msg.endswith("\n"):
+            joined = msg.rpartition("\n")[2] + msgs[k + 1].partition("\n")[0]
+            if joined in expected and joined not in seen:
+                split.add(joined)
+    lost = expected.difference(seen, split)
+    return {"intact": len(seen), "split": len(split), "lost": len(lost),
+            "duplicated": sum(seen.values()) - len(seen),
+            "lost_sample": sorted(lost)[:3], "split_sample": sorted(split)[:3]}
+
+
+def expected_lines(lines: int) -> set[str]:
+    return {f"SXS-LINE {i:08d} step={i} loss=0.{i % 997:03d} the quick brown fox jumps over the lazy dog"
+            for i in range(lines)}
+
+
+def measure_logs(api: Api, agents: dict[str, Agent], lines: int) -> dict[str, dict]:
+    expected = expected_lines(lines)
+
+    def one(agent: Agent, i: int) -> dict:
+        code = CHATTY.replace("@LINES@", str(lines))
+        run = run_task(api, agent, f"chatty-{i}", code, timeout=900, tail=False, poll_s=0.1)
+        msgs = log_messages(api, run.task)
+        text = "\n".join(msgs)
+        if first := FIRST.search(text):
+            run.first, run.pid = float(first.group(1)), int(first.group(2))
+        last = re.search(r"SXS-LAST (\d+\.\d+)", text)
+        result = compare_lines(msgs, expected)
+        time.sleep(3)   # anything still arriving after the task ended?
+        result["late"] = sum(m.count("SXS-LINE ") for m in log_messages(api, run.task)) - text.count("SXS-LINE ")
+        elapsed = (run.ended or time.time()) - (run.first or run.enqueued)
+        result.update({"run": run, "status": run.status, "elapsed": elapsed,
+                       "rate": (result["intact"] + result["split"]) / elapsed if elapsed > 0 else 0.0,
+                       "print_s": (float(last.group(1)) - run.first) if last and run.first else None})
+        log(f"  logs {agent.name}: {result['rate']:,.0f} lines/s over {elapsed:.1f}s; intact {result['intact']}, "
+            f"split {result['split']}, lost {result['lost']}, duplicated {result['duplicated']}, late {result['late']}"
+            + (f"; lost e.g. {result['lost_sample']}" if result["lost"] else "")
+            + (f"; split e.g. {result['split_sample'][:1]}" if result["split"] else ""))
+        return result
+
+    return alternate(1, agents, one)
+
+
+def _pid_gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def measure_abort(api: Api, agents: dict[str, Agent], runs: int) -> dict[str, list[dict]]:
+    def one(agent: Agent, i: int) -> dict:
+        run = run_task(api, agent, f"abort-{i}", LOOP, timeout=300, until="first")
+        follow = LogTail(api, run.task)
+        while not any(line.startswith("SXS-TICK 3") for line in follow.poll()):   # the loop is running
+            time.sleep(0.05)
+        stop_at = time.monotonic()
+        api.call("tasks.stop", {"task": run.task})
+        gone = stopped = None
+        status = ""
+        while time.monotonic() - stop_at < 90 and (gone is None or stopped is None):
+            if gone is None and _pid_gone(run.pid):
+                gone = time.monotonic() - stop_at
+            if stopped is None:
+                status = status_of(api, run.task)["status"]
+                if status in FINAL:
+                    stopped = time.monotonic() - stop_at
+            time.sleep(0.02)
+        log(f"  abort {agent.name}: process gone {gone}s, task {status} {stopped}s")
+        if gone is None or stopped is None or status != "stopped":
+            raise RuntimeError(f"{agent.name} abort: gone={gone} status={status}")
+        return {"gone": gone, "stopped": stopped, "status": status}
+
+    return alternate(runs, agents, one)
+
+
+class TreeSampler:
+    """CPU % (of one core) and RSS of an agent's process tree, less the task, sampled at 4 Hz."""
+
+    def __init__(self, agent: Agent, exclude: set[int] = frozenset()):
+        self.agent, self.exclude = agent, set(exclude)
+        self.cpu: dict[int, tuple[float, float]] = {}    # pid -> (first, last) cpu seconds
+        self.rss: list[float] = []
+        self.procs: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self) -> None:
+        total = 0
+        for proc in self.agent.tree(self.exclude):
+            try:
+                with proc.oneshot():
+                    times = proc.cpu_times()
+                    used = times.user + times.system
+                    total += proc.memory_info().rss
+                    self.procs.add(proc.name())
+            except psutil.NoSuchProcess:
+                continue
+            first = self.cpu.get(proc.pid, (used, used))[0]
+            self.cpu[proc.pid] = (first, used)
+        self.rss.append(total / 2**20)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.25):
+            self._sample()
+
+    def __enter__(self) -> TreeSampler:  # noqa: PYI034
+        self._sample()
+        self.started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        self.wall = time.monotonic() - self.started
+
+    @property
+    def cpu_percent(self) -> float:
+        return 100 * sum(last - first for first, last in self.cpu.values()) / self.wall
+
+    @property
+    def rss_mb(self) -> float:
+        return statistics.mean(self.rss)
+
+
+def measure_footprint(api: Api, agents: dict[str, Agent], seconds: float) -> dict[str, dict]:
+    out: dict[str, dict] = {name: {} for name in agents}
+    samplers = {name: TreeSampler(agent) for name, agent in agents.items()}
+    for sampler in samplers.values():   # idle: both at once (neither has work)
+        sampler.__enter__()
+    time.sleep(seconds)
+    for name, sampler in samplers.items():
+        sampler.__exit__()
+        out[name]["idle"] = (sampler.cpu_percent, sampler.rss_mb)
+        log(f"  idle {name}: {sampler.cpu_percent:.2f}% CPU, {sampler.rss_mb:.0f} MB ({', '.join(sorted(sampler.procs))})")
+    per_tick = 100   # 1,000 lines/s, steady
+    ticks = int((seconds + 8) * 10)
+
+    def busy(agent: Agent, i: int) -> None:
+        run = run_task(api, agent, "busy", STEADY.replace("@TICKS@", str(ticks)).replace("@PER_TICK@", str(per_tick)), timeout=300, until="first")
+        time.sleep(1)
+        with TreeSampler(agent, {run.pid}) as sampler:
+            time.sleep(seconds)
+        api.call("tasks.stop", {"task": run.task})
+        deadline = time.monotonic() + 60
+        while status_of(api, run.task)["status"] not in FINAL and time.monotonic() < deadline:
+            time.sleep(0.2)
+        out[agent.name]["busy"] = (sampler.cpu_percent, sampler.rss_mb)
+        log(f"  busy {agent.name}: {sampler.cpu_percent:.1f}% CPU, {sampler.rss_mb:.0f} MB "
+            f"({', '.join(sorted(sampler.procs))})")
+
+    alternate(1, agents, busy)
+    return out
+
+
+def docker_status(image: str) -> tuple[bool, str]:
+    """Can the docker row run? An engine, Shipyard's docker mode and a local image with Python."""
+    help_text = subprocess.run([sys.executable, "-m", "shipyard", "daemon", "--help"], capture_output=True,
+                               text=True, check=False).stdout
+    if "--docker" not in help_text:
+        return False, "skipped: `shipyard daemon --docker` does not exist in this tree yet"
+    if not shutil.which("docker"):
+        return False, "skipped: no docker client on this machine"
+    if subprocess.run(["docker", "info"], capture_output=True, timeout=60, check=False).returncode != 0:
+        return False, "skipped: no Docker engine answers `docker info`"
+    if subprocess.run(["docker", "image", "inspect", image], capture_output=True, timeout=60,
+                      check=False).returncode != 0:
+        return False, (f"skipped: image {image} is not on this machine (the bench pulls nothing; "
+                       "scripts/build-base-image.sh builds it)")
+    return True, ""
+
+
+def _remove_containers(label: str) -> None:
+    ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={label}"], capture_output=True,
+                         text=True, check=False).stdout.split()
+    if ids:
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
+
+
+def measure_docker(bench: Bench, runs: int, image: str) -> dict | str:
+    """Docker mode: each agent's own docker mode, same image, same loopback index (host network).
+    One build per agent first (fills each one's caches), then warm starts alternating."""
+    ok, reason = docker_status(image)
+    if not ok:
+        log(f"  {reason}")
+        return reason
+    try:
+        ensure_wheelhouse(DOCKER_WHEELHOUSE, bench.wheels, log=log)   # clearml-agent installs itself in each container
+        write_index(bench.wheels)
+        api, env = bench.api, bench.env
+        container_env = [f"{k}={v}" for k, v in env.items() if k.startswith("PIP_") and k != "PIP_CONFIG_FILE"]
+        container_env += [f"{k}={v}" for k, v in env.items() if "proxy" in k.lower()]
+        docker_args = ["--network", "host", *[a for kv in container_env for a in ("-e", kv)]]
+        agents: dict[str, Agent] = {}
+        for name in AGENTS:
+            api.call("queues.create", {"name": f"sxs-{name}-docker"})
+        agents[CML] = start_clearml_agent(bench.server, bench.work / "cml-docker", f"sxs-{CML}-docker", env,
+                                          bench.agent_bin, worker="sxs-clearml-agent-docker:0", docker=image,
+                                          docker_args=docker_args)
+        bench.extra.append(agents[CML])
+        agents[SY] = start_shipyard(bench.server, bench.work / "sy-docker", f"sxs-{SY}-docker", env,
+                                    worker="sxs-shipyard-docker:0", docker=image)
+        bench.extra.append(agents[SY])
+
+        def one(label: str) -> Callable[[Agent, int], Run]:
+            def run(agent: Agent, i: int) -> Run:
+                result = check(run_task(api, agent, f"docker-{label}-{i}", MEDIUM_PY, MEDIUM, timeout=900),
+                               f"docker {label}", api)
+                log(f"  docker {label} {agent.name}: first line {result.since(result.first):.1f}s, "
+                    f"imports done {result.since(result.imported):.1f}s")
+                return result
+            return run
+
+        return {"image": image, "build": alternate(1, agents, one("build")), "warm": alternate(runs, agents, one("warm"))}
+    except Exception as exc:  # noqa: BLE001 - a failed docker row must not lose the others
+        log(f"  docker mode failed: {exc}")
+        return f"failed: {str(exc).splitlines()[0][:300]}"
+    finally:
+        for agent in list(bench.extra):
+            agent.stop_fn()
+            bench.extra.remove(agent)
+        _remove_containers("clearml-worker-id=sxs-clearml-agent-docker:0")
+        _remove_containers("shipyard.worker=sxs-shipyard-docker:0")
+
+
+def measure_server(server: ServerProcess, seconds: float) -> list[tuple[int, float, float, float]]:
+    rows = []
+    for clients in (1, 8, 32):
+        rate, lat = pairs_per_second(server, clients, seconds)
+        rows.append((clients, rate, pct(lat, 0.5), pct(lat, 0.99)))
+        log(f"  server {clients} clients: {rate:,.0f} pairs/s, get_by_id p99 {pct(lat, 0.99):.1f} ms")
+    return rows
+
+
+# -- the report -------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"nproc": str(os.cpu_count()), "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
+            "cpu": model, "kernel": platform.release()}
+
+
+def versions(agent_bin: Path) -> dict[str, str]:
+    def out(cmd: list[str]) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=REPO,
+                                  check=False).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+    from sandbox.pyenv import find_uv
+    from shipyard import __version__
+    uv = find_uv()
+    cml = out([str(agent_bin), "--version"]).splitlines()
+    return {"python": f"{platform.python_implementation()} {platform.python_version()} ({sys.executable})",
+            "clearml-agent": (cml[-1] if cml else "?") + f" (pinned {CLEARML_AGENT_PIN})",
+            "shipyard": f"{__version__}, " + (os.environ.get("SXS_TREE") or (
+                f"the working tree at {out(['git', 'rev-parse', '--short', 'HEAD'])}"
+                + (" with uncommitted changes (other work in progress)" if out(["git", "status", "--porcelain"])
+                   else ""))),
+            "uv (Shipyard's installer)": out([str(uv), "--version"]) if uv else "not found",
+            "pip (clearml-agent's installer)": "pip<22.3, clearml-agent's default pin for Python 3.10/3.11"}
+
+
+def fmt_s(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.2f} s"
+    return f"{statistics.median(values):.2f} s ({min(values):.2f}–{max(values):.2f}, n={len(values)})"
+
+
+def ratio_row(measure: str, cml: list[float], sy: list[float], target: float | None, *,
+              p: float = 0.5, note: str = "") -> tuple[str, float | None, bool | None]:
+    if not cml or not sy:
+        return f"| {measure} | - | - | - | {note} |", None, None
+    a, b = pctl(cml, p), pctl(sy, p)
+    ratio = a / b if b > 0 else float("inf")
+    met = None if target is None else ratio >= target
+    verdict = "" if target is None else f"≥{target:g}x: **{'met' if met else 'missed'}**"
+    if p == 0.5:
+        cells = f"{fmt_s(cml)} | {fmt_s(sy)}"
+    else:
+        cells = f"{a:.2f} s | {b:.2f} s"
+    return f"| {measure} | {cells} | **{ratio:.1f}x** | {verdict}{(' ' + note) if note else ''} |", ratio, met
+
+
+def since(runs: list[Run], attr: str) -> list[float]:
+    return [v for r in runs if (v := r.since(getattr(r, attr))) is not None]
+
+
+def report(args, info: dict, results: dict, targets: dict) -> str:
+    rows = ["| measure | clearml-agent 3.0.3 | shipyard daemon | shipyard's advantage (>1x: shipyard better) | target |",
+            "|---|---|---|---|---|"]
+
+    def add(row):
+        text, ratio, met = row
+        rows.append(text)
+        return ratio, met
+
+    if "pickup" in results:
+        p = results["pickup"]
+        targets["pickup (p50) ≥10x"] = add(ratio_row("pickup: enqueue → task's first line, p50", since(p[CML], "first"),
+                                                     since(p[SY], "first"), 10))
+        add(ratio_row("pickup: enqueue → task's first line, p90", since(p[CML], "first"), since(p[SY], "first"),
+                      None, p=0.9))
+        add(ratio_row("pickup: enqueue → that line on the server, p50", since(p[CML], "visible"),
+                      since(p[SY], "visible"), None))
+    if "warm" in results:
+        w = results["warm"]
+        targets["warm start ≥10x"] = add(ratio_row("warm start, medium set: enqueue → first line", since(w[CML], "first"),
+                                                   since(w[SY], "first"), 10))
+        add(ratio_row("warm start, medium set: enqueue → imports done", since(w[CML], "imported"),
+                      since(w[SY], "imported"), None))
+    if "cold" in results:
+        c = results["cold"]
+        bc = [r.extra["bytecode_s"] for r in c[SY] if "bytecode_s" in r.extra]
+        targets["cold build ≥3x"] = add(ratio_row("cold build, medium set: enqueue → first line", since(c[CML], "first"),
+                                                  since(c[SY], "first"), 3))
+        add(ratio_row("cold build, medium set: enqueue → imports done", since(c[CML], "imported"),
+                      since(c[SY], "imported"), None,
+                      note=(f"(Shipyard byte-compiles the new cache entry in the background: done "
+                            f"{statistics.median(bc):.0f} s after the task's first line... not counted)" if bc else "")))
+    if "logs" in results:
+        lg = {name: results["logs"][name][0] for name in AGENTS}
+        a, b = lg[CML]["rate"], lg[SY]["rate"]
+        rows.append(f"| log throughput, {args.lines:,} lines printed as fast as the task can: delivered lines/s "
+                    f"(first line → task ended) | {a:,.0f} | {b:,.0f} | **{b / a if a else float('inf'):.1f}x** | |")
+        def counts(r: dict) -> str:
+            return f"{r['lost']:,} / {r['split']:,} / {r['duplicated']:,} / {r['late']:,}"
+
+        clean = {n: lg[n]["lost"] == 0 and lg[n]["split"] == 0 and lg[n]["duplicated"] == 0 for n in AGENTS}
+        rows.append(f"| lines lost / broken in two (split across log events) / duplicated / arrived after the "
+                    f"task ended | {counts(lg[CML])} | {counts(lg[SY])} | | zero lost: "
+                    f"**{'met' if clean[SY] else 'missed'}** |")
+        targets["zero lines lost"] = (None, clean[SY])
+        printing = {n: lg[n]["print_s"] for n in AGENTS}
+        rows.append(f"| (how long the task itself took to print them) | "
+                    f"{printing[CML] or 0:.1f} s | {printing[SY] or 0:.1f} s | | |")
+    if "abort" in results:
+        ab = results["abort"]
+        add(ratio_row("abort: tasks.stop → task process gone", [r["gone"] for r in ab[CML]],
+                      [r["gone"] for r in ab[SY]], None))
+        add(ratio_row("abort: tasks.stop → task `stopped` on the server", [r["stopped"] for r in ab[CML]],
+                      [r["stopped"] for r in ab[SY]], None))
+    if "footprint" in results:
+        fp = results["footprint"]
+        for state in ("idle", "busy"):
+            if state in fp[CML] and state in fp[SY]:
+                (ca, ra), (cb, rb) = fp[CML][state], fp[SY][state]
+                what = "idle, both waiting for work" if state == "idle" else "busy, running a task printing 1,000 lines/s"
+                rows.append(f"| agent footprint {what}: CPU % of one core / RSS of the agent's process tree "
+                            f"(the task excluded) | {ca:.2f} % / {ra:.0f} MB | {cb:.2f} % / {rb:.0f} MB | "
+                            f"{(ca / cb if cb else float('inf')):.1f}x CPU, {(ra / rb if rb else float('inf')):.1f}x RSS | |")
+    if "docker" in results:
+        d = results["docker"]
+        if isinstance(d, str):
+            rows.append(f"| docker mode warm start | - | - | - | {d} |")
+        else:
+            add(ratio_row(f"docker mode, image `{d['image']}`: first build of the medium set → first line",
+                          since(d["build"][CML], "first"), since(d["build"][SY], "first"), None))
+            add(ratio_row("docker mode warm start, medium set: enqueue → first line", since(d["warm"][CML], "first"),
+                          since(d["warm"][SY], "first"), None))
+            add(ratio_row("docker mode warm start, medium set: enqueue → imports done",
+                          since(d["warm"][CML], "imported"), since(d["warm"][SY], "imported"), None))
+    out = ["\n".join(rows)]
+    if "server" in results:
+        srv = ["", ("Server (the same embedded server; bench/bench_server.py's `pairs_per_second`: each client "
+                    "a process re-enqueuing one task and popping it with `queues.get_next_task`, while a probe "
+                    "times `tasks.get_by_id` every 10 ms):"), "",
+               "| clients | enqueue+dequeue pairs/s | API p50 (tasks.get_by_id) | API p99 |", "|---|---|---|---|"]
+        srv += [f"| {c} | {rate:,.0f} | {p50:.1f} ms | {p99:.1f} ms |" for c, rate, p50, p99 in results["server"]]
+        out.append("\n".join(srv))
+    return "\n".join(out)
+
+
+METHOD = """\
+## How it is measured
+
+- **One server, both agents.** `shipyard server` (SQLite) on loopback; `clearml-agent daemon`
+  (the real 3.0.3 from PyPI, in its own venv: `tests/peers.py`) on queue `sxs-clearml-agent`,
+  `shipyard daemon` on queue `sxs-shipyard`, both running for the whole bench. The same task
+  documents go to each queue, one agent at a time, alternating which agent goes first in each
+  round, so slow drifts of this shared machine's load hit both.
+- **Tasks** are literal scripts (no repository: the script text is `script.diff`, the ClearML
+  way of running a script without git), so both agents do the same work and no git server is
+  involved. The script's first statement prints `SXS-FIRST <time.time()> <pid>`, which gives the
+  moment the task's own code started (same clock as the bench) and its process id.
+- **pickup**: a trivial task, warm caches (one warm-up task per agent first). Enqueue → the task's
+  first line (task clock), p50 and p90; also enqueue → the bench sees that line through the API
+  (polled every 50 ms), which adds each agent's log shipping delay. clearml-agent polls its
+  queues every **5 s, its default** (`--polling-interval`, minimum 5): the bench does not lower
+  it. Shipyard long-polls (`queues.get_next_task` with a wait, default 30 s).
+- **warm start**: numpy pandas scikit-learn requests (unpinned, as a user writes them) after a
+  cold build of the same set: enqueue → first line, and → `import numpy, pandas, sklearn,
+  requests` done.
+- **cold build**: the same task after wiping, for clearml-agent, its venvs dir, venv cache, pip
+  cache and pip download cache; for Shipyard, its env cache and its uv cache. Both then download
+  every wheel again from the loopback index. Shipyard byte-compiles a new cache entry in the
+  background after publishing it; the bench waits for that before the next measurement (its
+  duration is noted), and the "imports done" row shows what a not-yet-compiled env costs.
+- **log throughput**: a task prints N lines of ~90 characters in a tight `print` loop (both
+  agents run tasks unbuffered: clearml-agent with `python -u`, Shipyard with
+  `PYTHONUNBUFFERED=1`). Rate = distinct expected lines in the task log ÷ (task's first line →
+  task reported ended; both agents flush the console before reporting the end). Every line is
+  then compared with what was printed, event by event: whole in some event (intact), its head
+  ending one event and its tail starting the next (split: the log shows it broken in two),
+  absent (lost), more than once (duplicated); and whether more arrived 3 s after the end.
+- **abort**: a task printing every 100 ms; once its 4th line is on the server the bench calls
+  `tasks.stop` and polls every 20 ms for the task's process to be gone (psutil, by the pid the
+  task printed) and for the task's status to be `stopped`. The task does not trap SIGTERM:
+  clearml-agent SIGKILLs the tree; Shipyard sends SIGTERM (grace period 10 s, its default).
+- **footprint**: CPU time and RSS of each agent's process tree (the daemon and every process
+  under it, e.g. clearml-agent's `execute` child before it execs the task, pip/uv), less the task
+  process and what it starts, sampled at 4 Hz. Idle: both daemons waiting, at the same time.
+  Busy: while a task prints 1,000 lines/s, one agent at a time. RSS is summed over the tree (shared
+  pages count once per process).
+- **server**: bench/bench_server.py's `pairs_per_second` and `pct`, against the same server.
+
+## Fairness
+
+- **Same server, same machine, same run**; figures are ratios of runs interleaved in time.
+- **Same interpreter**: both agents build task environments from `{python}` (clearml-agent
+  `agent.python_binary`, Shipyard `SHIPYARD_PYTHON_BINARY`); neither goes through a pyenv shim.
+- **Same packages from the same place**: a wheelhouse served as a PEP 503 index on 127.0.0.1
+  (`bench/pypi_mirror.py`, one version of each project); `PIP_INDEX_URL` and `UV_DEFAULT_INDEX`
+  point at it, the machine's pip/uv configuration is switched off (`PIP_CONFIG_FILE=/dev/null`,
+  `UV_NO_CONFIG=1`), and HTTP(S) proxies point at a closed loopback port, so nothing but loopback
+  is reachable by either agent, its installers or its tasks.
+- **Same caches allowed for both**, each agent's own defaults: clearml-agent keeps its venv
+  cache (`agent.venvs_cache`, on by default, 10 entries), re-uses its venvs dir, its pip HTTP/wheel
+  cache and its pip download cache; Shipyard keeps its content-addressed env cache and uv's cache.
+  Warm rows run with all of them full, cold rows with all of them emptied (same policy for both:
+  every package is downloaded again from the loopback index).
+- **Each agent's default installer**: pip (`agent.package_manager.type: pip`, clearml-agent's
+  default) for clearml-agent, uv for Shipyard. clearml-agent can be configured to use uv
+  (`uv_replace_pip`); that is not what it does out of the box, so it is not what is measured.
+- **Defaults otherwise**: clearml-agent's 5 s polling, its status/abort checks; Shipyard's 30 s
+  long poll, 200 ms log batches, 10 s abort grace, 30 s status reports. The only non-default
+  clearml-agent settings are paths, the interpreter and `agent.disable_agent_update_check`
+  (the update check calls a host on the Internet).
+- **Docker mode** needs both an engine and `shipyard daemon --docker`; it is skipped with the
+  reason when either is missing.
+"""
+
+
+def render(args, started: str, mach: dict, load_start: tuple, load_end: tuple, vers: dict, table: str,
+           targets: dict, wall: float, mirror_projects: list[str]) -> str:
+    load = lambda la: " / ".join(f"{x:.2f}" for x in la)
+    cmdline = os.environ.get("SXS_ARGV", " ".join(args.argv))
+    lines = [
+        "# Side-by-side benchmarks: clearml-agent vs shipyard daemon",
+        "",
+        (f"Generated by `python bench/side_by_side.py{' ' + cmdline if cmdline else ''}` "
+         f"on {started} (took {wall / 60:.1f} min). Re-run it to refresh this file."),
+        "",
+        "| machine | |", "|---|---|",
+        f"| CPUs (nproc) | {mach['nproc']} |", f"| CPU model | {mach['cpu']} |", f"| memory | {mach['memory']} |",
+        f"| kernel | {mach['kernel']} |",
+        f"| load average (1/5/15 min) at the start | {load(load_start)} |",
+        f"| load average (1/5/15 min) at the end | {load(load_end)} |",
+        *[f"| {k} | {v} |" for k, v in vers.items()],
+        "",
+        "The machine is shared with other work (see the load average): read the ratios, not the",
+        "absolute times, and rerun when a figure looks off.",
+        "",
+        "## Results",
+        "",
+        table,
+        "",
+        "Targets: " + ("; ".join(f"{name}: **{'met' if met else 'missed'}**" + (f" ({ratio:.1f}x)" if ratio else "")
+                                for name, (ratio, met) in targets.items() if met is not None) or "none measured") + ".",
+        "",
+        f"Projects the agents fetched from the loopback index during the run: {', '.join(mirror_projects) or 'none'}.",
+        "",
+        METHOD.format(python=sys.executable),
+    ]
+    return "\n".join(lines)
+
+
+def run_at(rev: str, argv: list[str], out: Path) -> int:
+    """Export `rev` with git archive and run this bench from there (its code, its server and
+    daemon), writing the report to `out` here."""
+    sha = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=REPO, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    tree = Path(tempfile.mkdtemp(prefix="shipyard-sxs-tree-"))
+    try:
+        archive = subprocess.run(["git", "archive", sha], cwd=REPO, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        if not (tree / "bench" / "side_by_side.py").exists():
+            raise SystemExit(f"{rev} has no bench/side_by_side.py")
+        rest, skip = [], False
+        for arg in argv:   # everything but --at REV / --at=REV
+            if skip:
+                skip = False
+            elif arg == "--at":
+                skip = True
+            elif not arg.startswith("--at="):
+                rest.append(arg)
+        env = {**os.environ, "SXS_ARGV": " ".join(argv),
+               "SXS_TREE": f"commit {sha[:12]} ({rev}), exported clean with git archive"}
+        command = [sys.executable, str(tree / "bench" / "side_by_side.py"), *rest, "--out", str(out.resolve())]
+        return subprocess.run(command, cwd=tree, env=env, check=False).returncode
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+
+
+SECTIONS = ("footprint", "pickup", "logs", "abort", "cold", "warm", "docker", "server")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (development)")
+    parser.add_argument("--runs", type=int, help="pickup runs per agent (default 10; quick 4)")
+    parser.add_argument("--warm-runs", type=int, help="warm starts per agent (default 3; quick 2)")
+    parser.add_argument("--cold-runs", type=int, help="cold builds per agent (default 2; quick 1)")
+    parser.add_argument("--abort-runs", type=int, help="aborts per agent (default 3; quick 2)")
+    parser.add_argument("--lines", type=int, help="lines the chatty task prints (default 200,000; quick 50,000)")
+    parser.add_argument("--footprint-s", type=float, help="footprint window (default 20 s; quick 10 s)")
+    parser.add_argument("--server-s", type=float, help="seconds per server load level (default 5; quick 2)")
+    parser.add_argument("--docker-image", default="shipyard-test/python:bookworm",
+                        help="image with Python for the docker rows; must be on the machine already")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    parser.add_argument("--no-write", action="store_true", help="print only, leave docs/ alone")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, venvs) and print its path")
+    parser.add_argument("--at", metavar="REV", help="measure the committed tree of REV (e.g. HEAD), exported to a "
+                        "temporary directory, instead of this working tree with whatever is uncommitted in it")
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.at:
+        return run_at(args.at, args.argv, args.out)
+    q = args.quick
+    args.runs = args.runs or (4 if q else 10)
+    args.warm_runs = args.warm_runs or (2 if q else 3)
+    args.cold_runs = args.cold_runs or (1 if q else 2)
+    args.abort_runs = args.abort_runs or (2 if q else 3)
+    args.lines = args.lines or (50_000 if q else 200_000)
+    args.footprint_s = args.footprint_s or (10.0 if q else 20.0)
+    args.server_s = args.server_s or (2.0 if q else 5.0)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(only) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}")
+
+    t0 = time.monotonic()
+    started = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    load_start = os.getloadavg()
+    mach = machine()
+    log(f"machine: {mach}; load {load_start}")
+    agent_bin = peers.ensure("agent", log=log)
+    wheels = ensure_wheelhouse(WHEELHOUSE, log=log)
+    vers = versions(agent_bin)
+    results: dict = {}
+    with Bench(wheels, agent_bin, keep=args.keep) as bench:
+        api, agents = bench.api, bench.agents
+        if "footprint" in only or "pickup" in only:
+            log("pickup (warm-up first)")
+            results["pickup"] = measure_pickup(api, agents, args.runs if "pickup" in only else 0)
+            if "pickup" not in only:
+                del results["pickup"]
+        if "footprint" in only:
+            log("footprint")
+            results["footprint"] = measure_footprint(api, agents, args.footprint_s)
+        if "logs" in only:
+            log(f"log throughput, {args.lines:,} lines")
+            results["logs"] = measure_logs(api, agents, args.lines)
+        if "abort" in only:
+            log("abort")
+            results["abort"] = measure_abort(api, agents, args.abort_runs)
+        if "cold" in only:
+            log("cold build")
+            results["cold"] = measure_medium(api, agents, args.cold_runs, cold=True)
+        if "warm" in only:
+            log("warm start")
+            results["warm"] = measure_medium(api, agents, args.warm_runs, cold=False)
+        if "docker" in only:
+            log("docker mode")
+            results["docker"] = measure_docker(bench, args.warm_runs, args.docker_image)
+        if "server" in only:
+            log("server")
+            results["server"] = measure_server(bench.server, args.server_s)
+    projects = bench.projects
+    load_end = os.getloadavg()
+    targets: dict = {}
+    table = report(args, {}, results, targets)
+    text = render(args, started, mach, load_start, load_end, vers, table, targets, time.monotonic() - t0, projects)
+    print(text)
+    if not args.no_write:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+        log(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
