@@ -5,6 +5,8 @@ Their pins must not touch the project's environment, so each lives in a venv of 
 `$SHIPYARD_PEERS_DIR` (default `~/.cache/shipyard-test-peers`), created once and reused:
 
     <peers dir>/sdk-clearml-2.1.12-py3.11/          python with clearml==2.1.12
+    <peers dir>/optuna-clearml-2.1.12-py3.11/       the same plus optuna (optional: the HPO test's
+                                                    OptimizerOptuna case skips when it cannot be made)
     <peers dir>/agent-clearml-agent-3.0.3-py3.11/   bin/clearml-agent 3.0.3
     <peers dir>/wheels-clearml-2.1.12-py3.11/       wheels the agent installs into task venvs
     <peers dir>/*.lock                              fcntl locks (parallel pytest workers)
@@ -51,6 +53,9 @@ class Peer:
 
 PEERS = {
     "sdk": Peer("sdk", ("clearml==2.1.12",), "python"),
+    # Optional: the SDK with optuna, for HyperParameterOptimizer(optimizer_class=OptimizerOptuna).
+    # optuna 4.x: what clearml 2.1.12's OptimizerOptuna was written against.
+    "optuna": Peer("optuna", ("clearml==2.1.12", "optuna==4.5.0"), "python"),
     # clearml-agent 3.0.3 imports pkg_resources, which newer setuptools drop.
     "agent": Peer("agent", ("clearml-agent==3.0.3", "setuptools<81"), "clearml-agent"),
     # What clearml-agent pip-installs into a task's venv (the SDK, and the pip version its default
