@@ -69,7 +69,10 @@ def test_units_share_the_install_layout():
         assert service["User"] == "shipyard" and service["Group"] == "shipyard", name
         assert service["Restart"] == "on-failure", name
         assert service["NoNewPrivileges"] == "yes", name
-        assert service["StateDirectory"].startswith("shipyard/"), name
+        # /var/lib/shipyard itself is listed: it is HOME, and a parent systemd creates is root's
+        state = service["StateDirectory"].split()
+        assert state[0] == "shipyard" and state[1].startswith("shipyard/"), name
+        assert "\nEnvironment=HOME=/var/lib/shipyard\n" in (UNITS / name).read_text(), name
 
 
 def test_agent_drains_then_aborts():
