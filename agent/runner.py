@@ -293,6 +293,8 @@ class TaskRun:
                    OutputReader(launched.stderr_fd, lambda line: shipper.add(line, "error")).start()]
         try:
             abort = self._supervise(launched, watch)
+            if abort is None:
+                self._record_exit(launched.wait(0))
         finally:
             watch.stop()
             for reader in readers:
@@ -302,6 +304,17 @@ class TaskRun:
         if result.frozen and not prepared.frozen:
             self._write_back(task, result.frozen, None)
         return self._outcome(result, abort)
+
+    def _record_exit(self, code: int | None) -> None:
+        """Tell the server at once that the process ended, before flushing logs and reporting:
+        if this agent dies in between, the task is ended as it exited, not run again."""
+        if self.attempt is None or code is None:
+            return
+        try:
+            self.api.call("tasks.record_exit", {"task": self.task_id, "attempt": self.attempt,
+                                                "exit_code": code}, deadline_s=5)
+        except (ServerError, ServerUnreachable) as exc:
+            log.warning("task %s: could not record its exit code yet: %s", self.task_id, exc)
 
     def _supervise(self, launched: Launched, watch: TaskWatch) -> tuple[str, str] | None:
         while launched.wait(0.1) is None:
