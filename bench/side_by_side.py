@@ -924,6 +924,9 @@ METHOD = """\
   process and what it starts, sampled at 4 Hz. Idle: both daemons waiting, at the same time.
   Busy: while a task prints 1,000 lines/s, one agent at a time. RSS is summed over the tree (shared
   pages count once per process).
+- **docker mode**: a second pair of daemons, `clearml-agent daemon --docker IMAGE --cpu-only` and
+  `shipyard daemon --docker IMAGE`, same local image (nothing is pulled), same medium task: one
+  first build per agent (their docker-mode caches start empty), then warm starts alternating.
 - **server**: bench/bench_server.py's `pairs_per_second` and `pct`, against the same server.
 
 ## Fairness
@@ -948,8 +951,26 @@ METHOD = """\
   long poll, 200 ms log batches, 10 s abort grace, 30 s status reports. The only non-default
   clearml-agent settings are paths, the interpreter and `agent.disable_agent_update_check`
   (the update check calls a host on the Internet).
-- **Docker mode** needs both an engine and `shipyard daemon --docker`; it is skipped with the
-  reason when either is missing.
+- **Docker mode** needs an engine, `shipyard daemon --docker` and the image on the machine; the
+  row is skipped, with the reason, when one is missing. Both agents' containers use the host
+  network (Shipyard's default; `--network host` in clearml-agent's `agent.extra_docker_arguments`,
+  which also passes the index and proxy variables into its containers). clearml-agent keeps its
+  default of pip-installing `clearml-agent` (3.0.3, from the loopback index) in every container;
+  `agent.docker_install_opencv_libs` is switched off, since it would `apt-get` from the Internet
+  in every container (this favours clearml-agent); `--cpu-only` because this machine has no GPU.
+
+## Reading the figures
+
+- clearml-agent polls an empty queue every 5 s, then starts a fresh `clearml-agent execute`
+  process per task that re-checks the venv (`pip install "pip<22.3"`, requirements, `pip
+  freeze`) before the script runs; its daemon tails the task's output file and checks for an
+  abort once per 5 s cycle. Hence pickup ≈ half a poll + seconds of setup, and abort ≈ 5 s.
+- clearml-agent writes the task's output to a file and packs lines into 64 KiB log events cut
+  at any byte, so about one line per 64 KiB shows up broken in two in the log (counted as split,
+  not lost: the text is all there).
+- Shipyard reads the task's output from a pipe and redacts and batches every line before
+  shipping it, so a task printing as fast as it can waits on the pipe (compare the time the task
+  itself took to print), where clearml-agent's task writes to a file and never waits.
 """
 
 
