@@ -14,6 +14,10 @@ _ACTIVE = frozenset(filter(None, os.environ.get("SHIPYARD_FAULTS", "").split(","
 
 
 def checkpoint(name: str) -> None:
+    """Hold here forever when active; or, with SHIPYARD_FAULT_DELAY_<NAME>=<seconds>, be slow."""
+    delay = os.environ.get(f"SHIPYARD_FAULT_DELAY_{name.upper()}")
+    if delay:
+        time.sleep(float(delay))
     if name not in _ACTIVE:
         return
     directory = Path(os.environ.get("SHIPYARD_FAULTS_DIR") or ".")

@@ -111,3 +111,16 @@ def test_network_cut(server, tmp_path, runs_dir, cut_s):
     finally:
         agent.stop()
         proxy.close()
+
+
+def test_build_longer_than_the_lease_keeps_the_task(server, tmp_path, runs_dir):
+    """The lease is renewed from the claim on, so a slow environment build does not lose the task."""
+    api = server.api()
+    agent = faulty_agent(server, tmp_path, "slowbuild", "agent", SHIPYARD_FAULT_DELAY_DURING_BUILD="7")
+    try:
+        task = create_task(api, "slow-build", script(run_recording_task(runs_dir, 0.1)), queue="slowbuild")
+        doc = wait_status(api, task, timeout=120)
+        assert doc["status"] == "completed", doc["status_reason"]
+        assert len(doc["shipyard_attempts"]) == 1 and runs(runs_dir, task) == (1, 1)
+    finally:
+        agent.stop()
