@@ -35,7 +35,8 @@ def git_credentials(settings: Settings, repository: str) -> dict[str, tuple[str,
     return creds
 
 
-def _requirements(task: dict, workspace: Workspace) -> tuple[RequirementSet, str]:
+def task_requirements(task: dict, workspace: Workspace) -> tuple[RequirementSet, str]:
+    """The task's recorded pip requirements, else the repository's; and where they came from."""
     recorded = from_script(task.get("script") or {})
     if recorded:
         return recorded, "task"
@@ -54,7 +55,7 @@ def build_task(task: dict, target: Path, settings: Settings, log: Log, *, env_ca
     env_cache = env_cache or EnvCache(agent.venv_cache_dir)
     script = task.get("script") or {}
     workspace = prepare_workspace(script, target / "code", repo_cache, credentials=git_credentials(settings, str(script.get("repository") or "")), log=log)
-    requirements, source = _requirements(task, workspace)
+    requirements, source = task_requirements(task, workspace)
     requirements, replaced = requirements.without_missing_local_files(lambda p: os.path.exists(p))
     for line in replaced:
         log(f"requirement '{line}' points at a file that is not on this machine; installing by name")

@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from agent import taskenv
-from agent.build import _requirements, git_credentials
+from agent.build import task_requirements, git_credentials
 from agent.config import DockerSettings, Settings
 from agent.lifecycle import FAILED, Outcome
 from agent.runner import ExitStatus, Prepared, RunContext, RunResult
@@ -215,7 +215,7 @@ class DockerExecutor:
         script = task.get("script") or {}
         workspace = prepare_workspace(script, target / "code", self.repo_cache, log=self.context.note,
                                       credentials=git_credentials(self.settings, str(script.get("repository") or "")))
-        requirements, source = _requirements(task, workspace)
+        requirements, source = task_requirements(task, workspace)
         requirements, replaced = requirements.without_missing_local_files(os.path.exists)
         for line in replaced:
             self.context.note(f"requirement '{line}' points at a file that is not on this machine; installing by name")
