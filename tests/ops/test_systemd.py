@@ -7,9 +7,12 @@ verify only warns (exit 0) on unknown keys and unparsable values, so its stderr 
 from __future__ import annotations
 
 import configparser
+import shlex
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -75,15 +78,64 @@ def test_units_share_the_install_layout():
         assert "\nEnvironment=HOME=/var/lib/shipyard\n" in (UNITS / name).read_text(), name
 
 
-def test_agent_drains_then_aborts():
+def test_agent_stop_settings():
     service = _unit("shipyard-agent@.service")["Service"]
-    # The first SIGTERM (ExecStop) drains and waits; when TimeoutStopSec runs out, KillSignal is the
-    # second SIGTERM, to the daemon alone (mixed), which aborts the running task; SIGKILL comes last.
-    assert 'kill -TERM "$MAINPID"' in service["ExecStop"] and "kill -0" in service["ExecStop"]
+    # Safety net behind ExecStop: SIGTERM to the daemon alone (mixed), SIGKILL to all at the end.
     assert service["KillSignal"] == "SIGTERM"
     assert service["KillMode"] == "mixed"
-    assert service["TimeoutStopSec"]
+    assert service["TimeoutStopSec"] == "15min"
+    assert "Environment=SHIPYARD_DRAIN_S=840\n" in (UNITS / "shipyard-agent@.service").read_text()
     assert set(service["RestartPreventExitStatus"].split()) == {"2", "4"}  # config, credentials
+
+
+RECORDER = """
+import signal, sys, time
+seen = []
+def on_term(*_):
+    seen.append(time.monotonic())
+    print("drain" if len(seen) == 1 else "abort", flush=True)
+    if len(seen) == 2:
+        sys.exit(0)
+signal.signal(signal.SIGTERM, on_term)
+print("ready", flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_agent_exec_stop_drains_then_aborts(tmp_path):
+    """The ExecStop script itself, run as systemd would (`$$` unescaped, MAINPID and
+    SHIPYARD_DRAIN_S in its environment), against a process that records the signals."""
+    # Given a "daemon" that drains on the first SIGTERM and exits on the second
+    script = _unit("shipyard-agent@.service")["Service"]["ExecStop"]
+    argv = shlex.split(script.replace("$$", "$"))
+    assert argv[:2] == ["/bin/sh", "-c"]
+    daemon = subprocess.Popen([sys.executable, "-c", RECORDER], stdout=subprocess.PIPE, text=True)
+    threading.Thread(target=daemon.wait, daemon=True).start()  # reap at exit, as systemd does
+    assert daemon.stdout.readline().strip() == "ready"
+    # When the stop runs with a 2-second drain window
+    started = time.monotonic()
+    stop = subprocess.run(argv, env={"MAINPID": str(daemon.pid), "SHIPYARD_DRAIN_S": "2", "PATH": "/usr/bin:/bin"},
+                          timeout=30)
+    elapsed = time.monotonic() - started
+    # Then: drain at once, abort after the window, and the stop ends when the daemon is gone
+    assert daemon.stdout.read().split() == ["drain", "abort"]
+    assert daemon.wait(5) == 0 and stop.returncode == 0
+    assert 2.0 <= elapsed < 6.0, elapsed
+
+
+def test_agent_exec_stop_returns_when_the_drain_finishes(tmp_path):
+    script = _unit("shipyard-agent@.service")["Service"]["ExecStop"]
+    daemon = subprocess.Popen([sys.executable, "-c", "import signal, sys, time\n"
+                               "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\nprint('ready', flush=True)\n"
+                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    threading.Thread(target=daemon.wait, daemon=True).start()
+    assert daemon.stdout.readline().strip() == "ready"
+    started = time.monotonic()
+    subprocess.run(shlex.split(script.replace("$$", "$")), env={"MAINPID": str(daemon.pid), "PATH": "/usr/bin:/bin"},
+                   timeout=30, check=True)
+    assert time.monotonic() - started < 3.0  # default window 840 s: it returned because the daemon exited
+    assert daemon.wait(5) == 0
 
 
 def test_agent_reads_its_instance_and_keeps_gpus_and_docker_usable():
