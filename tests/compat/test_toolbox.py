@@ -148,3 +148,51 @@ def test_api_client_generic_calls(server, api, sdk_python, tmp_path):
     model = api.call("models.get_by_id", {"model": out["model_id"]})["model"]
     assert model["task"] == task and model["framework"] == "PyTorch"
     assert "compat-apiclient-worker" not in [w["id"] for w in api.call("workers.get_all", {}).get("workers") or []]
+
+
+MODELS_PY = textwrap.dedent("""\
+    import hashlib, json
+    from clearml import InputModel, Model, OutputModel, Task
+
+    producer = Task.init(project_name="compat-models", task_name="producer", output_uri=True)
+    weights = bytes(range(256)) * 512
+    open("w.bin", "wb").write(weights)
+    om = OutputModel(task=producer, name="compat-model", framework="PyTorch", tags=["candidate"])
+    om.update_weights("w.bin")
+    producer.close()
+    out = {"producer": producer.id, "model": om.id, "sha": hashlib.sha256(weights).hexdigest()}
+    out["queried"] = [m.id for m in Model.query_models(project_name="compat-models", model_name="compat-model",
+                                                       tags=["candidate"])]
+    out["queried_other_tag"] = [m.id for m in Model.query_models(project_name="compat-models", tags=["nope"])]
+
+    consumer = Task.init(project_name="compat-models", task_name="consumer")
+    im = InputModel(model_id=om.id)
+    im.connect(consumer)
+    out["input_name"], out["input_tags"], out["input_framework"] = im.name, im.tags, im.framework
+    out["input_sha"] = hashlib.sha256(open(im.get_local_copy(), "rb").read()).hexdigest()
+    m = Model(model_id=om.id)
+    m.publish()
+    out["published"] = Model(model_id=om.id).published
+    out["consumer"] = consumer.id
+    consumer.close()
+    out["consumer_inputs"] = [x.id for x in Task.get_task(task_id=consumer.id).models["input"]]
+    print("RESULT " + json.dumps(out), flush=True)
+""")
+
+
+def test_model_registry_with_the_sdk(server, api, sdk_python, tmp_path):
+    script = tmp_path / "models.py"
+    script.write_text(MODELS_PY)
+    env = clean_env(tmp_path / "home", server.env())
+    out = json.loads(_result_line(run_sdk(sdk_python, script, [], cwd=tmp_path, env=env), "RESULT"))
+    assert out["queried"] == [out["model"]] and out["queried_other_tag"] == []
+    assert (out["input_name"], out["input_tags"], out["input_framework"]) == ("compat-model", ["candidate"],
+                                                                             "PyTorch")
+    assert out["input_sha"] == out["sha"]                    # the weights came back byte for byte
+    assert out["published"] is True
+    assert out["consumer_inputs"] == [out["model"]]
+    model = api.call("models.get_by_id", {"model": out["model"]})["model"]
+    assert model["task"] == out["producer"] and model["ready"] is True and model["tags"] == ["candidate"]
+    assert model["uri"].startswith(server.files_url + "/")
+    consumer = api.call("tasks.get_by_id", {"task": out["consumer"]})["task"]
+    assert [m["model"] for m in consumer["models"]["input"]] == [out["model"]]
