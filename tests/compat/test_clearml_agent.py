@@ -30,7 +30,7 @@ from tests.helpers import ACCESS_KEY, SECRET_KEY, start_server
 pytestmark = [pytest.mark.compat, pytest.mark.slow, pytest.mark.timeout(600)]
 
 TASK_DEADLINE_S = 300
-WORKER = "compat-agent:0"
+WORKER = f"compat-agent-{os.getpid()}:0"  # unique per run: clearml-agent refuses a second live instance of one id
 
 GOOD_PY = textwrap.dedent("""\
     import sys
