@@ -108,8 +108,10 @@ class OutputReader:
         max_line_bytes: int = MAX_LINE_BYTES,
         progress_interval_s: float | None = PROGRESS_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
+        joined: bool = False,
     ):
         self.fd = fd
+        self._joined = joined  # hand all lines of a chunk to `sink` at once, joined with "\n"
         self._sink = sink
         self._chunk = chunk_bytes
         self._splitter = LineSplitter(max_line_bytes)
@@ -149,8 +151,12 @@ class OutputReader:
             raise
 
     def _emit(self, lines: Sequence[str]) -> None:
-        for line in lines:
-            self._sink(line)
+        if self._joined:
+            if lines:  # one call per chunk: a chatty task is not slowed by per-line overhead
+                self._sink("\n".join(lines))
+        else:
+            for line in lines:
+                self._sink(line)
         self.lines_read += len(lines)
 
     def _maybe_emit_progress(self) -> None:

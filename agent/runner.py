@@ -289,8 +289,8 @@ class TaskRun:
             return Outcome(FAILED, exc.kind, exc.reason)
         except InfrastructureError as exc:
             return Outcome(FAILED, "infrastructure", exc.reason)
-        readers = [OutputReader(launched.stdout_fd, lambda line: shipper.add(line, "info")).start(),
-                   OutputReader(launched.stderr_fd, lambda line: shipper.add(line, "error")).start()]
+        readers = [OutputReader(launched.stdout_fd, lambda text: shipper.add(text, "info"), joined=True).start(),
+                   OutputReader(launched.stderr_fd, lambda text: shipper.add(text, "error"), joined=True).start()]
         try:
             abort = self._supervise(launched, watch)
             if abort is None:
