@@ -195,10 +195,13 @@ def unarchive(ctx: CallContext, req: Request) -> dict:
     return {"unarchived": _set_system_tag(ctx, ids, "archived", False)}
 
 
-def _edit_part(ctx: CallContext, req: Request, mutate) -> dict:
+def _edit_part(ctx: CallContext, req: Request, mutate, *, any_status: bool = False) -> dict:
+    """Load the task, apply `mutate` (which returns the response), save. Only drafts may be
+    edited without force, except for parts the reference server lets change in any status."""
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, req.id("task", "task"))
-        taskdoc.require_editable(doc, req.bool("force"))
+        if not any_status:
+            taskdoc.require_editable(doc, req.bool("force"))
         result = mutate(doc)
         taskdoc.touch(ctx, doc)
         ctx.store.save(conn, t.tasks, doc)
@@ -213,12 +216,7 @@ def set_requirements(ctx: CallContext, req: Request) -> dict:
         doc["script"] = {**(doc.get("script") or {}), "requirements": requirements}
         return {"updated": 1, "fields": {"script.requirements": requirements}}
 
-    with ctx.store.tx() as conn:
-        doc = taskdoc.load(ctx, conn, req.id("task", "task"))
-        result = mutate(doc)
-        taskdoc.touch(ctx, doc)
-        ctx.store.save(conn, t.tasks, doc)
-    return result
+    return _edit_part(ctx, req, mutate, any_status=True)
 
 
 def _upsert(items: list[dict], new: list[dict], key) -> list[dict]:
@@ -282,12 +280,7 @@ def add_model(ctx: CallContext, req: Request) -> dict:
         doc["models"] = models
         return {"updated": 1}
 
-    with ctx.store.tx() as conn:
-        doc = taskdoc.load(ctx, conn, req.id("task", "task"))
-        result = mutate(doc)
-        taskdoc.touch(ctx, doc)
-        ctx.store.save(conn, t.tasks, doc)
-    return result
+    return _edit_part(ctx, req, mutate, any_status=True)
 
 
 @endpoint("tasks.delete_models")
