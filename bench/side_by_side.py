@@ -192,7 +192,7 @@ def clearml_agent_config(server: ServerProcess, root: Path, worker: str, *, pyth
 
 
 def start_clearml_agent(server: ServerProcess, root: Path, queue: str, env_extra: dict[str, str],
-                        agent_bin: Path | None = None, *, worker: str = "sxs-clearml-agent:0",
+                        agent_bin: Path | None = None, *, worker: str = f"sxs-clearml-agent-{os.getpid()}:0",
                         docker: str | None = None, docker_args: list[str] | None = None) -> Agent:
     agent_bin = agent_bin or peers.ensure("agent", log=log)
     root.mkdir(parents=True, exist_ok=True)
@@ -700,7 +700,7 @@ def measure_docker(bench: Bench, runs: int, image: str) -> dict | str:
         for name in AGENTS:
             api.call("queues.create", {"name": f"sxs-{name}-docker"})
         agents[CML] = start_clearml_agent(bench.server, bench.work / "cml-docker", f"sxs-{CML}-docker", env,
-                                          bench.agent_bin, worker="sxs-clearml-agent-docker:0", docker=image,
+                                          bench.agent_bin, worker=f"sxs-clearml-agent-docker-{os.getpid()}:0", docker=image,
                                           docker_args=docker_args)
         bench.extra.append(agents[CML])
         agents[SY] = start_shipyard(bench.server, bench.work / "sy-docker", f"sxs-{SY}-docker", env,
@@ -724,7 +724,7 @@ def measure_docker(bench: Bench, runs: int, image: str) -> dict | str:
         for agent in list(bench.extra):
             agent.stop_fn()
             bench.extra.remove(agent)
-        _remove_containers("clearml-worker-id=sxs-clearml-agent-docker:0")
+        _remove_containers(f"clearml-worker-id=sxs-clearml-agent-docker-{os.getpid()}:0")
         _remove_containers("shipyard.worker=sxs-shipyard-docker:0")
 
 
