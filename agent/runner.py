@@ -16,7 +16,7 @@ from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from agent import lifecycle, taskenv
+from agent import lifecycle, metrics, taskenv
 from agent.api import ApiClient
 from agent.build import BuiltTask
 from agent.config import Settings
@@ -230,6 +230,8 @@ class TaskRun:
     def _close_shipper(self) -> None:
         assert self.shipper is not None
         report = self.shipper.close(timeout_s=60)
+        if (exported := metrics.active()) is not None:
+            exported.record_log_shipping(report.stats)
         if not report.complete:
             log.error("task %s: %d log lines not delivered yet (spool: %s, error: %s)", self.task_id,
                       report.lines_undelivered, report.spool_path, report.error)
