@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from agent.api import ApiClient
@@ -70,7 +70,6 @@ class TaskSource:
         self.lease_s = lease_s if "leases" in extensions else None
         self.worker = worker
         self.exact_order = False
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="claim")
         self._pending: Future | None = None
 
     def _ordered(self, only: list[Queue] | None = None) -> list[Queue]:
@@ -121,7 +120,7 @@ class TaskSource:
                 self._picked(claim.queue)
             return claim
         if self._pending is None:
-            self._pending = self._pool.submit(self._long_poll_once, ordered,
+            self._pending = _in_daemon_thread(self._long_poll_once, ordered,
                                               self.long_poll_s if wait_s is None else wait_s)
         while not self._pending.done():
             if self.stop.wait(0.05):
@@ -133,4 +132,21 @@ class TaskSource:
         return claim
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """An in-flight long-poll is abandoned: its daemon thread does not hold up the exit, and
+        the server sees the connection close (the API session is closed by the caller)."""
+        self._pending = None
+
+
+def _in_daemon_thread(fn, *args) -> Future:
+    """Run `fn` on a daemon thread (a ThreadPoolExecutor's workers are joined at interpreter
+    exit, which kept a stopping daemon alive for up to a whole long-poll)."""
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="claim", daemon=True).start()
+    return future

@@ -213,3 +213,18 @@ def test_services_mode_runs_tasks_side_by_side(tmp_path):
     finally:
         daemon.stop()
         server.stop()
+
+
+def test_idle_daemon_stops_at_once(tmp_path):
+    """A pending long-poll must not keep a stopping daemon alive (systemd waits for it)."""
+    server = start_server(tmp_path / "server")
+    daemon = start_daemon(agent_env(server, tmp_path, SHIPYARD_LONG_POLL_S="30"), ["idle"], tmp_path / "d.log")
+    try:
+        time.sleep(1)
+        started = time.monotonic()
+        daemon.signal(signal.SIGTERM)
+        assert daemon.proc.wait(30) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        daemon.stop()
+        server.stop()
