@@ -24,6 +24,7 @@ import json
 import math
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -60,6 +61,8 @@ WHEELHOUSE = [*MEDIUM.split(), "pip", "pip<22.3", "setuptools", "wheel"]
 # clearml-agent's docker mode pip-installs clearml-agent into every container it starts
 DOCKER_WHEELHOUSE = [CLEARML_AGENT_PIN, "setuptools<81"]
 LOOPBACK = "127.0.0.1,localhost"
+POLL_CYCLE_S = 5.0            # clearml-agent's default --polling-interval (and its output/abort cycle)
+PHASE = random.Random(10)     # seeded: the same pauses on every run
 DEAD_PROXY = "http://127.0.0.1:9"   # anything that is not loopback fails at once instead of leaking
 
 FIRST = re.compile(r"SXS-FIRST (\d+\.\d+) (\d+)")
@@ -339,10 +342,12 @@ class LogTail:
 
     def __init__(self, api: Api, task: str):
         self.api, self.task, self.scroll = api, task, None
-        self.lines: list[str] = []
 
     def poll(self) -> list[str]:
-        new: list[str] = []
+        return [line for event in self.poll_events() for line in str(event.get("msg", "")).split("\n")]
+
+    def poll_events(self) -> list[dict]:
+        new: list[dict] = []
         while True:
             body = {"task": self.task, "event_type": "log", "order": "asc", "batch_size": 1000}
             if self.scroll:
@@ -350,12 +355,9 @@ class LogTail:
             data = self.api.call("events.get_task_events", body)
             self.scroll = data.get("scroll_id") or self.scroll
             events = data.get("events") or []
-            for event in events:
-                new.extend(str(event.get("msg", "")).split("\n"))
+            new.extend(events)
             if len(events) < 1000:
-                break
-        self.lines.extend(new)
-        return new
+                return new
 
 
 @dataclass
@@ -394,12 +396,22 @@ def _scan(run: Run, lines: list[str], seen_at: float) -> None:
             run.imported = float(m.group(1))
 
 
+def random_phase() -> None:
+    """Sleep 0-5 s (seeded): what comes next lands at a random point of clearml-agent's 5 s
+    cycle (queue poll, output tail, abort check), not right after its last one."""
+    time.sleep(PHASE.uniform(0, POLL_CYCLE_S))
+
+
 def run_task(api: Api, agent: Agent, name: str, code: str, requirements: str | None = None, *,
-             timeout: float = 300, until: str = "final", tail: bool = True, poll_s: float = 0.05) -> Run:
+             timeout: float = 300, until: str = "final", tail: bool = True, poll_s: float = 0.05,
+             jitter: bool = False) -> Run:
     """Create, enqueue and watch one task. until="final": till it ends; "first": till its first
-    line is on the server (the task keeps running). tail=False watches the status only."""
+    line is on the server (the task keeps running). tail=False watches the status only.
+    jitter: enqueue after `random_phase()`."""
     task = create(api, name, code, requirements)
     time.sleep(0.2)
+    if jitter:
+        random_phase()
     run = Run(agent.name, task, time.time())
     api.call("tasks.enqueue", {"task": task, "queue_name": agent.queue})
     follow = LogTail(api, task)
@@ -452,11 +464,24 @@ def measure_pickup(api: Api, agents: dict[str, Agent], runs: int) -> dict[str, l
         check(run_task(api, agent, "pickup-warmup", TRIVIAL, timeout=300), "pickup warm-up", api)
 
     def one(agent: Agent, i: int) -> Run:
-        run = check(run_task(api, agent, f"pickup-{i}", TRIVIAL, timeout=120), "pickup", api)
+        run = check(run_task(api, agent, f"pickup-{i}", TRIVIAL, timeout=120, jitter=True), "pickup", api)
         log(f"  pickup {agent.name}: first line {run.since(run.first):.2f}s, visible {run.since(run.visible):.2f}s")
         return run
 
     return alternate(runs, agents, one)
+
+
+def agent_stages(api: Api, run: Run) -> str:
+    """Where the time went, from the agent's own stamped log lines (for the progress log)."""
+    marks = {"pulled from": "pulled", "environment ready": "env ready", "running: ": "started",
+             "Running task id": "pulled", "Starting Task Execution": "started"}
+    found: dict[str, float] = {}
+    for event in LogTail(api, run.task).poll_events():
+        msg, stamp = str(event.get("msg", "")), event.get("timestamp")
+        for needle, name in marks.items():
+            if needle in msg and name not in found and isinstance(stamp, (int, float)):
+                found[name] = stamp / 1000 - run.enqueued
+    return ", ".join(f"{name} {at:.2f}s" for name, at in sorted(found.items(), key=lambda item: item[1]))
 
 
 def measure_medium(api: Api, agents: dict[str, Agent], runs: int, *, cold: bool) -> dict[str, list[Run]]:
@@ -465,12 +490,15 @@ def measure_medium(api: Api, agents: dict[str, Agent], runs: int, *, cold: bool)
     def one(agent: Agent, i: int) -> Run:
         if cold:
             agent.wipe_caches()
-        run = check(run_task(api, agent, f"{label}-{i}", MEDIUM_PY, MEDIUM, timeout=600), f"{label} build", api)
+        run = check(run_task(api, agent, f"{label}-{i}", MEDIUM_PY, MEDIUM, timeout=600, jitter=True),
+                    f"{label} build", api)
         settle = wait_bytecode(agent)
         if settle > 0.5:
             run.extra["bytecode_s"] = settle
+        stages = agent_stages(api, run)
         log(f"  {label} {agent.name}: first line {run.since(run.first):.1f}s, imports done "
-            f"{run.since(run.imported):.1f}s" + (f" (bytecode compiled {settle:.0f}s later)" if settle > 0.5 else ""))
+            f"{run.since(run.imported):.1f}s" + (f" (bytecode compiled {settle:.0f}s later)" if settle > 0.5 else "")
+            + (f"; {stages}" if stages else ""))
         return run
 
     return alternate(runs, agents, one)
@@ -557,6 +585,7 @@ def measure_abort(api: Api, agents: dict[str, Agent], runs: int) -> dict[str, li
         follow = LogTail(api, run.task)
         while not any(line.startswith("SXS-TICK 3") for line in follow.poll()):   # the loop is running
             time.sleep(0.05)
+        random_phase()
         stop_at = time.monotonic()
         api.call("tasks.stop", {"task": run.task})
         gone = stopped = None
@@ -709,7 +738,7 @@ def measure_docker(bench: Bench, runs: int, image: str) -> dict | str:
 
         def one(label: str) -> Callable[[Agent, int], Run]:
             def run(agent: Agent, i: int) -> Run:
-                result = check(run_task(api, agent, f"docker-{label}-{i}", MEDIUM_PY, MEDIUM, timeout=900),
+                result = check(run_task(api, agent, f"docker-{label}-{i}", MEDIUM_PY, MEDIUM, timeout=900, jitter=True),
                                f"docker {label}", api)
                 log(f"  docker {label} {agent.name}: first line {result.since(result.first):.1f}s, "
                     f"imports done {result.since(result.imported):.1f}s")
@@ -899,6 +928,11 @@ METHOD = """\
   way of running a script without git), so both agents do the same work and no git server is
   involved. The script's first statement prints `SXS-FIRST <time.time()> <pid>`, which gives the
   moment the task's own code started (same clock as the bench) and its process id.
+- **Arrival phase**: before each enqueue (pickup, warm, cold, docker rows) and before each abort
+  request the bench pauses 0–5 s at random (seeded), so these land at a random point of
+  clearml-agent's 5 s cycle; without it, a task enqueued just after the previous one ended
+  would always meet clearml-agent at the start of its 5 s sleep. Shipyard long-polls and does
+  not care.
 - **pickup**: a trivial task, warm caches (one warm-up task per agent first). Enqueue → the task's
   first line (task clock), p50 and p90; also enqueue → the bench sees that line through the API
   (polled every 50 ms), which adds each agent's log shipping delay. clearml-agent polls its
@@ -919,7 +953,8 @@ METHOD = """\
   then compared with what was printed, event by event: whole in some event (intact), its head
   ending one event and its tail starting the next (split: the log shows it broken in two),
   absent (lost), more than once (duplicated); and whether more arrived 3 s after the end.
-- **abort**: a task printing every 100 ms; once its 4th line is on the server the bench calls
+- **abort**: a task printing every 100 ms; once its 4th line is on the server (plus the random
+  pause) the bench calls
   `tasks.stop` and polls every 20 ms for the task's process to be gone (psutil, by the pid the
   task printed) and for the task's status to be `stopped`. The task does not trap SIGTERM:
   clearml-agent SIGKILLs the tree; Shipyard sends SIGTERM (grace period 10 s, its default).
@@ -968,7 +1003,8 @@ METHOD = """\
 - clearml-agent polls an empty queue every 5 s, then starts a fresh `clearml-agent execute`
   process per task that re-checks the venv (`pip install "pip<22.3"`, requirements, `pip
   freeze`) before the script runs; its daemon tails the task's output file and checks for an
-  abort once per 5 s cycle. Hence pickup ≈ half a poll + seconds of setup, and abort ≈ 5 s.
+  abort once per 5 s cycle. Hence pickup ≈ 0–5 s of waiting for the poll + seconds of setup, and
+  abort ≈ 0–5 s.
 - clearml-agent writes the task's output to a file and packs lines into 64 KiB log events cut
   at any byte, so about one line per 64 KiB shows up broken in two in the log (counted as split,
   not lost: the text is all there).
