@@ -54,6 +54,9 @@ def console_logger() -> logging.Logger | None:
 
 
 def _register() -> None:
+    """Attach every component's commands, once per process (main() may be called again)."""
+    if cli.commands:
+        return
     from server.cli import keys_cmd, server_cmd
 
     cli.add_command(server_cmd)
