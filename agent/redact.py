@@ -64,7 +64,18 @@ class Redactor:
         return self.redact(text)
 
     def redact(self, text: str) -> str:
+        if not self._might_match(text):
+            return text
         return self._regex.sub(_replace, text)
+
+    def _might_match(self, text: str) -> bool:
+        """A cheap substring pre-check: the regex has no fixed prefix, so running it costs a try
+        at every character, while most log text contains none of what it looks for."""
+        if self._patterns:  # configured patterns may match anything
+            return True
+        if "://" in text or "Bearer" in text or "authorization" in text.lower():
+            return True
+        return any(secret in text for secret in self._secrets)
 
     def _compile(self) -> re.Pattern[str]:
         alternatives = [pattern for _, pattern in _BUILTINS]
