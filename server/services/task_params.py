@@ -4,7 +4,6 @@ from __future__ import annotations
 from server import errors
 from server.registry import CallContext, Request, endpoint
 from server.services import taskdoc
-from server.storage import tables as t
 
 
 def _load_many(ctx: CallContext, ids: list[str]) -> list[dict]:
@@ -24,16 +23,9 @@ def _properties_only(items: list[dict]) -> bool:
     return bool(items) and all(item.get("section") == PROPERTIES for item in items)
 
 
-def _mutate(ctx: CallContext, req: Request, fn, *, any_status: bool = False) -> dict:
-    with ctx.store.tx() as conn:
-        doc = taskdoc.load(ctx, conn, req.id("task", "task"))
-        if not any_status:
-            taskdoc.require_editable(doc, req.bool("force"))
-        count = fn(doc)
-        taskdoc.touch(ctx, doc)
-        ctx.store.save(conn, t.tasks, doc)
-    return {"updated": 1 if count else 0, "deleted": count} if ctx.endpoint.endswith("delete_hyper_params") \
-        or ctx.endpoint.endswith("delete_configuration") else {"updated": 1 if count else 0}
+def _mutate(ctx: CallContext, req: Request, fn, *, any_status: bool = False, deleting: bool = False) -> dict:
+    count = taskdoc.edit(ctx, req.id("task", "task"), req.bool("force"), fn, any_status=any_status)
+    return {"updated": 1 if count else 0, "deleted": count} if deleting else {"updated": 1 if count else 0}
 
 
 @endpoint("tasks.get_hyper_params")
@@ -98,7 +90,7 @@ def delete_hyper_params(ctx: CallContext, req: Request) -> dict:
         doc["hyperparams"] = params
         return removed
 
-    return _mutate(ctx, req, fn, any_status=_properties_only(items))
+    return _mutate(ctx, req, fn, any_status=_properties_only(items), deleting=True)
 
 
 @endpoint("tasks.get_configurations")
@@ -144,4 +136,4 @@ def delete_configuration(ctx: CallContext, req: Request) -> dict:
         doc["configuration"] = config
         return removed
 
-    return _mutate(ctx, req, fn)
+    return _mutate(ctx, req, fn, deleting=True)

@@ -49,6 +49,19 @@ def require_editable(doc: dict, force: bool) -> None:
             f"status={doc.get('status')}")
 
 
+def edit(ctx: CallContext, task_id: str, force: bool, mutate, *, any_status: bool = False) -> Any:
+    """Load a task, apply `mutate(doc)`, touch and save it; returns what `mutate` returned. Only
+    drafts may be edited without force, except parts the reference server lets change anytime."""
+    with ctx.store.tx() as conn:
+        doc = load(ctx, conn, task_id)
+        if not any_status:
+            require_editable(doc, force)
+        result = mutate(doc)
+        touch(ctx, doc)
+        ctx.store.save(conn, t.tasks, doc)
+    return result
+
+
 def change_status(ctx: CallContext, conn, doc: dict, new: str, *, force: bool = False,
                   reason: str | None = None, message: str | None = None,
                   extra: dict[str, Any] | None = None) -> dict:

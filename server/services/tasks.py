@@ -196,16 +196,7 @@ def unarchive(ctx: CallContext, req: Request) -> dict:
 
 
 def _edit_part(ctx: CallContext, req: Request, mutate, *, any_status: bool = False) -> dict:
-    """Load the task, apply `mutate` (which returns the response), save. Only drafts may be
-    edited without force, except for parts the reference server lets change in any status."""
-    with ctx.store.tx() as conn:
-        doc = taskdoc.load(ctx, conn, req.id("task", "task"))
-        if not any_status:
-            taskdoc.require_editable(doc, req.bool("force"))
-        result = mutate(doc)
-        taskdoc.touch(ctx, doc)
-        ctx.store.save(conn, t.tasks, doc)
-    return result
+    return taskdoc.edit(ctx, req.id("task", "task"), req.bool("force"), mutate, any_status=any_status)
 
 
 @endpoint("tasks.set_requirements")
