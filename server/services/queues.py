@@ -9,6 +9,7 @@ from server import errors, query, status
 from server.registry import CallContext, Request, endpoint
 from server.services import taskdoc
 from server.storage import tables as t
+from server.storage.prepared import Prepared
 from server.storage.store import new_id
 from shipyard import clock
 
@@ -18,18 +19,21 @@ DEFAULT_QUEUE = "default"
 
 
 _E = t.queue_entries
-# Built once, executed with parameters (see Store: statement building dominated the cost).
-_ENTRIES = (select(_E.c.task, _E.c.added).where(_E.c.queue == bindparam("q"))
-            .order_by(_E.c.position, _E.c.seq))
-_MAX_POS = select(func.max(_E.c.position)).where(_E.c.queue == bindparam("q"))
-_MIN_POS = select(func.min(_E.c.position)).where(_E.c.queue == bindparam("q"))
-_INSERT = _E.insert()
-_REMOVE_TASK = delete(_E).where(_E.c.task == bindparam("t"))
-_REMOVE_TASK_FROM = delete(_E).where(_E.c.task == bindparam("t")).where(_E.c.queue == bindparam("q"))
+_Q = t.queues
+# Prepared once, executed with parameters (see server/storage/prepared.py).
+_ENTRIES = Prepared(select(_E.c.task, _E.c.added).where(_E.c.queue == bindparam("q"))
+                    .order_by(_E.c.position, _E.c.seq))
+_MAX_POS = Prepared(select(func.max(_E.c.position)).where(_E.c.queue == bindparam("q")))
+_MIN_POS = Prepared(select(func.min(_E.c.position)).where(_E.c.queue == bindparam("q")))
+_INSERT = Prepared(_E.insert().values(queue=bindparam("queue"), task=bindparam("task"),
+                                      position=bindparam("position"), added=bindparam("added")))
+_REMOVE_TASK = Prepared(delete(_E).where(_E.c.task == bindparam("t")))
+_REMOVE_TASK_FROM = Prepared(delete(_E).where(_E.c.task == bindparam("t")).where(_E.c.queue == bindparam("q")))
 _HEAD = (select(_E.c.seq).where(_E.c.queue == bindparam("q")).order_by(_E.c.position, _E.c.seq).limit(1)
          .with_for_update(skip_locked=True).scalar_subquery())
-_POP = delete(_E).where(_E.c.seq == _HEAD).returning(_E.c.task, _E.c.added)
-
+_POP = Prepared(delete(_E).where(_E.c.seq == _HEAD).returning(_E.c.task, _E.c.added))
+_QUEUE_EXISTS = Prepared(select(_Q.c.id).where(_Q.c.id == bindparam("q")))
+_QUEUE_BY_NAME = Prepared(select(_Q.c.id).where(_Q.c.name == bindparam("name")))
 
 def entries(conn, queue_id: str) -> list[dict]:
     return [{"task": r.task, "added": clock.iso(r.added)} for r in conn.execute(_ENTRIES, {"q": queue_id})]
@@ -63,8 +67,15 @@ def load_queue(ctx: CallContext, conn, queue_id: str) -> dict:
     return doc
 
 
+def require_queue(conn, queue_id: str) -> str:
+    """The queue's id, checked to exist (without loading its document)."""
+    if not queue_id or conn.execute(_QUEUE_EXISTS, {"q": queue_id}).first() is None:
+        raise errors.invalid_id("queue", queue_id)
+    return queue_id
+
+
 def find_queue_by_name(conn, name: str) -> str | None:
-    row = conn.execute(select(t.queues.c.id).where(t.queues.c.name == name)).first()
+    row = conn.execute(_QUEUE_BY_NAME, {"name": name}).first()
     return row[0] if row else None
 
 
@@ -152,7 +163,7 @@ def update_queue(ctx: CallContext, req: Request) -> dict:
 def delete_queue(ctx: CallContext, req: Request) -> dict:
     queue_id = req.id("queue", "queue")
     with ctx.store.tx() as conn:
-        load_queue(ctx, conn, queue_id)
+        require_queue(conn, queue_id)
         waiting = entries(conn, queue_id)
         if waiting and not req.bool("force"):
             raise errors.APIError(400, 703, f"Queue is not empty ({len(waiting)} tasks); use force=true")
@@ -165,7 +176,7 @@ def delete_queue(ctx: CallContext, req: Request) -> dict:
 def add_task(ctx: CallContext, req: Request) -> dict:
     queue_id, task_id = req.id("queue", "queue"), req.id("task", "task")
     with ctx.store.tx() as conn:
-        load_queue(ctx, conn, queue_id)
+        require_queue(conn, queue_id)
         taskdoc.load(ctx, conn, task_id)
         if conn.execute(select(t.queue_entries.c.seq).where(t.queue_entries.c.queue == queue_id)
                         .where(t.queue_entries.c.task == task_id)).first():
@@ -180,7 +191,7 @@ def add_task(ctx: CallContext, req: Request) -> dict:
 def remove_task(ctx: CallContext, req: Request) -> dict:
     queue_id, task_id = req.id("queue", "queue"), req.id("task", "task")
     with ctx.store.tx() as conn:
-        load_queue(ctx, conn, queue_id)
+        require_queue(conn, queue_id)
         removed = remove_task_entries(conn, task_id, queue_id)
         if removed and req.bool("update_task_status"):
             doc = taskdoc.load(ctx, conn, task_id)
@@ -194,7 +205,7 @@ def remove_task(ctx: CallContext, req: Request) -> dict:
 def num_entries(ctx: CallContext, req: Request) -> dict:
     queue_id = req.id("queue", "queue")
     with ctx.store.tx() as conn:
-        load_queue(ctx, conn, queue_id)
+        require_queue(conn, queue_id)
         count = conn.execute(select(func.count()).select_from(t.queue_entries)
                              .where(t.queue_entries.c.queue == queue_id)).scalar()
     return {"num": count}
@@ -203,7 +214,7 @@ def num_entries(ctx: CallContext, req: Request) -> dict:
 @endpoint("queues.peek_task")
 def peek_task(ctx: CallContext, req: Request) -> dict:
     with ctx.store.tx() as conn:
-        head = entries(conn, load_queue(ctx, conn, req.id("queue", "queue"))["id"])
+        head = entries(conn, require_queue(conn, req.id("queue", "queue")))
     return {"task": head[0]["task"] if head else None} if head else {}
 
 
@@ -211,7 +222,7 @@ def peek_task(ctx: CallContext, req: Request) -> dict:
 def clear_queue(ctx: CallContext, req: Request) -> dict:
     queue_id = req.id("queue", "queue")
     with ctx.store.tx() as conn:
-        load_queue(ctx, conn, queue_id)
+        require_queue(conn, queue_id)
         removed = [e["task"] for e in entries(conn, queue_id)]
         conn.execute(delete(t.queue_entries).where(t.queue_entries.c.queue == queue_id))
         for task_id in removed:
@@ -226,7 +237,7 @@ def _move(ctx: CallContext, req: Request, where: str) -> dict:
     queue_id, task_id = req.id("queue", "queue"), req.id("task", "task")
     count = max(1, req.int("count", 1) or 1)
     with ctx.store.tx() as conn:
-        load_queue(ctx, conn, queue_id)
+        require_queue(conn, queue_id)
         rows = conn.execute(select(t.queue_entries.c.seq, t.queue_entries.c.task)
                             .where(t.queue_entries.c.queue == queue_id)
                             .order_by(t.queue_entries.c.position, t.queue_entries.c.seq)).all()
@@ -270,6 +281,8 @@ def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool, lease_s: fl
              worker: str = "") -> dict | None:
     with ctx.store.tx() as conn:
         for queue_id in queue_ids:
+            require_queue(conn, queue_id)  # checked on every try: a queue deleted mid-wait is an error
+        for queue_id in queue_ids:
             while True:
                 popped = pop(conn, queue_id)
                 if popped is None:
@@ -299,9 +312,6 @@ async def get_next_task(ctx: CallContext, req: Request) -> dict:
     queue_ids = req.str_list("queues") or [req.id("queue", "queue")]
     wait_s = min(max(0.0, req.float("wait_s", 0.0) or 0.0), ctx.settings.long_poll_max_s
                  if ctx.settings else 60.0)
-    with ctx.store.tx() as conn:
-        for queue_id in queue_ids:
-            load_queue(ctx, conn, queue_id)
     get_info = req.bool("get_task_info")
     lease_s = req.float("lease_s")
     worker = req.str("worker") or ctx.worker

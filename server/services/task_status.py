@@ -84,7 +84,7 @@ def publish(ctx: CallContext, req: Request) -> dict:
 def _resolve_queue(ctx: CallContext, conn, req: Request) -> str:
     queue_id = req.str("queue")
     if queue_id:
-        return q.load_queue(ctx, conn, queue_id)["id"]
+        return q.require_queue(conn, queue_id)
     name = req.str("queue_name")
     if name:
         return q.find_queue_by_name(conn, name) or q.create_queue(ctx, conn, name)

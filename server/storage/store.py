@@ -6,6 +6,7 @@ the document by `_columns_for` on every write, so they can never drift apart.
 from __future__ import annotations
 
 import contextlib
+import threading
 import uuid
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -15,6 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from server import jsonutil
 from server.storage import tables as t
+from server.storage.prepared import Prepared
 from shipyard import clock
 
 
@@ -75,10 +77,12 @@ def _make_engine(url: str, synchronous: str) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
-        # Take the write lock at BEGIN so read-then-write transactions never deadlock.
+        # Take the write lock at BEGIN so read-then-write transactions never deadlock. A
+        # `Tx` has already begun on the raw connection when SQLAlchemy autobegins inside it.
         @event.listens_for(engine, "begin")
         def _begin_immediate(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            if not conn.connection.dbapi_connection.in_transaction:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         _disable_pysqlite_autobegin(engine)
         return engine
@@ -93,12 +97,49 @@ def _disable_pysqlite_autobegin(engine: Engine) -> None:
         dbapi_conn.isolation_level = None
 
 
+class Tx:
+    """One transaction. `execute` runs `Prepared` statements straight on the DBAPI connection
+    and anything else through SQLAlchemy; both share the connection and its transaction."""
+
+    __slots__ = ("sa", "raw", "dialect")
+
+    def __init__(self, sa: Connection):
+        self.sa = sa
+        self.raw = sa.connection.dbapi_connection
+        self.dialect = sa.dialect
+
+    def execute(self, statement: Any, params: Any = None) -> Any:
+        if isinstance(statement, Prepared):
+            return statement.run(self.raw, self.dialect, params)
+        return self.sa.execute(statement) if params is None else self.sa.execute(statement, params)
+
+    def exec_driver_sql(self, sql: str, params: Any = None) -> Any:
+        return self.sa.exec_driver_sql(sql) if params is None else self.sa.exec_driver_sql(sql, params)
+
+    def commit(self) -> None:
+        if self.sa.in_transaction():
+            self.sa.commit()  # SQLAlchemy began too (autobegin): let it end its own bookkeeping
+        else:
+            self.raw.commit()
+
+    def rollback(self) -> None:
+        if self.sa.in_transaction():
+            self.sa.rollback()
+        else:
+            self.raw.rollback()
+
+
 class Store:
     def __init__(self, url: str, *, synchronous: str = "NORMAL"):
         self.url = url
         self.engine = _make_engine(url, synchronous)
         self.is_sqlite = url.startswith("sqlite")
         self._statements: dict[tuple[str, str], Any] = {}
+        # SQLite: each thread keeps one connection (a file handle; nothing to go stale), so a
+        # transaction costs a BEGIN and a COMMIT rather than a pool checkout and its events.
+        self._local = threading.local()
+        self._held: list[Connection] = []
+        self._held_lock = threading.Lock()
         t.metadata.create_all(self.engine)
         self._add_missing_columns()
 
@@ -114,12 +155,48 @@ class Store:
                         conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}')
 
     def close(self) -> None:
+        with self._held_lock:
+            held, self._held = self._held, []
+        for conn in held:
+            conn.close()
         self.engine.dispose()
 
+    def _thread_connection(self) -> Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._local.conn = self.engine.connect()
+            with self._held_lock:
+                self._held.append(conn)
+        return conn
+
     @contextlib.contextmanager
-    def tx(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
-            yield conn
+    def tx(self) -> Iterator[Tx]:
+        """A transaction: committed when the block ends, rolled back if it raises. On SQLite it
+        takes the write lock at once (BEGIN IMMEDIATE), so read-then-write never deadlocks."""
+        if self.is_sqlite:
+            sa = self._thread_connection()
+            if sa.connection.dbapi_connection.in_transaction or sa.in_transaction():
+                raise RuntimeError("Store.tx() nested in another transaction of the same thread")
+            sa.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
+            owned = False
+        else:
+            sa = self.engine.connect()
+            owned = True
+        tx = Tx(sa)
+        try:
+            yield tx
+        except BaseException:
+            tx.rollback()
+            raise
+        else:
+            try:
+                tx.commit()
+            except BaseException:
+                tx.rollback()
+                raise
+        finally:
+            if owned:
+                sa.close()
 
     # -- documents -----------------------------------------------------------------------
     # Statements are built once per table and executed with parameters: building and
@@ -132,33 +209,33 @@ class Store:
         return stmt
 
     @staticmethod
-    def _build(kind: str, table: Table) -> Any:
+    def _build(kind: str, table: Table) -> Prepared:
         columns = [c.name for c in table.columns if c.name != "id"]
         if kind == "get":
-            return select(table.c.doc).where(table.c.id == bindparam("p_id"))
+            return Prepared(select(table.c.doc).where(table.c.id == bindparam("p_id")))
         if kind == "insert":
-            return insert(table)
+            return Prepared(insert(table).values({c.name: bindparam(c.name) for c in table.columns}))
         if kind == "delete":
-            return delete(table).where(table.c.id == bindparam("p_id"))
+            return Prepared(delete(table).where(table.c.id == bindparam("p_id")))
         query = update(table).where(table.c.id == bindparam("p_id"))
         if kind == "save_cas":
             query = query.where(table.c.status == bindparam("p_status"))
-        return query.values({name: bindparam(name) for name in columns})
+        return Prepared(query.values({name: bindparam(name) for name in columns}))
 
-    def get(self, conn: Connection, table: Table, doc_id: str) -> dict | None:
+    def get(self, conn: Tx, table: Table, doc_id: str) -> dict | None:
         row = conn.execute(self._stmt("get", table), {"p_id": doc_id}).first()
-        return dict(row[0]) if row else None
+        return row[0] if row else None
 
-    def get_many(self, conn: Connection, table: Table, where: Sequence[Any] = ()) -> list[dict]:
+    def get_many(self, conn: Tx, table: Table, where: Sequence[Any] = ()) -> list[dict]:
         query = select(table.c.doc)
         for clause in where:
             query = query.where(clause)
         return [dict(row[0]) for row in conn.execute(query)]
 
-    def insert(self, conn: Connection, table: Table, doc: dict) -> None:
+    def insert(self, conn: Tx, table: Table, doc: dict) -> None:
         conn.execute(self._stmt("insert", table), {"id": doc["id"], "doc": doc, **_columns_for(table, doc)})
 
-    def save(self, conn: Connection, table: Table, doc: dict, *, expect_status: str | None = None) -> bool:
+    def save(self, conn: Tx, table: Table, doc: dict, *, expect_status: str | None = None) -> bool:
         """Write a whole document back. With `expect_status`, only if the stored status still
         equals it (compare-and-set); returns whether a row was written."""
         params = {"p_id": doc["id"], "doc": doc, **_columns_for(table, doc)}
@@ -167,15 +244,15 @@ class Store:
             return conn.execute(self._stmt("save_cas", table), params).rowcount > 0
         return conn.execute(self._stmt("save", table), params).rowcount > 0
 
-    def delete(self, conn: Connection, table: Table, doc_id: str) -> bool:
+    def delete(self, conn: Tx, table: Table, doc_id: str) -> bool:
         return conn.execute(self._stmt("delete", table), {"p_id": doc_id}).rowcount > 0
 
     # -- key/value ---------------------------------------------------------------------
-    def meta_get(self, conn: Connection, key: str) -> str | None:
+    def meta_get(self, conn: Tx, key: str) -> str | None:
         row = conn.execute(select(t.server_meta.c.value).where(t.server_meta.c.key == key)).first()
         return row[0] if row else None
 
-    def meta_set(self, conn: Connection, key: str, value: str) -> None:
+    def meta_set(self, conn: Tx, key: str, value: str) -> None:
         if self.meta_get(conn, key) is None:
             conn.execute(insert(t.server_meta).values(key=key, value=value))
         else:

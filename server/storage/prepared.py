@@ -1,0 +1,118 @@
+"""Prepared statements: Core expressions compiled once per dialect, run on the DBAPI cursor.
+
+`Connection.execute` costs tens of microseconds of Python per statement (event dispatch,
+cache keys, execution context, result wrapping): more than SQLite takes to run a keyed
+lookup. The statements on the hot paths (document get/save, queue entries, the pop) are
+declared once as `Prepared(core_statement)`. The first execution on a dialect compiles it
+with SQLAlchemy and keeps the SQL text, the parameter order and the type conversions; every
+later one only converts, executes and wraps rows. The SQL still comes from SQLAlchemy, so
+SQLite and PostgreSQL keep one definition.
+
+Only plain bound parameters are supported (no expanding IN lists); statements with those
+stay ordinary Core statements and run through SQLAlchemy.
+"""
+from __future__ import annotations
+
+from collections import namedtuple
+from typing import Any, Callable, Iterator, Sequence
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import ClauseElement
+
+
+class Rows:
+    """The rows of one execution: the part of SQLAlchemy's Result the services use."""
+
+    __slots__ = ("_rows", "rowcount")
+
+    def __init__(self, rows: list, rowcount: int):
+        self._rows = rows
+        self.rowcount = rowcount
+
+    def first(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+    def all(self) -> list:
+        return self._rows
+
+    def __iter__(self) -> Iterator:
+        return iter(self._rows)
+
+
+class _Compiled:
+    """One statement compiled for one dialect."""
+
+    def __init__(self, stmt: ClauseElement, dialect: Dialect):
+        compiled = stmt.compile(dialect=dialect)
+        if compiled.literal_execute_params or compiled.post_compile_params:
+            raise ValueError("Prepared statements take plain bound parameters only (no expanding IN)")
+        self.sql = compiled.string
+        defaults = compiled.construct_params(_check=False)
+        processors = compiled._bind_processors
+        names = list(compiled.positiontup) if dialect.positional else list(defaults)
+        self.positional = dialect.positional
+        self.binds: list[tuple[str, Any, Callable | None]] = [
+            (name, defaults.get(name), processors.get(name)) for name in names]
+        self.dialect = dialect
+        self.columns = compiled._result_columns
+        self.returns_rows = bool(self.columns)
+        self.row_type = namedtuple("Row", [c.keyname for c in self.columns], rename=True) if self.columns else None
+        self.converters: list[Callable | None] | None = None  # from the first result's column types
+        self.convert = False
+
+    def parameters(self, params: dict[str, Any]) -> Sequence[Any] | dict[str, Any]:
+        values = []
+        for name, default, processor in self.binds:
+            value = params.get(name, default)
+            values.append(processor(value) if processor is not None and value is not None else value)
+        if self.positional:
+            return values
+        return {name: value for (name, _, _), value in zip(self.binds, values)}
+
+    def rows(self, raw_rows: list[tuple], description: Sequence) -> list:
+        make = self.row_type._make
+        converters = self.converters
+        if converters is None:
+            # Some drivers' conversions depend on the column's database type (PostgreSQL numerics).
+            converters = self.converters = [
+                c.type._cached_result_processor(self.dialect, d[1]) for c, d in zip(self.columns, description)]
+            self.convert = any(converters)
+        if not self.convert:
+            return [make(r) for r in raw_rows]
+        return [make([c(v) if c is not None else v for c, v in zip(converters, r)]) for r in raw_rows]
+
+
+class Prepared:
+    """A Core statement to be compiled once per dialect and executed on the raw connection."""
+
+    __slots__ = ("statement", "_compiled")
+
+    def __init__(self, statement: ClauseElement):
+        self.statement = statement
+        self._compiled: dict[str, _Compiled] = {}
+
+    def compiled(self, dialect: Dialect) -> _Compiled:
+        key = dialect.name + "+" + dialect.driver
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = self._compiled[key] = _Compiled(self.statement, dialect)
+        return compiled
+
+    def run(self, dbapi_conn: Any, dialect: Dialect, params: dict[str, Any] | None) -> Rows:
+        compiled = self.compiled(dialect)
+        values = compiled.parameters(params or {})
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(compiled.sql, values)
+            raw = cursor.fetchall() if compiled.returns_rows else []
+            return Rows(compiled.rows(raw, cursor.description) if raw else [], cursor.rowcount)
+        except dialect.loaded_dbapi.Error as exc:
+            # The same exception classes SQLAlchemy raises (IntegrityError, OperationalError...).
+            raise DBAPIError.instance(compiled.sql, values, exc, dialect.loaded_dbapi.Error,
+                                      dialect=dialect) from exc
+        finally:
+            cursor.close()
