@@ -1,14 +1,25 @@
 """Server benchmarks: enqueue+get_next_task pairs/s with 1, 8 and 32 clients on SQLite,
 tasks.get_by_id p50/p99 under that load, and long-poll wake-up latency.
 
-    python bench/bench_server.py [--seconds 5] [--db URL]
+    python bench/bench_server.py [--seconds 5] [--db URL] [--client lean|requests]
 
-Starts its own `shipyard server` on free ports in a temp dir. Prints a markdown table.
+Starts its own `shipyard server` on free ports in a temp dir. Prints a markdown table, with
+the server's own CPU time per call (from /proc), so a figure taken on a busy machine can be
+read against it.
+
+The load clients share the machine with the server (2 cores here), so what a client costs
+is taken from the server's share. `lean` (the default) is a keep-alive HTTP/1.1 client on a
+plain socket, like the load generators servers are usually measured with (wrk, hey): about
+40 us of CPU a call. `requests` is the library most Python clients use (the SDK included):
+about 0.5-1 ms of CPU a call, so with 8 of them on 2 cores they, not the server, are the limit.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
+import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -21,8 +32,45 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.helpers import Api, start_server  # noqa: E402
 
 
-def _client(api_url: str, queue: str, ready, go, stop, out) -> None:
+class LeanApi:
+    """A minimal keep-alive HTTP/1.1 JSON client: one socket, requests written whole, responses
+    read by Content-Length. Checks every envelope's result_code like the real clients do."""
+
+    def __init__(self, api_url: str, token: str):
+        host, port = api_url.split("//", 1)[1].rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.head = (f"Host: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
+                     "Content-Type: application/json\r\n").encode()
+        self.buf = b""
+
+    def call(self, endpoint: str, data: dict) -> dict:
+        body = json.dumps(data).encode()
+        self.sock.sendall(b"POST /" + endpoint.encode() + b" HTTP/1.1\r\n" + self.head
+                          + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        while b"\r\n\r\n" not in self.buf:
+            self._read()
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+        while len(self.buf) < length:
+            self._read()
+        payload, self.buf = self.buf[:length], self.buf[length:]
+        envelope = json.loads(payload)
+        if envelope["meta"]["result_code"] != 200:
+            raise RuntimeError(f"{endpoint}: {envelope['meta']}")
+        return envelope["data"]
+
+    def _read(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        self.buf += chunk
+
+
+def _client(api_url: str, queue: str, ready, go, stop, out, lean: bool = True) -> None:
     api = Api(api_url)
+    if lean:
+        api = LeanApi(api_url, api.token)
     task = api.call("tasks.create", {"name": "b", "type": "training"})["id"]
     ready.release()
     go.wait()
@@ -35,19 +83,28 @@ def _client(api_url: str, queue: str, ready, go, stop, out) -> None:
     out.put(done)
 
 
-def pairs_per_second(server, clients: int, seconds: float) -> tuple[float, list[float]]:
-    """Each client is its own process (a Python client thread pool would measure the GIL)."""
+def server_cpu_s(server) -> float:
+    with open(f"/proc/{server.proc.pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pairs_per_second(server, clients: int, seconds: float, lean: bool = True) -> tuple[float, list[float], float]:
+    """Each client is its own process (a Python client thread pool would measure the GIL).
+    Returns pairs/s, get_by_id latencies and the server's CPU microseconds per pair."""
     setup = server.api()
     queue = setup.call("queues.create", {"name": f"bench-{clients}-{time.time_ns()}"})["id"]
     probe = setup.call("tasks.create", {"name": "probe", "type": "training"})["id"]
     ready, go, stop, out = mp.Semaphore(0), mp.Event(), mp.Event(), mp.Queue()
-    procs = [mp.Process(target=_client, args=(server.api_url, queue, ready, go, stop, out)) for _ in range(clients)]
+    procs = [mp.Process(target=_client, args=(server.api_url, queue, ready, go, stop, out, lean))
+             for _ in range(clients)]
     for proc in procs:
         proc.start()
     for _ in procs:
         ready.acquire()
     probe_api = Api(server.api_url)
     latencies: list[float] = []
+    cpu_before = server_cpu_s(server)
     go.set()
     started = time.perf_counter()
     while time.perf_counter() - started < seconds:
@@ -58,9 +115,10 @@ def pairs_per_second(server, clients: int, seconds: float) -> tuple[float, list[
     stop.set()
     elapsed = time.perf_counter() - started
     total = sum(out.get() for _ in procs)
+    cpu = server_cpu_s(server) - cpu_before
     for proc in procs:
         proc.join()
-    return total / elapsed, latencies
+    return total / elapsed, latencies, cpu / max(1, total) * 1e6
 
 
 def long_poll_wakeups(server, samples: int) -> list[float]:
@@ -95,15 +153,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--db", default=None)
+    parser.add_argument("--client", choices=("lean", "requests"), default="lean")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(Path(tmp) / "srv", db=args.db)
         try:
-            print("| clients | enqueue+get_next_task pairs/s | get_by_id p50 ms | get_by_id p99 ms |")
-            print("|---|---|---|---|")
+            print(f"{args.client} clients, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n")
+            print("| clients | enqueue+get_next_task pairs/s | server CPU us/pair | get_by_id p50 ms | get_by_id p99 ms |")
+            print("|---|---|---|---|---|")
             for clients in (1, 8, 32):
-                rate, lat = pairs_per_second(server, clients, args.seconds)
-                print(f"| {clients} | {rate:,.0f} | {pct(lat, 0.5):.1f} | {pct(lat, 0.99):.1f} |")
+                rate, lat, cpu = pairs_per_second(server, clients, args.seconds, args.client == "lean")
+                print(f"| {clients} | {rate:,.0f} | {cpu:,.0f} | {pct(lat, 0.5):.1f} | {pct(lat, 0.99):.1f} |")
             wake = long_poll_wakeups(server, 30)
             print(f"\nlong-poll wake-up (enqueue -> waiting get_next_task returns): "
                   f"p50 {statistics.median(wake) * 1000:.1f} ms, p99 {pct(wake, 0.99):.1f} ms (n={len(wake)})")

@@ -1,4 +1,4 @@
-"""The API listener: ClearML's `/{service}.{action}` protocol over Starlette.
+"""The API listener: ClearML's `/{service}.{action}` protocol as a bare ASGI app on uvicorn.
 
 Request → (version, endpoint name) from the path → body from JSON, JSON-lines or the query
 string → token check → handler → the `{meta, data}` envelope. Every failure, including
@@ -9,14 +9,15 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
 import re
 import time
-import uuid
-from typing import Any
-
+from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Any, Awaitable, Callable
 
-from starlette.requests import Request as HttpRequest
+from starlette.datastructures import QueryParams
+from starlette.requests import Request as HttpRequest, cookie_parser
 from starlette.responses import Response
 
 from server import errors, jsonutil, registry
@@ -29,18 +30,23 @@ PATH_RE = re.compile(r"^/?(v(?P<version>\d+\.?\d+)/)?(?P<name>[a-zA-Z_]\w+\.[a-z
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
-def envelope(name: str, version: str, data: dict | None, code: int = 200, subcode: int = 0,
-             msg: str = "OK", error_data: dict | None = None) -> Response:
+def envelope_bytes(name: str, version: str, data: dict | None, code: int = 200, subcode: int = 0,
+                   msg: str = "OK", error_data: dict | None = None) -> bytes:
     body = {
         "meta": {
-            "id": uuid.uuid4().hex, "trx": uuid.uuid4().hex,
+            "id": os.urandom(16).hex(), "trx": os.urandom(16).hex(),
             "endpoint": {"name": name, "requested_version": version, "actual_version": API_VERSION},
             "result_code": code, "result_subcode": subcode, "result_msg": msg,
             "error_stack": None, "error_data": error_data or {},
         },
         "data": data if data is not None else {},
     }
-    return Response(jsonutil.dumps_bytes(body), status_code=code,
+    return jsonutil.dumps_bytes(body)
+
+
+def envelope(name: str, version: str, data: dict | None, code: int = 200, subcode: int = 0,
+             msg: str = "OK", error_data: dict | None = None) -> Response:
+    return Response(envelope_bytes(name, version, data, code, subcode, msg, error_data), status_code=code,
                     media_type="application/json")
 
 
@@ -67,13 +73,33 @@ def _merge_query(body: dict, query: Any) -> dict:
     return body
 
 
-async def _read_body(request: HttpRequest) -> dict:
-    if request.headers.get("content-encoding"):
+@dataclass
+class ApiCall:
+    """One API request, taken from the ASGI scope (the API listener) or from a Starlette
+    request (the web page's proxy): only what the dispatcher reads."""
+    path: str
+    headers: dict[str, str]
+    query_string: bytes
+    body: bytes
+    client_ip: str
+    is_disconnected: Callable[[], Awaitable[bool]] | None = None
+
+
+_WANTED_HEADERS = frozenset({b"authorization", b"content-type", b"content-encoding", b"cookie",
+                             b"x-clearml-worker", b"x-trains-worker"})
+
+
+def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in raw if k in _WANTED_HEADERS}
+
+
+def _parse_body(call: ApiCall) -> dict:
+    if call.headers.get("content-encoding"):
         raise errors.APIError(415, 0, "Content-Encoding is not supported")
-    raw = await request.body()
+    raw = call.body
     if len(raw) > MAX_BODY_BYTES:
         raise errors.APIError(413, 0, f"Request body too large ({len(raw)} bytes, limit {MAX_BODY_BYTES})")
-    ctype = request.headers.get("content-type", "")
+    ctype = call.headers.get("content-type", "")
     body: Any = {}
     if raw.strip():
         try:
@@ -88,16 +114,19 @@ async def _read_body(request: HttpRequest) -> dict:
         body = {"__lines__": body}
     if not isinstance(body, dict):
         raise errors.validation("request body must be a JSON object")
-    return _merge_query(body, request.query_params)
+    if call.query_string:
+        _merge_query(body, QueryParams(call.query_string))
+    return body
 
 
-def _authenticate(state: ServerState, request: HttpRequest, name: str) -> Identity:
+def _authenticate(state: ServerState, call: ApiCall, name: str) -> Identity:
     if registry.is_public(name):
         return ANONYMOUS
-    header = request.headers.get("authorization", "")
-    token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-    if not token:
-        token = request.cookies.get("clearml_token_basic", "") or request.cookies.get("shipyard_token", "")
+    header = call.headers.get("authorization", "")
+    token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    if not token and call.headers.get("cookie"):
+        cookies = cookie_parser(call.headers["cookie"])
+        token = cookies.get("clearml_token_basic", "") or cookies.get("shipyard_token", "")
     if not token:
         raise errors.unauthorized("Missing authorization token (log in with auth.login)", 20)
     identity = state.signer.verify(token)
@@ -106,60 +135,115 @@ def _authenticate(state: ServerState, request: HttpRequest, name: str) -> Identi
     return identity
 
 
-async def handle(request: HttpRequest) -> Response:
-    state: ServerState = request.app.state.shipyard
+async def dispatch(state: ServerState, call: ApiCall) -> tuple[int, bytes | Response]:
+    """Run one call: (HTTP status, the envelope's bytes), or a handler's own Response."""
     started = time.perf_counter()
-    match = PATH_RE.match(request.url.path)
-    name = match.group("name") if match else request.url.path.strip("/")
+    match = PATH_RE.match(call.path)
+    name = match.group("name") if match else call.path.strip("/")
     version = (match.group("version") if match else None) or API_VERSION
     code = 200
     try:
-        if match is None or registry.lookup(name) is None:
+        handler = registry.lookup(name) if match is not None else None
+        if handler is None:
             raise errors.not_found_endpoint(name, version)
-        handler = registry.lookup(name)
-        identity = _authenticate(state, request, name)
-        body = await _read_body(request)
+        identity = _authenticate(state, call, name)
+        body = _parse_body(call)
+        headers = call.headers
         ctx = CallContext(store=state.store, identity=identity, endpoint=name, version=version,
-                          worker=request.headers.get("x-clearml-worker", "") or request.headers.get("x-trains-worker", ""),
+                          worker=headers.get("x-clearml-worker", "") or headers.get("x-trains-worker", ""),
                           notifier=state.notifier, settings=state,
-                          extra={"authorization": request.headers.get("authorization", ""),
-                                 "is_disconnected": request.is_disconnected,
-                                 "client_ip": request.client.host if request.client else ""})
+                          extra={"authorization": headers.get("authorization", ""),
+                                 "is_disconnected": call.is_disconnected, "client_ip": call.client_ip})
         result = handler(ctx, Request(body))
         if inspect.isawaitable(result):
             result = await result
         if isinstance(result, Response):
-            return result
-        return envelope(name, version, result)
+            return result.status_code, result
+        return 200, envelope_bytes(name, version, result)
     except errors.APIError as exc:
         code = exc.code
-        return envelope(name, version, {}, exc.code, exc.subcode, exc.msg, exc.data)
+        return code, envelope_bytes(name, version, {}, exc.code, exc.subcode, exc.msg, exc.data)
     except Exception as exc:  # noqa: BLE001 - reported to the caller and logged with its traceback
         code = 500
         log.exception("internal error in %s", name)
-        return envelope(name, version, {}, 500, 0, f"Internal server error: {type(exc).__name__}: {exc}")
+        return 500, envelope_bytes(name, version, {}, 500, 0, f"Internal server error: {type(exc).__name__}: {exc}")
     finally:
         state.metrics.observe(name, code, time.perf_counter() - started)
 
 
+async def handle(request: HttpRequest) -> Response:
+    """Dispatch a Starlette request (the web page's `/api/` proxy) and answer with a Response."""
+    call = ApiCall(path=request.url.path, headers=_headers(request.scope["headers"]),
+                   query_string=request.scope.get("query_string", b""), body=await request.body(),
+                   client_ip=request.client.host if request.client else "",
+                   is_disconnected=request.is_disconnected)
+    code, result = await dispatch(request.app.state.shipyard, call)
+    if isinstance(result, Response):
+        return result
+    return Response(result, status_code=code, media_type="application/json")
+
+
+async def _receive_body(receive: Any) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionAbortedError("client left before sending its body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise errors.APIError(413, 0, f"Request body too large (over {MAX_BODY_BYTES} bytes)")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _send_json(send: Any, code: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": code,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
 class ApiApp:
-    """A bare ASGI app: every path goes to `handle`, without a router or middleware stack
-    (their per-request cost showed up in profiles; the protocol has one route anyway)."""
+    """A bare ASGI app: every path goes to `dispatch`, without a router, middleware stack or
+    request/response objects (their per-request cost showed up in profiles; the protocol has
+    one route anyway)."""
 
     def __init__(self, state: ServerState):
         self.state = SimpleNamespace(shipyard=state)
+        self.shipyard = state
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        scope["app"] = self
-        request = HttpRequest(scope, receive)
-        if request.method not in ("GET", "POST", "PUT"):
-            response: Response = envelope(request.url.path.strip("/"), API_VERSION, {}, 405, 0,
-                                          f"Method {request.method} not allowed")
+        path = scope["path"]
+        if scope["method"] not in ("GET", "POST", "PUT"):
+            await _send_json(send, 405, envelope_bytes(path.strip("/"), API_VERSION, {}, 405, 0,
+                                                       f"Method {scope['method']} not allowed"))
+            return
+        try:
+            body = await _receive_body(receive)
+        except errors.APIError as exc:
+            await _send_json(send, exc.code, envelope_bytes(path.strip("/"), API_VERSION, {}, exc.code,
+                                                            exc.subcode, exc.msg))
+            return
+        except ConnectionAbortedError:
+            return
+        client = scope.get("client")
+
+        async def is_disconnected() -> bool:
+            return await HttpRequest(scope, receive).is_disconnected()
+
+        call = ApiCall(path=path, headers=_headers(scope["headers"]), query_string=scope.get("query_string", b""),
+                       body=body, client_ip=client[0] if client else "", is_disconnected=is_disconnected)
+        code, result = await dispatch(self.shipyard, call)
+        if isinstance(result, Response):
+            scope["app"] = self
+            await result(scope, receive, send)
         else:
-            response = await handle(request)
-        await response(scope, receive, send)
+            await _send_json(send, code, result)
 
 
 def build_api_app(state: ServerState) -> ApiApp:
