@@ -80,7 +80,7 @@ class ApiCall:
     path: str
     headers: dict[str, str]
     query_string: bytes
-    body: bytes
+    read_body: Callable[[], Awaitable[bytes]]  # read only once the caller is authenticated
     client_ip: str
     is_disconnected: Callable[[], Awaitable[bool]] | None = None
 
@@ -93,10 +93,10 @@ def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in raw if k in _WANTED_HEADERS}
 
 
-def _parse_body(call: ApiCall) -> dict:
+async def _parse_body(call: ApiCall) -> dict:
     if call.headers.get("content-encoding"):
         raise errors.APIError(415, 0, "Content-Encoding is not supported")
-    raw = call.body
+    raw = await call.read_body()
     if len(raw) > MAX_BODY_BYTES:
         raise errors.APIError(413, 0, f"Request body too large ({len(raw)} bytes, limit {MAX_BODY_BYTES})")
     ctype = call.headers.get("content-type", "")
@@ -147,7 +147,7 @@ async def dispatch(state: ServerState, call: ApiCall) -> tuple[int, bytes | Resp
         if handler is None:
             raise errors.not_found_endpoint(name, version)
         identity = _authenticate(state, call, name)
-        body = _parse_body(call)
+        body = await _parse_body(call)
         headers = call.headers
         ctx = CallContext(store=state.store, identity=identity, endpoint=name, version=version,
                           worker=headers.get("x-clearml-worker", "") or headers.get("x-trains-worker", ""),
@@ -163,6 +163,9 @@ async def dispatch(state: ServerState, call: ApiCall) -> tuple[int, bytes | Resp
     except errors.APIError as exc:
         code = exc.code
         return code, envelope_bytes(name, version, {}, exc.code, exc.subcode, exc.msg, exc.data)
+    except ConnectionAbortedError:
+        code = 499  # the client left before sending its whole body: nobody to answer
+        raise
     except Exception as exc:  # noqa: BLE001 - reported to the caller and logged with its traceback
         code = 500
         log.exception("internal error in %s", name)
@@ -174,7 +177,7 @@ async def dispatch(state: ServerState, call: ApiCall) -> tuple[int, bytes | Resp
 async def handle(request: HttpRequest) -> Response:
     """Dispatch a Starlette request (the web page's `/api/` proxy) and answer with a Response."""
     call = ApiCall(path=request.url.path, headers=_headers(request.scope["headers"]),
-                   query_string=request.scope.get("query_string", b""), body=await request.body(),
+                   query_string=request.scope.get("query_string", b""), read_body=request.body,
                    client_ip=request.client.host if request.client else "",
                    is_disconnected=request.is_disconnected)
     code, result = await dispatch(request.app.state.shipyard, call)
@@ -223,22 +226,20 @@ class ApiApp:
             await _send_json(send, 405, envelope_bytes(path.strip("/"), API_VERSION, {}, 405, 0,
                                                        f"Method {scope['method']} not allowed"))
             return
-        try:
-            body = await _receive_body(receive)
-        except errors.APIError as exc:
-            await _send_json(send, exc.code, envelope_bytes(path.strip("/"), API_VERSION, {}, exc.code,
-                                                            exc.subcode, exc.msg))
-            return
-        except ConnectionAbortedError:
-            return
         client = scope.get("client")
+
+        async def read_body() -> bytes:
+            return await _receive_body(receive)
 
         async def is_disconnected() -> bool:
             return await HttpRequest(scope, receive).is_disconnected()
 
         call = ApiCall(path=path, headers=_headers(scope["headers"]), query_string=scope.get("query_string", b""),
-                       body=body, client_ip=client[0] if client else "", is_disconnected=is_disconnected)
-        code, result = await dispatch(self.shipyard, call)
+                       read_body=read_body, client_ip=client[0] if client else "", is_disconnected=is_disconnected)
+        try:
+            code, result = await dispatch(self.shipyard, call)
+        except ConnectionAbortedError:
+            return
         if isinstance(result, Response):
             scope["app"] = self
             await result(scope, receive, send)
