@@ -1,6 +1,8 @@
 """Queues: ordering, moves, atomic pop under concurrency, long-poll."""
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -80,6 +82,21 @@ def test_long_poll_returns_on_enqueue(server, api):
     thread.join(20)
     assert result["data"]["entry"]["task"] == task
     assert result["waited"] < 10  # woke up on the enqueue, not at the 20 s deadline
+
+
+def test_long_poll_caller_that_left_takes_nothing(server, api):
+    """A waiter whose connection closed must not pop the task it will never receive."""
+    queue = api.call("queues.create", {"name": "longpoll-gone"})["id"]
+    task = api.call("tasks.create", {"name": "lp-gone", "type": "training"})["id"]
+    body = json.dumps({"queue": queue, "wait_s": 20}).encode()
+    with socket.create_connection(("127.0.0.1", server.ports[0])) as sock:
+        sock.sendall(b"POST /queues.get_next_task HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + f"Authorization: Bearer {api.token}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        time.sleep(0.5)  # the server is now waiting for an entry
+    time.sleep(0.3)
+    api.call("tasks.enqueue", {"task": task, "queue": queue})
+    time.sleep(0.5)
+    assert api.call("queues.get_next_task", {"queue": queue})["entry"]["task"] == task
 
 
 def test_long_poll_times_out_empty(api):
