@@ -760,7 +760,7 @@ def measure_docker(bench: Bench, runs: int, image: str) -> dict | str:
 def measure_server(server: ServerProcess, seconds: float) -> list[tuple[int, float, float, float]]:
     rows = []
     for clients in (1, 8, 32):
-        rate, lat = pairs_per_second(server, clients, seconds)
+        rate, lat, _cpu = pairs_per_second(server, clients, seconds)
         rows.append((clients, rate, pct(lat, 0.5), pct(lat, 0.99)))
         log(f"  server {clients} clients: {rate:,.0f} pairs/s, get_by_id p99 {pct(lat, 0.99):.1f} ms")
     return rows
@@ -908,8 +908,8 @@ def report(args, info: dict, results: dict, targets: dict) -> str:
     out = ["\n".join(rows)]
     if "server" in results:
         srv = ["", ("Server (the same embedded server; bench/bench_server.py's `pairs_per_second`: each client "
-                    "a process re-enqueuing one task and popping it with `queues.get_next_task`, while a probe "
-                    "times `tasks.get_by_id` every 10 ms):"), "",
+                    "a process (bench_server's lean keep-alive HTTP client) re-enqueuing one task and popping it "
+                    "with `queues.get_next_task`, while a probe times `tasks.get_by_id` every 10 ms):"), "",
                "| clients | enqueue+dequeue pairs/s | API p50 (tasks.get_by_id) | API p99 |", "|---|---|---|---|"]
         srv += [f"| {c} | {rate:,.0f} | {p50:.1f} ms | {p99:.1f} ms |" for c, rate, p50, p99 in results["server"]]
         out.append("\n".join(srv))
