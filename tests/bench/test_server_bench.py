@@ -1,0 +1,28 @@
+"""Smoke test of bench/bench_server.py: its lean client speaks the protocol (checks envelopes,
+keeps the connection across calls) and one short round of each measurement runs. The figures
+themselves are not asserted (timing on a shared machine): `python bench/bench_server.py`."""
+from __future__ import annotations
+
+import pytest
+
+from bench import bench_server as bench
+from tests.helpers import Api
+
+
+def test_lean_client_keeps_one_connection_and_checks_envelopes(server):
+    api = Api(server.api_url)
+    lean = bench.LeanApi(server.api_url, api.token)
+    task = lean.call("tasks.create", {"name": "lean", "type": "training"})["id"]
+    for _ in range(3):
+        assert lean.call("tasks.get_by_id", {"task": task})["task"]["id"] == task
+    with pytest.raises(RuntimeError, match="tasks.get_by_id"):
+        lean.call("tasks.get_by_id", {"task": "0" * 32})
+    assert lean.call("debug.ping", {}) is not None  # the connection survives an error answer
+
+
+def test_one_short_round_of_each_measurement(server):
+    rate, latencies, cpu_us = bench.pairs_per_second(server, 2, 0.5)
+    assert rate > 0 and latencies and cpu_us > 0
+    rate, _, _ = bench.pairs_per_second(server, 1, 0.3, lean=False)
+    assert rate > 0
+    assert len(bench.long_poll_wakeups(server, 2)) == 2
