@@ -132,7 +132,7 @@ def test_clone_edit_enqueue_run(page, web_server, recorded, artifacts_dir):
     assert lr.input_value() == "0.5"
     lr.fill("0.25")
     page.click("#edit_save")
-    page.locator("#edit_state", has_text="Saved").wait_for()
+    expect(page.locator("#edit_state")).to_have_text("Saved")  # exactly: "Unsaved changes" contains "saved"
     shot(page, artifacts_dir, "05-edited-clone")
     page.select_option("#queue_select", label=QUEUE)
     page.click("#action_enqueue")

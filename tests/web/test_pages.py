@@ -186,7 +186,7 @@ def test_edit_a_draft(web, web_server, seeded):
     page.fill("#edit_image", "python:3.11-slim")
     page.fill("#edit_pip", "numpy==1.26.4\n")
     page.click("#edit_save")
-    page.locator("#edit_state", has_text="Saved").wait_for()
+    expect(page.locator("#edit_state")).to_have_text("Saved")  # exactly: "Unsaved changes" contains "saved"
     doc = api.call("tasks.get_by_id", {"task": draft})["task"]
     assert doc["hyperparams"]["Args"]["epochs"]["value"] == "7"
     assert doc["configuration"]["model"]["value"] == "depth = 12"
