@@ -70,30 +70,19 @@ class _Batch:
 
 
 def _validate(ctx: CallContext, events: list) -> _Batch:
-    """One pass over the events: validate, fill defaults and build what is to be stored."""
+    """One pass over the events: validate, fill defaults and build what is to be stored. The
+    common well-formed log line is handled inline (the hot path); anything else by
+    `_other_event`."""
     batch = _Batch()
-    error = batch.error
     logs = batch.logs
-    keyed = batch.keyed
-    now_ms = int(clock.now() * 1000)
     worker = ctx.worker or ""
-    event_types = EVENT_TYPES
-    levels = LOG_LEVELS
-    log_keys = LOG_KEYS
-    md5 = _md5
+    now_ms = int(clock.now() * 1000)
+    levels, log_keys = LOG_LEVELS, LOG_KEYS
     last_task: str | None = None
     last_lines: list[tuple] = []
     for ev in events:
-        if type(ev) is not dict:
-            error("event is not a JSON object")
-            continue
-        etype = ev.get("type")
-        if etype == LOG:
-            # Fast path for the common, well-formed log line; anything unusual takes the long way.
-            task = ev.get("task")
-            ts = ev.get("timestamp")
-            level = ev.get("level")
-            msg = ev.get("msg")
+        if type(ev) is dict and ev.get("type") == LOG:
+            task, ts, level, msg = ev.get("task"), ev.get("timestamp"), ev.get("level"), ev.get("msg")
             if (type(task) is str and type(ts) is int and type(level) is str and level in levels
                     and type(msg) is str and task and ev.keys() <= log_keys and not ev.get("model_event")):
                 if task != last_task:
@@ -101,92 +90,104 @@ def _validate(ctx: CallContext, events: list) -> _Batch:
                     last_task = task
                 last_lines.append((ts, level, ev.get("worker") or worker, msg, None))
                 continue
-        if type(etype) is not str or etype not in event_types:
-            error(f"invalid event type {etype!r} (one of {', '.join(sorted(event_types))})")
-            continue
-        task = ev.get("task")
-        if not task or type(task) is not str:
-            error("event has no 'task' field")
-            continue
-        ts = ev.get("timestamp")
-        if ts is None:
-            ts = ev["timestamp"] = now_ms
-        elif type(ts) is not int:
-            if type(ts) is float and math.isfinite(ts):
-                ts = ev["timestamp"] = int(ts)
-            else:
-                error("event 'timestamp' must be a number (milliseconds since the epoch)")
-                continue
-        it = ev.get("iter")
-        if it is not None:
-            if type(it) is not int:
-                if type(it) is float and it.is_integer():
-                    it = ev["iter"] = int(it)
-                else:
-                    error("event 'iter' must be an integer")
-                    continue
-            if not INT64_MIN <= it <= INT64_MAX:
-                error("event 'iter' does not fit a signed 64-bit integer")
-                continue
-        if etype == LOG:
-            level = ev.get("level")
-            if level is None:
-                level = "info"
-            elif type(level) is not str or (level not in levels and level.lower() not in levels):
-                error(f"invalid log level {level!r} (one of {', '.join(sorted(levels))})")
-                continue
-            elif level not in levels:
-                level = level.lower()
-            msg = ev.get("msg")
-            if type(msg) is not str:
-                msg = "" if msg is None else str(msg)
-            extra: dict | None = None
-            if not ev.keys() <= log_keys:
-                extra = {k: json_safe(v) for k, v in ev.items() if k not in log_keys}
-            if ev.get("model_event"):
-                batch.models.add(task)
-            logs.setdefault(task, []).append((ts, level, ev.get("worker") or worker, msg, extra))
-            continue
-        for junk in _JUNK_KEYS:
-            ev.pop(junk, None)
-        reported = ev.get("value")
-        ev = json_safe(ev)
-        if ev.pop("model_event", None):
-            ev["model_event"] = True
-            batch.models.add(task)
-        if not ev.get("worker"):
-            ev["worker"] = worker
-        metric = ev.get("metric")
-        variant = ev.get("variant")
-        if metric is None:
-            metric = ev["metric"] = ""
-        if variant is None:
-            variant = ev["variant"] = ""
-        if type(metric) is not str or type(variant) is not str:
-            error("event 'metric' and 'variant' must be strings")
-            continue
-        if it is None:
-            it = ev["iter"] = 0
-        value = None
-        if etype == SCALAR:
-            if type(reported) is float:
-                value = ev["value"]  # None for NaN/inf
-            elif type(reported) is int:
-                value = float(reported)
-            else:
-                error("scalar event 'value' must be a number")
-                continue
-        elif etype == VECTOR and not isinstance(ev.get("values"), list):
-            error("vector event 'values' must be a list of numbers")
-            continue
-        key = ev.get("key")
-        ident = "-".join((task, etype, str(it), metric, variant, "" if key is None else str(key)))
-        event_key = md5(ident.encode("utf-8", "surrogatepass")).hexdigest()
-        keyed.pop(event_key, None)
-        keyed[event_key] = {"task": task, "type": etype, "iter": it, "metric": metric, "variant": variant,
-                            "timestamp": ts, "timestamp_max": ts, "n_events": 1, "value": value,
-                            "event_key": event_key, "doc": ev}
+        _other_event(batch, ev, worker, now_ms)
     return batch
+
+
+def _other_event(batch: _Batch, ev: Any, worker: str, now_ms: int) -> None:
+    if type(ev) is not dict:
+        return batch.error("event is not a JSON object")
+    etype = ev.get("type")
+    if type(etype) is not str or etype not in EVENT_TYPES:
+        return batch.error(f"invalid event type {etype!r} (one of {', '.join(sorted(EVENT_TYPES))})")
+    task = ev.get("task")
+    if not task or type(task) is not str:
+        return batch.error("event has no 'task' field")
+    problem = _normalize_timestamp_and_iter(ev, now_ms)
+    if problem:
+        return batch.error(problem)
+    if etype == LOG:
+        return _log_event(batch, ev, task, worker)
+    return _keyed_event(batch, ev, etype, task, worker)
+
+
+def _normalize_timestamp_and_iter(ev: dict, now_ms: int) -> str | None:
+    """Fill in a missing timestamp, make whole floats ints; what is wrong, or None."""
+    ts = ev.get("timestamp")
+    if ts is None:
+        ev["timestamp"] = now_ms
+    elif type(ts) is not int:
+        if not (type(ts) is float and math.isfinite(ts)):
+            return "event 'timestamp' must be a number (milliseconds since the epoch)"
+        ev["timestamp"] = int(ts)
+    it = ev.get("iter")
+    if it is not None:
+        if type(it) is not int:
+            if not (type(it) is float and it.is_integer()):
+                return "event 'iter' must be an integer"
+            it = ev["iter"] = int(it)
+        if not INT64_MIN <= it <= INT64_MAX:
+            return "event 'iter' does not fit a signed 64-bit integer"
+    return None
+
+
+def _log_event(batch: _Batch, ev: dict, task: str, worker: str) -> None:
+    """A log line off the fast path: a default or differently cased level, extra fields, a
+    non-string message, or a model's log."""
+    level = ev.get("level")
+    if level is None:
+        level = "info"
+    elif type(level) is not str or (level not in LOG_LEVELS and level.lower() not in LOG_LEVELS):
+        return batch.error(f"invalid log level {level!r} (one of {', '.join(sorted(LOG_LEVELS))})")
+    else:
+        level = level.lower()
+    msg = ev.get("msg")
+    if type(msg) is not str:
+        msg = "" if msg is None else str(msg)
+    extra = None if ev.keys() <= LOG_KEYS else {k: json_safe(v) for k, v in ev.items() if k not in LOG_KEYS}
+    if ev.get("model_event"):
+        batch.models.add(task)
+    batch.logs.setdefault(task, []).append((ev["timestamp"], level, ev.get("worker") or worker, msg, extra))
+
+
+def _keyed_event(batch: _Batch, ev: dict, etype: str, task: str, worker: str) -> None:
+    """A metric event (scalar, plot, vector, image...): one row, keyed so a re-reported point
+    replaces the earlier one."""
+    for junk in _JUNK_KEYS:
+        ev.pop(junk, None)
+    reported = ev.get("value")
+    ev = json_safe(ev)
+    if ev.pop("model_event", None):
+        ev["model_event"] = True
+        batch.models.add(task)
+    if not ev.get("worker"):
+        ev["worker"] = worker
+    for field in ("metric", "variant"):
+        if ev.get(field) is None:
+            ev[field] = ""
+    metric, variant = ev["metric"], ev["variant"]
+    if type(metric) is not str or type(variant) is not str:
+        return batch.error("event 'metric' and 'variant' must be strings")
+    it = ev.get("iter")
+    if it is None:
+        it = ev["iter"] = 0
+    value = None
+    if etype == SCALAR:
+        if type(reported) is float:
+            value = ev["value"]  # None for NaN/inf
+        elif type(reported) is int:
+            value = float(reported)
+        else:
+            return batch.error("scalar event 'value' must be a number")
+    elif etype == VECTOR and not isinstance(ev.get("values"), list):
+        return batch.error("vector event 'values' must be a list of numbers")
+    key = ev.get("key")
+    ident = "-".join((task, etype, str(it), metric, variant, "" if key is None else str(key)))
+    event_key = _md5(ident.encode("utf-8", "surrogatepass")).hexdigest()
+    batch.keyed.pop(event_key, None)
+    batch.keyed[event_key] = {"task": task, "type": etype, "iter": it, "metric": metric, "variant": variant,
+                              "timestamp": ev["timestamp"], "timestamp_max": ev["timestamp"], "n_events": 1,
+                              "value": value, "event_key": event_key, "doc": ev}
 
 
 def _update_metrics(doc: dict, rows: Iterable[dict]) -> None:
