@@ -13,6 +13,7 @@ from typing import Any, Iterator, Sequence
 
 from sqlalchemy import Table, bindparam, create_engine, delete, event, insert, inspect, select, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from server import jsonutil
 from server.storage import tables as t
@@ -120,13 +121,21 @@ class Tx:
         if self.sa.in_transaction():
             self.sa.commit()  # SQLAlchemy began too (autobegin): let it end its own bookkeeping
         else:
-            self.raw.commit()
+            _driver_call(self.dialect, "COMMIT", self.raw.commit)
 
     def rollback(self) -> None:
         if self.sa.in_transaction():
             self.sa.rollback()
         else:
-            self.raw.rollback()
+            _driver_call(self.dialect, "ROLLBACK", self.raw.rollback)
+
+
+def _driver_call(dialect: Any, what: str, fn: Any, *args: Any) -> Any:
+    """Call the driver directly, raising its errors as SQLAlchemy's (as Prepared does)."""
+    try:
+        return fn(*args)
+    except dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(what, (), exc, dialect.loaded_dbapi.Error, dialect=dialect) from exc
 
 
 class Store:
@@ -177,7 +186,7 @@ class Store:
             sa = self._thread_connection()
             if sa.connection.dbapi_connection.in_transaction or sa.in_transaction():
                 raise RuntimeError("Store.tx() nested in another transaction of the same thread")
-            sa.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
+            _driver_call(sa.dialect, "BEGIN IMMEDIATE", sa.connection.dbapi_connection.execute, "BEGIN IMMEDIATE")
             owned = False
         else:
             sa = self.engine.connect()

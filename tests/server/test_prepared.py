@@ -127,3 +127,27 @@ def test_expanding_parameters_are_refused():
     stmt = Prepared(select(CREDS.c.access_key).where(CREDS.c.access_key.in_(bindparam("keys", expanding=True))))
     with pytest.raises(ValueError, match="plain bound parameters"):
         stmt.compiled(sqlite.dialect())
+
+
+def test_a_locked_database_is_reported_as_sqlalchemy_operational_error(tmp_path):
+    """BEGIN IMMEDIATE on the held connection goes to the driver directly; when another process
+    holds the write lock past the busy timeout, callers still see SQLAlchemy's error class."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    path = tmp_path / "db.sqlite"
+    store = Store(f"sqlite:///{path}")
+    store._thread_connection().connection.dbapi_connection.execute("PRAGMA busy_timeout=50")
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(OperationalError, match="locked"):
+            with store.tx():
+                pass
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    with store.tx() as conn:  # the connection is usable once the lock is gone
+        assert conn.execute(_GET, {"k": "a"}).first() is None
+    store.close()
