@@ -206,7 +206,7 @@ def main() -> int:
     fake = not gpus and args.fake_gpus > 0
     units = sum(len(g.mig) or 1 for g in gpus) if gpus else args.fake_gpus
     ok, refused = True, False
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:  # background bytecode writes may race the cleanup
         server = start_server(Path(tmp) / "server")
         try:
             if units:
