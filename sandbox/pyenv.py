@@ -192,15 +192,14 @@ class EnvBuilder:
     def _build_with_pip(self, python: Interpreter, requirements: RequirementSet, target: Path, log: Log) -> list[str]:
         proc = self._run([sys.executable, "-m", "virtualenv", "--quiet", "-p", str(python.path), str(target)])
         if proc.returncode != 0:
-            reason = install_errors.reason(proc.stderr)
-            raise InfrastructureError(f"could not create a virtualenv at {target}: {reason}")
+            raise InfrastructureError(f"could not create a virtualenv at {target}: {_why(proc)}")
         if requirements:
             log(f"installing {len(requirements.requirements)} requirement lines with pip")
             pip = [str(venv_python(target)), "-m", "pip", "install", "--disable-pip-version-check"]
             self._install(pip, requirements, uv_install=False)
         proc = self._run([str(venv_python(target)), "-m", "pip", "freeze", "--all"])
         if proc.returncode != 0:
-            raise InfrastructureError(f"pip freeze failed in {target}: {install_errors.reason(proc.stderr)}")
+            raise InfrastructureError(f"pip freeze failed in {target}: {_why(proc)}")
         return _lines(proc.stdout)
 
     def _install(self, command: list[str], requirements: RequirementSet, *, uv_install: bool) -> None:
@@ -252,6 +251,12 @@ def compile_bytecode(python: Path, root: Path, timeout: float = INSTALL_TIMEOUT)
     except subprocess.TimeoutExpired:
         return False
     return proc.returncode >= 0
+
+
+def _why(proc: subprocess.CompletedProcess[str]) -> str:
+    """The failure's reason from stderr, or from stdout where the tool reports there
+    (virtualenv prints its errors on stdout)."""
+    return install_errors.reason(proc.stderr if proc.stderr.strip() else proc.stdout)
 
 
 class _UvUnusable(Exception):

@@ -1,6 +1,7 @@
 """Interpreter selection and real venv builds with uv (and the virtualenv + pip fallback)."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,14 @@ def test_unreachable_index_is_infrastructure(uv_cache_dir, tmp_path):
     builder = EnvBuilder(uv_cache_dir=uv_cache_dir, seed_pip=False, env=env)
     with pytest.raises(InfrastructureError, match="could not reach the package index"):
         builder.build(probe(sys.executable), parse_requirements("idna==3.6"), tmp_path / "v", print)
+
+
+def test_a_virtualenv_failure_says_why(tmp_path):
+    """virtualenv reports on stdout; the error must still carry its reason, not "no reason"."""
+    interpreter = dataclasses.replace(probe(sys.executable), path=tmp_path / "gone" / "python3")
+    builder = EnvBuilder(uv=Path("/nonexistent/uv"))
+    with pytest.raises(InfrastructureError, match="failed to find interpreter"):
+        builder.build(interpreter, parse_requirements(""), tmp_path / "v", print)
 
 
 def test_falls_back_to_virtualenv_and_pip_without_uv(tmp_path):
