@@ -50,7 +50,7 @@ from bench.pypi_mirror import Mirror, ensure_wheelhouse, write_index
 from tests import peers
 from tests.agent_helpers import FINAL, agent_env, start_daemon, task_log
 from tests.compat.conftest import clean_env
-from tests.helpers import ACCESS_KEY, SECRET_KEY, Api, ServerProcess, start_server
+from tests.helpers import Api, ServerProcess, start_server
 
 CML, SY = "clearml-agent", "shipyard"
 AGENTS = (CML, SY)
@@ -164,34 +164,17 @@ def clearml_agent_config(server: ServerProcess, root: Path, worker: str, *, pyth
     """clearml-agent's defaults, except: paths under the bench dir, the same interpreter as
     Shipyard (venv mode), no update check (it calls a host on the Internet), and in docker mode
     the container's network and installer settings (see METHOD)."""
-    python = f'python_binary: "{python_binary}"' if python_binary else ""
-    docker = ""
+    extra = "disable_agent_update_check: true\n"
     if docker_args is not None:
-        docker = textwrap.dedent(f"""\
+        extra += textwrap.dedent(f"""\
             extra_docker_arguments: {json.dumps(docker_args)}
             docker_install_opencv_libs: false
             docker_pip_cache: {root / "docker-pip-cache"}
             docker_apt_cache: {root / "docker-apt-cache"}
         """)
-    return textwrap.dedent(f"""\
-        api {{
-            api_server: {server.api_url}
-            web_server: {server.web_url}
-            files_server: {server.files_url}
-            credentials {{ access_key: "{ACCESS_KEY}", secret_key: "{SECRET_KEY}" }}
-        }}
-        agent {{
-            worker_id: "{worker}"
-            {python}
-            disable_agent_update_check: true
-            package_manager {{ type: pip, system_site_packages: false }}
-            venvs_dir: {root / "venvs-builds"}
-            venvs_cache {{ max_entries: 10, free_space_threshold_gb: 2.0, path: {root / "venvs-cache"} }}
-            vcs_cache {{ enabled: true, path: {root / "vcs-cache"} }}
-            pip_download_cache {{ enabled: true, path: {root / "pip-download-cache"} }}
-        @DOCKER@}}
-        sdk {{ development {{ report_use_subprocess: false }} }}
-    """).replace("@DOCKER@", textwrap.indent(docker, "    "))
+    return peers.clearml_agent_conf(server, worker, python_binary=python_binary, venvs_dir=root / "venvs-builds",
+                                    cache_dir=root, vcs_dir=root / "vcs-cache", cache_entries=10, free_space_gb=2.0,
+                                    agent_extra=extra)
 
 
 def start_clearml_agent(server: ServerProcess, root: Path, queue: str, env_extra: dict[str, str],

@@ -215,8 +215,7 @@ class ApiApp:
     one route anyway)."""
 
     def __init__(self, state: ServerState):
-        self.state = SimpleNamespace(shipyard=state)
-        self.shipyard = state
+        self.state = SimpleNamespace(shipyard=state)  # `request.app.state.shipyard`, as on a Starlette app
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -237,7 +236,7 @@ class ApiApp:
         call = ApiCall(path=path, headers=_headers(scope["headers"]), query_string=scope.get("query_string", b""),
                        read_body=read_body, client_ip=client[0] if client else "", is_disconnected=is_disconnected)
         try:
-            code, result = await dispatch(self.shipyard, call)
+            code, result = await dispatch(self.state.shipyard, call)
         except ConnectionAbortedError:
             return
         if isinstance(result, Response):

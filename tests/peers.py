@@ -31,9 +31,12 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.helpers import ACCESS_KEY, SECRET_KEY
 
 MARKER = ".shipyard-peer-complete"
 
@@ -156,6 +159,32 @@ def ensure(key: str, log=lambda msg: print(msg, file=sys.stderr, flush=True)) ->
             log(f"creating {key} peer at {venv} ({', '.join(peer.requirements)})")
             _build(peer, venv, log)
     return exe
+
+
+def clearml_agent_conf(server, worker: str, *, python_binary: str | None, venvs_dir: Path, cache_dir: Path,
+                       vcs_dir: Path, cache_entries: int, free_space_gb: float, agent_extra: str = "") -> str:
+    """A clearml.conf for the real clearml-agent against `server` (a tests.helpers.ServerProcess):
+    the agent's own defaults but for the worker id, interpreter, pip venvs, cache places and
+    sizes named here, and `agent_extra` lines added to its `agent` section."""
+    python = f'python_binary: "{python_binary}"' if python_binary else ""
+    return textwrap.dedent(f"""\
+        api {{
+            api_server: {server.api_url}
+            web_server: {server.web_url}
+            files_server: {server.files_url}
+            credentials {{ access_key: "{ACCESS_KEY}", secret_key: "{SECRET_KEY}" }}
+        }}
+        agent {{
+            worker_id: "{worker}"
+            {python}
+            package_manager {{ type: pip, system_site_packages: false }}
+            venvs_dir: {venvs_dir}
+            venvs_cache {{ max_entries: {cache_entries}, free_space_threshold_gb: {free_space_gb}, path: {cache_dir / "venvs-cache"} }}
+            vcs_cache {{ enabled: true, path: {vcs_dir} }}
+            pip_download_cache {{ enabled: true, path: {cache_dir / "pip-download-cache"} }}
+        @EXTRA@}}
+        sdk {{ development {{ report_use_subprocess: false }} }}
+    """).replace("@EXTRA@", textwrap.indent(textwrap.dedent(agent_extra), "    "))
 
 
 def main(argv: list[str] | None = None) -> int:

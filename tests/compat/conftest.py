@@ -86,6 +86,17 @@ def make_repo(path: Path, files: dict[str, str], *, origin: str | None = None,
     return git(path, "rev-parse", "HEAD")
 
 
+def pushed_repo(root: Path, files: dict[str, str]) -> Path:
+    """A work repo at root/work with `files` committed on main and pushed to a bare
+    root/origin.git (a file:// remote the agent can clone); returns the work repo."""
+    origin = root / "origin.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
+    work = root / "work"
+    make_repo(work, files, origin=f"file://{origin}")
+    git(work, "push", "-q", "-u", "origin", "main")
+    return work
+
+
 def bad_lines(output: str, *, tracebacks: bool = True) -> list[str]:
     """Lines of a peer's output that reveal protocol problems (and, unless told otherwise,
     tracebacks, which a script that fails on purpose prints)."""

@@ -25,7 +25,7 @@ import pytest
 
 from tests import peers
 from tests.compat.conftest import bad_lines, clean_env, make_repo
-from tests.helpers import ACCESS_KEY, SECRET_KEY, start_server
+from tests.helpers import start_server
 
 pytestmark = [pytest.mark.compat, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -69,34 +69,9 @@ LOOP_PY = textwrap.dedent("""\
 
 
 def agent_config(server, home: Path, cache: Path) -> str:
-    return textwrap.dedent(f"""\
-        api {{
-            api_server: {server.api_url}
-            web_server: {server.web_url}
-            files_server: {server.files_url}
-            credentials {{ access_key: "{ACCESS_KEY}", secret_key: "{SECRET_KEY}" }}
-        }}
-        agent {{
-            worker_id: "{WORKER}"
-            python_binary: "{sys.executable}"
-            package_manager {{
-                type: pip
-                system_site_packages: false
-            }}
-            venvs_dir: {home / "venvs-builds"}
-            venvs_cache {{
-                max_entries: 4
-                free_space_threshold_gb: 0.0
-                path: {cache / "venvs-cache"}
-            }}
-            vcs_cache {{ enabled: true, path: {home / "vcs-cache"} }}
-            pip_download_cache {{ enabled: true, path: {cache / "pip-download-cache"} }}
-            reload_config: false
-        }}
-        sdk {{
-            development {{ report_use_subprocess: false }}
-        }}
-    """)
+    return peers.clearml_agent_conf(server, WORKER, python_binary=sys.executable, venvs_dir=home / "venvs-builds",
+                                    cache_dir=cache, vcs_dir=home / "vcs-cache", cache_entries=4, free_space_gb=0.0,
+                                    agent_extra="reload_config: false\n")
 
 
 class AgentRun:

@@ -10,7 +10,6 @@ max_number_of_concurrent_tasks=2.
 from __future__ import annotations
 
 import json
-import subprocess
 import textwrap
 import threading
 import time
@@ -20,7 +19,7 @@ import pytest
 
 from tests import peers
 from tests.agent_helpers import agent_env, start_daemon
-from tests.compat.conftest import bad_lines, clean_env, make_repo
+from tests.compat.conftest import bad_lines, clean_env, pushed_repo
 from tests.compat.test_sdk import _result_line, run_sdk
 from tests.helpers import start_server
 
@@ -117,11 +116,7 @@ def hpo(sdk_python, tmp_path_factory):
     root = tmp_path_factory.mktemp("hpo")
     server = start_server(root / "server")
     api = server.api()
-    origin = root / "origin.git"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
-    work = root / "work"
-    make_repo(work, {"base.py": BASE_PY}, origin=f"file://{origin}")
-    subprocess.run(["git", "-C", str(work), "push", "-q", "-u", "origin", "main"], check=True, capture_output=True)
+    work = pushed_repo(root, {"base.py": BASE_PY})
     env = clean_env(root / "sdk-home", server.env())
     base_out = run_sdk(sdk_python, work / "base.py", [], cwd=work, env=env, timeout=240)
     base_id = _result_line(base_out, "TASK_ID")

@@ -11,13 +11,12 @@ serves.
 from __future__ import annotations
 
 import json
-import subprocess
 import textwrap
 
 import pytest
 
 from tests.agent_helpers import agent_env, start_daemon
-from tests.compat.conftest import bad_lines, clean_env, make_repo
+from tests.compat.conftest import bad_lines, clean_env, pushed_repo
 from tests.compat.test_sdk import _result_line, run_sdk
 from tests.helpers import start_server
 
@@ -111,11 +110,7 @@ def pipes(sdk_python, tmp_path_factory):
     root = tmp_path_factory.mktemp("pipes")
     server = start_server(root / "server")
     api = server.api()
-    origin = root / "origin.git"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
-    work = root / "work"
-    make_repo(work, {"step1.py": STEP1_PY, "step2.py": STEP2_PY}, origin=f"file://{origin}")
-    subprocess.run(["git", "-C", str(work), "push", "-q", "-u", "origin", "main"], check=True, capture_output=True)
+    work = pushed_repo(root, {"step1.py": STEP1_PY, "step2.py": STEP2_PY})
     env = clean_env(root / "sdk-home", server.env())
     steps = {name: _result_line(run_sdk(sdk_python, work / f"{name}.py", [], cwd=work, env=env, timeout=240),
                                 "TASK_ID") for name in ("step1", "step2")}
