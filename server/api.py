@@ -3,6 +3,11 @@
 Request → (version, endpoint name) from the path → body from JSON, JSON-lines or the query
 string → token check → handler → the `{meta, data}` envelope. Every failure, including
 unknown endpoints and malformed bodies, is answered in the same envelope.
+
+Tokens come only in `Authorization: Bearer` (and Basic for `auth.login`), never from a cookie:
+a page that a browser opens cannot make the browser authenticate it here. The web page's own
+proxy (server/web_proxy.py) is the one cookie route; it checks the session itself and hands the
+identity over on `ApiCall.identity`.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from types import SimpleNamespace
 from typing import Any, Awaitable, Callable
 
 from starlette.datastructures import QueryParams
-from starlette.requests import Request as HttpRequest, cookie_parser
+from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
 from server import errors, jsonutil, registry
@@ -76,16 +81,18 @@ def _merge_query(body: dict, query: Any) -> dict:
 @dataclass
 class ApiCall:
     """One API request, taken from the ASGI scope (the API listener) or from a Starlette
-    request (the web page's proxy): only what the dispatcher reads."""
+    request (the web page's proxy): only what the dispatcher reads. `identity` is set by the
+    web proxy alone, for a caller it signed in by the session cookie."""
     path: str
     headers: dict[str, str]
     query_string: bytes
     read_body: Callable[[], Awaitable[bytes]]  # read only once the caller is authenticated
     client_ip: str
     is_disconnected: Callable[[], Awaitable[bool]] | None = None
+    identity: Identity | None = None
 
 
-_WANTED_HEADERS = frozenset({b"authorization", b"content-type", b"content-encoding", b"cookie",
+_WANTED_HEADERS = frozenset({b"authorization", b"content-type", b"content-encoding",
                              b"x-clearml-worker", b"x-trains-worker"})
 
 
@@ -122,11 +129,10 @@ async def _parse_body(call: ApiCall) -> dict:
 def _authenticate(state: ServerState, call: ApiCall, name: str) -> Identity:
     if registry.is_public(name):
         return ANONYMOUS
+    if call.identity is not None:  # the web proxy verified the session itself
+        return call.identity
     header = call.headers.get("authorization", "")
     token = header[7:].strip() if header[:7].lower() == "bearer " else ""
-    if not token and call.headers.get("cookie"):
-        cookies = cookie_parser(call.headers["cookie"])
-        token = cookies.get("clearml_token_basic", "") or cookies.get("shipyard_token", "")
     if not token:
         raise errors.unauthorized("Missing authorization token (log in with auth.login)", 20)
     identity = state.signer.verify(token)
@@ -174,12 +180,13 @@ async def dispatch(state: ServerState, call: ApiCall) -> tuple[int, bytes | Resp
         state.metrics.observe(name, code, time.perf_counter() - started)
 
 
-async def handle(request: HttpRequest) -> Response:
-    """Dispatch a Starlette request (the web page's `/api/` proxy) and answer with a Response."""
+async def handle(request: HttpRequest, identity: Identity) -> Response:
+    """Dispatch a Starlette request of the web page's `/api/` proxy, as `identity` (the session's,
+    checked by the proxy), and answer with a Response."""
     call = ApiCall(path=request.url.path, headers=_headers(request.scope["headers"]),
                    query_string=request.scope.get("query_string", b""), read_body=request.body,
                    client_ip=request.client.host if request.client else "",
-                   is_disconnected=request.is_disconnected)
+                   is_disconnected=request.is_disconnected, identity=identity)
     code, result = await dispatch(request.app.state.shipyard, call)
     if isinstance(result, Response):
         return result

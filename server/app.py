@@ -15,6 +15,7 @@ from server.api import build_api_app
 from server.auth import ANONYMOUS, KeyStore, TokenSigner, load_token_secret
 from server.config import ServerConfig
 from server.files import build_files_app
+from server.login_guard import LoginGuard
 from server.metrics import with_metrics
 from server.registry import CallContext
 from server.services import leases, load_all
@@ -22,6 +23,7 @@ from server.services.queues import ensure_default_queue
 from server.state import ServerState
 from server.storage.store import Store
 from server.web import build_web_app
+from shipyard.errors import ConfigError
 from shipyard.signals import Shutdown
 
 log = logging.getLogger("shipyard.server")
@@ -46,15 +48,26 @@ def create_state(config: ServerConfig) -> ServerState:
                         keys=KeyStore(store), files_url=config.url(config.files_port),
                         web_url=config.url(config.web_port), api_url=config.url(config.api_port),
                         long_poll_max_s=config.long_poll_max_s, worker_timeout_s=config.worker_timeout_s,
-                        lease_max_attempts=config.lease_max_attempts, reaper_interval_s=config.reaper_interval_s)
+                        lease_max_attempts=config.lease_max_attempts, reaper_interval_s=config.reaper_interval_s,
+                        login_guard=LoginGuard(config.login_failures_per_key, config.login_failures_per_address,
+                                               config.login_window_s))
     ensure_default_queue(store, ANONYMOUS)
     return state
 
 
 def seed_credentials(state: ServerState, config: ServerConfig) -> SeededKey | None:
-    """Use the configured admin key, or generate one on the very first start."""
+    """Use the configured admin key, or generate one on the very first start. A configured key
+    that was revoked (or expired) stays dead: starting with it is refused. One that is active
+    with another secret gets the configured secret (rotation; its role is kept)."""
     if config.access_key and config.secret_key:
-        state.keys.create(config.access_key, config.secret_key, name="admin (configured)")
+        outcome = state.keys.seed(config.access_key, config.secret_key, name="admin (configured)")
+        if outcome in ("revoked", "expired"):
+            raise ConfigError(
+                f"the configured access key {config.access_key} is {outcome}, and a dead key is never brought "
+                f"back. Mint a new one with `shipyard keys create --data-dir {config.data_dir} --name admin` "
+                "and configure that pair (SHIPYARD_ACCESS_KEY / SHIPYARD_SECRET_KEY or --secret-key-file)")
+        if outcome == "rotated":
+            log.warning("access key %s: its secret was replaced by the configured one", config.access_key)
         return SeededKey(config.access_key, config.secret_key, generated=False)
     if state.keys.count() == 0:
         access, secret = state.keys.create(name="admin (generated at first start)")

@@ -4,14 +4,22 @@ Access keys live in the database with their secret hashed (PBKDF2-SHA256). `auth
 exchanges a key pair (HTTP Basic) for an HS256 JWT carrying what ClearML clients read
 (`api_version`, `server_version`, `feature_set`, `exp`) and the identity the server uses.
 Every other call must carry a token whose signature and expiry check out.
+
+Checking a secret costs a PBKDF2 hash (~30 ms of CPU): the server does it on a small thread pool
+of its own (`KeyStore.verify_off_loop`), so guessing cannot stall the event loop, and an unknown
+access key is checked against a dummy hash, so it answers as slowly, and with the same message,
+as a wrong secret.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 from sqlalchemy import insert, select, update
@@ -26,6 +34,8 @@ SERVER_VERSION = "2.0.0"
 COMPANY = "shipyard"
 DEFAULT_TOKEN_TTL_S = 30 * 24 * 3600
 _PBKDF2_ROUNDS = 120_000
+_HASH_THREADS = 2
+BAD_PAIR = "Invalid credentials: unknown access key or wrong secret"
 
 
 @dataclass(frozen=True)
@@ -65,30 +75,47 @@ def generate_key_pair() -> tuple[str, str]:
 
 
 class KeyStore:
-    """Access keys: create, list, revoke, verify (verification results cached per process)."""
+    """Access keys: create, seed, list, revoke, verify (verification results cached per process)."""
 
     def __init__(self, store: Store):
         self.store = store
         self._verified: dict[tuple[str, str, str], str] = {}
+        self._dummy_hash: str | None = None
+        self._executor: ThreadPoolExecutor | None = None
 
     def create(self, access_key: str | None = None, secret_key: str | None = None, *,
                name: str = "", role: str = "admin", expires: float | None = None,
                instance: str | None = None) -> tuple[str, str]:
-        """A key pair; `expires` (epoch seconds) makes it short-lived, `instance` labels its machine."""
+        """A new key pair; `expires` (epoch seconds) makes it short-lived, `instance` labels its
+        machine. Never overwrites a key: a revoked one stays revoked (see `seed`)."""
         gen_access, gen_secret = generate_key_pair()
         access_key, secret_key = access_key or gen_access, secret_key or gen_secret
         with self.store.tx() as conn:
-            exists = conn.execute(select(t.credentials.c.access_key)
-                                  .where(t.credentials.c.access_key == access_key)).first()
-            values = {"secret_hash": hash_secret(secret_key), "name": name, "role": role,
-                      "created": clock.now(), "revoked": False, "expires": expires, "instance": instance}
-            if exists:
-                conn.execute(update(t.credentials).where(t.credentials.c.access_key == access_key)
-                             .values(**values))
-            else:
-                conn.execute(insert(t.credentials).values(access_key=access_key, **values))
+            conn.execute(insert(t.credentials).values(
+                access_key=access_key, secret_hash=hash_secret(secret_key), name=name, role=role,
+                created=clock.now(), revoked=False, expires=expires, instance=instance))
         self._verified.clear()
         return access_key, secret_key
+
+    def seed(self, access_key: str, secret_key: str, *, name: str) -> str:
+        """Make sure the configured admin pair works: 'created' (new key), 'kept' (it already
+        matched), 'rotated' (an active key got the configured secret; its role is kept), or
+        'revoked' / 'expired' (left alone: a dead key is never brought back)."""
+        row = self._row(access_key)
+        if row is None:
+            self.create(access_key, secret_key, name=name)
+            return "created"
+        if row.revoked:
+            return "revoked"
+        if not _unexpired(row.expires):
+            return "expired"
+        if verify_secret(secret_key, row.secret_hash):
+            return "kept"
+        with self.store.tx() as conn:
+            conn.execute(update(t.credentials).where(t.credentials.c.access_key == access_key)
+                         .values(secret_hash=hash_secret(secret_key)))
+        self._verified.clear()
+        return "rotated"
 
     def list(self) -> list[dict]:
         with self.store.tx() as conn:
@@ -130,21 +157,53 @@ class KeyStore:
     def count(self) -> int:
         return len(self.list())
 
-    def verify(self, access_key: str, secret_key: str) -> Identity:
-        """Check a key pair. The row is read every time (revocation is immediate); only the
-        slow PBKDF2 comparison is remembered for a pair that already matched its hash."""
+    async def verify_off_loop(self, access_key: str, secret_key: str) -> Identity:
+        """Check a key pair: the row is read every time (revocation is immediate); the PBKDF2
+        comparison runs on the key store's hashing threads and is skipped for a pair that
+        already matched this row's hash. Unknown key and wrong secret: one message, one cost."""
+        row = self._row(access_key)
+        matched = self._remembered(access_key, secret_key, row)
+        if not matched:
+            loop = asyncio.get_running_loop()
+            matched = await loop.run_in_executor(self._hasher(), self._check, secret_key, row)
+        return self._identity(access_key, secret_key, row, matched)
+
+    def _row(self, access_key: str) -> Any:
+        """The key's row, read every time (a revocation takes effect at once)."""
         with self.store.tx() as conn:
-            row = conn.execute(select(t.credentials).where(t.credentials.c.access_key == access_key)).first()
-        if row is None or row.revoked:
-            raise errors.unauthorized("Invalid credentials: unknown or revoked access key", 21)
+            return conn.execute(select(t.credentials).where(t.credentials.c.access_key == access_key)).first()
+
+    def _remembered(self, access_key: str, secret_key: str, row: Any) -> bool:
+        """True for a pair that already matched this row's hash (the slow comparison is skipped)."""
+        return row is not None and self._cache_key(access_key, secret_key, row) in self._verified
+
+    def _check(self, secret_key: str, row: Any) -> bool:
+        """The slow comparison; an unknown key costs the same, against a hash nobody's secret matches."""
+        return verify_secret(secret_key, row.secret_hash if row is not None else self._dummy())
+
+    def _identity(self, access_key: str, secret_key: str, row: Any, matched: bool) -> Identity:
+        if row is None or not matched:
+            raise errors.unauthorized(BAD_PAIR, 21)
+        if row.revoked:  # said only to whoever proved they hold the secret
+            raise errors.unauthorized("Invalid credentials: the access key was revoked", 21)
         if not _unexpired(row.expires):
             raise errors.unauthorized("Invalid credentials: the access key expired", 21)
-        cache_key = (access_key, hashlib.sha256(secret_key.encode()).hexdigest(), row.secret_hash)
-        if cache_key not in self._verified:
-            if not verify_secret(secret_key, row.secret_hash):
-                raise errors.unauthorized("Invalid credentials: unknown access key or wrong secret", 21)
-            self._verified[cache_key] = row.role
+        self._verified[self._cache_key(access_key, secret_key, row)] = row.role
         return Identity(user=access_key, user_name=access_key, role=row.role)
+
+    @staticmethod
+    def _cache_key(access_key: str, secret_key: str, row: Any) -> tuple[str, str, str]:
+        return access_key, hashlib.sha256(secret_key.encode()).hexdigest(), row.secret_hash
+
+    def _dummy(self) -> str:
+        if self._dummy_hash is None:  # made on first use, on a hashing thread
+            self._dummy_hash = hash_secret(secrets.token_urlsafe(24))
+        return self._dummy_hash
+
+    def _hasher(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(_HASH_THREADS, thread_name_prefix="pbkdf2")
+        return self._executor
 
 
 def _unexpired(expires: float | None) -> bool:

@@ -64,7 +64,11 @@ def server_options(fn):
                      help="Where the database and files live (default ~/.shipyard)."),
         click.option("--db", help="Database URL (default: SQLite in the data dir; or postgresql://...)."),
         click.option("--access-key", envvar="SHIPYARD_ACCESS_KEY", help="Admin access key to seed."),
-        click.option("--secret-key", envvar="SHIPYARD_SECRET_KEY", help="Admin secret key to seed."),
+        click.option("--secret-key", envvar="SHIPYARD_SECRET_KEY",
+                     help="Admin secret key to seed. On the command line it shows in the process list: "
+                          "prefer $SHIPYARD_SECRET_KEY or --secret-key-file."),
+        click.option("--secret-key-file", type=click.Path(dir_okay=False), envvar="SHIPYARD_SECRET_KEY_FILE",
+                     help="Read the admin secret key from this file (its first line)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -72,7 +76,17 @@ def server_options(fn):
 
 
 def config_from_cli(config_file, **overrides) -> ServerConfig:
+    warn_secret_on_command_line()
     return load_server_config(config_file, overrides=overrides)
+
+
+def warn_secret_on_command_line() -> None:
+    """Say so on stderr when --secret-key was typed as an argument: every local user can read it
+    in /proc/<pid>/cmdline (`ps -ef`) for as long as the server runs."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.get_parameter_source("secret_key") == click.core.ParameterSource.COMMANDLINE:
+        click.echo("warning: --secret-key on the command line is visible to every local user in the process "
+                   "list; use $SHIPYARD_SECRET_KEY or --secret-key-file PATH instead", err=True)
 
 
 @click.command("server")

@@ -27,12 +27,16 @@ class ServerConfig:
     sqlite_synchronous: str = "NORMAL"  # NORMAL survives process crashes; FULL also power loss
     access_key: str = ""
     secret_key: str = ""
+    secret_key_file: str = ""         # read in place of secret_key when set (keeps it off the command line)
     public_host: str = ""             # host name clients should use in URLs (default: host)
     token_ttl_s: int = 30 * 24 * 3600
     long_poll_max_s: float = 60.0
     worker_timeout_s: float = 600.0
     lease_max_attempts: int = 3        # claims of one task before "agent lost N times" fails it
     reaper_interval_s: float = 1.0     # how often expired leases are looked for
+    login_failures_per_key: int = 10   # failed sign-ins per access key within login_window_s (0: no limit)
+    login_failures_per_address: int = 30  # ... and per client address
+    login_window_s: float = 60.0
     log_level: str = "info"
 
     @property
@@ -87,4 +91,17 @@ def load_server_config(config_file: Path | None = None, env: Mapping[str, str] |
     for name, value in (overrides or {}).items():
         if value is not None and value != "":
             values[name] = _coerce(name, value, "cli")
+    if values.get("secret_key_file"):
+        values["secret_key"] = _read_secret(Path(values["secret_key_file"]).expanduser())
     return replace(ServerConfig(), **values)
+
+
+def _read_secret(path: Path) -> str:
+    """The admin secret from a file of its own (first line, surrounding blanks dropped)."""
+    try:
+        lines = path.read_text().strip().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read secret_key_file {path}: {exc}") from None
+    if not lines or not lines[0].strip():
+        raise ConfigError(f"secret_key_file {path} is empty")
+    return lines[0].strip()

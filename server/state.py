@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from server.auth import KeyStore, TokenSigner
+from server.login_guard import LoginGuard
 from server.notify import Notifier
 from server.storage.store import Store
 from shipyard import clock
@@ -52,6 +53,7 @@ class ServerState:
     worker_timeout_s: float = 600.0
     lease_max_attempts: int = 3
     reaper_interval_s: float = 1.0
+    login_guard: LoginGuard = field(default_factory=LoginGuard)
     _active: dict[str, tuple[bool, float, float | None]] = field(default_factory=dict)
 
     @property

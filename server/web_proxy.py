@@ -1,9 +1,10 @@
 """What the page reaches through the web origin: the API and the stored files, in-process.
 
 `/api/<service>.<action>` runs the API listener's own dispatcher (`server.api.handle`) on the
-request, so the page speaks the very protocol the SDK does, authenticated by the session cookie
-(which the dispatcher reads as a token). Only POST with the `X-Shipyard-Web` header is taken:
-a page of another site can neither set that header nor send the SameSite=Strict cookie.
+request, so the page speaks the very protocol the SDK does, as the identity of the session
+cookie, which this proxy checks and hands over (the API listener itself never reads cookies).
+Only POST with the `X-Shipyard-Web` header, from this origin, is taken: a page of another site
+can neither set that header nor send the SameSite=Strict cookie.
 
 `/files/<path>` serves what the files listener stores (artifacts, debug images, models). Stored
 files are user content, so they are served sandboxed: images and plain text inline, everything
@@ -34,12 +35,13 @@ async def api(request: Request) -> Response:
         return envelope(name, API_VERSION, {}, 403, 0,
                         "The web API proxy takes POST requests from the Shipyard page only")
     state: ServerState = request.app.state.shipyard
-    if session_identity(state, request) is None:
+    identity = session_identity(state, request)
+    if identity is None:
         return envelope(name, API_VERSION, {}, 401, 20, "Not signed in (or the session expired)")
     api_app: ApiApp = request.app.state.api_app
     scope = dict(request.scope, path=f"/{name}", raw_path=f"/{name}".encode(), app=api_app,
                  root_path="")
-    return await handle(Request(scope, request.receive))
+    return await handle(Request(scope, request.receive), identity)
 
 
 async def files(request: Request) -> Response:

@@ -1,9 +1,11 @@
 """Web sign-in: an access key and secret are exchanged for a session cookie.
 
-The cookie holds a token from the server's own signer (the same kind `auth.login` issues), so the
-API and files listeners accept it as they are (both read `shipyard_token`). It is HttpOnly and
-SameSite=Strict: page scripts never see it and other sites' pages never send it. Requests that
-change something must also come from this origin (checked on `Origin`, when a browser sends it).
+The cookie holds a token from the server's own signer (the same kind `auth.login` issues); only
+this web listener reads it (the page's API proxy hands its identity to the dispatcher). It is
+HttpOnly and SameSite=Strict: page scripts never see it and other sites' pages never send it.
+Requests that change something must also come from this origin (checked on `Origin`, when a
+browser sends it). Sign-in runs under the same guard as `auth.login` (server/login_guard.py):
+failures back off per key and per address, and the secret is hashed off the event loop.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from server import errors
 from server.auth import Identity
+from server.login_guard import Throttled, sign_in
 from server.state import ServerState
 from shipyard import __version__
 
@@ -105,7 +108,11 @@ async def login_submit(request: Request) -> Response:
     if not access or not secret:
         return _login_page("Enter both the access key and the secret key.", access, 400, next_url)
     try:
-        identity = state.keys.verify(access, secret)
+        identity = await sign_in(state, access, secret, request.client.host if request.client else "")
+    except Throttled as exc:
+        page = _login_page(f"Too many failed sign-ins; try again in {exc.retry_after_s} s.", access, 429, next_url)
+        page.headers["Retry-After"] = str(exc.retry_after_s)
+        return page
     except errors.APIError:
         return _login_page("Unknown access key or wrong secret.", access, 401, next_url)
     token = state.signer.issue(identity, ttl_s=SESSION_TTL_S)

@@ -1,8 +1,12 @@
 """auth.*, server.*, debug.* and the users calls clients make in passing."""
 from __future__ import annotations
 
+from starlette.responses import Response
+
 from server import errors
-from server.auth import API_VERSION, SERVER_VERSION, parse_basic
+from server.api import envelope
+from server.auth import API_VERSION, SERVER_VERSION, Identity, parse_basic
+from server.login_guard import Throttled, sign_in
 from server.registry import CallContext, Request, endpoint
 from shipyard import __version__
 
@@ -16,19 +20,39 @@ EXTENSIONS = {
 
 
 @endpoint("auth.login", public=True)
-def login(ctx: CallContext, req: Request) -> dict:
+async def login(ctx: CallContext, req: Request) -> dict | Response:
+    """A token for a key pair (HTTP Basic, under the login guard) or for a live token. A requested
+    `expiration_sec` above the server's token_ttl_s is capped to it, not refused (the reference
+    schema: "not guaranteed, might be overridden by the service")."""
+    state = ctx.settings
+    try:
+        identity = await _login_identity(ctx)
+    except Throttled as exc:
+        return _throttled(ctx, exc)
+    ttl = req.int("expiration_sec")
+    ttl = min(ttl, state.signer.ttl_s) if ttl and ttl > 0 else None
+    return {"token": state.signer.issue(identity, ttl_s=ttl)}
+
+
+async def _login_identity(ctx: CallContext) -> Identity:
     state = ctx.settings
     header = ctx.extra.get("authorization", "")
     if header.lower().startswith("basic "):
         access, secret = parse_basic(header)
-        identity = state.keys.verify(access, secret)
-    elif header.lower().startswith("bearer "):
+        return await sign_in(state, access, secret, ctx.extra.get("client_ip", ""))
+    if header.lower().startswith("bearer "):
         identity = state.signer.verify(header[7:].strip())
-    else:
-        raise errors.unauthorized("Missing credentials: use HTTP Basic with access_key:secret_key", 20)
-    ttl = req.int("expiration_sec")
-    token = state.signer.issue(identity, ttl_s=ttl if ttl and ttl > 0 else None)
-    return {"token": token}
+        if not state.keys_active(identity.user):
+            raise errors.unauthorized("Credentials for this token were revoked", 22)
+        return identity
+    raise errors.unauthorized("Missing credentials: use HTTP Basic with access_key:secret_key", 20)
+
+
+def _throttled(ctx: CallContext, exc: Throttled) -> Response:
+    """429 in the envelope, with Retry-After (a raised APIError would carry no header)."""
+    response = envelope(ctx.endpoint, ctx.version, {}, exc.code, exc.subcode, exc.msg, exc.data)
+    response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
 
 
 @endpoint("server.info", public=True)
