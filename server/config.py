@@ -33,6 +33,9 @@ class ServerConfig:
     worker_timeout_s: float = 600.0
     lease_max_attempts: int = 3        # claims of one task before "agent lost N times" fails it
     reaper_interval_s: float = 1.0     # how often expired leases are looked for
+    files_max_file_mb: int = 16384     # largest single uploaded file; 0 = no limit
+    files_max_request_mb: int = 16384  # largest upload request (all its parts); 0 = no limit
+    files_min_free_mb: int = 1024      # uploads are refused (507) rather than leave less free disk
     log_level: str = "info"
 
     @property
