@@ -17,8 +17,8 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
+from tests.browser import sign_in
 from tests.helpers import Api, start_server
-from tests.web.conftest import artifacts_dir, browser, page, sign_in  # noqa: F401  (fixtures)
 
 SECRET = b"TOP SECRET: another user's numbers"
 SAMPLE_DIR = "vision/report.{task}/metrics/report/html"
@@ -85,7 +85,7 @@ def assert_nothing_happened(scene) -> None:
     assert (srv.data_dir / "files" / "secret" / "data.txt").read_bytes() == SECRET
 
 
-def test_html_from_the_files_listener_gets_no_session(page, scene):  # noqa: F811
+def test_html_from_the_files_listener_gets_no_session(page, scene):
     srv = scene["srv"]
     sign_in(page, srv.web_url)
     page.wait_for_selector("#tasks")
@@ -96,7 +96,7 @@ def test_html_from_the_files_listener_gets_no_session(page, scene):  # noqa: F81
     assert_nothing_happened(scene)
 
 
-def test_html_debug_sample_renders_inert_in_a_sandboxed_iframe(page, scene, artifacts_dir):  # noqa: F811
+def test_html_debug_sample_renders_inert_in_a_sandboxed_iframe(page, scene, artifacts_dir):
     srv = scene["srv"]
     sign_in(page, srv.web_url)
     page.wait_for_selector("#tasks")
