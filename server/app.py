@@ -50,7 +50,10 @@ def create_state(config: ServerConfig) -> ServerState:
                         long_poll_max_s=config.long_poll_max_s, worker_timeout_s=config.worker_timeout_s,
                         lease_max_attempts=config.lease_max_attempts, reaper_interval_s=config.reaper_interval_s,
                         login_guard=LoginGuard(config.login_failures_per_key, config.login_failures_per_address,
-                                               config.login_window_s))
+                                               config.login_window_s),
+                        files_max_file_mb=config.files_max_file_mb,
+                        files_max_request_mb=config.files_max_request_mb,
+                        files_min_free_mb=config.files_min_free_mb)
     ensure_default_queue(store, ANONYMOUS)
     return state
 

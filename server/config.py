@@ -37,6 +37,9 @@ class ServerConfig:
     login_failures_per_key: int = 10   # failed sign-ins per access key within login_window_s (0: no limit)
     login_failures_per_address: int = 30  # ... and per client address
     login_window_s: float = 60.0
+    files_max_file_mb: int = 16384     # largest single uploaded file; 0 = no limit
+    files_max_request_mb: int = 16384  # largest upload request (all its parts); 0 = no limit
+    files_min_free_mb: int = 1024      # uploads are refused (507) rather than leave less free disk
     log_level: str = "info"
 
     @property

@@ -54,6 +54,9 @@ class ServerState:
     lease_max_attempts: int = 3
     reaper_interval_s: float = 1.0
     login_guard: LoginGuard = field(default_factory=LoginGuard)
+    files_max_file_mb: int = 16384
+    files_max_request_mb: int = 16384
+    files_min_free_mb: int = 1024
     _active: dict[str, tuple[bool, float, float | None]] = field(default_factory=dict)
 
     @property

@@ -7,26 +7,26 @@ Only POST with the `X-Shipyard-Web` header, from this origin, is taken: a page o
 can neither set that header nor send the SameSite=Strict cookie.
 
 `/files/<path>` serves what the files listener stores (artifacts, debug images, models). Stored
-files are user content, so they are served sandboxed: images and plain text inline, everything
-else as a download, never as a page of this origin.
+files are user content, so they are served sandboxed (`sandbox` CSP: no scripts, an origin of
+their own, never a page of this origin): images, plain text and JSON inline, HTML inline too so
+the page can show HTML debug samples in a sandboxed iframe (the only thing allowed to frame it is
+this origin), everything else as a download.
 """
 from __future__ import annotations
 
-import mimetypes
-
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 
 from server import errors
 from server.api import ApiApp, envelope, handle
 from server.auth import API_VERSION
-from server.files import confine
+from server.files import SAFE_INLINE, confine, stored_file
 from server.state import ServerState
 from server.web_session import same_origin, security_headers, session_identity
 
 HEADER = "x-shipyard-web"
-_INLINE = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "text/plain"}
-_FILE_CSP = "sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"
+_RENDERED = SAFE_INLINE | {"text/html"}
+_FILE_CSP = "sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'"
 
 
 async def api(request: Request) -> Response:
@@ -55,10 +55,11 @@ async def files(request: Request) -> Response:
         return JSONResponse({"error": exc.msg, "code": exc.code}, status_code=exc.code)
     if not target.is_file():
         return JSONResponse({"error": f"not found: {path}", "code": 404}, status_code=404)
-    guessed = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-    inline = guessed in _INLINE and request.query_params.get("download") is None
-    media_type = guessed if inline else "application/octet-stream"
-    response = FileResponse(target, media_type=media_type, filename=None if inline else target.name,
-                            content_disposition_type="inline" if inline else "attachment")
+    response = stored_file(target, inline_types=_RENDERED,
+                           download=request.query_params.get("download") is not None)
     response.headers["Cache-Control"] = "private, max-age=60"
-    return security_headers(response, _FILE_CSP)
+    if response.media_type != "text/html":
+        return security_headers(response, f"{_FILE_CSP}; frame-ancestors 'none'")
+    security_headers(response, f"{_FILE_CSP}; frame-ancestors 'self'")
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
+    return response

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.browser import artifacts_dir, browser, page, pytest_runtest_makereport  # noqa: F401
 from tests.helpers import start_server
 
 

@@ -100,21 +100,25 @@ def test_files_are_served_sandboxed(web_server):
     _upload(web_server, "p/t.1/metrics/img/a.png", b"\x89PNG\r\n\x1a\nfake")
     http = signed_in(web_server)
     base = web_server.web_url
+    # HTML renders (for the sandboxed iframe of HTML debug samples) only under a sandbox CSP.
     html = http.get(f"{base}/files/p/t.1/artifacts/page/page.html", timeout=10)
     assert html.status_code == 200 and html.content == b"<script>alert(1)</script>"
-    assert html.headers["content-type"] == "application/octet-stream"
-    assert html.headers["content-disposition"].startswith("attachment")
-    assert html.headers["content-security-policy"].startswith("sandbox")
+    assert html.headers["content-type"].startswith("text/html")
+    assert html.headers["content-security-policy"].startswith("sandbox;")
+    assert "frame-ancestors 'self'" in html.headers["content-security-policy"]
     assert html.headers["x-content-type-options"] == "nosniff"
+    html_download = http.get(f"{base}/files/p/t.1/artifacts/page/page.html?download=1", timeout=10)
+    assert html_download.headers["content-type"] == "application/octet-stream"
+    assert html_download.headers["content-disposition"].startswith("attachment")
     png = http.get(f"{base}/files/p/t.1/metrics/img/a.png", timeout=10)
     assert png.headers["content-type"] == "image/png" and "content-disposition" not in png.headers
     download = http.get(f"{base}/files/p/t.1/metrics/img/a.png?download=1", timeout=10)
     assert download.headers["content-disposition"].startswith("attachment")
     assert http.get(f"{base}/files/p/nothing.bin", timeout=10).status_code == 404
     assert http.get(f"{base}/files/..%2f..%2fserver.log", timeout=10).status_code in (403, 404)
-    # The files listener takes the same cookie (a link straight to it works too).
+    # The files listener never takes the page's cookie (a stored page there must not act as the user).
     direct = http.get(f"{web_server.files_url}/p/t.1/metrics/img/a.png", timeout=10)
-    assert direct.status_code == 200
+    assert direct.status_code == 401
 
 
 def test_sdk_results_link_opens_the_task(web_server):

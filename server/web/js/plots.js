@@ -1,6 +1,7 @@
 // Plots tab (events.get_task_plots: Plotly JSON, drawn here without Plotly: scatter/line traces
 // as line charts, bar/histogram traces as bar charts, tables as tables, anything else as its JSON)
-// and Debug images tab (events.debug_images: the latest iterations of each metric's images).
+// and Debug images tab (events.debug_images: the latest iterations of each metric's images;
+// HTML debug samples, ClearML's report_media of an .html file, in a sandboxed iframe).
 
 import { call, fileHref } from "./api.js";
 import { RUNNING, every, h } from "./util.js";
@@ -80,6 +81,23 @@ export async function plotsTab(body, ctx) {
   return { stop };
 }
 
+const HTML_SAMPLE = /\.html?$/i;
+
+// An HTML sample is anyone's content, shown to whoever opens the task: it renders in an iframe
+// with an empty sandbox (no scripts, forms, popups or navigation of this page, and an opaque
+// origin: it can neither read this page nor send its cookie). Scripts stay off, rather than
+// allow-scripts without allow-same-origin, because nothing here needs them and a running
+// script could still freeze the tab or draw a fake sign-in box. /files serves the file under a
+// `sandbox` CSP as well, so the "open" link shows it just as inert.
+function sampleView(e, href) {
+  const alt = `${e.metric} ${e.variant}`;
+  if (!href) return h("code", {}, e.url || e.key || "");
+  if (HTML_SAMPLE.test(href.split("?")[0])) {
+    return h("iframe", { class: "sample", src: href, sandbox: "", title: alt, loading: "lazy", referrerpolicy: "no-referrer" });
+  }
+  return h("a", { href, target: "_blank", rel: "noopener" }, h("img", { src: href, alt, loading: "lazy" }));
+}
+
 export async function imagesTab(body, ctx) {
   const box = h("div", { id: "debug_images" });
   body.append(box);
@@ -98,10 +116,10 @@ export async function imagesTab(body, ctx) {
     box.replaceChildren(...(byMetric.size ? [...byMetric.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([metric, list]) =>
       h("section", { class: "card wide" }, h("h3", {}, metric), h("div", { class: "images" }, list.map((e) => {
         const href = fileHref(e.url);
-        return h("figure", { class: "image" },
-          href ? h("a", { href, target: "_blank", rel: "noopener" }, h("img", { src: href, alt: `${e.metric} ${e.variant}`, loading: "lazy" }))
-            : h("code", {}, e.url || e.key || ""),
-          h("figcaption", {}, `${e.variant} · iter ${e.iter}`));
+        const html = Boolean(href) && HTML_SAMPLE.test(href.split("?")[0]);
+        return h("figure", { class: html ? "image html" : "image" }, sampleView(e, href),
+          h("figcaption", {}, `${e.variant} · iter ${e.iter}`,
+            html ? [" · ", h("a", { href, target: "_blank", rel: "noopener" }, "open")] : null));
       })))) : [h("p", { class: "muted" }, "No debug images reported.")]));
   }
   await load();
