@@ -4,6 +4,16 @@ Access keys live in the database with their secret hashed (PBKDF2-SHA256). `auth
 exchanges a key pair (HTTP Basic) for an HS256 JWT carrying what ClearML clients read
 (`api_version`, `server_version`, `feature_set`, `exp`) and the identity the server uses.
 Every other call must carry a token whose signature and expiry check out.
+
+Every key has a role (`ROLES`); they differ only in what keys they may manage:
+
+    admin   everything; mints keys of any role, extends and revokes any key
+    agent   what a user does, plus: mints `task` keys, extends and revokes the keys it minted
+    user    experiments, queues, files, workers; revokes only itself
+    task    what a run needs (report, upload, read, clone, enqueue); revokes only itself
+
+A minted key records the key that minted it (`minted_by`), which is what lets an agent manage
+the keys of its own runs and nobody else's.
 """
 from __future__ import annotations
 
@@ -26,6 +36,23 @@ SERVER_VERSION = "2.0.0"
 COMPANY = "shipyard"
 DEFAULT_TOKEN_TTL_S = 30 * 24 * 3600
 _PBKDF2_ROUNDS = 120_000
+
+ADMIN, AGENT, USER, TASK = "admin", "agent", "user", "task"
+ROLES = (ADMIN, AGENT, USER, TASK)
+_MINTABLE = {ADMIN: frozenset(ROLES), AGENT: frozenset({TASK})}
+
+
+def may_mint(caller_role: str, role: str) -> bool:
+    """Can a key of `caller_role` create a key of `role`? Only admins and agents mint at all."""
+    return role in _MINTABLE.get(caller_role, frozenset())
+
+
+def may_revoke(caller: Identity, key: dict) -> bool:
+    """Can `caller` revoke `key` (a `KeyStore.get` row)? Admins any key, everyone their own
+    key, an agent the keys it minted. (Extending is for admins and the minting agent only.)"""
+    if caller.role == ADMIN or key["access_key"] == caller.user:
+        return True
+    return caller.role == AGENT and key.get("minted_by") == caller.user
 
 
 @dataclass(frozen=True)
@@ -72,16 +99,20 @@ class KeyStore:
         self._verified: dict[tuple[str, str, str], str] = {}
 
     def create(self, access_key: str | None = None, secret_key: str | None = None, *,
-               name: str = "", role: str = "admin", expires: float | None = None,
-               instance: str | None = None) -> tuple[str, str]:
-        """A key pair; `expires` (epoch seconds) makes it short-lived, `instance` labels its machine."""
+               name: str = "", role: str = ADMIN, expires: float | None = None,
+               instance: str | None = None, minted_by: str | None = None) -> tuple[str, str]:
+        """A key pair; `expires` (epoch seconds) makes it short-lived, `instance` labels its machine
+        or run, `minted_by` is the access key that asked for it through the API."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
         gen_access, gen_secret = generate_key_pair()
         access_key, secret_key = access_key or gen_access, secret_key or gen_secret
         with self.store.tx() as conn:
             exists = conn.execute(select(t.credentials.c.access_key)
                                   .where(t.credentials.c.access_key == access_key)).first()
             values = {"secret_hash": hash_secret(secret_key), "name": name, "role": role,
-                      "created": clock.now(), "revoked": False, "expires": expires, "instance": instance}
+                      "created": clock.now(), "revoked": False, "expires": expires, "instance": instance,
+                      "minted_by": minted_by}
             if exists:
                 conn.execute(update(t.credentials).where(t.credentials.c.access_key == access_key)
                              .values(**values))
@@ -95,8 +126,16 @@ class KeyStore:
             rows = conn.execute(select(t.credentials.c.access_key, t.credentials.c.name,
                                        t.credentials.c.role, t.credentials.c.created,
                                        t.credentials.c.revoked, t.credentials.c.expires,
-                                       t.credentials.c.instance)).all()
+                                       t.credentials.c.instance, t.credentials.c.minted_by)).all()
         return [dict(row._mapping) for row in rows]
+
+    def get(self, access_key: str) -> dict | None:
+        """One key's row without its secret hash, or None."""
+        with self.store.tx() as conn:
+            row = conn.execute(select(t.credentials).where(t.credentials.c.access_key == access_key)).first()
+        if row is None:
+            return None
+        return {k: v for k, v in row._mapping.items() if k != "secret_hash"}
 
     def revoke(self, access_key: str) -> bool:
         with self.store.tx() as conn:
