@@ -109,6 +109,7 @@ class AgentSettings:
     max_runtime_s: float | None
     queue_max_runtime_s: Mapping[str, str]
     lease_s: float
+    task_key_ttl_s: float
     work_dir: Path
     cache_dir: Path
     venv_cache_dir: Path
@@ -356,6 +357,8 @@ FIELDS: tuple[Field, ...] = (
     Field("agent.queue_max_runtime_s", _text_map, MappingProxyType({}), ("shipyard.queue_max_runtime_s",),
           ("SHIPYARD_QUEUE_MAX_RUNTIME_S",)),
     Field("agent.lease_s", _positive_seconds, 60.0, ("shipyard.lease_s",), ("SHIPYARD_LEASE_S",)),
+    Field("agent.task_key_ttl_s", _positive_seconds, 24 * 3600.0, ("shipyard.task_key_ttl_s",),
+          ("SHIPYARD_TASK_KEY_TTL_S",)),
     Field(
         "agent.work_dir", _path, Path("~/.shipyard/work"), ("shipyard.work_dir", "agent.venvs_dir"),
         ("SHIPYARD_WORK_DIR",),

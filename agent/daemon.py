@@ -21,6 +21,7 @@ from agent.reporter import StatusReporter
 from agent.runner import TaskRun, safe_report
 from agent.slots import ServiceSlots, Slot, SlotPool
 from agent.stats import StatsSampler
+from agent.taskkey import TaskKeys
 from sandbox.env_cache import EnvCache
 from sandbox.repo_cache import RepoCache
 from shipyard.errors import ServerError, ServerUnreachable
@@ -51,6 +52,8 @@ class Daemon:
         self.worker = settings.agent.worker_id
         self.env_cache = EnvCache(settings.agent.venv_cache_dir)
         self.repo_cache = RepoCache(settings.agent.git_cache_dir)
+        self.task_keys = TaskKeys(api, (settings.api.access_key, settings.api.secret_key),
+                                  ttl_s=settings.agent.task_key_ttl_s)   # one per daemon: it warns once
         self.tasks_started = 0
         self._active: dict[str, tuple[threading.Thread, Slot, Claim]] = {}
         self._finished = threading.Event()
@@ -151,7 +154,7 @@ class Daemon:
             run = TaskRun(self.api, self.settings, claim.task_id, queue=claim.queue.name,
                           should_abort=lambda: self.shutdown.abort, env_cache=self.env_cache,
                           repo_cache=self.repo_cache, echo=self.echo, attempt=claim.attempt,
-                          slot_env=slot.env, gpus=slot.gpus)
+                          slot_env=slot.env, gpus=slot.gpus, task_keys=self.task_keys)
             outcome = run.run()
             self.echo(f"task {claim.task_id} {outcome.status} in {time.monotonic() - started:.2f}s: "
                       f"{outcome.status_reason}")

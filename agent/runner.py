@@ -4,8 +4,12 @@
 task's process runs is an `Executor`'s business: `LocalExecutor` (agent/local_exec.py) builds a
 venv on this machine and starts a child process, `DockerExecutor` (agent/docker_exec.py) runs
 the task in a container. Logs, the abort/lease/max-runtime watch and the outcome are the same
-for both. Every failure ends in an `Outcome` with a reason a person can act on; nothing here
-lets a task end "completed" unless its process exited 0.
+for both. Every failure ends in an `Outcome` with a reason a person can act on (also the last
+line of the task's console); nothing here lets a task end "completed" unless its process exited 0.
+
+The task process never gets the agent's key: each run mints a short-lived key of its own
+(agent/taskkey.py) before anything starts, keeps it alive from the watch loop and revokes it
+when the run ends, whatever the outcome.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from agent.config import Settings
 from agent.lifecycle import COMPLETED, FAILED, STOPPED, Outcome
 from agent.logship import LogShipper, OutputReader
 from agent.redact import Redactor
+from agent.taskkey import NO_KEY, TaskKey, TaskKeys
 from agent.watch import TaskWatch
 from sandbox.env_cache import EnvCache
 from sandbox.git_workspace import Workspace
@@ -114,8 +119,11 @@ class TaskRun:
                  should_abort: Callable[[], bool] = lambda: False, env_cache: EnvCache | None = None,
                  repo_cache: RepoCache | None = None, echo: Callable[[str], None] | None = None,
                  attempt: int | None = None, slot_env: Mapping[str, str] | None = None,
-                 gpus: Sequence[int] = ()):
+                 gpus: Sequence[int] = (), task_keys: TaskKeys | None = None):
         self.api = api
+        self.task_keys = task_keys or TaskKeys(api, (settings.api.access_key, settings.api.secret_key),
+                                               ttl_s=settings.agent.task_key_ttl_s)
+        self.task_key: TaskKey = NO_KEY
         self.attempt = attempt
         self.slot_env = dict(slot_env or {})   # e.g. CUDA_VISIBLE_DEVICES for the GPUs this run holds
         self.gpus = tuple(gpus)
@@ -135,14 +143,18 @@ class TaskRun:
 
     # -- the steps ------------------------------------------------------------------------
     def run(self) -> Outcome:
-        self.shipper = self._start_shipper()
+        self._mint_task_key()  # first: the redactor learns its secret before any line is shipped
         try:
-            outcome = self._run_steps()
+            self.shipper = self._start_shipper()
+            try:
+                outcome = self._run_steps()
+                self.note(f"task {self.task_id} ended {outcome.status}: {outcome.status_reason}")
+            finally:
+                self._close_shipper()
+                if self.executor is not None:
+                    self.executor.cleanup()
         finally:
-            self._close_shipper()
-            if self.executor is not None:
-                self.executor.cleanup()
-        self.note(f"task {self.task_id} ended {outcome.status}: {outcome.status_reason}")
+            self.task_keys.revoke(self.task_key)
         lifecycle.report_outcome(self.api, self.task_id, outcome, self.worker, self.attempt)
         return outcome
 
@@ -181,10 +193,19 @@ class TaskRun:
             self.echo(self.redactor.redact(line))
         log.info("%s", self.redactor.redact(text))
 
+    def _mint_task_key(self) -> None:
+        self.task_key = self.task_keys.mint(self.task_id)
+        if self.task_key.minted:
+            self.redactor = self.redactor.with_secrets([self.task_key.secret_key])
+            log.info("task %s runs with its own key %s (role task, revoked when the run ends)",
+                     self.task_id, self.task_key.access_key)
+
     def _context(self) -> RunContext:
+        """What the executor starts the task with: the run's own key, never the agent's
+        (unless the server could not mint one; see agent/taskkey.py)."""
         api = self.settings.api
-        connection = taskenv.Connection(api.api_server, api.files_server, api.web_server, api.access_key,
-                                        api.secret_key, self.worker)
+        connection = taskenv.Connection(api.api_server, api.files_server, api.web_server, self.task_key.access_key,
+                                        self.task_key.secret_key, self.worker)
         return RunContext(settings=self.settings, task_id=self.task_id, target=self.target, connection=connection,
                           extra_env={**self.settings.agent.extra_env, **self.slot_env}, gpus=self.gpus,
                           note=self.note, attempt=self.attempt)
@@ -264,8 +285,10 @@ class TaskRun:
 
     def _start_watch(self, task: dict) -> TaskWatch:
         agent = self.settings.agent
+        keepalive = (lambda: self.task_keys.extend(self.task_key)) if self.task_key.minted else None
         return TaskWatch(self.api, self.task_id, check_s=1.0, ping_s=agent.ping_s,
-                         max_runtime_s=self._max_runtime(task), attempt=self.attempt, lease_s=agent.lease_s).start()
+                         max_runtime_s=self._max_runtime(task), attempt=self.attempt, lease_s=agent.lease_s,
+                         keepalive=keepalive, keepalive_s=self.task_keys.renew_every_s).start()
 
     def _write_back(self, task: dict, frozen: list[str] | None, commit: str | None) -> None:
         """Record what was really used: the resolved commit and the frozen requirements."""

@@ -1,5 +1,10 @@
 """`shipyard up`: the embedded server and one agent on the default queue, in one process,
-with no configuration. The agent's credentials are minted once and kept in the data dir."""
+with no configuration. The agent's credentials are minted once and kept in the data dir.
+
+The agent's key has the `agent` role, not admin: it runs tasks and mints each run a short-lived
+`task` key of its own. A data dir from before roles (an admin agent key) has that key revoked
+and replaced. The admin key is printed once, at the first start, for the person.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -10,6 +15,7 @@ from pathlib import Path
 import click
 
 from agent.config import load_settings
+from server.auth import AGENT
 from server.app import create_state, seed_credentials, serve
 from server.cli import banner, config_from_cli, server_options
 from shipyard.signals import Shutdown
@@ -21,9 +27,12 @@ def _agent_credentials(state, data_dir: Path) -> tuple[str, str]:
     path = data_dir / _AGENT_KEY_FILE
     if path.is_file():
         access, secret = path.read_text().split()
-        if state.keys.is_active(access):
+        key = state.keys.get(access)
+        if key is not None and key["role"] == AGENT and state.keys.is_active(access):
             return access, secret
-    access, secret = state.keys.create(name="local agent (shipyard up)")
+        if key is not None and key["role"] != AGENT:
+            state.keys.revoke(access)   # an admin key from before roles: tasks must not reach it
+    access, secret = state.keys.create(name="local agent (shipyard up)", role=AGENT)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(f"{access} {secret}\n")
@@ -87,7 +96,8 @@ def up_cmd(ctx, config_file, queues, no_agent, **overrides) -> None:
     if not ready.wait(30):
         raise click.ClickException("the server did not start (ports in use?)")
     click.echo(banner(config, seeded))
-    click.echo(f"\nClient config for the SDK and the shipyard CLI:\n  export CLEARML_CONFIG_FILE={conf_path}")
+    click.echo(f"\nClient config for the SDK and the shipyard CLI (the local agent's key, role agent: "
+               f"not an admin key):\n  export CLEARML_CONFIG_FILE={conf_path}")
     if no_agent:
         shutdown.event.wait()
     else:

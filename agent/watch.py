@@ -1,11 +1,12 @@
-"""While a task runs: watch for an abort request, keep the task alive (tasks.ping), and
-enforce the maximum run time. A thread that only sets `abort_kind`/`abort_reason`; the
-runner acts on them."""
+"""While a task runs: watch for an abort request, keep the task alive (tasks.ping), keep the
+run's own API key alive (`keepalive`, every `keepalive_s`), and enforce the maximum run time.
+A thread that only sets `abort_kind`/`abort_reason`; the runner acts on them."""
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from agent.api import ApiClient
 from agent.lifecycle import STALE_SUBCODE
@@ -19,8 +20,11 @@ _RESET_CHECKS = 3
 
 class TaskWatch:
     def __init__(self, api: ApiClient, task_id: str, *, check_s: float = 1.0, ping_s: float = 30.0,
-                 max_runtime_s: float | None = None, attempt: int | None = None, lease_s: float = 60.0):
+                 max_runtime_s: float | None = None, attempt: int | None = None, lease_s: float = 60.0,
+                 keepalive: Callable[[], None] | None = None, keepalive_s: float = 3600.0):
         self.api = api
+        self.keepalive = keepalive
+        self.keepalive_s = keepalive_s
         self.task_id = task_id
         self.attempt = attempt
         self.lease_s = lease_s
@@ -54,7 +58,11 @@ class TaskWatch:
     def _run(self) -> None:
         next_ping = time.monotonic() + self.ping_s
         next_renew = time.monotonic() + self.lease_s / 4
+        next_keepalive = time.monotonic() + self.keepalive_s
         while not self._stop.wait(self.check_s):
+            if self.keepalive is not None and time.monotonic() >= next_keepalive:
+                self.keepalive()   # never raises: it logs its own failures
+                next_keepalive = time.monotonic() + self.keepalive_s
             if self.max_runtime_s and time.monotonic() - self._started > self.max_runtime_s:
                 self._set("timed_out", f"ran longer than the maximum run time of {self.max_runtime_s:g}s")
             try:

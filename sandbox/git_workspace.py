@@ -7,6 +7,8 @@
 
 `script` is ClearML's task `script` object. A task without a repository whose `diff` holds the
 whole script text (ClearML's "literal script") is written to `dest/<entry_point>`.
+A repository, branch, tag or commit that starts with `-` is refused before git runs
+(`ScriptSpec.check`): git would read it as an option.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from sandbox.gitcmd import (
     DEFAULT_NETWORK_TIMEOUT,
     Credentials,
     GitRunner,
+    check_git_value,
     git_reason,
     is_network_failure,
     strip_userinfo,
@@ -76,6 +79,11 @@ class ScriptSpec:
             diff=str(script.get("diff") or ""),
         )
 
+    def check(self) -> None:
+        """Raise WorkspaceError for a value that git would read as an option."""
+        check_git_value(self.repository, "repository", "the repository's URL or path")
+        self.revision.check()
+
 
 def prepare_workspace(
     script: Mapping[str, Any],
@@ -93,6 +101,8 @@ def prepare_workspace(
     On any error `dest` is left empty, so the caller may retry into it.
     """
     spec = ScriptSpec.from_dict(script)
+    if spec.repository:
+        spec.check()
     dest = _prepare_dest(Path(dest))
     try:
         if not spec.repository:

@@ -3,6 +3,11 @@
 Credentials are configured per host (`{"github.com": ("user", "token")}`). They reach git only
 through the environment of the git process and a small askpass helper that reads them from
 there: never in a URL, a command line, a log line or an error message.
+
+Values that come from a task (repository URL, branch, tag, commit) are checked with
+`check_git_value` before any git command sees them: one starting with `-` would be read as an
+option (`--upload-pack=<command>` runs a command). Callers also put `--` before every URL and
+path they pass, so even an unchecked value stays an argument.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from types import TracebackType
 from urllib.parse import urlsplit
 
 from sandbox.proc import run_captured
-from shipyard.errors import InfrastructureError
+from shipyard.errors import InfrastructureError, WorkspaceError
 
 Credentials = Mapping[str, tuple[str, str]]
 
@@ -89,6 +94,18 @@ def strip_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
     netloc = parts.netloc.rsplit("@", 1)[1]
     clean = parts._replace(netloc=netloc).geturl()
     return clean, (parts.username, parts.password or "")
+
+
+def check_git_value(value: str | None, field: str, expected: str) -> None:
+    """Refuse a task value that git would read as an option (`field` names it for a person,
+    `expected` says what belongs there)."""
+    if value and value.lstrip().startswith("-"):
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        raise WorkspaceError(
+            f"script.{field} '{shown}' starts with '-', which git would read as an option; refused. "
+            f"Set script.{field} to {expected}",
+            kind="invalid_script",
+        )
 
 
 def is_network_failure(text: str) -> bool:

@@ -7,6 +7,9 @@ Layout under the cache root:
 
 A mirror is fetched only when the revision a task wants is not already in it (a commit or tag
 we have) or when the revision moves by nature (a branch head, the default HEAD).
+
+`checkout` refuses a URL or revision that starts with `-` (git would take it for an option),
+and every URL or path reaches git after `--`.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from sandbox.gitcmd import GitRunner, git_reason, is_network_failure
+from sandbox.gitcmd import GitRunner, check_git_value, git_reason, is_network_failure
 from sandbox.locks import file_lock
 from shipyard.errors import InfrastructureError, WorkspaceError
 
@@ -58,6 +61,12 @@ class Revision:
         if self.branch:
             return f"refs/heads/{self.branch}^{{commit}}"
         return "HEAD^{commit}"
+
+    def check(self) -> None:
+        """Raise WorkspaceError for a value git would read as an option."""
+        check_git_value(self.commit, "version_num", "a commit id")
+        check_git_value(self.tag, "tag", "a tag name")
+        check_git_value(self.branch, "branch", "a branch name")
 
     @property
     def moves(self) -> bool:
@@ -99,6 +108,8 @@ class RepoCache:
 
         Holds the mirror's lock throughout, so a concurrent fetch never prunes refs mid-copy.
         """
+        check_git_value(url, "repository", "the repository's URL or path")
+        revision.check()
         mirror = self.mirror_dir(url)
         with file_lock(mirror.with_suffix(".lock"), timeout=self.lock_timeout):
             fresh = self._ensure_mirror(url, mirror, git, log)
@@ -116,7 +127,7 @@ class RepoCache:
         log(f"cloning {url} into the repository cache")
         tmp = Path(tempfile.mkdtemp(prefix=mirror.name + ".", suffix=".tmp", dir=self.root))
         try:
-            proc = git.run(["clone", "--bare", "--quiet", url, str(tmp)], network=True)
+            proc = git.run(["clone", "--bare", "--quiet", "--", url, str(tmp)], network=True)
             _raise_for_fetch(proc, url)
             tmp.rename(mirror)
         finally:
@@ -137,7 +148,7 @@ class RepoCache:
             # Commits that no branch or tag reaches (e.g. a deleted branch) can often be
             # fetched by their id; keep them under a private ref so gc leaves them alone.
             ref = f"+{revision.commit}:refs/shipyard/{revision.commit}"
-            git.run(["fetch", "--quiet", url, ref], cwd=mirror, network=True)
+            git.run(["fetch", "--quiet", "--", url, ref], cwd=mirror, network=True)
             sha = _rev_parse(mirror, revision.ref(), git)
         if not sha:
             raise WorkspaceError(_not_found_message(url, revision), kind="unknown_revision")
@@ -147,7 +158,7 @@ class RepoCache:
 def _fetch(url: str, mirror: Path, git: GitRunner, *, default_head: bool) -> None:
     refspecs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
     proc = git.run(
-        ["fetch", "--quiet", "--prune", "--update-head-ok", url, *refspecs], cwd=mirror, network=True
+        ["fetch", "--quiet", "--prune", "--update-head-ok", "--", url, *refspecs], cwd=mirror, network=True
     )
     _raise_for_fetch(proc, url)
     if default_head:
@@ -156,7 +167,7 @@ def _fetch(url: str, mirror: Path, git: GitRunner, *, default_head: bool) -> Non
 
 def _refresh_head(url: str, mirror: Path, git: GitRunner) -> None:
     """Follow the remote's default branch if it changed since the mirror was cloned."""
-    proc = git.run(["ls-remote", "--symref", url, "HEAD"], cwd=mirror, network=True)
+    proc = git.run(["ls-remote", "--symref", "--", url, "HEAD"], cwd=mirror, network=True)
     match = re.search(r"^ref: (refs/heads/\S+)\tHEAD$", proc.stdout, re.MULTILINE)
     if proc.returncode == 0 and match:
         git.run(["symbolic-ref", "HEAD", match.group(1)], cwd=mirror)
@@ -168,10 +179,10 @@ def _rev_parse(repo: Path, expression: str, git: GitRunner) -> str | None:
 
 
 def _copy_out(url: str, mirror: Path, sha: str, revision: Revision, dest: Path, git: GitRunner) -> None:
-    proc = git.run(["clone", "--quiet", "--no-checkout", str(mirror), str(dest)])
+    proc = git.run(["clone", "--quiet", "--no-checkout", "--", str(mirror), str(dest)])
     if proc.returncode != 0:
         raise InfrastructureError(f"could not copy the cached mirror of {url}: {git_reason(proc.stderr)}")
-    git.run(["remote", "set-url", "origin", url], cwd=dest)  # the task sees its real remote
+    git.run(["remote", "set-url", "--", "origin", url], cwd=dest)  # the task sees its real remote
     branch_head = revision.branch and _rev_parse(dest, f"refs/remotes/origin/{revision.branch}", git)
     if revision.branch and branch_head == sha:
         args = ["checkout", "--quiet", "--force", "-B", revision.branch, sha]

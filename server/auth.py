@@ -9,6 +9,16 @@ Checking a secret costs a PBKDF2 hash (~30 ms of CPU): the server does it on a s
 of its own (`KeyStore.verify_off_loop`), so guessing cannot stall the event loop, and an unknown
 access key is checked against a dummy hash, so it answers as slowly, and with the same message,
 as a wrong secret.
+
+Every key has a role (`ROLES`); they differ only in what keys they may manage:
+
+    admin   everything; mints keys of any role, extends and revokes any key
+    agent   what a user does, plus: mints `task` keys, extends and revokes the keys it minted
+    user    experiments, queues, files, workers; revokes only itself
+    task    what a run needs (report, upload, read, clone, enqueue); revokes only itself
+
+A minted key records the key that minted it (`minted_by`), which is what lets an agent manage
+the keys of its own runs and nobody else's.
 """
 from __future__ import annotations
 
@@ -36,6 +46,23 @@ DEFAULT_TOKEN_TTL_S = 30 * 24 * 3600
 _PBKDF2_ROUNDS = 120_000
 _HASH_THREADS = 2
 BAD_PAIR = "Invalid credentials: unknown access key or wrong secret"
+
+ADMIN, AGENT, USER, TASK = "admin", "agent", "user", "task"
+ROLES = (ADMIN, AGENT, USER, TASK)
+_MINTABLE = {ADMIN: frozenset(ROLES), AGENT: frozenset({TASK})}
+
+
+def may_mint(caller_role: str, role: str) -> bool:
+    """Can a key of `caller_role` create a key of `role`? Only admins and agents mint at all."""
+    return role in _MINTABLE.get(caller_role, frozenset())
+
+
+def may_revoke(caller: Identity, key: dict) -> bool:
+    """Can `caller` revoke `key` (a `KeyStore.get` row)? Admins any key, everyone their own
+    key, an agent the keys it minted. (Extending is for admins and the minting agent only.)"""
+    if caller.role == ADMIN or key["access_key"] == caller.user:
+        return True
+    return caller.role == AGENT and key.get("minted_by") == caller.user
 
 
 @dataclass(frozen=True)
@@ -84,16 +111,20 @@ class KeyStore:
         self._executor: ThreadPoolExecutor | None = None
 
     def create(self, access_key: str | None = None, secret_key: str | None = None, *,
-               name: str = "", role: str = "admin", expires: float | None = None,
-               instance: str | None = None) -> tuple[str, str]:
+               name: str = "", role: str = ADMIN, expires: float | None = None,
+               instance: str | None = None, minted_by: str | None = None) -> tuple[str, str]:
         """A new key pair; `expires` (epoch seconds) makes it short-lived, `instance` labels its
-        machine. Never overwrites a key: a revoked one stays revoked (see `seed`)."""
+        machine or run, `minted_by` is the access key that asked for it through the API. Never
+        overwrites a key: a revoked one stays revoked (see `seed`)."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
         gen_access, gen_secret = generate_key_pair()
         access_key, secret_key = access_key or gen_access, secret_key or gen_secret
         with self.store.tx() as conn:
             conn.execute(insert(t.credentials).values(
                 access_key=access_key, secret_hash=hash_secret(secret_key), name=name, role=role,
-                created=clock.now(), revoked=False, expires=expires, instance=instance))
+                created=clock.now(), revoked=False, expires=expires, instance=instance,
+                minted_by=minted_by))
         self._verified.clear()
         return access_key, secret_key
 
@@ -122,8 +153,16 @@ class KeyStore:
             rows = conn.execute(select(t.credentials.c.access_key, t.credentials.c.name,
                                        t.credentials.c.role, t.credentials.c.created,
                                        t.credentials.c.revoked, t.credentials.c.expires,
-                                       t.credentials.c.instance)).all()
+                                       t.credentials.c.instance, t.credentials.c.minted_by)).all()
         return [dict(row._mapping) for row in rows]
+
+    def get(self, access_key: str) -> dict | None:
+        """One key's row without its secret hash, or None."""
+        with self.store.tx() as conn:
+            row = conn.execute(select(t.credentials).where(t.credentials.c.access_key == access_key)).first()
+        if row is None:
+            return None
+        return {k: v for k, v in row._mapping.items() if k != "secret_hash"}
 
     def revoke(self, access_key: str) -> bool:
         with self.store.tx() as conn:

@@ -125,7 +125,9 @@ def keys_cmd(ctx: click.Context, data_dir, db) -> None:
 
 @keys_cmd.command("create")
 @click.option("--name", default="", help="A label for the key.")
-@click.option("--role", default="admin", type=click.Choice(["admin", "user"]))
+@click.option("--role", default="admin", type=click.Choice(["admin", "agent", "user"]),
+              help="admin: everything; agent: for `shipyard daemon` (mints a short-lived key per run); "
+                   "user: a person's or a machine's key, manages no keys.")
 @click.pass_obj
 def keys_create(keys: KeyStore, name: str, role: str) -> None:
     access, secret = keys.create(name=name, role=role)

@@ -16,6 +16,8 @@ EXTENSIONS = {
     "json_lines": True,
     "leases": {"request_field": "lease_s", "renew": "tasks.renew_lease", "release": "tasks.release",
                "reconcile": "workers.reconcile", "fence_field": "attempt", "record_exit": "tasks.record_exit"},
+    "task_keys": {"mint": "auth.create_credentials", "role": "task", "extend": "auth.extend_credentials",
+                  "revoke": "auth.revoke_credentials"},
 }
 
 

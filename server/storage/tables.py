@@ -106,7 +106,8 @@ credentials = Table(
     Column("created", Float, nullable=False),
     Column("revoked", Boolean, nullable=False, default=False),
     Column("expires", Float),     # epoch seconds after which the key is refused; NULL = never
-    Column("instance", Text),     # the machine a short-lived key was minted for (autoscaler)
+    Column("instance", Text),     # the machine or run a short-lived key was minted for
+    Column("minted_by", String(64)),  # the access key that minted it through the API; NULL = CLI/startup
 )
 
 server_meta = Table(

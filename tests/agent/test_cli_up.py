@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.agent_helpers import git, make_repo
-from tests.helpers import Api, free_port
+from tests.helpers import Api, ApiFailure, free_port
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +81,17 @@ def test_config_shows_sources_and_masks_secrets(up):
     assert "api.api_server" in out and "file:" in out
     secret = up["conf"].read_text().split('secret_key: "')[1].split('"')[0]
     assert secret not in out
+
+
+def test_the_agent_key_is_not_admin(up):
+    """The key `shipyard up` gives its agent (and writes to clearml.conf) has the agent role: it
+    mints per-run task keys, and no admin, agent or user keys (issue 17, attack 3)."""
+    key_file = up["root"] / "home" / ".shipyard" / "local-agent.key"
+    access, secret = key_file.read_text().split()
+    agent = Api(f"http://127.0.0.1:{up['port']}", access, secret)
+    assert agent.call("users.get_current_user")["user"]["role"] == "agent"
+    assert f'access_key: "{access}"' in up["conf"].read_text()
+    for role in ("admin", "agent", "user"):
+        with pytest.raises(ApiFailure) as err:
+            agent.call("auth.create_credentials", {"role": role})
+        assert err.value.code == 403, role

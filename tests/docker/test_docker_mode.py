@@ -70,13 +70,23 @@ def test_task_runs_in_a_container_with_its_diff_and_requirements(rig):
 
 def test_the_sdk_inside_reaches_the_server(rig):
     # The same CLEARML_* variables as venv mode; host network, so localhost URLs work as they are.
-    code = ("import json, os, urllib.request\n"
-            "url = os.environ['CLEARML_API_HOST'] + '/debug.ping'\n"
-            "print('ping', urllib.request.urlopen(url, timeout=10).status)\n"
-            "print('worker', os.environ['CLEARML_WORKER_ID'])\n")
+    # The key is the run's own (role task), never the agent's (issue 17, attack 3).
+    code = ("import base64, json, os, urllib.request\n"
+            "host, access = os.environ['CLEARML_API_HOST'], os.environ['CLEARML_API_ACCESS_KEY']\n"
+            "print('ping', urllib.request.urlopen(host + '/debug.ping', timeout=10).status)\n"
+            "print('worker', os.environ['CLEARML_WORKER_ID'])\n"
+            "basic = base64.b64encode(f\"{access}:{os.environ['CLEARML_API_SECRET_KEY']}\".encode()).decode()\n"
+            "login = urllib.request.Request(host + '/auth.login', data=b'{}',\n"
+            "                               headers={'Authorization': 'Basic ' + basic})\n"
+            "token = json.load(urllib.request.urlopen(login, timeout=10))['data']['token']\n"
+            "me = urllib.request.Request(host + '/users.get_current_user', data=b'{}',\n"
+            "                            headers={'Authorization': 'Bearer ' + token})\n"
+            "print('key', access, 'role', json.load(urllib.request.urlopen(me, timeout=10))['data']['user']['role'])\n")
     doc, log = run_task(rig, "reach-server", literal(code))
     assert doc["status"] == "completed", doc.get("status_reason")
     assert "ping 200" in log and f"worker {rig['worker']}" in log
+    key_line = next(line for line in log.splitlines() if line.startswith("key "))
+    assert key_line.endswith(" role task") and rig["env"]["CLEARML_API_ACCESS_KEY"] not in key_line
 
 
 def test_per_task_image_and_arguments(rig):
