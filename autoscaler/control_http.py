@@ -120,7 +120,8 @@ class HttpControlPlane(ControlPlane):
     # -- credentials --------------------------------------------------------------------------
 
     def mint(self, label: str, ttl_s: float) -> Credential:
-        data = self._call("auth.create_credentials", {"label": label, "expires_in_s": ttl_s})
+        data = self._call("auth.create_credentials",
+                          {"label": label, "expires_in_s": ttl_s, "role": "agent"})  # it runs an agent
         return Credential(data["access_key"], data["secret_key"], clock.parse_iso(data["expires"]))
 
     def extend(self, access_key: str, ttl_s: float) -> float:

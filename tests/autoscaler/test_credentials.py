@@ -70,3 +70,23 @@ def test_lifetime_is_bounded(api, ttl):
     with pytest.raises(ApiFailure) as err:
         mint(api, ttl=ttl)
     assert err.value.code == 400
+
+
+def test_a_machine_key_is_an_agent_key_that_mints_only_task_keys(server, api):
+    # Given the key the autoscaler mints for a machine it starts
+    from agent.api import ApiClient
+    from autoscaler.control_http import HttpControlPlane
+    from tests.helpers import ACCESS_KEY, SECRET_KEY
+
+    plane = HttpControlPlane(ApiClient(server.api_url, ACCESS_KEY, SECRET_KEY, "autoscaler-test"))
+    key = plane.mint("machine-agent", 600)
+    machine = Api(server.api_url, key.access_key, key.secret_key)
+    # Then the agent on that machine can give each run a task key of its own (no fallback to its own key)
+    minted = machine.call("auth.create_credentials", {"label": "some-task", "expires_in_s": 60})
+    run = Api(server.api_url, minted["access_key"], minted["secret_key"])
+    assert run.call("users.get_current_user")["user"]["role"] == "task"
+    # And it can mint nothing stronger
+    for role in ("user", "agent", "admin"):
+        with pytest.raises(ApiFailure) as err:
+            machine.call("auth.create_credentials", {"label": "x", "role": role})
+        assert err.value.code == 403
