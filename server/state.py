@@ -5,10 +5,12 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 from server.auth import KeyStore, TokenSigner
 from server.login_guard import LoginGuard
 from server.notify import Notifier
+from server.offload import HandlerPool, Placement, near_loop
 from server.storage.store import Store
 from shipyard import clock
 
@@ -57,7 +59,14 @@ class ServerState:
     files_max_file_mb: int = 16384
     files_max_request_mb: int = 16384
     files_min_free_mb: int = 1024
+    handlers: HandlerPool | None = None  # sync handlers run here, off the event loop (None: inline)
+    query_budget_s: float | None = None  # time a get_all filter may take before it is refused
+    placement: Placement = field(default_factory=Placement)  # which calls may run on the loop
     _active: dict[str, tuple[bool, float, float | None]] = field(default_factory=dict)
+
+    async def run_db(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a short database function from a coroutine without blocking the loop on the lock."""
+        return await near_loop(self.handlers, self.store.gate, fn, *args)
 
     @property
     def files_dir(self) -> Path:
