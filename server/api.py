@@ -166,7 +166,10 @@ async def dispatch(state: ServerState, call: ApiCall) -> tuple[int, bytes | Resp
                           extra={"authorization": headers.get("authorization", ""),
                                  "is_disconnected": call.is_disconnected, "client_ip": call.client_ip})
         if _is_async(handler):
-            result = handler(ctx, Request(await _parse_body_off_loop(state, call, raw)))
+            if state.handlers is None or len(raw) <= state.placement.max_body:
+                result = handler(ctx, Request(_parse_body(call, raw)))
+            else:  # a big body is parsed off the loop even for a coroutine handler
+                result = handler(ctx, Request(await state.handlers.run(_parse_body, call, raw)))
         elif state.handlers is None:
             result = _invoke(handler, ctx, call, raw, state.query_budget_s)
         else:
@@ -198,12 +201,6 @@ def _is_async(handler: Any) -> bool:
     if known is None:
         known = _ASYNC[handler] = inspect.iscoroutinefunction(handler)
     return known
-
-
-async def _parse_body_off_loop(state: ServerState, call: ApiCall, raw: bytes) -> dict:
-    if state.handlers is None or len(raw) <= state.placement.max_body:
-        return _parse_body(call, raw)
-    return await state.handlers.run(_parse_body, call, raw)
 
 
 async def _run_sync(state: ServerState, handler: Any, ctx: CallContext, call: ApiCall, raw: bytes) -> Any:
