@@ -10,11 +10,13 @@ uvicorn's httptools protocol with two timers, as nginx's `client_header_timeout`
              connection opening (first request) or of the request's first byte (later ones);
              else 408 and close.
     body     no more than `body_timeout_s` may pass between two pieces of the body; else the
-             connection closes and the app's `receive()` reports a disconnect. Time spent with
-             reading paused because the app has not consumed the body yet does not count.
+             connection closes and the app's `receive()` reports a disconnect.
+Time during which the server itself has paused reading (the app has not consumed the body yet,
+a pipelined request waits its turn) does not count against the client.
 
-One timer per connection, armed only while a request is incomplete after a read (a request
-that arrives in one piece arms none), so the hot path costs a few attribute writes.
+At most one timer per connection: armed when it opens and while a request is incomplete after
+a read. A request that arrives in one piece on a kept-alive connection arms none, so the hot
+path costs a few attribute writes.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from typing import Any
 
 log = logging.getLogger("shipyard.server.http")
 
-_IDLE, _HEADERS, _BODY, _APP = range(4)
+_DONE, _HEADERS, _BODY = range(3)
 _TIMEOUT_TEXT = b"Request headers took too long.\n"
 _REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
                     b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TIMEOUT_TEXT), _TIMEOUT_TEXT))
@@ -45,7 +47,7 @@ def guarded_protocol(header_timeout_s: float, body_timeout_s: float) -> Any:
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._phase = _IDLE
+            self._phase = _DONE
             self._since = 0.0  # headers: when the request began; body: when data last came
             self._guard: asyncio.TimerHandle | None = None
 
@@ -60,9 +62,14 @@ def guarded_protocol(header_timeout_s: float, body_timeout_s: float) -> Any:
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
-            if self._phase in (_HEADERS, _BODY):
+            phase = self._phase
+            if phase == _BODY:
+                self._since = self.loop.time()
                 if self._guard is None:
-                    self._arm(self.header_timeout if self._phase == _HEADERS else self.body_timeout)
+                    self._arm(self.body_timeout)
+            elif phase == _HEADERS:
+                if self._guard is None:
+                    self._arm(self.header_timeout)
             elif self._guard is not None:
                 self._disarm()
 
@@ -75,18 +82,9 @@ def guarded_protocol(header_timeout_s: float, body_timeout_s: float) -> Any:
             super().on_headers_complete()
             self._phase, self._since = _BODY, self.loop.time()
 
-        def on_body(self, body: bytes) -> None:
-            super().on_body(body)
-            self._since = self.loop.time()
-
         def on_message_complete(self) -> None:
             super().on_message_complete()
-            self._phase = _APP
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if self._phase == _APP:
-                self._phase = _IDLE  # keep-alive: uvicorn's timeout_keep_alive takes over
+            self._phase = _DONE  # until the next request begins; uvicorn's keep-alive timeout rules
 
         def _arm(self, delay: float) -> None:
             self._disarm()
@@ -102,8 +100,8 @@ def guarded_protocol(header_timeout_s: float, body_timeout_s: float) -> Any:
             if self.transport.is_closing() or self._phase not in (_HEADERS, _BODY):
                 return
             now = self.loop.time()
-            if self._phase == _BODY and self.flow.read_paused:
-                self._since = now  # the app is behind, not the client
+            if self.flow.read_paused:
+                self._since = now  # the server stopped reading (app behind, pipelining), not the client
             limit = self.header_timeout if self._phase == _HEADERS else self.body_timeout
             left = self._since + limit - now
             if left > 0:

@@ -65,6 +65,8 @@ def _settle(future: asyncio.Future, ok: bool, value: Any) -> None:
 
 
 class HandlerPool:
+    """A fixed set of daemon threads taking calls from one queue; see the module docstring."""
+
     def __init__(self, threads: int, per_owner: int = 1, name: str = "shipyard-handler"):
         if threads < 1:
             raise ValueError("a handler pool needs at least one thread")
