@@ -2,7 +2,8 @@
 
 Request → (version, endpoint name) from the path → body from JSON, JSON-lines or the query
 string → token check → handler → the `{meta, data}` envelope. Every failure, including
-unknown endpoints and malformed bodies, is answered in the same envelope.
+unknown endpoints and malformed bodies, is answered in the same envelope. Light calls run on
+the event loop, the rest on the handler pool (server/offload.py decides).
 
 Tokens come only in `Authorization: Bearer` (and Basic for `auth.login`), never from a cookie:
 a page that a browser opens cannot make the browser authenticate it here. The web page's own
@@ -25,7 +26,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
-from server import errors, jsonutil, registry
+from server import errors, jsonutil, query, registry
 from server.auth import ANONYMOUS, API_VERSION, Identity
 from server.registry import CallContext, Request
 from server.state import ServerState
@@ -100,12 +101,16 @@ def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in raw if k in _WANTED_HEADERS}
 
 
-async def _parse_body(call: ApiCall) -> dict:
+async def _read_body(call: ApiCall) -> bytes:
     if call.headers.get("content-encoding"):
         raise errors.APIError(415, 0, "Content-Encoding is not supported")
     raw = await call.read_body()
     if len(raw) > MAX_BODY_BYTES:
         raise errors.APIError(413, 0, f"Request body too large ({len(raw)} bytes, limit {MAX_BODY_BYTES})")
+    return raw
+
+
+def _parse_body(call: ApiCall, raw: bytes) -> dict:
     ctype = call.headers.get("content-type", "")
     body: Any = {}
     if raw.strip():
@@ -153,19 +158,27 @@ async def dispatch(state: ServerState, call: ApiCall) -> tuple[int, bytes | Resp
         if handler is None:
             raise errors.not_found_endpoint(name, version)
         identity = _authenticate(state, call, name)
-        body = await _parse_body(call)
+        raw = await _read_body(call)
         headers = call.headers
         ctx = CallContext(store=state.store, identity=identity, endpoint=name, version=version,
                           worker=headers.get("x-clearml-worker", "") or headers.get("x-trains-worker", ""),
                           notifier=state.notifier, settings=state,
                           extra={"authorization": headers.get("authorization", ""),
                                  "is_disconnected": call.is_disconnected, "client_ip": call.client_ip})
-        result = handler(ctx, Request(body))
+        if _is_async(handler):
+            if state.handlers is None or len(raw) <= state.placement.max_body:
+                result = handler(ctx, Request(_parse_body(call, raw)))
+            else:  # a big body is parsed off the loop even for a coroutine handler
+                result = handler(ctx, Request(await state.handlers.run(_parse_body, call, raw)))
+        elif state.handlers is None:
+            result = _invoke(handler, ctx, call, raw, state.query_budget_s)
+        else:
+            result = await _run_sync(state, handler, ctx, call, raw)
         if inspect.isawaitable(result):
             result = await result
         if isinstance(result, Response):
             return result.status_code, result
-        return 200, envelope_bytes(name, version, result)
+        return 200, result if isinstance(result, bytes) else envelope_bytes(name, version, result)
     except errors.APIError as exc:
         code = exc.code
         return code, envelope_bytes(name, version, {}, exc.code, exc.subcode, exc.msg, exc.data)
@@ -178,6 +191,46 @@ async def dispatch(state: ServerState, call: ApiCall) -> tuple[int, bytes | Resp
         return 500, envelope_bytes(name, version, {}, 500, 0, f"Internal server error: {type(exc).__name__}: {exc}")
     finally:
         state.metrics.observe(name, code, time.perf_counter() - started)
+
+
+_ASYNC: dict[Any, bool] = {}
+
+
+def _is_async(handler: Any) -> bool:
+    known = _ASYNC.get(handler)
+    if known is None:
+        known = _ASYNC[handler] = inspect.iscoroutinefunction(handler)
+    return known
+
+
+async def _run_sync(state: ServerState, handler: Any, ctx: CallContext, call: ApiCall, raw: bytes) -> Any:
+    """A synchronous handler: on the loop when it is light and the database is free (see
+    server/offload.py), else on the handler pool."""
+    gate, placement = state.store.gate, state.placement
+    if placement.inline(ctx.endpoint, len(raw)) and (gate is None or gate.acquire(blocking=False)):
+        cpu = time.thread_time()
+        try:
+            return _invoke(handler, ctx, call, raw, None)  # light calls run no get_all filters
+        finally:
+            if gate is not None:
+                gate.release()
+            placement.took(ctx.endpoint, time.thread_time() - cpu)
+    owner = ctx.identity.user or call.client_ip
+    return await state.handlers.run(_invoke, handler, ctx, call, raw, state.query_budget_s, owner=owner)
+
+
+def _invoke(handler: Any, ctx: CallContext, call: ApiCall, raw: bytes, budget_s: float | None) -> Any:
+    """Parse the body, run a synchronous handler and encode its answer: the part of a call that
+    computes, run on a pool thread for most endpoints."""
+    body = _parse_body(call, raw)
+    if budget_s is None:
+        result = handler(ctx, Request(body))
+    else:
+        with query.time_budget(budget_s):
+            result = handler(ctx, Request(body))
+    if inspect.isawaitable(result) or isinstance(result, Response):
+        return result
+    return envelope_bytes(ctx.endpoint, ctx.version, result)
 
 
 async def handle(request: HttpRequest, identity: Identity) -> Response:

@@ -1,10 +1,19 @@
-"""Assemble and run the server: one process, three listeners (API, files, web)."""
+"""Assemble and run the server: one process, three listeners (API, files, web).
+
+The listeners share one event loop; handlers compute on `state.handlers` (server/offload.py),
+slow clients are cut off by server/http_guard.py. SIGTERM: the listeners stop accepting, give
+requests `shutdown_grace_s` to finish, cancel the rest, and the store closes; a watchdog exits
+the process if that has not happened a few seconds later (a handler stuck in a query).
+"""
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
 import os
+import resource
+import sys
+import threading
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -15,8 +24,10 @@ from server.api import build_api_app
 from server.auth import ANONYMOUS, KeyStore, TokenSigner, load_token_secret
 from server.config import ServerConfig
 from server.files import build_files_app
+from server.http_guard import guarded_protocol
 from server.login_guard import LoginGuard
 from server.metrics import with_metrics
+from server.offload import HandlerPool
 from server.registry import CallContext
 from server.services import leases, load_all
 from server.services.queues import ensure_default_queue
@@ -53,7 +64,8 @@ def create_state(config: ServerConfig) -> ServerState:
                                                config.login_window_s),
                         files_max_file_mb=config.files_max_file_mb,
                         files_max_request_mb=config.files_max_request_mb,
-                        files_min_free_mb=config.files_min_free_mb)
+                        files_min_free_mb=config.files_min_free_mb,
+                        handlers=HandlerPool(config.handler_threads), query_budget_s=config.query_budget_s)
     ensure_default_queue(store, ANONYMOUS)
     return state
 
@@ -89,19 +101,75 @@ class _Listener(uvicorn.Server):
 def _listeners(state: ServerState, config: ServerConfig) -> list[_Listener]:
     apps = ((with_metrics(build_api_app(state), state), config.api_port), (build_files_app(state), config.files_port),
             (build_web_app(state), config.web_port))
+    protocol = guarded_protocol(config.header_timeout_s, config.body_timeout_s)
     return [_Listener(uvicorn.Config(app, host=config.host, port=port, log_level="warning",
                                      lifespan="off", access_log=False, timeout_keep_alive=75,
-                                     server_header=False))
+                                     server_header=False, http=protocol,
+                                     timeout_graceful_shutdown=config.shutdown_grace_s))  # type: ignore[arg-type]
             for app, port in apps]
+
+
+def _stop_listeners(servers: list[_Listener], count: int) -> None:
+    """First signal: drain (uvicorn's graceful shutdown). Second: stop waiting for requests."""
+    for server in servers:
+        server.should_exit = True
+        if count >= 2:
+            server.force_exit = True
+
+
+def _exit_watchdog(shutdown: Shutdown, done: threading.Event, after_s: float) -> None:
+    """Exit the process `after_s` after a shutdown signal unless `serve` has returned by then."""
+    def watch() -> None:
+        shutdown.event.wait()
+        if not done.wait(after_s):
+            log.error("shutdown did not finish within %.0f s (a request is stuck); exiting now", after_s)
+            logging.shutdown()
+            os._exit(1)
+
+    threading.Thread(target=watch, name="shipyard-exit-watchdog", daemon=True).start()
+
+
+def _raise_open_files_limit(wanted: int = 65536) -> None:
+    """Many client connections need many file descriptors: raise the soft limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def _close_store(state: ServerState, grace_s: float) -> bool:
+    """Close the database once no handler is running: False when one is still running after
+    `grace_s` (it keeps its connection; what was committed is in SQLite's write-ahead log)."""
+    if state.handlers is not None and not state.handlers.close(grace_s):
+        log.warning("%d request(s) still running at shutdown; exiting without waiting for them",
+                    state.handlers.busy)
+        return False
+    state.store.close()
+    return True
 
 
 async def serve(state: ServerState, config: ServerConfig, shutdown: Shutdown | None = None,
                 ready: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     state.notifier.bind(loop)
+    _raise_open_files_limit()
+    # Pool threads computing in Python hold the GIL up to a switch interval at a time, and the
+    # loop may wait several of them per request: 1 ms instead of 5 keeps /debug.ping prompt.
+    sys.setswitchinterval(0.001)
     servers = _listeners(state, config)
+    done = threading.Event()
     if shutdown is not None:
-        shutdown.on_signal(lambda _count: [setattr(s, "should_exit", True) for s in servers])
+        shutdown.on_signal(lambda count: _stop_listeners(servers, count))
+        _exit_watchdog(shutdown, done, config.shutdown_grace_s + 3.0)
+    try:
+        await _serve_listeners(state, config, servers, ready)
+    finally:
+        done.set()
+
+
+async def _serve_listeners(state: ServerState, config: ServerConfig, servers: list[_Listener],
+                           ready: asyncio.Event | None) -> None:
     tasks = [asyncio.create_task(s.serve()) for s in servers]
     while not all(s.started for s in servers):
         if any(t.done() for t in tasks):
@@ -119,7 +187,11 @@ async def serve(state: ServerState, config: ServerConfig, shutdown: Shutdown | N
     reaper = asyncio.create_task(_reap_leases(state))
     await asyncio.gather(*tasks)
     reaper.cancel()
-    state.store.close()
+    if not _close_store(state, grace_s=1.0):
+        # A pool thread is still inside a handler. Interpreter shutdown would wait on it or kill it
+        # mid-call (a C extension then aborts the process); what was committed is on disk already.
+        logging.shutdown()
+        os._exit(0)
 
 
 async def _reap_leases(state: ServerState) -> None:
@@ -129,7 +201,7 @@ async def _reap_leases(state: ServerState) -> None:
     while True:
         await asyncio.sleep(state.reaper_interval_s)
         try:
-            for task_id, outcome in leases.reap_expired(ctx):
+            for task_id, outcome in await state.run_db(leases.reap_expired, ctx):
                 log.warning("lease of task %s expired: %s", task_id, outcome)
         except SQLAlchemyError:
             log.exception("lease reaper pass failed; retrying")

@@ -3,16 +3,29 @@
 Filtering that SQL handles portably (ids, project, status, type) is done by the caller's
 `where` clauses; everything ClearML expresses with regexes, tag algebra, dotted field
 projection, ordering and paging is done here on the documents.
+
+Patterns come from any caller, so they run on RE2 (`google-re2`), whose matching time is
+linear in the text: `(a|a)*b` cannot backtrack. RE2 has no backreferences or lookaround;
+such a pattern is a 400 naming its field. The document loops check the request's time
+budget (`time_budget`, set by the dispatcher) so no filter holds a worker thread for long.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import operator
-import re
+import time
 from functools import cmp_to_key
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
+
+import re2
 
 from server import errors
 from shipyard import clock
+
+MAX_PATTERN_CHARS = 1024
+MAX_PAGE_SIZE = 10_000
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("query_deadline", default=None)
 
 
 def dotted_get(doc: dict, path: str, default: Any = None) -> Any:
@@ -51,11 +64,60 @@ def project_fields(doc: dict, only_fields: list[str] | None) -> dict:
     return out
 
 
-def compile_regex(pattern: str, field: str = "name") -> re.Pattern:
+@contextlib.contextmanager
+def time_budget(seconds: float | None) -> Iterator[None]:
+    """Give the `get_all` filters of the current request `seconds` to finish (None: no limit)."""
+    token = _DEADLINE.set(None if seconds is None else time.monotonic() + seconds)
     try:
-        return re.compile(pattern, re.IGNORECASE)
-    except re.error as exc:
-        raise errors.validation(f"invalid regular expression for '{field}': {exc}") from None
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _within_budget(docs: list[dict], keep: Callable[[dict], bool], what: str) -> list[dict]:
+    """`[d for d in docs if keep(d)]`, refused with a 400 once the request's budget is spent."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return [d for d in docs if keep(d)]
+    kept = []
+    for doc in docs:
+        if time.monotonic() > deadline:
+            raise errors.validation(f"the '{what}' filter ran out of the server's time budget; "
+                                    "use a simpler pattern or narrow the query (project, status, page)")
+        if keep(doc):
+            kept.append(doc)
+    return kept
+
+
+class Pattern:
+    """A case-insensitive RE2 pattern; `matches(value)` searches `str(value)` anywhere."""
+
+    __slots__ = ("_rx",)
+
+    def __init__(self, rx: Any):
+        self._rx = rx
+
+    def matches(self, value: Any) -> bool:
+        text = value if isinstance(value, str) else str(value)
+        return self._rx.search(text.encode("utf-8", "surrogatepass")) is not None
+
+
+def compile_regex(pattern: Any, field: str = "name") -> Pattern:
+    """Compile a caller's pattern on RE2 (linear time), or a 400 naming `field`."""
+    if not isinstance(pattern, str):
+        raise errors.validation(f"'{field}' must be a regular expression string")
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise errors.validation(f"regular expression for '{field}' is longer than {MAX_PATTERN_CHARS} characters")
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False
+    options.never_capture = True
+    try:
+        return Pattern(re2.compile(pattern.encode("utf-8", "surrogatepass"), options))
+    except re2.error as exc:
+        reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise errors.validation(f"invalid regular expression for '{field}': {reason} (patterns run on RE2: "
+                                "no backreferences or lookaround)") from None
 
 
 def tags_match(doc_tags: Iterable[str], wanted: list[str] | None) -> bool:
@@ -88,15 +150,19 @@ def tags_match(doc_tags: Iterable[str], wanted: list[str] | None) -> bool:
     return set(include) <= have if mode_all else bool(have.intersection(include))
 
 
-def _any_all_match(doc: dict, spec: dict | None, combine: Any) -> bool:
-    if not spec:
-        return True
-    pattern = spec.get("pattern")
-    fields = spec.get("fields") or []
+def _any_all_filter(docs: list[dict], spec: Any, combine: Any, key: str) -> list[dict]:
+    """`_any_` / `_all_`: `pattern` searched in each of `fields`, OR-ed / AND-ed together."""
+    if not isinstance(spec, dict):
+        raise errors.validation(f"'{key}' must be an object {{pattern, fields}}")
+    pattern, fields = spec.get("pattern"), spec.get("fields") or []
+    fields = [fields] if isinstance(fields, str) else fields
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        raise errors.validation(f"'{key}.fields' must be a list of field names")
     if not pattern or not fields:
-        return True
-    rx = compile_regex(str(pattern), "pattern")
-    return combine(bool(rx.search(str(dotted_get(doc, f, "") or ""))) for f in fields)
+        return docs
+    rx = compile_regex(pattern if isinstance(pattern, str) else str(pattern), f"{key}.pattern")
+    return _within_budget(docs, lambda d: combine(rx.matches(dotted_get(d, f, "") or "") for f in fields),
+                          f"{key}.pattern")
 
 
 def _sort_key_cmp(order_by: list[str]):
@@ -133,7 +199,7 @@ def apply(docs: list[dict], body: dict, *, name_field: str = "name", default_ord
     name = body.get("name")
     if isinstance(name, str) and name:
         rx = compile_regex(name)
-        docs = [d for d in docs if rx.search(str(d.get(name_field) or ""))]
+        docs = _within_budget(docs, lambda d: rx.matches(d.get(name_field) or ""), "name")
     for field in ("tags", "system_tags"):
         wanted = body.get(field)
         if isinstance(wanted, str):
@@ -143,9 +209,9 @@ def apply(docs: list[dict], body: dict, *, name_field: str = "name", default_ord
     if not body.get("search_hidden") and not body.get("id"):
         docs = [d for d in docs if hidden_tag not in (d.get("system_tags") or [])]
     if body.get("_any_"):
-        docs = [d for d in docs if _any_all_match(d, body["_any_"], any)]
+        docs = _any_all_filter(docs, body["_any_"], any, "_any_")
     if body.get("_all_"):
-        docs = [d for d in docs if _any_all_match(d, body["_all_"], all)]
+        docs = _any_all_filter(docs, body["_all_"], all, "_all_")
     order_by = body.get("order_by") or ([default_order] if default_order else [])
     if isinstance(order_by, str):
         order_by = [order_by]
@@ -217,4 +283,6 @@ def _page(docs: list[dict], body: dict) -> list[dict]:
         return docs
     if not isinstance(page, int) or not isinstance(size, int) or page < 0 or size < 1:
         raise errors.validation("page must be >= 0 and page_size >= 1")
+    if size > MAX_PAGE_SIZE:
+        raise errors.validation(f"page_size must be at most {MAX_PAGE_SIZE}")
     return docs[page * size:(page + 1) * size]

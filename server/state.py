@@ -5,14 +5,17 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Awaitable, Callable
 
 from server.auth import KeyStore, TokenSigner
 from server.login_guard import LoginGuard
 from server.notify import Notifier
+from server.offload import HandlerPool, Placement, near_loop
 from server.storage.store import Store
 from shipyard import clock
 
 _ACTIVE_KEY_TTL_S = 5.0
+_STALE_KEY_TTL_S = 60.0  # longest a cached answer is used while the database is busy
 _BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -38,6 +41,11 @@ class RequestMetrics:
                 row[-1] += 1
 
 
+def _still_active(cached: tuple[bool, float, float | None]) -> bool:
+    active, _, expires = cached
+    return active and (expires is None or clock.now() < expires)
+
+
 @dataclass
 class ServerState:
     store: Store
@@ -57,7 +65,14 @@ class ServerState:
     files_max_file_mb: int = 16384
     files_max_request_mb: int = 16384
     files_min_free_mb: int = 1024
+    handlers: HandlerPool | None = None  # sync handlers run here, off the event loop (None: inline)
+    query_budget_s: float | None = None  # time a get_all filter may take before it is refused
+    placement: Placement = field(default_factory=Placement)  # which calls may run on the loop
     _active: dict[str, tuple[bool, float, float | None]] = field(default_factory=dict)
+
+    def run_db(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
+        """Run a short database function from a coroutine without blocking the loop on the lock."""
+        return near_loop(self.handlers, self.store.gate, fn, *args)
 
     @property
     def files_dir(self) -> Path:
@@ -67,7 +82,21 @@ class ServerState:
         cached = self._active.get(access_key)
         now = clock.monotonic()
         if cached and now - cached[1] < _ACTIVE_KEY_TTL_S:
-            return cached[0] and (cached[2] is None or clock.now() < cached[2])
+            return _still_active(cached)
+        gate = self.store.gate
+        if cached and now - cached[1] < _STALE_KEY_TTL_S and gate is not None:
+            if not gate.acquire(blocking=False):
+                # A pool thread is inside a transaction: rather than make the event loop wait on
+                # the database, the last answer stands a little longer (a revocation through the
+                # API drops it at once: forget_key).
+                return _still_active(cached)
+            try:
+                return self._look_up_key(access_key, now)
+            finally:
+                gate.release()
+        return self._look_up_key(access_key, now)
+
+    def _look_up_key(self, access_key: str, now: float) -> bool:
         active, expires = self.keys.active_until(access_key)
         self._active[access_key] = (active, now, expires)
         return active

@@ -319,7 +319,10 @@ async def get_next_task(ctx: CallContext, req: Request) -> dict:
         raise errors.validation("lease_s must be > 0 and the worker named (field 'worker' or X-ClearML-Worker)")
     deadline = time.monotonic() + wait_s
     while True:
-        result = _try_pop(ctx, queue_ids, get_info, lease_s, worker)
+        if ctx.settings is not None:  # without waiting on the database lock on the event loop
+            result = await ctx.settings.run_db(_try_pop, ctx, queue_ids, get_info, lease_s, worker)
+        else:
+            result = _try_pop(ctx, queue_ids, get_info, lease_s, worker)
         if result is not None:
             if not req.str_list("queues"):
                 result.pop("queue", None)

@@ -78,9 +78,10 @@ class _Compiled:
         converters = self.converters
         if converters is None:
             # Some drivers' conversions depend on the column's database type (PostgreSQL numerics).
-            converters = self.converters = [
-                c.type._cached_result_processor(self.dialect, d[1]) for c, d in zip(self.columns, description)]
+            # `convert` is set before `converters`: another thread that sees them set sees both.
+            converters = [c.type._cached_result_processor(self.dialect, d[1]) for c, d in zip(self.columns, description)]
             self.convert = any(converters)
+            self.converters = converters
         if not self.convert:
             return [make(r) for r in raw_rows]
         return [make([c(v) if c is not None else v for c, v in zip(converters, r)]) for r in raw_rows]

@@ -149,6 +149,10 @@ class Store:
         self._local = threading.local()
         self._held: list[Connection] = []
         self._held_lock = threading.Lock()
+        # SQLite has one writer at a time. Every transaction holds this gate, so the event loop can
+        # tell without waiting whether a pool thread is inside one (`gate.acquire(blocking=False)`)
+        # and run a call on the pool instead of blocking on the database lock (server/api.py).
+        self.gate: threading.RLock | None = threading.RLock() if self.is_sqlite else None
         t.metadata.create_all(self.engine)
         self._add_missing_columns()
 
@@ -182,11 +186,18 @@ class Store:
     def tx(self) -> Iterator[Tx]:
         """A transaction: committed when the block ends, rolled back if it raises. On SQLite it
         takes the write lock at once (BEGIN IMMEDIATE), so read-then-write never deadlocks."""
-        if self.is_sqlite:
-            sa = self._thread_connection()
-            if sa.connection.dbapi_connection.in_transaction or sa.in_transaction():
-                raise RuntimeError("Store.tx() nested in another transaction of the same thread")
-            _driver_call(sa.dialect, "BEGIN IMMEDIATE", sa.connection.dbapi_connection.execute, "BEGIN IMMEDIATE")
+        gate = self.gate
+        if gate is not None:
+            gate.acquire()
+            try:
+                sa = self._thread_connection()
+                if sa.connection.dbapi_connection.in_transaction or sa.in_transaction():
+                    raise RuntimeError("Store.tx() nested in another transaction of the same thread")
+                _driver_call(sa.dialect, "BEGIN IMMEDIATE", sa.connection.dbapi_connection.execute,
+                             "BEGIN IMMEDIATE")
+            except BaseException:
+                gate.release()
+                raise
             owned = False
         else:
             sa = self.engine.connect()
@@ -206,6 +217,8 @@ class Store:
         finally:
             if owned:
                 sa.close()
+            if gate is not None:
+                gate.release()
 
     # -- documents -----------------------------------------------------------------------
     # Statements are built once per table and executed with parameters: building and
