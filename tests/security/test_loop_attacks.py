@@ -10,6 +10,7 @@ does its worst, and check that what was written before is intact afterwards.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -294,8 +295,6 @@ def test_a_slow_but_steady_body_is_not_cut(tmp_path):
 
 
 def test_handler_pool_serves_each_caller_in_turn_and_never_blocks_exit():
-    import asyncio
-
     from server.offload import HandlerPool
 
     pool = HandlerPool(4)
@@ -326,5 +325,23 @@ def test_handler_pool_serves_each_caller_in_turn_and_never_blocks_exit():
         release.set()
         await stuck
 
-    asyncio.run(scenario())
+    # On a thread of its own: a Playwright session earlier in the run keeps a loop running here.
+    threading_run(scenario)
     assert all(t.daemon for t in pool._threads)  # a stuck one cannot hold the process at exit
+
+
+def threading_run(make_coro) -> None:
+    result: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(make_coro())
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the test's thread
+            result.append(exc)
+
+    worker = threading.Thread(target=target)
+    worker.start()
+    worker.join(120)
+    assert not worker.is_alive(), "the scenario did not finish in 120 s"
+    if result:
+        raise result[0]
