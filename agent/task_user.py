@@ -1,8 +1,8 @@
 """Tasks as an unprivileged user of their own: `shipyard daemon --task-user NAME` (agent.task_user).
 
-An agent running as root (a container, a root unit) would otherwise run every task as root, and
-a task could write whatever the agent can: the environment cache whose files every later task
-imports (issue 17, attack 4), the git cache, other runs. With a task user:
+An agent running as root (a root install, a container run as root, a root unit) would otherwise run
+every task as root, and a task could write whatever the agent can: the environment cache whose files
+every later task imports (issue 17, attack 4), the git cache, other runs. With a task user:
 
     user = task_user.startup_check(settings)    # at start: TaskUser or None; ConfigError if unusable
     env_cache.materialize(..., owner=user.owner) # the venv's directories and private copies are its

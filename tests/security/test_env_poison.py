@@ -9,7 +9,8 @@ another user's, must not run what A planted (no PWNED on its console, no marker 
   entry's manifest catches each change that reaches the cache and the entry is rebuilt;
 * a task user (`--task-user`, root only): A's writes into the cached files fail with
   EACCES, its own run still completes, and B reuses the intact entry;
-* docker mode: A's container, building an environment of its own, cannot reach B's entry.
+* docker mode: A's container, building an environment of its own, cannot reach B's entry;
+* the cache alone: a changed .pyc or a .pth added to an entry is caught before reuse.
 """
 from __future__ import annotations
 
@@ -141,6 +142,73 @@ def task_user():
         yield pwd.getpwnam(name)
     finally:
         subprocess.run(["userdel", name], check=False)
+
+
+# --- the cache alone: what the manifest sees ----------------------------------------------------------
+
+def _cache(tmp_path: Path):
+    import sys
+
+    from sandbox.env_cache import EnvCache
+    from sandbox.pyenv import EnvBuilder, probe
+
+    uv_cache = Path(os.environ.get("SHIPYARD_TEST_UV_CACHE", Path.home() / ".cache" / "shipyard-test-uv"))
+    cache = EnvCache(tmp_path / "cache", builder=EnvBuilder(uv_cache_dir=uv_cache, seed_pip=False))
+    return cache, probe(sys.executable)
+
+
+def _append_to_compiled_six(site: Path) -> None:
+    pyc = next((site / "__pycache__").glob("six.*.pyc"))
+    pyc.chmod(0o644)
+    with pyc.open("ab") as handle:
+        handle.write(b"\0")
+
+
+def _plant_a_pth(site: Path) -> None:  # a .pth file in site-packages runs at every interpreter start
+    (site / "zz-planted.pth").write_text("import os; print('PWNED')\n")
+
+
+@pytest.mark.parametrize("attack", [_append_to_compiled_six, _plant_a_pth])
+def test_bytecode_and_added_files_in_the_entry_are_caught(tmp_path, attack):
+    cache, python = _cache(tmp_path)
+    first = cache.materialize("six==1.16.0", python, tmp_path / "t1", log=print)
+    assert cache.wait_for_bytecode(first.key, 120)
+    # Given an entry whose compiled six, or whose site-packages, was changed after it was built
+    attack(next((cache.root / "entries" / first.key / "venv").glob("lib/python3*/site-packages")))
+    # When the next task materializes it
+    logged: list[str] = []
+    result = cache.materialize("six==1.16.0", python, tmp_path / "t2", log=logged.append)
+    # Then the entry was rebuilt first, and the target runs clean
+    assert not result.cache_hit and any("was changed after it was built" in line for line in logged)
+    out = subprocess.run([str(result.python), "-c", "import six"], capture_output=True, text=True)
+    assert out.returncode == 0 and "PWNED" not in out.stdout
+
+
+def _settings(work_dir: Path, task_user: str):
+    from agent.config import load_settings
+
+    return load_settings({"agent.task_user": task_user, "agent.work_dir": str(work_dir)},
+                         env={"HOME": str(work_dir)})
+
+
+def test_a_task_user_that_cannot_work_is_refused_at_start(tmp_path):
+    from agent.task_user import startup_check
+    from shipyard.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no user"):
+        startup_check(_settings(tmp_path, "shipyard-no-such-user-xyz"))
+    with pytest.raises(ConfigError, match="must not be root"):
+        startup_check(_settings(tmp_path, "root"))
+
+
+def test_a_work_dir_the_task_user_cannot_reach_is_refused(task_user, tmp_path):
+    from agent.task_user import startup_check
+    from shipyard.errors import ConfigError
+
+    hidden = tmp_path / "private"
+    hidden.mkdir(mode=0o700)
+    with pytest.raises(ConfigError, match="cannot reach the work dir"):
+        startup_check(_settings(hidden / "work", task_user.pw_name))
 
 
 def test_with_a_task_user_the_cache_is_read_only_to_tasks(task_user):
