@@ -74,7 +74,11 @@ def _run(api: Api, name: str, script: str) -> tuple[dict, str]:
 def rig(tmp_path_factory):
     root = tmp_path_factory.mktemp("env-poison")
     server = start_server(root / "server")
-    daemon = start_daemon(agent_env(server, root), [QUEUE], root / "daemon.log")
+    try:
+        daemon = start_daemon(agent_env(server, root), [QUEUE], root / "daemon.log")
+    except RuntimeError:
+        server.stop()
+        raise
     admin = server.api()
     yield {"root": root, "daemon": daemon, "alice": _user_api(admin, "alice"), "bob": _user_api(admin, "bob")}
     daemon.stop()
@@ -215,9 +219,10 @@ def test_with_a_task_user_the_cache_is_read_only_to_tasks(task_user):
     base = Path(tempfile.mkdtemp(prefix="shipyard-task-user-"))  # under /tmp: a task user can reach it
     base.chmod(0o755)
     server = start_server(base / "server")
-    env = agent_env(server, base, SHIPYARD_PYTHON_BINARY="/usr/bin/python3")
-    daemon = start_daemon(env, [QUEUE], base / "daemon.log", "--task-user", task_user.pw_name)
+    daemon = None
     try:
+        env = agent_env(server, base, SHIPYARD_PYTHON_BINARY="/usr/bin/python3")
+        daemon = start_daemon(env, [QUEUE], base / "daemon.log", "--task-user", task_user.pw_name)
         admin = server.api()
         marker = base / "marker"
         # When alice's task, running as the task user, attacks the cached files of its venv
@@ -238,7 +243,8 @@ def test_with_a_task_user_the_cache_is_read_only_to_tasks(task_user):
         assert info.st_uid == 0 and stat.S_IMODE(info.st_mode) == 0o444
         assert "agent.task_user is not set" not in daemon.output()
     finally:
-        daemon.stop()
+        if daemon is not None:
+            daemon.stop()
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
 
@@ -262,9 +268,10 @@ DOCKER_ATTACK = textwrap.dedent("""
 
 def test_a_building_container_cannot_reach_other_entries(tmp_path, base_image):  # noqa: F811
     server = start_server(tmp_path / "server")
-    env = agent_env(server, tmp_path, CLEARML_WORKER_ID=f"poison-docker-{uuid.uuid4().hex[:6]}:0")
-    daemon = start_daemon(env, ["poison-docker"], tmp_path / "daemon.log", "--docker", base_image)
+    daemon = None
     try:
+        env = agent_env(server, tmp_path, CLEARML_WORKER_ID=f"poison-docker-{uuid.uuid4().hex[:6]}:0")
+        daemon = start_daemon(env, ["poison-docker"], tmp_path / "daemon.log", "--docker", base_image)
         admin = server.api()
         bob, alice = _user_api(admin, "bob"), _user_api(admin, "alice")
 
@@ -287,5 +294,6 @@ def test_a_building_container_cannot_reach_other_entries(tmp_path, base_image): 
         assert doc["status"] == "completed" and "ready (cache hit)" in log
         assert "victim imported six 1.16.0" in log and "PWNED" not in log
     finally:
-        daemon.stop()
+        if daemon is not None:
+            daemon.stop()
         server.stop()
