@@ -48,8 +48,8 @@ def task_requirements(task: dict, workspace: Workspace) -> tuple[RequirementSet,
 
 
 def build_task(task: dict, target: Path, settings: Settings, log: Log, *, env_cache: EnvCache | None = None,
-               repo_cache: RepoCache | None = None) -> BuiltTask:
-    """Check out the code into target/code and build the venv at target/venv."""
+               repo_cache: RepoCache | None = None, owner: tuple[int, int] | None = None) -> BuiltTask:
+    """Check out the code into target/code and build the venv at target/venv (its own parts `owner`'s)."""
     agent = settings.agent
     repo_cache = repo_cache or RepoCache(agent.git_cache_dir)
     env_cache = env_cache or EnvCache(agent.venv_cache_dir)
@@ -61,7 +61,7 @@ def build_task(task: dict, target: Path, settings: Settings, log: Log, *, env_ca
         log(f"requirement '{line}' points at a file that is not on this machine; installing by name")
     log(f"requirements from {source}: {len(requirements.requirements)} entries")
     python = select_interpreter(agent.python_binary or script.get("binary"), requirements.python_hint, log=log)
-    env = env_cache.materialize(requirements, python, target / "venv", log=log)
+    env = env_cache.materialize(requirements, python, target / "venv", log=log, owner=owner)
     log(f"environment ready in {env.seconds:.2f}s ({'cache hit' if env.cache_hit else 'built'})")
     return BuiltTask(workspace=workspace, env=env, requirements=requirements,
                      requirements_source=source, venv=target / "venv")

@@ -63,16 +63,22 @@ def _echo(line: str) -> None:
 @click.option("--docker", "docker", is_flag=False, flag_value="", default=None, metavar="[IMAGE [ARGS]]",
               help="Run each task in its own container: the task's image, else IMAGE, else "
                    "agent.default_docker.image. Quote an image with arguments: --docker \"img --shm-size 2g\".")
+@click.option("--task-user", default=None, metavar="NAME",
+              help="Run tasks as this user (name or uid) instead of the agent's; needs an agent running as "
+                   "root. The environment and git caches stay the agent's, read-only to tasks "
+                   "(shipyard.task_user, SHIPYARD_TASK_USER).")
 @click.option("--verbose", is_flag=True)
 @click.pass_context
 def daemon_cmd(ctx, queues, more_queues, order_fairness, foreground, create_queue, max_tasks, services,
-               gpus, cpu_only, docker, verbose) -> None:
+               gpus, cpu_only, docker, task_user, verbose) -> None:
     """Pull tasks from queues and run them, one at a time."""
     from agent.daemon import Daemon
     from agent.slots import slot_setup
+    from agent.task_user import startup_check
 
     _logging(verbose)
-    settings = _settings(ctx, **_docker_overrides(docker))
+    settings = _settings(ctx, **_docker_overrides(docker), **{"agent.task_user": task_user})
+    startup_check(settings)
     names = list(queues) + list(more_queues) or list(settings.agent.queues)
     if settings.agent.docker.enabled:
         from agent.docker_exec import start_docker_mode
@@ -107,8 +113,11 @@ def execute_cmd(ctx, task_id, verbose) -> None:
     """Build and run one task in the foreground; exit with its outcome."""
     from agent.runner import TaskRun
 
+    from agent.task_user import startup_check
+
     _logging(verbose)
     settings = _settings(ctx)
+    startup_check(settings)
     shutdown = Shutdown().install()
     with _api(settings) as api:
         api.call("tasks.started", {"task": task_id, "force": True, "status_message": "shipyard execute"})

@@ -121,6 +121,8 @@ class AgentSettings:
     git_credentials: tuple[GitCredential, ...]
     redact_patterns: tuple[str, ...]
     extra_env: Mapping[str, str]
+    task_user: str | None
+    """Run tasks as this user (name or uid) when the agent runs as root (agent/task_user.py)."""
     docker: DockerSettings
 
     def git_credentials_for(self, host: str) -> GitCredential | None:
@@ -388,6 +390,7 @@ FIELDS: tuple[Field, ...] = (
     ),
     Field("agent.redact_patterns", _patterns, (), ("shipyard.redact_patterns",), ("SHIPYARD_REDACT_PATTERNS",)),
     Field("agent.extra_env", _text_map, MappingProxyType({}), ("shipyard.extra_env",), ("SHIPYARD_EXTRA_ENV",)),
+    Field("agent.task_user", _optional_text, None, ("shipyard.task_user",), ("SHIPYARD_TASK_USER",)),
     Field("agent.docker.enabled", _bool, False, ("shipyard.docker.enabled",), ("SHIPYARD_DOCKER",)),
     Field(
         "agent.docker.default_image", _optional_text, None,

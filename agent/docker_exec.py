@@ -9,6 +9,12 @@
 Nothing of the agent is installed in the container: the code, the uv binary, the builder
 (sandbox/container_build.py) and the caches are mounted. The container is labelled with the
 worker and task ids, removed after the run, and reaped by `start_docker_mode` if the agent died.
+
+Cached environments are shared, so a container never sees another task's entry writable
+(issue 17, attack 4): one that reuses an entry gets it read-only; one that builds gets only its
+own entry, uv's cache and the lock files writable, not the other entries, and uv copies out of
+its cache (UV_LINK_MODE=copy) so the task's venv shares no inode with it. What remains: the
+task whose container builds an entry runs with that entry writable (docs/docker.md).
 """
 from __future__ import annotations
 
@@ -256,6 +262,10 @@ class DockerExecutor:
         if plan.build:
             (run / "requirements.txt").write_text("\n".join(plan.requirements.install_lines()) + "\n")
             (run / "build.json").write_text(json.dumps(self._build_spec(plan, workspace), indent=1))
+            if plan.cache_key:  # the mount point of the entry it builds, and nothing else of envs/
+                self.cache.entry(plan.cache_key).mkdir(exist_ok=True)
+                if self.docker.user:
+                    _chown(self.cache.entry(plan.cache_key), self.docker.user, recursive=False)
         (run / "entry.sh").write_text(entry_script(self.context.task_id, plan))
         if self.docker.user:
             (self.context.target / "home").mkdir(exist_ok=True)
@@ -263,7 +273,7 @@ class DockerExecutor:
 
     def _build_spec(self, plan: ContainerPlan, workspace: Workspace) -> dict:
         entry = self.cache.entry(plan.cache_key) if plan.cache_key else None
-        env = {"UV_CACHE_DIR": f"{self.cache.mount_point}/uv", "UV_PYTHON_DOWNLOADS": "never",
+        env = {"UV_CACHE_DIR": f"{self.cache.mount_point}/uv", "UV_PYTHON_DOWNLOADS": "never", "UV_LINK_MODE": "copy",
                "UV_NO_PROGRESS": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
                **{name: os.environ[name] for name in INSTALLER_VARS if os.environ.get(name)}}
         if self._ca_bundle():
@@ -302,7 +312,10 @@ class DockerExecutor:
     def _mounts(self, plan: ContainerPlan) -> list[Mount]:
         mounts = [Mount(self.context.target, TASK_DIR, read_only=False)]
         if plan.build:
-            mounts.append(Mount(self.cache.root, self.cache.mount_point, read_only=False))
+            shared = [self.cache.root / "uv", self.cache.root / "locks"]
+            if plan.cache_key:
+                shared.append(self.cache.entry(plan.cache_key))
+            mounts += [Mount(path, self.cache.inside(path), read_only=False) for path in shared]
             mounts.append(Mount(Path(container_build.__file__), BUILDER_PATH))
             if self._uv():
                 mounts.append(Mount(self._uv(), UV_PATH))

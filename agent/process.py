@@ -1,5 +1,8 @@
 """Child processes: each task runs in its own process group, dies with its agent
 (PR_SET_PDEATHSIG on Linux), and is stopped with TERM to the group, a grace period, then KILL.
+With a task user (agent/task_user.py) the child drops to it before exec: supplementary groups
+cleared, then its gid and uid (subprocess does this after the fork, before `_child_setup`, so the
+death signal set there survives the change of user).
 """
 from __future__ import annotations
 
@@ -12,7 +15,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from agent.task_user import TaskUser
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True) if sys.platform == "linux" else None
@@ -35,10 +41,11 @@ class Child:
     """A task process. Spawn it from a thread that lives as long as the child (PDEATHSIG fires
     when the spawning *thread* exits)."""
 
-    def __init__(self, argv: Sequence[str], cwd: Path, env: Mapping[str, str]):
+    def __init__(self, argv: Sequence[str], cwd: Path, env: Mapping[str, str], user: TaskUser | None = None):
+        switch = {} if user is None else {"user": user.uid, "group": user.gid, "extra_groups": []}
         self.proc = subprocess.Popen(list(argv), cwd=str(cwd), env=dict(env), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     preexec_fn=_child_setup, close_fds=True)
+                                     preexec_fn=_child_setup, close_fds=True, **switch)
         self.pgid = self.proc.pid  # setsid makes the child its own group leader
         self.killed = False
 

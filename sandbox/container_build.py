@@ -113,6 +113,18 @@ def write_atomically(path, text):
     os.replace(tmp, path)
 
 
+def empty(directory):
+    if not os.path.isdir(directory):
+        os.makedirs(directory)
+        return
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+
+
 def materialize(spec, env):
     """Build the venv (under the entry's lock for a cache entry); return (its meta, built here?)."""
     entry = spec.get("entry")
@@ -125,8 +137,7 @@ def materialize(spec, env):
             say("environment %s was built meanwhile by another task; reusing it" % spec["label"])
             with open(os.path.join(entry, "meta.json")) as handle:
                 return json.load(handle), False
-        shutil.rmtree(entry, ignore_errors=True)  # a build that was killed midway
-        os.makedirs(entry)
+        empty(entry)  # a build that was killed midway; the directory is a mount point
         meta = build(spec, env)
         write_atomically(os.path.join(entry, "meta.json"), json.dumps(meta, indent=1))
         write_atomically(os.path.join(entry, "COMPLETE"), "%f\n" % time.time())

@@ -7,18 +7,29 @@
 The key is sha256 of (interpreter identity: implementation, version, platform, path; the
 normalized requirements; the builder's settings; an `extra` string for image/CUDA). Layout:
 
-    entries/<key>/venv/         the environment, built once, never modified afterwards
+    entries/<key>/venv/         the environment, built once, sealed read-only, never modified afterwards
     entries/<key>/meta.json     freeze list, size, the path the venv was built at
+    entries/<key>/manifest.json inode, size, mtime and mode of every file of venv/ when it was sealed
     entries/<key>/last-used     its mtime is the LRU clock
     entries/<key>/COMPLETE      written last; an entry without it is never used
     entries/<key>/BYTECODE-COMPLETE  written when venv/ is byte-compiled (JSON: size with .pyc)
+    entries/<key>/bytecode-manifest.json  the same stamps for the .pyc files the compiler wrote
     locks/<key>.lock            builders hold it exclusively, readers and the byte-compiler
                                 shared, prune tries it
     locks/<key>.bytecode.lock   held by the one process byte-compiling the entry
     tmp/<key>.<random>/         a build in progress, renamed into entries/ when complete
 
 Reuse is a hard-link farm (see linkfarm.py), so materializing a cached environment copies
-no package data. Task code must not edit installed files in place: they are shared.
+no package data. The files are shared, so no task may change them (issue 17, attack 4):
+
+  * they are sealed when the entry is built: read-only for everyone, directories not writable
+    by group or others; a task of another user (agent.task_user, `owner=`) cannot write them,
+    and a naive append by a task of the agent's own user fails (EACCES) unless it chmods first;
+  * every materialize compares each file it links with the entry's manifest (manifest.py); an
+    entry that differs is discarded and rebuilt, with a warning naming the file, before any
+    target gets it;
+  * installers copy out of uv's cache (UV_LINK_MODE=copy, pyenv.py), so the entry's inodes are
+    not uv's: a rebuild after tampering cannot hard-link the same tampered file back.
 
 Bytecode (`compile_bytecode=`):
 
@@ -41,8 +52,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -50,22 +63,27 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandbox import bytecode
-from sandbox.linkfarm import link_tree
+from sandbox import bytecode, manifest
+from sandbox.linkfarm import give_tree, link_tree
+from sandbox.manifest import TamperedEntry
 from sandbox.locks import file_lock, try_lock
 from sandbox.pyenv import EnvBuilder, Interpreter, compile_bytecode, probe, venv_python
 from sandbox.requirements import RequirementSet, parse_requirements
 from shipyard.errors import InfrastructureError
 
 Log = Callable[[str], None]
+Owner = tuple[int, int]
 
-KEY_VERSION = 1
+logger = logging.getLogger("shipyard.sandbox.env_cache")
+
+KEY_VERSION = 2
 """Bump when the entry layout or build procedure changes, so old entries stop matching."""
 
 LOCK_TIMEOUT = 3600.0
 """Seconds to wait for another agent building the same environment."""
 
 MARKER, META, LAST_USED, VENV = "COMPLETE", "meta.json", "last-used", "venv"
+MANIFEST, BYTECODE_MANIFEST = "manifest.json", "bytecode-manifest.json"
 BYTECODE_MARKER = "BYTECODE-COMPLETE"
 BYTECODE_MODES = ("background", "sync", "off")
 
@@ -123,11 +141,13 @@ class EnvCache:
         target: Path,
         extra: str = "",
         log: Log = print,
+        owner: Owner | None = None,
     ) -> EnvResult:
         """Make `target` a venv with `requirements` installed, from the cache when possible.
 
-        `target` must not exist or be empty. Raises RequirementsError / InfrastructureError
-        from the build.
+        `target` must not exist or be empty. `owner` (uid, gid): the user the task runs as gets
+        the target's directories and private files; the cache's files stay the agent's.
+        Raises RequirementsError / InfrastructureError from the build.
         """
         started = time.monotonic()
         reqs = _requirement_set(requirements, log)
@@ -137,12 +157,14 @@ class EnvCache:
         if reason:
             log(f"environment not cached: {reason}")
             frozen = self.builder.build(interpreter, reqs, target, log)
+            if owner is not None:
+                give_tree(target, owner)
             return EnvResult(venv_python(target), frozen, False, "", time.monotonic() - started)
         key = self.key(reqs, interpreter, extra)
-        frozen = self._reuse(key, target, log)
+        frozen = self._reuse(key, target, log, owner)
         hit = frozen is not None
         if frozen is None:
-            frozen, hit = self._build_or_reuse(key, interpreter, reqs, extra, target, log)
+            frozen, hit = self._build_or_reuse(key, interpreter, reqs, extra, target, log, owner)
         if self.compile_bytecode != "off":
             self._ensure_bytecode(key, log)
         if not hit and self.max_bytes is not None:
@@ -191,6 +213,7 @@ class EnvCache:
                 _remove_temporary_bytecode(entry / VENV)  # left by a compiler that was killed
                 if not compile_bytecode(venv_python(entry / VENV), entry / VENV):
                     return False
+                manifest.save(entry / BYTECODE_MANIFEST, manifest.seal(entry / VENV, only_bytecode=True))
                 _write_marker(entry / BYTECODE_MARKER, {"size": _disk_usage(entry)})
                 return True
         finally:
@@ -234,33 +257,44 @@ class EnvCache:
         except (OSError, subprocess.SubprocessError) as exc:  # only costs the targets' first imports
             log(f"could not start the bytecode compiler of environment {key[:12]}: {exc}")
 
-    def _reuse(self, key: str, target: Path, log: Log) -> list[str] | None:
+    def _reuse(self, key: str, target: Path, log: Log, owner: Owner | None) -> list[str] | None:
         with file_lock(self._lock_path(key), shared=True, timeout=self.lock_timeout):
-            return self._link_if_complete(key, target, log)
+            try:
+                return self._link_if_complete(key, target, log, owner)
+            except TamperedEntry:
+                return None  # _build_or_reuse, holding the lock exclusively, reports and discards it
 
     def _build_or_reuse(
-        self, key: str, python: Interpreter, reqs: RequirementSet, extra: str, target: Path, log: Log
+        self, key: str, python: Interpreter, reqs: RequirementSet, extra: str, target: Path, log: Log,
+        owner: Owner | None,
     ) -> tuple[list[str], bool]:
         with file_lock(self._lock_path(key), timeout=self.lock_timeout):
-            frozen = self._link_if_complete(key, target, log)  # another agent built it meanwhile
+            try:
+                frozen = self._link_if_complete(key, target, log, owner)  # another agent built it meanwhile
+            except TamperedEntry as exc:
+                self._discard_tampered(key, exc, log)
+                frozen = None
             if frozen is not None:
                 return frozen, True
             self._discard_partial(key, log)
             log(f"building environment {key[:12]} (Python {python.version}, {len(reqs.requirements)} lines)")
             self._build_entry(key, python, reqs, extra, log)
-            frozen = self._link_if_complete(key, target, log)
+            frozen = self._link_if_complete(key, target, log, owner)
         if frozen is None:
             raise InfrastructureError(f"environment {key[:12]} vanished right after it was built")
         return frozen, False
 
-    def _link_if_complete(self, key: str, target: Path, log: Log) -> list[str] | None:
+    def _link_if_complete(self, key: str, target: Path, log: Log, owner: Owner | None) -> list[str] | None:
+        """Link the entry's venv at `target` if the entry is complete; TamperedEntry if it changed."""
         entry = self._entries_dir() / key
         meta = _read_meta(entry)
         if meta is None:
             return None
         (entry / LAST_USED).touch()
         try:
-            stats = link_tree(entry / VENV, target, meta["built_at"], str(target))
+            check = _checker(entry)
+            stats = link_tree(entry / VENV, target, meta["built_at"], str(target), check=check, owner=owner)
+            check.finish()
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
@@ -272,12 +306,15 @@ class EnvCache:
 
     def _build_entry(self, key: str, python: Interpreter, reqs: RequirementSet, extra: str, log: Log) -> None:
         tmp_root = self.root / "tmp"
-        tmp_root.mkdir(parents=True, exist_ok=True)
+        for layout in (self.root, tmp_root, self._entries_dir()):
+            _layout_dir(layout)
         build_dir = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=tmp_root))
         try:
             venv = build_dir / VENV
             frozen = self.builder.build(python, reqs, venv, log)
-            if self.compile_bytecode == "sync" and compile_bytecode(venv_python(venv), venv):
+            compiled = self.compile_bytecode == "sync" and compile_bytecode(venv_python(venv), venv)
+            manifest.save(build_dir / MANIFEST, manifest.seal(venv))
+            if compiled:
                 _write_marker(build_dir / BYTECODE_MARKER, {"size": _disk_usage(build_dir)})
             meta = {
                 "key": key, "python": python.identity(), "requirements": reqs.canonical(),
@@ -287,13 +324,20 @@ class EnvCache:
             (build_dir / META).write_text(json.dumps(meta, indent=1))
             (build_dir / LAST_USED).touch()
             _write_marker(build_dir / MARKER)
-            self._entries_dir().mkdir(parents=True, exist_ok=True)
             os.rename(build_dir, self._entries_dir() / key)
         except BaseException:
             shutil.rmtree(build_dir, ignore_errors=True)
             raise
 
     # -- housekeeping ----------------------------------------------------------------------
+
+    def _discard_tampered(self, key: str, exc: TamperedEntry, log: Log) -> None:
+        """With the key's lock held: an entry changed since it was sealed goes; it is rebuilt."""
+        message = (f"environment {key[:12]} in the cache was changed after it was built ({exc}); "
+                   "discarding it and building it again")
+        logger.warning(message)
+        log(f"WARNING: {message}")
+        self._remove(self._entries_dir() / key)
 
     def _discard_partial(self, key: str, log: Log) -> None:
         """With the key's lock held: drop an entry without marker and any abandoned build."""
@@ -385,6 +429,23 @@ def _read_meta(entry: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return meta if isinstance(meta, dict) and "built_at" in meta and "frozen" in meta else None
+
+
+def _checker(entry: Path) -> manifest.Checker:
+    """The entry's manifests as a Checker; an entry without a readable manifest counts as tampered."""
+    stamps = manifest.load(entry / MANIFEST)
+    if stamps is None:
+        raise TamperedEntry(MANIFEST, "missing or unreadable")
+    bytecode_stamps = manifest.load(entry / BYTECODE_MANIFEST) if (entry / BYTECODE_MARKER).is_file() else None
+    return manifest.Checker(stamps, bytecode_stamps)
+
+
+def _layout_dir(path: Path) -> None:
+    """Create a directory of the cache's layout; writable by its owner only, whatever the umask."""
+    path.mkdir(parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_uid == os.geteuid() and st.st_mode & 0o022:
+        os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o022)
 
 
 def _last_used(entry: Path) -> float:

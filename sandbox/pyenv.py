@@ -231,6 +231,10 @@ class EnvBuilder:
         env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH")}
         env.update(self.env or {})
         env.setdefault("UV_NO_PROGRESS", "1")
+        # Never a hard link into uv's cache: a task writing into its venv would change the cache's
+        # file, which later builds link again. Not `clone` either: where the filesystem cannot
+        # clone, uv falls back to hard links.
+        env["UV_LINK_MODE"] = "copy"
         if self.uv_cache_dir is not None:
             env["UV_CACHE_DIR"] = str(self.uv_cache_dir)
         return env

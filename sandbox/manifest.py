@@ -1,0 +1,148 @@
+"""Seal a cache entry when it is built, and tell a tampered one before it is reused.
+
+    stamps = seal(venv)                        # files read-only, nothing group/other-writable
+    save(entry / "manifest.json", stamps)      # inode, size, mtime, mode of every file; symlinks
+    check = Checker(load(entry / "manifest.json"), bytecode=load(...) or None)
+    link_tree(venv, target, ..., check=check)  # each file's lstat compared as it is linked
+    check.finish()                             # raises TamperedEntry for a file that is gone
+
+A link farm shares its files' inodes with the entry (linkfarm.py), so a task that writes into
+`site-packages/six.py` of its own venv writes into the entry's file: its size or mtime changes,
+and the next materialize sees it. A task that replaces a file in its venv (unlink, then a new
+file) only breaks its own link: the entry keeps the original. A file replaced, added or removed
+in the entry itself (a task of the agent's own user can find the cache) changes an inode, adds
+a path or loses one. Link counts are not compared: they count the live link farms, which come
+and go. What this cannot see is a writer of the agent's own user who restores size and mtime
+after writing (os.utime); running tasks as another user (agent.task_user) closes that.
+
+Bytecode written after the entry was published (the background compiler) gets its own manifest
+when it is complete; until then a `.pyc` that no manifest covers is not linked (the target
+compiles it on first import), so no target can reach a file that was never stamped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+PYCACHE = "__pycache__"
+_ANY_WRITE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+
+
+class TamperedEntry(Exception):
+    """A cache entry differs from its manifest; `path` (relative to the venv) says where."""
+
+    def __init__(self, path: str, change: str):
+        super().__init__(f"{path}: {change}")
+        self.path = path
+        self.change = change
+
+
+Stamps = dict[str, list]
+"""Relative path -> [inode, size, mtime_ns, mode] for a file, or ["->", target] for a symlink."""
+
+
+def seal(root: Path, only_bytecode: bool = False) -> Stamps:
+    """Take write permission from files (everyone) and directories (group, others); stamp the files.
+
+    With `only_bytecode`, stamp only files in `__pycache__` directories (the sealing still
+    covers the whole tree: the byte-compiler made new directories).
+    """
+    stamps: Stamps = {}
+    pending = [(os.fspath(root), "")]
+    while pending:
+        path, rel = pending.pop()
+        _chmod_without(path, stat.S_IWGRP | stat.S_IWOTH)
+        in_pycache = os.path.basename(path) == PYCACHE
+        with os.scandir(path) as listing:
+            for entry in listing:
+                name = f"{rel}/{entry.name}" if rel else entry.name
+                if entry.is_symlink():
+                    if not only_bytecode:
+                        stamps[name] = ["->", os.readlink(entry.path)]
+                elif entry.is_dir(follow_symlinks=False):
+                    pending.append((entry.path, name))
+                elif only_bytecode and not in_pycache:
+                    continue
+                else:
+                    stamps[name] = _seal_file(entry)
+    return stamps
+
+
+def stamp(st: os.stat_result) -> list:
+    return [st.st_ino, st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode)]
+
+
+def save(path: Path, stamps: Stamps) -> None:
+    path.write_text(json.dumps(stamps, separators=(",", ":")))
+
+
+def load(path: Path) -> Stamps | None:
+    """The stamps saved at `path`, or None when it is missing or unreadable."""
+    try:
+        stamps = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return stamps if isinstance(stamps, dict) else None
+
+
+class Checker:
+    """Compares the files of one link_tree run with the entry's manifests."""
+
+    def __init__(self, stamps: Stamps, bytecode: Stamps | None = None):
+        self.stamps = stamps
+        self.bytecode = bytecode or {}
+        self.seen = 0
+
+    def file(self, rel: str, st: os.stat_result, in_pycache: bool) -> bool:
+        """True: link it. False: skip it (bytecode no manifest covers). Raises TamperedEntry."""
+        expected = self.stamps.get(rel)
+        if expected is not None:
+            self.seen += 1
+        elif in_pycache:
+            expected = self.bytecode.get(rel)
+            if expected is None:
+                return False
+        else:
+            raise TamperedEntry(rel, "added after the entry was built")
+        if (st.st_ino != expected[0] or st.st_size != expected[1] or st.st_mtime_ns != expected[2]
+                or stat.S_IMODE(st.st_mode) != expected[3]):
+            raise TamperedEntry(rel, _difference(expected, stamp(st)))
+        return True
+
+    def symlink(self, rel: str, pointer: str) -> None:
+        expected = self.stamps.get(rel)
+        if expected != ["->", pointer]:
+            raise TamperedEntry(rel, "symlink added or retargeted after the entry was built")
+        self.seen += 1
+
+    def finish(self) -> None:
+        """After the walk: every path of the main manifest was seen."""
+        if self.seen != len(self.stamps):
+            raise TamperedEntry("(entry)", f"{len(self.stamps) - self.seen} file(s) removed after it was built")
+
+
+def _difference(expected: list, actual: list) -> str:
+    if expected[0] == "->":
+        return "a symlink was replaced by a file"
+    if expected[0] != actual[0]:
+        return "replaced by another file"
+    if expected[1] != actual[1] or expected[2] != actual[2]:
+        return f"written to (size {expected[1]} -> {actual[1]}, mtime changed: {expected[2] != actual[2]})"
+    return f"permissions changed ({expected[3]:o} -> {actual[3]:o})"
+
+
+def _seal_file(entry: os.DirEntry) -> list:
+    st = entry.stat(follow_symlinks=False)
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & _ANY_WRITE:
+        mode &= ~_ANY_WRITE
+        os.chmod(entry.path, mode)
+    return [st.st_ino, st.st_size, st.st_mtime_ns, mode]
+
+
+def _chmod_without(path: str, bits: int) -> None:
+    mode = stat.S_IMODE(os.lstat(path).st_mode)
+    if mode & bits:
+        os.chmod(path, mode & ~bits)
