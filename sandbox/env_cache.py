@@ -28,8 +28,13 @@ no package data. The files are shared, so no task may change them (issue 17, att
   * every materialize compares each file it links with the entry's manifest (manifest.py); an
     entry that differs is discarded and rebuilt, with a warning naming the file, before any
     target gets it;
-  * installers copy out of uv's cache (UV_LINK_MODE=copy, pyenv.py), so the entry's inodes are
-    not uv's: a rebuild after tampering cannot hard-link the same tampered file back.
+  * uv hard-links its downloaded files into the venvs it builds, so an entry shares inodes with
+    uv's cache: a write through a venv changes uv's copy too, and every entry that links that
+    file sees the change. A tampered entry therefore also empties uv's cache
+    (EnvBuilder.forget_downloads), so the rebuild downloads the file again instead of linking
+    the changed one back. (Copying out of uv's cache instead cost 2-5 s per cold build and kept
+    nothing safer: a task of the agent's own user can write uv's cache directly; only
+    agent.task_user closes that.)
 
 Bytecode (`compile_bytecode=`):
 
@@ -338,6 +343,7 @@ class EnvCache:
         logger.warning(message)
         log(f"WARNING: {message}")
         self._remove(self._entries_dir() / key)
+        self.builder.forget_downloads(log)
 
     def _discard_partial(self, key: str, log: Log) -> None:
         """With the key's lock held: drop an entry without marker and any abandoned build."""

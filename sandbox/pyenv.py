@@ -172,6 +172,17 @@ class EnvBuilder:
             log("uv not available; building the environment with virtualenv + pip")
         return self._build_with_pip(python, requirements, target, log)
 
+    def forget_downloads(self, log: Log = print) -> None:
+        """Empty uv's cache (after a tampered cache entry: uv hard-links its cached files into
+        the venvs it builds, so a file changed through a venv is changed in uv's cache too, and
+        the rebuild must download it again rather than link the changed file back)."""
+        uv = (self.uv or find_uv()) if self.use_uv else None
+        if uv is None or not uv.is_file():
+            return
+        proc = self._run([str(uv), "cache", "clean"])
+        if proc.returncode != 0:
+            log(f"WARNING: could not empty uv's cache: {install_errors.reason(proc.stderr)}")
+
     def _build_with_uv(
         self, uv: Path, python: Interpreter, requirements: RequirementSet, target: Path, log: Log
     ) -> list[str]:
@@ -231,10 +242,6 @@ class EnvBuilder:
         env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH")}
         env.update(self.env or {})
         env.setdefault("UV_NO_PROGRESS", "1")
-        # Never a hard link into uv's cache: a task writing into its venv would change the cache's
-        # file, which later builds link again. Not `clone` either: where the filesystem cannot
-        # clone, uv falls back to hard links.
-        env["UV_LINK_MODE"] = "copy"
         if self.uv_cache_dir is not None:
             env["UV_CACHE_DIR"] = str(self.uv_cache_dir)
         return env
