@@ -112,8 +112,10 @@ async def _parse_body(call: ApiCall) -> dict:
             raise errors.APIError(400, 12, f"Malformed JSON body: {type(exc).__name__}: {exc}") from None
     if isinstance(body, list):
         body = {"__lines__": body}
-    if not isinstance(body, dict):
+    elif not isinstance(body, dict):
         raise errors.validation("request body must be a JSON object")
+    elif "__lines__" in body and not lines:
+        raise errors.validation("field '__lines__' is reserved (send a JSON list or JSON lines instead)")
     if call.query_string:
         _merge_query(body, QueryParams(call.query_string))
     # Nesting bound (JSON columns and encoders have one). JSON lines are events: events_ingest

@@ -273,7 +273,7 @@ WORKER_REPORT = Obj({"worker": STR, "task": STR, "queue": STR, "queues": STRS, "
                      "timestamp": INT, "machine_stats": MACHINE_STATS}, required=("worker",))
 
 _EVENT = Obj({"timestamp": NUM, "task": STR, "iter": INT, "metric": STR, "variant": STR, "worker": STR,
-              "model_event": BOOL}, required=("task",))
+              "model_event": BOOL}, required=("task", "type"))
 EVENTS = {
     "training_stats_scalar": _EVENT.with_fields({"type": Enum("training_stats_scalar"), "value": NUM,
                                                  "x_axis_label": STR}),
@@ -294,7 +294,9 @@ GET_ALL = Obj({
 })
 TASK_REF = {"task": STR}
 STATUS_CHANGE = {"task": STR, "force": FLAG, "status_reason": STR, "status_message": STR, "attempt": INT}
-METRICS_FILTER = AnyOf(ListOf(AnyOf(STR, Obj({"metric": STR, "variants": STRS}))), MapOf(STRS))
+VARIANTS = AnyOf(STR, STRS, NULL)
+METRICS_FILTER = AnyOf(ListOf(AnyOf(STR, Obj({"metric": STR, "variants": VARIANTS}, required=("metric",)))),
+                       MapOf(VARIANTS))
 HISTOGRAM = {"task": STR, "metrics": METRICS_FILTER, "key": Enum("iter", "timestamp", "iso_time"),
              "samples": INT}
 MOVE = Obj({"queue": STR, "task": STR, "count": INT}, required=("queue", "task"))
@@ -427,7 +429,7 @@ REQUESTS: dict[str, Obj] = {
                                                  "task", "metric", "variant"),
     "events.get_task_plots": _req({"task": STR, "iters": INT, "batch_size": INT, "metrics": METRICS_FILTER,
                                    "scroll_id": STR}, "task"),
-    "events.debug_images": _req({"metrics": ListOf(Obj({"task": STR, "metric": STR, "variants": STRS},
+    "events.debug_images": _req({"metrics": ListOf(Obj({"task": STR, "metric": STR, "variants": AnyOf(STR, STRS)},
                                                        required=("task",))),
                                  "iters": INT, "navigate_earlier": FLAG, "refresh": FLAG, "scroll_id": STR},
                                 "metrics"),
