@@ -19,15 +19,11 @@ _CREATE_FIELDS = ("name", "type", "comment", "parent", "project", "tags", "syste
                   "output")
 
 
-def _validate_fields(fields: dict[str, Any]) -> None:
-    schema.check(schema.TASK, fields)
-
-
 def _incoming_fields(ctx: CallContext, req: Request, warnings: list[str]) -> dict[str, Any]:
     """The task fields in the request, type-checked; credentials in a repository URL are
     removed (and the caller warned)."""
     fields = {k: req.body[k] for k in _CREATE_FIELDS if req.body.get(k) is not None}
-    _validate_fields(fields)
+    schema.check(schema.TASK, fields)
     if req.body.get("output_dest") is not None:
         fields.setdefault("output", {})["destination"] = req.str("output_dest")
     execution = fields.get("execution")
@@ -142,7 +138,7 @@ def clone(ctx: CallContext, req: Request) -> dict:
                                          copy.deepcopy((source.get("models") or {}).get("input") or [])),
                        "output": []},
         }
-        _validate_fields(fields)
+        schema.check(schema.TASK, fields)
         new_task = new_id()
         ctx.store.insert(conn, t.tasks, taskdoc.new_task_doc(ctx, new_task, fields))
     return {"id": new_task, "new_project": None}

@@ -83,7 +83,8 @@ HOSTILE_SCALARS = st.one_of(
 )
 HOSTILE_CONTAINERS = st.one_of(
     st.sampled_from([Raw("[" * 100_000 + "]" * 100_000), Raw("[" * 1100 + "]" * 1100), _nested(150),
-                     _nested(99), [None], [[]], [{}], {"": None}, {"a": {"b": {"c": []}}}]),
+                     _nested(99), [None], [[]], [{}], {"": None}, {"a": {"b": {"c": []}}}, {"\ud800": 1},
+                     {"k" * 100_000: "v"}, {"a.b": {"$ne": None}}, {"__lines__": []}]),
     st.lists(HOSTILE_SCALARS, max_size=3),
     st.dictionaries(st.text(max_size=8), HOSTILE_SCALARS, max_size=3),
 )
