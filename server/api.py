@@ -13,7 +13,6 @@ identity over on `ApiCall.identity`.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import os
 import re
@@ -26,7 +25,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
-from server import errors, jsonutil, query, registry
+from server import errors, jsonutil, query, registry, schema
 from server.auth import ANONYMOUS, API_VERSION, Identity
 from server.registry import CallContext, Request
 from server.state import ServerState
@@ -60,12 +59,10 @@ def _convert_scalar(value: str) -> Any:
     lowered = value.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return value
+    try:
+        return jsonutil.number(value)
+    except ValueError:
+        return value
 
 
 def _merge_query(body: dict, query: Any) -> dict:
@@ -75,6 +72,8 @@ def _merge_query(body: dict, query: Any) -> dict:
         *parents, leaf = key.split(".")
         for part in parents:
             target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise errors.validation(f"query argument '{key[:120]}' conflicts with the body's '{part[:120]}'")
         target[leaf] = values[0] if len(values) == 1 else values
     return body
 
@@ -112,22 +111,30 @@ async def _read_body(call: ApiCall) -> bytes:
 
 def _parse_body(call: ApiCall, raw: bytes) -> dict:
     ctype = call.headers.get("content-type", "")
+    lines = "json-lines" in ctype or "jsonlines" in ctype or "ndjson" in ctype
     body: Any = {}
     if raw.strip():
         try:
-            if "json-lines" in ctype or "jsonlines" in ctype or "ndjson" in ctype:
+            if lines:
                 text = raw.decode("utf-8")
                 body = {"__lines__": [jsonutil.loads(line) for line in text.split("\n") if line.strip()]}
             else:
                 body = jsonutil.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise errors.APIError(400, 12, f"Malformed JSON body: {exc}") from None
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+            raise errors.APIError(400, 12, f"Malformed JSON body: {type(exc).__name__}: {exc}") from None
     if isinstance(body, list):
         body = {"__lines__": body}
-    if not isinstance(body, dict):
+    elif not isinstance(body, dict):
         raise errors.validation("request body must be a JSON object")
+    elif "__lines__" in body and not lines:
+        raise errors.validation("field '__lines__' is reserved (send a JSON list or JSON lines instead)")
     if call.query_string:
         _merge_query(body, QueryParams(call.query_string))
+    # Nesting bound (JSON columns and encoders have one). JSON lines are events: events_ingest
+    # checks those off its hot path. Counting brackets first keeps ordinary bodies walk-free.
+    nesting = call.query_string.count(b".") + (0 if lines else raw.count(b"[") + raw.count(b"{"))
+    if nesting > schema.MAX_DEPTH and schema.too_deep({k: v for k, v in body.items() if k != "__lines__"}):
+        raise errors.validation(f"request body is nested deeper than {schema.MAX_DEPTH} levels")
     return body
 
 
@@ -144,6 +151,28 @@ def _authenticate(state: ServerState, call: ApiCall, name: str) -> Identity:
     if not state.keys_active(identity.user):
         raise errors.unauthorized("Credentials for this token were revoked", 22)
     return identity
+
+
+def _printable(text: Any, limit: int = 2000) -> str:
+    """`text` as valid UTF-8 (lone surrogates and the like escaped), cut to `limit` characters."""
+    text = str(text)
+    return text[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _describe(exc: BaseException) -> str:
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:  # noqa: BLE001 - an exception whose message cannot even be formatted
+        return type(exc).__name__
+
+
+def _error_envelope(name: str, version: str, code: int, subcode: int, msg: str, data: dict | None = None) -> bytes:
+    """The error envelope; if the message or its data cannot be encoded, the same envelope with a
+    printable message and no data, so the caller always gets an answer inside the protocol."""
+    try:
+        return envelope_bytes(name, version, {}, code, subcode, msg, data)
+    except Exception:  # noqa: BLE001 - e.g. orjson refusing a lone surrogate in the message
+        return envelope_bytes(_printable(name, 200), _printable(version, 20), {}, code, subcode, _printable(msg))
 
 
 async def dispatch(state: ServerState, call: ApiCall) -> tuple[int, bytes | Response]:
@@ -181,14 +210,14 @@ async def dispatch(state: ServerState, call: ApiCall) -> tuple[int, bytes | Resp
         return 200, result if isinstance(result, bytes) else envelope_bytes(name, version, result)
     except errors.APIError as exc:
         code = exc.code
-        return code, envelope_bytes(name, version, {}, exc.code, exc.subcode, exc.msg, exc.data)
+        return code, _error_envelope(name, version, exc.code, exc.subcode, exc.msg, exc.data)
     except ConnectionAbortedError:
         code = 499  # the client left before sending its whole body: nobody to answer
         raise
     except Exception as exc:  # noqa: BLE001 - reported to the caller and logged with its traceback
         code = 500
-        log.exception("internal error in %s", name)
-        return 500, envelope_bytes(name, version, {}, 500, 0, f"Internal server error: {type(exc).__name__}: {exc}")
+        log.exception("internal error in %s", _printable(name))
+        return 500, _error_envelope(name, version, 500, 0, f"Internal server error: {_describe(exc)}")
     finally:
         state.metrics.observe(name, code, time.perf_counter() - started)
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import re2
 
-from server import errors
+from server import errors, schema
 from shipyard import clock
 
 MAX_PATTERN_CHARS = 1024
@@ -124,7 +124,7 @@ def tags_match(doc_tags: Iterable[str], wanted: list[str] | None) -> bool:
     """ClearML tag filter: plain entries OR together, `-x` / `__$not x` exclude, `__$all` ANDs."""
     if not wanted:
         return True
-    have = set(doc_tags or ())
+    have = {tag for tag in doc_tags or () if type(tag) is str}  # documents stored before tags were checked
     include: list[str] = []
     exclude: list[str] = []
     mode_all = False
@@ -196,6 +196,7 @@ def _sort_key_cmp(order_by: list[str]):
 def apply(docs: list[dict], body: dict, *, name_field: str = "name", default_order: str | None = None,
           hidden_tag: str = "hidden") -> list[dict]:
     """Filter, sort, page and project `docs` according to a get_all request body."""
+    schema.check(schema.GET_ALL, {k: body.get(k) for k in schema.GET_ALL.fields})
     name = body.get("name")
     if isinstance(name, str) and name:
         rx = compile_regex(name)
@@ -218,7 +219,8 @@ def apply(docs: list[dict], body: dict, *, name_field: str = "name", default_ord
     if order_by:
         docs = sorted(docs, key=_sort_key_cmp(order_by))
     docs = _page(docs, body)
-    return [project_fields(d, body.get("only_fields")) for d in docs]
+    only_fields = body.get("only_fields")
+    return [project_fields(d, [only_fields] if isinstance(only_fields, str) else only_fields) for d in docs]
 
 
 _TIME_OPS = ((">=", operator.ge), ("<=", operator.le), (">", operator.gt), ("<", operator.lt))

@@ -6,6 +6,7 @@ protocol's validation errors, so handlers never repeat type checks.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
@@ -21,6 +22,8 @@ Handler = Callable[["CallContext", "Request"], Any]
 _HANDLERS: dict[str, Handler] = {}
 _PUBLIC: set[str] = set()
 ID_RE = re.compile(r"^[0-9a-f]{32}$")
+INT_TEXT_RE = re.compile(r"^-?[0-9]{1,19}$")
+INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
 
 
 def endpoint(name: str, *, public: bool = False) -> Callable[[Handler], Handler]:
@@ -94,16 +97,26 @@ class Request:
         return self._typed(key, (str,), "a string", default, required)
 
     def int(self, key: str, default: int | None = None, *, required: bool = False) -> Any:
+        """A 64-bit integer; numeric strings and whole floats are accepted (query strings, JS clients)."""
         value = self.body.get(key)
-        if isinstance(value, str) and value.lstrip("-").isdigit():
-            return int(value)
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        return self._typed(key, (int,), "an integer", default, required)
+        if isinstance(value, str) and INT_TEXT_RE.match(value):
+            value = int(value)
+        elif isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            value = self._typed(key, (int,), "an integer", default, required)
+        if value is not None and not INT64_MIN <= value <= INT64_MAX:
+            raise errors.validation(f"field '{key}' must be a 64-bit integer")
+        return value
 
     def float(self, key: str, default: float | None = None, *, required: bool = False) -> Any:
         value = self._typed(key, (int, float), "a number", default, required)
-        return float(value) if value is not None else None
+        if value is None:
+            return None
+        value = float(value)
+        if not math.isfinite(value):
+            raise errors.validation(f"field '{key}' must be a finite number")
+        return value
 
     def bool(self, key: str, default: bool = False) -> bool:
         value = self.body.get(key)

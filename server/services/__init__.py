@@ -2,7 +2,7 @@
 from importlib import import_module
 
 MODULES = ("basic", "projects", "tasks", "task_params", "task_status", "queues", "workers",
-           "events", "models", "leases", "credentials")
+           "events", "models", "leases", "credentials", "openapi")
 
 
 def load_all() -> None:

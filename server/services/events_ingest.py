@@ -16,7 +16,7 @@ from typing import Any, Iterable
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from server import errors
+from server import errors, schema
 from server.registry import CallContext, Request, endpoint
 from server.services.events_store import (
     EVENT_TYPES, LOG, LOG_KEYS, SCALAR, VECTOR, chunks, json_safe, log_rows, metric_hash,
@@ -82,13 +82,15 @@ def _validate(ctx: CallContext, events: list) -> _Batch:
     last_lines: list[tuple] = []
     for ev in events:
         if type(ev) is dict and ev.get("type") == LOG:
-            task, ts, level, msg = ev.get("task"), ev.get("timestamp"), ev.get("level"), ev.get("msg")
-            if (type(task) is str and type(ts) is int and type(level) is str and level in levels
-                    and type(msg) is str and task and ev.keys() <= log_keys and not ev.get("model_event")):
+            task, ts, level, msg, who = ev.get("task"), ev.get("timestamp"), ev.get("level"), ev.get("msg"), \
+                ev.get("worker")
+            if (type(task) is str and type(ts) is int and ts <= INT64_MAX and type(level) is str and level in levels
+                    and type(msg) is str and (who is None or type(who) is str) and task
+                    and ev.keys() <= log_keys and not ev.get("model_event")):
                 if task != last_task:
                     last_lines = logs.setdefault(task, [])
                     last_task = task
-                last_lines.append((ts, level, ev.get("worker") or worker, msg, None))
+                last_lines.append((ts, level, who or worker, msg, None))
                 continue
         _other_event(batch, ev, worker, now_ms)
     return batch
@@ -103,7 +105,7 @@ def _other_event(batch: _Batch, ev: Any, worker: str, now_ms: int) -> None:
     task = ev.get("task")
     if not task or type(task) is not str:
         return batch.error("event has no 'task' field")
-    problem = _normalize_timestamp_and_iter(ev, now_ms)
+    problem = _normalize_timestamp_and_iter(ev, now_ms) or schema.EVENTS[etype].problem(ev, "event")
     if problem:
         return batch.error(problem)
     if etype == LOG:
@@ -115,11 +117,13 @@ def _normalize_timestamp_and_iter(ev: dict, now_ms: int) -> str | None:
     """Fill in a missing timestamp, make whole floats ints; what is wrong, or None."""
     ts = ev.get("timestamp")
     if ts is None:
-        ev["timestamp"] = now_ms
+        ev["timestamp"] = ts = now_ms
     elif type(ts) is not int:
         if not (type(ts) is float and math.isfinite(ts)):
             return "event 'timestamp' must be a number (milliseconds since the epoch)"
-        ev["timestamp"] = int(ts)
+        ev["timestamp"] = ts = int(ts)
+    if not INT64_MIN <= ts <= INT64_MAX:
+        return "event 'timestamp' does not fit a signed 64-bit integer"
     it = ev.get("iter")
     if it is not None:
         if type(it) is not int:
@@ -312,7 +316,9 @@ def _fence_and_dedup(ctx: CallContext, events: list) -> tuple[list, dict[str, in
     and drop log events at or below the task's high-water mark - re-sends of a batch whose
     answer was lost. That makes at-least-once delivery exactly-once."""
     fenced = {(e.get("task"), e.get("attempt")) for e in events
-              if isinstance(e, dict) and e.get("attempt") is not None}
+              if type(e) is dict and e.get("attempt") is not None and type(e.get("task")) is str}
+    if any(type(attempt) is not int for _, attempt in fenced):
+        raise errors.validation("event 'attempt' must be an integer")
     if not fenced:
         return events, {}
     from server.services import leases
@@ -326,8 +332,8 @@ def _fence_and_dedup(ctx: CallContext, events: list) -> tuple[list, dict[str, in
                 marks[(task_id, attempt)] = int(mark.get("ts") or 0) if mark.get("attempt") == attempt else 0
     kept, newest = [], {}
     for event in events:
-        key = (event.get("task"), event.get("attempt")) if isinstance(event, dict) else None
-        if key in marks and event.get("type") == "log" and isinstance(event.get("timestamp"), int):
+        key = (event.get("task"), event.get("attempt")) if type(event) is dict else None
+        if key is not None and type(key[0]) is str and key in marks and event.get("type") == "log" and isinstance(event.get("timestamp"), int):
             if event["timestamp"] <= marks[key]:
                 continue
             newest[key] = max(newest.get(key, 0), event["timestamp"])

@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from server import errors
-from server.registry import CallContext, Request, endpoint
+from server import errors, schema
+from server.registry import INT64_MAX, INT64_MIN, CallContext, Request, endpoint
 from server.services.events_read import (
     batch_size, decode_scroll, encode_scroll, metric_clause, metric_filter, require_target,
 )
@@ -206,12 +206,15 @@ def get_task_plots(ctx: CallContext, req: Request) -> dict:
 def debug_images(ctx: CallContext, req: Request) -> dict:
     """Latest `iters` iterations of each requested task/metric; scrolling walks to earlier ones."""
     specs = req.list("metrics", required=True)
+    schema.check(schema.REQUESTS["events.debug_images"].fields["metrics"], specs, "metrics")
     iters = req.int("iters", 1)
     if iters < 1:
         raise errors.validation("field 'iters' must be >= 1")
     earlier = req.bool("navigate_earlier", True)
     scroll = decode_scroll(req.raw("scroll_id"), "images", bounds=dict) if not req.bool("refresh") else None
     bounds: dict[str, int] = dict((scroll or {}).get("bounds") or {})
+    if not all(type(b) is int and INT64_MIN <= b <= INT64_MAX for b in bounds.values()):
+        raise errors.validation(f"invalid scroll_id {req.raw('scroll_id')!r}")
     c = t.events.c
     out = []
     with ctx.store.tx() as conn:

@@ -11,13 +11,16 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select
 from starlette.responses import Response
 
-from server import errors
-from server.registry import CallContext, Request, endpoint
+from server import errors, schema
+from server.registry import INT64_MAX, INT64_MIN, CallContext, Request, endpoint
 from server.services.events_store import (
     EVENT_TYPES, IS_LOG, LOG, LOG_KEYS, delete_task_events, expand_chunk, log_rows, log_total,
 )
 from server.storage import tables as t
 from shipyard import clock
+
+
+MAX_THRESHOLD_S = 100 * 365 * 24 * 3600  # events.clear_task_log: older than a century is all of them
 
 
 # -- shared read helpers -----------------------------------------------------------------------
@@ -38,10 +41,9 @@ def metric_filter(spec: Any) -> dict[str, set[str] | None] | None:
     {metric: variants or None (all)}; None means no filter."""
     if not spec:
         return None
+    schema.check(schema.METRICS_FILTER, spec, "metrics")
     wanted: dict[str, set[str] | None] = {}
     items = spec.items() if isinstance(spec, dict) else spec
-    if not isinstance(spec, (dict, list)):
-        raise errors.validation("field 'metrics' must be a list of {metric, variants}")
     for item in items:
         if isinstance(spec, dict):
             metric, variants = item
@@ -91,7 +93,8 @@ def decode_scroll(scroll_id: Any, kind: str, **fields: type) -> dict | None:
     if not isinstance(state, dict) or state.get("k") != kind:
         raise errors.validation(f"scroll_id {scroll_id!r} does not belong to this endpoint")
     for name, kind_type in fields.items():
-        if type(state.get(name)) is not kind_type:
+        value = state.get(name)
+        if type(value) is not kind_type or kind_type is int and not INT64_MIN <= value <= INT64_MAX:
             raise errors.validation(f"invalid scroll_id {scroll_id!r}")
     return state
 
@@ -220,8 +223,7 @@ def get_task_events(ctx: CallContext, req: Request) -> dict:
     size = batch_size(req, 500)
     order = parse_order(req, "asc")
     asc = order == "asc"
-    event_type = req.raw("event_type")
-    types = [event_type] if isinstance(event_type, str) else (event_type or [])
+    types = req.str_list("event_type") or []
     for et in types:
         if et not in EVENT_TYPES:
             raise errors.validation(f"invalid event_type {et!r}")
@@ -274,6 +276,8 @@ def delete_for_task(ctx: CallContext, req: Request) -> dict:
 def clear_task_log(ctx: CallContext, req: Request) -> dict:
     """Delete a task's log lines; with `threshold_sec`, only those older than that many seconds."""
     threshold = req.int("threshold_sec")
+    if threshold is not None and not 0 <= threshold <= MAX_THRESHOLD_S:
+        raise errors.validation(f"field 'threshold_sec' must be between 0 and {MAX_THRESHOLD_S}")
     c = t.events.c
     with ctx.store.tx() as conn:
         task_id = require_target(ctx, conn, req.raw("task"))

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from server import errors, query, status
+from server import errors, query, schema, status
 from server.registry import CallContext, Request, endpoint
 from server.services import taskdoc
 from server.services.events import json_safe
@@ -19,12 +19,6 @@ from server.storage import tables as t
 from server.storage.store import new_id
 from shipyard import clock
 
-# field -> accepted Python types; design also accepts a string (wrapped as {"design": text}).
-_FIELDS: dict[str, tuple[type, ...]] = {
-    "name": (str,), "uri": (str,), "framework": (str,), "comment": (str,), "project": (str,),
-    "task": (str,), "parent": (str,), "labels": (dict,), "design": (dict, str), "tags": (list,),
-    "system_tags": (list,), "ready": (bool,), "metadata": (dict, list), "last_iteration": (int,),
-}
 _UPDATE_FOR_TASK_FIELDS = ("uri", "name", "comment", "tags", "system_tags")
 
 
@@ -48,26 +42,11 @@ def _metadata(value: Any) -> dict[str, dict]:
 
 def _incoming(ctx: CallContext, conn, req: Request, names: tuple[str, ...] | None = None) -> dict[str, Any]:
     """The model fields present in the request, type-checked, with references verified."""
-    fields: dict[str, Any] = {}
-    for key, kinds in _FIELDS.items():
-        if names is not None and key not in names:
-            continue
-        value = req.body.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-            expected = " or ".join({str: "a string", dict: "an object", list: "a list", bool: "a boolean",
-                                    int: "an integer"}[k] for k in kinds)
-            raise errors.validation(f"field '{key}' must be {expected}")
-        fields[key] = value
-    for key in ("tags", "system_tags"):
-        if key in fields and not all(isinstance(tag, str) for tag in fields[key]):
-            raise errors.validation(f"field '{key}' must be a list of strings")
+    fields = {key: req.body[key] for key in schema.MODEL.fields
+              if (names is None or key in names) and req.body.get(key) is not None}
+    schema.check(schema.MODEL, fields)
     if isinstance(fields.get("design"), str):
         fields["design"] = {"design": fields["design"]}
-    if "labels" in fields and not all(isinstance(v, int) and not isinstance(v, bool)
-                                      for v in fields["labels"].values()):
-        raise errors.validation("field 'labels' must map label names to integer ids")
     if "metadata" in fields:
         fields["metadata"] = _metadata(fields["metadata"])
     fields = json_safe(fields)  # NaN/inf inside design/labels/metadata: JSON columns refuse them
@@ -292,7 +271,9 @@ def delete(ctx: CallContext, req: Request) -> dict:
 
 @endpoint("models.add_or_update_metadata")
 def add_or_update_metadata(ctx: CallContext, req: Request) -> dict:
-    items = _metadata(req.list("metadata", required=True))
+    items = req.list("metadata", required=True)
+    schema.check(schema.REQUESTS["models.add_or_update_metadata"].fields["metadata"], items, "metadata")
+    items = _metadata(items)
     with ctx.store.tx() as conn:
         doc = load(ctx, conn, req.id("model", "model"))
         base = {} if req.bool("replace_metadata") else dict(doc.get("metadata") or {})

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import delete, select
 
-from server import errors, query
+from server import errors, query, schema
 from server.registry import CallContext, Request, endpoint
 from server.storage import tables as t
 from server.storage.store import new_id
@@ -59,6 +59,7 @@ def _insert(ctx: CallContext, conn, fields: dict) -> str:
 
 @endpoint("projects.create")
 def create(ctx: CallContext, req: Request) -> dict:
+    schema.check(schema.PROJECT, {k: req.body.get(k) for k in schema.PROJECT.fields})
     name = normalize_name(req.str("name", required=True))
     if not name:
         raise errors.missing_field("name")
@@ -100,6 +101,7 @@ def get_all(ctx: CallContext, req: Request) -> dict:
 def update_project(ctx: CallContext, req: Request) -> dict:
     with ctx.store.tx() as conn:
         doc = get_project(ctx, conn, req.id("project", "project"))
+        schema.check(schema.PROJECT, {k: req.body.get(k) for k in schema.PROJECT.fields})
         fields = {}
         for key in ("name", "description", "default_output_destination"):
             if key in req:

@@ -5,7 +5,7 @@ import time
 
 from sqlalchemy import bindparam, delete, func, select, update
 
-from server import errors, query, status
+from server import errors, query, schema, status
 from server.registry import CallContext, Request, endpoint
 from server.services import taskdoc
 from server.storage import tables as t
@@ -153,6 +153,13 @@ def update_queue(ctx: CallContext, req: Request) -> dict:
     with ctx.store.tx() as conn:
         doc = load_queue(ctx, conn, req.id("queue", "queue"))
         fields = {k: req.body[k] for k in ("name", "display_name", "tags", "system_tags") if k in req}
+        schema.check(schema.QUEUE, fields)
+        if "name" in fields:
+            fields["name"] = fields["name"].strip()
+            if not fields["name"]:
+                raise errors.missing_field("name")
+            if find_queue_by_name(conn, fields["name"]) not in (None, doc["id"]):
+                raise errors.APIError(400, 702, f"Queue with the same name already exists: name={fields['name']}")
         doc.update(fields)
         doc["last_update"] = clock.iso()
         ctx.store.save(conn, t.queues, doc)

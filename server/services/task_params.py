@@ -1,7 +1,7 @@
 """tasks.*_hyper_params and tasks.*_configuration(s)."""
 from __future__ import annotations
 
-from server import errors
+from server import errors, schema
 from server.registry import CallContext, Request, endpoint
 from server.services import taskdoc
 
@@ -40,16 +40,16 @@ def get_hyper_params(ctx: CallContext, req: Request) -> dict:
     return {"params": out}
 
 
-def _param_items(req: Request, key: str) -> list[dict]:
+def _param_items(ctx: CallContext, req: Request, key: str) -> list[dict]:
+    """The request's list of items under `key`, checked against its spec in server/schema.py."""
     items = req.list(key, required=True)
-    if not all(isinstance(i, dict) for i in items):
-        raise errors.validation(f"{key} must be a list of objects")
+    schema.check(schema.REQUESTS[ctx.endpoint].fields[key], items, key)
     return items
 
 
 @endpoint("tasks.edit_hyper_params")
 def edit_hyper_params(ctx: CallContext, req: Request) -> dict:
-    items = _param_items(req, "hyperparams")
+    items = _param_items(ctx, req, "hyperparams")
     replace = req.str("replace_hyperparams", "none")
 
     def fn(doc: dict) -> int:
@@ -75,7 +75,7 @@ def edit_hyper_params(ctx: CallContext, req: Request) -> dict:
 
 @endpoint("tasks.delete_hyper_params")
 def delete_hyper_params(ctx: CallContext, req: Request) -> dict:
-    items = _param_items(req, "hyperparams")
+    items = _param_items(ctx, req, "hyperparams")
 
     def fn(doc: dict) -> int:
         params = {k: dict(v) for k, v in (doc.get("hyperparams") or {}).items()}
@@ -112,7 +112,7 @@ def get_configuration_names(ctx: CallContext, req: Request) -> dict:
 
 @endpoint("tasks.edit_configuration")
 def edit_configuration(ctx: CallContext, req: Request) -> dict:
-    items = _param_items(req, "configuration")
+    items = _param_items(ctx, req, "configuration")
 
     def fn(doc: dict) -> int:
         config = {} if req.bool("replace_configuration") else dict(doc.get("configuration") or {})

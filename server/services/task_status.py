@@ -190,9 +190,10 @@ def reset(ctx: CallContext, req: Request) -> dict:
         deleted_events = delete_task_events(conn, task_id)
         for key in _RESET_CLEARED:
             doc.pop(key, None)
-        execution = {k: v for k, v in (doc.get("execution") or {}).items() if k != "queue"}
-        execution["artifacts"] = [a for a in execution.get("artifacts") or [] if a.get("mode") == "input"]
-        models = {**(doc.get("models") or {}), "output": []}
+        old_execution = doc.get("execution") if isinstance(doc.get("execution"), dict) else {}
+        execution = {k: v for k, v in old_execution.items() if k != "queue"}
+        execution["artifacts"] = [a for a in taskdoc.artifacts(old_execution) if a.get("mode") == "input"]
+        models = {**(doc.get("models") if isinstance(doc.get("models"), dict) else {}), "output": []}
         extra = {"last_metrics": {}, "last_iteration": 0, "runtime": {}, "models": models,
                  "execution": execution, "active_duration": 0}
         if req.bool("clear_all"):

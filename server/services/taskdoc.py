@@ -1,7 +1,10 @@
-"""Task documents: their default shape, loading, and status changes with side effects."""
+"""Task documents: their default shape, loading, and status changes with side effects; and the
+parts read defensively (artifacts) or cleaned before they are stored (repository URLs)."""
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from server import errors, status
 from server.registry import CallContext
@@ -108,3 +111,47 @@ def public_view(ctx: CallContext, doc: dict) -> dict:
             execution["docker_cmd"] = " ".join(p for p in (image, container.get("arguments") or "") if p)
             out["execution"] = execution
     return out
+
+
+def artifacts(execution: Any) -> list[dict]:
+    """The artifacts of a task's `execution`, skipping what is not an artifact (documents written
+    before fields were type-checked may hold anything there)."""
+    items = execution.get("artifacts") if isinstance(execution, dict) else None
+    return [a for a in items if isinstance(a, dict)] if isinstance(items, list) else []
+
+
+_SCP_LIKE = re.compile(r"^(?P<user>[^@/:]+(?::[^@/]*)?)@(?P<rest>[^@]+)$")  # user[:secret]@host:path
+CREDENTIALS_REMOVED = ("script.repository: credentials were removed from the repository URL (every key can "
+                       "read a task); agents clone with their own git credentials (agent git settings)")
+
+
+def strip_credentials(url: str) -> str:
+    """`url` without secrets: http(s) and other URLs lose their user info; ssh keeps the user name
+    (`git@host` is how ssh picks the account) but loses any password."""
+    if "@" not in url:
+        return url
+    if "://" not in url:
+        match = _SCP_LIKE.match(url)
+        return f"{match['user'].split(':', 1)[0]}@{match['rest']}" if match else url
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return url
+    if "@" not in parts.netloc or host is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    if parts.scheme.endswith("ssh") and parts.username:
+        netloc = f"{parts.username}@{netloc}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def scrub_repository(script: Any, warnings: list[str]) -> Any:
+    """`script` with credentials stripped from its repository URL; a warning is added if any were."""
+    if not isinstance(script, dict) or not isinstance(script.get("repository"), str):
+        return script
+    clean = strip_credentials(script["repository"])
+    if clean == script["repository"]:
+        return script
+    warnings.append(CREDENTIALS_REMOVED)
+    return {**script, "repository": clean}

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import delete as sql_delete
 
-from server import errors, query, status
+from server import errors, query, schema, status
 from server.registry import CallContext, Request, endpoint
 from server.services import taskdoc
 from server.services.events import delete_task_events
@@ -19,35 +19,19 @@ _CREATE_FIELDS = ("name", "type", "comment", "parent", "project", "tags", "syste
                   "output")
 
 
-def _validate_fields(fields: dict[str, Any]) -> None:
-    kinds = {"name": str, "type": str, "comment": str, "parent": str, "project": str, "tags": list,
-             "system_tags": list, "script": dict, "execution": dict, "hyperparams": dict,
-             "configuration": dict, "runtime": dict, "container": dict, "models": dict, "output": dict}
-    for key, value in fields.items():
-        expected = kinds.get(key)
-        if expected and value is not None and not isinstance(value, expected):
-            raise errors.validation(f"field '{key}' must be {'an object' if expected is dict else expected.__name__}")
-    if fields.get("type") is not None and fields["type"] not in status.TASK_TYPES:
-        raise errors.validation(f"invalid task type '{fields['type']}' (one of {', '.join(status.TASK_TYPES)})")
-    for section in ("hyperparams", "configuration"):
-        for key, value in (fields.get(section) or {}).items():
-            if not isinstance(value, dict):
-                raise errors.validation(f"{section}.{key} must be an object")
-
-
-def _incoming_fields(ctx: CallContext, req: Request) -> dict[str, Any]:
+def _incoming_fields(ctx: CallContext, req: Request, warnings: list[str]) -> dict[str, Any]:
+    """The task fields in the request, type-checked; credentials in a repository URL are
+    removed (and the caller warned)."""
     fields = {k: req.body[k] for k in _CREATE_FIELDS if req.body.get(k) is not None}
-    _validate_fields(fields)
+    schema.check(schema.TASK, fields)
     if req.body.get("output_dest") is not None:
         fields.setdefault("output", {})["destination"] = req.str("output_dest")
     execution = fields.get("execution")
     if execution and execution.get("docker_cmd") and "container" not in fields:
         image, _, args = str(execution["docker_cmd"]).strip().partition(" ")
         fields["container"] = {"image": image, "arguments": args.strip()}
-    if fields.get("script") is not None:
-        reqs = fields["script"].get("requirements")
-        if reqs is not None and not isinstance(reqs, dict):
-            raise errors.validation("script.requirements must be an object ({pip, conda, ...})")
+    if fields.get("script"):
+        fields["script"] = taskdoc.scrub_repository(fields["script"], warnings)
     return fields
 
 
@@ -55,14 +39,20 @@ def _incoming_fields(ctx: CallContext, req: Request) -> dict[str, Any]:
 def create(ctx: CallContext, req: Request) -> dict:
     name = req.str("name", required=True)
     req.str("type", required=True)
-    fields = _incoming_fields(ctx, req)
+    warnings: list[str] = []
+    fields = _incoming_fields(ctx, req, warnings)
     task_id = new_id()
     with ctx.store.tx() as conn:
         if fields.get("project"):
             get_project(ctx, conn, fields["project"])
         doc = taskdoc.new_task_doc(ctx, task_id, {**fields, "name": name})
         ctx.store.insert(conn, t.tasks, doc)
-    return {"id": task_id}
+    return _with_warnings({"id": task_id}, warnings)
+
+
+def _with_warnings(data: dict, warnings: list[str]) -> dict:
+    """`warnings` in the response data: clients that do not know the field ignore it."""
+    return {**data, "warnings": warnings} if warnings else data
 
 
 @endpoint("tasks.get_by_id")
@@ -103,7 +93,8 @@ def _apply_edit(doc: dict, fields: dict[str, Any]) -> None:
 @endpoint("tasks.update")
 def edit(ctx: CallContext, req: Request) -> dict:
     task_id = req.id("task", "task")
-    fields = _incoming_fields(ctx, req)
+    warnings: list[str] = []
+    fields = _incoming_fields(ctx, req, warnings)
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
         taskdoc.require_editable(doc, req.bool("force") or ctx.endpoint == "tasks.update")
@@ -112,7 +103,7 @@ def edit(ctx: CallContext, req: Request) -> dict:
         _apply_edit(doc, fields)
         taskdoc.touch(ctx, doc)
         ctx.store.save(conn, t.tasks, doc)
-    return {"updated": 1, "fields": fields}
+    return _with_warnings({"updated": 1, "fields": fields}, warnings)
 
 
 @endpoint("tasks.clone")
@@ -120,9 +111,9 @@ def clone(ctx: CallContext, req: Request) -> dict:
     source_id = req.id("task", "task")
     with ctx.store.tx() as conn:
         source = taskdoc.load(ctx, conn, source_id)
-        execution = copy.deepcopy(source.get("execution") or {})
+        execution = copy.deepcopy(source["execution"]) if isinstance(source.get("execution"), dict) else {}
         execution.pop("queue", None)
-        execution["artifacts"] = [a for a in execution.get("artifacts") or [] if a.get("mode") != "output"]
+        execution["artifacts"] = [a for a in taskdoc.artifacts(execution) if a.get("mode") != "output"]
         execution.update(req.dict("execution_overrides") or {})
         project = req.str("new_task_project") or source.get("project")
         if req.str("new_project_name"):
@@ -135,7 +126,7 @@ def clone(ctx: CallContext, req: Request) -> dict:
             "system_tags": req.str_list("new_task_system_tags", [
                 tag for tag in source.get("system_tags") or [] if tag not in ("development", "archived")]),
             "parent": req.str("new_task_parent") or source.get("parent") or source["id"],
-            "script": copy.deepcopy(source.get("script") or {}),
+            "script": taskdoc.scrub_repository(copy.deepcopy(source.get("script") or {}), []),
             "hyperparams": req.dict("new_task_hyperparams", copy.deepcopy(source.get("hyperparams") or {})),
             "configuration": req.dict("new_task_configuration",
                                       copy.deepcopy(source.get("configuration") or {})),
@@ -147,7 +138,7 @@ def clone(ctx: CallContext, req: Request) -> dict:
                                          copy.deepcopy((source.get("models") or {}).get("input") or [])),
                        "output": []},
         }
-        _validate_fields(fields)
+        schema.check(schema.TASK, fields)
         new_task = new_id()
         ctx.store.insert(conn, t.tasks, taskdoc.new_task_doc(ctx, new_task, fields))
     return {"id": new_task, "new_project": None}
@@ -202,12 +193,20 @@ def _edit_part(ctx: CallContext, req: Request, mutate, *, any_status: bool = Fal
 @endpoint("tasks.set_requirements")
 def set_requirements(ctx: CallContext, req: Request) -> dict:
     requirements = req.dict("requirements", required=True)
+    schema.check(schema.SCRIPT.fields["requirements"], requirements, "requirements")
 
     def mutate(doc: dict) -> dict:
         doc["script"] = {**(doc.get("script") or {}), "requirements": requirements}
         return {"updated": 1, "fields": {"script.requirements": requirements}}
 
     return _edit_part(ctx, req, mutate, any_status=True)
+
+
+def _items(ctx: CallContext, req: Request, key: str) -> list[dict]:
+    """The request's list under `key`, checked against the endpoint's spec in server/schema.py."""
+    items = req.list(key, required=True)
+    schema.check(schema.REQUESTS[ctx.endpoint].fields[key], items, key)
+    return items
 
 
 def _upsert(items: list[dict], new: list[dict], key) -> list[dict]:
@@ -227,15 +226,13 @@ def _artifact_key(art: dict) -> tuple:
 
 @endpoint("tasks.add_or_update_artifacts")
 def add_artifacts(ctx: CallContext, req: Request) -> dict:
-    artifacts = req.list("artifacts", required=True)
-    if not all(isinstance(a, dict) and a.get("key") for a in artifacts):
-        raise errors.validation("each artifact needs a 'key'")
+    artifacts = _items(ctx, req, "artifacts")
     for art in artifacts:
         art.setdefault("mode", "output")
 
     def mutate(doc: dict) -> dict:
         execution = dict(doc.get("execution") or {})
-        execution["artifacts"] = _upsert(list(execution.get("artifacts") or []), artifacts, _artifact_key)
+        execution["artifacts"] = _upsert(taskdoc.artifacts(execution), artifacts, _artifact_key)
         doc["execution"] = execution
         return {"updated": len(artifacts)}
 
@@ -244,11 +241,11 @@ def add_artifacts(ctx: CallContext, req: Request) -> dict:
 
 @endpoint("tasks.delete_artifacts")
 def delete_artifacts(ctx: CallContext, req: Request) -> dict:
-    wanted = {(a.get("key"), a.get("mode") or "output") for a in req.list("artifacts", required=True)}
+    wanted = {(a.get("key"), a.get("mode") or "output") for a in _items(ctx, req, "artifacts")}
 
     def mutate(doc: dict) -> dict:
         execution = dict(doc.get("execution") or {})
-        before = execution.get("artifacts") or []
+        before = taskdoc.artifacts(execution)
         execution["artifacts"] = [a for a in before if _artifact_key(a) not in wanted]
         doc["execution"] = execution
         return {"deleted": len(before) - len(execution["artifacts"])}
@@ -276,7 +273,7 @@ def add_model(ctx: CallContext, req: Request) -> dict:
 
 @endpoint("tasks.delete_models")
 def delete_models(ctx: CallContext, req: Request) -> dict:
-    wanted = {(m.get("name"), m.get("type")) for m in req.list("models", required=True)}
+    wanted = {(m.get("name"), m.get("type")) for m in _items(ctx, req, "models")}
 
     def mutate(doc: dict) -> dict:
         models = {"input": [], "output": [], **(doc.get("models") or {})}

@@ -2,7 +2,7 @@
 reported within its `timeout` disappears from listings, as with the reference server."""
 from __future__ import annotations
 
-from server import errors
+from server import errors, schema
 from server.registry import CallContext, Request, endpoint
 from server.storage import tables as t
 from shipyard import clock
@@ -37,6 +37,7 @@ def _upsert(ctx: CallContext, conn, worker_id: str, update: dict) -> dict:
 @endpoint("workers.register")
 def register(ctx: CallContext, req: Request) -> dict:
     worker = req.str("worker", required=True)
+    schema.check(schema.WORKER, req.body)
     update = {"timeout": req.int("timeout", DEFAULT_TIMEOUT_S), "tags": req.str_list("tags", []),
               "system_tags": req.str_list("system_tags", []), "ip": ctx.extra.get("client_ip", "")}
     with ctx.store.tx() as conn:
@@ -55,6 +56,7 @@ def unregister(ctx: CallContext, req: Request) -> dict:
 @endpoint("workers.status_report")
 def status_report(ctx: CallContext, req: Request) -> dict:
     worker = req.str("worker", required=True)
+    schema.check(schema.WORKER_REPORT, req.body)
     now = clock.iso()
     update: dict = {"last_report_time": now, "machine_stats": req.dict("machine_stats", {})}
     task_id = req.str("task")

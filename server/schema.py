@@ -1,0 +1,438 @@
+"""Field types of what the API stores, in one declarative table.
+
+The types follow the reference ClearML server's schema (apiserver/schema/services/*.conf:
+tasks, models, projects, queues, workers, events); Shipyard only adds the fields it stores
+itself. Write paths check what they are about to store against this table, so a value of
+the wrong type is refused with a 400 naming the field instead of being stored and breaking
+every later read. `/openapi.json` (server/services/openapi.py) publishes the same table.
+
+    Spec, STR, INT, NUM, BOOL, ANY,     the building blocks: each spec checks a value
+    Enum, Obj, ListOf, MapOf, AnyOf     (`problem`) and describes itself (`json_schema`)
+    TASK, MODEL, PROJECT, QUEUE,        the documents' writable fields
+    WORKER_REPORT, EVENTS
+    GET_ALL                             the get_all query fields (checked by server/query.py)
+    REQUESTS                            endpoint -> request body, where known
+    check(spec, value)                  raise errors.validation naming the first bad field
+    too_deep(value)                     nesting beyond MAX_DEPTH (what JSON columns can store)
+
+Conventions: an object's unknown fields pass through untouched (clients send fields we do
+not know); a declared field that is null counts as absent; list items and map values must
+match their spec (null included), because readers iterate them.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from server import errors, status
+
+MAX_DEPTH = 100  # below orjson's 255-level limit and Python's recursion limit, far above real documents
+_JSON_TYPE = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object",
+              list: "array", type(None): "null"}
+
+
+def _kind(value: Any) -> str:
+    return _JSON_TYPE.get(type(value), type(value).__name__)
+
+
+def _show(path: str) -> str:
+    return path if len(path) <= 120 else path[:117] + "..."
+
+
+class Spec:
+    """A value's expected type: `problem` says what is wrong (or None), `json_schema` describes it."""
+
+    label = "a value"
+
+    def problem(self, value: Any, path: str) -> str | None:
+        raise NotImplementedError
+
+    def json_schema(self) -> dict:
+        raise NotImplementedError
+
+    def _wrong(self, value: Any, path: str) -> str:
+        return f"field '{_show(path)}' must be {self.label}, got {_kind(value)}"
+
+
+class Scalar(Spec):
+    def __init__(self, label: str, kinds: tuple[type, ...], schema: dict):
+        self.label, self.kinds, self.schema = label, kinds, schema
+
+    def problem(self, value: Any, path: str) -> str | None:
+        if type(value) is bool and bool not in self.kinds or not isinstance(value, self.kinds):
+            return self._wrong(value, path)
+        return None
+
+    def json_schema(self) -> dict:
+        return dict(self.schema)
+
+
+STR = Scalar("a string", (str,), {"type": "string"})
+INT = Scalar("an integer", (int,), {"type": "integer", "format": "int64"})
+NUM = Scalar("a number", (int, float), {"type": "number"})
+BOOL = Scalar("a boolean", (bool,), {"type": "boolean"})
+NULL = Scalar("null", (type(None),), {"type": "null"})
+# Request flags: documented as booleans, but Request.bool also takes "true"/"1"/0 (query strings).
+FLAG = Scalar("a boolean", (bool, int, str), {"type": "boolean"})
+
+
+class Enum(Spec):
+    def __init__(self, *values: str):
+        self.values = values
+        self.label = "one of " + ", ".join(values)
+
+    def problem(self, value: Any, path: str) -> str | None:
+        return None if isinstance(value, str) and value in self.values else self._wrong(value, path)
+
+    def json_schema(self) -> dict:
+        return {"type": "string", "enum": list(self.values)}
+
+
+class _Any(Spec):
+    """Any JSON value, nested at most MAX_DEPTH levels."""
+
+    label = "a JSON value"
+
+    def problem(self, value: Any, path: str) -> str | None:
+        if too_deep(value):
+            return f"field '{_show(path)}' is nested deeper than {MAX_DEPTH} levels"
+        return None
+
+    def json_schema(self) -> dict:
+        return {}
+
+
+ANY = _Any()
+
+
+class AnyOf(Spec):
+    def __init__(self, *options: Spec):
+        self.options = options
+        self.label = " or ".join(o.label for o in options)
+
+    def problem(self, value: Any, path: str) -> str | None:
+        problems = [o.problem(value, path) for o in self.options]
+        if all(problems):
+            # a value of a matching kind reports its own inner problem; otherwise the whole choice
+            inner = [p for p, o in zip(problems, self.options) if _same_kind(o, value)]
+            return inner[0] if inner else self._wrong(value, path)
+        return None
+
+    def json_schema(self) -> dict:
+        return {"anyOf": [o.json_schema() for o in self.options]}
+
+
+def _same_kind(spec: Spec, value: Any) -> bool:
+    return (isinstance(spec, (Obj, MapOf)) and type(value) is dict) or (isinstance(spec, ListOf) and type(value) is list)
+
+
+class ListOf(Spec):
+    def __init__(self, item: Spec):
+        self.item = item
+        self.label = "a list"
+
+    def problem(self, value: Any, path: str) -> str | None:
+        if type(value) is not list:
+            return self._wrong(value, path)
+        for index, item in enumerate(value):
+            found = self.item.problem(item, f"{path}[{index}]")
+            if found:
+                return found
+        return None
+
+    def json_schema(self) -> dict:
+        return {"type": "array", "items": self.item.json_schema()}
+
+
+class Obj(Spec):
+    """An object with known fields (null = absent); other fields must match `extra`."""
+
+    label = "an object"
+
+    def __init__(self, fields: dict[str, Spec] | None = None, *, required: Iterable[str] = (),
+                 extra: Spec = ANY):
+        self.fields = dict(fields or {})
+        self.required = tuple(required)
+        self.extra = extra
+
+    def problem(self, value: Any, path: str) -> str | None:
+        if type(value) is not dict:
+            return self._wrong(value, path)
+        prefix = f"{path}." if path else ""
+        for key in self.required:
+            if value.get(key) is None:
+                return f"field '{_show(prefix + key)}' is required"
+        for key, item in value.items():
+            spec = self.fields.get(key)
+            if spec is None:
+                spec = self.extra
+            elif item is None:
+                continue
+            found = spec.problem(item, prefix + str(key))
+            if found:
+                return found
+        return None
+
+    def json_schema(self) -> dict:
+        schema: dict[str, Any] = {"type": "object"}
+        if self.fields:
+            schema["properties"] = {k: v.json_schema() for k, v in self.fields.items()}
+        if self.required:
+            schema["required"] = list(self.required)
+        if self.extra is not ANY:
+            schema["additionalProperties"] = self.extra.json_schema()
+        return schema
+
+    def with_fields(self, fields: dict[str, Spec], required: Iterable[str] = ()) -> "Obj":
+        return Obj({**self.fields, **fields}, required=(*self.required, *required), extra=self.extra)
+
+
+class MapOf(Obj):
+    """An object whose every value matches `value` (keys are free)."""
+
+    def __init__(self, value: Spec):
+        super().__init__(extra=value)
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether `value` nests lists/objects more than `limit` levels (iterative: never recurses)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if type(node) is dict else node if type(node) is list else ()
+        for child in children:
+            if type(child) is dict or type(child) is list:
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def check(spec: Spec, value: Any, path: str = "") -> None:
+    """Raise the protocol's validation error (400/12) for the first field of `value` that does
+    not match `spec`."""
+    found = spec.problem(value, path)
+    if found:
+        raise errors.validation(found)
+
+
+# -- the documents --------------------------------------------------------------------------
+
+SCALAR = AnyOf(STR, NUM, BOOL)
+STRS = ListOf(STR)
+TAGS = STRS
+METADATA_ITEM = Obj({"key": STR, "type": STR, "value": SCALAR})
+METADATA = AnyOf(MapOf(METADATA_ITEM), ListOf(METADATA_ITEM))
+
+SCRIPT = Obj({
+    "binary": STR, "repository": STR, "tag": STR, "branch": STR, "version_num": STR,
+    "entry_point": STR, "working_dir": STR, "diff": STR,
+    "requirements": MapOf(AnyOf(STR, STRS, NULL)),  # {pip, conda, org_pip, ...}: a text or its lines
+})
+ARTIFACT = Obj({
+    "key": STR, "type": STR, "mode": Enum("input", "output"), "uri": STR, "content_size": INT,
+    "hash": STR, "timestamp": INT,
+    "type_data": Obj({"preview": STR, "content_type": STR, "data_hash": STR}),
+    "display_data": ListOf(ListOf(SCALAR)),
+}, required=("key",))
+EXECUTION = Obj({
+    "queue": STR, "parameters": MapOf(ANY), "model": STR, "model_desc": AnyOf(MapOf(ANY), STR),
+    "model_labels": MapOf(INT), "framework": STR, "docker_cmd": STR, "artifacts": ListOf(ARTIFACT),
+})
+TASK_MODEL = Obj({"name": STR, "model": STR, "updated": STR})
+TASK_MODELS = Obj({"input": ListOf(TASK_MODEL), "output": ListOf(TASK_MODEL)})
+OUTPUT = Obj({"destination": STR, "model": STR, "result": STR, "error": STR})
+PARAM = Obj({"section": STR, "name": STR, "value": SCALAR, "type": STR, "description": STR})
+HYPERPARAMS = MapOf(MapOf(PARAM))
+CONFIG_ITEM = Obj({"name": STR, "value": STR, "type": STR, "description": STR})
+CONFIGURATION = MapOf(CONFIG_ITEM)
+
+TASK = Obj({
+    "name": STR, "type": Enum(*status.TASK_TYPES), "comment": STR, "parent": STR, "project": STR,
+    "tags": TAGS, "system_tags": TAGS, "script": SCRIPT, "execution": EXECUTION,
+    "hyperparams": HYPERPARAMS, "configuration": CONFIGURATION, "runtime": MapOf(ANY),
+    "container": MapOf(AnyOf(STR, NULL)),
+    "models": TASK_MODELS, "output": OUTPUT,
+})
+MODEL = Obj({
+    "name": STR, "uri": STR, "framework": STR, "comment": STR, "project": STR, "task": STR,
+    "parent": STR, "labels": MapOf(INT), "design": AnyOf(MapOf(ANY), STR), "tags": TAGS,
+    "system_tags": TAGS, "ready": BOOL, "metadata": METADATA, "last_iteration": INT,
+})
+PROJECT = Obj({"name": STR, "description": STR, "tags": TAGS, "system_tags": TAGS,
+               "default_output_destination": STR})
+QUEUE = Obj({"name": STR, "display_name": STR, "tags": TAGS, "system_tags": TAGS, "metadata": METADATA})
+MACHINE_STATS = Obj({
+    **{key: ListOf(NUM) for key in ("cpu_usage", "gpu_usage", "gpu_memory_free", "gpu_memory_used",
+                                    "cpu_temperature", "gpu_temperature")},
+    **{key: NUM for key in ("memory_used", "memory_free", "network_tx", "network_rx", "disk_free_home",
+                            "disk_free_temp", "disk_read", "disk_write")},
+})
+WORKER = Obj({"worker": STR, "timeout": INT, "queues": STRS, "tags": TAGS, "system_tags": TAGS},
+             required=("worker",))
+WORKER_REPORT = Obj({"worker": STR, "task": STR, "queue": STR, "queues": STRS, "tags": TAGS,
+                     "timestamp": INT, "machine_stats": MACHINE_STATS}, required=("worker",))
+
+_EVENT = Obj({"timestamp": NUM, "task": STR, "iter": INT, "metric": STR, "variant": STR, "worker": STR,
+              "model_event": BOOL}, required=("task", "type"))
+EVENTS = {
+    "training_stats_scalar": _EVENT.with_fields({"type": Enum("training_stats_scalar"), "value": NUM,
+                                                 "x_axis_label": STR}),
+    "training_stats_vector": _EVENT.with_fields({"type": Enum("training_stats_vector"), "values": ListOf(NUM)}),
+    "training_debug_image": _EVENT.with_fields({"type": Enum("training_debug_image"), "key": STR, "url": STR}),
+    "plot": _EVENT.with_fields({"type": Enum("plot"), "plot_str": STR, "skip_validation": BOOL}),
+    "log": _EVENT.with_fields({"type": Enum("log"), "level": STR, "msg": SCALAR}),
+}
+EVENT = AnyOf(*EVENTS.values())
+
+# -- the requests ---------------------------------------------------------------------------
+
+PATTERN = Obj({"pattern": STR, "fields": STRS, "datetime": AnyOf(STR, STRS)})
+GET_ALL = Obj({
+    "id": AnyOf(STR, STRS), "name": STR, "tags": AnyOf(STR, STRS), "system_tags": AnyOf(STR, STRS),
+    "only_fields": AnyOf(STR, STRS), "order_by": AnyOf(STR, STRS), "page": INT, "page_size": INT,
+    "search_hidden": FLAG, "_any_": PATTERN, "_all_": PATTERN,
+})
+TASK_REF = {"task": STR}
+STATUS_CHANGE = {"task": STR, "force": FLAG, "status_reason": STR, "status_message": STR, "attempt": INT}
+VARIANTS = AnyOf(STR, STRS, NULL)
+METRICS_FILTER = AnyOf(ListOf(AnyOf(STR, Obj({"metric": STR, "variants": VARIANTS}, required=("metric",)))),
+                       MapOf(VARIANTS))
+HISTOGRAM = {"task": STR, "metrics": METRICS_FILTER, "key": Enum("iter", "timestamp", "iso_time"),
+             "samples": INT}
+MOVE = Obj({"queue": STR, "task": STR, "count": INT}, required=("queue", "task"))
+
+
+def _req(fields: dict[str, Spec], *required: str) -> Obj:
+    return Obj(fields, required=required)
+
+
+def _task_write(**extra: Spec) -> dict[str, Spec]:
+    return {**TASK.fields, **extra}
+
+
+REQUESTS: dict[str, Obj] = {
+    "auth.login": _req({"expiration_sec": INT}),
+    "auth.create_credentials": _req({"label": STR, "expires_in_s": NUM}),
+    "auth.extend_credentials": _req({"access_key": STR, "expires_in_s": NUM}, "access_key"),
+    "auth.revoke_credentials": _req({"access_key": STR}, "access_key"),
+    "debug.ping": _req({}),
+    "server.info": _req({}),
+    "users.get_current_user": _req({}),
+    "users.get_all": _req({}),
+    "tasks.create": _req(_task_write(output_dest=STR), "name", "type"),
+    "tasks.edit": _req(_task_write(task=STR, force=FLAG), "task"),
+    "tasks.update": _req(_task_write(task=STR, force=FLAG), "task"),
+    "tasks.get_by_id": _req(TASK_REF, "task"),
+    "tasks.get_all": GET_ALL.with_fields({"project": STRS, "status": STRS, "type": STRS, "parent": STRS}),
+    "tasks.clone": _req({
+        "task": STR, "new_task_name": STR, "new_task_comment": STR, "new_task_tags": STRS,
+        "new_task_system_tags": STRS, "new_task_parent": STR, "new_task_project": STR, "new_project_name": STR,
+        "new_task_hyperparams": HYPERPARAMS, "new_task_configuration": CONFIGURATION,
+        "new_task_container": TASK.fields["container"], "new_task_input_models": ListOf(TASK_MODEL),
+        "execution_overrides": EXECUTION}, "task"),
+    "tasks.delete": _req({"task": STR, "force": FLAG}, "task"),
+    "tasks.archive": _req({"tasks": STRS}, "tasks"),
+    "tasks.archive_many": _req({"ids": STRS}, "ids"),
+    "tasks.unarchive_many": _req({"ids": STRS}, "ids"),
+    "tasks.set_requirements": _req({"task": STR, "requirements": SCRIPT.fields["requirements"]},
+                                   "task", "requirements"),
+    "tasks.add_or_update_artifacts": _req({"task": STR, "artifacts": ListOf(ARTIFACT), "force": FLAG},
+                                          "task", "artifacts"),
+    "tasks.delete_artifacts": _req({"task": STR, "artifacts": ListOf(Obj({"key": STR, "mode": STR})),
+                                    "force": FLAG}, "task", "artifacts"),
+    "tasks.add_or_update_model": _req({"task": STR, "name": STR, "model": STR, "type": Enum("input", "output"),
+                                       "iteration": INT}, "task", "name", "model", "type"),
+    "tasks.delete_models": _req({"task": STR, "models": ListOf(Obj({"name": STR, "type": STR}))},
+                                "task", "models"),
+    "tasks.get_hyper_params": _req({"tasks": STRS}, "tasks"),
+    "tasks.edit_hyper_params": _req({"task": STR, "hyperparams": ListOf(PARAM), "force": FLAG,
+                                     "replace_hyperparams": Enum("none", "section", "all")}, "task", "hyperparams"),
+    "tasks.delete_hyper_params": _req({"task": STR, "hyperparams": ListOf(Obj({"section": STR, "name": STR})),
+                                       "force": FLAG}, "task", "hyperparams"),
+    "tasks.get_configurations": _req({"tasks": STRS, "names": STRS}, "tasks"),
+    "tasks.get_configuration_names": _req({"tasks": STRS}, "tasks"),
+    "tasks.edit_configuration": _req({"task": STR, "configuration": ListOf(CONFIG_ITEM), "force": FLAG,
+                                      "replace_configuration": FLAG}, "task", "configuration"),
+    "tasks.delete_configuration": _req({"task": STR, "configuration": STRS, "force": FLAG},
+                                       "task", "configuration"),
+    **{name: _req(STATUS_CHANGE, "task") for name in (
+        "tasks.started", "tasks.stopped", "tasks.failed", "tasks.close", "tasks.stop", "tasks.ping")},
+    "tasks.completed": _req({**STATUS_CHANGE, "publish": FLAG}, "task"),
+    "tasks.publish": _req({**STATUS_CHANGE, "publish_model": FLAG}, "task"),
+    "tasks.enqueue": _req({**STATUS_CHANGE, "queue": STR, "queue_name": STR}, "task"),
+    "tasks.dequeue": _req({**STATUS_CHANGE, "new_status": Enum(*status.ALL)}, "task"),
+    "tasks.reset": _req({**STATUS_CHANGE, "clear_all": FLAG}, "task"),
+    "tasks.record_exit": _req({"task": STR, "attempt": INT, "exit_code": INT}, "task", "attempt", "exit_code"),
+    "tasks.renew_lease": _req({"task": STR, "attempt": INT, "lease_s": NUM}, "task", "attempt"),
+    "tasks.release": _req({"task": STR, "attempt": INT, "retry": FLAG, "reason": STR}, "task", "attempt"),
+    "models.create": _req(MODEL.fields, "name"),
+    "models.edit": _req({**MODEL.fields, "model": STR}, "model"),
+    "models.update": _req({**MODEL.fields, "model": STR}, "model"),
+    "models.update_for_task": _req({**{k: MODEL.fields[k] for k in ("uri", "name", "comment", "tags",
+                                                                    "system_tags")},
+                                    "task": STR, "override_model_id": STR, "iteration": INT}, "task"),
+    "models.get_by_id": _req({"model": STR}, "model"),
+    "models.get_by_task_id": _req(TASK_REF, "task"),
+    "models.get_all": GET_ALL.with_fields({"project": STRS, "task": STRS, "ready": FLAG, "framework": STRS,
+                                           "user": STRS, "uri": STRS}),
+    "models.set_ready": _req({"model": STR, "publish_task": FLAG, "force_publish_task": FLAG}, "model"),
+    "models.publish": _req({"model": STR, "publish_task": FLAG, "force_publish_task": FLAG}, "model"),
+    "models.delete": _req({"model": STR, "force": FLAG}, "model"),
+    "models.add_or_update_metadata": _req({"model": STR, "metadata": ListOf(METADATA_ITEM),
+                                           "replace_metadata": FLAG}, "model", "metadata"),
+    "models.delete_metadata": _req({"model": STR, "keys": STRS}, "model", "keys"),
+    "models.archive_many": _req({"ids": STRS}, "ids"),
+    "models.unarchive_many": _req({"ids": STRS}, "ids"),
+    "models.get_frameworks": _req({"projects": STRS}),
+    "projects.create": _req(PROJECT.fields, "name"),
+    "projects.update": _req({**PROJECT.fields, "project": STR}, "project"),
+    "projects.get_by_id": _req({"project": STR}, "project"),
+    "projects.get_all": GET_ALL.with_fields({"parent": STRS, "shallow_search": FLAG}),
+    "projects.delete": _req({"project": STR, "force": FLAG, "delete_contents": FLAG}, "project"),
+    "queues.create": _req({k: QUEUE.fields[k] for k in ("name", "display_name", "tags", "system_tags")}, "name"),
+    "queues.update": _req({**QUEUE.fields, "queue": STR}, "queue"),
+    "queues.get_by_id": _req({"queue": STR}, "queue"),
+    "queues.get_all": GET_ALL,
+    "queues.get_default": _req({}),
+    "queues.delete": _req({"queue": STR, "force": FLAG}, "queue"),
+    "queues.add_task": _req({"queue": STR, "task": STR}, "queue", "task"),
+    "queues.remove_task": _req({"queue": STR, "task": STR, "update_task_status": FLAG}, "queue", "task"),
+    "queues.get_num_entries": _req({"queue": STR}, "queue"),
+    "queues.peek_task": _req({"queue": STR}, "queue"),
+    "queues.clear_queue": _req({"queue": STR}, "queue"),
+    "queues.move_task_forward": MOVE, "queues.move_task_backward": MOVE,
+    "queues.move_task_to_front": MOVE, "queues.move_task_to_back": MOVE,
+    "queues.get_next_task": _req({"queue": STR, "queues": STRS, "get_task_info": FLAG, "wait_s": NUM,
+                                  "lease_s": NUM, "worker": STR}),
+    "workers.register": WORKER,
+    "workers.unregister": _req({"worker": STR}, "worker"),
+    "workers.status_report": WORKER_REPORT,
+    "workers.get_all": _req({"last_seen": INT}),
+    "workers.get_count": _req({"last_seen": INT}),
+    "workers.reconcile": _req({"worker": STR}, "worker"),
+    "events.add": EVENT,
+    "events.add_batch": Obj({"events": ListOf(EVENT)}),
+    "events.get_task_log": _req({"task": STR, "batch_size": INT, "navigate_earlier": FLAG,
+                                 "from_timestamp": INT, "order": Enum("asc", "desc")}, "task"),
+    "events.download_task_log": _req({"task": STR, "line_type": Enum("json", "text")}, "task"),
+    "events.get_task_events": _req({"task": STR, "batch_size": INT, "order": Enum("asc", "desc"),
+                                    "event_type": AnyOf(STR, STRS), "metrics": METRICS_FILTER,
+                                    "scroll_id": STR}, "task"),
+    "events.delete_for_task": _req(TASK_REF, "task"),
+    "events.clear_task_log": _req({"task": STR, "threshold_sec": INT}, "task"),
+    "events.scalar_metrics_iter_histogram": _req(HISTOGRAM, "task"),
+    "events.multi_task_scalar_metrics_iter_histogram": _req({**HISTOGRAM, "tasks": STRS}, "tasks"),
+    "events.get_task_single_value_metrics": _req({"tasks": STRS}, "tasks"),
+    "events.get_task_latest_scalar_values": _req(TASK_REF, "task"),
+    "events.get_scalar_metrics_and_variants": _req(TASK_REF, "task"),
+    "events.vector_metrics_iter_histogram": _req({"task": STR, "metric": STR, "variant": STR},
+                                                 "task", "metric", "variant"),
+    "events.get_task_plots": _req({"task": STR, "iters": INT, "batch_size": INT, "metrics": METRICS_FILTER,
+                                   "scroll_id": STR}, "task"),
+    "events.debug_images": _req({"metrics": ListOf(Obj({"task": STR, "metric": STR, "variants": AnyOf(STR, STRS)},
+                                                       required=("task",))),
+                                 "iters": INT, "navigate_earlier": FLAG, "refresh": FLAG, "scroll_id": STR},
+                                "metrics"),
+}
+for _name in ("tasks.get_all", "models.get_all", "projects.get_all", "queues.get_all"):
+    REQUESTS[_name.replace("get_all", "get_all_ex")] = REQUESTS[_name]
