@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.helpers import Api, start_server  # noqa: E402
-from tests.security.fuzzer import Baseline, Fuzzer, scratch_pools, user_key  # noqa: E402
+from tests.helpers import start_server  # noqa: E402
+from tests.security.fuzzer import fuzz_server  # noqa: E402
 
 
 def main() -> int:
@@ -34,18 +33,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="shipyard-fuzz-") as tmp:
         server = start_server(Path(tmp) / "srv", env={"SHIPYARD_LONG_POLL_MAX_S": "2"})
         try:
-            admin = server.api()
-            baseline = Baseline(admin).write()
-            before = baseline.snapshot()
-            user = Api(server.api_url, *user_key(admin))
-            fuzzer = Fuzzer(server.api_url, {"user": user.token, "admin": admin.token},
-                            scratch_pools(user, baseline.ids))
-            started = time.monotonic()
-            fuzzer.run(args.minutes * 60, seed_value=args.seed)
-            elapsed = time.monotonic() - started
-            intact = not fuzzer.stopped and baseline.snapshot() == before
+            session = fuzz_server(server, args.minutes * 60, args.seed)
         finally:
             server.stop()
+    fuzzer, intact, elapsed = session.fuzzer, session.intact, session.elapsed_s
     print(fuzzer.report())
     print(f"{fuzzer.sent / elapsed:,.0f} requests/s over {elapsed:.0f} s; endpoints never reached: "
           f"{fuzzer.unreached() or 'none'}; baseline {'intact' if intact else 'CHANGED OR UNREADABLE'}")

@@ -126,3 +126,12 @@ def start_server(data_dir: Path, *, db: str | None = None, extra_args: list[str]
             time.sleep(0.1)
     server.stop()
     raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
+
+
+def web_session(server: ServerProcess, access: str = ACCESS_KEY, secret: str = SECRET_KEY) -> requests.Session:
+    """A requests session signed in on the web port (it holds the page's session cookie)."""
+    http = requests.Session()
+    resp = http.post(f"{server.web_url}/login", data={"access_key": access, "secret_key": secret},
+                     allow_redirects=False, timeout=30)
+    assert resp.status_code == 303, resp.text
+    return http

@@ -440,3 +440,25 @@ def scratch_pools(api: Api, baseline: dict[str, list[str]]) -> Pools:
 def user_key(admin: Api) -> tuple[str, str]:
     created = admin.call("auth.create_credentials", {"label": "fuzz"})
     return created["access_key"], created["secret_key"]
+
+
+@dataclass
+class Session:
+    """One fuzz run against a running server: what it sent and whether the baseline survived."""
+    fuzzer: Fuzzer
+    intact: bool
+    elapsed_s: float
+
+
+def fuzz_server(server: Any, seconds: float, seed_value: int) -> Session:
+    """Write the baseline with the admin key, fuzz every endpoint for `seconds` (mostly with a
+    user key), then compare the baseline with what was written."""
+    admin = server.api()
+    baseline = Baseline(admin).write()
+    before = baseline.snapshot()
+    user = Api(server.api_url, *user_key(admin))
+    fuzzer = Fuzzer(server.api_url, {"user": user.token, "admin": admin.token}, scratch_pools(user, baseline.ids))
+    started = time.monotonic()
+    fuzzer.run(seconds, seed_value=seed_value)
+    elapsed = time.monotonic() - started
+    return Session(fuzzer, not fuzzer.stopped and baseline.snapshot() == before, elapsed)

@@ -19,7 +19,7 @@ import jwt
 import pytest
 import requests
 
-from tests.helpers import ACCESS_KEY, SECRET_KEY, Api, ApiFailure, free_port, start_server
+from tests.helpers import ACCESS_KEY, SECRET_KEY, Api, ApiFailure, free_port, start_server, web_session
 
 PROXY = {"X-Shipyard-Web": "1", "Content-Type": "application/json"}
 BAD_PAIR = "Invalid credentials: unknown access key or wrong secret"
@@ -39,14 +39,6 @@ def login(api_url: str, access: str, secret: str, **params) -> requests.Response
 def mint(api: Api, label: str) -> tuple[str, str]:
     key = api.call("auth.create_credentials", {"label": label})
     return key["access_key"], key["secret_key"]
-
-
-def web_session(server, access: str = ACCESS_KEY, secret: str = SECRET_KEY) -> requests.Session:
-    http = requests.Session()
-    resp = http.post(f"{server.web_url}/login", data={"access_key": access, "secret_key": secret},
-                     allow_redirects=False, timeout=30)
-    assert resp.status_code == 303, resp.text
-    return http
 
 
 # --- 2: the web cookie is no token on the API port --------------------------------------------

@@ -14,8 +14,8 @@ import os
 
 import requests
 
-from tests.helpers import Api, start_server
-from tests.security.fuzzer import Baseline, Fuzzer, scratch_pools, user_key
+from tests.helpers import start_server
+from tests.security.fuzzer import fuzz_server
 
 FUZZ_S = float(os.environ.get("SHIPYARD_FUZZ_S", "35"))
 
@@ -23,17 +23,12 @@ FUZZ_S = float(os.environ.get("SHIPYARD_FUZZ_S", "35"))
 def test_fuzz_every_endpoint_no_5xx_and_the_baseline_is_intact(tmp_path):
     server = start_server(tmp_path / "srv", env={"SHIPYARD_LONG_POLL_MAX_S": "2"})
     try:
-        admin = server.api()
-        baseline = Baseline(admin).write()
-        before = baseline.snapshot()
-        user = Api(server.api_url, *user_key(admin))
-        fuzzer = Fuzzer(server.api_url, {"user": user.token, "admin": admin.token},
-                        scratch_pools(user, baseline.ids))
-        fuzzer.run(FUZZ_S, seed_value=17)
+        session = fuzz_server(server, FUZZ_S, seed_value=17)
+        fuzzer = session.fuzzer
         print(fuzzer.report())
         assert not fuzzer.findings, fuzzer.report()
         assert not fuzzer.unreached(), f"endpoints never fuzzed: {fuzzer.unreached()}"
         assert requests.get(f"{server.api_url}/debug.ping", timeout=5).status_code == 200
-        assert baseline.snapshot() == before
+        assert session.intact
     finally:
         server.stop()

@@ -9,17 +9,9 @@ import time
 import pytest
 import requests
 
-from tests.helpers import ACCESS_KEY, SECRET_KEY
+from tests.helpers import ACCESS_KEY, SECRET_KEY, web_session
 
 PROXY = {"X-Shipyard-Web": "1", "Content-Type": "application/json"}
-
-
-def signed_in(server, access: str = ACCESS_KEY, secret: str = SECRET_KEY) -> requests.Session:
-    http = requests.Session()
-    resp = http.post(f"{server.web_url}/login", data={"access_key": access, "secret_key": secret},
-                     allow_redirects=False, timeout=10)
-    assert resp.status_code == 303, resp.text
-    return http
 
 
 def test_only_the_sign_in_page_without_a_session(web_server):
@@ -56,7 +48,7 @@ def test_sign_in_sets_a_strict_httponly_cookie(web_server):
 
 
 def test_session_page_and_sign_out(web_server):
-    http = signed_in(web_server)
+    http = web_session(web_server)
     info = http.get(f"{web_server.web_url}/session", timeout=10).json()
     assert info["user"] == ACCESS_KEY and info["files_url"].endswith(f":{web_server.ports[1]}")
     assert http.get(f"{web_server.web_url}/", timeout=10).status_code == 200
@@ -66,7 +58,7 @@ def test_session_page_and_sign_out(web_server):
 
 
 def test_api_proxy_speaks_the_protocol_and_refuses_other_origins(web_server):
-    http = signed_in(web_server)
+    http = web_session(web_server)
     url = f"{web_server.web_url}/api/tasks.create"
     created = http.post(url, json={"name": "via-web", "type": "training"}, headers=PROXY, timeout=10).json()
     assert created["meta"]["result_code"] == 200
@@ -98,7 +90,7 @@ def _upload(server, path: str, content: bytes) -> None:
 def test_files_are_served_sandboxed(web_server):
     _upload(web_server, "p/t.1/artifacts/page/page.html", b"<script>alert(1)</script>")
     _upload(web_server, "p/t.1/metrics/img/a.png", b"\x89PNG\r\n\x1a\nfake")
-    http = signed_in(web_server)
+    http = web_session(web_server)
     base = web_server.web_url
     # HTML renders (for the sandboxed iframe of HTML debug samples) only under a sandbox CSP.
     html = http.get(f"{base}/files/p/t.1/artifacts/page/page.html", timeout=10)
@@ -150,7 +142,7 @@ def test_revoking_the_key_ends_its_sessions(web_server):
     out = _keys(web_server, "create", "--name", "web-test")
     pairs = dict(line.split("=", 1) for line in out.strip().splitlines())
     access, secret = pairs["CLEARML_API_ACCESS_KEY"], pairs["CLEARML_API_SECRET_KEY"]
-    http = signed_in(web_server, access, secret)
+    http = web_session(web_server, access, secret)
     assert http.get(f"{web_server.web_url}/session", timeout=10).status_code == 200
     _keys(web_server, "revoke", access)
     deadline = time.monotonic() + 20  # the server re-reads a key's state every few seconds
