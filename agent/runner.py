@@ -145,18 +145,24 @@ class TaskRun:
     def run(self) -> Outcome:
         self._mint_task_key()  # first: the redactor learns its secret before any line is shipped
         try:
-            self.shipper = self._start_shipper()
-            try:
-                outcome = self._run_steps()
-                self.note(f"task {self.task_id} ended {outcome.status}: {outcome.status_reason}")
-            finally:
-                self._close_shipper()
-                if self.executor is not None:
-                    self.executor.cleanup()
+            outcome = self._run_and_ship()
+            lifecycle.report_outcome(self.api, self.task_id, outcome, self.worker, self.attempt)
+            return outcome
         finally:
+            # After the report: a kill -9 between the task's exit and its report is the one way a
+            # task runs twice, so nothing may widen that window (the process group is gone by now).
             self.task_keys.revoke(self.task_key)
-        lifecycle.report_outcome(self.api, self.task_id, outcome, self.worker, self.attempt)
-        return outcome
+
+    def _run_and_ship(self) -> Outcome:
+        self.shipper = self._start_shipper()
+        try:
+            outcome = self._run_steps()
+            self.note(f"task {self.task_id} ended {outcome.status}: {outcome.status_reason}")
+            return outcome
+        finally:
+            self._close_shipper()
+            if self.executor is not None:
+                self.executor.cleanup()
 
     def _run_steps(self) -> Outcome:
         started = time.monotonic()
