@@ -101,6 +101,19 @@ class ServerProcess:
 
 def start_server(data_dir: Path, *, db: str | None = None, extra_args: list[str] | None = None,
                  ports: tuple[int, int, int] | None = None, env: dict | None = None) -> ServerProcess:
+    """A server on `ports`, or on free ones; a free port taken by another process before the
+    server bound it (seen under load in CI) means another try on new ports."""
+    for attempt in range(3):
+        try:
+            return _start_server(data_dir, db=db, extra_args=extra_args, ports=ports, env=env)
+        except RuntimeError as exc:
+            if ports is not None or "address already in use" not in str(exc) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_server(data_dir: Path, *, db: str | None, extra_args: list[str] | None,
+                  ports: tuple[int, int, int] | None, env: dict | None) -> ServerProcess:
     api_port, files_port, web_port = ports or (free_port(), free_port(), free_port())
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "server.log"
