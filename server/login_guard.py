@@ -10,7 +10,7 @@ leaves (the API answers 429 with `Retry-After`).
 
     LoginGuard.begin(key, address) -> stamp     raises Throttled when either window is full
     LoginGuard.succeeded(key, address, stamp)   the attempt no longer counts
-    sign_in(state, key, secret, address)        both around KeyStore.verify_off_loop
+    guard.sign_in(keys, key, secret, address)   both around KeyStore.verify_off_loop
 
 Addresses are the TCP peer's: behind a reverse proxy every client shares the proxy's address, and
 the per-address limit then applies to all of them together (docs/security.md).
@@ -26,7 +26,7 @@ from server.auth import Identity
 from shipyard import clock
 
 if TYPE_CHECKING:
-    from server.state import ServerState
+    from server.auth import KeyStore
 
 _PRUNE_ABOVE = 10_000  # windows kept before empty ones are swept out
 
@@ -83,12 +83,10 @@ class LoginGuard:
             if not self._window(*key, now):
                 del self._windows[key]
 
-
-async def sign_in(state: "ServerState", access_key: str, secret_key: str, address: str) -> Identity:
-    """Check a key pair under the guard: Throttled before any hashing when a window is full,
-    the key store's 401 when the pair is wrong (the attempt keeps counting)."""
-    guard: LoginGuard = state.login_guard
-    stamp = guard.begin(access_key, address)
-    identity = await state.keys.verify_off_loop(access_key, secret_key)
-    guard.succeeded(access_key, address, stamp)
-    return identity
+    async def sign_in(self, keys: "KeyStore", access_key: str, secret_key: str, address: str) -> Identity:
+        """Check a key pair under the guard: Throttled before any hashing when a window is full,
+        the key store's 401 when the pair is wrong (the attempt keeps counting)."""
+        stamp = self.begin(access_key, address)
+        identity = await keys.verify_off_loop(access_key, secret_key)
+        self.succeeded(access_key, address, stamp)
+        return identity

@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from server import errors
 from server.auth import Identity
-from server.login_guard import Throttled, sign_in
+from server.login_guard import Throttled
 from server.state import ServerState
 from shipyard import __version__
 
@@ -108,7 +108,8 @@ async def login_submit(request: Request) -> Response:
     if not access or not secret:
         return _login_page("Enter both the access key and the secret key.", access, 400, next_url)
     try:
-        identity = await sign_in(state, access, secret, request.client.host if request.client else "")
+        address = request.client.host if request.client else ""
+        identity = await state.login_guard.sign_in(state.keys, access, secret, address)
     except Throttled as exc:
         page = _login_page(f"Too many failed sign-ins; try again in {exc.retry_after_s} s.", access, 429, next_url)
         page.headers["Retry-After"] = str(exc.retry_after_s)

@@ -6,7 +6,7 @@ from starlette.responses import Response
 from server import errors
 from server.api import envelope
 from server.auth import API_VERSION, SERVER_VERSION, Identity, parse_basic
-from server.login_guard import Throttled, sign_in
+from server.login_guard import Throttled
 from server.registry import CallContext, Request, endpoint
 from shipyard import __version__
 
@@ -41,7 +41,7 @@ async def _login_identity(ctx: CallContext) -> Identity:
     header = ctx.extra.get("authorization", "")
     if header.lower().startswith("basic "):
         access, secret = parse_basic(header)
-        return await sign_in(state, access, secret, ctx.extra.get("client_ip", ""))
+        return await state.login_guard.sign_in(state.keys, access, secret, ctx.extra.get("client_ip", ""))
     if header.lower().startswith("bearer "):
         identity = state.signer.verify(header[7:].strip())
         if not state.keys_active(identity.user):
