@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from agent.api import ApiClient
+from shipyard.client.api import ApiClient
 from autoscaler.control import ControlPlane, Credential, WorkerView
 from autoscaler.model import QueueState
 from shipyard import clock

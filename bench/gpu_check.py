@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.gpu import Gpu, NvmlInventory  # noqa: E402
+from agent.gpus.inventory import Gpu, NvmlInventory  # noqa: E402
 from tests.agent_helpers import agent_env, create_task, start_daemon, task_log, wait_status  # noqa: E402
 from tests.helpers import Api, ServerProcess, start_server  # noqa: E402
 

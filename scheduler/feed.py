@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agent.api import ApiClient
+from shipyard.client.api import ApiClient
 from scheduler.events import change_query
 from scheduler.specs import TriggerSpec
 from shipyard import clock

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
-from agent.api import ApiClient
+from shipyard.client.api import ApiClient
 from shipyard import clock
 from shipyard.errors import ConfigError, ServerError
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agent.api import ApiClient
+from shipyard.client.api import ApiClient
 from scheduler.events import substitute
 from scheduler.job import Job, queue_field
 from scheduler.specs import Action

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from agent.api import ApiClient
+from shipyard.client.api import ApiClient
 from scheduler.launcher import Launcher, Outcome
 from scheduler.specs import Action, ScheduleSpec
 from scheduler.state import Fire, FireStatus, NewFire, ScheduleMark, StateStore

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from agent.api import ApiClient
+from shipyard.client.api import ApiClient
 from scheduler import feed
 from scheduler.events import match
 from scheduler.launcher import Launcher, Outcome

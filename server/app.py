@@ -20,20 +20,20 @@ from typing import Iterator
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 
-from server.api import build_api_app
-from server.auth import ANONYMOUS, KeyStore, TokenSigner, load_token_secret
+from server.rpc.api import build_api_app
+from server.auth.keys import ANONYMOUS, KeyStore, TokenSigner, load_token_secret
 from server.config import ServerConfig
-from server.files import build_files_app
-from server.http_guard import guarded_protocol
-from server.login_guard import LoginGuard
+from server.files.store import build_files_app
+from server.rpc.guard import guarded_protocol
+from server.auth.login_guard import LoginGuard
 from server.metrics import with_metrics
-from server.offload import HandlerPool
-from server.registry import CallContext
+from server.rpc.offload import HandlerPool
+from server.rpc.registry import CallContext
 from server.services import leases, load_all
 from server.services.queues import ensure_default_queue
 from server.state import ServerState
 from server.storage.store import Store
-from server.web import build_web_app
+from server.web.pages import build_web_app
 from shipyard.errors import ConfigError
 from shipyard.signals import Shutdown
 

@@ -21,7 +21,7 @@ from typing import Any, Awaitable, Callable
 from sqlalchemy import func, select
 from starlette.responses import PlainTextResponse
 
-from server import registry
+from server.rpc import registry
 from server.state import _BUCKETS, ServerState  # the bucket bounds RequestMetrics counts into
 from server.storage import tables as t
 from shipyard import __version__, clock

@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import re2
 
-from server import errors, schema
+from server import errors
+from server.rpc import schema
 from shipyard import clock
 
 MAX_PATTERN_CHARS = 1024

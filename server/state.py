@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from server.auth import KeyStore, TokenSigner
-from server.login_guard import LoginGuard
+from server.auth.keys import KeyStore, TokenSigner
+from server.auth.login_guard import LoginGuard
 from server.notify import Notifier
-from server.offload import HandlerPool, Placement, near_loop
+from server.rpc.offload import HandlerPool, Placement, near_loop
 from server.storage.store import Store
 from shipyard import clock
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 from starlette.responses import Response
 
 from server import errors
-from server.api import envelope
-from server.auth import API_VERSION, SERVER_VERSION, Identity, parse_basic
-from server.login_guard import Throttled
-from server.registry import CallContext, Request, endpoint
+from server.rpc.api import envelope
+from server.auth.keys import API_VERSION, SERVER_VERSION, Identity, parse_basic
+from server.auth.login_guard import Throttled
+from server.rpc.registry import CallContext, Request, endpoint
 from shipyard import __version__
 
 # Shipyard extensions, advertised so our agent can tell our server from a reference one.

@@ -18,8 +18,8 @@ cache is dropped for it).
 from __future__ import annotations
 
 from server import errors
-from server.auth import ADMIN, AGENT, ROLES, TASK, USER, may_revoke, may_mint
-from server.registry import CallContext, Request, endpoint
+from server.auth.keys import ADMIN, AGENT, ROLES, TASK, USER, may_revoke, may_mint
+from server.rpc.registry import CallContext, Request, endpoint
 from shipyard import clock
 
 MAX_TTL_S = 30 * 24 * 3600.0

@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import bindparam, select
 
 from server import errors, status
-from server.registry import CallContext, Request, endpoint
+from server.rpc.registry import CallContext, Request, endpoint
 from server.services import queues as q
-from server.services import taskdoc
+from server.services.tasks import doc as taskdoc
 from server.storage import tables as t
 from shipyard import clock
 

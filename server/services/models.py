@@ -10,9 +10,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from server import errors, query, schema, status
-from server.registry import CallContext, Request, endpoint
-from server.services import taskdoc
+from server import errors, query, status
+from server.rpc import schema
+from server.rpc.registry import CallContext, Request, endpoint
+from server.services.tasks import doc as taskdoc
 from server.services.events import json_safe
 from server.services.projects import get_project
 from server.storage import tables as t

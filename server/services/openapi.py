@@ -12,9 +12,9 @@ from typing import Any
 
 from starlette.responses import Response
 
-from server import jsonutil, registry, schema
-from server.auth import API_VERSION, SERVER_VERSION
-from server.registry import CallContext, Request, endpoint
+from server.rpc import jsonutil, registry, schema
+from server.auth.keys import API_VERSION, SERVER_VERSION
+from server.rpc.registry import CallContext, Request, endpoint
 
 NAME = "openapi.json"
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from sqlalchemy import delete, select
 
-from server import errors, query, schema
-from server.registry import CallContext, Request, endpoint
+from server import errors, query
+from server.rpc import schema
+from server.rpc.registry import CallContext, Request, endpoint
 from server.storage import tables as t
 from server.storage.store import new_id
 from shipyard import clock

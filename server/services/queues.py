@@ -5,9 +5,10 @@ import time
 
 from sqlalchemy import bindparam, delete, func, select, update
 
-from server import errors, query, schema, status
-from server.registry import CallContext, Request, endpoint
-from server.services import taskdoc
+from server import errors, query, status
+from server.rpc import schema
+from server.rpc.registry import CallContext, Request, endpoint
+from server.services.tasks import doc as taskdoc
 from server.storage import tables as t
 from server.storage.prepared import Prepared
 from server.storage.store import new_id
@@ -93,7 +94,7 @@ def create_queue(ctx: CallContext, conn, name: str, *, tags=None, system_tags=No
 
 def ensure_default_queue(store, identity) -> str:
     """Make sure a queue tagged `default` exists (the server calls this at start-up)."""
-    from server.registry import CallContext as _Ctx
+    from server.rpc.registry import CallContext as _Ctx
     ctx = _Ctx(store=store, identity=identity, endpoint="startup", version="2.31")
     with store.tx() as conn:
         for doc in store.get_many(conn, t.queues):

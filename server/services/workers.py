@@ -2,8 +2,9 @@
 reported within its `timeout` disappears from listings, as with the reference server."""
 from __future__ import annotations
 
-from server import errors, schema
-from server.registry import CallContext, Request, endpoint
+from server import errors
+from server.rpc import schema
+from server.rpc.registry import CallContext, Request, endpoint
 from server.storage import tables as t
 from shipyard import clock
 

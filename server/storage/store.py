@@ -15,7 +15,7 @@ from sqlalchemy import Table, bindparam, create_engine, delete, event, insert, i
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from server import jsonutil
+from server.rpc import jsonutil
 from server.storage import tables as t
 from server.storage.prepared import Prepared
 from shipyard import clock

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import jwt
 import pytest
 
-from agent.api import CLIENT_HEADER, ApiClient
+from shipyard.client.api import CLIENT_HEADER, ApiClient
 from shipyard.errors import AuthError, ServerError, ServerUnreachable
 
 ACCESS, SECRET = "AK", "SK"
@@ -322,7 +322,7 @@ def test_shared_between_threads(server, client):
 
 
 def test_from_settings(tmp_path, server):
-    from agent.config import load_settings
+    from shipyard.client.config import load_settings
 
     env = {"HOME": str(tmp_path), "CLEARML_API_HOST": server.url, "CLEARML_API_ACCESS_KEY": ACCESS,
            "CLEARML_API_SECRET_KEY": SECRET, "CLEARML_WORKER_ID": "w:1"}

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import FIELDS, GitCredential, load_settings
-from agent.redact import MASK
+from shipyard.client.config import FIELDS, GitCredential, load_settings
+from shipyard.redact import MASK
 from shipyard.errors import ConfigError
 
 CLEARML_CONF = """

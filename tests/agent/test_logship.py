@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.logship import LineSplitter, LogShipper, OutputReader
-from agent.redact import MASK, Redactor
+from agent.logs.shipper import LineSplitter, LogShipper, OutputReader
+from shipyard.redact import MASK, Redactor
 from shipyard.errors import ServerError, ServerUnreachable
 
 KIB = 1024

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from agent.poller import Queue, TaskSource, resolve_queues
+from agent.daemon.poller import Queue, TaskSource, resolve_queues
 from shipyard.errors import ConfigError
 
 

@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from agent.redact import MASK, Redactor, compile_pattern
+from shipyard.redact import MASK, Redactor, compile_pattern
 
 SECRETS = ["s3cr3t-key", "gh_pass!word", "tok"]  # "tok" is too short to redact literally
 

@@ -16,7 +16,7 @@ import boto3
 import pytest
 import requests
 
-from agent.api import ApiClient
+from shipyard.client.api import ApiClient
 from autoscaler.config import parse_config
 from autoscaler.control_http import HttpControlPlane
 from autoscaler.loop import Autoscaler, Hosts

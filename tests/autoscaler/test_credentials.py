@@ -74,7 +74,7 @@ def test_lifetime_is_bounded(api, ttl):
 
 def test_a_machine_key_is_an_agent_key_that_mints_only_task_keys(server, api):
     # Given the key the autoscaler mints for a machine it starts
-    from agent.api import ApiClient
+    from shipyard.client.api import ApiClient
     from autoscaler.control_http import HttpControlPlane
     from tests.helpers import ACCESS_KEY, SECRET_KEY
 

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import DEFAULT_DOCKER_ALLOWED_ARGS, DockerSettings
-from agent.docker_exec import (ContainerPlan, ContainerRequest, container_options, container_request, entry_script,
-                               gpu_env, python_candidates, reachable_url)
+from shipyard.client.config import DEFAULT_DOCKER_ALLOWED_ARGS, DockerSettings
+from agent.execution.docker import ContainerPlan, ContainerRequest, container_options, container_request, entry_script, gpu_env, python_candidates, reachable_url
 from sandbox.docker_runner import (ContainerSpec, DockerArgError, DockerOptions, ImageError, ImageRef, Mount,
                                    env_key, parse_args)
 from sandbox.requirements import parse_requirements

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from agent.gpu import FakeInventory, Gpu, MigDevice, NvmlInventory, inventory_from_env
+from agent.gpus.inventory import FakeInventory, Gpu, MigDevice, NvmlInventory, inventory_from_env
 from shipyard.errors import ConfigError
 from tests.gpu.conftest import FakeNvml
 

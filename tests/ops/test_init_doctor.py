@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.doctor import FAIL, OK, WARN, clock_skew
-from agent.init_cmd import derive_servers
+from shipyard.cli.doctor import FAIL, OK, WARN, clock_skew
+from shipyard.cli.init import derive_servers
 from shipyard.errors import ConfigError
 from tests.agent_helpers import agent_env
 from tests.helpers import ACCESS_KEY, SECRET_KEY, free_port

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from agent.api import ApiClient
+from shipyard.client.api import ApiClient
 from scheduler.launcher import FIRE_TAG_PREFIX
 from scheduler.state import FireStatus, StateStore
 from scheduler.task_scheduler import TaskScheduler

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from agent.api import ApiClient
+from shipyard.client.api import ApiClient
 from scheduler import feed
 from scheduler.job import Job
 from scheduler.specs import Action, TriggerSpec

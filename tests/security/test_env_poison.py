@@ -189,14 +189,14 @@ def test_bytecode_and_added_files_in_the_entry_are_caught(tmp_path, attack):
 
 
 def _settings(work_dir: Path, task_user: str):
-    from agent.config import load_settings
+    from shipyard.client.config import load_settings
 
     return load_settings({"agent.task_user": task_user, "agent.work_dir": str(work_dir)},
                          env={"HOME": str(work_dir)})
 
 
 def test_a_task_user_that_cannot_work_is_refused_at_start(tmp_path):
-    from agent.task_user import startup_check
+    from agent.execution.task_user import startup_check
     from shipyard.errors import ConfigError
 
     with pytest.raises(ConfigError, match="no user"):
@@ -206,7 +206,7 @@ def test_a_task_user_that_cannot_work_is_refused_at_start(tmp_path):
 
 
 def test_a_work_dir_the_task_user_cannot_reach_is_refused(task_user, tmp_path):
-    from agent.task_user import startup_check
+    from agent.execution.task_user import startup_check
     from shipyard.errors import ConfigError
 
     hidden = tmp_path / "private"

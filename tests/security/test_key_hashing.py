@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from server import errors
-from server.auth import KeyStore, is_stretched, verify_secret
+from server.auth.keys import KeyStore, is_stretched, verify_secret
 from server.storage.store import Store
 
 

@@ -23,9 +23,9 @@ import pytest
 import requests
 
 from server.app import create_state
-from server.auth import Identity
+from server.auth.keys import Identity
 from server.config import ServerConfig
-from server.registry import CallContext, Request, lookup
+from server.rpc.registry import CallContext, Request, lookup
 from tests.helpers import ACCESS_KEY, Api, ApiFailure, start_server
 
 TASKS = 3000
@@ -295,7 +295,7 @@ def test_a_slow_but_steady_body_is_not_cut(tmp_path):
 
 
 def test_handler_pool_serves_each_caller_in_turn_and_never_blocks_exit():
-    from server.offload import HandlerPool
+    from server.rpc.offload import HandlerPool
 
     pool = HandlerPool(4)
     release = threading.Event()

@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from agent.taskkey import TaskKeys
-from server.auth import KeyStore
+from agent.execution.taskkey import TaskKeys
+from server.auth.keys import KeyStore
 from server.storage.store import Store, sqlite_url
 from tests.agent_helpers import agent_env, create_task, start_daemon, task_log, wait_status
 from tests.helpers import Api, ApiFailure, start_server
@@ -305,7 +305,7 @@ def test_a_database_from_before_roles_gets_the_minted_by_column(tmp_path):
 def test_up_replaces_an_admin_agent_key_from_before_roles(tmp_path):
     from types import SimpleNamespace
 
-    from agent.up import _agent_credentials
+    from shipyard.cli.up import _agent_credentials
 
     store = Store(sqlite_url(tmp_path))
     try:

@@ -18,8 +18,8 @@ import json
 import pytest
 import requests
 
-from server import api as api_module
-from server import registry
+from server.rpc import api as api_module
+from server.rpc import registry
 from server.services import load_all
 from tests.helpers import Api, ApiFailure
 

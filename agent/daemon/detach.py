@@ -1,0 +1,221 @@
+"""`shipyard daemon --detached` and `shipyard daemon --stop [--force]`.
+
+A detached daemon is the same command line started again in a new session, its output in a
+log file, its pid in a pid file named after its worker id (one daemon per worker id: two
+daemons sharing one id would hand each other's tasks back on restart):
+
+    <work_dir>/daemons/<worker id>.pid     written by the daemon itself, removed when it exits
+    <work_dir>/daemons/<worker id>.log     its console and log lines (appended)
+
+`--stop` sends SIGTERM: the daemon drains (its running task finishes, nothing new is taken).
+`--stop --force` sends a second SIGTERM as well: the running task is aborted and ends
+`stopped`. A `--stop` after a `--stop` that is still draining only needs `--force` to abort.
+Under systemd none of this is used: systemd keeps the pid and sends the signals.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import click
+
+from shipyard.client.config import Settings
+from shipyard.errors import ConfigError
+
+READY_MARK = "listening on"   # the daemon's console line once it has registered and claims work
+START_TIMEOUT_S = 60.0        # how long --detached waits for that line
+STOP_WAIT_S = 10.0            # how long --stop waits to report the daemon gone (drain may take longer)
+FORCE_WAIT_S = 60.0           # how long --stop --force waits (abort grace and log flush included)
+SIGNAL_GAP_S = 0.5            # two signals sent back to back could arrive as one
+
+
+@dataclass(frozen=True)
+class DaemonFiles:
+    pid: Path
+    log: Path
+
+    @classmethod
+    def of(cls, settings: Settings) -> DaemonFiles:
+        name = re.sub(r"[^A-Za-z0-9_.@-]", "_", settings.agent.worker_id)
+        folder = settings.agent.work_dir / "daemons"
+        return cls(folder / f"{name}.pid", folder / f"{name}.log")
+
+
+def daemon_control(settings_for: Callable[[click.Context], Settings]):
+    """Decorator for the daemon command: adds --detached/--stop/--force and handles them before it runs.
+
+    Goes directly under `@click.command`; `settings_for(ctx)` loads the settings as the command does.
+    """
+
+    def decorate(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def run(*args, detached: bool, stop: bool, force: bool, pid_file: Path | None, **kwargs):
+            ctx = click.get_current_context()
+            if force and not stop:
+                raise click.UsageError("--force goes with --stop")
+            if stop:
+                stop_daemon(DaemonFiles.of(settings_for(ctx)), force=force)
+                return None
+            if detached:
+                ctx.exit(start_detached(DaemonFiles.of(settings_for(ctx)), sys.argv[1:]))
+            if pid_file is None:
+                return command(*args, **kwargs)
+            with PidFile(pid_file):
+                return command(*args, **kwargs)
+
+        options = [
+            click.option("--detached", is_flag=True, help="Run in the background; the pid file and log "
+                         "are under the work dir, named after the worker id."),
+            click.option("--stop", is_flag=True, help="Stop this worker id's detached daemon: it drains "
+                         "(the running task finishes, nothing new is taken)."),
+            click.option("--force", is_flag=True, help="With --stop: also abort the running task."),
+            click.option("--pid-file", type=click.Path(path_type=Path, dir_okay=False), hidden=True),
+        ]
+        for option in reversed(options):
+            run = option(run)
+        return run
+
+    return decorate
+
+
+# --- the running daemon's side -------------------------------------------------------------------
+
+
+class PidFile:
+    """Holds the daemon's pid in a file while it runs; refuses to start over a live one."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self) -> PidFile:
+        other = read_pid(self.path)
+        if other is not None and other != os.getpid() and is_daemon(other):
+            raise ConfigError(f"a daemon with this worker id already runs (pid {other}, {self.path}); "
+                              "stop it first with `shipyard daemon --stop`")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(self.path.name + f".{os.getpid()}")
+        temporary.write_text(f"{os.getpid()}\n")
+        os.replace(temporary, self.path)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if read_pid(self.path) == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def is_daemon(pid: int) -> bool:
+    """The process lives and is a `shipyard ... daemon` (not an unrelated process that reused the pid)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return _alive(pid)  # no /proc (macOS): trust the pid
+    return b"daemon" in argv and any(b"shipyard" in part for part in argv)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --- --detached ----------------------------------------------------------------------------------
+
+
+def start_detached(files: DaemonFiles, argv: list[str]) -> int:
+    """Start `shipyard <argv without --detached>` in a new session; wait until it listens. Exit code."""
+    running = read_pid(files.pid)
+    if running is not None and is_daemon(running):
+        raise ConfigError(f"a daemon with this worker id already runs (pid {running}); "
+                          "stop it with `shipyard daemon --stop`")
+    files.log.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "shipyard", *[a for a in argv if a != "--detached"],
+               "--pid-file", str(files.pid)]
+    with files.log.open("ab") as log:
+        offset = log.tell()
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True, close_fds=True)
+    outcome = _wait_ready(child, files.log, offset)
+    if outcome is None:
+        click.echo(f"daemon detached: pid {child.pid}\n  log:      {files.log}\n  pid file: {files.pid}\n"
+                   "  stop:     shipyard daemon --stop   (drain; add --force to abort the running task)")
+        return 0
+    click.echo(outcome, err=True)
+    click.echo(_tail(files.log, offset), err=True)
+    return child.returncode if child.returncode not in (None, 0) else 1
+
+
+def _wait_ready(child: subprocess.Popen, log: Path, offset: int) -> str | None:
+    """None once the daemon's ready line shows in its log; else why it is not running."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if READY_MARK in _tail(log, offset):
+            return None
+        if child.poll() is not None:
+            return f"the daemon exited with code {child.returncode} before it listened; its log:"
+        time.sleep(0.1)
+    return f"the daemon (pid {child.pid}) did not report ready within {START_TIMEOUT_S:g}s; it keeps " \
+           "running; its log so far:"
+
+
+def _tail(log: Path, offset: int, limit: int = 16384) -> str:
+    with log.open("rb") as handle:
+        handle.seek(max(offset, log.stat().st_size - limit))
+        return handle.read().decode(errors="replace")
+
+
+# --- --stop ---------------------------------------------------------------------------------------
+
+
+def stop_daemon(files: DaemonFiles, *, force: bool) -> None:
+    pid = read_pid(files.pid)
+    if pid is None or not is_daemon(pid):
+        if pid is not None:
+            files.pid.unlink(missing_ok=True)  # stale: the daemon died without removing it
+        click.echo(f"no detached daemon runs for this worker id ({files.pid} {'was stale' if pid else 'absent'})")
+        return
+    os.kill(pid, signal.SIGTERM)
+    if force:
+        time.sleep(SIGNAL_GAP_S)
+        if _alive(pid):
+            os.kill(pid, signal.SIGTERM)
+    click.echo(f"sent {'SIGTERM twice (abort)' if force else 'SIGTERM (drain)'} to daemon pid {pid}")
+    if _wait_gone(pid, FORCE_WAIT_S if force else STOP_WAIT_S):
+        click.echo(f"daemon pid {pid} stopped")
+    else:
+        click.echo(f"daemon pid {pid} is still {'stopping' if force else 'draining'} (its log: {files.log})"
+                   + ("" if force else "; `shipyard daemon --stop --force` aborts the running task"))
+
+
+def _wait_gone(pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _alive(pid) or _zombie(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False

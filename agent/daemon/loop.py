@@ -1,0 +1,176 @@
+"""`shipyard daemon`: the worker loop.
+
+    register → loop { claim the next task → run it → report } → unregister
+
+The first SIGTERM/SIGINT drains (the running task finishes, nothing new is taken); a second
+aborts the running task, which ends `stopped` with the reason - never `completed`.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+from agent.execution import lifecycle
+from shipyard.client.api import ApiClient
+from shipyard.client.config import Settings
+from agent.execution.lifecycle import Outcome
+from agent.daemon.poller import Claim, Queue, TaskSource, resolve_queues
+from agent.daemon.reporter import StatusReporter
+from agent.execution.runner import TaskRun, safe_report
+from agent.daemon.slots import ServiceSlots, Slot, SlotPool
+from agent.daemon.stats import StatsSampler
+from agent.execution.taskkey import TaskKeys
+from sandbox.env_cache import EnvCache
+from sandbox.repo_cache import RepoCache
+from shipyard.errors import ServerError, ServerUnreachable
+from shipyard import faults
+from shipyard.signals import Shutdown
+
+log = logging.getLogger("shipyard.agent.daemon")
+
+
+class Daemon:
+    def __init__(self, api: ApiClient, settings: Settings, queues: list[str], *, shutdown: Shutdown,
+                 order_fairness: bool = False, create_queue: bool = False,
+                 echo: Callable[[str], None] | None = None, max_tasks: int | None = None,
+                 slots: SlotPool | None = None, stats_extra: Callable[[], dict] | None = None,
+                 make_slots: Callable[[list[Queue]], SlotPool] | None = None, exact_order: bool = False):
+        self.api = api
+        self.settings = settings
+        self.queue_names = queues
+        self.shutdown = shutdown
+        self.order_fairness = order_fairness
+        self.create_queue = create_queue
+        self.echo = echo or (lambda _line: None)
+        self.max_tasks = max_tasks
+        self.slots = slots or ServiceSlots(1)
+        self.make_slots = make_slots      # pools that need the resolved queues (GPU slots)
+        self.exact_order = exact_order
+        self.stats_extra = stats_extra
+        self.worker = settings.agent.worker_id
+        self.env_cache = EnvCache(settings.agent.venv_cache_dir)
+        self.repo_cache = RepoCache(settings.agent.git_cache_dir)
+        self.task_keys = TaskKeys(api, (settings.api.access_key, settings.api.secret_key),
+                                  ttl_s=settings.agent.task_key_ttl_s)   # one per daemon: it warns once
+        self.tasks_started = 0
+        self._active: dict[str, tuple[threading.Thread, Slot, Claim]] = {}
+        self._finished = threading.Event()
+        self._lock = threading.Lock()
+
+    def work(self) -> int:
+        queues = resolve_queues(self.api, self.queue_names, create=self.create_queue)
+        if self.make_slots is not None:
+            self.slots = self.make_slots(queues)
+        reporter = StatusReporter(self.api, self.worker, [q.id for q in queues],
+                                  interval_s=self.settings.agent.status_report_s,
+                                  sampler=StatsSampler(gpu_stats=self.stats_extra))
+        reporter.register()
+        reporter.start()
+        source = TaskSource(self.api, queues, order_fairness=self.order_fairness,
+                            poll_interval_s=self.settings.agent.poll_interval_s,
+                            long_poll_s=self.settings.agent.long_poll_s, stop=self.shutdown.event,
+                            lease_s=self.settings.agent.lease_s, worker=self.worker)
+        source.exact_order = self.exact_order
+        if source.lease_s:
+            self._reconcile()
+        self.echo(f"worker {self.worker} listening on {', '.join(q.name for q in queues)} "
+                  f"({'long-poll' if source.long_poll else f'polling every {source.poll_interval_s:g}s'}; "
+                  f"{self.slots.capacity} slot(s))")
+        try:
+            while not self._should_stop():
+                self._reap()
+                fitting = self.slots.claimable(queues)
+                if not fitting:
+                    self._finished.wait(0.5)
+                    self._finished.clear()
+                    continue
+                claim = self._claim(source, fitting)
+                if claim is not None:
+                    self._start(claim, reporter)
+            self._drain()
+        finally:
+            source.close()
+            reporter.stop()
+            reporter.unregister()
+            self.echo(f"worker {self.worker} stopped after {self.tasks_started} task(s)")
+        return 0
+
+    def _reconcile(self) -> None:
+        """Tasks the server believes this worker holds (from before a crash) go back to their queues."""
+        released = self.api.call("workers.reconcile", {"worker": self.worker}).get("released") or []
+        for item in released:
+            self.echo(f"task {item['task']} was held by this worker before it restarted: {item['outcome']}")
+
+    def _should_stop(self) -> bool:
+        if self.shutdown.requested:
+            return True
+        return self.max_tasks is not None and self.tasks_started >= self.max_tasks
+
+    def _claim(self, source: TaskSource, fitting: list[Queue]) -> Claim | None:
+        # While tasks run, wait briefly: a run that ends may make other queues claimable.
+        wait_s = min(self.settings.agent.long_poll_s, 2.0) if self._active else None
+        try:
+            return source.next(fitting, wait_s)
+        except (ServerUnreachable, ServerError) as exc:
+            log.warning("could not reach the queue: %s; retrying", exc)
+            self.shutdown.event.wait(2.0)
+            return None
+
+    def _start(self, claim: Claim, reporter: StatusReporter) -> None:
+        slot = self.slots.acquire(claim.queue)
+        self.tasks_started += 1
+        thread = threading.Thread(target=self._run, args=(claim, slot, reporter),
+                                  name=f"task-{claim.task_id[:8]}", daemon=True)
+        with self._lock:
+            self._active[claim.task_id] = (thread, slot, claim)
+        reporter.set_task(claim.task_id, claim.queue.id)
+        thread.start()
+
+    def _reap(self) -> None:
+        with self._lock:
+            done = [task for task, (thread, _slot, _claim) in self._active.items() if not thread.is_alive()]
+            for task in done:
+                _thread, slot, _claim = self._active.pop(task)
+                self.slots.release(slot)
+
+    def _drain(self) -> None:
+        """Let running tasks finish (a second signal makes them abort), then free their slots."""
+        if self._active:
+            self.echo(f"draining: waiting for {len(self._active)} running task(s)")
+        while self._active:
+            self._finished.wait(0.5)
+            self._finished.clear()
+            self._reap()
+
+    def _run(self, claim: Claim, slot: Slot, reporter: StatusReporter) -> Outcome | None:
+        where = f" on {slot.name}" + (f" (GPUs {','.join(map(str, slot.gpus))})" if slot.gpus else "")
+        self.echo(f"task {claim.task_id} pulled from {claim.queue.name}{where}")
+        faults.checkpoint("after_claim")
+        started = time.monotonic()
+        try:
+            lifecycle.mark_started(self.api, claim.task_id, f"pulled by shipyard {self.worker}", claim.attempt)
+            run = TaskRun(self.api, self.settings, claim.task_id, queue=claim.queue.name,
+                          should_abort=lambda: self.shutdown.abort, env_cache=self.env_cache,
+                          repo_cache=self.repo_cache, echo=self.echo, attempt=claim.attempt,
+                          slot_env=slot.env, gpus=slot.gpus, task_keys=self.task_keys)
+            outcome = run.run()
+            self.echo(f"task {claim.task_id} {outcome.status} in {time.monotonic() - started:.2f}s: "
+                      f"{outcome.status_reason}")
+            return outcome
+        except (ServerUnreachable, ServerError) as exc:
+            log.error("task %s: lost contact with the server: %s", claim.task_id, exc)
+            self._report_crash(claim, f"the agent lost contact with the server: {exc}")
+            return None
+        except Exception as exc:  # noqa: BLE001 - an agent bug must fail the task loudly, not hang it
+            log.exception("task %s: the agent failed while running it", claim.task_id)
+            self._report_crash(claim, f"agent error: {type(exc).__name__}: {exc}")
+            return None
+        finally:
+            self._finished.set()
+            others = [c for t, (_th, _s, c) in list(self._active.items()) if t != claim.task_id]
+            reporter.set_task(others[0].task_id if others else None, others[0].queue.id if others else None)
+
+    def _report_crash(self, claim: Claim, reason: str) -> None:
+        safe_report(self.api, claim.task_id, Outcome("failed", "infrastructure", reason), self.worker, claim.attempt)

@@ -1,0 +1,67 @@
+"""Worker presence: workers.register / status_report (machine stats) / unregister."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from shipyard.client.api import ApiClient
+from agent.daemon.stats import StatsSampler
+from shipyard.errors import ServerError, ServerUnreachable
+
+log = logging.getLogger("shipyard.agent.reporter")
+
+
+class StatusReporter:
+    def __init__(self, api: ApiClient, worker: str, queue_ids: list[str], *, interval_s: float = 30.0,
+                 sampler: StatsSampler | None = None):
+        self.api = api
+        self.worker = worker
+        self.queue_ids = queue_ids
+        self.interval_s = interval_s
+        self.sampler = sampler or StatsSampler()
+        self.task_id: str | None = None
+        self.queue_id: str | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="status-report", daemon=True)
+
+    def register(self) -> None:
+        self.api.call("workers.register", {"worker": self.worker, "queues": self.queue_ids,
+                                           "timeout": int(max(600, self.interval_s * 4))})
+
+    def unregister(self) -> None:
+        try:
+            self.api.call("workers.unregister", {"worker": self.worker}, deadline_s=5)
+        except (ServerError, ServerUnreachable) as exc:
+            log.warning("could not unregister worker %s: %s", self.worker, exc)
+
+    def start(self) -> "StatusReporter":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(10)
+
+    def set_task(self, task_id: str | None, queue_id: str | None = None) -> None:
+        """Report at once when the worker takes or finishes a task."""
+        self.task_id, self.queue_id = task_id, queue_id
+        self._wake.set()
+
+    def report(self) -> None:
+        body = {"worker": self.worker, "timestamp": int(time.time() * 1000), "queues": self.queue_ids,
+                "machine_stats": self.sampler.sample(), "is_daemon": True}
+        if self.task_id:
+            body.update({"task": self.task_id, "queue": self.queue_id})
+        self.api.call("workers.status_report", body, deadline_s=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.report()
+            except (ServerError, ServerUnreachable) as exc:
+                log.warning("status report failed: %s", exc)
+            self._wake.wait(self.interval_s)
+            self._wake.clear()

@@ -1,0 +1,138 @@
+"""What the daemon may run at once: slots.
+
+* `SingleSlot` - one task at a time, from any queue (ClearML's default daemon).
+* `ServiceSlots(n)` - up to n tasks at once from any queue (`--services-mode N`).
+* `GpuSlots` - each queue asks for a number (or range) of GPUs; a task is claimed only when
+  its GPUs are free, and every run holds a disjoint set (`--gpus 0-7 --queue quad=4 dual=2`).
+
+The daemon asks `claimable(queues)` before claiming and `acquire(queue)` right after; since
+only the daemon's main thread acquires, a queue that was claimable is still satisfiable.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Protocol
+
+from agent.daemon.poller import Queue
+
+if TYPE_CHECKING:
+    from agent.gpus.alloc import GpuPlan
+
+
+@dataclass
+class Slot:
+    name: str
+    gpus: tuple[int, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    token: object = None   # the pool's own handle (e.g. a GPU allocation)
+
+
+class SlotPool(Protocol):
+    capacity: int
+
+    def claimable(self, queues: list[Queue]) -> list[Queue]: ...
+
+    def acquire(self, queue: Queue) -> Slot: ...
+
+    def release(self, slot: Slot) -> None: ...
+
+
+class ServiceSlots:
+    """n interchangeable slots. SingleSlot is ServiceSlots(1)."""
+
+    def __init__(self, n: int = 1, env: dict[str, str] | None = None):
+        if n < 1:
+            raise ValueError("need at least one slot")
+        self.capacity = n
+        self.env = dict(env or {})
+        self._free = [f"slot{i}" for i in range(n)]
+
+    def claimable(self, queues: list[Queue]) -> list[Queue]:
+        return list(queues) if self._free else []
+
+    def acquire(self, queue: Queue) -> Slot:
+        return Slot(self._free.pop(0), env=dict(self.env))
+
+    def release(self, slot: Slot) -> None:
+        self._free.append(slot.name)
+
+
+def SingleSlot(env: dict[str, str] | None = None) -> ServiceSlots:  # noqa: N802 - reads as a kind
+    return ServiceSlots(1, env)
+
+
+class GpuSlots:
+    """Dynamic GPU slots: each queue's spec says how many GPUs a task takes (agent/gpu_alloc.py).
+    `claimable` returns the queues that fit the free GPUs now, in the picker's order (priority
+    or round-robin, with starvation protection for queues that need many GPUs)."""
+
+    def __init__(self, plan: GpuPlan, queues: list[Queue], *, round_robin: bool = False,
+                 has_tasks: Callable[[Queue], bool] | None = None, max_cpu_tasks: int = 1):
+        if len(queues) != len(plan.queues):
+            raise ValueError("one resolved queue per queue spec")
+        self.plan = plan
+        self.allocator = plan.allocator()
+        self.picker = plan.picker(round_robin=round_robin)
+        self._by_name = {spec.name: queue for spec, queue in zip(plan.queues, queues)}
+        self._spec = {queue.id: spec for spec, queue in zip(plan.queues, queues)}
+        self._has_tasks = has_tasks
+        self._last_pick = None
+        self.max_cpu_tasks = max_cpu_tasks
+        self._cpu_running = 0
+        self.capacity = max(1, len(plan.pool)) + max_cpu_tasks
+
+    def claimable(self, queues: list[Queue]) -> list[Queue]:
+        has_tasks = (lambda name: self._has_tasks(self._by_name[name])) if self._has_tasks else None
+        self._last_pick = self.picker.pick(self.allocator.free_count(), has_tasks=has_tasks)
+        order = [self._by_name[spec.name] for spec in self._last_pick.order]
+        if self._cpu_running >= self.max_cpu_tasks:  # `=0` queues always fit: cap them here
+            order = [q for q in order if self._spec[q.id].uses_gpus]
+        return order
+
+    def acquire(self, queue: Queue) -> Slot:
+        spec = self._spec[queue.id]
+        allocation = self.allocator.try_acquire(spec)
+        if allocation is None:  # cannot happen: only the claiming loop acquires, after `claimable`
+            raise RuntimeError(f"no GPUs free for queue {queue.name} although it was claimable")
+        if self._last_pick is not None:
+            self.picker.served(spec.name, self._last_pick)
+        if not spec.uses_gpus:
+            self._cpu_running += 1
+        return Slot(f"gpu{allocation.label}", gpus=tuple(allocation.gpu_indices),
+                    env=self.plan.env_for(allocation), token=allocation)
+
+    def release(self, slot: Slot) -> None:
+        if slot.token is not None and not slot.token.gpu_indices and self._cpu_running:
+            self._cpu_running -= 1
+        self.allocator.release(slot.token)
+
+
+@dataclass
+class SlotSetup:
+    """What `shipyard daemon`'s flags mean for slots: the queue names to resolve, the pool to
+    build once they are resolved, and the GPU stats for status reports."""
+    queue_names: list[str]
+    make_pool: Callable[[list[Queue]], SlotPool]
+    gpu_stats: Callable[[], dict] | None
+    exact_order: bool = False
+
+
+def slot_setup(api, names: list[str], *, gpus: str | None, cpu_only: bool, services: int | None,
+               order_fairness: bool) -> SlotSetup:
+    from agent.gpus.inventory import inventory_from_env
+    from agent.gpus.alloc import plan_gpus
+
+    inventory = inventory_from_env()
+    plan = plan_gpus(gpus, cpu_only=cpu_only, queues=names, devices=inventory.devices())
+    gpu_stats = (lambda: inventory.stats(plan.stats_indices)) if inventory.devices() else None
+    if not plan.managed:
+        return SlotSetup(names, lambda _queues: ServiceSlots(services or 1), gpu_stats)
+
+    def has_tasks(queue: Queue) -> bool:
+        return api.call("queues.get_num_entries", {"queue": queue.id}).get("num", 0) > 0
+
+    def make(queues: list[Queue]) -> SlotPool:
+        return GpuSlots(plan, queues, round_robin=order_fairness, has_tasks=has_tasks,
+                        max_cpu_tasks=max(1, services or 1))
+
+    return SlotSetup([spec.name for spec in plan.queues], make, gpu_stats, exact_order=True)

@@ -1,0 +1,74 @@
+"""How a task's end is reported: one `Outcome` per run, mapped to the ClearML status calls.
+
+status_reason starts with a machine-readable kind (`user_error:`, `infrastructure:`,
+`aborted:`, `timed_out:`, `agent_shutdown:`) followed by a sentence a person can act on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import logging
+
+from shipyard.client.api import ApiClient
+from shipyard.errors import ServerError
+
+log = logging.getLogger("shipyard.agent.lifecycle")
+STALE_SUBCODE = 150  # the server's "this claim was superseded" (server/services/leases.py)
+RETRYABLE = frozenset({"infrastructure", "agent_shutdown", "lease_lost"})
+
+COMPLETED, FAILED, STOPPED = "completed", "failed", "stopped"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str          # completed | failed | stopped
+    kind: str            # done | user_error | workspace | requirements | infrastructure | aborted | timed_out | agent_shutdown
+    reason: str          # one line for a person
+    exit_code: int | None = None
+
+    @property
+    def status_reason(self) -> str:
+        return self.reason if self.kind == "done" else f"{self.kind}: {self.reason}"
+
+
+def report_outcome(api: ApiClient, task_id: str, outcome: Outcome, worker: str, attempt: int | None = None) -> None:
+    """Tell the server how the task ended. With a lease (attempt set), infrastructure trouble
+    hands the task back for another try instead of failing it; a superseded claim says nothing."""
+    try:
+        if attempt is not None and outcome.kind in RETRYABLE:
+            api.call("tasks.release", {"task": task_id, "attempt": attempt, "retry": True,
+                                       "reason": outcome.status_reason[:1000]})
+            return
+        _report_status(api, task_id, outcome, worker, attempt)
+    except ServerError as exc:
+        if exc.subcode != STALE_SUBCODE:
+            raise
+        log.warning("task %s: not reporting '%s': this agent's claim was superseded (%s)",
+                    task_id, outcome.status, exc)
+
+
+def _report_status(api: ApiClient, task_id: str, outcome: Outcome, worker: str, attempt: int | None) -> None:
+    endpoint = {COMPLETED: "tasks.completed", FAILED: "tasks.failed", STOPPED: "tasks.stopped"}[outcome.status]
+    body = {"task": task_id, "status_reason": outcome.status_reason[:1000],
+            "status_message": f"Changed by shipyard {worker}"}
+    if attempt is not None:
+        body["attempt"] = attempt
+    try:
+        api.call(endpoint, {**body, "force": False})
+    except ServerError as exc:
+        if exc.code != 400 or exc.subcode == STALE_SUBCODE:
+            raise
+        # The task moved meanwhile (e.g. stopped from outside while we finished): force the
+        # final word only where that is not a lie - never turn a stopped task into completed.
+        current = api.call("tasks.get_all", {"id": [task_id], "only_fields": ["status"]})["tasks"]
+        status = current[0]["status"] if current else None
+        if status in (STOPPED, FAILED) and outcome.status == COMPLETED:
+            return
+        api.call(endpoint, {**body, "force": True})
+
+
+def mark_started(api: ApiClient, task_id: str, message: str, attempt: int | None = None) -> None:
+    body = {"task": task_id, "force": True, "status_message": message}
+    if attempt is not None:
+        body["attempt"] = attempt
+    api.call("tasks.started", body)

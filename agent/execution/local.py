@@ -1,0 +1,99 @@
+"""Venv mode: the task's environment is a venv on this machine (agent/build.py, from the
+environment cache) and the task a child process in its own process group (agent/process.py).
+With agent.task_user (agent/task_user.py) the run's directory is that user's, except the files
+its venv shares with the cache, and the child runs as that user with HOME in the run's directory."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from agent.execution import taskenv
+from agent.execution.build import BuiltTask, build_task
+from agent.execution.process import Child
+from agent.execution.runner import ExitStatus, Prepared, RunContext, RunResult
+from agent.execution.task_user import resolve
+from sandbox.env_cache import EnvCache
+from sandbox.repo_cache import RepoCache
+from shipyard.errors import TaskError
+
+
+class LocalLaunch:
+    """A Child as the runner sees it: two pipes, wait, terminate, reap, close."""
+
+    def __init__(self, child: Child):
+        self.child = child
+        self.stdout_fd = child.proc.stdout.fileno()
+        self.stderr_fd = child.proc.stderr.fileno()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        return self.child.wait(timeout)
+
+    def terminate(self, grace_s: float) -> None:
+        self.child.terminate(grace_s)
+
+    def reap(self) -> None:
+        self.child.reap_group()
+
+    def close(self) -> None:
+        self.child.proc.stdout.close()
+        self.child.proc.stderr.close()
+
+
+class LocalExecutor:
+    def __init__(self, context: RunContext, *, env_cache: EnvCache | None = None,
+                 repo_cache: RepoCache | None = None):
+        self.context = context
+        self.env_cache = env_cache
+        self.repo_cache = repo_cache
+        self.user = resolve(context.settings.agent.task_user)
+
+    def prepare(self, task: dict) -> Prepared:
+        target = self.context.target
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        built = build_task(task, target, self.context.settings, self.context.note, env_cache=self.env_cache,
+                           repo_cache=self.repo_cache, owner=self.user.owner if self.user else None)
+        if self.user is not None:
+            self._hand_over(target, built.workspace.root)
+        return Prepared(workspace=built.workspace, frozen=built.env.frozen, detail=built)
+
+    def start(self, task: dict, prepared: Prepared) -> LocalLaunch:
+        built: BuiltTask = prepared.detail
+        env, argv = self._env_and_argv(task, built)
+        if self.user is not None:
+            env.update(self.user.env(self.context.target / "home"))
+        self.context.note("running: " + " ".join(argv) + (f" (as user {self.user.name})" if self.user else ""))
+        try:
+            return LocalLaunch(Child(argv, built.workspace.working_dir, env, user=self.user))
+        except OSError as exc:
+            as_user = f" as user {self.user.name} (it must be able to read and run it)" if self.user else ""
+            raise TaskError(f"could not start {argv[0]}{as_user}: {exc}") from None
+
+    def finish(self, prepared: Prepared, launched: LocalLaunch) -> RunResult:  # noqa: ARG002
+        info = launched.child.exit_info()
+        return RunResult(ExitStatus(info.returncode, info.signalled, info.killed))
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.context.target, ignore_errors=True)
+
+    def _hand_over(self, target: Path, checkout: Path) -> None:
+        """The run's directory, a home in it and the checkout go to the task user (its venv already is)."""
+        os.chown(target, *self.user.owner)
+        (target / "home").mkdir()
+        os.chown(target / "home", *self.user.owner)
+        if checkout.is_relative_to(target):
+            self.user.hand_over(checkout)
+
+    def _env_and_argv(self, task: dict, built: BuiltTask) -> tuple[dict[str, str], list[str]]:
+        env = taskenv.build_env(os.environ, self.context.connection, self.context.task_id, built.venv,
+                                self.context.extra_env, taskenv.task_env_section(task))
+        lines = [r.line for r in built.requirements.requirements]
+        with_args = not taskenv.uses_sdk(built.workspace.entry_point, lines)
+        if built.workspace.module:
+            argv = [str(built.env.python), "-m", built.workspace.module]
+            argv += taskenv.args_from_hyperparams(task) if with_args else []
+        else:
+            argv = taskenv.build_argv(built.env.python, built.workspace.entry_point, task, with_args)
+        return env, argv

@@ -1,0 +1,387 @@
+"""Run one task end to end: fetch, prepare, execute, ship logs, report the outcome.
+
+`TaskRun.run()` reads as the sequence of steps; each step is a small method. Where and how the
+task's process runs is an `Executor`'s business: `LocalExecutor` (agent/local_exec.py) builds a
+venv on this machine and starts a child process, `DockerExecutor` (agent/docker_exec.py) runs
+the task in a container. Logs, the abort/lease/max-runtime watch and the outcome are the same
+for both. Every failure ends in an `Outcome` with a reason a person can act on (also the last
+line of the task's console); nothing here lets a task end "completed" unless its process exited 0.
+
+The task process never gets the agent's key: each run mints a short-lived key of its own
+(agent/taskkey.py) before anything starts, keeps it alive from the watch loop and revokes it
+when the run ends, whatever the outcome.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from agent.execution import lifecycle, taskenv
+from agent.daemon import metrics
+from shipyard.client.api import ApiClient
+from agent.execution.build import BuiltTask
+from shipyard.client.config import Settings
+from agent.execution.lifecycle import COMPLETED, FAILED, STOPPED, Outcome
+from agent.logs.shipper import LogShipper, OutputReader
+from shipyard.redact import Redactor
+from agent.execution.taskkey import NO_KEY, TaskKey, TaskKeys
+from agent.execution.watch import TaskWatch
+from sandbox.env_cache import EnvCache
+from sandbox.git_workspace import Workspace
+from sandbox.repo_cache import RepoCache
+from shipyard import faults
+from shipyard.errors import InfrastructureError, ServerError, ServerUnreachable, TaskError
+
+log = logging.getLogger("shipyard.agent.runner")
+Log = Callable[[str], None]
+
+
+# -- what an executor is given, returns and must do --------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every executor needs to know about the run, whatever it runs the task in."""
+
+    settings: Settings
+    task_id: str
+    target: Path
+    """The task's directory on this machine (code/ and whatever the executor keeps there)."""
+    connection: taskenv.Connection
+    extra_env: Mapping[str, str]
+    """The agent's extra_env and the slot's variables (e.g. CUDA_VISIBLE_DEVICES)."""
+    gpus: tuple[int, ...]
+    note: Log
+    attempt: int | None = None
+
+
+@dataclass
+class Prepared:
+    """A task ready to start: its code checked out, its environment built or planned."""
+
+    workspace: Workspace
+    frozen: list[str] | None
+    """The installed packages, when known before the run (a cache hit or a host-side build)."""
+    detail: Any = None
+    """The executor's own plan (e.g. agent.build.BuiltTask, docker_exec.ContainerPlan)."""
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    returncode: int
+    signalled: int | None = None
+    killed: bool = False
+    """The agent had to escalate to SIGKILL after the grace period."""
+
+
+@dataclass
+class RunResult:
+    exit: ExitStatus
+    failure: Outcome | None = None
+    """Set when the run ended before the task's own code did (a setup script, the environment, the engine)."""
+    frozen: list[str] | None = None
+    """The installed packages, when they were learned only during the run."""
+
+
+class Launched(Protocol):
+    """A started task: its output on two pipes, waited for, stopped on request."""
+
+    stdout_fd: int
+    stderr_fd: int
+
+    def wait(self, timeout: float | None = None) -> int | None: ...
+
+    def terminate(self, grace_s: float) -> None: ...
+
+    def reap(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Executor(Protocol):
+    def prepare(self, task: dict) -> Prepared: ...
+
+    def start(self, task: dict, prepared: Prepared) -> Launched: ...
+
+    def finish(self, prepared: Prepared, launched: Launched) -> RunResult: ...
+
+    def cleanup(self) -> None: ...
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+class TaskRun:
+    def __init__(self, api: ApiClient, settings: Settings, task_id: str, *, queue: str | None = None,
+                 should_abort: Callable[[], bool] = lambda: False, env_cache: EnvCache | None = None,
+                 repo_cache: RepoCache | None = None, echo: Callable[[str], None] | None = None,
+                 attempt: int | None = None, slot_env: Mapping[str, str] | None = None,
+                 gpus: Sequence[int] = (), task_keys: TaskKeys | None = None):
+        self.api = api
+        self.task_keys = task_keys or TaskKeys(api, (settings.api.access_key, settings.api.secret_key),
+                                               ttl_s=settings.agent.task_key_ttl_s)
+        self.task_key: TaskKey = NO_KEY
+        self.attempt = attempt
+        self.slot_env = dict(slot_env or {})   # e.g. CUDA_VISIBLE_DEVICES for the GPUs this run holds
+        self.gpus = tuple(gpus)
+        self.settings = settings
+        self.task_id = task_id
+        self.queue = queue
+        self.should_abort = should_abort
+        self.env_cache = env_cache
+        self.repo_cache = repo_cache
+        self.echo = echo
+        self.worker = settings.agent.worker_id
+        self.target = settings.agent.work_dir / "tasks" / task_id
+        self.redactor = Redactor(settings.secrets(), settings.agent.redact_patterns)
+        self.shipper: LogShipper | None = None
+        self.timings: dict[str, float] = {}
+        self.executor: Executor | None = None
+
+    # -- the steps ------------------------------------------------------------------------
+    def run(self) -> Outcome:
+        self._mint_task_key()  # first: the redactor learns its secret before any line is shipped
+        try:
+            outcome = self._run_and_ship()
+            lifecycle.report_outcome(self.api, self.task_id, outcome, self.worker, self.attempt)
+            return outcome
+        finally:
+            # After the report: a kill -9 between the task's exit and its report is the one way a
+            # task runs twice, so nothing may widen that window (the process group is gone by now).
+            self.task_keys.revoke(self.task_key)
+
+    def _run_and_ship(self) -> Outcome:
+        self.shipper = self._start_shipper()
+        try:
+            outcome = self._run_steps()
+            self.note(f"task {self.task_id} ended {outcome.status}: {outcome.status_reason}")
+            return outcome
+        finally:
+            self._close_shipper()
+            if self.executor is not None:
+                self.executor.cleanup()
+
+    def _run_steps(self) -> Outcome:
+        started = time.monotonic()
+        task = self._fetch()
+        self.note(f"task {self.task_id} pulled from queue {self.queue or '-'} by worker {self.worker}")
+        watch = self._start_watch(task)  # from here on: the lease is renewed, an abort request is seen
+        try:
+            prepared = self._prepare(task)
+            if isinstance(prepared, Outcome):
+                return prepared
+            self.timings["build_s"] = time.monotonic() - started
+            self._write_back(task, prepared.frozen, prepared.workspace.commit)
+            stopped = self._stopped_before_start(watch)
+            if stopped is not None:
+                return stopped
+            return self._execute(task, prepared, watch)
+        finally:
+            watch.stop()
+
+    def build_only(self, target: Path) -> BuiltTask:
+        """`shipyard build`: the environment on this machine, without running anything."""
+        from agent.execution.local import LocalExecutor
+
+        self.target = target
+        executor = LocalExecutor(self._context(), env_cache=self.env_cache, repo_cache=self.repo_cache)
+        return executor.prepare(self._fetch()).detail
+
+    # -- helpers --------------------------------------------------------------------------
+    def note(self, text: str) -> None:
+        line = f"shipyard: {text}"
+        if self.shipper is not None:
+            self.shipper.add(line, "info")
+        if self.echo:
+            self.echo(self.redactor.redact(line))
+        log.info("%s", self.redactor.redact(text))
+
+    def _mint_task_key(self) -> None:
+        self.task_key = self.task_keys.mint(self.task_id)
+        if self.task_key.minted:
+            self.redactor = self.redactor.with_secrets([self.task_key.secret_key])
+            log.info("task %s runs with its own key %s (role task, revoked when the run ends)",
+                     self.task_id, self.task_key.access_key)
+
+    def _context(self) -> RunContext:
+        """What the executor starts the task with: the run's own key, never the agent's
+        (unless the server could not mint one; see agent/taskkey.py)."""
+        api = self.settings.api
+        connection = taskenv.Connection(api.api_server, api.files_server, api.web_server, self.task_key.access_key,
+                                        self.task_key.secret_key, self.worker)
+        return RunContext(settings=self.settings, task_id=self.task_id, target=self.target, connection=connection,
+                          extra_env={**self.settings.agent.extra_env, **self.slot_env}, gpus=self.gpus,
+                          note=self.note, attempt=self.attempt)
+
+    def _executor(self) -> Executor:
+        if self.settings.agent.docker.enabled:
+            from agent.execution.docker import DockerExecutor
+
+            return DockerExecutor(self._context(), repo_cache=self.repo_cache)
+        from agent.execution.local import LocalExecutor
+
+        return LocalExecutor(self._context(), env_cache=self.env_cache, repo_cache=self.repo_cache)
+
+    def _start_shipper(self) -> LogShipper:
+        spool = self.settings.agent.work_dir / "spool" / f"{self.task_id}.jsonl"
+        spool.parent.mkdir(parents=True, exist_ok=True)
+        agent = self.settings.agent
+        return LogShipper(self._send_events, task_id=self.task_id, worker=self.worker, spool_path=spool,
+                          redactor=self.redactor, batch_ms=agent.log_batch_ms,
+                          batch_bytes=agent.log_batch_bytes).start()
+
+    def _send_events(self, events: list[dict]) -> object:
+        faults.checkpoint("during_log_flush")
+        if self.attempt is not None:  # fenced: the server refuses lines from a superseded claim
+            events = [{**event, "attempt": self.attempt} for event in events]
+        return self.api.add_events(events)
+
+    def _max_runtime(self, task: dict) -> float | None:
+        """The smallest of: the task's Shipyard/max_runtime_s, its queue's limit, the agent's."""
+        agent = self.settings.agent
+        item = ((task.get("hyperparams") or {}).get("Shipyard") or {}).get("max_runtime_s") or {}
+        candidates = [item.get("value") if isinstance(item, dict) else item,
+                      agent.queue_max_runtime_s.get(self.queue or ""), agent.max_runtime_s]
+        limits = []
+        for value in candidates:
+            try:
+                if value not in (None, "") and float(value) > 0:
+                    limits.append(float(value))
+            except (TypeError, ValueError):
+                self.note(f"ignoring a maximum run time that is not a number: {value!r}")
+        return min(limits) if limits else None
+
+    def _close_shipper(self) -> None:
+        assert self.shipper is not None
+        report = self.shipper.close(timeout_s=60)
+        if (exported := metrics.active()) is not None:
+            exported.record_log_shipping(report.stats)
+        if not report.complete:
+            log.error("task %s: %d log lines not delivered yet (spool: %s, error: %s)", self.task_id,
+                      report.lines_undelivered, report.spool_path, report.error)
+        self.shipper = None
+
+    def _fetch(self) -> dict:
+        return self.api.call("tasks.get_by_id", {"task": self.task_id})["task"]
+
+    def _prepare(self, task: dict) -> Prepared | Outcome:
+        """The executor's prepare step, its failures turned into outcomes."""
+        faults.checkpoint("during_build")
+        try:
+            self.executor = self._executor()
+            return self.executor.prepare(task)
+        except TaskError as exc:
+            return Outcome(FAILED, exc.kind, exc.reason)
+        except InfrastructureError as exc:
+            return Outcome(FAILED, "infrastructure", exc.reason)
+        except OSError as exc:  # disk full, permissions, a vanished cache dir: the machine's fault
+            return Outcome(FAILED, "infrastructure", f"the environment could not be built on this machine: {exc}")
+
+    def _stopped_before_start(self, watch: TaskWatch) -> Outcome | None:
+        if watch.triggered:
+            assert watch.abort_kind is not None
+            status = FAILED if watch.abort_kind in ("timed_out", "lease_lost") else STOPPED
+            return Outcome(status, watch.abort_kind, f"{watch.abort_reason} (before the task started)")
+        if self.should_abort():
+            return Outcome(STOPPED, "agent_shutdown", "the agent was shut down before the task started")
+        return None
+
+    def _start_watch(self, task: dict) -> TaskWatch:
+        agent = self.settings.agent
+        keepalive = (lambda: self.task_keys.extend(self.task_key)) if self.task_key.minted else None
+        return TaskWatch(self.api, self.task_id, check_s=1.0, ping_s=agent.ping_s,
+                         max_runtime_s=self._max_runtime(task), attempt=self.attempt, lease_s=agent.lease_s,
+                         keepalive=keepalive, keepalive_s=self.task_keys.renew_every_s).start()
+
+    def _write_back(self, task: dict, frozen: list[str] | None, commit: str | None) -> None:
+        """Record what was really used: the resolved commit and the frozen requirements."""
+        script = task.get("script") or {}
+        original = (script.get("requirements") or {}).get("pip")
+        try:
+            if frozen:
+                self.api.call("tasks.set_requirements", {"task": self.task_id, "requirements": {
+                    "pip": frozen, "org_pip": original if original is not None else "", "conda": ""}})
+            if commit and commit != script.get("version_num"):
+                self.api.call("tasks.edit", {"task": self.task_id, "force": True,
+                                             "script": {"version_num": commit}})
+        except ServerError as exc:
+            self.note(f"could not record the frozen environment: {exc}")
+
+    def _execute(self, task: dict, prepared: Prepared, watch: TaskWatch) -> Outcome:
+        assert self.executor is not None and self.shipper is not None
+        lifecycle.mark_started(self.api, self.task_id, "running", self.attempt)
+        shipper = self.shipper
+        try:
+            launched = self.executor.start(task, prepared)
+        except TaskError as exc:
+            return Outcome(FAILED, exc.kind, exc.reason)
+        except InfrastructureError as exc:
+            return Outcome(FAILED, "infrastructure", exc.reason)
+        readers = [OutputReader(launched.stdout_fd, lambda text: shipper.add(text, "info"), joined=True).start(),
+                   OutputReader(launched.stderr_fd, lambda text: shipper.add(text, "error"), joined=True).start()]
+        try:
+            abort = self._supervise(launched, watch)
+            if abort is None:
+                self._record_exit(launched.wait(0))
+        finally:
+            watch.stop()
+            for reader in readers:
+                reader.join(10)
+            launched.close()
+        result = self.executor.finish(prepared, launched)
+        if result.frozen and not prepared.frozen:
+            self._write_back(task, result.frozen, None)
+        return self._outcome(result, abort)
+
+    def _record_exit(self, code: int | None) -> None:
+        """Tell the server at once that the process ended, before flushing logs and reporting:
+        if this agent dies in between, the task is ended as it exited, not run again."""
+        if self.attempt is None or code is None:
+            return
+        try:
+            self.api.call("tasks.record_exit", {"task": self.task_id, "attempt": self.attempt,
+                                                "exit_code": code}, deadline_s=5)
+        except (ServerError, ServerUnreachable) as exc:
+            log.warning("task %s: could not record its exit code yet: %s", self.task_id, exc)
+
+    def _supervise(self, launched: Launched, watch: TaskWatch) -> tuple[str, str] | None:
+        while launched.wait(0.1) is None:
+            abort = (watch.abort_kind, watch.abort_reason) if watch.triggered else None
+            if abort is None and self.should_abort():
+                abort = ("agent_shutdown", "the agent was asked to stop twice and aborted the task")
+            if abort is not None:
+                self.note(f"stopping the task: {abort[1]} (SIGTERM, then SIGKILL after "
+                          f"{self.settings.agent.abort_grace_s:g}s)")
+                launched.terminate(self.settings.agent.abort_grace_s)
+                launched.reap()
+                return abort
+        launched.reap()
+        return None
+
+    def _outcome(self, result: RunResult, abort: tuple[str, str] | None) -> Outcome:
+        info = result.exit
+        if abort is not None:
+            kind, reason = abort
+            status = FAILED if kind in ("timed_out", "lease_lost") else STOPPED
+            return Outcome(status, kind, reason + (" (killed after the grace period)" if info.killed else ""),
+                           info.returncode)
+        if result.failure is not None:
+            return result.failure
+        if info.returncode == 0:
+            return Outcome(COMPLETED, "done", "worker execution done", 0)
+        if info.signalled:
+            return Outcome(FAILED, "user_error", f"the task process was killed by signal {info.signalled}"
+                           + (" (out of memory?)" if info.signalled == 9 else ""), info.returncode)
+        return Outcome(FAILED, "user_error", f"the task process exited with code {info.returncode}; "
+                       "see the end of its console log", info.returncode)
+
+
+def safe_report(api: ApiClient, task_id: str, outcome: Outcome, worker: str, attempt: int | None = None) -> None:
+    try:
+        lifecycle.report_outcome(api, task_id, outcome, worker, attempt)
+    except (ServerError, ServerUnreachable) as exc:
+        log.error("could not report the end of task %s: %s", task_id, exc)

@@ -1,0 +1,107 @@
+"""While a task runs: watch for an abort request, keep the task alive (tasks.ping), keep the
+run's own API key alive (`keepalive`, every `keepalive_s`), and enforce the maximum run time.
+A thread that only sets `abort_kind`/`abort_reason`; the runner acts on them."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from shipyard.client.api import ApiClient
+from agent.execution.lifecycle import STALE_SUBCODE
+from shipyard.errors import ServerError, ServerUnreachable
+
+log = logging.getLogger("shipyard.agent.watch")
+
+_ENDED = frozenset({"stopped", "failed", "closed", "published", "queued", "publishing"})
+_RESET_CHECKS = 3
+
+
+class TaskWatch:
+    def __init__(self, api: ApiClient, task_id: str, *, check_s: float = 1.0, ping_s: float = 30.0,
+                 max_runtime_s: float | None = None, attempt: int | None = None, lease_s: float = 60.0,
+                 keepalive: Callable[[], None] | None = None, keepalive_s: float = 3600.0):
+        self.api = api
+        self.keepalive = keepalive
+        self.keepalive_s = keepalive_s
+        self.task_id = task_id
+        self.attempt = attempt
+        self.lease_s = lease_s
+        self._last_contact = time.monotonic()
+        self.check_s = check_s
+        self.ping_s = ping_s
+        self.max_runtime_s = max_runtime_s
+        self.abort_kind: str | None = None
+        self.abort_reason = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"watch-{task_id[:8]}", daemon=True)
+        self._created_seen = 0
+
+    def start(self) -> "TaskWatch":
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    @property
+    def triggered(self) -> bool:
+        return self.abort_kind is not None
+
+    def _set(self, kind: str, reason: str) -> None:
+        if self.abort_kind is None:
+            self.abort_kind, self.abort_reason = kind, reason
+
+    def _run(self) -> None:
+        next_ping = time.monotonic() + self.ping_s
+        next_renew = time.monotonic() + self.lease_s / 4
+        next_keepalive = time.monotonic() + self.keepalive_s
+        while not self._stop.wait(self.check_s):
+            if self.keepalive is not None and time.monotonic() >= next_keepalive:
+                self.keepalive()   # never raises: it logs its own failures
+                next_keepalive = time.monotonic() + self.keepalive_s
+            if self.max_runtime_s and time.monotonic() - self._started > self.max_runtime_s:
+                self._set("timed_out", f"ran longer than the maximum run time of {self.max_runtime_s:g}s")
+            try:
+                self._check_status()
+                if self.attempt is not None and time.monotonic() >= next_renew:
+                    self._renew()
+                    next_renew = time.monotonic() + self.lease_s / 4
+                elif self.attempt is None and time.monotonic() >= next_ping:
+                    self.api.call("tasks.ping", {"task": self.task_id}, deadline_s=5)
+                    next_ping = time.monotonic() + self.ping_s
+                self._last_contact = time.monotonic()
+            except ServerError as exc:
+                if exc.subcode == STALE_SUBCODE:
+                    self._set("lease_lost", "the server gave this task to another agent (lease lost)")
+                log.warning("status check of task %s failed: %s", self.task_id, exc)
+            except ServerUnreachable as exc:
+                log.warning("status check of task %s failed: %s", self.task_id, exc)
+            if self.attempt is not None and time.monotonic() - self._last_contact > self.lease_s:
+                # The server has re-queued the task by now: stop, so it never runs twice for long.
+                self._set("lease_lost", f"cut off from the server for more than the {self.lease_s:g}s lease")
+
+    def _renew(self) -> None:
+        self.api.call("tasks.renew_lease", {"task": self.task_id, "attempt": self.attempt,
+                                            "lease_s": self.lease_s}, deadline_s=5)
+
+    def _check_status(self) -> None:
+        rows = self.api.call("tasks.get_all", {"id": [self.task_id], "only_fields": ["status", "status_message"],
+                                               "search_hidden": True}, deadline_s=5).get("tasks") or []
+        if not rows:
+            self._set("aborted", "the task was deleted on the server")
+            return
+        status, message = rows[0].get("status"), str(rows[0].get("status_message") or "")
+        if status == "in_progress" and "stopping" in message.lower():
+            self._set("aborted", "abort requested (tasks.stop)")
+        elif status in _ENDED:
+            self._set("aborted", f"the task was set to '{status}' on the server while running")
+        elif status == "created":
+            self._created_seen += 1
+            if self._created_seen >= _RESET_CHECKS:
+                self._set("aborted", "the task was reset while running")
+        else:
+            self._created_seen = 0

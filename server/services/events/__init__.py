@@ -1,0 +1,16 @@
+"""events.*: metric/log ingest and the read-back endpoints.
+
+Importing this module registers every events.* endpoint. The code lives in:
+
+    store     the `events` table's row format (log chunks, event types), shared helpers,
+              delete_task_events
+    ingest    events.add_batch / events.add: validation, lease fencing and dedup of
+              re-sent log lines, storage, last_iteration/last_metrics
+    read      task logs, raw events, download, deletion, and the request helpers every
+              reader shares (target lookup, metric filters, scroll ids)
+    metrics   scalar/vector histograms, single and latest values, plots, debug images
+"""
+from __future__ import annotations
+
+from server.services.events import ingest, metrics, read  # noqa: F401  (registers endpoints)
+from server.services.events.store import EVENT_TYPES, IMAGE, LOG, PLOT, SCALAR, SINGLE_VALUE_ITER, VECTOR, delete_task_events, json_safe, metric_hash

@@ -1,0 +1,375 @@
+"""events.add_batch / events.add: metric and log ingest.
+
+Ingest is the hot path (a training run sends thousands of log lines a second): one pass over
+the events in plain Python, one executemany per kind of row, and at most one document update
+per task per request, all in one transaction - a refused request writes nothing. Events from
+Shipyard's agent carry a lease `attempt`: they are fenced against superseded claims and log
+re-sends are dropped below a per-attempt high-water mark. Row format: events_store.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import defaultdict
+from typing import Any, Iterable
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from server import errors
+from server.rpc import schema
+from server.rpc.registry import CallContext, Request, endpoint
+from server.services.events.store import EVENT_TYPES, LOG, LOG_KEYS, SCALAR, VECTOR, chunks, json_safe, log_rows, metric_hash
+from server.storage import tables as t
+from shipyard import clock
+
+LOG_LEVELS = frozenset({"notset", "debug", "verbose", "info", "warn", "warning", "error", "fatal", "critical"})
+INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
+MAX_BATCH_EVENTS = 100_000
+LAST_UPDATE_GRANULARITY_S = 1.0  # log-only batches refresh a task's last_update at most this often
+# Request-format fields every client sends that are not part of an event.
+_JUNK_KEYS = ("method", "allow_locked")
+_md5 = hashlib.md5
+
+
+def _incoming_events(req: Request) -> list:
+    body = req.body
+    events = body.get("__lines__")
+    if events is None:
+        if isinstance(body.get("events"), list):
+            events = body["events"]
+        elif "type" in body or "task" in body:
+            events = [{k: v for k, v in body.items() if k != "__lines__"}]
+        else:
+            raise errors.validation("no events in the request body (send JSON lines, a JSON list of "
+                                    "events, or a single event object)")
+    # Offline-session files hold one JSON *list* of events per line: accept those too.
+    if list in map(type, events):
+        flat: list = []
+        for item in events:
+            flat.extend(item if type(item) is list else [item])
+        events = flat
+    return events
+
+
+class _Batch:
+    """The outcome of validating one request's events (nothing written yet)."""
+
+    def __init__(self) -> None:
+        self.logs: dict[str, list[tuple]] = {}  # task -> (timestamp, level, worker, msg, extra)
+        self.keyed: dict[str, dict] = {}  # event_key -> row; a repeated point keeps the last one
+        self.errors: dict[str, int] = defaultdict(int)
+        self.models: set[str] = set()  # ids whose events are model events
+
+    def error(self, msg: str, count: int = 1) -> None:
+        self.errors[msg] += count
+
+    def __bool__(self) -> bool:
+        return bool(self.logs or self.keyed)
+
+
+def _validate(ctx: CallContext, events: list) -> _Batch:
+    """One pass over the events: validate, fill defaults and build what is to be stored. The
+    common well-formed log line is handled inline (the hot path); anything else by
+    `_other_event`."""
+    batch = _Batch()
+    logs = batch.logs
+    worker = ctx.worker or ""
+    now_ms = int(clock.now() * 1000)
+    levels, log_keys = LOG_LEVELS, LOG_KEYS
+    last_task: str | None = None
+    last_lines: list[tuple] = []
+    for ev in events:
+        if type(ev) is dict and ev.get("type") == LOG:
+            task, ts, level, msg, who = ev.get("task"), ev.get("timestamp"), ev.get("level"), ev.get("msg"), \
+                ev.get("worker")
+            if (type(task) is str and type(ts) is int and ts <= INT64_MAX and type(level) is str and level in levels
+                    and type(msg) is str and (who is None or type(who) is str) and task
+                    and ev.keys() <= log_keys and not ev.get("model_event")):
+                if task != last_task:
+                    last_lines = logs.setdefault(task, [])
+                    last_task = task
+                last_lines.append((ts, level, who or worker, msg, None))
+                continue
+        _other_event(batch, ev, worker, now_ms)
+    return batch
+
+
+def _other_event(batch: _Batch, ev: Any, worker: str, now_ms: int) -> None:
+    if type(ev) is not dict:
+        return batch.error("event is not a JSON object")
+    etype = ev.get("type")
+    if type(etype) is not str or etype not in EVENT_TYPES:
+        return batch.error(f"invalid event type {etype!r} (one of {', '.join(sorted(EVENT_TYPES))})")
+    task = ev.get("task")
+    if not task or type(task) is not str:
+        return batch.error("event has no 'task' field")
+    problem = _normalize_timestamp_and_iter(ev, now_ms) or schema.EVENTS[etype].problem(ev, "event")
+    if problem:
+        return batch.error(problem)
+    if etype == LOG:
+        return _log_event(batch, ev, task, worker)
+    return _keyed_event(batch, ev, etype, task, worker)
+
+
+def _normalize_timestamp_and_iter(ev: dict, now_ms: int) -> str | None:
+    """Fill in a missing timestamp, make whole floats ints; what is wrong, or None."""
+    ts = ev.get("timestamp")
+    if ts is None:
+        ev["timestamp"] = ts = now_ms
+    elif type(ts) is not int:
+        if not (type(ts) is float and math.isfinite(ts)):
+            return "event 'timestamp' must be a number (milliseconds since the epoch)"
+        ev["timestamp"] = ts = int(ts)
+    if not INT64_MIN <= ts <= INT64_MAX:
+        return "event 'timestamp' does not fit a signed 64-bit integer"
+    it = ev.get("iter")
+    if it is not None:
+        if type(it) is not int:
+            if not (type(it) is float and it.is_integer()):
+                return "event 'iter' must be an integer"
+            it = ev["iter"] = int(it)
+        if not INT64_MIN <= it <= INT64_MAX:
+            return "event 'iter' does not fit a signed 64-bit integer"
+    return None
+
+
+def _log_event(batch: _Batch, ev: dict, task: str, worker: str) -> None:
+    """A log line off the fast path: a default or differently cased level, extra fields, a
+    non-string message, or a model's log."""
+    level = ev.get("level")
+    if level is None:
+        level = "info"
+    elif type(level) is not str or (level not in LOG_LEVELS and level.lower() not in LOG_LEVELS):
+        return batch.error(f"invalid log level {level!r} (one of {', '.join(sorted(LOG_LEVELS))})")
+    else:
+        level = level.lower()
+    msg = ev.get("msg")
+    if type(msg) is not str:
+        msg = "" if msg is None else str(msg)
+    extra = None if ev.keys() <= LOG_KEYS else {k: json_safe(v) for k, v in ev.items() if k not in LOG_KEYS}
+    if ev.get("model_event"):
+        batch.models.add(task)
+    batch.logs.setdefault(task, []).append((ev["timestamp"], level, ev.get("worker") or worker, msg, extra))
+
+
+def _keyed_event(batch: _Batch, ev: dict, etype: str, task: str, worker: str) -> None:
+    """A metric event (scalar, plot, vector, image...): one row, keyed so a re-reported point
+    replaces the earlier one."""
+    for junk in _JUNK_KEYS:
+        ev.pop(junk, None)
+    reported = ev.get("value")
+    ev = json_safe(ev)
+    if ev.pop("model_event", None):
+        ev["model_event"] = True
+        batch.models.add(task)
+    if not ev.get("worker"):
+        ev["worker"] = worker
+    for field in ("metric", "variant"):
+        if ev.get(field) is None:
+            ev[field] = ""
+    metric, variant = ev["metric"], ev["variant"]
+    if type(metric) is not str or type(variant) is not str:
+        return batch.error("event 'metric' and 'variant' must be strings")
+    it = ev.get("iter")
+    if it is None:
+        it = ev["iter"] = 0
+    value = None
+    if etype == SCALAR:
+        if type(reported) is float:
+            value = ev["value"]  # None for NaN/inf
+        elif type(reported) is int:
+            value = float(reported)
+        else:
+            return batch.error("scalar event 'value' must be a number")
+    elif etype == VECTOR and not isinstance(ev.get("values"), list):
+        return batch.error("vector event 'values' must be a list of numbers")
+    key = ev.get("key")
+    ident = "-".join((task, etype, str(it), metric, variant, "" if key is None else str(key)))
+    event_key = _md5(ident.encode("utf-8", "surrogatepass")).hexdigest()
+    batch.keyed.pop(event_key, None)
+    batch.keyed[event_key] = {"task": task, "type": etype, "iter": it, "metric": metric, "variant": variant,
+                              "timestamp": ev["timestamp"], "timestamp_max": ev["timestamp"], "n_events": 1,
+                              "value": value, "event_key": event_key, "doc": ev}
+
+
+def _update_metrics(doc: dict, rows: Iterable[dict]) -> None:
+    """Fold this batch's non-log events of one task (or model) into last_iteration/last_metrics."""
+    max_iter = None
+    series: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        it = row["iter"]
+        if max_iter is None or it > max_iter:
+            max_iter = it
+        if row["type"] == SCALAR:
+            series.setdefault((row["metric"], row["variant"]), []).append(row)
+    if max_iter is not None and max_iter > (doc.get("last_iteration") or 0):
+        doc["last_iteration"] = max_iter
+    if not series:
+        return
+    last_metrics = dict(doc.get("last_metrics") or {})
+    for (metric, variant), points in series.items():
+        mkey, vkey = metric_hash(metric), metric_hash(variant)
+        variants = dict(last_metrics.get(mkey) or {})
+        entry = dict(variants.get(vkey) or {})
+        count = entry.get("count") or 0
+        total = (entry.get("mean_value") or 0.0) * count
+        if not entry:
+            entry = {"metric": metric, "variant": variant,
+                     "first_value": points[0]["value"], "first_value_iteration": points[0]["iter"]}
+        for row in points:
+            value = row["value"]
+            entry["value"] = value
+            if value is None:  # NaN/inf (stored as null): the latest value, but no part of the statistics
+                continue
+            count += 1
+            total += value
+            if entry.get("min_value") is None or value < entry["min_value"]:
+                entry["min_value"], entry["min_value_iteration"] = value, row["iter"]
+            if entry.get("max_value") is None or value > entry["max_value"]:
+                entry["max_value"], entry["max_value_iteration"] = value, row["iter"]
+        label = points[-1]["doc"].get("x_axis_label")
+        if label:
+            entry["x_axis_label"] = label
+        entry["count"] = count
+        entry["mean_value"] = total / count if count else None
+        variants[vkey] = entry
+        last_metrics[mkey] = variants
+    doc["last_metrics"] = last_metrics
+
+
+def _store(ctx: CallContext, batch: _Batch) -> int:
+    """Write a validated batch in one transaction; returns the number of events stored."""
+    logs = batch.logs
+    keyed_rows = list(batch.keyed.values())
+    by_target: dict[str, list[dict]] = defaultdict(list)
+    for row in keyed_rows:
+        by_target[row["task"]].append(row)
+    targets = set(logs) | set(by_target)
+    now = clock.now()
+    with ctx.store.tx() as conn:
+        # Existence and freshness from the columns; documents only for what gets updated.
+        found: dict[str, tuple[Any, float]] = {}
+        for table, wanted in ((t.tasks, targets - batch.models), (t.models, targets & batch.models)):
+            for ids in chunks(sorted(wanted)):
+                query = select(table.c.id, table.c.last_update).where(table.c.id.in_(ids))
+                found.update((tid, (table, last_update)) for tid, last_update in conn.execute(query))
+        missing = targets - set(found)
+        if missing:
+            dropped = sum(len(logs.pop(tid, ())) for tid in missing)
+            dropped += sum(len(by_target.pop(tid, ())) for tid in missing)
+            keyed_rows = [r for r in keyed_rows if r["task"] not in missing]
+            shown = ", ".join(sorted(missing)[:5]) + (" ..." if len(missing) > 5 else "")
+            batch.error(f"invalid task id (no such task or model): {shown}", dropped)
+        if not logs and not keyed_rows:
+            return 0
+        added = len(keyed_rows)
+        if keyed_rows:
+            for chunk in chunks([r["event_key"] for r in keyed_rows]):
+                conn.execute(delete(t.events).where(t.events.c.event_key.in_(chunk)))
+            conn.execute(insert(t.events), keyed_rows)
+        if logs:
+            chunk_rows = [row for task, lines in logs.items() for row in log_rows(task, lines)]
+            conn.execute(insert(t.events), chunk_rows)
+            added += sum(row["n_events"] for row in chunk_rows)
+        stamp = clock.iso(now)
+        for tid in set(logs) | set(by_target):
+            table, last_update = found[tid]
+            if tid not in by_target and now - (last_update or 0) < LAST_UPDATE_GRANULARITY_S:
+                continue  # a log-only batch moments after the last update changes nothing else
+            doc = ctx.store.get(conn, table, tid)
+            if doc is None:  # deleted concurrently (possible on PostgreSQL); its events go with it
+                continue
+            _update_metrics(doc, by_target.get(tid, ()))
+            doc["last_update"] = stamp
+            ctx.store.save(conn, table, doc)
+    return added
+
+
+def _add(ctx: CallContext, events: list) -> dict:
+    if len(events) > MAX_BATCH_EVENTS:
+        raise errors.validation(f"batch of {len(events)} events exceeds the limit of {MAX_BATCH_EVENTS} "
+                                f"events per request; nothing was stored, send it in smaller batches")
+    batch = _validate(ctx, events)
+    added = 0
+    if batch:
+        errors_before, logs_before = dict(batch.errors), dict(batch.logs)
+        try:
+            added = _store(ctx, batch)
+        except IntegrityError:
+            # Another request inserted one of these points between our delete and insert (only
+            # possible where writers run concurrently, e.g. PostgreSQL): replace it again.
+            batch.errors = defaultdict(int, errors_before)
+            batch.logs = logs_before
+            added = _store(ctx, batch)
+    info = dict(batch.errors)
+    if not added:
+        reason = "; ".join(f"{msg} (x{count})" for msg, count in info.items()) or "no events in the request"
+        raise errors.APIError(400, 131, f"Events not added: {reason}", {"errors_info": info})
+    return {"added": added, "errors": sum(info.values()), "errors_info": info}
+
+
+def _fence_and_dedup(ctx: CallContext, events: list) -> tuple[list, dict[str, int]]:
+    """Events that carry an `attempt` come from Shipyard's agent, which delivers each task's log
+    lines in order with strictly increasing timestamps. So: refuse them from a superseded claim,
+    and drop log events at or below the task's high-water mark - re-sends of a batch whose
+    answer was lost. That makes at-least-once delivery exactly-once."""
+    fenced = {(e.get("task"), e.get("attempt")) for e in events
+              if type(e) is dict and e.get("attempt") is not None and type(e.get("task")) is str}
+    if any(type(attempt) is not int for _, attempt in fenced):
+        raise errors.validation("event 'attempt' must be an integer")
+    if not fenced:
+        return events, {}
+    from server.services import leases
+    marks: dict[tuple[str, int], int] = {}
+    with ctx.store.tx() as conn:
+        for task_id, attempt in fenced:
+            doc = ctx.store.get(conn, t.tasks, task_id) if isinstance(task_id, str) else None
+            if doc is not None:
+                leases.check_fence(doc, attempt)
+                mark = doc.get("_log_hwm") or {}
+                marks[(task_id, attempt)] = int(mark.get("ts") or 0) if mark.get("attempt") == attempt else 0
+    kept, newest = [], {}
+    for event in events:
+        key = (event.get("task"), event.get("attempt")) if type(event) is dict else None
+        if key is not None and type(key[0]) is str and key in marks and event.get("type") == "log" and isinstance(event.get("timestamp"), int):
+            if event["timestamp"] <= marks[key]:
+                continue
+            newest[key] = max(newest.get(key, 0), event["timestamp"])
+        kept.append(event)
+    return kept, newest
+
+
+def _raise_marks(ctx: CallContext, newest: dict[tuple[str, int], int]) -> None:
+    """Marks are per attempt: another machine's clock may be behind this one's."""
+    with ctx.store.tx() as conn:
+        for (task_id, attempt), ts in newest.items():
+            doc = ctx.store.get(conn, t.tasks, task_id)
+            mark = (doc or {}).get("_log_hwm") or {}
+            if doc is not None and (mark.get("attempt") != attempt or ts > int(mark.get("ts") or 0)):
+                doc["_log_hwm"] = {"attempt": attempt, "ts": ts}
+                ctx.store.save(conn, t.tasks, doc)
+
+
+@endpoint("events.add_batch")
+def add_batch(ctx: CallContext, req: Request) -> dict:
+    events = _incoming_events(req)
+    kept, newest = _fence_and_dedup(ctx, events)
+    if events and not kept:  # every event was a duplicate of one already stored
+        return {"added": len(events), "errors": 0, "errors_info": {}, "duplicates": len(events)}
+    result = _add(ctx, kept)
+    _raise_marks(ctx, newest)
+    if len(kept) < len(events):
+        result = {**result, "added": result["added"] + len(events) - len(kept), "duplicates": len(events) - len(kept)}
+    return result
+
+
+@endpoint("events.add")
+def add(ctx: CallContext, req: Request) -> dict:
+    event = {k: v for k, v in req.body.items() if k != "__lines__"}
+    if "__lines__" in req.body:
+        lines = req.body["__lines__"]
+        if len(lines) != 1:
+            raise errors.validation("events.add takes exactly one event (use events.add_batch for several)")
+        event = lines[0]
+    return _add(ctx, [event])

@@ -1,0 +1,248 @@
+"""events.* metric views: scalar histograms (one task or several), single values, latest
+values, metric/variant lists, vector histograms, plots and debug images.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import select
+
+from server import errors
+from server.rpc import schema
+from server.rpc.registry import INT64_MAX, INT64_MIN, CallContext, Request, endpoint
+from server.services.events.read import batch_size, decode_scroll, encode_scroll, metric_clause, metric_filter, require_target
+from server.services.events.store import IMAGE, PLOT, SCALAR, SINGLE_VALUE_ITER, VECTOR, chunks
+from server.storage import tables as t
+from shipyard import clock
+
+
+# -- scalars -----------------------------------------------------------------------------------
+
+
+def _downsample(xs: list, ys: list, samples: int) -> tuple[list, list]:
+    """At most `samples` points: x split into equal intervals, y averaged per interval (null
+    points - non-finite reports - are left out of the averages)."""
+    if len(xs) <= samples:
+        return xs, ys
+    lo, hi = xs[0], xs[-1]
+    width = (hi - lo) / samples or 1
+    out_x: list = []
+    out_y: list = []
+    bucket = None
+    acc = 0.0
+    n = 0
+    for x, y in zip(xs, ys):
+        b = min(int((x - lo) / width), samples - 1)
+        if b != bucket:
+            if bucket is not None:
+                out_y.append(acc / n if n else None)
+            bucket, acc, n = b, 0.0, 0
+            out_x.append(x)
+        if y is not None:
+            acc += y
+            n += 1
+    out_y.append(acc / n if n else None)
+    return out_x, out_y
+
+
+def _scalar_series(conn, task_id: str, metrics: Any, key: str) -> dict[tuple[str, str], tuple[list, list]]:
+    c = t.events.c
+    sort = c.iter if key == "iter" else c.timestamp
+    query = (select(c.metric, c.variant, c.iter, c.timestamp, c.value)
+             .where(c.task == task_id, c.type == SCALAR, c.iter != SINGLE_VALUE_ITER))
+    clause = metric_clause(metric_filter(metrics))
+    if clause is not None:
+        query = query.where(clause)
+    series: dict[tuple[str, str], tuple[list, list]] = {}
+    for metric, variant, it, ts, value in conn.execute(query.order_by(c.metric, c.variant, sort, c.seq)):
+        xs, ys = series.setdefault((metric, variant), ([], []))
+        xs.append(it if key == "iter" else ts)
+        ys.append(value)
+    return series
+
+
+def _histogram(conn, task_id: str, req: Request) -> dict:
+    key = (req.str("key") or "iter").lower()
+    if key not in ("iter", "timestamp", "iso_time"):
+        raise errors.validation("field 'key' must be one of iter, timestamp, iso_time")
+    samples = req.int("samples", 10_000)
+    if samples < 1:
+        raise errors.validation("field 'samples' must be >= 1")
+    result: dict[str, dict] = {}
+    for (metric, variant), (xs, ys) in _scalar_series(conn, task_id, req.raw("metrics"), key).items():
+        xs, ys = _downsample(xs, ys, samples)
+        if key == "iso_time":
+            xs = [clock.iso(x / 1000.0) for x in xs]
+        result.setdefault(metric, {})[variant] = {"name": variant, "x": xs, "y": ys}
+    return result
+
+
+@endpoint("events.scalar_metrics_iter_histogram")
+def scalar_metrics_iter_histogram(ctx: CallContext, req: Request) -> dict:
+    with ctx.store.tx() as conn:
+        task_id = require_target(ctx, conn, req.raw("task"))
+        return _histogram(conn, task_id, req)
+
+
+@endpoint("events.multi_task_scalar_metrics_iter_histogram")
+def multi_task_scalar_metrics_iter_histogram(ctx: CallContext, req: Request) -> dict:
+    tasks: list[str] = req.str_list("tasks") or []
+    if not tasks:
+        raise errors.missing_field("tasks")
+    merged: dict[str, dict] = {}
+    with ctx.store.tx() as conn:
+        for task_id in tasks:
+            require_target(ctx, conn, task_id)
+            for metric, variants in _histogram(conn, task_id, req).items():
+                for variant, data in variants.items():
+                    merged.setdefault(metric, {}).setdefault(variant, {})[task_id] = data
+    return merged
+
+
+@endpoint("events.get_task_single_value_metrics")
+def get_task_single_value_metrics(ctx: CallContext, req: Request) -> dict:
+    tasks = req.str_list("tasks") or ([req.str("task")] if req.str("task") else [])
+    if not tasks:
+        raise errors.missing_field("tasks")
+    c = t.events.c
+    out = []
+    with ctx.store.tx() as conn:
+        for task_id in tasks:
+            require_target(ctx, conn, task_id)
+            query = (select(c.metric, c.variant, c.value, c.timestamp)
+                     .where(c.task == task_id, c.type == SCALAR, c.iter == SINGLE_VALUE_ITER)
+                     .order_by(c.metric, c.variant))
+            values = [{"metric": m, "variant": v, "value": val, "timestamp": ts}
+                      for m, v, val, ts in conn.execute(query)]
+            out.append({"task": task_id, "values": values})
+    return {"tasks": out}
+
+
+@endpoint("events.get_task_latest_scalar_values")
+def get_task_latest_scalar_values(ctx: CallContext, req: Request) -> dict:
+    with ctx.store.tx() as conn:
+        task_id = require_target(ctx, conn, req.raw("task"))
+        series = _scalar_series(conn, task_id, None, "iter")
+    metrics: dict[str, list] = {}
+    for (metric, variant), (_xs, ys) in series.items():
+        tail = [y for y in ys[-100:] if y is not None]
+        metrics.setdefault(metric, []).append({"name": variant, "last_value": ys[-1],
+                                               "last_100_value": sum(tail) / len(tail) if tail else None})
+    return {"metrics": [{"name": name, "variants": variants} for name, variants in metrics.items()]}
+
+
+@endpoint("events.get_scalar_metrics_and_variants")
+def get_scalar_metrics_and_variants(ctx: CallContext, req: Request) -> dict:
+    c = t.events.c
+    with ctx.store.tx() as conn:
+        task_id = require_target(ctx, conn, req.raw("task"))
+        query = (select(c.metric, c.variant).where(c.task == task_id, c.type == SCALAR)
+                 .distinct().order_by(c.metric, c.variant))
+        metrics: dict[str, dict] = {}
+        for metric, variant in conn.execute(query):
+            metrics.setdefault(metric, {})[variant] = {"name": variant}
+    return {"metrics": metrics}
+
+
+@endpoint("events.vector_metrics_iter_histogram")
+def vector_metrics_iter_histogram(ctx: CallContext, req: Request) -> dict:
+    metric = req.str("metric", required=True)
+    variant = req.str("variant", required=True)
+    c = t.events.c
+    with ctx.store.tx() as conn:
+        task_id = require_target(ctx, conn, req.raw("task"))
+        query = (select(c.iter, c.doc).where(c.task == task_id, c.type == VECTOR, c.metric == metric,
+                                             c.variant == variant).order_by(c.iter))
+        rows = conn.execute(query).all()
+    return {"images": [{"iter": it, "values": doc.get("values") or []} for it, doc in rows]}
+
+
+# -- plots and debug images --------------------------------------------------------------------
+
+
+def _latest_iterations(conn, task_id: str, etype: str, wanted: Any, iters: int,
+                       below: dict[tuple[str, str], int] | None = None) -> list[int]:
+    """Seqs of the events of the latest `iters` iterations of each (metric, variant)."""
+    c = t.events.c
+    query = select(c.seq, c.metric, c.variant, c.iter).where(c.task == task_id, c.type == etype)
+    clause = metric_clause(wanted)
+    if clause is not None:
+        query = query.where(clause)
+    per_series: dict[tuple[str, str], dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for seq, metric, variant, it in conn.execute(query):
+        per_series[(metric, variant)][it].append(seq)
+    seqs: list[int] = []
+    for series, by_iter in per_series.items():
+        for it in sorted(by_iter, reverse=True)[:iters]:
+            seqs.extend(by_iter[it])
+    return seqs
+
+
+@endpoint("events.get_task_plots")
+def get_task_plots(ctx: CallContext, req: Request) -> dict:
+    iters = req.int("iters", 1)
+    if iters < 1:
+        raise errors.validation("field 'iters' must be >= 1")
+    size = batch_size(req, 500)
+    scroll = decode_scroll(req.raw("scroll_id"), "plots", offset=int)
+    offset = scroll["offset"] if scroll else 0
+    c = t.events.c
+    with ctx.store.tx() as conn:
+        task_id = require_target(ctx, conn, req.raw("task"))
+        seqs = _latest_iterations(conn, task_id, PLOT, metric_filter(req.raw("metrics")), iters)
+        rows: list[Any] = []
+        for chunk in chunks(seqs):
+            rows.extend(conn.execute(select(c.seq, c.iter, c.metric, c.variant, c.doc).where(c.seq.in_(chunk))))
+    rows.sort(key=lambda r: (-r[1], r[2], r[3], r[0]))
+    page = rows[offset:offset + size]
+    plots = [r[4] for r in page]
+    return {"plots": plots, "returned": len(plots), "total": len(rows),
+            "scroll_id": encode_scroll({"k": "plots", "offset": offset + len(page)})}
+
+
+@endpoint("events.debug_images")
+def debug_images(ctx: CallContext, req: Request) -> dict:
+    """Latest `iters` iterations of each requested task/metric; scrolling walks to earlier ones."""
+    specs = req.list("metrics", required=True)
+    schema.check(schema.REQUESTS["events.debug_images"].fields["metrics"], specs, "metrics")
+    iters = req.int("iters", 1)
+    if iters < 1:
+        raise errors.validation("field 'iters' must be >= 1")
+    earlier = req.bool("navigate_earlier", True)
+    scroll = decode_scroll(req.raw("scroll_id"), "images", bounds=dict) if not req.bool("refresh") else None
+    bounds: dict[str, int] = dict((scroll or {}).get("bounds") or {})
+    if not all(type(b) is int and INT64_MIN <= b <= INT64_MAX for b in bounds.values()):
+        raise errors.validation(f"invalid scroll_id {req.raw('scroll_id')!r}")
+    c = t.events.c
+    out = []
+    with ctx.store.tx() as conn:
+        for spec in specs:
+            if not isinstance(spec, dict) or not isinstance(spec.get("task"), str):
+                raise errors.validation("each entry of 'metrics' must be {task, metric, variants}")
+            task_id = require_target(ctx, conn, spec["task"])
+            metric = spec.get("metric")
+            where = [c.task == task_id, c.type == IMAGE]
+            if metric:
+                where.append(c.metric == metric)
+            variants = spec.get("variants")
+            if variants:
+                where.append(c.variant.in_([variants] if isinstance(variants, str) else list(variants)))
+            state_key = f"{task_id}/{metric or ''}"
+            bound = bounds.get(state_key)
+            if bound is not None:
+                where.append(c.iter < bound if earlier else c.iter > bound)
+            iter_query = select(c.iter).where(*where).distinct()
+            iter_query = iter_query.order_by(c.iter.desc() if earlier else c.iter.asc()).limit(iters)
+            chosen = [row[0] for row in conn.execute(iter_query)]
+            iterations = []
+            if chosen:
+                rows = conn.execute(select(c.iter, c.doc).where(*where, c.iter.in_(chosen))
+                                    .order_by(c.iter.desc(), c.variant, c.seq)).all()
+                grouped: dict[int, list] = {}
+                for it, doc in rows:
+                    grouped.setdefault(it, []).append(doc)
+                iterations = [{"iter": it, "events": grouped[it]} for it in sorted(grouped, reverse=True)]
+                bounds[state_key] = min(chosen) if earlier else max(chosen)
+            out.append({"task": task_id, "metric": metric or "", "iterations": iterations})
+    return {"metrics": out, "scroll_id": encode_scroll({"k": "images", "bounds": bounds})}

@@ -1,0 +1,157 @@
+"""Task documents: their default shape, loading, and status changes with side effects; and the
+parts read defensively (artifacts) or cleaned before they are stored (repository URLs)."""
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from server import errors, status
+from server.rpc.registry import CallContext
+from server.storage import tables as t
+from shipyard import clock
+
+EMBEDDED = ("script", "execution", "output", "models")  # shallow-merged by tasks.edit
+REPLACED = ("hyperparams", "configuration", "runtime", "container", "tags", "system_tags")
+
+
+def new_task_doc(ctx: CallContext, task_id: str, fields: dict[str, Any]) -> dict:
+    now = clock.iso()
+    doc: dict[str, Any] = {
+        "id": task_id, "name": "", "type": "training", "status": status.CREATED,
+        "status_reason": "", "status_message": "", "comment": "", "tags": [], "system_tags": [],
+        "user": ctx.identity.user, "company": ctx.identity.company, "created": now,
+        "last_update": now, "last_change": now, "status_changed": now, "last_changed_by": ctx.identity.user,
+        "script": {}, "execution": {}, "hyperparams": {}, "configuration": {}, "runtime": {},
+        "models": {"input": [], "output": []}, "output": {}, "container": {}, "last_metrics": {},
+        "last_iteration": 0, "active_duration": 0,
+    }
+    doc.update({k: v for k, v in fields.items() if v is not None})
+    return doc
+
+
+def load(ctx: CallContext, conn, task_id: str) -> dict:
+    doc = ctx.store.get(conn, t.tasks, task_id) if isinstance(task_id, str) else None
+    if doc is None:
+        raise errors.invalid_id("task", task_id)
+    return doc
+
+
+def touch(ctx: CallContext, doc: dict, *, change: bool = True) -> None:
+    now = clock.iso()
+    doc["last_update"] = now
+    if change:
+        doc["last_change"] = now
+        doc["last_changed_by"] = ctx.identity.user
+
+
+def require_editable(doc: dict, force: bool) -> None:
+    if not force and doc.get("status") != status.CREATED:
+        raise errors.invalid_status(
+            f"Task can only be edited in 'created' status unless force=true: task={doc['id']} "
+            f"status={doc.get('status')}")
+
+
+def edit(ctx: CallContext, task_id: str, force: bool, mutate, *, any_status: bool = False) -> Any:
+    """Load a task, apply `mutate(doc)`, touch and save it; returns what `mutate` returned. Only
+    drafts may be edited without force, except parts the reference server lets change anytime."""
+    with ctx.store.tx() as conn:
+        doc = load(ctx, conn, task_id)
+        if not any_status:
+            require_editable(doc, force)
+        result = mutate(doc)
+        touch(ctx, doc)
+        ctx.store.save(conn, t.tasks, doc)
+    return result
+
+
+def change_status(ctx: CallContext, conn, doc: dict, new: str, *, force: bool = False,
+                  reason: str | None = None, message: str | None = None,
+                  extra: dict[str, Any] | None = None) -> dict:
+    """Compare-and-set the status of `doc` (already loaded in `conn`); returns changed fields."""
+    current = doc.get("status") or status.CREATED
+    if not status.can_transition(current, new, force=force):
+        raise errors.APIError(400, 110, f"Invalid task status: cannot change from {current} to {new} "
+                              f"(task={doc['id']})")
+    if new != status.IN_PROGRESS and doc.get("_lease"):
+        close_attempt(doc, f"{new}: {reason}" if reason else new)
+    now = clock.iso()
+    fields: dict[str, Any] = {"status": new, "status_changed": now,
+                              "status_reason": reason or "", "status_message": message or ""}
+    fields.update(extra or {})
+    doc.update(fields)
+    touch(ctx, doc)
+    if not ctx.store.save(conn, t.tasks, doc, expect_status=current):
+        raise errors.status_race(f"Task status changed concurrently: task={doc['id']} expected={current}")
+    fields["last_update"] = doc["last_update"]
+    return fields
+
+
+def close_attempt(doc: dict, end: str) -> None:
+    """The task's lease (if any) ends: drop it and note how the attempt ended."""
+    doc.pop("_lease", None)
+    history = list(doc.get("shipyard_attempts") or [])
+    if history and "ended" not in history[-1]:
+        history[-1] = {**history[-1], "ended": clock.iso(), "end": end}
+        doc["shipyard_attempts"] = history
+
+
+def public_view(ctx: CallContext, doc: dict) -> dict:
+    """The task as clients see it: internals removed; docker_cmd synthesized for old API versions."""
+    out = {k: v for k, v in doc.items() if not k.startswith("_") and k != "enqueue_status"}
+    if isinstance(out.get("execution"), dict) and out["execution"].get("artifacts") is None:
+        # The reference server always lists artifacts; the SDK's Task.delete() reads
+        # task.execution["artifacts"] unguarded.
+        out["execution"] = {**out["execution"], "artifacts": []}
+    if ctx.version_tuple < (2, 13):
+        container = doc.get("container") or {}
+        image = container.get("image")
+        if image:
+            execution = dict(out.get("execution") or {})
+            execution["docker_cmd"] = " ".join(p for p in (image, container.get("arguments") or "") if p)
+            out["execution"] = execution
+    return out
+
+
+def artifacts(execution: Any) -> list[dict]:
+    """The artifacts of a task's `execution`, skipping what is not an artifact (documents written
+    before fields were type-checked may hold anything there)."""
+    items = execution.get("artifacts") if isinstance(execution, dict) else None
+    return [a for a in items if isinstance(a, dict)] if isinstance(items, list) else []
+
+
+_SCP_LIKE = re.compile(r"^(?P<user>[^@/:]+(?::[^@/]*)?)@(?P<rest>[^@]+)$")  # user[:secret]@host:path
+CREDENTIALS_REMOVED = ("script.repository: credentials were removed from the repository URL (every key can "
+                       "read a task); agents clone with their own git credentials (agent git settings)")
+
+
+def strip_credentials(url: str) -> str:
+    """`url` without secrets: http(s) and other URLs lose their user info; ssh keeps the user name
+    (`git@host` is how ssh picks the account) but loses any password."""
+    if "@" not in url:
+        return url
+    if "://" not in url:
+        match = _SCP_LIKE.match(url)
+        return f"{match['user'].split(':', 1)[0]}@{match['rest']}" if match else url
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return url
+    if "@" not in parts.netloc or host is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    if parts.scheme.endswith("ssh") and parts.username:
+        netloc = f"{parts.username}@{netloc}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def scrub_repository(script: Any, warnings: list[str]) -> Any:
+    """`script` with credentials stripped from its repository URL; a warning is added if any were."""
+    if not isinstance(script, dict) or not isinstance(script.get("repository"), str):
+        return script
+    clean = strip_credentials(script["repository"])
+    if clean == script["repository"]:
+        return script
+    warnings.append(CREDENTIALS_REMOVED)
+    return {**script, "repository": clean}

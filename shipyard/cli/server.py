@@ -1,0 +1,151 @@
+"""`shipyard server` and `shipyard keys`: thin wrappers over server.app."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import click
+
+from server.app import create_state, seed_credentials, serve
+from server.auth.keys import KeyStore
+from server.config import ServerConfig, load_server_config
+from server.storage.store import Store
+from shipyard.signals import Shutdown
+
+
+def run_loop(coro) -> None:
+    """Run on uvloop where it is installed (uvicorn[standard] brings it): several times less
+    per-request overhead than the default asyncio loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(coro)
+
+
+def banner(config: ServerConfig, seeded) -> str:
+    lines = [
+        "Shipyard server ready",
+        f"  API server:   {config.url(config.api_port)}",
+        f"  Files server: {config.url(config.files_port)}",
+        f"  Web server:   {config.url(config.web_port)}",
+        f"  Data dir:     {config.data_dir}",
+        f"  Database:     {'sqlite (' + str(config.data_dir / 'shipyard.db') + ')' if not config.db else config.db.split('@')[-1]}",
+    ]
+    if seeded is not None and seeded.generated:
+        lines += [
+            "",
+            "Generated admin credentials (shown once; the secret is stored hashed):",
+            f"  CLEARML_API_ACCESS_KEY={seeded.access_key}",
+            f"  CLEARML_API_SECRET_KEY={seeded.secret_key}",
+        ]
+    lines += [
+        "",
+        "Point the clearml SDK or agent here with:",
+        f"  export CLEARML_API_HOST={config.url(config.api_port)}",
+        f"  export CLEARML_FILES_HOST={config.url(config.files_port)}",
+        f"  export CLEARML_WEB_HOST={config.url(config.web_port)}",
+    ]
+    return "\n".join(lines)
+
+
+def server_options(fn):
+    options = [
+        click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
+                     help="Server config file (HOCON); see configs/server.conf."),
+        click.option("--host", help="Address to listen on (default 127.0.0.1)."),
+        click.option("--api-port", type=int, help="API port (default 8008)."),
+        click.option("--files-port", type=int, help="Files port (default 8081)."),
+        click.option("--web-port", type=int, help="Web port (default 8080)."),
+        click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False),
+                     help="Where the database and files live (default ~/.shipyard)."),
+        click.option("--db", help="Database URL (default: SQLite in the data dir; or postgresql://...)."),
+        click.option("--access-key", envvar="SHIPYARD_ACCESS_KEY", help="Admin access key to seed."),
+        click.option("--secret-key", envvar="SHIPYARD_SECRET_KEY",
+                     help="Admin secret key to seed. On the command line it shows in the process list: "
+                          "prefer $SHIPYARD_SECRET_KEY or --secret-key-file."),
+        click.option("--secret-key-file", type=click.Path(dir_okay=False), envvar="SHIPYARD_SECRET_KEY_FILE",
+                     help="Read the admin secret key from this file (its first line)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def config_from_cli(config_file, **overrides) -> ServerConfig:
+    warn_secret_on_command_line()
+    return load_server_config(config_file, overrides=overrides)
+
+
+def warn_secret_on_command_line() -> None:
+    """Say so on stderr when --secret-key was typed as an argument: every local user can read it
+    in /proc/<pid>/cmdline (`ps -ef`) for as long as the server runs."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.get_parameter_source("secret_key") == click.core.ParameterSource.COMMANDLINE:
+        click.echo("warning: --secret-key on the command line is visible to every local user in the process "
+                   "list; use $SHIPYARD_SECRET_KEY or --secret-key-file PATH instead", err=True)
+
+
+@click.command("server")
+@server_options
+def server_cmd(config_file, **overrides) -> None:
+    """Run the embedded ClearML-compatible server (API, files and web listeners)."""
+    config = config_from_cli(config_file, **overrides)
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    state = create_state(config)
+    seeded = seed_credentials(state, config)
+    shutdown = Shutdown().install()
+    ready = asyncio.Event()
+
+    async def main() -> None:
+        async def announce() -> None:
+            await ready.wait()
+            click.echo(banner(config, seeded), err=False)
+
+        announcer = asyncio.create_task(announce())
+        await serve(state, config, shutdown, ready)
+        announcer.cancel()
+
+    run_loop(main())
+
+
+@click.group("keys")
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--db")
+@click.pass_context
+def keys_cmd(ctx: click.Context, data_dir, db) -> None:
+    """Create, list and revoke API credentials of the embedded server."""
+    config = load_server_config(overrides={"data_dir": data_dir, "db": db})
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    ctx.obj = KeyStore(Store(config.db_url, synchronous=config.sqlite_synchronous))
+
+
+@keys_cmd.command("create")
+@click.option("--name", default="", help="A label for the key.")
+@click.option("--role", default="admin", type=click.Choice(["admin", "agent", "user"]),
+              help="admin: everything; agent: for `shipyard daemon` (mints a short-lived key per run); "
+                   "user: a person's or a machine's key, manages no keys.")
+@click.pass_obj
+def keys_create(keys: KeyStore, name: str, role: str) -> None:
+    access, secret = keys.create(name=name, role=role)
+    click.echo(f"CLEARML_API_ACCESS_KEY={access}\nCLEARML_API_SECRET_KEY={secret}")
+
+
+@keys_cmd.command("list")
+@click.pass_obj
+def keys_list(keys: KeyStore) -> None:
+    for row in keys.list():
+        state = "revoked" if row["revoked"] else "active"
+        click.echo(f"{row['access_key']}  {state:8s} {row['role']:6s} {row['name']}")
+
+
+@keys_cmd.command("revoke")
+@click.argument("access_key")
+@click.pass_obj
+def keys_revoke(keys: KeyStore, access_key: str) -> None:
+    if not keys.revoke(access_key):
+        raise click.ClickException(f"no such access key: {access_key}")
+    click.echo(f"revoked {access_key}")

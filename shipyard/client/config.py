@@ -1,0 +1,585 @@
+"""The agent's configuration: the one module that reads clearml.conf and the environment.
+
+Each setting is resolved from four layers, the later one winning:
+
+    built-in default  <  config file  <  environment  <  CLI overrides
+
+The config file is `~/clearml.conf`, or the path in CLEARML_CONFIG_FILE / TRAINS_CONFIG_FILE, or
+the one passed to `load_settings`. It is HOCON, read with ClearML's own keys (`api.*`, `agent.*`)
+plus a `shipyard { ... }` section for keys ClearML doesn't have. Where one setting has several
+names in one layer (e.g. `shipyard.work_dir` and ClearML's `agent.venvs_dir`), the first listed in
+`FIELDS` wins. Every value remembers where it came from (`Settings.sources`), so `shipyard config`
+can print it.
+
+Settings are addressed by dotted keys that mirror the dataclasses: `api.api_server`,
+`agent.poll_interval_s`, `agent.docker.default_image`. CLI overrides use the same keys.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from pyhocon import ConfigFactory
+from pyhocon.exceptions import ConfigException
+from pyparsing import ParseBaseException
+
+from shipyard.redact import MASK, Redactor
+from shipyard.errors import ConfigError
+
+__all__ = [
+    "ApiSettings",
+    "AgentSettings",
+    "DockerSettings",
+    "FIELDS",
+    "GitCredential",
+    "Settings",
+    "load_settings",
+]
+
+DEFAULT_SOURCE = "default"
+CLI_SOURCE = "cli"
+CONFIG_FILE_ENV = ("CLEARML_CONFIG_FILE", "TRAINS_CONFIG_FILE")
+_SECRET_NAME = re.compile(r"(?i)(secret|passw|token|key|credential)")
+
+
+@dataclass(frozen=True)
+class GitCredential:
+    host: str
+    user: str
+    password: str
+
+
+DEFAULT_DOCKER_ALLOWED_ARGS = (
+    "--env", "--label", "--shm-size", "--memory", "--memory-swap", "--cpus", "--cpu-shares",
+    "--cpuset-cpus", "--ulimit", "--pids-limit", "--tmpfs",
+)
+"""`docker run` options a task may ask for in its container arguments (docs/docker.md). An entry
+is an option (any value) or `option=value` (only that value, e.g. `--ipc=host`)."""
+
+
+@dataclass(frozen=True)
+class DockerSettings:
+    """Docker mode (`shipyard daemon --docker`): each task in its own container (docs/docker.md)."""
+
+    enabled: bool = False
+    default_image: str | None = None
+    default_args: tuple[str, ...] = ()
+    """Arguments that go with the default image (not with an image the task names)."""
+    extra_args: tuple[str, ...] = ()
+    """The operator's arguments for every container (trusted: not checked against allowed_args)."""
+    allowed_args: tuple[str, ...] = DEFAULT_DOCKER_ALLOWED_ARGS
+    user: str | None = None
+    network: str = "host"
+    force_pull: bool = False
+    init: bool = True
+    uv_binary: Path | None = None
+    ca_bundle: Path | None = None
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    api_server: str
+    files_server: str
+    web_server: str
+    access_key: str
+    secret_key: str
+    verify_ssl: bool
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    worker_id: str
+    worker_name: str
+    queues: tuple[str, ...]
+    poll_interval_s: float
+    long_poll_s: float
+    status_report_s: float
+    ping_s: float
+    log_batch_ms: int
+    log_batch_bytes: int
+    abort_grace_s: float
+    max_runtime_s: float | None
+    queue_max_runtime_s: Mapping[str, str]
+    lease_s: float
+    task_key_ttl_s: float
+    work_dir: Path
+    cache_dir: Path
+    venv_cache_dir: Path
+    git_cache_dir: Path
+    python_binary: str | None
+    uv_enabled: bool
+    git_user: str | None
+    git_pass: str | None
+    git_credentials: tuple[GitCredential, ...]
+    redact_patterns: tuple[str, ...]
+    extra_env: Mapping[str, str]
+    task_user: str | None
+    """Run tasks as this user (name or uid) when the agent runs as root (agent/task_user.py)."""
+    docker: DockerSettings
+
+    def git_credentials_for(self, host: str) -> GitCredential | None:
+        """Credentials for a git host: a `shipyard.git_credentials` entry, else agent.git_user/pass."""
+        for credential in self.git_credentials:
+            if credential.host.lower() == host.lower():
+                return credential
+        if self.git_user and self.git_pass:
+            return GitCredential(host=host, user=self.git_user, password=self.git_pass)
+        return None
+
+
+@dataclass(frozen=True)
+class Settings:
+    api: ApiSettings
+    agent: AgentSettings
+    sources: Mapping[str, str]
+    config_file: Path | None = None
+    warnings: tuple[str, ...] = ()
+
+    def get(self, key: str) -> Any:
+        """The value of a dotted key, e.g. `agent.docker.default_image`."""
+        value: Any = self
+        for part in key.split("."):
+            value = getattr(value, part)
+        return value
+
+    def describe(self) -> list[tuple[str, Any, str]]:
+        """(key, value, source) for every setting, secrets masked, in `FIELDS` order."""
+        return [(spec.key, _masked(spec, self.get(spec.key)), self.sources[spec.key]) for spec in FIELDS]
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value the agent knows, for a `Redactor`."""
+        found = [self.api.secret_key, self.agent.git_pass or ""]
+        found += [credential.password for credential in self.agent.git_credentials]
+        found += [value for name, value in self.agent.extra_env.items() if _SECRET_NAME.search(name)]
+        return tuple(secret for secret in found if secret)
+
+
+# --- casts: raw value from HOCON, an env var or the CLI -> typed value, or ValueError ----------
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"expected a string, got {type(value).__name__}")
+    return str(value).strip()
+
+
+def _optional_text(value: Any) -> str | None:
+    return _text(value) or None
+
+
+def _url(value: Any) -> str:
+    url = _text(value).rstrip("/")
+    if not re.match(r"^https?://[^/\s]+", url):
+        raise ValueError(f"expected an http(s) URL, got {url!r}")
+    return url
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    word = _text(value).lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {value!r}")
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    try:
+        return float(_text(value))
+    except ValueError:
+        raise ValueError(f"expected a number, got {value!r}") from None
+
+
+def _seconds(value: Any) -> float:
+    number = _number(value)
+    if number < 0:
+        raise ValueError(f"must not be negative, got {number}")
+    return number
+
+
+def _positive_seconds(value: Any) -> float:
+    number = _number(value)
+    if number <= 0:
+        raise ValueError(f"must be greater than 0, got {number}")
+    return number
+
+
+def _optional_seconds(value: Any) -> float | None:
+    if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
+        return None
+    return _positive_seconds(value)
+
+
+def _positive_int(value: Any) -> int:
+    number = _number(value)
+    if number != int(number) or number <= 0:
+        raise ValueError(f"expected a positive whole number, got {value!r}")
+    return int(number)
+
+
+def _path(value: Any) -> Path:
+    return Path(_text(value))
+
+
+def _optional_path(value: Any) -> Path | None:
+    text = _text(value)
+    return Path(text) if text else None
+
+
+def _args(value: Any) -> tuple[str, ...]:
+    """Command-line arguments: a list, or one string split like a shell would (`--shm-size 8g -e A=1`)."""
+    value = _decoded(value, list)
+    if isinstance(value, str):
+        try:
+            return tuple(shlex.split(value))
+        except ValueError as exc:
+            raise ValueError(f"cannot split {value!r} into arguments: {exc}") from None
+    return tuple(_text(item) for item in value)
+
+
+def _decoded(value: Any, kind: type) -> Any:
+    """An env var or CLI string holding JSON (lists, objects) is decoded first."""
+    if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"invalid JSON: {exc}") from None
+    if not isinstance(value, (kind, str)):
+        raise ValueError(f"expected a {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _text_list(value: Any) -> tuple[str, ...]:
+    value = _decoded(value, list)
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(text for text in (_text(item) for item in items) if text)
+
+
+def _patterns(value: Any) -> tuple[str, ...]:
+    patterns = _decoded(value, list)
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    patterns = tuple(_text(pattern) for pattern in patterns)
+    try:
+        Redactor(patterns=patterns)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
+    return patterns
+
+
+def _text_map(value: Any) -> Mapping[str, str]:
+    mapping = _decoded(value, dict)
+    if not isinstance(mapping, dict):
+        raise ValueError("expected an object of NAME: value")
+    return MappingProxyType({_text(name): _text(item) for name, item in mapping.items()})
+
+
+def _credentials(value: Any) -> tuple[GitCredential, ...]:
+    entries = _decoded(value, list)
+    if isinstance(entries, str):
+        raise ValueError("expected a list of {host, user, password}")
+    credentials = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not {"host", "user", "password"} <= entry.keys():
+            raise ValueError("each entry needs host, user and password")
+        credentials.append(GitCredential(_text(entry["host"]), _text(entry["user"]), _text(entry["password"])))
+    return tuple(credentials)
+
+
+def _uv_from_package_manager(value: Any) -> bool:
+    """ClearML's agent.package_manager.type: uv means uv; pip means plain pip."""
+    kind = _text(value).lower()
+    if kind not in ("uv", "pip"):
+        raise ValueError(
+            f"Shipyard supports package manager 'pip' or 'uv', not {kind!r} (set shipyard.uv_enabled to override)"
+        )
+    return kind == "uv"
+
+
+# --- the table of settings ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Field:
+    """One setting: its dotted key, cast, default and its names in the file and environment."""
+
+    key: str
+    cast: Callable[[Any], Any]
+    default: Any
+    file_keys: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    secret: bool = False
+    file_casts: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+
+
+_DERIVED = object()  # default computed from other settings in `_derive`
+
+FIELDS: tuple[Field, ...] = (
+    Field("api.api_server", _url, "http://localhost:8008", ("api.api_server",), ("CLEARML_API_HOST",)),
+    Field("api.files_server", _url, "http://localhost:8081", ("api.files_server",), ("CLEARML_FILES_HOST",)),
+    Field("api.web_server", _url, "http://localhost:8080", ("api.web_server",), ("CLEARML_WEB_HOST",)),
+    Field("api.access_key", _text, "", ("api.credentials.access_key",), ("CLEARML_API_ACCESS_KEY",)),
+    Field("api.secret_key", _text, "", ("api.credentials.secret_key",), ("CLEARML_API_SECRET_KEY",), secret=True),
+    Field("api.verify_ssl", _bool, True, ("api.verify_certificate",), ("CLEARML_API_HOST_VERIFY_CERT",)),
+    Field("agent.worker_name", _text, _DERIVED, ("agent.worker_name",), ("CLEARML_WORKER_NAME",)),
+    Field("agent.worker_id", _text, _DERIVED, ("agent.worker_id",), ("CLEARML_WORKER_ID",)),
+    Field("agent.queues", _text_list, (), ("shipyard.queues",), ("SHIPYARD_QUEUES",)),
+    Field(
+        "agent.poll_interval_s", _positive_seconds, 5.0, ("shipyard.poll_interval_s",),
+        ("SHIPYARD_POLL_INTERVAL_S", "CLEARML_AGENT_QUEUE_POLL_FREQ_SEC"),
+    ),
+    Field("agent.long_poll_s", _seconds, 30.0, ("shipyard.long_poll_s",), ("SHIPYARD_LONG_POLL_S",)),
+    Field(
+        "agent.status_report_s", _positive_seconds, 30.0, ("shipyard.status_report_s",),
+        ("SHIPYARD_STATUS_REPORT_S", "CLEARML_AGENT_STATUS_REPORT_FREQ_SEC"),
+    ),
+    Field(
+        "agent.ping_s", _positive_seconds, 60.0, ("shipyard.ping_s", "agent.task_ping_interval_sec"),
+        ("SHIPYARD_PING_S",),
+    ),
+    Field("agent.log_batch_ms", _positive_int, 200, ("shipyard.log_batch_ms",), ("SHIPYARD_LOG_BATCH_MS",)),
+    Field(
+        "agent.log_batch_bytes", _positive_int, 256 * 1024, ("shipyard.log_batch_bytes",),
+        ("SHIPYARD_LOG_BATCH_BYTES",),
+    ),
+    Field("agent.abort_grace_s", _seconds, 10.0, ("shipyard.abort_grace_s",), ("SHIPYARD_ABORT_GRACE_S",)),
+    Field("agent.max_runtime_s", _optional_seconds, None, ("shipyard.max_runtime_s",), ("SHIPYARD_MAX_RUNTIME_S",)),
+    Field("agent.queue_max_runtime_s", _text_map, MappingProxyType({}), ("shipyard.queue_max_runtime_s",),
+          ("SHIPYARD_QUEUE_MAX_RUNTIME_S",)),
+    Field("agent.lease_s", _positive_seconds, 60.0, ("shipyard.lease_s",), ("SHIPYARD_LEASE_S",)),
+    Field("agent.task_key_ttl_s", _positive_seconds, 24 * 3600.0, ("shipyard.task_key_ttl_s",),
+          ("SHIPYARD_TASK_KEY_TTL_S",)),
+    Field(
+        "agent.work_dir", _path, Path("~/.shipyard/work"), ("shipyard.work_dir", "agent.venvs_dir"),
+        ("SHIPYARD_WORK_DIR",),
+    ),
+    Field("agent.cache_dir", _path, Path("~/.shipyard/cache"), ("shipyard.cache_dir",), ("SHIPYARD_CACHE_DIR",)),
+    Field(
+        "agent.venv_cache_dir", _path, _DERIVED, ("shipyard.venv_cache_dir", "agent.venvs_cache.path"),
+        ("SHIPYARD_VENV_CACHE_DIR", "CLEARML_AGENT_VENV_CACHE_PATH"),
+    ),
+    Field(
+        "agent.git_cache_dir", _path, _DERIVED, ("shipyard.git_cache_dir", "agent.vcs_cache.path"),
+        ("SHIPYARD_GIT_CACHE_DIR",),
+    ),
+    Field(
+        "agent.python_binary", _optional_text, None, ("shipyard.python_binary", "agent.python_binary"),
+        ("SHIPYARD_PYTHON_BINARY",),
+    ),
+    Field(
+        "agent.uv_enabled", _bool, True, ("shipyard.uv_enabled", "agent.package_manager.type"),
+        ("SHIPYARD_UV_ENABLED",), file_casts={"agent.package_manager.type": _uv_from_package_manager},
+    ),
+    Field("agent.git_user", _optional_text, None, ("agent.git_user",), ("CLEARML_AGENT_GIT_USER",)),
+    Field("agent.git_pass", _optional_text, None, ("agent.git_pass",), ("CLEARML_AGENT_GIT_PASS",), secret=True),
+    Field(
+        "agent.git_credentials", _credentials, (), ("shipyard.git_credentials",), ("SHIPYARD_GIT_CREDENTIALS",),
+        secret=True,
+    ),
+    Field("agent.redact_patterns", _patterns, (), ("shipyard.redact_patterns",), ("SHIPYARD_REDACT_PATTERNS",)),
+    Field("agent.extra_env", _text_map, MappingProxyType({}), ("shipyard.extra_env",), ("SHIPYARD_EXTRA_ENV",)),
+    Field("agent.task_user", _optional_text, None, ("shipyard.task_user",), ("SHIPYARD_TASK_USER",)),
+    Field("agent.docker.enabled", _bool, False, ("shipyard.docker.enabled",), ("SHIPYARD_DOCKER",)),
+    Field(
+        "agent.docker.default_image", _optional_text, None,
+        ("shipyard.docker.default_image", "agent.default_docker.image"), ("SHIPYARD_DOCKER_DEFAULT_IMAGE",),
+    ),
+    Field(
+        "agent.docker.default_args", _args, (),
+        ("shipyard.docker.default_args", "agent.default_docker.arguments"), ("SHIPYARD_DOCKER_DEFAULT_ARGS",),
+    ),
+    Field(
+        "agent.docker.extra_args", _args, (), ("shipyard.docker.extra_args", "agent.extra_docker_arguments"),
+        ("SHIPYARD_DOCKER_EXTRA_ARGS", "CLEARML_AGENT_EXTRA_DOCKER_ARGS"),
+    ),
+    Field(
+        "agent.docker.allowed_args", _text_list, DEFAULT_DOCKER_ALLOWED_ARGS, ("shipyard.docker.allowed_args",),
+        ("SHIPYARD_DOCKER_ALLOWED_ARGS",),
+    ),
+    Field("agent.docker.user", _optional_text, None, ("shipyard.docker.user",), ("SHIPYARD_DOCKER_USER",)),
+    Field("agent.docker.network", _text, "host", ("shipyard.docker.network",), ("SHIPYARD_DOCKER_NETWORK",)),
+    Field(
+        "agent.docker.force_pull", _bool, False, ("shipyard.docker.force_pull", "agent.docker_force_pull"),
+        ("SHIPYARD_DOCKER_FORCE_PULL",),
+    ),
+    Field("agent.docker.init", _bool, True, ("shipyard.docker.init",), ("SHIPYARD_DOCKER_INIT",)),
+    Field("agent.docker.uv_binary", _optional_path, None, ("shipyard.docker.uv_binary",),
+          ("SHIPYARD_DOCKER_UV_BINARY",)),
+    Field("agent.docker.ca_bundle", _optional_path, None, ("shipyard.docker.ca_bundle",),
+          ("SHIPYARD_DOCKER_CA_BUNDLE", "SSL_CERT_FILE")),
+)
+_BY_KEY = {spec.key: spec for spec in FIELDS}
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Resolve every setting from defaults, the config file, `env` (default os.environ), overrides.
+
+    `overrides` maps dotted keys to values; None values are skipped, so CLI options left unset
+    can be passed straight through. Raises ConfigError naming the key and source of a bad value.
+    """
+    env = os.environ if env is None else env
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    path = _config_path(config_file, env, home)
+    tree = _read_hocon(path) if path else {}
+    overrides = overrides or {}
+    _reject_unknown(overrides)
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for spec in FIELDS:
+        values[spec.key], sources[spec.key] = _resolve(spec, tree, path, env, overrides)
+    _derive(values, home)
+    return Settings(
+        api=ApiSettings(**_section(values, "api.")),
+        agent=_agent(values),
+        sources=MappingProxyType(sources),
+        config_file=path,
+        warnings=tuple(_unknown_shipyard_keys(tree)),
+    )
+
+
+def _config_path(explicit: Path | None, env: Mapping[str, str], home: Path) -> Path | None:
+    """The file to read: explicit > CLEARML_CONFIG_FILE > TRAINS_CONFIG_FILE > ~/clearml.conf."""
+    if explicit is not None:
+        return _existing(_expand(Path(explicit), home), "given on the command line")
+    for name in CONFIG_FILE_ENV:
+        if env.get(name):
+            return _existing(_expand(Path(env[name]), home), f"named by ${name}")
+    default = home / "clearml.conf"
+    return default if default.is_file() else None
+
+
+def _existing(path: Path, why: str) -> Path:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} ({why}) does not exist")
+    return path
+
+
+def _read_hocon(path: Path) -> dict[str, Any]:
+    try:
+        parsed = ConfigFactory.parse_file(str(path), resolve=True)
+    except (ConfigException, ParseBaseException, OSError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    return dict(parsed.as_plain_ordered_dict())
+
+
+def _resolve(
+    spec: Field, tree: Mapping[str, Any], path: Path | None, env: Mapping[str, str], overrides: Mapping[str, Any]
+) -> tuple[Any, str]:
+    """The winning (value, source) for one setting, the highest layer first."""
+    if overrides.get(spec.key) is not None:
+        return _cast(spec, spec.cast, overrides[spec.key], CLI_SOURCE), CLI_SOURCE
+    for name in spec.env:
+        if env.get(name, "").strip():
+            return _cast(spec, spec.cast, env[name], f"env:{name}"), f"env:{name}"
+    for file_key in spec.file_keys:
+        raw = _lookup(tree, file_key)
+        if raw is not None and raw != "":
+            source = f"file:{path}"
+            return _cast(spec, spec.file_casts.get(file_key, spec.cast), raw, f"{source} ({file_key})"), source
+    return spec.default, DEFAULT_SOURCE
+
+
+def _cast(spec: Field, cast: Callable[[Any], Any], raw: Any, source: str) -> Any:
+    try:
+        return cast(raw)
+    except ValueError as exc:
+        raise ConfigError(f"setting {spec.key} from {source}: {exc}") from None
+
+
+def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _reject_unknown(overrides: Mapping[str, Any]) -> None:
+    unknown = sorted(set(overrides) - _BY_KEY.keys())
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(_BY_KEY)}")
+
+
+def _derive(values: dict[str, Any], home: Path) -> None:
+    """Fill defaults that depend on other settings, and expand `~` in paths."""
+    if values["agent.worker_name"] is _DERIVED:
+        values["agent.worker_name"] = socket.gethostname()
+    if values["agent.worker_id"] is _DERIVED:
+        values["agent.worker_id"] = f"{values['agent.worker_name']}:0"
+    cache_dir = values["agent.cache_dir"]
+    for key, leaf in (("agent.venv_cache_dir", "venvs"), ("agent.git_cache_dir", "vcs")):
+        if values[key] is _DERIVED:
+            values[key] = cache_dir / leaf
+    for key, value in values.items():
+        if isinstance(value, Path):
+            values[key] = _expand(value, home)
+
+
+def _expand(path: Path, home: Path) -> Path:
+    text = str(path)
+    if text == "~" or text.startswith("~/"):
+        return home / text[2:]
+    return path.expanduser()
+
+
+def _section(values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """Values under `prefix` one level deep, keyed by their last name."""
+    names = {key: key[len(prefix):] for key in values if key.startswith(prefix)}
+    return {name: values[key] for key, name in names.items() if "." not in name}
+
+
+def _agent(values: Mapping[str, Any]) -> AgentSettings:
+    docker = DockerSettings(**_section(values, "agent.docker."))
+    return AgentSettings(**_section(values, "agent."), docker=docker)
+
+
+def _unknown_shipyard_keys(tree: Mapping[str, Any]) -> list[str]:
+    """Keys under `shipyard { }` that no setting reads: likely typos, reported, not fatal."""
+    known = {key for spec in FIELDS for key in spec.file_keys if key.startswith("shipyard.")}
+    found: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        for name, child in node.items():
+            key = f"{prefix}.{name}"
+            if key in known:
+                continue
+            if isinstance(child, Mapping) and any(k.startswith(key + ".") for k in known):
+                walk(child, key)
+            else:
+                found.append(f"unknown key {key} in config file")
+
+    shipyard = tree.get("shipyard")
+    if isinstance(shipyard, Mapping):
+        walk(shipyard, "shipyard")
+    return found
+
+
+def _masked(spec: Field, value: Any) -> Any:
+    if spec.key == "agent.git_credentials":
+        return tuple(replace(credential, password=MASK) for credential in value)
+    if spec.key == "agent.extra_env":
+        return {name: MASK if _SECRET_NAME.search(name) else item for name, item in value.items()}
+    if spec.secret and value:
+        return MASK
+    return value
+
