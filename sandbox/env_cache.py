@@ -62,13 +62,14 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandbox import bytecode, manifest
+from sandbox import manifest
 from sandbox.linkfarm import give_tree, link_tree
 from sandbox.manifest import TamperedEntry
 from sandbox.locks import file_lock, try_lock
@@ -91,6 +92,24 @@ MARKER, META, LAST_USED, VENV = "COMPLETE", "meta.json", "last-used", "venv"
 MANIFEST, BYTECODE_MANIFEST = "manifest.json", "bytecode-manifest.json"
 BYTECODE_MARKER = "BYTECODE-COMPLETE"
 BYTECODE_MODES = ("background", "sync", "off")
+
+_IMPORT_ROOT = str(Path(__file__).resolve().parents[1])
+"""The directory holding the `sandbox` package, for the compiler's PYTHONPATH."""
+
+_DETACH = '"$@" </dev/null >/dev/null 2>&1 &'
+"""sh runs the compiler in the background and exits at once; the compiler is reparented."""
+
+
+def start_compiler(root: Path, key: str, lock_timeout: float) -> None:
+    """Start a detached compiler for entry `key` of the cache at `root`; do not wait for it."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_IMPORT_ROOT, env.get("PYTHONPATH")) if p)
+    command = [sys.executable, "-m", "sandbox.bytecode", str(root), key, str(lock_timeout)]
+    subprocess.run(
+        ["/bin/sh", "-c", _DETACH, "sh", *command],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, check=False, timeout=60,
+    )
 
 
 @dataclass(frozen=True)
@@ -258,7 +277,7 @@ class EnvCache:
             return
         log(f"compiling bytecode of environment {key[:12]} in the background")
         try:
-            bytecode.start_compiler(self.root, key, self.lock_timeout)
+            start_compiler(self.root, key, self.lock_timeout)
         except (OSError, subprocess.SubprocessError) as exc:  # only costs the targets' first imports
             log(f"could not start the bytecode compiler of environment {key[:12]}: {exc}")
 

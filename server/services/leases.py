@@ -39,17 +39,7 @@ def check_fence(doc: dict, attempt: Any) -> None:
         raise stale(doc["id"], attempt, doc.get("_attempt"))
 
 
-def grant(doc: dict, worker: str, queue_id: str, lease_s: float) -> dict:
-    attempt = int(doc.get("_attempt") or 0) + 1
-    now = clock.now()
-    doc["_attempt"] = attempt
-    doc["_lease"] = {"worker": worker, "queue": queue_id, "expires": now + lease_s, "lease_s": lease_s}
-    history = list(doc.get("shipyard_attempts") or [])
-    history.append({"attempt": attempt, "worker": worker, "claimed": clock.iso(now)})
-    doc["shipyard_attempts"] = history
-    return {"attempt": attempt, "expires_in_s": lease_s}
-
-
+grant = taskdoc.grant_lease
 close_attempt = taskdoc.close_attempt
 
 

@@ -87,6 +87,18 @@ def change_status(ctx: CallContext, conn, doc: dict, new: str, *, force: bool = 
     return fields
 
 
+def grant_lease(doc: dict, worker: str, queue_id: str, lease_s: float) -> dict:
+    """A claim becomes a lease (server/services/leases.py): the next attempt, its holder and expiry."""
+    attempt = int(doc.get("_attempt") or 0) + 1
+    now = clock.now()
+    doc["_attempt"] = attempt
+    doc["_lease"] = {"worker": worker, "queue": queue_id, "expires": now + lease_s, "lease_s": lease_s}
+    history = list(doc.get("shipyard_attempts") or [])
+    history.append({"attempt": attempt, "worker": worker, "claimed": clock.iso(now)})
+    doc["shipyard_attempts"] = history
+    return {"attempt": attempt, "expires_in_s": lease_s}
+
+
 def close_attempt(doc: dict, end: str) -> None:
     """The task's lease (if any) ends: drop it and note how the attempt ended."""
     doc.pop("_lease", None)
