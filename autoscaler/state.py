@@ -12,8 +12,8 @@ from pathlib import Path
 
 from autoscaler.budget import Ledger
 from autoscaler.fleet import InstanceRecord
-from sandbox.locks import try_lock
 from shipyard.errors import ConfigError
+from shipyard.locks import try_lock
 
 VERSION = 1
 

@@ -10,5 +10,5 @@
     env_cache       EnvCache.materialize: content-addressed venvs reused as hard-link farms
     bytecode        the detached, niced compiler that byte-compiles a published cache entry
     linkfarm        the hard-link tree copy with path rewriting
-    locks, proc     file locks; subprocesses whose timeout kills the whole group
+    proc            subprocesses whose timeout kills the whole group (file locks: shipyard/locks.py)
 """

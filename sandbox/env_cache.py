@@ -72,10 +72,10 @@ from pathlib import Path
 from sandbox import manifest
 from sandbox.linkfarm import give_tree, link_tree
 from sandbox.manifest import TamperedEntry
-from sandbox.locks import file_lock, try_lock
 from sandbox.pyenv import EnvBuilder, Interpreter, compile_bytecode, probe, venv_python
 from sandbox.requirements import RequirementSet, parse_requirements
 from shipyard.errors import InfrastructureError
+from shipyard.locks import file_lock, try_lock
 
 Log = Callable[[str], None]
 Owner = tuple[int, int]

@@ -24,8 +24,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from sandbox.gitcmd import GitRunner, check_git_value, git_reason, is_network_failure
-from sandbox.locks import file_lock
 from shipyard.errors import InfrastructureError, WorkspaceError
+from shipyard.locks import file_lock
 
 Log = Callable[[str], None]
 

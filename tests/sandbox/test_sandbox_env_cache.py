@@ -15,9 +15,9 @@ import pytest
 
 from sandbox.env_cache import BYTECODE_MARKER, MARKER, EnvCache
 from sandbox.linkfarm import link_tree
-from sandbox.locks import file_lock
 from sandbox.pyenv import probe
 from sandbox.requirements import parse_requirements
+from shipyard.locks import file_lock
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON = probe(sys.executable)

@@ -1,4 +1,4 @@
-"""Advisory file locks (fcntl.flock) shared by the repository cache and the environment cache.
+"""Advisory file locks (fcntl.flock): the repository and environment caches, the autoscaler state.
 
 A lock is a small file next to the thing it protects. flock locks belong to an open file
 description, so two threads that each call `file_lock` on the same path exclude each other just
