@@ -11,10 +11,13 @@ daemons sharing one id would hand each other's tasks back on restart):
 `--stop --force` sends a second SIGTERM as well: the running task is aborted and ends
 `stopped`. A `--stop` after a `--stop` that is still draining only needs `--force` to abort.
 Under systemd none of this is used: systemd keeps the pid and sends the signals.
+
+The command's options are shipyard/cli/agent.py's; here are the plain steps it calls:
+`start_detached` (returns the exit code and what to tell the person), `stop_daemon`
+(reports its progress through `echo`), and `PidFile`, which the detached daemon holds.
 """
 from __future__ import annotations
 
-import functools
 import os
 import re
 import signal
@@ -24,8 +27,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
-
-import click
 
 from shipyard.client.config import Settings
 from shipyard.errors import ConfigError
@@ -47,43 +48,6 @@ class DaemonFiles:
         name = re.sub(r"[^A-Za-z0-9_.@-]", "_", settings.agent.worker_id)
         folder = settings.agent.work_dir / "daemons"
         return cls(folder / f"{name}.pid", folder / f"{name}.log")
-
-
-def daemon_control(settings_for: Callable[[click.Context], Settings]):
-    """Decorator for the daemon command: adds --detached/--stop/--force and handles them before it runs.
-
-    Goes directly under `@click.command`; `settings_for(ctx)` loads the settings as the command does.
-    """
-
-    def decorate(command: Callable) -> Callable:
-        @functools.wraps(command)
-        def run(*args, detached: bool, stop: bool, force: bool, pid_file: Path | None, **kwargs):
-            ctx = click.get_current_context()
-            if force and not stop:
-                raise click.UsageError("--force goes with --stop")
-            if stop:
-                stop_daemon(DaemonFiles.of(settings_for(ctx)), force=force)
-                return None
-            if detached:
-                ctx.exit(start_detached(DaemonFiles.of(settings_for(ctx)), sys.argv[1:]))
-            if pid_file is None:
-                return command(*args, **kwargs)
-            with PidFile(pid_file):
-                return command(*args, **kwargs)
-
-        options = [
-            click.option("--detached", is_flag=True, help="Run in the background; the pid file and log "
-                         "are under the work dir, named after the worker id."),
-            click.option("--stop", is_flag=True, help="Stop this worker id's detached daemon: it drains "
-                         "(the running task finishes, nothing new is taken)."),
-            click.option("--force", is_flag=True, help="With --stop: also abort the running task."),
-            click.option("--pid-file", type=click.Path(path_type=Path, dir_okay=False), hidden=True),
-        ]
-        for option in reversed(options):
-            run = option(run)
-        return run
-
-    return decorate
 
 
 # --- the running daemon's side -------------------------------------------------------------------
@@ -140,8 +104,12 @@ def _alive(pid: int) -> bool:
 # --- --detached ----------------------------------------------------------------------------------
 
 
-def start_detached(files: DaemonFiles, argv: list[str]) -> int:
-    """Start `shipyard <argv without --detached>` in a new session; wait until it listens. Exit code."""
+def start_detached(files: DaemonFiles, argv: list[str]) -> tuple[int, str]:
+    """Start `shipyard <argv without --detached>` in a new session; wait until it listens.
+
+    Returns the exit code and the report: where the daemon's files are (code 0, for stdout), or
+    why it is not running and its log so far (for stderr).
+    """
     running = read_pid(files.pid)
     if running is not None and is_daemon(running):
         raise ConfigError(f"a daemon with this worker id already runs (pid {running}); "
@@ -155,12 +123,10 @@ def start_detached(files: DaemonFiles, argv: list[str]) -> int:
                                  start_new_session=True, close_fds=True)
     outcome = _wait_ready(child, files.log, offset)
     if outcome is None:
-        click.echo(f"daemon detached: pid {child.pid}\n  log:      {files.log}\n  pid file: {files.pid}\n"
+        return 0, (f"daemon detached: pid {child.pid}\n  log:      {files.log}\n  pid file: {files.pid}\n"
                    "  stop:     shipyard daemon --stop   (drain; add --force to abort the running task)")
-        return 0
-    click.echo(outcome, err=True)
-    click.echo(_tail(files.log, offset), err=True)
-    return child.returncode if child.returncode not in (None, 0) else 1
+    code = child.returncode if child.returncode not in (None, 0) else 1
+    return code, f"{outcome}\n{_tail(files.log, offset)}"
 
 
 def _wait_ready(child: subprocess.Popen, log: Path, offset: int) -> str | None:
@@ -185,24 +151,26 @@ def _tail(log: Path, offset: int, limit: int = 16384) -> str:
 # --- --stop ---------------------------------------------------------------------------------------
 
 
-def stop_daemon(files: DaemonFiles, *, force: bool) -> None:
+def stop_daemon(files: DaemonFiles, *, force: bool, echo: Callable[[str], None]) -> None:
+    """SIGTERM (twice with `force`) to this worker id's detached daemon, then wait a while for it to
+    go; `echo` gets each step as it happens (the wait can take a minute)."""
     pid = read_pid(files.pid)
     if pid is None or not is_daemon(pid):
         if pid is not None:
             files.pid.unlink(missing_ok=True)  # stale: the daemon died without removing it
-        click.echo(f"no detached daemon runs for this worker id ({files.pid} {'was stale' if pid else 'absent'})")
+        echo(f"no detached daemon runs for this worker id ({files.pid} {'was stale' if pid else 'absent'})")
         return
     os.kill(pid, signal.SIGTERM)
     if force:
         time.sleep(SIGNAL_GAP_S)
         if _alive(pid):
             os.kill(pid, signal.SIGTERM)
-    click.echo(f"sent {'SIGTERM twice (abort)' if force else 'SIGTERM (drain)'} to daemon pid {pid}")
+    echo(f"sent {'SIGTERM twice (abort)' if force else 'SIGTERM (drain)'} to daemon pid {pid}")
     if _wait_gone(pid, FORCE_WAIT_S if force else STOP_WAIT_S):
-        click.echo(f"daemon pid {pid} stopped")
+        echo(f"daemon pid {pid} stopped")
     else:
-        click.echo(f"daemon pid {pid} is still {'stopping' if force else 'draining'} (its log: {files.log})"
-                   + ("" if force else "; `shipyard daemon --stop --force` aborts the running task"))
+        echo(f"daemon pid {pid} is still {'stopping' if force else 'draining'} (its log: {files.log})"
+             + ("" if force else "; `shipyard daemon --stop --force` aborts the running task"))
 
 
 def _wait_gone(pid: int, timeout_s: float) -> bool:

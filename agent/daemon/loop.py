@@ -16,6 +16,7 @@ from agent.execution import lifecycle
 from shipyard.client.api import ApiClient
 from shipyard.client.config import Settings
 from agent.execution.lifecycle import Outcome
+from agent.daemon.metrics import AgentMetrics
 from agent.daemon.poller import Claim, Queue, TaskSource, resolve_queues
 from agent.daemon.reporter import StatusReporter
 from agent.execution.runner import TaskRun, safe_report
@@ -36,7 +37,8 @@ class Daemon:
                  order_fairness: bool = False, create_queue: bool = False,
                  echo: Callable[[str], None] | None = None, max_tasks: int | None = None,
                  slots: SlotPool | None = None, stats_extra: Callable[[], dict] | None = None,
-                 make_slots: Callable[[list[Queue]], SlotPool] | None = None, exact_order: bool = False):
+                 make_slots: Callable[[list[Queue]], SlotPool] | None = None, exact_order: bool = False,
+                 metrics: AgentMetrics | None = None):
         self.api = api
         self.settings = settings
         self.queue_names = queues
@@ -44,6 +46,9 @@ class Daemon:
         self.order_fairness = order_fairness
         self.create_queue = create_queue
         self.echo = echo or (lambda _line: None)
+        self.metrics = metrics            # --metrics-port: it reads the console lines and the runs' log counts
+        if metrics is not None:
+            self.echo = metrics.tap(self.echo)
         self.max_tasks = max_tasks
         self.slots = slots or ServiceSlots(1)
         self.make_slots = make_slots      # pools that need the resolved queues (GPU slots)
@@ -154,7 +159,8 @@ class Daemon:
             run = TaskRun(self.api, self.settings, claim.task_id, queue=claim.queue.name,
                           should_abort=lambda: self.shutdown.abort, env_cache=self.env_cache,
                           repo_cache=self.repo_cache, echo=self.echo, attempt=claim.attempt,
-                          slot_env=slot.env, gpus=slot.gpus, task_keys=self.task_keys)
+                          slot_env=slot.env, gpus=slot.gpus, task_keys=self.task_keys,
+                          log_stats=self.metrics.record_log_shipping if self.metrics else None)
             outcome = run.run()
             self.echo(f"task {claim.task_id} {outcome.status} in {time.monotonic() - started:.2f}s: "
                       f"{outcome.status_reason}")

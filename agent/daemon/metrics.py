@@ -9,25 +9,26 @@
     shipyard_agent_log_lines_total{path}                      task console lines: shipped | spooled | rejected
     shipyard_agent_log_spool_bytes                            bytes in spool files now (the server was away)
 
-The daemon tells what happens through its console lines (`echo`: "task T pulled from Q",
-"task T completed in 1.23s: ...", "shipyard: environment ready in 0.41s (cache hit)"); the
-`console()` tap reads those, so the run loop carries no metrics code. Log line counts come
-from a run's `ShipStats` handed to `active().record_log_shipping(stats)` when its shipper
-closes; until a runner does that the family is left out (not shown as zeros). The spool gauge
-is read from the work dir at scrape time. The page is served by a stdlib HTTP server on a thread.
+One `AgentMetrics` per daemon: `shipyard daemon --metrics-port` makes it, serves it with
+`MetricsServer` and hands it to the Daemon. The daemon tells what happens through its console
+lines (`echo`: "task T pulled from Q", "task T completed in 1.23s: ...", "shipyard: environment
+ready in 0.41s (cache hit)"); the Daemon passes its echo through `metrics.tap(echo)`, which reads
+those, so the run loop carries no metrics code. Log line counts come from a run's `ShipStats`,
+handed to `record_log_shipping(stats)` when its shipper closes (the Daemon gives each TaskRun
+that method as a callback); until a run does that the family is left out (not shown as zeros).
+The spool gauge is read from the work dir at scrape time. The page is served by a stdlib HTTP
+server on a thread.
 """
 from __future__ import annotations
 
-import functools
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
-import click
-
 from shipyard import __version__
+from shipyard.errors import ConfigError
 
 BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
 ENV_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
@@ -87,6 +88,15 @@ class AgentMetrics:
             self.log_lines_fed = True
             for path in self.log_lines:
                 self.log_lines[path] += int(getattr(stats, f"lines_{path}", 0))
+
+    def tap(self, echo: Callable[[str], None]) -> Callable[[str], None]:
+        """`echo`, with every line it is given read by `observe_console` first."""
+
+        def tapped(line: str) -> None:
+            self.observe_console(line)
+            echo(line)
+
+        return tapped
 
     def observe_console(self, line: str) -> None:
         """Read one console line of the daemon or runner; lines that are not events are ignored."""
@@ -203,51 +213,5 @@ def parse_address(value: str) -> tuple[str, int]:
     """`9108` (every interface) or `127.0.0.1:9108`."""
     host, _, port = value.rpartition(":")
     if not port.isdigit() or not 0 < int(port) < 65536:
-        raise click.BadParameter(f"expected PORT or HOST:PORT, got {value!r}", param_hint="--metrics-port")
+        raise ConfigError(f"expected PORT or HOST:PORT, got {value!r}")
     return host.strip("[]") or "0.0.0.0", int(port)
-
-
-# --- wiring into the daemon command ------------------------------------------------------------------
-
-_active: AgentMetrics | None = None
-
-
-def console(line: str) -> None:
-    """The daemon's echo passes every console line here; a no-op unless --metrics-port is on."""
-    if _active is not None:
-        _active.observe_console(line)
-
-
-def active() -> AgentMetrics | None:
-    """The running daemon's metrics, for code that records directly (e.g. `record_log_shipping`)."""
-    return _active
-
-
-def metrics_option(settings_for: Callable[[click.Context], Any]):
-    """Decorator for the daemon command: `--metrics-port` serves /metrics while the command runs."""
-
-    def decorate(command: Callable) -> Callable:
-        @functools.wraps(command)
-        def run(*args, metrics_port: str | None, **kwargs):
-            global _active
-            if metrics_port is None:
-                return command(*args, **kwargs)
-            host, port = parse_address(metrics_port)
-            settings = settings_for(click.get_current_context())
-            metrics = AgentMetrics(settings.agent.worker_id, spool_dir=settings.agent.work_dir / "spool")
-            try:
-                server = MetricsServer(metrics, host, port).start()
-            except OSError as exc:
-                raise click.BadParameter(f"cannot listen on {host}:{port}: {exc}",
-                                         param_hint="--metrics-port") from None
-            _active = metrics
-            try:
-                return command(*args, **kwargs)
-            finally:
-                _active = None
-                server.close()
-
-        return click.option("--metrics-port", metavar="[HOST:]PORT",
-                            help="Serve Prometheus metrics on this port (all interfaces unless HOST).")(run)
-
-    return decorate

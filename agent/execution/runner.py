@@ -21,12 +21,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from agent.execution import lifecycle, taskenv
-from agent.daemon import metrics
 from shipyard.client.api import ApiClient
 from agent.execution.build import BuiltTask
 from shipyard.client.config import Settings
 from agent.execution.lifecycle import COMPLETED, FAILED, STOPPED, Outcome
-from agent.logs.shipper import LogShipper, OutputReader
+from agent.logs.shipper import LogShipper, OutputReader, ShipStats
 from shipyard.redact import Redactor
 from agent.execution.taskkey import NO_KEY, TaskKey, TaskKeys
 from agent.execution.watch import TaskWatch
@@ -120,8 +119,10 @@ class TaskRun:
                  should_abort: Callable[[], bool] = lambda: False, env_cache: EnvCache | None = None,
                  repo_cache: RepoCache | None = None, echo: Callable[[str], None] | None = None,
                  attempt: int | None = None, slot_env: Mapping[str, str] | None = None,
-                 gpus: Sequence[int] = (), task_keys: TaskKeys | None = None):
+                 gpus: Sequence[int] = (), task_keys: TaskKeys | None = None,
+                 log_stats: Callable[[ShipStats], None] | None = None):
         self.api = api
+        self.log_stats = log_stats            # gets the log shipper's counts when the run ends (metrics)
         self.task_keys = task_keys or TaskKeys(api, (settings.api.access_key, settings.api.secret_key),
                                                ttl_s=settings.agent.task_key_ttl_s)
         self.task_key: TaskKey = NO_KEY
@@ -258,8 +259,8 @@ class TaskRun:
     def _close_shipper(self) -> None:
         assert self.shipper is not None
         report = self.shipper.close(timeout_s=60)
-        if (exported := metrics.active()) is not None:
-            exported.record_log_shipping(report.stats)
+        if self.log_stats is not None:
+            self.log_stats(report.stats)
         if not report.complete:
             log.error("task %s: %d log lines not delivered yet (spool: %s, error: %s)", self.task_id,
                       report.lines_undelivered, report.spool_path, report.error)

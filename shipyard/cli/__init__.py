@@ -1,78 +1,62 @@
-"""The `shipyard` command. It only wires sub-commands; each lives beside its component."""
+"""The `shipyard` command: the root group, its options, and where each command group lives.
+
+    __init__     the root group (--log-format, --config-file), main(), command registration
+    state        CliState: settings and API client shared by the commands (click's ctx.obj)
+    agent        daemon, execute, build, list, config (and the daemon's --detached/--stop/--metrics-port)
+    task         task ..., queue ...
+    up           up: the embedded server and one agent in one process
+    server       server, keys
+    autoscaler   autoscaler [status]
+    scheduler    scheduler run | list | show
+    init, doctor init, doctor
+
+Only this package imports click. Command modules import `state` (and `up` the public server
+options of `server`), never each other's private names and never this module; this module
+imports them only to register them.
+"""
 from __future__ import annotations
 
-import json
-import logging
-import sys
-import time
+from pathlib import Path
 
 import click
 
 from shipyard import __version__
+from shipyard.cli.state import CliState
 from shipyard.errors import ShipyardError
+from shipyard.logs import use_json_logs
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="shipyard")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="SHIPYARD_LOG_FORMAT",
               show_envvar=True, help="json: one JSON object per log line on stderr (for journald, Loki, ...).")
-def cli(log_format: str) -> None:
+@click.option("--config-file", type=click.Path(path_type=Path, dir_okay=False), is_eager=True,
+              help="clearml.conf to read (default: $CLEARML_CONFIG_FILE or ~/clearml.conf).")
+@click.pass_context
+def cli(ctx: click.Context, log_format: str, config_file: Path | None) -> None:
     """Shipyard: run ML tasks recorded with ClearML, on your own machines."""
     if log_format == "json":
         use_json_logs()
-
-
-class JsonLogFormatter(logging.Formatter):
-    """{"ts", "level", "logger", "msg"}, plus "exc" and any `extra=` fields a call adds."""
-
-    _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-
-    def format(self, record: logging.LogRecord) -> str:
-        doc = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-               + f".{int(record.msecs):03d}Z", "level": record.levelname.lower(), "logger": record.name,
-               "msg": record.getMessage()}
-        doc.update({k: v for k, v in vars(record).items() if k not in self._STANDARD and k not in doc})
-        if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
-        return json.dumps(doc, default=str)
-
-
-def use_json_logs() -> None:
-    """Every log record, and the agent's console lines, as JSON lines on stderr. Installed before a
-    command's own logging.basicConfig, which then leaves the root logger's handler alone."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLogFormatter())
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-
-
-def console_logger() -> logging.Logger | None:
-    """Where console lines go under --log-format json; None when they are printed as text."""
-    json_on = any(isinstance(h.formatter, JsonLogFormatter) for h in logging.getLogger().handlers)
-    return logging.getLogger("shipyard.console") if json_on else None
+    ctx.obj = CliState(config_file=config_file)
+    ctx.call_on_close(ctx.obj.close)
 
 
 def _register() -> None:
-    """Attach every component's commands, once per process (main() may be called again)."""
+    """Attach every command, once per process (main() may be called again)."""
     if cli.commands:
         return
+    from shipyard.cli.agent import build_cmd, config_cmd, daemon_cmd, execute_cmd, list_cmd
+    from shipyard.cli.autoscaler import autoscaler_cmd
+    from shipyard.cli.doctor import doctor_cmd
+    from shipyard.cli.init import init_cmd
+    from shipyard.cli.scheduler import scheduler_group
     from shipyard.cli.server import keys_cmd, server_cmd
+    from shipyard.cli.task import queue_group, task_group
+    from shipyard.cli.up import up_cmd
 
-    cli.add_command(server_cmd)
-    cli.add_command(keys_cmd)
-    try:
-        from shipyard.cli.agent import register as register_agent
-    except ModuleNotFoundError as exc:
-        if exc.name != "shipyard.cli.agent":
-            raise
-    else:
-        register_agent(cli)
-        from shipyard.cli.doctor import doctor_cmd
-        from shipyard.cli.init import init_cmd
-
-        cli.add_command(init_cmd)
-        cli.add_command(doctor_cmd)
+    for command in (server_cmd, keys_cmd, daemon_cmd, execute_cmd, build_cmd, list_cmd, config_cmd, up_cmd,
+                    task_group, queue_group, autoscaler_cmd, scheduler_group, init_cmd, doctor_cmd):
+        cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +78,3 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"error: {exc}", err=True)
         return exc.exit_code
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

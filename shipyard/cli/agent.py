@@ -1,43 +1,29 @@
-"""Agent commands: daemon, execute, build, list, config, up. Thin: parse, load settings, call."""
+"""Agent commands: daemon, execute, build, list, config. Thin: parse, load settings, call.
+
+The daemon's process options live here too: --detached/--stop/--force (agent.daemon.detach
+does the work) and --metrics-port (an agent.daemon.metrics.AgentMetrics, made here and handed
+to the Daemon, served on /metrics while it runs).
+"""
 from __future__ import annotations
 
-import logging
 import shlex
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import click
 
-from shipyard.client.api import ApiClient
-from agent.daemon import metrics
-from shipyard.client.config import Settings, load_settings
-from agent.daemon.detach import daemon_control
-from shipyard.cli import console_logger
+from agent.daemon.detach import DaemonFiles, PidFile, start_detached, stop_daemon
+from agent.daemon.metrics import AgentMetrics, MetricsServer, parse_address
+from shipyard.cli.state import CliState, pass_state, state_of
 from shipyard.errors import ConfigError
+from shipyard.logs import basic_config, console_logger
 from shipyard.signals import Shutdown
 
 
-def _settings(ctx: click.Context, **overrides) -> Settings:
-    base = ctx.obj or {}
-    merged = {**base.get("overrides", {}), **{k: v for k, v in overrides.items() if v not in (None, ())}}
-    return load_settings(merged, config_file=base.get("config_file"))
-
-
-def _api(settings: Settings) -> ApiClient:
-    if not settings.api.access_key or not settings.api.secret_key:
-        raise ConfigError("no API credentials: set api.credentials in clearml.conf or "
-                          "CLEARML_API_ACCESS_KEY / CLEARML_API_SECRET_KEY")
-    return ApiClient.from_settings(settings)
-
-
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(logging.DEBUG if verbose else logging.INFO)  # also under --log-format json
-
-
 def _echo(line: str) -> None:
-    metrics.console(line)
+    """A console line: printed, or a record of the shipyard.console logger under --log-format json."""
     json_log = console_logger()
     if json_log is not None:
         json_log.info(line)
@@ -46,8 +32,14 @@ def _echo(line: str) -> None:
 
 
 @click.command("daemon")
-@daemon_control(_settings)
-@metrics.metrics_option(_settings)
+@click.option("--detached", is_flag=True, help="Run in the background; the pid file and log "
+              "are under the work dir, named after the worker id.")
+@click.option("--stop", is_flag=True, help="Stop this worker id's detached daemon: it drains "
+              "(the running task finishes, nothing new is taken).")
+@click.option("--force", is_flag=True, help="With --stop: also abort the running task.")
+@click.option("--pid-file", type=click.Path(path_type=Path, dir_okay=False), hidden=True)
+@click.option("--metrics-port", metavar="[HOST:]PORT",
+              help="Serve Prometheus metrics on this port (all interfaces unless HOST).")
 @click.option("--queue", "queues", multiple=True, help="Queue name or id, in priority order (repeatable; "
               "several names after one --queue also work).")
 @click.argument("more_queues", nargs=-1)
@@ -69,29 +61,67 @@ def _echo(line: str) -> None:
                    "(shipyard.task_user, SHIPYARD_TASK_USER).")
 @click.option("--verbose", is_flag=True)
 @click.pass_context
-def daemon_cmd(ctx, queues, more_queues, order_fairness, foreground, create_queue, max_tasks, services,
-               gpus, cpu_only, docker, task_user, verbose) -> None:
+def daemon_cmd(ctx, detached, stop, force, pid_file, metrics_port, queues, more_queues, order_fairness, foreground,
+               create_queue, max_tasks, services, gpus, cpu_only, docker, task_user, verbose) -> None:
     """Pull tasks from queues and run them, one at a time."""
     from agent.daemon.loop import Daemon
     from agent.daemon.slots import slot_setup
     from agent.execution.task_user import startup_check
 
-    _logging(verbose)
-    settings = _settings(ctx, **_docker_overrides(docker), **{"agent.task_user": task_user})
-    startup_check(settings)
-    names = list(queues) + list(more_queues) or list(settings.agent.queues)
-    if settings.agent.docker.enabled:
-        from agent.execution.docker import start_docker_mode
+    state = state_of(ctx)
+    if _control_detached(ctx, state, detached=detached, stop=stop, force=force):
+        return
+    with PidFile(pid_file) if pid_file is not None else nullcontext(), _serving(state, metrics_port) as metrics:
+        basic_config(verbose)
+        settings = state.settings_with(**_docker_overrides(docker), **{"agent.task_user": task_user})
+        startup_check(settings)
+        names = list(queues) + list(more_queues) or list(settings.agent.queues)
+        if settings.agent.docker.enabled:
+            from agent.execution.docker import start_docker_mode
 
-        start_docker_mode(settings, log=_echo)
-    shutdown = Shutdown().install()
-    shutdown.on_signal(lambda count: None)
-    with _api(settings) as api:
-        setup = slot_setup(api, names, gpus=gpus, cpu_only=cpu_only, services=services,
+            start_docker_mode(settings, log=_echo)
+        shutdown = Shutdown().install()
+        shutdown.on_signal(lambda count: None)
+        setup = slot_setup(state.api, names, gpus=gpus, cpu_only=cpu_only, services=services,
                            order_fairness=order_fairness)
-        Daemon(api, settings, setup.queue_names, shutdown=shutdown, order_fairness=order_fairness,
+        Daemon(state.api, settings, setup.queue_names, shutdown=shutdown, order_fairness=order_fairness,
                create_queue=create_queue, echo=_echo, max_tasks=max_tasks, make_slots=setup.make_pool,
-               stats_extra=setup.gpu_stats, exact_order=setup.exact_order).work()
+               stats_extra=setup.gpu_stats, exact_order=setup.exact_order, metrics=metrics).work()
+
+
+def _control_detached(ctx: click.Context, state: CliState, *, detached: bool, stop: bool, force: bool) -> bool:
+    """--stop [--force] and --detached; True when one of them was the whole command."""
+    if force and not stop:
+        raise click.UsageError("--force goes with --stop")
+    if stop:
+        stop_daemon(DaemonFiles.of(state.settings), force=force, echo=click.echo)
+        return True
+    if detached:
+        code, report = start_detached(DaemonFiles.of(state.settings), sys.argv[1:])
+        click.echo(report, err=code != 0)
+        ctx.exit(code)
+    return False
+
+
+@contextmanager
+def _serving(state: CliState, address: str | None) -> Iterator[AgentMetrics | None]:
+    """--metrics-port: the daemon's metrics, on /metrics for as long as it runs; None without it."""
+    if address is None:
+        yield None
+        return
+    try:
+        host, port = parse_address(address)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--metrics-port") from None
+    metrics = AgentMetrics(state.settings.agent.worker_id, spool_dir=state.settings.agent.work_dir / "spool")
+    try:
+        server = MetricsServer(metrics, host, port).start()
+    except OSError as exc:
+        raise click.BadParameter(f"cannot listen on {host}:{port}: {exc}", param_hint="--metrics-port") from None
+    try:
+        yield metrics
+    finally:
+        server.close()
 
 
 def _docker_overrides(docker: str | None) -> dict:
@@ -112,40 +142,36 @@ def _docker_overrides(docker: str | None) -> dict:
 def execute_cmd(ctx, task_id, verbose) -> None:
     """Build and run one task in the foreground; exit with its outcome."""
     from agent.execution.runner import TaskRun
-
     from agent.execution.task_user import startup_check
 
-    _logging(verbose)
-    settings = _settings(ctx)
-    startup_check(settings)
+    basic_config(verbose)
+    state = state_of(ctx)
+    startup_check(state.settings)
     shutdown = Shutdown().install()
-    with _api(settings) as api:
-        api.call("tasks.started", {"task": task_id, "force": True, "status_message": "shipyard execute"})
-        outcome = TaskRun(api, settings, task_id, should_abort=lambda: shutdown.requested, echo=_echo).run()
+    api = state.api
+    api.call("tasks.started", {"task": task_id, "force": True, "status_message": "shipyard execute"})
+    outcome = TaskRun(api, state.settings, task_id, should_abort=lambda: shutdown.requested, echo=_echo).run()
     ctx.exit(0 if outcome.status == "completed" else (outcome.exit_code or 1))
 
 
 @click.command("build")
 @click.option("--id", "task_id", required=True, help="The task whose environment to build.")
 @click.option("--target", type=click.Path(path_type=Path, file_okay=False), required=True)
-@click.pass_context
-def build_cmd(ctx, task_id, target) -> None:
+@pass_state
+def build_cmd(state: CliState, task_id, target) -> None:
     """Rebuild a task's code and Python environment into TARGET, without running it."""
     from agent.execution.runner import TaskRun
 
-    settings = _settings(ctx)
-    with _api(settings) as api:
-        built = TaskRun(api, settings, task_id, echo=_echo).build_only(target.resolve())
+    built = TaskRun(state.api, state.settings, task_id, echo=_echo).build_only(target.resolve())
     click.echo(f"code:   {built.workspace.root}\nentry:  {built.workspace.entry_point}\n"
                f"python: {built.env.python}")
 
 
 @click.command("list")
-@click.pass_context
-def list_cmd(ctx) -> None:
+@pass_state
+def list_cmd(state: CliState) -> None:
     """Workers the server sees."""
-    with _api(_settings(ctx)) as api:
-        workers = api.call("workers.get_all")["workers"]
+    workers = state.api.call("workers.get_all")["workers"]
     for worker in workers:
         task = (worker.get("task") or {}).get("id") or "-"
         queues = ",".join(q.get("name", q.get("id", "")) for q in worker.get("queues") or [])
@@ -155,32 +181,13 @@ def list_cmd(ctx) -> None:
 
 
 @click.command("config")
-@click.pass_context
-def config_cmd(ctx) -> None:
+@pass_state
+def config_cmd(state: CliState) -> None:
     """The effective settings and where each came from (secrets masked)."""
-    settings = _settings(ctx)
+    settings = state.settings
     click.echo(f"# config file: {settings.config_file or '(none)'}")
     for key, value, source in settings.describe():
         click.echo(f"{key} = {value!r}    # {source}")
     for warning in settings.warnings:
         click.echo(f"# warning: {warning}")
 
-
-def register(cli: click.Group) -> None:
-    from shipyard.cli.task import queue_group, task_group
-    from shipyard.cli.up import up_cmd
-
-    for command in (daemon_cmd, execute_cmd, build_cmd, list_cmd, config_cmd, up_cmd, task_group, queue_group):
-        cli.add_command(command)
-    from shipyard.cli.autoscaler import autoscaler_cmd
-    cli.add_command(autoscaler_cmd)
-    from shipyard.cli.scheduler import scheduler_group
-    cli.add_command(scheduler_group)
-    cli.params.append(click.Option(["--config-file"], type=click.Path(path_type=Path, dir_okay=False),
-                                   expose_value=False, callback=_store_config_file, is_eager=True,
-                                   help="clearml.conf to read (default: $CLEARML_CONFIG_FILE or ~/clearml.conf)."))
-
-
-def _store_config_file(ctx: click.Context, _param, value) -> None:
-    ctx.ensure_object(dict)
-    ctx.obj["config_file"] = value

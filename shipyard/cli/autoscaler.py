@@ -13,7 +13,8 @@ from pathlib import Path
 import click
 
 from shipyard.client.api import ApiClient
-from shipyard.client.config import Settings, load_settings
+from shipyard.cli.state import CliState, state_of
+from shipyard.client.config import Settings
 from autoscaler.config import AutoscalerConfig, load_config
 from autoscaler.control_http import HttpControlPlane
 from autoscaler.loop import Autoscaler, Hosts
@@ -35,19 +36,18 @@ _CONFIG = click.option("--config", "config_path", type=click.Path(path_type=Path
                        help="The autoscaler's config file (see configs/autoscaler.conf).")
 
 
-def _settings(ctx: click.Context) -> Settings:
-    settings = load_settings(config_file=(ctx.obj or {}).get("config_file"))
+def _admin_settings(state: CliState) -> Settings:
+    settings = state.settings
     if not settings.api.access_key or not settings.api.secret_key:
         raise ConfigError("the autoscaler needs admin API credentials: set api.credentials in clearml.conf "
                           "or CLEARML_API_ACCESS_KEY / CLEARML_API_SECRET_KEY")
     return settings
 
 
-def _config(ctx: click.Context, config_path: Path | None) -> AutoscalerConfig:
-    path = config_path or (ctx.obj or {}).get("autoscaler_config")
-    if path is None:
+def _config(config_path: Path | None) -> AutoscalerConfig:
+    if config_path is None:
         raise ConfigError("--config FILE is required (see configs/autoscaler.conf)")
-    return load_config(path)
+    return load_config(config_path)
 
 
 def build(config: AutoscalerConfig, settings: Settings, *, echo=click.echo, deadline_s: float = 15.0) -> Autoscaler:
@@ -70,14 +70,12 @@ def autoscaler_cmd(ctx: click.Context, config_path: Path | None, once: bool, ver
     """Start and stop machines against queue depth, within a budget in dollars."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ctx.ensure_object(dict)
-    ctx.obj["autoscaler_config"] = config_path
     if ctx.invoked_subcommand:
         return
-    config = _config(ctx, config_path)
+    config = _config(config_path)
     lock = StateFile(config.state_file).lock()
     ctx.call_on_close(lambda: os.close(lock))
-    scaler = build(config, _settings(ctx))
+    scaler = build(config, _admin_settings(state_of(ctx)))
     click.echo(f"autoscaler {config.name}: {config.provider} provider, queues {', '.join(scaler.queue_names())}, "
                f"deciding every {config.poll_s:g}s; state in {config.state_file}")
     try:
@@ -97,12 +95,13 @@ def autoscaler_cmd(ctx: click.Context, config_path: Path | None, once: bool, ver
 @click.pass_context
 def status_cmd(ctx: click.Context, config_path: Path | None) -> None:
     """The fleet, the spend so far, and what the next decision would be."""
-    config = _config(ctx, config_path)
+    group_config = ctx.parent.params.get("config_path") if ctx.parent is not None else None
+    config = _config(config_path or group_config)   # `autoscaler --config F status` works too
     state = StateFile(config.state_file).load()
     now = clock.now()
     preview: object
     try:
-        scaler = build(config, _settings(ctx), deadline_s=3.0)
+        scaler = build(config, _admin_settings(state_of(ctx)), deadline_s=3.0)
         scaler.state = state
         preview = scaler.policy(scaler.observe(now), config.policy)
         scaler.control.close()

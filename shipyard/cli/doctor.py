@@ -32,7 +32,8 @@ import click
 import requests
 
 from shipyard.client.api import ApiClient
-from shipyard.client.config import Settings, load_settings
+from shipyard.cli.state import state_of
+from shipyard.client.config import Settings
 from sandbox.pyenv import find_uv, probe
 from shipyard.errors import ConfigError, ShipyardError
 
@@ -236,7 +237,7 @@ def clock_skew(date_header: str | None, sent: float, received: float) -> Check:
 def doctor_cmd(ctx: click.Context, as_json: bool) -> None:
     """Check this machine for running the agent: tools, engine, GPUs, server, clock."""
     try:
-        settings, error = load_settings(config_file=(ctx.obj or {}).get("config_file")), None
+        settings, error = state_of(ctx).settings, None
     except ConfigError as exc:
         settings, error = None, str(exc)
     checks = run_checks(settings, error)

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 import click
 
 from shipyard.client.api import ApiClient
-from shipyard.cli.agent import _api, _logging, _settings
+from shipyard.cli.state import CliState, pass_state
 from shipyard.errors import ShipyardError
+from shipyard.logs import basic_config
 from shipyard.signals import Shutdown
 
 if TYPE_CHECKING:
@@ -49,17 +50,18 @@ def scheduler_group() -> None:
 @_state_option
 @click.option("--once", is_flag=True, help="One tick (decide, fire, read triggers), then exit.")
 @click.option("--verbose", is_flag=True)
-@click.pass_context
-def run_cmd(ctx: click.Context, config_path: Path, state_dir: Path | None, once: bool, verbose: bool) -> None:
+@pass_state
+def run_cmd(state: CliState, config_path: Path, state_dir: Path | None, once: bool, verbose: bool) -> None:
     """Run the config's schedules and triggers until SIGTERM/SIGINT."""
     from scheduler.config import load_config
     from scheduler.service import SchedulerService
     from scheduler.state import StateStore
 
-    _logging(verbose)
+    basic_config(verbose)
     config = load_config(config_path, state_dir=state_dir)
     shutdown = Shutdown().install()
-    with _api(_settings(ctx)) as api, StateStore.open(config.state_dir) as store, store.lock():
+    api = state.api
+    with StateStore.open(config.state_dir) as store, store.lock():
         service = SchedulerService(build_parts(config, api, store), poll_interval_s=config.poll_interval_s,
                                    shutdown=shutdown)
         click.echo(f"scheduler: {len(config.schedules)} schedule(s), {len(config.triggers)} trigger(s), "
@@ -82,8 +84,8 @@ def build_parts(config: SchedulerConfig, api: ApiClient, store: StateStore) -> l
 @scheduler_group.command("list")
 @_config_option
 @_state_option
-@click.pass_context
-def list_cmd(ctx: click.Context, config_path: Path, state_dir: Path | None) -> None:
+@pass_state
+def list_cmd(state: CliState, config_path: Path, state_dir: Path | None) -> None:
     """Each schedule and trigger: next fire time, last fire and its task's status."""
     from scheduler.config import load_config
     from scheduler.report import summary_rows
@@ -91,7 +93,7 @@ def list_cmd(ctx: click.Context, config_path: Path, state_dir: Path | None) -> N
 
     config = load_config(config_path, state_dir=state_dir)
     with StateStore.open(config.state_dir) as store:
-        rows = summary_rows(config, store, _statuses(ctx))
+        rows = summary_rows(config, store, _statuses(state))
     _table(rows)
 
 
@@ -100,8 +102,8 @@ def list_cmd(ctx: click.Context, config_path: Path, state_dir: Path | None) -> N
 @_config_option
 @_state_option
 @click.option("--limit", default=20, show_default=True, help="How many recent fires to list.")
-@click.pass_context
-def show_cmd(ctx: click.Context, name: str, config_path: Path, state_dir: Path | None, limit: int) -> None:
+@pass_state
+def show_cmd(state: CliState, name: str, config_path: Path, state_dir: Path | None, limit: int) -> None:
     """One schedule or trigger: its definition, state and recent fires."""
     from scheduler.config import load_config
     from scheduler.report import describe_item, fire_lines
@@ -114,17 +116,17 @@ def show_cmd(ctx: click.Context, name: str, config_path: Path, state_dir: Path |
     with StateStore.open(config.state_dir) as store:
         for label, value in describe_item(item, store):
             click.echo(f"{label:14s} {value}")
-        for line in fire_lines(store.history(item.owner, limit), _statuses(ctx)):
+        for line in fire_lines(store.history(item.owner, limit), _statuses(state)):
             click.echo(line)
 
 
-def _statuses(ctx: click.Context) -> Callable[[list[str]], dict[str, str]]:
+def _statuses(state: CliState) -> Callable[[list[str]], dict[str, str]]:
     """A function task ids -> {id: status}, answering {} when the server can't be asked quickly."""
     def lookup(task_ids: list[str]) -> dict[str, str]:
         if not task_ids:
             return {}
         try:
-            settings = _settings(ctx)
+            settings = state.settings
             if not settings.api.access_key:
                 return {}
             with ApiClient.from_settings(settings, timeout=5.0, retry_deadline_s=2.0) as api:

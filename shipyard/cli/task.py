@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from shipyard.cli.agent import _api, _settings
+from shipyard.cli.state import CliState, pass_state
 from shipyard.client.recorder import args_to_hyperparams, record_local_script, record_remote
 from shipyard.errors import ConfigError
 
@@ -50,9 +50,9 @@ def task_group() -> None:
               help="A requirements file to record instead of the repository's.")
 @click.option("--queue", help="Enqueue the new task to this queue.")
 @click.option("--type", "task_type", default="training", show_default=True)
-@click.pass_context
-def create_cmd(ctx, script, repo, branch, commit, working_dir, project, name, args, requirements, queue,
-               task_type) -> None:
+@pass_state
+def create_cmd(state: CliState, script, repo, branch, commit, working_dir, project, name, args, requirements,
+               queue, task_type) -> None:
     """Record a script as a task (as the clearml SDK would) and optionally enqueue it."""
     if not script:
         raise ConfigError("--script is required")
@@ -62,16 +62,16 @@ def create_cmd(ctx, script, repo, branch, commit, working_dir, project, name, ar
         section = record_local_script(script, Path(working_dir).resolve() if working_dir else None)
     if requirements:
         section["requirements"] = {"pip": requirements.read_text()}
-    with _api(_settings(ctx)) as api:
-        body = {"name": name or Path(str(script)).stem, "type": task_type, "script": section,
-                "hyperparams": args_to_hyperparams(list(args)) if args else {}}
-        project_id = _project_id(api, project)
-        if project_id:
-            body["project"] = project_id
-        task_id = api.call("tasks.create", body)["id"]
-        click.echo(task_id)
-        if queue:
-            _enqueue(api, task_id, queue)
+    api = state.api
+    body = {"name": name or Path(str(script)).stem, "type": task_type, "script": section,
+            "hyperparams": args_to_hyperparams(list(args)) if args else {}}
+    project_id = _project_id(api, project)
+    if project_id:
+        body["project"] = project_id
+    task_id = api.call("tasks.create", body)["id"]
+    click.echo(task_id)
+    if queue:
+        _enqueue(api, task_id, queue)
 
 
 @task_group.command("clone")
@@ -79,49 +79,46 @@ def create_cmd(ctx, script, repo, branch, commit, working_dir, project, name, ar
 @click.option("--name")
 @click.option("--set", "overrides", multiple=True, help="Section/name=value (repeatable), e.g. Args/lr=0.1.")
 @click.option("--queue", help="Enqueue the clone to this queue.")
-@click.pass_context
-def clone_cmd(ctx, task_id, name, overrides, queue) -> None:
+@pass_state
+def clone_cmd(state: CliState, task_id, name, overrides, queue) -> None:
     """Clone a task, change parameters, and optionally enqueue the clone."""
-    with _api(_settings(ctx)) as api:
-        body = {"task": task_id}
-        if name:
-            body["new_task_name"] = name
-        new_id = api.call("tasks.clone", body)["id"]
-        if overrides:
-            params = [{"section": sec, "name": key, "value": item["value"]}
-                      for sec, items in args_to_hyperparams(list(overrides)).items() for key, item in items.items()]
-            api.call("tasks.edit_hyper_params", {"task": new_id, "hyperparams": params})
-        click.echo(new_id)
-        if queue:
-            _enqueue(api, new_id, queue)
+    api = state.api
+    body = {"task": task_id}
+    if name:
+        body["new_task_name"] = name
+    new_id = api.call("tasks.clone", body)["id"]
+    if overrides:
+        params = [{"section": sec, "name": key, "value": item["value"]}
+                  for sec, items in args_to_hyperparams(list(overrides)).items() for key, item in items.items()]
+        api.call("tasks.edit_hyper_params", {"task": new_id, "hyperparams": params})
+    click.echo(new_id)
+    if queue:
+        _enqueue(api, new_id, queue)
 
 
 @task_group.command("enqueue")
 @click.argument("task_id")
 @click.option("--queue", default="default", show_default=True)
-@click.pass_context
-def enqueue_cmd(ctx, task_id, queue) -> None:
-    with _api(_settings(ctx)) as api:
-        _enqueue(api, task_id, queue)
+@pass_state
+def enqueue_cmd(state: CliState, task_id, queue) -> None:
+    _enqueue(state.api, task_id, queue)
 
 
 @task_group.command("abort")
 @click.argument("task_id")
-@click.pass_context
-def abort_cmd(ctx, task_id) -> None:
+@pass_state
+def abort_cmd(state: CliState, task_id) -> None:
     """Ask the task's agent to stop it (TERM, grace, KILL); a queued task is dequeued and stopped."""
-    with _api(_settings(ctx)) as api:
-        fields = api.call("tasks.stop", {"task": task_id, "status_reason": "aborted from the CLI"})["fields"]
+    fields = state.api.call("tasks.stop", {"task": task_id, "status_reason": "aborted from the CLI"})["fields"]
     click.echo(f"{task_id}: {fields.get('status') or fields.get('status_message')}")
 
 
 @task_group.command("show")
 @click.argument("task_id")
 @click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def show_cmd(ctx, task_id, as_json) -> None:
-    with _api(_settings(ctx)) as api:
-        task = api.call("tasks.get_by_id", {"task": task_id})["task"]
+@pass_state
+def show_cmd(state: CliState, task_id, as_json) -> None:
+    task = state.api.call("tasks.get_by_id", {"task": task_id})["task"]
     if as_json:
         click.echo(json.dumps(task, indent=2))
         return
@@ -145,43 +142,43 @@ def _print_events(events: list[dict]) -> None:
 @task_group.command("logs")
 @click.argument("task_id")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the task ends.")
-@click.pass_context
-def logs_cmd(ctx, task_id, follow) -> None:
-    with _api(_settings(ctx)) as api:
-        seen = 0
-        while True:
+@pass_state
+def logs_cmd(state: CliState, task_id, follow) -> None:
+    api = state.api
+    seen = 0
+    while True:
+        data = api.call("events.get_task_events", {"task": task_id, "event_type": "log", "order": "asc",
+                                                   "batch_size": 10000})
+        events = data.get("events") or []
+        _print_events(events[seen:])
+        seen = len(events)
+        if not follow:
+            return
+        status = api.call("tasks.get_all", {"id": [task_id], "only_fields": ["status"]})["tasks"][0]["status"]
+        if status not in ("queued", "in_progress", "created"):
             data = api.call("events.get_task_events", {"task": task_id, "event_type": "log", "order": "asc",
                                                        "batch_size": 10000})
-            events = data.get("events") or []
-            _print_events(events[seen:])
-            seen = len(events)
-            if not follow:
-                return
-            status = api.call("tasks.get_all", {"id": [task_id], "only_fields": ["status"]})["tasks"][0]["status"]
-            if status not in ("queued", "in_progress", "created"):
-                data = api.call("events.get_task_events", {"task": task_id, "event_type": "log", "order": "asc",
-                                                           "batch_size": 10000})
-                _print_events((data.get("events") or [])[seen:])
-                click.echo(f"-- task {status}")
-                return
-            time.sleep(0.5)
+            _print_events((data.get("events") or [])[seen:])
+            click.echo(f"-- task {status}")
+            return
+        time.sleep(0.5)
 
 
 @task_group.command("list")
 @click.option("--project")
 @click.option("--status", multiple=True)
 @click.option("--limit", default=50, show_default=True)
-@click.pass_context
-def list_tasks_cmd(ctx, project, status, limit) -> None:
-    with _api(_settings(ctx)) as api:
-        body = {"order_by": ["-last_update"], "page": 0, "page_size": limit,
-                "only_fields": ["name", "status", "last_update", "status_reason"]}
-        if status:
-            body["status"] = list(status)
-        if project:
-            body["project"] = [_project_id(api, project)]
-        for task in api.call("tasks.get_all", body)["tasks"]:
-            click.echo(f"{task['id']}  {task.get('status', ''):12s} {task.get('name', '')}")
+@pass_state
+def list_tasks_cmd(state: CliState, project, status, limit) -> None:
+    api = state.api
+    body = {"order_by": ["-last_update"], "page": 0, "page_size": limit,
+            "only_fields": ["name", "status", "last_update", "status_reason"]}
+    if status:
+        body["status"] = list(status)
+    if project:
+        body["project"] = [_project_id(api, project)]
+    for task in api.call("tasks.get_all", body)["tasks"]:
+        click.echo(f"{task['id']}  {task.get('status', ''):12s} {task.get('name', '')}")
 
 
 @click.group("queue")
@@ -191,16 +188,14 @@ def queue_group() -> None:
 
 @queue_group.command("create")
 @click.argument("name")
-@click.pass_context
-def queue_create(ctx, name) -> None:
-    with _api(_settings(ctx)) as api:
-        click.echo(api.call("queues.create", {"name": name})["id"])
+@pass_state
+def queue_create(state: CliState, name) -> None:
+    click.echo(state.api.call("queues.create", {"name": name})["id"])
 
 
 @queue_group.command("list")
-@click.pass_context
-def queue_list(ctx) -> None:
-    with _api(_settings(ctx)) as api:
-        for queue in api.call("queues.get_all", {"order_by": ["name"]})["queues"]:
-            tags = " (default)" if "default" in (queue.get("system_tags") or []) else ""
-            click.echo(f"{queue['id']}  {queue['name']}{tags}  {len(queue.get('entries') or [])} waiting")
+@pass_state
+def queue_list(state: CliState) -> None:
+    for queue in state.api.call("queues.get_all", {"order_by": ["name"]})["queues"]:
+        tags = " (default)" if "default" in (queue.get("system_tags") or []) else ""
+        click.echo(f"{queue['id']}  {queue['name']}{tags}  {len(queue.get('entries') or [])} waiting")
