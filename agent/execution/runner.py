@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
 
 from agent.execution import lifecycle, taskenv
 from agent.daemon import metrics
@@ -26,90 +24,17 @@ from shipyard.client.api import ApiClient
 from agent.execution.build import BuiltTask
 from shipyard.client.config import Settings
 from agent.execution.lifecycle import COMPLETED, FAILED, STOPPED, Outcome
+from agent.execution.contract import Executor, Launched, Prepared, RunContext, RunResult
 from agent.logs.shipper import LogShipper, OutputReader
 from shipyard.redact import Redactor
 from agent.execution.taskkey import NO_KEY, TaskKey, TaskKeys
 from agent.execution.watch import TaskWatch
 from sandbox.env_cache import EnvCache
-from sandbox.git_workspace import Workspace
 from sandbox.repo_cache import RepoCache
 from shipyard import faults
 from shipyard.errors import InfrastructureError, ServerError, ServerUnreachable, TaskError
 
 log = logging.getLogger("shipyard.agent.runner")
-Log = Callable[[str], None]
-
-
-# -- what an executor is given, returns and must do --------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """What every executor needs to know about the run, whatever it runs the task in."""
-
-    settings: Settings
-    task_id: str
-    target: Path
-    """The task's directory on this machine (code/ and whatever the executor keeps there)."""
-    connection: taskenv.Connection
-    extra_env: Mapping[str, str]
-    """The agent's extra_env and the slot's variables (e.g. CUDA_VISIBLE_DEVICES)."""
-    gpus: tuple[int, ...]
-    note: Log
-    attempt: int | None = None
-
-
-@dataclass
-class Prepared:
-    """A task ready to start: its code checked out, its environment built or planned."""
-
-    workspace: Workspace
-    frozen: list[str] | None
-    """The installed packages, when known before the run (a cache hit or a host-side build)."""
-    detail: Any = None
-    """The executor's own plan (e.g. agent.build.BuiltTask, docker_exec.ContainerPlan)."""
-
-
-@dataclass(frozen=True)
-class ExitStatus:
-    returncode: int
-    signalled: int | None = None
-    killed: bool = False
-    """The agent had to escalate to SIGKILL after the grace period."""
-
-
-@dataclass
-class RunResult:
-    exit: ExitStatus
-    failure: Outcome | None = None
-    """Set when the run ended before the task's own code did (a setup script, the environment, the engine)."""
-    frozen: list[str] | None = None
-    """The installed packages, when they were learned only during the run."""
-
-
-class Launched(Protocol):
-    """A started task: its output on two pipes, waited for, stopped on request."""
-
-    stdout_fd: int
-    stderr_fd: int
-
-    def wait(self, timeout: float | None = None) -> int | None: ...
-
-    def terminate(self, grace_s: float) -> None: ...
-
-    def reap(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class Executor(Protocol):
-    def prepare(self, task: dict) -> Prepared: ...
-
-    def start(self, task: dict, prepared: Prepared) -> Launched: ...
-
-    def finish(self, prepared: Prepared, launched: Launched) -> RunResult: ...
-
-    def cleanup(self) -> None: ...
 
 
 # -- the run ------------------------------------------------------------------------------------
