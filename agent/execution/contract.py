@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from agent.execution import taskenv
 from agent.execution.lifecycle import Outcome
@@ -81,11 +81,20 @@ class Launched(Protocol):
     def close(self) -> None: ...
 
 
-class Executor(Protocol):
+L = TypeVar("L", bound=Launched)
+"""The executor's own launch type (a LocalLaunch, a ContainerRun): what start returns, finish takes."""
+
+
+class Executor(Protocol[L]):
+    """Runs one task: prepare, start, finish (after the runner saw it exit), cleanup always.
+
+    Generic in the launch type, since each executor's finish takes back exactly what its start gave.
+    """
+
     def prepare(self, task: dict) -> Prepared: ...
 
-    def start(self, task: dict, prepared: Prepared) -> Launched: ...
+    def start(self, task: dict, prepared: Prepared) -> L: ...
 
-    def finish(self, prepared: Prepared, launched: Launched) -> RunResult: ...
+    def finish(self, prepared: Prepared, launched: L) -> RunResult: ...
 
     def cleanup(self) -> None: ...

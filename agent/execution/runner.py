@@ -17,6 +17,7 @@ import logging
 import time
 from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from agent.execution import lifecycle, taskenv
 from agent.daemon import metrics
@@ -65,7 +66,7 @@ class TaskRun:
         self.redactor = Redactor(settings.secrets(), settings.agent.redact_patterns)
         self.shipper: LogShipper | None = None
         self.timings: dict[str, float] = {}
-        self.executor: Executor | None = None
+        self.executor: Executor[Any] | None = None
 
     # -- the steps ------------------------------------------------------------------------
     def run(self) -> Outcome:
@@ -142,7 +143,7 @@ class TaskRun:
                           extra_env={**self.settings.agent.extra_env, **self.slot_env}, gpus=self.gpus,
                           note=self.note, attempt=self.attempt)
 
-    def _executor(self) -> Executor:
+    def _executor(self) -> Executor[Any]:
         if self.settings.agent.docker.enabled:
             from agent.execution.docker import DockerExecutor
 
