@@ -21,7 +21,7 @@ from typing import Any
 
 from agent.execution import lifecycle, taskenv
 from agent.daemon import metrics
-from shipyard.client.api import ApiClient
+from agent.taskserver.port import TaskServer
 from agent.execution.build import BuiltTask
 from shipyard.client.config import Settings
 from agent.execution.lifecycle import COMPLETED, FAILED, STOPPED, Outcome
@@ -36,18 +36,23 @@ from shipyard import faults
 from shipyard.errors import InfrastructureError, ServerError, ServerUnreachable, TaskError
 
 log = logging.getLogger("shipyard.agent.runner")
+ExecutorFactory = Callable[[RunContext], Executor[Any]]
+"""Builds the run's executor from its context (tests pass an in-process one)."""
 
 
 # -- the run ------------------------------------------------------------------------------------
 
 
 class TaskRun:
-    def __init__(self, api: ApiClient, settings: Settings, task_id: str, *, queue: str | None = None,
+    def __init__(self, api: TaskServer, settings: Settings, task_id: str, *, queue: str | None = None,
                  should_abort: Callable[[], bool] = lambda: False, env_cache: EnvCache | None = None,
                  repo_cache: RepoCache | None = None, echo: Callable[[str], None] | None = None,
                  attempt: int | None = None, slot_env: Mapping[str, str] | None = None,
-                 gpus: Sequence[int] = (), task_keys: TaskKeys | None = None):
+                 gpus: Sequence[int] = (), task_keys: TaskKeys | None = None,
+                 executor_factory: ExecutorFactory | None = None, watch_check_s: float = 1.0):
         self.api = api
+        self.executor_factory = executor_factory   # None: local or docker, as the settings say
+        self.watch_check_s = watch_check_s
         self.task_keys = task_keys or TaskKeys(api, (settings.api.access_key, settings.api.secret_key),
                                                ttl_s=settings.agent.task_key_ttl_s)
         self.task_key: TaskKey = NO_KEY
@@ -144,6 +149,8 @@ class TaskRun:
                           note=self.note, attempt=self.attempt)
 
     def _executor(self) -> Executor[Any]:
+        if self.executor_factory is not None:
+            return self.executor_factory(self._context())
         if self.settings.agent.docker.enabled:
             from agent.execution.docker import DockerExecutor
 
@@ -219,7 +226,7 @@ class TaskRun:
     def _start_watch(self, task: dict) -> TaskWatch:
         agent = self.settings.agent
         keepalive = (lambda: self.task_keys.extend(self.task_key)) if self.task_key.minted else None
-        return TaskWatch(self.api, self.task_id, check_s=1.0, ping_s=agent.ping_s,
+        return TaskWatch(self.api, self.task_id, check_s=self.watch_check_s, ping_s=agent.ping_s,
                          max_runtime_s=self._max_runtime(task), attempt=self.attempt, lease_s=agent.lease_s,
                          keepalive=keepalive, keepalive_s=self.task_keys.renew_every_s).start()
 
@@ -276,7 +283,7 @@ class TaskRun:
 
     def _supervise(self, launched: Launched, watch: TaskWatch) -> tuple[str, str] | None:
         while launched.wait(0.1) is None:
-            abort = (watch.abort_kind, watch.abort_reason) if watch.triggered else None
+            abort = (watch.abort_kind, watch.abort_reason) if watch.abort_kind is not None else None
             if abort is None and self.should_abort():
                 abort = ("agent_shutdown", "the agent was asked to stop twice and aborted the task")
             if abort is not None:
@@ -306,7 +313,7 @@ class TaskRun:
                        "see the end of its console log", info.returncode)
 
 
-def safe_report(api: ApiClient, task_id: str, outcome: Outcome, worker: str, attempt: int | None = None) -> None:
+def safe_report(api: TaskServer, task_id: str, outcome: Outcome, worker: str, attempt: int | None = None) -> None:
     try:
         lifecycle.report_outcome(api, task_id, outcome, worker, attempt)
     except (ServerError, ServerUnreachable) as exc:
