@@ -13,13 +13,13 @@ import time
 from typing import Callable
 
 from agent.execution import lifecycle
-from shipyard.client.api import ApiClient
+from agent.taskserver.port import TaskServer
 from shipyard.client.config import Settings
 from agent.execution.lifecycle import Outcome
 from agent.daemon.metrics import AgentMetrics
 from agent.daemon.poller import Claim, Queue, TaskSource, resolve_queues
 from agent.daemon.reporter import StatusReporter
-from agent.execution.runner import TaskRun, safe_report
+from agent.execution.runner import ExecutorFactory, TaskRun, safe_report
 from agent.daemon.slots import ServiceSlots, Slot, SlotPool
 from agent.daemon.stats import StatsSampler
 from agent.execution.taskkey import TaskKeys
@@ -33,13 +33,16 @@ log = logging.getLogger("shipyard.agent.daemon")
 
 
 class Daemon:
-    def __init__(self, api: ApiClient, settings: Settings, queues: list[str], *, shutdown: Shutdown,
+    def __init__(self, api: TaskServer, settings: Settings, queues: list[str], *, shutdown: Shutdown,
                  order_fairness: bool = False, create_queue: bool = False,
                  echo: Callable[[str], None] | None = None, max_tasks: int | None = None,
                  slots: SlotPool | None = None, stats_extra: Callable[[], dict] | None = None,
                  make_slots: Callable[[list[Queue]], SlotPool] | None = None, exact_order: bool = False,
-                 metrics: AgentMetrics | None = None):
+                 metrics: AgentMetrics | None = None,
+                 executor_factory: ExecutorFactory | None = None, watch_check_s: float = 1.0):
         self.api = api
+        self.executor_factory = executor_factory   # None: local or docker, as the settings say
+        self.watch_check_s = watch_check_s
         self.settings = settings
         self.queue_names = queues
         self.shutdown = shutdown
@@ -160,7 +163,8 @@ class Daemon:
                           should_abort=lambda: self.shutdown.abort, env_cache=self.env_cache,
                           repo_cache=self.repo_cache, echo=self.echo, attempt=claim.attempt,
                           slot_env=slot.env, gpus=slot.gpus, task_keys=self.task_keys,
-                          log_stats=self.metrics.record_log_shipping if self.metrics else None)
+                          log_stats=self.metrics.record_log_shipping if self.metrics else None,
+                          executor_factory=self.executor_factory, watch_check_s=self.watch_check_s)
             outcome = run.run()
             self.echo(f"task {claim.task_id} {outcome.status} in {time.monotonic() - started:.2f}s: "
                       f"{outcome.status_reason}")

@@ -12,7 +12,7 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from shipyard.client.api import ApiClient
+from agent.taskserver.port import TaskServer
 from shipyard.errors import ConfigError
 
 _ID_RE = re.compile(r"^[-a-f0-9]{30,}$")
@@ -31,7 +31,7 @@ class Claim:
     attempt: int | None = None   # the fencing token of a leased claim (Shipyard's server only)
 
 
-def resolve_queues(api: ApiClient, names: list[str], *, create: bool = False) -> list[Queue]:
+def resolve_queues(api: TaskServer, names: list[str], *, create: bool = False) -> list[Queue]:
     """Queue names or ids → queues; the default queue when none are given."""
     if not names:
         default = api.call("queues.get_default")
@@ -55,7 +55,7 @@ def resolve_queues(api: ApiClient, names: list[str], *, create: bool = False) ->
 
 
 class TaskSource:
-    def __init__(self, api: ApiClient, queues: list[Queue], *, order_fairness: bool = False,
+    def __init__(self, api: TaskServer, queues: list[Queue], *, order_fairness: bool = False,
                  poll_interval_s: float = 5.0, long_poll_s: float = 30.0, stop: threading.Event | None = None,
                  lease_s: float | None = None, worker: str = ""):
         self.api = api

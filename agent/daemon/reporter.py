@@ -5,7 +5,7 @@ import logging
 import threading
 import time
 
-from shipyard.client.api import ApiClient
+from agent.taskserver.port import TaskServer
 from agent.daemon.stats import StatsSampler
 from shipyard.errors import ServerError, ServerUnreachable
 
@@ -13,7 +13,7 @@ log = logging.getLogger("shipyard.agent.reporter")
 
 
 class StatusReporter:
-    def __init__(self, api: ApiClient, worker: str, queue_ids: list[str], *, interval_s: float = 30.0,
+    def __init__(self, api: TaskServer, worker: str, queue_ids: list[str], *, interval_s: float = 30.0,
                  sampler: StatsSampler | None = None):
         self.api = api
         self.worker = worker

@@ -32,7 +32,7 @@ from agent.execution import taskenv
 from agent.execution.build import task_requirements, git_credentials
 from shipyard.client.config import DockerSettings, Settings
 from agent.execution.lifecycle import FAILED, Outcome
-from agent.execution.runner import ExitStatus, Prepared, RunContext, RunResult
+from agent.execution.contract import ExitStatus, Prepared, RunContext, RunResult
 from sandbox import container_build, install_errors
 from sandbox.docker_runner import (LABEL_ATTEMPT, LABEL_TASK, LABEL_WORKER, ContainerEnvCache, ContainerRun,
                                    ContainerSpec, DockerArgError, DockerEngine, DockerOptions, ImageError,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import logging
 
-from shipyard.client.api import ApiClient
+from agent.taskserver.port import TaskServer
 from shipyard.errors import ServerError
 
 log = logging.getLogger("shipyard.agent.lifecycle")
@@ -31,7 +31,7 @@ class Outcome:
         return self.reason if self.kind == "done" else f"{self.kind}: {self.reason}"
 
 
-def report_outcome(api: ApiClient, task_id: str, outcome: Outcome, worker: str, attempt: int | None = None) -> None:
+def report_outcome(api: TaskServer, task_id: str, outcome: Outcome, worker: str, attempt: int | None = None) -> None:
     """Tell the server how the task ended. With a lease (attempt set), infrastructure trouble
     hands the task back for another try instead of failing it; a superseded claim says nothing."""
     try:
@@ -47,7 +47,7 @@ def report_outcome(api: ApiClient, task_id: str, outcome: Outcome, worker: str, 
                     task_id, outcome.status, exc)
 
 
-def _report_status(api: ApiClient, task_id: str, outcome: Outcome, worker: str, attempt: int | None) -> None:
+def _report_status(api: TaskServer, task_id: str, outcome: Outcome, worker: str, attempt: int | None) -> None:
     endpoint = {COMPLETED: "tasks.completed", FAILED: "tasks.failed", STOPPED: "tasks.stopped"}[outcome.status]
     body = {"task": task_id, "status_reason": outcome.status_reason[:1000],
             "status_message": f"Changed by shipyard {worker}"}
@@ -67,7 +67,7 @@ def _report_status(api: ApiClient, task_id: str, outcome: Outcome, worker: str, 
         api.call(endpoint, {**body, "force": True})
 
 
-def mark_started(api: ApiClient, task_id: str, message: str, attempt: int | None = None) -> None:
+def mark_started(api: TaskServer, task_id: str, message: str, attempt: int | None = None) -> None:
     body = {"task": task_id, "force": True, "status_message": message}
     if attempt is not None:
         body["attempt"] = attempt

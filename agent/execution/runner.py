@@ -15,114 +15,45 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from agent.execution import lifecycle, taskenv
-from shipyard.client.api import ApiClient
+from agent.taskserver.port import TaskServer
 from agent.execution.build import BuiltTask
 from shipyard.client.config import Settings
 from agent.execution.lifecycle import COMPLETED, FAILED, STOPPED, Outcome
+from agent.execution.contract import Executor, Launched, Prepared, RunContext, RunResult
 from agent.logs.shipper import LogShipper, OutputReader, ShipStats
 from shipyard.redact import Redactor
 from agent.execution.taskkey import NO_KEY, TaskKey, TaskKeys
 from agent.execution.watch import TaskWatch
 from sandbox.env_cache import EnvCache
-from sandbox.git_workspace import Workspace
 from sandbox.repo_cache import RepoCache
 from shipyard import faults
 from shipyard.errors import InfrastructureError, ServerError, ServerUnreachable, TaskError
 
 log = logging.getLogger("shipyard.agent.runner")
-Log = Callable[[str], None]
-
-
-# -- what an executor is given, returns and must do --------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """What every executor needs to know about the run, whatever it runs the task in."""
-
-    settings: Settings
-    task_id: str
-    target: Path
-    """The task's directory on this machine (code/ and whatever the executor keeps there)."""
-    connection: taskenv.Connection
-    extra_env: Mapping[str, str]
-    """The agent's extra_env and the slot's variables (e.g. CUDA_VISIBLE_DEVICES)."""
-    gpus: tuple[int, ...]
-    note: Log
-    attempt: int | None = None
-
-
-@dataclass
-class Prepared:
-    """A task ready to start: its code checked out, its environment built or planned."""
-
-    workspace: Workspace
-    frozen: list[str] | None
-    """The installed packages, when known before the run (a cache hit or a host-side build)."""
-    detail: Any = None
-    """The executor's own plan (e.g. agent.build.BuiltTask, docker_exec.ContainerPlan)."""
-
-
-@dataclass(frozen=True)
-class ExitStatus:
-    returncode: int
-    signalled: int | None = None
-    killed: bool = False
-    """The agent had to escalate to SIGKILL after the grace period."""
-
-
-@dataclass
-class RunResult:
-    exit: ExitStatus
-    failure: Outcome | None = None
-    """Set when the run ended before the task's own code did (a setup script, the environment, the engine)."""
-    frozen: list[str] | None = None
-    """The installed packages, when they were learned only during the run."""
-
-
-class Launched(Protocol):
-    """A started task: its output on two pipes, waited for, stopped on request."""
-
-    stdout_fd: int
-    stderr_fd: int
-
-    def wait(self, timeout: float | None = None) -> int | None: ...
-
-    def terminate(self, grace_s: float) -> None: ...
-
-    def reap(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class Executor(Protocol):
-    def prepare(self, task: dict) -> Prepared: ...
-
-    def start(self, task: dict, prepared: Prepared) -> Launched: ...
-
-    def finish(self, prepared: Prepared, launched: Launched) -> RunResult: ...
-
-    def cleanup(self) -> None: ...
+ExecutorFactory = Callable[[RunContext], Executor[Any]]
+"""Builds the run's executor from its context (tests pass an in-process one)."""
 
 
 # -- the run ------------------------------------------------------------------------------------
 
 
 class TaskRun:
-    def __init__(self, api: ApiClient, settings: Settings, task_id: str, *, queue: str | None = None,
+    def __init__(self, api: TaskServer, settings: Settings, task_id: str, *, queue: str | None = None,
                  should_abort: Callable[[], bool] = lambda: False, env_cache: EnvCache | None = None,
                  repo_cache: RepoCache | None = None, echo: Callable[[str], None] | None = None,
                  attempt: int | None = None, slot_env: Mapping[str, str] | None = None,
                  gpus: Sequence[int] = (), task_keys: TaskKeys | None = None,
-                 log_stats: Callable[[ShipStats], None] | None = None):
+                 log_stats: Callable[[ShipStats], None] | None = None,
+                 executor_factory: ExecutorFactory | None = None, watch_check_s: float = 1.0):
         self.api = api
         self.log_stats = log_stats            # gets the log shipper's counts when the run ends (metrics)
+        self.executor_factory = executor_factory   # None: local or docker, as the settings say
+        self.watch_check_s = watch_check_s
         self.task_keys = task_keys or TaskKeys(api, (settings.api.access_key, settings.api.secret_key),
                                                ttl_s=settings.agent.task_key_ttl_s)
         self.task_key: TaskKey = NO_KEY
@@ -141,7 +72,7 @@ class TaskRun:
         self.redactor = Redactor(settings.secrets(), settings.agent.redact_patterns)
         self.shipper: LogShipper | None = None
         self.timings: dict[str, float] = {}
-        self.executor: Executor | None = None
+        self.executor: Executor[Any] | None = None
 
     # -- the steps ------------------------------------------------------------------------
     def run(self) -> Outcome:
@@ -218,7 +149,9 @@ class TaskRun:
                           extra_env={**self.settings.agent.extra_env, **self.slot_env}, gpus=self.gpus,
                           note=self.note, attempt=self.attempt)
 
-    def _executor(self) -> Executor:
+    def _executor(self) -> Executor[Any]:
+        if self.executor_factory is not None:
+            return self.executor_factory(self._context())
         if self.settings.agent.docker.enabled:
             from agent.execution.docker import DockerExecutor
 
@@ -294,7 +227,7 @@ class TaskRun:
     def _start_watch(self, task: dict) -> TaskWatch:
         agent = self.settings.agent
         keepalive = (lambda: self.task_keys.extend(self.task_key)) if self.task_key.minted else None
-        return TaskWatch(self.api, self.task_id, check_s=1.0, ping_s=agent.ping_s,
+        return TaskWatch(self.api, self.task_id, check_s=self.watch_check_s, ping_s=agent.ping_s,
                          max_runtime_s=self._max_runtime(task), attempt=self.attempt, lease_s=agent.lease_s,
                          keepalive=keepalive, keepalive_s=self.task_keys.renew_every_s).start()
 
@@ -351,7 +284,7 @@ class TaskRun:
 
     def _supervise(self, launched: Launched, watch: TaskWatch) -> tuple[str, str] | None:
         while launched.wait(0.1) is None:
-            abort = (watch.abort_kind, watch.abort_reason) if watch.triggered else None
+            abort = (watch.abort_kind, watch.abort_reason) if watch.abort_kind is not None else None
             if abort is None and self.should_abort():
                 abort = ("agent_shutdown", "the agent was asked to stop twice and aborted the task")
             if abort is not None:
@@ -381,7 +314,7 @@ class TaskRun:
                        "see the end of its console log", info.returncode)
 
 
-def safe_report(api: ApiClient, task_id: str, outcome: Outcome, worker: str, attempt: int | None = None) -> None:
+def safe_report(api: TaskServer, task_id: str, outcome: Outcome, worker: str, attempt: int | None = None) -> None:
     try:
         lifecycle.report_outcome(api, task_id, outcome, worker, attempt)
     except (ServerError, ServerUnreachable) as exc:

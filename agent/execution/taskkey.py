@@ -20,7 +20,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from shipyard.client.api import ApiClient
+from agent.taskserver.port import TaskServer
 from shipyard.errors import AuthError, ServerError, ServerUnreachable
 
 log = logging.getLogger("shipyard.agent.taskkey")
@@ -43,7 +43,7 @@ NO_KEY = TaskKey("", "", minted=False)   # for work that starts no task process 
 class TaskKeys:
     """Mints, extends and revokes the per-run keys of one agent (safe to share between runs)."""
 
-    def __init__(self, api: ApiClient, agent_key: tuple[str, str], *, ttl_s: float = DEFAULT_TTL_S):
+    def __init__(self, api: TaskServer, agent_key: tuple[str, str], *, ttl_s: float = DEFAULT_TTL_S):
         self.api = api
         self.agent_key = agent_key
         self.ttl_s = ttl_s

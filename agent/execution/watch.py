@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from shipyard.client.api import ApiClient
+from agent.taskserver.port import TaskServer
 from agent.execution.lifecycle import STALE_SUBCODE
 from shipyard.errors import ServerError, ServerUnreachable
 
@@ -19,7 +19,7 @@ _RESET_CHECKS = 3
 
 
 class TaskWatch:
-    def __init__(self, api: ApiClient, task_id: str, *, check_s: float = 1.0, ping_s: float = 30.0,
+    def __init__(self, api: TaskServer, task_id: str, *, check_s: float = 1.0, ping_s: float = 30.0,
                  max_runtime_s: float | None = None, attempt: int | None = None, lease_s: float = 60.0,
                  keepalive: Callable[[], None] | None = None, keepalive_s: float = 3600.0):
         self.api = api

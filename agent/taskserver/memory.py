@@ -1,0 +1,357 @@
+"""An in-memory task server: the stub beside the HTTP one, for running the daemon and a task
+run in-process.
+
+It answers the endpoints in `port.AGENT_ENDPOINTS`, plus the few a user makes (queues.create,
+tasks.create, tasks.enqueue, tasks.stop), with the rules the agent relies on:
+    - the ClearML status machine (`TRANSITIONS`); a refused change is ServerError 400/110;
+    - a claim with `lease_s` grants an attempt number (the fencing token); a status change,
+      ping, renewal, exit record or log event naming an older attempt is 400/150 (stale);
+    - a lease that expires (the patchable `shipyard.clock`), a `tasks.release` with retry and a
+      `workers.reconcile` put the task back at the front of its queue, at most `max_attempts`
+      times, then fail it; a release without retry fails it;
+    - `tasks.stop` on a running task whose worker is known asks for an abort (status_message
+      "stopping"); on a queued task it stops it at once.
+Everything lives in plain dicts (`queues`, `tasks`, `workers`, `keys`, `events`), and `calls`
+records every call for assertions. It imports nothing from server/.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from shipyard import clock
+from shipyard.errors import ServerError
+
+STALE_SUBCODE = 150
+INVALID_STATUS_SUBCODE = 110
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "created": frozenset({"queued", "in_progress"}),
+    "queued": frozenset({"created", "in_progress", "stopped"}),
+    "in_progress": frozenset({"stopped", "failed", "created", "completed"}),
+    "stopped": frozenset({"closed", "created", "failed", "queued", "in_progress", "published", "publishing",
+                          "completed"}),
+    "closed": frozenset({"created", "failed", "published", "publishing", "stopped"}),
+    "failed": frozenset({"created", "stopped", "published", "queued"}),
+    "publishing": frozenset({"published"}),
+    "published": frozenset(),
+    "completed": frozenset({"published", "in_progress", "created"}),
+}
+EXTENSIONS = {"long_poll": {"endpoint": "queues.get_next_task", "field": "wait_s", "max_s": 60},
+              "leases": {"request_field": "lease_s", "fence_field": "attempt"},
+              "task_keys": {"mint": "auth.create_credentials", "role": "task"}}
+
+
+def _error(endpoint: str, code: int, subcode: int, message: str) -> ServerError:
+    return ServerError(f"{endpoint} failed ({code}/{subcode}): {message}", code=code, subcode=subcode,
+                       endpoint=endpoint)
+
+
+class InMemoryTaskServer:
+    """A TaskServer (agent/taskserver/port.py) held in dicts; safe to share between threads."""
+
+    def __init__(self, *, max_attempts: int = 3, extensions: Mapping[str, Any] | None = None):
+        self.max_attempts = max_attempts
+        self.extensions = dict(EXTENSIONS if extensions is None else extensions)
+        self.queues: dict[str, dict[str, Any]] = {}     # id -> {id, name, entries: [task ids]}
+        self.tasks: dict[str, dict[str, Any]] = {}      # id -> document (private fields start with _)
+        self.workers: dict[str, dict[str, Any]] = {}
+        self.keys: dict[str, dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self._ids = itertools.count(1)
+        self._changed = threading.Condition()
+
+    # -- the protocol ----------------------------------------------------------------------------
+
+    def call(self, endpoint: str, data: Mapping[str, Any] | None = None, *, version: str | None = None,
+             timeout: float | None = None, deadline_s: float | None = None) -> dict[str, Any]:
+        body = dict(data or {})
+        handler = getattr(self, "_" + endpoint.replace(".", "_"), None)
+        if handler is None:
+            raise _error(endpoint, 404, 0, f"unknown endpoint {endpoint}")
+        if endpoint == "queues.get_next_task":
+            return handler(endpoint, body)  # waits without holding the lock
+        with self._changed:
+            self.calls.append((endpoint, body))
+            self.reap_expired()
+            answer = handler(endpoint, body)
+            self._changed.notify_all()
+            return answer
+
+    def add_events(self, events: Iterable[Mapping[str, Any]], *, deadline_s: float = 10.0) -> dict[str, Any]:
+        with self._changed:
+            batch = [dict(event) for event in events]
+            self.calls.append(("events.add_batch", {"events": batch}))
+            added = [e for e in batch if self._fresh(e.get("task"), e.get("attempt"))]
+            self.events.extend(added)
+            return {"added": len(added), "errors": len(batch) - len(added)}
+
+    def server_info(self) -> dict[str, Any]:
+        return {"shipyard": {"version": "in-memory", "extensions": dict(self.extensions)}}
+
+    # -- conveniences for tests ------------------------------------------------------------------
+
+    def status(self, task_id: str) -> str:
+        return str(self.tasks[task_id]["status"])
+
+    def endpoints(self) -> list[str]:
+        return [endpoint for endpoint, _body in self.calls]
+
+    def reap_expired(self) -> list[tuple[str, str]]:
+        """The reaper: every task whose lease has expired is re-queued or failed."""
+        done = []
+        for doc in list(self.tasks.values()):
+            lease = doc.get("_lease")
+            if lease and lease["expires"] < clock.now():
+                done.append((doc["id"], self._requeue_or_fail(doc, f"lease of worker {lease['worker']} expired")))
+        return done
+
+    # -- queues ------------------------------------------------------------------------------------
+
+    def _queues_create(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        queue_id = f"queue{next(self._ids):030d}"
+        self.queues[queue_id] = {"id": queue_id, "name": body["name"], "entries": []}
+        return {"id": queue_id}
+
+    def _queues_get_default(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        if not self.queues:
+            raise _error(endpoint, 400, 707, "no default queue")
+        queue = next(iter(self.queues.values()))
+        return {"id": queue["id"], "name": queue["name"]}
+
+    def _queues_get_by_id(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {"queue": self._queue(endpoint, body["queue"])}
+
+    def _queues_get_all(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        pattern = re.compile(body.get("name") or "", re.IGNORECASE)
+        return {"queues": [{"id": q["id"], "name": q["name"]} for q in self.queues.values()
+                           if pattern.search(q["name"])]}
+
+    def _queue(self, endpoint: str, queue_id: str) -> dict[str, Any]:
+        if queue_id not in self.queues:
+            raise _error(endpoint, 400, 701, f"invalid queue id {queue_id}")
+        return self.queues[queue_id]
+
+    def _queues_get_next_task(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The claim: pop the first entry of the first non-empty queue, waiting up to `wait_s`."""
+        queue_ids = body.get("queues") or [body["queue"]]
+        deadline = clock.monotonic() + min(float(body.get("wait_s") or 0.0), 60.0)
+        with self._changed:
+            self.calls.append((endpoint, body))
+            while True:
+                self.reap_expired()
+                answer = self._pop(endpoint, queue_ids, body)
+                remaining = deadline - clock.monotonic()
+                if answer is not None or remaining <= 0:
+                    break
+                self._changed.wait(min(remaining, 0.05))
+            if answer is not None and not body.get("queues"):
+                answer.pop("queue", None)
+            return answer or {}
+
+    def _pop(self, endpoint: str, queue_ids: list[str], body: dict[str, Any]) -> dict[str, Any] | None:
+        for queue_id in queue_ids:
+            entries = self._queue(endpoint, queue_id)["entries"]
+            while entries:
+                doc = self.tasks.get(entries.pop(0))
+                if doc is None:
+                    continue
+                if doc["status"] == "stopped":
+                    doc["status"] = "queued"
+                answer: dict[str, Any] = {"entry": {"task": doc["id"]}, "queue": queue_id}
+                if body.get("lease_s"):
+                    answer["lease"] = self._grant(doc, body["worker"], queue_id, float(body["lease_s"]))
+                return answer
+        return None
+
+    def _grant(self, doc: dict[str, Any], worker: str, queue_id: str, lease_s: float) -> dict[str, Any]:
+        doc["_attempt"] = attempt = int(doc.get("_attempt") or 0) + 1
+        doc["_lease"] = {"worker": worker, "queue": queue_id, "expires": clock.now() + lease_s, "lease_s": lease_s}
+        doc["last_worker"] = worker
+        doc.setdefault("shipyard_attempts", []).append({"attempt": attempt, "worker": worker})
+        return {"attempt": attempt, "expires_in_s": lease_s}
+
+    # -- tasks: what users do --------------------------------------------------------------------
+
+    def _tasks_create(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        task_id = f"{next(self._ids):032x}"
+        self.tasks[task_id] = {**body, "id": task_id, "status": "created", "status_message": "",
+                               "status_reason": ""}
+        return {"id": task_id}
+
+    def _tasks_enqueue(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        doc = self._task(endpoint, body["task"])
+        queue = self._queue(endpoint, body["queue"])
+        self._change(endpoint, doc, "queued", force=bool(body.get("force")), reason=body.get("status_reason"))
+        doc.setdefault("execution", {})["queue"] = queue["id"]
+        queue["entries"].append(doc["id"])
+        return {"queued": 1}
+
+    def _tasks_stop(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        doc = self._task(endpoint, body["task"])
+        reason = body.get("status_reason") or "abort request"
+        if doc["status"] == "queued":
+            self._dequeue(doc["id"])
+            self._change(endpoint, doc, "stopped", force=True, reason=reason)
+        elif doc["status"] == "in_progress" and doc.get("last_worker") and not body.get("force"):
+            doc.update(status_message="stopping", status_reason=reason)
+        else:
+            self._change(endpoint, doc, "stopped", force=bool(body.get("force")), reason=reason)
+        return {"updated": 1}
+
+    # -- tasks: what a run does ------------------------------------------------------------------
+
+    def _tasks_get_by_id(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {"task": _public(self._task(endpoint, body["task"]))}
+
+    def _tasks_get_all(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        ids = body.get("id") or list(self.tasks)
+        fields = body.get("only_fields")
+        rows = [_public(self.tasks[i]) for i in ids if i in self.tasks]
+        if fields:
+            rows = [{k: v for k, v in row.items() if k in fields or k == "id"} for row in rows]
+        return {"tasks": rows}
+
+    def _tasks_started(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._status_call(endpoint, body, "in_progress")
+
+    def _tasks_completed(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._status_call(endpoint, body, "completed")
+
+    def _tasks_failed(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._status_call(endpoint, body, "failed")
+
+    def _tasks_stopped(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._status_call(endpoint, body, "stopped")
+
+    def _status_call(self, endpoint: str, body: dict[str, Any], new: str) -> dict[str, Any]:
+        doc = self._fenced(endpoint, body)
+        self._change(endpoint, doc, new, force=bool(body.get("force")), reason=body.get("status_reason"),
+                     message=body.get("status_message"))
+        return {"updated": 1}
+
+    def _tasks_ping(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._fenced(endpoint, body)["last_update"] = clock.now()
+        return {}
+
+    def _tasks_renew_lease(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        doc = self._fenced(endpoint, body)
+        lease = doc.get("_lease")
+        if not lease:
+            raise _error(endpoint, 400, STALE_SUBCODE, "the task is no longer leased")
+        lease_s = float(body.get("lease_s") or lease["lease_s"])
+        doc["_lease"] = {**lease, "expires": clock.now() + lease_s, "lease_s": lease_s}
+        return {"expires_in_s": lease_s, "status": doc["status"]}
+
+    def _tasks_release(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        doc = self._fenced(endpoint, body)
+        reason = body.get("reason") or "released by its agent"
+        if body.get("retry", True):
+            return {"outcome": self._requeue_or_fail(doc, reason)}
+        self._change(endpoint, doc, "failed", force=True, reason=reason)
+        return {"outcome": "failed"}
+
+    def _tasks_record_exit(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        doc = self._fenced(endpoint, body)
+        doc["_exit"] = {"attempt": body["attempt"], "code": int(body["exit_code"])}
+        return {"recorded": True}
+
+    def _tasks_set_requirements(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._task(endpoint, body["task"]).setdefault("script", {})["requirements"] = body["requirements"]
+        return {"updated": 1}
+
+    def _tasks_edit(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        doc = self._task(endpoint, body["task"])
+        for key, value in body.items():
+            if isinstance(value, dict) and isinstance(doc.get(key), dict):
+                doc[key] = {**doc[key], **value}
+            elif key not in ("task", "force"):
+                doc[key] = value
+        return {"updated": 1}
+
+    # -- workers and keys --------------------------------------------------------------------------
+
+    def _workers_register(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.workers[body["worker"]] = {"id": body["worker"], "queues": body.get("queues") or [],
+                                        "last_seen": clock.now(), "task": None}
+        return {}
+
+    def _workers_status_report(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        worker = self.workers.setdefault(body["worker"], {"id": body["worker"], "queues": []})
+        worker.update(last_seen=clock.now(), task=body.get("task"), stats=body.get("machine_stats"))
+        if body.get("task") in self.tasks:
+            self.tasks[body["task"]]["last_worker"] = body["worker"]
+        return {}
+
+    def _workers_unregister(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.workers.pop(body["worker"], None)
+        return {}
+
+    def _workers_reconcile(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        held = [doc for doc in self.tasks.values() if (doc.get("_lease") or {}).get("worker") == body["worker"]]
+        return {"released": [{"task": doc["id"], "outcome": self._requeue_or_fail(
+            doc, f"worker {body['worker']} restarted while holding it")} for doc in held]}
+
+    def _auth_create_credentials(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        access = f"TASKKEY{next(self._ids):016d}"
+        self.keys[access] = {"label": body.get("label"), "role": body.get("role"), "revoked": False}
+        return {"access_key": access, "secret_key": f"secret-{access}"}
+
+    def _auth_extend_credentials(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {"access_key": body["access_key"]}
+
+    def _auth_revoke_credentials(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.keys.get(body["access_key"], {})["revoked"] = True
+        return {}
+
+    # -- the rules ---------------------------------------------------------------------------------
+
+    def _task(self, endpoint: str, task_id: str) -> dict[str, Any]:
+        if task_id not in self.tasks:
+            raise _error(endpoint, 400, 101, f"invalid task id {task_id}")
+        return self.tasks[task_id]
+
+    def _fenced(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        doc = self._task(endpoint, body["task"])
+        if not self._fresh(doc["id"], body.get("attempt")):
+            raise _error(endpoint, 400, STALE_SUBCODE, f"stale claim: attempt {body.get('attempt')} was "
+                                                       f"superseded by attempt {doc.get('_attempt')}")
+        return doc
+
+    def _fresh(self, task_id: Any, attempt: Any) -> bool:
+        """A write without an attempt is unfenced; with one, it must be the task's current attempt."""
+        return attempt is None or (task_id in self.tasks and self.tasks[task_id].get("_attempt") == attempt)
+
+    def _change(self, endpoint: str, doc: dict[str, Any], new: str, *, force: bool = False,
+                reason: str | None = None, message: str | None = None) -> None:
+        current = doc["status"]
+        if not force and current != new and new not in TRANSITIONS.get(current, frozenset()):
+            raise _error(endpoint, 400, INVALID_STATUS_SUBCODE, f"cannot change from {current} to {new}")
+        if new != "in_progress":
+            doc.pop("_lease", None)
+        doc.update(status=new, status_reason=reason or "", status_message=message or "")
+
+    def _requeue_or_fail(self, doc: dict[str, Any], reason: str) -> str:
+        queue_id = (doc.get("_lease") or {}).get("queue") or (doc.get("execution") or {}).get("queue")
+        attempts = int(doc.get("_attempt") or 0)
+        doc.pop("_lease", None)
+        if attempts >= self.max_attempts or queue_id not in self.queues:
+            self._change("reaper", doc, "failed", force=True,
+                         reason=f"infrastructure: agent lost {attempts} time(s); last: {reason}")
+            return "failed"
+        self._dequeue(doc["id"])
+        self._change("reaper", doc, "queued", force=True,
+                     reason=f"infrastructure: {reason}; retry {attempts + 1} of {self.max_attempts}")
+        self.queues[queue_id]["entries"].insert(0, doc["id"])
+        return "requeued"
+
+    def _dequeue(self, task_id: str) -> None:
+        for queue in self.queues.values():
+            queue["entries"] = [entry for entry in queue["entries"] if entry != task_id]
+
+
+def _public(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if not k.startswith("_")}
