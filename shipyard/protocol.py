@@ -12,6 +12,7 @@
     OutcomeKind     the machine-readable head of the `status_reason` the agent writes (`user_error: ...`)
     RETRYABLE       outcome kinds that hand a leased task back to its queue instead of failing it
     LeaseOutcome    what the server did with a task its holder let go (`tasks.release`, `workers.reconcile`)
+    STOP_REQUEST    the `status_message` that asks a running task's agent to stop it (`tasks.stop`)
 
 Each word is a `str` enum (`Subcode` an `int` enum): a member *is* its wire word, so it equals
 the plain string a client sends or the database returns ("queued" == TaskStatus.QUEUED, same hash),
@@ -75,7 +76,11 @@ def can_transition(current: str, new: str, *, force: bool = False) -> bool:
     return new in TRANSITIONS.get(current, frozenset())
 
 
+STOP_REQUEST = "stopping"  # clients look for it in status_message while the status stays in_progress
+
+
 class TaskType(_Word):
+
     TRAINING = "training"
     TESTING = "testing"
     INFERENCE = "inference"

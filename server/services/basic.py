@@ -9,6 +9,7 @@ from server.auth.keys import API_VERSION, SERVER_VERSION, Identity, parse_basic
 from server.auth.login_guard import Throttled
 from server.rpc.registry import CallContext, Request, endpoint
 from shipyard import __version__
+from shipyard.protocol import Subcode
 
 # Shipyard extensions, advertised so our agent can tell our server from a reference one.
 EXTENSIONS = {
@@ -45,9 +46,9 @@ async def _login_identity(ctx: CallContext) -> Identity:
     if header.lower().startswith("bearer "):
         identity = state.signer.verify(header[7:].strip())
         if not state.keys_active(identity.user):
-            raise errors.unauthorized("Credentials for this token were revoked", 22)
+            raise errors.unauthorized("Credentials for this token were revoked", Subcode.INVALID_CREDENTIALS)
         return identity
-    raise errors.unauthorized("Missing credentials: use HTTP Basic with access_key:secret_key", 20)
+    raise errors.unauthorized("Missing credentials: use HTTP Basic with access_key:secret_key", Subcode.NO_CREDENTIALS)
 
 
 def _throttled(ctx: CallContext, exc: Throttled) -> Response:

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from server import errors, query, status
+from server import errors, query
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services.tasks import doc as taskdoc
@@ -19,6 +19,7 @@ from server.services.projects import get_project
 from server.storage import tables as t
 from server.storage.store import new_id
 from shipyard import clock
+from shipyard.protocol import Subcode, SystemTag, TaskStatus
 
 _UPDATE_FOR_TASK_FIELDS = ("uri", "name", "comment", "tags", "system_tags")
 
@@ -104,7 +105,7 @@ def get_by_task_id(ctx: CallContext, req: Request) -> dict:
                 return {"model": doc}
         docs = ctx.store.get_many(conn, t.models, [t.models.c.task == task["id"]])
     if not docs:
-        raise errors.APIError(400, 201, f"No output model for task: task={task['id']}")
+        raise errors.APIError(400, Subcode.INVALID_MODEL_ID, f"No output model for task: task={task['id']}")
     return {"model": max(docs, key=lambda d: d.get("created") or "")}
 
 
@@ -177,7 +178,7 @@ def update_for_task(ctx: CallContext, req: Request) -> dict:
     iteration = req.int("iteration")
     with ctx.store.tx() as conn:
         task = taskdoc.load(ctx, conn, task_id)
-        if task.get("status") == status.PUBLISHED:
+        if task.get("status") == TaskStatus.PUBLISHED:
             raise errors.invalid_status(f"Cannot update the output model of a published task: task={task_id}")
         fields = _incoming(ctx, conn, req, _UPDATE_FOR_TASK_FIELDS)
         if iteration is not None:
@@ -237,8 +238,8 @@ def set_ready(ctx: CallContext, req: Request) -> dict:
         updated = 0 if doc.get("ready") else 1
         if publish_task and doc.get("task"):
             task = ctx.store.get(conn, t.tasks, doc["task"])
-            if task is not None and task.get("status") != status.PUBLISHED:
-                fields = taskdoc.change_status(ctx, conn, task, status.PUBLISHED, force=force_task,
+            if task is not None and task.get("status") != TaskStatus.PUBLISHED:
+                fields = taskdoc.change_status(ctx, conn, task, TaskStatus.PUBLISHED, force=force_task,
                                                reason="model published")
                 published_task = {"id": task["id"], "data": {"updated": 1, "fields": fields}}
         if updated:
@@ -312,9 +313,9 @@ def _set_archived(ctx: CallContext, req: Request, archived: bool) -> dict:
                 err = errors.invalid_id("model", model_id)
                 failed.append({"id": model_id, "error": {"codes": [err.code, err.subcode], "msg": err.msg}})
                 continue
-            tags = [tag for tag in doc.get("system_tags") or [] if tag != "archived"]
+            tags = [tag for tag in doc.get("system_tags") or [] if tag != SystemTag.ARCHIVED]
             if archived:
-                tags.append("archived")
+                tags.append(SystemTag.ARCHIVED)
             changed = tags != (doc.get("system_tags") or [])
             if changed:
                 doc["system_tags"] = tags

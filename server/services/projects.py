@@ -9,6 +9,7 @@ from server.rpc.registry import CallContext, Request, endpoint
 from server.storage import tables as t
 from server.storage.store import new_id
 from shipyard import clock
+from shipyard.protocol import Subcode
 
 
 def get_project(ctx: CallContext, conn, project_id: str) -> dict:
@@ -66,7 +67,8 @@ def create(ctx: CallContext, req: Request) -> dict:
         raise errors.missing_field("name")
     with ctx.store.tx() as conn:
         if _find_by_name(conn, name):
-            raise errors.APIError(400, 403, f"Project with the same name already exists: name={name}")
+            raise errors.APIError(400, Subcode.PROJECT_NAME_TAKEN,
+                                  f"Project with the same name already exists: name={name}")
         return {"id": _insert(ctx, conn, {"name": name, "description": req.str("description"),
                                           "tags": req.str_list("tags"),
                                           "system_tags": req.str_list("system_tags"),
@@ -126,8 +128,8 @@ def delete_project(ctx: CallContext, req: Request) -> dict:
         get_project(ctx, conn, project_id)
         task_ids = [r[0] for r in conn.execute(select(t.tasks.c.id).where(t.tasks.c.project == project_id))]
         if task_ids and not force:
-            raise errors.APIError(400, 406, f"Project has associated tasks: {len(task_ids)} "
-                                  "(use force=true to delete them too)")
+            raise errors.APIError(400, Subcode.PROJECT_HAS_TASKS, f"Project has associated tasks: "
+                                  f"{len(task_ids)} (use force=true to delete them too)")
         if req.bool("delete_contents", force):
             for task_id in task_ids:
                 conn.execute(delete(t.events).where(t.events.c.task == task_id))

@@ -7,6 +7,7 @@ from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
 from server.storage import tables as t
 from shipyard import clock
+from shipyard.protocol import Subcode
 
 DEFAULT_TIMEOUT_S = 600
 
@@ -51,7 +52,7 @@ def unregister(ctx: CallContext, req: Request) -> dict:
     worker = req.str("worker", required=True)
     with ctx.store.tx() as conn:
         if not ctx.store.delete(conn, t.workers, worker):
-            raise errors.APIError(400, 1004, f"Worker is not registered: worker={worker}")
+            raise errors.APIError(400, Subcode.WORKER_NOT_REGISTERED, f"Worker is not registered: worker={worker}")
     return {}
 
 @endpoint("workers.status_report")

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import delete as sql_delete
 
-from server import errors, query, status
+from server import errors, query
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services.tasks import doc as taskdoc
@@ -14,7 +14,9 @@ from server.services.events import delete_task_events
 from server.services.projects import find_or_create_project, get_project
 from server.storage import tables as t
 from server.storage.store import new_id
+from shipyard.protocol import SystemTag, TaskStatus
 
+_NOT_CLONED_TAGS = (SystemTag.DEVELOPMENT, SystemTag.ARCHIVED)  # tasks.clone drops them
 _CREATE_FIELDS = ("name", "type", "comment", "parent", "project", "tags", "system_tags", "script",
                   "execution", "hyperparams", "configuration", "runtime", "container", "models",
                   "output")
@@ -125,7 +127,7 @@ def clone(ctx: CallContext, req: Request) -> dict:
             "type": source.get("type"), "project": project,
             "tags": req.str_list("new_task_tags", source.get("tags") or []),
             "system_tags": req.str_list("new_task_system_tags", [
-                tag for tag in source.get("system_tags") or [] if tag not in ("development", "archived")]),
+                tag for tag in source.get("system_tags") or [] if tag not in _NOT_CLONED_TAGS]),
             "parent": req.str("new_task_parent") or source.get("parent") or source["id"],
             "script": taskdoc.scrub_repository(copy.deepcopy(source.get("script") or {}), []),
             "hyperparams": req.dict("new_task_hyperparams", copy.deepcopy(source.get("hyperparams") or {})),
@@ -150,7 +152,7 @@ def delete_task(ctx: CallContext, req: Request) -> dict:
     task_id = req.id("task", "task")
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
-        if doc.get("status") == status.IN_PROGRESS and not req.bool("force"):
+        if doc.get("status") == TaskStatus.IN_PROGRESS and not req.bool("force"):
             raise errors.invalid_status(f"Cannot delete a running task without force: task={task_id}")
         removed = delete_task_events(conn, task_id)
         conn.execute(sql_delete(t.queue_entries).where(t.queue_entries.c.task == task_id))
@@ -178,13 +180,13 @@ def archive(ctx: CallContext, req: Request) -> dict:
     ids = req.str_list("tasks") or req.str_list("ids") or []
     if not ids:
         raise errors.missing_field("tasks")
-    return {"archived": _set_system_tag(ctx, ids, "archived", True)}
+    return {"archived": _set_system_tag(ctx, ids, SystemTag.ARCHIVED, True)}
 
 
 @endpoint("tasks.unarchive_many")
 def unarchive(ctx: CallContext, req: Request) -> dict:
     ids = req.str_list("ids") or req.str_list("tasks") or []
-    return {"unarchived": _set_system_tag(ctx, ids, "archived", False)}
+    return {"unarchived": _set_system_tag(ctx, ids, SystemTag.ARCHIVED, False)}
 
 
 def _edit_part(ctx: CallContext, req: Request, mutate, *, any_status: bool = False) -> dict:

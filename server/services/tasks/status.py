@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 
-from server import errors, status
+from server import errors
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services import leases
 from server.services import queues as q
@@ -10,6 +10,7 @@ from server.services.tasks import doc as taskdoc
 from server.services.events import delete_task_events
 from server.storage import tables as t
 from shipyard import clock
+from shipyard.protocol import STOP_REQUEST, Subcode, SystemTag, TaskStatus, can_transition
 
 
 def _simple_change(ctx: CallContext, req: Request, new: str, extra_fn=None) -> dict:
@@ -28,7 +29,7 @@ def started(ctx: CallContext, req: Request) -> dict:
     def extra(doc: dict) -> dict:
         return {} if doc.get("started") else {"started": clock.iso()}
 
-    result = _simple_change(ctx, req, status.IN_PROGRESS, extra)
+    result = _simple_change(ctx, req, TaskStatus.IN_PROGRESS, extra)
     return {"started": 1, **result}
 
 
@@ -38,17 +39,17 @@ def _completed_time(doc: dict) -> dict:
 
 @endpoint("tasks.stopped")
 def stopped(ctx: CallContext, req: Request) -> dict:
-    return _simple_change(ctx, req, status.STOPPED, _completed_time)
+    return _simple_change(ctx, req, TaskStatus.STOPPED, _completed_time)
 
 
 @endpoint("tasks.failed")
 def failed(ctx: CallContext, req: Request) -> dict:
-    return _simple_change(ctx, req, status.FAILED, _completed_time)
+    return _simple_change(ctx, req, TaskStatus.FAILED, _completed_time)
 
 
 @endpoint("tasks.completed")
 def completed(ctx: CallContext, req: Request) -> dict:
-    result = _simple_change(ctx, req, status.COMPLETED, _completed_time)
+    result = _simple_change(ctx, req, TaskStatus.COMPLETED, _completed_time)
     if req.bool("publish"):
         result = _publish(ctx, req, force=True, publish_model=True)
     return result
@@ -56,7 +57,7 @@ def completed(ctx: CallContext, req: Request) -> dict:
 
 @endpoint("tasks.close")
 def close(ctx: CallContext, req: Request) -> dict:
-    return _simple_change(ctx, req, status.CLOSED)
+    return _simple_change(ctx, req, TaskStatus.CLOSED)
 
 
 def _publish(ctx: CallContext, req: Request, *, force: bool, publish_model: bool) -> dict:
@@ -69,7 +70,7 @@ def _publish(ctx: CallContext, req: Request, *, force: bool, publish_model: bool
         if model is not None and not model.get("ready"):
             model.update({"ready": True, "last_update": clock.iso()})
             ctx.store.save(conn, t.models, model)
-        fields = taskdoc.change_status(ctx, conn, doc, status.PUBLISHED, force=force,
+        fields = taskdoc.change_status(ctx, conn, doc, TaskStatus.PUBLISHED, force=force,
                                        reason=req.str("status_reason"), message=req.str("status_message"),
                                        extra={"published": clock.iso()})
     return {"updated": 1, "fields": fields}
@@ -89,9 +90,9 @@ def _resolve_queue(ctx: CallContext, conn, req: Request) -> str:
     if name:
         return q.find_queue_by_name(conn, name) or q.create_queue(ctx, conn, name)
     for doc in ctx.store.get_many(conn, t.queues):
-        if "default" in (doc.get("system_tags") or []):
+        if SystemTag.DEFAULT in (doc.get("system_tags") or []):
             return doc["id"]
-    raise errors.APIError(400, 707, "No queue given and no default queue exists")
+    raise errors.APIError(400, Subcode.NO_DEFAULT_QUEUE, "No queue given and no default queue exists")
 
 
 @endpoint("tasks.enqueue")
@@ -100,16 +101,16 @@ def enqueue(ctx: CallContext, req: Request) -> dict:
     with ctx.store.tx() as conn:
         queue_id = _resolve_queue(ctx, conn, req)
         doc = taskdoc.load(ctx, conn, task_id)
-        previous = doc.get("status") or status.CREATED
-        if not status.can_transition(previous, status.QUEUED, force=req.bool("force")) \
-                or previous == status.QUEUED and not req.bool("force"):
+        previous = doc.get("status") or TaskStatus.CREATED
+        if not can_transition(previous, TaskStatus.QUEUED, force=req.bool("force")) \
+                or previous == TaskStatus.QUEUED and not req.bool("force"):
             raise errors.invalid_status(f"Cannot enqueue a task in status '{previous}' "
                                         f"(reset it first or use force): task={task_id}")
         execution = {**(doc.get("execution") or {}), "queue": queue_id}
-        system_tags = [x for x in doc.get("system_tags") or [] if x != "development"]
+        system_tags = [x for x in doc.get("system_tags") or [] if x != SystemTag.DEVELOPMENT]
         q.remove_task_entries(conn, task_id)
         fields = taskdoc.change_status(
-            ctx, conn, doc, status.QUEUED, force=True, reason=req.str("status_reason"),
+            ctx, conn, doc, TaskStatus.QUEUED, force=True, reason=req.str("status_reason"),
             message=req.str("status_message"),
             extra={"enqueue_status": previous, "execution": execution, "system_tags": system_tags})
         q.add_entry(conn, queue_id, task_id)
@@ -125,16 +126,17 @@ def dequeue(ctx: CallContext, req: Request) -> dict:
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
         current = doc.get("status")
-        if current not in (status.QUEUED, status.IN_PROGRESS):
+        if current not in (TaskStatus.QUEUED, TaskStatus.IN_PROGRESS):
             return {"dequeued": 0, "updated": 0, "fields": {}}
         removed = q.remove_task_entries(conn, task_id)
-        new = req.str("new_status") or doc.get("enqueue_status") or status.CREATED
-        if new not in status.ALL:
+        new = req.str("new_status") or doc.get("enqueue_status") or TaskStatus.CREATED
+        if new not in list(TaskStatus):
+
             raise errors.validation(f"invalid new_status '{new}'")
         execution = {**(doc.get("execution") or {})}
         fields = taskdoc.change_status(ctx, conn, doc, new, force=True, reason=req.str("status_reason"),
                                        message=req.str("status_message"), extra={"execution": execution})
-    return {"dequeued": 1 if removed or current == status.QUEUED else 0, "updated": 1, "fields": fields}
+    return {"dequeued": 1 if removed or current == TaskStatus.QUEUED else 0, "updated": 1, "fields": fields}
 
 
 def _has_live_worker(ctx: CallContext, doc: dict) -> bool:
@@ -156,19 +158,19 @@ def stop(ctx: CallContext, req: Request) -> dict:
         doc = taskdoc.load(ctx, conn, task_id)
         current = doc.get("status")
         reason = req.str("status_reason") or "abort request"
-        if current == status.QUEUED:
+        if current == TaskStatus.QUEUED:
             q.remove_task_entries(conn, task_id)
-            fields = taskdoc.change_status(ctx, conn, doc, status.STOPPED, force=True, reason=reason,
+            fields = taskdoc.change_status(ctx, conn, doc, TaskStatus.STOPPED, force=True, reason=reason,
                                            message=f"Stopped by {user}", extra=_completed_time(doc))
-        elif current == status.IN_PROGRESS and _has_live_worker(ctx, doc) \
-                and "development" not in (doc.get("system_tags") or []) and not req.bool("force"):
-            doc["status_message"] = "stopping"
+        elif current == TaskStatus.IN_PROGRESS and _has_live_worker(ctx, doc) \
+                and SystemTag.DEVELOPMENT not in (doc.get("system_tags") or []) and not req.bool("force"):
+            doc["status_message"] = STOP_REQUEST
             doc["status_reason"] = reason
             taskdoc.touch(ctx, doc)
             ctx.store.save(conn, t.tasks, doc)
-            fields = {"status_message": "stopping", "status_reason": reason}
+            fields = {"status_message": STOP_REQUEST, "status_reason": reason}
         else:
-            fields = taskdoc.change_status(ctx, conn, doc, status.STOPPED, force=req.bool("force"),
+            fields = taskdoc.change_status(ctx, conn, doc, TaskStatus.STOPPED, force=req.bool("force"),
                                            reason=reason, message=req.str("status_message") or f"Stopped by {user}",
                                            extra=_completed_time(doc))
     return {"updated": 1, "fields": fields}
@@ -184,7 +186,7 @@ def reset(ctx: CallContext, req: Request) -> dict:
     force = req.bool("force")
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
-        if doc.get("status") == status.PUBLISHED and not force:
+        if doc.get("status") == TaskStatus.PUBLISHED and not force:
             raise errors.invalid_status(f"Cannot reset a published task without force: task={task_id}")
         dequeued = q.remove_task_entries(conn, task_id)
         deleted_events = delete_task_events(conn, task_id)
@@ -198,7 +200,7 @@ def reset(ctx: CallContext, req: Request) -> dict:
                  "execution": execution, "active_duration": 0}
         if req.bool("clear_all"):
             extra.update({"execution": {}, "script": {}})
-        fields = taskdoc.change_status(ctx, conn, doc, status.CREATED, force=True,
+        fields = taskdoc.change_status(ctx, conn, doc, TaskStatus.CREATED, force=True,
                                        reason=req.str("status_reason") or "reset",
                                        message=req.str("status_message"), extra=extra)
     return {"dequeued": {"removed": dequeued} if dequeued else {}, "events": {"deleted": deleted_events},
