@@ -195,8 +195,8 @@ async def dispatch(state: ServerState, call: ApiCall) -> tuple[int, bytes | Resp
         ctx = CallContext(store=state.store, identity=identity, endpoint=name, version=version,
                           worker=headers.get("x-clearml-worker", "") or headers.get("x-trains-worker", ""),
                           notifier=state.notifier, settings=state,
-                          extra={"authorization": headers.get("authorization", ""),
-                                 "is_disconnected": call.is_disconnected, "client_ip": call.client_ip})
+                          authorization=headers.get("authorization", ""), client_ip=call.client_ip,
+                          is_disconnected=call.is_disconnected)
         if _is_async(handler):
             if state.handlers is None or len(raw) <= state.placement.max_body:
                 result = handler(ctx, Request(_parse_body(call, raw)))

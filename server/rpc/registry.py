@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from server import errors
 
@@ -57,7 +57,9 @@ class CallContext:
     worker: str = ""
     notifier: "Notifier | None" = None
     settings: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    authorization: str = ""    # the caller's Authorization header (auth.login reads it)
+    client_ip: str = ""
+    is_disconnected: Callable[[], Awaitable[bool]] | None = None  # a long poll stops when the caller left
 
     @property
     def version_tuple(self) -> tuple[int, int]:

@@ -39,10 +39,10 @@ async def login(ctx: CallContext, req: Request) -> dict | Response:
 
 async def _login_identity(ctx: CallContext) -> Identity:
     state = ctx.settings
-    header = ctx.extra.get("authorization", "")
+    header = ctx.authorization
     if header.lower().startswith("basic "):
         access, secret = parse_basic(header)
-        return await state.login_guard.sign_in(state.keys, access, secret, ctx.extra.get("client_ip", ""))
+        return await state.login_guard.sign_in(state.keys, access, secret, ctx.client_ip)
     if header.lower().startswith("bearer "):
         identity = state.signer.verify(header[7:].strip())
         if not state.keys_active(identity.user):

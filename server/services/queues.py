@@ -342,6 +342,6 @@ async def get_next_task(ctx: CallContext, req: Request) -> dict:
         if remaining <= 0 or ctx.notifier is None:
             return {}
         await ctx.notifier.wait(queue_ids, remaining)
-        gone = ctx.extra.get("is_disconnected")
+        gone = ctx.is_disconnected
         if gone is not None and await gone():
             return {}  # the caller left: don't pop a task nobody will receive

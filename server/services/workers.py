@@ -41,7 +41,7 @@ def register(ctx: CallContext, req: Request) -> dict:
     worker = req.str("worker", required=True)
     schema.check(schema.WORKER, req.body)
     update = {"timeout": req.int("timeout", DEFAULT_TIMEOUT_S), "tags": req.str_list("tags", []),
-              "system_tags": req.str_list("system_tags", []), "ip": ctx.extra.get("client_ip", "")}
+              "system_tags": req.str_list("system_tags", []), "ip": ctx.client_ip}
     with ctx.store.tx() as conn:
         update["queues"] = _queue_refs(ctx, conn, req.str_list("queues", []) or [])
         _upsert(ctx, conn, worker, update)
