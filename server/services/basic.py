@@ -32,7 +32,7 @@ async def login(ctx: CallContext, req: Request) -> dict | Response:
         identity = await _login_identity(ctx)
     except Throttled as exc:
         return _throttled(ctx, exc)
-    ttl = req.int("expiration_sec")
+    ttl = req.integer("expiration_sec")
     ttl = min(ttl, state.signer.ttl_s) if ttl and ttl > 0 else None
     return {"token": state.signer.issue(identity, ttl_s=ttl)}
 

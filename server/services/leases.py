@@ -115,8 +115,8 @@ def reap_expired(ctx: CallContext) -> list[tuple[str, LeaseOutcome]]:
 def record_exit(ctx: CallContext, req: Request) -> dict:
     """The holder saw the task's process exit: noted at once, before logs are flushed and the
     status reported, so an agent lost in between does not make the task run a second time."""
-    task_id, attempt = req.id("task", "task"), req.int("attempt", required=True)
-    code = req.int("exit_code", required=True)
+    task_id, attempt = req.id("task", "task"), req.integer("attempt", required=True)
+    code = req.integer("exit_code", required=True)
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
         check_fence(doc, attempt)
@@ -127,14 +127,14 @@ def record_exit(ctx: CallContext, req: Request) -> dict:
 
 @endpoint("tasks.renew_lease")
 def renew(ctx: CallContext, req: Request) -> dict:
-    task_id, attempt = req.id("task", "task"), req.int("attempt", required=True)
+    task_id, attempt = req.id("task", "task"), req.integer("attempt", required=True)
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
         check_fence(doc, attempt)
         lease = doc.get("_lease")
         if not lease:
             raise stale(task_id, attempt, "none (the task is no longer leased)")
-        lease_s = float(req.float("lease_s") or lease.get("lease_s") or 60.0)
+        lease_s = float(req.number("lease_s") or lease.get("lease_s") or 60.0)
         doc["_lease"] = {**lease, "expires": clock.now() + lease_s, "lease_s": lease_s}
         doc["last_update"] = clock.iso()
         ctx.store.save(conn, t.tasks, doc)
@@ -144,12 +144,12 @@ def renew(ctx: CallContext, req: Request) -> dict:
 @endpoint("tasks.release")
 def release(ctx: CallContext, req: Request) -> dict:
     """The holder gives the task back: `retry` re-queues it (infrastructure trouble), else it fails."""
-    task_id, attempt = req.id("task", "task"), req.int("attempt", required=True)
-    reason = req.str("reason") or "released by its agent"
+    task_id, attempt = req.id("task", "task"), req.integer("attempt", required=True)
+    reason = req.text("reason") or "released by its agent"
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
         check_fence(doc, attempt)
-        if req.bool("retry", True):
+        if req.flag("retry", True):
             outcome = requeue_or_fail(ctx, conn, doc, reason)
         else:
             close_attempt(doc, reason)
@@ -162,7 +162,7 @@ def release(ctx: CallContext, req: Request) -> dict:
 @endpoint("workers.reconcile")
 def reconcile(ctx: CallContext, req: Request) -> dict:
     """A (re)starting agent: tasks the server believes it holds go back to their queues."""
-    worker = req.str("worker", required=True)
+    worker = req.text("worker", required=True)
     released = []
     with ctx.store.tx() as conn:
         for doc in ctx.store.get_many(conn, t.tasks, [t.tasks.c.lease_expires.is_not(None)]):

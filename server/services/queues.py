@@ -116,13 +116,13 @@ def _with_entries(conn, doc: dict) -> dict:
 
 @endpoint("queues.create")
 def create(ctx: CallContext, req: Request) -> dict:
-    name = req.str("name", required=True).strip()
+    name = req.text("name", required=True).strip()
     if not name:
         raise errors.missing_field("name")
     with ctx.store.tx() as conn:
         return {"id": create_queue(ctx, conn, name, tags=req.str_list("tags"),
                                    system_tags=req.str_list("system_tags"),
-                                   display_name=req.str("display_name"))}
+                                   display_name=req.text("display_name"))}
 
 
 @endpoint("queues.get_by_id")
@@ -175,7 +175,7 @@ def delete_queue(ctx: CallContext, req: Request) -> dict:
     with ctx.store.tx() as conn:
         require_queue(conn, queue_id)
         waiting = entries(conn, queue_id)
-        if waiting and not req.bool("force"):
+        if waiting and not req.flag("force"):
             raise errors.APIError(400, Subcode.QUEUE_NOT_EMPTY,
                                   f"Queue is not empty ({len(waiting)} tasks); use force=true")
         conn.execute(delete(t.queue_entries).where(t.queue_entries.c.queue == queue_id))
@@ -204,7 +204,7 @@ def remove_task(ctx: CallContext, req: Request) -> dict:
     with ctx.store.tx() as conn:
         require_queue(conn, queue_id)
         removed = remove_task_entries(conn, task_id, queue_id)
-        if removed and req.bool("update_task_status"):
+        if removed and req.flag("update_task_status"):
             doc = taskdoc.load(ctx, conn, task_id)
             if doc.get("status") == TaskStatus.QUEUED:
                 back = doc.get("enqueue_status") or TaskStatus.CREATED
@@ -246,7 +246,7 @@ def clear_queue(ctx: CallContext, req: Request) -> dict:
 
 def _move(ctx: CallContext, req: Request, where: str) -> dict:
     queue_id, task_id = req.id("queue", "queue"), req.id("task", "task")
-    count = max(1, req.int("count", 1) or 1)
+    count = max(1, req.integer("count", 1) or 1)
     with ctx.store.tx() as conn:
         require_queue(conn, queue_id)
         rows = conn.execute(select(t.queue_entries.c.seq, t.queue_entries.c.task)
@@ -321,11 +321,11 @@ async def get_next_task(ctx: CallContext, req: Request) -> dict:
     `wait_s` (long-poll: wait up to that many seconds for an entry) and `lease_s` (the claim is
     a lease the caller renews; see server/services/leases.py)."""
     queue_ids = req.str_list("queues") or [req.id("queue", "queue")]
-    wait_s = min(max(0.0, req.float("wait_s", 0.0) or 0.0), ctx.settings.long_poll_max_s
+    wait_s = min(max(0.0, req.number("wait_s", 0.0) or 0.0), ctx.settings.long_poll_max_s
                  if ctx.settings else 60.0)
-    get_info = req.bool("get_task_info")
-    lease_s = req.float("lease_s")
-    worker = req.str("worker") or ctx.worker
+    get_info = req.flag("get_task_info")
+    lease_s = req.number("lease_s")
+    worker = req.text("worker") or ctx.worker
     if lease_s is not None and (lease_s <= 0 or not worker):
         raise errors.validation("lease_s must be > 0 and the worker named (field 'worker' or X-ClearML-Worker)")
     deadline = time.monotonic() + wait_s

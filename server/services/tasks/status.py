@@ -16,10 +16,10 @@ from shipyard.protocol import STOP_REQUEST, Subcode, SystemTag, TaskStatus, can_
 def _simple_change(ctx: CallContext, req: Request, new: str, extra_fn=None) -> dict:
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, req.id("task", "task"))
-        leases.check_fence(doc, req.int("attempt"))
+        leases.check_fence(doc, req.integer("attempt"))
         extra = extra_fn(doc) if extra_fn else {}
-        fields = taskdoc.change_status(ctx, conn, doc, new, force=req.bool("force"),
-                                       reason=req.str("status_reason"), message=req.str("status_message"),
+        fields = taskdoc.change_status(ctx, conn, doc, new, force=req.flag("force"),
+                                       reason=req.text("status_reason"), message=req.text("status_message"),
                                        extra=extra)
     return {"updated": 1, "fields": fields}
 
@@ -50,7 +50,7 @@ def failed(ctx: CallContext, req: Request) -> dict:
 @endpoint("tasks.completed")
 def completed(ctx: CallContext, req: Request) -> dict:
     result = _simple_change(ctx, req, TaskStatus.COMPLETED, _completed_time)
-    if req.bool("publish"):
+    if req.flag("publish"):
         result = _publish(ctx, req, force=True, publish_model=True)
     return result
 
@@ -64,14 +64,14 @@ def _publish(ctx: CallContext, req: Request, *, force: bool, publish_model: bool
     """Publish the task and, as the reference server does, its last output model (ready=true)."""
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, req.id("task", "task"))
-        leases.check_fence(doc, req.int("attempt"))
+        leases.check_fence(doc, req.integer("attempt"))
         outputs = (doc.get("models") or {}).get("output") or []
         model = ctx.store.get(conn, t.models, outputs[-1].get("model")) if publish_model and outputs else None
         if model is not None and not model.get("ready"):
             model.update({"ready": True, "last_update": clock.iso()})
             ctx.store.save(conn, t.models, model)
         fields = taskdoc.change_status(ctx, conn, doc, TaskStatus.PUBLISHED, force=force,
-                                       reason=req.str("status_reason"), message=req.str("status_message"),
+                                       reason=req.text("status_reason"), message=req.text("status_message"),
                                        extra={"published": clock.iso()})
     return {"updated": 1, "fields": fields}
 
@@ -79,14 +79,14 @@ def _publish(ctx: CallContext, req: Request, *, force: bool, publish_model: bool
 @endpoint("tasks.publish")
 def publish(ctx: CallContext, req: Request) -> dict:
     return {"committed_versions_results": [],
-            **_publish(ctx, req, force=req.bool("force"), publish_model=req.bool("publish_model", True))}
+            **_publish(ctx, req, force=req.flag("force"), publish_model=req.flag("publish_model", True))}
 
 
 def _resolve_queue(ctx: CallContext, conn, req: Request) -> str:
-    queue_id = req.str("queue")
+    queue_id = req.text("queue")
     if queue_id:
         return q.require_queue(conn, queue_id)
-    name = req.str("queue_name")
+    name = req.text("queue_name")
     if name:
         return q.find_queue_by_name(conn, name) or q.create_queue(ctx, conn, name)
     for doc in ctx.store.get_many(conn, t.queues):
@@ -102,16 +102,16 @@ def enqueue(ctx: CallContext, req: Request) -> dict:
         queue_id = _resolve_queue(ctx, conn, req)
         doc = taskdoc.load(ctx, conn, task_id)
         previous = doc.get("status") or TaskStatus.CREATED
-        if not can_transition(previous, TaskStatus.QUEUED, force=req.bool("force")) \
-                or previous == TaskStatus.QUEUED and not req.bool("force"):
+        if not can_transition(previous, TaskStatus.QUEUED, force=req.flag("force")) \
+                or previous == TaskStatus.QUEUED and not req.flag("force"):
             raise errors.invalid_status(f"Cannot enqueue a task in status '{previous}' "
                                         f"(reset it first or use force): task={task_id}")
         execution = {**(doc.get("execution") or {}), "queue": queue_id}
         system_tags = [x for x in doc.get("system_tags") or [] if x != SystemTag.DEVELOPMENT]
         q.remove_task_entries(conn, task_id)
         fields = taskdoc.change_status(
-            ctx, conn, doc, TaskStatus.QUEUED, force=True, reason=req.str("status_reason"),
-            message=req.str("status_message"),
+            ctx, conn, doc, TaskStatus.QUEUED, force=True, reason=req.text("status_reason"),
+            message=req.text("status_message"),
             extra={"enqueue_status": previous, "execution": execution, "system_tags": system_tags})
         q.add_entry(conn, queue_id, task_id)
     if ctx.notifier:
@@ -129,13 +129,13 @@ def dequeue(ctx: CallContext, req: Request) -> dict:
         if current not in (TaskStatus.QUEUED, TaskStatus.IN_PROGRESS):
             return {"dequeued": 0, "updated": 0, "fields": {}}
         removed = q.remove_task_entries(conn, task_id)
-        new = req.str("new_status") or doc.get("enqueue_status") or TaskStatus.CREATED
+        new = req.text("new_status") or doc.get("enqueue_status") or TaskStatus.CREATED
         if new not in list(TaskStatus):
 
             raise errors.validation(f"invalid new_status '{new}'")
         execution = {**(doc.get("execution") or {})}
-        fields = taskdoc.change_status(ctx, conn, doc, new, force=True, reason=req.str("status_reason"),
-                                       message=req.str("status_message"), extra={"execution": execution})
+        fields = taskdoc.change_status(ctx, conn, doc, new, force=True, reason=req.text("status_reason"),
+                                       message=req.text("status_message"), extra={"execution": execution})
     return {"dequeued": 1 if removed or current == TaskStatus.QUEUED else 0, "updated": 1, "fields": fields}
 
 
@@ -157,21 +157,21 @@ def stop(ctx: CallContext, req: Request) -> dict:
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
         current = doc.get("status")
-        reason = req.str("status_reason") or "abort request"
+        reason = req.text("status_reason") or "abort request"
         if current == TaskStatus.QUEUED:
             q.remove_task_entries(conn, task_id)
             fields = taskdoc.change_status(ctx, conn, doc, TaskStatus.STOPPED, force=True, reason=reason,
                                            message=f"Stopped by {user}", extra=_completed_time(doc))
         elif current == TaskStatus.IN_PROGRESS and _has_live_worker(ctx, doc) \
-                and SystemTag.DEVELOPMENT not in (doc.get("system_tags") or []) and not req.bool("force"):
+                and SystemTag.DEVELOPMENT not in (doc.get("system_tags") or []) and not req.flag("force"):
             doc["status_message"] = STOP_REQUEST
             doc["status_reason"] = reason
             taskdoc.touch(ctx, doc)
             ctx.store.save(conn, t.tasks, doc)
             fields = {"status_message": STOP_REQUEST, "status_reason": reason}
         else:
-            fields = taskdoc.change_status(ctx, conn, doc, TaskStatus.STOPPED, force=req.bool("force"),
-                                           reason=reason, message=req.str("status_message") or f"Stopped by {user}",
+            fields = taskdoc.change_status(ctx, conn, doc, TaskStatus.STOPPED, force=req.flag("force"),
+                                           reason=reason, message=req.text("status_message") or f"Stopped by {user}",
                                            extra=_completed_time(doc))
     return {"updated": 1, "fields": fields}
 
@@ -183,7 +183,7 @@ _RESET_CLEARED = ("started", "completed", "published", "last_worker", "last_work
 @endpoint("tasks.reset")
 def reset(ctx: CallContext, req: Request) -> dict:
     task_id = req.id("task", "task")
-    force = req.bool("force")
+    force = req.flag("force")
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
         if doc.get("status") == TaskStatus.PUBLISHED and not force:
@@ -198,11 +198,11 @@ def reset(ctx: CallContext, req: Request) -> dict:
         models = {**(doc.get("models") if isinstance(doc.get("models"), dict) else {}), "output": []}
         extra = {"last_metrics": {}, "last_iteration": 0, "runtime": {}, "models": models,
                  "execution": execution, "active_duration": 0}
-        if req.bool("clear_all"):
+        if req.flag("clear_all"):
             extra.update({"execution": {}, "script": {}})
         fields = taskdoc.change_status(ctx, conn, doc, TaskStatus.CREATED, force=True,
-                                       reason=req.str("status_reason") or "reset",
-                                       message=req.str("status_message"), extra=extra)
+                                       reason=req.text("status_reason") or "reset",
+                                       message=req.text("status_message"), extra=extra)
     return {"dequeued": {"removed": dequeued} if dequeued else {}, "events": {"deleted": deleted_events},
             "deleted_models": 0, "urls": {}, "updated": 1, "fields": {"status": fields["status"]}}
 
@@ -211,7 +211,7 @@ def reset(ctx: CallContext, req: Request) -> dict:
 def ping(ctx: CallContext, req: Request) -> dict:
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, req.id("task", "task"))
-        leases.check_fence(doc, req.int("attempt"))
+        leases.check_fence(doc, req.integer("attempt"))
         taskdoc.touch(ctx, doc, change=False)
         ctx.store.save(conn, t.tasks, doc)
     return {}
