@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from autoscaler.control import ControlPlane, Credential, WorkerView
 from autoscaler.model import QueueState
 from shipyard import clock
+from shipyard.protocol import TaskStatus
 
-QUEUED, IN_PROGRESS, COMPLETED = "queued", "in_progress", "completed"
+QUEUED, IN_PROGRESS, COMPLETED = TaskStatus.QUEUED, TaskStatus.IN_PROGRESS, TaskStatus.COMPLETED
 
 
 @dataclass

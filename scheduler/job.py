@@ -21,12 +21,13 @@ from typing import Any, NamedTuple
 from shipyard.client.api import ApiClient
 from shipyard import clock
 from shipyard.errors import ConfigError, ServerError
+from shipyard.protocol import FINAL
 
 __all__ = ["FINAL_STATUSES", "Job", "MetricValue", "nested_overrides"]
 
 log = logging.getLogger(__name__)
 
-FINAL_STATUSES = frozenset({"completed", "failed", "stopped", "published", "closed"})
+FINAL_STATUSES = FINAL  # shipyard.protocol's; the name stays exported
 _ID = re.compile(r"^[a-f0-9]{32}$")
 DEFAULT_POLL_S = 5.0
 

@@ -1,12 +1,18 @@
 """API errors as the ClearML protocol reports them: HTTP code, subcode and message.
 
 Handlers raise `APIError` (or one of the named constructors below); the dispatcher turns it
-into the standard envelope. The codes follow the reference server's error catalogue so
-clients that check subcodes (e.g. 400/201 for an invalid model) keep working.
+into the standard envelope. The subcodes are `shipyard.protocol.Subcode`, numbered as the
+reference server's error catalogue so clients that check them (e.g. 400/201 for an invalid
+model) keep working.
 """
 from __future__ import annotations
 
 from typing import Any
+
+from shipyard.protocol import Subcode
+
+_INVALID_ID = {"task": Subcode.INVALID_TASK_ID, "model": Subcode.INVALID_MODEL_ID,
+               "project": Subcode.INVALID_PROJECT_ID, "queue": Subcode.INVALID_QUEUE_ID}
 
 
 class APIError(Exception):
@@ -18,34 +24,33 @@ class APIError(Exception):
         self.data = data or {}
 
 
-def bad_request(msg: str, subcode: int = 0) -> APIError:
+def bad_request(msg: str, subcode: int = Subcode.NONE) -> APIError:
     return APIError(400, subcode, msg)
 
 
 def invalid_id(kind: str, value: Any) -> APIError:
-    subcodes = {"task": 101, "model": 201, "project": 401, "queue": 701}
-    return APIError(400, subcodes.get(kind, 10), f"Invalid {kind} id: {kind}={value}")
+    return APIError(400, _INVALID_ID.get(kind, Subcode.INVALID_ID), f"Invalid {kind} id: {kind}={value}")
 
 
 def missing_field(*names: str) -> APIError:
-    return APIError(400, 11, "Missing required fields: " + ", ".join(names))
+    return APIError(400, Subcode.MISSING_REQUIRED_FIELDS, "Missing required fields: " + ", ".join(names))
 
 
 def validation(msg: str) -> APIError:
-    return APIError(400, 12, f"Validation error: {msg}")
+    return APIError(400, Subcode.VALIDATION_ERROR, f"Validation error: {msg}")
 
 
 def invalid_status(msg: str) -> APIError:
-    return APIError(400, 110, msg)
+    return APIError(400, Subcode.INVALID_TASK_STATUS, msg)
 
 
 def status_race(msg: str) -> APIError:
-    return APIError(400, 121, msg)
+    return APIError(400, Subcode.FAILED_CHANGING_TASK_STATUS, msg)
 
 
-def unauthorized(msg: str, subcode: int = 20) -> APIError:
+def unauthorized(msg: str, subcode: int = Subcode.NO_CREDENTIALS) -> APIError:
     return APIError(401, subcode, msg)
 
 
 def not_found_endpoint(name: str, version: str) -> APIError:
-    return APIError(404, 0, f"Unable to find endpoint for name {name} and version {version}")
+    return APIError(404, Subcode.NONE, f"Unable to find endpoint for name {name} and version {version}")

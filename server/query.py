@@ -23,6 +23,7 @@ import re2
 from server import errors
 from server.rpc import schema
 from shipyard import clock
+from shipyard.protocol import SystemTag
 
 MAX_PATTERN_CHARS = 1024
 MAX_PAGE_SIZE = 10_000
@@ -195,7 +196,7 @@ def _sort_key_cmp(order_by: list[str]):
 
 
 def apply(docs: list[dict], body: dict, *, name_field: str = "name", default_order: str | None = None,
-          hidden_tag: str = "hidden") -> list[dict]:
+          hidden_tag: str = SystemTag.HIDDEN) -> list[dict]:
     """Filter, sort, page and project `docs` according to a get_all request body."""
     schema.check(schema.GET_ALL, {k: body.get(k) for k in schema.GET_ALL.fields})
     name = body.get("name")

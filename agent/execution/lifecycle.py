@@ -11,12 +11,12 @@ import logging
 
 from agent.taskserver.port import TaskServer
 from shipyard.errors import ServerError
+from shipyard.protocol import RETRYABLE, OutcomeKind, Subcode, TaskStatus
 
 log = logging.getLogger("shipyard.agent.lifecycle")
-STALE_SUBCODE = 150  # the server's "this claim was superseded" (server/services/leases.py)
-RETRYABLE = frozenset({"infrastructure", "agent_shutdown", "lease_lost"})
-
-COMPLETED, FAILED, STOPPED = "completed", "failed", "stopped"
+# Aliases of shipyard.protocol names, kept while runner/docker/watch import them from here.
+STALE_SUBCODE = Subcode.STALE_CLAIM
+COMPLETED, FAILED, STOPPED = TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.STOPPED
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Outcome:
 
     @property
     def status_reason(self) -> str:
-        return self.reason if self.kind == "done" else f"{self.kind}: {self.reason}"
+        return self.reason if self.kind == OutcomeKind.DONE else f"{self.kind}: {self.reason}"
 
 
 def report_outcome(api: TaskServer, task_id: str, outcome: Outcome, worker: str, attempt: int | None = None) -> None:

@@ -38,6 +38,7 @@ from server import errors
 from server.storage import tables as t
 from server.storage.store import Store
 from shipyard import __version__, clock
+from shipyard.protocol import Subcode
 
 API_VERSION = "2.31"
 SERVER_VERSION = "2.0.0"
@@ -243,11 +244,11 @@ class KeyStore:
 
     def _identity(self, access_key: str, secret_key: str, row: Any, matched: bool) -> Identity:
         if row is None or not matched:
-            raise errors.unauthorized(BAD_PAIR, 21)
+            raise errors.unauthorized(BAD_PAIR, Subcode.BAD_CREDENTIALS)
         if row.revoked:  # said only to whoever proved they hold the secret
-            raise errors.unauthorized("Invalid credentials: the access key was revoked", 21)
+            raise errors.unauthorized("Invalid credentials: the access key was revoked", Subcode.BAD_CREDENTIALS)
         if not _unexpired(row.expires):
-            raise errors.unauthorized("Invalid credentials: the access key expired", 21)
+            raise errors.unauthorized("Invalid credentials: the access key expired", Subcode.BAD_CREDENTIALS)
         self._verified[self._cache_key(access_key, secret_key, row)] = row.role
         return Identity(user=access_key, user_name=access_key, role=row.role)
 
@@ -307,9 +308,9 @@ class TokenSigner:
             claims = jwt.decode(token, self.secret, algorithms=["HS256"],
                                 options={"require": ["exp", "identity"]})
         except jwt.ExpiredSignatureError:
-            raise errors.unauthorized("Token expired", 31) from None
+            raise errors.unauthorized("Token expired", Subcode.TOKEN_EXPIRED) from None
         except jwt.InvalidTokenError as exc:
-            raise errors.unauthorized(f"Invalid token: {exc}", 30) from None
+            raise errors.unauthorized(f"Invalid token: {exc}", Subcode.INVALID_TOKEN) from None
         ident = claims.get("identity") or {}
         identity = Identity(user=str(ident.get("user", "")), user_name=str(ident.get("user_name", "")),
                             role=str(ident.get("role", "user")))
@@ -321,7 +322,7 @@ def parse_basic(header: str) -> tuple[str, str]:
         raw = base64.b64decode(header.split(" ", 1)[1].strip()).decode()
         access, secret = raw.split(":", 1)
     except (IndexError, ValueError, UnicodeDecodeError):
-        raise errors.unauthorized("Malformed Basic authorization header", 22) from None
+        raise errors.unauthorized("Malformed Basic authorization header", Subcode.INVALID_CREDENTIALS) from None
     return access, secret
 
 

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server import errors
 from server.files.upload import Limits, receive_upload
 from server.state import ServerState
+from shipyard.protocol import Subcode
 
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
@@ -120,10 +121,10 @@ def _auth(state: ServerState, request: Request) -> None:
     token = header[7:].strip() if header[:7].lower() == "bearer " else ""
     if not token:
         raise errors.unauthorized("The files server needs 'Authorization: Bearer <token>' "
-                                  "(a token from auth.login)", 20)
+                                  "(a token from auth.login)", Subcode.NO_CREDENTIALS)
     identity = state.signer.verify(token)
     if not state.keys_active(identity.user):
-        raise errors.unauthorized("Credentials for this token were revoked", 22)
+        raise errors.unauthorized("Credentials for this token were revoked", Subcode.INVALID_CREDENTIALS)
 
 
 def _error(exc: errors.APIError) -> Response:

@@ -30,6 +30,7 @@ from server.rpc import jsonutil, registry, schema
 from server.auth.keys import ANONYMOUS, API_VERSION, Identity
 from server.rpc.registry import CallContext, Request
 from server.state import ServerState
+from shipyard.protocol import Subcode
 
 log = logging.getLogger("shipyard.server.api")
 PATH_RE = re.compile(r"^/?(v(?P<version>\d+\.?\d+)/)?(?P<name>[a-zA-Z_]\w+\.[a-zA-Z_]\w+)/?$")
@@ -122,7 +123,8 @@ def _parse_body(call: ApiCall, raw: bytes) -> dict:
             else:
                 body = jsonutil.loads(raw)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
-            raise errors.APIError(400, 12, f"Malformed JSON body: {type(exc).__name__}: {exc}") from None
+            raise errors.APIError(400, Subcode.VALIDATION_ERROR,
+                                  f"Malformed JSON body: {type(exc).__name__}: {exc}") from None
     if isinstance(body, list):
         body = {"__lines__": body}
     elif not isinstance(body, dict):
@@ -147,10 +149,10 @@ def _authenticate(state: ServerState, call: ApiCall, name: str) -> Identity:
     header = call.headers.get("authorization", "")
     token = header[7:].strip() if header[:7].lower() == "bearer " else ""
     if not token:
-        raise errors.unauthorized("Missing authorization token (log in with auth.login)", 20)
+        raise errors.unauthorized("Missing authorization token (log in with auth.login)", Subcode.NO_CREDENTIALS)
     identity = state.signer.verify(token)
     if not state.keys_active(identity.user):
-        raise errors.unauthorized("Credentials for this token were revoked", 22)
+        raise errors.unauthorized("Credentials for this token were revoked", Subcode.INVALID_CREDENTIALS)
     return identity
 
 
@@ -193,8 +195,8 @@ async def dispatch(state: ServerState, call: ApiCall) -> tuple[int, bytes | Resp
         ctx = CallContext(store=state.store, identity=identity, endpoint=name, version=version,
                           worker=headers.get("x-clearml-worker", "") or headers.get("x-trains-worker", ""),
                           notifier=state.notifier, settings=state,
-                          extra={"authorization": headers.get("authorization", ""),
-                                 "is_disconnected": call.is_disconnected, "client_ip": call.client_ip})
+                          authorization=headers.get("authorization", ""), client_ip=call.client_ip,
+                          is_disconnected=call.is_disconnected)
         if _is_async(handler):
             if state.handlers is None or len(raw) <= state.placement.max_body:
                 result = handler(ctx, Request(_parse_body(call, raw)))

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from server import errors
 
@@ -57,7 +57,9 @@ class CallContext:
     worker: str = ""
     notifier: "Notifier | None" = None
     settings: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    authorization: str = ""    # the caller's Authorization header (auth.login reads it)
+    client_ip: str = ""
+    is_disconnected: Callable[[], Awaitable[bool]] | None = None  # a long poll stops when the caller left
 
     @property
     def version_tuple(self) -> tuple[int, int]:
@@ -93,10 +95,10 @@ class Request:
             raise errors.validation(f"field '{key}' must be {label}, got {type(value).__name__}")
         return value
 
-    def str(self, key: str, default: str | None = None, *, required: bool = False) -> Any:
+    def text(self, key: str, default: str | None = None, *, required: bool = False) -> Any:
         return self._typed(key, (str,), "a string", default, required)
 
-    def int(self, key: str, default: int | None = None, *, required: bool = False) -> Any:
+    def integer(self, key: str, default: int | None = None, *, required: bool = False) -> Any:
         """A 64-bit integer; numeric strings and whole floats are accepted (query strings, JS clients)."""
         value = self.body.get(key)
         if isinstance(value, str) and INT_TEXT_RE.match(value):
@@ -109,7 +111,7 @@ class Request:
             raise errors.validation(f"field '{key}' must be a 64-bit integer")
         return value
 
-    def float(self, key: str, default: float | None = None, *, required: bool = False) -> Any:
+    def number(self, key: str, default: float | None = None, *, required: bool = False) -> Any:
         value = self._typed(key, (int, float), "a number", default, required)
         if value is None:
             return None
@@ -118,7 +120,7 @@ class Request:
             raise errors.validation(f"field '{key}' must be a finite number")
         return value
 
-    def bool(self, key: str, default: bool = False) -> bool:
+    def flag(self, key: str, default: bool = False) -> bool:
         value = self.body.get(key)
         if value is None:
             return default
@@ -130,18 +132,18 @@ class Request:
             return bool(value)
         raise errors.validation(f"field '{key}' must be a boolean, got {value!r}")
 
-    def dict(self, key: str, default: dict | None = None, *, required: bool = False) -> Any:
+    def mapping(self, key: str, default: dict[str, Any] | None = None, *, required: bool = False) -> Any:
         return self._typed(key, (dict,), "an object", default, required)
 
-    def list(self, key: str, default: list | None = None, *, required: bool = False) -> Any:
+    def array(self, key: str, default: list[Any] | None = None, *, required: bool = False) -> Any:
         """A list of values; a single scalar is accepted as a one-item list (as the reference server does)."""
         value = self.body.get(key)
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return [value]
         return self._typed(key, (list,), "a list", default, required)
 
-    def str_list(self, key: str, default: list | None = None) -> list[str] | None:
-        values = self.list(key, default)
+    def str_list(self, key: str, default: list[str] | None = None) -> list[str] | None:
+        values: list[str] | None = self.array(key, default)
         if values is None:
             return None
         if not all(isinstance(v, str) for v in values):
@@ -149,7 +151,7 @@ class Request:
         return values
 
     def id(self, key: str, kind: str, *, required: bool = True) -> Any:
-        value = self.str(key, required=required)
+        value = self.text(key, required=required)
         if value is not None and not value:
             raise errors.missing_field(key)
         return value

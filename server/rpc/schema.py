@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from server import errors, status
+from server import errors
+from shipyard.protocol import TaskStatus, TaskType
 
 MAX_DEPTH = 100  # below orjson's 255-level limit and Python's recursion limit, far above real documents
 _JSON_TYPE = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object",
@@ -247,7 +248,7 @@ CONFIG_ITEM = Obj({"name": STR, "value": STR, "type": STR, "description": STR})
 CONFIGURATION = MapOf(CONFIG_ITEM)
 
 TASK = Obj({
-    "name": STR, "type": Enum(*status.TASK_TYPES), "comment": STR, "parent": STR, "project": STR,
+    "name": STR, "type": Enum(*TaskType), "comment": STR, "parent": STR, "project": STR,
     "tags": TAGS, "system_tags": TAGS, "script": SCRIPT, "execution": EXECUTION,
     "hyperparams": HYPERPARAMS, "configuration": CONFIGURATION, "runtime": MapOf(ANY),
     "container": MapOf(AnyOf(STR, NULL)),
@@ -360,7 +361,7 @@ REQUESTS: dict[str, Obj] = {
     "tasks.completed": _req({**STATUS_CHANGE, "publish": FLAG}, "task"),
     "tasks.publish": _req({**STATUS_CHANGE, "publish_model": FLAG}, "task"),
     "tasks.enqueue": _req({**STATUS_CHANGE, "queue": STR, "queue_name": STR}, "task"),
-    "tasks.dequeue": _req({**STATUS_CHANGE, "new_status": Enum(*status.ALL)}, "task"),
+    "tasks.dequeue": _req({**STATUS_CHANGE, "new_status": Enum(*TaskStatus)}, "task"),
     "tasks.reset": _req({**STATUS_CHANGE, "clear_all": FLAG}, "task"),
     "tasks.record_exit": _req({"task": STR, "attempt": INT, "exit_code": INT}, "task", "attempt", "exit_code"),
     "tasks.renew_lease": _req({"task": STR, "attempt": INT, "lease_s": NUM}, "task", "attempt"),

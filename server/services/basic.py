@@ -9,6 +9,7 @@ from server.auth.keys import API_VERSION, SERVER_VERSION, Identity, parse_basic
 from server.auth.login_guard import Throttled
 from server.rpc.registry import CallContext, Request, endpoint
 from shipyard import __version__
+from shipyard.protocol import Subcode
 
 # Shipyard extensions, advertised so our agent can tell our server from a reference one.
 EXTENSIONS = {
@@ -31,23 +32,23 @@ async def login(ctx: CallContext, req: Request) -> dict | Response:
         identity = await _login_identity(ctx)
     except Throttled as exc:
         return _throttled(ctx, exc)
-    ttl = req.int("expiration_sec")
+    ttl = req.integer("expiration_sec")
     ttl = min(ttl, state.signer.ttl_s) if ttl and ttl > 0 else None
     return {"token": state.signer.issue(identity, ttl_s=ttl)}
 
 
 async def _login_identity(ctx: CallContext) -> Identity:
     state = ctx.settings
-    header = ctx.extra.get("authorization", "")
+    header = ctx.authorization
     if header.lower().startswith("basic "):
         access, secret = parse_basic(header)
-        return await state.login_guard.sign_in(state.keys, access, secret, ctx.extra.get("client_ip", ""))
+        return await state.login_guard.sign_in(state.keys, access, secret, ctx.client_ip)
     if header.lower().startswith("bearer "):
         identity = state.signer.verify(header[7:].strip())
         if not state.keys_active(identity.user):
-            raise errors.unauthorized("Credentials for this token were revoked", 22)
+            raise errors.unauthorized("Credentials for this token were revoked", Subcode.INVALID_CREDENTIALS)
         return identity
-    raise errors.unauthorized("Missing credentials: use HTTP Basic with access_key:secret_key", 20)
+    raise errors.unauthorized("Missing credentials: use HTTP Basic with access_key:secret_key", Subcode.NO_CREDENTIALS)
 
 
 def _throttled(ctx: CallContext, exc: Throttled) -> Response:

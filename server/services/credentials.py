@@ -31,7 +31,7 @@ def _forbidden(msg: str) -> errors.APIError:
 
 
 def _ttl(req: Request) -> float:
-    ttl = req.float("expires_in_s", DEFAULT_TTL_S)
+    ttl = req.number("expires_in_s", DEFAULT_TTL_S)
     if not 0 < ttl <= MAX_TTL_S:
         raise errors.validation(f"expires_in_s must be > 0 and <= {MAX_TTL_S:g}, got {ttl:g}")
     return ttl
@@ -39,7 +39,7 @@ def _ttl(req: Request) -> float:
 
 def _requested_role(ctx: CallContext, req: Request) -> str:
     """The `role` field, or the role this caller mints by default (an agent: task keys)."""
-    role = req.str("role")
+    role = req.text("role")
     if role is None:
         return TASK if ctx.identity.role == AGENT else USER
     if role not in ROLES:
@@ -65,7 +65,7 @@ def create_credentials(ctx: CallContext, req: Request) -> dict:
         raise _forbidden(f"A key of role '{ctx.identity.role}' may not create '{role}' credentials"
                          + (" (an agent mints only task keys)" if ctx.identity.role == AGENT else
                             " (only an admin or an agent creates credentials)"))
-    label = (req.str("label") or "").strip()
+    label = (req.text("label") or "").strip()
     expires = clock.now() + _ttl(req)
     access, secret = ctx.settings.keys.create(name=label or "short-lived", role=role, expires=expires,
                                               instance=label or None, minted_by=ctx.identity.user)
@@ -75,7 +75,7 @@ def create_credentials(ctx: CallContext, req: Request) -> dict:
 
 @endpoint("auth.extend_credentials")
 def extend_credentials(ctx: CallContext, req: Request) -> dict:
-    access = req.str("access_key", required=True)
+    access = req.text("access_key", required=True)
     if ctx.identity.role != ADMIN:  # never a key itself: a short-lived key must not outlive its minter's will
         key = ctx.settings.keys.get(access)
         if ctx.identity.role != AGENT or key is None or key.get("minted_by") != ctx.identity.user:
@@ -90,7 +90,7 @@ def extend_credentials(ctx: CallContext, req: Request) -> dict:
 
 @endpoint("auth.revoke_credentials")
 def revoke_credentials(ctx: CallContext, req: Request) -> dict:
-    access = req.str("access_key", required=True)
+    access = req.text("access_key", required=True)
     _check_revoke(ctx, access)
     revoked = ctx.settings.keys.revoke(access)
     ctx.settings.forget_key(access)

@@ -14,21 +14,20 @@ from typing import Any
 
 from sqlalchemy import bindparam, select
 
-from server import errors, status
+from server import errors
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services import queues as q
 from server.services.tasks import doc as taskdoc
 from server.storage import tables as t
 from shipyard import clock
+from shipyard.protocol import LeaseOutcome, OutcomeKind, Subcode, SystemTag, TaskStatus
 
-NO_RETRY_TAG = "shipyard:no-retry"
-STALE_SUBCODE = 150
 _EXPIRED = select(t.tasks.c.id).where(t.tasks.c.lease_expires < bindparam("now"))
 
 
 def stale(task_id: str, attempt: Any, current: Any) -> errors.APIError:
-    return errors.APIError(400, STALE_SUBCODE, f"Stale claim: attempt {attempt} of task {task_id} was superseded "
-                                               f"by attempt {current}; this agent no longer owns the task")
+    return errors.APIError(400, Subcode.STALE_CLAIM, f"Stale claim: attempt {attempt} of task {task_id} was "
+                           f"superseded by attempt {current}; this agent no longer owns the task")
 
 
 def check_fence(doc: dict, attempt: Any) -> None:
@@ -47,41 +46,44 @@ def _max_attempts(ctx: CallContext) -> int:
     return int(getattr(ctx.settings, "lease_max_attempts", 3) or 3)
 
 
-def requeue_or_fail(ctx: CallContext, conn, doc: dict, reason: str) -> str:
+def requeue_or_fail(ctx: CallContext, conn, doc: dict, reason: str) -> LeaseOutcome:
     """Give a task whose holder is gone back to its queue (front), or fail it for good."""
     queue_id = (doc.get("_lease") or {}).get("queue") or (doc.get("execution") or {}).get("queue")
     attempts = int(doc.get("_attempt") or 0)
-    close_attempt(doc, f"infrastructure: {reason}")
-    no_retry = NO_RETRY_TAG in (doc.get("system_tags") or []) or NO_RETRY_TAG in (doc.get("tags") or [])
+    close_attempt(doc, f"{OutcomeKind.INFRASTRUCTURE}: {reason}")
+    no_retry = any(SystemTag.NO_RETRY in (doc.get(field) or []) for field in ("system_tags", "tags"))
     if no_retry or attempts >= _max_attempts(ctx) or not queue_id:
         why = (f"agent lost {attempts} time(s); last: {reason}" if not no_retry
                else f"{reason} (task opted out of retries)")
-        taskdoc.change_status(ctx, conn, doc, status.FAILED, force=True, reason=f"infrastructure: {why}",
-                              message="failed by the server", extra={"completed": clock.iso()})
-        return "failed"
+        taskdoc.change_status(ctx, conn, doc, TaskStatus.FAILED, force=True,
+                              reason=f"{OutcomeKind.INFRASTRUCTURE}: {why}", message="failed by the server",
+                              extra={"completed": clock.iso()})
+        return LeaseOutcome.FAILED
     q.remove_task_entries(conn, doc["id"])
-    taskdoc.change_status(ctx, conn, doc, status.QUEUED, force=True,
-                          reason=f"infrastructure: {reason}; retry {attempts + 1} of {_max_attempts(ctx)}",
+    retry = f"retry {attempts + 1} of {_max_attempts(ctx)}"
+    taskdoc.change_status(ctx, conn, doc, TaskStatus.QUEUED, force=True,
+                          reason=f"{OutcomeKind.INFRASTRUCTURE}: {reason}; {retry}",
                           message="re-queued by the server")
     q.add_entry(conn, queue_id, doc["id"], front=True)
     if ctx.notifier:
         ctx.notifier.notify(queue_id)
-    return "requeued"
+    return LeaseOutcome.REQUEUED
 
 
-def finish_from_exit(ctx: CallContext, conn, doc: dict, worker: str) -> str:
+def finish_from_exit(ctx: CallContext, conn, doc: dict, worker: str) -> LeaseOutcome:
     """The task's process had already exited when its agent was lost: end the task as that
     exit says instead of running it again."""
     code = int(doc["_exit"]["code"])
-    new = status.COMPLETED if code == 0 else status.FAILED
-    reason = ("worker execution done" if code == 0 else f"user_error: the task process exited with code {code}")
+    new = TaskStatus.COMPLETED if code == 0 else TaskStatus.FAILED
+    reason = ("worker execution done" if code == 0
+              else f"{OutcomeKind.USER_ERROR}: the task process exited with code {code}")
     taskdoc.change_status(ctx, conn, doc, new, force=True,
                           reason=f"{reason} (agent {worker} was lost before it reported; the end of the "
                                  "console log may be missing)", extra={"completed": clock.iso()})
-    return new
+    return LeaseOutcome.COMPLETED if code == 0 else LeaseOutcome.FAILED
 
 
-def reap_expired(ctx: CallContext) -> list[tuple[str, str]]:
+def reap_expired(ctx: CallContext) -> list[tuple[str, LeaseOutcome]]:
     """One pass of the reaper: every task whose lease expired is re-queued or failed - or,
     when its process had already exited (tasks.record_exit), ended as it ended."""
     done = []
@@ -103,8 +105,8 @@ def reap_expired(ctx: CallContext) -> list[tuple[str, str]]:
 def record_exit(ctx: CallContext, req: Request) -> dict:
     """The holder saw the task's process exit: noted at once, before logs are flushed and the
     status reported, so an agent lost in between does not make the task run a second time."""
-    task_id, attempt = req.id("task", "task"), req.int("attempt", required=True)
-    code = req.int("exit_code", required=True)
+    task_id, attempt = req.id("task", "task"), req.integer("attempt", required=True)
+    code = req.integer("exit_code", required=True)
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
         check_fence(doc, attempt)
@@ -115,14 +117,14 @@ def record_exit(ctx: CallContext, req: Request) -> dict:
 
 @endpoint("tasks.renew_lease")
 def renew(ctx: CallContext, req: Request) -> dict:
-    task_id, attempt = req.id("task", "task"), req.int("attempt", required=True)
+    task_id, attempt = req.id("task", "task"), req.integer("attempt", required=True)
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
         check_fence(doc, attempt)
         lease = doc.get("_lease")
         if not lease:
             raise stale(task_id, attempt, "none (the task is no longer leased)")
-        lease_s = float(req.float("lease_s") or lease.get("lease_s") or 60.0)
+        lease_s = float(req.number("lease_s") or lease.get("lease_s") or 60.0)
         doc["_lease"] = {**lease, "expires": clock.now() + lease_s, "lease_s": lease_s}
         doc["last_update"] = clock.iso()
         ctx.store.save(conn, t.tasks, doc)
@@ -132,25 +134,25 @@ def renew(ctx: CallContext, req: Request) -> dict:
 @endpoint("tasks.release")
 def release(ctx: CallContext, req: Request) -> dict:
     """The holder gives the task back: `retry` re-queues it (infrastructure trouble), else it fails."""
-    task_id, attempt = req.id("task", "task"), req.int("attempt", required=True)
-    reason = req.str("reason") or "released by its agent"
+    task_id, attempt = req.id("task", "task"), req.integer("attempt", required=True)
+    reason = req.text("reason") or "released by its agent"
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
         check_fence(doc, attempt)
-        if req.bool("retry", True):
+        if req.flag("retry", True):
             outcome = requeue_or_fail(ctx, conn, doc, reason)
         else:
             close_attempt(doc, reason)
-            taskdoc.change_status(ctx, conn, doc, status.FAILED, force=True, reason=reason,
+            taskdoc.change_status(ctx, conn, doc, TaskStatus.FAILED, force=True, reason=reason,
                                   extra={"completed": clock.iso()})
-            outcome = "failed"
+            outcome = LeaseOutcome.FAILED
     return {"outcome": outcome}
 
 
 @endpoint("workers.reconcile")
 def reconcile(ctx: CallContext, req: Request) -> dict:
     """A (re)starting agent: tasks the server believes it holds go back to their queues."""
-    worker = req.str("worker", required=True)
+    worker = req.text("worker", required=True)
     released = []
     with ctx.store.tx() as conn:
         for doc in ctx.store.get_many(conn, t.tasks, [t.tasks.c.lease_expires.is_not(None)]):

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from server import errors, query, status
+from server import errors, query
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services.tasks import doc as taskdoc
@@ -19,6 +19,7 @@ from server.services.projects import get_project
 from server.storage import tables as t
 from server.storage.store import new_id
 from shipyard import clock
+from shipyard.protocol import Subcode, SystemTag, TaskStatus
 
 _UPDATE_FOR_TASK_FIELDS = ("uri", "name", "comment", "tags", "system_tags")
 
@@ -77,7 +78,7 @@ def _touch(doc: dict) -> None:
 
 @endpoint("models.create")
 def create(ctx: CallContext, req: Request) -> dict:
-    name = req.str("name", required=True)
+    name = req.text("name", required=True)
     if not name.strip():
         raise errors.missing_field("name")
     with ctx.store.tx() as conn:
@@ -104,7 +105,7 @@ def get_by_task_id(ctx: CallContext, req: Request) -> dict:
                 return {"model": doc}
         docs = ctx.store.get_many(conn, t.models, [t.models.c.task == task["id"]])
     if not docs:
-        raise errors.APIError(400, 201, f"No output model for task: task={task['id']}")
+        raise errors.APIError(400, Subcode.INVALID_MODEL_ID, f"No output model for task: task={task['id']}")
     return {"model": max(docs, key=lambda d: d.get("created") or "")}
 
 
@@ -113,17 +114,17 @@ def get_by_task_id(ctx: CallContext, req: Request) -> dict:
 def get_all(ctx: CallContext, req: Request) -> dict:
     where = []
     for column, key in ((t.models.c.id, "id"), (t.models.c.project, "project"), (t.models.c.task, "task")):
-        values = req.list(key)
+        values = req.array(key)
         if values:
             where.append(column.in_([str(v) for v in values]))
     where += query.time_clauses(req.body, {"last_update": t.models.c.last_update})
     with ctx.store.tx() as conn:
         docs = ctx.store.get_many(conn, t.models, where)
     if "ready" in req:
-        ready = req.bool("ready")
+        ready = req.flag("ready")
         docs = [d for d in docs if bool(d.get("ready")) == ready]
     for key in ("framework", "user", "uri"):
-        values = req.list(key)
+        values = req.array(key)
         if values:
             wanted = {str(v) for v in values}
             docs = [d for d in docs if d.get(key) in wanted]
@@ -173,11 +174,11 @@ def update_for_task(ctx: CallContext, req: Request) -> dict:
     the task's registered output model (by `name`, else the latest one) is updated when it is
     not yet published; a new model is created when there is none or it is published."""
     task_id = req.id("task", "task")
-    override = req.str("override_model_id")
-    iteration = req.int("iteration")
+    override = req.text("override_model_id")
+    iteration = req.integer("iteration")
     with ctx.store.tx() as conn:
         task = taskdoc.load(ctx, conn, task_id)
-        if task.get("status") == status.PUBLISHED:
+        if task.get("status") == TaskStatus.PUBLISHED:
             raise errors.invalid_status(f"Cannot update the output model of a published task: task={task_id}")
         fields = _incoming(ctx, conn, req, _UPDATE_FOR_TASK_FIELDS)
         if iteration is not None:
@@ -229,16 +230,16 @@ def _current_output(ctx: CallContext, conn, task: dict, name: str | None) -> dic
 def set_ready(ctx: CallContext, req: Request) -> dict:
     """Publish a model (ready=true); with publish_task (default) also publish its task."""
     model_id = req.id("model", "model")
-    publish_task = req.bool("publish_task", True)
-    force_task = req.bool("force_publish_task")
+    publish_task = req.flag("publish_task", True)
+    force_task = req.flag("force_publish_task")
     published_task = None
     with ctx.store.tx() as conn:
         doc = load(ctx, conn, model_id)
         updated = 0 if doc.get("ready") else 1
         if publish_task and doc.get("task"):
             task = ctx.store.get(conn, t.tasks, doc["task"])
-            if task is not None and task.get("status") != status.PUBLISHED:
-                fields = taskdoc.change_status(ctx, conn, task, status.PUBLISHED, force=force_task,
+            if task is not None and task.get("status") != TaskStatus.PUBLISHED:
+                fields = taskdoc.change_status(ctx, conn, task, TaskStatus.PUBLISHED, force=force_task,
                                                reason="model published")
                 published_task = {"id": task["id"], "data": {"updated": 1, "fields": fields}}
         if updated:
@@ -251,7 +252,7 @@ def set_ready(ctx: CallContext, req: Request) -> dict:
 @endpoint("models.delete")
 def delete(ctx: CallContext, req: Request) -> dict:
     model_id = req.id("model", "model")
-    force = req.bool("force")
+    force = req.flag("force")
     with ctx.store.tx() as conn:
         doc = load(ctx, conn, model_id)
         if doc.get("ready") and not force:
@@ -272,12 +273,12 @@ def delete(ctx: CallContext, req: Request) -> dict:
 
 @endpoint("models.add_or_update_metadata")
 def add_or_update_metadata(ctx: CallContext, req: Request) -> dict:
-    items = req.list("metadata", required=True)
+    items = req.array("metadata", required=True)
     schema.check(schema.REQUESTS["models.add_or_update_metadata"].fields["metadata"], items, "metadata")
     items = _metadata(items)
     with ctx.store.tx() as conn:
         doc = load(ctx, conn, req.id("model", "model"))
-        base = {} if req.bool("replace_metadata") else dict(doc.get("metadata") or {})
+        base = {} if req.flag("replace_metadata") else dict(doc.get("metadata") or {})
         doc["metadata"] = {**base, **items}
         _touch(doc)
         ctx.store.save(conn, t.models, doc)
@@ -312,9 +313,9 @@ def _set_archived(ctx: CallContext, req: Request, archived: bool) -> dict:
                 err = errors.invalid_id("model", model_id)
                 failed.append({"id": model_id, "error": {"codes": [err.code, err.subcode], "msg": err.msg}})
                 continue
-            tags = [tag for tag in doc.get("system_tags") or [] if tag != "archived"]
+            tags = [tag for tag in doc.get("system_tags") or [] if tag != SystemTag.ARCHIVED]
             if archived:
-                tags.append("archived")
+                tags.append(SystemTag.ARCHIVED)
             changed = tags != (doc.get("system_tags") or [])
             if changed:
                 doc["system_tags"] = tags

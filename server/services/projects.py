@@ -9,6 +9,7 @@ from server.rpc.registry import CallContext, Request, endpoint
 from server.storage import tables as t
 from server.storage.store import new_id
 from shipyard import clock
+from shipyard.protocol import Subcode
 
 
 def get_project(ctx: CallContext, conn, project_id: str) -> dict:
@@ -61,16 +62,17 @@ def _insert(ctx: CallContext, conn, fields: dict) -> str:
 @endpoint("projects.create")
 def create(ctx: CallContext, req: Request) -> dict:
     schema.check(schema.PROJECT, {k: req.body.get(k) for k in schema.PROJECT.fields})
-    name = normalize_name(req.str("name", required=True))
+    name = normalize_name(req.text("name", required=True))
     if not name:
         raise errors.missing_field("name")
     with ctx.store.tx() as conn:
         if _find_by_name(conn, name):
-            raise errors.APIError(400, 403, f"Project with the same name already exists: name={name}")
-        return {"id": _insert(ctx, conn, {"name": name, "description": req.str("description"),
+            raise errors.APIError(400, Subcode.PROJECT_NAME_TAKEN,
+                                  f"Project with the same name already exists: name={name}")
+        return {"id": _insert(ctx, conn, {"name": name, "description": req.text("description"),
                                           "tags": req.str_list("tags"),
                                           "system_tags": req.str_list("system_tags"),
-                                          "default_output_destination": req.str("default_output_destination")})}
+                                          "default_output_destination": req.text("default_output_destination")})}
 
 
 @endpoint("projects.get_by_id")
@@ -89,11 +91,11 @@ def get_all(ctx: CallContext, req: Request) -> dict:
     # As the reference server: `parent` matches any ancestor, or only the direct parent with
     # shallow_search, which alone restricts the listing to top-level projects.
     parents = set(req.str_list("parent") or [])
-    if parents and req.bool("shallow_search"):
+    if parents and req.flag("shallow_search"):
         docs = [d for d in docs if d.get("parent") in parents]
     elif parents:
         docs = [d for d in docs if parents.intersection(d.get("path") or [])]
-    elif req.bool("shallow_search"):
+    elif req.flag("shallow_search"):
         docs = [d for d in docs if not d.get("parent")]
     return {"projects": query.apply(docs, req.body, default_order="name")}
 
@@ -106,7 +108,7 @@ def update_project(ctx: CallContext, req: Request) -> dict:
         fields = {}
         for key in ("name", "description", "default_output_destination"):
             if key in req:
-                fields[key] = req.str(key)
+                fields[key] = req.text(key)
         for key in ("tags", "system_tags"):
             if key in req:
                 fields[key] = req.str_list(key)
@@ -121,14 +123,14 @@ def update_project(ctx: CallContext, req: Request) -> dict:
 @endpoint("projects.delete")
 def delete_project(ctx: CallContext, req: Request) -> dict:
     project_id = req.id("project", "project")
-    force = req.bool("force")
+    force = req.flag("force")
     with ctx.store.tx() as conn:
         get_project(ctx, conn, project_id)
         task_ids = [r[0] for r in conn.execute(select(t.tasks.c.id).where(t.tasks.c.project == project_id))]
         if task_ids and not force:
-            raise errors.APIError(400, 406, f"Project has associated tasks: {len(task_ids)} "
-                                  "(use force=true to delete them too)")
-        if req.bool("delete_contents", force):
+            raise errors.APIError(400, Subcode.PROJECT_HAS_TASKS, f"Project has associated tasks: "
+                                  f"{len(task_ids)} (use force=true to delete them too)")
+        if req.flag("delete_contents", force):
             for task_id in task_ids:
                 conn.execute(delete(t.events).where(t.events.c.task == task_id))
                 conn.execute(delete(t.queue_entries).where(t.queue_entries.c.task == task_id))

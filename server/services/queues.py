@@ -5,7 +5,7 @@ import time
 
 from sqlalchemy import bindparam, delete, func, select, update
 
-from server import errors, query, status
+from server import errors, query
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services.tasks import doc as taskdoc
@@ -13,6 +13,7 @@ from server.storage import tables as t
 from server.storage.prepared import Prepared
 from server.storage.store import new_id
 from shipyard import clock
+from shipyard.protocol import Subcode, SystemTag, TaskStatus
 
 DEFAULT_QUEUE = "default"
 
@@ -83,7 +84,7 @@ def find_queue_by_name(conn, name: str) -> str | None:
 def create_queue(ctx: CallContext, conn, name: str, *, tags=None, system_tags=None,
                  display_name: str | None = None) -> str:
     if find_queue_by_name(conn, name):
-        raise errors.APIError(400, 702, f"Queue with the same name already exists: name={name}")
+        raise errors.APIError(400, Subcode.QUEUE_NAME_TAKEN, f"Queue with the same name already exists: name={name}")
     now = clock.iso()
     doc = {"id": new_id(), "name": name, "display_name": display_name or name,
            "user": ctx.identity.user, "company": ctx.identity.company, "created": now,
@@ -98,15 +99,15 @@ def ensure_default_queue(store, identity) -> str:
     ctx = _Ctx(store=store, identity=identity, endpoint="startup", version="2.31")
     with store.tx() as conn:
         for doc in store.get_many(conn, t.queues):
-            if "default" in (doc.get("system_tags") or []):
+            if SystemTag.DEFAULT in (doc.get("system_tags") or []):
                 return doc["id"]
         existing = find_queue_by_name(conn, DEFAULT_QUEUE)
         if existing:
             doc = store.get(conn, t.queues, existing)
-            doc["system_tags"] = sorted(set(doc.get("system_tags") or []) | {"default"})
+            doc["system_tags"] = sorted(set(doc.get("system_tags") or []) | {SystemTag.DEFAULT})
             store.save(conn, t.queues, doc)
             return existing
-        return create_queue(ctx, conn, DEFAULT_QUEUE, system_tags=["default"])
+        return create_queue(ctx, conn, DEFAULT_QUEUE, system_tags=[SystemTag.DEFAULT])
 
 
 def _with_entries(conn, doc: dict) -> dict:
@@ -115,13 +116,13 @@ def _with_entries(conn, doc: dict) -> dict:
 
 @endpoint("queues.create")
 def create(ctx: CallContext, req: Request) -> dict:
-    name = req.str("name", required=True).strip()
+    name = req.text("name", required=True).strip()
     if not name:
         raise errors.missing_field("name")
     with ctx.store.tx() as conn:
         return {"id": create_queue(ctx, conn, name, tags=req.str_list("tags"),
                                    system_tags=req.str_list("system_tags"),
-                                   display_name=req.str("display_name"))}
+                                   display_name=req.text("display_name"))}
 
 
 @endpoint("queues.get_by_id")
@@ -144,9 +145,9 @@ def get_all(ctx: CallContext, req: Request) -> dict:
 def get_default(ctx: CallContext, req: Request) -> dict:
     with ctx.store.tx() as conn:
         for doc in ctx.store.get_many(conn, t.queues):
-            if "default" in (doc.get("system_tags") or []):
+            if SystemTag.DEFAULT in (doc.get("system_tags") or []):
                 return {"id": doc["id"], "name": doc["name"]}
-    raise errors.APIError(400, 707, "No queue is tagged as the default queue")
+    raise errors.APIError(400, Subcode.NO_DEFAULT_QUEUE, "No queue is tagged as the default queue")
 
 
 @endpoint("queues.update")
@@ -160,7 +161,8 @@ def update_queue(ctx: CallContext, req: Request) -> dict:
             if not fields["name"]:
                 raise errors.missing_field("name")
             if find_queue_by_name(conn, fields["name"]) not in (None, doc["id"]):
-                raise errors.APIError(400, 702, f"Queue with the same name already exists: name={fields['name']}")
+                raise errors.APIError(400, Subcode.QUEUE_NAME_TAKEN,
+                                      f"Queue with the same name already exists: name={fields['name']}")
         doc.update(fields)
         doc["last_update"] = clock.iso()
         ctx.store.save(conn, t.queues, doc)
@@ -173,8 +175,9 @@ def delete_queue(ctx: CallContext, req: Request) -> dict:
     with ctx.store.tx() as conn:
         require_queue(conn, queue_id)
         waiting = entries(conn, queue_id)
-        if waiting and not req.bool("force"):
-            raise errors.APIError(400, 703, f"Queue is not empty ({len(waiting)} tasks); use force=true")
+        if waiting and not req.flag("force"):
+            raise errors.APIError(400, Subcode.QUEUE_NOT_EMPTY,
+                                  f"Queue is not empty ({len(waiting)} tasks); use force=true")
         conn.execute(delete(t.queue_entries).where(t.queue_entries.c.queue == queue_id))
         ctx.store.delete(conn, t.queues, queue_id)
     return {"deleted": 1}
@@ -188,7 +191,7 @@ def add_task(ctx: CallContext, req: Request) -> dict:
         taskdoc.load(ctx, conn, task_id)
         if conn.execute(select(t.queue_entries.c.seq).where(t.queue_entries.c.queue == queue_id)
                         .where(t.queue_entries.c.task == task_id)).first():
-            raise errors.APIError(400, 704, f"Task already in queue: task={task_id}")
+            raise errors.APIError(400, Subcode.TASK_ALREADY_QUEUED, f"Task already in queue: task={task_id}")
         add_entry(conn, queue_id, task_id)
     if ctx.notifier:
         ctx.notifier.notify(queue_id)
@@ -201,10 +204,10 @@ def remove_task(ctx: CallContext, req: Request) -> dict:
     with ctx.store.tx() as conn:
         require_queue(conn, queue_id)
         removed = remove_task_entries(conn, task_id, queue_id)
-        if removed and req.bool("update_task_status"):
+        if removed and req.flag("update_task_status"):
             doc = taskdoc.load(ctx, conn, task_id)
-            if doc.get("status") == status.QUEUED:
-                back = doc.get("enqueue_status") or status.CREATED
+            if doc.get("status") == TaskStatus.QUEUED:
+                back = doc.get("enqueue_status") or TaskStatus.CREATED
                 taskdoc.change_status(ctx, conn, doc, back, force=True, reason="removed from queue")
     return {"removed": removed}
 
@@ -235,15 +238,15 @@ def clear_queue(ctx: CallContext, req: Request) -> dict:
         conn.execute(delete(t.queue_entries).where(t.queue_entries.c.queue == queue_id))
         for task_id in removed:
             doc = ctx.store.get(conn, t.tasks, task_id)
-            if doc and doc.get("status") == status.QUEUED:
-                taskdoc.change_status(ctx, conn, doc, doc.get("enqueue_status") or status.CREATED,
+            if doc and doc.get("status") == TaskStatus.QUEUED:
+                taskdoc.change_status(ctx, conn, doc, doc.get("enqueue_status") or TaskStatus.CREATED,
                                       force=True, reason="queue cleared")
     return {"removed_tasks": removed}
 
 
 def _move(ctx: CallContext, req: Request, where: str) -> dict:
     queue_id, task_id = req.id("queue", "queue"), req.id("task", "task")
-    count = max(1, req.int("count", 1) or 1)
+    count = max(1, req.integer("count", 1) or 1)
     with ctx.store.tx() as conn:
         require_queue(conn, queue_id)
         rows = conn.execute(select(t.queue_entries.c.seq, t.queue_entries.c.task)
@@ -252,7 +255,7 @@ def _move(ctx: CallContext, req: Request, where: str) -> dict:
         order = [r.seq for r in rows]
         tasks = [r.task for r in rows]
         if task_id not in tasks:
-            raise errors.APIError(400, 705, f"Task not in queue: task={task_id}")
+            raise errors.APIError(400, Subcode.TASK_NOT_QUEUED, f"Task not in queue: task={task_id}")
         index = tasks.index(task_id)
         target = {"forward": index - count, "backward": index + count, "front": 0,
                   "back": len(order) - 1}[where]
@@ -299,8 +302,8 @@ def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool, lease_s: fl
                 doc = ctx.store.get(conn, t.tasks, task_id)
                 if doc is None:
                     continue  # deleted while queued: skip the stale entry
-                if doc.get("status") == status.STOPPED:
-                    taskdoc.change_status(ctx, conn, doc, status.QUEUED, force=True)
+                if doc.get("status") == TaskStatus.STOPPED:
+                    taskdoc.change_status(ctx, conn, doc, TaskStatus.QUEUED, force=True)
                 result: dict = {"entry": {"task": task_id, "added": clock.iso(added)}, "queue": queue_id}
                 if lease_s:
                     result["lease"] = taskdoc.grant_lease(doc, worker, queue_id, lease_s)
@@ -317,11 +320,11 @@ async def get_next_task(ctx: CallContext, req: Request) -> dict:
     `wait_s` (long-poll: wait up to that many seconds for an entry) and `lease_s` (the claim is
     a lease the caller renews; see server/services/leases.py)."""
     queue_ids = req.str_list("queues") or [req.id("queue", "queue")]
-    wait_s = min(max(0.0, req.float("wait_s", 0.0) or 0.0), ctx.settings.long_poll_max_s
+    wait_s = min(max(0.0, req.number("wait_s", 0.0) or 0.0), ctx.settings.long_poll_max_s
                  if ctx.settings else 60.0)
-    get_info = req.bool("get_task_info")
-    lease_s = req.float("lease_s")
-    worker = req.str("worker") or ctx.worker
+    get_info = req.flag("get_task_info")
+    lease_s = req.number("lease_s")
+    worker = req.text("worker") or ctx.worker
     if lease_s is not None and (lease_s <= 0 or not worker):
         raise errors.validation("lease_s must be > 0 and the worker named (field 'worker' or X-ClearML-Worker)")
     deadline = time.monotonic() + wait_s
@@ -338,6 +341,6 @@ async def get_next_task(ctx: CallContext, req: Request) -> dict:
         if remaining <= 0 or ctx.notifier is None:
             return {}
         await ctx.notifier.wait(queue_ids, remaining)
-        gone = ctx.extra.get("is_disconnected")
+        gone = ctx.is_disconnected
         if gone is not None and await gone():
             return {}  # the caller left: don't pop a task nobody will receive

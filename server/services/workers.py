@@ -7,6 +7,7 @@ from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
 from server.storage import tables as t
 from shipyard import clock
+from shipyard.protocol import Subcode
 
 DEFAULT_TIMEOUT_S = 600
 
@@ -37,10 +38,10 @@ def _upsert(ctx: CallContext, conn, worker_id: str, update: dict) -> dict:
 
 @endpoint("workers.register")
 def register(ctx: CallContext, req: Request) -> dict:
-    worker = req.str("worker", required=True)
+    worker = req.text("worker", required=True)
     schema.check(schema.WORKER, req.body)
-    update = {"timeout": req.int("timeout", DEFAULT_TIMEOUT_S), "tags": req.str_list("tags", []),
-              "system_tags": req.str_list("system_tags", []), "ip": ctx.extra.get("client_ip", "")}
+    update = {"timeout": req.integer("timeout", DEFAULT_TIMEOUT_S), "tags": req.str_list("tags", []),
+              "system_tags": req.str_list("system_tags", []), "ip": ctx.client_ip}
     with ctx.store.tx() as conn:
         update["queues"] = _queue_refs(ctx, conn, req.str_list("queues", []) or [])
         _upsert(ctx, conn, worker, update)
@@ -48,24 +49,24 @@ def register(ctx: CallContext, req: Request) -> dict:
 
 @endpoint("workers.unregister")
 def unregister(ctx: CallContext, req: Request) -> dict:
-    worker = req.str("worker", required=True)
+    worker = req.text("worker", required=True)
     with ctx.store.tx() as conn:
         if not ctx.store.delete(conn, t.workers, worker):
-            raise errors.APIError(400, 1004, f"Worker is not registered: worker={worker}")
+            raise errors.APIError(400, Subcode.WORKER_NOT_REGISTERED, f"Worker is not registered: worker={worker}")
     return {}
 
 @endpoint("workers.status_report")
 def status_report(ctx: CallContext, req: Request) -> dict:
-    worker = req.str("worker", required=True)
+    worker = req.text("worker", required=True)
     schema.check(schema.WORKER_REPORT, req.body)
     now = clock.iso()
-    update: dict = {"last_report_time": now, "machine_stats": req.dict("machine_stats", {})}
-    task_id = req.str("task")
+    update: dict = {"last_report_time": now, "machine_stats": req.mapping("machine_stats", {})}
+    task_id = req.text("task")
     with ctx.store.tx() as conn:
         if req.str_list("queues") is not None:
             update["queues"] = _queue_refs(ctx, conn, req.str_list("queues") or [])
-        if req.str("queue"):  # a QueueEntry {id, name, ...}, as the SDK's workers.Worker expects
-            update["queue"] = _queue_refs(ctx, conn, [req.str("queue")])[0]
+        if req.text("queue"):  # a QueueEntry {id, name, ...}, as the SDK's workers.Worker expects
+            update["queue"] = _queue_refs(ctx, conn, [req.text("queue")])[0]
         task = ctx.store.get(conn, t.tasks, task_id) if task_id else None
         update["task"] = {"id": task["id"], "name": task.get("name"), "running_time": 0} if task else None
         update["project"] = {"id": task.get("project")} if task and task.get("project") else None
@@ -93,10 +94,10 @@ def live_workers(ctx: CallContext, conn, last_seen: int | None = None) -> list[d
 @endpoint("workers.get_all")
 def get_all(ctx: CallContext, req: Request) -> dict:
     with ctx.store.tx() as conn:
-        workers = live_workers(ctx, conn, req.int("last_seen"))
+        workers = live_workers(ctx, conn, req.integer("last_seen"))
     return {"workers": workers}
 
 @endpoint("workers.get_count")
 def get_count(ctx: CallContext, req: Request) -> dict:
     with ctx.store.tx() as conn:
-        return {"count": len(live_workers(ctx, conn, req.int("last_seen")))}
+        return {"count": len(live_workers(ctx, conn, req.integer("last_seen")))}

@@ -19,6 +19,7 @@ from server.rpc import jsonutil
 from server.storage import tables as t
 from server.storage.prepared import Prepared
 from shipyard import clock
+from shipyard.protocol import TaskStatus, TaskType
 
 
 def new_id() -> str:
@@ -40,7 +41,8 @@ def _columns_for(table: Table, doc: dict) -> dict[str, Any]:
     if table is t.tasks:
         return {
             "name": doc.get("name") or "", "project": doc.get("project"),
-            "status": doc.get("status") or "created", "type": doc.get("type") or "training",
+            "status": doc.get("status") or TaskStatus.CREATED, "type": doc.get("type") or TaskType.TRAINING,
+
             "parent": doc.get("parent"), "created": _ts(doc, "created", now),
             "last_update": _ts(doc, "last_update", now), "last_change": _ts(doc, "last_change", now),
             "lease_expires": (doc.get("_lease") or {}).get("expires"),

@@ -1,7 +1,7 @@
 """The status machine as a table of cases (pure)."""
 import pytest
 
-from server.status import can_transition
+from shipyard.protocol import can_transition
 
 CASES = [
     ("created", "queued", False, True), ("created", "in_progress", False, True),

@@ -22,6 +22,7 @@ from server.rpc.registry import CallContext, Request, endpoint
 from server.services.events.store import EVENT_TYPES, LOG, LOG_KEYS, SCALAR, VECTOR, chunks, json_safe, log_rows, metric_hash
 from server.storage import tables as t
 from shipyard import clock
+from shipyard.protocol import Subcode
 
 LOG_LEVELS = frozenset({"notset", "debug", "verbose", "info", "warn", "warning", "error", "fatal", "critical"})
 INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
@@ -305,7 +306,7 @@ def _add(ctx: CallContext, events: list) -> dict:
     info = dict(batch.errors)
     if not added:
         reason = "; ".join(f"{msg} (x{count})" for msg, count in info.items()) or "no events in the request"
-        raise errors.APIError(400, 131, f"Events not added: {reason}", {"errors_info": info})
+        raise errors.APIError(400, Subcode.EVENTS_NOT_ADDED, f"Events not added: {reason}", {"errors_info": info})
     return {"added": added, "errors": sum(info.values()), "errors_info": info}
 
 

@@ -63,10 +63,10 @@ def _scalar_series(conn, task_id: str, metrics: Any, key: str) -> dict[tuple[str
 
 
 def _histogram(conn, task_id: str, req: Request) -> dict:
-    key = (req.str("key") or "iter").lower()
+    key = (req.text("key") or "iter").lower()
     if key not in ("iter", "timestamp", "iso_time"):
         raise errors.validation("field 'key' must be one of iter, timestamp, iso_time")
-    samples = req.int("samples", 10_000)
+    samples = req.integer("samples", 10_000)
     if samples < 1:
         raise errors.validation("field 'samples' must be >= 1")
     result: dict[str, dict] = {}
@@ -102,7 +102,7 @@ def multi_task_scalar_metrics_iter_histogram(ctx: CallContext, req: Request) -> 
 
 @endpoint("events.get_task_single_value_metrics")
 def get_task_single_value_metrics(ctx: CallContext, req: Request) -> dict:
-    tasks = req.str_list("tasks") or ([req.str("task")] if req.str("task") else [])
+    tasks = req.str_list("tasks") or ([req.text("task")] if req.text("task") else [])
     if not tasks:
         raise errors.missing_field("tasks")
     c = t.events.c
@@ -147,8 +147,8 @@ def get_scalar_metrics_and_variants(ctx: CallContext, req: Request) -> dict:
 
 @endpoint("events.vector_metrics_iter_histogram")
 def vector_metrics_iter_histogram(ctx: CallContext, req: Request) -> dict:
-    metric = req.str("metric", required=True)
-    variant = req.str("variant", required=True)
+    metric = req.text("metric", required=True)
+    variant = req.text("variant", required=True)
     c = t.events.c
     with ctx.store.tx() as conn:
         task_id = require_target(ctx, conn, req.raw("task"))
@@ -181,7 +181,7 @@ def _latest_iterations(conn, task_id: str, etype: str, wanted: Any, iters: int,
 
 @endpoint("events.get_task_plots")
 def get_task_plots(ctx: CallContext, req: Request) -> dict:
-    iters = req.int("iters", 1)
+    iters = req.integer("iters", 1)
     if iters < 1:
         raise errors.validation("field 'iters' must be >= 1")
     size = batch_size(req, 500)
@@ -204,13 +204,13 @@ def get_task_plots(ctx: CallContext, req: Request) -> dict:
 @endpoint("events.debug_images")
 def debug_images(ctx: CallContext, req: Request) -> dict:
     """Latest `iters` iterations of each requested task/metric; scrolling walks to earlier ones."""
-    specs = req.list("metrics", required=True)
+    specs = req.array("metrics", required=True)
     schema.check(schema.REQUESTS["events.debug_images"].fields["metrics"], specs, "metrics")
-    iters = req.int("iters", 1)
+    iters = req.integer("iters", 1)
     if iters < 1:
         raise errors.validation("field 'iters' must be >= 1")
-    earlier = req.bool("navigate_earlier", True)
-    scroll = decode_scroll(req.raw("scroll_id"), "images", bounds=dict) if not req.bool("refresh") else None
+    earlier = req.flag("navigate_earlier", True)
+    scroll = decode_scroll(req.raw("scroll_id"), "images", bounds=dict) if not req.flag("refresh") else None
     bounds: dict[str, int] = dict((scroll or {}).get("bounds") or {})
     if not all(type(b) is int and INT64_MIN <= b <= INT64_MAX for b in bounds.values()):
         raise errors.validation(f"invalid scroll_id {req.raw('scroll_id')!r}")

@@ -99,14 +99,14 @@ def decode_scroll(scroll_id: Any, kind: str, **fields: type) -> dict | None:
 
 
 def batch_size(req: Request, default: int, key: str = "batch_size") -> int:
-    size = req.int(key, default)
+    size = req.integer(key, default)
     if size < 1:
         raise errors.validation(f"field '{key}' must be >= 1")
     return min(size, 10_000)
 
 
 def parse_order(req: Request, default: str) -> str:
-    order = (req.str("order") or default).lower()
+    order = (req.text("order") or default).lower()
     if order not in ("asc", "desc"):
         raise errors.validation("field 'order' must be 'asc' or 'desc'")
     return order
@@ -166,9 +166,9 @@ def get_task_log(ctx: CallContext, req: Request) -> dict:
     events sharing a timestamp, so asking again from the page's edge timestamp neither loses nor
     repeats lines."""
     size = batch_size(req, 500)
-    earlier = req.bool("navigate_earlier", True)
+    earlier = req.flag("navigate_earlier", True)
     order = parse_order(req, "desc" if earlier else "asc")
-    from_ts = req.int("from_timestamp")
+    from_ts = req.integer("from_timestamp")
     with ctx.store.tx() as conn:
         task_id = require_target(ctx, conn, req.raw("task"))
         events = _log_page(conn, task_id, size, earlier, from_ts)
@@ -197,7 +197,7 @@ def _format_log_line(doc: dict) -> str:
 
 @endpoint("events.download_task_log")
 def download_task_log(ctx: CallContext, req: Request) -> Response:
-    line_type = (req.str("line_type") or "json").lower()
+    line_type = (req.text("line_type") or "json").lower()
     if line_type not in ("json", "text"):
         raise errors.validation("field 'line_type' must be 'json' or 'text'")
     with ctx.store.tx() as conn:
@@ -274,7 +274,7 @@ def delete_for_task(ctx: CallContext, req: Request) -> dict:
 @endpoint("events.clear_task_log")
 def clear_task_log(ctx: CallContext, req: Request) -> dict:
     """Delete a task's log lines; with `threshold_sec`, only those older than that many seconds."""
-    threshold = req.int("threshold_sec")
+    threshold = req.integer("threshold_sec")
     if threshold is not None and not 0 <= threshold <= MAX_THRESHOLD_S:
         raise errors.validation(f"field 'threshold_sec' must be between 0 and {MAX_THRESHOLD_S}")
     c = t.events.c

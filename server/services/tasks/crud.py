@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import delete as sql_delete
 
-from server import errors, query, status
+from server import errors, query
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services.tasks import doc as taskdoc
@@ -14,7 +14,9 @@ from server.services.events import delete_task_events
 from server.services.projects import find_or_create_project, get_project
 from server.storage import tables as t
 from server.storage.store import new_id
+from shipyard.protocol import SystemTag, TaskStatus
 
+_NOT_CLONED_TAGS = (SystemTag.DEVELOPMENT, SystemTag.ARCHIVED)  # tasks.clone drops them
 _CREATE_FIELDS = ("name", "type", "comment", "parent", "project", "tags", "system_tags", "script",
                   "execution", "hyperparams", "configuration", "runtime", "container", "models",
                   "output")
@@ -26,7 +28,7 @@ def _incoming_fields(ctx: CallContext, req: Request, warnings: list[str]) -> dic
     fields = {k: req.body[k] for k in _CREATE_FIELDS if req.body.get(k) is not None}
     schema.check(schema.TASK, fields)
     if req.body.get("output_dest") is not None:
-        fields.setdefault("output", {})["destination"] = req.str("output_dest")
+        fields.setdefault("output", {})["destination"] = req.text("output_dest")
     execution = fields.get("execution")
     if execution and execution.get("docker_cmd") and "container" not in fields:
         image, _, args = str(execution["docker_cmd"]).strip().partition(" ")
@@ -38,8 +40,8 @@ def _incoming_fields(ctx: CallContext, req: Request, warnings: list[str]) -> dic
 
 @endpoint("tasks.create")
 def create(ctx: CallContext, req: Request) -> dict:
-    name = req.str("name", required=True)
-    req.str("type", required=True)
+    name = req.text("name", required=True)
+    req.text("type", required=True)
     warnings: list[str] = []
     fields = _incoming_fields(ctx, req, warnings)
     task_id = new_id()
@@ -69,7 +71,7 @@ def get_all(ctx: CallContext, req: Request) -> dict:
     where = []
     for column, key in ((t.tasks.c.id, "id"), (t.tasks.c.project, "project"),
                         (t.tasks.c.status, "status"), (t.tasks.c.type, "type"), (t.tasks.c.parent, "parent")):
-        values = req.list(key)
+        values = req.array(key)
         if values:
             where.append(column.in_([str(v) for v in values]))
     where += query.time_clauses(req.body, {"last_change": t.tasks.c.last_change,
@@ -98,7 +100,7 @@ def edit(ctx: CallContext, req: Request) -> dict:
     fields = _incoming_fields(ctx, req, warnings)
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
-        taskdoc.require_editable(doc, req.bool("force") or ctx.endpoint == "tasks.update")
+        taskdoc.require_editable(doc, req.flag("force") or ctx.endpoint == "tasks.update")
         if fields.get("project"):
             get_project(ctx, conn, fields["project"])
         _apply_edit(doc, fields)
@@ -115,27 +117,27 @@ def clone(ctx: CallContext, req: Request) -> dict:
         execution = copy.deepcopy(source["execution"]) if isinstance(source.get("execution"), dict) else {}
         execution.pop("queue", None)
         execution["artifacts"] = [a for a in taskdoc.artifacts(execution) if a.get("mode") != "output"]
-        execution.update(req.dict("execution_overrides") or {})
-        project = req.str("new_task_project") or source.get("project")
-        if req.str("new_project_name"):
-            project = find_or_create_project(ctx, conn, req.str("new_project_name"))
+        execution.update(req.mapping("execution_overrides") or {})
+        project = req.text("new_task_project") or source.get("project")
+        if req.text("new_project_name"):
+            project = find_or_create_project(ctx, conn, req.text("new_project_name"))
         fields = {
-            "name": req.str("new_task_name") or source.get("name"),
-            "comment": req.str("new_task_comment", source.get("comment") or ""),
+            "name": req.text("new_task_name") or source.get("name"),
+            "comment": req.text("new_task_comment", source.get("comment") or ""),
             "type": source.get("type"), "project": project,
             "tags": req.str_list("new_task_tags", source.get("tags") or []),
             "system_tags": req.str_list("new_task_system_tags", [
-                tag for tag in source.get("system_tags") or [] if tag not in ("development", "archived")]),
-            "parent": req.str("new_task_parent") or source.get("parent") or source["id"],
+                tag for tag in source.get("system_tags") or [] if tag not in _NOT_CLONED_TAGS]),
+            "parent": req.text("new_task_parent") or source.get("parent") or source["id"],
             "script": taskdoc.scrub_repository(copy.deepcopy(source.get("script") or {}), []),
-            "hyperparams": req.dict("new_task_hyperparams", copy.deepcopy(source.get("hyperparams") or {})),
-            "configuration": req.dict("new_task_configuration",
+            "hyperparams": req.mapping("new_task_hyperparams", copy.deepcopy(source.get("hyperparams") or {})),
+            "configuration": req.mapping("new_task_configuration",
                                       copy.deepcopy(source.get("configuration") or {})),
-            "container": req.dict("new_task_container", copy.deepcopy(source.get("container") or {})),
+            "container": req.mapping("new_task_container", copy.deepcopy(source.get("container") or {})),
             "execution": execution,
             "output": {"destination": (source.get("output") or {}).get("destination")}
             if (source.get("output") or {}).get("destination") else {},
-            "models": {"input": req.list("new_task_input_models",
+            "models": {"input": req.array("new_task_input_models",
                                          copy.deepcopy((source.get("models") or {}).get("input") or [])),
                        "output": []},
         }
@@ -150,7 +152,7 @@ def delete_task(ctx: CallContext, req: Request) -> dict:
     task_id = req.id("task", "task")
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
-        if doc.get("status") == status.IN_PROGRESS and not req.bool("force"):
+        if doc.get("status") == TaskStatus.IN_PROGRESS and not req.flag("force"):
             raise errors.invalid_status(f"Cannot delete a running task without force: task={task_id}")
         removed = delete_task_events(conn, task_id)
         conn.execute(sql_delete(t.queue_entries).where(t.queue_entries.c.task == task_id))
@@ -178,22 +180,22 @@ def archive(ctx: CallContext, req: Request) -> dict:
     ids = req.str_list("tasks") or req.str_list("ids") or []
     if not ids:
         raise errors.missing_field("tasks")
-    return {"archived": _set_system_tag(ctx, ids, "archived", True)}
+    return {"archived": _set_system_tag(ctx, ids, SystemTag.ARCHIVED, True)}
 
 
 @endpoint("tasks.unarchive_many")
 def unarchive(ctx: CallContext, req: Request) -> dict:
     ids = req.str_list("ids") or req.str_list("tasks") or []
-    return {"unarchived": _set_system_tag(ctx, ids, "archived", False)}
+    return {"unarchived": _set_system_tag(ctx, ids, SystemTag.ARCHIVED, False)}
 
 
 def _edit_part(ctx: CallContext, req: Request, mutate, *, any_status: bool = False) -> dict:
-    return taskdoc.edit(ctx, req.id("task", "task"), req.bool("force"), mutate, any_status=any_status)
+    return taskdoc.edit(ctx, req.id("task", "task"), req.flag("force"), mutate, any_status=any_status)
 
 
 @endpoint("tasks.set_requirements")
 def set_requirements(ctx: CallContext, req: Request) -> dict:
-    requirements = req.dict("requirements", required=True)
+    requirements = req.mapping("requirements", required=True)
     schema.check(schema.SCRIPT.fields["requirements"], requirements, "requirements")
 
     def mutate(doc: dict) -> dict:
@@ -205,7 +207,7 @@ def set_requirements(ctx: CallContext, req: Request) -> dict:
 
 def _items(ctx: CallContext, req: Request, key: str) -> list[dict]:
     """The request's list under `key`, checked against the endpoint's spec in server/schema.py."""
-    items = req.list(key, required=True)
+    items = req.array(key, required=True)
     schema.check(schema.REQUESTS[ctx.endpoint].fields[key], items, key)
     return items
 
@@ -256,11 +258,11 @@ def delete_artifacts(ctx: CallContext, req: Request) -> dict:
 
 @endpoint("tasks.add_or_update_model")
 def add_model(ctx: CallContext, req: Request) -> dict:
-    kind = req.str("type", required=True)
+    kind = req.text("type", required=True)
     if kind not in ("input", "output"):
         raise errors.validation("type must be 'input' or 'output'")
-    entry = {"name": req.str("name", required=True), "model": req.str("model", required=True)}
-    if req.int("iteration") is not None:
+    entry = {"name": req.text("name", required=True), "model": req.text("model", required=True)}
+    if req.integer("iteration") is not None:
         entry["updated"] = taskdoc.clock.iso()
 
     def mutate(doc: dict) -> dict:

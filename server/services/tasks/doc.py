@@ -6,10 +6,11 @@ import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from server import errors, status
+from server import errors
 from server.rpc.registry import CallContext
 from server.storage import tables as t
 from shipyard import clock
+from shipyard.protocol import TaskStatus, TaskType, can_transition
 
 EMBEDDED = ("script", "execution", "output", "models")  # shallow-merged by tasks.edit
 REPLACED = ("hyperparams", "configuration", "runtime", "container", "tags", "system_tags")
@@ -18,7 +19,7 @@ REPLACED = ("hyperparams", "configuration", "runtime", "container", "tags", "sys
 def new_task_doc(ctx: CallContext, task_id: str, fields: dict[str, Any]) -> dict:
     now = clock.iso()
     doc: dict[str, Any] = {
-        "id": task_id, "name": "", "type": "training", "status": status.CREATED,
+        "id": task_id, "name": "", "type": TaskType.TRAINING, "status": TaskStatus.CREATED,
         "status_reason": "", "status_message": "", "comment": "", "tags": [], "system_tags": [],
         "user": ctx.identity.user, "company": ctx.identity.company, "created": now,
         "last_update": now, "last_change": now, "status_changed": now, "last_changed_by": ctx.identity.user,
@@ -46,7 +47,7 @@ def touch(ctx: CallContext, doc: dict, *, change: bool = True) -> None:
 
 
 def require_editable(doc: dict, force: bool) -> None:
-    if not force and doc.get("status") != status.CREATED:
+    if not force and doc.get("status") != TaskStatus.CREATED:
         raise errors.invalid_status(
             f"Task can only be edited in 'created' status unless force=true: task={doc['id']} "
             f"status={doc.get('status')}")
@@ -69,11 +70,11 @@ def change_status(ctx: CallContext, conn, doc: dict, new: str, *, force: bool = 
                   reason: str | None = None, message: str | None = None,
                   extra: dict[str, Any] | None = None) -> dict:
     """Compare-and-set the status of `doc` (already loaded in `conn`); returns changed fields."""
-    current = doc.get("status") or status.CREATED
-    if not status.can_transition(current, new, force=force):
-        raise errors.APIError(400, 110, f"Invalid task status: cannot change from {current} to {new} "
-                              f"(task={doc['id']})")
-    if new != status.IN_PROGRESS and doc.get("_lease"):
+    current = doc.get("status") or TaskStatus.CREATED
+    if not can_transition(current, new, force=force):
+        raise errors.invalid_status(f"Invalid task status: cannot change from {current} to {new} "
+                                    f"(task={doc['id']})")
+    if new != TaskStatus.IN_PROGRESS and doc.get("_lease"):
         close_attempt(doc, f"{new}: {reason}" if reason else new)
     now = clock.iso()
     fields: dict[str, Any] = {"status": new, "status_changed": now,

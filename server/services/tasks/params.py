@@ -25,7 +25,7 @@ def _properties_only(items: list[dict]) -> bool:
 
 
 def _mutate(ctx: CallContext, req: Request, fn, *, any_status: bool = False, deleting: bool = False) -> dict:
-    count = taskdoc.edit(ctx, req.id("task", "task"), req.bool("force"), fn, any_status=any_status)
+    count = taskdoc.edit(ctx, req.id("task", "task"), req.flag("force"), fn, any_status=any_status)
     return {"updated": 1 if count else 0, "deleted": count} if deleting else {"updated": 1 if count else 0}
 
 
@@ -43,7 +43,7 @@ def get_hyper_params(ctx: CallContext, req: Request) -> dict:
 
 def _param_items(ctx: CallContext, req: Request, key: str) -> list[dict]:
     """The request's list of items under `key`, checked against its spec in server/schema.py."""
-    items = req.list(key, required=True)
+    items = req.array(key, required=True)
     schema.check(schema.REQUESTS[ctx.endpoint].fields[key], items, key)
     return items
 
@@ -51,7 +51,7 @@ def _param_items(ctx: CallContext, req: Request, key: str) -> list[dict]:
 @endpoint("tasks.edit_hyper_params")
 def edit_hyper_params(ctx: CallContext, req: Request) -> dict:
     items = _param_items(ctx, req, "hyperparams")
-    replace = req.str("replace_hyperparams", "none")
+    replace = req.text("replace_hyperparams", "none")
 
     def fn(doc: dict) -> int:
         params = {} if replace == "all" else {k: dict(v) for k, v in (doc.get("hyperparams") or {}).items()}
@@ -116,7 +116,7 @@ def edit_configuration(ctx: CallContext, req: Request) -> dict:
     items = _param_items(ctx, req, "configuration")
 
     def fn(doc: dict) -> int:
-        config = {} if req.bool("replace_configuration") else dict(doc.get("configuration") or {})
+        config = {} if req.flag("replace_configuration") else dict(doc.get("configuration") or {})
         for item in items:
             if not item.get("name"):
                 raise errors.validation("each configuration item needs a name")

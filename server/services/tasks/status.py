@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 
-from server import errors, status
+from server import errors
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services import leases
 from server.services import queues as q
@@ -10,15 +10,16 @@ from server.services.tasks import doc as taskdoc
 from server.services.events import delete_task_events
 from server.storage import tables as t
 from shipyard import clock
+from shipyard.protocol import STOP_REQUEST, Subcode, SystemTag, TaskStatus, can_transition
 
 
 def _simple_change(ctx: CallContext, req: Request, new: str, extra_fn=None) -> dict:
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, req.id("task", "task"))
-        leases.check_fence(doc, req.int("attempt"))
+        leases.check_fence(doc, req.integer("attempt"))
         extra = extra_fn(doc) if extra_fn else {}
-        fields = taskdoc.change_status(ctx, conn, doc, new, force=req.bool("force"),
-                                       reason=req.str("status_reason"), message=req.str("status_message"),
+        fields = taskdoc.change_status(ctx, conn, doc, new, force=req.flag("force"),
+                                       reason=req.text("status_reason"), message=req.text("status_message"),
                                        extra=extra)
     return {"updated": 1, "fields": fields}
 
@@ -28,7 +29,7 @@ def started(ctx: CallContext, req: Request) -> dict:
     def extra(doc: dict) -> dict:
         return {} if doc.get("started") else {"started": clock.iso()}
 
-    result = _simple_change(ctx, req, status.IN_PROGRESS, extra)
+    result = _simple_change(ctx, req, TaskStatus.IN_PROGRESS, extra)
     return {"started": 1, **result}
 
 
@@ -38,39 +39,39 @@ def _completed_time(doc: dict) -> dict:
 
 @endpoint("tasks.stopped")
 def stopped(ctx: CallContext, req: Request) -> dict:
-    return _simple_change(ctx, req, status.STOPPED, _completed_time)
+    return _simple_change(ctx, req, TaskStatus.STOPPED, _completed_time)
 
 
 @endpoint("tasks.failed")
 def failed(ctx: CallContext, req: Request) -> dict:
-    return _simple_change(ctx, req, status.FAILED, _completed_time)
+    return _simple_change(ctx, req, TaskStatus.FAILED, _completed_time)
 
 
 @endpoint("tasks.completed")
 def completed(ctx: CallContext, req: Request) -> dict:
-    result = _simple_change(ctx, req, status.COMPLETED, _completed_time)
-    if req.bool("publish"):
+    result = _simple_change(ctx, req, TaskStatus.COMPLETED, _completed_time)
+    if req.flag("publish"):
         result = _publish(ctx, req, force=True, publish_model=True)
     return result
 
 
 @endpoint("tasks.close")
 def close(ctx: CallContext, req: Request) -> dict:
-    return _simple_change(ctx, req, status.CLOSED)
+    return _simple_change(ctx, req, TaskStatus.CLOSED)
 
 
 def _publish(ctx: CallContext, req: Request, *, force: bool, publish_model: bool) -> dict:
     """Publish the task and, as the reference server does, its last output model (ready=true)."""
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, req.id("task", "task"))
-        leases.check_fence(doc, req.int("attempt"))
+        leases.check_fence(doc, req.integer("attempt"))
         outputs = (doc.get("models") or {}).get("output") or []
         model = ctx.store.get(conn, t.models, outputs[-1].get("model")) if publish_model and outputs else None
         if model is not None and not model.get("ready"):
             model.update({"ready": True, "last_update": clock.iso()})
             ctx.store.save(conn, t.models, model)
-        fields = taskdoc.change_status(ctx, conn, doc, status.PUBLISHED, force=force,
-                                       reason=req.str("status_reason"), message=req.str("status_message"),
+        fields = taskdoc.change_status(ctx, conn, doc, TaskStatus.PUBLISHED, force=force,
+                                       reason=req.text("status_reason"), message=req.text("status_message"),
                                        extra={"published": clock.iso()})
     return {"updated": 1, "fields": fields}
 
@@ -78,20 +79,20 @@ def _publish(ctx: CallContext, req: Request, *, force: bool, publish_model: bool
 @endpoint("tasks.publish")
 def publish(ctx: CallContext, req: Request) -> dict:
     return {"committed_versions_results": [],
-            **_publish(ctx, req, force=req.bool("force"), publish_model=req.bool("publish_model", True))}
+            **_publish(ctx, req, force=req.flag("force"), publish_model=req.flag("publish_model", True))}
 
 
 def _resolve_queue(ctx: CallContext, conn, req: Request) -> str:
-    queue_id = req.str("queue")
+    queue_id = req.text("queue")
     if queue_id:
         return q.require_queue(conn, queue_id)
-    name = req.str("queue_name")
+    name = req.text("queue_name")
     if name:
         return q.find_queue_by_name(conn, name) or q.create_queue(ctx, conn, name)
     for doc in ctx.store.get_many(conn, t.queues):
-        if "default" in (doc.get("system_tags") or []):
+        if SystemTag.DEFAULT in (doc.get("system_tags") or []):
             return doc["id"]
-    raise errors.APIError(400, 707, "No queue given and no default queue exists")
+    raise errors.APIError(400, Subcode.NO_DEFAULT_QUEUE, "No queue given and no default queue exists")
 
 
 @endpoint("tasks.enqueue")
@@ -100,17 +101,17 @@ def enqueue(ctx: CallContext, req: Request) -> dict:
     with ctx.store.tx() as conn:
         queue_id = _resolve_queue(ctx, conn, req)
         doc = taskdoc.load(ctx, conn, task_id)
-        previous = doc.get("status") or status.CREATED
-        if not status.can_transition(previous, status.QUEUED, force=req.bool("force")) \
-                or previous == status.QUEUED and not req.bool("force"):
+        previous = doc.get("status") or TaskStatus.CREATED
+        if not can_transition(previous, TaskStatus.QUEUED, force=req.flag("force")) \
+                or previous == TaskStatus.QUEUED and not req.flag("force"):
             raise errors.invalid_status(f"Cannot enqueue a task in status '{previous}' "
                                         f"(reset it first or use force): task={task_id}")
         execution = {**(doc.get("execution") or {}), "queue": queue_id}
-        system_tags = [x for x in doc.get("system_tags") or [] if x != "development"]
+        system_tags = [x for x in doc.get("system_tags") or [] if x != SystemTag.DEVELOPMENT]
         q.remove_task_entries(conn, task_id)
         fields = taskdoc.change_status(
-            ctx, conn, doc, status.QUEUED, force=True, reason=req.str("status_reason"),
-            message=req.str("status_message"),
+            ctx, conn, doc, TaskStatus.QUEUED, force=True, reason=req.text("status_reason"),
+            message=req.text("status_message"),
             extra={"enqueue_status": previous, "execution": execution, "system_tags": system_tags})
         q.add_entry(conn, queue_id, task_id)
     if ctx.notifier:
@@ -125,16 +126,17 @@ def dequeue(ctx: CallContext, req: Request) -> dict:
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
         current = doc.get("status")
-        if current not in (status.QUEUED, status.IN_PROGRESS):
+        if current not in (TaskStatus.QUEUED, TaskStatus.IN_PROGRESS):
             return {"dequeued": 0, "updated": 0, "fields": {}}
         removed = q.remove_task_entries(conn, task_id)
-        new = req.str("new_status") or doc.get("enqueue_status") or status.CREATED
-        if new not in status.ALL:
+        new = req.text("new_status") or doc.get("enqueue_status") or TaskStatus.CREATED
+        if new not in list(TaskStatus):
+
             raise errors.validation(f"invalid new_status '{new}'")
         execution = {**(doc.get("execution") or {})}
-        fields = taskdoc.change_status(ctx, conn, doc, new, force=True, reason=req.str("status_reason"),
-                                       message=req.str("status_message"), extra={"execution": execution})
-    return {"dequeued": 1 if removed or current == status.QUEUED else 0, "updated": 1, "fields": fields}
+        fields = taskdoc.change_status(ctx, conn, doc, new, force=True, reason=req.text("status_reason"),
+                                       message=req.text("status_message"), extra={"execution": execution})
+    return {"dequeued": 1 if removed or current == TaskStatus.QUEUED else 0, "updated": 1, "fields": fields}
 
 
 def _has_live_worker(ctx: CallContext, doc: dict) -> bool:
@@ -155,21 +157,21 @@ def stop(ctx: CallContext, req: Request) -> dict:
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
         current = doc.get("status")
-        reason = req.str("status_reason") or "abort request"
-        if current == status.QUEUED:
+        reason = req.text("status_reason") or "abort request"
+        if current == TaskStatus.QUEUED:
             q.remove_task_entries(conn, task_id)
-            fields = taskdoc.change_status(ctx, conn, doc, status.STOPPED, force=True, reason=reason,
+            fields = taskdoc.change_status(ctx, conn, doc, TaskStatus.STOPPED, force=True, reason=reason,
                                            message=f"Stopped by {user}", extra=_completed_time(doc))
-        elif current == status.IN_PROGRESS and _has_live_worker(ctx, doc) \
-                and "development" not in (doc.get("system_tags") or []) and not req.bool("force"):
-            doc["status_message"] = "stopping"
+        elif current == TaskStatus.IN_PROGRESS and _has_live_worker(ctx, doc) \
+                and SystemTag.DEVELOPMENT not in (doc.get("system_tags") or []) and not req.flag("force"):
+            doc["status_message"] = STOP_REQUEST
             doc["status_reason"] = reason
             taskdoc.touch(ctx, doc)
             ctx.store.save(conn, t.tasks, doc)
-            fields = {"status_message": "stopping", "status_reason": reason}
+            fields = {"status_message": STOP_REQUEST, "status_reason": reason}
         else:
-            fields = taskdoc.change_status(ctx, conn, doc, status.STOPPED, force=req.bool("force"),
-                                           reason=reason, message=req.str("status_message") or f"Stopped by {user}",
+            fields = taskdoc.change_status(ctx, conn, doc, TaskStatus.STOPPED, force=req.flag("force"),
+                                           reason=reason, message=req.text("status_message") or f"Stopped by {user}",
                                            extra=_completed_time(doc))
     return {"updated": 1, "fields": fields}
 
@@ -181,10 +183,10 @@ _RESET_CLEARED = ("started", "completed", "published", "last_worker", "last_work
 @endpoint("tasks.reset")
 def reset(ctx: CallContext, req: Request) -> dict:
     task_id = req.id("task", "task")
-    force = req.bool("force")
+    force = req.flag("force")
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
-        if doc.get("status") == status.PUBLISHED and not force:
+        if doc.get("status") == TaskStatus.PUBLISHED and not force:
             raise errors.invalid_status(f"Cannot reset a published task without force: task={task_id}")
         dequeued = q.remove_task_entries(conn, task_id)
         deleted_events = delete_task_events(conn, task_id)
@@ -196,11 +198,11 @@ def reset(ctx: CallContext, req: Request) -> dict:
         models = {**(doc.get("models") if isinstance(doc.get("models"), dict) else {}), "output": []}
         extra = {"last_metrics": {}, "last_iteration": 0, "runtime": {}, "models": models,
                  "execution": execution, "active_duration": 0}
-        if req.bool("clear_all"):
+        if req.flag("clear_all"):
             extra.update({"execution": {}, "script": {}})
-        fields = taskdoc.change_status(ctx, conn, doc, status.CREATED, force=True,
-                                       reason=req.str("status_reason") or "reset",
-                                       message=req.str("status_message"), extra=extra)
+        fields = taskdoc.change_status(ctx, conn, doc, TaskStatus.CREATED, force=True,
+                                       reason=req.text("status_reason") or "reset",
+                                       message=req.text("status_message"), extra=extra)
     return {"dequeued": {"removed": dequeued} if dequeued else {}, "events": {"deleted": deleted_events},
             "deleted_models": 0, "urls": {}, "updated": 1, "fields": {"status": fields["status"]}}
 
@@ -209,7 +211,7 @@ def reset(ctx: CallContext, req: Request) -> dict:
 def ping(ctx: CallContext, req: Request) -> dict:
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, req.id("task", "task"))
-        leases.check_fence(doc, req.int("attempt"))
+        leases.check_fence(doc, req.integer("attempt"))
         taskdoc.touch(ctx, doc, change=False)
         ctx.store.save(conn, t.tasks, doc)
     return {}

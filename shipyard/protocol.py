@@ -1,0 +1,161 @@
+"""The protocol's words, named once: what the server, agent, autoscaler and scheduler say on the wire.
+
+    TaskStatus      a task's status, the reference server's enum
+    FINAL           statuses after which a task no longer runs
+    ACTIVE          statuses of a task that waits in a queue or runs
+    TRANSITIONS     the status machine (reference: apiserver/bll/task/utils.py)
+    can_transition  whether a status change is allowed (force skips the check)
+    TaskType        a task's type, the reference server's enum
+    SystemTag       system tags with a meaning: `development`, `archived`, `hidden`, `default`
+                    (queues) and Shipyard's `shipyard:no-retry`
+    Subcode         `meta.result_subcode` of an error envelope, as the server raises and the agent reads them
+    OutcomeKind     the machine-readable head of the `status_reason` the agent writes (`user_error: ...`)
+    RETRYABLE       outcome kinds that hand a leased task back to its queue instead of failing it
+    LeaseOutcome    what the server did with a task its holder let go (`tasks.release`, `workers.reconcile`)
+    STOP_REQUEST    the `status_message` that asks a running task's agent to stop it (`tasks.stop`)
+
+Each word is a `str` enum (`Subcode` an `int` enum): a member *is* its wire word, so it equals
+the plain string a client sends or the database returns ("queued" == TaskStatus.QUEUED, same hash),
+and `str()`, f-strings, `json`, orjson and SQL parameters all carry the plain value. A document
+that orjson writes with a member as a *key* needs `OPT_NON_STR_KEYS` (the server's `jsonutil` sets it).
+
+Standard library only, so an in-memory server on the agent's side uses the status machine
+without importing `server/`.
+"""
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+
+class _Word(str, enum.Enum):
+    """A wire word: prints as its value (a plain `(str, Enum)` prints as `Class.NAME`)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class TaskStatus(_Word):
+    CREATED = "created"
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    STOPPED = "stopped"
+    PUBLISHED = "published"
+    PUBLISHING = "publishing"
+    CLOSED = "closed"
+    FAILED = "failed"
+    COMPLETED = "completed"
+    UNKNOWN = "unknown"
+
+
+FINAL: frozenset[TaskStatus] = frozenset({
+    TaskStatus.STOPPED, TaskStatus.PUBLISHED, TaskStatus.CLOSED, TaskStatus.FAILED, TaskStatus.COMPLETED})
+ACTIVE: tuple[TaskStatus, ...] = (TaskStatus.QUEUED, TaskStatus.IN_PROGRESS)
+
+_S = TaskStatus
+TRANSITIONS: Mapping[str, frozenset[TaskStatus]] = {
+    _S.CREATED: frozenset({_S.QUEUED, _S.IN_PROGRESS}),
+    _S.QUEUED: frozenset({_S.CREATED, _S.IN_PROGRESS, _S.STOPPED}),
+    _S.IN_PROGRESS: frozenset({_S.STOPPED, _S.FAILED, _S.CREATED, _S.COMPLETED}),
+    _S.STOPPED: frozenset({_S.CLOSED, _S.CREATED, _S.FAILED, _S.QUEUED, _S.IN_PROGRESS, _S.PUBLISHED,
+                           _S.PUBLISHING, _S.COMPLETED}),
+    _S.CLOSED: frozenset({_S.CREATED, _S.FAILED, _S.PUBLISHED, _S.PUBLISHING, _S.STOPPED}),
+    _S.FAILED: frozenset({_S.CREATED, _S.STOPPED, _S.PUBLISHED, _S.QUEUED}),
+    _S.PUBLISHING: frozenset({_S.PUBLISHED}),
+    _S.PUBLISHED: frozenset(),
+    _S.COMPLETED: frozenset({_S.PUBLISHED, _S.IN_PROGRESS, _S.CREATED}),
+    _S.UNKNOWN: frozenset(TaskStatus),
+}
+del _S
+
+
+def can_transition(current: str, new: str, *, force: bool = False) -> bool:
+    """Same-status changes are allowed (the SDK calls tasks.started again on a running task)."""
+    if force or current == new:
+        return True
+    return new in TRANSITIONS.get(current, frozenset())
+
+
+STOP_REQUEST = "stopping"  # clients look for it in status_message while the status stays in_progress
+
+
+class TaskType(_Word):
+
+    TRAINING = "training"
+    TESTING = "testing"
+    INFERENCE = "inference"
+    DATA_PROCESSING = "data_processing"
+    APPLICATION = "application"
+    MONITOR = "monitor"
+    CONTROLLER = "controller"
+    OPTIMIZER = "optimizer"
+    SERVICE = "service"
+    QC = "qc"
+    CUSTOM = "custom"
+
+
+class SystemTag(_Word):
+    DEVELOPMENT = "development"   # set by Task.init, removed on enqueue and clone
+    ARCHIVED = "archived"         # tasks.archive / models.archive_many; removed on clone
+    HIDDEN = "hidden"             # left out of listings unless search_hidden
+    DEFAULT = "default"           # the default queue
+    NO_RETRY = "shipyard:no-retry"  # a lost agent fails the task instead of re-queueing it
+
+
+class Subcode(enum.IntEnum):
+    """Numbers as in the reference catalogue (apiserver/apierrors/errors.conf) where Shipyard
+    raises the same error; the ones marked `shipyard` are Shipyard's own numbering (the reference
+    either has no such error or files it under another number; kept as clients already see them)."""
+
+    NONE = 0
+    INVALID_ID = 10
+    MISSING_REQUIRED_FIELDS = 11
+    VALIDATION_ERROR = 12
+    NO_CREDENTIALS = 20             # 401
+    BAD_CREDENTIALS = 21            # 401
+    INVALID_CREDENTIALS = 22        # 401
+    INVALID_TOKEN = 30              # 401
+    TOKEN_EXPIRED = 31              # 401, shipyard
+    INVALID_TASK_ID = 101
+    INVALID_TASK_STATUS = 110
+    FAILED_CHANGING_TASK_STATUS = 121
+    EVENTS_NOT_ADDED = 131
+    STALE_CLAIM = 150               # shipyard: a leased claim was superseded (server/services/leases.py)
+    INVALID_MODEL_ID = 201
+    INVALID_PROJECT_ID = 401
+    PROJECT_NAME_TAKEN = 403        # shipyard
+    PROJECT_HAS_TASKS = 406         # shipyard
+    INVALID_QUEUE_ID = 701
+    QUEUE_NAME_TAKEN = 702          # shipyard
+    QUEUE_NOT_EMPTY = 703           # shipyard
+    TASK_ALREADY_QUEUED = 704       # shipyard
+    TASK_NOT_QUEUED = 705           # shipyard
+    NO_DEFAULT_QUEUE = 707
+    WORKER_NOT_REGISTERED = 1004
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class OutcomeKind(_Word):
+    DONE = "done"                       # the task exited 0
+    USER_ERROR = "user_error"           # the task's own code failed
+    WORKSPACE = "workspace"             # the repository could not be checked out
+    REQUIREMENTS = "requirements"       # the requirements could not be installed
+    SETUP_SCRIPT = "setup_script"       # the container's setup script failed
+    IMAGE = "image"                     # the container image cannot run the task
+    INFRASTRUCTURE = "infrastructure"   # the machine, network or server failed
+    ABORTED = "aborted"                 # stopped, reset or deleted from outside
+    TIMED_OUT = "timed_out"             # ran past its maximum run time
+    AGENT_SHUTDOWN = "agent_shutdown"   # the agent was stopped
+    LEASE_LOST = "lease_lost"           # another agent owns the task now
+
+
+RETRYABLE: frozenset[OutcomeKind] = frozenset({
+    OutcomeKind.INFRASTRUCTURE, OutcomeKind.AGENT_SHUTDOWN, OutcomeKind.LEASE_LOST})
+
+
+class LeaseOutcome(_Word):
+    REQUEUED = "requeued"
+    FAILED = "failed"
+    COMPLETED = "completed"   # the process had already exited 0 (tasks.record_exit)
