@@ -130,7 +130,7 @@ def long_poll_wakeups(server, samples: int) -> list[float]:
         task = api.call("tasks.create", {"name": "w", "type": "training"})["id"]
         box: dict = {}
 
-        def wait() -> None:
+        def wait(box: dict = box) -> None:  # bound now: each sample's thread writes its own box
             waiter.call("queues.get_next_task", {"queue": queue, "wait_s": 10})
             box["t"] = time.perf_counter()
 

@@ -500,7 +500,7 @@ def _write_marker(path: Path, content: dict | None = None) -> None:
 
 def _remove_temporary_bytecode(venv: Path) -> None:
     """py_compile's `<name>.pyc.<n>` temporaries that a killed compiler left in __pycache__."""
-    for dirpath, dirnames, filenames in os.walk(venv):
+    for dirpath, _dirnames, filenames in os.walk(venv):
         if os.path.basename(dirpath) == "__pycache__":
             for name in filenames:
                 if not name.endswith(".pyc"):

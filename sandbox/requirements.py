@@ -30,9 +30,9 @@ from packaging.utils import canonicalize_name
 from shipyard.errors import RequirementsError
 
 try:
-    import tomllib
+    import tomllib  # type: ignore[import-not-found, unused-ignore]  # stdlib from 3.11; mypy checks as 3.10
 except ModuleNotFoundError:  # Python 3.10: pyproject.toml dependencies are not read
-    tomllib = None  # type: ignore[assignment]
+    tomllib = None  # type: ignore[assignment, unused-ignore]  # a module name rebound to None on 3.10
 
 
 class Kind(str, Enum):

@@ -81,9 +81,7 @@ def _common(spec: TriggerSpec, doc: Mapping[str, Any]) -> bool:
         return False
     if spec.name_match and not re.search(spec.name_match, str(doc.get("name") or ""), re.IGNORECASE):
         return False
-    if not set(spec.required_tags) <= tags or not set(spec.on_tags) <= tags:
-        return False
-    return True
+    return set(spec.required_tags) <= tags and set(spec.on_tags) <= tags
 
 
 def match(spec: TriggerSpec, doc: Mapping[str, Any], *, since: float) -> Event | None:

@@ -41,4 +41,9 @@ bash scripts/start-dockerd.sh || echo "no Docker engine here; tests that need on
 git config --global user.email >/dev/null 2>&1 || git config --global user.email "ci@shipyard.invalid"
 git config --global user.name >/dev/null 2>&1 || git config --global user.name "Shipyard CI"
 
+# --- Lint and types first: a new ruff or mypy finding fails the run before the slow tests. ---
+# Caches live outside the repository (mypy's cache_dir is set in pyproject.toml).
+ruff check --cache-dir "${XDG_CACHE_HOME:-$HOME/.cache}/shipyard/ruff" .
+python3 -m mypy
+
 python3 -m pytest -q -p no:cacheprovider "$@"

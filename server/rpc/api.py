@@ -68,7 +68,7 @@ def _convert_scalar(value: str) -> Any:
 
 
 def _merge_query(body: dict, query: Any) -> dict:
-    for key in query.keys():
+    for key in query:
         values = [_convert_scalar(v) for v in query.getlist(key)]
         target = body
         *parents, leaf = key.split(".")

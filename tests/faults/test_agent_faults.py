@@ -1,14 +1,13 @@
 """Agents killed at every phase, a server killed mid-run, network cuts around the lease."""
 from __future__ import annotations
 
-import os
 import signal
 import time
 
 import pytest
 
 from tests.agent_helpers import agent_env, create_task, start_daemon, task_log, wait_status
-from tests.faults.common import (faulty_agent, final_status, kill9, marker_params, no_orphans, run_recording_task,
+from tests.faults.common import (faulty_agent, kill9, marker_params, no_orphans, run_recording_task,
                                  runs, script, wait_for)
 from tests.faults.conftest import record
 from tests.faults.proxy import CuttableProxy

@@ -58,9 +58,7 @@ def test_state_survives_reopening(tmp_path):
 
 def test_one_runner_per_state_directory(tmp_path):
     with StateStore.open(tmp_path) as first, StateStore.open(tmp_path) as second:
-        with first.lock():
-            with pytest.raises(ConfigError, match="another scheduler"):
-                with second.lock():
-                    pass
+        with first.lock(), pytest.raises(ConfigError, match="another scheduler"), second.lock():
+            pass
         with second.lock():
             pass

@@ -77,21 +77,19 @@ def test_json_documents_round_trip(store):
 def test_driver_errors_are_sqlalchemy_errors_and_roll_back_the_whole_transaction(store):
     with store.tx() as conn:
         conn.execute(_INSERT, {"k": "a", "h": "x", "c": 1, "r": False})
-    with pytest.raises(IntegrityError):
-        with store.tx() as conn:
-            conn.execute(_INSERT, {"k": "b", "h": "x", "c": 1, "r": False})
-            conn.execute(_INSERT, {"k": "a", "h": "dup", "c": 1, "r": False})
+    with pytest.raises(IntegrityError), store.tx() as conn:
+        conn.execute(_INSERT, {"k": "b", "h": "x", "c": 1, "r": False})
+        conn.execute(_INSERT, {"k": "a", "h": "dup", "c": 1, "r": False})
     with store.tx() as conn:
         assert conn.execute(_GET, {"k": "b"}).first() is None  # nothing half-written
 
 
 def test_prepared_and_sqlalchemy_statements_share_one_transaction(store):
-    with pytest.raises(RuntimeError):
-        with store.tx() as conn:
-            conn.execute(_INSERT, {"k": "p", "h": "x", "c": 1, "r": False})
-            conn.execute(insert(CREDS).values(access_key="s", secret_hash="x", created=1))
-            assert {r.access_key for r in conn.execute(select(CREDS.c.access_key))} == {"p", "s"}
-            raise RuntimeError("abandon")
+    with pytest.raises(RuntimeError), store.tx() as conn:
+        conn.execute(_INSERT, {"k": "p", "h": "x", "c": 1, "r": False})
+        conn.execute(insert(CREDS).values(access_key="s", secret_hash="x", created=1))
+        assert {r.access_key for r in conn.execute(select(CREDS.c.access_key))} == {"p", "s"}
+        raise RuntimeError("abandon")
     with store.tx() as conn:
         assert conn.execute(select(CREDS.c.access_key)).all() == []
         conn.execute(insert(CREDS).values(access_key="s", secret_hash="x", created=1))
@@ -116,10 +114,8 @@ def test_threads_each_get_their_own_transaction(store):
 
 def test_nested_transaction_in_one_thread_is_refused_on_sqlite(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    with store.tx():
-        with pytest.raises(RuntimeError, match="nested"):
-            with store.tx():
-                pass
+    with store.tx(), pytest.raises(RuntimeError, match="nested"), store.tx():
+        pass
     store.close()
 
 
@@ -142,9 +138,8 @@ def test_a_locked_database_is_reported_as_sqlalchemy_operational_error(tmp_path)
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:
-        with pytest.raises(OperationalError, match="locked"):
-            with store.tx():
-                pass
+        with pytest.raises(OperationalError, match="locked"), store.tx():
+            pass
     finally:
         other.execute("ROLLBACK")
         other.close()

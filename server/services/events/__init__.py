@@ -13,4 +13,21 @@ Importing this module registers every events.* endpoint. The code lives in:
 from __future__ import annotations
 
 from server.services.events import ingest, metrics, read  # noqa: F401  (registers endpoints)
-from server.services.events.store import EVENT_TYPES, IMAGE, LOG, PLOT, SCALAR, SINGLE_VALUE_ITER, VECTOR, delete_task_events, json_safe, metric_hash
+from server.services.events.store import (
+    EVENT_TYPES,
+    IMAGE,
+    LOG,
+    PLOT,
+    SCALAR,
+    SINGLE_VALUE_ITER,
+    VECTOR,
+    delete_task_events,
+    json_safe,
+    metric_hash,
+)
+
+# The room's public names, re-exported for callers that import the package.
+__all__ = [
+    "EVENT_TYPES", "IMAGE", "LOG", "PLOT", "SCALAR", "SINGLE_VALUE_ITER", "VECTOR",
+    "delete_task_events", "json_safe", "metric_hash",
+]

@@ -173,7 +173,7 @@ def _latest_iterations(conn, task_id: str, etype: str, wanted: Any, iters: int,
     for seq, metric, variant, it in conn.execute(query):
         per_series[(metric, variant)][it].append(seq)
     seqs: list[int] = []
-    for series, by_iter in per_series.items():
+    for by_iter in per_series.values():
         for it in sorted(by_iter, reverse=True)[:iters]:
             seqs.extend(by_iter[it])
     return seqs
