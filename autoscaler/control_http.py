@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from shipyard.client.api import ApiClient
 from autoscaler.control import ControlPlane, Credential, WorkerView
 from autoscaler.model import QueueState
 from shipyard import clock
+from shipyard.client.api import ApiClient
 from shipyard.errors import ServerError
 
 _HELD_FIELDS = ["id", "status", "last_worker", "shipyard_attempts", "execution.queue"]

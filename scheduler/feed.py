@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from shipyard.client.api import ApiClient
 from scheduler.events import change_query
 from scheduler.specs import TriggerSpec
 from shipyard import clock
+from shipyard.client.api import ApiClient
 from shipyard.errors import ConfigError
 
 __all__ = ["changes", "latest_change", "resolve_project"]

@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
-from shipyard.client.api import ApiClient
 from shipyard import clock
+from shipyard.client.api import ApiClient
 from shipyard.errors import ConfigError, ServerError
 from shipyard.protocol import FINAL
 

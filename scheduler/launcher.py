@@ -26,11 +26,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shipyard.client.api import ApiClient
 from scheduler.events import substitute
 from scheduler.job import Job, queue_field
 from scheduler.specs import Action
 from scheduler.state import Fire, FireStatus, StateStore
+from shipyard.client.api import ApiClient
 from shipyard.errors import AuthError, ConfigError, ServerUnreachable, ShipyardError
 
 __all__ = ["FIRE_TAG_PREFIX", "Launcher", "Outcome", "fire_tag", "import_function"]

@@ -16,12 +16,12 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from shipyard.client.api import ApiClient
 from scheduler.launcher import Launcher, Outcome
 from scheduler.specs import Action, ScheduleSpec
 from scheduler.state import Fire, FireStatus, NewFire, ScheduleMark, StateStore
 from scheduler.timing import CatchUp, Plan, When, build_trigger, next_fire, plan
 from shipyard import clock
+from shipyard.client.api import ApiClient
 from shipyard.errors import ConfigError
 
 __all__ = ["TaskScheduler"]

@@ -18,13 +18,13 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from shipyard.client.api import ApiClient
 from scheduler import feed
 from scheduler.events import match
 from scheduler.launcher import Launcher, Outcome
 from scheduler.specs import Action, TriggerSpec
 from scheduler.state import Cursor, Fire, NewFire, StateStore
 from shipyard import clock
+from shipyard.client.api import ApiClient
 from shipyard.errors import ConfigError, ServerError
 
 __all__ = ["OVERLAP_S", "TriggerScheduler"]

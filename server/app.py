@@ -20,13 +20,13 @@ from typing import Iterator
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 
-from server.rpc.api import build_api_app
 from server.auth.keys import ANONYMOUS, KeyStore, TokenSigner, load_token_secret
+from server.auth.login_guard import LoginGuard
 from server.config import ServerConfig
 from server.files.store import build_files_app
-from server.rpc.guard import guarded_protocol
-from server.auth.login_guard import LoginGuard
 from server.metrics import with_metrics
+from server.rpc.api import build_api_app
+from server.rpc.guard import guarded_protocol
 from server.rpc.offload import HandlerPool
 from server.rpc.registry import CallContext
 from server.services import leases, load_all

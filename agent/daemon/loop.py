@@ -12,21 +12,21 @@ import threading
 import time
 from typing import Callable
 
-from agent.execution import lifecycle
-from agent.taskserver.port import TaskServer
-from shipyard.client.config import Settings
-from agent.execution.lifecycle import Outcome
 from agent.daemon.metrics import AgentMetrics
 from agent.daemon.poller import Claim, Queue, TaskSource, resolve_queues
 from agent.daemon.reporter import StatusReporter
-from agent.execution.runner import ExecutorFactory, TaskRun, safe_report
 from agent.daemon.slots import ServiceSlots, Slot, SlotPool
 from agent.daemon.stats import StatsSampler
+from agent.execution import lifecycle
+from agent.execution.lifecycle import Outcome
+from agent.execution.runner import ExecutorFactory, TaskRun, safe_report
 from agent.execution.taskkey import TaskKeys
+from agent.taskserver.port import TaskServer
 from sandbox.env_cache import EnvCache
 from sandbox.repo_cache import RepoCache
-from shipyard.errors import ServerError, ServerUnreachable
 from shipyard import faults
+from shipyard.client.config import Settings
+from shipyard.errors import ServerError, ServerUnreachable
 from shipyard.signals import Shutdown
 
 log = logging.getLogger("shipyard.agent.daemon")

@@ -5,8 +5,8 @@ import logging
 import threading
 import time
 
-from agent.taskserver.port import TaskServer
 from agent.daemon.stats import StatsSampler
+from agent.taskserver.port import TaskServer
 from shipyard.errors import ServerError, ServerUnreachable
 
 log = logging.getLogger("shipyard.agent.reporter")

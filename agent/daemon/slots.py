@@ -119,8 +119,8 @@ class SlotSetup:
 
 def slot_setup(api, names: list[str], *, gpus: str | None, cpu_only: bool, services: int | None,
                order_fairness: bool) -> SlotSetup:
-    from agent.gpus.inventory import inventory_from_env
     from agent.gpus.alloc import plan_gpus
+    from agent.gpus.inventory import inventory_from_env
 
     inventory = inventory_from_env()
     plan = plan_gpus(gpus, cpu_only=cpu_only, queues=names, devices=inventory.devices())

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-from shipyard.client.config import Settings
 from sandbox.env_cache import EnvCache, EnvResult
 from sandbox.git_workspace import Workspace, prepare_workspace
 from sandbox.pyenv import select_interpreter
 from sandbox.repo_cache import RepoCache
 from sandbox.requirements import RequirementSet, find_repo_requirements, from_script
+from shipyard.client.config import Settings
 
 Log = Callable[[str], None]
 

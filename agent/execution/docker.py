@@ -29,18 +29,31 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from agent.execution import taskenv
-from agent.execution.build import task_requirements, git_credentials
-from shipyard.client.config import DockerSettings, Settings
-from agent.execution.lifecycle import FAILED, Outcome
+from agent.execution.build import git_credentials, task_requirements
 from agent.execution.contract import ExitStatus, Prepared, RunContext, RunResult
+from agent.execution.lifecycle import FAILED, Outcome
 from sandbox import container_build, install_errors
-from sandbox.docker_runner import (LABEL_ATTEMPT, LABEL_TASK, LABEL_WORKER, ContainerEnvCache, ContainerRun,
-                                   ContainerSpec, DockerArgError, DockerEngine, DockerOptions, ImageError,
-                                   ImageRef, Mount, env_key, parse_args)
+from sandbox.docker_runner import (
+    LABEL_ATTEMPT,
+    LABEL_TASK,
+    LABEL_WORKER,
+    ContainerEnvCache,
+    ContainerRun,
+    ContainerSpec,
+    DockerArgError,
+    DockerEngine,
+    DockerOptions,
+    ImageError,
+    ImageRef,
+    Mount,
+    env_key,
+    parse_args,
+)
 from sandbox.git_workspace import Workspace, prepare_workspace
 from sandbox.pyenv import find_uv
 from sandbox.repo_cache import RepoCache
 from sandbox.requirements import RequirementSet
+from shipyard.client.config import DockerSettings, Settings
 from shipyard.errors import ConfigError
 
 TASK_DIR = "/shipyard/task"

@@ -5,9 +5,8 @@ status_reason starts with a machine-readable kind (`user_error:`, `infrastructur
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import logging
+from dataclasses import dataclass
 
 from agent.taskserver.port import TaskServer
 from shipyard.errors import ServerError

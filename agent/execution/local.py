@@ -10,8 +10,8 @@ from pathlib import Path
 
 from agent.execution import taskenv
 from agent.execution.build import BuiltTask, build_task
-from agent.execution.process import Child
 from agent.execution.contract import ExitStatus, Prepared, RunContext, RunResult
+from agent.execution.process import Child
 from agent.execution.task_user import resolve
 from sandbox.env_cache import EnvCache
 from sandbox.repo_cache import RepoCache

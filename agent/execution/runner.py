@@ -15,24 +15,24 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from agent.execution import lifecycle, taskenv
-from agent.taskserver.port import TaskServer
 from agent.execution.build import BuiltTask
-from shipyard.client.config import Settings
-from agent.execution.lifecycle import COMPLETED, FAILED, STOPPED, Outcome
 from agent.execution.contract import Executor, Launched, Prepared, RunContext, RunResult
-from agent.logs.shipper import LogShipper, OutputReader, ShipStats
-from shipyard.redact import Redactor
+from agent.execution.lifecycle import COMPLETED, FAILED, STOPPED, Outcome
 from agent.execution.taskkey import NO_KEY, TaskKey, TaskKeys
 from agent.execution.watch import TaskWatch
+from agent.logs.shipper import LogShipper, OutputReader, ShipStats
+from agent.taskserver.port import TaskServer
 from sandbox.env_cache import EnvCache
 from sandbox.repo_cache import RepoCache
 from shipyard import faults
+from shipyard.client.config import Settings
 from shipyard.errors import InfrastructureError, ServerError, ServerUnreachable, TaskError
+from shipyard.redact import Redactor
 
 log = logging.getLogger("shipyard.agent.runner")
 ExecutorFactory = Callable[[RunContext], Executor[Any]]

@@ -23,8 +23,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from shipyard.client.config import Settings
 from sandbox.linkfarm import give_tree
+from shipyard.client.config import Settings
 from shipyard.errors import ConfigError
 
 log = logging.getLogger("shipyard.agent.task_user")

@@ -8,8 +8,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from agent.taskserver.port import TaskServer
 from agent.execution.lifecycle import STALE_SUBCODE
+from agent.taskserver.port import TaskServer
 from shipyard.errors import ServerError, ServerUnreachable
 
 log = logging.getLogger("shipyard.agent.watch")

@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from agent.logs.reader import LineSplitter, OutputReader  # re-exported: the runner imports both from here
-from shipyard.redact import Redactor
 from agent.logs.spool import Event, Spool, record_bytes
 from shipyard.errors import AuthError, ServerError, ServerUnreachable
+from shipyard.redact import Redactor
 
 __all__ = ["LineSplitter", "LogShipper", "OutputReader", "ShipReport", "ShipStats"]
 

@@ -26,8 +26,8 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
 from server import errors, query
-from server.rpc import jsonutil, registry, schema
 from server.auth.keys import ANONYMOUS, API_VERSION, Identity
+from server.rpc import jsonutil, registry, schema
 from server.rpc.registry import CallContext, Request
 from server.state import ServerState
 from shipyard.protocol import Subcode

@@ -15,8 +15,8 @@ from server import errors
 
 if TYPE_CHECKING:
     from server.auth.keys import Identity
-    from server.storage.store import Store
     from server.notify import Notifier
+    from server.storage.store import Store
 
 Handler = Callable[["CallContext", "Request"], Any]
 _HANDLERS: dict[str, Handler] = {}

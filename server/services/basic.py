@@ -4,9 +4,9 @@ from __future__ import annotations
 from starlette.responses import Response
 
 from server import errors
-from server.rpc.api import envelope
 from server.auth.keys import API_VERSION, SERVER_VERSION, Identity, parse_basic
 from server.auth.login_guard import Throttled
+from server.rpc.api import envelope
 from server.rpc.registry import CallContext, Request, endpoint
 from shipyard import __version__
 from shipyard.protocol import Subcode

@@ -18,7 +18,7 @@ cache is dropped for it).
 from __future__ import annotations
 
 from server import errors
-from server.auth.keys import ADMIN, AGENT, ROLES, TASK, USER, may_revoke, may_mint
+from server.auth.keys import ADMIN, AGENT, ROLES, TASK, USER, may_mint, may_revoke
 from server.rpc.registry import CallContext, Request, endpoint
 from shipyard import clock
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from starlette.responses import Response
 
-from server.rpc import jsonutil, registry, schema
 from server.auth.keys import API_VERSION, SERVER_VERSION
+from server.rpc import jsonutil, registry, schema
 from server.rpc.registry import CallContext, Request, endpoint
 
 NAME = "openapi.json"

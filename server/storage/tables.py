@@ -7,7 +7,18 @@ strings; they go through `Store`.
 from __future__ import annotations
 
 from sqlalchemy import (
-    JSON, BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text, text,
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
 )
 
 metadata = MetaData()

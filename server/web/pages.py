@@ -20,9 +20,10 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from server.web import proxy as web_proxy, session as web_session
 from server.rpc.api import ApiApp
 from server.state import ServerState
+from server.web import proxy as web_proxy
+from server.web import session as web_session
 from shipyard import __version__
 
 ASSETS = Path(__file__).with_name("static")

@@ -18,9 +18,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from server import errors
-from server.rpc.api import ApiApp, envelope, handle
 from server.auth.keys import API_VERSION
 from server.files.store import SAFE_INLINE, confine, stored_file
+from server.rpc.api import ApiApp, envelope, handle
 from server.state import ServerState
 from server.web.session import same_origin, security_headers, session_identity
 

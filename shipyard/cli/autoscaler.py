@@ -12,9 +12,6 @@ from pathlib import Path
 
 import click
 
-from shipyard.client.api import ApiClient
-from shipyard.cli.state import CliState, state_of
-from shipyard.client.config import Settings
 from autoscaler.config import AutoscalerConfig, load_config
 from autoscaler.control_http import HttpControlPlane
 from autoscaler.loop import Autoscaler, Hosts
@@ -22,6 +19,9 @@ from autoscaler.providers import build_provider
 from autoscaler.state import StateFile
 from autoscaler.status import render
 from shipyard import clock
+from shipyard.cli.state import CliState, state_of
+from shipyard.client.api import ApiClient
+from shipyard.client.config import Settings
 from shipyard.errors import ConfigError, ServerError, ServerUnreachable
 from shipyard.signals import Shutdown
 

@@ -31,10 +31,10 @@ from typing import Callable
 import click
 import requests
 
-from shipyard.client.api import ApiClient
-from shipyard.cli.state import state_of
-from shipyard.client.config import Settings
 from sandbox.pyenv import find_uv, probe
+from shipyard.cli.state import state_of
+from shipyard.client.api import ApiClient
+from shipyard.client.config import Settings
 from shipyard.errors import ConfigError, ShipyardError
 
 OK, WARN, SKIP, FAIL = "ok", "warn", "skip", "fail"

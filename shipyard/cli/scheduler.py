@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from shipyard.client.api import ApiClient
 from shipyard.cli.state import CliState, pass_state
+from shipyard.client.api import ApiClient
 from shipyard.errors import ShipyardError
 from shipyard.logs import basic_config
 from shipyard.signals import Shutdown

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import click
 
-from shipyard.client.config import load_settings
-from server.auth.keys import AGENT
 from server.app import create_state, seed_credentials, serve
+from server.auth.keys import AGENT
 from shipyard.cli.server import banner, config_from_cli, server_options
+from shipyard.client.config import load_settings
 from shipyard.signals import Shutdown
 
 _AGENT_KEY_FILE = "local-agent.key"
@@ -70,8 +70,8 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 @click.pass_context
 def up_cmd(ctx, config_file, queues, no_agent, **overrides) -> None:
     """Start the embedded server and an agent on the default queue, ready to take work."""
-    from shipyard.client.api import ApiClient
     from agent.daemon.loop import Daemon
+    from shipyard.client.api import ApiClient
 
     config = config_from_cli(config_file, **overrides)
     state = create_state(config)

@@ -31,8 +31,8 @@ from pyhocon import ConfigFactory
 from pyhocon.exceptions import ConfigException
 from pyparsing import ParseBaseException
 
-from shipyard.redact import MASK, Redactor
 from shipyard.errors import ConfigError
+from shipyard.redact import MASK, Redactor
 
 __all__ = [
     "ApiSettings",

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 from shipyard.client.config import FIELDS, GitCredential, load_settings
-from shipyard.redact import MASK
 from shipyard.errors import ConfigError
+from shipyard.redact import MASK
 
 CLEARML_CONF = """
 api {

@@ -6,8 +6,16 @@ import time
 
 import pytest
 
-from tests.agent_helpers import (agent_env, create_task, git, make_repo, pids_with_marker, start_daemon,
-                                 task_log, wait_status)
+from tests.agent_helpers import (
+    agent_env,
+    create_task,
+    git,
+    make_repo,
+    pids_with_marker,
+    start_daemon,
+    task_log,
+    wait_status,
+)
 from tests.helpers import start_server
 
 QUEUE = "e2e"

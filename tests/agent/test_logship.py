@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.logs.shipper import LineSplitter, LogShipper, OutputReader
-from shipyard.redact import MASK, Redactor
 from shipyard.errors import ServerError, ServerUnreachable
+from shipyard.redact import MASK, Redactor
 
 KIB = 1024
 

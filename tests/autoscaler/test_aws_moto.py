@@ -16,13 +16,13 @@ import boto3
 import pytest
 import requests
 
-from shipyard.client.api import ApiClient
 from autoscaler.config import parse_config
 from autoscaler.control_http import HttpControlPlane
 from autoscaler.loop import Autoscaler, Hosts
 from autoscaler.model import Phase
 from autoscaler.providers import build_provider
 from autoscaler.state import StateFile
+from shipyard.client.api import ApiClient
 from tests.agent_helpers import create_task
 from tests.helpers import ACCESS_KEY, SECRET_KEY, Api, ApiFailure, free_port
 

@@ -74,8 +74,8 @@ def test_lifetime_is_bounded(api, ttl):
 
 def test_a_machine_key_is_an_agent_key_that_mints_only_task_keys(server, api):
     # Given the key the autoscaler mints for a machine it starts
-    from shipyard.client.api import ApiClient
     from autoscaler.control_http import HttpControlPlane
+    from shipyard.client.api import ApiClient
     from tests.helpers import ACCESS_KEY, SECRET_KEY
 
     plane = HttpControlPlane(ApiClient(server.api_url, ACCESS_KEY, SECRET_KEY, "autoscaler-test"))

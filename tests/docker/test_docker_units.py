@@ -6,11 +6,28 @@ from pathlib import Path
 
 import pytest
 
-from shipyard.client.config import DEFAULT_DOCKER_ALLOWED_ARGS, DockerSettings
-from agent.execution.docker import ContainerPlan, ContainerRequest, container_options, container_request, entry_script, gpu_env, python_candidates, reachable_url
-from sandbox.docker_runner import (ContainerSpec, DockerArgError, DockerOptions, ImageError, ImageRef, Mount,
-                                   env_key, parse_args)
+from agent.execution.docker import (
+    ContainerPlan,
+    ContainerRequest,
+    container_options,
+    container_request,
+    entry_script,
+    gpu_env,
+    python_candidates,
+    reachable_url,
+)
+from sandbox.docker_runner import (
+    ContainerSpec,
+    DockerArgError,
+    DockerOptions,
+    ImageError,
+    ImageRef,
+    Mount,
+    env_key,
+    parse_args,
+)
 from sandbox.requirements import parse_requirements
+from shipyard.client.config import DEFAULT_DOCKER_ALLOWED_ARGS, DockerSettings
 
 IMAGE = ImageRef(name="img:1", id="sha256:" + "a" * 64, path="/usr/bin:/bin")
 

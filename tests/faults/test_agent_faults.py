@@ -7,8 +7,16 @@ import time
 import pytest
 
 from tests.agent_helpers import agent_env, create_task, start_daemon, task_log, wait_status
-from tests.faults.common import (faulty_agent, kill9, marker_params, no_orphans, run_recording_task,
-                                 runs, script, wait_for)
+from tests.faults.common import (
+    faulty_agent,
+    kill9,
+    marker_params,
+    no_orphans,
+    run_recording_task,
+    runs,
+    script,
+    wait_for,
+)
 from tests.faults.conftest import record
 from tests.faults.proxy import CuttableProxy
 from tests.helpers import start_server

@@ -5,8 +5,17 @@ import threading
 
 import pytest
 
+from agent.gpus.alloc import (
+    Allocation,
+    Device,
+    GpuAllocator,
+    QueueSpec,
+    devices_of,
+    docker_gpu_args,
+    parse_gpus,
+    visible_devices_env,
+)
 from agent.gpus.inventory import FakeInventory
-from agent.gpus.alloc import Allocation, Device, GpuAllocator, QueueSpec, devices_of, docker_gpu_args, parse_gpus, visible_devices_env
 
 QUAD, DUAL, SINGLE, ANY, CPU = (QueueSpec("quad", 4, 4), QueueSpec("dual", 2, 2), QueueSpec("single", 1, 1),
                                 QueueSpec("any", 1, 4), QueueSpec("cpu", 0, 0))

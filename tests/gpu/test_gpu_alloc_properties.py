@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
-from agent.gpus.inventory import FakeInventory
 from agent.gpus.alloc import Allocation, GpuAllocator, QueuePicker, QueueSpec, devices_of
+from agent.gpus.inventory import FakeInventory
 
 
 @st.composite

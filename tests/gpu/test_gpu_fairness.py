@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.gpus.inventory import FakeInventory
 from agent.gpus.alloc import Allocation, GpuAllocator, QueuePicker, QueueSpec, devices_of
+from agent.gpus.inventory import FakeInventory
 
 SINGLE, DUAL, QUAD, CPU = (QueueSpec("single", 1, 1), QueueSpec("dual", 2, 2), QueueSpec("quad", 4, 4),
                            QueueSpec("cpu", 0, 0))

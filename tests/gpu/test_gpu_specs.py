@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.gpus.inventory import FakeInventory, Gpu
 from agent.gpus.alloc import GpuSpecError, QueueSpec, parse_gpus, parse_queue_spec, parse_queue_specs, plan_gpus
+from agent.gpus.inventory import FakeInventory, Gpu
 from shipyard.errors import ConfigError
 
 EIGHT = FakeInventory(8).devices()

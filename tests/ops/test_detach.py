@@ -120,8 +120,8 @@ def test_force_needs_stop(rig):
 
 
 def test_files_are_named_after_the_worker_id(tmp_path):
-    from shipyard.client.config import load_settings
     from agent.daemon.detach import DaemonFiles
+    from shipyard.client.config import load_settings
 
     settings = load_settings(env={"HOME": str(tmp_path), "CLEARML_WORKER_ID": "gpu box/1:0",
                                   "SHIPYARD_WORK_DIR": str(tmp_path / "w")})

@@ -9,8 +9,8 @@ import uuid
 import pytest
 import requests
 
-from agent.logs.shipper import ShipStats
 from agent.daemon.metrics import AgentMetrics, parse_address
+from agent.logs.shipper import ShipStats
 from tests.agent_helpers import agent_env, create_task, make_repo, start_daemon, wait_status
 from tests.helpers import free_port
 

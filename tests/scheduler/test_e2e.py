@@ -12,12 +12,12 @@ from datetime import datetime, timezone
 
 import pytest
 
-from shipyard.client.api import ApiClient
 from scheduler.launcher import FIRE_TAG_PREFIX
 from scheduler.state import FireStatus, StateStore
 from scheduler.task_scheduler import TaskScheduler
 from scheduler.trigger_scheduler import TriggerScheduler
 from shipyard import clock
+from shipyard.client.api import ApiClient
 from tests.agent_helpers import agent_env, create_task, start_daemon, task_log, wait_status
 from tests.helpers import ACCESS_KEY, SECRET_KEY, start_server
 

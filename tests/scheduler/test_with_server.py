@@ -8,13 +8,13 @@ import uuid
 
 import pytest
 
-from shipyard.client.api import ApiClient
 from scheduler import feed
 from scheduler.job import Job
 from scheduler.specs import Action, TriggerSpec
 from scheduler.state import FireStatus, StateStore
 from scheduler.trigger_scheduler import TriggerScheduler
 from shipyard import clock
+from shipyard.client.api import ApiClient
 from tests.helpers import ACCESS_KEY, SECRET_KEY, ApiFailure
 
 SCRIPT = {"repository": "", "entry_point": "t.py", "diff": "print('hi')\n"}

@@ -30,7 +30,8 @@ from typing import Any, Callable
 from urllib.parse import urlencode
 
 import requests
-from hypothesis import HealthCheck, Phase, given, seed, settings, strategies as st
+from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import strategies as st
 
 from tests.helpers import Api
 

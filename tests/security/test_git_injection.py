@@ -13,7 +13,7 @@ import secrets
 import pytest
 
 from sandbox.gitcmd import GitRunner
-from sandbox.repo_cache import Revision, RepoCache, _fetch
+from sandbox.repo_cache import RepoCache, Revision, _fetch
 from shipyard.errors import WorkspaceError
 from tests.agent_helpers import agent_env, create_task, make_repo, start_daemon, task_log, wait_status
 from tests.helpers import start_server

@@ -19,7 +19,17 @@ from sqlalchemy.exc import IntegrityError
 from server import errors
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
-from server.services.events.store import EVENT_TYPES, LOG, LOG_KEYS, SCALAR, VECTOR, chunks, json_safe, log_rows, metric_hash
+from server.services.events.store import (
+    EVENT_TYPES,
+    LOG,
+    LOG_KEYS,
+    SCALAR,
+    VECTOR,
+    chunks,
+    json_safe,
+    log_rows,
+    metric_hash,
+)
 from server.storage import tables as t
 from shipyard import clock
 from shipyard.protocol import Subcode

@@ -11,11 +11,17 @@ from sqlalchemy import select
 from server import errors
 from server.rpc import schema
 from server.rpc.registry import INT64_MAX, INT64_MIN, CallContext, Request, endpoint
-from server.services.events.read import batch_size, decode_scroll, encode_scroll, metric_clause, metric_filter, require_target
+from server.services.events.read import (
+    batch_size,
+    decode_scroll,
+    encode_scroll,
+    metric_clause,
+    metric_filter,
+    require_target,
+)
 from server.services.events.store import IMAGE, PLOT, SCALAR, SINGLE_VALUE_ITER, VECTOR, chunks
 from server.storage import tables as t
 from shipyard import clock
-
 
 # -- scalars -----------------------------------------------------------------------------------
 

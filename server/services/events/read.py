@@ -14,10 +14,18 @@ from starlette.responses import Response
 from server import errors
 from server.rpc import schema
 from server.rpc.registry import INT64_MAX, INT64_MIN, CallContext, Request, endpoint
-from server.services.events.store import EVENT_TYPES, IS_LOG, LOG, LOG_KEYS, delete_task_events, expand_chunk, log_rows, log_total
+from server.services.events.store import (
+    EVENT_TYPES,
+    IS_LOG,
+    LOG,
+    LOG_KEYS,
+    delete_task_events,
+    expand_chunk,
+    log_rows,
+    log_total,
+)
 from server.storage import tables as t
 from shipyard import clock
-
 
 MAX_THRESHOLD_S = 100 * 365 * 24 * 3600  # events.clear_task_log: older than a century is all of them
 

@@ -9,9 +9,9 @@ from sqlalchemy import delete as sql_delete
 from server import errors, query
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
-from server.services.tasks import doc as taskdoc
 from server.services.events import delete_task_events
 from server.services.projects import find_or_create_project, get_project
+from server.services.tasks import doc as taskdoc
 from server.storage import tables as t
 from server.storage.store import new_id
 from shipyard.protocol import SystemTag, TaskStatus

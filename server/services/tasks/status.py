@@ -1,13 +1,12 @@
 """Task lifecycle endpoints: status changes and their side effects (queue, times, reset)."""
 from __future__ import annotations
 
-
 from server import errors
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services import leases
 from server.services import queues as q
-from server.services.tasks import doc as taskdoc
 from server.services.events import delete_task_events
+from server.services.tasks import doc as taskdoc
 from server.storage import tables as t
 from shipyard import clock
 from shipyard.protocol import STOP_REQUEST, Subcode, SystemTag, TaskStatus, can_transition
