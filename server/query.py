@@ -44,7 +44,8 @@ def _project_path(out: dict, doc: dict, path: str) -> None:
     way are kept even when the leaf is missing (`runtime.version` of a task whose runtime has no
     version gives `runtime: {}`, which the SDK's Dataset code relies on)."""
     *parents, leaf = path.split(".")
-    node, target = doc, out
+    node: Any = doc
+    target = out
     for part in parents:
         node = node.get(part)
         if not isinstance(node, dict):

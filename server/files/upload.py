@@ -18,12 +18,13 @@ name (plain form fields) are read and dropped.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import TYPE_CHECKING, BinaryIO, Callable
 
 import anyio.to_thread
 from python_multipart.exceptions import MultipartParseError
@@ -32,6 +33,9 @@ from starlette.requests import ClientDisconnect, Request
 
 from server import errors
 from server.state import ServerState
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 MIB = 1 << 20
 MAX_PARTS = 1000
@@ -124,7 +128,7 @@ class _Receiver:
         self._header_value = bytearray()
         self._disposition = b""
         self._since_disk_check = 0
-        callbacks = {"on_part_begin": self._part_begin, "on_header_field": self._header_field,
+        callbacks: MultipartCallbacks = {"on_part_begin": self._part_begin, "on_header_field": self._header_field,
                      "on_header_value": self._header_value_cb, "on_header_end": self._header_end,
                      "on_headers_finished": self._headers_finished, "on_part_data": self._part_data,
                      "on_part_end": self._part_end, "on_end": self._end}
@@ -152,8 +156,10 @@ class _Receiver:
             raise errors.validation("no file parts in the upload (each part needs a file name)")
         for part in files:
             self._close(part)
+            tmp, target = part.tmp, part.target
+            assert tmp is not None and target is not None  # a file part got both in _part_begin
             try:
-                os.replace(part.tmp, part.target)
+                os.replace(tmp, target)
             except OSError as exc:
                 raise self._os_error(exc, part) from None
             part.tmp = None
@@ -167,10 +173,8 @@ class _Receiver:
                 part.tmp.unlink(missing_ok=True)
                 part.tmp = None
         for folder in reversed(self.created_dirs):
-            try:
+            with contextlib.suppress(OSError):
                 folder.rmdir()
-            except OSError:
-                pass
 
     # -- parser callbacks -----------------------------------------------------------------------
     def _part_begin(self) -> None:
@@ -203,7 +207,7 @@ class _Receiver:
         part = _Part(name, None)
         if b"filename" in options:
             part.target = self.resolve(name)
-            self._open(part)
+            self._open(part, part.target)
         self.parts.append(part)
         self.current = part
 
@@ -226,8 +230,7 @@ class _Receiver:
         self.ended = True
 
     # -- files ------------------------------------------------------------------------------------
-    def _open(self, part: _Part) -> None:
-        target = part.target
+    def _open(self, part: _Part, target: Path) -> None:
         if target.is_dir():
             raise errors.APIError(409, 0, f"a directory exists at {part.name!r}; a file cannot replace it")
         try:

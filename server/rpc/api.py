@@ -248,6 +248,7 @@ async def _run_sync(state: ServerState, handler: Any, ctx: CallContext, call: Ap
                 gate.release()
             placement.took(ctx.endpoint, time.thread_time() - cpu)
     owner = ctx.identity.user or call.client_ip
+    assert state.handlers is not None  # the caller runs sync handlers here only when the pool exists
     return await state.handlers.run(_invoke, handler, ctx, call, raw, state.query_budget_s, owner=owner)
 
 

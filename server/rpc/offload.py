@@ -24,6 +24,7 @@ A call whose caller was cancelled (shutdown, client gone) before a worker picked
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -49,10 +50,8 @@ LIGHT_ENDPOINTS = frozenset({
 
 def _reply(loop: asyncio.AbstractEventLoop, future: asyncio.Future, ok: bool, value: Any) -> None:
     """Settle `future` on its loop, from a worker thread."""
-    try:
+    with contextlib.suppress(RuntimeError):  # a closed loop: the server is gone, nobody awaits this answer
         loop.call_soon_threadsafe(_settle, future, ok, value)
-    except RuntimeError:
-        pass  # the loop is closed: the server is gone, nobody awaits this answer
 
 
 def _settle(future: asyncio.Future, ok: bool, value: Any) -> None:

@@ -101,9 +101,7 @@ class Request:
     def integer(self, key: str, default: int | None = None, *, required: bool = False) -> Any:
         """A 64-bit integer; numeric strings and whole floats are accepted (query strings, JS clients)."""
         value = self.body.get(key)
-        if isinstance(value, str) and INT_TEXT_RE.match(value):
-            value = int(value)
-        elif isinstance(value, float) and value.is_integer():
+        if isinstance(value, str) and INT_TEXT_RE.match(value) or isinstance(value, float) and value.is_integer():
             value = int(value)
         else:
             value = self._typed(key, (int,), "an integer", default, required)

@@ -21,6 +21,7 @@ match their spec (null included), because readers iterate them.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Iterable
 
 from server import errors
@@ -114,7 +115,7 @@ class AnyOf(Spec):
         problems = [o.problem(value, path) for o in self.options]
         if all(problems):
             # a value of a matching kind reports its own inner problem; otherwise the whole choice
-            inner = [p for p, o in zip(problems, self.options) if _same_kind(o, value)]
+            inner = [p for p, o in zip(problems, self.options, strict=True) if _same_kind(o, value)]
             return inner[0] if inner else self._wrong(value, path)
         return None
 
@@ -149,7 +150,7 @@ class Obj(Spec):
 
     label = "an object"
 
-    def __init__(self, fields: dict[str, Spec] | None = None, *, required: Iterable[str] = (),
+    def __init__(self, fields: Mapping[str, Spec] | None = None, *, required: Iterable[str] = (),
                  extra: Spec = ANY):
         self.fields = dict(fields or {})
         self.required = tuple(required)
@@ -303,7 +304,7 @@ HISTOGRAM = {"task": STR, "metrics": METRICS_FILTER, "key": Enum("iter", "timest
 MOVE = Obj({"queue": STR, "task": STR, "count": INT}, required=("queue", "task"))
 
 
-def _req(fields: dict[str, Spec], *required: str) -> Obj:
+def _req(fields: Mapping[str, Spec], *required: str) -> Obj:
     return Obj(fields, required=required)
 
 
@@ -311,7 +312,7 @@ def _task_write(**extra: Spec) -> dict[str, Spec]:
     return {**TASK.fields, **extra}
 
 
-REQUESTS: dict[str, Obj] = {
+REQUESTS: dict[str, Spec] = {
     "auth.login": _req({"expiration_sec": INT}),
     "auth.create_credentials": _req({"label": STR, "expires_in_s": NUM}),
     "auth.extend_credentials": _req({"access_key": STR, "expires_in_s": NUM}, "access_key"),
@@ -437,3 +438,11 @@ REQUESTS: dict[str, Obj] = {
 }
 for _name in ("tasks.get_all", "models.get_all", "projects.get_all", "queues.get_all"):
     REQUESTS[_name.replace("get_all", "get_all_ex")] = REQUESTS[_name]
+
+
+def request_field(endpoint: str, name: str) -> Spec:
+    """The spec of one top-level field of `endpoint`'s request body (the endpoint's body is an object)."""
+    spec = REQUESTS[endpoint]
+    if not isinstance(spec, Obj):
+        raise KeyError(f"{endpoint}'s request is not an object")
+    return spec.fields[name]

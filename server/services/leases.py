@@ -91,7 +91,7 @@ def reap_expired(ctx: CallContext) -> list[tuple[str, LeaseOutcome]]:
         for (task_id,) in conn.execute(_EXPIRED, {"now": clock.now()}).all():
             doc = ctx.store.get(conn, t.tasks, task_id)
             lease = (doc or {}).get("_lease")
-            if not lease:
+            if doc is None or not lease:
                 continue
             if (doc.get("_exit") or {}).get("attempt") == doc.get("_attempt"):
                 done.append((task_id, finish_from_exit(ctx, conn, doc, lease["worker"])))

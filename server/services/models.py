@@ -274,7 +274,7 @@ def delete(ctx: CallContext, req: Request) -> dict:
 @endpoint("models.add_or_update_metadata")
 def add_or_update_metadata(ctx: CallContext, req: Request) -> dict:
     items = req.array("metadata", required=True)
-    schema.check(schema.REQUESTS["models.add_or_update_metadata"].fields["metadata"], items, "metadata")
+    schema.check(schema.request_field("models.add_or_update_metadata", "metadata"), items, "metadata")
     items = _metadata(items)
     with ctx.store.tx() as conn:
         doc = load(ctx, conn, req.id("model", "model"))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, update
 
@@ -86,7 +87,7 @@ def create_queue(ctx: CallContext, conn, name: str, *, tags=None, system_tags=No
     if find_queue_by_name(conn, name):
         raise errors.APIError(400, Subcode.QUEUE_NAME_TAKEN, f"Queue with the same name already exists: name={name}")
     now = clock.iso()
-    doc = {"id": new_id(), "name": name, "display_name": display_name or name,
+    doc: dict[str, Any] = {"id": new_id(), "name": name, "display_name": display_name or name,
            "user": ctx.identity.user, "company": ctx.identity.company, "created": now,
            "last_update": now, "tags": tags or [], "system_tags": system_tags or [], "metadata": {}}
     ctx.store.insert(conn, t.queues, doc)

@@ -82,7 +82,7 @@ def live_workers(ctx: CallContext, conn, last_seen: int | None = None) -> list[d
     now = clock.now()
     out = []
     for doc in ctx.store.get_many(conn, t.workers):
-        age = now - clock.parse_iso(doc.get("last_activity_time") or doc.get("register_time"))
+        age = now - clock.parse_iso(doc.get("last_activity_time") or doc["register_time"])
         limit = last_seen if last_seen else doc.get("timeout") or DEFAULT_TIMEOUT_S
         if age <= limit:
             worker = {k: v for k, v in doc.items() if v is not None}

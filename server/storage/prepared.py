@@ -47,7 +47,8 @@ class _Compiled:
     """One statement compiled for one dialect."""
 
     def __init__(self, stmt: ClauseElement, dialect: Dialect):
-        compiled = stmt.compile(dialect=dialect)
+        # SQLCompiler's own attributes (some private): the compiled form SQLAlchemy itself runs
+        compiled: Any = stmt.compile(dialect=dialect)
         if compiled.literal_execute_params or compiled.post_compile_params:
             raise ValueError("Prepared statements take plain bound parameters only (no expanding IN)")
         self.sql = compiled.string
@@ -60,7 +61,7 @@ class _Compiled:
         self.dialect = dialect
         self.columns = compiled._result_columns
         self.returns_rows = bool(self.columns)
-        self.row_type = namedtuple("Row", [c.keyname for c in self.columns], rename=True) if self.columns else None
+        self.row_type: Any = namedtuple("Row", [c.keyname for c in self.columns], rename=True) if self.columns else None
         self.converters: list[Callable | None] | None = None  # from the first result's column types
         self.convert = False
 
@@ -71,20 +72,21 @@ class _Compiled:
             values.append(processor(value) if processor is not None and value is not None else value)
         if self.positional:
             return values
-        return {name: value for (name, _, _), value in zip(self.binds, values)}
+        return {name: value for (name, _, _), value in zip(self.binds, values, strict=True)}
 
     def rows(self, raw_rows: list[tuple], description: Sequence) -> list:
+        assert self.row_type is not None  # rows() is called only for statements that return rows
         make = self.row_type._make
         converters = self.converters
         if converters is None:
             # Some drivers' conversions depend on the column's database type (PostgreSQL numerics).
             # `convert` is set before `converters`: another thread that sees them set sees both.
-            converters = [c.type._cached_result_processor(self.dialect, d[1]) for c, d in zip(self.columns, description)]
+            converters = [c.type._cached_result_processor(self.dialect, d[1]) for c, d in zip(self.columns, description, strict=False)]
             self.convert = any(converters)
             self.converters = converters
         if not self.convert:
             return [make(r) for r in raw_rows]
-        return [make([c(v) if c is not None else v for c, v in zip(converters, r)]) for r in raw_rows]
+        return [make([c(v) if c is not None else v for c, v in zip(converters, r, strict=False)]) for r in raw_rows]
 
 
 class Prepared:

@@ -84,7 +84,7 @@ def _make_engine(url: str, synchronous: str) -> Engine:
         # `Tx` has already begun on the raw connection when SQLAlchemy autobegins inside it.
         @event.listens_for(engine, "begin")
         def _begin_immediate(conn: Connection) -> None:
-            if not conn.connection.dbapi_connection.in_transaction:
+            if not _driver_connection(conn).in_transaction:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         _disable_pysqlite_autobegin(engine)
@@ -108,7 +108,7 @@ class Tx:
 
     def __init__(self, sa: Connection):
         self.sa = sa
-        self.raw = sa.connection.dbapi_connection
+        self.raw = _driver_connection(sa)
         self.dialect = sa.dialect
 
     def execute(self, statement: Any, params: Any = None) -> Any:
@@ -130,6 +130,12 @@ class Tx:
             self.sa.rollback()
         else:
             _driver_call(self.dialect, "ROLLBACK", self.raw.rollback)
+
+
+def _driver_connection(sa: Connection) -> Any:
+    """The driver's own connection under an open SQLAlchemy connection (typed Optional by
+    SQLAlchemy because a closed or invalidated one has none; ours are open while in use)."""
+    return sa.connection.dbapi_connection
 
 
 def _driver_call(dialect: Any, what: str, fn: Any, *args: Any) -> Any:
@@ -193,9 +199,9 @@ class Store:
             gate.acquire()
             try:
                 sa = self._thread_connection()
-                if sa.connection.dbapi_connection.in_transaction or sa.in_transaction():
+                if _driver_connection(sa).in_transaction or sa.in_transaction():
                     raise RuntimeError("Store.tx() nested in another transaction of the same thread")
-                _driver_call(sa.dialect, "BEGIN IMMEDIATE", sa.connection.dbapi_connection.execute,
+                _driver_call(sa.dialect, "BEGIN IMMEDIATE", _driver_connection(sa).execute,
                              "BEGIN IMMEDIATE")
             except BaseException:
                 gate.release()

@@ -66,7 +66,7 @@ def safe_next(value: str | None) -> str:
     return "/"
 
 
-def _login_page(error: str = "", access_key: str = "", status_code: int = 200, next_url: str = "/") -> HTMLResponse:
+def _login_page(error: str = "", access_key: str = "", status_code: int = 200, next_url: str = "/") -> Response:
     message = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
     body = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Sign in · Shipyard</title>

@@ -320,12 +320,12 @@ def _add(ctx: CallContext, events: list) -> dict:
     return {"added": added, "errors": sum(info.values()), "errors_info": info}
 
 
-def _fence_and_dedup(ctx: CallContext, events: list) -> tuple[list, dict[str, int]]:
+def _fence_and_dedup(ctx: CallContext, events: list) -> tuple[list, dict[tuple[str, int], int]]:
     """Events that carry an `attempt` come from Shipyard's agent, which delivers each task's log
     lines in order with strictly increasing timestamps. So: refuse them from a superseded claim,
     and drop log events at or below the task's high-water mark - re-sends of a batch whose
     answer was lost. That makes at-least-once delivery exactly-once."""
-    fenced = {(e.get("task"), e.get("attempt")) for e in events
+    fenced: set[tuple[Any, Any]] = {(e.get("task"), e.get("attempt")) for e in events
               if type(e) is dict and e.get("attempt") is not None and type(e.get("task")) is str}
     if any(type(attempt) is not int for _, attempt in fenced):
         raise errors.validation("event 'attempt' must be an integer")
@@ -340,9 +340,10 @@ def _fence_and_dedup(ctx: CallContext, events: list) -> tuple[list, dict[str, in
                 leases.check_fence(doc, attempt)
                 mark = doc.get("_log_hwm") or {}
                 marks[(task_id, attempt)] = int(mark.get("ts") or 0) if mark.get("attempt") == attempt else 0
-    kept, newest = [], {}
+    kept: list = []
+    newest: dict[tuple[str, int], int] = {}
     for event in events:
-        key = (event.get("task"), event.get("attempt")) if type(event) is dict else None
+        key: Any = (event.get("task"), event.get("attempt")) if type(event) is dict else None
         if key is not None and type(key[0]) is str and key in marks and event.get("type") == "log" and isinstance(event.get("timestamp"), int):
             if event["timestamp"] <= marks[key]:
                 continue

@@ -38,7 +38,7 @@ def _downsample(xs: list, ys: list, samples: int) -> tuple[list, list]:
     bucket = None
     acc = 0.0
     n = 0
-    for x, y in zip(xs, ys):
+    for x, y in zip(xs, ys, strict=False):
         b = min(int((x - lo) / width), samples - 1)
         if b != bucket:
             if bucket is not None:
@@ -211,7 +211,7 @@ def get_task_plots(ctx: CallContext, req: Request) -> dict:
 def debug_images(ctx: CallContext, req: Request) -> dict:
     """Latest `iters` iterations of each requested task/metric; scrolling walks to earlier ones."""
     specs = req.array("metrics", required=True)
-    schema.check(schema.REQUESTS["events.debug_images"].fields["metrics"], specs, "metrics")
+    schema.check(schema.request_field("events.debug_images", "metrics"), specs, "metrics")
     iters = req.integer("iters", 1)
     if iters < 1:
         raise errors.validation("field 'iters' must be >= 1")

@@ -101,7 +101,7 @@ def decode_scroll(scroll_id: Any, kind: str, **fields: type) -> dict | None:
         raise errors.validation(f"scroll_id {scroll_id!r} does not belong to this endpoint")
     for name, kind_type in fields.items():
         value = state.get(name)
-        if type(value) is not kind_type or kind_type is int and not INT64_MIN <= value <= INT64_MAX:
+        if type(value) is not kind_type or isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
             raise errors.validation(f"invalid scroll_id {scroll_id!r}")
     return state
 

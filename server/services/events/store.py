@@ -71,7 +71,7 @@ def log_rows(task: str, lines: list[tuple]) -> list[dict]:
     rows = []
     for start in range(0, len(lines), LOG_CHUNK):
         piece = lines[start:start + LOG_CHUNK]
-        stamps, levels, workers, msgs, extras = (list(col) for col in zip(*piece))
+        stamps, levels, workers, msgs, extras = (list(col) for col in zip(*piece, strict=True))
         doc: dict[str, Any] = {"timestamp": stamps, "level": levels, "worker": workers, "msg": msgs}
         if any(extras):
             doc["extra"] = {str(i): extra for i, extra in enumerate(extras) if extra}
@@ -84,7 +84,7 @@ def log_rows(task: str, lines: list[tuple]) -> list[dict]:
 def expand_chunk(task: str, doc: dict) -> list[dict]:
     """The log events of one stored chunk, in its (timestamp) order."""
     events = [{"timestamp": ts, "type": LOG, "task": task, "level": level, "worker": worker, "msg": msg}
-              for ts, level, worker, msg in zip(doc["timestamp"], doc["level"], doc["worker"], doc["msg"])]
+              for ts, level, worker, msg in zip(doc["timestamp"], doc["level"], doc["worker"], doc["msg"], strict=False)]
     for index, extra in (doc.get("extra") or {}).items():
         events[int(index)].update(extra)
     return events

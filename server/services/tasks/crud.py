@@ -208,7 +208,7 @@ def set_requirements(ctx: CallContext, req: Request) -> dict:
 def _items(ctx: CallContext, req: Request, key: str) -> list[dict]:
     """The request's list under `key`, checked against the endpoint's spec in server/schema.py."""
     items = req.array(key, required=True)
-    schema.check(schema.REQUESTS[ctx.endpoint].fields[key], items, key)
+    schema.check(schema.request_field(ctx.endpoint, key), items, key)
     return items
 
 

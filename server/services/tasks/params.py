@@ -44,7 +44,7 @@ def get_hyper_params(ctx: CallContext, req: Request) -> dict:
 def _param_items(ctx: CallContext, req: Request, key: str) -> list[dict]:
     """The request's list of items under `key`, checked against its spec in server/schema.py."""
     items = req.array(key, required=True)
-    schema.check(schema.REQUESTS[ctx.endpoint].fields[key], items, key)
+    schema.check(schema.request_field(ctx.endpoint, key), items, key)
     return items
 
 

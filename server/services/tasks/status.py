@@ -144,7 +144,7 @@ def _has_live_worker(ctx: CallContext, doc: dict) -> bool:
     report = doc.get("last_worker_report") or doc.get("last_update")
     timeout = ctx.settings.worker_timeout_s if ctx.settings else 600.0
     try:
-        return clock.now() - clock.parse_iso(report) < timeout
+        return clock.now() - clock.parse_iso(report) < timeout  # type: ignore[arg-type]  # None: TypeError below
     except (TypeError, ValueError):
         return False
 
@@ -191,10 +191,10 @@ def reset(ctx: CallContext, req: Request) -> dict:
         deleted_events = delete_task_events(conn, task_id)
         for key in _RESET_CLEARED:
             doc.pop(key, None)
-        old_execution = doc.get("execution") if isinstance(doc.get("execution"), dict) else {}
+        old_execution: dict = doc["execution"] if isinstance(doc.get("execution"), dict) else {}
         execution = {k: v for k, v in old_execution.items() if k != "queue"}
         execution["artifacts"] = [a for a in taskdoc.artifacts(old_execution) if a.get("mode") == "input"]
-        models = {**(doc.get("models") if isinstance(doc.get("models"), dict) else {}), "output": []}
+        models = {**(doc["models"] if isinstance(doc.get("models"), dict) else {}), "output": []}
         extra = {"last_metrics": {}, "last_iteration": 0, "runtime": {}, "models": models,
                  "execution": execution, "active_duration": 0}
         if req.flag("clear_all"):
