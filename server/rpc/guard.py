@@ -32,7 +32,7 @@ _REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; 
                     b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TIMEOUT_TEXT), _TIMEOUT_TEXT))
 
 
-def guarded_protocol(header_timeout_s: float, body_timeout_s: float) -> Any:
+def guarded_protocol(header_timeout_s: float, body_timeout_s: float) -> Any:  # noqa: C901  mccabe counts the nested class's small methods as one function
     """The protocol class for `uvicorn.Config(http=...)`, or "auto" where httptools is missing
     (then only uvicorn's own limits apply, and a warning says so)."""
     try:

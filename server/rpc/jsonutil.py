@@ -62,22 +62,32 @@ def _without_surrogates(value: Any) -> Any:
     while stack:
         node = stack.pop()
         if type(node) is list:
-            for index, item in enumerate(node):
-                if type(item) is str:
-                    node[index] = _fix(item)
-                elif type(item) is list or type(item) is dict:
-                    stack.append(item)
+            _fix_list(node, stack)
         elif type(node) is dict:
-            for key, item in list(node.items()):
-                if type(item) is str:
-                    item = _fix(item)
-                elif type(item) is list or type(item) is dict:
-                    stack.append(item)
-                if _SURROGATE.search(key):
-                    del node[key]
-                    key = _fix(key)
-                node[key] = item
+            _fix_dict(node, stack)
     return value
+
+
+def _fix_list(node: list, stack: list) -> None:
+    """Fix the strings of one list in place; its containers go on `stack`."""
+    for index, item in enumerate(node):
+        if type(item) is str:
+            node[index] = _fix(item)
+        elif type(item) is list or type(item) is dict:
+            stack.append(item)
+
+
+def _fix_dict(node: dict, stack: list) -> None:
+    """Fix the string values and keys of one dict in place; its containers go on `stack`."""
+    for key, item in list(node.items()):
+        if type(item) is str:
+            item = _fix(item)
+        elif type(item) is list or type(item) is dict:
+            stack.append(item)
+        if _SURROGATE.search(key):
+            del node[key]
+            key = _fix(key)
+        node[key] = item
 
 
 def loads(data: bytes | str) -> Any:

@@ -170,6 +170,27 @@ def _keyed_event(batch: _Batch, ev: dict, etype: str, task: str, worker: str) ->
     for junk in _JUNK_KEYS:
         ev.pop(junk, None)
     reported = ev.get("value")
+    ev = _stored_form(batch, ev, task, worker)
+    metric, variant = ev["metric"], ev["variant"]
+    if type(metric) is not str or type(variant) is not str:
+        return batch.error("event 'metric' and 'variant' must be strings")
+    it = ev.get("iter")
+    if it is None:
+        it = ev["iter"] = 0
+    problem, value = _keyed_value(etype, reported, ev)
+    if problem:
+        return batch.error(problem)
+    key = ev.get("key")
+    ident = "-".join((task, etype, str(it), metric, variant, "" if key is None else str(key)))
+    event_key = _md5(ident.encode("utf-8", "surrogatepass")).hexdigest()
+    batch.keyed.pop(event_key, None)
+    batch.keyed[event_key] = {"task": task, "type": etype, "iter": it, "metric": metric, "variant": variant,
+                              "timestamp": ev["timestamp"], "timestamp_max": ev["timestamp"], "n_events": 1,
+                              "value": value, "event_key": event_key, "doc": ev}
+
+
+def _stored_form(batch: _Batch, ev: dict, task: str, worker: str) -> dict:
+    """The event as stored: JSON-safe, with its worker, and empty metric/variant for none."""
     ev = json_safe(ev)
     if ev.pop("model_event", None):
         ev["model_event"] = True
@@ -179,29 +200,20 @@ def _keyed_event(batch: _Batch, ev: dict, etype: str, task: str, worker: str) ->
     for field in ("metric", "variant"):
         if ev.get(field) is None:
             ev[field] = ""
-    metric, variant = ev["metric"], ev["variant"]
-    if type(metric) is not str or type(variant) is not str:
-        return batch.error("event 'metric' and 'variant' must be strings")
-    it = ev.get("iter")
-    if it is None:
-        it = ev["iter"] = 0
-    value = None
+    return ev
+
+
+def _keyed_value(etype: str, reported: Any, ev: dict) -> tuple[str | None, float | None]:
+    """(problem, the row's `value` column): a scalar's number (None for NaN/inf), else None."""
     if etype == SCALAR:
         if type(reported) is float:
-            value = ev["value"]  # None for NaN/inf
-        elif type(reported) is int:
-            value = float(reported)
-        else:
-            return batch.error("scalar event 'value' must be a number")
-    elif etype == VECTOR and not isinstance(ev.get("values"), list):
-        return batch.error("vector event 'values' must be a list of numbers")
-    key = ev.get("key")
-    ident = "-".join((task, etype, str(it), metric, variant, "" if key is None else str(key)))
-    event_key = _md5(ident.encode("utf-8", "surrogatepass")).hexdigest()
-    batch.keyed.pop(event_key, None)
-    batch.keyed[event_key] = {"task": task, "type": etype, "iter": it, "metric": metric, "variant": variant,
-                              "timestamp": ev["timestamp"], "timestamp_max": ev["timestamp"], "n_events": 1,
-                              "value": value, "event_key": event_key, "doc": ev}
+            return None, ev["value"]  # None for NaN/inf
+        if type(reported) is int:
+            return None, float(reported)
+        return "scalar event 'value' must be a number", None
+    if etype == VECTOR and not isinstance(ev.get("values"), list):
+        return "vector event 'values' must be a list of numbers", None
+    return None, None
 
 
 def _update_metrics(doc: dict, rows: Iterable[dict]) -> None:
@@ -222,31 +234,35 @@ def _update_metrics(doc: dict, rows: Iterable[dict]) -> None:
     for (metric, variant), points in series.items():
         mkey, vkey = metric_hash(metric), metric_hash(variant)
         variants = dict(last_metrics.get(mkey) or {})
-        entry = dict(variants.get(vkey) or {})
-        count = entry.get("count") or 0
-        total = (entry.get("mean_value") or 0.0) * count
-        if not entry:
-            entry = {"metric": metric, "variant": variant,
-                     "first_value": points[0]["value"], "first_value_iteration": points[0]["iter"]}
-        for row in points:
-            value = row["value"]
-            entry["value"] = value
-            if value is None:  # NaN/inf (stored as null): the latest value, but no part of the statistics
-                continue
-            count += 1
-            total += value
-            if entry.get("min_value") is None or value < entry["min_value"]:
-                entry["min_value"], entry["min_value_iteration"] = value, row["iter"]
-            if entry.get("max_value") is None or value > entry["max_value"]:
-                entry["max_value"], entry["max_value_iteration"] = value, row["iter"]
-        label = points[-1]["doc"].get("x_axis_label")
-        if label:
-            entry["x_axis_label"] = label
-        entry["count"] = count
-        entry["mean_value"] = total / count if count else None
-        variants[vkey] = entry
+        variants[vkey] = _fold_points(dict(variants.get(vkey) or {}), metric, variant, points)
         last_metrics[mkey] = variants
     doc["last_metrics"] = last_metrics
+
+
+def _fold_points(entry: dict, metric: str, variant: str, points: list[dict]) -> dict:
+    """One series' last_metrics entry with this batch's points folded in (count, mean, min, max)."""
+    count = entry.get("count") or 0
+    total = (entry.get("mean_value") or 0.0) * count
+    if not entry:
+        entry = {"metric": metric, "variant": variant,
+                 "first_value": points[0]["value"], "first_value_iteration": points[0]["iter"]}
+    for row in points:
+        value = row["value"]
+        entry["value"] = value
+        if value is None:  # NaN/inf (stored as null): the latest value, but no part of the statistics
+            continue
+        count += 1
+        total += value
+        if entry.get("min_value") is None or value < entry["min_value"]:
+            entry["min_value"], entry["min_value_iteration"] = value, row["iter"]
+        if entry.get("max_value") is None or value > entry["max_value"]:
+            entry["max_value"], entry["max_value_iteration"] = value, row["iter"]
+    label = points[-1]["doc"].get("x_axis_label")
+    if label:
+        entry["x_axis_label"] = label
+    entry["count"] = count
+    entry["mean_value"] = total / count if count else None
+    return entry
 
 
 def _store(ctx: CallContext, batch: _Batch) -> int:
@@ -259,12 +275,7 @@ def _store(ctx: CallContext, batch: _Batch) -> int:
     targets = set(logs) | set(by_target)
     now = clock.now()
     with ctx.store.tx() as conn:
-        # Existence and freshness from the columns; documents only for what gets updated.
-        found: dict[str, tuple[Any, float]] = {}
-        for table, wanted in ((t.tasks, targets - batch.models), (t.models, targets & batch.models)):
-            for ids in chunks(sorted(wanted)):
-                query = select(table.c.id, table.c.last_update).where(table.c.id.in_(ids))
-                found.update((tid, (table, last_update)) for tid, last_update in conn.execute(query))
+        found = _existing_targets(conn, targets, batch.models)
         missing = targets - set(found)
         if missing:
             dropped = sum(len(logs.pop(tid, ())) for tid in missing)
@@ -283,18 +294,35 @@ def _store(ctx: CallContext, batch: _Batch) -> int:
             chunk_rows = [row for task, lines in logs.items() for row in log_rows(task, lines)]
             conn.execute(insert(t.events), chunk_rows)
             added += sum(row["n_events"] for row in chunk_rows)
-        stamp = clock.iso(now)
-        for tid in set(logs) | set(by_target):
-            table, last_update = found[tid]
-            if tid not in by_target and now - (last_update or 0) < LAST_UPDATE_GRANULARITY_S:
-                continue  # a log-only batch moments after the last update changes nothing else
-            doc = ctx.store.get(conn, table, tid)
-            if doc is None:  # deleted concurrently (possible on PostgreSQL); its events go with it
-                continue
-            _update_metrics(doc, by_target.get(tid, ()))
-            doc["last_update"] = stamp
-            ctx.store.save(conn, table, doc)
+        _touch_targets(ctx, conn, set(logs) | set(by_target), found, by_target, now)
     return added
+
+
+def _existing_targets(conn: Any, targets: set[str], models: set[str]) -> dict[str, tuple[Any, float]]:
+    """Which targets exist (task or model table) and their last_update, from the columns alone."""
+    found: dict[str, tuple[Any, float]] = {}
+    for table, wanted in ((t.tasks, targets - models), (t.models, targets & models)):
+        for ids in chunks(sorted(wanted)):
+            query = select(table.c.id, table.c.last_update).where(table.c.id.in_(ids))
+            found.update((tid, (table, last_update)) for tid, last_update in conn.execute(query))
+    return found
+
+
+def _touch_targets(ctx: CallContext, conn: Any, targets: set[str], found: dict[str, tuple[Any, float]],
+                   by_target: dict[str, list[dict]], now: float) -> None:
+    """Fold the metric rows into each target's document and stamp its last_update; a log-only
+    batch moments after the last update changes nothing."""
+    stamp = clock.iso(now)
+    for tid in targets:
+        table, last_update = found[tid]
+        if tid not in by_target and now - (last_update or 0) < LAST_UPDATE_GRANULARITY_S:
+            continue
+        doc = ctx.store.get(conn, table, tid)
+        if doc is None:  # deleted concurrently (possible on PostgreSQL); its events go with it
+            continue
+        _update_metrics(doc, by_target.get(tid, ()))
+        doc["last_update"] = stamp
+        ctx.store.save(conn, table, doc)
 
 
 def _add(ctx: CallContext, events: list) -> dict:

@@ -135,18 +135,8 @@ def _log_page(conn, task_id: str, size: int, earlier: bool, from_ts: int | None)
     Chunks may overlap in time, so they are visited by their far edge: walking back, by latest
     timestamp descending; once `size` candidates are held and the next chunk ends before the
     candidates' edge, no later chunk can contribute."""
-    c = t.events.c
-    query = select(c.seq, c.timestamp, c.timestamp_max).where(c.task == task_id, IS_LOG)
-    if earlier:
-        if from_ts is not None:
-            query = query.where(c.timestamp < from_ts)
-        query = query.order_by(c.timestamp_max.desc(), c.seq.desc())
-    else:
-        if from_ts is not None:
-            query = query.where(c.timestamp_max > from_ts)
-        query = query.order_by(c.timestamp.asc(), c.seq.asc())
     held: list[tuple] = []  # (timestamp, seq, index, event)
-    chunks = conn.execute(query)  # streamed: a page usually needs only the first chunk or two
+    chunks = conn.execute(_log_chunks(task_id, earlier, from_ts))  # streamed: a page usually needs only the first chunk or two
     for seq, ts_min, ts_max in chunks:
         if len(held) >= size:
             edge = held[size - 1][0]
@@ -157,14 +147,32 @@ def _log_page(conn, task_id: str, size: int, earlier: bool, from_ts: int | None)
             if from_ts is None or ((ts < from_ts) if earlier else (ts > from_ts)):
                 held.append((ts, seq, index, event))
         held.sort(key=lambda item: item[:3], reverse=earlier)
-        if len(held) > size:
-            edge = held[size - 1][0]
-            keep = size
-            while keep < len(held) and held[keep][0] == edge:
-                keep += 1
-            del held[keep:]
+        _keep_page(held, size)
     chunks.close()
     return [item[3] for item in held]
+
+
+def _log_chunks(task_id: str, earlier: bool, from_ts: int | None) -> Any:
+    """The task's log chunks past `from_ts`, by their far edge in the paging direction."""
+    c = t.events.c
+    query = select(c.seq, c.timestamp, c.timestamp_max).where(c.task == task_id, IS_LOG)
+    if earlier:
+        if from_ts is not None:
+            query = query.where(c.timestamp < from_ts)
+        return query.order_by(c.timestamp_max.desc(), c.seq.desc())
+    if from_ts is not None:
+        query = query.where(c.timestamp_max > from_ts)
+    return query.order_by(c.timestamp.asc(), c.seq.asc())
+
+
+def _keep_page(held: list[tuple], size: int) -> None:
+    """Cut sorted candidates to `size`, keeping the ones that share the last one's timestamp."""
+    if len(held) > size:
+        edge = held[size - 1][0]
+        keep = size
+        while keep < len(held) and held[keep][0] == edge:
+            keep += 1
+        del held[keep:]
 
 
 @endpoint("events.get_task_log")
@@ -230,10 +238,7 @@ def get_task_events(ctx: CallContext, req: Request) -> dict:
     size = batch_size(req, 500)
     order = parse_order(req, "asc")
     asc = order == "asc"
-    types = req.str_list("event_type") or []
-    for et in types:
-        if et not in EVENT_TYPES:
-            raise errors.validation(f"invalid event_type {et!r}")
+    types = _event_types(req)
     scroll = decode_scroll(req.raw("scroll_id"), "events", seq=int, index=int)
     c = t.events.c
     with ctx.store.tx() as conn:
@@ -249,6 +254,26 @@ def get_task_events(ctx: CallContext, req: Request) -> dict:
         if scroll is not None:
             query = query.where(c.seq >= scroll["seq"] if asc else c.seq <= scroll["seq"])
         rows = conn.execute(query.order_by(c.seq.asc() if asc else c.seq.desc()).limit(size + 1)).all()
+    events, position = _events_page(task_id, rows, size, asc, scroll)
+    if position is None:  # nothing returned yet: start from the beginning (or end) next time too
+        position = (0, -1) if asc else (2 ** 62, 2 ** 31)
+    state = {"k": "events", "seq": position[0], "index": position[1]}
+    return {"events": events, "returned": len(events), "total": int(total),
+            "scroll_id": encode_scroll(state)}
+
+
+def _event_types(req: Request) -> list[str]:
+    types = req.str_list("event_type") or []
+    for et in types:
+        if et not in EVENT_TYPES:
+            raise errors.validation(f"invalid event_type {et!r}")
+    return types
+
+
+def _events_page(task_id: str, rows: list, size: int, asc: bool,
+                 scroll: dict | None) -> tuple[list[dict], tuple[int, int] | None]:
+    """Up to `size` events from `rows` (stored rows, log chunks expanded) after the scroll
+    position, and the position of the last one returned."""
     events: list[dict] = []
     position = (scroll["seq"], scroll["index"]) if scroll else None
     for seq, etype, doc in rows:
@@ -263,11 +288,7 @@ def get_task_events(ctx: CallContext, req: Request) -> dict:
             position = (seq, index)
         if len(events) == size:
             break
-    if position is None:  # nothing returned yet: start from the beginning (or end) next time too
-        position = (0, -1) if asc else (2 ** 62, 2 ** 31)
-    state = {"k": "events", "seq": position[0], "index": position[1]}
-    return {"events": events, "returned": len(events), "total": int(total),
-            "scroll_id": encode_scroll(state)}
+    return events, position
 
 
 # -- deletion ----------------------------------------------------------------------------------
