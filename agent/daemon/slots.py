@@ -73,8 +73,8 @@ class GpuSlots:
         self.plan = plan
         self.allocator = plan.allocator()
         self.picker = plan.picker(round_robin=round_robin)
-        self._by_name = {spec.name: queue for spec, queue in zip(plan.queues, queues)}
-        self._spec = {queue.id: spec for spec, queue in zip(plan.queues, queues)}
+        self._by_name = {spec.name: queue for spec, queue in zip(plan.queues, queues, strict=True)}
+        self._spec = {queue.id: spec for spec, queue in zip(plan.queues, queues, strict=True)}
         self._has_tasks = has_tasks
         self._last_pick = None
         self.max_cpu_tasks = max_cpu_tasks
