@@ -271,7 +271,7 @@ class DockerEngine:
         try:
             client = docker.from_env(timeout=API_TIMEOUT_S)
             client.ping()
-            return cls(client, docker.from_env(timeout=None))
+            return cls(client, docker.from_env(timeout=None))  # type: ignore[arg-type]  # None: no read timeout on the attach stream; the stubs allow only int
         except (docker.errors.DockerException, requests.RequestException) as exc:
             raise InfrastructureError(f"cannot reach the Docker engine: {exc}", kind="docker_unavailable") from None
 
@@ -299,6 +299,7 @@ class DockerEngine:
             container = self.client.containers.create(**spec.create_kwargs())
         except docker.errors.APIError as exc:
             raise _start_error(spec, exc) from None
+        assert container.id is not None  # the engine names every container it creates
         try:  # attached before it starts, so not a byte of output is missed
             stream = self.stream_client.api.attach(container.id, stdout=True, stderr=True, stream=True,
                                                    logs=True, demux=True)
@@ -325,7 +326,7 @@ class DockerEngine:
             log(f"removing leftover container {container.name} (task {container.labels.get(LABEL_TASK, '?')}, "
                 f"{container.status})")
             _remove(container)
-        return [container.name for container in found]
+        return [str(container.name) for container in found]
 
 
 def _image_ref(name: str, image: Any) -> ImageRef:

@@ -8,9 +8,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from agent.execution.lifecycle import STALE_SUBCODE
 from agent.taskserver.port import TaskServer
 from shipyard.errors import ServerError, ServerUnreachable
+from shipyard.protocol import Subcode
 
 log = logging.getLogger("shipyard.agent.watch")
 
@@ -75,7 +75,7 @@ class TaskWatch:
                     next_ping = time.monotonic() + self.ping_s
                 self._last_contact = time.monotonic()
             except ServerError as exc:
-                if exc.subcode == STALE_SUBCODE:
+                if exc.subcode == Subcode.STALE_CLAIM:
                     self._set("lease_lost", "the server gave this task to another agent (lease lost)")
                 log.warning("status check of task %s failed: %s", self.task_id, exc)
             except ServerUnreachable as exc:
