@@ -55,7 +55,7 @@ from sandbox.repo_cache import RepoCache
 from sandbox.requirements import RequirementSet
 from shipyard.client.config import DockerSettings, Settings
 from shipyard.errors import ConfigError
-from shipyard.protocol import TaskStatus
+from shipyard.protocol import OutcomeKind, TaskStatus
 
 TASK_DIR = "/shipyard/task"
 UV_PATH = "/shipyard/bin/uv"
@@ -211,11 +211,11 @@ class DockerExecutor:
         status = ExitStatus(info.returncode, info.signalled, info.killed)
         frozen = self._read_lines(self.run_dir / "frozen.txt") if plan.build else None
         if info.error is not None:
-            return RunResult(status, Outcome(TaskStatus.FAILED, "infrastructure", f"lost track of the container: {info.error}"))
+            return RunResult(status, Outcome(TaskStatus.FAILED, OutcomeKind.INFRASTRUCTURE, f"lost track of the container: {info.error}"))
         phase = (self._read_lines(self.run_dir / "phase") or ["setup"])[0]
         failure = None if info.returncode == 0 else self._phase_failure(phase, info.returncode, plan)
         if failure is None and info.oom:
-            failure = Outcome(TaskStatus.FAILED, "user_error", "the container ran out of memory and the kernel killed the "
+            failure = Outcome(TaskStatus.FAILED, OutcomeKind.USER_ERROR, "the container ran out of memory and the kernel killed the "
                               "task (raise --memory, or use less)", info.returncode)
         return RunResult(status, failure, frozen)
 
@@ -361,7 +361,7 @@ class DockerExecutor:
 
     def _phase_failure(self, phase: str, code: int, plan: ContainerPlan) -> Outcome | None:
         if phase == "setup":
-            return Outcome(TaskStatus.FAILED, "setup_script", f"the container's setup script exited with code {code}; "
+            return Outcome(TaskStatus.FAILED, OutcomeKind.SETUP_SCRIPT, f"the container's setup script exited with code {code}; "
                            "see the console log", code)
         if phase != "environment":
             return None
@@ -369,9 +369,9 @@ class DockerExecutor:
             result = json.loads((self.run_dir / "build-result.json").read_text())
         except (OSError, ValueError):
             if code == 127:
-                return Outcome(TaskStatus.FAILED, "image", f"image {plan.request.image} has no python3 or python on its PATH",
+                return Outcome(TaskStatus.FAILED, OutcomeKind.IMAGE, f"image {plan.request.image} has no python3 or python on its PATH",
                                code)
-            return Outcome(TaskStatus.FAILED, "infrastructure", f"the environment build in the container ended with code {code}",
+            return Outcome(TaskStatus.FAILED, OutcomeKind.INFRASTRUCTURE, f"the environment build in the container ended with code {code}",
                            code)
         return _build_failure(result, plan)
 
@@ -380,12 +380,12 @@ def _build_failure(result: dict, plan: ContainerPlan) -> Outcome:
     stage, output = result.get("stage", ""), str(result.get("output", ""))
     if stage == "install":
         if install_errors.classify(output) == "network":
-            return Outcome(TaskStatus.FAILED, "infrastructure", install_errors.network_error(output).reason)
-        return Outcome(TaskStatus.FAILED, "requirements", install_errors.requirements_error(output, plan.requirements).reason)
+            return Outcome(TaskStatus.FAILED, OutcomeKind.INFRASTRUCTURE, install_errors.network_error(output).reason)
+        return Outcome(TaskStatus.FAILED, OutcomeKind.REQUIREMENTS, install_errors.requirements_error(output, plan.requirements).reason)
     if stage in ("interpreter", "venv"):
-        return Outcome(TaskStatus.FAILED, "image", f"image {plan.request.image} cannot make a Python environment: "
+        return Outcome(TaskStatus.FAILED, OutcomeKind.IMAGE, f"image {plan.request.image} cannot make a Python environment: "
                        f"{install_errors.reason(output)}")
-    return Outcome(TaskStatus.FAILED, "infrastructure", f"the environment build failed ({stage}): {install_errors.reason(output)}")
+    return Outcome(TaskStatus.FAILED, OutcomeKind.INFRASTRUCTURE, f"the environment build failed ({stage}): {install_errors.reason(output)}")
 
 
 def entry_script(task_id: str, plan: ContainerPlan) -> str:
