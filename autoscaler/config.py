@@ -160,7 +160,8 @@ class _Section:
     def __init__(self, tree: Mapping[str, Any], where: str):
         if not isinstance(tree, Mapping):
             raise ConfigError(f"{where or 'the file'}: must be an object, got {tree!r}")
-        self.tree, self.where, self.read = tree, where, set()
+        self.tree, self.where = tree, where
+        self.read: set[str] = set()
 
     def _key(self, key: str) -> str:
         return f"{self.where}.{key}" if self.where else key

@@ -74,5 +74,5 @@ class ControlPlane(abc.ABC):
     def forget_worker(self, worker: str) -> None:
         """Remove a terminated machine's worker from the server's list."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: a no-op unless the plane holds connections
         """Release connections."""

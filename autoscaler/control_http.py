@@ -16,6 +16,7 @@ from autoscaler.model import QueueState
 from shipyard import clock
 from shipyard.client.api import ApiClient
 from shipyard.errors import ServerError
+from shipyard.protocol import TaskStatus
 
 _HELD_FIELDS = ["id", "status", "last_worker", "shipyard_attempts", "execution.queue"]
 
@@ -31,7 +32,7 @@ def _holder(task: dict) -> str | None:
     attempt = open_attempt(task)
     if attempt is not None:
         return attempt.get("worker")
-    return task.get("last_worker") if task.get("status") == "in_progress" else None
+    return task.get("last_worker") if task.get("status") == TaskStatus.IN_PROGRESS else None
 
 
 class HttpControlPlane(ControlPlane):
@@ -79,13 +80,13 @@ class HttpControlPlane(ControlPlane):
         view = self.workers().get(worker)
         if view is not None and view.task:
             return view.task
-        for task in self._active_tasks(["in_progress", "queued"]):
+        for task in self._active_tasks([TaskStatus.IN_PROGRESS, TaskStatus.QUEUED]):
             if _holder(task) == worker:
                 return task["id"]
         return None
 
     def requeue_held(self, worker: str, reason: str) -> list[str]:
-        held = [t for t in self._active_tasks(["in_progress", "queued"]) if _holder(t) == worker]
+        held = [t for t in self._active_tasks([TaskStatus.IN_PROGRESS, TaskStatus.QUEUED]) if _holder(t) == worker]
         for task in held:
             self._requeue(task, reason)
         return [t["id"] for t in held]
@@ -94,7 +95,7 @@ class HttpControlPlane(ControlPlane):
         docs = self._queues()
         ids = {q["id"] for q in docs if q["name"] in set(queues)}
         listed = {e["task"] for q in docs for e in q.get("entries") or []}
-        return [t["id"] for t in self._active_tasks(["queued"])
+        return [t["id"] for t in self._active_tasks([TaskStatus.QUEUED])
                 if (t.get("execution") or {}).get("queue") in ids and t["id"] not in listed
                 and open_attempt(t) is None]
 

@@ -114,11 +114,11 @@ class Autoscaler:
     def _reconcile(self, now: float) -> None:
         machines = self.provider.describe()
         workers = self.control.workers()
-        for info in machines.values():
-            if info.id not in self.records and not info.gone and info.id not in self._strangers:
-                self._strangers.add(info.id)
+        for known in machines.values():
+            if known.id not in self.records and not known.gone and known.id not in self._strangers:
+                self._strangers.add(known.id)
                 log.warning("instance %s (%s) carries this autoscaler's tag but is not in its state %s; "
-                            "left alone: stop it by hand if it is not wanted", info.id, info.label,
+                            "left alone: stop it by hand if it is not wanted", known.id, known.label,
                             getattr(self.store, "path", ""))
         for rec in list(self.records.values()):
             info = machines.get(rec.id)

@@ -85,6 +85,7 @@ class _Plan:
         idle = [i for i in self.live if i.phase is Phase.IDLE and i.idle_since is not None
                 and self.now - i.idle_since >= timeout]
         for inst in sorted(idle, key=lambda i: (i.idle_since, i.id)):  # longest idle first
+            assert inst.idle_since is not None  # filtered above
             waiting = [q for q in inst.serves if self._depth(q) > 0]
             if waiting:
                 continue  # it is about to take one of those tasks

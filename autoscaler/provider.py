@@ -98,12 +98,12 @@ class CloudProvider(abc.ABC):
     def describe(self) -> dict[str, InstanceInfo]:
         """Every machine this autoscaler started that the provider still knows, by id."""
 
-    def drain(self, instance_id: str) -> None:
+    def drain(self, instance_id: str) -> None:  # noqa: B027 - optional hook: providers that cannot reach agents skip it
         """Ask the machine's agent to take no new task (where the provider can reach it)."""
 
     @abc.abstractmethod
     def terminate(self, instance_id: str) -> None:
         """Stop the machine for good. Stopping one that is already gone is not an error."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: a no-op for providers without clients
         """Release clients and handles (machines keep running)."""

@@ -13,6 +13,7 @@ entry starts another one.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -27,10 +28,8 @@ def main(argv: list[str]) -> int:
     if len(argv) not in (2, 3):
         print("usage: python -m sandbox.bytecode <cache root> <key> [<lock timeout>]", file=sys.stderr)
         return 2
-    try:
+    with contextlib.suppress(OSError):
         os.nice(NICE)
-    except OSError:
-        pass
     lock_timeout = float(argv[2]) if len(argv) == 3 else LOCK_TIMEOUT
     cache = EnvCache(Path(argv[0]), lock_timeout=lock_timeout, compile_bytecode="off")
     return 0 if cache.compile_entry(argv[1]) else 1

@@ -14,6 +14,7 @@ hands (--entrypoint, --workdir, --rm, --name...) are refused or ignored for ever
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -145,29 +146,45 @@ def parse_args(args: Sequence[str], allowed: Collection[str] | None = None, *, w
         if name in _IGNORED_FLAGS:
             options.notes.append(f"ignoring {raw} ({who} argument): the agent manages the container")
             continue
-        if name in _REFUSED:
-            raise DockerArgError(f"docker argument {raw} is not supported: {_REFUSED[name]}")
-        if name not in _WITH_VALUE and name not in _FLAGS and name not in _IGNORED_WITH_VALUE:
-            raise DockerArgError(f"docker argument {raw!r} ({who}) is not one Shipyard understands; "
-                                 "see docs/docker.md for the supported options")
-        if name in _FLAGS:
-            value = "true"
-        elif not has_value:
-            if not items:
-                raise DockerArgError(f"docker argument {raw} needs a value")
-            value = items.pop(0)
+        _check_known(name, raw, who)
+        value = _option_value(name, raw, has_value, value, items)
         if name in _IGNORED_WITH_VALUE:
             options.notes.append(f"ignoring {name} {value} ({who} argument): the agent names its containers")
             continue
-        if permitted is not None and name not in permitted and f"{name}={value}" not in permitted:
-            raise DockerArgError(f"docker argument {name}{'' if name in _FLAGS else ' ' + value} is not allowed "
-                                 f"for tasks on this agent (allowed: {', '.join(sorted(allowed or ())) or 'none'}; "
-                                 "the operator can extend agent.docker.allowed_args)")
+        _check_permitted(name, value, permitted, allowed)
         try:
             (_FLAGS.get(name) or _WITH_VALUE[name])(options.kwargs, value)
         except (ValueError, TypeError) as exc:
             raise DockerArgError(f"docker argument {name} {value}: {exc}") from None
     return options
+
+
+def _check_known(name: str, raw: str, who: str) -> None:
+    """DockerArgError unless `name` is an option Shipyard supports (or knowingly ignores)."""
+    if name in _REFUSED:
+        raise DockerArgError(f"docker argument {raw} is not supported: {_REFUSED[name]}")
+    if name not in _WITH_VALUE and name not in _FLAGS and name not in _IGNORED_WITH_VALUE:
+        raise DockerArgError(f"docker argument {raw!r} ({who}) is not one Shipyard understands; "
+                             "see docs/docker.md for the supported options")
+
+
+def _option_value(name: str, raw: str, has_value: str, value: str, items: list[str]) -> str:
+    """The option's value: "true" for a flag, the `=value` part, or the next argument (consumed)."""
+    if name in _FLAGS:
+        return "true"
+    if has_value:
+        return value
+    if not items:
+        raise DockerArgError(f"docker argument {raw} needs a value")
+    return items.pop(0)
+
+
+def _check_permitted(name: str, value: str, permitted: set[str] | None, allowed: Collection[str] | None) -> None:
+    """DockerArgError when an allow-list is set and neither the option nor option=value is on it."""
+    if permitted is not None and name not in permitted and f"{name}={value}" not in permitted:
+        raise DockerArgError(f"docker argument {name}{'' if name in _FLAGS else ' ' + value} is not allowed "
+                             f"for tasks on this agent (allowed: {', '.join(sorted(allowed or ())) or 'none'}; "
+                             "the operator can extend agent.docker.allowed_args)")
 
 
 def _allow_set(allowed: Collection[str]) -> set[str]:
@@ -254,7 +271,7 @@ class DockerEngine:
         try:
             client = docker.from_env(timeout=API_TIMEOUT_S)
             client.ping()
-            return cls(client, docker.from_env(timeout=None))
+            return cls(client, docker.from_env(timeout=None))  # type: ignore[arg-type]  # None: no read timeout on the attach stream; the stubs allow only int
         except (docker.errors.DockerException, requests.RequestException) as exc:
             raise InfrastructureError(f"cannot reach the Docker engine: {exc}", kind="docker_unavailable") from None
 
@@ -282,6 +299,7 @@ class DockerEngine:
             container = self.client.containers.create(**spec.create_kwargs())
         except docker.errors.APIError as exc:
             raise _start_error(spec, exc) from None
+        assert container.id is not None  # the engine names every container it creates
         try:  # attached before it starts, so not a byte of output is missed
             stream = self.stream_client.api.attach(container.id, stdout=True, stderr=True, stream=True,
                                                    logs=True, demux=True)
@@ -308,7 +326,7 @@ class DockerEngine:
             log(f"removing leftover container {container.name} (task {container.labels.get(LABEL_TASK, '?')}, "
                 f"{container.status})")
             _remove(container)
-        return [container.name for container in found]
+        return [str(container.name) for container in found]
 
 
 def _image_ref(name: str, image: Any) -> ImageRef:
@@ -331,10 +349,8 @@ def _start_error(spec: ContainerSpec, exc: docker.errors.APIError) -> Exception:
 
 
 def _remove(container: Any) -> None:
-    try:
+    with contextlib.suppress(docker.errors.NotFound):
         container.remove(force=True, v=True)
-    except docker.errors.NotFound:
-        pass
 
 
 @dataclass
@@ -398,10 +414,8 @@ class ContainerRun:
     def terminate(self, grace_s: float) -> None:
         """SIGTERM (to the init process, which forwards it), `grace_s`, then SIGKILL: docker stop."""
         self.killed = True
-        try:
+        with contextlib.suppress(docker.errors.DockerException, requests.RequestException):
             self.container.stop(timeout=max(1, math.ceil(grace_s)))
-        except (docker.errors.DockerException, requests.RequestException):
-            pass
         self._done.wait(30)
 
     def reap(self) -> None:
@@ -414,16 +428,12 @@ class ContainerRun:
 
     def close(self) -> None:
         """Remove the container and close our ends of the pipes (after the readers are done)."""
-        try:
-            _remove(self.container)
-        except (docker.errors.DockerException, requests.RequestException):
-            pass  # reaped when the agent next starts
+        with contextlib.suppress(docker.errors.DockerException, requests.RequestException):
+            _remove(self.container)  # else reaped when the agent next starts
         self._pump.join(5)
         for fd in (self.stdout_fd, self.stderr_fd):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 # --- the environment cache, shared by containers through a mount ------------------------------

@@ -185,10 +185,11 @@ class EnvCache:
                 give_tree(target, owner)
             return EnvResult(venv_python(target), frozen, False, "", time.monotonic() - started)
         key = self.key(reqs, interpreter, extra)
-        frozen = self._reuse(key, target, log, owner)
-        hit = frozen is not None
-        if frozen is None:
+        reused = self._reuse(key, target, log, owner)
+        if reused is None:
             frozen, hit = self._build_or_reuse(key, interpreter, reqs, extra, target, log, owner)
+        else:
+            frozen, hit = reused, True
         if self.compile_bytecode != "off":
             self._ensure_bytecode(key, log)
         if not hit and self.max_bytes is not None:

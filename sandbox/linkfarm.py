@@ -101,6 +101,7 @@ class _Farm:
                 self.place(entry.path, target, pycache)
 
     def checked(self, entry: os.DirEntry, name: str, pycache: bool) -> bool:
+        assert self.check is not None  # only called when a checker is set
         try:
             st = entry.stat(follow_symlinks=False)
         except FileNotFoundError:

@@ -42,7 +42,8 @@ class SchedulerConfig:
     source: Path | None = None
 
     def find(self, name: str) -> ScheduleSpec | TriggerSpec | None:
-        return next((item for item in (*self.schedules, *self.triggers) if item.name == name), None)
+        items: tuple[ScheduleSpec | TriggerSpec, ...] = (*self.schedules, *self.triggers)
+        return next((item for item in items if item.name == name), None)
 
 
 def load_config(path: Path, *, state_dir: Path | None = None) -> SchedulerConfig:
@@ -67,7 +68,8 @@ def parse_config(tree: Mapping[str, Any], *, base_dir: Path = Path(".")) -> Sche
         raise ConfigError("scheduler.poll_interval_s must be > 0")
     schedules = tuple(_schedule(_mapping("schedule", item), settings) for item in _list("schedules", tree))
     triggers = tuple(_trigger(_mapping("trigger", item), settings) for item in _list("triggers", tree))
-    names = [item.name for item in (*schedules, *triggers)]
+    specs: tuple[ScheduleSpec | TriggerSpec, ...] = (*schedules, *triggers)
+    names = [spec.name for spec in specs]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ConfigError(f"names must be unique across schedules and triggers: {', '.join(duplicates)}")

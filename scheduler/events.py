@@ -18,6 +18,7 @@ from typing import Any
 
 from scheduler.specs import TriggerSpec
 from shipyard import clock
+from shipyard.protocol import SystemTag
 
 __all__ = ["Event", "change_query", "match", "substitute"]
 
@@ -92,10 +93,10 @@ def match(spec: TriggerSpec, doc: Mapping[str, Any], *, since: float) -> Event |
     system_tags = set(doc.get("system_tags") or ())
     doc_id = str(doc["id"])
     if spec.kind == "model":
-        if (spec.on_publish and not doc.get("ready")) or (spec.on_archive and "archived" not in system_tags):
+        if (spec.on_publish and not doc.get("ready")) or (spec.on_archive and SystemTag.ARCHIVED not in system_tags):
             return None
         return Event(doc_id, changed, _context(spec, doc))
-    if spec.exclude_dev and "development" in system_tags:
+    if spec.exclude_dev and SystemTag.DEVELOPMENT in system_tags:
         return None
     if spec.metric and not _metric_crossed(spec, doc):
         return None

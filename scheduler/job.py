@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from shipyard import clock
 from shipyard.client.api import ApiClient
 from shipyard.errors import ConfigError, ServerError
-from shipyard.protocol import FINAL
+from shipyard.protocol import FINAL, SystemTag, TaskStatus
 
 __all__ = ["FINAL_STATUSES", "Job", "MetricValue", "nested_overrides"]
 
@@ -78,7 +78,7 @@ class Job:
             "task": base_task_id, "new_task_parent": parent or base_task_id,
             "new_task_tags": _merged(base.get("tags") or [], tags),
             "new_task_system_tags": _merged([t for t in base.get("system_tags") or []
-                                             if t not in ("development", "archived")], system_tags),
+                                             if t not in (SystemTag.DEVELOPMENT, SystemTag.ARCHIVED)], system_tags),
         }
         if name:
             body["new_task_name"] = name
@@ -128,32 +128,32 @@ class Job:
         self.api.call("tasks.delete", {"task": self._task_id, "force": True})
 
     def status(self, force: bool = True) -> str:
-        return str(self._refresh(force).get("status") or "unknown")
+        return str(self._refresh(force).get("status") or TaskStatus.UNKNOWN)
 
     def status_message(self) -> str:
         return str(self._refresh(True).get("status_message") or "")
 
     def launched(self) -> bool:
-        return self.status() not in ("created", "unknown")
+        return self.status() not in (TaskStatus.CREATED, TaskStatus.UNKNOWN)
 
     def is_pending(self) -> bool:
-        return self.status() in ("created", "queued")
+        return self.status() in (TaskStatus.CREATED, TaskStatus.QUEUED)
 
     def is_running(self) -> bool:
-        return self.status() == "in_progress"
+        return self.status() == TaskStatus.IN_PROGRESS
 
     def is_stopped(self) -> bool:
         """Finished for any reason (ClearML's meaning of 'stopped')."""
         return self.status() in FINAL_STATUSES
 
     def is_completed(self) -> bool:
-        return self.status() in ("completed", "published")
+        return self.status() in (TaskStatus.COMPLETED, TaskStatus.PUBLISHED)
 
     def is_failed(self) -> bool:
-        return self.status() == "failed"
+        return self.status() == TaskStatus.FAILED
 
     def is_aborted(self) -> bool:
-        return self.status() == "stopped"
+        return self.status() == TaskStatus.STOPPED
 
     def wait(self, timeout: float | None = None, pool_period: float = DEFAULT_POLL_S) -> bool:
         """Block until the task finishes; True if it did, False when `timeout` seconds passed."""
@@ -185,7 +185,7 @@ class Job:
         if force or not self._last:
             fields = ["status", "status_message", "status_reason", "last_iteration", "last_metrics"]
             rows = self.api.call("tasks.get_all", {"id": [self._task_id], "only_fields": fields})["tasks"]
-            self._last = rows[0] if rows else {"status": "unknown"}
+            self._last = rows[0] if rows else {"status": TaskStatus.UNKNOWN}
         return self._last
 
     def __repr__(self) -> str:

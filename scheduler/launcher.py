@@ -32,13 +32,14 @@ from scheduler.specs import Action
 from scheduler.state import Fire, FireStatus, StateStore
 from shipyard.client.api import ApiClient
 from shipyard.errors import AuthError, ConfigError, ServerUnreachable, ShipyardError
+from shipyard.protocol import TaskStatus
 
 __all__ = ["FIRE_TAG_PREFIX", "Launcher", "Outcome", "fire_tag", "import_function"]
 
 log = logging.getLogger(__name__)
 
 FIRE_TAG_PREFIX = "shipyard-fire:"
-ACTIVE_STATUSES = ("queued", "in_progress")
+ACTIVE_STATUSES = (TaskStatus.QUEUED, TaskStatus.IN_PROGRESS)
 
 
 def fire_tag(owner: str, key: str) -> str:
@@ -134,7 +135,7 @@ class Launcher:
         parameters = substitute(dict(action.parameters), context)
         overrides = substitute(dict(action.overrides), context)
         found = self._tagged_clone(action.task_id, tag) if retry else None
-        if found and found["status"] != "created":
+        if found and found["status"] != TaskStatus.CREATED:
             return Outcome(FireStatus.FIRED, found["id"], f"recovered: {found['status']}")
         if found:
             job = Job(self.api, found["id"])
@@ -160,11 +161,11 @@ class Launcher:
         tag = fire_tag(fire.owner, fire.key)
         task = self.api.call("tasks.get_by_id", {"task": action.task_id})["task"]
         tags = task.get("system_tags") or []
-        if retry and tag in tags and task.get("status") != "created":
+        if retry and tag in tags and task.get("status") != TaskStatus.CREATED:
             return Outcome(FireStatus.FIRED, action.task_id, f"recovered: {task.get('status')}")
         if task.get("status") in ACTIVE_STATUSES:
             return Outcome(FireStatus.SKIPPED, action.task_id, f"task is still {task.get('status')}")
-        if task.get("status") != "created":
+        if task.get("status") != TaskStatus.CREATED:
             self.api.call("tasks.reset", {"task": action.task_id, "force": True})
         marked = [t for t in tags if not t.startswith(FIRE_TAG_PREFIX)] + [tag]
         self.api.call("tasks.edit", {"task": action.task_id, "system_tags": marked, "force": True})

@@ -54,8 +54,12 @@ def summary_rows(config: SchedulerConfig, store: StateStore, statuses: Statuses)
     last = {item.name: next(iter(store.history(item.owner, 1)), None) for item in items}
     known = statuses([fire.task_id for fire in last.values() if fire and fire.task_id])
     return [Row(item.name, "trigger" if isinstance(item, TriggerSpec) else "schedule", item.describe,
-                _next(item, store), _iso(last[item.name].planned) if last[item.name] else "-",
-                _result(last[item.name], known)) for item in items]
+                _next(item, store), _last_planned(last[item.name]), _result(last[item.name], known))
+            for item in items]
+
+
+def _last_planned(fire: Fire | None) -> str:
+    return _iso(fire.planned) if fire else "-"
 
 
 def describe_item(item: ScheduleSpec | TriggerSpec, store: StateStore) -> list[tuple[str, str]]:

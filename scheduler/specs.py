@@ -15,11 +15,11 @@ from typing import Any
 from scheduler.timing import CatchUp, When, build_trigger
 from shipyard import clock
 from shipyard.errors import ConfigError
+from shipyard.protocol import TaskStatus
 
 __all__ = ["Action", "ScheduleSpec", "TriggerSpec", "TASK_STATUSES", "TRIGGER_KINDS"]
 
-TASK_STATUSES = ("created", "queued", "in_progress", "stopped", "published", "publishing", "closed", "failed",
-                 "completed", "unknown")
+TASK_STATUSES = tuple(TaskStatus)  # every status a task can have, in the protocol's order
 TRIGGER_KINDS = ("task", "model")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:+-]{0,127}$")
 

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from shipyard import clock
 from shipyard.errors import ConfigError
@@ -124,8 +124,7 @@ class StateStore:
     def lock(self) -> Iterator[None]:
         """Exclusive use of this state directory by one running scheduler."""
         path = self.state_dir / LOCK_NAME
-        handle: IO[str] = open(path, "a+")
-        try:
+        with open(path, "a+") as handle:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -136,8 +135,6 @@ class StateStore:
             handle.write(str(os.getpid()))
             handle.flush()
             yield
-        finally:
-            handle.close()
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

@@ -27,6 +27,7 @@ from sandbox.repo_cache import RepoCache
 from shipyard import faults
 from shipyard.client.config import Settings
 from shipyard.errors import ServerError, ServerUnreachable
+from shipyard.protocol import OutcomeKind, TaskStatus
 from shipyard.signals import Shutdown
 
 log = logging.getLogger("shipyard.agent.daemon")
@@ -183,4 +184,4 @@ class Daemon:
             reporter.set_task(others[0].task_id if others else None, others[0].queue.id if others else None)
 
     def _report_crash(self, claim: Claim, reason: str) -> None:
-        safe_report(self.api, claim.task_id, Outcome("failed", "infrastructure", reason), self.worker, claim.attempt)
+        safe_report(self.api, claim.task_id, Outcome(TaskStatus.FAILED, OutcomeKind.INFRASTRUCTURE, reason), self.worker, claim.attempt)

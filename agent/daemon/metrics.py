@@ -21,6 +21,7 @@ server on a thread.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -136,10 +137,8 @@ class AgentMetrics:
             return 0
         total = 0
         for path in self.spool_dir.iterdir():
-            try:
+            with contextlib.suppress(OSError):  # delivered and removed between the listing and the stat
                 total += path.stat().st_size
-            except OSError:  # delivered and removed between the listing and the stat
-                pass
         return total
 
 

@@ -11,12 +11,12 @@ only the daemon's main thread acquires, a queue that was claimable is still sati
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol, cast
 
 from agent.daemon.poller import Queue
 
 if TYPE_CHECKING:
-    from agent.gpus.alloc import GpuPlan
+    from agent.gpus.alloc import Allocation, GpuPlan, Pick
 
 
 @dataclass
@@ -73,16 +73,17 @@ class GpuSlots:
         self.plan = plan
         self.allocator = plan.allocator()
         self.picker = plan.picker(round_robin=round_robin)
-        self._by_name = {spec.name: queue for spec, queue in zip(plan.queues, queues)}
-        self._spec = {queue.id: spec for spec, queue in zip(plan.queues, queues)}
+        self._by_name = {spec.name: queue for spec, queue in zip(plan.queues, queues, strict=True)}
+        self._spec = {queue.id: spec for spec, queue in zip(plan.queues, queues, strict=True)}
         self._has_tasks = has_tasks
-        self._last_pick = None
+        self._last_pick: Pick | None = None
         self.max_cpu_tasks = max_cpu_tasks
         self._cpu_running = 0
         self.capacity = max(1, len(plan.pool)) + max_cpu_tasks
 
     def claimable(self, queues: list[Queue]) -> list[Queue]:
-        has_tasks = (lambda name: self._has_tasks(self._by_name[name])) if self._has_tasks else None
+        queue_has_tasks = self._has_tasks
+        has_tasks = (lambda name: queue_has_tasks(self._by_name[name])) if queue_has_tasks else None
         self._last_pick = self.picker.pick(self.allocator.free_count(), has_tasks=has_tasks)
         order = [self._by_name[spec.name] for spec in self._last_pick.order]
         if self._cpu_running >= self.max_cpu_tasks:  # `=0` queues always fit: cap them here
@@ -102,9 +103,10 @@ class GpuSlots:
                     env=self.plan.env_for(allocation), token=allocation)
 
     def release(self, slot: Slot) -> None:
-        if slot.token is not None and not slot.token.gpu_indices and self._cpu_running:
+        allocation = cast("Allocation", slot.token)  # set by acquire() above
+        if allocation is not None and not allocation.gpu_indices and self._cpu_running:
             self._cpu_running -= 1
-        self.allocator.release(slot.token)
+        self.allocator.release(allocation)
 
 
 @dataclass

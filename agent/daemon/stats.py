@@ -42,7 +42,7 @@ class StatsSampler:
         now = time.monotonic()
         io = self._io_counters()
         elapsed = max(now - self._last_time, 1e-3)
-        rates = [max(0.0, (b - a) / elapsed / _MB) for a, b in zip(self._last_io, io)]
+        rates = [max(0.0, (b - a) / elapsed / _MB) for a, b in zip(self._last_io, io, strict=True)]
         self._last_io, self._last_time = io, now
         memory = psutil.virtual_memory()
         cpus = psutil.cpu_percent(percpu=True) or [0.0]

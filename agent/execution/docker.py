@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 from agent.execution import taskenv
 from agent.execution.build import git_credentials, task_requirements
 from agent.execution.contract import ExitStatus, Prepared, RunContext, RunResult
-from agent.execution.lifecycle import FAILED, Outcome
+from agent.execution.lifecycle import Outcome
 from sandbox import container_build, install_errors
 from sandbox.docker_runner import (
     LABEL_ATTEMPT,
@@ -55,6 +55,7 @@ from sandbox.repo_cache import RepoCache
 from sandbox.requirements import RequirementSet
 from shipyard.client.config import DockerSettings, Settings
 from shipyard.errors import ConfigError
+from shipyard.protocol import OutcomeKind, TaskStatus
 
 TASK_DIR = "/shipyard/task"
 UV_PATH = "/shipyard/bin/uv"
@@ -210,11 +211,11 @@ class DockerExecutor:
         status = ExitStatus(info.returncode, info.signalled, info.killed)
         frozen = self._read_lines(self.run_dir / "frozen.txt") if plan.build else None
         if info.error is not None:
-            return RunResult(status, Outcome(FAILED, "infrastructure", f"lost track of the container: {info.error}"))
+            return RunResult(status, Outcome(TaskStatus.FAILED, OutcomeKind.INFRASTRUCTURE, f"lost track of the container: {info.error}"))
         phase = (self._read_lines(self.run_dir / "phase") or ["setup"])[0]
         failure = None if info.returncode == 0 else self._phase_failure(phase, info.returncode, plan)
         if failure is None and info.oom:
-            failure = Outcome(FAILED, "user_error", "the container ran out of memory and the kernel killed the "
+            failure = Outcome(TaskStatus.FAILED, OutcomeKind.USER_ERROR, "the container ran out of memory and the kernel killed the "
                               "task (raise --memory, or use less)", info.returncode)
         return RunResult(status, failure, frozen)
 
@@ -330,10 +331,11 @@ class DockerExecutor:
                 shared.append(self.cache.entry(plan.cache_key))
             mounts += [Mount(path, self.cache.inside(path), read_only=False) for path in shared]
             mounts.append(Mount(Path(container_build.__file__), BUILDER_PATH))
-            if self._uv():
-                mounts.append(Mount(self._uv(), UV_PATH))
-            if self._ca_bundle():
-                mounts.append(Mount(self._ca_bundle(), CA_PATH))
+            uv, ca_bundle = self._uv(), self._ca_bundle()
+            if uv:
+                mounts.append(Mount(uv, UV_PATH))
+            if ca_bundle:
+                mounts.append(Mount(ca_bundle, CA_PATH))
         elif plan.cache_key:
             entry = self.cache.entry(plan.cache_key)
             mounts.append(Mount(entry, self.cache.inside(entry)))
@@ -359,7 +361,7 @@ class DockerExecutor:
 
     def _phase_failure(self, phase: str, code: int, plan: ContainerPlan) -> Outcome | None:
         if phase == "setup":
-            return Outcome(FAILED, "setup_script", f"the container's setup script exited with code {code}; "
+            return Outcome(TaskStatus.FAILED, OutcomeKind.SETUP_SCRIPT, f"the container's setup script exited with code {code}; "
                            "see the console log", code)
         if phase != "environment":
             return None
@@ -367,9 +369,9 @@ class DockerExecutor:
             result = json.loads((self.run_dir / "build-result.json").read_text())
         except (OSError, ValueError):
             if code == 127:
-                return Outcome(FAILED, "image", f"image {plan.request.image} has no python3 or python on its PATH",
+                return Outcome(TaskStatus.FAILED, OutcomeKind.IMAGE, f"image {plan.request.image} has no python3 or python on its PATH",
                                code)
-            return Outcome(FAILED, "infrastructure", f"the environment build in the container ended with code {code}",
+            return Outcome(TaskStatus.FAILED, OutcomeKind.INFRASTRUCTURE, f"the environment build in the container ended with code {code}",
                            code)
         return _build_failure(result, plan)
 
@@ -378,12 +380,12 @@ def _build_failure(result: dict, plan: ContainerPlan) -> Outcome:
     stage, output = result.get("stage", ""), str(result.get("output", ""))
     if stage == "install":
         if install_errors.classify(output) == "network":
-            return Outcome(FAILED, "infrastructure", install_errors.network_error(output).reason)
-        return Outcome(FAILED, "requirements", install_errors.requirements_error(output, plan.requirements).reason)
+            return Outcome(TaskStatus.FAILED, OutcomeKind.INFRASTRUCTURE, install_errors.network_error(output).reason)
+        return Outcome(TaskStatus.FAILED, OutcomeKind.REQUIREMENTS, install_errors.requirements_error(output, plan.requirements).reason)
     if stage in ("interpreter", "venv"):
-        return Outcome(FAILED, "image", f"image {plan.request.image} cannot make a Python environment: "
+        return Outcome(TaskStatus.FAILED, OutcomeKind.IMAGE, f"image {plan.request.image} cannot make a Python environment: "
                        f"{install_errors.reason(output)}")
-    return Outcome(FAILED, "infrastructure", f"the environment build failed ({stage}): {install_errors.reason(output)}")
+    return Outcome(TaskStatus.FAILED, OutcomeKind.INFRASTRUCTURE, f"the environment build failed ({stage}): {install_errors.reason(output)}")
 
 
 def entry_script(task_id: str, plan: ContainerPlan) -> str:

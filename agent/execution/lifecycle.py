@@ -13,9 +13,6 @@ from shipyard.errors import ServerError
 from shipyard.protocol import RETRYABLE, OutcomeKind, Subcode, TaskStatus
 
 log = logging.getLogger("shipyard.agent.lifecycle")
-# Aliases of shipyard.protocol names, kept while runner/docker/watch import them from here.
-STALE_SUBCODE = Subcode.STALE_CLAIM
-COMPLETED, FAILED, STOPPED = TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.STOPPED
 
 
 @dataclass(frozen=True)
@@ -40,28 +37,32 @@ def report_outcome(api: TaskServer, task_id: str, outcome: Outcome, worker: str,
             return
         _report_status(api, task_id, outcome, worker, attempt)
     except ServerError as exc:
-        if exc.subcode != STALE_SUBCODE:
+        if exc.subcode != Subcode.STALE_CLAIM:
             raise
         log.warning("task %s: not reporting '%s': this agent's claim was superseded (%s)",
                     task_id, outcome.status, exc)
 
 
+_STATUS_ENDPOINT: dict[str, str] = {TaskStatus.COMPLETED: "tasks.completed", TaskStatus.FAILED: "tasks.failed",
+                                    TaskStatus.STOPPED: "tasks.stopped"}
+
+
 def _report_status(api: TaskServer, task_id: str, outcome: Outcome, worker: str, attempt: int | None) -> None:
-    endpoint = {COMPLETED: "tasks.completed", FAILED: "tasks.failed", STOPPED: "tasks.stopped"}[outcome.status]
-    body = {"task": task_id, "status_reason": outcome.status_reason[:1000],
-            "status_message": f"Changed by shipyard {worker}"}
+    endpoint = _STATUS_ENDPOINT[outcome.status]
+    body: dict[str, object] = {"task": task_id, "status_reason": outcome.status_reason[:1000],
+                               "status_message": f"Changed by shipyard {worker}"}
     if attempt is not None:
         body["attempt"] = attempt
     try:
         api.call(endpoint, {**body, "force": False})
     except ServerError as exc:
-        if exc.code != 400 or exc.subcode == STALE_SUBCODE:
+        if exc.code != 400 or exc.subcode == Subcode.STALE_CLAIM:
             raise
         # The task moved meanwhile (e.g. stopped from outside while we finished): force the
         # final word only where that is not a lie - never turn a stopped task into completed.
         current = api.call("tasks.get_all", {"id": [task_id], "only_fields": ["status"]})["tasks"]
         status = current[0]["status"] if current else None
-        if status in (STOPPED, FAILED) and outcome.status == COMPLETED:
+        if status in (TaskStatus.STOPPED, TaskStatus.FAILED) and outcome.status == TaskStatus.COMPLETED:
             return
         api.call(endpoint, {**body, "force": True})
 

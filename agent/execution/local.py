@@ -12,7 +12,7 @@ from agent.execution import taskenv
 from agent.execution.build import BuiltTask, build_task
 from agent.execution.contract import ExitStatus, Prepared, RunContext, RunResult
 from agent.execution.process import Child
-from agent.execution.task_user import resolve
+from agent.execution.task_user import TaskUser, resolve
 from sandbox.env_cache import EnvCache
 from sandbox.repo_cache import RepoCache
 from shipyard.errors import TaskError
@@ -23,8 +23,11 @@ class LocalLaunch:
 
     def __init__(self, child: Child):
         self.child = child
-        self.stdout_fd = child.proc.stdout.fileno()
-        self.stderr_fd = child.proc.stderr.fileno()
+        stdout, stderr = child.proc.stdout, child.proc.stderr
+        assert stdout is not None and stderr is not None  # Child spawns with stdout=stderr=PIPE
+        self._pipes = (stdout, stderr)
+        self.stdout_fd = stdout.fileno()
+        self.stderr_fd = stderr.fileno()
 
     def wait(self, timeout: float | None = None) -> int | None:
         return self.child.wait(timeout)
@@ -36,8 +39,8 @@ class LocalLaunch:
         self.child.reap_group()
 
     def close(self) -> None:
-        self.child.proc.stdout.close()
-        self.child.proc.stderr.close()
+        for pipe in self._pipes:
+            pipe.close()
 
 
 class LocalExecutor:
@@ -56,7 +59,7 @@ class LocalExecutor:
         built = build_task(task, target, self.context.settings, self.context.note, env_cache=self.env_cache,
                            repo_cache=self.repo_cache, owner=self.user.owner if self.user else None)
         if self.user is not None:
-            self._hand_over(target, built.workspace.root)
+            self._hand_over(self.user, target, built.workspace.root)
         return Prepared(workspace=built.workspace, frozen=built.env.frozen, detail=built)
 
     def start(self, task: dict, prepared: Prepared) -> LocalLaunch:
@@ -78,13 +81,14 @@ class LocalExecutor:
     def cleanup(self) -> None:
         shutil.rmtree(self.context.target, ignore_errors=True)
 
-    def _hand_over(self, target: Path, checkout: Path) -> None:
+    @staticmethod
+    def _hand_over(user: TaskUser, target: Path, checkout: Path) -> None:
         """The run's directory, a home in it and the checkout go to the task user (its venv already is)."""
-        os.chown(target, *self.user.owner)
+        os.chown(target, *user.owner)
         (target / "home").mkdir()
-        os.chown(target / "home", *self.user.owner)
+        os.chown(target / "home", *user.owner)
         if checkout.is_relative_to(target):
-            self.user.hand_over(checkout)
+            user.hand_over(checkout)
 
     def _env_and_argv(self, task: dict, built: BuiltTask) -> tuple[dict[str, str], list[str]]:
         env = taskenv.build_env(os.environ, self.context.connection, self.context.task_id, built.venv,

@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 if TYPE_CHECKING:
     from agent.execution.task_user import TaskUser
@@ -42,7 +42,7 @@ class Child:
     when the spawning *thread* exits)."""
 
     def __init__(self, argv: Sequence[str], cwd: Path, env: Mapping[str, str], user: TaskUser | None = None):
-        switch = {} if user is None else {"user": user.uid, "group": user.gid, "extra_groups": []}
+        switch: dict[str, Any] = {} if user is None else {"user": user.uid, "group": user.gid, "extra_groups": []}
         self.proc = subprocess.Popen(list(argv), cwd=str(cwd), env=dict(env), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      preexec_fn=_child_setup, close_fds=True, **switch)

@@ -22,7 +22,7 @@ from typing import Any
 from agent.execution import lifecycle, taskenv
 from agent.execution.build import BuiltTask
 from agent.execution.contract import Executor, Launched, Prepared, RunContext, RunResult
-from agent.execution.lifecycle import COMPLETED, FAILED, STOPPED, Outcome
+from agent.execution.lifecycle import Outcome
 from agent.execution.taskkey import NO_KEY, TaskKey, TaskKeys
 from agent.execution.watch import TaskWatch
 from agent.logs.shipper import LogShipper, OutputReader, ShipStats
@@ -32,6 +32,7 @@ from sandbox.repo_cache import RepoCache
 from shipyard import faults
 from shipyard.client.config import Settings
 from shipyard.errors import InfrastructureError, ServerError, ServerUnreachable, TaskError
+from shipyard.protocol import OutcomeKind, TaskStatus
 from shipyard.redact import Redactor
 
 log = logging.getLogger("shipyard.agent.runner")
@@ -209,19 +210,19 @@ class TaskRun:
             self.executor = self._executor()
             return self.executor.prepare(task)
         except TaskError as exc:
-            return Outcome(FAILED, exc.kind, exc.reason)
+            return Outcome(TaskStatus.FAILED, exc.kind, exc.reason)
         except InfrastructureError as exc:
-            return Outcome(FAILED, "infrastructure", exc.reason)
+            return Outcome(TaskStatus.FAILED, OutcomeKind.INFRASTRUCTURE, exc.reason)
         except OSError as exc:  # disk full, permissions, a vanished cache dir: the machine's fault
-            return Outcome(FAILED, "infrastructure", f"the environment could not be built on this machine: {exc}")
+            return Outcome(TaskStatus.FAILED, OutcomeKind.INFRASTRUCTURE, f"the environment could not be built on this machine: {exc}")
 
     def _stopped_before_start(self, watch: TaskWatch) -> Outcome | None:
         if watch.triggered:
             assert watch.abort_kind is not None
-            status = FAILED if watch.abort_kind in ("timed_out", "lease_lost") else STOPPED
+            status = TaskStatus.FAILED if watch.abort_kind in (OutcomeKind.TIMED_OUT, OutcomeKind.LEASE_LOST) else TaskStatus.STOPPED
             return Outcome(status, watch.abort_kind, f"{watch.abort_reason} (before the task started)")
         if self.should_abort():
-            return Outcome(STOPPED, "agent_shutdown", "the agent was shut down before the task started")
+            return Outcome(TaskStatus.STOPPED, OutcomeKind.AGENT_SHUTDOWN, "the agent was shut down before the task started")
         return None
 
     def _start_watch(self, task: dict) -> TaskWatch:
@@ -252,9 +253,9 @@ class TaskRun:
         try:
             launched = self.executor.start(task, prepared)
         except TaskError as exc:
-            return Outcome(FAILED, exc.kind, exc.reason)
+            return Outcome(TaskStatus.FAILED, exc.kind, exc.reason)
         except InfrastructureError as exc:
-            return Outcome(FAILED, "infrastructure", exc.reason)
+            return Outcome(TaskStatus.FAILED, OutcomeKind.INFRASTRUCTURE, exc.reason)
         readers = [OutputReader(launched.stdout_fd, lambda text: shipper.add(text, "info"), joined=True).start(),
                    OutputReader(launched.stderr_fd, lambda text: shipper.add(text, "error"), joined=True).start()]
         try:
@@ -286,7 +287,7 @@ class TaskRun:
         while launched.wait(0.1) is None:
             abort = (watch.abort_kind, watch.abort_reason) if watch.abort_kind is not None else None
             if abort is None and self.should_abort():
-                abort = ("agent_shutdown", "the agent was asked to stop twice and aborted the task")
+                abort = (OutcomeKind.AGENT_SHUTDOWN, "the agent was asked to stop twice and aborted the task")
             if abort is not None:
                 self.note(f"stopping the task: {abort[1]} (SIGTERM, then SIGKILL after "
                           f"{self.settings.agent.abort_grace_s:g}s)")
@@ -300,17 +301,17 @@ class TaskRun:
         info = result.exit
         if abort is not None:
             kind, reason = abort
-            status = FAILED if kind in ("timed_out", "lease_lost") else STOPPED
+            status = TaskStatus.FAILED if kind in (OutcomeKind.TIMED_OUT, OutcomeKind.LEASE_LOST) else TaskStatus.STOPPED
             return Outcome(status, kind, reason + (" (killed after the grace period)" if info.killed else ""),
                            info.returncode)
         if result.failure is not None:
             return result.failure
         if info.returncode == 0:
-            return Outcome(COMPLETED, "done", "worker execution done", 0)
+            return Outcome(TaskStatus.COMPLETED, OutcomeKind.DONE, "worker execution done", 0)
         if info.signalled:
-            return Outcome(FAILED, "user_error", f"the task process was killed by signal {info.signalled}"
+            return Outcome(TaskStatus.FAILED, OutcomeKind.USER_ERROR, f"the task process was killed by signal {info.signalled}"
                            + (" (out of memory?)" if info.signalled == 9 else ""), info.returncode)
-        return Outcome(FAILED, "user_error", f"the task process exited with code {info.returncode}; "
+        return Outcome(TaskStatus.FAILED, OutcomeKind.USER_ERROR, f"the task process exited with code {info.returncode}; "
                        "see the end of its console log", info.returncode)
 
 

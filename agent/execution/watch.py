@@ -8,13 +8,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from agent.execution.lifecycle import STALE_SUBCODE
 from agent.taskserver.port import TaskServer
 from shipyard.errors import ServerError, ServerUnreachable
+from shipyard.protocol import STOP_REQUEST, OutcomeKind, Subcode, TaskStatus
 
 log = logging.getLogger("shipyard.agent.watch")
 
-_ENDED = frozenset({"stopped", "failed", "closed", "published", "queued", "publishing"})
+_ENDED = frozenset({TaskStatus.STOPPED, TaskStatus.FAILED, TaskStatus.CLOSED, TaskStatus.PUBLISHED,
+                    TaskStatus.QUEUED, TaskStatus.PUBLISHING})
 _RESET_CHECKS = 3
 
 
@@ -64,7 +65,7 @@ class TaskWatch:
                 self.keepalive()   # never raises: it logs its own failures
                 next_keepalive = time.monotonic() + self.keepalive_s
             if self.max_runtime_s and time.monotonic() - self._started > self.max_runtime_s:
-                self._set("timed_out", f"ran longer than the maximum run time of {self.max_runtime_s:g}s")
+                self._set(OutcomeKind.TIMED_OUT, f"ran longer than the maximum run time of {self.max_runtime_s:g}s")
             try:
                 self._check_status()
                 if self.attempt is not None and time.monotonic() >= next_renew:
@@ -75,14 +76,14 @@ class TaskWatch:
                     next_ping = time.monotonic() + self.ping_s
                 self._last_contact = time.monotonic()
             except ServerError as exc:
-                if exc.subcode == STALE_SUBCODE:
-                    self._set("lease_lost", "the server gave this task to another agent (lease lost)")
+                if exc.subcode == Subcode.STALE_CLAIM:
+                    self._set(OutcomeKind.LEASE_LOST, "the server gave this task to another agent (lease lost)")
                 log.warning("status check of task %s failed: %s", self.task_id, exc)
             except ServerUnreachable as exc:
                 log.warning("status check of task %s failed: %s", self.task_id, exc)
             if self.attempt is not None and time.monotonic() - self._last_contact > self.lease_s:
                 # The server has re-queued the task by now: stop, so it never runs twice for long.
-                self._set("lease_lost", f"cut off from the server for more than the {self.lease_s:g}s lease")
+                self._set(OutcomeKind.LEASE_LOST, f"cut off from the server for more than the {self.lease_s:g}s lease")
 
     def _renew(self) -> None:
         self.api.call("tasks.renew_lease", {"task": self.task_id, "attempt": self.attempt,
@@ -92,16 +93,16 @@ class TaskWatch:
         rows = self.api.call("tasks.get_all", {"id": [self.task_id], "only_fields": ["status", "status_message"],
                                                "search_hidden": True}, deadline_s=5).get("tasks") or []
         if not rows:
-            self._set("aborted", "the task was deleted on the server")
+            self._set(OutcomeKind.ABORTED, "the task was deleted on the server")
             return
         status, message = rows[0].get("status"), str(rows[0].get("status_message") or "")
-        if status == "in_progress" and "stopping" in message.lower():
-            self._set("aborted", "abort requested (tasks.stop)")
+        if status == TaskStatus.IN_PROGRESS and STOP_REQUEST in message.lower():
+            self._set(OutcomeKind.ABORTED, "abort requested (tasks.stop)")
         elif status in _ENDED:
-            self._set("aborted", f"the task was set to '{status}' on the server while running")
-        elif status == "created":
+            self._set(OutcomeKind.ABORTED, f"the task was set to '{status}' on the server while running")
+        elif status == TaskStatus.CREATED:
             self._created_seen += 1
             if self._created_seen >= _RESET_CHECKS:
-                self._set("aborted", "the task was reset while running")
+                self._set(OutcomeKind.ABORTED, "the task was reset while running")
         else:
             self._created_seen = 0

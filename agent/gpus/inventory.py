@@ -111,7 +111,7 @@ class NvmlInventory:
                 return self._nvml if self._started else None
             try:
                 if self._nvml is None:
-                    import pynvml  # type: ignore[import-untyped]
+                    import pynvml
                     self._nvml = pynvml
                 self._nvml.nvmlInit()
             except ImportError as exc:

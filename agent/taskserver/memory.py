@@ -3,7 +3,7 @@ run in-process.
 
 It answers the endpoints in `port.AGENT_ENDPOINTS`, plus the few a user makes (queues.create,
 tasks.create, tasks.enqueue, tasks.stop), with the rules the agent relies on:
-    - the ClearML status machine (`TRANSITIONS`); a refused change is ServerError 400/110;
+    - the ClearML status machine (`shipyard.protocol.TRANSITIONS`); a refused change is ServerError 400/110;
     - a claim with `lease_s` grants an attempt number (the fencing token); a status change,
       ping, renewal, exit record or log event naming an older attempt is 400/150 (stale);
     - a lease that expires (the patchable `shipyard.clock`), a `tasks.release` with retry and a
@@ -24,21 +24,8 @@ from typing import Any
 
 from shipyard import clock
 from shipyard.errors import ServerError
+from shipyard.protocol import STOP_REQUEST, LeaseOutcome, Subcode, TaskStatus, can_transition
 
-STALE_SUBCODE = 150
-INVALID_STATUS_SUBCODE = 110
-TRANSITIONS: dict[str, frozenset[str]] = {
-    "created": frozenset({"queued", "in_progress"}),
-    "queued": frozenset({"created", "in_progress", "stopped"}),
-    "in_progress": frozenset({"stopped", "failed", "created", "completed"}),
-    "stopped": frozenset({"closed", "created", "failed", "queued", "in_progress", "published", "publishing",
-                          "completed"}),
-    "closed": frozenset({"created", "failed", "published", "publishing", "stopped"}),
-    "failed": frozenset({"created", "stopped", "published", "queued"}),
-    "publishing": frozenset({"published"}),
-    "published": frozenset(),
-    "completed": frozenset({"published", "in_progress", "created"}),
-}
 EXTENSIONS = {"long_poll": {"endpoint": "queues.get_next_task", "field": "wait_s", "max_s": 60},
               "leases": {"request_field": "lease_s", "fence_field": "attempt"},
               "task_keys": {"mint": "auth.create_credentials", "role": "task"}}
@@ -159,8 +146,8 @@ class InMemoryTaskServer:
                 doc = self.tasks.get(entries.pop(0))
                 if doc is None:
                     continue
-                if doc["status"] == "stopped":
-                    doc["status"] = "queued"
+                if doc["status"] == TaskStatus.STOPPED:
+                    doc["status"] = TaskStatus.QUEUED
                 answer: dict[str, Any] = {"entry": {"task": doc["id"]}, "queue": queue_id}
                 if body.get("lease_s"):
                     answer["lease"] = self._grant(doc, body["worker"], queue_id, float(body["lease_s"]))
@@ -178,14 +165,14 @@ class InMemoryTaskServer:
 
     def _tasks_create(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         task_id = f"{next(self._ids):032x}"
-        self.tasks[task_id] = {**body, "id": task_id, "status": "created", "status_message": "",
+        self.tasks[task_id] = {**body, "id": task_id, "status": TaskStatus.CREATED, "status_message": "",
                                "status_reason": ""}
         return {"id": task_id}
 
     def _tasks_enqueue(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         doc = self._task(endpoint, body["task"])
         queue = self._queue(endpoint, body["queue"])
-        self._change(endpoint, doc, "queued", force=bool(body.get("force")), reason=body.get("status_reason"))
+        self._change(endpoint, doc, TaskStatus.QUEUED, force=bool(body.get("force")), reason=body.get("status_reason"))
         doc.setdefault("execution", {})["queue"] = queue["id"]
         queue["entries"].append(doc["id"])
         return {"queued": 1}
@@ -193,13 +180,13 @@ class InMemoryTaskServer:
     def _tasks_stop(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         doc = self._task(endpoint, body["task"])
         reason = body.get("status_reason") or "abort request"
-        if doc["status"] == "queued":
+        if doc["status"] == TaskStatus.QUEUED:
             self._dequeue(doc["id"])
-            self._change(endpoint, doc, "stopped", force=True, reason=reason)
-        elif doc["status"] == "in_progress" and doc.get("last_worker") and not body.get("force"):
-            doc.update(status_message="stopping", status_reason=reason)
+            self._change(endpoint, doc, TaskStatus.STOPPED, force=True, reason=reason)
+        elif doc["status"] == TaskStatus.IN_PROGRESS and doc.get("last_worker") and not body.get("force"):
+            doc.update(status_message=STOP_REQUEST, status_reason=reason)
         else:
-            self._change(endpoint, doc, "stopped", force=bool(body.get("force")), reason=reason)
+            self._change(endpoint, doc, TaskStatus.STOPPED, force=bool(body.get("force")), reason=reason)
         return {"updated": 1}
 
     # -- tasks: what a run does ------------------------------------------------------------------
@@ -216,16 +203,16 @@ class InMemoryTaskServer:
         return {"tasks": rows}
 
     def _tasks_started(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._status_call(endpoint, body, "in_progress")
+        return self._status_call(endpoint, body, TaskStatus.IN_PROGRESS)
 
     def _tasks_completed(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._status_call(endpoint, body, "completed")
+        return self._status_call(endpoint, body, TaskStatus.COMPLETED)
 
     def _tasks_failed(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._status_call(endpoint, body, "failed")
+        return self._status_call(endpoint, body, TaskStatus.FAILED)
 
     def _tasks_stopped(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._status_call(endpoint, body, "stopped")
+        return self._status_call(endpoint, body, TaskStatus.STOPPED)
 
     def _status_call(self, endpoint: str, body: dict[str, Any], new: str) -> dict[str, Any]:
         doc = self._fenced(endpoint, body)
@@ -241,7 +228,7 @@ class InMemoryTaskServer:
         doc = self._fenced(endpoint, body)
         lease = doc.get("_lease")
         if not lease:
-            raise _error(endpoint, 400, STALE_SUBCODE, "the task is no longer leased")
+            raise _error(endpoint, 400, Subcode.STALE_CLAIM, "the task is no longer leased")
         lease_s = float(body.get("lease_s") or lease["lease_s"])
         doc["_lease"] = {**lease, "expires": clock.now() + lease_s, "lease_s": lease_s}
         return {"expires_in_s": lease_s, "status": doc["status"]}
@@ -251,8 +238,8 @@ class InMemoryTaskServer:
         reason = body.get("reason") or "released by its agent"
         if body.get("retry", True):
             return {"outcome": self._requeue_or_fail(doc, reason)}
-        self._change(endpoint, doc, "failed", force=True, reason=reason)
-        return {"outcome": "failed"}
+        self._change(endpoint, doc, TaskStatus.FAILED, force=True, reason=reason)
+        return {"outcome": LeaseOutcome.FAILED}
 
     def _tasks_record_exit(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         doc = self._fenced(endpoint, body)
@@ -317,7 +304,7 @@ class InMemoryTaskServer:
     def _fenced(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         doc = self._task(endpoint, body["task"])
         if not self._fresh(doc["id"], body.get("attempt")):
-            raise _error(endpoint, 400, STALE_SUBCODE, f"stale claim: attempt {body.get('attempt')} was "
+            raise _error(endpoint, 400, Subcode.STALE_CLAIM, f"stale claim: attempt {body.get('attempt')} was "
                                                        f"superseded by attempt {doc.get('_attempt')}")
         return doc
 
@@ -328,9 +315,9 @@ class InMemoryTaskServer:
     def _change(self, endpoint: str, doc: dict[str, Any], new: str, *, force: bool = False,
                 reason: str | None = None, message: str | None = None) -> None:
         current = doc["status"]
-        if not force and current != new and new not in TRANSITIONS.get(current, frozenset()):
-            raise _error(endpoint, 400, INVALID_STATUS_SUBCODE, f"cannot change from {current} to {new}")
-        if new != "in_progress":
+        if not can_transition(current, new, force=force):
+            raise _error(endpoint, 400, Subcode.INVALID_TASK_STATUS, f"cannot change from {current} to {new}")
+        if new != TaskStatus.IN_PROGRESS:
             doc.pop("_lease", None)
         doc.update(status=new, status_reason=reason or "", status_message=message or "")
 
@@ -339,14 +326,14 @@ class InMemoryTaskServer:
         attempts = int(doc.get("_attempt") or 0)
         doc.pop("_lease", None)
         if attempts >= self.max_attempts or queue_id not in self.queues:
-            self._change("reaper", doc, "failed", force=True,
+            self._change("reaper", doc, TaskStatus.FAILED, force=True,
                          reason=f"infrastructure: agent lost {attempts} time(s); last: {reason}")
-            return "failed"
+            return LeaseOutcome.FAILED
         self._dequeue(doc["id"])
-        self._change("reaper", doc, "queued", force=True,
+        self._change("reaper", doc, TaskStatus.QUEUED, force=True,
                      reason=f"infrastructure: {reason}; retry {attempts + 1} of {self.max_attempts}")
         self.queues[queue_id]["entries"].insert(0, doc["id"])
-        return "requeued"
+        return LeaseOutcome.REQUEUED
 
     def _dequeue(self, task_id: str) -> None:
         for queue in self.queues.values():

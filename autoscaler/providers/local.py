@@ -6,6 +6,7 @@ autoscaler still finds (and can stop) the agents it started.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -112,10 +113,8 @@ class LocalProvider(CloudProvider):
 
 
 def _signal_group(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)  # the agent leads its own group (start_new_session)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _pid_alive(pid: int, label: str) -> bool:

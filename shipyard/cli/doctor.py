@@ -54,7 +54,7 @@ class Check:
 
 
 def run_checks(settings: Settings | None, config_error: str | None = None) -> list[Check]:
-    checks = [Check("config", FAIL, config_error) if settings is None else
+    checks = [Check("config", FAIL, config_error or "") if settings is None else
               Check("config", OK, f"{settings.config_file or 'no config file'}; "
                     f"worker {settings.agent.worker_id}" + "".join(f"; {w}" for w in settings.warnings))]
     checks += [_guard(name, probe_fn) for name, probe_fn in (
@@ -119,18 +119,16 @@ def check_uv() -> Check:
 def check_docker() -> Check:
     """The engine through the Docker SDK when installed, else a bare /_ping on the default socket."""
     try:
-        import docker  # type: ignore[import-not-found]
+        import docker
     except ImportError:
-        docker = None
-    if docker is not None:
-        try:
-            client = docker.from_env(timeout=HTTP_TIMEOUT_S)
-            info = client.version()
-            client.close()
-            return Check("docker", OK, f"engine {info.get('Version')} (API {info.get('ApiVersion')})")
-        except Exception as exc:  # noqa: BLE001 - docker.errors.* and requests' errors alike
-            return Check("docker", SKIP, f"no Docker engine answers ({exc}); docker mode unavailable")
-    return _ping_socket(DOCKER_SOCKET)
+        return _ping_socket(DOCKER_SOCKET)
+    try:
+        client = docker.from_env(timeout=int(HTTP_TIMEOUT_S))
+        info = client.version()
+        client.close()
+        return Check("docker", OK, f"engine {info.get('Version')} (API {info.get('ApiVersion')})")
+    except Exception as exc:  # noqa: BLE001 - docker.errors.* and requests' errors alike
+        return Check("docker", SKIP, f"no Docker engine answers ({exc}); docker mode unavailable")
 
 
 def _ping_socket(path: Path) -> Check:
@@ -159,7 +157,7 @@ def _ping_socket(path: Path) -> Check:
 
 def check_nvml() -> Check:
     try:
-        import pynvml  # type: ignore[import-not-found]
+        import pynvml
     except ImportError:
         return Check("nvml", SKIP, "pynvml not installed (pip install nvidia-ml-py): GPUs not inspected")
     try:

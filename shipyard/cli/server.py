@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from pathlib import Path
 
 import click
@@ -20,6 +21,9 @@ def run_loop(coro) -> None:
     try:
         import uvloop
     except ImportError:
+        asyncio.run(coro)
+        return
+    if sys.version_info < (3, 11):  # asyncio.Runner (and its loop_factory) arrived in 3.11
         asyncio.run(coro)
         return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
