@@ -44,6 +44,8 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import contextlib
+
 from bench.bench_agent import MEDIUM
 from bench.bench_server import pairs_per_second, pct
 from bench.pypi_mirror import Mirror, ensure_wheelhouse, write_index
@@ -131,10 +133,8 @@ class Agent:
             if proc.pid in exclude:
                 continue
             found.append(proc)
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 stack.extend(proc.children())
-            except psutil.NoSuchProcess:
-                pass
         return found
 
     def wipe_caches(self) -> None:
@@ -204,10 +204,8 @@ def start_clearml_agent(server: ServerProcess, root: Path, queue: str, env_extra
                 proc.wait(wait)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 continue
-        try:  # a task or pip still in the group
+        with contextlib.suppress(ProcessLookupError):  # a task or pip still in the group
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     agent = Agent(CML, queue, worker, proc, log_path,
                   [root / "venvs-builds", root / "venvs-cache", root / "pip-cache", root / "pip-download-cache"], stop)
@@ -800,10 +798,7 @@ def ratio_row(measure: str, cml: list[float], sy: list[float], target: float | N
     ratio = a / b if b > 0 else float("inf")
     met = None if target is None else ratio >= target
     verdict = "" if target is None else f"≥{target:g}x: **{'met' if met else 'missed'}**"
-    if p == 0.5:
-        cells = f"{fmt_s(cml)} | {fmt_s(sy)}"
-    else:
-        cells = f"{a:.2f} s | {b:.2f} s"
+    cells = f"{fmt_s(cml)} | {fmt_s(sy)}" if p == 0.5 else f"{a:.2f} s | {b:.2f} s"
     return f"| {measure} | {cells} | **{ratio:.1f}x** | {verdict}{(' ' + note) if note else ''} |", ratio, met
 
 
