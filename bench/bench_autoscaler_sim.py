@@ -22,6 +22,7 @@ of the money spent on machines that were running a task.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import random
 import statistics
@@ -253,10 +254,8 @@ class ClearmlController:
         key = self.world.server.mint(label, 10 * 24 * 3600)  # ClearML: a long-lived key in user data
         market = Market.SPOT if resource.spot else Market.ON_DEMAND
         boot = AgentBootstrap(label, (queue,), "", "", "", key.access_key, key.secret_key)
-        try:
+        with contextlib.suppress(Exception):  # a refused spot request: ClearML logs it and retries next poll
             self.world.provider.launch(LaunchRequest(label, resource, queue, market, boot))
-        except Exception:  # noqa: BLE001 - a refused spot request: ClearML logs it and retries next poll
-            pass
 
 
 def simulate(controller: str, seed: int, hours: float, *, budget: bool = True, month: str = "room",

@@ -144,32 +144,46 @@ def check(probes: list[Probe], gpus: list[Gpu], fake: bool) -> None:
     buses = {g.pci_bus_id.upper()[-7:] for g in gpus}
     done = [p for p in probes if p.seen]
     for p in done:
-        if len(p.visible) != p.expect_devices:
-            p.problems.append(f"CUDA_VISIBLE_DEVICES={p.seen.get('CUDA_VISIBLE_DEVICES')!r}, "
-                              f"expected {p.expect_devices} device(s)")
-        if p.expect_devices == 0 and p.seen.get("NVIDIA_VISIBLE_DEVICES") != "none":
-            p.problems.append(f"NVIDIA_VISIBLE_DEVICES={p.seen.get('NVIDIA_VISIBLE_DEVICES')!r}, expected 'none'")
-        if p.seen.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
-            p.problems.append(f"CUDA_DEVICE_ORDER={p.seen.get('CUDA_DEVICE_ORDER')!r}")
-        if fake:
-            continue
-        cuda = p.seen.get("cuda")
-        if cuda is None:
-            p.problems.append(f"CUDA did not answer: {p.seen.get('cuda_error')}")
-        elif len(cuda) != p.expect_devices:
-            p.problems.append(f"CUDA sees {len(cuda)} device(s), expected {p.expect_devices}")
-        elif any(d["pci_bus_id"].upper()[-7:] not in buses for d in cuda):
-            p.problems.append(f"CUDA shows a device NVML does not list: {cuda}")
-        if isinstance(p.seen.get("torch"), int) and p.seen["torch"] != p.expect_devices:
-            p.problems.append(f"torch.cuda.device_count()={p.seen['torch']}, expected {p.expect_devices}")
+        _check_environment(p)
+        if not fake:
+            _check_cuda_view(p, buses)
     for i, a in enumerate(done):
         for b in done[i + 1:]:
-            if a.overlaps(b) and set(a.visible) & set(b.visible):
-                a.problems.append(f"ran at the same time as {b.name} on GPU(s) {set(a.visible) & set(b.visible)}")
-            if not fake and a.overlaps(b) and a.seen.get("cuda") and b.seen.get("cuda"):
-                shared = {d["pci_bus_id"] for d in a.seen["cuda"]} & {d["pci_bus_id"] for d in b.seen["cuda"]}
-                if shared and not any(v.startswith("MIG-") for v in a.visible):   # MIG: one bus, many instances
-                    a.problems.append(f"shares PCI device(s) {shared} with {b.name} while both run")
+            _check_pair(a, b, fake)
+
+
+def _check_environment(p: Probe) -> None:
+    """The variables the agent set for the task: as many devices as asked, in PCI order."""
+    if len(p.visible) != p.expect_devices:
+        p.problems.append(f"CUDA_VISIBLE_DEVICES={p.seen.get('CUDA_VISIBLE_DEVICES')!r}, "
+                          f"expected {p.expect_devices} device(s)")
+    if p.expect_devices == 0 and p.seen.get("NVIDIA_VISIBLE_DEVICES") != "none":
+        p.problems.append(f"NVIDIA_VISIBLE_DEVICES={p.seen.get('NVIDIA_VISIBLE_DEVICES')!r}, expected 'none'")
+    if p.seen.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
+        p.problems.append(f"CUDA_DEVICE_ORDER={p.seen.get('CUDA_DEVICE_ORDER')!r}")
+
+
+def _check_cuda_view(p: Probe, buses: set[str]) -> None:
+    """What CUDA and torch inside the task saw: the expected count, and only devices NVML lists."""
+    cuda = p.seen.get("cuda")
+    if cuda is None:
+        p.problems.append(f"CUDA did not answer: {p.seen.get('cuda_error')}")
+    elif len(cuda) != p.expect_devices:
+        p.problems.append(f"CUDA sees {len(cuda)} device(s), expected {p.expect_devices}")
+    elif any(d["pci_bus_id"].upper()[-7:] not in buses for d in cuda):
+        p.problems.append(f"CUDA shows a device NVML does not list: {cuda}")
+    if isinstance(p.seen.get("torch"), int) and p.seen["torch"] != p.expect_devices:
+        p.problems.append(f"torch.cuda.device_count()={p.seen['torch']}, expected {p.expect_devices}")
+
+
+def _check_pair(a: Probe, b: Probe, fake: bool) -> None:
+    """Two tasks that ran at the same time must not share a GPU."""
+    if a.overlaps(b) and set(a.visible) & set(b.visible):
+        a.problems.append(f"ran at the same time as {b.name} on GPU(s) {set(a.visible) & set(b.visible)}")
+    if not fake and a.overlaps(b) and a.seen.get("cuda") and b.seen.get("cuda"):
+        shared = {d["pci_bus_id"] for d in a.seen["cuda"]} & {d["pci_bus_id"] for d in b.seen["cuda"]}
+        if shared and not any(v.startswith("MIG-") for v in a.visible):   # MIG: one bus, many instances
+            a.problems.append(f"shares PCI device(s) {shared} with {b.name} while both run")
 
 
 def report(probes: list[Probe]) -> bool:

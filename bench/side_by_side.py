@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import math
 import os
@@ -43,6 +44,8 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+import contextlib
 
 from bench.bench_agent import MEDIUM
 from bench.bench_server import pairs_per_second, pct
@@ -131,10 +134,8 @@ class Agent:
             if proc.pid in exclude:
                 continue
             found.append(proc)
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 stack.extend(proc.children())
-            except psutil.NoSuchProcess:
-                pass
         return found
 
     def wipe_caches(self) -> None:
@@ -204,10 +205,8 @@ def start_clearml_agent(server: ServerProcess, root: Path, queue: str, env_extra
                 proc.wait(wait)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 continue
-        try:  # a task or pip still in the group
+        with contextlib.suppress(ProcessLookupError):  # a task or pip still in the group
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     agent = Agent(CML, queue, worker, proc, log_path,
                   [root / "venvs-builds", root / "venvs-cache", root / "pip-cache", root / "pip-download-cache"], stop)
@@ -800,10 +799,7 @@ def ratio_row(measure: str, cml: list[float], sy: list[float], target: float | N
     ratio = a / b if b > 0 else float("inf")
     met = None if target is None else ratio >= target
     verdict = "" if target is None else f"≥{target:g}x: **{'met' if met else 'missed'}**"
-    if p == 0.5:
-        cells = f"{fmt_s(cml)} | {fmt_s(sy)}"
-    else:
-        cells = f"{a:.2f} s | {b:.2f} s"
+    cells = f"{fmt_s(cml)} | {fmt_s(sy)}" if p == 0.5 else f"{a:.2f} s | {b:.2f} s"
     return f"| {measure} | {cells} | **{ratio:.1f}x** | {verdict}{(' ' + note) if note else ''} |", ratio, met
 
 
@@ -811,91 +807,135 @@ def since(runs: list[Run], attr: str) -> list[float]:
     return [v for r in runs if (v := r.since(getattr(r, attr))) is not None]
 
 
+def _log_rows(args, logs: dict) -> tuple[list[str], tuple[None, bool]]:
+    """Log throughput and line accounting rows, and the zero-lines-lost target's outcome."""
+    rows = []
+    lg = {name: logs[name][0] for name in AGENTS}
+    a, b = lg[CML]["rate"], lg[SY]["rate"]
+    rows.append(f"| log throughput, {args.lines:,} lines printed as fast as the task can: delivered lines/s "
+                f"(first line → task ended) | {a:,.0f} | {b:,.0f} | **{b / a if a else float('inf'):.1f}x** | |")
+
+    def counts(r: dict) -> str:
+        return f"{r['lost']:,} / {r['split']:,} / {r['duplicated']:,} / {r['late']:,}"
+
+    clean = {n: lg[n]["lost"] == 0 and lg[n]["split"] == 0 and lg[n]["duplicated"] == 0 for n in AGENTS}
+    rows.append(f"| lines lost / broken in two (split across log events) / duplicated / arrived after the "
+                f"task ended | {counts(lg[CML])} | {counts(lg[SY])} | | zero lost: "
+                f"**{'met' if clean[SY] else 'missed'}** |")
+    printing = {n: lg[n]["print_s"] for n in AGENTS}
+    rows.append(f"| (how long the task itself took to print them) | "
+                f"{printing[CML] or 0:.1f} s | {printing[SY] or 0:.1f} s | | |")
+    return rows, (None, clean[SY])
+
+
+def _footprint_rows(fp: dict) -> list[str]:
+    """CPU and memory of each agent's process tree, idle and busy."""
+    rows = []
+    for state in ("idle", "busy"):
+        if state in fp[CML] and state in fp[SY]:
+            (ca, ra), (cb, rb) = fp[CML][state], fp[SY][state]
+            what = "idle, both waiting for work" if state == "idle" else "busy, running a task printing 1,000 lines/s"
+            rows.append(f"| agent footprint {what}: CPU % of one core / RSS of the agent's process tree "
+                        f"(the task excluded) | {ca:.2f} % / {ra:.0f} MB | {cb:.2f} % / {rb:.0f} MB | "
+                        f"{(ca / cb if cb else float('inf')):.1f}x CPU, {(ra / rb if rb else float('inf')):.1f}x RSS | |")
+    return rows
+
+
+def _docker_rows(d, rows: list[str], add) -> None:
+    """Docker mode rows, or the reason they are missing (`d` is then a string)."""
+    if isinstance(d, str):
+        rows.append(f"| docker mode warm start | - | - | - | {d} |")
+    else:
+        add(ratio_row(f"docker mode, image `{d['image']}`: first build of the medium set → first line",
+                      since(d["build"][CML], "first"), since(d["build"][SY], "first"), None))
+        add(ratio_row("docker mode warm start, medium set: enqueue → first line", since(d["warm"][CML], "first"),
+                      since(d["warm"][SY], "first"), None))
+        add(ratio_row("docker mode warm start, medium set: enqueue → imports done",
+                      since(d["warm"][CML], "imported"), since(d["warm"][SY], "imported"), None))
+
+
+def _add_row(rows: list[str], row: tuple) -> tuple:
+    """Append a ratio_row's text to `rows`; return its (ratio, met) for the targets."""
+    text, ratio, met = row
+    rows.append(text)
+    return ratio, met
+
+
+def _pickup_rows(p: dict, add) -> tuple:
+    """Pickup rows; returns the p50 ≥10x target's (ratio, met)."""
+    target = add(ratio_row("pickup: enqueue → task's first line, p50", since(p[CML], "first"),
+                           since(p[SY], "first"), 10))
+    add(ratio_row("pickup: enqueue → task's first line, p90", since(p[CML], "first"), since(p[SY], "first"),
+                  None, p=0.9))
+    add(ratio_row("pickup: enqueue → that line on the server, p50", since(p[CML], "visible"),
+                  since(p[SY], "visible"), None))
+    return target
+
+
+def _warm_rows(w: dict, add) -> tuple:
+    """Warm start rows; returns the ≥10x target's (ratio, met)."""
+    target = add(ratio_row("warm start, medium set: enqueue → first line", since(w[CML], "first"),
+                           since(w[SY], "first"), 10))
+    add(ratio_row("warm start, medium set: enqueue → imports done", since(w[CML], "imported"),
+                  since(w[SY], "imported"), None))
+    return target
+
+
+def _cold_rows(c: dict, add) -> tuple:
+    """Cold build rows; returns the ≥3x target's (ratio, met)."""
+    bc = [r.extra["bytecode_s"] for r in c[SY] if "bytecode_s" in r.extra]
+    target = add(ratio_row("cold build, medium set: enqueue → first line", since(c[CML], "first"),
+                           since(c[SY], "first"), 3))
+    add(ratio_row("cold build, medium set: enqueue → imports done", since(c[CML], "imported"),
+                  since(c[SY], "imported"), None,
+                  note=(f"(Shipyard then byte-compiles the new cache entry in the background, done "
+                        f"{statistics.median(bc):.0f} s after the task ended; the bench waits for it, "
+                        "uncounted)" if bc else "")))
+    return target
+
+
+def _abort_rows(ab: dict, add) -> None:
+    """How long tasks.stop takes to end the task process, and to mark the task stopped."""
+    add(ratio_row("abort: tasks.stop → task process gone", [r["gone"] for r in ab[CML]],
+                  [r["gone"] for r in ab[SY]], None))
+    add(ratio_row("abort: tasks.stop → task `stopped` on the server", [r["stopped"] for r in ab[CML]],
+                  [r["stopped"] for r in ab[SY]], None))
+
+
+def _server_table(levels: list) -> str:
+    """Server throughput and API latency at each client count."""
+    srv = ["", ("Server (the same embedded server; bench/bench_server.py's `pairs_per_second`: each client "
+                "a process (bench_server's lean keep-alive HTTP client) re-enqueuing one task and popping it "
+                "with `queues.get_next_task`, while a probe times `tasks.get_by_id` every 10 ms):"), "",
+           "| clients | enqueue+dequeue pairs/s | API p50 (tasks.get_by_id) | API p99 |", "|---|---|---|---|"]
+    srv += [f"| {c} | {rate:,.0f} | {p50:.1f} ms | {p99:.1f} ms |" for c, rate, p50, p99 in levels]
+    return "\n".join(srv)
+
+
 def report(args, info: dict, results: dict, targets: dict) -> str:
     rows = ["| measure | clearml-agent 3.0.3 | shipyard daemon | shipyard's advantage (>1x: shipyard better) | target |",
             "|---|---|---|---|---|"]
-
-    def add(row):
-        text, ratio, met = row
-        rows.append(text)
-        return ratio, met
-
+    add = functools.partial(_add_row, rows)
     if "pickup" in results:
-        p = results["pickup"]
-        targets["pickup (p50) ≥10x"] = add(ratio_row("pickup: enqueue → task's first line, p50", since(p[CML], "first"),
-                                                     since(p[SY], "first"), 10))
-        add(ratio_row("pickup: enqueue → task's first line, p90", since(p[CML], "first"), since(p[SY], "first"),
-                      None, p=0.9))
-        add(ratio_row("pickup: enqueue → that line on the server, p50", since(p[CML], "visible"),
-                      since(p[SY], "visible"), None))
+        targets["pickup (p50) ≥10x"] = _pickup_rows(results["pickup"], add)
     if "warm" in results:
-        w = results["warm"]
-        targets["warm start ≥10x"] = add(ratio_row("warm start, medium set: enqueue → first line", since(w[CML], "first"),
-                                                   since(w[SY], "first"), 10))
-        add(ratio_row("warm start, medium set: enqueue → imports done", since(w[CML], "imported"),
-                      since(w[SY], "imported"), None))
+        targets["warm start ≥10x"] = _warm_rows(results["warm"], add)
     if "cold" in results:
-        c = results["cold"]
-        bc = [r.extra["bytecode_s"] for r in c[SY] if "bytecode_s" in r.extra]
-        targets["cold build ≥3x"] = add(ratio_row("cold build, medium set: enqueue → first line", since(c[CML], "first"),
-                                                  since(c[SY], "first"), 3))
-        add(ratio_row("cold build, medium set: enqueue → imports done", since(c[CML], "imported"),
-                      since(c[SY], "imported"), None,
-                      note=(f"(Shipyard then byte-compiles the new cache entry in the background, done "
-                            f"{statistics.median(bc):.0f} s after the task ended; the bench waits for it, "
-                            "uncounted)" if bc else "")))
+        targets["cold build ≥3x"] = _cold_rows(results["cold"], add)
     if "logs" in results:
-        lg = {name: results["logs"][name][0] for name in AGENTS}
-        a, b = lg[CML]["rate"], lg[SY]["rate"]
-        rows.append(f"| log throughput, {args.lines:,} lines printed as fast as the task can: delivered lines/s "
-                    f"(first line → task ended) | {a:,.0f} | {b:,.0f} | **{b / a if a else float('inf'):.1f}x** | |")
-        def counts(r: dict) -> str:
-            return f"{r['lost']:,} / {r['split']:,} / {r['duplicated']:,} / {r['late']:,}"
-
-        clean = {n: lg[n]["lost"] == 0 and lg[n]["split"] == 0 and lg[n]["duplicated"] == 0 for n in AGENTS}
-        rows.append(f"| lines lost / broken in two (split across log events) / duplicated / arrived after the "
-                    f"task ended | {counts(lg[CML])} | {counts(lg[SY])} | | zero lost: "
-                    f"**{'met' if clean[SY] else 'missed'}** |")
-        targets["zero lines lost"] = (None, clean[SY])
-        printing = {n: lg[n]["print_s"] for n in AGENTS}
-        rows.append(f"| (how long the task itself took to print them) | "
-                    f"{printing[CML] or 0:.1f} s | {printing[SY] or 0:.1f} s | | |")
+        log_rows, targets["zero lines lost"] = _log_rows(args, results["logs"])
+        rows += log_rows
     if "abort" in results:
-        ab = results["abort"]
-        add(ratio_row("abort: tasks.stop → task process gone", [r["gone"] for r in ab[CML]],
-                      [r["gone"] for r in ab[SY]], None))
-        add(ratio_row("abort: tasks.stop → task `stopped` on the server", [r["stopped"] for r in ab[CML]],
-                      [r["stopped"] for r in ab[SY]], None))
+        _abort_rows(results["abort"], add)
     if "footprint" in results:
-        fp = results["footprint"]
-        for state in ("idle", "busy"):
-            if state in fp[CML] and state in fp[SY]:
-                (ca, ra), (cb, rb) = fp[CML][state], fp[SY][state]
-                what = "idle, both waiting for work" if state == "idle" else "busy, running a task printing 1,000 lines/s"
-                rows.append(f"| agent footprint {what}: CPU % of one core / RSS of the agent's process tree "
-                            f"(the task excluded) | {ca:.2f} % / {ra:.0f} MB | {cb:.2f} % / {rb:.0f} MB | "
-                            f"{(ca / cb if cb else float('inf')):.1f}x CPU, {(ra / rb if rb else float('inf')):.1f}x RSS | |")
+        rows += _footprint_rows(results["footprint"])
     if "docker" in results:
-        d = results["docker"]
-        if isinstance(d, str):
-            rows.append(f"| docker mode warm start | - | - | - | {d} |")
-        else:
-            add(ratio_row(f"docker mode, image `{d['image']}`: first build of the medium set → first line",
-                          since(d["build"][CML], "first"), since(d["build"][SY], "first"), None))
-            add(ratio_row("docker mode warm start, medium set: enqueue → first line", since(d["warm"][CML], "first"),
-                          since(d["warm"][SY], "first"), None))
-            add(ratio_row("docker mode warm start, medium set: enqueue → imports done",
-                          since(d["warm"][CML], "imported"), since(d["warm"][SY], "imported"), None))
+        _docker_rows(results["docker"], rows, add)
     if results.get("skipped"):
         rows.append(f"| {', '.join(results['skipped'])} | - | - | - | skipped: past the --max-minutes budget |")
     out = ["\n".join(rows)]
     if "server" in results:
-        srv = ["", ("Server (the same embedded server; bench/bench_server.py's `pairs_per_second`: each client "
-                    "a process (bench_server's lean keep-alive HTTP client) re-enqueuing one task and popping it "
-                    "with `queues.get_next_task`, while a probe times `tasks.get_by_id` every 10 ms):"), "",
-               "| clients | enqueue+dequeue pairs/s | API p50 (tasks.get_by_id) | API p99 |", "|---|---|---|---|"]
-        srv += [f"| {c} | {rate:,.0f} | {p50:.1f} ms | {p99:.1f} ms |" for c, rate, p50, p99 in results["server"]]
-        out.append("\n".join(srv))
+        out.append(_server_table(results["server"]))
     return "\n".join(out)
 
 
@@ -1064,6 +1104,57 @@ def run_at(rev: str, argv: list[str], out: Path) -> int:
 SECTIONS = ("footprint", "pickup", "logs", "abort", "cold", "warm", "docker", "server")
 
 
+def _fill_defaults(args) -> None:
+    """Repetitions the command line left out: fewer with --quick."""
+    q = args.quick
+    args.runs = args.runs or (4 if q else 10)
+    args.warm_runs = args.warm_runs or (2 if q else 3)
+    args.cold_runs = args.cold_runs or (1 if q else 2)
+    args.abort_runs = args.abort_runs or (2 if q else 3)
+    args.lines = args.lines or (50_000 if q else 200_000)
+    args.footprint_s = args.footprint_s or (10.0 if q else 20.0)
+    args.server_s = args.server_s or (2.0 if q else 5.0)
+
+
+def _run_sections(bench: Bench, args, only: list[str], t0: float) -> dict:
+    """Measure each asked-for section in turn, skipping those that would start past --max-minutes."""
+    results: dict = {}
+    api, agents = bench.api, bench.agents
+    skipped: list[str] = []
+
+    def due(section: str) -> bool:
+        """Run `section`? Only if asked for and the run is still within --max-minutes."""
+        if section not in only:
+            return False
+        if time.monotonic() - t0 > args.max_minutes * 60:
+            skipped.append(section)
+            log(f"{section}: skipped, past the {args.max_minutes:g} min budget")
+            return False
+        return True
+
+    if due("pickup") or ("footprint" in only and "pickup" not in only):
+        log("pickup (warm-up first)")
+        results["pickup"] = measure_pickup(api, agents, args.runs if "pickup" in only else 0)
+        if "pickup" not in only:
+            del results["pickup"]
+    plan = [  # in this order: section, what the log says, how it is measured
+        ("footprint", "footprint", lambda: measure_footprint(api, agents, args.footprint_s)),
+        ("logs", f"log throughput, {args.lines:,} lines", lambda: measure_logs(api, agents, args.lines)),
+        ("abort", "abort", lambda: measure_abort(api, agents, args.abort_runs)),
+        ("cold", "cold build", lambda: measure_medium(api, agents, args.cold_runs, cold=True)),
+        ("warm", "warm start", lambda: measure_medium(api, agents, args.warm_runs, cold=False)),
+        ("docker", "docker mode", lambda: measure_docker(bench, args.warm_runs, args.docker_image)),
+        ("server", "server", lambda: measure_server(bench.server, args.server_s)),
+    ]
+    for section, what, measure in plan:
+        if due(section):
+            log(what)
+            results[section] = measure()
+    if skipped:
+        results["skipped"] = skipped
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (development)")
@@ -1088,14 +1179,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.at:
         return run_at(args.at, args.argv, args.out)
-    q = args.quick
-    args.runs = args.runs or (4 if q else 10)
-    args.warm_runs = args.warm_runs or (2 if q else 3)
-    args.cold_runs = args.cold_runs or (1 if q else 2)
-    args.abort_runs = args.abort_runs or (2 if q else 3)
-    args.lines = args.lines or (50_000 if q else 200_000)
-    args.footprint_s = args.footprint_s or (10.0 if q else 20.0)
-    args.server_s = args.server_s or (2.0 if q else 5.0)
+    _fill_defaults(args)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(only) - set(SECTIONS)
     if unknown:
@@ -1109,49 +1193,8 @@ def main(argv: list[str] | None = None) -> int:
     agent_bin = peers.ensure("agent", log=log)
     wheels = ensure_wheelhouse(WHEELHOUSE, log=log)
     vers = versions(agent_bin)
-    results: dict = {}
     with Bench(wheels, agent_bin, keep=args.keep) as bench:
-        api, agents = bench.api, bench.agents
-        skipped: list[str] = []
-
-        def due(section: str) -> bool:
-            """Run `section`? Only if asked for and the run is still within --max-minutes."""
-            if section not in only:
-                return False
-            if time.monotonic() - t0 > args.max_minutes * 60:
-                skipped.append(section)
-                log(f"{section}: skipped, past the {args.max_minutes:g} min budget")
-                return False
-            return True
-
-        if due("pickup") or ("footprint" in only and "pickup" not in only):
-            log("pickup (warm-up first)")
-            results["pickup"] = measure_pickup(api, agents, args.runs if "pickup" in only else 0)
-            if "pickup" not in only:
-                del results["pickup"]
-        if due("footprint"):
-            log("footprint")
-            results["footprint"] = measure_footprint(api, agents, args.footprint_s)
-        if due("logs"):
-            log(f"log throughput, {args.lines:,} lines")
-            results["logs"] = measure_logs(api, agents, args.lines)
-        if due("abort"):
-            log("abort")
-            results["abort"] = measure_abort(api, agents, args.abort_runs)
-        if due("cold"):
-            log("cold build")
-            results["cold"] = measure_medium(api, agents, args.cold_runs, cold=True)
-        if due("warm"):
-            log("warm start")
-            results["warm"] = measure_medium(api, agents, args.warm_runs, cold=False)
-        if due("docker"):
-            log("docker mode")
-            results["docker"] = measure_docker(bench, args.warm_runs, args.docker_image)
-        if due("server"):
-            log("server")
-            results["server"] = measure_server(bench.server, args.server_s)
-        if skipped:
-            results["skipped"] = skipped
+        results = _run_sections(bench, args, only, t0)
     projects = bench.projects
     load_end = os.getloadavg()
     targets: dict = {}

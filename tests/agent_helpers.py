@@ -104,10 +104,10 @@ class DaemonProcess:
 
 
 def start_daemon(env: dict[str, str], queues: list[str], log_path: Path, *extra: str) -> DaemonProcess:
-    log = open(log_path, "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "shipyard", "daemon", "--create-queue",
-                             *[a for q in queues for a in ("--queue", q)], *extra],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([sys.executable, "-m", "shipyard", "daemon", "--create-queue",
+                                 *[a for q in queues for a in ("--queue", q)], *extra],
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if "listening on" in log_path.read_text(errors="replace"):

@@ -122,9 +122,9 @@ def _start_server(data_dir: Path, *, db: str | None, extra_args: list[str] | Non
             "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY, *(extra_args or [])]
     if db:
         args += ["--db", db]
-    log = open(log_path, "ab")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                            start_new_session=True)
+    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                                start_new_session=True)
     server = ServerProcess(proc, data_dir, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{files_port}",
                            f"http://127.0.0.1:{web_port}", (api_port, files_port, web_port), log_path)
     deadline = time.monotonic() + 30

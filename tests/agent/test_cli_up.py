@@ -22,10 +22,10 @@ def up(tmp_path_factory):
     env.update({"HOME": str(root / "home"), "SHIPYARD_WORK_DIR": str(root / "work"),
                 "SHIPYARD_CACHE_DIR": str(root / "cache"), "SHIPYARD_LONG_POLL_S": "5"})
     (root / "home").mkdir()
-    log = open(root / "up.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "shipyard", "up", "--api-port", str(ports[0]),
-                             "--files-port", str(ports[1]), "--web-port", str(ports[2])],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(root / "up.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([sys.executable, "-m", "shipyard", "up", "--api-port", str(ports[0]),
+                                 "--files-port", str(ports[1]), "--web-port", str(ports[2])],
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 60
     while "listening on" not in (root / "up.log").read_text() and time.monotonic() < deadline:
         assert proc.poll() is None, (root / "up.log").read_text()

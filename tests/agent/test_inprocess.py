@@ -2,6 +2,7 @@
 server process, no child process, each test well under a second."""
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -45,10 +46,8 @@ class FakeLaunch:
 
     def close(self) -> None:
         for fd in (self.stdout_fd, self.stderr_fd):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 class FakeExecutor:

@@ -3,6 +3,7 @@ local provider, real `shipyard daemon` agents. Six tasks are enqueued; agents st
 the budget, run them, and go away after the idle timeout, their keys revoked."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -54,10 +56,8 @@ def rig(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
     for pid in pids_with_marker(queue):  # agents a failed test left behind
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     server.stop()
 
 
@@ -70,7 +70,7 @@ def agents_alive(rig) -> int:
     alive = 0
     for entry in known.values():
         try:
-            state = open(f"/proc/{entry['pid']}/stat").read().rsplit(")", 1)[-1].split()[0]
+            state = Path(f"/proc/{entry['pid']}/stat").read_text().rsplit(")", 1)[-1].split()[0]
         except OSError:
             continue
         alive += state != "Z"

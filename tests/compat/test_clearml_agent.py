@@ -12,6 +12,7 @@ the task venv gets `clearml==2.1.12` from the wheelhouse `python -m tests.peers`
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -149,10 +150,8 @@ class AgentRun:
                 proc.wait(wait)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 continue
-        try:  # whatever is left of the group (a task process, pip)
+        with contextlib.suppress(ProcessLookupError):  # whatever is left of the group (a task process, pip)
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         if proc.poll() is None:
             proc.wait(10)
 

@@ -52,7 +52,7 @@ def run_spans(runs_dir: Path, task: str) -> list[tuple[float, float | None]]:
 def overlapping_runs(runs_dir: Path, task: str) -> bool:
     """Did two runs of one task ever run at the same time (two owners at once)?"""
     spans = sorted((s, e) for s, e in run_spans(runs_dir, task) if e is not None)  # killed runs have no end
-    return any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
+    return any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
 
 
 def faulty_agent(server, root: Path, queue: str, name: str, faults: str = "", **extra: str):

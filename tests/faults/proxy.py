@@ -2,6 +2,7 @@
 new ones (a network partition between agent and server), `restore()` heals it."""
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -39,10 +40,8 @@ class CuttableProxy:
 
     def _close(self, conn: socket.socket) -> None:
         self._conns.discard(conn)
-        try:
+        with contextlib.suppress(OSError):
             conn.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         conn.close()
 
     def _accept(self) -> None:

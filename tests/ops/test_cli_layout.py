@@ -110,5 +110,5 @@ def test_state_loads_settings_once_and_api_needs_credentials(tmp_path, monkeypat
     from shipyard.errors import ConfigError
 
     with pytest.raises(ConfigError, match="no API credentials"):
-        state.api
+        _ = state.api  # the property read is what raises
     state.close()

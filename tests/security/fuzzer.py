@@ -170,15 +170,21 @@ def _from_schema(schema: dict, name: str, pools: Pools, read_only: bool, depth: 
         return st.lists(_from_schema(schema.get("items", {}), name, pools, read_only, depth + 1, own),
                         min_size=1 if kind else 0, max_size=3)
     if type_ == "object" and depth < 4:
-        props = {k: _from_schema(v, k, pools, read_only, depth + 1, own) for k, v in schema.get("properties", {}).items()}
-        required = {k: props.pop(k) for k in schema.get("required", []) if k in props}
-        extra = schema.get("additionalProperties")
-        base = st.fixed_dictionaries(required, optional=props)
-        if isinstance(extra, dict):
-            more = st.dictionaries(st.text(max_size=8), _from_schema(extra, "", pools, read_only, depth + 1), max_size=2)
-            return st.builds(lambda a, b: {**b, **a}, base, more)
-        return base
+        return _object_from_schema(schema, pools, read_only, depth, own)
     return JSON_VALUES
+
+
+def _object_from_schema(schema: dict, pools: Pools, read_only: bool, depth: int,
+                        own: str | None) -> st.SearchStrategy:
+    """A JSON object schema: its required and optional properties, plus extra keys where it allows them."""
+    props = {k: _from_schema(v, k, pools, read_only, depth + 1, own) for k, v in schema.get("properties", {}).items()}
+    required = {k: props.pop(k) for k in schema.get("required", []) if k in props}
+    extra = schema.get("additionalProperties")
+    base = st.fixed_dictionaries(required, optional=props)
+    if isinstance(extra, dict):
+        more = st.dictionaries(st.text(max_size=8), _from_schema(extra, "", pools, read_only, depth + 1), max_size=2)
+        return st.builds(lambda a, b: {**b, **a}, base, more)
+    return base
 
 
 def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:

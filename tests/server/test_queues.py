@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.helpers import Api
+from tests.helpers import Api, ApiFailure
 
 
 def _queue_with(api, name, n):
@@ -117,9 +117,9 @@ def test_multi_queue_priority(api):
 
 def test_queue_errors(api):
     api.call("queues.create", {"name": "dup"})
-    with pytest.raises(Exception):
+    with pytest.raises(ApiFailure):
         api.call("queues.create", {"name": "dup"})
     queue, _ = _queue_with(api, "nonempty", 1)
-    with pytest.raises(Exception):
+    with pytest.raises(ApiFailure):
         api.call("queues.delete", {"queue": queue})
     api.call("queues.delete", {"queue": queue, "force": True})

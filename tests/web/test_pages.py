@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -166,7 +167,7 @@ def test_task_parts(web, web_server, seeded, artifacts_dir):
         link.click()
     download = info.value
     assert download.suggested_filename == "stats.json"
-    assert open(download.path(), "rb").read() == b'{"a": 1}'
+    assert Path(download.path()).read_bytes() == b'{"a": 1}'
     page.screenshot(path=str(artifacts_dir / "pages-artifacts.png"), full_page=True)
     assert not page.errors, page.errors
 
