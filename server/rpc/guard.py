@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 log = logging.getLogger("shipyard.server.http")
 
@@ -32,7 +32,13 @@ _REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; 
                     b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TIMEOUT_TEXT), _TIMEOUT_TEXT))
 
 
-def guarded_protocol(header_timeout_s: float, body_timeout_s: float) -> Any:  # noqa: C901  mccabe counts the nested class's small methods as one function
+if TYPE_CHECKING:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _Protocol
+else:
+    _Protocol = object  # httptools is optional: the base class is joined in guarded_protocol()
+
+
+def guarded_protocol(header_timeout_s: float, body_timeout_s: float) -> Any:
     """The protocol class for `uvicorn.Config(http=...)`, or "auto" where httptools is missing
     (then only uvicorn's own limits apply, and a warning says so)."""
     try:
@@ -41,76 +47,83 @@ def guarded_protocol(header_timeout_s: float, body_timeout_s: float) -> Any:  # 
         log.warning("httptools is not installed: no header/body read timeouts on the listeners")
         return "auto"
 
-    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    class GuardedHttpToolsProtocol(_ReadGuard, HttpToolsProtocol):
         header_timeout = header_timeout_s
         body_timeout = body_timeout_s
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._phase = _DONE
-            self._since = 0.0  # headers: when the request began; body: when data last came
-            self._guard: asyncio.TimerHandle | None = None
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._phase, self._since = _HEADERS, self.loop.time()
-            self._arm(self.header_timeout)
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            phase = self._phase
-            if phase == _BODY:
-                self._since = self.loop.time()
-                if self._guard is None:
-                    self._arm(self.body_timeout)
-            elif phase == _HEADERS:
-                if self._guard is None:
-                    self._arm(self.header_timeout)
-            elif self._guard is not None:
-                self._disarm()
-
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            if self._phase != _HEADERS:
-                self._phase, self._since = _HEADERS, self.loop.time()
-
-        def on_headers_complete(self) -> None:
-            super().on_headers_complete()
-            self._phase, self._since = _BODY, self.loop.time()
-
-        def on_message_complete(self) -> None:
-            super().on_message_complete()
-            self._phase = _DONE  # until the next request begins; uvicorn's keep-alive timeout rules
-
-        def _arm(self, delay: float) -> None:
-            self._disarm()
-            self._guard = self.loop.call_later(delay, self._expire)
-
-        def _disarm(self) -> None:
-            if self._guard is not None:
-                self._guard.cancel()
-                self._guard = None
-
-        def _expire(self) -> None:
-            self._guard = None
-            if self.transport.is_closing() or self._phase not in (_HEADERS, _BODY):
-                return
-            now = self.loop.time()
-            if self.flow.read_paused:
-                self._since = now  # the server stopped reading (app behind, pipelining), not the client
-            limit = self.header_timeout if self._phase == _HEADERS else self.body_timeout
-            left = self._since + limit - now
-            if left > 0:
-                self._arm(left)
-                return
-            log.debug("closing %s: request %s not received within %.0f s", self.client,
-                      "headers" if self._phase == _HEADERS else "body data", limit)
-            if self._phase == _HEADERS:
-                self.transport.write(_REQUEST_TIMEOUT)
-            self.transport.close()
-
     return GuardedHttpToolsProtocol
+
+
+class _ReadGuard(_Protocol):
+    """The timers, mixed in before uvicorn's httptools protocol (see the module docstring)."""
+
+    header_timeout: float
+    body_timeout: float
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._phase = _DONE
+        self._since = 0.0  # headers: when the request began; body: when data last came
+        self._guard: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._phase, self._since = _HEADERS, self.loop.time()
+        self._arm(self.header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        phase = self._phase
+        if phase == _BODY:
+            self._since = self.loop.time()
+            if self._guard is None:
+                self._arm(self.body_timeout)
+        elif phase == _HEADERS:
+            if self._guard is None:
+                self._arm(self.header_timeout)
+        elif self._guard is not None:
+            self._disarm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._phase != _HEADERS:
+            self._phase, self._since = _HEADERS, self.loop.time()
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._phase, self._since = _BODY, self.loop.time()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._phase = _DONE  # until the next request begins; uvicorn's keep-alive timeout rules
+
+    def _arm(self, delay: float) -> None:
+        self._disarm()
+        self._guard = self.loop.call_later(delay, self._expire)
+
+    def _disarm(self) -> None:
+        if self._guard is not None:
+            self._guard.cancel()
+            self._guard = None
+
+    def _expire(self) -> None:
+        self._guard = None
+        if self.transport.is_closing() or self._phase not in (_HEADERS, _BODY):
+            return
+        now = self.loop.time()
+        if self.flow.read_paused:
+            self._since = now  # the server stopped reading (app behind, pipelining), not the client
+        limit = self.header_timeout if self._phase == _HEADERS else self.body_timeout
+        left = self._since + limit - now
+        if left > 0:
+            self._arm(left)
+            return
+        log.debug("closing %s: request %s not received within %.0f s", self.client,
+                  "headers" if self._phase == _HEADERS else "body data", limit)
+        if self._phase == _HEADERS:
+            self.transport.write(_REQUEST_TIMEOUT)
+        self.transport.close()

@@ -143,8 +143,10 @@ def _has_live_worker(ctx: CallContext, doc: dict) -> bool:
         return False
     report = doc.get("last_worker_report") or doc.get("last_update")
     timeout = ctx.settings.worker_timeout_s if ctx.settings else 600.0
+    if not isinstance(report, str):  # no report time at all: nobody to wait for (parse_iso(None) raised)
+        return False
     try:
-        return clock.now() - clock.parse_iso(report) < timeout  # type: ignore[arg-type]  # None: TypeError below
+        return clock.now() - clock.parse_iso(report) < timeout
     except (TypeError, ValueError):
         return False
 
