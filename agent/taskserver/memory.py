@@ -274,7 +274,8 @@ class InMemoryTaskServer:
         return {}
 
     def _workers_unregister(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        self.workers.pop(body["worker"], None)
+        if self.workers.pop(body["worker"], None) is None:
+            raise _error(endpoint, 400, Subcode.WORKER_NOT_REGISTERED, "Worker is not registered")
         return {}
 
     def _workers_reconcile(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:

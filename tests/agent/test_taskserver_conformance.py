@@ -136,7 +136,9 @@ def register_unregister(ts: TaskServer) -> dict[str, Any]:
     answers = [ts.call("workers.register", {"worker": worker}),
                ts.call("workers.status_report", {"worker": worker, "timestamp": 0}),
                ts.call("workers.unregister", {"worker": worker})]
-    return {"answers": [type(a).__name__ for a in answers]}
+    with pytest.raises(ServerError) as again:
+        ts.call("workers.unregister", {"worker": worker})
+    return {"answers": [type(a).__name__ for a in answers], "again": (again.value.code, again.value.subcode)}
 
 
 SCENARIOS: dict[str, tuple[Callable[[TaskServer], dict[str, Any]], dict[str, Any]]] = {
@@ -151,7 +153,7 @@ SCENARIOS: dict[str, tuple[Callable[[TaskServer], dict[str, Any]], dict[str, Any
     "stop a running task asks its run to abort": (stop_running_task, {
         "asked": ("in_progress", "stopping"), "final": "stopped"}),
     "stop a queued task stops it at once": (stop_queued_task, {"final": "stopped", "claimable": False}),
-    "workers register and unregister": (register_unregister, {"answers": ["dict"] * 3}),
+    "workers register and unregister": (register_unregister, {"answers": ["dict"] * 3, "again": (400, 1004)}),
 }
 
 
