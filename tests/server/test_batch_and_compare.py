@@ -78,6 +78,17 @@ def test_archive_many_and_unarchive_many_answer_per_id(api):
     assert api.call("tasks.unarchive_many", {"ids": [a]})["succeeded"] == [{"id": a, "unarchived": True}]
 
 
+def test_archiving_a_queued_task_takes_it_out_of_its_queue(api):
+    queue = api.call("queues.create", {"name": f"q-{uuid.uuid4().hex[:6]}"})["id"]
+    a, b = make_task(api, "arch-q1"), make_task(api, "arch-q2")
+    for task in (a, b):
+        api.call("tasks.enqueue", {"task": task, "queue": queue})
+    assert api.call("tasks.archive_many", {"ids": [a]})["succeeded"] == [{"id": a, "archived": True}]
+    api.call("tasks.archive", {"tasks": [b]})
+    assert status(api, a) == status(api, b) == "created"
+    assert api.call("queues.get_by_id", {"queue": queue})["queue"]["entries"] == []
+
+
 @pytest.mark.parametrize("endpoint", ["tasks.stop_many", "tasks.enqueue_many", "tasks.delete_many",
                                       "tasks.archive_many"])
 def test_many_without_ids_is_a_400_naming_the_field(api, endpoint):

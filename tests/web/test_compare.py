@@ -119,10 +119,12 @@ def test_smoothing_log_scale_and_x_axis_modes_redraw_the_lines(web, seeded, web_
     _set_range(page, "#compare_smoothing", 0)
     page.wait_for_function("([sel, before]) => document.querySelector(sel + ' g.series path').getAttribute('d') === before",
                            arg=[LOSS, next(iter(raw.values()))])
-    # Log scale: the axis says so, and the tick labels are powers of the values.
+    # Log scale: the axis says so, and its ticks are 1, 2 and 5 times powers of ten.
     page.check("#compare_log")
     page.locator(f"{LOSS} svg[data-log='1']").wait_for()
     assert _paths(page) != raw
+    y_ticks = page.locator(f"{LOSS} .axis text[text-anchor=end]").all_text_contents()
+    assert len(y_ticks) >= 2 and set(y_ticks) <= {"1", "2", "5", "10", "20", "50"}, y_ticks
     page.uncheck("#compare_log")
     # x by iteration: every task starts at iteration 0, the left edge.
     assert len({_start_x(p) for p in _paths(page).values()}) == 1

@@ -74,6 +74,8 @@ def delete_many(ctx: CallContext, req: Request) -> dict:
 
 def _archive_one(archived: bool) -> Single:
     def single(ctx: CallContext, req: Request) -> dict:
+        if archived:
+            status.dequeue_if_queued(ctx, req.body["task"])
         return {"changed": crud.set_system_tag(ctx, [req.body["task"]], SystemTag.ARCHIVED, archived)}
     return single
 

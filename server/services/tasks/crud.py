@@ -12,6 +12,7 @@ from server.rpc.registry import CallContext, Request, endpoint
 from server.services.events import delete_task_events
 from server.services.projects import find_or_create_project, get_project
 from server.services.tasks import doc as taskdoc
+from server.services.tasks import status
 from server.storage import tables as t
 from server.storage.store import new_id
 from shipyard.protocol import SystemTag, TaskStatus
@@ -179,6 +180,8 @@ def archive(ctx: CallContext, req: Request) -> dict:
     ids = req.str_list("tasks") or []
     if not ids:
         raise errors.missing_field("tasks")
+    for task_id in ids:
+        status.dequeue_if_queued(ctx, task_id)
     return {"archived": set_system_tag(ctx, ids, SystemTag.ARCHIVED, True)}
 
 

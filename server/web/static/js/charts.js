@@ -35,13 +35,21 @@ function extent(values, pad) {
   return [lo - margin, hi + margin];
 }
 
-// Log axes: ticks on whole powers of ten when the span allows, labelled as the values.
+// Log axes (values are log10): ticks at 1, 2 and 5 times the powers of ten in range, only the
+// powers when those are too many, labelled with the values themselves.
 function logTicks(lo, hi) {
-  if (hi - lo < 2) return ticks(lo, hi);
-  const step = Math.ceil((hi - lo) / 6);
-  const out = [];
-  for (let v = Math.ceil(lo); v <= hi; v += step) out.push(v);
-  return out;
+  const pick = (mults) => {
+    const out = [];
+    for (let k = Math.floor(lo); k <= Math.ceil(hi); k += 1) {
+      for (const m of mults) { const t = k + Math.log10(m); if (t >= lo - 1e-9 && t <= hi + 1e-9) out.push(t); }
+    }
+    return out;
+  };
+  const fine = pick([1, 2, 5]);
+  if (fine.length <= 8) return fine.length >= 2 ? fine : ticks(lo, hi);
+  const powers = pick([1]);
+  const step = Math.ceil(powers.length / 8);
+  return powers.filter((_, i) => i % step === 0);
 }
 
 function axes(svg, xs, ys, xLabel, opts = {}) {
