@@ -85,7 +85,8 @@ export async function tasksView(main, params) {
     onclick: () => { window.location.hash = compareHash(shown.filter((t) => selected.has(t.id)).map((t) => t.id)); } }, "Compare");
   const bulkBar = h("div", { class: "toolbar bulk-bar", id: "bulk_bar" }, selCount, compareBtn, bulkButtons);
   const resultBox = h("div", { id: "bulk_result_box" });
-  const columnsBtn = h("button", { class: "secondary", id: "choose_columns", onclick: () => pickColumns() }, "Columns…");
+  const columnsBtn = h("button", { class: "secondary", id: "choose_columns",
+    onclick: () => pickColumns().catch((err) => toast(err.message, "error")) }, "Columns…");
 
   const nameInput = h("input", { type: "search", placeholder: "Name contains…", value: f.name, id: "filter_name",
     oninput: debounce(() => { f.name = nameInput.value.trim(); changed(); }, 250) });
