@@ -168,28 +168,47 @@ def _any_all_filter(docs: list[dict], spec: Any, combine: Any, key: str) -> list
                           f"{key}.pattern")
 
 
+def _numeric_text(value: Any) -> Any:
+    """A hyperparameter's value (always stored as text) as a number when it reads as one, so
+    `order_by: hyperparams.Args.lr.value` puts 1e-4 before 0.01; other text stays text."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return number if number == number else value  # NaN stays text: it has no order
+    return value
+
+
+def _compare(va: Any, vb: Any) -> int:
+    if va is None:
+        return -1
+    if vb is None:
+        return 1
+    try:
+        return -1 if va < vb else 1
+    except TypeError:  # a number against text: numbers first
+        if isinstance(va, (int, float)) != isinstance(vb, (int, float)):
+            return -1 if isinstance(va, (int, float)) else 1
+        return -1 if str(va) < str(vb) else 1
+
+
 def _sort_key_cmp(order_by: list[str]):
     keys = []
     for spec in order_by:
         if not isinstance(spec, str) or not spec:
             continue
-        desc = spec.startswith("-")
-        keys.append((spec.lstrip("-+"), desc))
+        path = spec.lstrip("-+")
+        keys.append((path, spec.startswith("-"), path.startswith("hyperparams.")))
 
     def compare(a: dict, b: dict) -> int:
-        for path, desc in keys:
+        for path, desc, numeric in keys:
             va, vb = dotted_get(a, path), dotted_get(b, path)
+            if numeric:
+                va, vb = _numeric_text(va), _numeric_text(vb)
             if va == vb:
                 continue
-            if va is None:
-                result = -1
-            elif vb is None:
-                result = 1
-            else:
-                try:
-                    result = -1 if va < vb else 1
-                except TypeError:
-                    result = -1 if str(va) < str(vb) else 1
+            result = _compare(va, vb)
             return -result if desc else result
         return 0
 

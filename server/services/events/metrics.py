@@ -91,19 +91,33 @@ def scalar_metrics_iter_histogram(ctx: CallContext, req: Request) -> dict:
         return _histogram(conn, task_id, req)
 
 
+MAX_COMPARED = 100  # the reference server's limit on events.multi_task_scalar_metrics_iter_histogram
+
+
+def _target_name(ctx: CallContext, conn, task_id: Any) -> tuple[str, str]:
+    """The id and name of a task (or model) whose events are read; 400 if unknown."""
+    target = require_target(ctx, conn, task_id)
+    doc = ctx.store.get(conn, t.tasks, target) or ctx.store.get(conn, t.models, target) or {}
+    return target, str(doc.get("name") or target)
+
+
 @endpoint("events.multi_task_scalar_metrics_iter_histogram")
 def multi_task_scalar_metrics_iter_histogram(ctx: CallContext, req: Request) -> dict:
-    tasks: list[str] = req.str_list("tasks") or []
+    """{"metrics": {metric: {variant: {task id: {name: task name, x, y}}}}}, as the reference
+    server answers it (the series' `name` is the task's, so a legend can say whose line it is)."""
+    tasks: list[str] = list(dict.fromkeys(req.str_list("tasks") or []))
     if not tasks:
         raise errors.missing_field("tasks")
+    if len(tasks) > MAX_COMPARED:
+        raise errors.validation(f"field 'tasks' holds at most {MAX_COMPARED} task ids")
     merged: dict[str, dict] = {}
     with ctx.store.tx() as conn:
         for task_id in tasks:
-            require_target(ctx, conn, task_id)
-            for metric, variants in _histogram(conn, task_id, req).items():
+            target, name = _target_name(ctx, conn, task_id)
+            for metric, variants in _histogram(conn, target, req).items():
                 for variant, data in variants.items():
-                    merged.setdefault(metric, {}).setdefault(variant, {})[task_id] = data
-    return merged
+                    merged.setdefault(metric, {}).setdefault(variant, {})[target] = {**data, "name": name}
+    return {"metrics": merged}
 
 
 @endpoint("events.get_task_single_value_metrics")

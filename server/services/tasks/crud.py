@@ -12,6 +12,7 @@ from server.rpc.registry import CallContext, Request, endpoint
 from server.services.events import delete_task_events
 from server.services.projects import find_or_create_project, get_project
 from server.services.tasks import doc as taskdoc
+from server.services.tasks import status
 from server.storage import tables as t
 from server.storage.store import new_id
 from shipyard.protocol import SystemTag, TaskStatus
@@ -160,7 +161,7 @@ def delete_task(ctx: CallContext, req: Request) -> dict:
     return {"deleted": True, "updated_children": 0, "updated_models": 0, "events": {"deleted": removed}}
 
 
-def _set_system_tag(ctx: CallContext, ids: list[str], tag: str, present: bool) -> int:
+def set_system_tag(ctx: CallContext, ids: list[str], tag: str, present: bool) -> int:
     count = 0
     with ctx.store.tx() as conn:
         for task_id in ids:
@@ -175,18 +176,13 @@ def _set_system_tag(ctx: CallContext, ids: list[str], tag: str, present: bool) -
 
 
 @endpoint("tasks.archive")
-@endpoint("tasks.archive_many")
 def archive(ctx: CallContext, req: Request) -> dict:
-    ids = req.str_list("tasks") or req.str_list("ids") or []
+    ids = req.str_list("tasks") or []
     if not ids:
         raise errors.missing_field("tasks")
-    return {"archived": _set_system_tag(ctx, ids, SystemTag.ARCHIVED, True)}
-
-
-@endpoint("tasks.unarchive_many")
-def unarchive(ctx: CallContext, req: Request) -> dict:
-    ids = req.str_list("ids") or req.str_list("tasks") or []
-    return {"unarchived": _set_system_tag(ctx, ids, SystemTag.ARCHIVED, False)}
+    for task_id in ids:
+        status.dequeue_if_queued(ctx, task_id)
+    return {"archived": set_system_tag(ctx, ids, SystemTag.ARCHIVED, True)}
 
 
 def _edit_part(ctx: CallContext, req: Request, mutate, *, any_status: bool = False) -> dict:

@@ -138,6 +138,16 @@ def dequeue(ctx: CallContext, req: Request) -> dict:
     return {"dequeued": 1 if removed or current == TaskStatus.QUEUED else 0, "updated": 1, "fields": fields}
 
 
+def dequeue_if_queued(ctx: CallContext, task_id: str) -> None:
+    """Archiving a queued task takes it out of its queue first (as the reference server does),
+    so no agent picks up a task nobody sees any more."""
+    with ctx.store.tx() as conn:
+        doc = ctx.store.get(conn, t.tasks, task_id)
+        queued = doc is not None and doc.get("status") == TaskStatus.QUEUED
+    if queued:
+        dequeue(ctx, Request({"task": task_id, "status_reason": "archived"}))
+
+
 def _has_live_worker(ctx: CallContext, doc: dict) -> bool:
     if not doc.get("last_worker"):
         return False

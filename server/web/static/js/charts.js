@@ -1,5 +1,8 @@
 // Charts drawn as inline SVG: lineChart (one line per series, x = iteration) with axes, a
 // legend that toggles series, and a hover readout; barChart for histograms and bar plots.
+// lineChart options: logY (log10 y axis; values <= 0 are left out), xFormat (x tick and readout
+// labels, e.g. clock times), and a series' `color` (an index into COLORS, so a task keeps one
+// colour across charts).
 // No library: the page must work without reaching any CDN.
 
 import { fill, fmtNumber, h, s } from "./util.js";
@@ -32,18 +35,37 @@ function extent(values, pad) {
   return [lo - margin, hi + margin];
 }
 
-function axes(svg, xs, ys, xLabel) {
+// Log axes (values are log10): ticks at 1, 2 and 5 times the powers of ten in range, only the
+// powers when those are too many, labelled with the values themselves.
+function logTicks(lo, hi) {
+  const pick = (mults) => {
+    const out = [];
+    for (let k = Math.floor(lo); k <= Math.ceil(hi); k += 1) {
+      for (const m of mults) { const t = k + Math.log10(m); if (t >= lo - 1e-9 && t <= hi + 1e-9) out.push(t); }
+    }
+    return out;
+  };
+  const fine = pick([1, 2, 5]);
+  if (fine.length <= 8) return fine.length >= 2 ? fine : ticks(lo, hi);
+  const powers = pick([1]);
+  const step = Math.ceil(powers.length / 8);
+  return powers.filter((_, i) => i % step === 0);
+}
+
+function axes(svg, xs, ys, xLabel, opts = {}) {
   const [x0, x1] = xs, [y0, y1] = ys;
+  const xText = opts.xFormat || fmtNumber;
+  const yText = opts.logY ? (t) => fmtNumber(Number((10 ** t).toPrecision(6))) : fmtNumber;
   const px = (x) => M.left + ((x - x0) / (x1 - x0 || 1)) * (W - M.left - M.right);
   const py = (y) => H - M.bottom - ((y - y0) / (y1 - y0 || 1)) * (H - M.top - M.bottom);
   const grid = s("g", { class: "axis" });
-  for (const t of ticks(y0, y1)) {
+  for (const t of (opts.logY ? logTicks : ticks)(y0, y1)) {
     grid.append(s("line", { x1: M.left, x2: W - M.right, y1: py(t), y2: py(t), class: "gridline" }),
-      s("text", { x: M.left - 6, y: py(t) + 4, "text-anchor": "end" }, fmtNumber(t)));
+      s("text", { x: M.left - 6, y: py(t) + 4, "text-anchor": "end" }, yText(t)));
   }
   for (const t of ticks(x0, x1, 6)) {
     grid.append(s("line", { x1: px(t), x2: px(t), y1: H - M.bottom, y2: H - M.bottom + 4, class: "tick" }),
-      s("text", { x: px(t), y: H - M.bottom + 16, "text-anchor": "middle" }, fmtNumber(t)));
+      s("text", { x: px(t), y: H - M.bottom + 16, "text-anchor": "middle" }, xText(t)));
   }
   grid.append(s("line", { x1: M.left, x2: W - M.right, y1: H - M.bottom, y2: H - M.bottom, class: "baseline" }),
     s("text", { x: (M.left + W - M.right) / 2, y: H - 4, "text-anchor": "middle", class: "label" }, xLabel));
@@ -51,17 +73,22 @@ function axes(svg, xs, ys, xLabel) {
   return { px, py };
 }
 
-// series: [{name, x: [...], y: [...]}]
-export function lineChart(title, series, { xLabel = "iteration", id } = {}) {
-  const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart-svg", role: "img", "aria-label": title });
-  const allX = series.flatMap((d) => d.x), allY = series.flatMap((d) => d.y);
-  const { px, py } = axes(svg, extent(allX, false), extent(allY, true), xLabel);
+const log10 = (v) => (v !== null && Number.isFinite(v) && v > 0 ? Math.log10(v) : null);
+
+// series: [{name, x: [...], y: [...], color?}]
+export function lineChart(title, series, { xLabel = "iteration", id, logY = false, xFormat = null } = {}) {
+  const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart-svg", role: "img", "aria-label": title,
+    "data-log": logY ? "1" : null });
+  const plotted = series.map((d) => (logY ? d.y.map(log10) : d.y));
+  const tone = (d, i) => (Number.isInteger(d.color) ? d.color : i) % COLORS.length;
+  const allX = series.flatMap((d) => d.x), allY = plotted.flat();
+  const { px, py } = axes(svg, extent(allX, false), extent(allY, true), xLabel, { logY, xFormat });
   const hidden = new Set();
   const lines = series.map((d, i) => {
-    const color = COLORS[i % COLORS.length];
+    const color = COLORS[tone(d, i)];
     let path = "", pen = false;
     d.x.forEach((x, j) => {
-      const y = d.y[j];
+      const y = plotted[i][j];
       if (y === null || !Number.isFinite(y)) { pen = false; return; }
       path += `${pen ? "L" : "M"}${px(x).toFixed(1)},${py(y).toFixed(1)}`;
       pen = true;
@@ -69,7 +96,7 @@ export function lineChart(title, series, { xLabel = "iteration", id } = {}) {
     const g = s("g", { class: "series", "data-series": d.name },
       s("path", { d: path, stroke: color, fill: "none", "stroke-width": 2, "vector-effect": "non-scaling-stroke" }));
     if (d.x.length <= 40) {
-      d.x.forEach((x, j) => { if (d.y[j] !== null && Number.isFinite(d.y[j])) g.append(s("circle", { cx: px(x), cy: py(d.y[j]), r: 2.5, fill: color })); });
+      d.x.forEach((x, j) => { if (plotted[i][j] !== null && Number.isFinite(plotted[i][j])) g.append(s("circle", { cx: px(x), cy: py(plotted[i][j]), r: 2.5, fill: color })); });
     }
     svg.append(g);
     return g;
@@ -94,22 +121,22 @@ export function lineChart(title, series, { xLabel = "iteration", id } = {}) {
     cursor.setAttribute("x1", px(best.x)); cursor.setAttribute("x2", px(best.x));
     cursor.setAttribute("visibility", "visible");
     readout.hidden = false;
-    fill(readout, h("strong", {}, `${xLabel} ${fmtNumber(best.x)}`),
+    fill(readout, h("strong", {}, `${xLabel} ${(xFormat || fmtNumber)(best.x)}`),
       ...series.map((d, i) => {
         const j = d.x.indexOf(best.x);
-        return hidden.has(i) || j < 0 ? null : h("div", {}, h("span", { class: "swatch", "data-color": i % COLORS.length }),
+        return hidden.has(i) || j < 0 ? null : h("div", {}, h("span", { class: "swatch", "data-color": tone(d, i) }),
           `${d.name}: ${fmtNumber(d.y[j])}`);
       }));
   });
   overlay.addEventListener("mouseleave", () => { cursor.setAttribute("visibility", "hidden"); readout.hidden = true; });
 
   const legend = h("div", { class: "legend" }, series.map((d, i) => h("button", {
-    class: "legend-item", type: "button", "data-color": i % COLORS.length,
+    class: "legend-item", type: "button", "data-color": tone(d, i),
     onclick: (ev) => {
       if (hidden.has(i)) hidden.delete(i); else hidden.add(i);
       lines[i].setAttribute("visibility", hidden.has(i) ? "hidden" : "visible");
       ev.currentTarget.classList.toggle("off", hidden.has(i));
-    } }, h("span", { class: "swatch", "data-color": i % COLORS.length }), d.name)));
+    } }, h("span", { class: "swatch", "data-color": tone(d, i) }), d.name)));
   return h("figure", { class: "chart", "data-metric": title, id }, h("figcaption", {}, title), svg, legend, readout);
 }
 

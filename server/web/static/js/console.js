@@ -1,12 +1,18 @@
 // Console tab: the task's log (events.get_task_log), newest page first, earlier pages on demand;
 // new lines are fetched every second and a half ("follow" keeps the view at the bottom).
 // Search highlights matches in what is loaded, steps through them, or keeps only matching lines.
+// Each line's time can be shown in front of it (a toggle the browser remembers).
 
 import { call } from "./api.js";
 import { RUNNING, every, fmtDate, h } from "./util.js";
 
 const PAGE = 1000;
 const POLL_MS = 1500;
+const TIMESTAMPS_KEY = "shipyard.console.timestamps";
+
+function rememberedTimestamps() {
+  try { return localStorage.getItem(TIMESTAMPS_KEY) === "1"; } catch (_) { return false; }
+}
 
 export async function consoleTab(body, ctx) {
   const taskId = ctx.task.id;
@@ -19,6 +25,11 @@ export async function consoleTab(body, ctx) {
   const search = h("input", { type: "search", id: "console_search", placeholder: "Search the console…",
     oninput: () => paint(), onkeydown: (ev) => { if (ev.key === "Enter") { ev.preventDefault(); step(ev.shiftKey ? -1 : 1); } } });
   const onlyMatching = h("input", { type: "checkbox", id: "console_only", onchange: () => paint() });
+  const timestamps = h("input", { type: "checkbox", id: "console_timestamps", checked: rememberedTimestamps(),
+    onchange: () => {
+      try { localStorage.setItem(TIMESTAMPS_KEY, timestamps.checked ? "1" : "0"); } catch (_) { /* private mode */ }
+      paint();
+    } });
   const matchInfo = h("span", { class: "muted", id: "console_matches" });
   const earlier = h("button", { class: "secondary", id: "console_earlier", hidden: true, onclick: () => loadEarlier() }, "Load earlier lines");
   const status = h("span", { class: "muted", id: "console_status" });
@@ -27,6 +38,7 @@ export async function consoleTab(body, ctx) {
     search, h("button", { class: "secondary", title: "Previous match (Shift+Enter)", onclick: () => step(-1) }, "↑"),
     h("button", { class: "secondary", title: "Next match (Enter)", onclick: () => step(1) }, "↓"), matchInfo,
     h("label", { class: "chip" }, onlyMatching, "Only matching lines"),
+    h("label", { class: "chip" }, timestamps, "Timestamps"),
     h("span", { class: "spacer" }),
     h("label", { class: "chip" }, follow, "Follow"), status),
     earlier, view);
@@ -50,7 +62,8 @@ export async function consoleTab(body, ctx) {
 
   function lineEl(line, rx) {
     const cls = `line lvl-${line.level}`;
-    if (!rx) return h("div", { class: cls, title: fmtDate(line.ts) }, line.text || " ");
+    const stamp = timestamps.checked ? h("span", { class: "ts" }, fmtDate(line.ts)) : null;
+    if (!rx) return h("div", { class: cls, title: fmtDate(line.ts) }, stamp, line.text || " ");
     const parts = [];
     let at = 0;
     for (const m of line.text.matchAll(rx)) {
@@ -60,7 +73,7 @@ export async function consoleTab(body, ctx) {
       if (!m[0].length) break;
     }
     parts.push(line.text.slice(at));
-    return h("div", { class: cls, title: fmtDate(line.ts) }, parts);
+    return h("div", { class: cls, title: fmtDate(line.ts) }, stamp, parts);
   }
 
   function paint() {

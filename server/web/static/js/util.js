@@ -135,7 +135,8 @@ export function every(ms, fn) {
   return () => clearInterval(id);
 }
 
-function dialog(title, body, okLabel) {
+// A modal form (title, body, Cancel / okLabel); resolves true when confirmed.
+export function dialog(title, body, okLabel) {
   return new Promise((resolve) => {
     const form = h("form", { method: "dialog", class: "dialog-form" },
       h("h2", {}, title), body,

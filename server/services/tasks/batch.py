@@ -1,0 +1,91 @@
+"""tasks.*_many: one action over a list of task ids, each id on its own.
+
+As on the reference server, a batch never fails as a whole for one bad id: every id is tried in
+its own transaction through the single-task endpoint, and the answer lists what `succeeded`
+(with that endpoint's fields) and what `failed` (with the error's codes and message).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from server import errors
+from server.rpc.registry import CallContext, Request, endpoint
+from server.services.tasks import crud, status
+from shipyard.protocol import SystemTag
+
+MAX_IDS = 1000
+Single = Callable[[CallContext, Request], dict]
+
+
+def _ids(req: Request) -> list[str]:
+    ids: list[str] = req.str_list("ids") or []
+    if not ids:
+        raise errors.missing_field("ids")
+    if len(ids) > MAX_IDS:
+        raise errors.validation(f"field 'ids' holds at most {MAX_IDS} task ids")
+    return list(dict.fromkeys(ids))
+
+
+def _failure(task_id: str, err: errors.APIError) -> dict:
+    return {"id": task_id, "error": {"codes": [err.code, err.subcode], "msg": err.msg, "data": {}}}
+
+
+def run_many(ctx: CallContext, req: Request, single: Single, name: str,
+             shape: Callable[[dict], dict[str, Any]]) -> dict:
+    """Call `single` (the endpoint `name`) once per id with the batch's other fields."""
+    sub_ctx = dataclasses.replace(ctx, endpoint=name)
+    shared = {k: v for k, v in req.body.items() if k != "ids"}
+    succeeded: list[dict] = []
+    failed: list[dict] = []
+    for task_id in _ids(req):
+        try:
+            result = single(sub_ctx, Request({**shared, "task": task_id}))
+        except errors.APIError as err:
+            failed.append(_failure(task_id, err))
+            continue
+        succeeded.append({"id": task_id, **shape(result)})
+    return {"succeeded": succeeded, "failed": failed}
+
+
+def _updated(result: dict) -> dict:
+    return {"updated": result.get("updated", 0), "fields": result.get("fields") or {}}
+
+
+@endpoint("tasks.stop_many")
+def stop_many(ctx: CallContext, req: Request) -> dict:
+    return run_many(ctx, req, status.stop, "tasks.stop", _updated)
+
+
+@endpoint("tasks.enqueue_many")
+def enqueue_many(ctx: CallContext, req: Request) -> dict:
+    return run_many(ctx, req, status.enqueue, "tasks.enqueue",
+                    lambda r: {"queued": bool(r.get("queued")), **_updated(r)})
+
+
+@endpoint("tasks.delete_many")
+def delete_many(ctx: CallContext, req: Request) -> dict:
+    def shape(r: dict) -> dict:
+        return {"deleted": bool(r.get("deleted")), "updated_children": r.get("updated_children", 0),
+                "updated_models": r.get("updated_models", 0), "deleted_models": 0}
+
+    return run_many(ctx, req, crud.delete_task, "tasks.delete", shape)
+
+
+def _archive_one(archived: bool) -> Single:
+    def single(ctx: CallContext, req: Request) -> dict:
+        if archived:
+            status.dequeue_if_queued(ctx, req.body["task"])
+        return {"changed": crud.set_system_tag(ctx, [req.body["task"]], SystemTag.ARCHIVED, archived)}
+    return single
+
+
+@endpoint("tasks.archive_many")
+def archive_many(ctx: CallContext, req: Request) -> dict:
+    return run_many(ctx, req, _archive_one(True), "tasks.archive_many", lambda r: {"archived": bool(r["changed"])})
+
+
+@endpoint("tasks.unarchive_many")
+def unarchive_many(ctx: CallContext, req: Request) -> dict:
+    return run_many(ctx, req, _archive_one(False), "tasks.unarchive_many",
+                    lambda r: {"unarchived": bool(r["changed"])})
