@@ -204,6 +204,16 @@ def test_debug_images_and_media(web, web_server, sdk_task, artifacts_dir):
     assert not page.errors, page.errors
 
 
+def test_scalars_and_single_value(web, web_server, sdk_task):
+    """report_scalar's loss curves and report_single_value, from the same recording."""
+    page = web
+    page.goto(f"{web_server.web_url}/#/task/{sdk_task['task']}/scalars")
+    chart = page.locator("#scalar_charts figure.chart[data-metric=loss]")
+    expect(chart.locator("g.series")).to_have_count(2)
+    expect(page.locator("#single_values th", has_text="accuracy")).to_have_count(1)
+    assert not page.errors, page.errors
+
+
 # -- typed arrays and broken plots -----------------------------------------------------------
 
 
