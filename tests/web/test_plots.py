@@ -277,3 +277,36 @@ def test_one_broken_plot_leaves_the_others_drawn(web, web_server, artifacts_dir)
     expect(panel(page, "d empty", "empty")).to_have_count(1)
     assert not [e for e in page.errors if "is not a function" in e]
     assert not page.errors, page.errors
+
+
+def test_stacked_bars_log_axis_and_large_scatter(web, web_server):
+    """Figures as plotly.py writes them for barmode="stack", a log y axis, and a scattergl of
+    50,000 points (drawn as a line plus at most 5,000 markers, so the page stays usable)."""
+    page, api = web, web_server.api()
+    task = new_task(api, "layouts")
+    stacked = {"data": [{"type": "bar", "name": "a", "x": ["p", "q"], "y": typed("b", "i1", [2, 3])},
+                        {"type": "bar", "name": "b", "x": ["p", "q"], "y": typed("b", "i1", [4, 1])}],
+               "layout": {"barmode": "stack"}}
+    log = {"data": [{"type": "scatter", "mode": "lines", "x": [1, 2, 3, 4], "y": [1, 10, 100, 1000]}],
+           "layout": {"yaxis": {"type": "log", "title": {"text": "loss"}}}}
+    big = {"data": [{"type": "scattergl", "mode": "lines+markers", "x": typed("i", "i4", list(range(50_000))),
+                     "y": typed("f", "f4", [math.sin(i / 500) for i in range(50_000)])}]}
+    api.events([{"type": "plot", "task": task, "iter": 0, "metric": metric, "variant": "v", "plot_str": json.dumps(fig)}
+                for metric, fig in (("stacked", stacked), ("log", log), ("big", big))])
+    open_plots(page, web_server, task)
+    bars = panel(page, "stacked", "xy").locator("rect.bar")
+    expect(bars).to_have_count(4)
+    first_a, first_b = bars.nth(0), bars.nth(2)  # both at "p": b sits on top of a, same x
+    assert first_a.get_attribute("x") == first_b.get_attribute("x")
+    assert float(first_b.get_attribute("y")) + float(first_b.get_attribute("height")) == pytest.approx(
+        float(first_a.get_attribute("y")), abs=0.5)
+    ticks = panel(page, "log", "xy").locator("g.axis text").all_text_contents()
+    assert {"1", "10", "100", "1000", "loss"} <= set(ticks)
+    big_panel = panel(page, "big", "xy")
+    expect(big_panel.locator("path.line")).to_have_count(1)
+    assert 4000 <= big_panel.locator("circle.marker").count() <= 5000
+    # A legend entry hides its series.
+    legend = panel(page, "stacked", "xy").locator(".legend-item", has_text="b")
+    legend.click()
+    expect(panel(page, "stacked", "xy").locator("g.series[data-series=b]")).to_have_attribute("visibility", "hidden")
+    assert not page.errors, page.errors

@@ -37,13 +37,22 @@ export function makeAxis(values, axis = {}) {
     }
     return { kind: "category", labels, position: (v) => (index.has(String(v)) ? index.get(String(v)) : null), spec: axis };
   }
+  if (axis.type === "log") {
+    return { kind: "log", position: (v) => { const n = toNumber(v); return n !== null && n > 0 ? Math.log10(n) : null; }, spec: axis };
+  }
   return { kind: "linear", position: toNumber, spec: axis };
+}
+
+// A log axis is laid out in decades (plotly gives its range in log10 units as well).
+function logTicks(lo, hi, count) {
+  const out = ticks(lo, hi, count).filter((k) => Number.isInteger(k));
+  return (out.length ? out : ticks(lo, hi, count)).map((at) => ({ at, label: fmtNumber(10 ** at) }));
 }
 
 // The number-line extent an axis shows: the layout's range when it gives one, else the data's.
 export function extentOf(axis, positions, { pad = 0.05, include = [] } = {}) {
   const range = asArray(axis.spec.range).map(toNumber);
-  if (axis.kind === "linear" && range.length === 2 && range.every((v) => v !== null) && range[0] !== range[1]) {
+  if (axis.kind !== "category" && range.length === 2 && range.every((v) => v !== null) && range[0] !== range[1]) {
     return range[0] < range[1] ? range : [range[1], range[0]];
   }
   let lo = Infinity, hi = -Infinity;
@@ -77,6 +86,7 @@ export function axisTicks(axis, [lo, hi], count) {
     const step = Math.max(1, Math.ceil(axis.labels.length / count));
     return axis.labels.map((label, at) => ({ at, label })).filter((t) => t.at % step === 0);
   }
+  if (axis.kind === "log") return logTicks(lo, hi, count);
   return ticks(lo, hi, count).map((at) => ({ at, label: fmtNumber(at) }));
 }
 

@@ -11,6 +11,7 @@ import { fill, fmtNumber, h, s } from "./util.js";
 
 export const XY_TYPES = new Set(["scatter", "scattergl", "scatter3d", "bar", "histogram"]);
 const FRAME = { left: 64, right: W - 16, top: 12, bottom: H - 42 };
+const MAX_MARKERS = 5000;
 let clipIds = 0;
 
 function traceColor(tr, i) {
@@ -84,22 +85,22 @@ function slotWidth(bars, base) {
 function barRects(bars, xa, ya, barmode) {
   if (!bars.length) return [];
   const horizontal = bars[0].horizontal;
-  const base = horizontal ? ya : xa;
+  const base = horizontal ? ya : xa, value = horizontal ? xa : ya;
   const slot = slotWidth(bars, base);
   const stacked = barmode === "stack" || barmode === "relative";
   const grouped = !stacked && barmode !== "overlay" && bars.length > 1;
   const width = (bars.every((b) => b.width) ? 0.96 : 0.8) * slot / (grouped ? bars.length : 1);
   const ends = new Map();
   return bars.flatMap((b, k) => b.pos.map((p, j) => {
-    const at = base.position(p), v = b.val[j];
+    const at = base.position(p), v = value.position(b.val[j]);
     if (at === null || v === null) return null;
     const center = grouped ? at - (slot * 0.8) / 2 + width * (k + 0.5) : at;
     const key = `${at}/${v < 0 ? "-" : "+"}`;
     const from = stacked ? ends.get(key) || 0 : 0;
     if (stacked) ends.set(key, from + v);
     const [c0, c1] = [center - width / 2, center + width / 2];
-    return horizontal ? { series: b, pos: p, value: v, x0: from, x1: from + v, y0: c0, y1: c1 }
-      : { series: b, pos: p, value: v, x0: c0, x1: c1, y0: from, y1: from + v };
+    return horizontal ? { series: b, pos: p, value: b.val[j], x0: from, x1: from + v, y0: c0, y1: c1 }
+      : { series: b, pos: p, value: b.val[j], x0: c0, x1: c1, y0: from, y1: from + v };
   })).filter(Boolean);
 }
 
@@ -133,7 +134,11 @@ function drawScatter(g, d, px, py, xa, ya, hits) {
   const colors = pointColors(d.trace, d.x.length, d.color);
   const size = toNumber((d.trace.marker || {}).size);
   const r = size ? Math.min(10, Math.max(2, size / 2)) : 3.5;
-  for (const p of pts.filter(Boolean)) {
+  // Tens of thousands of SVG markers would stall the page: past MAX_MARKERS every step-th is drawn.
+  const drawn = pts.filter(Boolean);
+  const step = Math.ceil(drawn.length / MAX_MARKERS);
+  if (step > 1) g.setAttribute("data-marker-step", step);
+  for (const p of drawn.filter((_, k) => k % step === 0)) {
     const label = d.text[p.j] === undefined || d.text[p.j] === null ? "" : String(d.text[p.j]);
     const z = d.z.length ? `, z ${fmtNumber(d.z[p.j])}` : "";
     const info = `${d.name}: ${fmtValue(d.x[p.j])}, ${fmtValue(d.y[p.j])}${z}${label ? ` (${label})` : ""}`;
