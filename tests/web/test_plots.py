@@ -201,6 +201,9 @@ def test_debug_images_and_media(web, web_server, sdk_task, artifacts_dir):
         images.nth(i).scroll_into_view_if_needed()
         expect(images.nth(i)).not_to_have_js_property("naturalWidth", 0)
     expect(page.locator("#debug_images iframe.sample")).to_have_count(1)  # report_media of an .html
+    audio = page.locator("#debug_images a.sample-file")  # report_media of a .wav: a download, not a broken <img>
+    expect(audio).to_have_text("⤓ audio_tone_00000000.wav")
+    assert audio.get_attribute("href").startswith("/files/") and audio.get_attribute("href").endswith("?download=1")
     assert not page.errors, page.errors
 
 

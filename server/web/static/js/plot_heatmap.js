@@ -123,7 +123,7 @@ function hover(svg, grid, at) {
 
 function gridOf(trace) {
   const z = matrix(trace.z).map((row) => row.map(toNumber));
-  const cols = Math.max(0, ...z.map((r) => r.length));
+  const cols = z.reduce((n, r) => Math.max(n, r.length), 0);
   const xs = sideLabels(trace.x, cols, trace.x0, trace.dx, false);
   const ys = sideLabels(trace.y, z.length, trace.y0, trace.dy, true);
   return { z: z.map((r) => (r.length < cols ? r.concat(new Array(cols - r.length).fill(null)) : r)), cols, xs, ys };

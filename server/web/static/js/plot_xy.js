@@ -110,7 +110,7 @@ function pointColors(tr, n, fallback) {
   if (!list.length) return null;
   const nums = list.map(toNumber);
   if (nums.every((v) => v !== null)) {
-    const lo = Math.min(...nums), hi = Math.max(...nums), paint = colorScale((tr.marker || {}).colorscale);
+    const lo = nums.reduce((a, v) => Math.min(a, v)), hi = nums.reduce((a, v) => Math.max(a, v)), paint = colorScale((tr.marker || {}).colorscale);
     return nums.map((v) => rgbText(paint((v - lo) / (hi - lo || 1))));
   }
   return Array.from({ length: n }, (_, j) => cssColor(list[j], fallback));

@@ -37,7 +37,7 @@ function cellLabel(value) {
 function tablePanel(title, trace) {
   const header = asArray((trace.header || {}).values).map(cellLabel);
   const columns = asArray((trace.cells || {}).values).map(asArray);
-  const rows = Math.max(0, ...columns.map((c) => c.length));
+  const rows = columns.reduce((n, c) => Math.max(n, c.length), 0);
   const body = Array.from({ length: rows }, (_, i) => h("tr", {}, columns.map((col) => h("td", {}, cellLabel(col[i])))));
   return panel(title, "table", "table", h("div", { class: "plot-table" }, h("table", { class: "grid compact" },
     header.length ? h("thead", {}, h("tr", {}, header.map((c) => h("th", {}, c)))) : null, h("tbody", {}, body))));
@@ -59,7 +59,7 @@ function pictureOf(source, alt) {
 // An image trace's z: rows of [r, g, b(, a)] pixels (colormodel rgb/rgba), drawn on a canvas.
 function pixelsToDataUrl(trace) {
   const rows = matrix(trace.z);
-  const height = rows.length, width = Math.max(0, ...rows.map((r) => r.length));
+  const height = rows.length, width = rows.reduce((n, r) => Math.max(n, r.length), 0);
   if (!height || !width) throw new Error("image trace without source or z");
   const canvas = h("canvas", { width, height });
   const ctx = canvas.getContext("2d");

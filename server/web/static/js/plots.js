@@ -78,6 +78,14 @@ export async function plotsTab(body, ctx) {
 }
 
 const HTML_SAMPLE = /\.html?$/i;
+const PICTURE = /\.(png|jpe?g|gif|webp|bmp)$/i;
+const EXTENSION = /\.[a-z0-9]{1,8}$/i;
+
+// A debug sample the page shows as an <img>: a picture's extension, or none at all.
+function isPicture(href) {
+  const path = href.split("?")[0];
+  return PICTURE.test(path) || !EXTENSION.test(path.split("/").pop());
+}
 
 // An HTML sample is anyone's content, shown to whoever opens the task: it renders in an iframe
 // with an empty sandbox (no scripts, forms, popups or navigation of this page, and an opaque
@@ -90,6 +98,10 @@ function sampleView(e, href) {
   if (!href) return h("code", {}, e.url || e.key || "");
   if (HTML_SAMPLE.test(href.split("?")[0])) {
     return h("iframe", { class: "sample", src: href, sandbox: "", title: alt, loading: "lazy", referrerpolicy: "no-referrer" });
+  }
+  if (!isPicture(href)) {  // report_media of audio, video or any other file: the files server offers it as a download
+    const name = decodeURIComponent(href.split("?")[0].split("/").pop());
+    return h("a", { class: "sample-file", href: fileHref(e.url, true), download: name }, `⤓ ${name}`);
   }
   return h("a", { href, target: "_blank", rel: "noopener" }, h("img", { src: href, alt, loading: "lazy" }));
 }
