@@ -1,63 +1,63 @@
-// Plots tab (events.get_task_plots: Plotly JSON, drawn here without Plotly: scatter/line traces
-// as line charts, bar/histogram traces as bar charts, tables as tables, anything else as its JSON)
-// and Debug images tab (events.debug_images: the latest iterations of each metric's images;
+// Plots tab (events.get_task_plots: Plotly JSON as the SDK reported it, drawn here without
+// Plotly by plotkinds.js: x/y charts, heatmaps, tables, images, and a "not drawn here" panel
+// for any other trace type; each plot is drawn on its own, so one that fails cannot blank the
+// tab) and Debug images tab (events.debug_images: the latest iterations of each metric's images;
 // HTML debug samples, ClearML's report_media of an .html file, in a sandboxed iframe).
 
 import { call, fileHref } from "./api.js";
 import { RUNNING, every, h } from "./util.js";
-import { barChart, lineChart } from "./charts.js";
-
-function numbers(values) {
-  return (values || []).map((v) => (v === null || v === undefined || v === "" ? null : Number(v)));
-}
-
-function histogram(values, bins = 30) {
-  const nums = numbers(values).filter((v) => Number.isFinite(v));
-  if (!nums.length) return { x: [], y: [] };
-  const lo = Math.min(...nums), hi = Math.max(...nums), width = (hi - lo) / bins || 1;
-  const y = new Array(bins).fill(0);
-  for (const v of nums) y[Math.min(bins - 1, Math.floor((v - lo) / width))] += 1;
-  return { x: y.map((_, i) => Number((lo + width * (i + 0.5)).toPrecision(4))), y };
-}
-
-function tableTrace(trace) {
-  const header = ((trace.header || {}).values || []).map((v) => String(Array.isArray(v) ? v.join(" ") : v));
-  const columns = (trace.cells || {}).values || [];
-  const rows = columns.length ? columns[0].map((_, i) => columns.map((col) => col[i])) : [];
-  return h("table", { class: "grid compact" }, h("thead", {}, h("tr", {}, header.map((c) => h("th", {}, c)))),
-    h("tbody", {}, rows.map((r) => h("tr", {}, r.map((c) => h("td", {}, c ?? ""))))));
-}
+import { errorPanel, renderFigure } from "./plotkinds.js";
 
 export function renderPlot(title, figure) {
-  const traces = figure.data || [];
-  const layout = figure.layout || {};
-  const axisTitle = (axis) => (typeof (axis || {}).title === "string" ? axis.title : ((axis || {}).title || {}).text) || "";
-  const xLabel = axisTitle(layout.xaxis);
-  const lines = [], bars = [], other = [];
-  traces.forEach((tr, i) => {
-    const name = tr.name || `series ${i + 1}`;
-    const type = tr.type || "scatter";
-    if (type === "scatter" || type === "scattergl") {
-      const y = numbers(tr.y);
-      const x = tr.x ? numbers(tr.x) : [];
-      lines.push({ name, x: x.length && x.every((v) => Number.isFinite(v)) ? x : y.map((_, j) => j), y });
-    } else if (type === "bar") {
-      bars.push({ name, x: tr.x || (tr.y || []).map((_, j) => j), y: numbers(tr.y) });
-    } else if (type === "histogram") {
-      bars.push({ name, ...histogram(tr.x || tr.y) });
-    } else if (type === "table") {
-      other.push(tableTrace(tr));
-    } else {
-      other.push(h("details", {}, h("summary", {}, `${type} trace “${name}” (not drawn here)`),
-        h("pre", { class: "code" }, JSON.stringify(tr, null, 1).slice(0, 20000))));
-    }
-  });
-  const figures = [];
-  if (lines.length) figures.push(lineChart(title, lines, { xLabel: xLabel || "x" }));
-  if (bars.length) figures.push(barChart(title, bars, { xLabel }));
-  if (!figures.length && other.length) figures.push(h("figure", { class: "chart" }, h("figcaption", {}, title), other));
-  else if (other.length) figures.push(...other);
-  return figures;
+  try {
+    return renderFigure(title, figure);
+  } catch (err) {
+    return [errorPanel(title, "this plot", err)];
+  }
+}
+
+function parsed(p) {
+  try {
+    return { p, figure: JSON.parse(p.plot_str || "{}") };
+  } catch (err) {
+    return { p, error: err };
+  }
+}
+
+const MERGED_TYPES = new Set(["scatter", "scattergl", "bar"]);
+
+// The SDK draws plots reported with the same title and iteration on one chart (report_scatter2d,
+// report_histogram per series): so does this page, when they are all of one x/y type and
+// share their x axis title.
+function sameChart(items) {
+  if (items.length < 2 || items.some((it) => it.error || !Array.isArray(it.figure.data) || !it.figure.data.length)) return false;
+  const types = new Set(items.flatMap((it) => it.figure.data.map((tr) => (tr && tr.type) || "scatter")));
+  const xTitles = new Set(items.map((it) => JSON.stringify(((it.figure.layout || {}).xaxis || {}).title ?? null)));
+  return types.size === 1 && MERGED_TYPES.has([...types][0]) && xTitles.size === 1;
+}
+
+function merged(items) {
+  const data = items.flatMap((it) => it.figure.data.map((tr) => ({ ...tr, name: tr.name ?? it.p.variant })));
+  const first = items[0].p;
+  const title = `${first.metric} / ${items.map((it) => it.p.variant).join(", ")} (iter ${first.iter})`;
+  return renderPlot(title, { data, layout: items[0].figure.layout || {} });
+}
+
+function itemPanels(it) {
+  const title = `${it.p.metric} / ${it.p.variant} (iter ${it.p.iter})`;
+  if (it.error) return [errorPanel(title, "this plot (its JSON does not parse)", it.error)];
+  return renderPlot(title, it.figure);
+}
+
+// Plots sorted by metric/variant, drawn per metric and iteration.
+function plotPanels(plots) {
+  const groups = new Map();
+  for (const p of plots) {
+    const key = `${p.metric}\u0000${p.iter}`;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(parsed(p));
+  }
+  return [...groups.values()].flatMap((items) => (sameChart(items) ? merged(items) : items.flatMap(itemPanels)));
 }
 
 export async function plotsTab(body, ctx) {
@@ -70,11 +70,7 @@ export async function plotsTab(body, ctx) {
     if (json === lastJson) return;
     lastJson = json;
     const plots = (data.plots || []).slice().sort((a, b) => `${a.metric}/${a.variant}`.localeCompare(`${b.metric}/${b.variant}`));
-    grid.replaceChildren(...(plots.length ? plots.flatMap((p) => {
-      let figure;
-      try { figure = JSON.parse(p.plot_str || "{}"); } catch (_) { figure = {}; }
-      return renderPlot(`${p.metric} / ${p.variant} (iter ${p.iter})`, figure);
-    }) : [h("p", { class: "muted" }, "No plots reported.")]));
+    grid.replaceChildren(...(plots.length ? plotPanels(plots) : [h("p", { class: "muted" }, "No plots reported.")]));
   }
   await load();
   const stop = every(5000, async () => { if (RUNNING.has(ctx.task.status)) await load(); });
@@ -82,6 +78,14 @@ export async function plotsTab(body, ctx) {
 }
 
 const HTML_SAMPLE = /\.html?$/i;
+const PICTURE = /\.(png|jpe?g|gif|webp|bmp)$/i;
+const EXTENSION = /\.[a-z0-9]{1,8}$/i;
+
+// A debug sample the page shows as an <img>: a picture's extension, or none at all.
+function isPicture(href) {
+  const path = href.split("?")[0];
+  return PICTURE.test(path) || !EXTENSION.test(path.split("/").pop());
+}
 
 // An HTML sample is anyone's content, shown to whoever opens the task: it renders in an iframe
 // with an empty sandbox (no scripts, forms, popups or navigation of this page, and an opaque
@@ -94,6 +98,10 @@ function sampleView(e, href) {
   if (!href) return h("code", {}, e.url || e.key || "");
   if (HTML_SAMPLE.test(href.split("?")[0])) {
     return h("iframe", { class: "sample", src: href, sandbox: "", title: alt, loading: "lazy", referrerpolicy: "no-referrer" });
+  }
+  if (!isPicture(href)) {  // report_media of audio, video or any other file: the files server offers it as a download
+    const name = decodeURIComponent(href.split("?")[0].split("/").pop());
+    return h("a", { class: "sample-file", href: fileHref(e.url, true), download: name }, `⤓ ${name}`);
   }
   return h("a", { href, target: "_blank", rel: "noopener" }, h("img", { src: href, alt, loading: "lazy" }));
 }
