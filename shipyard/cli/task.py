@@ -144,6 +144,14 @@ def show_cmd(state: CliState, task_id, as_json) -> None:
     for section, items in (task.get("hyperparams") or {}).items():
         for key, item in items.items():
             click.echo(f"{'param':12s} {section}/{key} = {item.get('value')}")
+    for run in task.get("shipyard_attempts") or []:
+        click.echo(f"{'run':12s} {_run_line(run)}")
+
+
+def _run_line(run: dict) -> str:
+    """One claim of the task by an agent, numbered from 1 as in its console's separators."""
+    of = f" of {run['max_runs']}" if run.get("max_runs") else ""
+    return f"{run.get('attempt')}{of} on worker {run.get('worker')}: {run.get('end') or 'running'}"
 
 
 def _print_events(events: list[dict]) -> None:

@@ -95,3 +95,16 @@ def test_create_warns_when_the_repository_is_a_path_on_this_machine(api, env, tm
     git(repo, "remote", "add", "origin", "https://git.example.com/team/repo.git")
     pushed = shipyard(env, "task", "create", "--script", "train.py", cwd=repo)
     assert pushed.returncode == 0 and "warning:" not in pushed.stderr
+
+
+def test_show_lists_the_runs_numbered_from_one(api, env):
+    task = api.call("tasks.create", {"name": "runs", "type": "training"})["id"]
+    api.call("tasks.enqueue", {"task": task, "queue_name": "cli-runs"})
+    queue = api.call("queues.get_all", {"name": "^cli-runs$"})["queues"][0]["id"]
+    api.call("queues.get_next_task", {"queue": queue, "lease_s": 30, "worker": "lost:0"})
+    api.call("workers.reconcile", {"worker": "lost:0"})
+    shown = shipyard(env, "task", "show", task).stdout.splitlines()
+    runs = [line.split(None, 1)[1] for line in shown if line.startswith("run ")]
+    assert runs == ["1 of 3 on worker lost:0: infrastructure: worker lost:0 restarted while holding it"]
+    reason = next(line for line in shown if line.startswith("reason"))
+    assert reason.endswith("re-queued for run 2 of 3")
