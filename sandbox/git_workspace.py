@@ -113,13 +113,33 @@ def prepare_workspace(
         raise
 
 
+def local_path_missing(url: str) -> str | None:
+    """Why a repository that is a path on the submitting machine cannot be used here (None: it can,
+    or it is not a path). Such a task runs only where that path exists."""
+    if not is_local(url):
+        return None
+    path = Path(url[len("file://"):] if url.startswith("file://") else url).expanduser()
+    if path.exists():
+        return None
+    return (f"the task's repository {url} is a path on the machine that created the task, and this "
+            "worker cannot see it; push the repository to a git server the workers can reach "
+            "(git remote add origin URL && git push) and create the task again from it, or run a "
+            "worker on the machine that has the path")
+
+
 def _repository_workspace(spec: ScriptSpec, dest: Path, cache: RepoCache, runner: GitRunner, log: Log) -> Workspace:
     url, url_credentials = strip_userinfo(spec.repository)
     runner.allow_file_protocol = is_local(url)
     if url_credentials:
         runner.add_credentials(url, url_credentials)
     with runner as git:
-        commit = cache.checkout(url, spec.revision, dest, git, log)
+        try:
+            commit = cache.checkout(url, spec.revision, dest, git, log)
+        except WorkspaceError as exc:  # a path of another machine (the cache may still have served it)
+            missing = local_path_missing(url)
+            if missing is None:
+                raise
+            raise WorkspaceError(missing, kind="repository_unreachable") from exc
         _update_submodules(dest, url, git, log)
         if spec.diff.strip():
             apply_diff(dest, spec.diff, git, log)

@@ -184,4 +184,17 @@ class Daemon:
             reporter.set_task(others[0].task_id if others else None, others[0].queue.id if others else None)
 
     def _report_crash(self, claim: Claim, reason: str) -> None:
-        safe_report(self.api, claim.task_id, Outcome(TaskStatus.FAILED, OutcomeKind.INFRASTRUCTURE, reason), self.worker, claim.attempt)
+        outcome = Outcome(TaskStatus.FAILED, OutcomeKind.INFRASTRUCTURE, reason)
+        self._last_line(claim, f"shipyard: task {claim.task_id} ended: {outcome.status_reason}")
+        safe_report(self.api, claim.task_id, outcome, self.worker, claim.attempt)
+
+    def _last_line(self, claim: Claim, line: str) -> None:
+        """The run broke before it could write its own last line: say why in the console anyway."""
+        event: dict = {"type": "log", "task": claim.task_id, "level": "error", "worker": self.worker,
+                       "msg": line, "timestamp": int(time.time() * 1000)}
+        if claim.attempt is not None:
+            event["attempt"] = claim.attempt
+        try:
+            self.api.add_events([event], deadline_s=5)
+        except (ServerError, ServerUnreachable) as exc:
+            log.warning("task %s: could not write its last console line: %s", claim.task_id, exc)

@@ -10,6 +10,8 @@ from agent.taskserver.port import TaskServer
 from shipyard.errors import ServerError, ServerUnreachable
 
 log = logging.getLogger("shipyard.agent.reporter")
+MISSED_REPORTS = 3   # reports a worker may miss before the server stops listing it
+MIN_TIMEOUT_S = 5
 
 
 class StatusReporter:
@@ -26,9 +28,16 @@ class StatusReporter:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="status-report", daemon=True)
 
+    @property
+    def timeout_s(self) -> int:
+        """How long the server lists this worker after its last report: three missed reports.
+        A daemon that died (kill -9, machine gone) leaves listings after that, not after the
+        reference server's 600 s default; a live one reports every `interval_s`."""
+        return max(MIN_TIMEOUT_S, round(self.interval_s * MISSED_REPORTS))
+
     def register(self) -> None:
         self.api.call("workers.register", {"worker": self.worker, "queues": self.queue_ids,
-                                           "timeout": int(max(600, self.interval_s * 4))})
+                                           "timeout": self.timeout_s})
 
     def unregister(self) -> None:
         try:

@@ -32,7 +32,7 @@ from sandbox.repo_cache import RepoCache
 from shipyard import faults
 from shipyard.client.config import Settings
 from shipyard.errors import InfrastructureError, ServerError, ServerUnreachable, TaskError
-from shipyard.protocol import OutcomeKind, TaskStatus
+from shipyard.protocol import RETRYABLE, OutcomeKind, TaskStatus
 from shipyard.redact import Redactor
 
 log = logging.getLogger("shipyard.agent.runner")
@@ -91,7 +91,7 @@ class TaskRun:
         self.shipper = self._start_shipper()
         try:
             outcome = self._run_steps()
-            self.note(f"task {self.task_id} ended {outcome.status}: {outcome.status_reason}")
+            self.note(self._ending(outcome))
             return outcome
         finally:
             self._close_shipper()
@@ -101,6 +101,9 @@ class TaskRun:
     def _run_steps(self) -> Outcome:
         started = time.monotonic()
         task = self._fetch()
+        heading = run_heading(task, self.attempt, self.worker)
+        if heading is not None:
+            self._line(heading)
         self.note(f"task {self.task_id} pulled from queue {self.queue or '-'} by worker {self.worker}")
         watch = self._start_watch(task)  # from here on: the lease is renewed, an abort request is seen
         try:
@@ -126,12 +129,24 @@ class TaskRun:
 
     # -- helpers --------------------------------------------------------------------------
     def note(self, text: str) -> None:
-        line = f"shipyard: {text}"
+        """A line of the run's own: into the task's console, and once on the agent's terminal
+        (its echo where it has one - the daemon's console - else its log, never both)."""
+        self._line(f"shipyard: {text}", text)
+
+    def _line(self, line: str, logged: str | None = None) -> None:
         if self.shipper is not None:
             self.shipper.add(line, "info")
         if self.echo:
             self.echo(self.redactor.redact(line))
-        log.info("%s", self.redactor.redact(text))
+        else:
+            log.info("%s", self.redactor.redact(logged or line))
+
+    def _ending(self, outcome: Outcome) -> str:
+        """The console's last line: how the run ended and why (a failure's reason is read here first)."""
+        if self.attempt is not None and outcome.kind in RETRYABLE:
+            return (f"task {self.task_id} run {self.attempt} ended: {outcome.status_reason}; handed back to "
+                    "the server, which re-queues it for another run while runs are left")
+        return f"task {self.task_id} ended {outcome.status}: {outcome.status_reason}"
 
     def _mint_task_key(self) -> None:
         self.task_key = self.task_keys.mint(self.task_id)
@@ -313,6 +328,19 @@ class TaskRun:
                            + (" (out of memory?)" if info.signalled == 9 else ""), info.returncode)
         return Outcome(TaskStatus.FAILED, OutcomeKind.USER_ERROR, f"the task process exited with code {info.returncode}; "
                        "see the end of its console log", info.returncode)
+
+
+def run_heading(task: Mapping[str, Any], attempt: int | None, worker: str) -> str | None:
+    """The line a re-run's console starts with, so runs do not run together: which run this is
+    (counted from 1, as the server numbers its claims), where, and how the previous one ended."""
+    if attempt is None or attempt < 2:
+        return None
+    runs = {entry.get("attempt"): entry for entry in task.get("shipyard_attempts") or [] if isinstance(entry, dict)}
+    this, previous = runs.get(attempt) or {}, runs.get(attempt - 1) or {}
+    limit = this.get("max_runs")
+    number = f"run {attempt}" + (f" of {limit}" if isinstance(limit, int) and limit >= attempt else "")
+    after = previous.get("end") or f"run {attempt - 1} ended without a report"
+    return f"--- {number} on worker {worker}, after {after} ---"
 
 
 def safe_report(api: TaskServer, task_id: str, outcome: Outcome, worker: str, attempt: int | None = None) -> None:

@@ -158,7 +158,8 @@ class InMemoryTaskServer:
         doc["_attempt"] = attempt = int(doc.get("_attempt") or 0) + 1
         doc["_lease"] = {"worker": worker, "queue": queue_id, "expires": clock.now() + lease_s, "lease_s": lease_s}
         doc["last_worker"] = worker
-        doc.setdefault("shipyard_attempts", []).append({"attempt": attempt, "worker": worker})
+        doc.setdefault("shipyard_attempts", []).append({"attempt": attempt, "worker": worker,
+                                                        "max_runs": self.max_attempts})
         return {"attempt": attempt, "expires_in_s": lease_s}
 
     # -- tasks: what users do --------------------------------------------------------------------
@@ -326,13 +327,17 @@ class InMemoryTaskServer:
         queue_id = (doc.get("_lease") or {}).get("queue") or (doc.get("execution") or {}).get("queue")
         attempts = int(doc.get("_attempt") or 0)
         doc.pop("_lease", None)
+        if doc.get("shipyard_attempts"):
+            doc["shipyard_attempts"][-1]["end"] = f"infrastructure: {reason}"
         if attempts >= self.max_attempts or queue_id not in self.queues:
-            self._change("reaper", doc, TaskStatus.FAILED, force=True,
-                         reason=f"infrastructure: agent lost {attempts} time(s); last: {reason}")
+            why = f"infrastructure: agent lost {attempts} time(s); last: {reason}"
+            self._change("reaper", doc, TaskStatus.FAILED, force=True, reason=why)
+            self.events.append({"type": "log", "task": doc["id"], "level": "error", "worker": "shipyard-server",
+                                "msg": f"shipyard server: task {doc['id']} ended failed: {why}"})
             return LeaseOutcome.FAILED
         self._dequeue(doc["id"])
         self._change("reaper", doc, TaskStatus.QUEUED, force=True,
-                     reason=f"infrastructure: {reason}; retry {attempts + 1} of {self.max_attempts}")
+                     reason=f"infrastructure: {reason}; re-queued for run {attempts + 1} of {self.max_attempts}")
         self.queues[queue_id]["entries"].insert(0, doc["id"])
         return LeaseOutcome.REQUEUED
 

@@ -17,6 +17,7 @@ from sqlalchemy import bindparam, select
 from server import errors
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services import queues as q
+from server.services.events.store import add_server_line
 from server.services.tasks import doc as taskdoc
 from server.storage import tables as t
 from shipyard import clock
@@ -42,27 +43,21 @@ grant = taskdoc.grant_lease
 close_attempt = taskdoc.close_attempt
 
 
-def _max_attempts(ctx: CallContext) -> int:
-    return int(getattr(ctx.settings, "lease_max_attempts", 3) or 3)
-
-
 def requeue_or_fail(ctx: CallContext, conn, doc: dict, reason: str) -> LeaseOutcome:
     """Give a task whose holder is gone back to its queue (front), or fail it for good."""
     queue_id = (doc.get("_lease") or {}).get("queue") or (doc.get("execution") or {}).get("queue")
     attempts = int(doc.get("_attempt") or 0)
     close_attempt(doc, f"{OutcomeKind.INFRASTRUCTURE}: {reason}")
     no_retry = any(SystemTag.NO_RETRY in (doc.get(field) or []) for field in ("system_tags", "tags"))
-    if no_retry or attempts >= _max_attempts(ctx) or not queue_id:
+    if no_retry or attempts >= taskdoc.max_attempts(ctx) or not queue_id:
         why = (f"agent lost {attempts} time(s); last: {reason}" if not no_retry
                else f"{reason} (task opted out of retries)")
-        taskdoc.change_status(ctx, conn, doc, TaskStatus.FAILED, force=True,
-                              reason=f"{OutcomeKind.INFRASTRUCTURE}: {why}", message="failed by the server",
-                              extra={"completed": clock.iso()})
+        _end_by_server(ctx, conn, doc, TaskStatus.FAILED, f"{OutcomeKind.INFRASTRUCTURE}: {why}")
         return LeaseOutcome.FAILED
     q.remove_task_entries(conn, doc["id"])
-    retry = f"retry {attempts + 1} of {_max_attempts(ctx)}"
     taskdoc.change_status(ctx, conn, doc, TaskStatus.QUEUED, force=True,
-                          reason=f"{OutcomeKind.INFRASTRUCTURE}: {reason}; {retry}",
+                          reason=f"{OutcomeKind.INFRASTRUCTURE}: {reason}; "
+                                 f"re-queued for run {attempts + 1} of {taskdoc.max_attempts(ctx)}",
                           message="re-queued by the server")
     q.add_entry(conn, queue_id, doc["id"], front=True)
     if ctx.notifier:
@@ -77,10 +72,17 @@ def finish_from_exit(ctx: CallContext, conn, doc: dict, worker: str) -> LeaseOut
     new = TaskStatus.COMPLETED if code == 0 else TaskStatus.FAILED
     reason = ("worker execution done" if code == 0
               else f"{OutcomeKind.USER_ERROR}: the task process exited with code {code}")
-    taskdoc.change_status(ctx, conn, doc, new, force=True,
-                          reason=f"{reason} (agent {worker} was lost before it reported; the end of the "
-                                 "console log may be missing)", extra={"completed": clock.iso()})
+    _end_by_server(ctx, conn, doc, new, f"{reason} (agent {worker} was lost before it reported; the end "
+                                        "of the console log may be missing)")
     return LeaseOutcome.COMPLETED if code == 0 else LeaseOutcome.FAILED
+
+
+def _end_by_server(ctx: CallContext, conn, doc: dict, new: TaskStatus, reason: str) -> None:
+    """End a task whose agent is gone: its status, and the reason as its console's last line."""
+    taskdoc.change_status(ctx, conn, doc, new, force=True, reason=reason, message=f"{new} by the server",
+                          extra={"completed": clock.iso()})
+    add_server_line(conn, doc["id"], f"shipyard server: task {doc['id']} ended {new}: {reason}",
+                    int(clock.now() * 1000), level="info" if new == TaskStatus.COMPLETED else "error")
 
 
 def reap_expired(ctx: CallContext) -> list[tuple[str, LeaseOutcome]]:

@@ -307,7 +307,8 @@ def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool, lease_s: fl
                     taskdoc.change_status(ctx, conn, doc, TaskStatus.QUEUED, force=True)
                 result: dict = {"entry": {"task": task_id, "added": clock.iso(added)}, "queue": queue_id}
                 if lease_s:
-                    result["lease"] = taskdoc.grant_lease(doc, worker, queue_id, lease_s)
+                    result["lease"] = taskdoc.grant_lease(doc, worker, queue_id, lease_s,
+                                                          taskdoc.max_attempts(ctx))
                     ctx.store.save(conn, t.tasks, doc)
                 if get_info:
                     result["task_info"] = {"company": doc.get("company"), "user": doc.get("user")}

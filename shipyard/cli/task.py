@@ -8,8 +8,10 @@ from pathlib import Path
 import click
 
 from shipyard.cli.state import CliState, pass_state
+from shipyard.client.params import override_items
 from shipyard.client.recorder import args_to_hyperparams, record_local_script, record_remote
-from shipyard.errors import ConfigError
+from shipyard.errors import ConfigError, ServerError
+from shipyard.protocol import TaskStatus
 
 
 def _project_id(api, name: str | None) -> str | None:
@@ -36,6 +38,16 @@ def task_group() -> None:
     """Create, clone, enqueue, abort and inspect tasks (no SDK needed)."""
 
 
+def _warn_local_repository(repository: str) -> None:
+    """A repository that is a path on this machine runs only on a worker that sees the same path."""
+    from sandbox.repo_cache import is_local
+
+    if repository and is_local(repository):
+        click.echo(f"warning: the task's repository is a path on this machine ({repository}); a worker on "
+                   "another machine cannot check it out. Push it to a git server (git remote add origin URL "
+                   "&& git push) and create the task from there, or run the worker on this machine.", err=True)
+
+
 @task_group.command("create")
 @click.option("--script", type=click.Path(path_type=Path), help="A local script (in a git repo or not), "
               "or with --repo the entry point inside that repository.")
@@ -60,6 +72,7 @@ def create_cmd(state: CliState, script, repo, branch, commit, working_dir, proje
         section = record_remote(repo, str(script), branch=branch, commit=commit, working_dir=working_dir or ".")
     else:
         section = record_local_script(script, Path(working_dir).resolve() if working_dir else None)
+    _warn_local_repository(section.get("repository") or "")
     if requirements:
         section["requirements"] = {"pip": requirements.read_text()}
     api = state.api
@@ -76,20 +89,20 @@ def create_cmd(state: CliState, script, repo, branch, commit, working_dir, proje
 
 @task_group.command("clone")
 @click.argument("task_id")
-@click.option("--name")
-@click.option("--set", "overrides", multiple=True, help="Section/name=value (repeatable), e.g. Args/lr=0.1.")
+@click.option("--name", help="The clone's name (default: \"<name> (Clone)\", as ClearML names clones).")
+@click.option("--set", "overrides", multiple=True, help="Section/name=value (repeatable), e.g. Args/lr=0.1. "
+              "The value must parse as the parameter's recorded type (int, float, bool, list, ...), "
+              "and is stored with that type.")
 @click.option("--queue", help="Enqueue the clone to this queue.")
 @pass_state
 def clone_cmd(state: CliState, task_id, name, overrides, queue) -> None:
     """Clone a task, change parameters, and optionally enqueue the clone."""
     api = state.api
-    body = {"task": task_id}
-    if name:
-        body["new_task_name"] = name
-    new_id = api.call("tasks.clone", body)["id"]
-    if overrides:
-        params = [{"section": sec, "name": key, "value": item["value"]}
-                  for sec, items in args_to_hyperparams(list(overrides)).items() for key, item in items.items()]
+    source = api.call("tasks.get_by_id", {"task": task_id})["task"]
+    params = override_items(source.get("hyperparams") or {}, list(overrides))  # checked before anything is made
+    new_id = api.call("tasks.clone", {"task": task_id,
+                                      "new_task_name": name or f"{source.get('name') or task_id} (Clone)"})["id"]
+    if params:
         api.call("tasks.edit_hyper_params", {"task": new_id, "hyperparams": params})
     click.echo(new_id)
     if queue:
@@ -131,6 +144,14 @@ def show_cmd(state: CliState, task_id, as_json) -> None:
     for section, items in (task.get("hyperparams") or {}).items():
         for key, item in items.items():
             click.echo(f"{'param':12s} {section}/{key} = {item.get('value')}")
+    for run in task.get("shipyard_attempts") or []:
+        click.echo(f"{'run':12s} {_run_line(run)}")
+
+
+def _run_line(run: dict) -> str:
+    """One claim of the task by an agent, numbered from 1 as in its console's separators."""
+    of = f" of {run['max_runs']}" if run.get("max_runs") else ""
+    return f"{run.get('attempt')}{of} on worker {run.get('worker')}: {run.get('end') or 'running'}"
 
 
 def _print_events(events: list[dict]) -> None:
@@ -139,29 +160,55 @@ def _print_events(events: list[dict]) -> None:
             click.echo(line)
 
 
-@task_group.command("logs")
+FOLLOW_EXIT_CODES = {TaskStatus.FAILED: 1, TaskStatus.STOPPED: 2}
+"""`task logs --follow`: how the task ended, as the exit code (0 otherwise: completed, published)."""
+STILL_RUNNING = (TaskStatus.CREATED, TaskStatus.QUEUED, TaskStatus.IN_PROGRESS)
+
+LOGS_EPILOG = """\b
+Exit codes with --follow, for scripts and CI:
+  0  the task completed (or was published)
+  1  the task failed
+  2  the task was stopped (aborted)
+  3 and above: the console could not be read (3 server error, 4 credentials, 5 server unreachable)
+Without --follow the command exits 0 once it printed the console."""
+
+
+class _Console:
+    """A task's console read in order: each call prints the lines not printed yet."""
+
+    def __init__(self, api, task_id: str):
+        self.api, self.task_id, self.seen = api, task_id, 0
+
+    def print_new(self) -> None:
+        data = self.api.call("events.get_task_events", {"task": self.task_id, "event_type": "log",
+                                                        "order": "asc", "batch_size": 10000})
+        events = data.get("events") or []
+        _print_events(events[self.seen:])
+        self.seen = max(self.seen, len(events))
+
+
+@task_group.command("logs", epilog=LOGS_EPILOG)
 @click.argument("task_id")
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the task ends.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the task ends; exit 0 "
+              "if it completed, 1 if it failed, 2 if it was stopped.")
 @pass_state
 def logs_cmd(state: CliState, task_id, follow) -> None:
-    api = state.api
-    seen = 0
+    """Print a task's console."""
+    console = _Console(state.api, task_id)
+    console.print_new()
+    if not follow:
+        return
     while True:
-        data = api.call("events.get_task_events", {"task": task_id, "event_type": "log", "order": "asc",
-                                                   "batch_size": 10000})
-        events = data.get("events") or []
-        _print_events(events[seen:])
-        seen = len(events)
-        if not follow:
-            return
-        status = api.call("tasks.get_all", {"id": [task_id], "only_fields": ["status"]})["tasks"][0]["status"]
-        if status not in ("queued", "in_progress", "created"):
-            data = api.call("events.get_task_events", {"task": task_id, "event_type": "log", "order": "asc",
-                                                       "batch_size": 10000})
-            _print_events((data.get("events") or [])[seen:])
-            click.echo(f"-- task {status}")
-            return
+        task = state.api.call("tasks.get_all", {"id": [task_id], "only_fields": ["status", "status_reason"]})
+        if not task["tasks"]:
+            raise ServerError(f"task {task_id} no longer exists", code=400, endpoint="tasks.get_all")
+        status, reason = task["tasks"][0].get("status"), task["tasks"][0].get("status_reason")
+        if status not in STILL_RUNNING:
+            console.print_new()
+            click.echo(f"-- task {status}" + (f": {reason}" if reason and status != TaskStatus.COMPLETED else ""))
+            click.get_current_context().exit(FOLLOW_EXIT_CODES.get(status, 0))
         time.sleep(0.5)
+        console.print_new()
 
 
 @task_group.command("list")

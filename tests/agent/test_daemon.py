@@ -1,7 +1,10 @@
 """The agent end to end: a real server process, a real daemon process, real git repos and venvs."""
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -233,6 +236,45 @@ def test_idle_daemon_stops_at_once(tmp_path):
         daemon.signal(signal.SIGTERM)
         assert daemon.proc.wait(30) == 0
         assert time.monotonic() - started < 10
+    finally:
+        daemon.stop()
+        server.stop()
+
+
+def test_daemon_prints_each_line_once(rig):
+    """Issue 20: the daemon's terminal showed every setup line twice (echoed, then logged again)."""
+    doc, _log = run_task(rig, "once", {"repository": "", "entry_point": "o.py", "diff": "print('once')\n"})
+    assert doc["status"] == "completed", doc.get("status_reason")
+    output = rig["daemon"].output()
+    assert output.count(f"task {doc['id']} pulled from queue") == 1
+    assert output.count(f"task {doc['id']} ended completed") == 1
+
+
+def test_repository_path_of_another_machine_fails_with_what_to_do(rig):
+    laptop_path = str(rig["root"] / "on-the-laptop" / "repo")
+    doc, log = run_task(rig, "laptop-path", {"repository": laptop_path, "entry_point": "train.py"})
+    assert doc["status"] == "failed"
+    assert f"repository {laptop_path} is a path on the machine that created the task" in doc["status_reason"]
+    assert log.rstrip("\n").split("\n")[-1] == f"shipyard: task {doc['id']} ended failed: {doc['status_reason']}"
+
+
+def test_a_dead_worker_leaves_the_listing_after_its_timeout(tmp_path):
+    """kill -9: no unregister. The worker registered a timeout of a few report intervals and the
+    server stops listing it once that passed without a report (as ClearML's server does)."""
+    server = start_server(tmp_path / "server")
+    env = agent_env(server, tmp_path, SHIPYARD_STATUS_REPORT_S="1", CLEARML_WORKER_ID="doomed:0")
+    daemon = start_daemon(env, ["dead"], tmp_path / "d.log")
+    api = server.api()
+    try:
+        assert [w["id"] for w in api.call("workers.get_all", {})["workers"]] == ["doomed:0"]
+        os.killpg(daemon.proc.pid, signal.SIGKILL)
+        daemon.proc.wait(10)
+        deadline = time.monotonic() + 30
+        while api.call("workers.get_all", {})["workers"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        listed = subprocess.run([sys.executable, "-m", "shipyard", "list"], env=env, capture_output=True, text=True,
+                                timeout=60)
+        assert listed.returncode == 0 and "doomed:0" not in listed.stdout and "no workers" in listed.stdout
     finally:
         daemon.stop()
         server.stop()

@@ -158,6 +158,45 @@ def test_lost_agent_requeues_then_fails_after_max_attempts(server, settings):
     assert "agent lost 3 time(s)" in server.tasks[task]["status_reason"]
 
 
+def _console(server: InMemoryTaskServer, task: str) -> list[str]:
+    return [line for e in server.events if e.get("task") == task and e.get("type", "log") == "log"
+            for line in str(e.get("msg")).split("\n")]
+
+
+def test_rerun_after_a_lost_agent_starts_with_a_separator(server, settings):
+    task, queue = _queued(server, "exit:0")
+    server.call("queues.get_next_task", {"queue": queue, "queues": [queue], "lease_s": 30, "worker": "gone:0"})
+    server.call("workers.reconcile", {"worker": "gone:0"})   # run 1's agent is lost; the task is queued again
+    assert server.tasks[task]["status_reason"].endswith("re-queued for run 2 of 3")
+    _daemon(server, settings).work()
+    assert server.status(task) == "completed"
+    console = _console(server, task)
+    assert console[0] == (f"--- run 2 of 3 on worker {settings.agent.worker_id}, after infrastructure: "
+                          "worker gone:0 restarted while holding it ---")
+
+
+def test_failure_reason_is_the_last_console_line(server, settings):
+    task, _queue = _queued(server, "exit:3")
+    _daemon(server, settings).work()
+    last = _console(server, task)[-1]
+    assert last == f"shipyard: task {task} ended failed: {server.tasks[task]['status_reason']}"
+
+
+class BrokenExecutor(FakeExecutor):
+    """An agent bug: preparing raises what no step expects."""
+
+    def prepare(self, task: dict) -> Prepared:
+        raise RuntimeError("boom in the agent")
+
+
+def test_agent_error_is_the_last_console_line_too(server, settings):
+    task, _queue = _queued(server, "exit:0")
+    Daemon(server, settings, ["q"], shutdown=Shutdown(), max_tasks=1, executor_factory=BrokenExecutor,
+           watch_check_s=0.02).work()
+    assert _console(server, task)[-1] == (f"shipyard: task {task} ended: infrastructure: agent error: "
+                                          "RuntimeError: boom in the agent")
+
+
 def _wait(condition, timeout: float = 3.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

@@ -166,13 +166,24 @@ def test_concurrent_workspaces_share_one_mirror(repo, repo_cache, tmp_path):
 
 
 def test_unreachable_repository(tmp_path, repo_cache):
-    missing = tmp_path / "no-such-repo"
+    missing = tmp_path / "not-a-repo"
+    missing.mkdir()   # there, but git finds no repository in it
     with pytest.raises(WorkspaceError) as info:
         prepare_workspace(script(str(missing)), tmp_path / "ws", repo_cache)
     message = str(info.value)
     assert message.startswith(f"could not fetch repository {missing}: ")
     assert "check the URL and the agent's git credentials" in message
     assert info.value.kind == "repository_unreachable"
+
+
+def test_repository_path_of_another_machine_says_what_to_do(tmp_path, repo_cache):
+    elsewhere = tmp_path / "on-the-laptop" / "repo"   # recorded where the task was created; not here
+    for url in (str(elsewhere), f"file://{elsewhere}"):
+        with pytest.raises(WorkspaceError) as info:
+            prepare_workspace(script(url), tmp_path / "ws", repo_cache)
+        assert str(info.value).startswith(f"the task's repository {url} is a path on the machine that created "
+                                          "the task, and this worker cannot see it; push the repository")
+        assert info.value.kind == "repository_unreachable"
 
 
 def test_unknown_commit(repo, repo_cache, tmp_path):

@@ -71,11 +71,17 @@ def test_expired_lease_requeues_at_front_then_gives_up(api):
         if attempt < 3:
             doc = _wait(api, task, lambda d: d["status"] == "queued")
             assert "lease of worker w1 expired" in doc["status_reason"]
+            # Runs are numbered from 1: after the first run was lost, the next one is run 2.
+            assert doc["status_reason"].endswith(f"re-queued for run {attempt + 1} of 3"), doc["status_reason"]
+            assert doc["shipyard_attempts"][-1]["max_runs"] == 3
             entries = api.call("queues.get_by_id", {"queue": queue})["queue"]["entries"]
             assert [e["task"] for e in entries] == [task, other]  # back at the front
     doc = _wait(api, task, lambda d: d["status"] == "failed")
     assert doc["status_reason"].startswith("infrastructure: agent lost 3 time(s)")
     assert [a["attempt"] for a in doc["shipyard_attempts"]] == [1, 2, 3]
+    # The server ended it, not an agent: its console's last line says why, as an agent's would.
+    lines = api.call("events.get_task_events", {"task": task, "event_type": "log", "order": "asc"})["events"]
+    assert lines and lines[-1]["msg"] == f"shipyard server: task {task} ended failed: {doc['status_reason']}"
     with pytest.raises(ApiFailure):  # the lost agent comes back: its writes are refused
         api.call("tasks.completed", {"task": task, "attempt": 2})
 
@@ -141,3 +147,5 @@ def test_exit_recorded_before_the_agent_is_lost_ends_the_task(api):
     failed = _wait(api, bad, lambda d: d["status"] != "in_progress")
     assert failed["status"] == "failed" and "exited with code 3" in failed["status_reason"]
     assert len(done["shipyard_attempts"]) == 1   # not run a second time
+    last = api.call("events.get_task_events", {"task": bad, "event_type": "log", "order": "asc"})["events"][-1]
+    assert last["msg"].endswith(failed["status_reason"]) and "exited with code 3" in last["msg"]

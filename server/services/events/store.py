@@ -17,7 +17,7 @@ import math
 from operator import itemgetter
 from typing import Any, Iterable
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, insert, select, text
 
 from server.storage import tables as t
 
@@ -59,6 +59,16 @@ def metric_hash(name: str) -> str:
 def chunks(items: list, size: int = IN_CHUNK) -> Iterable[list]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+SERVER_WORKER = "shipyard-server"
+"""The `worker` of console lines the server writes itself."""
+
+
+def add_server_line(conn: Any, task: str, msg: str, timestamp_ms: int, level: str = "error") -> None:
+    """One console line from the server, for an ending it decided itself (the task's agent was lost):
+    the task's last line says why, as the agent's own last line does when it reports."""
+    conn.execute(insert(t.events), log_rows(task, [(timestamp_ms, level, SERVER_WORKER, msg, None)]))
 
 
 def log_rows(task: str, lines: list[tuple]) -> list[dict]:

@@ -88,14 +88,23 @@ def change_status(ctx: CallContext, conn, doc: dict, new: str, *, force: bool = 
     return fields
 
 
-def grant_lease(doc: dict, worker: str, queue_id: str, lease_s: float) -> dict:
-    """A claim becomes a lease (server/services/leases.py): the next attempt, its holder and expiry."""
+def max_attempts(ctx: CallContext) -> int:
+    """How many runs a task gets when its agents are lost (server setting lease_max_attempts)."""
+    return int(getattr(ctx.settings, "lease_max_attempts", 3) or 3)
+
+
+def grant_lease(doc: dict, worker: str, queue_id: str, lease_s: float, max_runs: int | None = None) -> dict:
+    """A claim becomes a lease (server/services/leases.py): the next attempt, its holder and expiry.
+    The attempt is also the run's number, counted from 1; `max_runs` is how many it may get."""
     attempt = int(doc.get("_attempt") or 0) + 1
     now = clock.now()
     doc["_attempt"] = attempt
     doc["_lease"] = {"worker": worker, "queue": queue_id, "expires": now + lease_s, "lease_s": lease_s}
     history = list(doc.get("shipyard_attempts") or [])
-    history.append({"attempt": attempt, "worker": worker, "claimed": clock.iso(now)})
+    entry: dict[str, Any] = {"attempt": attempt, "worker": worker, "claimed": clock.iso(now)}
+    if max_runs:
+        entry["max_runs"] = max_runs
+    history.append(entry)
     doc["shipyard_attempts"] = history
     return {"attempt": attempt, "expires_in_s": lease_s}
 
