@@ -11,7 +11,9 @@ import click
 from server.app import create_state, seed_credentials, serve
 from server.auth.keys import KeyStore
 from server.config import ServerConfig, load_server_config
+from server.ports import describe, unavailable
 from server.storage.store import Store
+from shipyard.errors import ConfigError
 from shipyard.signals import Shutdown
 
 
@@ -84,6 +86,14 @@ def config_from_cli(config_file, **overrides) -> ServerConfig:
     return load_server_config(config_file, overrides=overrides)
 
 
+def ensure_ports_free(config: ServerConfig) -> None:
+    """Fail at once, in one line naming each busy port and what holds it, before anything is written."""
+    problems = unavailable(config.host, {"--api-port": config.api_port, "--files-port": config.files_port,
+                                         "--web-port": config.web_port})
+    if problems:
+        raise ConfigError(describe(problems))
+
+
 def warn_secret_on_command_line() -> None:
     """Say so on stderr when --secret-key was typed as an argument: every local user can read it
     in /proc/<pid>/cmdline (`ps -ef`) for as long as the server runs."""
@@ -98,6 +108,7 @@ def warn_secret_on_command_line() -> None:
 def server_cmd(config_file, **overrides) -> None:
     """Run the embedded ClearML-compatible server (API, files and web listeners)."""
     config = config_from_cli(config_file, **overrides)
+    ensure_ports_free(config)
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     state = create_state(config)
     seeded = seed_credentials(state, config)
