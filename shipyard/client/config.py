@@ -4,8 +4,10 @@ Each setting is resolved from four layers, the later one winning:
 
     built-in default  <  config file  <  environment  <  CLI overrides
 
-The config file is `~/clearml.conf`, or the path in CLEARML_CONFIG_FILE / TRAINS_CONFIG_FILE, or
-the one passed to `load_settings`. It is HOCON, read with ClearML's own keys (`api.*`, `agent.*`)
+The config file is found by `find_config_file`, the one lookup every command uses: the path
+passed to `load_settings` (`--config-file`), else CLEARML_CONFIG_FILE / TRAINS_CONFIG_FILE, else
+`~/clearml.conf`, else the `clearml.conf` that `shipyard up` wrote in its data dir
+($SHIPYARD_DATA_DIR or `~/.shipyard`). It is HOCON, read with ClearML's own keys (`api.*`, `agent.*`)
 plus a `shipyard { ... }` section for keys ClearML doesn't have. Where one setting has several
 names in one layer (e.g. `shipyard.work_dir` and ClearML's `agent.venvs_dir`), the first listed in
 `FIELDS` wins. Every value remembers where it came from (`Settings.sources`), so `shipyard config`
@@ -41,12 +43,16 @@ __all__ = [
     "FIELDS",
     "GitCredential",
     "Settings",
+    "find_config_file",
     "load_settings",
 ]
 
 DEFAULT_SOURCE = "default"
 CLI_SOURCE = "cli"
 CONFIG_FILE_ENV = ("CLEARML_CONFIG_FILE", "TRAINS_CONFIG_FILE")
+CONFIG_LOOKUP = ("--config-file, $CLEARML_CONFIG_FILE, ~/clearml.conf, then the file `shipyard up` wrote "
+                 "($SHIPYARD_DATA_DIR or ~/.shipyard)/clearml.conf")
+"""The lookup order, for messages."""
 _SECRET_NAME = re.compile(r"(?i)(secret|passw|token|key|credential)")
 
 
@@ -141,6 +147,8 @@ class Settings:
     agent: AgentSettings
     sources: Mapping[str, str]
     config_file: Path | None = None
+    config_reason: str = ""
+    """Why `config_file` was read (or what was looked for when none was found), for `shipyard doctor`."""
     warnings: tuple[str, ...] = ()
 
     def get(self, key: str) -> Any:
@@ -438,7 +446,7 @@ def load_settings(
     """
     env = os.environ if env is None else env
     home = Path(env["HOME"]) if env.get("HOME") else Path.home()
-    path = _config_path(config_file, env, home)
+    path, reason = find_config_file(config_file, env)
     tree = _read_hocon(path) if path else {}
     overrides = overrides or {}
     _reject_unknown(overrides)
@@ -452,19 +460,27 @@ def load_settings(
         agent=_agent(values),
         sources=MappingProxyType(sources),
         config_file=path,
+        config_reason=reason,
         warnings=tuple(_unknown_shipyard_keys(tree)),
     )
 
 
-def _config_path(explicit: Path | None, env: Mapping[str, str], home: Path) -> Path | None:
-    """The file to read: explicit > CLEARML_CONFIG_FILE > TRAINS_CONFIG_FILE > ~/clearml.conf."""
+def find_config_file(explicit: Path | None = None, env: Mapping[str, str] | None = None) -> tuple[Path | None, str]:
+    """(the clearml.conf to read, why that one), in the order of `CONFIG_LOOKUP`; (None, what was
+    looked for) when there is none. A file named by the flag or a variable must exist."""
+    env = os.environ if env is None else env
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
     if explicit is not None:
-        return _existing(_expand(Path(explicit), home), "given on the command line")
+        return _existing(_expand(Path(explicit), home), "given with --config-file"), "given with --config-file"
     for name in CONFIG_FILE_ENV:
         if env.get(name):
-            return _existing(_expand(Path(env[name]), home), f"named by ${name}")
-    default = home / "clearml.conf"
-    return default if default.is_file() else None
+            return _existing(_expand(Path(env[name]), home), f"named by ${name}"), f"named by ${name}"
+    if (home / "clearml.conf").is_file():
+        return home / "clearml.conf", "~/clearml.conf"
+    data_dir = _expand(Path(env["SHIPYARD_DATA_DIR"]), home) if env.get("SHIPYARD_DATA_DIR") else home / ".shipyard"
+    if (data_dir / "clearml.conf").is_file():
+        return data_dir / "clearml.conf", "written by `shipyard up`"
+    return None, f"none found; looked for {CONFIG_LOOKUP}"
 
 
 def _existing(path: Path, why: str) -> Path:

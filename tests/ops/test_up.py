@@ -145,6 +145,26 @@ def test_idle_up_stops_at_once_on_ctrl_c(tmp_path):
     assert "Traceback" not in output and "graceful shutdown exceeded" not in output, output
 
 
+def test_cli_and_doctor_find_the_conf_up_wrote(tmp_path):
+    """Issue 20 #6: with no CLEARML_CONFIG_FILE and no ~/clearml.conf, the CLI reads the file
+    `shipyard up` wrote, and `shipyard doctor` says which file it used and why."""
+    home = tmp_path / "home"
+    up = start_up(home, [free_port() for _ in range(3)])
+    try:
+        env = {k: v for k, v in up_env(home).items() if not k.startswith("SHIPYARD_ACCESS")}
+        listed = subprocess.run([sys.executable, "-m", "shipyard", "queue", "list"], env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert listed.returncode == 0 and "default" in listed.stdout, listed.stderr
+        doctor = subprocess.run([sys.executable, "-m", "shipyard", "doctor"], env=env, capture_output=True,
+                                text=True, timeout=120).stdout
+        conf = home / ".shipyard" / "clearml.conf"
+        assert f"config file {conf} (written by `shipyard up`)" in doctor, doctor
+        assert any(line.startswith("ok    credentials") for line in doctor.splitlines()), doctor
+    finally:
+        up.ctrl_c()
+        up.proc.wait(30)
+
+
 def _hold_port(port: int, where: Path) -> subprocess.Popen:
     script = where / "port_holder.py"
     script.write_text("import socket, sys, time\ns = socket.socket()\n"
