@@ -37,7 +37,7 @@ def banner(config: ServerConfig, seeded) -> str:
         "Shipyard server ready",
         f"  API server:   {config.url(config.api_port)}",
         f"  Files server: {config.url(config.files_port)}",
-        f"  Web server:   {config.url(config.web_port)}",
+        f"  Web server:   {config.url(config.web_port)}   (sign in there: task links use this host)",
         f"  Data dir:     {config.data_dir}",
         f"  Database:     {'sqlite (' + str(config.data_dir / 'shipyard.db') + ')' if not config.db else config.db.split('@')[-1]}",
     ]
@@ -63,6 +63,9 @@ def server_options(fn):
         click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
                      help="Server config file (HOCON); see configs/server.conf."),
         click.option("--host", help="Address to listen on (default 127.0.0.1)."),
+        click.option("--public-host", help="Host name in every address given to clients: the banner, the "
+                                           "clearml.conf `shipyard up` writes, task links (default: --host; "
+                                           "localhost for a loopback or any-address --host)."),
         click.option("--api-port", type=int, help="API port (default 8008)."),
         click.option("--files-port", type=int, help="Files port (default 8081)."),
         click.option("--web-port", type=int, help="Web port (default 8080)."),

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pyhocon import ConfigFactory
 from pyhocon.exceptions import ConfigException
@@ -43,6 +44,7 @@ __all__ = [
     "FIELDS",
     "GitCredential",
     "Settings",
+    "derive_servers",
     "find_config_file",
     "load_settings",
 ]
@@ -336,8 +338,8 @@ _DERIVED = object()  # default computed from other settings in `_derive`
 
 FIELDS: tuple[Field, ...] = (
     Field("api.api_server", _url, "http://localhost:8008", ("api.api_server",), ("CLEARML_API_HOST",)),
-    Field("api.files_server", _url, "http://localhost:8081", ("api.files_server",), ("CLEARML_FILES_HOST",)),
-    Field("api.web_server", _url, "http://localhost:8080", ("api.web_server",), ("CLEARML_WEB_HOST",)),
+    Field("api.files_server", _url, _DERIVED, ("api.files_server",), ("CLEARML_FILES_HOST",)),
+    Field("api.web_server", _url, _DERIVED, ("api.web_server",), ("CLEARML_WEB_HOST",)),
     Field("api.access_key", _text, "", ("api.credentials.access_key",), ("CLEARML_API_ACCESS_KEY",)),
     Field("api.secret_key", _text, "", ("api.credentials.secret_key",), ("CLEARML_API_SECRET_KEY",), secret=True),
     Field("api.verify_ssl", _bool, True, ("api.verify_certificate",), ("CLEARML_API_HOST_VERIFY_CERT",)),
@@ -536,8 +538,50 @@ def _reject_unknown(overrides: Mapping[str, Any]) -> None:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(_BY_KEY)}")
 
 
+# ClearML's conventions for deriving the files and web servers from the API server's address.
+_PORTS = {8008: (8081, 8080)}
+_HOST_PREFIX = ("api.", "files.", "app.")
+
+
+def derive_servers(api_server: str) -> tuple[str, str]:
+    """(files_server, web_server) for an API address: :8008 -> :8081/:8080, api.X -> files.X/app.X."""
+    parts = urlsplit(api_server)
+    host = parts.hostname or ""
+    if parts.port in _PORTS:
+        files_port, web_port = _PORTS[parts.port]
+        return (urlunsplit(parts._replace(netloc=f"{_netloc_host(parts)}:{files_port}")),
+                urlunsplit(parts._replace(netloc=f"{_netloc_host(parts)}:{web_port}")))
+    if host.startswith(_HOST_PREFIX[0]):
+        rest = parts.netloc[len(_HOST_PREFIX[0]):]
+        return (urlunsplit(parts._replace(netloc=_HOST_PREFIX[1] + rest)),
+                urlunsplit(parts._replace(netloc=_HOST_PREFIX[2] + rest)))
+    raise ConfigError(f"cannot derive the files and web servers from {api_server}; "
+                      "give --files-server and --web-server")
+
+
+def _netloc_host(parts) -> str:
+    host = parts.hostname or ""
+    return f"[{host}]" if ":" in host else host
+
+
+def _servers_for(api_server: str) -> tuple[str, str]:
+    """Unset files/web servers: derived from the API address, else its host on the default ports.
+    Never another host than the one configured: a task's results-page link (CLEARML_WEB_HOST)
+    must reach the page the person signed in to, where the session cookie applies."""
+    try:
+        return derive_servers(api_server)
+    except ConfigError:
+        parts = urlsplit(api_server)
+        base = f"{parts.scheme}://{_netloc_host(parts)}"
+        return f"{base}:{_PORTS[8008][0]}", f"{base}:{_PORTS[8008][1]}"
+
+
 def _derive(values: dict[str, Any], home: Path) -> None:
     """Fill defaults that depend on other settings, and expand `~` in paths."""
+    if values["api.files_server"] is _DERIVED or values["api.web_server"] is _DERIVED:
+        files, web = _servers_for(values["api.api_server"])
+        values["api.files_server"] = files if values["api.files_server"] is _DERIVED else values["api.files_server"]
+        values["api.web_server"] = web if values["api.web_server"] is _DERIVED else values["api.web_server"]
     if values["agent.worker_name"] is _DERIVED:
         values["agent.worker_name"] = socket.gethostname()
     if values["agent.worker_id"] is _DERIVED:

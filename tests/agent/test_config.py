@@ -200,6 +200,19 @@ def test_no_config_file_says_where_it_looked(home):
     assert settings.config_file is None and "~/.shipyard" in settings.config_reason
 
 
+@pytest.mark.parametrize("api, files, web", [
+    ("http://127.0.0.1:8008", "http://127.0.0.1:8081", "http://127.0.0.1:8080"),
+    ("https://api.ml.example.com", "https://files.ml.example.com", "https://app.ml.example.com"),
+    ("http://ml-box:9000", "http://ml-box:8081", "http://ml-box:8080"),
+])
+def test_unset_web_and_files_servers_keep_the_configured_host(home, api, files, web):
+    """Issue 20 #11: only the API host configured: the web server (CLEARML_WEB_HOST of every task,
+    hence the SDK's results-page link) is on that host, not `localhost`."""
+    settings = load(home, env={"CLEARML_API_HOST": api})
+    assert (settings.api.files_server, settings.api.web_server) == (files, web)
+    assert load(home, env={"CLEARML_API_HOST": api, "CLEARML_WEB_HOST": "http://web:1"}).api.web_server == "http://web:1"
+
+
 def test_missing_named_config_file_is_an_error(home, tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load(home, config_file=tmp_path / "nope.conf")

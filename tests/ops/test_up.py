@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent_helpers import create_task, task_log, wait_status
+from tests.agent_helpers import agent_env, create_task, start_daemon, task_log, wait_status
 from tests.helpers import ACCESS_KEY, SECRET_KEY, Api, free_port
 
 SLEEPER = "import time\nprint('task started', flush=True)\ntime.sleep(600)\n"
@@ -44,16 +44,16 @@ def up_env(home: Path) -> dict[str, str]:
     return env
 
 
-def start_up(home: Path, ports: list[int], name: str = "up") -> Up:
+def start_up(home: Path, ports: list[int], *extra: str, name: str = "up", ready: str = "listening on") -> Up:
     home.mkdir(parents=True, exist_ok=True)
     log = home / f"{name}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "shipyard", "up", "--api-port", str(ports[0]),
-                                 "--files-port", str(ports[1]), "--web-port", str(ports[2])],
+                                 "--files-port", str(ports[1]), "--web-port", str(ports[2]), *extra],
                                 env=up_env(home), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     up = Up(proc, log, ports[0])
     deadline = time.monotonic() + 60
-    while "listening on" not in up.output():
+    while ready not in up.output():
         assert proc.poll() is None and time.monotonic() < deadline, up.output()
         time.sleep(0.1)
     return up
@@ -163,6 +163,39 @@ def test_cli_and_doctor_find_the_conf_up_wrote(tmp_path):
     finally:
         up.ctrl_c()
         up.proc.wait(30)
+
+
+def test_a_task_gets_the_web_host_of_the_api_host_it_was_given(server, tmp_path):
+    """Issue 20 #11: an agent given only CLEARML_API_HOST=http://127.0.0.1:... hands its tasks a
+    CLEARML_WEB_HOST on 127.0.0.1 too (it was `localhost`, where the page's sign-in cookie is not)."""
+    env = agent_env(server, tmp_path)
+    for name in ("CLEARML_FILES_HOST", "CLEARML_WEB_HOST"):
+        env.pop(name)
+    daemon = start_daemon(env, ["hosts"], tmp_path / "d.log")
+    try:
+        api = server.api()
+        code = "import os\nprint('web host', os.environ['CLEARML_WEB_HOST'], flush=True)\n"
+        task = create_task(api, "hosts", {"repository": "", "entry_point": "main.py", "diff": code}, queue="hosts")
+        assert wait_status(api, task)["status"] == "completed"
+        assert "web host http://127.0.0.1:8080" in task_log(api, task), task_log(api, task)
+    finally:
+        daemon.stop()
+
+
+def test_public_host_is_the_one_host_clients_are_given(tmp_path):
+    """Issue 20 #11: --public-host names the host of every address `up` hands out: the banner and
+    the clearml.conf it writes (hence the agent, its tasks and the SDK's task links)."""
+    home = tmp_path / "home"
+    ports = [free_port() for _ in range(3)]
+    up = start_up(home, ports, "--no-agent", "--public-host", "127.0.0.1", ready="CLEARML_CONFIG_FILE=")
+    try:
+        conf = (home / ".shipyard" / "clearml.conf").read_text()
+        for port in ports:
+            assert f'"http://127.0.0.1:{port}"' in conf and f"http://127.0.0.1:{port}" in up.output()
+        assert "localhost" not in conf and "localhost" not in up.output()
+    finally:
+        up.ctrl_c()
+        assert up.proc.wait(30) == 0
 
 
 def _hold_port(port: int, where: Path) -> subprocess.Popen:
