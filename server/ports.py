@@ -28,7 +28,11 @@ class PortProblem:
 
 
 def unavailable(host: str, ports: dict[str, int]) -> list[PortProblem]:
-    """Problems with `ports` ({option: port}) on `host`: taken twice, in use, not bindable."""
+    """Problems with `ports` ({option: port}) on `host`: taken twice, in use, not bindable; or
+    one problem with `host` itself (not an address of this machine)."""
+    address = _address_problem(host)
+    if address is not None:
+        return [PortProblem(0, "--host", address)]
     problems: list[PortProblem] = []
     seen: dict[int, str] = {}
     for option, port in ports.items():
@@ -42,9 +46,23 @@ def unavailable(host: str, ports: dict[str, int]) -> list[PortProblem]:
     return problems
 
 
-def _bind_problem(host: str, port: int) -> str | None:
+def _address_problem(host: str) -> str | None:
+    """Why nothing can listen on `host` at all (any port), or None."""
+    with _socket(host) as sock:
+        try:
+            sock.bind((host, 0))
+        except OSError as exc:
+            return f"{host} cannot be listened on: {exc.strerror or exc}"
+    return None
+
+
+def _socket(host: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
+    return socket.socket(family, socket.SOCK_STREAM)
+
+
+def _bind_problem(host: str, port: int) -> str | None:
+    with _socket(host) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
@@ -54,7 +72,7 @@ def _bind_problem(host: str, port: int) -> str | None:
                 return f"is in use by {held_by}" if held_by else "is in use"
             if exc.errno == errno.EACCES:
                 return "needs root (ports below 1024 are privileged)"
-            return f"cannot be listened on at {host}: {exc.strerror or exc}"
+            return f"cannot be listened on: {exc.strerror or exc}"
     return None
 
 
@@ -119,6 +137,8 @@ def _user(uid: int) -> str:
 
 def describe(problems: list[PortProblem]) -> str:
     """One line for a person: each port, what is wrong, and the options that choose others."""
+    if problems[0].option == "--host":
+        return f"cannot start the server: {problems[0].detail}; give --host an address of this machine"
     each = "; ".join(f"port {p.port} ({p.option}) {p.detail}" for p in problems)
     options = ", ".join(dict.fromkeys(f"{p.option} PORT" for p in problems))
     return f"cannot start the server: {each}. Stop what holds it or choose another port with {options}"

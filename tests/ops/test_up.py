@@ -231,3 +231,16 @@ def test_a_busy_port_fails_at_once_naming_it_and_its_holder(tmp_path, command):
     assert not (home / ".shipyard" / "clearml.conf").exists()
     with socket.socket() as probe:   # the API port it would have used was never taken
         probe.bind(("127.0.0.1", ports[0]))
+
+
+def test_a_host_not_on_this_machine_fails_at_once_in_one_line(tmp_path):
+    """Issue 20 #5: a --host nothing can listen on is named, with the option to change, before any
+    listener starts or anything is written."""
+    home = tmp_path / "home"
+    home.mkdir()
+    result = subprocess.run([sys.executable, "-m", "shipyard", "up", "--host", "192.0.2.1"], env=up_env(home),
+                            capture_output=True, text=True, timeout=30)
+    message = (result.stdout + result.stderr).strip()
+    assert result.returncode != 0 and len(message.splitlines()) == 1, message
+    assert "192.0.2.1 cannot be listened on" in message and "--host" in message
+    assert not (home / ".shipyard").exists()
