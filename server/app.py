@@ -109,8 +109,10 @@ def _listeners(state: ServerState, config: ServerConfig) -> list[_Listener]:
             for app, port in apps]
 
 
-def _stop_listeners(servers: list[_Listener], count: int) -> None:
-    """First signal: drain (uvicorn's graceful shutdown). Second: stop waiting for requests."""
+def _stop_listeners(servers: list[_Listener], count: int, state: ServerState) -> None:
+    """First signal: drain (uvicorn's graceful shutdown; long-polls answer "nothing" at once).
+    Second: stop waiting for requests."""
+    state.notifier.close()
     for server in servers:
         server.should_exit = True
         if count >= 2:
@@ -160,7 +162,7 @@ async def serve(state: ServerState, config: ServerConfig, shutdown: Shutdown | N
     servers = _listeners(state, config)
     done = threading.Event()
     if shutdown is not None:
-        shutdown.on_signal(lambda count: _stop_listeners(servers, count))
+        shutdown.on_signal(lambda count: _stop_listeners(servers, count, state))
         _exit_watchdog(shutdown, done, config.shutdown_grace_s + 3.0)
     try:
         await _serve_listeners(state, config, servers, ready)

@@ -52,8 +52,12 @@ class ServerConfig:
         return self.db or f"sqlite:///{Path(self.data_dir) / 'shipyard.db'}"
 
     def url(self, port: int) -> str:
-        host = self.public_host or ("localhost" if self.host in ("0.0.0.0", "127.0.0.1", "::") else self.host)
-        return f"http://{host}:{port}"
+        """The one address clients are given for a listener: the banner, the clearml.conf `shipyard up`
+        writes and the web page all use it, so the SDK's task links land where the person signed in
+        (the session cookie is per host). public_host, else the listening host (localhost for a
+        loopback or any-address one)."""
+        host = self.public_host or ("localhost" if self.host in ("0.0.0.0", "127.0.0.1", "::", "::1") else self.host)
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 _ENV = {f.name: f"SHIPYARD_{f.name.upper()}" for f in fields(ServerConfig)}

@@ -2,7 +2,9 @@
 
 Enqueue calls `notify(queue_id)`; a waiting pop awaits `wait(queue_ids, timeout)`. Waiters
 also re-check on their own every `recheck_s`, so a task enqueued by another server process
-(PostgreSQL scale-out) is still found, only less promptly.
+(PostgreSQL scale-out) is still found, only less promptly. `close()` (the server is stopping)
+wakes every waiter and makes `wait` return at once, so long-polls end instead of holding the
+shutdown for their whole wait.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ class Notifier:
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
+        self.closed = False
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -30,6 +33,20 @@ class Notifier:
         else:
             self._loop.call_soon_threadsafe(self._wake, queue_id)
 
+    def close(self) -> None:
+        """The server is stopping: wake every waiter, and let no new one wait. Safe from any thread."""
+        self.closed = True
+        if self._loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._wake_all()
+        else:
+            self._loop.call_soon_threadsafe(self._wake_all)
+
+    def _wake_all(self) -> None:
+        for queue_id in list(self._waiters):
+            self._wake(queue_id)
+
     def _wake(self, queue_id: str) -> None:
         for ev in list(self._waiters.get(queue_id, ())):
             ev.set()
@@ -38,6 +55,8 @@ class Notifier:
         """Wait until one of the queues is notified or `min(timeout, recheck_s)` passes."""
         if self._loop is None:
             self.bind(asyncio.get_running_loop())
+        if self.closed:
+            return False
         ev = asyncio.Event()
         for qid in queue_ids:
             self._waiters[qid].add(ev)

@@ -107,7 +107,8 @@ def start_server(data_dir: Path, *, db: str | None = None, extra_args: list[str]
         try:
             return _start_server(data_dir, db=db, extra_args=extra_args, ports=ports, env=env)
         except RuntimeError as exc:
-            if ports is not None or "address already in use" not in str(exc) or attempt == 2:
+            busy = "address already in use" in str(exc) or ") is in use" in str(exc)  # the listener / the pre-check
+            if ports is not None or not busy or attempt == 2:
                 raise
     raise AssertionError("unreachable")
 

@@ -19,7 +19,7 @@ from agent.daemon.slots import ServiceSlots, Slot, SlotPool
 from agent.daemon.stats import StatsSampler
 from agent.execution import lifecycle
 from agent.execution.lifecycle import Outcome
-from agent.execution.runner import ExecutorFactory, TaskRun, safe_report
+from agent.execution.runner import SHUTDOWN_ABORT, ExecutorFactory, TaskRun, safe_report
 from agent.execution.taskkey import TaskKeys
 from agent.taskserver.port import TaskServer
 from sandbox.env_cache import EnvCache
@@ -27,10 +27,13 @@ from sandbox.repo_cache import RepoCache
 from shipyard import faults
 from shipyard.client.config import Settings
 from shipyard.errors import ServerError, ServerUnreachable
-from shipyard.protocol import OutcomeKind, TaskStatus
+from shipyard.protocol import LeaseOutcome, OutcomeKind, TaskStatus
 from shipyard.signals import Shutdown
 
 log = logging.getLogger("shipyard.agent.daemon")
+_AFTER_RESTART = {LeaseOutcome.REQUEUED: "put back in its queue by the lease rules; it runs again from the start",
+                  LeaseOutcome.FAILED: "failed by the lease rules (no retries left)",
+                  LeaseOutcome.COMPLETED: "its process had already exited 0; ended completed"}
 
 
 class Daemon:
@@ -40,8 +43,11 @@ class Daemon:
                  slots: SlotPool | None = None, stats_extra: Callable[[], dict] | None = None,
                  make_slots: Callable[[list[Queue]], SlotPool] | None = None, exact_order: bool = False,
                  metrics: AgentMetrics | None = None,
-                 executor_factory: ExecutorFactory | None = None, watch_check_s: float = 1.0):
+                 executor_factory: ExecutorFactory | None = None, watch_check_s: float = 1.0,
+                 drain_hint: str = "", shutdown_abort: tuple[str, str] = SHUTDOWN_ABORT):
         self.api = api
+        self.drain_hint = drain_hint              # appended to "draining: ..." (`shipyard up`: how to abort)
+        self.shutdown_abort = shutdown_abort      # (kind, reason) a second signal ends running tasks with
         self.executor_factory = executor_factory   # None: local or docker, as the settings say
         self.watch_check_s = watch_check_s
         self.settings = settings
@@ -110,7 +116,19 @@ class Daemon:
         """Tasks the server believes this worker holds (from before a crash) go back to their queues."""
         released = self.api.call("workers.reconcile", {"worker": self.worker}).get("released") or []
         for item in released:
-            self.echo(f"task {item['task']} was held by this worker before it restarted: {item['outcome']}")
+            line = (f"worker {self.worker} restarted while this task was running on it (the agent was killed "
+                    f"before it could report the end): {_AFTER_RESTART.get(item['outcome'], item['outcome'])}")
+            self.echo(f"task {item['task']}: {line}")
+            self._console_note(item["task"], f"shipyard: {line}")
+
+    def _console_note(self, task_id: str, line: str) -> None:
+        """One line in a task's console from the daemon itself (best effort: the console is not the record)."""
+        event = {"type": "log", "task": task_id, "timestamp": int(time.time() * 1000), "level": "warning",
+                 "worker": self.worker, "msg": line}
+        try:
+            self.api.add_events([event], deadline_s=5)
+        except (ServerError, ServerUnreachable) as exc:
+            log.warning("task %s: could not write to its console: %s", task_id, exc)
 
     def _should_stop(self) -> bool:
         if self.shutdown.requested:
@@ -147,7 +165,7 @@ class Daemon:
     def _drain(self) -> None:
         """Let running tasks finish (a second signal makes them abort), then free their slots."""
         if self._active:
-            self.echo(f"draining: waiting for {len(self._active)} running task(s)")
+            self.echo(f"draining: waiting for {len(self._active)} running task(s){self.drain_hint}")
         while self._active:
             self._finished.wait(0.5)
             self._finished.clear()
@@ -165,7 +183,8 @@ class Daemon:
                           repo_cache=self.repo_cache, echo=self.echo, attempt=claim.attempt,
                           slot_env=slot.env, gpus=slot.gpus, task_keys=self.task_keys,
                           log_stats=self.metrics.record_log_shipping if self.metrics else None,
-                          executor_factory=self.executor_factory, watch_check_s=self.watch_check_s)
+                          executor_factory=self.executor_factory, watch_check_s=self.watch_check_s,
+                          shutdown_abort=self.shutdown_abort)
             outcome = run.run()
             self.echo(f"task {claim.task_id} {outcome.status} in {time.monotonic() - started:.2f}s: "
                       f"{outcome.status_reason}")

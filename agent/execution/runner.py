@@ -38,6 +38,9 @@ from shipyard.redact import Redactor
 log = logging.getLogger("shipyard.agent.runner")
 ExecutorFactory = Callable[[RunContext], Executor[Any]]
 """Builds the run's executor from its context (tests pass an in-process one)."""
+SHUTDOWN_ABORT: tuple[str, str] = (OutcomeKind.AGENT_SHUTDOWN, "the agent was asked to stop twice and aborted the task")
+"""(kind, reason) of a run aborted because `should_abort` said so. Under a lease an `agent_shutdown`
+hands the task back to its queue; `shipyard up` passes an `aborted` one: the person stopped it."""
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -50,8 +53,10 @@ class TaskRun:
                  attempt: int | None = None, slot_env: Mapping[str, str] | None = None,
                  gpus: Sequence[int] = (), task_keys: TaskKeys | None = None,
                  log_stats: Callable[[ShipStats], None] | None = None,
-                 executor_factory: ExecutorFactory | None = None, watch_check_s: float = 1.0):
+                 executor_factory: ExecutorFactory | None = None, watch_check_s: float = 1.0,
+                 shutdown_abort: tuple[str, str] = SHUTDOWN_ABORT):
         self.api = api
+        self.shutdown_abort = shutdown_abort
         self.log_stats = log_stats            # gets the log shipper's counts when the run ends (metrics)
         self.executor_factory = executor_factory   # None: local or docker, as the settings say
         self.watch_check_s = watch_check_s
@@ -237,7 +242,8 @@ class TaskRun:
             status = TaskStatus.FAILED if watch.abort_kind in (OutcomeKind.TIMED_OUT, OutcomeKind.LEASE_LOST) else TaskStatus.STOPPED
             return Outcome(status, watch.abort_kind, f"{watch.abort_reason} (before the task started)")
         if self.should_abort():
-            return Outcome(TaskStatus.STOPPED, OutcomeKind.AGENT_SHUTDOWN, "the agent was shut down before the task started")
+            kind, reason = self.shutdown_abort
+            return Outcome(TaskStatus.STOPPED, kind, f"{reason} (before the task started)")
         return None
 
     def _start_watch(self, task: dict) -> TaskWatch:
@@ -302,7 +308,7 @@ class TaskRun:
         while launched.wait(0.1) is None:
             abort = (watch.abort_kind, watch.abort_reason) if watch.abort_kind is not None else None
             if abort is None and self.should_abort():
-                abort = (OutcomeKind.AGENT_SHUTDOWN, "the agent was asked to stop twice and aborted the task")
+                abort = self.shutdown_abort
             if abort is not None:
                 self.note(f"stopping the task: {abort[1]} (SIGTERM, then SIGKILL after "
                           f"{self.settings.agent.abort_grace_s:g}s)")

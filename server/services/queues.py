@@ -340,9 +340,11 @@ async def get_next_task(ctx: CallContext, req: Request) -> dict:
                 result.pop("queue", None)
             return result
         remaining = deadline - time.monotonic()
-        if remaining <= 0 or ctx.notifier is None:
+        if remaining <= 0 or ctx.notifier is None or ctx.notifier.closed:
             return {}
         await ctx.notifier.wait(queue_ids, remaining)
+        if ctx.notifier.closed:
+            return {}  # the server is stopping: the caller may be gone too, so pop nothing for it
         gone = ctx.is_disconnected
         if gone is not None and await gone():
             return {}  # the caller left: don't pop a task nobody will receive

@@ -31,7 +31,8 @@ from shipyard.logs import use_json_logs
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="SHIPYARD_LOG_FORMAT",
               show_envvar=True, help="json: one JSON object per log line on stderr (for journald, Loki, ...).")
 @click.option("--config-file", type=click.Path(path_type=Path, dir_okay=False), is_eager=True,
-              help="clearml.conf to read (default: $CLEARML_CONFIG_FILE or ~/clearml.conf).")
+              help="clearml.conf to read (default: $CLEARML_CONFIG_FILE, ~/clearml.conf, then the one "
+                   "`shipyard up` wrote in ~/.shipyard).")
 @click.pass_context
 def cli(ctx: click.Context, log_format: str, config_file: Path | None) -> None:
     """Shipyard: run ML tasks recorded with ClearML, on your own machines."""

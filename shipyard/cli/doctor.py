@@ -1,6 +1,6 @@
 """`shipyard doctor`: is this machine ready to run the agent? One line per check.
 
-    config        the agent's settings load (file, environment)
+    config        the agent's settings load (file, environment); which clearml.conf, and why that one
     git           git is installed (tasks are checked out with it)
     python        interpreters tasks can ask for (python3.8 ... python3.14 on PATH, and the agent's own)
     uv            uv for fast installs (else the agent falls back to virtualenv + pip)
@@ -54,9 +54,7 @@ class Check:
 
 
 def run_checks(settings: Settings | None, config_error: str | None = None) -> list[Check]:
-    checks = [Check("config", FAIL, config_error or "") if settings is None else
-              Check("config", OK, f"{settings.config_file or 'no config file'}; "
-                    f"worker {settings.agent.worker_id}" + "".join(f"; {w}" for w in settings.warnings))]
+    checks = [Check("config", FAIL, config_error or "") if settings is None else _config_check(settings)]
     checks += [_guard(name, probe_fn) for name, probe_fn in (
         ("git", check_git), ("python", check_pythons), ("uv", check_uv), ("docker", check_docker),
         ("nvml", check_nvml))]
@@ -64,6 +62,14 @@ def run_checks(settings: Settings | None, config_error: str | None = None) -> li
         checks.append(_guard("work dir", lambda: check_work_dir(settings.agent.work_dir)))
         checks += check_server(settings)
     return checks
+
+
+def _config_check(settings: Settings) -> Check:
+    """Which clearml.conf the commands read, and why that one (`find_config_file`)."""
+    used = (f"config file {settings.config_file} ({settings.config_reason})" if settings.config_file
+            else f"no config file ({settings.config_reason})")
+    return Check("config", OK, f"{used}; worker {settings.agent.worker_id}"
+                 + "".join(f"; {w}" for w in settings.warnings))
 
 
 def _guard(name: str, probe_fn: Callable[[], Check]) -> Check:

@@ -11,39 +11,14 @@ import json
 import os
 import shutil
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 
 from shipyard.client.api import ApiClient
-from shipyard.client.config import load_settings
+from shipyard.client.config import derive_servers, load_settings
 from shipyard.errors import ConfigError
 
 LOGIN_DEADLINE_S = 10.0
-# ClearML's conventions for deriving the files and web servers from the API server's address.
-_PORTS = {8008: (8081, 8080)}
-_HOST_PREFIX = ("api.", "files.", "app.")
-
-
-def derive_servers(api_server: str) -> tuple[str, str]:
-    """(files_server, web_server) for an API address: :8008 -> :8081/:8080, api.X -> files.X/app.X."""
-    parts = urlsplit(api_server)
-    host = parts.hostname or ""
-    if parts.port in _PORTS:
-        files_port, web_port = _PORTS[parts.port]
-        return (urlunsplit(parts._replace(netloc=f"{_netloc_host(parts)}:{files_port}")),
-                urlunsplit(parts._replace(netloc=f"{_netloc_host(parts)}:{web_port}")))
-    if host.startswith(_HOST_PREFIX[0]):
-        rest = parts.netloc[len(_HOST_PREFIX[0]):]
-        return (urlunsplit(parts._replace(netloc=_HOST_PREFIX[1] + rest)),
-                urlunsplit(parts._replace(netloc=_HOST_PREFIX[2] + rest)))
-    raise ConfigError(f"cannot derive the files and web servers from {api_server}; "
-                      "give --files-server and --web-server")
-
-
-def _netloc_host(parts) -> str:
-    host = parts.hostname or ""
-    return f"[{host}]" if ":" in host else host
 
 
 def render_conf(api_server: str, files_server: str, web_server: str, access_key: str, secret_key: str,

@@ -11,7 +11,9 @@ import click
 from server.app import create_state, seed_credentials, serve
 from server.auth.keys import KeyStore
 from server.config import ServerConfig, load_server_config
+from server.ports import describe, unavailable
 from server.storage.store import Store
+from shipyard.errors import ConfigError
 from shipyard.signals import Shutdown
 
 
@@ -35,7 +37,7 @@ def banner(config: ServerConfig, seeded) -> str:
         "Shipyard server ready",
         f"  API server:   {config.url(config.api_port)}",
         f"  Files server: {config.url(config.files_port)}",
-        f"  Web server:   {config.url(config.web_port)}",
+        f"  Web server:   {config.url(config.web_port)}   (sign in there: task links use this host)",
         f"  Data dir:     {config.data_dir}",
         f"  Database:     {'sqlite (' + str(config.data_dir / 'shipyard.db') + ')' if not config.db else config.db.split('@')[-1]}",
     ]
@@ -61,6 +63,9 @@ def server_options(fn):
         click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
                      help="Server config file (HOCON); see configs/server.conf."),
         click.option("--host", help="Address to listen on (default 127.0.0.1)."),
+        click.option("--public-host", help="Host name in every address given to clients: the banner, the "
+                                           "clearml.conf `shipyard up` writes, task links (default: --host; "
+                                           "localhost for a loopback or any-address --host)."),
         click.option("--api-port", type=int, help="API port (default 8008)."),
         click.option("--files-port", type=int, help="Files port (default 8081)."),
         click.option("--web-port", type=int, help="Web port (default 8080)."),
@@ -84,6 +89,14 @@ def config_from_cli(config_file, **overrides) -> ServerConfig:
     return load_server_config(config_file, overrides=overrides)
 
 
+def ensure_ports_free(config: ServerConfig) -> None:
+    """Fail at once, in one line naming each busy port and what holds it, before anything is written."""
+    problems = unavailable(config.host, {"--api-port": config.api_port, "--files-port": config.files_port,
+                                         "--web-port": config.web_port})
+    if problems:
+        raise ConfigError(describe(problems))
+
+
 def warn_secret_on_command_line() -> None:
     """Say so on stderr when --secret-key was typed as an argument: every local user can read it
     in /proc/<pid>/cmdline (`ps -ef`) for as long as the server runs."""
@@ -98,6 +111,7 @@ def warn_secret_on_command_line() -> None:
 def server_cmd(config_file, **overrides) -> None:
     """Run the embedded ClearML-compatible server (API, files and web listeners)."""
     config = config_from_cli(config_file, **overrides)
+    ensure_ports_free(config)
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     state = create_state(config)
     seeded = seed_credentials(state, config)

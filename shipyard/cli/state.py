@@ -28,7 +28,7 @@ R = TypeVar("R")
 @dataclass
 class CliState:
     config_file: Path | None = None
-    """--config-file: the clearml.conf to read (None: $CLEARML_CONFIG_FILE or ~/clearml.conf)."""
+    """--config-file: the clearml.conf to read (None: the lookup of `find_config_file`)."""
     _settings: Settings | None = field(default=None, init=False, repr=False)
     _api: ApiClient | None = field(default=None, init=False, repr=False)
 

@@ -1,6 +1,10 @@
 """`shipyard up`: the embedded server and one agent on the default queue, in one process,
 with no configuration. The agent's credentials are minted once and kept in the data dir.
 
+Ctrl-C once: the agent takes no new task and waits for the running ones (it says so, and that a
+second Ctrl-C aborts them); twice: the running tasks are aborted and reported `stopped`, with the
+reason, before the server stops. A busy port fails the start at once, before anything is written.
+
 The agent's key has the `agent` role, not admin: it runs tasks and mints each run a short-lived
 `task` key of its own. A data dir from before roles (an admin agent key) has that key revoked
 and replaced. The admin key is printed once, at the first start, for the person.
@@ -16,8 +20,9 @@ import click
 
 from server.app import create_state, seed_credentials, serve
 from server.auth.keys import AGENT
-from shipyard.cli.server import banner, config_from_cli, server_options
+from shipyard.cli.server import banner, config_from_cli, ensure_ports_free, server_options
 from shipyard.client.config import load_settings
+from shipyard.protocol import OutcomeKind
 from shipyard.signals import Shutdown
 
 _AGENT_KEY_FILE = "local-agent.key"
@@ -55,6 +60,49 @@ def _write_client_conf(data_dir: Path, config, access: str, secret: str) -> Path
     return path
 
 
+class _ServerThread:
+    """The server on a thread of its own, so the agent can run in the main thread. `start` returns
+    once the listeners accept connections, or raises with the reason they did not start."""
+
+    def __init__(self, state, config) -> None:
+        self.state, self.config = state, config
+        self.stop_request = Shutdown()
+        self.ready = threading.Event()
+        self.ended = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="server", daemon=True)
+
+    def start(self) -> "_ServerThread":
+        self.thread.start()
+        while not self.ready.wait(0.05):
+            if self.ended.is_set():
+                raise click.ClickException(f"the server did not start: {self.error or 'it stopped'}")
+        return self
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        self.stop_request.trigger()
+        self.ended.wait(timeout_s)
+
+    def _run(self) -> None:
+        loop = _new_loop()
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as exc:  # noqa: BLE001 - handed to `start` (SystemExit: listeners failed)
+            self.error = exc
+        finally:
+            self.ended.set()
+
+    async def _serve(self) -> None:
+        started = asyncio.Event()
+        server = asyncio.create_task(serve(self.state, self.config, self.stop_request, started))
+        waiter = asyncio.create_task(started.wait())
+        await asyncio.wait({server, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if started.is_set():
+            self.ready.set()
+        waiter.cancel()
+        await server
+
+
 def _new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
@@ -63,50 +111,47 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+_DRAIN_HINT = "; press Ctrl-C again to abort them (they end `stopped`, with the reason in their console)"
+_ABORT = (OutcomeKind.ABORTED, "`shipyard up` was interrupted twice (Ctrl-C) and aborted the task")
+"""A person's Ctrl-C, Ctrl-C: the task ends stopped with this reason, not handed back to its queue."""
+
+
 @click.command("up")
 @server_options
 @click.option("--queue", "queues", multiple=True, help="Queues for the agent (default: the default queue).")
 @click.option("--no-agent", is_flag=True, help="Start only the server.")
-@click.pass_context
-def up_cmd(ctx, config_file, queues, no_agent, **overrides) -> None:
+def up_cmd(config_file, queues, no_agent, **overrides) -> None:
     """Start the embedded server and an agent on the default queue, ready to take work."""
-    from agent.daemon.loop import Daemon
-    from shipyard.client.api import ApiClient
-
     config = config_from_cli(config_file, **overrides)
+    ensure_ports_free(config)    # before anything is written: a busy port fails at once, naming its holder
     state = create_state(config)
     seeded = seed_credentials(state, config)
     access, secret = _agent_credentials(state, config.data_dir)
-    conf_path = _write_client_conf(config.data_dir, config, access, secret)
     shutdown = Shutdown().install()   # signals: the agent drains first, then the server stops
-    server_stop = Shutdown()
-    ready = threading.Event()
-    loop = _new_loop()
-
-    async def run_server() -> None:
-        started = asyncio.Event()
-        server_task = asyncio.create_task(serve(state, config, server_stop, started))
-        await started.wait()
-        ready.set()
-        await server_task
-
-    server_thread = threading.Thread(target=lambda: loop.run_until_complete(run_server()), name="server",
-                                     daemon=True)
-    server_thread.start()
-    if not ready.wait(30):
-        raise click.ClickException("the server did not start (ports in use?)")
+    server = _ServerThread(state, config).start()
+    conf_path = _write_client_conf(config.data_dir, config, access, secret)   # only for a server that runs
     click.echo(banner(config, seeded))
     click.echo(f"\nClient config for the SDK and the shipyard CLI (the local agent's key, role agent: "
                f"not an admin key):\n  export CLEARML_CONFIG_FILE={conf_path}")
-    if no_agent:
-        shutdown.event.wait()
-    else:
-        env = {**os.environ, "CLEARML_CONFIG_FILE": str(conf_path)}
-        for name in ("CLEARML_API_HOST", "CLEARML_FILES_HOST", "CLEARML_WEB_HOST",
-                     "CLEARML_API_ACCESS_KEY", "CLEARML_API_SECRET_KEY"):
-            env.pop(name, None)
-        settings = load_settings(env=env)
-        with ApiClient.from_settings(settings) as api:
-            Daemon(api, settings, list(queues), shutdown=shutdown, echo=click.echo).work()
-    server_stop.trigger()
-    server_thread.join(15)
+    try:
+        if no_agent:
+            shutdown.event.wait()
+        else:
+            _run_agent(conf_path, list(queues), shutdown)
+    finally:
+        server.stop()
+
+
+def _run_agent(conf_path: Path, queues: list[str], shutdown: Shutdown) -> None:
+    """The agent in this thread until a signal: it drains on the first, aborts its tasks on the second."""
+    from agent.daemon.loop import Daemon
+    from shipyard.client.api import ApiClient
+
+    env = {**os.environ, "CLEARML_CONFIG_FILE": str(conf_path)}
+    for name in ("CLEARML_API_HOST", "CLEARML_FILES_HOST", "CLEARML_WEB_HOST",
+                 "CLEARML_API_ACCESS_KEY", "CLEARML_API_SECRET_KEY"):
+        env.pop(name, None)
+    settings = load_settings(env=env)
+    with ApiClient.from_settings(settings) as api:
+        Daemon(api, settings, queues, shutdown=shutdown, echo=click.echo,
+               drain_hint=_DRAIN_HINT, shutdown_abort=_ABORT).work()

@@ -4,8 +4,10 @@ Each setting is resolved from four layers, the later one winning:
 
     built-in default  <  config file  <  environment  <  CLI overrides
 
-The config file is `~/clearml.conf`, or the path in CLEARML_CONFIG_FILE / TRAINS_CONFIG_FILE, or
-the one passed to `load_settings`. It is HOCON, read with ClearML's own keys (`api.*`, `agent.*`)
+The config file is found by `find_config_file`, the one lookup every command uses: the path
+passed to `load_settings` (`--config-file`), else CLEARML_CONFIG_FILE / TRAINS_CONFIG_FILE, else
+`~/clearml.conf`, else the `clearml.conf` that `shipyard up` wrote in its data dir
+($SHIPYARD_DATA_DIR or `~/.shipyard`). It is HOCON, read with ClearML's own keys (`api.*`, `agent.*`)
 plus a `shipyard { ... }` section for keys ClearML doesn't have. Where one setting has several
 names in one layer (e.g. `shipyard.work_dir` and ClearML's `agent.venvs_dir`), the first listed in
 `FIELDS` wins. Every value remembers where it came from (`Settings.sources`), so `shipyard config`
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pyhocon import ConfigFactory
 from pyhocon.exceptions import ConfigException
@@ -41,12 +44,17 @@ __all__ = [
     "FIELDS",
     "GitCredential",
     "Settings",
+    "derive_servers",
+    "find_config_file",
     "load_settings",
 ]
 
 DEFAULT_SOURCE = "default"
 CLI_SOURCE = "cli"
 CONFIG_FILE_ENV = ("CLEARML_CONFIG_FILE", "TRAINS_CONFIG_FILE")
+CONFIG_LOOKUP = ("--config-file, $CLEARML_CONFIG_FILE, ~/clearml.conf, then the file `shipyard up` wrote "
+                 "($SHIPYARD_DATA_DIR or ~/.shipyard)/clearml.conf")
+"""The lookup order, for messages."""
 _SECRET_NAME = re.compile(r"(?i)(secret|passw|token|key|credential)")
 
 
@@ -141,6 +149,8 @@ class Settings:
     agent: AgentSettings
     sources: Mapping[str, str]
     config_file: Path | None = None
+    config_reason: str = ""
+    """Why `config_file` was read (or what was looked for when none was found), for `shipyard doctor`."""
     warnings: tuple[str, ...] = ()
 
     def get(self, key: str) -> Any:
@@ -328,8 +338,8 @@ _DERIVED = object()  # default computed from other settings in `_derive`
 
 FIELDS: tuple[Field, ...] = (
     Field("api.api_server", _url, "http://localhost:8008", ("api.api_server",), ("CLEARML_API_HOST",)),
-    Field("api.files_server", _url, "http://localhost:8081", ("api.files_server",), ("CLEARML_FILES_HOST",)),
-    Field("api.web_server", _url, "http://localhost:8080", ("api.web_server",), ("CLEARML_WEB_HOST",)),
+    Field("api.files_server", _url, _DERIVED, ("api.files_server",), ("CLEARML_FILES_HOST",)),
+    Field("api.web_server", _url, _DERIVED, ("api.web_server",), ("CLEARML_WEB_HOST",)),
     Field("api.access_key", _text, "", ("api.credentials.access_key",), ("CLEARML_API_ACCESS_KEY",)),
     Field("api.secret_key", _text, "", ("api.credentials.secret_key",), ("CLEARML_API_SECRET_KEY",), secret=True),
     Field("api.verify_ssl", _bool, True, ("api.verify_certificate",), ("CLEARML_API_HOST_VERIFY_CERT",)),
@@ -438,7 +448,7 @@ def load_settings(
     """
     env = os.environ if env is None else env
     home = Path(env["HOME"]) if env.get("HOME") else Path.home()
-    path = _config_path(config_file, env, home)
+    path, reason = find_config_file(config_file, env)
     tree = _read_hocon(path) if path else {}
     overrides = overrides or {}
     _reject_unknown(overrides)
@@ -452,19 +462,27 @@ def load_settings(
         agent=_agent(values),
         sources=MappingProxyType(sources),
         config_file=path,
+        config_reason=reason,
         warnings=tuple(_unknown_shipyard_keys(tree)),
     )
 
 
-def _config_path(explicit: Path | None, env: Mapping[str, str], home: Path) -> Path | None:
-    """The file to read: explicit > CLEARML_CONFIG_FILE > TRAINS_CONFIG_FILE > ~/clearml.conf."""
+def find_config_file(explicit: Path | None = None, env: Mapping[str, str] | None = None) -> tuple[Path | None, str]:
+    """(the clearml.conf to read, why that one), in the order of `CONFIG_LOOKUP`; (None, what was
+    looked for) when there is none. A file named by the flag or a variable must exist."""
+    env = os.environ if env is None else env
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
     if explicit is not None:
-        return _existing(_expand(Path(explicit), home), "given on the command line")
+        return _existing(_expand(Path(explicit), home), "given with --config-file"), "given with --config-file"
     for name in CONFIG_FILE_ENV:
         if env.get(name):
-            return _existing(_expand(Path(env[name]), home), f"named by ${name}")
-    default = home / "clearml.conf"
-    return default if default.is_file() else None
+            return _existing(_expand(Path(env[name]), home), f"named by ${name}"), f"named by ${name}"
+    if (home / "clearml.conf").is_file():
+        return home / "clearml.conf", "~/clearml.conf"
+    data_dir = _expand(Path(env["SHIPYARD_DATA_DIR"]), home) if env.get("SHIPYARD_DATA_DIR") else home / ".shipyard"
+    if (data_dir / "clearml.conf").is_file():
+        return data_dir / "clearml.conf", "written by `shipyard up`"
+    return None, f"none found; looked for {CONFIG_LOOKUP}"
 
 
 def _existing(path: Path, why: str) -> Path:
@@ -520,8 +538,50 @@ def _reject_unknown(overrides: Mapping[str, Any]) -> None:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(_BY_KEY)}")
 
 
+# ClearML's conventions for deriving the files and web servers from the API server's address.
+_PORTS = {8008: (8081, 8080)}
+_HOST_PREFIX = ("api.", "files.", "app.")
+
+
+def derive_servers(api_server: str) -> tuple[str, str]:
+    """(files_server, web_server) for an API address: :8008 -> :8081/:8080, api.X -> files.X/app.X."""
+    parts = urlsplit(api_server)
+    host = parts.hostname or ""
+    if parts.port in _PORTS:
+        files_port, web_port = _PORTS[parts.port]
+        return (urlunsplit(parts._replace(netloc=f"{_netloc_host(parts)}:{files_port}")),
+                urlunsplit(parts._replace(netloc=f"{_netloc_host(parts)}:{web_port}")))
+    if host.startswith(_HOST_PREFIX[0]):
+        rest = parts.netloc[len(_HOST_PREFIX[0]):]
+        return (urlunsplit(parts._replace(netloc=_HOST_PREFIX[1] + rest)),
+                urlunsplit(parts._replace(netloc=_HOST_PREFIX[2] + rest)))
+    raise ConfigError(f"cannot derive the files and web servers from {api_server}; "
+                      "give --files-server and --web-server")
+
+
+def _netloc_host(parts) -> str:
+    host = parts.hostname or ""
+    return f"[{host}]" if ":" in host else host
+
+
+def _servers_for(api_server: str) -> tuple[str, str]:
+    """Unset files/web servers: derived from the API address, else its host on the default ports.
+    Never another host than the one configured: a task's results-page link (CLEARML_WEB_HOST)
+    must reach the page the person signed in to, where the session cookie applies."""
+    try:
+        return derive_servers(api_server)
+    except ConfigError:
+        parts = urlsplit(api_server)
+        base = f"{parts.scheme}://{_netloc_host(parts)}"
+        return f"{base}:{_PORTS[8008][0]}", f"{base}:{_PORTS[8008][1]}"
+
+
 def _derive(values: dict[str, Any], home: Path) -> None:
     """Fill defaults that depend on other settings, and expand `~` in paths."""
+    if values["api.files_server"] is _DERIVED or values["api.web_server"] is _DERIVED:
+        files, web = _servers_for(values["api.api_server"])
+        values["api.files_server"] = files if values["api.files_server"] is _DERIVED else values["api.files_server"]
+        values["api.web_server"] = web if values["api.web_server"] is _DERIVED else values["api.web_server"]
     if values["agent.worker_name"] is _DERIVED:
         values["agent.worker_name"] = socket.gethostname()
     if values["agent.worker_id"] is _DERIVED:

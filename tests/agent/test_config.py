@@ -171,6 +171,48 @@ def test_config_file_from_env_and_explicit_argument(home, tmp_path):
     assert load(home, config_file=other).sources["api.api_server"] == f"file:{other}"
 
 
+def test_one_lookup_order_flag_env_home_then_the_file_up_wrote(home, tmp_path):
+    """Issue 20 #6: flag > $CLEARML_CONFIG_FILE > ~/clearml.conf > the clearml.conf `shipyard up`
+    wrote (~/.shipyard, or $SHIPYARD_DATA_DIR); each answer says why that file."""
+    written = home / ".shipyard" / "clearml.conf"
+    written.parent.mkdir(parents=True)
+    written.write_text('api { api_server: "http://up:1" }')
+    settings = load(home)
+    assert (settings.config_file, settings.api.api_server) == (written, "http://up:1")
+    assert settings.config_reason == "written by `shipyard up`"
+    moved = tmp_path / "data" / "clearml.conf"
+    moved.parent.mkdir()
+    moved.write_text('api { api_server: "http://data-dir:1" }')
+    assert load(home, env={"SHIPYARD_DATA_DIR": str(moved.parent)}).config_file == moved
+    (home / "clearml.conf").write_text('api { api_server: "http://home:1" }')
+    assert load(home).api.api_server == "http://home:1"
+    assert load(home).config_reason == "~/clearml.conf"
+    named = tmp_path / "named.conf"
+    named.write_text('api { api_server: "http://named:1" }')
+    assert load(home, env={"CLEARML_CONFIG_FILE": str(named)}).config_reason == "named by $CLEARML_CONFIG_FILE"
+    flag = tmp_path / "flag.conf"
+    flag.write_text('api { api_server: "http://flag:1" }')
+    assert load(home, env={"CLEARML_CONFIG_FILE": str(named)}, config_file=flag).api.api_server == "http://flag:1"
+
+
+def test_no_config_file_says_where_it_looked(home):
+    settings = load(home)
+    assert settings.config_file is None and "~/.shipyard" in settings.config_reason
+
+
+@pytest.mark.parametrize("api, files, web", [
+    ("http://127.0.0.1:8008", "http://127.0.0.1:8081", "http://127.0.0.1:8080"),
+    ("https://api.ml.example.com", "https://files.ml.example.com", "https://app.ml.example.com"),
+    ("http://ml-box:9000", "http://ml-box:8081", "http://ml-box:8080"),
+])
+def test_unset_web_and_files_servers_keep_the_configured_host(home, api, files, web):
+    """Issue 20 #11: only the API host configured: the web server (CLEARML_WEB_HOST of every task,
+    hence the SDK's results-page link) is on that host, not `localhost`."""
+    settings = load(home, env={"CLEARML_API_HOST": api})
+    assert (settings.api.files_server, settings.api.web_server) == (files, web)
+    assert load(home, env={"CLEARML_API_HOST": api, "CLEARML_WEB_HOST": "http://web:1"}).api.web_server == "http://web:1"
+
+
 def test_missing_named_config_file_is_an_error(home, tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load(home, config_file=tmp_path / "nope.conf")
