@@ -338,14 +338,20 @@ class TaskRun:
 
 def run_heading(task: Mapping[str, Any], attempt: int | None, worker: str) -> str | None:
     """The line a re-run's console starts with, so runs do not run together: which run this is
-    (counted from 1, as the server numbers its claims), where, and how the previous one ended."""
-    if attempt is None or attempt < 2:
+    (counted from 1 since a person last enqueued the task, as the server numbers them), where, and
+    how the previous one ended. `attempt` is the claim's fence; its history entry holds the run."""
+    if attempt is None:
         return None
-    runs = {entry.get("attempt"): entry for entry in task.get("shipyard_attempts") or [] if isinstance(entry, dict)}
-    this, previous = runs.get(attempt) or {}, runs.get(attempt - 1) or {}
+    history = [entry for entry in task.get("shipyard_attempts") or [] if isinstance(entry, dict)]
+    index = next((i for i, entry in enumerate(history) if entry.get("attempt") == attempt), None)
+    this = history[index] if index is not None else {}
+    run = this.get("run", attempt)
+    if not isinstance(run, int) or run < 2:
+        return None
+    previous = history[index - 1] if index else {}
     limit = this.get("max_runs")
-    number = f"run {attempt}" + (f" of {limit}" if isinstance(limit, int) and limit >= attempt else "")
-    after = previous.get("end") or f"run {attempt - 1} ended without a report"
+    number = f"run {run}" + (f" of {limit}" if isinstance(limit, int) and limit >= run else "")
+    after = previous.get("end") or f"run {run - 1} ended without a report"
     return f"--- {number} on worker {worker}, after {after} ---"
 
 

@@ -156,9 +156,10 @@ class InMemoryTaskServer:
 
     def _grant(self, doc: dict[str, Any], worker: str, queue_id: str, lease_s: float) -> dict[str, Any]:
         doc["_attempt"] = attempt = int(doc.get("_attempt") or 0) + 1
+        doc["_run"] = run = int(doc.get("_run", attempt - 1) or 0) + 1
         doc["_lease"] = {"worker": worker, "queue": queue_id, "expires": clock.now() + lease_s, "lease_s": lease_s}
         doc["last_worker"] = worker
-        doc.setdefault("shipyard_attempts", []).append({"attempt": attempt, "worker": worker,
+        doc.setdefault("shipyard_attempts", []).append({"attempt": attempt, "run": run, "worker": worker,
                                                         "max_runs": self.max_attempts})
         return {"attempt": attempt, "expires_in_s": lease_s}
 
@@ -175,6 +176,7 @@ class InMemoryTaskServer:
         queue = self._queue(endpoint, body["queue"])
         self._change(endpoint, doc, TaskStatus.QUEUED, force=bool(body.get("force")), reason=body.get("status_reason"))
         doc.setdefault("execution", {})["queue"] = queue["id"]
+        doc["_run"] = 0  # a person's enqueue counts runs afresh, as the real server does
         queue["entries"].append(doc["id"])
         return {"queued": 1}
 
@@ -325,7 +327,7 @@ class InMemoryTaskServer:
 
     def _requeue_or_fail(self, doc: dict[str, Any], reason: str) -> str:
         queue_id = (doc.get("_lease") or {}).get("queue") or (doc.get("execution") or {}).get("queue")
-        attempts = int(doc.get("_attempt") or 0)
+        attempts = int(doc.get("_run", doc.get("_attempt")) or 0)
         doc.pop("_lease", None)
         if doc.get("shipyard_attempts"):
             doc["shipyard_attempts"][-1]["end"] = f"infrastructure: {reason}"

@@ -46,7 +46,7 @@ close_attempt = taskdoc.close_attempt
 def requeue_or_fail(ctx: CallContext, conn, doc: dict, reason: str) -> LeaseOutcome:
     """Give a task whose holder is gone back to its queue (front), or fail it for good."""
     queue_id = (doc.get("_lease") or {}).get("queue") or (doc.get("execution") or {}).get("queue")
-    attempts = int(doc.get("_attempt") or 0)
+    attempts = taskdoc.runs_so_far(doc)
     close_attempt(doc, f"{OutcomeKind.INFRASTRUCTURE}: {reason}")
     no_retry = any(SystemTag.NO_RETRY in (doc.get(field) or []) for field in ("system_tags", "tags"))
     if no_retry or attempts >= taskdoc.max_attempts(ctx) or not queue_id:

@@ -151,7 +151,7 @@ def show_cmd(state: CliState, task_id, as_json) -> None:
 def _run_line(run: dict) -> str:
     """One claim of the task by an agent, numbered from 1 as in its console's separators."""
     of = f" of {run['max_runs']}" if run.get("max_runs") else ""
-    return f"{run.get('attempt')}{of} on worker {run.get('worker')}: {run.get('end') or 'running'}"
+    return f"{run.get('run', run.get('attempt'))}{of} on worker {run.get('worker')}: {run.get('end') or 'running'}"
 
 
 def _print_events(events: list[dict]) -> None:

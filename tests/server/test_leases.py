@@ -86,6 +86,26 @@ def test_expired_lease_requeues_at_front_then_gives_up(api):
         api.call("tasks.completed", {"task": task, "attempt": 2})
 
 
+def test_a_person_enqueueing_again_counts_runs_afresh(api):
+    """Runs are counted since a person last enqueued the task: a task stopped and enqueued again
+    (no reset) gets its full number of runs, while the claim fence keeps growing."""
+    queue, (task,) = _queued(api, "afresh")
+    for _ in range(2):  # two runs lost to the lease, then a person stops it
+        attempt = _claim(api, queue, lease_s=0.5)["lease"]["attempt"]
+        api.call("tasks.started", {"task": task, "attempt": attempt, "force": True})
+        _wait(api, task, lambda d: d["status"] == "queued")
+    api.call("tasks.stop", {"task": task, "force": True})
+    api.call("tasks.enqueue", {"task": task, "queue": queue})
+    got = _claim(api, queue, lease_s=0.5)
+    assert got["lease"]["attempt"] == 3  # the fence: a write from attempt 1 or 2 is still refused
+    api.call("tasks.started", {"task": task, "attempt": 3, "force": True})
+    doc = _wait(api, task, lambda d: d["status"] == "queued")
+    assert doc["status_reason"].endswith("re-queued for run 2 of 3"), doc["status_reason"]
+    assert [a["run"] for a in doc["shipyard_attempts"]] == [1, 2, 1]
+    with pytest.raises(ApiFailure):
+        api.call("tasks.completed", {"task": task, "attempt": 2})
+
+
 def test_no_retry_tag_fails_at_once(api):
     queue, (task,) = _queued(api, "noretry", system_tags=["shipyard:no-retry"])
     _claim(api, queue, lease_s=0.3)

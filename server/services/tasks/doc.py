@@ -95,18 +95,30 @@ def max_attempts(ctx: CallContext) -> int:
 
 def grant_lease(doc: dict, worker: str, queue_id: str, lease_s: float, max_runs: int | None = None) -> dict:
     """A claim becomes a lease (server/services/leases.py): the next attempt, its holder and expiry.
-    The attempt is also the run's number, counted from 1; `max_runs` is how many it may get."""
+    The attempt only grows (it fences writes of earlier holders); the run is counted from 1 since
+    the last enqueue by a person (`start_runs`), and `max_runs` is how many it may get."""
     attempt = int(doc.get("_attempt") or 0) + 1
+    run = runs_so_far(doc) + 1
     now = clock.now()
-    doc["_attempt"] = attempt
+    doc["_attempt"], doc["_run"] = attempt, run
     doc["_lease"] = {"worker": worker, "queue": queue_id, "expires": now + lease_s, "lease_s": lease_s}
     history = list(doc.get("shipyard_attempts") or [])
-    entry: dict[str, Any] = {"attempt": attempt, "worker": worker, "claimed": clock.iso(now)}
+    entry: dict[str, Any] = {"attempt": attempt, "run": run, "worker": worker, "claimed": clock.iso(now)}
     if max_runs:
         entry["max_runs"] = max_runs
     history.append(entry)
     doc["shipyard_attempts"] = history
     return {"attempt": attempt, "expires_in_s": lease_s}
+
+
+def runs_so_far(doc: dict) -> int:
+    """How many runs the task has had since a person last enqueued it (older documents: attempts)."""
+    return int(doc.get("_run", doc.get("_attempt")) or 0)
+
+
+def start_runs(doc: dict) -> None:
+    """A person enqueues the task: its runs are counted afresh (the attempt fence keeps growing)."""
+    doc["_run"] = 0
 
 
 def close_attempt(doc: dict, end: str) -> None:

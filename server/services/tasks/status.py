@@ -108,6 +108,7 @@ def enqueue(ctx: CallContext, req: Request) -> dict:
         execution = {**(doc.get("execution") or {}), "queue": queue_id}
         system_tags = [x for x in doc.get("system_tags") or [] if x != SystemTag.DEVELOPMENT]
         q.remove_task_entries(conn, task_id)
+        taskdoc.start_runs(doc)
         fields = taskdoc.change_status(
             ctx, conn, doc, TaskStatus.QUEUED, force=True, reason=req.text("status_reason"),
             message=req.text("status_message"),
@@ -188,7 +189,7 @@ def stop(ctx: CallContext, req: Request) -> dict:
 
 
 _RESET_CLEARED = ("started", "completed", "published", "last_worker", "last_worker_report", "enqueue_status",
-                  "_lease", "_attempt", "shipyard_attempts", "_log_hwm", "_exit")
+                  "_lease", "_attempt", "_run", "shipyard_attempts", "_log_hwm", "_exit")
 
 
 @endpoint("tasks.reset")
