@@ -1,9 +1,12 @@
 """`shipyard task ...` and `shipyard queue ...`: create, clone, enqueue, abort, show, follow logs."""
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 
@@ -38,11 +41,23 @@ def task_group() -> None:
     """Create, clone, enqueue, abort and inspect tasks (no SDK needed)."""
 
 
-def _warn_local_repository(repository: str) -> None:
-    """A repository that is a path on this machine runs only on a worker that sees the same path."""
+def _server_is_here(api_server: str) -> bool:
+    """The CLI reaches its server through loopback: the server (and `shipyard up`'s agent) run on
+    this machine, so a repository that is a path here can be checked out."""
+    host = urlsplit(api_server).hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    return bool(infos) and all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
+
+
+def _warn_local_repository(repository: str, api_server: str) -> None:
+    """A repository that is a path on this machine runs only on a worker that sees the same path;
+    said when the server is elsewhere (a server on this machine has its worker here too)."""
     from sandbox.repo_cache import is_local
 
-    if repository and is_local(repository):
+    if repository and is_local(repository) and not _server_is_here(api_server):
         click.echo(f"warning: the task's repository is a path on this machine ({repository}); a worker on "
                    "another machine cannot check it out. Push it to a git server (git remote add origin URL "
                    "&& git push) and create the task from there, or run the worker on this machine.", err=True)
@@ -72,10 +87,10 @@ def create_cmd(state: CliState, script, repo, branch, commit, working_dir, proje
         section = record_remote(repo, str(script), branch=branch, commit=commit, working_dir=working_dir or ".")
     else:
         section = record_local_script(script, Path(working_dir).resolve() if working_dir else None)
-    _warn_local_repository(section.get("repository") or "")
+    api = state.api
+    _warn_local_repository(section.get("repository") or "", api.api_server)
     if requirements:
         section["requirements"] = {"pip": requirements.read_text()}
-    api = state.api
     body = {"name": name or Path(str(script)).stem, "type": task_type, "script": section,
             "hyperparams": args_to_hyperparams(list(args)) if args else {}}
     project_id = _project_id(api, project)

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from tests.agent_helpers import agent_env, git, make_repo
+from tests.helpers import start_server
 
 
 def shipyard(env: dict, *argv: str, cwd=None) -> subprocess.CompletedProcess:
@@ -84,17 +85,51 @@ def test_clone_name_option_wins(api, env):
     assert api.call("tasks.get_by_id", {"task": done.stdout.split()[-1]})["task"]["name"] == "sweep lr=0.5"
 
 
-def test_create_warns_when_the_repository_is_a_path_on_this_machine(api, env, tmp_path):
+def _address_of_this_machine() -> str | None:
+    """An address of this machine that is not loopback (as a teammate's machine would reach it)."""
+    found = subprocess.run(["hostname", "-I"], capture_output=True, text=True, check=False).stdout.split()
+    return next((a for a in found if ":" not in a and not a.startswith("127.")), None)
+
+
+@pytest.mark.parametrize(("api_server", "here"), [
+    ("http://127.0.0.1:8008", True),
+    ("http://localhost:8008", True),
+    ("http://[::1]:8008", True),
+    ("http://192.0.2.7:8008", False),
+    ("https://api.clear.invalid", False),  # does not resolve: not known to be here
+])
+def test_a_server_reached_through_loopback_is_on_this_machine(api_server, here):
+    from shipyard.cli.task import _server_is_here
+
+    assert _server_is_here(api_server) is here
+
+
+def test_create_warns_when_the_repository_is_a_path_and_the_server_is_elsewhere(tmp_path):
+    address = _address_of_this_machine()
+    if address is None:
+        pytest.skip("this machine has no address other than loopback")
+    server = start_server(tmp_path / "srv", extra_args=["--host", "0.0.0.0"])
+    try:
+        env = agent_env(server, tmp_path, CLEARML_API_HOST=server.api_url.replace("127.0.0.1", address))
+        repo, _commit = make_repo(tmp_path / "laptop-repo", {"train.py": "print('hi')\n"})
+        done = shipyard(env, "task", "create", "--script", "train.py", cwd=repo)
+        assert done.returncode == 0, done.stderr
+        warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+        assert len(warnings) == 1 and str(repo) in warnings[0] and "git push" in warnings[0]
+        git(repo, "remote", "add", "origin", "https://git.example.com/team/repo.git")
+        pushed = shipyard(env, "task", "create", "--script", "train.py", cwd=repo)
+        assert pushed.returncode == 0 and "warning:" not in pushed.stderr
+    finally:
+        server.stop()
+
+
+def test_a_path_repository_is_not_warned_about_when_the_server_is_here(api, env, tmp_path):
+    """`shipyard up` on a laptop: its agent runs here and sees the path; no warning to puzzle over."""
     repo, _commit = make_repo(tmp_path / "laptop-repo", {"train.py": "print('hi')\n"})
     done = shipyard(env, "task", "create", "--script", "train.py", cwd=repo)
-    assert done.returncode == 0, done.stderr
-    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and str(repo) in warnings[0] and "git push" in warnings[0]
+    assert done.returncode == 0 and done.stderr == "", done.stderr
     task = api.call("tasks.get_by_id", {"task": done.stdout.split()[-1]})["task"]
     assert task["script"]["repository"] == str(repo)
-    git(repo, "remote", "add", "origin", "https://git.example.com/team/repo.git")
-    pushed = shipyard(env, "task", "create", "--script", "train.py", cwd=repo)
-    assert pushed.returncode == 0 and "warning:" not in pushed.stderr
 
 
 def test_show_lists_the_runs_numbered_from_one(api, env):
