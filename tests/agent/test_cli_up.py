@@ -1,4 +1,6 @@
-"""The README's flow: `shipyard up`, then the task CLI against it, with no other configuration."""
+"""The README's flow: `shipyard up`, then the task CLI against it, with no other configuration,
+from a clean home directory; nothing along the way prints a warning or a traceback a newcomer
+would have to understand (issue 20)."""
 from __future__ import annotations
 
 import json
@@ -41,7 +43,12 @@ def cli(up, *args: str, cwd=None) -> str:
     proc = subprocess.run([sys.executable, "-m", "shipyard", *args], env=up["env"], cwd=cwd,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not _alarming(proc.stderr), proc.stderr
     return proc.stdout
+
+
+def _alarming(text: str) -> list[str]:
+    return [line for line in text.splitlines() if any(word in line.lower() for word in ("warning", "traceback"))]
 
 
 def api_from_conf(up) -> Api:
@@ -55,6 +62,7 @@ def test_up_prints_where_and_credentials(up):
     text = up["log"].read_text()
     assert f"http://localhost:{up['port']}" in text and "CLEARML_API_SECRET_KEY=" in text
     assert "listening on default" in text
+    assert not _alarming(text), text
     assert oct(up["conf"].stat().st_mode & 0o777) == "0o600"
 
 
@@ -74,6 +82,7 @@ def test_first_task_from_a_local_repo(up):
     assert task in cli(up, "task", "list")
     assert "default" in cli(up, "queue", "list")
     assert "default" in cli(up, "list")  # the worker and its queue
+    assert not _alarming(up["log"].read_text()), up["log"].read_text()  # the agent's side of it too
 
 
 def test_config_shows_sources_and_masks_secrets(up):
