@@ -14,6 +14,7 @@ in it is implemented or declared.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import subprocess
@@ -68,15 +69,16 @@ def render(data: dict) -> str:
     return json.dumps(head)[:-1] + ', "endpoints": {\n' + ",\n".join(lines) + "\n}}\n"
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-    data = extract(Path(argv[1]))
-    OUT.write_text(render(data))
-    print(f"{len(data['endpoints'])} endpoints written to {OUT}")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkout", type=Path, help="root of a clearml-server checkout")
+    parser.add_argument("--out", type=Path, default=OUT, help=f"the file to write (default: {OUT})")
+    args = parser.parse_args(argv)
+    data = extract(args.checkout)
+    args.out.write_text(render(data))
+    print(f"{len(data['endpoints'])} endpoints written to {args.out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(main())

@@ -3,6 +3,12 @@ implemented or declared, never both, the table in docs/compatibility.md is curre
 unsupported endpoint answers as such over HTTP."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from server.rpc import compat
@@ -85,3 +91,21 @@ def test_undeclared_unknown_endpoint_stays_the_real_404(api):
     resp = api.raw("serving.no_such_action", {})
     assert resp.status_code == 404
     assert resp.json()["meta"]["result_msg"].startswith("Unable to find endpoint for name serving.no_such_action")
+
+
+def test_extractor_regenerates_the_data_file(tmp_path):
+    """scripts/extract_clearml_endpoints.py, run on the clearml-server commit the data file names,
+    writes the committed file again (a clearml-server git repository: $SHIPYARD_CLEARML_SERVER_GIT,
+    else the reference mirror; skipped without one)."""
+    source = Path(os.environ.get("SHIPYARD_CLEARML_SERVER_GIT", "/work/.mirror/allegroai+clearml-server/repo"))
+    if not source.exists():
+        pytest.skip(f"no clearml-server git repository at {source} (set SHIPYARD_CLEARML_SERVER_GIT)")
+    commit = json.loads(compat.SCHEMA_FILE.read_text())["commit"]
+    checkout = tmp_path / "clearml-server"
+    subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout", str(source), str(checkout)], check=True)
+    subprocess.run(["git", "-C", str(checkout), "reset", "-q", "--soft", commit], check=True)  # HEAD: the commit
+    subprocess.run(["git", "-C", str(checkout), "checkout", "-q", commit, "--", "apiserver/schema"], check=True)
+    out = tmp_path / "endpoints.json"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "extract_clearml_endpoints.py"
+    subprocess.run([sys.executable, str(script), str(checkout), "--out", str(out)], check=True, capture_output=True)
+    assert out.read_text() == compat.SCHEMA_FILE.read_text()
