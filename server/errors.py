@@ -52,5 +52,10 @@ def unauthorized(msg: str, subcode: int = Subcode.NO_CREDENTIALS) -> APIError:
     return APIError(401, subcode, msg)
 
 
+def not_supported(name: str, reason: str) -> APIError:
+    """An endpoint of the ClearML API that Shipyard declines on purpose (server/rpc/compat.py)."""
+    return APIError(400, Subcode.NOT_SUPPORTED, f"Endpoint {name} is not supported in Shipyard: {reason}")
+
+
 def not_found_endpoint(name: str, version: str) -> APIError:
     return APIError(404, Subcode.NONE, f"Unable to find endpoint for name {name} and version {version}")

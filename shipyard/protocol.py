@@ -108,6 +108,7 @@ class Subcode(enum.IntEnum):
     either has no such error or files it under another number; kept as clients already see them)."""
 
     NONE = 0
+    NOT_SUPPORTED = 1               # 400: an endpoint Shipyard declines (server/rpc/compat.py)
     INVALID_ID = 10
     MISSING_REQUIRED_FIELDS = 11
     VALIDATION_ERROR = 12

@@ -27,7 +27,7 @@ from starlette.responses import Response
 
 from server import errors, query
 from server.auth.keys import ANONYMOUS, API_VERSION, Identity
-from server.rpc import jsonutil, registry, schema
+from server.rpc import compat, jsonutil, registry, schema
 from server.rpc.registry import CallContext, Request
 from server.state import ServerState
 from shipyard.protocol import Subcode
@@ -178,6 +178,12 @@ def _error_envelope(name: str, version: str, code: int, subcode: int, msg: str, 
         return envelope_bytes(_printable(name, 200), _printable(version, 20), {}, code, subcode, _printable(msg))
 
 
+def _unknown(name: str, version: str) -> errors.APIError:
+    """No handler: a declined endpoint says so and why (400/1), any other is the protocol's 404."""
+    reason = compat.unsupported_reason(name)
+    return errors.not_found_endpoint(name, version) if reason is None else errors.not_supported(name, reason)
+
+
 async def dispatch(state: ServerState, call: ApiCall) -> tuple[int, bytes | Response]:
     """Run one call: (HTTP status, the envelope's bytes), or a handler's own Response."""
     started = time.perf_counter()
@@ -188,7 +194,7 @@ async def dispatch(state: ServerState, call: ApiCall) -> tuple[int, bytes | Resp
     try:
         handler = registry.lookup(name) if match is not None else None
         if handler is None:
-            raise errors.not_found_endpoint(name, version)
+            raise _unknown(name, version)
         identity = _authenticate(state, call, name)
         raw = await _read_body(call)
         headers = call.headers
