@@ -84,6 +84,8 @@ def routes() -> list[Route]:
         Route("/configuration.json", configuration_json),
         Route("/api/{name}", web_proxy.api, methods=["GET", "POST", "PUT", "DELETE"]),
         Route("/api/v{version}/{name}", web_proxy.api, methods=["GET", "POST", "PUT", "DELETE"]),
+        # ClearML's own webserver container strips /api before it proxies here (docs/official-ui.md)
+        Route("/v{version}/{name}", web_proxy.api, methods=["GET", "POST", "PUT", "DELETE"]),
         Route("/files/{path:path}", web_proxy.files, methods=["GET", "HEAD"]),
         Route("/", asset),
         Route("/{path:path}", asset, methods=["GET", "HEAD"]),

@@ -94,6 +94,8 @@ def _page_routes() -> list[Route]:
         Route("/static/{path:path}", static),
         Route("/api/{name}", web_proxy.api, methods=["GET", "POST", "PUT", "DELETE"]),
         Route("/api/v{version}/{name}", web_proxy.api, methods=["GET", "POST", "PUT", "DELETE"]),
+        # ClearML's own webserver container strips /api before it proxies here (docs/official-ui.md)
+        Route("/v{version}/{name}", web_proxy.api, methods=["GET", "POST", "PUT", "DELETE"]),
         Route("/files/{path:path}", web_proxy.files, methods=["GET", "HEAD"]),
         Route("/projects/{project}/{kind:str}/{task}", clearml_link),
         Route("/projects/{project}/{kind:str}/{task}/{rest:path}", clearml_link),

@@ -68,7 +68,11 @@ def same_origin(request: Request) -> bool:
     if origin is None:  # not sent: not a cross-origin request from a browser
         return True
     # Host only, not scheme: behind a TLS-terminating proxy the request here is plain http.
-    return urlsplit(origin).netloc == request.headers.get("host", "")
+    host = request.headers.get("host", "")
+    sent = urlsplit(origin)
+    if ":" not in host.rsplit("]", 1)[-1]:  # a proxy that passes nginx's $host drops the port
+        return (sent.hostname or "") == host.strip("[]").lower()
+    return sent.netloc == host
 
 
 def safe_next(value: str | None) -> str:

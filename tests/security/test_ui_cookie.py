@@ -124,3 +124,27 @@ def test_cors_is_off_by_default(tmp_path):
         assert call.status_code == 200 and "access-control-allow-origin" not in call.headers
     finally:
         server.stop()
+
+
+def test_behind_clearmls_webserver_container_the_api_answers_at_the_root(srv):
+    """Its nginx strips /api and passes the browser's host name without the port (nginx's $host):
+    the same rules hold, with the browser's Fetch metadata telling a same-site page of another
+    port (refused) from the UI's own origin."""
+    http = ui_sign_in(srv)
+    url = f"{srv.web_url}/v999.0/users.get_current_user"
+    proxied = {**UI, "Host": "127.0.0.1", "Origin": srv.web_url, "Sec-Fetch-Site": "same-origin"}
+    assert http.post(url, json={}, headers=proxied, timeout=30).json()["data"]["user"]["id"] == ACCESS_KEY
+    other_port = {**proxied, "Origin": "http://127.0.0.1:1", "Sec-Fetch-Site": "same-site"}
+    assert http.post(url, json={}, headers=other_port, timeout=30).status_code == 403
+    other_host = {**proxied, "Origin": "http://evil.example:80", "Sec-Fetch-Site": "same-origin"}
+    assert http.post(url, json={}, headers=other_host, timeout=30).status_code == 403
+    assert http.post(url, json={}, timeout=30).status_code == 403
+
+
+def test_cors_origins_from_a_config_file_list(tmp_path):
+    from server.config import load_server_config
+
+    conf = tmp_path / "server.conf"
+    conf.write_text('server { cors_origins: ["https://ui.example.com/", "http://localhost:4200"] }')
+    assert load_server_config(conf, env={}).cors_origin_set == {"https://ui.example.com", "http://localhost:4200"}
+    assert load_server_config(None, env={}).cors_origin_set == frozenset()
