@@ -2,7 +2,8 @@
 
 The web listener then serves DIR in place of Shipyard's own page (docs/official-ui.md):
 
-    /configuration.json          what the UI reads at start: its API at /api, its files at /files
+    /configuration.json          what the UI reads at start: its API at /api, its files through
+                                 /files (the stored files' URLs rewritten there)
     /api/<endpoint>              the API, same origin, as the session's identity (proxy.py: the
     /api/v<version>/<endpoint>   UI's client header and this origin are required)
     /files/<path>                stored files, sandboxed (proxy.py)
@@ -36,9 +37,12 @@ def check_build(directory: Path) -> Path:
 
 
 def configuration(request: Request) -> dict:
-    """What the UI merges over its built-in environment: same-origin API and files, no built-in
-    credentials, nothing phoned home."""
-    return {"apiBaseUrl": "/api", "fileBaseUrl": "/files", "useFilesProxy": True,
+    """What the UI merges over its built-in environment: the API at /api; `fileBaseUrl` is the
+    files listener's address, the prefix of the file URLs the SDK stores, which the UI (with
+    `useFilesProxy`) rewrites to this origin's /files/, where the session cookie is taken; no
+    built-in credentials, nothing phoned home."""
+    state = request.app.state.shipyard
+    return {"apiBaseUrl": "/api", "fileBaseUrl": state.files_url, "useFilesProxy": True,
             "userKey": "", "userSecret": "", "autoLogin": False, "communityServer": False,
             "hideUpdateNotice": True, "showSurvey": False, "GTM_ID": None,
             "productName": "clearml"}

@@ -16,6 +16,7 @@ import requests
 from click.testing import CliRunner
 
 from tests.helpers import ACCESS_KEY, SECRET_KEY, free_port, start_server
+from tests.security.test_files_attacks import upload
 
 INDEX = """<!doctype html><html><head><meta charset="utf-8"><title>Stand-in UI</title></head><body>
 <form id="form"><input id="user"><input id="pass" type="password"><button id="login">Sign in</button></form>
@@ -68,6 +69,9 @@ def test_the_build_signs_in_and_calls_the_api_through_its_own_origin(ui_server, 
     page.wait_for_selector(f"#who:has-text('200 {ACCESS_KEY}')")
     page.wait_for_selector("#after:has-text('auth=true')")
     assert page.inner_text("#cookie") == "visible=false"  # HttpOnly: scripts never see the session
+    # A stored file, by the URL the UI makes of it (useFilesProxy: this origin's /files/), with the cookie.
+    upload(ui_server, ui_server.api().token, {"ui/metrics.txt": b"loss 0.1"})
+    assert page.evaluate("fetch('/files/ui/metrics.txt').then(r => r.text())") == "loss 0.1"
     cookies = {c["name"]: c for c in page.context.cookies()}
     assert cookies["clearml_token_basic"]["httpOnly"] and cookies["clearml_token_basic"]["sameSite"] == "Strict"
     # A page of the UI opened later (a deep link) is the same app, already signed in.
@@ -78,7 +82,9 @@ def test_the_build_signs_in_and_calls_the_api_through_its_own_origin(ui_server, 
 
 def test_configuration_assets_and_the_spa_fallback(ui_server, build):
     config = requests.get(f"{ui_server.web_url}/configuration.json", timeout=30).json()
-    assert config["apiBaseUrl"] == "/api" and config["fileBaseUrl"] == "/files"
+    # The UI rewrites URLs under fileBaseUrl (what the SDK stores) to this origin's /files/.
+    assert config["apiBaseUrl"] == "/api" and config["useFilesProxy"] is True
+    assert config["fileBaseUrl"] == ui_server.files_url.replace("127.0.0.1", "localhost")
     assert config["userKey"] == "" and config["userSecret"] == ""  # no built-in credentials are ever sent
     script = requests.get(f"{ui_server.web_url}/assets/main.js", timeout=30)
     assert script.status_code == 200 and "javascript" in script.headers["content-type"]
