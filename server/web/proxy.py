@@ -37,19 +37,24 @@ from server.web.session import COOKIE, UI_COOKIE, same_origin, security_headers,
 HEADER = "x-shipyard-web"
 UI_HEADERS = ("x-allegro-client", "x-clearml-client")  # the official web UI's client header
 _LOGOUTS = frozenset({"auth.logout", "login.logout"})
+# Read-only downloads the UI opens as links (GET, no custom header): taken from this origin only.
+_LINK_DOWNLOADS = frozenset({"events.download_task_log"})
 _RENDERED = SAFE_INLINE | {"text/html"}
 _FILE_CSP = "sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'"
 
 
-def _from_a_page_of_ours(request: Request) -> bool:
-    """The CSRF check: POST, a client header no other site's page can send, this origin."""
+def _from_a_page_of_ours(request: Request, name: str) -> bool:
+    """The CSRF check: POST, a client header no other site's page can send, this origin; or a
+    read-only download link followed from this origin."""
+    if request.method == "GET" and name in _LINK_DOWNLOADS:
+        return same_origin(request)
     header = request.headers.get(HEADER) == "1" or any(request.headers.get(h) for h in UI_HEADERS)
     return request.method == "POST" and header and same_origin(request)
 
 
 async def api(request: Request) -> Response:
     name = request.path_params["name"]
-    if not _from_a_page_of_ours(request):
+    if not _from_a_page_of_ours(request, name):
         return envelope(name, API_VERSION, {}, 403, 0,
                         "The web API proxy takes POST requests from this site's web pages only "
                         "(with their client header, from this origin)")

@@ -8,6 +8,8 @@ origins are configured, and never carries credentials.
 """
 from __future__ import annotations
 
+import json
+
 import pytest
 import requests
 
@@ -148,3 +150,20 @@ def test_cors_origins_from_a_config_file_list(tmp_path):
     conf.write_text('server { cors_origins: ["https://ui.example.com/", "http://localhost:4200"] }')
     assert load_server_config(conf, env={}).cors_origin_set == {"https://ui.example.com", "http://localhost:4200"}
     assert load_server_config(None, env={}).cors_origin_set == frozenset()
+
+
+def test_the_log_download_link_the_ui_opens_is_taken_from_this_origin_only(srv):
+    """The UI opens `events.download_task_log` as a plain link (GET, no client header): that one
+    read-only download is taken with the cookie from this origin; other GETs stay refused."""
+    api = srv.api()
+    task = api.call("tasks.create", {"name": "logged", "type": "training"})["id"]
+    event = {"type": "log", "task": task, "msg": "hello log", "level": "info", "timestamp": 1}
+    assert api.raw("events.add_batch", body=json.dumps([event]).encode(),
+                   headers={"Content-Type": "application/json"}).json()["meta"]["result_code"] == 200
+    http = ui_sign_in(srv)
+    url = f"{srv.web_url}/api/v999.0/events.download_task_log?line_type=text&task={task}"
+    got = http.get(url, headers={"Sec-Fetch-Site": "same-origin"}, timeout=30)
+    assert got.status_code == 200 and "hello log" in got.text
+    assert http.get(url, headers={"Sec-Fetch-Site": "cross-site"}, timeout=30).status_code == 403
+    assert requests.get(url, timeout=30).status_code == 401
+    assert http.get(f"{srv.web_url}/api/v999.0/tasks.get_all", timeout=30).status_code == 403
