@@ -15,6 +15,7 @@ import resource
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import uvicorn
@@ -33,6 +34,7 @@ from server.services import leases, load_all
 from server.services.queues import ensure_default_queue
 from server.state import ServerState
 from server.storage.store import Store
+from server.web.official_ui import check_build
 from server.web.pages import build_web_app
 from shipyard.errors import ConfigError
 from shipyard.signals import Shutdown
@@ -65,7 +67,9 @@ def create_state(config: ServerConfig) -> ServerState:
                         files_max_file_mb=config.files_max_file_mb,
                         files_max_request_mb=config.files_max_request_mb,
                         files_min_free_mb=config.files_min_free_mb,
-                        handlers=HandlerPool(config.handler_threads), query_budget_s=config.query_budget_s)
+                        handlers=HandlerPool(config.handler_threads), query_budget_s=config.query_budget_s,
+                        web_ui=check_build(Path(config.web_ui)) if config.web_ui else None,
+                        cors_origins=config.cors_origin_set)
     ensure_default_queue(store, ANONYMOUS)
     return state
 

@@ -46,6 +46,12 @@ class ServerConfig:
     body_timeout_s: float = 60.0       # longest pause allowed between two pieces of a request body
     shutdown_grace_s: float = 5.0      # SIGTERM: requests get this long to finish, then the process exits
     log_level: str = "info"
+    web_ui: str = ""                  # directory of an official ClearML web UI build to serve (--web-ui)
+    cors_origins: str = ""            # comma-separated origins allowed to call the API port (CORS); off when empty
+
+    @property
+    def cors_origin_set(self) -> frozenset[str]:
+        return frozenset(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
 
     @property
     def db_url(self) -> str:
@@ -66,6 +72,8 @@ _ENV["db"] = "SHIPYARD_DB"
 
 def _coerce(name: str, value: Any, source: str) -> Any:
     kind = {f.name: f.type for f in fields(ServerConfig)}[name]
+    if isinstance(value, list):  # a HOCON list (cors_origins = [...]): the comma-separated form
+        value = ",".join(str(v) for v in value)
     try:
         if kind in ("int", int):
             return int(value)

@@ -68,6 +68,8 @@ class ServerState:
     handlers: HandlerPool | None = None  # sync handlers run here, off the event loop (None: inline)
     query_budget_s: float | None = None  # time a get_all filter may take before it is refused
     placement: Placement = field(default_factory=Placement)  # which calls may run on the loop
+    web_ui: Path | None = None  # an official ClearML web UI build the web listener serves (--web-ui)
+    cors_origins: frozenset[str] = frozenset()  # origins whose pages may call the API listener
     _active: dict[str, tuple[bool, float, float | None]] = field(default_factory=dict)
 
     def run_db(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:

@@ -142,10 +142,10 @@ def _parse_body(call: ApiCall, raw: bytes) -> dict:
 
 
 def _authenticate(state: ServerState, call: ApiCall, name: str) -> Identity:
-    if registry.is_public(name):
-        return ANONYMOUS
     if call.identity is not None:  # the web proxy verified the session itself
         return call.identity
+    if registry.is_public(name):
+        return ANONYMOUS
     header = call.headers.get("authorization", "")
     token = header[7:].strip() if header[:7].lower() == "bearer " else ""
     if not token:
@@ -272,9 +272,10 @@ def _invoke(handler: Any, ctx: CallContext, call: ApiCall, raw: bytes, budget_s:
     return envelope_bytes(ctx.endpoint, ctx.version, result)
 
 
-async def handle(request: HttpRequest, identity: Identity) -> Response:
+async def handle(request: HttpRequest, identity: Identity | None) -> Response:
     """Dispatch a Starlette request of the web page's `/api/` proxy, as `identity` (the session's,
-    checked by the proxy), and answer with a Response."""
+    checked by the proxy; None for a public endpoint called without a session), and answer with a
+    Response."""
     call = ApiCall(path=request.url.path, headers=_headers(request.scope["headers"]),
                    query_string=request.scope.get("query_string", b""), read_body=request.body,
                    client_ip=request.client.host if request.client else "",
@@ -301,11 +302,36 @@ async def _receive_body(receive: Any) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def _send_json(send: Any, code: int, body: bytes) -> None:
+async def _send_json(send: Any, code: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
     await send({"type": "http.response.start", "status": code,
                 "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+                            (b"content-length", str(len(body)).encode()), *(extra or ())]})
     await send({"type": "http.response.body", "body": body})
+
+
+def _allowed_origin(state: ServerState, scope: dict) -> bytes | None:
+    """The request's Origin when the server allows pages of that origin to call it (CORS,
+    `cors_origins`; off by default). No credentials are ever allowed: this listener takes tokens
+    in the Authorization header only, so a page of an allowed origin must bring its own token."""
+    if not state.cors_origins:
+        return None
+    origin = dict(scope["headers"]).get(b"origin")
+    if origin is None or origin.decode("latin-1").rstrip("/") not in state.cors_origins:
+        return None
+    return origin
+
+
+def _cors_headers(origin: bytes) -> list[tuple[bytes, bytes]]:
+    return [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
+
+
+async def _preflight(send: Any, scope: dict, origin: bytes) -> None:
+    asked = dict(scope["headers"]).get(b"access-control-request-headers", b"authorization, content-type")
+    await send({"type": "http.response.start", "status": 204, "headers": [
+        *_cors_headers(origin), (b"access-control-allow-methods", b"GET, POST, PUT"),
+        (b"access-control-allow-headers", asked), (b"access-control-max-age", b"600"),
+        (b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
 
 
 class ApiApp:
@@ -320,6 +346,10 @@ class ApiApp:
         if scope["type"] != "http":
             return
         path = scope["path"]
+        origin = _allowed_origin(self.state.shipyard, scope)
+        if origin is not None and scope["method"] == "OPTIONS":
+            await _preflight(send, scope, origin)
+            return
         if scope["method"] not in ("GET", "POST", "PUT"):
             await _send_json(send, 405, envelope_bytes(path.strip("/"), API_VERSION, {}, 405, 0,
                                                        f"Method {scope['method']} not allowed"))
@@ -338,11 +368,14 @@ class ApiApp:
             code, result = await dispatch(self.state.shipyard, call)
         except ConnectionAbortedError:
             return
+        extra = _cors_headers(origin) if origin is not None else None
         if isinstance(result, Response):
+            for name, value in extra or ():
+                result.headers[name.decode()] = value.decode("latin-1")
             scope["app"] = self
             await result(scope, receive, send)
         else:
-            await _send_json(send, code, result)
+            await _send_json(send, code, result, extra)
 
 
 def build_api_app(state: ServerState) -> ApiApp:

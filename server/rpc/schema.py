@@ -319,8 +319,6 @@ REQUESTS: dict[str, Spec] = {
     "auth.revoke_credentials": _req({"access_key": STR}, "access_key"),
     "debug.ping": _req({}),
     "server.info": _req({}),
-    "users.get_current_user": _req({}),
-    "users.get_all": _req({}),
     "tasks.create": _req(_task_write(output_dest=STR), "name", "type"),
     "tasks.edit": _req(_task_write(task=STR, force=FLAG), "task"),
     "tasks.update": _req(_task_write(task=STR, force=FLAG), "task"),
@@ -440,6 +438,26 @@ REQUESTS: dict[str, Spec] = {
                                                        required=("task",))),
                                  "iters": INT, "navigate_earlier": FLAG, "refresh": FLAG, "scroll_id": STR},
                                 "metrics"),
+    # --- issue 19: what the official web UI calls to start and sign in; users (a key is a user),
+    # their preferences, the one organization (server/services/{basic,users,organization}.py).
+    "login.supported_modes": _req({"callback_url_prefix": STR, "state": STR}),
+    "login.logout": _req({}),
+    "auth.logout": _req({}),
+    "server.report_stats_option": _req({"enabled": FLAG}),
+    "server.get_stats": _req({"interval": INT}),
+    "users.get_current_user": _req({}),
+    "users.get_all": _req({"id": STRS, "name": STR, "only_fields": STRS, "order_by": STRS, "page": INT,
+                           "page_size": INT}),
+    "users.get_all_ex": _req({"id": STRS, "name": STR, "only_fields": STRS, "order_by": STRS, "page": INT,
+                              "page_size": INT, "active_in_projects": STRS}),
+    "users.get_by_id": _req({"user": STR}, "user"),
+    "users.get_preferences": _req({}),
+    "users.set_preferences": _req({"preferences": MapOf(ANY)}, "preferences"),
+    "organization.get_tags": _req({"include_system": FLAG, "filter": Obj({"tags": STRS, "system_tags": STRS})}),
+    "organization.get_user_companies": _req({}),
+    "organization.get_entities_count": _req({
+        **{k: MapOf(ANY) for k in ("projects", "tasks", "models", "pipelines", "datasets", "reports")},
+        "search_hidden": FLAG, "active_users": STRS, "allow_public": FLAG}),
 }
 for _name in ("tasks.get_all", "models.get_all", "projects.get_all", "queues.get_all"):
     REQUESTS[_name.replace("get_all", "get_all_ex")] = REQUESTS[_name]

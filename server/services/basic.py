@@ -71,15 +71,36 @@ def ping(ctx: CallContext, req: Request) -> dict:
     return {"msg": "ClearML server", **echo}
 
 
-@endpoint("users.get_current_user")
-def current_user(ctx: CallContext, req: Request) -> dict:
-    ident = ctx.identity
-    return {"user": {"id": ident.user, "name": ident.user_name, "company": {"id": ident.company,
-                                                                           "name": ident.company},
-                     "role": ident.role, "preferences": {}},
-            "getting_started": {}, "settings": {}}
+@endpoint("server.report_stats_option")
+def report_stats_option(ctx: CallContext, req: Request) -> dict:
+    """Shipyard sends no usage statistics anywhere: never supported, never enabled."""
+    req.flag("enabled")
+    return {"supported": False, "enabled": False, "current_version": SERVER_VERSION}
 
 
-@endpoint("users.get_all")
-def users_all(ctx: CallContext, req: Request) -> dict:
-    return {"users": [{"id": ctx.identity.user, "name": ctx.identity.user_name}]}
+@endpoint("server.get_stats")
+def get_stats(ctx: CallContext, req: Request) -> dict:
+    """The reference server's collected statistics are for its maker's telemetry; none here."""
+    req.integer("interval")
+    return {}
+
+
+@endpoint("login.supported_modes", public=True)
+def supported_modes(ctx: CallContext, req: Request) -> dict:
+    """A single-tenant server with fixed users: the official web UI shows its user name and
+    password form (an access key and its secret), no guest, no SSO. `authenticated` says whether
+    the call came with a live web session (the web listener's cookie)."""
+    return {"basic": {"enabled": True, "guest": {"enabled": False}}, "sso": {}, "sso_providers": [],
+            "server_errors": {"missed_es_upgrade": False, "es_connection_error": False},
+            "authenticated": bool(ctx.identity.user)}
+
+
+@endpoint("auth.logout")
+def auth_logout(ctx: CallContext, req: Request) -> dict:
+    """Ends a web session: the web listener drops its cookie on this answer (tokens are not revoked)."""
+    return {}
+
+
+@endpoint("login.logout", public=True)
+def login_logout(ctx: CallContext, req: Request) -> dict:
+    return {}

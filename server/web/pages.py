@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from server.rpc.api import ApiApp
 from server.state import ServerState
+from server.web import official_ui
 from server.web import proxy as web_proxy
 from server.web import session as web_session
 from shipyard import __version__
@@ -75,7 +76,16 @@ async def clearml_link(request: Request) -> Response:
 
 
 def build_web_app(state: ServerState) -> Starlette:
-    app = Starlette(routes=[
+    """Shipyard's page, or with `state.web_ui` the official ClearML web UI build (official_ui.py)."""
+    app = Starlette(routes=official_ui.routes() if state.web_ui is not None else _page_routes())
+    app.state.shipyard = state
+    app.state.api_app = ApiApp(state)
+    app.state.web_ui = state.web_ui
+    return app
+
+
+def _page_routes() -> list[Route]:
+    return [
         Route("/", index),
         Route("/login", web_session.login_form, methods=["GET"]),
         Route("/login", web_session.login_submit, methods=["POST"]),
@@ -83,10 +93,10 @@ def build_web_app(state: ServerState) -> Starlette:
         Route("/session", session),
         Route("/static/{path:path}", static),
         Route("/api/{name}", web_proxy.api, methods=["GET", "POST", "PUT", "DELETE"]),
+        Route("/api/v{version}/{name}", web_proxy.api, methods=["GET", "POST", "PUT", "DELETE"]),
+        # ClearML's own webserver container strips /api before it proxies here (docs/official-ui.md)
+        Route("/v{version}/{name}", web_proxy.api, methods=["GET", "POST", "PUT", "DELETE"]),
         Route("/files/{path:path}", web_proxy.files, methods=["GET", "HEAD"]),
         Route("/projects/{project}/{kind:str}/{task}", clearml_link),
         Route("/projects/{project}/{kind:str}/{task}/{rest:path}", clearml_link),
-    ])
-    app.state.shipyard = state
-    app.state.api_app = ApiApp(state)
-    return app
+    ]

@@ -22,6 +22,9 @@ from server.state import ServerState
 from shipyard import __version__
 
 COOKIE = "shipyard_token"
+# The official ClearML web UI's session cookie (what `auth.login` sets through this listener's
+# /api route): read by this listener only, like COOKIE (see server/web/proxy.py).
+UI_COOKIE = "clearml_token_basic"
 SESSION_TTL_S = 12 * 3600
 # Pages, scripts and styles come from this origin only; images may be data: URIs (the charts
 # are inline SVG, which needs no exception). No framing.
@@ -40,7 +43,14 @@ def security_headers(response: Response, csp: str = PAGE_CSP) -> Response:
 
 def session_identity(state: ServerState, request: Request) -> Identity | None:
     """The signed-in identity, or None when the cookie is missing, expired, forged or revoked."""
-    token = request.cookies.get(COOKIE, "")
+    for name in (COOKIE, UI_COOKIE):
+        identity = _cookie_identity(state, request.cookies.get(name, ""))
+        if identity is not None:
+            return identity
+    return None
+
+
+def _cookie_identity(state: ServerState, token: str) -> Identity | None:
     if not token:
         return None
     try:
@@ -52,11 +62,17 @@ def session_identity(state: ServerState, request: Request) -> Identity | None:
 
 def same_origin(request: Request) -> bool:
     """False when a browser says the request comes from a page of another origin."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False  # a browser that sends Fetch metadata says where the request came from
     origin = request.headers.get("origin")
     if origin is None:  # not sent: not a cross-origin request from a browser
         return True
     # Host only, not scheme: behind a TLS-terminating proxy the request here is plain http.
-    return urlsplit(origin).netloc == request.headers.get("host", "")
+    host = request.headers.get("host", "")
+    sent = urlsplit(origin)
+    if ":" not in host.rsplit("]", 1)[-1]:  # a proxy that passes nginx's $host drops the port
+        return (sent.hostname or "") == host.strip("[]").lower()
+    return sent.netloc == host
 
 
 def safe_next(value: str | None) -> str:

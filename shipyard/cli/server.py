@@ -38,6 +38,7 @@ def banner(config: ServerConfig, seeded) -> str:
         f"  API server:   {config.url(config.api_port)}",
         f"  Files server: {config.url(config.files_port)}",
         f"  Web server:   {config.url(config.web_port)}   (sign in there: task links use this host)",
+        *([f"  Web UI:       the official ClearML web UI from {config.web_ui}"] if config.web_ui else []),
         f"  Data dir:     {config.data_dir}",
         f"  Database:     {'sqlite (' + str(config.data_dir / 'shipyard.db') + ')' if not config.db else config.db.split('@')[-1]}",
     ]
@@ -78,6 +79,9 @@ def server_options(fn):
                           "prefer $SHIPYARD_SECRET_KEY or --secret-key-file."),
         click.option("--secret-key-file", type=click.Path(dir_okay=False), envvar="SHIPYARD_SECRET_KEY_FILE",
                      help="Read the admin secret key from this file (its first line)."),
+        click.option("--web-ui", type=click.Path(file_okay=False),
+                     help="Serve the official ClearML web UI from this build directory (the one holding its "
+                          "index.html) at the web port instead of Shipyard's page; see docs/official-ui.md."),
     ]
     for option in reversed(options):
         fn = option(fn)
