@@ -11,10 +11,11 @@ Importing this module registers every events.* endpoint. The code lives in:
     metrics   scalar/vector histograms, single and latest values, plots, debug images
     compare   reads over several tasks: their metrics, their plots side by side
     samples   the single-sample viewers (get/next_debug_image_sample, get/next_plot_sample)
+    raw       every point of a metric (scalar_metrics_iter_raw) and smaller reads
 """
 from __future__ import annotations
 
-from server.services.events import compare, ingest, metrics, read, samples  # noqa: F401  (registers endpoints)
+from server.services.events import compare, ingest, metrics, raw, read, samples  # noqa: F401  (registers endpoints)
 from server.services.events.store import (
     EVENT_TYPES,
     IMAGE,
