@@ -129,3 +129,19 @@ def test_latest_scalar_values_and_single_values_carry_task_fields(api):
     assert api.call("events.get_task_latest_scalar_values", {"task": empty})["last_iter"] == 0
     single = api.call("events.get_task_single_value_metrics", {"tasks": [task]})["tasks"][0]
     assert single["task_name"] == "latest" and single["values"][0]["value"] == 0.5
+
+
+def test_multi_task_scalar_histogram_matches_the_schema(api, two):
+    a, b = two
+    both = api.call("events.multi_task_scalar_metrics_iter_histogram", {"tasks": [a, b]})
+    assert set(both) == {"metrics"}
+    loss = both["metrics"]["loss"]
+    assert set(loss) == {"train", "val"} and set(loss["train"]) == {a}
+    assert loss["train"][a] == {"name": "cmp-a", "x": [0], "y": [1.0]}
+    assert both["metrics"]["acc"]["train"][b]["name"] == "cmp-b"
+    comma = api.call("events.multi_task_scalar_metrics_iter_histogram", {"tasks": f"{a}, {b}",
+                                                                         "metrics": [{"metric": "acc"}]})
+    assert list(comma["metrics"]) == ["acc"]
+    assert failure(api, "events.multi_task_scalar_metrics_iter_histogram", {"tasks": [a, "0" * 32]}).subcode == 101
+    assert "tasks" in failure(api, "events.multi_task_scalar_metrics_iter_histogram",
+                              {"tasks": [f"{i:032x}" for i in range(101)]}).msg

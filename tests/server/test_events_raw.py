@@ -88,6 +88,9 @@ def test_scalar_metric_data_and_vector_names(api, series):
     api.events([{"type": "training_stats_vector", "task": series, "iter": 0, "metric": "hist", "variant": v,
                  "values": [1, 2]} for v in ("b", "a")])
     assert api.call("events.get_vector_metrics_and_variants", {"task": series}) == {"metrics": {"hist": ["a", "b"]}}
+    hist = api.call("events.vector_metrics_iter_histogram", {"task": series, "metric": "hist", "variant": "a"})
+    assert hist["images"] == [{"iter": 0, "values": [1, 2]}]
+    assert (hist["metric"], hist["variant"], hist["vectors"], hist["iterations"]) == ("hist", "a", [[1, 2]], [0])
 
 
 def test_clear_scroll_and_delete_for_model(api, series):

@@ -99,6 +99,8 @@ MAX_COMPARED = 100  # the reference server's limit on events.multi_task_scalar_m
 def multi_task_scalar_metrics_iter_histogram(ctx: CallContext, req: Request) -> dict:
     """{"metrics": {metric: {variant: {task id: {name: task name, x, y}}}}}, as the reference
     server answers it (the series' `name` is the task's, so a legend can say whose line it is)."""
+    if isinstance(req.raw("tasks"), str):  # "id1,id2" is taken too, as the reference server does
+        req.body["tasks"] = [part.strip() for part in req.raw("tasks").split(",") if part.strip()]
     tasks: list[str] = list(dict.fromkeys(req.str_list("tasks") or []))
     if not tasks:
         raise errors.missing_field("tasks")
@@ -171,10 +173,10 @@ def get_scalar_metrics_and_variants(ctx: CallContext, req: Request) -> dict:
         task_id = require_target(ctx, conn, req.raw("task"))
         query = (select(c.metric, c.variant).where(c.task == task_id, c.type == SCALAR)
                  .distinct().order_by(c.metric, c.variant))
-        metrics: dict[str, dict] = {}
+        metrics: dict[str, list[str]] = {}
         for metric, variant in conn.execute(query):
-            metrics.setdefault(metric, {})[variant] = {"name": variant}
-    return {"metrics": metrics}
+            metrics.setdefault(metric, []).append(variant)
+    return {"metrics": metrics}  # {metric: [variants]}, as the reference server answers it
 
 
 @endpoint("events.vector_metrics_iter_histogram")
@@ -187,7 +189,10 @@ def vector_metrics_iter_histogram(ctx: CallContext, req: Request) -> dict:
         query = (select(c.iter, c.doc).where(c.task == task_id, c.type == VECTOR, c.metric == metric,
                                              c.variant == variant).order_by(c.iter))
         rows = conn.execute(query).all()
-    return {"images": [{"iter": it, "values": doc.get("values") or []} for it, doc in rows]}
+    vectors = [doc.get("values") or [] for _it, doc in rows]
+    # `images` is what the schema documents; metric/variant/vectors/iterations what the reference server answers
+    return {"images": [{"iter": it, "values": v} for (it, _doc), v in zip(rows, vectors, strict=True)],
+            "metric": metric, "variant": variant, "vectors": vectors, "iterations": [it for it, _doc in rows]}
 
 
 # -- plots and debug images --------------------------------------------------------------------
