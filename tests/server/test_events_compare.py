@@ -129,6 +129,10 @@ def test_latest_scalar_values_and_single_values_carry_task_fields(api):
     assert api.call("events.get_task_latest_scalar_values", {"task": empty})["last_iter"] == 0
     single = api.call("events.get_task_single_value_metrics", {"tasks": [task]})["tasks"][0]
     assert single["task_name"] == "latest" and single["values"][0]["value"] == 0.5
+    api.events([scalar(task, SINGLE, 7.0, metric="Summary", variant="f1")])
+    only = api.call("events.get_task_single_value_metrics", {"tasks": [task], "metrics": [{"metric": "Summary",
+                                                                                          "variants": ["f1"]}]})
+    assert [v["variant"] for v in only["tasks"][0]["values"]] == ["f1"]  # the compare view asks for some only
 
 
 def test_multi_task_scalar_histogram_matches_the_schema(api, two):

@@ -122,13 +122,14 @@ def get_task_single_value_metrics(ctx: CallContext, req: Request) -> dict:
     if not tasks:
         raise errors.missing_field("tasks")
     c = t.events.c
+    clause = metric_clause(metric_filter(req.raw("metrics")))
     out = []
     with ctx.store.tx() as conn:
         for task_id in tasks:
-            require_target(ctx, conn, task_id)
             query = (select(c.metric, c.variant, c.value, c.timestamp)
                      .where(c.task == task_id, c.type == SCALAR, c.iter == SINGLE_VALUE_ITER)
                      .order_by(c.metric, c.variant))
+            query = query if clause is None else query.where(clause)
             values = [{"metric": m, "variant": v, "value": val, "timestamp": ts}
                       for m, v, val, ts in conn.execute(query)]
             out.append({"task": task_id, "task_name": target_name(ctx, conn, task_id)[1], "values": values})
