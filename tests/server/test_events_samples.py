@@ -4,7 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import ApiFailure
+from tests import pg
+from tests.helpers import ApiFailure, start_server
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def api(request, tmp_path_factory):
+    """The session's SQLite server, and one on PostgreSQL: the viewers read the image URL inside
+    the stored document with each backend's JSON operator."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("server").api()
+        return
+    if not pg.available():
+        pytest.skip("PostgreSQL binaries not installed (.ci/run installs them)")
+    database = pg.PgServer()
+    srv = start_server(tmp_path_factory.mktemp("pg-samples"), db=database.new_database("shipyard_samples"))
+    yield srv.api()
+    srv.stop()
+    database.stop()
 
 
 def make_task(api, name="samples"):

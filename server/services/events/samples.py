@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from server import errors
 from server.rpc.registry import CallContext, Request, endpoint
@@ -28,38 +28,61 @@ from server.services.events.store import IMAGE, PLOT
 from server.storage import tables as t
 
 Pos = tuple  # (iteration, metric[, variant]) of a sample
+URL = t.events.c.doc["url"].as_string()  # json_extract / ->>: ranges never decode documents in Python
 
 
-def _rows(ctx: CallContext, task: Any, etype: str, metric: str | None) -> tuple[str, list[tuple]]:
-    """The task id and its (iter, metric, variant, doc) events of `etype`, of `metric` if given."""
+def _where(task_id: str, etype: str, metric: str | None) -> list:
     c = t.events.c
-    with ctx.store.tx() as conn:
-        task_id = require_target(ctx, conn, task)
-        query = select(c.iter, c.metric, c.variant, c.doc).where(c.task == task_id, c.type == etype)
-        if metric is not None:
-            query = query.where(c.metric == metric)
-        rows = [tuple(row) for row in conn.execute(query)]
+    where = [c.task == task_id, c.type == etype]
+    if metric is not None:
+        where.append(c.metric == metric)
     if etype == IMAGE:
-        rows = [row for row in rows if row[3].get("url")]
-    return task_id, rows
+        where.append(URL.is_not(None))
+    return where
 
 
-def _ranges(keys: Iterable[tuple[Any, int]]) -> dict[Any, tuple[int, int]]:
-    out: dict[Any, tuple[int, int]] = {}
-    for key, it in keys:
-        lo, hi = out.get(key, (it, it))
-        out[key] = (min(lo, it), max(hi, it))
-    return out
+def image_ranges(conn, where: list) -> dict[tuple[str, str], tuple[int, int]]:
+    """{(metric, variant): (first valid iteration, last iteration)}: the first valid one is the
+    lowest of the series' URLs' latest iterations (see the module docstring)."""
+    c = t.events.c
+    ranges: dict[tuple[str, str], tuple[int, int]] = {}
+    query = select(c.metric, c.variant, func.max(c.iter)).where(*where).group_by(c.metric, c.variant, URL)
+    for metric, variant, url_last in conn.execute(query):
+        lo, hi = ranges.get((metric, variant), (url_last, url_last))
+        ranges[(metric, variant)] = (min(lo, url_last), max(hi, url_last))
+    return ranges
 
 
-def image_ranges(rows: list[tuple]) -> dict[tuple[str, str], tuple[int, int]]:
-    """{(metric, variant): (first valid iteration, last iteration)}; see the module docstring."""
-    url_last = _ranges(((m, v, doc["url"]), it) for it, m, v, doc in rows)
-    first_valid: dict[tuple[str, str], int] = {}
-    for (m, v, _url), (_lo, hi) in url_last.items():
-        first_valid[(m, v)] = min(first_valid.get((m, v), hi), hi)
-    last = _ranges(((m, v), it) for it, m, v, _doc in rows)
-    return {key: (first_valid[key], hi) for key, (_lo, hi) in last.items()}
+def _image_positions(conn, where: list, ranges: dict[tuple[str, str], tuple[int, int]]) -> set[Pos]:
+    """The (iteration, metric, variant) of every image not overwritten since."""
+    c = t.events.c
+    rows = conn.execute(select(c.iter, c.metric, c.variant).where(*where).distinct())
+    return {(it, m, v) for it, m, v in rows if it >= ranges[(m, v)][0]}
+
+
+def _image_doc(conn, where: list, pos: Pos) -> dict:
+    """The image at `pos`; of two there, the one with the greater URL."""
+    c = t.events.c
+    query = select(c.doc).where(*where, c.iter == pos[0], c.metric == pos[1], c.variant == pos[2])
+    return conn.execute(query.order_by(URL.desc()).limit(1)).scalar_one()
+
+
+def _plot_ranges(conn, where: list) -> dict[str, tuple[int, int]]:
+    c = t.events.c
+    query = select(c.metric, func.min(c.iter), func.max(c.iter)).where(*where).group_by(c.metric)
+    return {metric: (lo, hi) for metric, lo, hi in conn.execute(query)}
+
+
+def _plot_positions(conn, where: list) -> set[Pos]:
+    c = t.events.c
+    return {tuple(row) for row in conn.execute(select(c.iter, c.metric).where(*where).distinct())}
+
+
+def _plot_docs(conn, where: list, pos: Pos) -> list[dict]:
+    """The plots at (iteration, metric), by variant (100 at most, as the reference server)."""
+    c = t.events.c
+    query = select(c.doc).where(*where, c.iter == pos[0], c.metric == pos[1]).order_by(c.variant, c.seq)
+    return list(conn.execute(query.limit(100)).scalars())
 
 
 def _step(positions: Iterable[Pos], current: Pos, earlier: bool, next_iteration: bool) -> Pos | None:
@@ -90,25 +113,15 @@ def _valid_pos(pos: Any) -> bool:
 # -- debug images ------------------------------------------------------------------------------
 
 
-def _image_answer(state: dict, rows: list[tuple], found: tuple | None, series: tuple | None = None) -> dict:
-    """The answer for the image `found` (None: none there), with its series' valid iterations
+def _image_answer(conn, state: dict, where: list, pos: Pos | None, series: tuple | None = None) -> dict:
+    """The answer for the image at `pos` (None: none there), with its series' valid iterations
     (those of `series`, the (metric, variant) asked for, when no image was found)."""
     doc = None
-    if found is not None:
-        state["pos"] = list(found[:3])
-        series, doc = found[1:3], found[3]
-    lo, hi = image_ranges(rows).get(series, (None, None)) if series else (None, None)
+    if pos is not None:
+        state["pos"] = list(pos)
+        series, doc = pos[1:], _image_doc(conn, where, pos)
+    lo, hi = image_ranges(conn, where).get(series, (None, None)) if series else (None, None)
     return {"scroll_id": encode_scroll(state), "event": doc, "min_iteration": lo, "max_iteration": hi}
-
-
-def _valid_images(rows: list[tuple]) -> dict[Pos, tuple]:
-    """The images not overwritten since, by position; of two at one position, the greater URL."""
-    ranges = image_ranges(rows)
-    out: dict[Pos, tuple] = {}
-    for row in sorted(rows, key=lambda r: r[3]["url"]):
-        if row[0] >= ranges[(row[1], row[2])][0]:
-            out[(row[0], row[1], row[2])] = row
-    return out
 
 
 @endpoint("events.get_debug_image_sample")
@@ -119,11 +132,14 @@ def get_debug_image_sample(ctx: CallContext, req: Request) -> dict:
     cur = req.flag("navigate_current_metric", True)
     if req.raw("scroll_id"):
         decode_scroll(req.raw("scroll_id"), "image_sample")
-    task_id, rows = _rows(ctx, req.raw("task"), IMAGE, metric if cur else None)
-    state = {"k": "image_sample", "task": task_id, "metric": metric, "cur": cur, "pos": None}
-    images = _valid_images(rows)
-    fits = [p for p in images if p[1:] == (metric, variant) and (iteration is None or p[0] <= iteration)]
-    return _image_answer(state, rows, images[max(fits)] if fits else None, (metric, variant))
+    with ctx.store.tx() as conn:
+        task_id = require_target(ctx, conn, req.raw("task"))
+        where = _where(task_id, IMAGE, metric if cur else None)
+        state = {"k": "image_sample", "task": task_id, "metric": metric, "cur": cur, "pos": None}
+        series = _where(task_id, IMAGE, metric) + [t.events.c.variant == variant]
+        fits = [p for p in _image_positions(conn, series, image_ranges(conn, series))
+                if iteration is None or p[0] <= iteration]
+        return _image_answer(conn, state, where, max(fits) if fits else None, (metric, variant))
 
 
 @endpoint("events.next_debug_image_sample")
@@ -132,31 +148,24 @@ def next_debug_image_sample(ctx: CallContext, req: Request) -> dict:
     previous ones when `navigate_earlier`, the default); `event` is null past the end."""
     check_request(ctx, req)
     state = _state(req, "image_sample")
-    task_id, rows = _rows(ctx, req.raw("task"), IMAGE, state["metric"] if state["cur"] else None)
-    if state["pos"] is None:
-        return _image_answer(state, rows, None)
-    images = _valid_images(rows)
-    pos = _step(images, tuple(state["pos"]), req.flag("navigate_earlier", True), req.flag("next_iteration"))
-    return _image_answer(state, rows, images[pos] if pos else None)
+    with ctx.store.tx() as conn:
+        where = _where(require_target(ctx, conn, req.raw("task")), IMAGE, state["metric"] if state["cur"] else None)
+        if state["pos"] is None:
+            return _image_answer(conn, state, where, None)
+        positions = _image_positions(conn, where, image_ranges(conn, where))
+        pos = _step(positions, tuple(state["pos"]), req.flag("navigate_earlier", True), req.flag("next_iteration"))
+        return _image_answer(conn, state, where, pos)
 
 
 # -- plots -------------------------------------------------------------------------------------
 
 
-def _plot_groups(rows: list[tuple]) -> dict[Pos, list[dict]]:
-    """{(iteration, metric): its plots, by variant}."""
-    groups: dict[Pos, list[tuple]] = {}
-    for it, metric, variant, doc in rows:
-        groups.setdefault((it, metric), []).append((variant, doc))
-    return {pos: [doc for _v, doc in sorted(items, key=lambda item: item[0])[:100]] for pos, items in groups.items()}
-
-
-def _plot_answer(state: dict, rows: list[tuple], pos: Pos | None) -> dict:
+def _plot_answer(conn, state: dict, where: list, pos: Pos | None) -> dict:
     if pos is None:
         return {"scroll_id": encode_scroll(state), "events": [], "min_iteration": None, "max_iteration": None}
     state["pos"] = list(pos)
-    lo, hi = _ranges((m, it) for it, m, _v, _doc in rows)[pos[1]]
-    return {"scroll_id": encode_scroll(state), "events": _plot_groups(rows)[pos], "min_iteration": lo,
+    lo, hi = _plot_ranges(conn, where)[pos[1]]
+    return {"scroll_id": encode_scroll(state), "events": _plot_docs(conn, where, pos), "min_iteration": lo,
             "max_iteration": hi}
 
 
@@ -168,10 +177,12 @@ def get_plot_sample(ctx: CallContext, req: Request) -> dict:
     cur = req.flag("navigate_current_metric", True)
     if req.raw("scroll_id"):
         decode_scroll(req.raw("scroll_id"), "plot_sample")
-    task_id, rows = _rows(ctx, req.raw("task"), PLOT, metric if cur else None)
-    state = {"k": "plot_sample", "task": task_id, "metric": metric, "cur": cur, "pos": None}
-    fits = [p for p in _plot_groups(rows) if p[1] == metric and (iteration is None or p[0] <= iteration)]
-    return _plot_answer(state, rows, max(fits) if fits else None)
+    with ctx.store.tx() as conn:
+        task_id = require_target(ctx, conn, req.raw("task"))
+        state = {"k": "plot_sample", "task": task_id, "metric": metric, "cur": cur, "pos": None}
+        fits = [p for p in _plot_positions(conn, _where(task_id, PLOT, metric))
+                if iteration is None or p[0] <= iteration]
+        return _plot_answer(conn, state, _where(task_id, PLOT, metric if cur else None), max(fits) if fits else None)
 
 
 @endpoint("events.next_plot_sample")
@@ -180,9 +191,11 @@ def next_plot_sample(ctx: CallContext, req: Request) -> dict:
     (previous when `navigate_earlier`, the default); a viewer kept to one metric moves by iteration."""
     check_request(ctx, req)
     state = _state(req, "plot_sample")
-    task_id, rows = _rows(ctx, req.raw("task"), PLOT, state["metric"] if state["cur"] else None)
-    if state["pos"] is None:
-        return _plot_answer(state, rows, None)
-    by_iteration = state["cur"] or req.flag("next_iteration")
-    pos = _step(_plot_groups(rows), tuple(state["pos"]), req.flag("navigate_earlier", True), by_iteration)
-    return _plot_answer(state, rows, pos)
+    with ctx.store.tx() as conn:
+        where = _where(require_target(ctx, conn, req.raw("task")), PLOT, state["metric"] if state["cur"] else None)
+        if state["pos"] is None:
+            return _plot_answer(conn, state, where, None)
+        by_iteration = state["cur"] or req.flag("next_iteration")
+        pos = _step(_plot_positions(conn, where), tuple(state["pos"]), req.flag("navigate_earlier", True),
+                    by_iteration)
+        return _plot_answer(conn, state, where, pos)
