@@ -54,6 +54,8 @@ def test_scalar_metrics_iter_raw_pages_every_point_once(api, series):
         assert page["returned"] == 2 * len(page["variants"]["train"]["iter"])
     again = api.call("events.scalar_metrics_iter_raw", {**body, "scroll_id": last["scroll_id"]})
     assert again["returned"] == 0  # the end stays the end
+    second = api.call("events.scalar_metrics_iter_raw", {**body, "key": "timestamp", "scroll_id": pages[0]["scroll_id"]})
+    assert second["variants"] == pages[1]["variants"]  # a scroll keeps the axis it was opened on
 
 
 def test_scalar_metrics_iter_raw_keys_and_filters(api, series):

@@ -23,16 +23,18 @@ from shipyard.protocol import Subcode
 RAW_DEFAULT = 10_000
 RAW_MAX = 200_000  # the reference server's bound on one scalar_metrics_iter_raw answer
 METRIC_DATA_PAGE = 10_000
+RAW_KEYS = ("iter", "timestamp", "iso_time")
 
 
 # -- scalar_metrics_iter_raw -------------------------------------------------------------------
 
 
 def _raw_scroll(req: Request) -> dict | None:
-    state = decode_scroll(req.raw("scroll_id"), "raw", batch=int)
+    state = decode_scroll(req.raw("scroll_id"), "raw", batch=int, key=str)
     if state is None:
         return None
-    if not all(state.get(k) is None or type(state.get(k)) is int for k in ("after", "total")):
+    if state["key"] not in RAW_KEYS or not all(state.get(k) is None or type(state.get(k)) is int
+                                               for k in ("after", "total")):
         raise errors.validation(f"invalid scroll_id {req.raw('scroll_id')!r}")
     return state
 
@@ -75,8 +77,8 @@ def scalar_metrics_iter_raw(ctx: CallContext, req: Request) -> dict:
     batch at a time: {variants: {variant: {y: [...], <key>: [...]}}, returned, total, scroll_id}.
     `total` is counted with `count_total` only; a page with `returned` 0 is the end."""
     check_request(ctx, req)
-    key = req.text("key") or "iter"
     scroll = _raw_scroll(req)
+    key = scroll["key"] if scroll else req.text("key") or "iter"  # a scroll keeps the axis it was opened on
     size = _raw_size(req, scroll)
     with ctx.store.tx() as conn:
         query, field = _raw_query(require_target(ctx, conn, req.raw("task")), req.mapping("metric"), key)
@@ -90,7 +92,7 @@ def scalar_metrics_iter_raw(ctx: CallContext, req: Request) -> dict:
         points = variants.setdefault(variant, {"y": [], key: []})
         points["y"].append(value)
         points[key].append(x)
-    state = {"k": "raw", "after": page[-1][0] if page else None, "total": total, "batch": size}
+    state = {"k": "raw", "key": key, "after": page[-1][0] if page else None, "total": total, "batch": size}
     return {"variants": variants, "returned": len(page), "total": total, "scroll_id": encode_scroll(state)}
 
 
