@@ -3,6 +3,9 @@ get_multi_task_metrics, get_multi_task_plots (paged), events.plots, debug_images
 ways, and the latest/single values' task fields."""
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 
 from tests.helpers import ApiFailure
@@ -112,6 +115,10 @@ def test_events_plots_and_debug_images_page_both_ways(api):
         assert [i["iter"] for i in back["metrics"][0]["iterations"]] == [3, 2, 1]  # later than the last page
         fresh = api.call(endpoint, {**body, "scroll_id": scroll, "refresh": True})
         assert [i["iter"] for i in fresh["metrics"][0]["iterations"]] == [6, 5, 4]
+    # a scroll_id issued before both edges were kept (one edge per entry) still pages on
+    old = base64.urlsafe_b64encode(json.dumps({"k": "images", "bounds": {f"{task}/": 3}}).encode()).decode()
+    older = api.call("events.debug_images", {"metrics": [{"task": task}], "iters": 3, "scroll_id": old.rstrip("=")})
+    assert [i["iter"] for i in older["metrics"][0]["iterations"]] == [2, 1, 0]
     first = api.call("events.debug_images", {"metrics": [{"task": task}], "iters": 1})
     assert first["metrics"][0]["iterations"][0]["events"][0]["url"] == "http://files/img/v/6.png"
     assert "metrics" in failure(api, "events.plots", {"metrics": [{"metric": "x"}]}).msg

@@ -279,6 +279,7 @@ def _spec_iterations(conn, where: list, iters: int, earlier: bool) -> list[dict]
 def _scroll_bounds(req: Request, kind: str) -> dict[str, list[int]]:
     scroll = decode_scroll(req.raw("scroll_id"), kind, bounds=dict) if not req.flag("refresh") else None
     bounds: dict[str, list[int]] = dict((scroll or {}).get("bounds") or {})
+    bounds = {key: [b, b] if type(b) is int else b for key, b in bounds.items()}  # an older scroll_id: one edge
     for bound in bounds.values():
         if not (isinstance(bound, list) and len(bound) == 2
                 and all(type(b) is int and INT64_MIN <= b <= INT64_MAX for b in bound)):
