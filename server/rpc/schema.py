@@ -417,8 +417,6 @@ REQUESTS: dict[str, Spec] = {
     "workers.reconcile": _req({"worker": STR}, "worker"),
     "events.add": EVENT,
     "events.add_batch": Obj({"events": ListOf(EVENT)}),
-    "events.get_task_log": _req({"task": STR, "batch_size": INT, "navigate_earlier": FLAG,
-                                 "from_timestamp": INT, "order": Enum("asc", "desc")}, "task"),
     "events.download_task_log": _req({"task": STR, "line_type": Enum("json", "text")}, "task"),
     "events.get_task_events": _req({"task": STR, "batch_size": INT, "order": Enum("asc", "desc"),
                                     "event_type": AnyOf(STR, STRS), "metrics": METRICS_FILTER,
@@ -427,7 +425,8 @@ REQUESTS: dict[str, Spec] = {
     "events.clear_task_log": _req({"task": STR, "threshold_sec": INT}, "task"),
     "events.scalar_metrics_iter_histogram": _req(HISTOGRAM, "task"),
     "events.multi_task_scalar_metrics_iter_histogram": _req({**HISTOGRAM, "tasks": STRS}, "tasks"),
-    "events.get_task_single_value_metrics": _req({"tasks": STRS}, "tasks"),
+    "events.get_task_single_value_metrics": _req({"tasks": STRS, "metrics": METRICS_FILTER, "model_events": FLAG},
+                                                 "tasks"),
     "events.get_task_latest_scalar_values": _req(TASK_REF, "task"),
     "events.get_scalar_metrics_and_variants": _req(TASK_REF, "task"),
     "events.vector_metrics_iter_histogram": _req({"task": STR, "metric": STR, "variant": STR},
@@ -459,6 +458,39 @@ REQUESTS: dict[str, Spec] = {
         **{k: MapOf(ANY) for k in ("projects", "tasks", "models", "pipelines", "datasets", "reports")},
         "search_hidden": FLAG, "active_users": STRS, "allow_public": FLAG}),
 }
+
+# -- events family (issue 19): the reads the official web UI makes, per the schema's events.conf --
+EVENT_TYPE = Enum("training_stats_scalar", "training_stats_vector", "training_debug_image", "plot", "log")
+METRIC_VARIANTS = Obj({"metric": STR, "variants": STRS})
+TASK_METRIC_VARIANTS = ListOf(Obj({"task": STR, "metric": STR, "variants": AnyOf(STR, STRS)}, required=("task",)))
+_SAMPLE = {"task": STR, "metric": STR, "iteration": INT, "refresh": FLAG, "scroll_id": STR,
+           "navigate_current_metric": FLAG, "model_events": FLAG}
+_NEXT_SAMPLE = {"task": STR, "scroll_id": STR, "navigate_earlier": FLAG, "next_iteration": FLAG,
+                "model_events": FLAG}
+REQUESTS.update({
+    "events.plots": _req({"metrics": TASK_METRIC_VARIANTS, "iters": INT, "navigate_earlier": FLAG, "refresh": FLAG,
+                          "scroll_id": STR, "model_events": FLAG}, "metrics"),
+    "events.get_debug_image_sample": _req({**_SAMPLE, "variant": STR}, "task", "metric", "variant"),
+    "events.next_debug_image_sample": _req(_NEXT_SAMPLE, "task", "scroll_id"),
+    "events.get_plot_sample": _req(_SAMPLE, "task", "metric"),
+    "events.next_plot_sample": _req(_NEXT_SAMPLE, "task", "scroll_id"),
+    "events.get_task_metrics": _req({"tasks": STRS, "event_type": EVENT_TYPE, "model_events": FLAG}, "tasks"),
+    "events.get_multi_task_metrics": _req({"tasks": STRS, "event_type": EVENT_TYPE, "model_events": FLAG}, "tasks"),
+    "events.get_multi_task_plots": _req({"tasks": STRS, "iters": INT, "scroll_id": STR, "no_scroll": FLAG,
+                                         "model_events": FLAG, "last_iters_per_task_metric": FLAG,
+                                         "metrics": METRICS_FILTER}, "tasks"),
+    "events.scalar_metrics_iter_raw": _req({"task": STR, "metric": METRIC_VARIANTS.with_fields({}, ("metric",)),
+                                            "key": Enum("iter", "timestamp", "iso_time"), "batch_size": INT,
+                                            "count_total": FLAG, "scroll_id": STR, "model_events": FLAG},
+                                           "task", "metric"),
+    "events.get_scalar_metric_data": _req({"task": STR, "metric": STR, "scroll_id": STR, "no_scroll": FLAG,
+                                           "model_events": FLAG}, "task", "metric"),
+    "events.get_vector_metrics_and_variants": _req({"task": STR, "model_events": FLAG}, "task"),
+    "events.get_task_log": _req({"task": STR, "batch_size": INT, "navigate_earlier": FLAG, "from_timestamp": NUM,
+                                 "order": Enum("asc", "desc"), "metrics": METRICS_FILTER}, "task"),
+    "events.clear_scroll": _req({"scroll_id": STR}, "scroll_id"),
+    "events.delete_for_model": _req({"model": STR, "allow_locked": FLAG}, "model"),
+})
 for _name in ("tasks.get_all", "models.get_all", "projects.get_all", "queues.get_all"):
     REQUESTS[_name.replace("get_all", "get_all_ex")] = REQUESTS[_name]
 

@@ -324,7 +324,7 @@ def test_single_values_latest_values_and_metric_names(api):
     latest = api.call("events.get_task_latest_scalar_values", {"task": task})["metrics"]
     assert latest == [{"name": "loss", "variants": [{"name": "train", "last_value": 4.0, "last_100_value": 3.0}]}]
     names = api.call("events.get_scalar_metrics_and_variants", {"task": task})["metrics"]
-    assert names == {"Summary": {"acc": {"name": "acc"}}, "loss": {"train": {"name": "train"}}}
+    assert names == {"Summary": ["acc"], "loss": ["train"]}  # the reference server's {metric: [variants]}
 
 
 def test_plots_and_debug_images(api):

@@ -9,10 +9,13 @@ Importing this module registers every events.* endpoint. The code lives in:
     read      task logs, raw events, download, deletion, and the request helpers every
               reader shares (target lookup, metric filters, scroll ids)
     metrics   scalar/vector histograms, single and latest values, plots, debug images
+    compare   reads over several tasks: their metrics, their plots side by side
+    samples   the single-sample viewers (get/next_debug_image_sample, get/next_plot_sample)
+    raw       every point of a metric (scalar_metrics_iter_raw) and smaller reads
 """
 from __future__ import annotations
 
-from server.services.events import ingest, metrics, read  # noqa: F401  (registers endpoints)
+from server.services.events import compare, ingest, metrics, raw, read, samples  # noqa: F401  (registers endpoints)
 from server.services.events.store import (
     EVENT_TYPES,
     IMAGE,

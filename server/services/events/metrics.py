@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from server import errors
 from server.rpc import schema
@@ -18,6 +18,7 @@ from server.services.events.read import (
     metric_clause,
     metric_filter,
     require_target,
+    target_name,
 )
 from server.services.events.store import IMAGE, PLOT, SCALAR, SINGLE_VALUE_ITER, VECTOR, chunks
 from server.storage import tables as t
@@ -94,17 +95,12 @@ def scalar_metrics_iter_histogram(ctx: CallContext, req: Request) -> dict:
 MAX_COMPARED = 100  # the reference server's limit on events.multi_task_scalar_metrics_iter_histogram
 
 
-def _target_name(ctx: CallContext, conn, task_id: Any) -> tuple[str, str]:
-    """The id and name of a task (or model) whose events are read; 400 if unknown."""
-    target = require_target(ctx, conn, task_id)
-    doc = ctx.store.get(conn, t.tasks, target) or ctx.store.get(conn, t.models, target) or {}
-    return target, str(doc.get("name") or target)
-
-
 @endpoint("events.multi_task_scalar_metrics_iter_histogram")
 def multi_task_scalar_metrics_iter_histogram(ctx: CallContext, req: Request) -> dict:
     """{"metrics": {metric: {variant: {task id: {name: task name, x, y}}}}}, as the reference
     server answers it (the series' `name` is the task's, so a legend can say whose line it is)."""
+    if isinstance(req.raw("tasks"), str):  # "id1,id2" is taken too, as the reference server does
+        req.body["tasks"] = [part.strip() for part in req.raw("tasks").split(",") if part.strip()]
     tasks: list[str] = list(dict.fromkeys(req.str_list("tasks") or []))
     if not tasks:
         raise errors.missing_field("tasks")
@@ -113,7 +109,7 @@ def multi_task_scalar_metrics_iter_histogram(ctx: CallContext, req: Request) -> 
     merged: dict[str, dict] = {}
     with ctx.store.tx() as conn:
         for task_id in tasks:
-            target, name = _target_name(ctx, conn, task_id)
+            target, name = target_name(ctx, conn, task_id)
             for metric, variants in _histogram(conn, target, req).items():
                 for variant, data in variants.items():
                     merged.setdefault(metric, {}).setdefault(variant, {})[target] = {**data, "name": name}
@@ -126,30 +122,49 @@ def get_task_single_value_metrics(ctx: CallContext, req: Request) -> dict:
     if not tasks:
         raise errors.missing_field("tasks")
     c = t.events.c
+    clause = metric_clause(metric_filter(req.raw("metrics")))
     out = []
     with ctx.store.tx() as conn:
         for task_id in tasks:
-            require_target(ctx, conn, task_id)
             query = (select(c.metric, c.variant, c.value, c.timestamp)
                      .where(c.task == task_id, c.type == SCALAR, c.iter == SINGLE_VALUE_ITER)
                      .order_by(c.metric, c.variant))
+            query = query if clause is None else query.where(clause)
             values = [{"metric": m, "variant": v, "value": val, "timestamp": ts}
                       for m, v, val, ts in conn.execute(query)]
-            out.append({"task": task_id, "values": values})
+            out.append({"task": task_id, "task_name": target_name(ctx, conn, task_id)[1], "values": values})
     return {"tasks": out}
 
 
-@endpoint("events.get_task_latest_scalar_values")
-def get_task_latest_scalar_values(ctx: CallContext, req: Request) -> dict:
-    with ctx.store.tx() as conn:
-        task_id = require_target(ctx, conn, req.raw("task"))
-        series = _scalar_series(conn, task_id, None, "iter")
+def _last_iteration(conn, task_id: str) -> int:
+    """The task's highest reported iteration over every event type (single values aside); 0 if none."""
+    c = t.events.c
+    query = select(func.max(c.iter)).where(c.task == task_id, c.iter.is_not(None), c.iter != SINGLE_VALUE_ITER)
+    return int(conn.execute(query).scalar() or 0)
+
+
+def _latest_values(series: dict[tuple[str, str], tuple[list, list]]) -> list[dict]:
     metrics: dict[str, list] = {}
     for (metric, variant), (_xs, ys) in series.items():
         tail = [y for y in ys[-100:] if y is not None]
         metrics.setdefault(metric, []).append({"name": variant, "last_value": ys[-1],
                                                "last_100_value": sum(tail) / len(tail) if tail else None})
-    return {"metrics": [{"name": name, "variants": variants} for name, variants in metrics.items()]}
+    return [{"name": name, "variants": variants} for name, variants in metrics.items()]
+
+
+@endpoint("events.get_task_latest_scalar_values")
+def get_task_latest_scalar_values(ctx: CallContext, req: Request) -> dict:
+    """Each scalar series' last value and mean of its last 100, with the task's last iteration,
+    name, status and the time of its latest scalar report (as the reference server answers)."""
+    c = t.events.c
+    with ctx.store.tx() as conn:
+        task_id = require_target(ctx, conn, req.raw("task"))
+        series = _scalar_series(conn, task_id, None, "iter")
+        last_iter = _last_iteration(conn, task_id)
+        last_ts = conn.execute(select(func.max(c.timestamp)).where(c.task == task_id, c.type == SCALAR)).scalar()
+        doc = ctx.store.get(conn, t.tasks, task_id) or ctx.store.get(conn, t.models, task_id) or {}
+    return {"metrics": _latest_values(series), "last_iter": last_iter, "name": doc.get("name"),
+            "status": doc.get("status"), "last_timestamp": last_ts}
 
 
 @endpoint("events.get_scalar_metrics_and_variants")
@@ -159,10 +174,10 @@ def get_scalar_metrics_and_variants(ctx: CallContext, req: Request) -> dict:
         task_id = require_target(ctx, conn, req.raw("task"))
         query = (select(c.metric, c.variant).where(c.task == task_id, c.type == SCALAR)
                  .distinct().order_by(c.metric, c.variant))
-        metrics: dict[str, dict] = {}
+        metrics: dict[str, list[str]] = {}
         for metric, variant in conn.execute(query):
-            metrics.setdefault(metric, {})[variant] = {"name": variant}
-    return {"metrics": metrics}
+            metrics.setdefault(metric, []).append(variant)
+    return {"metrics": metrics}  # {metric: [variants]}, as the reference server answers it
 
 
 @endpoint("events.vector_metrics_iter_histogram")
@@ -175,7 +190,10 @@ def vector_metrics_iter_histogram(ctx: CallContext, req: Request) -> dict:
         query = (select(c.iter, c.doc).where(c.task == task_id, c.type == VECTOR, c.metric == metric,
                                              c.variant == variant).order_by(c.iter))
         rows = conn.execute(query).all()
-    return {"images": [{"iter": it, "values": doc.get("values") or []} for it, doc in rows]}
+    vectors = [doc.get("values") or [] for _it, doc in rows]
+    # `images` is what the schema documents; metric/variant/vectors/iterations what the reference server answers
+    return {"images": [{"iter": it, "values": v} for (it, _doc), v in zip(rows, vectors, strict=True)],
+            "metric": metric, "variant": variant, "vectors": vectors, "iterations": [it for it, _doc in rows]}
 
 
 # -- plots and debug images --------------------------------------------------------------------
@@ -221,48 +239,87 @@ def get_task_plots(ctx: CallContext, req: Request) -> dict:
             "scroll_id": encode_scroll({"k": "plots", "offset": offset + len(page)})}
 
 
-@endpoint("events.debug_images")
-def debug_images(ctx: CallContext, req: Request) -> dict:
-    """Latest `iters` iterations of each requested task/metric; scrolling walks to earlier ones."""
+def _spec_where(ctx: CallContext, conn, spec: dict, etype: str) -> tuple[str, list]:
+    """The task and the row filter of one {task, metric, variants} entry of `metrics`."""
+    c = t.events.c
+    task_id = require_target(ctx, conn, spec["task"])
+    where = [c.task == task_id, c.type == etype]
+    if spec.get("metric"):
+        where.append(c.metric == spec["metric"])
+    variants = spec.get("variants")
+    if variants:
+        where.append(c.variant.in_([variants] if isinstance(variants, str) else list(variants)))
+    return task_id, where
+
+
+def _bound_clause(bound: list[int] | None, earlier: bool) -> Any:
+    """Iterations past the ones a scroll already returned ([lowest, highest] of its last page)."""
+    c = t.events.c
+    if bound is None:
+        return None
+    return c.iter < bound[0] if earlier else c.iter > bound[1]
+
+
+def _spec_iterations(conn, where: list, iters: int, earlier: bool) -> list[dict]:
+    """The `iters` iterations nearest in the paging direction, latest first, with their events."""
+    c = t.events.c
+    iter_query = select(c.iter).where(*where).distinct()
+    chosen = [row[0] for row in conn.execute(
+        iter_query.order_by(c.iter.desc() if earlier else c.iter.asc()).limit(iters))]
+    if not chosen:
+        return []
+    rows = conn.execute(select(c.iter, c.doc).where(*where, c.iter.in_(chosen))
+                        .order_by(c.iter.desc(), c.metric, c.variant, c.seq)).all()
+    grouped: dict[int, list] = {}
+    for it, doc in rows:
+        grouped.setdefault(it, []).append(doc)
+    return [{"iter": it, "events": grouped[it]} for it in sorted(grouped, reverse=True)]
+
+
+def _scroll_bounds(req: Request, kind: str) -> dict[str, list[int]]:
+    scroll = decode_scroll(req.raw("scroll_id"), kind, bounds=dict) if not req.flag("refresh") else None
+    bounds: dict[str, list[int]] = dict((scroll or {}).get("bounds") or {})
+    bounds = {key: [b, b] if type(b) is int else b for key, b in bounds.items()}  # an older scroll_id: one edge
+    for bound in bounds.values():
+        if not (isinstance(bound, list) and len(bound) == 2
+                and all(type(b) is int and INT64_MIN <= b <= INT64_MAX for b in bound)):
+            raise errors.validation(f"invalid scroll_id {req.raw('scroll_id')!r}")
+    return bounds
+
+
+def _metric_iterations(ctx: CallContext, req: Request, etype: str, kind: str) -> dict:
+    """events.debug_images / events.plots: for each {task, metric, variants} entry, the latest
+    `iters` iterations with their events; the scroll_id pages to earlier iterations
+    (navigate_earlier, the default) or back to later ones. The first page is always the latest."""
     specs = req.array("metrics", required=True)
-    schema.check(schema.request_field("events.debug_images", "metrics"), specs, "metrics")
+    schema.check(schema.request_field(ctx.endpoint, "metrics"), specs, "metrics")
     iters = req.integer("iters", 1)
     if iters < 1:
         raise errors.validation("field 'iters' must be >= 1")
     earlier = req.flag("navigate_earlier", True)
-    scroll = decode_scroll(req.raw("scroll_id"), "images", bounds=dict) if not req.flag("refresh") else None
-    bounds: dict[str, int] = dict((scroll or {}).get("bounds") or {})
-    if not all(type(b) is int and INT64_MIN <= b <= INT64_MAX for b in bounds.values()):
-        raise errors.validation(f"invalid scroll_id {req.raw('scroll_id')!r}")
-    c = t.events.c
+    bounds = _scroll_bounds(req, kind)
     out = []
     with ctx.store.tx() as conn:
         for spec in specs:
-            if not isinstance(spec, dict) or not isinstance(spec.get("task"), str):
-                raise errors.validation("each entry of 'metrics' must be {task, metric, variants}")
-            task_id = require_target(ctx, conn, spec["task"])
-            metric = spec.get("metric")
-            where = [c.task == task_id, c.type == IMAGE]
-            if metric:
-                where.append(c.metric == metric)
-            variants = spec.get("variants")
-            if variants:
-                where.append(c.variant.in_([variants] if isinstance(variants, str) else list(variants)))
-            state_key = f"{task_id}/{metric or ''}"
+            task_id, where = _spec_where(ctx, conn, spec, etype)
+            state_key = f"{task_id}/{spec.get('metric') or ''}"
             bound = bounds.get(state_key)
-            if bound is not None:
-                where.append(c.iter < bound if earlier else c.iter > bound)
-            iter_query = select(c.iter).where(*where).distinct()
-            iter_query = iter_query.order_by(c.iter.desc() if earlier else c.iter.asc()).limit(iters)
-            chosen = [row[0] for row in conn.execute(iter_query)]
-            iterations = []
-            if chosen:
-                rows = conn.execute(select(c.iter, c.doc).where(*where, c.iter.in_(chosen))
-                                    .order_by(c.iter.desc(), c.variant, c.seq)).all()
-                grouped: dict[int, list] = {}
-                for it, doc in rows:
-                    grouped.setdefault(it, []).append(doc)
-                iterations = [{"iter": it, "events": grouped[it]} for it in sorted(grouped, reverse=True)]
-                bounds[state_key] = min(chosen) if earlier else max(chosen)
-            out.append({"task": task_id, "metric": metric or "", "iterations": iterations})
-    return {"metrics": out, "scroll_id": encode_scroll({"k": "images", "bounds": bounds})}
+            clause = _bound_clause(bound, earlier)
+            iterations = _spec_iterations(conn, where + ([clause] if clause is not None else []), iters,
+                                          earlier or bound is None)
+            if iterations:
+                bounds[state_key] = [iterations[-1]["iter"], iterations[0]["iter"]]
+            out.append({"task": task_id, "metric": spec.get("metric") or "", "iterations": iterations})
+    return {"metrics": out, "scroll_id": encode_scroll({"k": kind, "bounds": bounds})}
+
+
+@endpoint("events.debug_images")
+def debug_images(ctx: CallContext, req: Request) -> dict:
+    """Debug images by iteration for each requested task/metric (see _metric_iterations)."""
+    return _metric_iterations(ctx, req, IMAGE, "images")
+
+
+@endpoint("events.plots")
+def plots(ctx: CallContext, req: Request) -> dict:
+    """Plots by iteration for each requested task/metric (see _metric_iterations)."""
+    return _metric_iterations(ctx, req, PLOT, "plot_pages")

@@ -43,6 +43,18 @@ def require_target(ctx: CallContext, conn, task_id: Any) -> str:
     raise errors.invalid_id("task", task_id)
 
 
+def check_request(ctx: CallContext, req: Request) -> None:
+    """A 400 naming the first field of the body that does not match the endpoint's schema."""
+    schema.check(schema.REQUESTS[ctx.endpoint], req.body)
+
+
+def target_name(ctx: CallContext, conn, task_id: Any) -> tuple[str, str]:
+    """The id and name of a task (or model) whose events are read; 400 if unknown."""
+    target = require_target(ctx, conn, task_id)
+    doc = ctx.store.get(conn, t.tasks, target) or ctx.store.get(conn, t.models, target) or {}
+    return target, str(doc.get("name") or target)
+
+
 def metric_filter(spec: Any) -> dict[str, set[str] | None] | None:
     """Parse `metrics` ([{metric, variants}], [name], or {metric: [variants]}) into
     {metric: variants or None (all)}; None means no filter."""
@@ -181,7 +193,9 @@ def get_task_log(ctx: CallContext, req: Request) -> dict:
     `from_timestamp` (or the end); otherwise forward from it (or the start). A page never splits
     events sharing a timestamp, so asking again from the page's edge timestamp neither loses nor
     repeats lines."""
-    size = batch_size(req, 500)
+    check_request(ctx, req)
+    metric_filter(req.raw("metrics"))  # validated; log lines carry no metric, so none is filtered out
+    size = batch_size(req, 5000)
     earlier = req.flag("navigate_earlier", True)
     order = parse_order(req, "desc" if earlier else "asc")
     from_ts = req.integer("from_timestamp")
