@@ -50,8 +50,6 @@ UNSUPPORTED: dict[str, str] = {
     "users.delete": _USER_ADMIN,
     "server.config": ("a dump of clearml-server's own configuration tree for its system role; Shipyard's "
                       "settings are its own (`shipyard server --help`)"),
-    "server.get_stats": ("the usage statistics clearml-server collects for ClearML's telemetry; Shipyard "
-                         "collects and sends none"),
     "serving.container_status_report": _SERVING,
     "serving.get_endpoint_details": _SERVING,
     "serving.get_endpoint_metrics_history": _SERVING,
@@ -64,16 +62,10 @@ UNSUPPORTED: dict[str, str] = {
 }
 
 NOT_YET: dict[str, str] = {name: "issue 19" for name in (
-    "auth.edit_credentials", "auth.fixed_users_mode", "auth.get_credentials", "auth.logout",
-    "events.clear_scroll", "events.delete_for_model", "events.get_debug_image_sample",
-    "events.get_multi_task_metrics", "events.get_multi_task_plots", "events.get_plot_sample",
-    "events.get_scalar_metric_data", "events.get_task_metrics", "events.get_vector_metrics_and_variants",
-    "events.next_debug_image_sample", "events.next_plot_sample", "events.plots", "events.scalar_metrics_iter_raw",
-    "login.logout", "login.supported_modes",
+    "auth.edit_credentials", "auth.fixed_users_mode", "auth.get_credentials",
     "models.delete_many", "models.get_by_id_ex", "models.make_private", "models.make_public", "models.move",
     "models.publish_many", "models.update_tags",
-    "organization.download_for_get_all", "organization.get_entities_count", "organization.get_tags",
-    "organization.get_user_companies", "organization.prepare_download_for_get_all",
+    "organization.download_for_get_all", "organization.prepare_download_for_get_all",
     "pipelines.delete_runs", "pipelines.start_pipeline",
     "projects.get_hyper_parameters", "projects.get_hyperparam_values", "projects.get_model_metadata_keys",
     "projects.get_model_metadata_values", "projects.get_model_tags", "projects.get_project_tags",
@@ -83,12 +75,12 @@ NOT_YET: dict[str, str] = {name: "issue 19" for name in (
     "queues.add_or_update_metadata", "queues.delete_metadata", "queues.get_queue_metrics",
     "reports.archive", "reports.create", "reports.delete", "reports.get_all_ex", "reports.get_tags",
     "reports.get_task_data", "reports.move", "reports.publish", "reports.unarchive", "reports.update",
-    "server.endpoints", "server.report_stats_option",
+    "server.endpoints",
     "storage.get_settings",
     "tasks.dequeue_many", "tasks.get_by_id_ex", "tasks.get_types", "tasks.make_private", "tasks.make_public",
     "tasks.move", "tasks.publish_many", "tasks.reset_many", "tasks.update_batch", "tasks.update_tags",
     "tasks.validate",
-    "users.get_all_ex", "users.get_by_id", "users.get_preferences", "users.set_preferences", "users.update",
+    "users.update",
     "workers.get_activity_report", "workers.get_metric_keys", "workers.get_stats",
 )}
 
@@ -98,7 +90,6 @@ PARTIAL: dict[str, str] = {
     "models.get_all_ex": "no `stats` (issue 19)",
     "queues.get_all_ex": "no `workers`; no `search_hidden` (issue 19)",
     "queues.get_all": "`max_task_entries` is not honoured (issue 19)",
-    "events.get_task_latest_scalar_values": "no `last_iter` (issue 19)",
 }
 
 IMPLEMENTED, PARTLY, UNSUPPORTED_STATE, NOT_YET_STATE, UNDECLARED = (
