@@ -233,14 +233,19 @@ def _query(body: dict) -> str:
 
 def requests_for(doc: dict, pools: Pools) -> st.SearchStrategy[FuzzRequest]:
     """Every endpoint of the OpenAPI document, each with its body strategies."""
-    per_endpoint = []
+    return st.one_of(list(endpoint_strategies(doc, pools).values()))
+
+
+def endpoint_strategies(doc: dict, pools: Pools) -> dict[str, st.SearchStrategy[FuzzRequest]]:
+    """Each endpoint of the OpenAPI document with its own request strategy."""
+    per_endpoint = {}
     for path, item in sorted(doc["paths"].items()):
         name = path.lstrip("/")
         schema = item["post"]["requestBody"]["content"]["application/json"]["schema"]
         read_only = bool(READ_ONLY.match(name))
         valid = _from_schema(schema, "", pools, read_only, own=SERVICE_KIND.get(name.split(".")[0]))
-        per_endpoint.append(_endpoint_requests(name, valid, list(schema.get("properties", {}))))
-    return st.one_of(per_endpoint)
+        per_endpoint[name] = _endpoint_requests(name, valid, list(schema.get("properties", {})))
+    return per_endpoint
 
 
 def _endpoint_requests(name: str, valid: st.SearchStrategy, fields: list[str]) -> st.SearchStrategy[FuzzRequest]:
@@ -310,6 +315,23 @@ class Fuzzer:
         while time.monotonic() < deadline and not self.stopped:
             seed(number)(one)()
             number += 1
+        self.cover(seed_value)
+
+    def cover(self, seed_value: int, examples: int = 10) -> None:
+        """Endpoints the random draw never picked (a slow machine, a grown API) each get a few
+        requests of their own, so every endpoint is fuzzed whatever the budget allowed."""
+        strategies = endpoint_strategies(self.doc, self.pools)
+        for name in self.unreached():
+            if self.stopped or name not in strategies:
+                continue
+
+            @settings(max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
+                      suppress_health_check=list(HealthCheck))
+            @given(strategies[name])
+            def one(request: FuzzRequest) -> None:
+                self.send(request)
+
+            seed(seed_value)(one)()
 
     @property
     def stopped(self) -> bool:
