@@ -1,15 +1,20 @@
 """workers.*: registration, status reports (machine stats), listing. A worker that has not
-reported within its `timeout` disappears from listings, as with the reference server."""
+reported within its `timeout` disappears from listings, as with the reference server; the
+machine stats it reported stay for the charts (server/services/worker_stats.py)."""
 from __future__ import annotations
+
+import fnmatch
 
 from server import errors
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
+from server.services import worker_stats
 from server.storage import tables as t
 from shipyard import clock
 from shipyard.protocol import Subcode
 
 DEFAULT_TIMEOUT_S = 600
+GET_ALL_LAST_SEEN_S = 3600  # workers.get_all's default `last_seen`; get_count's is 0 (no filter)
 
 def _queue_refs(ctx: CallContext, conn, ids: list[str]) -> list[dict]:
     refs = []
@@ -40,7 +45,10 @@ def _upsert(ctx: CallContext, conn, worker_id: str, update: dict) -> dict:
 def register(ctx: CallContext, req: Request) -> dict:
     worker = req.text("worker", required=True)
     schema.check(schema.WORKER, req.body)
-    update = {"timeout": req.integer("timeout", DEFAULT_TIMEOUT_S), "tags": req.str_list("tags", []),
+    timeout = req.integer("timeout") or DEFAULT_TIMEOUT_S
+    if timeout <= 0:
+        raise errors.validation(f"field 'timeout' must be a positive number of seconds, got {timeout}")
+    update = {"timeout": timeout, "tags": req.str_list("tags", []),
               "system_tags": req.str_list("system_tags", []), "ip": ctx.client_ip}
     with ctx.store.tx() as conn:
         update["queues"] = _queue_refs(ctx, conn, req.str_list("queues", []) or [])
@@ -70,34 +78,87 @@ def status_report(ctx: CallContext, req: Request) -> dict:
         task = ctx.store.get(conn, t.tasks, task_id) if task_id else None
         update["task"] = {"id": task["id"], "name": task.get("name"), "running_time": 0} if task else None
         update["project"] = {"id": task.get("project")} if task and task.get("project") else None
-        if req.str_list("tags") is not None:
-            update["tags"] = req.str_list("tags")
+        for key in ("tags", "system_tags"):
+            if req.str_list(key) is not None:
+                update[key] = req.str_list(key)
         _upsert(ctx, conn, worker, update)
+        worker_stats.record(conn, worker, task_id if task else None, update["machine_stats"], req.raw("timestamp"))
         if task is not None:
             task.update({"last_worker": worker, "last_worker_report": now, "last_update": now})
             ctx.store.save(conn, t.tasks, task)
     return {}
 
-def live_workers(ctx: CallContext, conn, last_seen: int | None = None) -> list[dict]:
+def tags_match(have: list[str] | None, wanted: list[str] | None) -> bool:
+    """ClearML's worker tag filter: any of the plain tags, none of the `-tag` ones."""
+    if not wanted:
+        return True
+    present = set(have or [])
+    include = [tag for tag in wanted if not tag.startswith("-")]
+    exclude = {tag[1:] for tag in wanted if tag.startswith("-")}
+    return (not include or bool(present.intersection(include))) and not present & exclude
+
+
+def _visible(doc: dict, age: float, last_seen: int | None) -> bool:
+    return age <= (doc.get("timeout") or DEFAULT_TIMEOUT_S) and (not last_seen or age <= last_seen)
+
+
+def _as_listed(doc: dict) -> dict:
+    worker = {k: v for k, v in doc.items() if v is not None}
+    if isinstance(worker.get("queue"), str):  # stored as a bare id before it was an entry
+        worker["queue"] = {"id": worker["queue"], "name": worker["queue"], "num_tasks": 0}
+    worker.setdefault("key", doc["id"])
+    return worker
+
+
+def live_workers(ctx: CallContext, conn, last_seen: int | None = None, req: Request | None = None) -> list[dict]:
+    """The registered workers whose timeout has not passed since their last report, seen in the
+    last `last_seen` seconds (0/None: any), filtered by the request's tags, system_tags and
+    worker_pattern when given."""
     now = clock.now()
+    pattern = req.text("worker_pattern") if req else None
     out = []
     for doc in ctx.store.get_many(conn, t.workers):
         age = now - clock.parse_iso(doc.get("last_activity_time") or doc["register_time"])
-        limit = last_seen if last_seen else doc.get("timeout") or DEFAULT_TIMEOUT_S
-        if age <= limit:
-            worker = {k: v for k, v in doc.items() if v is not None}
-            if isinstance(worker.get("queue"), str):  # stored as a bare id before it was an entry
-                worker["queue"] = {"id": worker["queue"], "name": worker["queue"], "num_tasks": 0}
-            out.append(worker)
+        if not _visible(doc, age, last_seen) or (pattern and not fnmatch.fnmatchcase(doc["id"], pattern)):
+            continue
+        if req and not all(tags_match(doc.get(k), req.str_list(k)) for k in ("tags", "system_tags")):
+            continue
+        out.append(_as_listed(doc))
     return sorted(out, key=lambda d: d["id"])
+
 
 @endpoint("workers.get_all")
 def get_all(ctx: CallContext, req: Request) -> dict:
+    schema.check(schema.REQUESTS["workers.get_all"], req.body)
     with ctx.store.tx() as conn:
-        workers = live_workers(ctx, conn, req.integer("last_seen"))
+        workers = live_workers(ctx, conn, req.integer("last_seen", GET_ALL_LAST_SEEN_S), req)
     return {"workers": workers}
+
 
 @endpoint("workers.get_count")
 def get_count(ctx: CallContext, req: Request) -> dict:
+    schema.check(schema.REQUESTS["workers.get_count"], req.body)
     with ctx.store.tx() as conn:
-        return {"count": len(live_workers(ctx, conn, req.integer("last_seen")))}
+        return {"count": len(live_workers(ctx, conn, req.integer("last_seen", 0), req))}
+
+
+@endpoint("workers.get_metric_keys")
+def get_metric_keys(ctx: CallContext, req: Request) -> dict:
+    schema.check(schema.REQUESTS["workers.get_metric_keys"], req.body)
+    with ctx.store.tx() as conn:
+        found = worker_stats.metric_keys(conn, req.str_list("worker_ids"))
+    return {"categories": [{"name": name, "metric_keys": keys} for name, keys in found.items()]}
+
+
+@endpoint("workers.get_stats")
+def get_stats(ctx: CallContext, req: Request) -> dict:
+    schema.check(schema.REQUESTS["workers.get_stats"], req.body)
+    with ctx.store.tx() as conn:
+        return {"workers": worker_stats.stats(conn, req.body)}
+
+
+@endpoint("workers.get_activity_report")
+def get_activity_report(ctx: CallContext, req: Request) -> dict:
+    schema.check(schema.REQUESTS["workers.get_activity_report"], req.body)
+    with ctx.store.tx() as conn:
+        return worker_stats.activity(conn, req.body)
