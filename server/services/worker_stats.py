@@ -14,6 +14,7 @@ its category is the part of its name before the first underscore (`cpu_usage` ->
 """
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -29,7 +30,8 @@ from shipyard.protocol import Subcode
 RETENTION_S = 7 * 24 * 3600
 PRUNE_EVERY_S = 60.0
 MIN_INTERVAL_S = 40  # the reference server's smallest chart interval for worker stats
-AGGREGATIONS = ("avg", "min", "max")
+MAX_POINTS = 10_000  # intervals one answer may hold
+MAX_EPOCH_S = 1e11  # year 5138: larger "seconds" are a mistake (milliseconds, or garbage)
 _S = t.worker_stats
 _last_prune = [0.0]
 
@@ -101,9 +103,14 @@ class Range:
     def from_request(cls, body: dict, min_interval: int) -> "Range":
         if body["interval"] < 1:
             raise errors.validation("field 'interval' must be at least 1 (seconds)")
+        for key in ("from_date", "to_date"):
+            if not math.isfinite(body[key]) or not 0 <= body[key] < MAX_EPOCH_S:
+                raise errors.validation(f"field '{key}' must be a time in seconds since the epoch")
         range_ = cls(float(body["from_date"]), float(body["to_date"]), max(int(body["interval"]), min_interval))
         if range_.from_date >= range_.to_date:
             raise errors.validation("field 'from_date' must be less than 'to_date'")
+        if (range_.to_date - range_.from_date) / range_.interval > MAX_POINTS:
+            raise errors.validation(f"field 'interval' is too small for the range: at most {MAX_POINTS} points")
         return range_
 
     def bucket(self, ts: float) -> int:
