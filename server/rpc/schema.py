@@ -465,6 +465,8 @@ REQUESTS.update({
     "queues.get_all_ex": _QUEUE_LIST,
     "queues.get_by_id": _req({"queue": STR, "max_task_entries": INT}, "queue"),
     "queues.add_task": _req({"queue": STR, "task": STR, "update_execution_queue": FLAG}, "queue", "task"),
+    "queues.get_next_task": _req({"queue": STR, "queues": STRS, "get_task_info": FLAG, "wait_s": NUM,
+                                  "lease_s": NUM, "worker": STR, "task": STR}),
     "queues.get_queue_metrics": _req({**_TIME_RANGE, "queue_ids": STRS, "refresh": FLAG},
                                      "from_date", "to_date", "interval"),
     "queues.add_or_update_metadata": _req({"queue": STR, "metadata": ListOf(METADATA_ITEM.with_fields({}, ("key",))),

@@ -74,6 +74,17 @@ def pop(conn, queue_id: str) -> tuple[str, float] | None:
     return row.task, row.added
 
 
+def pop_if_head(conn, queue_id: str, task_id: str | None) -> tuple[str, float] | None:
+    """`pop`, or with `task_id` pop only when that task is at the head (queues.get_next_task's `task`)."""
+    if task_id is None:
+        return pop(conn, queue_id)
+    head = conn.execute(select(_E.c.task, _E.c.added).where(_E.c.queue == queue_id)
+                        .order_by(_E.c.position, _E.c.seq).limit(1)).first()
+    if head is None or head.task != task_id or not remove_task_entries(conn, task_id, queue_id):
+        return None
+    return head.task, head.added
+
+
 # -- queue documents ----------------------------------------------------------------------
 
 
@@ -398,13 +409,13 @@ def move_back(ctx: CallContext, req: Request) -> dict:
 
 
 def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool, lease_s: float | None = None,
-             worker: str = "") -> dict | None:
+             worker: str = "", only_task: str | None = None) -> dict | None:
     with ctx.store.tx() as conn:
         for queue_id in queue_ids:
             require_queue(conn, queue_id)  # checked on every try: a queue deleted mid-wait is an error
         for queue_id in queue_ids:
             while True:
-                popped = pop(conn, queue_id)
+                popped = pop_if_head(conn, queue_id, only_task)
                 if popped is None:
                     break
                 task_id, added = popped
@@ -428,21 +439,23 @@ def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool, lease_s: fl
 async def get_next_task(ctx: CallContext, req: Request) -> dict:
     """Pop the head of the queue. Shipyard extensions: `queues` (several, in priority order),
     `wait_s` (long-poll: wait up to that many seconds for an entry) and `lease_s` (the claim is
-    a lease the caller renews; see server/services/leases.py)."""
+    a lease the caller renews; see server/services/leases.py). With `task`, the head is taken
+    only when it is that task."""
     queue_ids = req.str_list("queues") or [req.id("queue", "queue")]
     wait_s = min(max(0.0, req.number("wait_s", 0.0) or 0.0), ctx.settings.long_poll_max_s
                  if ctx.settings else 60.0)
     get_info = req.flag("get_task_info")
     lease_s = req.number("lease_s")
     worker = req.text("worker") or ctx.worker
+    only_task = req.text("task")
     if lease_s is not None and (lease_s <= 0 or not worker):
         raise errors.validation("lease_s must be > 0 and the worker named (field 'worker' or X-ClearML-Worker)")
     deadline = time.monotonic() + wait_s
     while True:
         if ctx.settings is not None:  # without waiting on the database lock on the event loop
-            result = await ctx.settings.run_db(_try_pop, ctx, queue_ids, get_info, lease_s, worker)
+            result = await ctx.settings.run_db(_try_pop, ctx, queue_ids, get_info, lease_s, worker, only_task)
         else:
-            result = _try_pop(ctx, queue_ids, get_info, lease_s, worker)
+            result = _try_pop(ctx, queue_ids, get_info, lease_s, worker, only_task)
         if result is not None:
             if not req.str_list("queues"):
                 result.pop("queue", None)

@@ -118,3 +118,15 @@ def test_queue_metadata(api):
     assert set(api.call("queues.get_by_id", {"queue": queue})["queue"]["metadata"]) == {"gpu"}
     assert "metadata[0].key" in _bad(api, "queues.add_or_update_metadata", {"queue": queue, "metadata": [{"v": 1}]})
     assert "keys" in _bad(api, "queues.delete_metadata", {"queue": queue})
+
+
+def test_get_next_task_for_a_named_task_takes_it_only_at_the_head(api):
+    queue = api.call("queues.create", {"name": _name("named")})["id"]
+    first, second = _task(api), _task(api)
+    for task in (first, second):
+        api.call("tasks.enqueue", {"task": task, "queue": queue})
+    assert api.call("queues.get_next_task", {"queue": queue, "task": second}) == {}
+    assert api.call("queues.get_num_entries", {"queue": queue})["num"] == 2
+    assert api.call("queues.get_next_task", {"queue": queue, "task": first})["entry"]["task"] == first
+    assert api.call("queues.peek_task", {"queue": queue})["task"] == second
+    assert "task" in _bad(api, "queues.get_next_task", {"queue": queue, "task": 7})
