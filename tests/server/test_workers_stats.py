@@ -137,3 +137,24 @@ def test_get_all_and_get_count_filter_by_tags_and_last_seen(api):
     assert api.call("workers.get_count", {"system_tags": [system_tag]})["count"] == 2
     assert "tags" in _bad(api, "workers.get_all", {"tags": "x"})
     assert "system_tags" in _bad(api, "workers.get_count", {"system_tags": 3})
+
+
+def test_get_all_shows_live_queue_state_task_time_and_project(api):
+    project = api.call("projects.create", {"name": _name("wp")})["id"]
+    queue = api.call("queues.create", {"name": _name("wq")})["id"]
+    running = api.call("tasks.create", {"name": _name("run"), "type": "training", "project": project})["id"]
+    api.call("tasks.started", {"task": running})
+    waiting = api.call("tasks.create", {"name": "next-up", "type": "training"})["id"]
+    api.call("tasks.enqueue", {"task": waiting, "queue": queue})
+    worker = _name("proj")
+    api.call("workers.register", {"worker": worker, "queues": [queue]})
+    api.call("workers.status_report", {"worker": worker, "task": running, "queue": queue,
+                                       "timestamp": int(time.time() * 1000)})
+    time.sleep(1.1)
+    doc = next(w for w in api.call("workers.get_all", {})["workers"] if w["id"] == worker)
+    assert doc["project"]["id"] == project and doc["project"]["name"].startswith("wp-")
+    assert doc["queues"][0]["num_tasks"] == 1 and doc["queues"][0]["next_task"] == {"id": waiting, "name": "next-up"}
+    assert doc["queue"]["id"] == queue and doc["task"]["running_time"] >= 1000 and "last_iteration" in doc["task"]
+    api.call("workers.status_report", {"worker": worker, "timestamp": int(time.time() * 1000)})
+    doc = next(w for w in api.call("workers.get_all", {})["workers"] if w["id"] == worker)
+    assert "task" not in doc and "queue" not in doc and "project" not in doc  # a report without them clears them
