@@ -192,15 +192,24 @@ def get_all(ctx: CallContext, req: Request) -> dict:
     return {"queues": query.apply(docs, req.body, default_order="created")}
 
 
+def _task_names(conn, docs: list[dict]) -> dict[str, str]:
+    ids = {e["task"] for doc in docs for e in doc["entries"]}
+    rows = conn.execute(select(t.tasks.c.id, t.tasks.c.name).where(t.tasks.c.id.in_(ids))) if ids else []
+    return {row.id: row.name for row in rows}
+
+
 @endpoint("queues.get_all_ex")
 def get_all_ex(ctx: CallContext, req: Request) -> dict:
-    """get_all, with each queue's `workers` (the live workers listening on it)."""
+    """get_all, with each queue's `workers` (the live workers listening on it) and its entries'
+    tasks as {id, name}, as the reference server joins them for the web UI."""
     schema.check(schema.REQUESTS["queues.get_all_ex"], req.body)
     with ctx.store.tx() as conn:
         docs = _list(ctx, conn, req)
         serving = _serving(ctx, conn)
+        names = _task_names(conn, docs)
     for doc in docs:
         doc["workers"] = serving.get(doc["id"], [])
+        doc["entries"] = [{**e, "task": {"id": e["task"], "name": names.get(e["task"])}} for e in doc["entries"]]
     return {"queues": query.apply(docs, req.body, default_order="created")}
 
 

@@ -81,6 +81,8 @@ def test_max_task_entries_limits_the_entries(api):
     assert [e["task"] for e in doc["entries"]] == tasks[:1]
     [doc] = api.call("queues.get_all_ex", {"id": [queue], "max_task_entries": 2, "count_task_entries": True})["queues"]
     assert len(doc["entries"]) == 2 and doc["count"] == 3
+    first = api.call("tasks.get_by_id", {"task": tasks[0]})["task"]["name"]
+    assert doc["entries"][0]["task"] == {"id": tasks[0], "name": first}  # joined, as the UI reads it
     assert len(api.call("queues.get_by_id", {"queue": queue, "max_task_entries": 2})["queue"]["entries"]) == 2
     assert "max_task_entries" in _bad(api, "queues.get_all", {"max_task_entries": "one"})
 
