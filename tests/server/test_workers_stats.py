@@ -105,13 +105,13 @@ def test_activity_report_counts_reporting_and_busy_workers(api):
 
 def test_register_timeout_makes_the_worker_vanish(api):
     worker = _name("short")
-    api.call("workers.register", {"worker": worker, "timeout": 2})
+    api.call("workers.register", {"worker": worker, "timeout": 4})
     assert worker in {w["id"] for w in api.call("workers.get_all", {})["workers"]}
-    time.sleep(1.2)
+    time.sleep(2.5)
     api.call("workers.status_report", {"worker": worker, "timestamp": int(time.time() * 1000)})
-    time.sleep(1.2)
+    time.sleep(2.5)
     assert worker in {w["id"] for w in api.call("workers.get_all", {})["workers"]}  # the report renewed it
-    time.sleep(1.5)
+    time.sleep(2.5)
     assert worker not in {w["id"] for w in api.call("workers.get_all", {})["workers"]}
     assert "timeout" in _bad(api, "workers.register", {"worker": worker, "timeout": -5})
 
