@@ -61,7 +61,9 @@ def register(ctx: CallContext, req: Request) -> dict:
 def unregister(ctx: CallContext, req: Request) -> dict:
     worker = req.text("worker", required=True)
     with ctx.store.tx() as conn:
-        if not ctx.store.delete(conn, t.workers, worker):
+        doc = ctx.store.get(conn, t.workers, worker)
+        expired = doc is not None and _expired(doc, _age(doc))
+        if not ctx.store.delete(conn, t.workers, worker) or expired:
             raise errors.APIError(400, Subcode.WORKER_NOT_REGISTERED, f"Worker is not registered: worker={worker}")
     return {}
 
@@ -113,8 +115,12 @@ def tags_match(have: list[str] | None, wanted: list[str] | None) -> bool:
     return (not include or bool(present.intersection(include))) and not present & exclude
 
 
-def _visible(doc: dict, age: float, last_seen: int | None) -> bool:
-    return age <= (doc.get("timeout") or DEFAULT_TIMEOUT_S) and (not last_seen or age <= last_seen)
+def _age(doc: dict, now: float | None = None) -> float:
+    return (now or clock.now()) - clock.parse_iso(doc.get("last_activity_time") or doc["register_time"])
+
+
+def _expired(doc: dict, age: float) -> bool:
+    return age > (doc.get("timeout") or DEFAULT_TIMEOUT_S)
 
 
 def _as_listed(doc: dict) -> dict:
@@ -133,8 +139,11 @@ def live_workers(ctx: CallContext, conn, last_seen: int | None = None, req: Requ
     pattern = req.text("worker_pattern") if req else None
     out = []
     for doc in ctx.store.get_many(conn, t.workers):
-        age = now - clock.parse_iso(doc.get("last_activity_time") or doc["register_time"])
-        if not _visible(doc, age, last_seen) or (pattern and not fnmatch.fnmatchcase(doc["id"], pattern)):
+        age = _age(doc, now)
+        if _expired(doc, age):  # gone, as the reference server's entry expires: forget it
+            ctx.store.delete(conn, t.workers, doc["id"])
+            continue
+        if (last_seen and age > last_seen) or (pattern and not fnmatch.fnmatchcase(doc["id"], pattern)):
             continue
         if req and not all(tags_match(doc.get(k), req.str_list(k)) for k in ("tags", "system_tags")):
             continue

@@ -112,6 +112,9 @@ def test_register_timeout_makes_the_worker_vanish(api):
     time.sleep(2.5)
     assert worker in {w["id"] for w in api.call("workers.get_all", {})["workers"]}  # the report renewed it
     time.sleep(2.5)
+    with pytest.raises(ApiFailure) as err:  # expired is unregistered, as on the reference server
+        api.call("workers.unregister", {"worker": worker})
+    assert (err.value.code, err.value.subcode) == (400, 1004)
     assert worker not in {w["id"] for w in api.call("workers.get_all", {})["workers"]}
     assert "timeout" in _bad(api, "workers.register", {"worker": worker, "timeout": -5})
 
