@@ -161,3 +161,31 @@ def test_get_all_shows_live_queue_state_task_time_and_project(api):
     api.call("workers.status_report", {"worker": worker, "timestamp": int(time.time() * 1000)})
     doc = next(w for w in api.call("workers.get_all", {})["workers"] if w["id"] == worker)
     assert "task" not in doc and "queue" not in doc and "project" not in doc  # a report without them clears them
+
+
+def test_a_real_daemons_reports_feed_the_charts(server, api, tmp_path):
+    """The stats come from what `shipyard daemon` already sends: no agent change needed."""
+    from tests.agent_helpers import agent_env, start_daemon
+
+    worker = f"{_name('charted')}:0"
+    env = agent_env(server, tmp_path, SHIPYARD_STATUS_REPORT_S="1", CLEARML_WORKER_ID=worker)
+    daemon = start_daemon(env, [_name("charted-q")], tmp_path / "d.log")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                categories = api.call("workers.get_metric_keys", {"worker_ids": [worker]})["categories"]
+                break
+            except ApiFailure:
+                time.sleep(0.5)
+        assert {"cpu", "memory"} <= {c["name"] for c in categories}
+        now = time.time()
+        res = api.call("workers.get_stats", {"worker_ids": [worker], "from_date": now - 600, "to_date": now + 60,
+                                             "interval": 60, "items": [{"key": "memory_used", "aggregation": "max"}]})
+        [stats] = res["workers"]
+        assert stats["worker"] == worker and max(stats["metrics"][0]["stats"][0]["values"]) > 0
+        report = api.call("workers.get_activity_report", {"from_date": now - 600, "to_date": now + 60,
+                                                          "interval": 60})
+        assert max(report["total"]["counts"]) >= 1
+    finally:
+        daemon.stop()
