@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 
 from server.services.worker_stats import Range
 from server.storage import tables as t
+from server.storage.prepared import Prepared
 from shipyard import clock
 
 RETENTION_S = 7 * 24 * 3600
@@ -30,12 +31,18 @@ _E = t.queue_entries
 _last_prune = [0.0]
 
 
+# Prepared: a sample is taken on every enqueue and pop (see server/storage/prepared.py)
+_STATE = Prepared(select(func.count(), func.avg(_E.c.added)).where(_E.c.queue == bindparam("q")))
+_INSERT = Prepared(_M.insert().values(queue=bindparam("q"), timestamp=bindparam("ts"), length=bindparam("n"),
+                                      avg_wait=bindparam("w")))
+
+
 def sample(conn, queue_id: str) -> None:
     """Record the queue's current length and average wait."""
-    length, mean_added = conn.execute(select(func.count(), func.avg(_E.c.added)).where(_E.c.queue == queue_id)).one()
+    length, mean_added = conn.execute(_STATE, {"q": queue_id}).first()
     now = clock.now()
     wait = max(0.0, now - mean_added) if length else 0.0
-    conn.execute(_M.insert().values(queue=queue_id, timestamp=now, length=length, avg_wait=wait))
+    conn.execute(_INSERT, {"q": queue_id, "ts": now, "n": length, "w": wait})
     if now - _last_prune[0] >= PRUNE_EVERY_S:
         _last_prune[0] = now
         conn.execute(delete(_M).where(_M.c.timestamp < now - RETENTION_S))

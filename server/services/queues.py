@@ -35,6 +35,7 @@ _MAX_POS = Prepared(select(func.max(_E.c.position)).where(_E.c.queue == bindpara
 _MIN_POS = Prepared(select(func.min(_E.c.position)).where(_E.c.queue == bindparam("q")))
 _INSERT = Prepared(_E.insert().values(queue=bindparam("queue"), task=bindparam("task"),
                                       position=bindparam("position"), added=bindparam("added")))
+_TASK_QUEUES = Prepared(select(_E.c.queue).where(_E.c.task == bindparam("t")))
 _REMOVE_TASK = Prepared(delete(_E).where(_E.c.task == bindparam("t")))
 _REMOVE_TASK_FROM = Prepared(delete(_E).where(_E.c.task == bindparam("t")).where(_E.c.queue == bindparam("q")))
 _HEAD = (select(_E.c.seq).where(_E.c.queue == bindparam("q")).order_by(_E.c.position, _E.c.seq).limit(1)
@@ -55,7 +56,7 @@ def add_entry(conn, queue_id: str, task_id: str, *, front: bool = False) -> None
 
 
 def remove_task_entries(conn, task_id: str, queue_id: str | None = None) -> int:
-    queues = [queue_id] if queue_id else list(conn.execute(select(_E.c.queue).where(_E.c.task == task_id)).scalars())
+    queues = [queue_id] if queue_id else [row[0] for row in conn.execute(_TASK_QUEUES, {"t": task_id})]
     if queue_id is None:
         removed = conn.execute(_REMOVE_TASK, {"t": task_id}).rowcount
     else:
