@@ -1,7 +1,8 @@
 """Queue length and average wait over time, for queues.get_queue_metrics.
 
 A sample (queue, time, length, average wait of the entries) is written whenever a queue's
-entries change (server/services/queues.py calls `sample`), and on a read for a queue whose last
+entries change (server/services/queues.py calls `sample`; changes within one second keep that
+second's last state in one row), and on a read for a queue whose last
 sample is older than REFRESH_S, so a queue that nobody touches still draws a line. Reading
 follows the reference server: the range starts LOOKBACK_S earlier (a quiet queue has few
 points), samples fall into fixed intervals aligned to the epoch, an interval answers the sample
@@ -15,7 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import bindparam, delete, func, select, update
 
 from server.services.worker_stats import Range
 from server.storage import tables as t
@@ -28,24 +29,29 @@ LOOKBACK_S = 3600
 PRUNE_EVERY_S = 60.0
 _M = t.queue_metrics
 _E = t.queue_entries
-_last_prune = [0.0]
+_last_prune: dict[str, float] = {}  # queue id -> when its old samples were last pruned
 
 
 # Prepared: a sample is taken on every enqueue and pop (see server/storage/prepared.py)
 _STATE = Prepared(select(func.count(), func.avg(_E.c.added)).where(_E.c.queue == bindparam("q")))
+_SAME_SECOND = Prepared(update(_M).where(_M.c.queue == bindparam("q")).where(_M.c.timestamp >= bindparam("second"))
+                        .values(timestamp=bindparam("ts"), length=bindparam("n"), avg_wait=bindparam("w")))
 _INSERT = Prepared(_M.insert().values(queue=bindparam("q"), timestamp=bindparam("ts"), length=bindparam("n"),
                                       avg_wait=bindparam("w")))
+_PRUNE = Prepared(delete(_M).where(_M.c.queue == bindparam("q")).where(_M.c.timestamp < bindparam("before")))
 
 
 def sample(conn, queue_id: str) -> None:
-    """Record the queue's current length and average wait."""
+    """Record the queue's current length and average wait: one row per queue and second at
+    most (the second's last state), so a busy queue stores at most 86,400 rows a day."""
     length, mean_added = conn.execute(_STATE, {"q": queue_id}).first()
     now = clock.now()
-    wait = max(0.0, now - mean_added) if length else 0.0
-    conn.execute(_INSERT, {"q": queue_id, "ts": now, "n": length, "w": wait})
-    if now - _last_prune[0] >= PRUNE_EVERY_S:
-        _last_prune[0] = now
-        conn.execute(delete(_M).where(_M.c.timestamp < now - RETENTION_S))
+    values = {"q": queue_id, "ts": now, "n": length, "w": max(0.0, now - mean_added) if length else 0.0}
+    if not conn.execute(_SAME_SECOND, {**values, "second": float(int(now))}).rowcount:
+        conn.execute(_INSERT, values)
+    if now - _last_prune.get(queue_id, 0.0) >= PRUNE_EVERY_S:
+        _last_prune[queue_id] = now
+        conn.execute(_PRUNE, {"q": queue_id, "before": now - RETENTION_S})
 
 
 def refresh(conn, queue_ids: list[str], *, stale_only: bool) -> None:
