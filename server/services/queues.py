@@ -170,10 +170,18 @@ def create(ctx: CallContext, req: Request) -> dict:
 
 @endpoint("queues.get_by_id")
 def get_by_id(ctx: CallContext, req: Request) -> dict:
+    queue_id = req.id("queue", "queue")
     schema.check(schema.REQUESTS["queues.get_by_id"], req.body)
     with ctx.store.tx() as conn:
-        doc = load_queue(ctx, conn, req.id("queue", "queue"))
-        return {"queue": _with_entries(conn, doc, req.integer("max_task_entries"))}
+        doc = load_queue(ctx, conn, queue_id)
+        return {"queue": _with_entries(conn, doc, _max_entries(req))}
+
+
+def _max_entries(req: Request) -> int | None:
+    limit = req.integer("max_task_entries")
+    if limit is not None and limit < 0:
+        raise errors.validation(f"field 'max_task_entries' must be 0 or more, got {limit}")
+    return limit
 
 
 def _list(ctx: CallContext, conn, req: Request) -> list[dict]:
@@ -181,7 +189,7 @@ def _list(ctx: CallContext, conn, req: Request) -> list[dict]:
     docs = ctx.store.get_many(conn, t.queues, [t.queues.c.id.in_(ids)] if ids else [])
     if not (ids or req.raw("name") or req.flag("search_hidden")):
         docs = [d for d in docs if not _hidden(d)]
-    limit, count = req.integer("max_task_entries"), req.flag("count_task_entries")
+    limit, count = _max_entries(req), req.flag("count_task_entries")
     return [_with_entries(conn, d, limit, count) for d in docs]
 
 

@@ -85,6 +85,7 @@ def test_max_task_entries_limits_the_entries(api):
     assert doc["entries"][0]["task"] == {"id": tasks[0], "name": first}  # joined, as the UI reads it
     assert len(api.call("queues.get_by_id", {"queue": queue, "max_task_entries": 2})["queue"]["entries"]) == 2
     assert "max_task_entries" in _bad(api, "queues.get_all", {"max_task_entries": "one"})
+    assert "max_task_entries" in _bad(api, "queues.get_by_id", {"queue": queue, "max_task_entries": -1})
 
 
 def test_add_task_sets_the_execution_queue(api):
