@@ -123,6 +123,8 @@ class Subcode(enum.IntEnum):
     EVENTS_NOT_ADDED = 131
     STALE_CLAIM = 150               # shipyard: a leased claim was superseded (server/services/leases.py)
     INVALID_MODEL_ID = 201
+    MODEL_IN_USE = 205
+    MODEL_CREATING_TASK_EXISTS = 206
     INVALID_PROJECT_ID = 401
     PROJECT_NAME_TAKEN = 403        # shipyard
     PROJECT_HAS_TASKS = 406         # shipyard
@@ -133,6 +135,7 @@ class Subcode(enum.IntEnum):
     TASK_NOT_QUEUED = 705           # shipyard
     NO_DEFAULT_QUEUE = 707
     WORKER_NOT_REGISTERED = 1004
+    WORKER_STATS_NOT_FOUND = 1005
 
     def __str__(self) -> str:
         return str(self.value)

@@ -271,7 +271,7 @@ MACHINE_STATS = Obj({
 })
 WORKER = Obj({"worker": STR, "timeout": INT, "queues": STRS, "tags": TAGS, "system_tags": TAGS},
              required=("worker",))
-WORKER_REPORT = Obj({"worker": STR, "task": STR, "queue": STR, "queues": STRS, "tags": TAGS,
+WORKER_REPORT = Obj({"worker": STR, "task": STR, "queue": STR, "queues": STRS, "tags": TAGS, "system_tags": TAGS,
                      "timestamp": INT, "machine_stats": MACHINE_STATS}, required=("worker",))
 
 _EVENT = Obj({"timestamp": NUM, "task": STR, "iter": INT, "metric": STR, "variant": STR, "worker": STR,
@@ -493,6 +493,50 @@ REQUESTS.update({
 })
 for _name in ("tasks.get_all", "models.get_all", "projects.get_all", "queues.get_all"):
     REQUESTS[_name.replace("get_all", "get_all_ex")] = REQUESTS[_name]
+
+
+# -- workers, queues and models (issue 19): the reference schema's fields at the UI's version --
+_WORKER_FILTER = {"last_seen": INT, "tags": STRS, "system_tags": STRS, "worker_pattern": STR}
+_TIME_RANGE = {"from_date": NUM, "to_date": NUM, "interval": INT}
+_IDS = {"ids": STRS}
+_MODEL_QUERY = {"project": STRS, "task": STRS, "ready": FLAG, "framework": STRS, "user": STRS, "uri": STRS}
+_QUEUE_LIST = GET_ALL.with_fields({"max_task_entries": INT, "search_hidden": FLAG, "count_task_entries": FLAG,
+                                   "scroll_id": STR, "refresh_scroll": FLAG, "size": INT})
+REQUESTS.update({
+    "workers.get_all": _req(_WORKER_FILTER),
+    "workers.get_count": _req(_WORKER_FILTER),
+    "workers.get_metric_keys": _req({"worker_ids": STRS}),
+    "workers.get_stats": _req({**_TIME_RANGE, "worker_ids": STRS, "split_by_variant": FLAG,
+                               "items": ListOf(Obj({"key": STR, "aggregation": Enum("avg", "min", "max")},
+                                                   required=("key",)))},
+                              "from_date", "to_date", "interval", "items"),
+    "workers.get_activity_report": _req(_TIME_RANGE, "from_date", "to_date", "interval"),
+    "queues.get_all": _QUEUE_LIST,
+    "queues.get_all_ex": _QUEUE_LIST,
+    "queues.get_by_id": _req({"queue": STR, "max_task_entries": INT}, "queue"),
+    "queues.add_task": _req({"queue": STR, "task": STR, "update_execution_queue": FLAG}, "queue", "task"),
+    "queues.get_next_task": _req({"queue": STR, "queues": STRS, "get_task_info": FLAG, "wait_s": NUM,
+                                  "lease_s": NUM, "worker": STR, "task": STR}),
+    "queues.get_queue_metrics": _req({**_TIME_RANGE, "queue_ids": STRS, "refresh": FLAG},
+                                     "from_date", "to_date", "interval"),
+    "queues.add_or_update_metadata": _req({"queue": STR, "metadata": ListOf(METADATA_ITEM.with_fields({}, ("key",))),
+                                           "replace_metadata": FLAG}, "queue", "metadata"),
+    "queues.delete_metadata": _req({"queue": STR, "keys": STRS}, "queue", "keys"),
+    "models.get_all_ex": GET_ALL.with_fields({**_MODEL_QUERY, "include_stats": FLAG, "include_subprojects": FLAG,
+                                              "allow_public": FLAG, "scroll_id": STR, "refresh_scroll": FLAG,
+                                              "size": INT}),
+    "models.get_by_id_ex": GET_ALL.with_fields(_MODEL_QUERY),
+    "models.delete": _req({"model": STR, "force": FLAG}, "model"),
+    "models.delete_many": _req({**_IDS, "force": FLAG, "delete_external_artifacts": FLAG}, "ids"),
+    "models.publish_many": _req({**_IDS, "force_publish_task": FLAG, "publish_task": FLAG,
+                                 "publish_tasks": FLAG}, "ids"),
+    "models.archive_many": _req(_IDS, "ids"),
+    "models.unarchive_many": _req(_IDS, "ids"),
+    "models.make_public": _req(_IDS),
+    "models.make_private": _req(_IDS),
+    "models.move": _req({**_IDS, "project": STR, "project_name": STR}, "ids"),
+    "models.update_tags": _req({**_IDS, "add_tags": STRS, "remove_tags": STRS}),
+})
 
 
 def request_field(endpoint: str, name: str) -> Spec:

@@ -2,7 +2,7 @@
 from importlib import import_module
 
 MODULES = ("basic", "projects", "tasks.crud", "tasks.params", "tasks.status", "tasks.batch", "queues", "workers",
-           "events", "models", "leases", "credentials", "users", "organization", "openapi")
+           "events", "models", "model_batch", "leases", "credentials", "users", "organization", "openapi")
 
 
 def load_all() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 
 from server import errors, query
 from server.rpc import schema
@@ -19,7 +19,7 @@ from server.services.tasks import doc as taskdoc
 from server.storage import tables as t
 from server.storage.store import new_id
 from shipyard import clock
-from shipyard.protocol import Subcode, SystemTag, TaskStatus
+from shipyard.protocol import Subcode, TaskStatus
 
 _UPDATE_FOR_TASK_FIELDS = ("uri", "name", "comment", "tags", "system_tags")
 
@@ -72,7 +72,7 @@ def _new_doc(ctx: CallContext, fields: dict[str, Any]) -> dict:
     return doc
 
 
-def _touch(doc: dict) -> None:
+def touch(doc: dict) -> None:
     doc["last_update"] = clock.iso()
 
 
@@ -109,8 +109,28 @@ def get_by_task_id(ctx: CallContext, req: Request) -> dict:
     return {"model": max(docs, key=lambda d: d.get("created") or "")}
 
 
-@endpoint("models.get_all")
+def _with_stats(docs: list[dict]) -> list[dict]:
+    return [{**doc, "stats": {"labels_count": len(doc.get("labels") or {})}} for doc in docs]
+
+
 @endpoint("models.get_all_ex")
+def get_all_ex(ctx: CallContext, req: Request) -> dict:
+    """get_all; with include_stats each model carries `stats` ({labels_count})."""
+    schema.check(schema.REQUESTS["models.get_all_ex"], req.body)
+    result = get_all(ctx, req)
+    if req.flag("include_stats"):
+        result["models"] = _with_stats(result["models"])
+    return result
+
+
+@endpoint("models.get_by_id_ex")
+def get_by_id_ex(ctx: CallContext, req: Request) -> dict:
+    if not req.raw("id"):
+        raise errors.missing_field("id")
+    return get_all(ctx, req)
+
+
+@endpoint("models.get_all")
 def get_all(ctx: CallContext, req: Request) -> dict:
     where = []
     for column, key in ((t.models.c.id, "id"), (t.models.c.project, "project"), (t.models.c.task, "task")):
@@ -141,7 +161,7 @@ def _edit(ctx: CallContext, req: Request) -> dict:
         changed = {k: v for k, v in fields.items() if doc.get(k) != v}
         if changed:
             doc.update(changed)
-            _touch(doc)
+            touch(doc)
             ctx.store.save(conn, t.models, doc)
     return {"updated": 1 if changed else 0, "fields": changed}
 
@@ -207,7 +227,7 @@ def update_for_task(ctx: CallContext, req: Request) -> dict:
                 model = current
                 changed = {k: v for k, v in fields.items() if model.get(k) != v}
                 model.update(changed)
-                _touch(model)
+                touch(model)
                 ctx.store.save(conn, t.models, model)
                 updated = 1
         _register_output(ctx, task, model)
@@ -244,29 +264,68 @@ def set_ready(ctx: CallContext, req: Request) -> dict:
                 published_task = {"id": task["id"], "data": {"updated": 1, "fields": fields}}
         if updated:
             doc["ready"] = True
-            _touch(doc)
+            touch(doc)
             ctx.store.save(conn, t.models, doc)
     return {"updated": updated, "published_task": published_task}
 
 
+DELETED_PREFIX = "__DELETED__"
+
+
+def _tasks_using(conn, model_id: str) -> list[dict]:
+    """Tasks that have the model among their input models (a text match narrows, the document decides)."""
+    rows = conn.execute(select(t.tasks.c.doc).where(cast(t.tasks.c.doc, Text).contains(model_id))).scalars()
+    return [doc for doc in rows
+            if any(m.get("model") == model_id for m in ((doc.get("models") or {}).get("input") or []))]
+
+
+def _rename_refs(entries: list[dict], model_id: str) -> list[dict]:
+    return [{**m, "model": DELETED_PREFIX + model_id} if m.get("model") == model_id else m for m in entries]
+
+
+def _release_inputs(ctx: CallContext, conn, model_id: str, force: bool) -> None:
+    using = _tasks_using(conn, model_id)
+    if using and not force:
+        raise errors.APIError(400, Subcode.MODEL_IN_USE, f"Model is used by {len(using)} task(s) as an input model, "
+                              f"use force=true to delete: model={model_id}")
+    for task in using:
+        task["models"] = {**task["models"], "input": _rename_refs(task["models"]["input"], model_id)}
+        taskdoc.touch(ctx, task)
+        ctx.store.save(conn, t.tasks, task)
+
+
+def _release_creator(ctx: CallContext, conn, doc: dict, force: bool) -> None:
+    """The creating task, if it exists: a published one keeps a marked entry (and needs force),
+    another one forgets the model."""
+    task = ctx.store.get(conn, t.tasks, doc["task"]) if doc.get("task") else None
+    if task is None:
+        return
+    models = dict(task.get("models") or {})
+    output = models.get("output") or []
+    if task.get("status") == TaskStatus.PUBLISHED:
+        if not force:
+            raise errors.APIError(400, Subcode.MODEL_CREATING_TASK_EXISTS, "The task that created this model is "
+                                  f"published, use force=true to delete: model={doc['id']} task={task['id']}")
+        models["output"] = _rename_refs(output, doc["id"])
+        task["output"] = {**(task.get("output") or {}), "error": f"model deleted on {clock.iso()}"}
+    else:
+        models["output"] = [m for m in output if m.get("model") != doc["id"]]
+    task["models"] = models
+    taskdoc.touch(ctx, task)
+    ctx.store.save(conn, t.tasks, task)
+
+
 @endpoint("models.delete")
 def delete(ctx: CallContext, req: Request) -> dict:
+    """Delete a model. As with the reference server, force is needed when tasks use it as an
+    input model (400/205) or when the task that created it is published (400/206)."""
+    schema.check(schema.REQUESTS["models.delete"], req.body)
     model_id = req.id("model", "model")
     force = req.flag("force")
     with ctx.store.tx() as conn:
         doc = load(ctx, conn, model_id)
-        if doc.get("ready") and not force:
-            raise errors.APIError(400, 0, f"Cannot delete a published model without force=true: model={model_id}")
-        task = ctx.store.get(conn, t.tasks, doc["task"]) if doc.get("task") else None
-        if task is not None:
-            models = dict(task.get("models") or {})
-            output = models.get("output") or []
-            kept = [m for m in output if m.get("model") != model_id]
-            if len(kept) != len(output):
-                models["output"] = kept
-                task["models"] = models
-                taskdoc.touch(ctx, task)
-                ctx.store.save(conn, t.tasks, task)
+        _release_inputs(ctx, conn, model_id, force)
+        _release_creator(ctx, conn, doc, force)
         ctx.store.delete(conn, t.models, model_id)
     return {"deleted": True, "url": doc.get("uri") or None}
 
@@ -280,7 +339,7 @@ def add_or_update_metadata(ctx: CallContext, req: Request) -> dict:
         doc = load(ctx, conn, req.id("model", "model"))
         base = {} if req.flag("replace_metadata") else dict(doc.get("metadata") or {})
         doc["metadata"] = {**base, **items}
-        _touch(doc)
+        touch(doc)
         ctx.store.save(conn, t.models, doc)
     return {"updated": 1}
 
@@ -296,43 +355,9 @@ def delete_metadata(ctx: CallContext, req: Request) -> dict:
         removed = [key for key in keys if metadata.pop(key, None) is not None]
         if removed:
             doc["metadata"] = metadata
-            _touch(doc)
+            touch(doc)
             ctx.store.save(conn, t.models, doc)
     return {"updated": 1 if removed else 0}
-
-
-def _set_archived(ctx: CallContext, req: Request, archived: bool) -> dict:
-    ids: list[str] = req.str_list("ids") or req.str_list("models") or []
-    if not ids:
-        raise errors.missing_field("ids")
-    succeeded, failed = [], []
-    with ctx.store.tx() as conn:
-        for model_id in ids:
-            doc = ctx.store.get(conn, t.models, model_id)
-            if doc is None:
-                err = errors.invalid_id("model", model_id)
-                failed.append({"id": model_id, "error": {"codes": [err.code, err.subcode], "msg": err.msg}})
-                continue
-            tags = [tag for tag in doc.get("system_tags") or [] if tag != SystemTag.ARCHIVED]
-            if archived:
-                tags.append(SystemTag.ARCHIVED)
-            changed = tags != (doc.get("system_tags") or [])
-            if changed:
-                doc["system_tags"] = tags
-                _touch(doc)
-                ctx.store.save(conn, t.models, doc)
-            succeeded.append({"id": model_id, "archived" if archived else "unarchived": changed})
-    return {"succeeded": succeeded, "failed": failed}
-
-
-@endpoint("models.archive_many")
-def archive_many(ctx: CallContext, req: Request) -> dict:
-    return _set_archived(ctx, req, True)
-
-
-@endpoint("models.unarchive_many")
-def unarchive_many(ctx: CallContext, req: Request) -> dict:
-    return _set_archived(ctx, req, False)
 
 
 @endpoint("models.get_frameworks")

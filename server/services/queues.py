@@ -1,4 +1,7 @@
-"""queues.*: queue documents and their ordered entries, with an atomic pop and long-poll."""
+"""queues.*: queue documents and their ordered entries, with an atomic pop and long-poll.
+
+Every change to a queue's entries samples its length and wait (server/services/queue_metrics.py,
+which also answers queues.get_queue_metrics)."""
 from __future__ import annotations
 
 import time
@@ -9,6 +12,7 @@ from sqlalchemy import bindparam, delete, func, select, update
 from server import errors, query
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
+from server.services import queue_metrics, workers
 from server.services.tasks import doc as taskdoc
 from server.storage import tables as t
 from server.storage.prepared import Prepared
@@ -17,6 +21,7 @@ from shipyard import clock
 from shipyard.protocol import Subcode, SystemTag, TaskStatus
 
 DEFAULT_QUEUE = "default"
+HIDDEN_TAGS = frozenset({"k8s-glue"})  # system tags of queues get_all hides unless search_hidden, id or name
 
 # -- entries ------------------------------------------------------------------------------
 
@@ -30,6 +35,7 @@ _MAX_POS = Prepared(select(func.max(_E.c.position)).where(_E.c.queue == bindpara
 _MIN_POS = Prepared(select(func.min(_E.c.position)).where(_E.c.queue == bindparam("q")))
 _INSERT = Prepared(_E.insert().values(queue=bindparam("queue"), task=bindparam("task"),
                                       position=bindparam("position"), added=bindparam("added")))
+_TASK_QUEUES = Prepared(select(_E.c.queue).where(_E.c.task == bindparam("t")))
 _REMOVE_TASK = Prepared(delete(_E).where(_E.c.task == bindparam("t")))
 _REMOVE_TASK_FROM = Prepared(delete(_E).where(_E.c.task == bindparam("t")).where(_E.c.queue == bindparam("q")))
 _HEAD = (select(_E.c.seq).where(_E.c.queue == bindparam("q")).order_by(_E.c.position, _E.c.seq).limit(1)
@@ -46,18 +52,38 @@ def add_entry(conn, queue_id: str, task_id: str, *, front: bool = False) -> None
     edge = conn.execute(_MIN_POS if front else _MAX_POS, {"q": queue_id}).scalar()
     position = 0.0 if edge is None else (edge - 1.0 if front else edge + 1.0)
     conn.execute(_INSERT, {"queue": queue_id, "task": task_id, "position": position, "added": clock.now()})
+    queue_metrics.sample(conn, queue_id)
 
 
 def remove_task_entries(conn, task_id: str, queue_id: str | None = None) -> int:
+    queues = [queue_id] if queue_id else [row[0] for row in conn.execute(_TASK_QUEUES, {"t": task_id})]
     if queue_id is None:
-        return conn.execute(_REMOVE_TASK, {"t": task_id}).rowcount
-    return conn.execute(_REMOVE_TASK_FROM, {"t": task_id, "q": queue_id}).rowcount
+        removed = conn.execute(_REMOVE_TASK, {"t": task_id}).rowcount
+    else:
+        removed = conn.execute(_REMOVE_TASK_FROM, {"t": task_id, "q": queue_id}).rowcount
+    for queue in set(queues) if removed else ():
+        queue_metrics.sample(conn, queue)
+    return removed
 
 
 def pop(conn, queue_id: str) -> tuple[str, float] | None:
     """Remove and return the head entry. One statement, so two callers never get the same one."""
     row = conn.execute(_POP, {"q": queue_id}).first()
-    return (row.task, row.added) if row else None
+    if row is None:
+        return None
+    queue_metrics.sample(conn, queue_id)
+    return row.task, row.added
+
+
+def pop_if_head(conn, queue_id: str, task_id: str | None) -> tuple[str, float] | None:
+    """`pop`, or with `task_id` pop only when that task is at the head (queues.get_next_task's `task`)."""
+    if task_id is None:
+        return pop(conn, queue_id)
+    head = conn.execute(select(_E.c.task, _E.c.added).where(_E.c.queue == queue_id)
+                        .order_by(_E.c.position, _E.c.seq).limit(1)).first()
+    if head is None or head.task != task_id or not remove_task_entries(conn, task_id, queue_id):
+        return None
+    return head.task, head.added
 
 
 # -- queue documents ----------------------------------------------------------------------
@@ -111,8 +137,24 @@ def ensure_default_queue(store, identity) -> str:
         return create_queue(ctx, conn, DEFAULT_QUEUE, system_tags=[SystemTag.DEFAULT])
 
 
-def _with_entries(conn, doc: dict) -> dict:
-    return {**doc, "entries": entries(conn, doc["id"])}
+def _with_entries(conn, doc: dict, max_entries: int | None = None, count: bool = False) -> dict:
+    listed = entries(conn, doc["id"])
+    extra = {"count": len(listed)} if count else {}
+    return {**doc, **extra, "entries": listed[:max_entries] if max_entries is not None else listed}
+
+
+def _hidden(doc: dict) -> bool:
+    return bool(HIDDEN_TAGS.intersection(doc.get("system_tags") or []))
+
+
+def _serving(ctx: CallContext, conn) -> dict[str, list[dict]]:
+    """{queue id: the live workers listening on it, as get_all_ex lists them}."""
+    out: dict[str, list[dict]] = {}
+    for worker in workers.live_workers(ctx, conn):
+        entry = {"name": worker["id"], "ip": worker.get("ip"), "key": worker.get("key"), "task": worker.get("task")}
+        for queue in worker.get("queues") or []:
+            out.setdefault(queue["id"] if isinstance(queue, dict) else queue, []).append(entry)
+    return out
 
 
 @endpoint("queues.create")
@@ -128,17 +170,55 @@ def create(ctx: CallContext, req: Request) -> dict:
 
 @endpoint("queues.get_by_id")
 def get_by_id(ctx: CallContext, req: Request) -> dict:
+    queue_id = req.id("queue", "queue")
+    schema.check(schema.REQUESTS["queues.get_by_id"], req.body)
     with ctx.store.tx() as conn:
-        return {"queue": _with_entries(conn, load_queue(ctx, conn, req.id("queue", "queue")))}
+        doc = load_queue(ctx, conn, queue_id)
+        return {"queue": _with_entries(conn, doc, _max_entries(req))}
+
+
+def _max_entries(req: Request) -> int | None:
+    limit = req.integer("max_task_entries")
+    if limit is not None and limit < 0:
+        raise errors.validation(f"field 'max_task_entries' must be 0 or more, got {limit}")
+    return limit
+
+
+def _list(ctx: CallContext, conn, req: Request) -> list[dict]:
+    ids = req.str_list("id")
+    docs = ctx.store.get_many(conn, t.queues, [t.queues.c.id.in_(ids)] if ids else [])
+    if not (ids or req.raw("name") or req.flag("search_hidden")):
+        docs = [d for d in docs if not _hidden(d)]
+    limit, count = _max_entries(req), req.flag("count_task_entries")
+    return [_with_entries(conn, d, limit, count) for d in docs]
 
 
 @endpoint("queues.get_all")
-@endpoint("queues.get_all_ex")
 def get_all(ctx: CallContext, req: Request) -> dict:
-    ids = req.str_list("id")
+    schema.check(schema.REQUESTS["queues.get_all"], req.body)
     with ctx.store.tx() as conn:
-        docs = ctx.store.get_many(conn, t.queues, [t.queues.c.id.in_(ids)] if ids else [])
-        docs = [_with_entries(conn, d) for d in docs]
+        docs = _list(ctx, conn, req)
+    return {"queues": query.apply(docs, req.body, default_order="created")}
+
+
+def _task_names(conn, docs: list[dict]) -> dict[str, str]:
+    ids = {e["task"] for doc in docs for e in doc["entries"]}
+    rows = conn.execute(select(t.tasks.c.id, t.tasks.c.name).where(t.tasks.c.id.in_(ids))) if ids else []
+    return {row.id: row.name for row in rows}
+
+
+@endpoint("queues.get_all_ex")
+def get_all_ex(ctx: CallContext, req: Request) -> dict:
+    """get_all, with each queue's `workers` (the live workers listening on it) and its entries'
+    tasks as {id, name}, as the reference server joins them for the web UI."""
+    schema.check(schema.REQUESTS["queues.get_all_ex"], req.body)
+    with ctx.store.tx() as conn:
+        docs = _list(ctx, conn, req)
+        serving = _serving(ctx, conn)
+        names = _task_names(conn, docs)
+    for doc in docs:
+        doc["workers"] = serving.get(doc["id"], [])
+        doc["entries"] = [{**e, "task": {"id": e["task"], "name": names.get(e["task"])}} for e in doc["entries"]]
     return {"queues": query.apply(docs, req.body, default_order="created")}
 
 
@@ -180,20 +260,40 @@ def delete_queue(ctx: CallContext, req: Request) -> dict:
             raise errors.APIError(400, Subcode.QUEUE_NOT_EMPTY,
                                   f"Queue is not empty ({len(waiting)} tasks); use force=true")
         conn.execute(delete(t.queue_entries).where(t.queue_entries.c.queue == queue_id))
+        for entry in waiting:
+            _back_from_queue(ctx, conn, entry["task"], queue_id, f"Queue {queue_id} was deleted")
         ctx.store.delete(conn, t.queues, queue_id)
     return {"deleted": 1}
 
 
+def _back_from_queue(ctx: CallContext, conn, task_id: str, queue_id: str, reason: str) -> None:
+    """A task taken out of a queue it was waiting in returns to its status before enqueuing
+    (or created), without the queue in its execution."""
+    doc = ctx.store.get(conn, t.tasks, task_id)
+    if doc is None or doc.get("status") != TaskStatus.QUEUED:
+        return
+    execution = {k: v for k, v in (doc.get("execution") or {}).items() if k != "queue"}
+    taskdoc.change_status(ctx, conn, doc, doc.get("enqueue_status") or TaskStatus.CREATED, force=True,
+                          reason=reason, extra={"execution": execution, "enqueue_status": None})
+
+
 @endpoint("queues.add_task")
 def add_task(ctx: CallContext, req: Request) -> dict:
+    """Add an entry for the task; its execution.queue becomes this queue (unless
+    update_execution_queue is false). Its status stays as it is, as with the reference server."""
     queue_id, task_id = req.id("queue", "queue"), req.id("task", "task")
+    schema.check(schema.REQUESTS["queues.add_task"], req.body)
     with ctx.store.tx() as conn:
         require_queue(conn, queue_id)
-        taskdoc.load(ctx, conn, task_id)
+        task = taskdoc.load(ctx, conn, task_id)
         if conn.execute(select(t.queue_entries.c.seq).where(t.queue_entries.c.queue == queue_id)
                         .where(t.queue_entries.c.task == task_id)).first():
             raise errors.APIError(400, Subcode.TASK_ALREADY_QUEUED, f"Task already in queue: task={task_id}")
         add_entry(conn, queue_id, task_id)
+        if req.flag("update_execution_queue", True):
+            task["execution"] = {**(task.get("execution") or {}), "queue": queue_id}
+            taskdoc.touch(ctx, task)
+            ctx.store.save(conn, t.tasks, task)
     if ctx.notifier:
         ctx.notifier.notify(queue_id)
     return {"added": 1}
@@ -237,12 +337,49 @@ def clear_queue(ctx: CallContext, req: Request) -> dict:
         require_queue(conn, queue_id)
         removed = [e["task"] for e in entries(conn, queue_id)]
         conn.execute(delete(t.queue_entries).where(t.queue_entries.c.queue == queue_id))
+        queue_metrics.sample(conn, queue_id)
         for task_id in removed:
             doc = ctx.store.get(conn, t.tasks, task_id)
             if doc and doc.get("status") == TaskStatus.QUEUED:
                 taskdoc.change_status(ctx, conn, doc, doc.get("enqueue_status") or TaskStatus.CREATED,
                                       force=True, reason="queue cleared")
     return {"removed_tasks": removed}
+
+
+@endpoint("queues.add_or_update_metadata")
+def add_or_update_metadata(ctx: CallContext, req: Request) -> dict:
+    schema.check(schema.REQUESTS["queues.add_or_update_metadata"], req.body)
+    items = {item["key"]: {"key": item["key"], "type": item.get("type"), "value": item.get("value")}
+             for item in req.body["metadata"]}
+    with ctx.store.tx() as conn:
+        doc = load_queue(ctx, conn, req.id("queue", "queue"))
+        base = {} if req.flag("replace_metadata") else dict(doc.get("metadata") or {})
+        doc["metadata"] = {**base, **items}
+        doc["last_update"] = clock.iso()
+        ctx.store.save(conn, t.queues, doc)
+    return {"updated": 1}
+
+
+@endpoint("queues.delete_metadata")
+def delete_metadata(ctx: CallContext, req: Request) -> dict:
+    schema.check(schema.REQUESTS["queues.delete_metadata"], req.body)
+    with ctx.store.tx() as conn:
+        doc = load_queue(ctx, conn, req.id("queue", "queue"))
+        metadata = dict(doc.get("metadata") or {})
+        removed = [key for key in req.body["keys"] if metadata.pop(key, None) is not None]
+        if removed:
+            doc["metadata"] = metadata
+            doc["last_update"] = clock.iso()
+            ctx.store.save(conn, t.queues, doc)
+    return {"updated": 1 if removed else 0}
+
+
+@endpoint("queues.get_queue_metrics")
+def get_queue_metrics(ctx: CallContext, req: Request) -> dict:
+    schema.check(schema.REQUESTS["queues.get_queue_metrics"], req.body)
+    with ctx.store.tx() as conn:
+        queue_ids = list(conn.execute(select(_Q.c.id)).scalars())
+        return {"queues": queue_metrics.metrics(conn, req.body, queue_ids)}
 
 
 def _move(ctx: CallContext, req: Request, where: str) -> dict:
@@ -290,13 +427,13 @@ def move_back(ctx: CallContext, req: Request) -> dict:
 
 
 def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool, lease_s: float | None = None,
-             worker: str = "") -> dict | None:
+             worker: str = "", only_task: str | None = None) -> dict | None:
     with ctx.store.tx() as conn:
         for queue_id in queue_ids:
             require_queue(conn, queue_id)  # checked on every try: a queue deleted mid-wait is an error
         for queue_id in queue_ids:
             while True:
-                popped = pop(conn, queue_id)
+                popped = pop_if_head(conn, queue_id, only_task)
                 if popped is None:
                     break
                 task_id, added = popped
@@ -320,21 +457,23 @@ def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool, lease_s: fl
 async def get_next_task(ctx: CallContext, req: Request) -> dict:
     """Pop the head of the queue. Shipyard extensions: `queues` (several, in priority order),
     `wait_s` (long-poll: wait up to that many seconds for an entry) and `lease_s` (the claim is
-    a lease the caller renews; see server/services/leases.py)."""
+    a lease the caller renews; see server/services/leases.py). With `task`, the head is taken
+    only when it is that task."""
     queue_ids = req.str_list("queues") or [req.id("queue", "queue")]
     wait_s = min(max(0.0, req.number("wait_s", 0.0) or 0.0), ctx.settings.long_poll_max_s
                  if ctx.settings else 60.0)
     get_info = req.flag("get_task_info")
     lease_s = req.number("lease_s")
     worker = req.text("worker") or ctx.worker
+    only_task = req.text("task")
     if lease_s is not None and (lease_s <= 0 or not worker):
         raise errors.validation("lease_s must be > 0 and the worker named (field 'worker' or X-ClearML-Worker)")
     deadline = time.monotonic() + wait_s
     while True:
         if ctx.settings is not None:  # without waiting on the database lock on the event loop
-            result = await ctx.settings.run_db(_try_pop, ctx, queue_ids, get_info, lease_s, worker)
+            result = await ctx.settings.run_db(_try_pop, ctx, queue_ids, get_info, lease_s, worker, only_task)
         else:
-            result = _try_pop(ctx, queue_ids, get_info, lease_s, worker)
+            result = _try_pop(ctx, queue_ids, get_info, lease_s, worker, only_task)
         if result is not None:
             if not req.str_list("queues"):
                 result.pop("queue", None)

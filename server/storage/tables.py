@@ -74,6 +74,30 @@ workers = Table(
     Column("doc", JSON, nullable=False),
 )
 
+# Workers' machine stats, one row per status report (the report's `machine_stats` as sent), kept
+# for a bounded time (server/services/worker_stats.py) for workers.get_stats / get_activity_report.
+worker_stats = Table(
+    "worker_stats", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("worker", Text, nullable=False),
+    Column("timestamp", Float, nullable=False, index=True),  # epoch seconds
+    Column("task", String(ID)),
+    Column("stats", JSON, nullable=False),
+    Index("ix_worker_stats_worker_ts", "worker", "timestamp"),
+)
+
+# A queue's length and its entries' average wait, sampled when its entries change
+# (server/services/queue_metrics.py) for queues.get_queue_metrics.
+queue_metrics = Table(
+    "queue_metrics", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("queue", String(ID), nullable=False),
+    Column("timestamp", Float, nullable=False),  # epoch seconds
+    Column("length", Integer, nullable=False),
+    Column("avg_wait", Float, nullable=False),
+    Index("ix_queue_metrics_queue_ts", "queue", "timestamp"),
+)
+
 events = Table(
     "events", metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),

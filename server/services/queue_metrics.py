@@ -1,0 +1,108 @@
+"""Queue length and average wait over time, for queues.get_queue_metrics.
+
+A sample (queue, time, length, average wait of the entries) is written whenever a queue's
+entries change (server/services/queues.py calls `sample`; changes within one second keep that
+second's last state in one row), and on a read for a queue whose last
+sample is older than REFRESH_S, so a queue that nobody touches still draws a line. Reading
+follows the reference server: the range starts LOOKBACK_S earlier (a quiet queue has few
+points), samples fall into fixed intervals aligned to the epoch, an interval answers the sample
+with the longest wait in it, empty intervals are left out, and `dates` are epoch
+milliseconds. Without `queue_ids` the answer is one series, `total`: the lengths summed and the
+waits averaged weighted by length, each queue's last value carried into intervals where it has
+none. Samples older than RETENTION_S are pruned as new ones arrive.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import bindparam, delete, func, select, update
+
+from server.services.worker_stats import Range
+from server.storage import tables as t
+from server.storage.prepared import Prepared
+from shipyard import clock
+
+RETENTION_S = 7 * 24 * 3600
+REFRESH_S = 300
+LOOKBACK_S = 3600
+PRUNE_EVERY_S = 60.0
+_M = t.queue_metrics
+_E = t.queue_entries
+_last_prune: dict[str, float] = {}  # queue id -> when its old samples were last pruned
+
+
+# Prepared: a sample is taken on every enqueue and pop (see server/storage/prepared.py)
+_STATE = Prepared(select(func.count(), func.avg(_E.c.added)).where(_E.c.queue == bindparam("q")))
+_SAME_SECOND = Prepared(update(_M).where(_M.c.queue == bindparam("q")).where(_M.c.timestamp >= bindparam("second"))
+                        .values(timestamp=bindparam("ts"), length=bindparam("n"), avg_wait=bindparam("w")))
+_INSERT = Prepared(_M.insert().values(queue=bindparam("q"), timestamp=bindparam("ts"), length=bindparam("n"),
+                                      avg_wait=bindparam("w")))
+_PRUNE = Prepared(delete(_M).where(_M.c.queue == bindparam("q")).where(_M.c.timestamp < bindparam("before")))
+
+
+def sample(conn, queue_id: str) -> None:
+    """Record the queue's current length and average wait: one row per queue and second at
+    most (the second's last state), so a busy queue stores at most 86,400 rows a day."""
+    length, mean_added = conn.execute(_STATE, {"q": queue_id}).first()
+    now = clock.now()
+    values = {"q": queue_id, "ts": now, "n": length, "w": max(0.0, now - mean_added) if length else 0.0}
+    if not conn.execute(_SAME_SECOND, {**values, "second": float(int(now))}).rowcount:
+        conn.execute(_INSERT, values)
+    if now - _last_prune.get(queue_id, 0.0) >= PRUNE_EVERY_S:
+        _last_prune[queue_id] = now
+        conn.execute(_PRUNE, {"q": queue_id, "before": now - RETENTION_S})
+
+
+def refresh(conn, queue_ids: list[str], *, stale_only: bool) -> None:
+    last = dict(conn.execute(select(_M.c.queue, func.max(_M.c.timestamp)).where(_M.c.queue.in_(queue_ids))
+                             .group_by(_M.c.queue)).all())
+    for queue_id in queue_ids:
+        if not stale_only or clock.now() - last.get(queue_id, 0.0) >= REFRESH_S:
+            sample(conn, queue_id)
+
+
+def _per_bucket(conn, range_: Range, queue_ids: list[str]) -> dict[int, dict[str, tuple[float, int]]]:
+    """{bucket: {queue: (wait, length)}}: the sample with the longest wait in each interval."""
+    rows = conn.execute(select(_M.c.queue, _M.c.timestamp, _M.c.length, _M.c.avg_wait)
+                        .where(_M.c.queue.in_(queue_ids))
+                        .where(_M.c.timestamp >= range_.from_date - LOOKBACK_S)
+                        .where(_M.c.timestamp <= range_.to_date)).all()
+    out: dict[int, dict[str, tuple[float, int]]] = defaultdict(dict)
+    for row in rows:
+        bucket = out[range_.bucket(row.timestamp)]
+        bucket[row.queue] = max(bucket.get(row.queue, (-1.0, 0)), (row.avg_wait, row.length))
+    return dict(sorted(out.items()))
+
+
+def _series(queue: str, points: list[tuple[int, float, int]]) -> dict:
+    return {"queue": queue, "dates": [b * 1000 for b, _, _ in points],
+            "avg_waiting_times": [w for _, w, _ in points], "queue_lengths": [n for _, _, n in points]}
+
+
+def _per_queue(buckets: dict[int, dict[str, tuple[float, int]]], queue_ids: list[str]) -> list[dict]:
+    points: dict[str, list[tuple[int, float, int]]] = defaultdict(list)
+    for bucket, queues in buckets.items():
+        for queue, (wait, length) in queues.items():
+            points[queue].append((bucket, wait, length))
+    return [_series(queue, points[queue]) for queue in queue_ids if points.get(queue)]
+
+
+def _total(buckets: dict[int, dict[str, tuple[float, int]]]) -> list[dict]:
+    last: dict[str, tuple[float, int]] = {}
+    points = []
+    for bucket, queues in buckets.items():
+        last.update(queues)
+        length = sum(n for _, n in last.values())
+        wait = sum(w * n for w, n in last.values()) / length if length else 0.0
+        points.append((bucket, wait, length))
+    return [_series("total", points)] if points else []
+
+
+def metrics(conn, body: dict[str, Any], all_queue_ids: list[str]) -> list[dict]:
+    range_ = Range.from_request(body, 1)
+    wanted = body.get("queue_ids") or []
+    queue_ids = [q for q in wanted if q in set(all_queue_ids)] if wanted else all_queue_ids
+    refresh(conn, queue_ids, stale_only=not body.get("refresh"))
+    buckets = _per_bucket(conn, range_, queue_ids)
+    return _per_queue(buckets, queue_ids) if wanted else _total(buckets)
