@@ -63,8 +63,6 @@ UNSUPPORTED: dict[str, str] = {
 
 NOT_YET: dict[str, str] = {name: "issue 19" for name in (
     "auth.edit_credentials", "auth.fixed_users_mode", "auth.get_credentials",
-    "models.delete_many", "models.get_by_id_ex", "models.make_private", "models.make_public", "models.move",
-    "models.publish_many", "models.update_tags",
     "organization.download_for_get_all", "organization.prepare_download_for_get_all",
     "pipelines.delete_runs", "pipelines.start_pipeline",
     "projects.get_hyper_parameters", "projects.get_hyperparam_values", "projects.get_model_metadata_keys",
@@ -72,7 +70,6 @@ NOT_YET: dict[str, str] = {name: "issue 19" for name in (
     "projects.get_task_parents", "projects.get_task_tags", "projects.get_unique_metric_variants",
     "projects.get_user_names", "projects.make_private", "projects.make_public", "projects.merge", "projects.move",
     "projects.validate_delete",
-    "queues.add_or_update_metadata", "queues.delete_metadata", "queues.get_queue_metrics",
     "reports.archive", "reports.create", "reports.delete", "reports.get_all_ex", "reports.get_tags",
     "reports.get_task_data", "reports.move", "reports.publish", "reports.unarchive", "reports.update",
     "server.endpoints",
@@ -81,15 +78,11 @@ NOT_YET: dict[str, str] = {name: "issue 19" for name in (
     "tasks.move", "tasks.publish_many", "tasks.reset_many", "tasks.update_batch", "tasks.update_tags",
     "tasks.validate",
     "users.update",
-    "workers.get_activity_report", "workers.get_metric_keys", "workers.get_stats",
 )}
 
 PARTIAL: dict[str, str] = {
     "projects.get_all_ex": "no `stats`/`include_stats`, `own_tasks` (issue 19)",
     "tasks.get_all_ex": "no `scroll_id` paging; `user`/`project` and referenced fields are not joined objects (issue 19)",
-    "models.get_all_ex": "no `stats` (issue 19)",
-    "queues.get_all_ex": "no `workers`; no `search_hidden` (issue 19)",
-    "queues.get_all": "`max_task_entries` is not honoured (issue 19)",
 }
 
 IMPLEMENTED, PARTLY, UNSUPPORTED_STATE, NOT_YET_STATE, UNDECLARED = (
