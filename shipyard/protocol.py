@@ -123,8 +123,15 @@ class Subcode(enum.IntEnum):
     STALE_CLAIM = 150               # shipyard: a leased claim was superseded (server/services/leases.py)
     INVALID_MODEL_ID = 201
     INVALID_PROJECT_ID = 401
-    PROJECT_NAME_TAKEN = 403        # shipyard
-    PROJECT_HAS_TASKS = 406         # shipyard
+    PROJECT_HAS_TASKS = 402
+    PROJECT_HAS_MODELS = 405
+    INVALID_PROJECT_NAME = 407
+    CANNOT_UPDATE_PROJECT_LOCATION = 408
+    PROJECT_PATH_EXCEEDS_MAX = 409
+    PROJECT_SAME_LOCATION = 410
+    PROJECT_UNDER_ITSELF = 411
+    PROJECT_MERGED_INTO_CHILD = 412
+    PROJECT_NAME_TAKEN = 801        # the reference's expected_unique_data
     INVALID_QUEUE_ID = 701
     QUEUE_NAME_TAKEN = 702          # shipyard
     QUEUE_NOT_EMPTY = 703           # shipyard

@@ -1,7 +1,7 @@
 """Endpoint modules. Importing this package registers every endpoint."""
 from importlib import import_module
 
-MODULES = ("basic", "projects", "tasks.crud", "tasks.params", "tasks.status", "tasks.batch", "queues", "workers",
+MODULES = ("basic", "projects", "project_tree", "project_stats", "project_queries", "tasks.crud", "tasks.params", "tasks.status", "tasks.batch", "queues", "workers",
            "events", "models", "leases", "credentials", "openapi")
 
 

@@ -1,0 +1,225 @@
+"""projects.* endpoints that act on a whole subtree: validate_delete, delete, move, merge.
+
+As the reference server: a project's subtree is itself and every project whose `path` holds it;
+deleting without `force` is refused while the subtree holds tasks (400/402) or models (400/405)
+that are not archived; without `delete_contents` the tasks and models are left without a project.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from server import errors
+from server.rpc.registry import CallContext, Request, endpoint
+from server.services.events import delete_task_events
+from server.services.projects import (
+    check_depth,
+    check_request,
+    descendants,
+    ensure_project,
+    find_by_name,
+    get_project,
+    name_taken,
+    place_under,
+)
+from server.storage import tables as t
+from shipyard import clock
+from shipyard.protocol import Subcode, SystemTag
+
+REPORTS_TAG = "reports"  # the system tag of a report (a task of type `report`)
+
+
+def _is_archived(doc: dict) -> bool:
+    return SystemTag.ARCHIVED in (doc.get("system_tags") or [])
+
+
+def _task_rows(conn, project_ids: list[str]) -> list[tuple[Any, Any]]:
+    """(archived, system_tags) of every task in the projects, without reading whole documents."""
+    c = t.tasks.c
+    return list(conn.execute(select(c.archived, c.doc["system_tags"]).where(c.project.in_(project_ids))))
+
+
+def _models(ctx: CallContext, conn, project_ids: list[str]) -> list[dict]:
+    return ctx.store.get_many(conn, t.models, [t.models.c.project.in_(project_ids)])
+
+
+def _content_counts(ctx: CallContext, conn, project_ids: list[str]) -> dict[str, int]:
+    rows = _task_rows(conn, project_ids)
+    reports = [archived for archived, tags in rows if REPORTS_TAG in (tags or [])]
+    tasks = [archived for archived, tags in rows if REPORTS_TAG not in (tags or [])]
+    models = [_is_archived(m) for m in _models(ctx, conn, project_ids)]
+    return {"tasks": len(tasks), "non_archived_tasks": tasks.count(False) + tasks.count(None),
+            "models": len(models), "non_archived_models": models.count(False),
+            "reports": len(reports), "non_archived_reports": reports.count(False) + reports.count(None),
+            "pipelines": 0, "datasets": 0}
+
+
+def _subtree(ctx: CallContext, conn, project_id: str) -> list[dict]:
+    return [get_project(ctx, conn, project_id), *descendants(ctx, conn, project_id)]
+
+
+@endpoint("projects.validate_delete")
+def validate_delete(ctx: CallContext, req: Request) -> dict:
+    check_request("projects.validate_delete", req)
+    with ctx.store.tx() as conn:
+        ids = [p["id"] for p in _subtree(ctx, conn, req.id("project", "project"))]
+        return _content_counts(ctx, conn, ids)
+
+
+def _refuse_non_empty(ctx: CallContext, conn, project_id: str, ids: list[str]) -> None:
+    counts = _content_counts(ctx, conn, ids)
+    active_tasks = counts["non_archived_tasks"] + counts["non_archived_reports"]
+    if active_tasks:
+        raise errors.APIError(400, Subcode.PROJECT_HAS_TASKS, f"Project has associated tasks: "
+                              f"{active_tasks} not archived (use force=true): id={project_id}")
+    if counts["non_archived_models"]:
+        raise errors.APIError(400, Subcode.PROJECT_HAS_MODELS, f"Project has associated models: "
+                              f"{counts['non_archived_models']} not archived (use force=true): id={project_id}")
+
+
+def _disassociate(ctx: CallContext, conn, ids: list[str]) -> dict:
+    tasks = ctx.store.get_many(conn, t.tasks, [t.tasks.c.project.in_(ids)])
+    for table, docs in ((t.tasks, tasks), (t.models, _models(ctx, conn, ids))):
+        for doc in docs:
+            doc.pop("project", None)
+            ctx.store.save(conn, table, doc)
+    return {"disassociated_tasks": len(tasks), "deleted_tasks": 0, "deleted_models": 0}
+
+
+def _event_urls(conn, owner_ids: list[str]) -> list[str]:
+    c = t.events.c
+    rows = conn.execute(select(c.doc["url"]).where(c.task.in_(owner_ids), c.type == "training_debug_image"))
+    return sorted({url for (url,) in rows if isinstance(url, str) and url})
+
+
+def _artifact_urls(tasks: list[dict]) -> list[str]:
+    found = {(a or {}).get("uri") for doc in tasks for a in (doc.get("execution") or {}).get("artifacts") or []}
+    return sorted(u for u in found if isinstance(u, str) and u)
+
+
+def _delete_contents(ctx: CallContext, conn, ids: list[str]) -> dict:
+    tasks = ctx.store.get_many(conn, t.tasks, [t.tasks.c.project.in_(ids)])
+    models = _models(ctx, conn, ids)
+    owners = [d["id"] for d in [*tasks, *models]]
+    urls = {"model_urls": sorted({m["uri"] for m in models if m.get("uri")}),
+            "event_urls": _event_urls(conn, owners), "artifact_urls": _artifact_urls(tasks)}
+    for owner in owners:
+        delete_task_events(conn, owner)
+    task_ids = [d["id"] for d in tasks]
+    conn.execute(delete(t.queue_entries).where(t.queue_entries.c.task.in_(task_ids)))
+    conn.execute(delete(t.tasks).where(t.tasks.c.id.in_(task_ids)))
+    conn.execute(delete(t.models).where(t.models.c.id.in_([m["id"] for m in models])))
+    return {"disassociated_tasks": 0, "deleted_tasks": len(tasks), "deleted_models": len(models), "urls": urls}
+
+
+@endpoint("projects.delete")
+def delete_project(ctx: CallContext, req: Request) -> dict:
+    check_request("projects.delete", req)
+    project_id = req.id("project", "project")
+    with ctx.store.tx() as conn:
+        tree = _subtree(ctx, conn, project_id)
+        ids = [p["id"] for p in tree]
+        if not req.flag("force"):
+            _refuse_non_empty(ctx, conn, project_id, ids)
+        result = _delete_contents(ctx, conn, ids) if req.flag("delete_contents") else _disassociate(ctx, conn, ids)
+        for project in tree:
+            ctx.store.delete(conn, t.projects, project["id"])
+    return {"deleted": len(tree), **result}
+
+
+def _reposition(ctx: CallContext, conn, project: dict, children: list[dict], parent: dict | None) -> int:
+    """Put `project` (with its subtree `children`) under `parent`; returns how many moved."""
+    old_name, old_path = project["name"], list(project.get("path") or [])
+    new_name = "/".join(filter(None, (parent["name"] if parent else "", project["basename"])))
+    if find_by_name(conn, new_name):
+        raise name_taken(new_name)
+    now = clock.iso()
+    project.update(name=new_name, last_update=now)
+    place_under(project, parent)
+    ctx.store.save(conn, t.projects, project)
+    for child in children:
+        child.update(name=new_name + child["name"][len(old_name):], last_update=now,
+                     path=project["path"] + child["path"][len(old_path):])
+        ctx.store.save(conn, t.projects, child)
+    return 1 + len(children)
+
+
+def _check_moved_depth(project: dict, children: list[dict], new_parent_depth: int) -> None:
+    old_parent_depth = len(project.get("path") or [])
+    for doc in (project, *children):
+        check_depth(len(doc.get("path") or []) + 1 - old_parent_depth + new_parent_depth)
+
+
+def _touch(ctx: CallContext, conn, project: dict | None) -> None:
+    if project:
+        project["last_update"] = clock.iso()
+        ctx.store.save(conn, t.projects, project)
+
+
+@endpoint("projects.move")
+def move(ctx: CallContext, req: Request) -> dict:
+    check_request("projects.move", req)
+    project_id = req.id("project", "project")
+    location = req.text("new_location") or ""
+    with ctx.store.tx() as conn:
+        project = get_project(ctx, conn, project_id)
+        children = descendants(ctx, conn, project_id)
+        _check_moved_depth(project, children, len([p for p in location.split("/") if p.strip()]))
+        new_parent = ensure_project(ctx, conn, location)
+        if (new_parent or {}).get("id") == project.get("parent"):
+            raise errors.APIError(400, Subcode.PROJECT_SAME_LOCATION,
+                                  f"Project has the same source and destination paths: location={location}")
+        if new_parent and project_id in (new_parent["id"], *(new_parent.get("path") or [])):
+            raise errors.APIError(400, Subcode.PROJECT_UNDER_ITSELF,
+                                  f"Project can not be moved under itself: project={project_id}")
+        old_parent = ctx.store.get(conn, t.projects, project["parent"]) if project.get("parent") else None
+        moved = _reposition(ctx, conn, project, children, new_parent)
+        _touch(ctx, conn, old_parent)
+        _touch(ctx, conn, ctx.store.get(conn, t.projects, new_parent["id"]) if new_parent else None)
+    return {"moved": moved}
+
+
+def _merge_target(ctx: CallContext, conn, source: dict, destination_id: str | None) -> dict | None:
+    if destination_id == source["id"]:
+        raise errors.APIError(400, Subcode.PROJECT_SAME_LOCATION,
+                              f"Project has the same source and destination: source={source['id']}")
+    if not destination_id:
+        return None
+    destination = get_project(ctx, conn, destination_id)
+    if source["id"] in (destination.get("path") or []):
+        raise errors.APIError(400, Subcode.PROJECT_MERGED_INTO_CHILD,
+                              f"Project can not be merged into its own child: source={source['id']}")
+    return destination
+
+
+def _move_entities(ctx: CallContext, conn, source_id: str, destination_id: str | None) -> int:
+    """Move the source's non-archived tasks and models (archived ones stay, as the reference does)."""
+    moved = 0
+    for table in (t.tasks, t.models):
+        for doc in ctx.store.get_many(conn, table, [table.c.project == source_id]):
+            if not _is_archived(doc):
+                doc["project"] = destination_id
+                ctx.store.save(conn, table, {k: v for k, v in doc.items() if k != "project" or v})
+                moved += 1
+    return moved
+
+
+@endpoint("projects.merge")
+def merge(ctx: CallContext, req: Request) -> dict:
+    check_request("projects.merge", req)
+    with ctx.store.tx() as conn:
+        source = get_project(ctx, conn, req.id("project", "project"))
+        destination = _merge_target(ctx, conn, source, req.text("destination_project"))
+        children = descendants(ctx, conn, source["id"])
+        if destination:
+            _check_moved_depth(source, children, len(destination.get("path") or []) + 1)
+        moved_entities = _move_entities(ctx, conn, source["id"], (destination or {}).get("id"))
+        direct = [c for c in children if c.get("parent") == source["id"]]
+        for child in direct:
+            subtree = [c for c in children if child["id"] in (c.get("path") or [])]
+            _reposition(ctx, conn, child, subtree, destination)
+        ctx.store.delete(conn, t.projects, source["id"])
+        _touch(ctx, conn, destination)
+    return {"moved_entities": moved_entities, "moved_projects": len(direct)}
+
