@@ -23,7 +23,7 @@ def _task(api, project: str, *steps: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def tree(api):
+def stats_tree(api):
     top = f"stats-{uuid.uuid4().hex[:8]}"
     leaf = api.call("projects.create", {"name": f"{top}/a/b"})["id"]
     projects = {p["name"]: p["id"] for p in api.call("projects.get_all", {"name": f"^{top}"})["projects"]}
@@ -43,8 +43,8 @@ def _get(api, body: dict) -> dict:
     return projects[0]
 
 
-def test_stats_cover_the_project_and_its_subprojects(api, tree):
-    got = _get(api, {"id": [tree["root"]], "include_stats": True})
+def test_stats_cover_the_project_and_its_subprojects(api, stats_tree):
+    got = _get(api, {"id": [stats_tree["root"]], "include_stats": True})
     active = got["stats"]["active"]
     assert set(got["stats"]) == {"active"}
     counts = active["status_count"]
@@ -52,37 +52,37 @@ def test_stats_cover_the_project_and_its_subprojects(api, tree):
     assert counts["stopped"] == 0 and active["total_tasks"] == 4
     assert active["completed_tasks_24h"] == 1 and active["last_task_run"]
     assert isinstance(active["total_runtime"], int)
-    assert [s["name"] for s in got["sub_projects"]] == [f"{tree['top']}/a", f"{tree['top']}/a/b"]
+    assert [s["name"] for s in got["sub_projects"]] == [f"{stats_tree['top']}/a", f"{stats_tree['top']}/a/b"]
 
 
-def test_stats_for_state_and_without_children(api, tree):
-    archived = _get(api, {"id": [tree["root"]], "include_stats": True, "stats_for_state": "archived"})["stats"]
+def test_stats_for_state_and_without_children(api, stats_tree):
+    archived = _get(api, {"id": [stats_tree["root"]], "include_stats": True, "stats_for_state": "archived"})["stats"]
     assert set(archived) == {"archived"} and archived["archived"]["status_count"]["stopped"] == 1
-    both = _get(api, {"id": [tree["root"]], "include_stats": True, "stats_for_state": None})["stats"]
+    both = _get(api, {"id": [stats_tree["root"]], "include_stats": True, "stats_for_state": None})["stats"]
     assert (both["active"]["total_tasks"], both["archived"]["total_tasks"]) == (4, 1)
-    own = _get(api, {"id": [tree["root"]], "include_stats": True, "stats_with_children": False})["stats"]
+    own = _get(api, {"id": [stats_tree["root"]], "include_stats": True, "stats_with_children": False})["stats"]
     assert own["active"]["total_tasks"] == 2
     err = pytest.raises(ApiFailure, api.call, "projects.get_all_ex",
-                        {"id": [tree["root"]], "include_stats": True, "stats_for_state": "gone"}).value
+                        {"id": [stats_tree["root"]], "include_stats": True, "stats_for_state": "gone"}).value
     assert err.code == 400 and "stats_for_state" in err.msg
 
 
-def test_stats_filter_on_status(api, tree):
-    got = _get(api, {"id": [tree["root"]], "include_stats": True, "include_stats_filter": {"status": ["-created"]}})
+def test_stats_filter_on_status(api, stats_tree):
+    got = _get(api, {"id": [stats_tree["root"]], "include_stats": True, "include_stats_filter": {"status": ["-created"]}})
     assert got["stats"]["active"]["total_tasks"] == 3
 
 
-def test_own_contents_parent_object_and_shallow_search(api, tree):
-    got = _get(api, {"id": [tree["root"]], "check_own_contents": True})
+def test_own_contents_parent_object_and_shallow_search(api, stats_tree):
+    got = _get(api, {"id": [stats_tree["root"]], "check_own_contents": True})
     assert (got["own_tasks"], got["own_models"]) == (2, 1)
-    mid = _get(api, {"id": [tree["mid"]]})
-    assert mid["parent"] == {"id": tree["root"], "name": tree["top"]}
-    projected = _get(api, {"id": [tree["leaf"]], "only_fields": ["id", "parent.name"]})
-    assert projected == {"id": tree["leaf"], "parent": {"name": f"{tree['top']}/a"}}
-    direct = api.call("projects.get_all_ex", {"parent": [tree["root"]], "shallow_search": True})["projects"]
-    assert [p["id"] for p in direct] == [tree["mid"]]
-    anywhere = api.call("projects.get_all_ex", {"parent": [tree["root"]]})["projects"]
-    assert {p["id"] for p in anywhere} == {tree["mid"], tree["leaf"]}
+    mid = _get(api, {"id": [stats_tree["mid"]]})
+    assert mid["parent"] == {"id": stats_tree["root"], "name": stats_tree["top"]}
+    projected = _get(api, {"id": [stats_tree["leaf"]], "only_fields": ["id", "parent.name"]})
+    assert projected == {"id": stats_tree["leaf"], "parent": {"name": f"{stats_tree['top']}/a"}}
+    direct = api.call("projects.get_all_ex", {"parent": [stats_tree["root"]], "shallow_search": True})["projects"]
+    assert [p["id"] for p in direct] == [stats_tree["mid"]]
+    anywhere = api.call("projects.get_all_ex", {"parent": [stats_tree["root"]]})["projects"]
+    assert {p["id"] for p in anywhere} == {stats_tree["mid"], stats_tree["leaf"]}
     err = pytest.raises(ApiFailure, api.call, "projects.get_all_ex", {"include_stats": "maybe"}).value
     assert err.code == 400 and "include_stats" in err.msg
 
