@@ -6,7 +6,8 @@ completed in the last 24 hours and the latest start, for active and/or archived 
 `sub_projects` [{id, name}]. All of it comes from ONE grouped query over the tasks' indexed
 columns (ix_tasks_project_stats covers it), whatever the number of projects; the subtree sums
 are done here on its few rows. `check_own_contents` adds `own_tasks`/`own_models` (one grouped
-query each). `parent` is answered as {id, name}.
+query each). `parent` is answered as {id, name}. `children_type` lists only the projects that
+hold pipelines, datasets or reports (or have them below), with stats on those alone.
 """
 from __future__ import annotations
 
@@ -21,12 +22,16 @@ from server.rpc.registry import CallContext, Request, endpoint
 from server.services.projects import check_request, listed
 from server.storage import tables as t
 from shipyard import clock
-from shipyard.protocol import SystemTag, TaskStatus
+from shipyard.protocol import SystemTag, TaskStatus, TaskType
 
 STATES = ("active", "archived")
 DAY_S = 24 * 3600.0
 _STATUS_NAMES = [str(s) for s in TaskStatus]
 _NOT_RECENTLY_COMPLETED = {TaskStatus.QUEUED, TaskStatus.IN_PROGRESS, TaskStatus.FAILED}
+# children_type: only the projects where (or under which) pipelines, datasets or reports live;
+# a pipeline's or dataset's project carries that system tag, a report is a task of type report.
+_CHILDREN_TAG = {"pipeline": "pipeline", "dataset": "dataset"}
+_CHILDREN_STATS_FILTER: dict[str, dict] = {"pipeline": {"type": [TaskType.CONTROLLER]}, "report": {"type": ["report"]}}
 
 
 @dataclass
@@ -130,11 +135,13 @@ def _states(req: Request) -> tuple[str, ...]:
 def _add_stats(ctx: CallContext, req: Request, projects: list[dict], all_projects: list[dict]) -> None:
     states = _states(req)
     with_children = req.flag("stats_with_children", True)
-    hidden = req.flag("search_hidden")
+    kind = req.text("children_type")
+    hidden = req.flag("search_hidden") or kind in ("pipeline", "report")
+    stats_filter = req.mapping("include_stats_filter") or _CHILDREN_STATS_FILTER.get(kind or "", {})
     subtrees = {p["id"]: _children(all_projects, p["id"], hidden) for p in projects}
     ids = {p["id"] for p in projects} | ({c["id"] for kids in subtrees.values() for c in kids} if with_children else set())
     with ctx.store.tx() as conn:
-        own = grouped_stats(conn, sorted(ids), req.mapping("include_stats_filter") or {})
+        own = grouped_stats(conn, sorted(ids), stats_filter)
     for project in projects:
         kids = subtrees[project["id"]]
         tree = [project["id"], *([k["id"] for k in kids] if with_children else [])]
@@ -187,11 +194,35 @@ def _mark_hidden(projects: list[dict]) -> None:
             project["hidden"] = True
 
 
+def _children_type_ids(ctx: CallContext, kind: str, all_projects: list[dict]) -> set[str]:
+    tag = _CHILDREN_TAG.get(kind)
+    if tag:
+        selected = {p["id"] for p in all_projects if tag in (p.get("system_tags") or [])}
+    else:
+        c = t.tasks.c
+        with ctx.store.tx() as conn:
+            selected = {r[0] for r in conn.execute(select(c.project).distinct().where(c.type == "report"))}
+    return selected | {a for p in all_projects if p["id"] in selected for a in p.get("path") or []}
+
+
+def _restrict_to_children_type(ctx: CallContext, req: Request, all_projects: list[dict]) -> bool:
+    """Narrow the request's `id` to the children_type projects; False when none is left."""
+    kind = req.text("children_type")
+    if not kind:
+        return True
+    allowed = _children_type_ids(ctx, kind, all_projects)
+    asked = req.str_list("id")
+    req.body["id"] = sorted(allowed.intersection(asked) if asked else allowed)
+    return bool(req.body["id"])
+
+
 @endpoint("projects.get_all_ex")
 def get_all_ex(ctx: CallContext, req: Request) -> dict:
     check_request("projects.get_all_ex", req)
     with ctx.store.tx() as conn:
         all_projects = ctx.store.get_many(conn, t.projects)
+    if not _restrict_to_children_type(ctx, req, all_projects):
+        return {"projects": []}
     by_id = {p["id"]: p for p in all_projects}
     selected = _with_parent_object(listed(ctx, req), by_id)
     projects = query.apply(selected, req.body, default_order="name")

@@ -11,6 +11,7 @@ from tests.helpers import start_server
 from tests.server.test_projects_queries import *  # noqa: F403 (re-run on PostgreSQL)
 from tests.server.test_projects_stats import (  # noqa: F401 (re-run on PostgreSQL)
     stats_tree,  # noqa: F401 (their fixture)
+    test_children_type_lists_only_projects_holding_pipelines,
     test_own_contents_parent_object_and_shallow_search,
     test_stats_cover_the_project_and_its_subprojects,
     test_stats_filter_on_status,

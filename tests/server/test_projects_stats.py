@@ -125,3 +125,17 @@ def test_old_data_dir_gets_the_stats_columns_from_its_documents(tmp_path):
         found = grouped_stats(conn, ["p"], {})
     store.close()
     assert found["p"].sections["archived"].total_runtime == 60.0
+
+
+def test_children_type_lists_only_projects_holding_pipelines(api, stats_tree):
+    top = f"pipes-{uuid.uuid4().hex[:8]}"
+    pipe = api.call("projects.create", {"name": f"{top}/.pipelines/p", "system_tags": ["hidden", "pipeline"]})["id"]
+    api.call("tasks.create", {"name": "ctl", "type": "controller", "project": pipe})
+    api.call("tasks.create", {"name": "step", "type": "training", "project": pipe})
+    body = {"children_type": "pipeline", "include_stats": True, "search_hidden": True, "name": f"^({top}|stats-)"}
+    got = {p["name"]: p for p in api.call("projects.get_all_ex", body)["projects"]}
+    assert set(got) == {top, f"{top}/.pipelines", f"{top}/.pipelines/p"}
+    assert got[top]["stats"]["active"]["total_tasks"] == 1  # the controller only
+    assert api.call("projects.get_all_ex", {"children_type": "dataset", "id": [pipe]}) == {"projects": []}
+    err = pytest.raises(ApiFailure, api.call, "projects.get_all_ex", {"children_type": "queue"}).value
+    assert err.code == 400 and "children_type" in err.msg
