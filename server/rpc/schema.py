@@ -454,7 +454,7 @@ _IN_PROJECTS = {"projects": _IDS, "include_subprojects": FLAG, "allow_public": F
 REQUESTS.update({
     "projects.get_all_ex": GET_ALL.with_fields({
         "parent": _IDS, "shallow_search": FLAG, "include_stats": FLAG, "stats_for_state": _STATE,
-        "stats_with_children": FLAG, "check_own_contents": FLAG, "include_stats_filter": MapOf(ANY),
+        "stats_with_children": FLAG, "check_own_contents": FLAG, "include_stats_filter": MapOf(AnyOf(STR, ListOf(AnyOf(SCALAR, NULL)))),
         "non_public": FLAG, "allow_public": FLAG, "active_users": _IDS, "include_dataset_stats": FLAG,
         "children_type": Enum("pipeline", "report", "dataset"), "children_tags": ListOf(AnyOf(STR, NULL))}),
     "projects.delete": _req({"project": STR, "force": FLAG, "delete_contents": FLAG,

@@ -71,6 +71,7 @@ def _status_filter(stats_filter: dict) -> list[Any]:
     clauses = []
     for key in ("status", "type"):
         values = stats_filter.get(key) or []
+        values = [values] if isinstance(values, str) else values
         column = t.tasks.c[key]
         wanted = [v for v in values if isinstance(v, str) and not v.startswith("-")]
         unwanted = [v[1:] for v in values if isinstance(v, str) and v.startswith("-")]

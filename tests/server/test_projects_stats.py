@@ -139,3 +139,12 @@ def test_children_type_lists_only_projects_holding_pipelines(api, stats_tree):
     assert api.call("projects.get_all_ex", {"children_type": "dataset", "id": [pipe]}) == {"projects": []}
     err = pytest.raises(ApiFailure, api.call, "projects.get_all_ex", {"children_type": "queue"}).value
     assert err.code == 400 and "children_type" in err.msg
+
+
+def test_stats_filter_of_the_wrong_type_is_a_400_naming_it(api, stats_tree):
+    for bad in ({"status": 5}, {"status": [{"x": 1}]}, "created"):
+        err = pytest.raises(ApiFailure, api.call, "projects.get_all_ex", {
+            "id": [stats_tree["root"]], "include_stats": True, "include_stats_filter": bad}).value
+        assert err.code == 400 and "include_stats_filter" in err.msg, bad
+    one = _get(api, {"id": [stats_tree["root"]], "include_stats": True, "include_stats_filter": {"status": "created"}})
+    assert one["stats"]["active"]["total_tasks"] == 1
