@@ -7,7 +7,8 @@ completed in the last 24 hours and the latest start, for active and/or archived 
 columns (ix_tasks_project_stats covers it), whatever the number of projects; the subtree sums
 are done here on its few rows. `check_own_contents` adds `own_tasks`/`own_models` (one grouped
 query each). `parent` is answered as {id, name}. `children_type` lists only the projects that
-hold pipelines, datasets or reports (or have them below), with stats on those alone.
+hold pipelines, datasets or reports (or have them below), with stats on those alone;
+`active_users` only those with tasks by these users, with stats on their tasks alone.
 """
 from __future__ import annotations
 
@@ -82,7 +83,12 @@ def _status_filter(stats_filter: dict) -> list[Any]:
     return clauses
 
 
-def grouped_stats(conn, project_ids: list[str], stats_filter: dict) -> dict[str, Own]:
+def _users_clause(users: list[str] | None) -> list[Any]:
+    """Tasks created by these users (`active_users`); read from the documents, so only asked for."""
+    return [t.tasks.c.doc["user"].as_string().in_(users)] if users else []
+
+
+def grouped_stats(conn, project_ids: list[str], stats_filter: dict, users: list[str] | None = None) -> dict[str, Own]:
     """The one query: per (project, status, archived) the count, run time, recent completions,
     latest start and latest change."""
     c = t.tasks.c
@@ -91,7 +97,7 @@ def grouped_stats(conn, project_ids: list[str], stats_filter: dict) -> dict[str,
                    func.sum(case((c.completed > c.started, c.completed - c.started), else_=0.0)),
                    func.sum(case((c.completed > recent, 1), else_=0)),
                    func.max(c.started), func.max(c.last_change))
-            .where(c.project.in_(project_ids), *_status_filter(stats_filter))
+            .where(c.project.in_(project_ids), *_status_filter(stats_filter), *_users_clause(users))
             .group_by(c.project, c.status, c.archived))
     found: dict[str, Own] = defaultdict(Own)
     for project, status, archived, count, runtime, recent_done, started, changed in conn.execute(stmt):
@@ -142,7 +148,7 @@ def _add_stats(ctx: CallContext, req: Request, projects: list[dict], all_project
     subtrees = {p["id"]: _children(all_projects, p["id"], hidden) for p in projects}
     ids = {p["id"] for p in projects} | ({c["id"] for kids in subtrees.values() for c in kids} if with_children else set())
     with ctx.store.tx() as conn:
-        own = grouped_stats(conn, sorted(ids), stats_filter)
+        own = grouped_stats(conn, sorted(ids), stats_filter, req.str_list("active_users"))
     for project in projects:
         kids = subtrees[project["id"]]
         tree = [project["id"], *([k["id"] for k in kids] if with_children else [])]
@@ -195,23 +201,38 @@ def _mark_hidden(projects: list[dict]) -> None:
             project["hidden"] = True
 
 
-def _children_type_ids(ctx: CallContext, kind: str, all_projects: list[dict]) -> set[str]:
-    tag = _CHILDREN_TAG.get(kind)
-    if tag:
-        selected = {p["id"] for p in all_projects if tag in (p.get("system_tags") or [])}
-    else:
-        c = t.tasks.c
-        with ctx.store.tx() as conn:
-            selected = {r[0] for r in conn.execute(select(c.project).distinct().where(c.type == "report"))}
+def _with_ancestors(selected: set[str], all_projects: list[dict]) -> set[str]:
     return selected | {a for p in all_projects if p["id"] in selected for a in p.get("path") or []}
 
 
-def _restrict_to_children_type(ctx: CallContext, req: Request, all_projects: list[dict]) -> bool:
-    """Narrow the request's `id` to the children_type projects; False when none is left."""
-    kind = req.text("children_type")
-    if not kind:
+def _projects_with_tasks(ctx: CallContext, *where: Any) -> set[str]:
+    c = t.tasks.c
+    with ctx.store.tx() as conn:
+        return {r[0] for r in conn.execute(select(c.project).distinct().where(c.project.isnot(None), *where))}
+
+
+def _children_type_ids(ctx: CallContext, kind: str, all_projects: list[dict]) -> set[str]:
+    tag = _CHILDREN_TAG.get(kind)
+    if tag:
+        return _with_ancestors({p["id"] for p in all_projects if tag in (p.get("system_tags") or [])}, all_projects)
+    return _with_ancestors(_projects_with_tasks(ctx, t.tasks.c.type == "report"), all_projects)
+
+
+def _allowed_ids(ctx: CallContext, req: Request, all_projects: list[dict]) -> set[str] | None:
+    """The projects children_type and active_users leave (None: no such restriction)."""
+    kind, users = req.text("children_type"), req.str_list("active_users")
+    allowed = _children_type_ids(ctx, kind, all_projects) if kind else None
+    if users:
+        by_users = _with_ancestors(_projects_with_tasks(ctx, *_users_clause(users)), all_projects)
+        allowed = by_users if allowed is None else allowed & by_users
+    return allowed
+
+
+def _restrict(ctx: CallContext, req: Request, all_projects: list[dict]) -> bool:
+    """Narrow the request's `id` to the allowed projects; False when none is left."""
+    allowed = _allowed_ids(ctx, req, all_projects)
+    if allowed is None:
         return True
-    allowed = _children_type_ids(ctx, kind, all_projects)
     asked = req.str_list("id")
     req.body["id"] = sorted(allowed.intersection(asked) if asked else allowed)
     return bool(req.body["id"])
@@ -222,7 +243,7 @@ def get_all_ex(ctx: CallContext, req: Request) -> dict:
     check_request("projects.get_all_ex", req)
     with ctx.store.tx() as conn:
         all_projects = ctx.store.get_many(conn, t.projects)
-    if not _restrict_to_children_type(ctx, req, all_projects):
+    if not _restrict(ctx, req, all_projects):
         return {"projects": []}
     by_id = {p["id"]: p for p in all_projects}
     selected = _with_parent_object(listed(ctx, req), by_id)

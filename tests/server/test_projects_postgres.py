@@ -11,9 +11,11 @@ from tests.helpers import start_server
 from tests.server.test_projects_queries import *  # noqa: F403 (re-run on PostgreSQL)
 from tests.server.test_projects_stats import (  # noqa: F401 (re-run on PostgreSQL)
     stats_tree,  # noqa: F401 (their fixture)
+    test_active_users_lists_projects_with_their_tasks,
     test_children_type_lists_only_projects_holding_pipelines,
     test_own_contents_parent_object_and_shallow_search,
     test_stats_cover_the_project_and_its_subprojects,
+    test_stats_filter_of_the_wrong_type_is_a_400_naming_it,
     test_stats_filter_on_status,
     test_stats_for_state_and_without_children,
 )

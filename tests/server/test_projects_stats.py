@@ -148,3 +148,13 @@ def test_stats_filter_of_the_wrong_type_is_a_400_naming_it(api, stats_tree):
         assert err.code == 400 and "include_stats_filter" in err.msg, bad
     one = _get(api, {"id": [stats_tree["root"]], "include_stats": True, "include_stats_filter": {"status": "created"}})
     assert one["stats"]["active"]["total_tasks"] == 1
+
+
+def test_active_users_lists_projects_with_their_tasks(api, stats_tree):
+    me = api.call("users.get_current_user")["user"]["id"]
+    body = {"id": [stats_tree["root"], stats_tree["leaf"]], "include_stats": True, "active_users": [me]}
+    got = {p["id"]: p for p in api.call("projects.get_all_ex", body)["projects"]}
+    assert set(got) == {stats_tree["root"], stats_tree["leaf"]}
+    assert got[stats_tree["root"]]["stats"]["active"]["total_tasks"] == 4
+    nobody = api.call("projects.get_all_ex", {**body, "active_users": ["nobody"]})
+    assert nobody == {"projects": []}
