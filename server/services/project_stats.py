@@ -58,7 +58,6 @@ class Section:
                 "last_task_run": clock.iso(self.last_task_run) if self.last_task_run is not None else None}
 
 
-
 @dataclass
 class Own:
     """What the grouped query found for one project's own tasks."""
@@ -111,9 +110,14 @@ def grouped_stats(conn, project_ids: list[str], stats_filter: dict, users: list[
     return found
 
 
-def _children(all_projects: list[dict], project_id: str, search_hidden: bool) -> list[dict]:
-    return [p for p in all_projects if project_id in (p.get("path") or [])
-            and (search_hidden or SystemTag.HIDDEN not in (p.get("system_tags") or []))]
+def _subtrees(all_projects: list[dict], search_hidden: bool) -> dict[str, list[dict]]:
+    """Each project's subprojects at any depth (hidden ones only with search_hidden)."""
+    below: dict[str, list[dict]] = defaultdict(list)
+    for project in all_projects:
+        if search_hidden or SystemTag.HIDDEN not in (project.get("system_tags") or []):
+            for ancestor in project.get("path") or []:
+                below[ancestor].append(project)
+    return below
 
 
 def _stats_for(ids: Iterable[str], own: dict[str, Own], states: tuple[str, ...]) -> tuple[dict, float | None]:
@@ -145,7 +149,8 @@ def _add_stats(ctx: CallContext, req: Request, projects: list[dict], all_project
     kind = req.text("children_type")
     hidden = req.flag("search_hidden") or kind in ("pipeline", "report")
     stats_filter = req.mapping("include_stats_filter") or _CHILDREN_STATS_FILTER.get(kind or "", {})
-    subtrees = {p["id"]: _children(all_projects, p["id"], hidden) for p in projects}
+    below = _subtrees(all_projects, hidden)
+    subtrees = {p["id"]: below.get(p["id"], []) for p in projects}
     ids = {p["id"] for p in projects} | ({c["id"] for kids in subtrees.values() for c in kids} if with_children else set())
     with ctx.store.tx() as conn:
         own = grouped_stats(conn, sorted(ids), stats_filter, req.str_list("active_users"))
