@@ -8,7 +8,8 @@ columns (ix_tasks_project_stats covers it), whatever the number of projects; the
 are done here on its few rows. `check_own_contents` adds `own_tasks`/`own_models` (one grouped
 query each). `parent` is answered as {id, name}. `children_type` lists only the projects that
 hold pipelines, datasets or reports (or have them below), with stats on those alone;
-`active_users` only those with tasks by these users, with stats on their tasks alone.
+`active_users` only those with tasks by these users, with stats on their tasks alone;
+`include_dataset_stats` the latest dataset version's file count and size.
 """
 from __future__ import annotations
 
@@ -193,6 +194,21 @@ def _add_own_contents(ctx: CallContext, req: Request, projects: list[dict]) -> N
         project["own_models"] = models.get(project["id"], 0)
 
 
+def _add_dataset_stats(ctx: CallContext, projects: list[dict]) -> None:
+    """include_dataset_stats: the file count and size of the latest non-archived task with a
+    runtime in each project (a dataset version keeps them in runtime.ds_file_count/ds_total_size)."""
+    c = t.tasks.c
+    stmt = (select(c.project, c.doc["runtime"])
+            .where(c.project.in_([p["id"] for p in projects]), or_(c.archived.is_(None), c.archived.is_(False)))
+            .order_by(c.project, c.last_update))
+    with ctx.store.tx() as conn:
+        latest = {project: runtime for project, runtime in conn.execute(stmt) if isinstance(runtime, dict) and runtime}
+    for project in projects:
+        runtime = latest.get(project["id"])
+        project["dataset_stats"] = {"file_count": runtime.get("ds_file_count", 0),
+                                    "total_size": runtime.get("ds_total_size", 0)} if runtime else None
+
+
 def _with_parent_object(docs: list[dict], by_id: dict[str, dict]) -> list[dict]:
     def joined(doc: dict) -> dict:
         parent = by_id.get(doc.get("parent") or "")
@@ -259,4 +275,6 @@ def get_all_ex(ctx: CallContext, req: Request) -> dict:
         _add_own_contents(ctx, req, projects)
     if req.flag("include_stats") and projects:
         _add_stats(ctx, req, projects, all_projects)
+    if req.flag("include_dataset_stats") and projects:
+        _add_dataset_stats(ctx, projects)
     return {"projects": projects}

@@ -13,6 +13,7 @@ from tests.server.test_projects_stats import (  # noqa: F401 (re-run on PostgreS
     stats_tree,  # noqa: F401 (their fixture)
     test_active_users_lists_projects_with_their_tasks,
     test_children_type_lists_only_projects_holding_pipelines,
+    test_dataset_stats_come_from_the_latest_version,
     test_own_contents_parent_object_and_shallow_search,
     test_stats_cover_the_project_and_its_subprojects,
     test_stats_filter_of_the_wrong_type_is_a_400_naming_it,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 import uuid
 
 import pytest
@@ -158,3 +159,15 @@ def test_active_users_lists_projects_with_their_tasks(api, stats_tree):
     assert got[stats_tree["root"]]["stats"]["active"]["total_tasks"] == 4
     nobody = api.call("projects.get_all_ex", {**body, "active_users": ["nobody"]})
     assert nobody == {"projects": []}
+
+
+def test_dataset_stats_come_from_the_latest_version(api):
+    project = api.call("projects.create", {"name": f"ds-{uuid.uuid4().hex[:8]}", "system_tags": ["dataset"]})["id"]
+    for count, size in ((3, 300), (5, 500)):
+        api.call("tasks.create", {"name": "v", "type": "data_processing", "project": project,
+                                  "system_tags": ["dataset"], "runtime": {"ds_file_count": count, "ds_total_size": size}})
+        time.sleep(0.01)  # last_update has millisecond resolution: the second version is the later one
+    got = _get(api, {"id": [project], "include_dataset_stats": True})
+    assert got["dataset_stats"] == {"file_count": 5, "total_size": 500}
+    empty = api.call("projects.create", {"name": f"ds-{uuid.uuid4().hex[:8]}"})["id"]
+    assert _get(api, {"id": [empty], "include_dataset_stats": True})["dataset_stats"] is None
