@@ -1,14 +1,15 @@
 """projects.* endpoints that act on a whole subtree: validate_delete, delete, move, merge.
 
 As the reference server: a project's subtree is itself and every project whose `path` holds it;
-deleting without `force` is refused while the subtree holds tasks (400/402) or models (400/405)
-that are not archived; without `delete_contents` the tasks and models are left without a project.
+deleting without `force` is refused while the subtree holds pipelines with active controllers
+(400/413), datasets with versions (400/406), or tasks (400/402) or models (400/405) that are not
+archived; without `delete_contents` the tasks and models are left without a project.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 
 from server import errors
 from server.rpc.registry import CallContext, Request, endpoint
@@ -25,7 +26,7 @@ from server.services.projects import (
 )
 from server.storage import tables as t
 from shipyard import clock
-from shipyard.protocol import Subcode, SystemTag
+from shipyard.protocol import Subcode, SystemTag, TaskType
 
 REPORTS_TAG = "reports"  # the system tag of a report (a task of type `report`)
 
@@ -44,15 +45,33 @@ def _models(ctx: CallContext, conn, project_ids: list[str]) -> list[dict]:
     return ctx.store.get_many(conn, t.models, [t.models.c.project.in_(project_ids)])
 
 
-def _content_counts(ctx: CallContext, conn, project_ids: list[str]) -> dict[str, int]:
-    rows = _task_rows(conn, project_ids)
+def _tagged(tree: list[dict], tag: str, folder: str) -> list[str]:
+    """The projects of pipelines or datasets ("x/.pipelines/p", tagged) in the subtree, not their folder."""
+    return [p["id"] for p in tree if tag in (p.get("system_tags") or []) and p.get("basename") != folder]
+
+
+def _active_projects(conn, project_ids: list[str], *where: Any) -> int:
+    """How many of the projects hold non-archived tasks (matching `where`)."""
+    c = t.tasks.c
+    stmt = select(c.project).distinct().where(c.project.in_(project_ids), or_(c.archived.is_(None),
+                                                                             c.archived.is_(False)), *where)
+    return len(conn.execute(stmt).all()) if project_ids else 0
+
+
+def _content_counts(ctx: CallContext, conn, tree: list[dict]) -> dict[str, int]:
+    """What validate_delete answers: pipelines with active controllers and datasets with versions,
+    and the tasks, reports and models of the other projects of the subtree."""
+    pipelines, datasets = _tagged(tree, "pipeline", ".pipelines"), _tagged(tree, "dataset", ".datasets")
+    ids = [p["id"] for p in tree if p["id"] not in {*pipelines, *datasets}]
+    rows = _task_rows(conn, ids)
     reports = [archived for archived, tags in rows if REPORTS_TAG in (tags or [])]
     tasks = [archived for archived, tags in rows if REPORTS_TAG not in (tags or [])]
-    models = [_is_archived(m) for m in _models(ctx, conn, project_ids)]
+    models = [_is_archived(m) for m in _models(ctx, conn, ids)]
     return {"tasks": len(tasks), "non_archived_tasks": tasks.count(False) + tasks.count(None),
             "models": len(models), "non_archived_models": models.count(False),
             "reports": len(reports), "non_archived_reports": reports.count(False) + reports.count(None),
-            "pipelines": 0, "datasets": 0}
+            "pipelines": _active_projects(conn, pipelines, t.tasks.c.type == TaskType.CONTROLLER),
+            "datasets": _active_projects(conn, datasets)}
 
 
 def _subtree(ctx: CallContext, conn, project_id: str) -> list[dict]:
@@ -63,19 +82,23 @@ def _subtree(ctx: CallContext, conn, project_id: str) -> list[dict]:
 def validate_delete(ctx: CallContext, req: Request) -> dict:
     check_request("projects.validate_delete", req)
     with ctx.store.tx() as conn:
-        ids = [p["id"] for p in _subtree(ctx, conn, req.id("project", "project"))]
-        return _content_counts(ctx, conn, ids)
+        return _content_counts(ctx, conn, _subtree(ctx, conn, req.id("project", "project")))
 
 
-def _refuse_non_empty(ctx: CallContext, conn, project_id: str, ids: list[str]) -> None:
-    counts = _content_counts(ctx, conn, ids)
-    active_tasks = counts["non_archived_tasks"] + counts["non_archived_reports"]
-    if active_tasks:
-        raise errors.APIError(400, Subcode.PROJECT_HAS_TASKS, f"Project has associated tasks: "
-                              f"{active_tasks} not archived (use force=true): id={project_id}")
-    if counts["non_archived_models"]:
-        raise errors.APIError(400, Subcode.PROJECT_HAS_MODELS, f"Project has associated models: "
-                              f"{counts['non_archived_models']} not archived (use force=true): id={project_id}")
+_REFUSALS = (  # (count, subcode, what) in the reference server's order
+    ("pipelines", Subcode.PROJECT_HAS_PIPELINES, "pipelines with active controllers"),
+    ("datasets", Subcode.PROJECT_HAS_DATASETS, "non-empty datasets"),
+    ("non_archived_tasks", Subcode.PROJECT_HAS_TASKS, "tasks not archived"),
+    ("non_archived_reports", Subcode.PROJECT_HAS_TASKS, "reports not archived"),
+    ("non_archived_models", Subcode.PROJECT_HAS_MODELS, "models not archived"),
+)
+
+
+def _refuse_non_empty(ctx: CallContext, conn, project_id: str, tree: list[dict]) -> None:
+    counts = _content_counts(ctx, conn, tree)
+    for key, subcode, what in _REFUSALS:
+        if counts[key]:
+            raise errors.APIError(400, subcode, f"Project has {counts[key]} {what} (use force=true): id={project_id}")
 
 
 def _disassociate(ctx: CallContext, conn, ids: list[str]) -> dict:
@@ -121,7 +144,7 @@ def delete_project(ctx: CallContext, req: Request) -> dict:
         tree = _subtree(ctx, conn, project_id)
         ids = [p["id"] for p in tree]
         if not req.flag("force"):
-            _refuse_non_empty(ctx, conn, project_id, ids)
+            _refuse_non_empty(ctx, conn, project_id, tree)
         result = _delete_contents(ctx, conn, ids) if req.flag("delete_contents") else _disassociate(ctx, conn, ids)
         for project in tree:
             ctx.store.delete(conn, t.projects, project["id"])

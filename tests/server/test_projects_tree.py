@@ -166,3 +166,23 @@ def test_make_public_and_private_count_the_projects(api):
         assert api.call(endpoint, {"ids": [project, "0" * 32]}) == {"updated": 1}
         err = _fails(api, endpoint, {"ids": [1]})
         assert err.code == 400 and "ids" in err.msg
+
+
+def test_pipelines_and_datasets_in_the_subtree(api):
+    top = _name("special")
+    pipe = api.call("projects.create", {"name": f"{top}/.pipelines/p", "system_tags": ["hidden", "pipeline"]})["id"]
+    data = api.call("projects.create", {"name": f"{top}/.datasets/d", "system_tags": ["hidden", "dataset"]})["id"]
+    root = _by_name(api, top)["id"]
+    _task(api, pipe, "step")  # not a controller: the pipeline is not active
+    got = api.call("projects.validate_delete", {"project": root})
+    assert (got["pipelines"], got["datasets"], got["tasks"]) == (0, 0, 0)
+    _task(api, pipe, "ctl", type="controller")
+    version = _task(api, data, "v", type="data_processing")
+    got = api.call("projects.validate_delete", {"project": root})
+    assert (got["pipelines"], got["datasets"]) == (1, 1)
+    err = _fails(api, "projects.delete", {"project": root})
+    assert (err.code, err.subcode) == (400, 413)
+    err = _fails(api, "projects.delete", {"project": data})
+    assert (err.code, err.subcode) == (400, 406)
+    api.call("tasks.archive", {"tasks": [version]})
+    assert api.call("projects.delete", {"project": data})["deleted"] == 1
