@@ -121,6 +121,15 @@ def _artifact_urls(tasks: list[dict]) -> list[str]:
     return sorted(u for u in found if isinstance(u, str) and u)
 
 
+def _unlink_outside(ctx: CallContext, conn, project_ids: list[str], task_ids: list[str]) -> None:
+    """Tasks and models left in other projects lose their link to a deleted task (`parent`, `task`)."""
+    for table, key in ((t.tasks, "parent"), (t.models, "task")):
+        outside = or_(table.c.project.is_(None), table.c.project.not_in(project_ids))
+        for doc in ctx.store.get_many(conn, table, [table.c[key].in_(task_ids), outside]):
+            doc.pop(key, None)
+            ctx.store.save(conn, table, doc)
+
+
 def _delete_contents(ctx: CallContext, conn, ids: list[str]) -> dict:
     tasks = ctx.store.get_many(conn, t.tasks, [t.tasks.c.project.in_(ids)])
     models = _models(ctx, conn, ids)
@@ -130,6 +139,7 @@ def _delete_contents(ctx: CallContext, conn, ids: list[str]) -> dict:
     for owner in owners:
         delete_task_events(conn, owner)
     task_ids = [d["id"] for d in tasks]
+    _unlink_outside(ctx, conn, ids, task_ids)
     conn.execute(delete(t.queue_entries).where(t.queue_entries.c.task.in_(task_ids)))
     conn.execute(delete(t.tasks).where(t.tasks.c.id.in_(task_ids)))
     conn.execute(delete(t.models).where(t.models.c.id.in_([m["id"] for m in models])))

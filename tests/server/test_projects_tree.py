@@ -109,6 +109,9 @@ def test_delete_contents_deletes_the_subtree_and_answers_urls(api):
     api.call("tasks.add_or_update_artifacts", {"task": task, "artifacts": [
         {"key": "a", "type": "custom", "mode": "output", "uri": "file:///art/a.bin"}]})
     model = api.call("models.create", {"name": "m", "uri": "file:///models/m.pt", "project": root})["id"]
+    elsewhere = api.call("projects.create", {"name": _name("delc-other")})["id"]
+    child = _task(api, elsewhere, "child", parent=task)
+    kept_model = api.call("models.create", {"name": "k", "uri": "file:///k", "project": elsewhere, "task": task})["id"]
     got = api.call("projects.delete", {"project": root, "force": True, "delete_contents": True})
     assert (got["deleted"], got["deleted_tasks"], got["deleted_models"]) == (2, 1, 1)
     assert got["urls"]["model_urls"] == ["file:///models/m.pt"]
@@ -116,6 +119,8 @@ def test_delete_contents_deletes_the_subtree_and_answers_urls(api):
     for endpoint, body in (("tasks.get_by_id", {"task": task}), ("models.get_by_id", {"model": model}),
                            ("projects.get_by_id", {"project": kid})):
         assert _fails(api, endpoint, body).code == 400
+    assert not api.call("tasks.get_by_id", {"task": child})["task"].get("parent")
+    assert not api.call("models.get_by_id", {"model": kept_model})["model"].get("task")
 
 
 def test_move_repositions_the_subtree(api):
