@@ -46,6 +46,8 @@ def test_task_model_and_project_tags(api, query_tree):
     assert got == {"tags": ["ptag"], "system_tags": ["psys"]}
     err = _fails(api, "projects.get_task_tags", {"projects": query_tree["root"], "filter": {"tags": [3]}})
     assert err.code == 400 and "filter.tags" in err.msg
+    err = _fails(api, "projects.get_project_tags", {"include_system": "perhaps"})
+    assert err.code == 400 and "include_system" in err.msg
 
 
 def test_task_parents(api, query_tree):
@@ -70,7 +72,8 @@ def test_hyper_parameters_and_values(api, query_tree):
         "parameters": [], "remaining": 0, "total": 0}
     values = api.call("projects.get_hyperparam_values", {"projects": [query_tree["root"]], "section": "Args", "name": "lr"})
     assert values == {"total": 2, "values": ["0.01", "0.1"]}
-    assert _fails(api, "projects.get_hyper_parameters", {}).code == 400
+    err = _fails(api, "projects.get_hyper_parameters", {})
+    assert err.code == 400 and "project" in err.msg
     err = _fails(api, "projects.get_hyperparam_values", {"section": "Args"})
     assert err.code == 400 and "name" in err.msg
 
@@ -88,6 +91,8 @@ def test_model_metadata_keys_and_values(api, query_tree):
     assert got == {"keys": ["arch"], "remaining": 0, "total": 1}
     got = api.call("projects.get_model_metadata_values", {"projects": [query_tree["root"]], "key": "arch"})
     assert got == {"total": 1, "values": ["resnet"]}
+    err = _fails(api, "projects.get_model_metadata_keys", {"project": query_tree["root"], "page_size": "many"})
+    assert err.code == 400 and "page_size" in err.msg
     err = _fails(api, "projects.get_model_metadata_values", {"projects": [query_tree["root"]]})
     assert err.code == 400 and "key" in err.msg
 

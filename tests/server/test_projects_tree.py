@@ -62,6 +62,8 @@ def test_update_renames_subprojects_and_refuses_a_new_location(api):
     assert (err.code, err.subcode) == (400, 408)
     err = _fails(api, "projects.update", {"project": b["id"], "name": "/"})
     assert (err.code, err.subcode) == (400, 407)
+    err = _fails(api, "projects.update", {"project": b["id"], "name": 5})
+    assert err.code == 400 and "'name'" in err.msg
 
 
 def test_validate_delete_counts_the_subtree(api):
@@ -89,6 +91,8 @@ def test_delete_needs_force_for_active_tasks_and_models(api):
     model = api.call("models.create", {"name": "m", "uri": "file:///m", "project": root})["id"]
     err = _fails(api, "projects.delete", {"project": root})
     assert (err.code, err.subcode) == (400, 405)
+    err = _fails(api, "projects.delete", {"project": root, "force": "maybe"})
+    assert err.code == 400 and "'force'" in err.msg
     got = api.call("projects.delete", {"project": root, "force": True})
     assert got == {"deleted": 1, "disassociated_tasks": 1, "deleted_tasks": 0, "deleted_models": 0}
     assert not api.call("tasks.get_by_id", {"task": task})["task"].get("project")
@@ -162,6 +166,8 @@ def test_merge_moves_contents_and_children(api):
     assert (err.code, err.subcode) == (400, 412)
     err = _fails(api, "projects.merge", {"project": kid, "destination_project": kid})
     assert (err.code, err.subcode) == (400, 410)
+    err = _fails(api, "projects.merge", {"project": kid, "destination_project": 5})
+    assert err.code == 400 and "destination_project" in err.msg
 
 
 def test_make_public_and_private_count_the_projects(api):
