@@ -62,14 +62,20 @@ def _columns_for(table: Table, doc: dict) -> dict[str, Any]:
     raise ValueError(f"not a document table: {table.name}")
 
 
-def _derive_columns(conn: Connection, table: Table) -> None:
-    """Write every row's derived columns from its document (after an upgrade added some)."""
-    rows = conn.execute(select(table.c.id, table.c.doc)).all()
-    if rows:
-        names = [c.name for c in table.columns if c.name not in ("id", "doc")]
-        stmt = update(table).where(table.c.id == bindparam("p_id")).values({n: bindparam(f"v_{n}") for n in names})
+def _derive_columns(conn: Connection, table: Table, batch: int = 1000) -> None:
+    """Write every row's derived columns from its document (after an upgrade added some), a
+    batch of rows at a time so a large table is never held in memory whole."""
+    names = [c.name for c in table.columns if c.name not in ("id", "doc")]
+    stmt = update(table).where(table.c.id == bindparam("p_id")).values({n: bindparam(f"v_{n}") for n in names})
+    last = ""
+    while True:
+        rows = conn.execute(select(table.c.id, table.c.doc).where(table.c.id > last)
+                            .order_by(table.c.id).limit(batch)).all()
+        if not rows:
+            return
         conn.execute(stmt, [{"p_id": row[0], **{f"v_{k}": v for k, v in _columns_for(table, dict(row[1])).items()}}
                             for row in rows])
+        last = rows[-1][0]
 
 
 def sqlite_url(data_dir: Path) -> str:

@@ -115,17 +115,18 @@ def test_old_data_dir_gets_the_stats_columns_from_its_documents(tmp_path):
     con.execute("create table tasks (id varchar(32) primary key, name text not null, project varchar(32), "
                 "status varchar(32) not null, type varchar(32) not null, parent varchar(32), created float not null, "
                 "last_update float not null, last_change float not null, lease_expires float, doc json not null)")
-    doc = _doc("d" * 32, "p", "completed", system_tags=["archived"], started="2024-01-01T00:00:00+00:00",
-               completed="2024-01-01T00:01:00+00:00")
-    con.execute("insert into tasks values (?,?,?,?,?,?,?,?,?,?,?)",
-                (doc["id"], "t", "p", "completed", "training", None, 1, 1, 1, None, json.dumps(doc)))
+    docs = [_doc(f"{n:032x}", "p", "completed", system_tags=["archived"], started="2024-01-01T00:00:00+00:00",
+                 completed="2024-01-01T00:01:00+00:00") for n in range(1001)]  # more than one upgrade batch
+    con.executemany("insert into tasks values (?,?,?,?,?,?,?,?,?,?,?)",
+                    [(d["id"], "t", "p", "completed", "training", None, 1, 1, 1, None, json.dumps(d)) for d in docs])
     con.commit()
     con.close()
     store = Store(sqlite_url(tmp_path))
     with store.tx() as conn:
         found = grouped_stats(conn, ["p"], {})
     store.close()
-    assert found["p"].sections["archived"].total_runtime == 60.0
+    archived = found["p"].sections["archived"]
+    assert (archived.total_runtime, archived.status_count["completed"]) == (60.0 * 1001, 1001)
 
 
 def test_children_type_lists_only_projects_holding_pipelines(api, stats_tree):
