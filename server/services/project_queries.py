@@ -13,7 +13,7 @@ from sqlalchemy import or_, select
 
 from server import query
 from server.rpc.registry import CallContext, Request, endpoint
-from server.services.events.store import metric_hash
+from server.services.events.store import chunks, metric_hash
 from server.services.projects import check_request
 from server.storage import tables as t
 
@@ -112,7 +112,7 @@ def task_parents(ctx: CallContext, req: Request) -> dict:
     where = [c.parent.isnot(None), *_state_clause(req.body.get("tasks_state", "active"))]
     parent_ids = sorted({r[0] for r in _column_rows(ctx, req, t.tasks, [c.parent], where=where)})
     with ctx.store.tx() as conn:
-        parents = ctx.store.get_many(conn, t.tasks, [c.id.in_(parent_ids)])
+        parents = [p for part in chunks(parent_ids) for p in ctx.store.get_many(conn, t.tasks, [c.id.in_(part)])]
         names = dict(conn.execute(select(t.projects.c.id, t.projects.c.name)).all())
     pattern = req.text("task_name")
     if pattern:

@@ -13,7 +13,7 @@ from sqlalchemy import delete, or_, select
 
 from server import errors
 from server.rpc.registry import CallContext, Request, endpoint
-from server.services.events import delete_task_events
+from server.services.events.store import chunks
 from server.services.projects import (
     check_depth,
     check_request,
@@ -112,8 +112,11 @@ def _disassociate(ctx: CallContext, conn, ids: list[str]) -> dict:
 
 def _event_urls(conn, owner_ids: list[str]) -> list[str]:
     c = t.events.c
-    rows = conn.execute(select(c.doc["url"]).where(c.task.in_(owner_ids), c.type == "training_debug_image"))
-    return sorted({url for (url,) in rows if isinstance(url, str) and url})
+    found: set[str] = set()
+    for part in chunks(owner_ids):
+        rows = conn.execute(select(c.doc["url"]).where(c.task.in_(part), c.type == "training_debug_image"))
+        found.update(url for (url,) in rows if isinstance(url, str) and url)
+    return sorted(found)
 
 
 def _artifact_urls(tasks: list[dict]) -> list[str]:
@@ -125,24 +128,32 @@ def _unlink_outside(ctx: CallContext, conn, project_ids: list[str], task_ids: li
     """Tasks and models left in other projects lose their link to a deleted task (`parent`, `task`)."""
     for table, key in ((t.tasks, "parent"), (t.models, "task")):
         outside = or_(table.c.project.is_(None), table.c.project.not_in(project_ids))
-        for doc in ctx.store.get_many(conn, table, [table.c[key].in_(task_ids), outside]):
-            doc.pop(key, None)
-            ctx.store.save(conn, table, doc)
+        for part in chunks(task_ids):
+            for doc in ctx.store.get_many(conn, table, [table.c[key].in_(part), outside]):
+                doc.pop(key, None)
+                ctx.store.save(conn, table, doc)
+
+
+def _delete_rows(conn, task_ids: list[str], model_ids: list[str]) -> None:
+    """The tasks and models, their events and queue entries (IN lists in chunks: a project may hold
+    more tasks than a statement may have parameters)."""
+    for part in chunks([*task_ids, *model_ids]):
+        conn.execute(delete(t.events).where(t.events.c.task.in_(part)))
+    for part in chunks(task_ids):
+        conn.execute(delete(t.queue_entries).where(t.queue_entries.c.task.in_(part)))
+        conn.execute(delete(t.tasks).where(t.tasks.c.id.in_(part)))
+    for part in chunks(model_ids):
+        conn.execute(delete(t.models).where(t.models.c.id.in_(part)))
 
 
 def _delete_contents(ctx: CallContext, conn, ids: list[str]) -> dict:
     tasks = ctx.store.get_many(conn, t.tasks, [t.tasks.c.project.in_(ids)])
     models = _models(ctx, conn, ids)
-    owners = [d["id"] for d in [*tasks, *models]]
+    task_ids, model_ids = [d["id"] for d in tasks], [m["id"] for m in models]
     urls = {"model_urls": sorted({m["uri"] for m in models if m.get("uri")}),
-            "event_urls": _event_urls(conn, owners), "artifact_urls": _artifact_urls(tasks)}
-    for owner in owners:
-        delete_task_events(conn, owner)
-    task_ids = [d["id"] for d in tasks]
+            "event_urls": _event_urls(conn, [*task_ids, *model_ids]), "artifact_urls": _artifact_urls(tasks)}
     _unlink_outside(ctx, conn, ids, task_ids)
-    conn.execute(delete(t.queue_entries).where(t.queue_entries.c.task.in_(task_ids)))
-    conn.execute(delete(t.tasks).where(t.tasks.c.id.in_(task_ids)))
-    conn.execute(delete(t.models).where(t.models.c.id.in_([m["id"] for m in models])))
+    _delete_rows(conn, task_ids, model_ids)
     return {"disassociated_tasks": 0, "deleted_tasks": len(tasks), "deleted_models": len(models), "urls": urls}
 
 

@@ -116,10 +116,13 @@ def test_delete_contents_deletes_the_subtree_and_answers_urls(api):
     elsewhere = api.call("projects.create", {"name": _name("delc-other")})["id"]
     child = _task(api, elsewhere, "child", parent=task)
     kept_model = api.call("models.create", {"name": "k", "uri": "file:///k", "project": elsewhere, "task": task})["id"]
+    api.events([{"type": "training_debug_image", "task": task, "metric": "m", "variant": "v", "iter": 1,
+                 "url": "file:///events/img.png"}])
     got = api.call("projects.delete", {"project": root, "force": True, "delete_contents": True})
     assert (got["deleted"], got["deleted_tasks"], got["deleted_models"]) == (2, 1, 1)
     assert got["urls"]["model_urls"] == ["file:///models/m.pt"]
     assert got["urls"]["artifact_urls"] == ["file:///art/a.bin"]
+    assert got["urls"]["event_urls"] == ["file:///events/img.png"]
     for endpoint, body in (("tasks.get_by_id", {"task": task}), ("models.get_by_id", {"model": model}),
                            ("projects.get_by_id", {"project": kid})):
         assert _fails(api, endpoint, body).code == 400
