@@ -1,8 +1,9 @@
 """Endpoint modules. Importing this package registers every endpoint."""
 from importlib import import_module
 
-MODULES = ("basic", "projects", "tasks.crud", "tasks.params", "tasks.status", "tasks.batch", "queues", "workers",
-           "events", "models", "model_batch", "leases", "credentials", "users", "organization", "openapi")
+MODULES = ("basic", "projects", "project_tree", "project_stats", "project_queries", "tasks.crud", "tasks.params",
+           "tasks.status", "tasks.batch", "queues", "workers", "events", "models", "model_batch", "leases",
+           "credentials", "users", "organization", "openapi")
 
 
 def load_all() -> None:

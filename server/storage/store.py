@@ -19,14 +19,14 @@ from server.rpc import jsonutil
 from server.storage import tables as t
 from server.storage.prepared import Prepared
 from shipyard import clock
-from shipyard.protocol import TaskStatus, TaskType
+from shipyard.protocol import SystemTag, TaskStatus, TaskType
 
 
 def new_id() -> str:
     return uuid.uuid4().hex
 
 
-def _ts(doc: dict, key: str, default: float) -> float:
+def _ts(doc: dict, key: str, default: Any) -> Any:
     value = doc.get(key)
     if isinstance(value, str) and value:
         try:
@@ -46,6 +46,8 @@ def _columns_for(table: Table, doc: dict) -> dict[str, Any]:
             "parent": doc.get("parent"), "created": _ts(doc, "created", now),
             "last_update": _ts(doc, "last_update", now), "last_change": _ts(doc, "last_change", now),
             "lease_expires": (doc.get("_lease") or {}).get("expires"),
+            "archived": SystemTag.ARCHIVED in (doc.get("system_tags") or ()),
+            "started": _ts(doc, "started", None), "completed": _ts(doc, "completed", None),
         }
     if table is t.projects:
         return {"name": doc.get("name") or "", "created": _ts(doc, "created", now),
@@ -58,6 +60,22 @@ def _columns_for(table: Table, doc: dict) -> dict[str, Any]:
     if table is t.workers:
         return {"last_activity": _ts(doc, "last_activity_time", now)}
     raise ValueError(f"not a document table: {table.name}")
+
+
+def _derive_columns(conn: Connection, table: Table, batch: int = 1000) -> None:
+    """Write every row's derived columns from its document (after an upgrade added some), a
+    batch of rows at a time so a large table is never held in memory whole."""
+    names = [c.name for c in table.columns if c.name not in ("id", "doc")]
+    stmt = update(table).where(table.c.id == bindparam("p_id")).values({n: bindparam(f"v_{n}") for n in names})
+    last = ""
+    while True:
+        rows = conn.execute(select(table.c.id, table.c.doc).where(table.c.id > last)
+                            .order_by(table.c.id).limit(batch)).all()
+        if not rows:
+            return
+        conn.execute(stmt, [{"p_id": row[0], **{f"v_{k}": v for k, v in _columns_for(table, dict(row[1])).items()}}
+                            for row in rows])
+        last = rows[-1][0]
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -165,15 +183,22 @@ class Store:
         self._add_missing_columns()
 
     def _add_missing_columns(self) -> None:
-        """Forward-only schema upgrade: nullable columns added since a data dir was created."""
+        """Forward-only schema upgrade: nullable columns and indexes added since a data dir was
+        created; a document table that gained a column has its columns derived anew."""
         with self.engine.begin() as conn:
             inspector = inspect(conn)  # same connection: a second one would wait on our write lock
             for table in t.metadata.sorted_tables:
                 present = {c["name"] for c in inspector.get_columns(table.name)}
-                for column in table.columns:
-                    if column.name not in present and column.nullable:
-                        kind = column.type.compile(dialect=self.engine.dialect)
-                        conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}')
+                added = [c for c in table.columns if c.name not in present and c.nullable]
+                for column in added:
+                    kind = column.type.compile(dialect=self.engine.dialect)
+                    conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}')
+                indexes = {i["name"] for i in inspector.get_indexes(table.name)}
+                for index in table.indexes:
+                    if index.name not in indexes:
+                        index.create(conn)
+                if added and "doc" in table.c:
+                    _derive_columns(conn, table)
 
     def close(self) -> None:
         with self._held_lock:
