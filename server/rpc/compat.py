@@ -65,11 +65,6 @@ NOT_YET: dict[str, str] = {name: "issue 19" for name in (
     "auth.edit_credentials", "auth.fixed_users_mode", "auth.get_credentials",
     "organization.download_for_get_all", "organization.prepare_download_for_get_all",
     "pipelines.delete_runs", "pipelines.start_pipeline",
-    "projects.get_hyper_parameters", "projects.get_hyperparam_values", "projects.get_model_metadata_keys",
-    "projects.get_model_metadata_values", "projects.get_model_tags", "projects.get_project_tags",
-    "projects.get_task_parents", "projects.get_task_tags", "projects.get_unique_metric_variants",
-    "projects.get_user_names", "projects.make_private", "projects.make_public", "projects.merge", "projects.move",
-    "projects.validate_delete",
     "reports.archive", "reports.create", "reports.delete", "reports.get_all_ex", "reports.get_tags",
     "reports.get_task_data", "reports.move", "reports.publish", "reports.unarchive", "reports.update",
     "server.endpoints",
@@ -81,7 +76,7 @@ NOT_YET: dict[str, str] = {name: "issue 19" for name in (
 )}
 
 PARTIAL: dict[str, str] = {
-    "projects.get_all_ex": "no `stats`/`include_stats`, `own_tasks` (issue 19)",
+    "projects.get_all_ex": "no `scroll_id` paging; `user` is not a `{id, name}` object (issue 19)",
     "tasks.get_all_ex": "no `scroll_id` paging; `user`/`project` and referenced fields are not joined objects (issue 19)",
 }
 

@@ -496,37 +496,37 @@ for _name in ("tasks.get_all", "models.get_all", "projects.get_all", "queues.get
 
 # -- projects family (issue 19): the project tree, statistics and distinct-value queries -------
 _STATE = AnyOf(Enum("active", "archived"), NULL)
-_IDS = AnyOf(STR, STRS)  # a single id is read as a one-item list (Request.array)
+_ID_OR_IDS = AnyOf(STR, STRS)  # a single id is read as a one-item list (Request.array)
 _TAGS_FILTER = Obj({"tags": ListOf(AnyOf(STR, NULL)), "system_tags": ListOf(AnyOf(STR, NULL))})
-_TAGS_REQUEST = _req({"projects": _IDS, "include_system": FLAG, "filter": _TAGS_FILTER})
+_TAGS_REQUEST = _req({"projects": _ID_OR_IDS, "include_system": FLAG, "filter": _TAGS_FILTER})
 _PAGE = {"page": INT, "page_size": INT}
-_IN_PROJECTS = {"projects": _IDS, "include_subprojects": FLAG, "allow_public": FLAG}
+_IN_PROJECTS = {"projects": _ID_OR_IDS, "include_subprojects": FLAG, "allow_public": FLAG}
 REQUESTS.update({
     "projects.get_all_ex": GET_ALL.with_fields({
-        "parent": _IDS, "shallow_search": FLAG, "include_stats": FLAG, "stats_for_state": _STATE,
+        "parent": _ID_OR_IDS, "shallow_search": FLAG, "include_stats": FLAG, "stats_for_state": _STATE,
         "stats_with_children": FLAG, "check_own_contents": FLAG, "include_stats_filter": MapOf(AnyOf(STR, ListOf(AnyOf(SCALAR, NULL)))),
-        "non_public": FLAG, "allow_public": FLAG, "active_users": _IDS, "include_dataset_stats": FLAG,
+        "non_public": FLAG, "allow_public": FLAG, "active_users": _ID_OR_IDS, "include_dataset_stats": FLAG,
         "children_type": Enum("pipeline", "report", "dataset"), "children_tags": ListOf(AnyOf(STR, NULL))}),
     "projects.delete": _req({"project": STR, "force": FLAG, "delete_contents": FLAG,
                              "delete_external_artifacts": FLAG}, "project"),
     "projects.validate_delete": _req({"project": STR}, "project"),
     "projects.move": _req({"project": STR, "new_location": STR}, "project"),
     "projects.merge": _req({"project": STR, "destination_project": STR}, "project"),
-    "projects.make_public": _req({"ids": _IDS}),
-    "projects.make_private": _req({"ids": _IDS}),
+    "projects.make_public": _req({"ids": _ID_OR_IDS}),
+    "projects.make_private": _req({"ids": _ID_OR_IDS}),
     "projects.get_task_tags": _TAGS_REQUEST,
     "projects.get_model_tags": _TAGS_REQUEST,
     "projects.get_project_tags": _TAGS_REQUEST,
-    "projects.get_task_parents": _req({"projects": _IDS, "include_subprojects": FLAG, "tasks_state": _STATE,
+    "projects.get_task_parents": _req({"projects": _ID_OR_IDS, "include_subprojects": FLAG, "tasks_state": _STATE,
                                        "task_name": STR}),
     "projects.get_hyper_parameters": _req({"project": STR, "include_subprojects": FLAG, **_PAGE}, "project"),
     "projects.get_hyperparam_values": _req({**_IN_PROJECTS, **_PAGE, "section": STR, "name": STR, "pattern": STR},
                                            "section", "name"),
     "projects.get_unique_metric_variants": _req({"project": STR, "include_subprojects": FLAG,
-                                                 "model_metrics": FLAG, "ids": _IDS}),
+                                                 "model_metrics": FLAG, "ids": _ID_OR_IDS}),
     "projects.get_model_metadata_keys": _req({"project": STR, "include_subprojects": FLAG, **_PAGE}, "project"),
     "projects.get_model_metadata_values": _req({**_IN_PROJECTS, **_PAGE, "key": STR}, "key"),
-    "projects.get_user_names": _req({"projects": _IDS, "include_subprojects": FLAG,
+    "projects.get_user_names": _req({"projects": _ID_OR_IDS, "include_subprojects": FLAG,
                                      "entity": Enum("task", "model")}),
 })
 
