@@ -31,7 +31,7 @@ from server.rpc.guard import guarded_protocol
 from server.rpc.offload import HandlerPool
 from server.rpc.registry import CallContext
 from server.services import leases, load_all
-from server.services.queues import ensure_default_queue
+from server.services.queues.crud import ensure_default_queue
 from server.state import ServerState
 from server.storage.store import Store
 from server.web.official_ui import check_build

@@ -1,9 +1,10 @@
 """Endpoint modules. Importing this package registers every endpoint."""
 from importlib import import_module
 
-MODULES = ("basic", "projects", "project_tree", "project_stats", "project_queries", "tasks.crud", "tasks.params",
-           "tasks.status", "tasks.batch", "queues", "workers", "events", "models", "model_batch", "leases",
-           "credentials", "users", "organization", "openapi")
+MODULES = ("basic", "projects.crud", "projects.tree", "projects.stats", "projects.queries", "tasks.crud",
+           "tasks.params", "tasks.status", "tasks.batch", "queues.crud", "queues.metrics", "workers.crud",
+           "workers.stats", "events", "models.crud", "models.batch", "leases", "credentials", "users",
+           "organization", "openapi")
 
 
 def load_all() -> None:

@@ -16,8 +16,8 @@ from sqlalchemy import bindparam, select
 
 from server import errors
 from server.rpc.registry import CallContext, Request, endpoint
-from server.services import queues as q
 from server.services.events.store import add_server_line
+from server.services.queues import crud as q
 from server.services.tasks import doc as taskdoc
 from server.storage import tables as t
 from shipyard import clock

@@ -81,7 +81,7 @@ workers = Table(
 )
 
 # Workers' machine stats, one row per status report (the report's `machine_stats` as sent), kept
-# for a bounded time (server/services/worker_stats.py) for workers.get_stats / get_activity_report.
+# for a bounded time (server/services/workers/stats.py) for workers.get_stats / get_activity_report.
 worker_stats = Table(
     "worker_stats", metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),
@@ -93,7 +93,7 @@ worker_stats = Table(
 )
 
 # A queue's length and its entries' average wait, sampled when its entries change
-# (server/services/queue_metrics.py) for queues.get_queue_metrics.
+# (server/services/queues/metrics.py) for queues.get_queue_metrics.
 queue_metrics = Table(
     "queue_metrics", metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from server.services.project_stats import grouped_stats
+from server.services.projects.stats import grouped_stats
 from server.storage import tables as t
 from server.storage.store import Store, sqlite_url
 from tests.helpers import ApiFailure

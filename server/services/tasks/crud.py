@@ -10,7 +10,7 @@ from server import errors, query
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services.events import delete_task_events
-from server.services.projects import find_or_create_project, get_project
+from server.services.projects.crud import find_or_create_project, get_project
 from server.services.tasks import doc as taskdoc
 from server.services.tasks import status
 from server.storage import tables as t

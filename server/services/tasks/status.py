@@ -4,8 +4,8 @@ from __future__ import annotations
 from server import errors
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services import leases
-from server.services import queues as q
 from server.services.events import delete_task_events
+from server.services.queues import crud as q
 from server.services.tasks import doc as taskdoc
 from server.storage import tables as t
 from shipyard import clock

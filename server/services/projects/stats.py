@@ -21,7 +21,7 @@ from sqlalchemy import case, func, or_, select
 
 from server import errors, query
 from server.rpc.registry import CallContext, Request, endpoint
-from server.services.projects import check_request, listed
+from server.services.projects.crud import check_request, listed
 from server.storage import tables as t
 from shipyard import clock
 from shipyard.protocol import SystemTag, TaskStatus, TaskType

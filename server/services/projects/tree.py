@@ -14,7 +14,7 @@ from sqlalchemy import delete, or_, select
 from server import errors
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services.events.store import chunks
-from server.services.projects import (
+from server.services.projects.crud import (
     check_depth,
     check_request,
     descendants,

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, update
 
-from server.services.worker_stats import Range
+from server.services.workers.stats import Range
 from server.storage import tables as t
 from server.storage.prepared import Prepared
 from shipyard import clock

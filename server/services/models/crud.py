@@ -14,7 +14,7 @@ from server import errors, query
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services.events import json_safe
-from server.services.projects import get_project
+from server.services.projects.crud import get_project
 from server.services.tasks import doc as taskdoc
 from server.storage import tables as t
 from server.storage.store import new_id

@@ -13,8 +13,8 @@ from typing import Callable
 from server import errors
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
-from server.services import models
-from server.services.projects import find_or_create_project, get_project
+from server.services.models import crud as models
+from server.services.projects.crud import find_or_create_project, get_project
 from server.storage import tables as t
 from shipyard.protocol import Subcode, SystemTag
 

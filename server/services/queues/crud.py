@@ -12,8 +12,9 @@ from sqlalchemy import bindparam, delete, func, select, update
 from server import errors, query
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
-from server.services import queue_metrics, workers
+from server.services.queues import metrics as queue_metrics
 from server.services.tasks import doc as taskdoc
+from server.services.workers import crud as workers
 from server.storage import tables as t
 from server.storage.prepared import Prepared
 from server.storage.store import new_id

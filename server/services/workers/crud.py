@@ -10,7 +10,7 @@ from sqlalchemy import select
 from server import errors
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
-from server.services import worker_stats
+from server.services.workers import stats as worker_stats
 from server.storage import tables as t
 from shipyard import clock
 from shipyard.protocol import Subcode, TaskStatus

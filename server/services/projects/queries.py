@@ -14,7 +14,7 @@ from sqlalchemy import or_, select
 from server import query
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services.events.store import chunks, metric_hash
-from server.services.projects import check_request
+from server.services.projects.crud import check_request
 from server.storage import tables as t
 
 DEFAULT_PAGE_SIZE = 500
