@@ -119,6 +119,7 @@ class Subcode(enum.IntEnum):
     INVALID_TASK_ID = 101
     INVALID_TASK_STATUS = 110
     FAILED_CHANGING_TASK_STATUS = 121
+    TASK_CANNOT_BE_DELETED = 123
     EVENTS_NOT_ADDED = 131
     STALE_CLAIM = 150               # shipyard: a leased claim was superseded (server/services/leases.py)
     INVALID_MODEL_ID = 201
@@ -132,6 +133,7 @@ class Subcode(enum.IntEnum):
     TASK_NOT_QUEUED = 705           # shipyard
     NO_DEFAULT_QUEUE = 707
     WORKER_NOT_REGISTERED = 1004
+    INVALID_SCROLL_ID = 1104
 
     def __str__(self) -> str:
         return str(self.value)

@@ -1,8 +1,9 @@
 """Endpoint modules. Importing this package registers every endpoint."""
 from importlib import import_module
 
-MODULES = ("basic", "projects", "tasks.crud", "tasks.params", "tasks.status", "tasks.batch", "queues", "workers",
+MODULES: tuple[str, ...] = ("basic", "projects", "tasks.crud", "tasks.params", "tasks.status", "tasks.batch", "queues", "workers",
            "events", "models", "leases", "credentials", "openapi")
+MODULES += ("tasks.ex",)  # the tasks family's queries and bulk edits (issue 19)
 
 
 def load_all() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import delete as sql_delete
 
-from server import errors, query
+from server import errors
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services.events import delete_task_events
@@ -23,7 +23,7 @@ _CREATE_FIELDS = ("name", "type", "comment", "parent", "project", "tags", "syste
                   "output")
 
 
-def _incoming_fields(ctx: CallContext, req: Request, warnings: list[str]) -> dict[str, Any]:
+def incoming_fields(ctx: CallContext, req: Request, warnings: list[str]) -> dict[str, Any]:
     """The task fields in the request, type-checked; credentials in a repository URL are
     removed (and the caller warned)."""
     fields = {k: req.body[k] for k in _CREATE_FIELDS if req.body.get(k) is not None}
@@ -44,7 +44,7 @@ def create(ctx: CallContext, req: Request) -> dict:
     name = req.text("name", required=True)
     req.text("type", required=True)
     warnings: list[str] = []
-    fields = _incoming_fields(ctx, req, warnings)
+    fields = incoming_fields(ctx, req, warnings)
     task_id = new_id()
     with ctx.store.tx() as conn:
         if fields.get("project"):
@@ -66,23 +66,6 @@ def get_by_id(ctx: CallContext, req: Request) -> dict:
     return {"task": taskdoc.public_view(ctx, doc)}
 
 
-@endpoint("tasks.get_all")
-@endpoint("tasks.get_all_ex")
-def get_all(ctx: CallContext, req: Request) -> dict:
-    where = []
-    for column, key in ((t.tasks.c.id, "id"), (t.tasks.c.project, "project"),
-                        (t.tasks.c.status, "status"), (t.tasks.c.type, "type"), (t.tasks.c.parent, "parent")):
-        values = req.array(key)
-        if values:
-            where.append(column.in_([str(v) for v in values]))
-    where += query.time_clauses(req.body, {"last_change": t.tasks.c.last_change,
-                                           "last_update": t.tasks.c.last_update})
-    with ctx.store.tx() as conn:
-        docs = ctx.store.get_many(conn, t.tasks, where)
-    docs = [taskdoc.public_view(ctx, d) for d in query.filter_time(docs, req.body, "status_changed")]
-    return {"tasks": query.apply(docs, req.body)}
-
-
 def _apply_edit(doc: dict, fields: dict[str, Any]) -> None:
     for key, value in fields.items():
         if key in taskdoc.EMBEDDED and isinstance(doc.get(key), dict):
@@ -98,7 +81,7 @@ def _apply_edit(doc: dict, fields: dict[str, Any]) -> None:
 def edit(ctx: CallContext, req: Request) -> dict:
     task_id = req.id("task", "task")
     warnings: list[str] = []
-    fields = _incoming_fields(ctx, req, warnings)
+    fields = incoming_fields(ctx, req, warnings)
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
         taskdoc.require_editable(doc, req.flag("force") or ctx.endpoint == "tasks.update")
