@@ -11,11 +11,11 @@ from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services.events import delete_task_events
 from server.services.projects import find_or_create_project, get_project
+from server.services.tasks import cleanup, status
 from server.services.tasks import doc as taskdoc
-from server.services.tasks import status
 from server.storage import tables as t
 from server.storage.store import new_id
-from shipyard.protocol import SystemTag, TaskStatus
+from shipyard.protocol import Subcode, SystemTag, TaskStatus
 
 _NOT_CLONED_TAGS = (SystemTag.DEVELOPMENT, SystemTag.ARCHIVED)  # tasks.clone drops them
 _CREATE_FIELDS = ("name", "type", "comment", "parent", "project", "tags", "system_tags", "script",
@@ -136,12 +136,25 @@ def delete_task(ctx: CallContext, req: Request) -> dict:
     task_id = req.id("task", "task")
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
-        if doc.get("status") == TaskStatus.IN_PROGRESS and not req.flag("force"):
-            raise errors.invalid_status(f"Cannot delete a running task without force: task={task_id}")
+        _require_deletable(doc, req.flag("force"))
+        outcome = cleanup.tidy_outputs(ctx, conn, doc, req)
         removed = delete_task_events(conn, task_id)
         conn.execute(sql_delete(t.queue_entries).where(t.queue_entries.c.task == task_id))
         ctx.store.delete(conn, t.tasks, task_id)
-    return {"deleted": True, "updated_children": 0, "updated_models": 0, "events": {"deleted": removed}}
+    return {"deleted": True, "updated_children": 0, "updated_models": outcome.updated_models,
+            "events": {"deleted": removed}, **outcome.answer(req)}
+
+
+def _require_deletable(doc: dict, force: bool) -> None:
+    """A running task, or a published one that is not archived, goes only with force (as on the
+    reference server, whose published results are kept unless deleted on purpose)."""
+    if force:
+        return
+    if doc.get("status") == TaskStatus.IN_PROGRESS:
+        raise errors.invalid_status(f"Cannot delete a running task without force: task={doc['id']}")
+    if doc.get("status") == TaskStatus.PUBLISHED and SystemTag.ARCHIVED not in (doc.get("system_tags") or []):
+        raise errors.APIError(400, Subcode.TASK_CANNOT_BE_DELETED,
+                              f"Cannot delete a published task without force=true: task={doc['id']}")
 
 
 def set_system_tag(ctx: CallContext, ids: list[str], tag: str, present: bool) -> int:
@@ -213,12 +226,15 @@ def add_artifacts(ctx: CallContext, req: Request) -> dict:
         art.setdefault("mode", "output")
 
     def mutate(doc: dict) -> dict:
+        # A running task reports its artifacts as it goes: the reference server allows drafts
+        # and running tasks without force.
+        taskdoc.require_editable(doc, req.flag("force") or doc.get("status") == TaskStatus.IN_PROGRESS)
         execution = dict(doc.get("execution") or {})
         execution["artifacts"] = _upsert(taskdoc.artifacts(execution), artifacts, _artifact_key)
         doc["execution"] = execution
         return {"updated": len(artifacts)}
 
-    return _edit_part(ctx, req, mutate)
+    return _edit_part(ctx, req, mutate, any_status=True)
 
 
 @endpoint("tasks.delete_artifacts")
