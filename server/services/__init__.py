@@ -3,7 +3,7 @@ from importlib import import_module
 
 MODULES: tuple[str, ...] = ("basic", "projects", "tasks.crud", "tasks.params", "tasks.status", "tasks.batch", "queues", "workers",
            "events", "models", "leases", "credentials", "openapi")
-MODULES += ("tasks.ex",)  # the tasks family's queries and bulk edits (issue 19)
+MODULES += ("tasks.ex", "tasks.manage")  # the tasks family's queries and bulk edits (issue 19)
 
 
 def load_all() -> None:
