@@ -158,3 +158,16 @@ def test_date_ranges_on_created_started_and_last_update(api, project):
 ])
 def test_invalid_filters_are_a_400_naming_the_field(api, body, field):
     bad_field(api, "tasks.get_all_ex", body, field)
+
+
+def test_sql_ordered_pages_match_the_python_order(api, project):
+    """One order key is ordered by SQLite; a second key (the id tiebreak, spelled out) makes the
+    server order in Python: the two must agree, nulls and ties included."""
+    made = [make_task(api, name, project=project, comment=comment)
+            for name, comment in (("b", "x"), ("a", None), ("c", "x"), ("a", "y"), ("d", None))]
+    for key in ("name", "-name", "comment", "-comment", "created", "-last_update"):
+        by_sql = ids(api, project, order_by=[key])
+        by_python = ids(api, project, order_by=[key, "id"])
+        assert by_sql == by_python and set(by_sql) == set(made), key
+        paged = ex(api, project, order_by=[key], page=1, page_size=2)["tasks"]
+        assert [t["id"] for t in paged] == by_python[2:4]

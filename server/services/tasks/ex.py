@@ -19,7 +19,7 @@ from server import errors, query
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services.tasks import doc as taskdoc
-from server.services.tasks import filters, people
+from server.services.tasks import filters, people, slim
 from server.storage import tables as t
 from shipyard.protocol import Subcode
 
@@ -27,6 +27,7 @@ _c = t.tasks.c
 _SQL_LISTS = {"id": _c.id, "project": _c.project, "status": _c.status, "type": _c.type, "parent": _c.parent}
 _SQL_TIMES = {"last_change": _c.last_change, "last_update": _c.last_update, "created": _c.created}
 _DOC_TIMES = ("status_changed", "started")
+_ID_CHUNK = 500  # ids per IN (...) (SQLite bounds the parameters of one statement)
 _HANDLED = ("tags", "system_tags")  # done here (filters.py), not by query.apply
 REFS = {"project": t.projects, "parent": t.tasks, "execution.queue": t.queues,
         "models.input.model": t.models, "models.output.model": t.models}
@@ -108,13 +109,59 @@ def select(ctx: CallContext, req: Request) -> tuple[list[dict], str | None]:
     window = scroll_window(req)
     where, done = _sql_where(body)
     checks = filters.predicates(body, skip=done)
+    paths = slim.needed_paths(body, _DOC_TIMES)
+    view = _order(body, window)
     with ctx.store.tx() as conn:
-        docs = ctx.store.get_many(conn, t.tasks, where)
+        ordered = slim.sql_order(conn, view) if paths is not None else None
+        if ordered and paths is not None:
+            docs = _sql_ordered(conn, where, paths, ordered[0], body, checks, window)
+        else:
+            docs = ctx.store.get_many(conn, t.tasks, where) if paths is None else slim.rows(conn, where, paths)
+            docs = query.apply(_kept(docs, body, checks), view, window=window)
+    if paths is not None:
+        docs = _whole(ctx, [d["id"] for d in docs])
+    docs = [taskdoc.public_view(ctx, d) for d in docs]
+    return docs, None if window is None else encode_scroll(window[0] + len(docs))
+
+
+def _kept(docs: list[dict], body: dict, checks: list) -> list[dict]:
     for field in _DOC_TIMES:
         docs = query.filter_time(docs, body, field)
-    docs = [taskdoc.public_view(ctx, d) for d in docs if all(check(d) for check in checks)]
-    docs = query.apply(docs, _order(body, window), window=window)
-    return docs, None if window is None else encode_scroll(window[0] + len(docs))
+    return [d for d in docs if all(check(d) for check in checks)]
+
+
+def _wanted(body: dict, window: tuple[int, int] | None) -> int | None:
+    """How many matching tasks, in order, a page needs (None: all)."""
+    if window:
+        return window[0] + window[1]
+    page, size = body.get("page"), body.get("page_size")
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        return ((page if isinstance(page, int) and page > 0 else 0) + 1) * size
+    return None
+
+
+def _sql_ordered(conn, where: list, paths: list[str], order_by: list, body: dict, checks: list,
+                 window: tuple[int, int] | None) -> list[dict]:
+    """SQLite orders; the filters run on batches of slim rows until the page is full."""
+    rules = {k: v for k, v in _order(body, window).items() if k not in ("order_by", "page", "page_size")}
+    wanted = _wanted(body, window)
+    kept: list[dict] = []
+    for batch in slim.ordered_rows(conn, where, paths, order_by):
+        kept += query.apply(_kept(batch, body, checks), rules)
+        if wanted is not None and len(kept) >= wanted:
+            break
+    paging = {"page": body.get("page"), "page_size": body.get("page_size"), "search_hidden": True}
+    return query.apply(kept, paging, window=window)
+
+
+def _whole(ctx: CallContext, ids: list[str]) -> list[dict]:
+    """The whole documents of `ids`, in that order (one that went meanwhile is left out)."""
+    found: dict[str, dict] = {}
+    with ctx.store.tx() as conn:
+        for start in range(0, len(ids), _ID_CHUNK):
+            chunk = ids[start:start + _ID_CHUNK]
+            found.update((d["id"], d) for d in ctx.store.get_many(conn, t.tasks, [_c.id.in_(chunk)]))
+    return [found[i] for i in ids if i in found]
 
 
 # -- projection and joins -----------------------------------------------------------------------
