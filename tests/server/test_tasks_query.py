@@ -171,3 +171,13 @@ def test_sql_ordered_pages_match_the_python_order(api, project):
         assert by_sql == by_python and set(by_sql) == set(made), key
         paged = ex(api, project, order_by=[key], page=1, page_size=2)["tasks"]
         assert [t["id"] for t in paged] == by_python[2:4]
+
+
+def test_include_subprojects_and_a_null_scroll_id_without_size(api):
+    top = f"sub-{uuid.uuid4().hex[:6]}"
+    parent = api.call("projects.create", {"name": top})["id"]
+    child = api.call("projects.create", {"name": f"{top}/child"})["id"]
+    a, b = make_task(api, project=parent), make_task(api, project=child)
+    assert set(ids(api, parent)) == {a}
+    assert set(ids(api, parent, include_subprojects=True)) == {a, b}
+    assert "scroll_id" not in ex(api, parent, scroll_id=None)  # a null scroll id alone does not scroll

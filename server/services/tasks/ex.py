@@ -15,6 +15,8 @@ import binascii
 import json
 from typing import Any
 
+from sqlalchemy import select as sql_select
+
 from server import errors, query
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
@@ -61,7 +63,7 @@ def scroll_window(req: Request) -> tuple[int, int] | None:
     """(start, size) of a scroll request, or None when the request does not scroll. A scroll
     starts with `size` (and a null or no `scroll_id`); `refresh_scroll` re-reads from the start
     up to where the scroll got."""
-    if "scroll_id" not in req.body and req.body.get("size") is None:
+    if req.body.get("scroll_id") is None and req.body.get("size") is None:
         return None
     size = req.integer("size")
     if size is None or size < 1:
@@ -106,6 +108,8 @@ def select(ctx: CallContext, req: Request) -> tuple[list[dict], str | None]:
     scroll id when it scrolls."""
     body = req.body
     schema.check(schema.REQUESTS[ctx.endpoint], body)
+    if req.flag("include_subprojects") and body.get("project") and filters.is_plain(body["project"]):
+        body = {**body, "project": _with_subprojects(ctx, req.str_list("project") or [])}
     window = scroll_window(req)
     where, done = _sql_where(body)
     checks = filters.predicates(body, skip=done)
@@ -122,6 +126,15 @@ def select(ctx: CallContext, req: Request) -> tuple[list[dict], str | None]:
         docs = _whole(ctx, [d["id"] for d in docs])
     docs = [taskdoc.public_view(ctx, d) for d in docs]
     return docs, None if window is None else encode_scroll(window[0] + len(docs))
+
+
+def _with_subprojects(ctx: CallContext, projects: list[str]) -> list[str]:
+    """The projects and every project under them ("a" holds "a/b" and "a/b/c")."""
+    with ctx.store.tx() as conn:
+        rows = [(str(r[0]), str(r[1])) for r in conn.execute(sql_select(t.projects.c.id, t.projects.c.name))]
+    names = {pid: name for pid, name in rows if pid in projects}
+    under = [pid for pid, name in rows if any(name.startswith(parent + "/") for parent in names.values())]
+    return list(dict.fromkeys([*projects, *under]))
 
 
 def _kept(docs: list[dict], body: dict, checks: list) -> list[dict]:
