@@ -181,3 +181,18 @@ def test_include_subprojects_and_a_null_scroll_id_without_size(api):
     assert set(ids(api, parent)) == {a}
     assert set(ids(api, parent, include_subprojects=True)) == {a, b}
     assert "scroll_id" not in ex(api, parent, scroll_id=None)  # a null scroll id alone does not scroll
+
+
+def test_metric_ranges_and_hyperparameter_values_filter(api, project):
+    low, high, none = (make_task(api, n, project=project, hyperparams={
+        "Args": {"opt": {"section": "Args", "name": "opt", "value": n}}}) for n in ("low", "high", "none"))
+    _metric(api, low, 0.5)
+    _metric(api, high, 10.0)
+    row = api.call("tasks.get_all_ex", {"id": [low], "only_fields": ["last_metrics"]})["tasks"][0]
+    metric = next(iter(row["last_metrics"]))
+    key = f"last_metrics.{metric}.{next(iter(row['last_metrics'][metric]))}.value"
+    assert set(ids(api, project, **{key: [1, None]})) == {high}
+    assert set(ids(api, project, **{key: [None, 1]})) == {low, none}  # an open min takes missing values
+    assert set(ids(api, project, **{"hyperparams.Args.opt.value": ["__$not", "low"]})) == {high, none}
+    bad_field(api, "tasks.get_all_ex", {key: [None, None]}, key)
+    bad_field(api, "tasks.get_all_ex", {"last_iteration": "5"}, "last_iteration")

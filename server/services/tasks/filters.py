@@ -19,10 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from server import errors
+from server import errors, query
 
 LIST_FIELDS = ("id", "user", "tags", "system_tags", "type", "status", "project", "parent",
                "execution.queue", "models.input.model")
+RANGE_FIELDS = ("active_duration", "last_iteration")  # and last_metrics.*: [min, max]
 _ANY_OPS = ("__$any", "__$or")
 _ALL_OPS = ("__$all", "__$and")
 _NOT = "__$not"
@@ -187,12 +188,39 @@ def predicates(body: dict, skip: tuple[str, ...] = ()) -> list[Callable[[dict], 
         if name in skip or data is None or data == []:
             continue
         preds.append(_plan_check(name, parse_list(name, data)))
+    for name, data in body.items():
+        if name.startswith("hyperparams.") and data not in (None, []):
+            preds.append(_plan_check(name, parse_list(name, data)))
+        elif is_range_field(name) and data is not None:
+            preds.append(_range_check(name, data))
     extra = body.get("filters")
     if extra is not None and not isinstance(extra, dict):
         raise errors.validation("field 'filters' must be an object {field: {any, all, op}}")
     for name, spec in (extra or {}).items():
         preds.append(_field_check(name, parse_field_filter(name, spec)))
     return preds
+
+
+def is_range_field(name: str) -> bool:
+    return name.startswith("last_metrics.") or name in RANGE_FIELDS
+
+
+def _range_check(name: str, data: Any) -> Callable[[dict], bool]:
+    """[min, max], both inclusive; a null bound is open, and a null min also takes missing values."""
+    if not isinstance(data, list) or len(data) != 2 or not all(
+            v is None or isinstance(v, (int, float)) and not isinstance(v, bool) for v in data):
+        raise _bad(name, "expected [min, max] numbers (either may be null)")
+    low, high = data
+    if low is None and high is None:
+        raise _bad(name, "at least one of min and max is needed")
+
+    def check(doc: dict) -> bool:
+        value = query.dotted_get(doc, name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return low is None and value is None
+        return (low is None or value >= low) and (high is None or value <= high)
+
+    return check
 
 
 def _plan_check(name: str, plan: ListPlan) -> Callable[[dict], bool]:

@@ -51,6 +51,7 @@ def needed_paths(body: dict, time_fields: Iterable[str]) -> list[str] | None:
     paths: list[str] = list(_ALWAYS)
     paths += [name for name in filters.LIST_FIELDS if body.get(name) not in (None, [])]
     paths += [str(name).split(".")[0] for name in body.get("filters") or {}]
+    paths += [name for name in body if name.startswith("hyperparams.") or filters.is_range_field(name)]
     paths += [name for name in time_fields if body.get(name) is not None]
     paths += _order_paths(body) + _pattern_paths(body)
     out: list[str] = []
