@@ -2,7 +2,7 @@
 tasks.get_by_id p50/p99 under that load, and long-poll wake-up latency.
 
     python bench/bench_server.py [--seconds 5] [--db URL] [--client lean|requests]
-    python bench/bench_server.py --tasks-table 10000 [--db URL]   (the UI's experiment table, issue 19)
+    python bench/bench_server.py --tasks-table 10000 [--samples 200] [--db URL]   (the UI's experiment table)
 
 Starts its own `shipyard server` on free ports in a temp dir. Prints a markdown table, with
 the server's own CPU time per call (from /proc), so a figure taken on a busy machine can be
@@ -171,12 +171,13 @@ def main() -> None:
     parser.add_argument("--client", choices=("lean", "requests"), default="lean")
     parser.add_argument("--tasks-table", type=int, default=0, metavar="N",
                         help="measure only the UI's experiment table query over N tasks")
+    parser.add_argument("--samples", type=int, default=200, help="calls measured by --tasks-table")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(Path(tmp) / "srv", db=args.db)
         try:
             if args.tasks_table:
-                tasks_table_figures(server, args.db, args.tasks_table)
+                tasks_table_figures(server, args.db, args.tasks_table, args.samples)
                 return
             print(f"{args.client} clients, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n")
             print("| clients | enqueue+get_next_task pairs/s | server CPU us/pair | get_by_id p50 ms | get_by_id p99 ms |")

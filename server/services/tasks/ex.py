@@ -159,7 +159,7 @@ def _sql_ordered(conn, where: list, paths: list[str], order_by: list, body: dict
     rules = {k: v for k, v in _order(body, window).items() if k not in ("order_by", "page", "page_size")}
     wanted = _wanted(body, window)
     kept: list[dict] = []
-    for batch in slim.ordered_rows(conn, where, paths, order_by):
+    for batch in slim.ordered_rows(conn, where, paths, order_by, wanted):
         kept += query.apply(_kept(batch, body, checks), rules)
         if wanted is not None and len(kept) >= wanted:
             break

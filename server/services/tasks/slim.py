@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from server.services.tasks import filters
 from server.storage import tables as t
@@ -78,10 +78,7 @@ def _nest(doc: dict, path: str, value: Any) -> None:
 
 def rows(conn: Any, where: list[Any], paths: list[str]) -> list[dict]:
     """Slim task documents: the id/name/status/type/project/parent columns and `paths`."""
-    extracts = [t.tasks.c.doc[tuple(path.split("."))] for path in paths]
-    query = select(*COLUMNS.values(), *extracts)
-    for clause in where:
-        query = query.where(clause)
+    query = _where(select(*COLUMNS.values(), *_extracts(paths)), where)
     return [_slim(row, paths) for row in conn.execute(query)]
 
 
@@ -92,39 +89,67 @@ def _slim(row: Any, paths: list[str]) -> dict:
     return doc
 
 
-def _sqlite_path(path: str) -> str:
-    return "$." + ".".join(f'"{part}"' for part in path.split("."))
+_DATES = ("created", "last_update", "last_change", "started", "status_changed")  # ISO text: orders as time
+_NUMBERS = ("last_iteration", "active_duration")  # and last_metrics.*
+
+
+def _order_expr(path: str, pg: bool) -> Any:
+    """What SQL orders `path` by, or None when only Python can (hyperparameters stored as text,
+    fields of several types). Text orders by code point, as Python does (PostgreSQL: COLLATE "C")."""
+    field = t.tasks.c.doc[tuple(path.split("."))]
+    if path in COLUMNS:
+        expr: Any = COLUMNS[path]
+    elif path.startswith("last_metrics.") or path in _NUMBERS:
+        return field.as_float()
+    elif path in _DATES:
+        expr = field.as_string()
+    else:
+        return None
+    return expr.collate("C") if pg else expr
 
 
 def sql_order(conn: Any, body: dict) -> tuple[list[Any], str] | None:
-    """ORDER BY clauses for a query SQLite can order itself, and the order's first path; None
-    when Python must order (other databases, several keys, hyperparameters stored as text).
-    SQLite orders null < numbers < text as query.sort_docs does; the first key's nulls go last."""
+    """ORDER BY clauses for a query the database can order itself (one order key of a known
+    type), and that key's path; None when Python must order. The key's nulls go last whichever
+    the direction and ids break ties, as in query.sort_docs."""
     order = _order_paths(body)
-    if conn.dialect.name != "sqlite" or len(order) != 1 or _clean(order[0]) is None:
+    if conn.dialect.name not in ("sqlite", "postgresql") or len(order) != 1 or _clean(order[0]) is None:
         return None
     spec = body["order_by"] if isinstance(body["order_by"], str) else next(
         o for o in body["order_by"] if isinstance(o, str) and o)
-    path = order[0]
-    if path in COLUMNS:
-        expr: Any = COLUMNS[path]
-    elif path.startswith("last_metrics.") or path in ("created", "last_update", "last_change", "started",
-                                                       "status_changed", "last_iteration"):
-        expr = func.json_extract(t.tasks.c.doc, _sqlite_path(path))
-    else:
+    pg = conn.dialect.name == "postgresql"
+    expr = _order_expr(order[0], pg)
+    if expr is None:
         return None
-    return [expr.is_(None), expr.desc() if spec.startswith("-") else expr.asc(), _c.id.asc()], path
+    tiebreak = _c.id.collate("C") if pg else _c.id
+    return [(expr.desc() if spec.startswith("-") else expr.asc()).nulls_last(), tiebreak.asc()], order[0]
 
 
-def ordered_rows(conn: Any, where: list[Any], paths: list[str], order_by: list[Any]) -> Iterator[list[dict]]:
-    """`rows`, ordered by SQL, a batch at a time (the caller stops once its page is full)."""
-    extracts = [t.tasks.c.doc[tuple(path.split("."))] for path in paths]
-    query = select(*COLUMNS.values(), *extracts).order_by(*order_by)
+def ordered_rows(conn: Any, where: list[Any], paths: list[str], order_by: list[Any],
+                 wanted: int | None) -> Iterator[list[dict]]:
+    """`rows`, ordered by SQL, a chunk at a time: the caller stops once its page is full. A
+    chunk is a LIMIT query for ids alone (the database evaluates only the order key of each
+    task), then the slim rows of those ids."""
+    if wanted is None:
+        query = select(*COLUMNS.values(), *_extracts(paths)).order_by(*order_by)
+        yield [_slim(row, paths) for row in conn.execute(_where(query, where))]
+        return
+    ids_query = _where(select(_c.id).order_by(*order_by), where)
+    offset, size = 0, max(_BATCH, 2 * wanted)
+    while True:
+        ids = [row[0] for row in conn.execute(ids_query.limit(size).offset(offset))]
+        found = {doc["id"]: doc for doc in rows(conn, [_c.id.in_(ids)], paths)} if ids else {}
+        yield [found[i] for i in ids if i in found]
+        if len(ids) < size:
+            return
+        offset, size = offset + size, size * 2
+
+
+def _extracts(paths: list[str]) -> list[Any]:
+    return [t.tasks.c.doc[tuple(path.split("."))] for path in paths]
+
+
+def _where(query: Any, where: list[Any]) -> Any:
     for clause in where:
         query = query.where(clause)
-    result = conn.execute(query)
-    try:
-        while batch := result.fetchmany(_BATCH):
-            yield [_slim(row, paths) for row in batch]
-    finally:
-        result.close()
+    return query
