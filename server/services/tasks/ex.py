@@ -122,8 +122,8 @@ def select(ctx: CallContext, req: Request) -> tuple[list[dict], str | None]:
         else:
             docs = ctx.store.get_many(conn, t.tasks, where) if paths is None else slim.rows(conn, where, paths)
             docs = query.apply(_kept(docs, body, checks), view, window=window)
-    if paths is not None:
-        docs = _whole(ctx, [d["id"] for d in docs])
+        if paths is not None:
+            docs = _whole(ctx, conn, [d["id"] for d in docs])
     docs = [taskdoc.public_view(ctx, d) for d in docs]
     return docs, None if window is None else encode_scroll(window[0] + len(docs))
 
@@ -155,7 +155,7 @@ def _wanted(body: dict, window: tuple[int, int] | None) -> int | None:
 
 def _sql_ordered(conn, where: list, paths: list[str], order_by: list, body: dict, checks: list,
                  window: tuple[int, int] | None) -> list[dict]:
-    """SQLite orders; the filters run on batches of slim rows until the page is full."""
+    """The database orders; the filters run on chunks of slim rows until the page is full."""
     rules = {k: v for k, v in _order(body, window).items() if k not in ("order_by", "page", "page_size")}
     wanted = _wanted(body, window)
     kept: list[dict] = []
@@ -167,13 +167,12 @@ def _sql_ordered(conn, where: list, paths: list[str], order_by: list, body: dict
     return query.apply(kept, paging, window=window)
 
 
-def _whole(ctx: CallContext, ids: list[str]) -> list[dict]:
-    """The whole documents of `ids`, in that order (one that went meanwhile is left out)."""
+def _whole(ctx: CallContext, conn, ids: list[str]) -> list[dict]:
+    """The whole documents of `ids`, in that order."""
     found: dict[str, dict] = {}
-    with ctx.store.tx() as conn:
-        for start in range(0, len(ids), _ID_CHUNK):
-            chunk = ids[start:start + _ID_CHUNK]
-            found.update((d["id"], d) for d in ctx.store.get_many(conn, t.tasks, [_c.id.in_(chunk)]))
+    for start in range(0, len(ids), _ID_CHUNK):
+        chunk = ids[start:start + _ID_CHUNK]
+        found.update((d["id"], d) for d in ctx.store.get_many(conn, t.tasks, [_c.id.in_(chunk)]))
     return [found[i] for i in ids if i in found]
 
 
