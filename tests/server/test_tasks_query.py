@@ -196,3 +196,14 @@ def test_metric_ranges_and_hyperparameter_values_filter(api, project):
     assert set(ids(api, project, **{"hyperparams.Args.opt.value": ["__$not", "low"]})) == {high, none}
     bad_field(api, "tasks.get_all_ex", {key: [None, None]}, key)
     bad_field(api, "tasks.get_all_ex", {"last_iteration": "5"}, "last_iteration")
+
+
+def test_order_by_a_metrics_text_field_is_ordered_not_refused(api, project):
+    """`last_metrics.<m>.<v>.metric` is text: ordered in Python (a float cast in SQL would fail)."""
+    a, b = make_task(api, "ma", project=project), make_task(api, "mb", project=project)
+    _metric(api, a, 1.0)
+    _metric(api, b, 2.0)
+    row = api.call("tasks.get_all_ex", {"id": [a], "only_fields": ["last_metrics"]})["tasks"][0]
+    metric = next(iter(row["last_metrics"]))
+    key = f"last_metrics.{metric}.{next(iter(row['last_metrics'][metric]))}.metric"
+    assert set(ids(api, project, order_by=[key])) == {a, b}

@@ -13,6 +13,7 @@ from tests.server.test_tasks_query import (  # noqa: F401 - collected here again
     test_list_operators_in_status_type_and_tags,
     test_metric_ranges_and_hyperparameter_values_filter,
     test_only_fields_join_references_and_people,
+    test_order_by_a_metrics_text_field_is_ordered_not_refused,
     test_order_by_metric_puts_missing_last_both_ways,
     test_scroll_pages_every_task_once_then_refresh_rereads,
     test_sql_ordered_pages_match_the_python_order,

@@ -90,7 +90,9 @@ def _slim(row: Any, paths: list[str]) -> dict:
 
 
 _DATES = ("created", "last_update", "last_change", "started", "status_changed")  # ISO text: orders as time
-_NUMBERS = ("last_iteration", "active_duration")  # and last_metrics.*
+_NUMBERS = ("last_iteration", "active_duration")
+_METRIC_NUMBERS = ("value", "min_value", "max_value", "mean_value", "first_value", "count", "min_value_iteration",
+                   "max_value_iteration", "first_value_iteration")  # last_metrics.<m>.<v>.<these> are numbers
 
 
 def _order_expr(path: str, pg: bool) -> Any:
@@ -99,7 +101,7 @@ def _order_expr(path: str, pg: bool) -> Any:
     field = t.tasks.c.doc[tuple(path.split("."))]
     if path in COLUMNS:
         expr: Any = COLUMNS[path]
-    elif path.startswith("last_metrics.") or path in _NUMBERS:
+    elif path in _NUMBERS or path.startswith("last_metrics.") and path.rsplit(".", 1)[-1] in _METRIC_NUMBERS:
         return field.as_float()
     elif path in _DATES:
         expr = field.as_string()
