@@ -3,6 +3,8 @@ tasks.get_by_id p50/p99 under that load, long-poll wake-up latency, and projects
 with stats over 100 projects and N tasks (issue 19's target: 100k tasks, p50 <= 50 ms).
 
     python bench/bench_server.py [--seconds 5] [--db URL] [--client lean|requests] [--project-tasks N]
+    python bench/bench_server.py [--seconds 5] [--db URL] [--client lean|requests]
+    python bench/bench_server.py --tasks-table 10000 [--samples 200] [--db URL]   (the UI's experiment table)
 
 Starts its own `shipyard server` on free ports in a temp dir. Prints a markdown table, with
 the server's own CPU time per call (from /proc), so a figure taken on a busy machine can be
@@ -32,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import insert  # noqa: E402
 
-from tests.helpers import Api, start_server  # noqa: E402
+from tests.helpers import ACCESS_KEY, Api, start_server  # noqa: E402
 
 
 class LeanApi:
@@ -227,6 +229,20 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] * 1000
 
 
+def tasks_table_figures(server, db: str | None, count: int, samples: int = 200) -> None:
+    """tasks.get_all_ex, a page of 50 with 10 metric columns sorted by a metric, over `count` tasks."""
+    import tasks_table
+
+    api = Api(server.api_url)
+    project = api.call("projects.create", {"name": "table"})["id"]
+    started = time.perf_counter()
+    tasks_table.seed(server.data_dir, db, project, ACCESS_KEY, count)
+    print(f"seeded {count:,} tasks in {time.perf_counter() - started:.1f} s")
+    times = tasks_table.measure(LeanApi(server.api_url, api.token), project, samples)
+    print("| tasks | calls | get_all_ex page p50 ms | p99 ms |\n|---|---|---|---|")
+    print(f"| {count:,} | {samples} | {pct(times, 0.5):.1f} | {pct(times, 0.99):.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -235,6 +251,9 @@ def main() -> None:
     parser.add_argument("--project-tasks", type=int, default=100_000,
                         help="tasks under the 100 projects of the get_all_ex stats figure (0: skip it)")
     parser.add_argument("--only-projects", action="store_true", help="measure only get_all_ex with stats")
+    parser.add_argument("--tasks-table", type=int, default=0, metavar="N",
+                        help="measure only the UI's experiment table query over N tasks")
+    parser.add_argument("--samples", type=int, default=200, help="calls measured by --tasks-table")
     args = parser.parse_args()
     if args.project_tasks:
         lat = projects_stats_latency(args.db, args.project_tasks)
@@ -245,6 +264,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(Path(tmp) / "srv", db=args.db)
         try:
+            if args.tasks_table:
+                tasks_table_figures(server, args.db, args.tasks_table, args.samples)
+                return
             print(f"{args.client} clients, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n")
             print("| clients | enqueue+get_next_task pairs/s | server CPU us/pair | get_by_id p50 ms | get_by_id p99 ms |")
             print("|---|---|---|---|---|")

@@ -15,7 +15,6 @@ import contextlib
 import contextvars
 import operator
 import time
-from functools import cmp_to_key
 from typing import Any, Callable, Iterable, Iterator
 
 import re2
@@ -180,44 +179,58 @@ def _numeric_text(value: Any) -> Any:
     return value
 
 
-def _compare(va: Any, vb: Any) -> int:
-    if va is None:
-        return -1
-    if vb is None:
-        return 1
-    try:
-        return -1 if va < vb else 1
-    except TypeError:  # a number against text: numbers first
-        if isinstance(va, (int, float)) != isinstance(vb, (int, float)):
-            return -1 if isinstance(va, (int, float)) else 1
-        return -1 if str(va) < str(vb) else 1
+def _rank(value: Any) -> tuple:
+    """A sort key under which missing values come first, then numbers, then text, then the rest."""
+    if value is None:
+        return (0, 0)
+    if isinstance(value, (int, float)):
+        return (1, value)
+    if isinstance(value, str):
+        return (2, value)
+    return (3, str(value))
 
 
-def _sort_key_cmp(order_by: list[str]):
+def _sort_keys(order_by: list[str]) -> list[tuple[str, bool, bool]]:
     keys = []
     for spec in order_by:
         if not isinstance(spec, str) or not spec:
             continue
         path = spec.lstrip("-+")
-        keys.append((path, spec.startswith("-"), path.startswith("hyperparams.")))
+        keys.append((path, spec.startswith("-"), path.startswith(("hyperparams.", "last_metrics."))))
+    if not any(path == "id" for path, _, _ in keys):
+        keys.append(("id", False, False))
+    return keys
 
-    def compare(a: dict, b: dict) -> int:
-        for path, desc, numeric in keys:
-            va, vb = dotted_get(a, path), dotted_get(b, path)
-            if numeric:
-                va, vb = _numeric_text(va), _numeric_text(vb)
-            if va == vb:
-                continue
-            result = _compare(va, vb)
-            return -result if desc else result
-        return 0
 
-    return cmp_to_key(compare)
+def _sort_value(doc: dict, path: str, numeric: bool) -> Any:
+    value = dotted_get(doc, path)
+    return _numeric_text(value) if numeric else value
+
+
+def _value_key(path: str, numeric: bool) -> Callable[[dict], tuple]:
+    return lambda doc: _rank(_sort_value(doc, path, numeric))
+
+
+def sort_docs(docs: list[dict], order_by: list[str]) -> list[dict]:
+    """Order by the given fields, then by id (so pages never overlap). As on the reference
+    server, the first field's missing values come last whichever the direction, and
+    hyperparameter values (stored as text) order as numbers when they read as numbers.
+    Stable sorts from the last key to the first: each takes one pass of a plain key."""
+    keys = _sort_keys(order_by)
+    out = list(docs)
+    for path, desc, numeric in reversed(keys[1:]):
+        out.sort(key=_value_key(path, numeric), reverse=desc)
+    path, desc, numeric = keys[0]
+    valued = [(_sort_value(d, path, numeric), d) for d in out]
+    present = [pair for pair in valued if pair[0] is not None]
+    present.sort(key=lambda pair: _rank(pair[0]), reverse=desc)
+    return [d for _, d in present] + [d for value, d in valued if value is None]
 
 
 def apply(docs: list[dict], body: dict, *, name_field: str = "name", default_order: str | None = None,
-          hidden_tag: str = SystemTag.HIDDEN) -> list[dict]:
-    """Filter, sort, page and project `docs` according to a get_all request body."""
+          hidden_tag: str = SystemTag.HIDDEN, window: tuple[int, int] | None = None) -> list[dict]:
+    """Filter, sort, page and project `docs` according to a get_all request body; `window`
+    (start, size) replaces the body's page fields (scroll paging)."""
     schema.check(schema.GET_ALL, {k: body.get(k) for k in schema.GET_ALL.fields})
     name = body.get("name")
     if isinstance(name, str) and name:
@@ -239,8 +252,8 @@ def apply(docs: list[dict], body: dict, *, name_field: str = "name", default_ord
     if isinstance(order_by, str):
         order_by = [order_by]
     if order_by:
-        docs = sorted(docs, key=_sort_key_cmp(order_by))
-    docs = _page(docs, body)
+        docs = sort_docs(docs, order_by)
+    docs = docs[window[0]:window[0] + window[1]] if window else _page(docs, body)
     only_fields = body.get("only_fields")
     return [project_fields(d, [only_fields] if isinstance(only_fields, str) else only_fields) for d in docs]
 

@@ -120,6 +120,7 @@ class Subcode(enum.IntEnum):
     INVALID_TASK_ID = 101
     INVALID_TASK_STATUS = 110
     FAILED_CHANGING_TASK_STATUS = 121
+    TASK_CANNOT_BE_DELETED = 123
     EVENTS_NOT_ADDED = 131
     STALE_CLAIM = 150               # shipyard: a leased claim was superseded (server/services/leases.py)
     INVALID_MODEL_ID = 201
@@ -145,6 +146,7 @@ class Subcode(enum.IntEnum):
     NO_DEFAULT_QUEUE = 707
     WORKER_NOT_REGISTERED = 1004
     WORKER_STATS_NOT_FOUND = 1005
+    INVALID_SCROLL_ID = 1104
 
     def __str__(self) -> str:
         return str(self.value)

@@ -69,15 +69,12 @@ NOT_YET: dict[str, str] = {name: "issue 19" for name in (
     "reports.get_task_data", "reports.move", "reports.publish", "reports.unarchive", "reports.update",
     "server.endpoints",
     "storage.get_settings",
-    "tasks.dequeue_many", "tasks.get_by_id_ex", "tasks.get_types", "tasks.make_private", "tasks.make_public",
-    "tasks.move", "tasks.publish_many", "tasks.reset_many", "tasks.update_batch", "tasks.update_tags",
-    "tasks.validate",
+    "tasks.update_batch",
     "users.update",
 )}
 
 PARTIAL: dict[str, str] = {
     "projects.get_all_ex": "no `scroll_id` paging; `user` is not a `{id, name}` object (issue 19)",
-    "tasks.get_all_ex": "no `scroll_id` paging; `user`/`project` and referenced fields are not joined objects (issue 19)",
 }
 
 IMPLEMENTED, PARTLY, UNSUPPORTED_STATE, NOT_YET_STATE, UNDECLARED = (

@@ -575,6 +575,39 @@ REQUESTS.update({
 })
 
 
+# -- the tasks family (issue 19): the task table's query, bulk edits and batch operations ---------
+LIST_FILTER = AnyOf(STR, ListOf(AnyOf(STR, NULL)))  # values, "__$not"/"__$all"/... operators, null
+DATE_FILTER = AnyOf(STR, ListOf(AnyOf(STR, NULL)))  # ">=2024-01-01" (a list ANDs) or [from, to]
+FIELD_FILTER = Obj({"any": Obj({"include": ListOf(AnyOf(STR, NULL)), "exclude": ListOf(AnyOf(STR, NULL))}),
+                    "all": Obj({"include": ListOf(AnyOf(STR, NULL)), "exclude": ListOf(AnyOf(STR, NULL))}),
+                    "op": Enum("and", "or")})
+TASK_QUERY = GET_ALL.with_fields({
+    **{k: LIST_FILTER for k in ("id", "user", "project", "status", "type", "parent", "tags", "system_tags",
+                                "execution.queue", "models.input.model")},
+    **{k: DATE_FILTER for k in ("created", "started", "last_update", "last_change", "status_changed")},
+    "scroll_id": STR, "refresh_scroll": FLAG, "size": INT, "filters": MapOf(FIELD_FILTER),
+    "include_subprojects": FLAG, "allow_public": FLAG,
+})
+BATCH = {"ids": STRS, "status_reason": STR, "status_message": STR}
+FILE_URLS = {"return_file_urls": FLAG, "delete_output_models": FLAG, "delete_external_artifacts": FLAG}
+REQUESTS.update({
+    "tasks.get_all": TASK_QUERY,
+    "tasks.get_all_ex": TASK_QUERY,
+    "tasks.get_by_id_ex": TASK_QUERY.with_fields({}, required=("id",)),
+    "tasks.get_types": _req({"projects": STRS}),
+    "tasks.move": _req({"ids": STRS, "project": AnyOf(STR, NULL), "project_name": STR}, "ids"),
+    "tasks.validate": _req(_task_write(output_dest=STR), "name", "type"),
+    "tasks.update_tags": _req({"ids": STRS, "add_tags": STRS, "remove_tags": STRS}, "ids"),
+    "tasks.make_public": _req({"ids": STRS}),
+    "tasks.make_private": _req({"ids": STRS}),
+    "tasks.delete": _req({"task": STR, "force": FLAG, "move_to_trash": FLAG, **FILE_URLS}, "task"),
+    "tasks.reset": _req({**STATUS_CHANGE, "clear_all": FLAG, **FILE_URLS}, "task"),
+    "tasks.reset_many": _req({**BATCH, "force": FLAG, "clear_all": FLAG, **FILE_URLS}, "ids"),
+    "tasks.publish_many": _req({**BATCH, "force": FLAG, "publish_model": FLAG}, "ids"),
+    "tasks.dequeue_many": _req({**BATCH, "remove_from_all_queues": FLAG, "new_status": Enum(*TaskStatus)}, "ids"),
+})
+
+
 def request_field(endpoint: str, name: str) -> Spec:
     """The spec of one top-level field of `endpoint`'s request body (the endpoint's body is an object)."""
     spec = REQUESTS[endpoint]

@@ -1,10 +1,11 @@
 """Endpoint modules. Importing this package registers every endpoint."""
 from importlib import import_module
 
-MODULES = ("basic", "projects.crud", "projects.tree", "projects.stats", "projects.queries", "tasks.crud",
-           "tasks.params", "tasks.status", "tasks.batch", "queues.crud", "queues.metrics", "workers.crud",
-           "workers.stats", "events", "models.crud", "models.batch", "leases", "credentials", "users",
-           "organization", "openapi")
+MODULES: tuple[str, ...] = (
+    "basic", "projects.crud", "projects.tree", "projects.stats", "projects.queries", "tasks.crud", "tasks.params",
+    "tasks.status", "tasks.batch", "tasks.ex", "tasks.manage", "queues.crud", "queues.metrics", "workers.crud",
+    "workers.stats", "events", "models.crud", "models.batch", "leases", "credentials", "users", "organization",
+    "openapi")
 
 
 def load_all() -> None:

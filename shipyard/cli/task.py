@@ -138,7 +138,9 @@ def enqueue_cmd(state: CliState, task_id, queue) -> None:
 def abort_cmd(state: CliState, task_id) -> None:
     """Ask the task's agent to stop it (TERM, grace, KILL); a queued task is dequeued and stopped."""
     fields = state.api.call("tasks.stop", {"task": task_id, "status_reason": "aborted from the CLI"})["fields"]
-    click.echo(f"{task_id}: {fields.get('status') or fields.get('status_message')}")
+    # a running task stays in_progress until its agent stops it: say that it is stopping
+    running = fields.get("status") in (None, TaskStatus.IN_PROGRESS)
+    click.echo(f"{task_id}: {fields.get('status_message') if running else fields.get('status')}")
 
 
 @task_group.command("show")

@@ -143,3 +143,17 @@ def test_show_lists_the_runs_numbered_from_one(api, env):
     assert runs == ["1 of 3 on worker lost:0: infrastructure: worker lost:0 restarted while holding it"]
     reason = next(line for line in shown if line.startswith("reason"))
     assert reason.endswith("re-queued for run 2 of 3")
+
+
+def test_abort_of_a_running_task_says_it_is_stopping(api, env):
+    """tasks.stop now answers fields.status (in_progress while the agent stops the task): the CLI
+    still says what happens, not the unchanged status."""
+    task = api.call("tasks.create", {"name": "abort-running", "type": "training"})["id"]
+    api.call("tasks.started", {"task": task})
+    api.call("workers.status_report", {"worker": "w-abort", "task": task, "timestamp": 1})
+    done = shipyard(env, "task", "abort", task)
+    assert done.returncode == 0, done.stderr
+    assert "in_progress" not in done.stdout and done.stdout.strip() != f"{task}:"
+    queued = api.call("tasks.create", {"name": "abort-queued", "type": "training"})["id"]
+    api.call("tasks.enqueue", {"task": queued, "queue_name": "abort-q"})
+    assert shipyard(env, "task", "abort", queued).stdout.strip() == f"{queued}: stopped"

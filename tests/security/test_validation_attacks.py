@@ -234,6 +234,9 @@ def test_lone_surrogates_are_stored_as_replacement_characters(api, user):
 ])
 @pytest.mark.parametrize("endpoint", ["tasks.get_all", "models.get_all", "projects.get_all", "queues.get_all"])
 def test_wrong_types_in_get_all_query_fields_are_400(user, endpoint, field, value):
+    if endpoint == "tasks.get_all" and value == [None]:  # tasks: null asks for "no tags", as on the reference
+        assert user.raw(endpoint, {field: value}).json()["meta"]["result_code"] == 200
+        return
     meta = envelope_400(user.raw(endpoint, {field: value}))
     assert field in meta["result_msg"]
 

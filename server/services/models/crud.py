@@ -203,6 +203,8 @@ def update_for_task(ctx: CallContext, req: Request) -> dict:
         fields = _incoming(ctx, conn, req, _UPDATE_FOR_TASK_FIELDS)
         if iteration is not None:
             fields["last_iteration"] = iteration
+            # as the reference server does: the task's own last_iteration grows with it
+            task["last_iteration"] = max(int(task.get("last_iteration") or 0), iteration)
         created = False
         if override:
             model = load(ctx, conn, override)

@@ -66,8 +66,9 @@ def enqueue_many(ctx: CallContext, req: Request) -> dict:
 @endpoint("tasks.delete_many")
 def delete_many(ctx: CallContext, req: Request) -> dict:
     def shape(r: dict) -> dict:
-        return {"deleted": bool(r.get("deleted")), "updated_children": r.get("updated_children", 0),
-                "updated_models": r.get("updated_models", 0), "deleted_models": 0}
+        out = {"deleted": bool(r.get("deleted")), "updated_children": r.get("updated_children", 0),
+               "updated_models": r.get("updated_models", 0), "deleted_models": r.get("deleted_models", 0)}
+        return {**out, "urls": r["urls"]} if "urls" in r else out
 
     return run_many(ctx, req, crud.delete_task, "tasks.delete", shape)
 
@@ -89,3 +90,23 @@ def archive_many(ctx: CallContext, req: Request) -> dict:
 def unarchive_many(ctx: CallContext, req: Request) -> dict:
     return run_many(ctx, req, _archive_one(False), "tasks.unarchive_many",
                     lambda r: {"unarchived": bool(r["changed"])})
+
+
+@endpoint("tasks.reset_many")
+def reset_many(ctx: CallContext, req: Request) -> dict:
+    def shape(r: dict) -> dict:
+        out = {"dequeued": bool(r.get("dequeued")), **_updated(r), "deleted_models": r.get("deleted_models", 0)}
+        return {**out, "urls": r["urls"]} if "urls" in r else out
+
+    return run_many(ctx, req, status.reset, "tasks.reset", shape)
+
+
+@endpoint("tasks.publish_many")
+def publish_many(ctx: CallContext, req: Request) -> dict:
+    return run_many(ctx, req, status.publish, "tasks.publish", _updated)
+
+
+@endpoint("tasks.dequeue_many")
+def dequeue_many(ctx: CallContext, req: Request) -> dict:
+    return run_many(ctx, req, status.dequeue, "tasks.dequeue",
+                    lambda r: {"dequeued": bool(r.get("dequeued")), **_updated(r)})

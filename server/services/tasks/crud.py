@@ -6,16 +6,16 @@ from typing import Any
 
 from sqlalchemy import delete as sql_delete
 
-from server import errors, query
+from server import errors
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services.events import delete_task_events
 from server.services.projects.crud import find_or_create_project, get_project
+from server.services.tasks import cleanup, status
 from server.services.tasks import doc as taskdoc
-from server.services.tasks import status
 from server.storage import tables as t
 from server.storage.store import new_id
-from shipyard.protocol import SystemTag, TaskStatus
+from shipyard.protocol import Subcode, SystemTag, TaskStatus
 
 _NOT_CLONED_TAGS = (SystemTag.DEVELOPMENT, SystemTag.ARCHIVED)  # tasks.clone drops them
 _CREATE_FIELDS = ("name", "type", "comment", "parent", "project", "tags", "system_tags", "script",
@@ -23,7 +23,7 @@ _CREATE_FIELDS = ("name", "type", "comment", "parent", "project", "tags", "syste
                   "output")
 
 
-def _incoming_fields(ctx: CallContext, req: Request, warnings: list[str]) -> dict[str, Any]:
+def incoming_fields(ctx: CallContext, req: Request, warnings: list[str]) -> dict[str, Any]:
     """The task fields in the request, type-checked; credentials in a repository URL are
     removed (and the caller warned)."""
     fields = {k: req.body[k] for k in _CREATE_FIELDS if req.body.get(k) is not None}
@@ -44,7 +44,7 @@ def create(ctx: CallContext, req: Request) -> dict:
     name = req.text("name", required=True)
     req.text("type", required=True)
     warnings: list[str] = []
-    fields = _incoming_fields(ctx, req, warnings)
+    fields = incoming_fields(ctx, req, warnings)
     task_id = new_id()
     with ctx.store.tx() as conn:
         if fields.get("project"):
@@ -66,23 +66,6 @@ def get_by_id(ctx: CallContext, req: Request) -> dict:
     return {"task": taskdoc.public_view(ctx, doc)}
 
 
-@endpoint("tasks.get_all")
-@endpoint("tasks.get_all_ex")
-def get_all(ctx: CallContext, req: Request) -> dict:
-    where = []
-    for column, key in ((t.tasks.c.id, "id"), (t.tasks.c.project, "project"),
-                        (t.tasks.c.status, "status"), (t.tasks.c.type, "type"), (t.tasks.c.parent, "parent")):
-        values = req.array(key)
-        if values:
-            where.append(column.in_([str(v) for v in values]))
-    where += query.time_clauses(req.body, {"last_change": t.tasks.c.last_change,
-                                           "last_update": t.tasks.c.last_update})
-    with ctx.store.tx() as conn:
-        docs = ctx.store.get_many(conn, t.tasks, where)
-    docs = [taskdoc.public_view(ctx, d) for d in query.filter_time(docs, req.body, "status_changed")]
-    return {"tasks": query.apply(docs, req.body)}
-
-
 def _apply_edit(doc: dict, fields: dict[str, Any]) -> None:
     for key, value in fields.items():
         if key in taskdoc.EMBEDDED and isinstance(doc.get(key), dict):
@@ -98,7 +81,7 @@ def _apply_edit(doc: dict, fields: dict[str, Any]) -> None:
 def edit(ctx: CallContext, req: Request) -> dict:
     task_id = req.id("task", "task")
     warnings: list[str] = []
-    fields = _incoming_fields(ctx, req, warnings)
+    fields = incoming_fields(ctx, req, warnings)
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
         taskdoc.require_editable(doc, req.flag("force") or ctx.endpoint == "tasks.update")
@@ -153,12 +136,25 @@ def delete_task(ctx: CallContext, req: Request) -> dict:
     task_id = req.id("task", "task")
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
-        if doc.get("status") == TaskStatus.IN_PROGRESS and not req.flag("force"):
-            raise errors.invalid_status(f"Cannot delete a running task without force: task={task_id}")
+        _require_deletable(doc, req.flag("force"))
+        outcome = cleanup.tidy_outputs(ctx, conn, doc, req)
         removed = delete_task_events(conn, task_id)
         conn.execute(sql_delete(t.queue_entries).where(t.queue_entries.c.task == task_id))
         ctx.store.delete(conn, t.tasks, task_id)
-    return {"deleted": True, "updated_children": 0, "updated_models": 0, "events": {"deleted": removed}}
+    return {"deleted": True, "updated_children": 0, "updated_models": outcome.updated_models,
+            "events": {"deleted": removed}, **outcome.answer(req)}
+
+
+def _require_deletable(doc: dict, force: bool) -> None:
+    """A running task, or a published one that is not archived, goes only with force (as on the
+    reference server, whose published results are kept unless deleted on purpose)."""
+    if force:
+        return
+    if doc.get("status") == TaskStatus.IN_PROGRESS:
+        raise errors.invalid_status(f"Cannot delete a running task without force: task={doc['id']}")
+    if doc.get("status") == TaskStatus.PUBLISHED and SystemTag.ARCHIVED not in (doc.get("system_tags") or []):
+        raise errors.APIError(400, Subcode.TASK_CANNOT_BE_DELETED,
+                              f"Cannot delete a published task without force=true: task={doc['id']}")
 
 
 def set_system_tag(ctx: CallContext, ids: list[str], tag: str, present: bool) -> int:
@@ -230,12 +226,15 @@ def add_artifacts(ctx: CallContext, req: Request) -> dict:
         art.setdefault("mode", "output")
 
     def mutate(doc: dict) -> dict:
+        # A running task reports its artifacts as it goes: the reference server allows drafts
+        # and running tasks without force.
+        taskdoc.require_editable(doc, req.flag("force") or doc.get("status") == TaskStatus.IN_PROGRESS)
         execution = dict(doc.get("execution") or {})
         execution["artifacts"] = _upsert(taskdoc.artifacts(execution), artifacts, _artifact_key)
         doc["execution"] = execution
         return {"updated": len(artifacts)}
 
-    return _edit_part(ctx, req, mutate)
+    return _edit_part(ctx, req, mutate, any_status=True)
 
 
 @endpoint("tasks.delete_artifacts")

@@ -6,6 +6,7 @@ from server.rpc.registry import CallContext, Request, endpoint
 from server.services import leases
 from server.services.events import delete_task_events
 from server.services.queues import crud as q
+from server.services.tasks import cleanup
 from server.services.tasks import doc as taskdoc
 from server.storage import tables as t
 from shipyard import clock
@@ -49,8 +50,11 @@ def failed(ctx: CallContext, req: Request) -> dict:
 @endpoint("tasks.completed")
 def completed(ctx: CallContext, req: Request) -> dict:
     result = _simple_change(ctx, req, TaskStatus.COMPLETED, _completed_time)
+    result["published"] = 0
     if req.flag("publish"):
-        result = _publish(ctx, req, force=True, publish_model=True)
+        published = _publish(ctx, req, force=True, publish_model=True)
+        result["published"] = published["updated"]
+        result["fields"] = {**result["fields"], **published["fields"]}
     return result
 
 
@@ -180,7 +184,7 @@ def stop(ctx: CallContext, req: Request) -> dict:
             doc["status_reason"] = reason
             taskdoc.touch(ctx, doc)
             ctx.store.save(conn, t.tasks, doc)
-            fields = {"status_message": STOP_REQUEST, "status_reason": reason}
+            fields = {"status": current, "status_message": STOP_REQUEST, "status_reason": reason}
         else:
             fields = taskdoc.change_status(ctx, conn, doc, TaskStatus.STOPPED, force=req.flag("force"),
                                            reason=reason, message=req.text("status_message") or f"Stopped by {user}",
@@ -201,6 +205,7 @@ def reset(ctx: CallContext, req: Request) -> dict:
         if doc.get("status") == TaskStatus.PUBLISHED and not force:
             raise errors.invalid_status(f"Cannot reset a published task without force: task={task_id}")
         dequeued = q.remove_task_entries(conn, task_id)
+        outcome = cleanup.tidy_outputs(ctx, conn, doc, req)
         deleted_events = delete_task_events(conn, task_id)
         for key in _RESET_CLEARED:
             doc.pop(key, None)
@@ -216,7 +221,7 @@ def reset(ctx: CallContext, req: Request) -> dict:
                                        reason=req.text("status_reason") or "reset",
                                        message=req.text("status_message"), extra=extra)
     return {"dequeued": {"removed": dequeued} if dequeued else {}, "events": {"deleted": deleted_events},
-            "deleted_models": 0, "urls": {}, "updated": 1, "fields": {"status": fields["status"]}}
+            "updated": 1, "fields": {"status": fields["status"]}, **outcome.answer(req)}
 
 
 @endpoint("tasks.ping")
