@@ -212,12 +212,15 @@ def get_tags(ctx: CallContext, req: Request) -> dict:
 
 # -- queries ------------------------------------------------------------------------------------
 
-def _reports_projects_of(ctx: CallContext, projects: list[str]) -> list[str]:
-    """The `.reports` projects among `projects` and directly under them."""
+def _reports_projects_of(ctx: CallContext, projects: list[str], deep: bool) -> list[str]:
+    """The `.reports` projects among `projects` and directly under them (at any depth when `deep`)."""
     with ctx.store.tx() as conn:
         docs = ctx.store.get_many(conn, t.projects, [t.projects.c.name.like(f"%{REPORTS_PROJECT}")])
-    return [d["id"] for d in docs if d.get("basename") == REPORTS_PROJECT
-            and (d["id"] in projects or d.get("parent") in projects)]
+    wanted = set(projects)
+
+    def under(doc: dict) -> bool:
+        return doc["id"] in wanted or doc.get("parent") in wanted or deep and bool(wanted & set(doc.get("path") or []))
+    return [d["id"] for d in docs if d.get("basename") == REPORTS_PROJECT and under(d)]
 
 
 def _select(ctx: CallContext, body: dict) -> tuple[list[dict], str | None]:
@@ -230,10 +233,10 @@ def get_all_ex(ctx: CallContext, req: Request) -> dict:
     _check(ctx, req)
     body: dict[str, Any] = {**req.body, "type": [REPORT], "search_hidden": True}
     if req.body.get("project"):
-        projects = _reports_projects_of(ctx, req.str_list("project") or [])
+        projects = _reports_projects_of(ctx, req.str_list("project") or [], req.flag("include_subprojects"))
         if not projects:
             return {"tasks": []}
-        body["project"] = projects
+        body.update(project=projects, include_subprojects=False)
     docs, scroll_id = _select(ctx, body)
     tasks = ex.join(ctx, docs, req.body.get("only_fields"))
     return {"tasks": tasks, "scroll_id": scroll_id} if scroll_id else {"tasks": tasks}

@@ -51,6 +51,11 @@ def test_get_all_ex_lists_reports_of_a_project_with_people_and_scroll(api):
     second = api.call("reports.get_all_ex", {"project": [project], "size": 2, "scroll_id": first["scroll_id"],
                                              "order_by": ["name"]})
     assert [t["name"] for t in first["tasks"] + second["tasks"]] == ["r0", "r1", "r2"]
+    child = api.call("projects.create", {"name": "team-b/child", "description": ""})["id"]
+    deep = api.call("reports.create", {"name": "deeper", "project": child})["id"]
+    assert deep not in [t["id"] for t in api.call("reports.get_all_ex", {"project": [project]})["tasks"]]
+    everything = api.call("reports.get_all_ex", {"project": [project], "include_subprojects": True})["tasks"]
+    assert sorted(t["id"] for t in everything) == sorted([*ids, deep])
     other = api.call("projects.create", {"name": "no-reports", "description": ""})["id"]
     assert api.call("reports.get_all_ex", {"project": [other]}) == {"tasks": []}
     assert refused(api, "reports.get_all_ex", {"status": ["in_progress"]}).code == 400
