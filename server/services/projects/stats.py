@@ -9,7 +9,9 @@ are done here on its few rows. `check_own_contents` adds `own_tasks`/`own_models
 query each). `parent` is answered as {id, name}. `children_type` lists only the projects that
 hold pipelines, datasets or reports (or have them below), with stats on those alone;
 `active_users` only those with tasks by these users, with stats on their tasks alone;
-`include_dataset_stats` the latest dataset version's file count and size.
+`include_dataset_stats` the latest dataset version's file count and size. `scroll_id`/`size`/
+`refresh_scroll` page as tasks.get_all_ex does (tasks/ex.py's stateless scroll), and `user` is
+answered as {id, name} (tasks/people.py).
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """tasks.*: the table's bulk edits and lookups: get_types, move, validate, update_tags,
 make_public / make_private (every task is already visible to every key of a single-tenant
-server, so these change nothing and say so with `updated: 0`)."""
+server, so these change nothing and say so with `updated: 0`); update_batch (tasks.update once per
+JSON line, every line checked before any is applied)."""
 from __future__ import annotations
 
 from dataclasses import replace
