@@ -152,6 +152,9 @@ def test_update_batch_applies_one_update_per_line(api):
         _lines(api, [{"task": a, "comment": "two"}, {"comment": "no task"}])
     assert bad.value.code == 400 and "line 2" in bad.value.msg and "'task'" in bad.value.msg
     assert api.call("tasks.get_by_id", {"task": a})["task"]["comment"] == "one"  # nothing applied
+    with pytest.raises(ApiFailure) as unknown:
+        _lines(api, [{"task": a, "comment": "three"}, {"task": "f" * 32, "comment": "x"}])
+    assert unknown.value.code == 400 and api.call("tasks.get_by_id", {"task": a})["task"]["comment"] == "one"
     with pytest.raises(ApiFailure) as typed:
         _lines(api, [{"task": a, "tags": "x"}])
     assert "'tags'" in typed.value.msg

@@ -147,6 +147,9 @@ def _batch_lines(ctx: CallContext, req: Request) -> list[Request]:
     updates = [Request(dict(line)) for line in lines]
     for update in updates:
         crud.incoming_fields(ctx, update, [])
+    with ctx.store.tx() as conn:
+        for line in lines:
+            taskdoc.load(ctx, conn, line["task"])
     return updates
 
 
