@@ -63,9 +63,7 @@ UNSUPPORTED: dict[str, str] = {
 
 NOT_YET: dict[str, str] = {}
 
-PARTIAL: dict[str, str] = {
-    "reports.get_task_data": "task events only: `model_events` is refused (issue 19)",
-}
+PARTIAL: dict[str, str] = {}
 
 IMPLEMENTED, PARTLY, UNSUPPORTED_STATE, NOT_YET_STATE, UNDECLARED = (
     "implemented", "partly", "unsupported", "not yet", "undeclared")

@@ -10,8 +10,9 @@ its tasks; the project goes with its last report (delete, move).
     unarchive, delete   (a published report that is not archived goes only with force)
     move                to another project's `.reports`
     get_all_ex, get_tags  the tasks.get_all_ex query, on reports alone
-    get_task_data       the tasks a report embeds and, asked for, their debug images, plots,
-                        scalar histograms and single values, answered by the events services
+    get_task_data       the tasks (or, with model_events, models) a report embeds and, asked
+                        for, their debug images, plots, scalar histograms and single values,
+                        answered by the events services
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from server import errors
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services.events import compare, metrics
+from server.services.models import crud as models
 from server.services.projects.crud import ensure_project, get_project
 from server.services.tasks import doc as taskdoc
 from server.services.tasks import ex
@@ -278,11 +280,12 @@ def _event_parts(ctx: CallContext, req: Request, ids: list[str]) -> dict:
 @endpoint("reports.get_task_data")
 def get_task_data(ctx: CallContext, req: Request) -> dict:
     _check(ctx, req)
-    if req.flag("model_events"):
-        raise errors.validation("field 'model_events': a report embeds task events only in Shipyard")
     query = {k: v for k, v in req.body.items() if k not in _EVENT_PARTS}
-    docs, scroll_id = _select(ctx, query)
-    tasks = ex.join(ctx, docs, req.body.get("only_fields"))
-    answer: dict[str, Any] = {"tasks": tasks, **({"scroll_id": scroll_id} if scroll_id else {})}
-    ids = [d["id"] for d in docs]
+    if req.flag("model_events"):  # the embedded entities are models (answered under `tasks`, as the reference does)
+        answer: dict[str, Any] = {"tasks": _call(models.get_all_ex, ctx, "models.get_all_ex", query)["models"]}
+    else:
+        docs, scroll_id = _select(ctx, query)
+        answer = {"tasks": ex.join(ctx, docs, req.body.get("only_fields")),
+                  **({"scroll_id": scroll_id} if scroll_id else {})}
+    ids = [d["id"] for d in answer["tasks"]]
     return {**answer, **(_event_parts(ctx, req, ids) if ids else {})}

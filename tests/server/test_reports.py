@@ -129,6 +129,14 @@ def test_get_task_data_answers_the_embedded_tasks_events(api):
     images = data["debug_images"][0]
     assert images["task"] == task and images["iterations"][0]["events"][0]["url"] == "http://files/img.png"
     assert data["single_value_metrics"] == [{"task": task, "task_name": "embedded", "values": []}]
+    model = api.call("models.create", {"name": "embedded-model", "uri": "file:///m.bin"})["id"]
+    api.events([{"type": "training_stats_scalar", "task": model, "metric": "acc", "variant": "val", "iter": 1,
+                 "value": 0.9, "model_event": True}])
+    of_model = api.call("reports.get_task_data", {
+        "id": [model], "model_events": True, "only_fields": ["name"],
+        "scalar_metrics_iter_histogram": {"metrics": [{"metric": "acc"}]}})
+    assert [m["name"] for m in of_model["tasks"]] == ["embedded-model"]
+    assert of_model["scalar_metrics_iter_histogram"]["acc"]["val"][model]["y"] == [0.9]
     plain = api.call("reports.get_task_data", {"id": [task]})
     assert set(plain) == {"tasks"}
     assert "'plots.iters'" in refused(api, "reports.get_task_data", {"id": [task], "plots": {"iters": "x"}}).msg
