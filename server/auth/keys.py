@@ -187,6 +187,13 @@ class KeyStore:
         self._verified.clear()
         return count > 0
 
+    def relabel(self, access_key: str, name: str) -> bool:
+        """Give a live key a new label (its user's display name); False for an unknown or revoked key."""
+        with self.store.tx() as conn:
+            count = conn.execute(update(t.credentials).where(t.credentials.c.access_key == access_key)
+                                 .where(t.credentials.c.revoked.is_(False)).values(name=name)).rowcount
+        return count > 0
+
     def extend(self, access_key: str, expires: float) -> bool:
         """Move the expiry of a live short-lived key; False for an unknown, revoked, expired or
         permanent key (an expired key stays dead; a permanent one never starts expiring here)."""

@@ -61,21 +61,9 @@ UNSUPPORTED: dict[str, str] = {
     "storage.set_settings": _STORAGE,
 }
 
-NOT_YET: dict[str, str] = {name: "issue 19" for name in (
-    "auth.edit_credentials", "auth.fixed_users_mode", "auth.get_credentials",
-    "organization.download_for_get_all", "organization.prepare_download_for_get_all",
-    "pipelines.delete_runs", "pipelines.start_pipeline",
-    "reports.archive", "reports.create", "reports.delete", "reports.get_all_ex", "reports.get_tags",
-    "reports.get_task_data", "reports.move", "reports.publish", "reports.unarchive", "reports.update",
-    "server.endpoints",
-    "storage.get_settings",
-    "tasks.update_batch",
-    "users.update",
-)}
+NOT_YET: dict[str, str] = {}
 
-PARTIAL: dict[str, str] = {
-    "projects.get_all_ex": "no `scroll_id` paging; `user` is not a `{id, name}` object (issue 19)",
-}
+PARTIAL: dict[str, str] = {}
 
 IMPLEMENTED, PARTLY, UNSUPPORTED_STATE, NOT_YET_STATE, UNDECLARED = (
     "implemented", "partly", "unsupported", "not yet", "undeclared")

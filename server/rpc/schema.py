@@ -614,3 +614,47 @@ def request_field(endpoint: str, name: str) -> Spec:
     if not isinstance(spec, Obj):
         raise KeyError(f"{endpoint}'s request is not an object")
     return spec.fields[name]
+
+
+# -- the rest of issue 19 (i19-rest): reports, pipelines, the caller's own account, the server's
+# catalogue, table export, tasks.update_batch and projects.get_all_ex scroll paging
+# (server/services/{reports,pipelines,account,catalog,export}.py) --------------------------------
+_REPORT_FIELDS = {"name": STR, "tags": STRS, "comment": STR, "report": STR, "report_assets": STRS}
+_REPORT_TASK = {"task": STR, "comment": STR}
+_SCROLL: dict[str, Spec] = {"scroll_id": STR, "refresh_scroll": FLAG, "size": INT}
+_METRIC_VARIANTS_LIST = ListOf(Obj({"metric": STR, "variants": STRS}))
+_FIELD_MAPPING = Obj({"field": STR, "name": STR, "values": ListOf(Obj({"key": ANY, "value": STR}))},
+                     required=("field",))
+_PROJECTS_EX = REQUESTS["projects.get_all_ex"]
+assert isinstance(_PROJECTS_EX, Obj)
+REQUESTS.update({
+    "projects.get_all_ex": _PROJECTS_EX.with_fields(_SCROLL),
+    "reports.create": _req({**_REPORT_FIELDS, "project": STR}, "name"),
+    "reports.update": _req({**_REPORT_FIELDS, "task": STR}, "task"),
+    "reports.move": _req({"task": STR, "project": AnyOf(STR, NULL), "project_name": STR}, "task"),
+    "reports.publish": _req(_REPORT_TASK, "task"),
+    "reports.archive": _req(_REPORT_TASK, "task"),
+    "reports.unarchive": _req(_REPORT_TASK, "task"),
+    "reports.delete": _req({"task": STR, "force": FLAG}, "task"),
+    "reports.get_tags": _req({}),
+    "reports.get_all_ex": TASK_QUERY.with_fields({"status": ListOf(Enum("created", "published"))}),
+    "reports.get_task_data": TASK_QUERY.with_fields({
+        "model_events": FLAG, "single_value_metrics": Obj({}),
+        "plots": Obj({"iters": INT, "metrics": _METRIC_VARIANTS_LIST, "last_iters_per_task_metric": FLAG}),
+        "debug_images": Obj({"iters": INT, "metrics": _METRIC_VARIANTS_LIST}),
+        "scalar_metrics_iter_histogram": Obj({"samples": INT, "key": Enum("iter", "timestamp", "iso_time"),
+                                              "metrics": _METRIC_VARIANTS_LIST})}),
+    "pipelines.start_pipeline": _req({"task": STR, "queue": STR, "verify_watched_queue": FLAG,
+                                      "args": ListOf(Obj({"name": STR, "value": AnyOf(STR, NULL)},
+                                                         required=("name",)))}, "task"),
+    "pipelines.delete_runs": _req({"ids": STRS, "project": STR}, "ids", "project"),
+    "auth.get_credentials": _req({}),
+    "auth.edit_credentials": _req({"access_key": STR, "label": STR}, "access_key"),
+    "users.update": _req({"user": STR, "name": STR, "given_name": STR, "family_name": STR, "avatar": STR}, "user"),
+    "server.endpoints": _req({}),
+    "storage.get_settings": _req({}),
+    "organization.prepare_download_for_get_all": TASK_QUERY.with_fields(
+        {"entity_type": Enum("task", "model"), "only_fields": STRS, "search_hidden": FLAG, "allow_public": FLAG,
+         "field_mappings": ListOf(_FIELD_MAPPING)}, required=("entity_type", "only_fields", "field_mappings")),
+    "organization.download_for_get_all": _req({"prepare_id": STR}, "prepare_id"),
+})

@@ -38,7 +38,7 @@ HEADER = "x-shipyard-web"
 UI_HEADERS = ("x-allegro-client", "x-clearml-client")  # the official web UI's client header
 _LOGOUTS = frozenset({"auth.logout", "login.logout"})
 # Read-only downloads the UI opens as links (GET, no custom header): taken from this origin only.
-_LINK_DOWNLOADS = frozenset({"events.download_task_log"})
+_LINK_DOWNLOADS = frozenset({"events.download_task_log", "organization.download_for_get_all"})
 _RENDERED = SAFE_INLINE | {"text/html"}
 _FILE_CSP = "sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'"
 

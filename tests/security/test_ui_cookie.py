@@ -167,3 +167,19 @@ def test_the_log_download_link_the_ui_opens_is_taken_from_this_origin_only(srv):
     assert http.get(url, headers={"Sec-Fetch-Site": "cross-site"}, timeout=30).status_code == 403
     assert requests.get(url, timeout=30).status_code == 401
     assert http.get(f"{srv.web_url}/api/v999.0/tasks.get_all", timeout=30).status_code == 403
+
+
+def test_the_table_export_link_the_ui_opens_is_taken_from_this_origin_only(srv):
+    """The UI prepares a CSV export (POST, its client header) and opens the download as a link
+    (GET, no client header): taken with the cookie from this origin, for the preparing key only."""
+    api = srv.api()
+    api.call("tasks.create", {"name": "exported", "type": "training"})
+    http = ui_sign_in(srv)
+    body = {"entity_type": "task", "name": "^exported$", "only_fields": ["name"], "field_mappings": [{"field": "name"}]}
+    prepared = http.post(f"{srv.web_url}/api/v999.0/organization.prepare_download_for_get_all", json=body,
+                         headers=UI, timeout=30).json()["data"]["prepare_id"]
+    url = f"{srv.web_url}/api/v999.0/organization.download_for_get_all?prepare_id={prepared}"
+    got = http.get(url, headers={"Sec-Fetch-Site": "same-origin"}, timeout=30)
+    assert got.status_code == 200 and "exported" in got.text and got.headers["content-type"].startswith("text/csv")
+    assert http.get(url, headers={"Sec-Fetch-Site": "cross-site"}, timeout=30).status_code == 403
+    assert requests.get(url, timeout=30).status_code == 401

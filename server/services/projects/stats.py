@@ -9,7 +9,9 @@ are done here on its few rows. `check_own_contents` adds `own_tasks`/`own_models
 query each). `parent` is answered as {id, name}. `children_type` lists only the projects that
 hold pipelines, datasets or reports (or have them below), with stats on those alone;
 `active_users` only those with tasks by these users, with stats on their tasks alone;
-`include_dataset_stats` the latest dataset version's file count and size.
+`include_dataset_stats` the latest dataset version's file count and size. `scroll_id`/`size`/
+`refresh_scroll` page as tasks.get_all_ex does (tasks/ex.py's stateless scroll), and `user` is
+answered as {id, name} (tasks/people.py).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from sqlalchemy import case, func, or_, select
 from server import errors, query
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services.projects.crud import check_request, listed
+from server.services.tasks import ex, people
 from server.storage import tables as t
 from shipyard import clock
 from shipyard.protocol import SystemTag, TaskStatus, TaskType
@@ -268,7 +271,9 @@ def get_all_ex(ctx: CallContext, req: Request) -> dict:
         return {"projects": []}
     by_id = {p["id"]: p for p in all_projects}
     selected = _with_parent_object(listed(ctx, req), by_id)
-    projects = query.apply(selected, req.body, default_order="name")
+    window = ex.scroll_window(req)
+    projects = query.apply(selected, _paged_view(req.body, window), default_order="name", window=window)
+    _with_user_objects(ctx, projects)
     if req.flag("search_hidden"):
         _mark_hidden(projects)
     if req.flag("check_own_contents") and projects:
@@ -277,4 +282,28 @@ def get_all_ex(ctx: CallContext, req: Request) -> dict:
         _add_stats(ctx, req, projects, all_projects)
     if req.flag("include_dataset_stats") and projects:
         _add_dataset_stats(ctx, projects)
-    return {"projects": projects}
+    if window is None:
+        return {"projects": projects}
+    return {"projects": projects, "scroll_id": ex.encode_scroll(window[0] + len(projects))}
+
+
+def _paged_view(body: dict, window: tuple[int, int] | None) -> dict:
+    """What query.apply sees: `user.name` keeps `user` (joined after); a scroll orders by name,
+    ids breaking ties, so no page repeats a project."""
+    only = body.get("only_fields")
+    view = dict(body)
+    if isinstance(only, list):
+        view["only_fields"] = list(dict.fromkeys("user" if f.startswith("user.") else f for f in only))
+    if window:
+        order = body.get("order_by") or ["name"]
+        view["order_by"] = [*([order] if isinstance(order, str) else order), "id"]
+    return view
+
+
+def _with_user_objects(ctx: CallContext, projects: list[dict]) -> None:
+    """`user` as the {id, name} object the web UI reads (tasks/people.py names them)."""
+    with ctx.store.tx() as conn:
+        users = people.refs(conn, {p["user"] for p in projects if isinstance(p.get("user"), str)})
+    for project in projects:
+        if isinstance(project.get("user"), str):
+            project["user"] = users.get(project["user"], {"id": project["user"], "name": project["user"]})

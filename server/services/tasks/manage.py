@@ -1,8 +1,10 @@
 """tasks.*: the table's bulk edits and lookups: get_types, move, validate, update_tags,
 make_public / make_private (every task is already visible to every key of a single-tenant
-server, so these change nothing and say so with `updated: 0`)."""
+server, so these change nothing and say so with `updated: 0`); update_batch (tasks.update once per
+JSON line, every line checked before any is applied)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable
 
 from sqlalchemy import select
@@ -128,3 +130,31 @@ def make_public(ctx: CallContext, req: Request) -> dict:
 @endpoint("tasks.make_private")
 def make_private(ctx: CallContext, req: Request) -> dict:
     return _visibility(ctx, req)
+
+
+def _batch_lines(ctx: CallContext, req: Request) -> list[Request]:
+    """The tasks.update requests of a tasks.update_batch body (JSON lines, or a JSON list), each
+    checked before any is applied: an object naming its `task`, with the task fields' types."""
+    lines = req.body.get("__lines__")
+    if not lines:
+        raise errors.validation("tasks.update_batch takes JSON lines (Content-Type: application/json-lines), "
+                                "one tasks.update request per line, each naming its 'task'")
+    if len(lines) > MAX_IDS:
+        raise errors.validation(f"tasks.update_batch takes at most {MAX_IDS} lines")
+    for number, line in enumerate(lines, 1):
+        if not isinstance(line, dict) or not isinstance(line.get("task"), str) or not line["task"]:
+            raise errors.validation(f"line {number}: field 'task' must be a task id")
+    updates = [Request(dict(line)) for line in lines]
+    for update in updates:
+        crud.incoming_fields(ctx, update, [])
+    with ctx.store.tx() as conn:
+        for line in lines:
+            taskdoc.load(ctx, conn, line["task"])
+    return updates
+
+
+@endpoint("tasks.update_batch")
+def update_batch(ctx: CallContext, req: Request) -> dict:
+    updates = _batch_lines(ctx, req)
+    update_ctx = replace(ctx, endpoint="tasks.update")
+    return {"updated": sum(crud.edit(update_ctx, line)["updated"] for line in updates)}
