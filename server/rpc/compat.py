@@ -74,7 +74,7 @@ NOT_YET: dict[str, str] = {name: "issue 19" for name in (
 )}
 
 PARTIAL: dict[str, str] = {
-    "projects.get_all_ex": "no `scroll_id` paging; `user` is not a `{id, name}` object (issue 19)",
+    "projects.get_all_ex": "no `scroll_id` paging (issue 19)",
 }
 
 IMPLEMENTED, PARTLY, UNSUPPORTED_STATE, NOT_YET_STATE, UNDECLARED = (

@@ -22,6 +22,7 @@ from sqlalchemy import case, func, or_, select
 from server import errors, query
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services.projects.crud import check_request, listed
+from server.services.tasks import people
 from server.storage import tables as t
 from shipyard import clock
 from shipyard.protocol import SystemTag, TaskStatus, TaskType
@@ -259,6 +260,23 @@ def _restrict(ctx: CallContext, req: Request, all_projects: list[dict]) -> bool:
     return bool(req.body["id"])
 
 
+def _with_people(ctx: CallContext, projects: list[dict]) -> list[dict]:
+    """`user` and `company` as {id, name}, as the tasks' _ex answers show them (the web UI reads
+    `company.id` to tell the team's projects from read-only examples, `user.name` for owners)."""
+    with ctx.store.tx() as conn:
+        users = people.refs(conn, {p["user"] for p in projects if isinstance(p.get("user"), str)})
+    return [{**p, **_person_fields(p, users)} for p in projects]
+
+
+def _person_fields(project: dict, users: dict[str, dict]) -> dict:
+    out = {}
+    if isinstance(project.get("user"), str):
+        out["user"] = users.get(project["user"], {"id": project["user"], "name": project["user"]})
+    if isinstance(project.get("company"), str):
+        out["company"] = people.company_ref(project["company"])
+    return out
+
+
 @endpoint("projects.get_all_ex")
 def get_all_ex(ctx: CallContext, req: Request) -> dict:
     check_request("projects.get_all_ex", req)
@@ -267,7 +285,7 @@ def get_all_ex(ctx: CallContext, req: Request) -> dict:
     if not _restrict(ctx, req, all_projects):
         return {"projects": []}
     by_id = {p["id"]: p for p in all_projects}
-    selected = _with_parent_object(listed(ctx, req), by_id)
+    selected = _with_people(ctx, _with_parent_object(listed(ctx, req), by_id))
     projects = query.apply(selected, req.body, default_order="name")
     if req.flag("search_hidden"):
         _mark_hidden(projects)

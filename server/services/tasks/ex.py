@@ -178,7 +178,7 @@ def _whole(ctx: CallContext, conn, ids: list[str]) -> list[dict]:
 
 # -- projection and joins -----------------------------------------------------------------------
 
-def _split_fields(only: Any) -> tuple[list[str] | None, dict[str, set[str]]]:
+def _split_fields(only: Any, refs: dict) -> tuple[list[str] | None, dict[str, set[str]]]:
     """The document paths to keep, and for each reference (or person) the fields asked of it."""
     paths = [only] if isinstance(only, str) else list(only or [])
     if not paths or "*" in paths:
@@ -186,7 +186,7 @@ def _split_fields(only: Any) -> tuple[list[str] | None, dict[str, set[str]]]:
     keep: list[str] = []
     joins: dict[str, set[str]] = {}
     for path in paths:
-        ref = next((r for r in (*REFS, *PEOPLE) if path.startswith(r + ".")), None)
+        ref = next((r for r in (*refs, *PEOPLE) if path.startswith(r + ".")), None)
         if ref is None:
             keep.append(path)
             continue
@@ -219,10 +219,9 @@ def _replace(doc: dict, ref: str, objects: dict[str, dict]) -> None:
         node[leaf] = objects.get(node[leaf], {"id": node[leaf]})
 
 
-def _joined(ctx: CallContext, conn, ref: str, ids: set[str], fields: set[str]) -> dict[str, dict]:
+def _joined(ctx: CallContext, conn, table: Any, ids: set[str], fields: set[str]) -> dict[str, dict]:
     if not fields or not ids:
         return {}
-    table = REFS[ref]
     rows = ctx.store.get_many(conn, table, [table.c.id.in_(sorted(ids))])
     wanted = None if "*" in fields else sorted(fields)
     return {row["id"]: query.project_fields(row, wanted) for row in rows}
@@ -237,14 +236,17 @@ def _copy_path(doc: dict, ref: str) -> None:
         doc[ref.split(".")[0]] = dict(doc[ref.split(".")[0]])
 
 
-def join(ctx: CallContext, docs: list[dict], only: Any) -> list[dict]:
-    """Project `docs` for an _ex answer: references as objects, people as {id, name}."""
-    keep, joins = _split_fields(only)
+def join(ctx: CallContext, docs: list[dict], only: Any, refs: dict | None = None) -> list[dict]:
+    """Project `docs` for an _ex answer: references as objects, people as {id, name}. `refs`:
+    the document's reference paths and the tables they point into (a task's by default; the
+    models' answers pass their own)."""
+    refs = REFS if refs is None else refs
+    keep, joins = _split_fields(only, refs)
     docs = [query.project_fields(d, keep) for d in docs]
     with ctx.store.tx() as conn:
-        for ref in REFS:
+        for ref, table in refs.items():
             ids = {i for d in docs for i in _ref_ids(d, ref)}
-            objects = _joined(ctx, conn, ref, ids, joins.get(ref, set()))
+            objects = _joined(ctx, conn, table, ids, joins.get(ref, set()))
             for doc in docs:
                 _copy_path(doc, ref)
                 _replace(doc, ref, objects)
