@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from tests.helpers import ACCESS_KEY
+import pytest
+
+from tests.helpers import ACCESS_KEY, ApiFailure
 
 
 def _name(prefix: str) -> str:
@@ -40,13 +42,15 @@ def test_models_get_all_ex_scrolls_without_repeating(api):
     project = api.call("projects.create", {"name": _name("p")})["id"]
     made = {api.call("models.create", {"name": f"m{i}", "uri": "file:///m.bin", "project": project})["id"]
             for i in range(5)}
-    seen, scroll = [], None
+    seen, scroll, ids = [], None, set()
     for _ in range(3):
         page = api.call("models.get_all_ex", {"project": [project], "size": 2, "scroll_id": scroll,
                                               "order_by": ["-created"], "only_fields": ["name"]})
         seen += [m["id"] for m in page["models"]]
         scroll = page["scroll_id"]
+        ids.add(scroll)
     assert len(seen) == 5 and set(seen) == made
+    assert len(ids) == 1  # one id for the whole scroll
     again = api.call("models.get_all_ex", {"project": [project], "size": 2, "scroll_id": scroll,
                                            "refresh_scroll": True, "only_fields": ["name"]})
     assert len(again["models"]) == 5
@@ -58,3 +62,28 @@ def test_projects_get_all_ex_people_are_objects(api):
     project = api.call("projects.create", {"name": _name("p")})["id"]
     doc = api.call("projects.get_all_ex", {"id": [project], "only_fields": ["name", "company", "user"]})["projects"][0]
     assert doc["company"]["id"] and doc["user"]["id"] == ACCESS_KEY and doc["user"]["name"]
+
+
+def test_a_scroll_keeps_one_id_on_every_page(api):
+    """The UI holds the scroll id of the first page and takes any other id in a later answer
+    for an expired session: it reloaded the table and never got past its first 30 tasks."""
+    project = api.call("projects.create", {"name": _name("p")})["id"]
+    made = {api.call("tasks.create", {"name": f"t{i}", "type": "training", "project": project})["id"]
+            for i in range(7)}
+    first = api.call("tasks.get_all_ex", {"project": [project], "size": 3, "scroll_id": None, "order_by": ["name"]})
+    seen, scroll = [t["id"] for t in first["tasks"]], first["scroll_id"]
+    for _ in range(3):
+        page = api.call("tasks.get_all_ex", {"project": [project], "size": 3, "scroll_id": scroll, "order_by": ["name"]})
+        assert page["scroll_id"] == scroll
+        seen += [t["id"] for t in page["tasks"]]
+    assert len(seen) == 7 and set(seen) == made
+    refreshed = api.call("tasks.get_all_ex", {"project": [project], "size": 3, "scroll_id": scroll,
+                                              "refresh_scroll": True, "order_by": ["name"]})
+    assert [t["id"] for t in refreshed["tasks"]] == seen and refreshed["scroll_id"] == scroll
+
+
+def test_an_unknown_scroll_id_is_a_400_naming_it(api):
+    for bad in ("not-a-scroll", "ffffffffff-" + "0" * 32, "1-" + "0" * 32):  # never issued; expired
+        with pytest.raises(ApiFailure) as err:
+            api.call("tasks.get_all_ex", {"scroll_id": bad, "size": 2})
+        assert err.value.code == 400 and "scroll_id" in err.value.msg

@@ -13,6 +13,7 @@ from sqlalchemy import Text, cast, select
 from server import errors, query
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
+from server.services import scroll
 from server.services.events import json_safe
 from server.services.projects.crud import get_project
 from server.services.tasks import doc as taskdoc
@@ -124,14 +125,14 @@ def get_all_ex(ctx: CallContext, req: Request) -> dict:
     `user`/`company` as {id, name} (as tasks.get_all_ex answers); with include_stats each model
     carries `stats` ({labels_count})."""
     schema.check(schema.REQUESTS["models.get_all_ex"], req.body)
-    window = ex.scroll_window(req)
-    docs = _selected(ctx, req, window)
+    page = scroll.window(ctx, req)
+    docs = _selected(ctx, req, None if page is None else (page.start, page.size))
     models = ex.join(ctx, docs, req.body.get("only_fields"), EX_REFS)
     if req.flag("include_stats"):
         models = _with_stats(models)
-    if window is None:
+    if page is None:
         return {"models": models}
-    return {"models": models, "scroll_id": ex.encode_scroll(window[0] + len(models))}
+    return {"models": models, "scroll_id": scroll.advance(ctx, page, len(models))}
 
 
 @endpoint("models.get_by_id_ex")
