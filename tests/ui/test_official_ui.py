@@ -207,7 +207,7 @@ def test_task_details_tabs(walk, ui_server):
         walk.go(f"{base}/{tab}", wait_for, f"05-details-{n}-{tab.replace('/hyper-param/', '-').replace('/', '-')}")
     # the sample is drawn: fetched through this origin's /files/ with the session cookie
     walk.page.wait_for_function("[...document.images].some(i => i.src.includes('/files/') && i.naturalWidth === 16)")
-    walk.shot("05-details-8-debugImages")
+    walk.shot("05-details-7-debugImages")
     assert not walk.failures, walk.failures
 
 
@@ -248,6 +248,8 @@ def test_clone_edit_enqueue_runs(walk, ui_server, tmp_path):  # last: its task r
     walk.page.reload()
     walk.page.wait_for_selector("text=COMPLETED", timeout=WAIT)
     walk.shot("12-clone-completed")
+    # the run went through ui-queue: the queues page now draws its length and wait
+    walk.go("/workers-and-queues/queues", "text=ui-queue", "13-queues-after-the-run")
     assert not walk.failures, walk.failures
 
 
