@@ -57,7 +57,9 @@ def _project_path(out: dict, doc: dict, path: str) -> None:
 
 
 def project_fields(doc: dict, only_fields: list[str] | None) -> dict:
-    if not only_fields:
+    """`doc` cut to `only_fields`; `"*"` among them keeps every field (the reference server's
+    projection, which the web UI sends with the joined fields it wants besides)."""
+    if not only_fields or "*" in only_fields:
         return doc
     out: dict = {"id": doc.get("id")}
     for path in only_fields:

@@ -40,12 +40,15 @@ def configuration(request: Request) -> dict:
     """What the UI merges over its built-in environment: the API at /api; `fileBaseUrl` is the
     files listener's address, the prefix of the file URLs the SDK stores, which the UI (with
     `useFilesProxy`) rewrites to this origin's /files/, where the session cookie is taken; no
-    built-in credentials, nothing phoned home."""
+    built-in credentials, nothing phoned home. `production: false` is what makes a production
+    build rewrite them everywhere: it only decides whether file URLs skip the rewrite by default
+    (debug samples, artifacts), and a build that skips it loads them from the files listener,
+    which takes no cookie. The build's own mode is compiled in, not read from here."""
     state = request.app.state.shipyard
     return {"apiBaseUrl": "/api", "fileBaseUrl": state.files_url, "useFilesProxy": True,
             "userKey": "", "userSecret": "", "autoLogin": False, "communityServer": False,
             "hideUpdateNotice": True, "showSurvey": False, "GTM_ID": None,
-            "productName": "clearml"}
+            "productName": "clearml", "production": False}
 
 
 def _headers(response: Response, name: str) -> Response:

@@ -84,6 +84,9 @@ def test_configuration_assets_and_the_spa_fallback(ui_server, build):
     config = requests.get(f"{ui_server.web_url}/configuration.json", timeout=30).json()
     # The UI rewrites URLs under fileBaseUrl (what the SDK stores) to this origin's /files/.
     assert config["apiBaseUrl"] == "/api" and config["useFilesProxy"] is True
+    # A production build rewrites them only when `production` is false here (otherwise it loads
+    # debug samples straight from the files listener, which takes no cookie: broken images).
+    assert config["production"] is False
     assert config["fileBaseUrl"] == ui_server.files_url.replace("127.0.0.1", "localhost")
     assert config["userKey"] == "" and config["userSecret"] == ""  # no built-in credentials are ever sent
     script = requests.get(f"{ui_server.web_url}/assets/main.js", timeout=30)

@@ -13,9 +13,11 @@ from sqlalchemy import Text, cast, select
 from server import errors, query
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
+from server.services import scroll
 from server.services.events import json_safe
 from server.services.projects.crud import get_project
 from server.services.tasks import doc as taskdoc
+from server.services.tasks import ex
 from server.storage import tables as t
 from server.storage.store import new_id
 from shipyard import clock
@@ -113,25 +115,42 @@ def _with_stats(docs: list[dict]) -> list[dict]:
     return [{**doc, "stats": {"labels_count": len(doc.get("labels") or {})}} for doc in docs]
 
 
+# The models' references the _ex answers join (`task.name` -> `task: {id, name}`, ...)
+EX_REFS = {"project": t.projects, "task": t.tasks, "parent": t.models}
+
+
 @endpoint("models.get_all_ex")
 def get_all_ex(ctx: CallContext, req: Request) -> dict:
-    """get_all; with include_stats each model carries `stats` ({labels_count})."""
+    """get_all for the web UI: `scroll_id`/`size` paging, references joined as objects and
+    `user`/`company` as {id, name} (as tasks.get_all_ex answers); with include_stats each model
+    carries `stats` ({labels_count})."""
     schema.check(schema.REQUESTS["models.get_all_ex"], req.body)
-    result = get_all(ctx, req)
+    page = scroll.window(ctx, req)
+    docs = _selected(ctx, req, None if page is None else (page.start, page.size))
+    models = ex.join(ctx, docs, req.body.get("only_fields"), EX_REFS)
     if req.flag("include_stats"):
-        result["models"] = _with_stats(result["models"])
-    return result
+        models = _with_stats(models)
+    if page is None:
+        return {"models": models}
+    return {"models": models, "scroll_id": scroll.advance(ctx, page, len(models))}
 
 
 @endpoint("models.get_by_id_ex")
 def get_by_id_ex(ctx: CallContext, req: Request) -> dict:
     if not req.raw("id"):
         raise errors.missing_field("id")
-    return get_all(ctx, req)
+    return {"models": ex.join(ctx, _selected(ctx, req, None), req.body.get("only_fields"), EX_REFS)}
 
 
 @endpoint("models.get_all")
 def get_all(ctx: CallContext, req: Request) -> dict:
+    only = req.body.get("only_fields")
+    return {"models": [query.project_fields(d, [only] if isinstance(only, str) else only)
+                       for d in _selected(ctx, req, None)]}
+
+
+def _selected(ctx: CallContext, req: Request, window: tuple[int, int] | None) -> list[dict]:
+    """The models a get_all request asks for, filtered, ordered and paged, not yet projected."""
     where = []
     for column, key in ((t.models.c.id, "id"), (t.models.c.project, "project"), (t.models.c.task, "task")):
         values = req.array(key)
@@ -140,7 +159,7 @@ def get_all(ctx: CallContext, req: Request) -> dict:
     where += query.time_clauses(req.body, {"last_update": t.models.c.last_update})
     with ctx.store.tx() as conn:
         docs = ctx.store.get_many(conn, t.models, where)
-    if "ready" in req:
+    if "ready" in req and req.raw("ready") is not None:
         ready = req.flag("ready")
         docs = [d for d in docs if bool(d.get("ready")) == ready]
     for key in ("framework", "user", "uri"):
@@ -148,7 +167,10 @@ def get_all(ctx: CallContext, req: Request) -> dict:
         if values:
             wanted = {str(v) for v in values}
             docs = [d for d in docs if d.get(key) in wanted]
-    return {"models": query.apply(docs, req.body)}
+    body = {k: v for k, v in req.body.items() if k != "only_fields"}
+    if window is not None and not body.get("order_by"):
+        body["order_by"] = ["created"]
+    return query.apply(docs, body, window=window)
 
 
 def _edit(ctx: CallContext, req: Request) -> dict:

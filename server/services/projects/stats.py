@@ -10,8 +10,8 @@ query each). `parent` is answered as {id, name}. `children_type` lists only the 
 hold pipelines, datasets or reports (or have them below), with stats on those alone;
 `active_users` only those with tasks by these users, with stats on their tasks alone;
 `include_dataset_stats` the latest dataset version's file count and size. `scroll_id`/`size`/
-`refresh_scroll` page as tasks.get_all_ex does (tasks/ex.py's stateless scroll), and `user` is
-answered as {id, name} (tasks/people.py).
+`refresh_scroll` page as tasks.get_all_ex does (server/services/scroll.py: one id per scroll), and
+`user` and `company` are answered as {id, name} (tasks/people.py).
 """
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ from sqlalchemy import case, func, or_, select
 
 from server import errors, query
 from server.rpc.registry import CallContext, Request, endpoint
+from server.services import scroll
 from server.services.projects.crud import check_request, listed
-from server.services.tasks import ex, people
+from server.services.tasks import people
 from server.storage import tables as t
 from shipyard import clock
 from shipyard.protocol import SystemTag, TaskStatus, TaskType
@@ -262,6 +263,23 @@ def _restrict(ctx: CallContext, req: Request, all_projects: list[dict]) -> bool:
     return bool(req.body["id"])
 
 
+def _with_people(ctx: CallContext, projects: list[dict]) -> list[dict]:
+    """`user` and `company` as {id, name}, as the tasks' _ex answers show them (the web UI reads
+    `company.id` to tell the team's projects from read-only examples, `user.name` for owners)."""
+    with ctx.store.tx() as conn:
+        users = people.refs(conn, {p["user"] for p in projects if isinstance(p.get("user"), str)})
+    return [{**p, **_person_fields(p, users)} for p in projects]
+
+
+def _person_fields(project: dict, users: dict[str, dict]) -> dict:
+    out = {}
+    if isinstance(project.get("user"), str):
+        out["user"] = users.get(project["user"], {"id": project["user"], "name": project["user"]})
+    if isinstance(project.get("company"), str):
+        out["company"] = people.company_ref(project["company"])
+    return out
+
+
 @endpoint("projects.get_all_ex")
 def get_all_ex(ctx: CallContext, req: Request) -> dict:
     check_request("projects.get_all_ex", req)
@@ -270,10 +288,11 @@ def get_all_ex(ctx: CallContext, req: Request) -> dict:
     if not _restrict(ctx, req, all_projects):
         return {"projects": []}
     by_id = {p["id"]: p for p in all_projects}
+    page = scroll.window(ctx, req)
+    window = None if page is None else (page.start, page.size)
     selected = _with_parent_object(listed(ctx, req), by_id)
-    window = ex.scroll_window(req)
-    projects = query.apply(selected, _paged_view(req.body, window), default_order="name", window=window)
-    _with_user_objects(ctx, projects)
+    projects = _with_people(ctx, query.apply(selected, _paged_view(req.body, window), default_order="name",
+                                             window=window))
     if req.flag("search_hidden"):
         _mark_hidden(projects)
     if req.flag("check_own_contents") and projects:
@@ -282,9 +301,9 @@ def get_all_ex(ctx: CallContext, req: Request) -> dict:
         _add_stats(ctx, req, projects, all_projects)
     if req.flag("include_dataset_stats") and projects:
         _add_dataset_stats(ctx, projects)
-    if window is None:
+    if page is None:
         return {"projects": projects}
-    return {"projects": projects, "scroll_id": ex.encode_scroll(window[0] + len(projects))}
+    return {"projects": projects, "scroll_id": scroll.advance(ctx, page, len(projects))}
 
 
 def _paged_view(body: dict, window: tuple[int, int] | None) -> dict:
@@ -299,11 +318,3 @@ def _paged_view(body: dict, window: tuple[int, int] | None) -> dict:
         view["order_by"] = [*([order] if isinstance(order, str) else order), "id"]
     return view
 
-
-def _with_user_objects(ctx: CallContext, projects: list[dict]) -> None:
-    """`user` as the {id, name} object the web UI reads (tasks/people.py names them)."""
-    with ctx.store.tx() as conn:
-        users = people.refs(conn, {p["user"] for p in projects if isinstance(p.get("user"), str)})
-    for project in projects:
-        if isinstance(project.get("user"), str):
-            project["user"] = users.get(project["user"], {"id": project["user"], "name": project["user"]})

@@ -3,16 +3,14 @@
     select      filters (SQL for plain id/project/status/type/parent lists and indexed dates, the
                 list-field operators of filters.py and document dates in Python), then
                 query.apply's name/pattern/hidden rules, order and page
-    scroll      `scroll_id`/`size`/`refresh_scroll` paging: the scroll id carries the position
-                itself, so no state is kept and a page never repeats a task (ids break ties)
+    scroll      `scroll_id`/`size`/`refresh_scroll` paging (server/services/scroll.py: one id
+                for the whole scroll, as the web UI requires); a page never repeats a task
+                (ids break ties)
     joins       the _ex answers: references as objects (`project: {id, name}` when `project.name`
                 is asked, else `{id}`), `user`/`company` always `{id, name}` (people.py)
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from typing import Any
 
 from sqlalchemy import select as sql_select
@@ -20,10 +18,10 @@ from sqlalchemy import select as sql_select
 from server import errors, query
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
+from server.services import scroll
 from server.services.tasks import doc as taskdoc
 from server.services.tasks import filters, people, slim
 from server.storage import tables as t
-from shipyard.protocol import Subcode
 
 _c = t.tasks.c
 _SQL_LISTS = {"id": _c.id, "project": _c.project, "status": _c.status, "type": _c.type, "parent": _c.parent}
@@ -34,45 +32,6 @@ _HANDLED = ("tags", "system_tags")  # done here (filters.py), not by query.apply
 REFS = {"project": t.projects, "parent": t.tasks, "execution.queue": t.queues,
         "models.input.model": t.models, "models.output.model": t.models}
 PEOPLE = ("user", "company")
-
-
-# -- scroll -------------------------------------------------------------------------------------
-
-def _bad_scroll() -> errors.APIError:
-    return errors.APIError(400, Subcode.INVALID_SCROLL_ID,
-                           "Invalid scroll id: field 'scroll_id' must be a value returned by an earlier call")
-
-
-def encode_scroll(position: int) -> str:
-    raw = json.dumps({"position": position}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_scroll(scroll_id: str) -> int:
-    try:
-        state = json.loads(base64.urlsafe_b64decode(scroll_id + "=" * (-len(scroll_id) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise _bad_scroll() from None
-    position = state.get("position") if isinstance(state, dict) else None
-    if not isinstance(position, int) or isinstance(position, bool) or position < 0:
-        raise _bad_scroll()
-    return position
-
-
-def scroll_window(req: Request) -> tuple[int, int] | None:
-    """(start, size) of a scroll request, or None when the request does not scroll. A scroll
-    starts with `size` (and a null or no `scroll_id`); `refresh_scroll` re-reads from the start
-    up to where the scroll got."""
-    if req.body.get("scroll_id") is None and req.body.get("size") is None:
-        return None
-    size = req.integer("size")
-    if size is None or size < 1:
-        raise errors.validation("field 'size' must be an integer >= 1 when scrolling (scroll_id)")
-    scroll_id = req.text("scroll_id")
-    position = decode_scroll(scroll_id) if scroll_id else 0
-    if req.flag("refresh_scroll"):
-        return 0, max(position, size)
-    return position, size
 
 
 # -- select -------------------------------------------------------------------------------------
@@ -110,7 +69,8 @@ def select(ctx: CallContext, req: Request) -> tuple[list[dict], str | None]:
     schema.check(schema.REQUESTS[ctx.endpoint], body)
     if req.flag("include_subprojects") and body.get("project") and filters.is_plain(body["project"]):
         body = {**body, "project": _with_subprojects(ctx, req.str_list("project") or [])}
-    window = scroll_window(req)
+    page = scroll.window(ctx, req)
+    window = None if page is None else (page.start, page.size)
     where, done = _sql_where(body)
     checks = filters.predicates(body, skip=done)
     paths = slim.needed_paths(body, _DOC_TIMES)
@@ -125,7 +85,7 @@ def select(ctx: CallContext, req: Request) -> tuple[list[dict], str | None]:
         if paths is not None:
             docs = _whole(ctx, conn, [d["id"] for d in docs])
     docs = [taskdoc.public_view(ctx, d) for d in docs]
-    return docs, None if window is None else encode_scroll(window[0] + len(docs))
+    return docs, None if page is None else scroll.advance(ctx, page, len(docs))
 
 
 def _with_subprojects(ctx: CallContext, projects: list[str]) -> list[str]:
@@ -178,7 +138,7 @@ def _whole(ctx: CallContext, conn, ids: list[str]) -> list[dict]:
 
 # -- projection and joins -----------------------------------------------------------------------
 
-def _split_fields(only: Any) -> tuple[list[str] | None, dict[str, set[str]]]:
+def _split_fields(only: Any, refs: dict) -> tuple[list[str] | None, dict[str, set[str]]]:
     """The document paths to keep, and for each reference (or person) the fields asked of it."""
     paths = [only] if isinstance(only, str) else list(only or [])
     if not paths or "*" in paths:
@@ -186,7 +146,7 @@ def _split_fields(only: Any) -> tuple[list[str] | None, dict[str, set[str]]]:
     keep: list[str] = []
     joins: dict[str, set[str]] = {}
     for path in paths:
-        ref = next((r for r in (*REFS, *PEOPLE) if path.startswith(r + ".")), None)
+        ref = next((r for r in (*refs, *PEOPLE) if path.startswith(r + ".")), None)
         if ref is None:
             keep.append(path)
             continue
@@ -219,10 +179,9 @@ def _replace(doc: dict, ref: str, objects: dict[str, dict]) -> None:
         node[leaf] = objects.get(node[leaf], {"id": node[leaf]})
 
 
-def _joined(ctx: CallContext, conn, ref: str, ids: set[str], fields: set[str]) -> dict[str, dict]:
+def _joined(ctx: CallContext, conn, table: Any, ids: set[str], fields: set[str]) -> dict[str, dict]:
     if not fields or not ids:
         return {}
-    table = REFS[ref]
     rows = ctx.store.get_many(conn, table, [table.c.id.in_(sorted(ids))])
     wanted = None if "*" in fields else sorted(fields)
     return {row["id"]: query.project_fields(row, wanted) for row in rows}
@@ -237,14 +196,17 @@ def _copy_path(doc: dict, ref: str) -> None:
         doc[ref.split(".")[0]] = dict(doc[ref.split(".")[0]])
 
 
-def join(ctx: CallContext, docs: list[dict], only: Any) -> list[dict]:
-    """Project `docs` for an _ex answer: references as objects, people as {id, name}."""
-    keep, joins = _split_fields(only)
+def join(ctx: CallContext, docs: list[dict], only: Any, refs: dict | None = None) -> list[dict]:
+    """Project `docs` for an _ex answer: references as objects, people as {id, name}. `refs`:
+    the document's reference paths and the tables they point into (a task's by default; the
+    models' answers pass their own)."""
+    refs = REFS if refs is None else refs
+    keep, joins = _split_fields(only, refs)
     docs = [query.project_fields(d, keep) for d in docs]
     with ctx.store.tx() as conn:
-        for ref in REFS:
+        for ref, table in refs.items():
             ids = {i for d in docs for i in _ref_ids(d, ref)}
-            objects = _joined(ctx, conn, ref, ids, joins.get(ref, set()))
+            objects = _joined(ctx, conn, table, ids, joins.get(ref, set()))
             for doc in docs:
                 _copy_path(doc, ref)
                 _replace(doc, ref, objects)
