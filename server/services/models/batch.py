@@ -13,37 +13,19 @@ from typing import Callable
 from server import errors
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
+from server.services import batch
 from server.services.models import crud as models
 from server.services.projects.crud import find_or_create_project, get_project
 from server.storage import tables as t
 from shipyard.protocol import Subcode, SystemTag
 
-MAX_IDS = 1000
-Single = Callable[[CallContext, Request], dict]
-
-
-def _ids(req: Request) -> list[str]:
-    ids: list[str] = req.str_list("ids") or []
-    if not ids:
-        raise errors.missing_field("ids")
-    if len(ids) > MAX_IDS:
-        raise errors.validation(f"field 'ids' holds at most {MAX_IDS} model ids")
-    return list(dict.fromkeys(ids))
+Single = batch.Single
 
 
 def run_many(ctx: CallContext, req: Request, single: Single, shape: Callable[[dict], dict]) -> dict:
     """Call `single` once per id (as `model`) with the batch's other fields."""
     schema.check(schema.REQUESTS[ctx.endpoint], req.body)
-    shared = {k: v for k, v in req.body.items() if k != "ids"}
-    succeeded, failed = [], []
-    for model_id in _ids(req):
-        try:
-            result = single(ctx, Request({**shared, "model": model_id}))
-        except errors.APIError as err:
-            failed.append({"id": model_id, "error": {"codes": [err.code, err.subcode], "msg": err.msg, "data": {}}})
-            continue
-        succeeded.append({"id": model_id, **shape(result)})
-    return {"succeeded": succeeded, "failed": failed}
+    return batch.each_id(ctx, req, single, field="model", shape=shape)
 
 
 @endpoint("models.delete_many")
@@ -133,7 +115,7 @@ def move(ctx: CallContext, req: Request) -> dict:
     schema.check(schema.REQUESTS["models.move"], req.body)
     if "project" not in req and not req.text("project_name"):
         raise errors.missing_field("project", "project_name")
-    ids = _ids(req)
+    ids = batch.ids(req, "model")
     with ctx.store.tx() as conn:
         docs = _load_all(ctx, conn, ids)
         project = _target_project(ctx, conn, req)

@@ -9,43 +9,18 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from server import errors
 from server.rpc.registry import CallContext, Request, endpoint
+from server.services import batch
 from server.services.tasks import crud, status
 from shipyard.protocol import SystemTag
 
-MAX_IDS = 1000
-Single = Callable[[CallContext, Request], dict]
-
-
-def _ids(req: Request) -> list[str]:
-    ids: list[str] = req.str_list("ids") or []
-    if not ids:
-        raise errors.missing_field("ids")
-    if len(ids) > MAX_IDS:
-        raise errors.validation(f"field 'ids' holds at most {MAX_IDS} task ids")
-    return list(dict.fromkeys(ids))
-
-
-def _failure(task_id: str, err: errors.APIError) -> dict:
-    return {"id": task_id, "error": {"codes": [err.code, err.subcode], "msg": err.msg, "data": {}}}
+Single = batch.Single
 
 
 def run_many(ctx: CallContext, req: Request, single: Single, name: str,
              shape: Callable[[dict], dict[str, Any]]) -> dict:
     """Call `single` (the endpoint `name`) once per id with the batch's other fields."""
-    sub_ctx = dataclasses.replace(ctx, endpoint=name)
-    shared = {k: v for k, v in req.body.items() if k != "ids"}
-    succeeded: list[dict] = []
-    failed: list[dict] = []
-    for task_id in _ids(req):
-        try:
-            result = single(sub_ctx, Request({**shared, "task": task_id}))
-        except errors.APIError as err:
-            failed.append(_failure(task_id, err))
-            continue
-        succeeded.append({"id": task_id, **shape(result)})
-    return {"succeeded": succeeded, "failed": failed}
+    return batch.each_id(dataclasses.replace(ctx, endpoint=name), req, single, field="task", shape=shape)
 
 
 def _updated(result: dict) -> dict:
