@@ -68,7 +68,9 @@ CONTROLLER_PY = textwrap.dedent("""\
     pipe.start_locally(run_pipeline_steps_locally=False)
     ids = {name: node.executed for name, node in pipe.get_pipeline_dag().items()}
     final = Task.get_task(task_id=ids["step2"]).artifacts["final"].get()
-    print("RESULT " + json.dumps({"ids": ids, "final": final, "controller": pipe.id}), flush=True)
+    # the SDK's run listing: the newest run of this pipeline, found by project and name
+    found = PipelineController.get(pipeline_project="compat-pipe", pipeline_name="pipe-tasks").id
+    print("RESULT " + json.dumps({"ids": ids, "final": final, "controller": pipe.id, "found": found}), flush=True)
 """)
 
 DECORATOR_PY = textwrap.dedent("""\
@@ -151,6 +153,7 @@ def test_pipeline_controller_with_existing_tasks(pipes, sdk_python):
     assert second["final"] == {"value": 31}
     assert second["ids"]["step1"] == first["ids"]["step1"]   # cached: the same step1 task reused
     assert second["ids"]["step2"] != first["ids"]["step2"]
+    assert first["found"] == first["controller"] and second["found"] == second["controller"]  # run listing
 
 
 def test_pipeline_decorator_components_on_shipyard_agents(pipes, sdk_python):
