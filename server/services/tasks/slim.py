@@ -180,7 +180,9 @@ def ordered_rows(conn: Any, where: list[Any], paths: list[str], order: Order,
         query = select(*COLUMNS.values(), *_extracts(paths)).order_by(*order.clauses)
         yield [_slim(row, paths) for row in conn.execute(_where(query, where))]
         return
-    for ids in _ordered_ids(conn, where, order, max(_BATCH, 2 * wanted)):
+    # An index-ordered key costs little per id; the slim rows (JSON read per task) are the cost.
+    first = 2 * wanted if _metric_key(order.path) else max(_BATCH, 2 * wanted)
+    for ids in _ordered_ids(conn, where, order, first):
         found = {doc["id"]: doc for doc in rows(conn, [_c.id.in_(ids)], paths)} if ids else {}
         yield [found[i] for i in ids if i in found]
 
