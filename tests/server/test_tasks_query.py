@@ -108,6 +108,17 @@ def test_order_by_metric_puts_missing_last_both_ways(api, project):
     assert ids(api, project, order_by=["-" + key]) == [high, low, none]
 
 
+def test_order_by_a_path_sql_cannot_hold_is_ordered_in_python_not_a_500(api, project):
+    """A control character or lone surrogate in an order_by path made SQLite's JSON path fail (a
+    500 the fuzz found through reports.get_task_data); such a path is read in Python instead."""
+    low, high = (make_task(api, n, project=project) for n in ("low", "high"))
+    _metric(api, low, 0.5)
+    _metric(api, high, 10.0)
+    for endpoint in ("tasks.get_all_ex", "reports.get_task_data"):
+        for path in ("-last_metrics.m\u0000.v.value", "hyperparams.a\ud800.b.value", "name\u0001"):
+            api.call(endpoint, {"project": [project], "order_by": [path], "only_fields": ["id"]})
+
+
 def test_hyperparameters_order_numerically(api, project):
     def hp(value):
         return {"Args": {"lr": {"section": "Args", "name": "lr", "value": value}}}

@@ -144,6 +144,7 @@ def get_by_id_ex(ctx: CallContext, req: Request) -> dict:
 
 @endpoint("models.get_all")
 def get_all(ctx: CallContext, req: Request) -> dict:
+    schema.check(schema.REQUESTS["models.get_all"], req.body)  # only_fields is projected here, not in query.apply
     only = req.body.get("only_fields")
     return {"models": [query.project_fields(d, [only] if isinstance(only, str) else only)
                        for d in _selected(ctx, req, None)]}

@@ -24,8 +24,11 @@ _BATCH = 256
 
 
 def _clean(path: Any) -> str | None:
-    """A dotted path usable as a JSON path in SQL (no quoting characters), or None."""
+    """A dotted path usable as a JSON path in SQL (no quoting or control characters, no lone
+    surrogates: SQLite refuses them in a path with an error), or None (Python reads it instead)."""
     if not isinstance(path, str) or not path or any(ch in path for ch in "\"\\'$[]*"):
+        return None
+    if any(ord(ch) < 32 or 0xD800 <= ord(ch) <= 0xDFFF for ch in path):
         return None
     return path
 
