@@ -23,6 +23,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(count: int) -> tuple[int, ...]:
+    """`count` distinct free ports (the kernel may hand the same just-freed port out twice)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return tuple(ports)
+
+
 class ApiFailure(Exception):
     def __init__(self, meta: dict):
         super().__init__(f"{meta.get('result_code')}/{meta.get('result_subcode')}: {meta.get('result_msg')}")
@@ -107,7 +117,7 @@ def start_server(data_dir: Path, *, db: str | None = None, extra_args: list[str]
         try:
             return _start_server(data_dir, db=db, extra_args=extra_args, ports=ports, env=env)
         except RuntimeError as exc:
-            busy = "address already in use" in str(exc) or ") is in use" in str(exc)  # the listener / the pre-check
+            busy = any(m in str(exc) for m in ("address already in use", ") is in use", "is also given to"))  # the listener / the pre-check
             if ports is not None or not busy or attempt == 2:
                 raise
     raise AssertionError("unreachable")
@@ -115,7 +125,7 @@ def start_server(data_dir: Path, *, db: str | None = None, extra_args: list[str]
 
 def _start_server(data_dir: Path, *, db: str | None, extra_args: list[str] | None,
                   ports: tuple[int, int, int] | None, env: dict | None) -> ServerProcess:
-    api_port, files_port, web_port = ports or (free_port(), free_port(), free_port())
+    api_port, files_port, web_port = ports or free_ports(3)
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "server.log"
     args = [sys.executable, "-m", "shipyard", "server", "--data-dir", str(data_dir),
