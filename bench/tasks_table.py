@@ -42,6 +42,9 @@ def seed(data_dir: Path, db: str | None, project: str, user: str, count: int) ->
             with store.tx() as conn:
                 for index in range(start, min(count, start + 5000)):
                     store.insert(conn, t.tasks, _task(project, user, index, rng))
+        if not store.is_sqlite:  # the planner's statistics, as autovacuum keeps them on a live server
+            with store.engine.begin() as conn:
+                conn.exec_driver_sql("ANALYZE")
     finally:
         store.close()
 

@@ -62,6 +62,42 @@ def _columns_for(table: Table, doc: dict) -> dict[str, Any]:
     raise ValueError(f"not a document table: {table.name}")
 
 
+_METRIC_FIELDS = ("value", "min_value", "max_value")
+_CLEAR_METRICS = Prepared(delete(t.task_metrics).where(t.task_metrics.c.task == bindparam("p_task")))
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN: no order
+        return None
+    return float(value)
+
+
+def metric_rows(doc: dict) -> list[dict]:
+    """A task's task_metrics rows, from its document's last_metrics."""
+    out = []
+    metrics = doc.get("last_metrics")
+    for mkey, variants in (metrics.items() if isinstance(metrics, dict) else ()):
+        for vkey, entry in (variants.items() if isinstance(variants, dict) else ()):
+            if isinstance(entry, dict):
+                out.append({"task": doc["id"], "metric": f"{mkey}.{vkey}",
+                            **{f: _number(entry.get(f)) for f in _METRIC_FIELDS}})
+    return out
+
+
+def _fill_task_metrics(conn: Connection, batch: int = 1000) -> None:
+    """Write task_metrics for every task (a data dir from before the table), a batch at a time."""
+    last = ""
+    while True:
+        rows = conn.execute(select(t.tasks.c.id, t.tasks.c.doc).where(t.tasks.c.id > last)
+                            .order_by(t.tasks.c.id).limit(batch)).all()
+        if not rows:
+            return
+        values = [m for row in rows for m in metric_rows({**dict(row[1]), "id": row[0]})]
+        if values:
+            conn.execute(insert(t.task_metrics), values)
+        last = rows[-1][0]
+
+
 def _derive_columns(conn: Connection, table: Table, batch: int = 1000) -> None:
     """Write every row's derived columns from its document (after an upgrade added some), a
     batch of rows at a time so a large table is never held in memory whole."""
@@ -179,8 +215,13 @@ class Store:
         # tell without waiting whether a pool thread is inside one (`gate.acquire(blocking=False)`)
         # and run a call on the pool instead of blocking on the database lock (server/api.py).
         self.gate: threading.RLock | None = threading.RLock() if self.is_sqlite else None
+        with self.engine.connect() as conn:
+            had_metrics = inspect(conn).has_table(t.task_metrics.name)
         t.metadata.create_all(self.engine)
         self._add_missing_columns()
+        if not had_metrics:
+            with self.engine.begin() as conn:
+                _fill_task_metrics(conn)
 
     def _add_missing_columns(self) -> None:
         """Forward-only schema upgrade: nullable columns and indexes added since a data dir was
@@ -289,6 +330,8 @@ class Store:
 
     def insert(self, conn: Tx, table: Table, doc: dict) -> None:
         conn.execute(self._stmt("insert", table), {"id": doc["id"], "doc": doc, **_columns_for(table, doc)})
+        if table is t.tasks:
+            self._write_metrics(conn, doc)
 
     def save(self, conn: Tx, table: Table, doc: dict, *, expect_status: str | None = None) -> bool:
         """Write a whole document back. With `expect_status`, only if the stored status still
@@ -296,11 +339,31 @@ class Store:
         params = {"p_id": doc["id"], "doc": doc, **_columns_for(table, doc)}
         if expect_status is not None:
             params["p_status"] = expect_status
-            return conn.execute(self._stmt("save_cas", table), params).rowcount > 0
-        return conn.execute(self._stmt("save", table), params).rowcount > 0
+        saved = conn.execute(self._stmt("save" if expect_status is None else "save_cas", table), params).rowcount > 0
+        if saved and table is t.tasks:
+            self._clear_metrics(conn, doc["id"])
+            self._write_metrics(conn, doc)
+        return saved
 
     def delete(self, conn: Tx, table: Table, doc_id: str) -> bool:
+        if table is t.tasks:
+            self._clear_metrics(conn, doc_id)
         return conn.execute(self._stmt("delete", table), {"p_id": doc_id}).rowcount > 0
+
+    # -- task_metrics: follows each task's last_metrics (tables.task_metrics) ----------------
+    @staticmethod
+    def _clear_metrics(conn: Tx, task_id: str) -> None:
+        conn.execute(_CLEAR_METRICS, {"p_task": task_id})
+
+    def _write_metrics(self, conn: Tx, doc: dict) -> None:
+        for row in metric_rows(doc):
+            conn.execute(self._stmt("insert", t.task_metrics), row)
+
+    @staticmethod
+    def delete_tasks(conn: Tx, task_ids: list[str]) -> None:
+        """Delete many tasks and their task_metrics rows (ids in one statement: callers chunk them)."""
+        conn.execute(delete(t.task_metrics).where(t.task_metrics.c.task.in_(task_ids)))
+        conn.execute(delete(t.tasks).where(t.tasks.c.id.in_(task_ids)))
 
     # -- key/value ---------------------------------------------------------------------
     def meta_get(self, conn: Tx, key: str) -> str | None:

@@ -55,6 +55,22 @@ tasks = Table(
     Index("ix_tasks_project_stats", "project", "status", "archived", "started", "completed", "last_change"),
 )
 
+# Each task's last metric values, one row per metric/variant (`metric` is "<metric hash>.<variant
+# hash>", the keys of the task's last_metrics), so the experiment table sorted by a metric column
+# reads an index rather than every task's document. Written by Store.insert/save/delete from the
+# document, like the derived columns above.
+task_metrics = Table(
+    "task_metrics", metadata,
+    Column("task", String(ID), primary_key=True),
+    Column("metric", Text, primary_key=True),
+    Column("value", Float),
+    Column("min_value", Float),
+    Column("max_value", Float),
+    Index("ix_task_metrics_value", "metric", "value", "task"),
+    Index("ix_task_metrics_min", "metric", "min_value", "task"),
+    Index("ix_task_metrics_max", "metric", "max_value", "task"),
+)
+
 queues = Table(
     "queues", metadata,
     Column("id", String(ID), primary_key=True),

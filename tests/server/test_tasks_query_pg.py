@@ -6,6 +6,7 @@ import pytest
 
 from tests import pg
 from tests.helpers import start_server
+from tests.server.test_task_metrics import test_a_page_spans_valued_and_missing_tasks_in_order  # noqa: F401 - run on PostgreSQL too
 from tests.server.test_tasks_query import (  # noqa: F401 - collected here against PostgreSQL
     project,
     test_date_ranges_on_created_started_and_last_update,

@@ -25,6 +25,7 @@ from server.services.projects.crud import (
     place_under,
 )
 from server.storage import tables as t
+from server.storage.store import Store
 from shipyard import clock
 from shipyard.protocol import Subcode, SystemTag, TaskType
 
@@ -141,7 +142,7 @@ def _delete_rows(conn, task_ids: list[str], model_ids: list[str]) -> None:
         conn.execute(delete(t.events).where(t.events.c.task.in_(part)))
     for part in chunks(task_ids):
         conn.execute(delete(t.queue_entries).where(t.queue_entries.c.task.in_(part)))
-        conn.execute(delete(t.tasks).where(t.tasks.c.id.in_(part)))
+        Store.delete_tasks(conn, part)
     for part in chunks(model_ids):
         conn.execute(delete(t.models).where(t.models.c.id.in_(part)))
 

@@ -78,7 +78,7 @@ def select(ctx: CallContext, req: Request) -> tuple[list[dict], str | None]:
     with ctx.store.tx() as conn:
         ordered = slim.sql_order(conn, view) if paths is not None else None
         if ordered and paths is not None:
-            docs = _sql_ordered(conn, where, paths, ordered[0], body, checks, window)
+            docs = _sql_ordered(conn, where, paths, ordered, body, checks, window)
         else:
             docs = ctx.store.get_many(conn, t.tasks, where) if paths is None else slim.rows(conn, where, paths)
             docs = query.apply(_kept(docs, body, checks), view, window=window)
@@ -113,13 +113,13 @@ def _wanted(body: dict, window: tuple[int, int] | None) -> int | None:
     return None
 
 
-def _sql_ordered(conn, where: list, paths: list[str], order_by: list, body: dict, checks: list,
+def _sql_ordered(conn, where: list, paths: list[str], order: slim.Order, body: dict, checks: list,
                  window: tuple[int, int] | None) -> list[dict]:
     """The database orders; the filters run on chunks of slim rows until the page is full."""
     rules = {k: v for k, v in _order(body, window).items() if k not in ("order_by", "page", "page_size")}
     wanted = _wanted(body, window)
     kept: list[dict] = []
-    for batch in slim.ordered_rows(conn, where, paths, order_by, wanted):
+    for batch in slim.ordered_rows(conn, where, paths, order, wanted):
         kept += query.apply(_kept(batch, body, checks), rules)
         if wanted is not None and len(kept) >= wanted:
             break

@@ -8,7 +8,7 @@ those slim documents, and loads whole documents only for the page it answers.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
 from sqlalchemy import select
 
@@ -96,6 +96,7 @@ _DATES = ("created", "last_update", "last_change", "started", "status_changed") 
 _NUMBERS = ("last_iteration", "active_duration")
 _METRIC_NUMBERS = ("value", "min_value", "max_value", "mean_value", "first_value", "count", "min_value_iteration",
                    "max_value_iteration", "first_value_iteration")  # last_metrics.<m>.<v>.<these> are numbers
+_METRIC_INDEXED = ("value", "min_value", "max_value")  # ... and these are in task_metrics
 
 
 def _order_expr(path: str, pg: bool) -> Any:
@@ -113,7 +114,7 @@ def _order_expr(path: str, pg: bool) -> Any:
     return expr.collate("C") if pg else expr
 
 
-def sql_order(conn: Any, body: dict) -> tuple[list[Any], str] | None:
+def sql_order(conn: Any, body: dict) -> Order | None:
     """ORDER BY clauses for a query the database can order itself (one order key of a known
     type), and that key's path; None when Python must order. The key's nulls go last whichever
     the direction and ids break ties, as in query.sort_docs."""
@@ -127,27 +128,66 @@ def sql_order(conn: Any, body: dict) -> tuple[list[Any], str] | None:
     if expr is None:
         return None
     tiebreak = _c.id.collate("C") if pg else _c.id
-    return [(expr.desc() if spec.startswith("-") else expr.asc()).nulls_last(), tiebreak.asc()], order[0]
+    desc = spec.startswith("-")
+    return Order([(expr.desc() if desc else expr.asc()).nulls_last(), tiebreak.asc()], order[0], desc, tiebreak)
 
 
-def ordered_rows(conn: Any, where: list[Any], paths: list[str], order_by: list[Any],
+class Order(NamedTuple):
+    clauses: list[Any]  # ORDER BY: the key (nulls last), then the id
+    path: str
+    desc: bool
+    tiebreak: Any
+
+
+def _metric_key(path: str) -> tuple[str, str] | None:
+    """("<metric>.<variant>", field) when `path` sorts by a value task_metrics holds."""
+    parts = path.split(".")
+    if len(parts) == 4 and parts[0] == "last_metrics" and parts[3] in _METRIC_INDEXED:
+        return f"{parts[1]}.{parts[2]}", parts[3]
+    return None
+
+
+def _id_queries(where: list[Any], order: Order) -> list[Any]:
+    """The queries whose results, one after the other, are the ordered ids. A metric key reads
+    the task_metrics index: the tasks with a value in order, then those without one by id."""
+    key = _metric_key(order.path)
+    if key is None:
+        return [_where(select(_c.id).order_by(*order.clauses), where)]
+    m = t.task_metrics.c
+    value = m[key[1]]
+    has = select(m.task).where(m.task == _c.id, m.metric == key[0], value.is_not(None)).exists()
+    valued = (select(_c.id).select_from(t.task_metrics.join(t.tasks, m.task == _c.id))
+              .where(m.metric == key[0], value.is_not(None))
+              .order_by(value.desc() if order.desc else value.asc(), order.tiebreak.asc()))
+    return [_where(valued, where), _where(select(_c.id).where(~has).order_by(order.tiebreak.asc()), where)]
+
+
+def _ordered_ids(conn: Any, where: list[Any], order: Order, size: int) -> Iterator[list[str]]:
+    """The ordered ids in chunks of growing size (LIMIT queries: the database evaluates only the
+    order key of each task)."""
+    for query in _id_queries(where, order):
+        offset = 0
+        while True:
+            ids = [row[0] for row in conn.execute(query.limit(size).offset(offset))]
+            yield ids
+            if len(ids) < size:
+                break
+            offset, size = offset + size, size * 2
+
+
+def ordered_rows(conn: Any, where: list[Any], paths: list[str], order: Order,
                  wanted: int | None) -> Iterator[list[dict]]:
     """`rows`, ordered by SQL, a chunk at a time: the caller stops once its page is full. A
-    chunk is a LIMIT query for ids alone (the database evaluates only the order key of each
-    task), then the slim rows of those ids."""
+    chunk is a LIMIT query for ids alone, then the slim rows of those ids."""
     if wanted is None:
-        query = select(*COLUMNS.values(), *_extracts(paths)).order_by(*order_by)
+        query = select(*COLUMNS.values(), *_extracts(paths)).order_by(*order.clauses)
         yield [_slim(row, paths) for row in conn.execute(_where(query, where))]
         return
-    ids_query = _where(select(_c.id).order_by(*order_by), where)
-    offset, size = 0, max(_BATCH, 2 * wanted)
-    while True:
-        ids = [row[0] for row in conn.execute(ids_query.limit(size).offset(offset))]
+    # An index-ordered key costs little per id; the slim rows (JSON read per task) are the cost.
+    first = 2 * wanted if _metric_key(order.path) else max(_BATCH, 2 * wanted)
+    for ids in _ordered_ids(conn, where, order, first):
         found = {doc["id"]: doc for doc in rows(conn, [_c.id.in_(ids)], paths)} if ids else {}
         yield [found[i] for i in ids if i in found]
-        if len(ids) < size:
-            return
-        offset, size = offset + size, size * 2
 
 
 def _extracts(paths: list[str]) -> list[Any]:
