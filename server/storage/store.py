@@ -355,9 +355,11 @@ class Store:
     def _clear_metrics(conn: Tx, task_id: str) -> None:
         conn.execute(_CLEAR_METRICS, {"p_task": task_id})
 
-    def _write_metrics(self, conn: Tx, doc: dict) -> None:
-        for row in metric_rows(doc):
-            conn.execute(self._stmt("insert", t.task_metrics), row)
+    @staticmethod
+    def _write_metrics(conn: Tx, doc: dict) -> None:
+        rows = metric_rows(doc)
+        if rows:  # one executemany per save: a task with many metrics is saved on every event batch
+            conn.execute(insert(t.task_metrics), rows)
 
     @staticmethod
     def delete_tasks(conn: Tx, task_ids: list[str]) -> None:
