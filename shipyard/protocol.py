@@ -13,6 +13,7 @@
     RETRYABLE       outcome kinds that hand a leased task back to its queue instead of failing it
     LeaseOutcome    what the server did with a task its holder let go (`tasks.release`, `workers.reconcile`)
     STOP_REQUEST    the `status_message` that asks a running task's agent to stop it (`tasks.stop`)
+    PREEMPT_REQUEST the `status_message` head that asks a running task's agent to preempt it
 
 Each word is a `str` enum (`Subcode` an `int` enum): a member *is* its wire word, so it equals
 the plain string a client sends or the database returns ("queued" == TaskStatus.QUEUED, same hash),
@@ -77,6 +78,10 @@ def can_transition(current: str, new: str, *, force: bool = False) -> bool:
 
 
 STOP_REQUEST = "stopping"  # clients look for it in status_message while the status stays in_progress
+PREEMPT_REQUEST = "preempting"
+"""status_message "preempting: for <user>'s task <id>" (status stays in_progress): the server asks the
+agent to checkpoint-signal the task, wait the queue's grace, stop it and hand it back with outcome
+`preempted`; the server then puts it first in its queue ("preempted by <user>'s task")."""
 
 
 class TaskType(_Word):
@@ -164,10 +169,11 @@ class OutcomeKind(_Word):
     TIMED_OUT = "timed_out"             # ran past its maximum run time
     AGENT_SHUTDOWN = "agent_shutdown"   # the agent was stopped
     LEASE_LOST = "lease_lost"           # another agent owns the task now
+    PREEMPTED = "preempted"             # stopped to give its borrowed GPUs back; requeued first in line
 
 
 RETRYABLE: frozenset[OutcomeKind] = frozenset({
-    OutcomeKind.INFRASTRUCTURE, OutcomeKind.AGENT_SHUTDOWN, OutcomeKind.LEASE_LOST})
+    OutcomeKind.INFRASTRUCTURE, OutcomeKind.AGENT_SHUTDOWN, OutcomeKind.LEASE_LOST, OutcomeKind.PREEMPTED})
 
 
 class LeaseOutcome(_Word):
