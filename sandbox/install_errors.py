@@ -51,6 +51,11 @@ RESOLUTION_MARKERS = (
     "invalid requirement",
     "does not match the metadata",
     "has no wheels with a matching",
+    "hash mismatch",  # a locked digest that the downloaded file does not have (uv)
+    "do not match the hashes",  # the same, pip's words
+    "must have a hash",  # --require-hashes with an unhashed line
+    "in --require-hashes mode",
+    "needs to be updated",  # uv: the lock does not match pyproject.toml (--locked)
 )
 
 _DECORATION = re.compile(r"^[\s×╰├│─▶]+")

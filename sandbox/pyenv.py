@@ -24,7 +24,7 @@ from pathlib import Path
 from sandbox import install_errors
 from sandbox.proc import run_captured
 from sandbox.requirements import RequirementSet
-from shipyard.errors import InfrastructureError
+from shipyard.errors import InfrastructureError, RequirementsError
 
 Log = Callable[[str], None]
 
@@ -83,14 +83,17 @@ def _probe_cached(executable: str, _size: int, _mtime_ns: int) -> Interpreter | 
     return Interpreter(base, info["version"], info["platform"], info["implementation"])
 
 
-def select_interpreter(binary: str | None = None, version_hint: str | None = None, log: Log = print) -> Interpreter:
+def select_interpreter(binary: str | None = None, version_hint: str | None = None, log: Log = print, *,
+                       strict: bool = False) -> Interpreter:
     """The interpreter a task asked for (`script.binary`, else its recorded version), if installed.
 
-    Falls back to the interpreter running the agent, saying so in the log.
+    Looks on PATH, then asks uv for installed interpreters (`uv python find`, no downloads).
+    Falls back to the interpreter running the agent, saying so in the log; with `strict`
+    (agent.python_version_strict) a recorded major.minor that is not installed fails instead.
     """
     wanted = _candidates(binary, version_hint)
     for name, version in wanted:
-        found = _find(name, version)
+        found = _find(name, version) or (_uv_find(version) if version else None)
         if found:
             log(f"using {found.path} (Python {found.version}) for '{name}'")
             return found
@@ -99,6 +102,11 @@ def select_interpreter(binary: str | None = None, version_hint: str | None = Non
         raise InfrastructureError(f"the agent's own interpreter {sys.executable} does not run")
     if wanted:
         asked = " or ".join(name for name, _ in wanted)
+        versions = [v for _, v in wanted if v]
+        if strict and versions and not any((current.version + ".").startswith(v + ".") for v in versions):
+            raise RequirementsError(
+                f"the task was recorded with Python {versions[0]}, which is not installed on this worker "
+                "(agent.python_version_strict is set)", kind="python_missing")
         log(f"{asked} requested but not installed here; using {current.path} (Python {current.version})")
     return current
 
@@ -121,6 +129,20 @@ def _find(name: str, version: str | None) -> Interpreter | None:
     if found and version and not (found.version + ".").startswith(version + "."):
         return None
     return found
+
+
+def _uv_find(version: str) -> Interpreter | None:
+    """An installed interpreter of `version` that uv knows of (its managed ones, pyenv's...)."""
+    uv = find_uv()
+    if uv is None:
+        return None
+    try:
+        proc = subprocess.run([str(uv), "python", "find", "--no-python-downloads", version],
+                              capture_output=True, text=True, timeout=30, env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    path = proc.stdout.strip().splitlines()[-1] if proc.returncode == 0 and proc.stdout.strip() else None
+    return _find(path, version) if path else None
 
 
 def find_uv() -> Path | None:
@@ -171,6 +193,14 @@ class EnvBuilder:
         else:
             log("uv not available; building the environment with virtualenv + pip")
         return self._build_with_pip(python, requirements, target, log)
+
+    def run_uv(self, args: Sequence[str]) -> subprocess.CompletedProcess[str] | None:
+        """Run `uv ARGS` with the installer environment (index options, cache); None without uv.
+        Used for uv.lock even when installs use pip (use_uv=False)."""
+        uv = self.uv or find_uv()
+        if uv is None or not uv.is_file():
+            return None
+        return self._run([str(uv), *args])
 
     def forget_downloads(self, log: Log = print) -> None:
         """Empty uv's cache (after a tampered cache entry: uv hard-links its cached files into
