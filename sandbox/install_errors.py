@@ -86,6 +86,11 @@ def key_lines(output: str, limit: int = 6) -> list[str]:
     return picked[:limit]
 
 
+def tail(output: str, limit: int = 30) -> list[str]:
+    """The installer's last lines as it wrote them (blank lines dropped), for the task's console."""
+    return [line.rstrip() for line in output.splitlines() if line.strip()][-limit:]
+
+
 def reason(output: str) -> str:
     """One line: the most specific cause (uv puts it last), or every key line when short."""
     lines = key_lines(output)

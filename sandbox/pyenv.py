@@ -223,7 +223,8 @@ class EnvBuilder:
         if requirements:
             log(f"installing {len(requirements.requirements)} requirement lines with uv")
             self._install(
-                [str(uv), "pip", "install", "--python", str(venv_python(target))], requirements, uv_install=True
+                [str(uv), "pip", "install", "--python", str(venv_python(target))], requirements, uv_install=True,
+                log=log,
             )
         proc = self._run([str(uv), "pip", "freeze", "--python", str(venv_python(target))])
         if proc.returncode != 0:
@@ -237,13 +238,14 @@ class EnvBuilder:
         if requirements:
             log(f"installing {len(requirements.requirements)} requirement lines with pip")
             pip = [str(venv_python(target)), "-m", "pip", "install", "--disable-pip-version-check"]
-            self._install(pip, requirements, uv_install=False)
+            self._install(pip, requirements, uv_install=False, log=log)
         proc = self._run([str(venv_python(target)), "-m", "pip", "freeze", "--all"])
         if proc.returncode != 0:
             raise InfrastructureError(f"pip freeze failed in {target}: {_why(proc)}")
         return _lines(proc.stdout)
 
-    def _install(self, command: list[str], requirements: RequirementSet, *, uv_install: bool) -> None:
+    def _install(self, command: list[str], requirements: RequirementSet, *, uv_install: bool,
+                 log: Log | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="shipyard-req-") as tmp:
             req_file = Path(tmp) / "requirements.txt"
             req_file.write_text("\n".join(requirements.install_lines()) + "\n")
@@ -252,6 +254,9 @@ class EnvBuilder:
             return
         output = proc.stdout + "\n" + proc.stderr
         failure = install_errors.classify(output)
+        if log is not None and failure != "other":  # the installer's own words, before our one-line reason
+            for line in install_errors.tail(output):
+                log(f"  {Path(command[0]).name}: {line}")
         if failure == "network":
             raise install_errors.network_error(output)
         if failure == "other" and uv_install:
