@@ -3,7 +3,6 @@ poetry.lock, Pipfile.lock and hashed requirements, installed from a local index 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 
