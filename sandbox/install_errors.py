@@ -54,7 +54,7 @@ RESOLUTION_MARKERS = (
     "hash mismatch",  # a locked digest that the downloaded file does not have (uv)
     "do not match the hashes",  # the same, pip's words
     "must have a hash",  # --require-hashes with an unhashed line
-    "in --require-hashes mode",
+    "in --require-hashes mode",  # pip: a hash-checked file with an unhashed line
     "needs to be updated",  # uv: the lock does not match pyproject.toml (--locked)
 )
 
