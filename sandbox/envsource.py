@@ -7,11 +7,12 @@
 
 `discover` lists the candidate files of the working directory, then of the repository root;
 `lockfiles.choose` picks one (its precedence is documented there); `load` reads it. uv.lock is
-read by uv itself (`uv export --locked`: a lock that no longer matches pyproject.toml fails with
-uv's own message), so what is installed is exactly what `uv sync` would install.
+read by uv itself (`uv lock --check`, then `uv export --frozen`: a lock that no longer matches
+pyproject.toml fails with uv's own message), so what is installed is what `uv sync` would install.
 """
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,19 +113,44 @@ def load(found: SourceFile, uv_export: UvExport) -> RequirementSet:
     return reqs
 
 
+UV_INDEX_VARIABLES = ("UV_INDEX", "UV_DEFAULT_INDEX", "UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS",
+                      "UV_NO_INDEX", "UV_INDEX_STRATEGY")
+"""The agent's index settings, left out of the offline lock check: uv counts a lock made against
+another index (the one the user had, not the worker's mirror) as out of date."""
+
+
 def export_uv_lock(builder: EnvBuilder, project: Path) -> str:
     """`uv export` of the project's uv.lock: pinned lines with hashes, the project itself left out.
 
-    `--locked` makes uv check the lock against pyproject.toml first; dependency groups are uv
-    sync's defaults (the `dev` group included)."""
-    proc = builder.run_uv(["export", "--locked", "--format", "requirements-txt", "--no-emit-project",
-                           "--no-header", "--no-annotate", "--no-python-downloads", "--project", str(project)])
+    The lock is first checked against pyproject.toml (`uv lock --check`): offline and with the
+    project's own index settings, which needs no network when the lock is current; if that
+    fails, once more with the agent's index settings, whose answer is final. Dependency groups
+    are uv sync's defaults (the `dev` group included)."""
+    _check_uv_lock(builder, project)
+    proc = _uv(builder, ["export", "--frozen", "--format", "requirements-txt", "--no-emit-project", "--no-header",
+                         "--no-annotate", "--no-python-downloads", "--project", str(project)])
+    if proc.returncode != 0:
+        raise RequirementsError(f"uv.lock cannot be used: {install_errors.reason(proc.stderr or proc.stdout)}",
+                                kind="lock_invalid")
+    return proc.stdout
+
+
+def _check_uv_lock(builder: EnvBuilder, project: Path) -> None:
+    check = ["lock", "--check", "--no-python-downloads", "--project", str(project)]
+    if _uv(builder, [*check, "--offline"], drop=UV_INDEX_VARIABLES).returncode == 0:
+        return
+    proc = _uv(builder, check)
+    if proc.returncode == 0:
+        return
+    output = proc.stderr or proc.stdout
+    if install_errors.classify(output) == "network":
+        raise install_errors.network_error(output)
+    raise RequirementsError(f"uv.lock cannot be used: {install_errors.reason(output)}", kind="lock_invalid")
+
+
+def _uv(builder: EnvBuilder, args: list[str], drop: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+    proc = builder.run_uv(args, drop)
     if proc is None:
         raise RequirementsError("the task's uv.lock needs uv on this machine, and uv was not found",
                                 kind="installer_missing")
-    if proc.returncode != 0:
-        output = proc.stderr or proc.stdout
-        if install_errors.classify(output) == "network":
-            raise install_errors.network_error(output)
-        raise RequirementsError(f"uv.lock cannot be used: {install_errors.reason(output)}", kind="lock_invalid")
-    return proc.stdout
+    return proc

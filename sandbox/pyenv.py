@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,8 +132,25 @@ def _find(name: str, version: str | None) -> Interpreter | None:
     return found
 
 
+UV_FIND_TTL = 300.0
+"""Seconds an answer of `uv python find` is reused (it inspects every interpreter it can see,
+seconds on a machine with many; a task pickup should not pay that each time)."""
+
+_uv_found: dict[str, tuple[float, Interpreter | None]] = {}
+
+
 def _uv_find(version: str) -> Interpreter | None:
     """An installed interpreter of `version` that uv knows of (its managed ones, pyenv's...)."""
+    now = time.monotonic()
+    cached = _uv_found.get(version)
+    if cached is not None and now - cached[0] < UV_FIND_TTL:
+        return cached[1]
+    found = _uv_find_now(version)
+    _uv_found[version] = (now, found)
+    return found
+
+
+def _uv_find_now(version: str) -> Interpreter | None:
     uv = find_uv()
     if uv is None:
         return None
@@ -194,13 +212,13 @@ class EnvBuilder:
             log("uv not available; building the environment with virtualenv + pip")
         return self._build_with_pip(python, requirements, target, log)
 
-    def run_uv(self, args: Sequence[str]) -> subprocess.CompletedProcess[str] | None:
-        """Run `uv ARGS` with the installer environment (index options, cache); None without uv.
-        Used for uv.lock even when installs use pip (use_uv=False)."""
+    def run_uv(self, args: Sequence[str], drop: Sequence[str] = ()) -> subprocess.CompletedProcess[str] | None:
+        """Run `uv ARGS` with the installer environment (index options, cache) less the variables
+        in `drop`; None without uv. Used for uv.lock even when installs use pip (use_uv=False)."""
         uv = self.uv or find_uv()
         if uv is None or not uv.is_file():
             return None
-        return self._run([str(uv), *args])
+        return self._run([str(uv), *args], drop)
 
     def forget_downloads(self, log: Log = print) -> None:
         """Empty uv's cache (after a tampered cache entry: uv hard-links its cached files into
@@ -263,9 +281,10 @@ class EnvBuilder:
             raise _UvUnusable(install_errors.reason(output))
         raise install_errors.requirements_error(output, requirements)
 
-    def _run(self, command: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    def _run(self, command: Sequence[str], drop: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in self._environment().items() if k not in drop}
         try:
-            return run_captured(command, env=self._environment(), timeout=self.timeout)
+            return run_captured(command, env=env, timeout=self.timeout)
         except subprocess.TimeoutExpired as exc:
             raise InfrastructureError(
                 f"'{Path(command[0]).name} {command[1]}' timed out after {self.timeout:.0f}s", kind="install_timeout"

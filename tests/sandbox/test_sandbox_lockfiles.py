@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -209,6 +210,20 @@ def test_uv_lock_resolves_and_a_stale_one_fails_with_uvs_words(tmp_path, house, 
     (project / "pyproject.toml").write_text((project / "pyproject.toml").read_text().replace("lk-alpha==1.0", "lk-beta"))
     with pytest.raises(RequirementsError, match=r"uv.lock cannot be used: .*needs to be updated"):
         export_uv_lock(lock_builder, project)
+
+
+def test_a_current_uv_lock_passes_on_a_worker_with_another_index(tmp_path, house, uv_cache_dir):
+    """The lock was made against the user's index; the worker installs from its mirror."""
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "pyproject.toml").write_text('[project]\nname = "proj"\nversion = "0.1"\ndependencies = ["lk-beta"]\n')
+    wheelhouse.uv_lock(project, house, uv_cache_dir)
+    mirror = tmp_path / "mirror"
+    shutil.copytree(house.simple, mirror)
+    builder = EnvBuilder(uv_cache_dir=uv_cache_dir, seed_pip=False, env={"UV_INDEX_URL": mirror.as_uri()})
+    reqs = exported_lock(export_uv_lock(builder, project), project)
+    assert reqs.install_lines() == ["--require-hashes", f"lk-beta==1.1 --hash={house.sha256('lk-beta', '1.1')}"]
+    builder.build(probe(sys.executable), reqs, tmp_path / "venv", print)
 
 
 def test_discover_prefers_the_working_dir_and_ranks_kinds(tmp_path):
