@@ -54,9 +54,12 @@ class EnvSource:
         return sum(1 for r in self.requirements.requirements if r.kind not in (Kind.OPTION, Kind.INCLUDE))
 
     def describe(self) -> str:
-        what = "the task's recorded packages" if self.kind is None and self.label == "task" else self.label
+        if self.kind is None and self.label == "none":
+            return "environment without packages (none recorded, no requirements or lock file in the repository)"
+        what = "the task's recorded packages" if self.kind is None else self.label
         checked = ", hashes checked" if self.requirements.hashed() else ""
-        return f"environment from {what} ({self.packages()} packages{checked})"
+        count = self.packages()
+        return f"environment from {what} ({count} package{'' if count == 1 else 's'}{checked})"
 
     def runtime(self) -> dict[str, str]:
         """Properties for the task's runtime info."""

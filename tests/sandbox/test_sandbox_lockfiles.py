@@ -167,7 +167,8 @@ def test_describe_and_runtime():
     source = EnvSource(exported_lock(f"a==1 --hash={A}\nb==2 --hash={B}\n", Path("/")), "uv.lock", SourceKind.UV_LOCK)
     assert source.describe() == "environment from uv.lock (2 packages, hashes checked)"
     assert source.runtime() == {"environment_source": "uv.lock", "environment": "uv.lock (2 packages, hashes checked)"}
-    assert EnvSource(parse_requirements("six"), "task").describe() == "environment from the task's recorded packages (1 packages)"
+    assert EnvSource(parse_requirements("six"), "task").describe() == "environment from the task's recorded packages (1 package)"
+    assert EnvSource(parse_requirements(""), "none").describe().startswith("environment without packages (none recorded")
 
 
 def test_python_version_strict(tmp_path):
