@@ -5,6 +5,8 @@
     gitcmd          running git with askpass credentials, no prompts, redacted errors
     patching        applying script.diff (git apply, then --3way)
     requirements    parsing script.requirements.pip into a RequirementSet
+    lockfiles       uv.lock / poetry.lock / Pipfile.lock / hashed files as pinned sets; which source wins
+    envsource       finding and reading the chosen source (uv lock --check, uv export) -> EnvSource
     pyenv           select_interpreter, EnvBuilder (uv, falling back to virtualenv + pip)
     install_errors  reading uv/pip failures into RequirementsError / InfrastructureError
     env_cache       EnvCache.materialize: content-addressed venvs reused as hard-link farms

@@ -51,6 +51,11 @@ RESOLUTION_MARKERS = (
     "invalid requirement",
     "does not match the metadata",
     "has no wheels with a matching",
+    "hash mismatch",  # a locked digest that the downloaded file does not have (uv)
+    "do not match the hashes",  # the same, pip's words
+    "must have a hash",  # --require-hashes with an unhashed line
+    "in --require-hashes mode",  # pip: a hash-checked file with an unhashed line
+    "needs to be updated",  # uv: the lock does not match pyproject.toml (--locked)
 )
 
 _DECORATION = re.compile(r"^[\s×╰├│─▶]+")
@@ -79,6 +84,11 @@ def key_lines(output: str, limit: int = 6) -> list[str]:
     if not picked:
         picked = [line.strip() for line in output.splitlines() if line.strip()][-3:]
     return picked[:limit]
+
+
+def tail(output: str, limit: int = 30) -> list[str]:
+    """The installer's last lines as it wrote them (blank lines dropped), for the task's console."""
+    return [line.rstrip() for line in output.splitlines() if line.strip()][-limit:]
 
 
 def reason(output: str) -> str:

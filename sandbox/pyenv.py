@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 from sandbox import install_errors
 from sandbox.proc import run_captured
 from sandbox.requirements import RequirementSet
-from shipyard.errors import InfrastructureError
+from shipyard.errors import InfrastructureError, RequirementsError
 
 Log = Callable[[str], None]
 
@@ -83,14 +84,17 @@ def _probe_cached(executable: str, _size: int, _mtime_ns: int) -> Interpreter | 
     return Interpreter(base, info["version"], info["platform"], info["implementation"])
 
 
-def select_interpreter(binary: str | None = None, version_hint: str | None = None, log: Log = print) -> Interpreter:
+def select_interpreter(binary: str | None = None, version_hint: str | None = None, log: Log = print, *,
+                       strict: bool = False) -> Interpreter:
     """The interpreter a task asked for (`script.binary`, else its recorded version), if installed.
 
-    Falls back to the interpreter running the agent, saying so in the log.
+    Looks on PATH, then asks uv for installed interpreters (`uv python find`, no downloads).
+    Falls back to the interpreter running the agent, saying so in the log; with `strict`
+    (agent.python_version_strict) a recorded major.minor that is not installed fails instead.
     """
     wanted = _candidates(binary, version_hint)
     for name, version in wanted:
-        found = _find(name, version)
+        found = _find(name, version) or (_uv_find(version) if version else None)
         if found:
             log(f"using {found.path} (Python {found.version}) for '{name}'")
             return found
@@ -99,6 +103,11 @@ def select_interpreter(binary: str | None = None, version_hint: str | None = Non
         raise InfrastructureError(f"the agent's own interpreter {sys.executable} does not run")
     if wanted:
         asked = " or ".join(name for name, _ in wanted)
+        versions = [v for _, v in wanted if v]
+        if strict and versions and not any((current.version + ".").startswith(v + ".") for v in versions):
+            raise RequirementsError(
+                f"the task was recorded with Python {versions[0]}, which is not installed on this worker "
+                "(agent.python_version_strict is set)", kind="python_missing")
         log(f"{asked} requested but not installed here; using {current.path} (Python {current.version})")
     return current
 
@@ -121,6 +130,37 @@ def _find(name: str, version: str | None) -> Interpreter | None:
     if found and version and not (found.version + ".").startswith(version + "."):
         return None
     return found
+
+
+UV_FIND_TTL = 300.0
+"""Seconds an answer of `uv python find` is reused (it inspects every interpreter it can see,
+seconds on a machine with many; a task pickup should not pay that each time)."""
+
+_uv_found: dict[str, tuple[float, Interpreter | None]] = {}
+
+
+def _uv_find(version: str) -> Interpreter | None:
+    """An installed interpreter of `version` that uv knows of (its managed ones, pyenv's...)."""
+    now = time.monotonic()
+    cached = _uv_found.get(version)
+    if cached is not None and now - cached[0] < UV_FIND_TTL:
+        return cached[1]
+    found = _uv_find_now(version)
+    _uv_found[version] = (now, found)
+    return found
+
+
+def _uv_find_now(version: str) -> Interpreter | None:
+    uv = find_uv()
+    if uv is None:
+        return None
+    try:
+        proc = subprocess.run([str(uv), "python", "find", "--no-python-downloads", version],
+                              capture_output=True, text=True, timeout=30, env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    path = proc.stdout.strip().splitlines()[-1] if proc.returncode == 0 and proc.stdout.strip() else None
+    return _find(path, version) if path else None
 
 
 def find_uv() -> Path | None:
@@ -172,6 +212,14 @@ class EnvBuilder:
             log("uv not available; building the environment with virtualenv + pip")
         return self._build_with_pip(python, requirements, target, log)
 
+    def run_uv(self, args: Sequence[str], drop: Sequence[str] = ()) -> subprocess.CompletedProcess[str] | None:
+        """Run `uv ARGS` with the installer environment (index options, cache) less the variables
+        in `drop`; None without uv. Used for uv.lock even when installs use pip (use_uv=False)."""
+        uv = self.uv or find_uv()
+        if uv is None or not uv.is_file():
+            return None
+        return self._run([str(uv), *args], drop)
+
     def forget_downloads(self, log: Log = print) -> None:
         """Empty uv's cache (after a tampered cache entry: uv hard-links its cached files into
         the venvs it builds, so a file changed through a venv is changed in uv's cache too, and
@@ -193,7 +241,8 @@ class EnvBuilder:
         if requirements:
             log(f"installing {len(requirements.requirements)} requirement lines with uv")
             self._install(
-                [str(uv), "pip", "install", "--python", str(venv_python(target))], requirements, uv_install=True
+                [str(uv), "pip", "install", "--python", str(venv_python(target))], requirements, uv_install=True,
+                log=log,
             )
         proc = self._run([str(uv), "pip", "freeze", "--python", str(venv_python(target))])
         if proc.returncode != 0:
@@ -207,13 +256,14 @@ class EnvBuilder:
         if requirements:
             log(f"installing {len(requirements.requirements)} requirement lines with pip")
             pip = [str(venv_python(target)), "-m", "pip", "install", "--disable-pip-version-check"]
-            self._install(pip, requirements, uv_install=False)
+            self._install(pip, requirements, uv_install=False, log=log)
         proc = self._run([str(venv_python(target)), "-m", "pip", "freeze", "--all"])
         if proc.returncode != 0:
             raise InfrastructureError(f"pip freeze failed in {target}: {_why(proc)}")
         return _lines(proc.stdout)
 
-    def _install(self, command: list[str], requirements: RequirementSet, *, uv_install: bool) -> None:
+    def _install(self, command: list[str], requirements: RequirementSet, *, uv_install: bool,
+                 log: Log | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="shipyard-req-") as tmp:
             req_file = Path(tmp) / "requirements.txt"
             req_file.write_text("\n".join(requirements.install_lines()) + "\n")
@@ -222,15 +272,19 @@ class EnvBuilder:
             return
         output = proc.stdout + "\n" + proc.stderr
         failure = install_errors.classify(output)
+        if log is not None and failure != "other":  # the installer's own words, before our one-line reason
+            for line in install_errors.tail(output):
+                log(f"  {Path(command[0]).name}: {line}")
         if failure == "network":
             raise install_errors.network_error(output)
         if failure == "other" and uv_install:
             raise _UvUnusable(install_errors.reason(output))
         raise install_errors.requirements_error(output, requirements)
 
-    def _run(self, command: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    def _run(self, command: Sequence[str], drop: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in self._environment().items() if k not in drop}
         try:
-            return run_captured(command, env=self._environment(), timeout=self.timeout)
+            return run_captured(command, env=env, timeout=self.timeout)
         except subprocess.TimeoutExpired as exc:
             raise InfrastructureError(
                 f"'{Path(command[0]).name} {command[1]}' timed out after {self.timeout:.0f}s", kind="install_timeout"

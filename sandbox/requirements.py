@@ -53,7 +53,7 @@ OPTION_ALIASES = {
     "-e": "--editable",
 }
 INCLUDE_OPTIONS = ("--requirement", "--constraint")
-FLAG_OPTIONS = ("--pre", "--no-index", "--prefer-binary")
+FLAG_OPTIONS = ("--pre", "--no-index", "--prefer-binary", "--require-hashes")
 VCS_PREFIXES = ("git+", "hg+", "svn+", "bzr+")
 ARCHIVE_SUFFIXES = (".whl", ".tar.gz", ".tgz", ".zip", ".tar.bz2")
 
@@ -61,6 +61,7 @@ _HEADER = re.compile(r"^#\s*Python\s+(\d+\.\d+(?:\.\d+)?)\b", re.IGNORECASE)
 _INLINE_COMMENT = re.compile(r"\s+#.*$")
 _DIRECT_REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\s*(\[[^\]]*\])?\s*@")
 _PINNED_VCS = re.compile(r"@[0-9a-f]{40}(?:#|$)")
+_HASH_OPTION = re.compile(r"\s+--hash[=\s]+([A-Za-z0-9]+:[0-9A-Fa-f]+)")
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ class Requirement:
     name: str | None = None
     """PEP 503 normalized project name, when the line names one."""
     url: str | None = None
+    hashes: tuple[str, ...] = ()
+    """`sha256:<hex>` digests the file installed must match (`--hash` options of a locked line)."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,11 @@ class RequirementSet:
         options = [r.line for r in self.requirements if r.kind in (Kind.OPTION, Kind.INCLUDE)]
         packages = [r.line for r in self.requirements if r.kind not in (Kind.OPTION, Kind.INCLUDE)]
         return options + packages
+
+    def hashed(self) -> bool:
+        """True when every package line carries `--hash` (pip's and uv's hash-checking mode)."""
+        packages = [r for r in self.requirements if r.kind not in (Kind.OPTION, Kind.INCLUDE)]
+        return bool(packages) and all(r.hashes for r in packages)
 
     def find(self, name: str) -> Requirement | None:
         wanted = canonicalize_name(name)
@@ -151,6 +159,9 @@ def parse_line(line: str) -> Requirement:
 
 
 def _parse_line(line: str, number: int) -> Requirement:
+    hashes = tuple(_HASH_OPTION.findall(line))
+    if hashes and not line.startswith("-"):
+        return _with_hashes(_parse_line(_HASH_OPTION.sub("", line).strip(), number), hashes)
     if line.startswith("-"):
         return _parse_option(line, number)
     if not _DIRECT_REFERENCE.match(line):
@@ -172,6 +183,13 @@ def _from_packaging(req: PackagingRequirement, line: str) -> Requirement:
     if req.url:
         return Requirement(Kind.DIRECT, line, f"{name}{extras} @ {req.url}{marker}", name, req.url)
     return Requirement(Kind.NAMED, line, f"{name}{extras}{req.specifier}{marker}", name)
+
+
+def _with_hashes(req: Requirement, hashes: tuple[str, ...]) -> Requirement:
+    """A locked line: its hashes belong to what is installed and to the cache key."""
+    line = req.line + "".join(f" --hash={h}" for h in hashes)
+    canonical = req.canonical + "".join(f" --hash={h.lower()}" for h in sorted(hashes))
+    return replace(req, line=line, canonical=canonical, hashes=hashes)
 
 
 def _parse_option(line: str, number: int) -> Requirement:
@@ -238,17 +256,17 @@ def find_repo_requirements(working_dir: Path, repo_root: Path) -> FoundRequireme
     for directory in places:
         candidate = directory / "requirements.txt"
         if candidate.is_file():
-            text = "\n".join(_read_requirements_file(candidate, seen=set()))
+            text = "\n".join(read_requirements_file(candidate, seen=set()))
             return FoundRequirements(candidate, parse_requirements(text))
     for directory in places:
         candidate = directory / "pyproject.toml"
-        dependencies = _pyproject_dependencies(candidate) if candidate.is_file() else None
+        dependencies = pyproject_dependencies(candidate) if candidate.is_file() else None
         if dependencies:
             return FoundRequirements(candidate, parse_requirements(dependencies))
     return None
 
 
-def _read_requirements_file(path: Path, seen: set[Path]) -> list[str]:
+def read_requirements_file(path: Path, seen: set[Path]) -> list[str]:
     """The lines of a repository requirements file with `-r` inlined and relative paths made absolute."""
     path = path.resolve()
     if path in seen:
@@ -261,7 +279,7 @@ def _read_requirements_file(path: Path, seen: set[Path]) -> list[str]:
         line = _INLINE_COMMENT.sub("", raw).strip()
         option, value = split_option(line) if line.startswith("-") else ("", "")
         if option == "--requirement":
-            lines += _read_requirements_file(path.parent / value, seen)
+            lines += read_requirements_file(path.parent / value, seen)
         elif option in ("--constraint", "--editable") and value.startswith("."):
             lines.append(f"{option} {(path.parent / value).resolve()}")
         else:
@@ -269,7 +287,7 @@ def _read_requirements_file(path: Path, seen: set[Path]) -> list[str]:
     return lines
 
 
-def _pyproject_dependencies(path: Path) -> list[str] | None:
+def pyproject_dependencies(path: Path) -> list[str] | None:
     if tomllib is None:
         return None
     try:

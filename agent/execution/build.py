@@ -1,17 +1,20 @@
-"""Rebuild a task's environment: its code (sandbox.git_workspace) and its Python (sandbox.env_cache)."""
+"""Rebuild a task's environment: its code (sandbox.git_workspace), where its packages come from
+(sandbox.envsource: recorded packages or a lock file) and its Python (sandbox.env_cache)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
 from sandbox.env_cache import EnvCache, EnvResult
+from sandbox.envsource import EnvSource, export_uv_lock, resolve
 from sandbox.git_workspace import Workspace, prepare_workspace
-from sandbox.pyenv import select_interpreter
+from sandbox.lockfiles import PackageManager
+from sandbox.pyenv import EnvBuilder, select_interpreter
 from sandbox.repo_cache import RepoCache
-from sandbox.requirements import RequirementSet, find_repo_requirements, from_script
+from sandbox.requirements import RequirementSet, from_script
 from shipyard.client.config import Settings
 
 Log = Callable[[str], None]
@@ -24,6 +27,8 @@ class BuiltTask:
     requirements: RequirementSet
     requirements_source: str   # "task", a repository file, or "none"
     venv: Path
+    runtime: dict[str, str] = field(default_factory=dict)
+    """What the task's runtime info records about its environment (source, Python)."""
 
 
 def git_credentials(settings: Settings, repository: str) -> dict[str, tuple[str, str]]:
@@ -35,16 +40,22 @@ def git_credentials(settings: Settings, repository: str) -> dict[str, tuple[str,
     return creds
 
 
-def task_requirements(task: dict, workspace: Workspace) -> tuple[RequirementSet, str]:
-    """The task's recorded pip requirements, else the repository's; and where they came from."""
-    recorded = from_script(task.get("script") or {})
-    if recorded:
-        return recorded, "task"
-    found = find_repo_requirements(workspace.working_dir, workspace.root)
-    if found is not None:
-        return found.requirements, str(found.source.relative_to(workspace.root)) \
-            if found.source.is_relative_to(workspace.root) else str(found.source)
-    return recorded, "none"
+def task_requirements(task: dict, workspace: Workspace, settings: Settings | None = None,
+                      builder: EnvBuilder | None = None) -> tuple[RequirementSet, str]:
+    """The requirements to install and where they came from ("task", a repository file, "none")."""
+    source = environment_source(task, workspace, settings, builder)
+    return source.requirements, source.label
+
+
+def environment_source(task: dict, workspace: Workspace, settings: Settings | None = None,
+                       builder: EnvBuilder | None = None) -> EnvSource:
+    """The task's recorded packages or a repository lock/requirements file (sandbox/lockfiles.py)."""
+    agent = settings.agent if settings is not None else None
+    manager = PackageManager(agent.package_manager_type) if agent else PackageManager.PIP
+    builder = builder or EnvBuilder()
+    return resolve(from_script(task.get("script") or {}), [workspace.working_dir, workspace.root], workspace.root,
+                   manager, force_repo=bool(agent and agent.force_repo_requirements),
+                   uv_export=lambda project: export_uv_lock(builder, project))
 
 
 def build_task(task: dict, target: Path, settings: Settings, log: Log, *, env_cache: EnvCache | None = None,
@@ -55,13 +66,15 @@ def build_task(task: dict, target: Path, settings: Settings, log: Log, *, env_ca
     env_cache = env_cache or EnvCache(agent.venv_cache_dir)
     script = task.get("script") or {}
     workspace = prepare_workspace(script, target / "code", repo_cache, credentials=git_credentials(settings, str(script.get("repository") or "")), log=log)
-    requirements, source = task_requirements(task, workspace)
-    requirements, replaced = requirements.without_missing_local_files(lambda p: os.path.exists(p))
+    source = environment_source(task, workspace, settings, env_cache.builder)
+    requirements, replaced = source.requirements.without_missing_local_files(lambda p: os.path.exists(p))
     for line in replaced:
         log(f"requirement '{line}' points at a file that is not on this machine; installing by name")
-    log(f"requirements from {source}: {len(requirements.requirements)} entries")
-    python = select_interpreter(agent.python_binary or script.get("binary"), requirements.python_hint, log=log)
+    log(source.describe())
+    python = select_interpreter(agent.python_binary or script.get("binary"), requirements.python_hint, log=log,
+                                strict=agent.python_version_strict)
     env = env_cache.materialize(requirements, python, target / "venv", log=log, owner=owner)
     log(f"environment ready in {env.seconds:.2f}s ({'cache hit' if env.cache_hit else 'built'})")
+    runtime = {**source.runtime(), "python_version": python.version}
     return BuiltTask(workspace=workspace, env=env, requirements=requirements,
-                     requirements_source=source, venv=target / "venv")
+                     requirements_source=source.label, venv=target / "venv", runtime=runtime)

@@ -7,7 +7,7 @@ executors import this module, never the runner, so the contract sits between the
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -47,6 +47,8 @@ class Prepared:
     """The installed packages, when known before the run (a cache hit or a host-side build)."""
     detail: Any = None
     """The executor's own plan (e.g. agent.build.BuiltTask, docker_exec.ContainerPlan)."""
+    runtime: Mapping[str, str] = field(default_factory=dict)
+    """Properties added to the task's runtime info (where its environment came from, its Python)."""
 
 
 @dataclass(frozen=True)

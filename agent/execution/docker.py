@@ -235,7 +235,7 @@ class DockerExecutor:
         script = task.get("script") or {}
         workspace = prepare_workspace(script, target / "code", self.repo_cache, log=self.context.note,
                                       credentials=git_credentials(self.settings, str(script.get("repository") or "")))
-        requirements, source = task_requirements(task, workspace)
+        requirements, source = task_requirements(task, workspace, self.settings)
         requirements, replaced = requirements.without_missing_local_files(os.path.exists)
         for line in replaced:
             self.context.note(f"requirement '{line}' points at a file that is not on this machine; installing by name")

@@ -60,7 +60,7 @@ class LocalExecutor:
                            repo_cache=self.repo_cache, owner=self.user.owner if self.user else None)
         if self.user is not None:
             self._hand_over(self.user, target, built.workspace.root)
-        return Prepared(workspace=built.workspace, frozen=built.env.frozen, detail=built)
+        return Prepared(workspace=built.workspace, frozen=built.env.frozen, detail=built, runtime=built.runtime)
 
     def start(self, task: dict, prepared: Prepared) -> LocalLaunch:
         built: BuiltTask = prepared.detail

@@ -116,7 +116,7 @@ class TaskRun:
             if isinstance(prepared, Outcome):
                 return prepared
             self.timings["build_s"] = time.monotonic() - started
-            self._write_back(task, prepared.frozen, prepared.workspace.commit)
+            self._write_back(task, prepared.frozen, prepared.workspace.commit, prepared.runtime)
             stopped = self._stopped_before_start(watch)
             if stopped is not None:
                 return stopped
@@ -253,17 +253,23 @@ class TaskRun:
                          max_runtime_s=self._max_runtime(task), attempt=self.attempt, lease_s=agent.lease_s,
                          keepalive=keepalive, keepalive_s=self.task_keys.renew_every_s).start()
 
-    def _write_back(self, task: dict, frozen: list[str] | None, commit: str | None) -> None:
-        """Record what was really used: the resolved commit and the frozen requirements."""
+    def _write_back(self, task: dict, frozen: list[str] | None, commit: str | None,
+                    runtime: Mapping[str, str] | None = None) -> None:
+        """Record what was really used: the resolved commit, the frozen requirements and (runtime
+        info) where the environment came from."""
         script = task.get("script") or {}
         original = (script.get("requirements") or {}).get("pip")
+        edit: dict[str, Any] = {}
+        if commit and commit != script.get("version_num"):
+            edit["script"] = {"version_num": commit}
+        if runtime:
+            edit["runtime"] = {**(task.get("runtime") or {}), **runtime}
         try:
             if frozen:
                 self.api.call("tasks.set_requirements", {"task": self.task_id, "requirements": {
                     "pip": frozen, "org_pip": original if original is not None else "", "conda": ""}})
-            if commit and commit != script.get("version_num"):
-                self.api.call("tasks.edit", {"task": self.task_id, "force": True,
-                                             "script": {"version_num": commit}})
+            if edit:
+                self.api.call("tasks.edit", {"task": self.task_id, "force": True, **edit})
         except ServerError as exc:
             self.note(f"could not record the frozen environment: {exc}")
 

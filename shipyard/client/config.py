@@ -123,6 +123,12 @@ class AgentSettings:
     venv_cache_dir: Path
     git_cache_dir: Path
     python_binary: str | None
+    package_manager_type: str
+    """agent.package_manager.type: pip, uv, poetry (lock files they own win) or conda (refused)."""
+    force_repo_requirements: bool
+    """agent.package_manager.force_repo_requirements_txt: repository files over recorded packages."""
+    python_version_strict: bool
+    """Fail a task whose recorded Python major.minor is not installed here, instead of substituting."""
     uv_enabled: bool
     git_user: str | None
     git_pass: str | None
@@ -308,14 +314,21 @@ def _credentials(value: Any) -> tuple[GitCredential, ...]:
     return tuple(credentials)
 
 
-def _uv_from_package_manager(value: Any) -> bool:
-    """ClearML's agent.package_manager.type: uv means uv; pip means plain pip."""
+PACKAGE_MANAGERS = ("pip", "uv", "poetry", "conda")
+"""clearml-agent's agent.package_manager.type words (conda is read, and refused per task)."""
+
+
+def _package_manager(value: Any) -> str:
     kind = _text(value).lower()
-    if kind not in ("uv", "pip"):
-        raise ValueError(
-            f"Shipyard supports package manager 'pip' or 'uv', not {kind!r} (set shipyard.uv_enabled to override)"
-        )
-    return kind == "uv"
+    if kind not in PACKAGE_MANAGERS:
+        raise ValueError(f"expected one of {', '.join(PACKAGE_MANAGERS)}, not {kind!r}")
+    return kind
+
+
+def _uv_from_package_manager(value: Any) -> bool:
+    """ClearML's agent.package_manager.type: pip means plain pip; uv and poetry install with uv
+    (a poetry.lock is exported and installed by uv); conda tasks are refused at build time."""
+    return _package_manager(value) != "pip"
 
 
 # --- the table of settings ---------------------------------------------------------------------
@@ -387,6 +400,19 @@ FIELDS: tuple[Field, ...] = (
     Field(
         "agent.python_binary", _optional_text, None, ("shipyard.python_binary", "agent.python_binary"),
         ("SHIPYARD_PYTHON_BINARY",),
+    ),
+    Field(
+        "agent.package_manager_type", _package_manager, "pip",
+        ("shipyard.package_manager_type", "agent.package_manager.type"), ("SHIPYARD_PACKAGE_MANAGER_TYPE",),
+    ),
+    Field(
+        "agent.force_repo_requirements", _bool, False,
+        ("shipyard.force_repo_requirements", "agent.package_manager.force_repo_requirements_txt"),
+        ("SHIPYARD_FORCE_REPO_REQUIREMENTS",),
+    ),
+    Field(
+        "agent.python_version_strict", _bool, False,
+        ("shipyard.python_version_strict", "agent.python_version_strict"), ("SHIPYARD_PYTHON_VERSION_STRICT",),
     ),
     Field(
         "agent.uv_enabled", _bool, True, ("shipyard.uv_enabled", "agent.package_manager.type"),

@@ -238,7 +238,7 @@ def test_unparseable_config_file(home, tmp_path):
         ("shipyard { queues: {a: 1} }", "agent.queues"),
         ('shipyard { redact_patterns: ["(unclosed"] }', "agent.redact_patterns"),
         ("shipyard { git_credentials: [{host: h}] }", "agent.git_credentials"),
-        ("agent { package_manager.type: conda }", "agent.uv_enabled"),
+        ("agent { package_manager.type: pipenv }", "agent.package_manager_type"),
         ("agent { worker_id: [1, 2] }", "agent.worker_id"),
     ],
 )
