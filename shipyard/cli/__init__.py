@@ -5,7 +5,8 @@
     agent        daemon, execute, build, list, config (and the daemon's --detached/--stop/--metrics-port)
     task         task ..., queue ...
     up           up: the embedded server and one agent in one process
-    server       server, keys
+    server       server (and --upgrade-db), keys
+    backup       backup, restore (the SQLite database and the files store)
     autoscaler   autoscaler [status]
     scheduler    scheduler run | list | show
     init, doctor init, doctor
@@ -48,6 +49,7 @@ def _register() -> None:
         return
     from shipyard.cli.agent import build_cmd, config_cmd, daemon_cmd, execute_cmd, list_cmd
     from shipyard.cli.autoscaler import autoscaler_cmd
+    from shipyard.cli.backup import backup_cmd, restore_cmd
     from shipyard.cli.doctor import doctor_cmd
     from shipyard.cli.init import init_cmd
     from shipyard.cli.scheduler import scheduler_group
@@ -56,7 +58,7 @@ def _register() -> None:
     from shipyard.cli.up import up_cmd
 
     for command in (server_cmd, keys_cmd, daemon_cmd, execute_cmd, build_cmd, list_cmd, config_cmd, up_cmd,
-                    task_group, queue_group, autoscaler_cmd, scheduler_group, init_cmd, doctor_cmd):
+                    task_group, queue_group, autoscaler_cmd, scheduler_group, init_cmd, doctor_cmd, backup_cmd, restore_cmd):
         cli.add_command(command)
 
 

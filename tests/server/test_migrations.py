@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, inspect
 
+from server.config import ServerConfig
 from server.storage import schema
 from server.storage import tables as t
 from server.storage.store import Store, sqlite_url
@@ -128,19 +128,29 @@ def pg_server():
     server.stop()
 
 
-def test_the_previous_release_postgresql_database_upgrades_with_its_data(pg_server, tmp_path):
+def test_the_previous_release_postgresql_database_upgrades_and_survives_the_pg_dump_route(pg_server, tmp_path, capsys):
+    """Upgraded by --upgrade-db (a start without it is refused), read back; then backed up as
+    docs/operations.md says (pg_dump -Fc while the server runs, pg_restore into a new database)
+    and read back again from a server on the restored one."""
     url = pg_server.new_database("prev")
     subprocess.run([pg.tool("psql"), "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f", str(PREV / "postgresql.sql")],
                    check=True, capture_output=True)
-    with pytest.raises(RuntimeError, match="--upgrade-db"):  # the safe default on a shared database
-        start_server(tmp_path / "a", db=url)
-    done = subprocess.run([sys.executable, "-m", "shipyard", "server", "--db", url, "--data-dir", str(tmp_path / "b"),
-                           "--upgrade-db"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and f"pre-migration -> {schema.head()}" in done.stdout, done.stderr
+    with pytest.raises(SchemaError, match="--upgrade-db"):  # the safe default on a shared database
+        Store(url, upgrade=ServerConfig(db=url).upgrade_at_start)
+    assert main(["server", "--db", url, "--data-dir", str(tmp_path / "b"), "--upgrade-db"]) in (0, None)
+    assert f"pre-migration -> {schema.head()}" in capsys.readouterr().out
     server = start_server(tmp_path / "c", db=url)
     try:
         assert read_back(server.api()) == expected("postgresql")
+        subprocess.run([pg.tool("pg_dump"), "-Fc", "-f", str(tmp_path / "dump"), "-d", url], check=True)
     finally:
         server.stop()
     assert schema.prepare(url, upgrade=False) == "current"
     assert_migrations_match_tables(url, pg_server.new_database("declared"))
+    restored = pg_server.new_database("restored")
+    subprocess.run([pg.tool("pg_restore"), "--no-owner", "-d", restored, str(tmp_path / "dump")], check=True)
+    server = start_server(tmp_path / "d", db=restored)
+    try:
+        assert read_back(server.api()) == expected("postgresql")
+    finally:
+        server.stop()
