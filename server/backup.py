@@ -133,9 +133,10 @@ class _BytesReader:
         return chunk
 
 
-def _mode(path: Path, write: bool) -> str:
-    compressed = path.name.endswith((".tar.gz", ".tgz"))
-    return ("w:gz" if compressed else "w") if write else ("r:gz" if compressed else "r:*")
+def _create(path: Path, partial: Path) -> tarfile.TarFile:
+    if path.name.endswith((".tar.gz", ".tgz")):
+        return tarfile.open(partial, "w:gz", compresslevel=1)  # files are mostly compressed already
+    return tarfile.open(partial, "w")
 
 
 def backup(data_dir: Path, db_url: str, target: Path) -> Manifest:
@@ -148,7 +149,7 @@ def backup(data_dir: Path, db_url: str, target: Path) -> Manifest:
         revision = _snapshot(db, copy)
         manifest = Manifest(created=clock.iso(), schema_revision=revision, db_bytes=copy.stat().st_size,
                             db_sha256=_sha256(copy))
-        with tarfile.open(partial, _mode(target, write=True)) as tar:
+        with _create(target, partial) as tar:
             tar.add(copy, arcname=DB_NAME)
             _add_files(tar, data_dir / "files", manifest)
             _add_bytes(tar, MANIFEST, json.dumps(asdict(manifest), indent=1).encode())
