@@ -23,6 +23,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
@@ -101,7 +102,7 @@ def _check_known(status: SchemaStatus, url: str) -> None:
         return
     try:
         _script().get_revision(status.current)
-    except Exception:
+    except CommandError:  # "Can't locate revision identified by ..."
         raise SchemaError(
             f"the database {_where(url)} is at schema revision {status.current}, which this Shipyard does not "
             f"know (its newest is {status.head}): a newer release has upgraded it. Run that release, or "
