@@ -144,7 +144,8 @@ def server_cmd(config_file, upgrade_db: bool, **overrides) -> None:
 
 def upgrade_database(config: ServerConfig) -> None:
     """`server --upgrade-db`: bring the schema to head, say from what, and exit."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    if not config.db:  # SQLite in the data dir: an empty one gets a fresh database
+        config.data_dir.mkdir(parents=True, exist_ok=True)
     before, done = schema.upgrade(config.db_url)
     where = config.db_url.split("@")[-1]
     if done == "current":

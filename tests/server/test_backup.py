@@ -65,7 +65,9 @@ def test_a_running_server_is_backed_up_and_restored_into_a_fresh_one(tmp_path):
         started = time.monotonic()
         made = shipyard("backup", str(tmp_path / "b.tar.gz"), "--data-dir", str(server.data_dir))
         assert made.returncode == 0, made.stderr
-        time.sleep(0.3)  # writes go on after the backup, and must not be in it
+        more = len(writer.acked) + 3  # writes go on after the backup, and must not be in it
+        while len(writer.acked) < more and writer.is_alive():
+            time.sleep(0.05)
     finally:
         writer.stop.set()
         writer.join(30)
