@@ -60,8 +60,9 @@ def test_a_running_server_is_backed_up_and_restored_into_a_fresh_one(tmp_path):
     writer = Writer(server)
     writer.start()
     try:
-        while len(writer.acked) < 20:
+        while len(writer.acked) < 20 and writer.is_alive():
             time.sleep(0.05)
+        assert writer.is_alive(), "the writer failed before the backup (see its thread's traceback)"
         started = time.monotonic()
         made = shipyard("backup", str(tmp_path / "b.tar.gz"), "--data-dir", str(server.data_dir))
         assert made.returncode == 0, made.stderr
