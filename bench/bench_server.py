@@ -152,7 +152,7 @@ def long_poll_wakeups(server, samples: int) -> list[float]:
 def _task_row(n: int, now: float, project: str) -> dict:
     """A task as the server stores it (document plus derived columns), in one of 7 statuses."""
     from server.storage import tables as t
-    from server.storage.store import _columns_for, new_id
+    from server.storage.store import columns_for, new_id
     from shipyard import clock
 
     statuses = ("created", "queued", "in_progress", "stopped", "completed", "failed", "published")
@@ -164,7 +164,7 @@ def _task_row(n: int, now: float, project: str) -> dict:
            "hyperparams": {"Args": {f"p{k}": {"section": "Args", "name": f"p{k}", "value": str(n % 7)}
                                     for k in range(10)}},
            "execution": {"parameters": {}, "artifacts": []}, "script": {"entry_point": "train.py"}}
-    return {"id": doc["id"], "doc": doc, **_columns_for(t.tasks, doc)}
+    return {"id": doc["id"], "doc": doc, **columns_for(t.tasks, doc)}
 
 
 def seed_projects(db_url: str, projects: int, tasks: int) -> None:

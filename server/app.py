@@ -55,7 +55,7 @@ def create_state(config: ServerConfig) -> ServerState:
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     (data_dir / "files").mkdir(exist_ok=True)
-    store = Store(config.db_url, synchronous=config.sqlite_synchronous)
+    store = Store(config.db_url, synchronous=config.sqlite_synchronous, upgrade=config.upgrade_at_start)
     state = ServerState(store=store, data_dir=data_dir,
                         signer=TokenSigner(load_token_secret(store), config.token_ttl_s),
                         keys=KeyStore(store), files_url=config.url(config.files_port),

@@ -25,6 +25,7 @@ class ServerConfig:
     data_dir: Path = field(default_factory=default_data_dir)
     db: str = ""                      # SQLAlchemy URL; empty = SQLite file in data_dir
     sqlite_synchronous: str = "NORMAL"  # NORMAL survives process crashes; FULL also power loss
+    upgrade_db_at_start: str = "auto"   # an older schema at start: auto = upgrade SQLite, refuse PostgreSQL; yes; no
     access_key: str = ""
     secret_key: str = ""
     secret_key_file: str = ""         # read in place of secret_key when set (keeps it off the command line)
@@ -52,6 +53,16 @@ class ServerConfig:
     @property
     def cors_origin_set(self) -> frozenset[str]:
         return frozenset(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
+
+    @property
+    def upgrade_at_start(self) -> bool:
+        """Whether a start may upgrade an older schema. auto: yes for SQLite (the data dir is this
+        process's alone), no for PostgreSQL (replicas of an older release may share it: an operator
+        upgrades once with `shipyard server --upgrade-db`, after a pg_dump)."""
+        choice = self.upgrade_db_at_start.strip().lower()
+        if choice not in ("auto", "yes", "no"):
+            raise ConfigError(f"server setting 'upgrade_db_at_start' must be auto, yes or no, got {choice!r}")
+        return choice == "yes" or (choice == "auto" and self.db_url.startswith("sqlite"))
 
     @property
     def db_url(self) -> str:

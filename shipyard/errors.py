@@ -5,6 +5,7 @@ shell script or systemd can tell what went wrong without parsing text.
 
     ShipyardError                 exit 1   anything we raise on purpose
     ├── ConfigError               exit 2   bad or missing configuration / CLI usage
+    │   └── SchemaError                    the database's schema is older or newer than this code
     ├── ServerError               exit 3   the task server refused or failed a call
     │   └── AuthError             exit 4   credentials or token rejected
     ├── ServerUnreachable         exit 5   no answer from the task server
@@ -36,6 +37,12 @@ class ShipyardError(Exception):
 class ConfigError(ShipyardError):
     exit_code = 2
     kind = "config"
+
+
+class SchemaError(ConfigError):
+    """The database's schema revision does not match the code: upgrade it, or run the newer release."""
+
+    kind = "schema"
 
 
 class ServerError(ShipyardError):

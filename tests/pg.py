@@ -21,6 +21,11 @@ def _bin(name: str) -> str | None:
     return found[-1] if found else shutil.which(name)
 
 
+def tool(name: str) -> str:
+    """The path of one of PostgreSQL's client programs (psql, pg_dump, pg_restore)."""
+    return _bin(name) or name
+
+
 def available() -> bool:
     return bool(_bin("initdb") and _bin("pg_ctl"))
 

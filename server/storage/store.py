@@ -1,7 +1,8 @@
 """The storage layer: one `Store` over SQLAlchemy Core for SQLite (default) and PostgreSQL.
 
 Documents are stored whole in a JSON column; the columns that queries need are derived from
-the document by `_columns_for` on every write, so they can never drift apart.
+the document by `columns_for` on every write, so they can never drift apart. The schema itself
+is Alembic's (server/storage/schema.py, migrations/): a Store only checks its revision on open.
 """
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from sqlalchemy import Table, bindparam, create_engine, delete, event, insert, inspect, select, update
+from sqlalchemy import Table, bindparam, create_engine, delete, event, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from server.rpc import jsonutil
+from server.storage import schema
 from server.storage import tables as t
 from server.storage.prepared import Prepared
 from shipyard import clock
@@ -36,7 +38,7 @@ def _ts(doc: dict, key: str, default: Any) -> Any:
     return default
 
 
-def _columns_for(table: Table, doc: dict) -> dict[str, Any]:
+def columns_for(table: Table, doc: dict) -> dict[str, Any]:
     now = clock.now()
     if table is t.tasks:
         return {
@@ -82,36 +84,6 @@ def metric_rows(doc: dict) -> list[dict]:
                 out.append({"task": doc["id"], "metric": f"{mkey}.{vkey}",
                             **{f: _number(entry.get(f)) for f in _METRIC_FIELDS}})
     return out
-
-
-def _fill_task_metrics(conn: Connection, batch: int = 1000) -> None:
-    """Write task_metrics for every task (a data dir from before the table), a batch at a time."""
-    last = ""
-    while True:
-        rows = conn.execute(select(t.tasks.c.id, t.tasks.c.doc).where(t.tasks.c.id > last)
-                            .order_by(t.tasks.c.id).limit(batch)).all()
-        if not rows:
-            return
-        values = [m for row in rows for m in metric_rows({**dict(row[1]), "id": row[0]})]
-        if values:
-            conn.execute(insert(t.task_metrics), values)
-        last = rows[-1][0]
-
-
-def _derive_columns(conn: Connection, table: Table, batch: int = 1000) -> None:
-    """Write every row's derived columns from its document (after an upgrade added some), a
-    batch of rows at a time so a large table is never held in memory whole."""
-    names = [c.name for c in table.columns if c.name not in ("id", "doc")]
-    stmt = update(table).where(table.c.id == bindparam("p_id")).values({n: bindparam(f"v_{n}") for n in names})
-    last = ""
-    while True:
-        rows = conn.execute(select(table.c.id, table.c.doc).where(table.c.id > last)
-                            .order_by(table.c.id).limit(batch)).all()
-        if not rows:
-            return
-        conn.execute(stmt, [{"p_id": row[0], **{f"v_{k}": v for k, v in _columns_for(table, dict(row[1])).items()}}
-                            for row in rows])
-        last = rows[-1][0]
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -201,7 +173,10 @@ def _driver_call(dialect: Any, what: str, fn: Any, *args: Any) -> Any:
 
 
 class Store:
-    def __init__(self, url: str, *, synchronous: str = "NORMAL"):
+    def __init__(self, url: str, *, synchronous: str = "NORMAL", upgrade: bool = False):
+        """Open the database at `url`, after bringing its schema to this code's revision
+        (server/storage/schema.py: created when fresh; upgraded only with `upgrade`)."""
+        schema.prepare(url, upgrade=upgrade)
         self.url = url
         self.engine = _make_engine(url, synchronous)
         self.is_sqlite = url.startswith("sqlite")
@@ -215,31 +190,6 @@ class Store:
         # tell without waiting whether a pool thread is inside one (`gate.acquire(blocking=False)`)
         # and run a call on the pool instead of blocking on the database lock (server/api.py).
         self.gate: threading.RLock | None = threading.RLock() if self.is_sqlite else None
-        with self.engine.connect() as conn:
-            had_metrics = inspect(conn).has_table(t.task_metrics.name)
-        t.metadata.create_all(self.engine)
-        self._add_missing_columns()
-        if not had_metrics:
-            with self.engine.begin() as conn:
-                _fill_task_metrics(conn)
-
-    def _add_missing_columns(self) -> None:
-        """Forward-only schema upgrade: nullable columns and indexes added since a data dir was
-        created; a document table that gained a column has its columns derived anew."""
-        with self.engine.begin() as conn:
-            inspector = inspect(conn)  # same connection: a second one would wait on our write lock
-            for table in t.metadata.sorted_tables:
-                present = {c["name"] for c in inspector.get_columns(table.name)}
-                added = [c for c in table.columns if c.name not in present and c.nullable]
-                for column in added:
-                    kind = column.type.compile(dialect=self.engine.dialect)
-                    conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}')
-                indexes = {i["name"] for i in inspector.get_indexes(table.name)}
-                for index in table.indexes:
-                    if index.name not in indexes:
-                        index.create(conn)
-                if added and "doc" in table.c:
-                    _derive_columns(conn, table)
 
     def close(self) -> None:
         with self._held_lock:
@@ -329,14 +279,14 @@ class Store:
         return [dict(row[0]) for row in conn.execute(query)]
 
     def insert(self, conn: Tx, table: Table, doc: dict) -> None:
-        conn.execute(self._stmt("insert", table), {"id": doc["id"], "doc": doc, **_columns_for(table, doc)})
+        conn.execute(self._stmt("insert", table), {"id": doc["id"], "doc": doc, **columns_for(table, doc)})
         if table is t.tasks:
             self._write_metrics(conn, doc)
 
     def save(self, conn: Tx, table: Table, doc: dict, *, expect_status: str | None = None) -> bool:
         """Write a whole document back. With `expect_status`, only if the stored status still
         equals it (compare-and-set); returns whether a row was written."""
-        params = {"p_id": doc["id"], "doc": doc, **_columns_for(table, doc)}
+        params = {"p_id": doc["id"], "doc": doc, **columns_for(table, doc)}
         if expect_status is not None:
             params["p_status"] = expect_status
         saved = conn.execute(self._stmt("save" if expect_status is None else "save_cas", table), params).rowcount > 0

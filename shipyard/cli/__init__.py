@@ -5,7 +5,8 @@
     agent        daemon, execute, build, list, config (and the daemon's --detached/--stop/--metrics-port)
     task         task ..., queue ...
     up           up: the embedded server and one agent in one process
-    server       server, keys
+    server       server (and --upgrade-db), keys
+    backup       backup, restore (the SQLite database and the files store)
     autoscaler   autoscaler [status]
     scheduler    scheduler run | list | show
     init, doctor init, doctor
@@ -44,6 +45,8 @@ COMMANDS = {
     "scheduler": "shipyard.cli.scheduler:scheduler_group",
     "init": "shipyard.cli.init:init_cmd",
     "doctor": "shipyard.cli.doctor:doctor_cmd",
+    "backup": "shipyard.cli.backup:backup_cmd",
+    "restore": "shipyard.cli.backup:restore_cmd",
 }
 
 

@@ -12,6 +12,7 @@ from server.app import create_state, seed_credentials, serve
 from server.auth.keys import KeyStore
 from server.config import ServerConfig, load_server_config
 from server.ports import describe, unavailable
+from server.storage import schema
 from server.storage.store import Store
 from shipyard.errors import ConfigError
 from shipyard.signals import Shutdown
@@ -112,9 +113,16 @@ def warn_secret_on_command_line() -> None:
 
 @click.command("server")
 @server_options
-def server_cmd(config_file, **overrides) -> None:
+@click.option("--upgrade-db", is_flag=True,
+              help="Upgrade the database's schema to this release's and exit (back it up first: `shipyard backup`, "
+                   "or pg_dump). Without it a start upgrades SQLite itself and refuses an older PostgreSQL "
+                   "schema (upgrade_db_at_start in configs/server.conf).")
+def server_cmd(config_file, upgrade_db: bool, **overrides) -> None:
     """Run the embedded ClearML-compatible server (API, files and web listeners)."""
     config = config_from_cli(config_file, **overrides)
+    if upgrade_db:
+        upgrade_database(config)
+        return
     ensure_ports_free(config)
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     state = create_state(config)
@@ -132,6 +140,19 @@ def server_cmd(config_file, **overrides) -> None:
         announcer.cancel()
 
     run_loop(main())
+
+
+def upgrade_database(config: ServerConfig) -> None:
+    """`server --upgrade-db`: bring the schema to head, say from what, and exit."""
+    if not config.db:  # SQLite in the data dir: an empty one gets a fresh database
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+    before, done = schema.upgrade(config.db_url)
+    where = config.db_url.split("@")[-1]
+    if done == "current":
+        click.echo(f"database {where}: schema already at revision {before.head}; nothing to do")
+    else:
+        click.echo(f"database {where}: schema {done}, {before.current or ('pre-migration' if before.legacy else 'empty')}"
+                   f" -> {before.head}")
 
 
 @click.group("keys")

@@ -292,7 +292,7 @@ def test_a_database_from_before_roles_gets_the_minted_by_column(tmp_path):
                      "name TEXT NOT NULL, role VARCHAR(32) NOT NULL, created FLOAT NOT NULL, "
                      "revoked BOOLEAN NOT NULL, expires FLOAT, instance TEXT)")
         conn.execute("INSERT INTO credentials VALUES ('OLDKEY', 'x', 'old', 'admin', 0, 0, NULL, NULL)")
-    store = Store(sqlite_url(tmp_path))
+    store = Store(sqlite_url(tmp_path), upgrade=True)
     try:
         keys = KeyStore(store)
         access, _ = keys.create(role="task", minted_by="OLDKEY", expires=time.time() + 60)

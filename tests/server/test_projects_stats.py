@@ -121,7 +121,7 @@ def test_old_data_dir_gets_the_stats_columns_from_its_documents(tmp_path):
                     [(d["id"], "t", "p", "completed", "training", None, 1, 1, 1, None, json.dumps(d)) for d in docs])
     con.commit()
     con.close()
-    store = Store(sqlite_url(tmp_path))
+    store = Store(sqlite_url(tmp_path), upgrade=True)
     with store.tx() as conn:
         found = grouped_stats(conn, ["p"], {})
     store.close()

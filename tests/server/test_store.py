@@ -15,7 +15,7 @@ def test_missing_nullable_columns_are_added(tmp_path):
                    "status VARCHAR(32) NOT NULL, type VARCHAR(32) NOT NULL, parent VARCHAR(32), created FLOAT NOT NULL, "
                    "last_update FLOAT NOT NULL, last_change FLOAT NOT NULL, doc JSON NOT NULL)")
         db.execute("INSERT INTO tasks VALUES ('a', 'n', NULL, 'created', 'training', NULL, 0, 0, 0, '{\"id\": \"a\"}')")
-    store = Store(f"sqlite:///{path}")
+    store = Store(f"sqlite:///{path}", upgrade=True)
     columns = {c["name"] for c in inspect(store.engine).get_columns("tasks")}
     assert "lease_expires" in columns
     with store.tx() as conn:

@@ -74,9 +74,10 @@ def test_an_old_data_dir_gets_its_task_metrics_at_start(tmp_path):
         store.insert(conn, t.tasks, {"id": "a", "name": "a", "last_metrics": metrics})
         store.insert(conn, t.tasks, {"id": "b", "name": "b"})
     store.close()
-    with sqlite3.connect(url[len("sqlite:///"):]) as db:  # as a release before the table left it
+    with sqlite3.connect(url[len("sqlite:///"):]) as db:  # as a release before the table (and Alembic) left it
         db.execute("DROP TABLE task_metrics")
-    store = Store(url)
+        db.execute("DROP TABLE alembic_version")
+    store = Store(url, upgrade=True)
     with store.tx() as conn:
         got = sorted(tuple(r) for r in conn.execute(t.task_metrics.select()))
     store.close()
