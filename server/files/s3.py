@@ -211,7 +211,7 @@ class S3Pending(Pending):
     def write(self, data: bytes | memoryview) -> None:
         self.buffer += data
         while len(self.buffer) >= self.part_size:
-            chunk = bytes(self.buffer[:self.part_size])
+            chunk = bytes(memoryview(self.buffer)[:self.part_size])   # the one copy a part costs
             del self.buffer[:self.part_size]
             self._send_part(chunk)
 
