@@ -5,6 +5,7 @@ whole, uploads go in parts as they stream, an outage of the store is a retryable
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -13,6 +14,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from server.config import load_server_config
+from server.files.serve import RangeNotSatisfiable, parse_range
+from shipyard.errors import ConfigError
 from tests.helpers import ACCESS_KEY, SECRET_KEY, Api, start_server
 from tests.s3_helpers import Relay, keys, make_bucket, s3_client, server_env, start_moto
 
@@ -199,3 +203,34 @@ def test_s3_outage_is_a_retryable_503_and_nothing_half_stored(moto, tmp_path):
     finally:
         server.stop()
         relay.down()
+
+
+def test_a_missing_bucket_stops_the_server_with_the_reason(moto, tmp_path):
+    with pytest.raises(RuntimeError) as failed:
+        start_server(tmp_path / "srv", env=server_env(moto.url, "no-such-bucket"))
+    assert "'no-such-bucket' does not exist (files_s3_bucket)" in str(failed.value)
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"SHIPYARD_FILES_BACKEND": "gcs"}, "'files_backend' (from env:SHIPYARD_FILES_BACKEND) must be 'local' or 's3'"),
+    ({"SHIPYARD_FILES_BACKEND": "s3"}, "files_s3_bucket (SHIPYARD_FILES_S3_BUCKET) must name the bucket"),
+    ({"SHIPYARD_FILES_S3_ACCESS_KEY": "k"}, "go together"),
+    ({"SHIPYARD_FILES_S3_PART_MB": "1"}, "'files_s3_part_mb' (from env:SHIPYARD_FILES_S3_PART_MB) must be at least 5"),
+])
+def test_bad_files_settings_name_the_setting_and_its_source(env, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_server_config(env=env)
+
+
+@pytest.mark.parametrize("header, expected", [
+    ("bytes=0-0", (0, 0)), ("bytes=5-", (5, 9)), ("bytes=-3", (7, 9)), ("bytes=-30", (0, 9)), ("bytes=8-100", (8, 9)),
+    ("bytes=0-1,4-5", None), ("bytes=x-1", None), ("items=0-1", None), ("bytes=5-2", None), (None, None),
+])
+def test_one_byte_range_or_the_whole_file(header, expected):
+    assert parse_range(header, 10) == expected
+
+
+@pytest.mark.parametrize("header, size", [("bytes=10-", 10), ("bytes=-0", 10), ("bytes=0-", 0)])
+def test_ranges_past_the_end_are_not_satisfiable(header, size):
+    with pytest.raises(RangeNotSatisfiable):
+        parse_range(header, size)
