@@ -25,7 +25,8 @@ from server.auth.keys import ANONYMOUS, KeyStore, TokenSigner, load_token_secret
 from server.auth.login_guard import LoginGuard
 from server.config import ServerConfig
 from server.errors import APIError
-from server.files.backend import FileBackend, build_backend
+from server.files.backend import FileBackend
+from server.files.local import LocalBackend
 from server.files.store import build_files_app
 from server.metrics import with_metrics
 from server.rpc.api import build_api_app
@@ -80,7 +81,13 @@ def open_files_backend(config: ServerConfig) -> FileBackend:
     """The configured files store, checked once at start: a missing bucket or refused credentials
     stop the server with the reason; an unreachable one is a warning (uploads answer 503 until it
     is back)."""
-    backend = build_backend(config)
+    backend: FileBackend
+    if config.files_backend == "s3":
+        from server.files.s3 import S3Backend, S3Settings  # boto3 is imported only when it is used
+
+        backend = S3Backend(S3Settings.of(config))
+    else:
+        backend = LocalBackend(config.data_dir / "files", config.files_min_free_mb)
     try:
         backend.check()
     except APIError as exc:

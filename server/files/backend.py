@@ -3,7 +3,7 @@
     FileBackend            the interface (below); one per server, on ServerState.files
       local.LocalBackend   a directory on this machine (the default: data_dir/files)
       s3.S3Backend         an S3-compatible bucket (AWS S3, MinIO, ...), so every replica serves every file
-    build_backend(config)  the backend ServerConfig names (files_backend)
+    server/app.py open_files_backend(config) builds the one ServerConfig names (files_backend)
 
 An object path is what the SDK uploads under (`proj/task.id/artifacts/x/x.pkl`); `object_names`
 checks it once for every backend: names of at most 255 bytes, no NUL, no `..` (a path that resolves
@@ -19,12 +19,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from server import errors
-
-if TYPE_CHECKING:
-    from server.config import ServerConfig
 
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
@@ -123,13 +119,3 @@ def unavailable(what: str, detail: str) -> errors.APIError:
     """503: the store could not be reached; nothing was stored, the same request may be retried."""
     return errors.APIError(503, 0, f"object storage unavailable, retry later: {what}: {detail}")
 
-
-def build_backend(config: ServerConfig) -> FileBackend:
-    """The backend `config.files_backend` names (checked by load_server_config)."""
-    if config.files_backend == "s3":
-        from server.files.s3 import S3Backend, S3Settings
-
-        return S3Backend(S3Settings.of(config))
-    from server.files.local import LocalBackend
-
-    return LocalBackend(config.data_dir / "files", config.files_min_free_mb)
