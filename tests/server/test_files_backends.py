@@ -17,7 +17,7 @@ import requests
 from server.config import load_server_config
 from server.files.serve import RangeNotSatisfiable, parse_range
 from shipyard.errors import ConfigError
-from tests.helpers import ACCESS_KEY, SECRET_KEY, Api, start_server
+from tests.helpers import ACCESS_KEY, SECRET_KEY, Api, start_server, web_session
 from tests.s3_helpers import Relay, keys, make_bucket, s3_client, server_env, start_moto
 
 MIB = 1 << 20
@@ -125,6 +125,20 @@ def test_path_rules_and_delete_hold_on_every_backend(store, token):
     if bucket:
         stored = keys(server.moto_url, bucket)
         assert stored["files/d/keep.txt"] == b"keep" and "files/d/sub/x.txt" not in stored
+
+
+def test_the_web_origin_serves_stored_files_from_every_backend(store, token):
+    server, _ = store
+    upload(server, token, {"w/report.html": b"<h1>hi</h1>", "w/data.bin": b"0123456789"})
+    http = web_session(server)
+    page = http.get(f"{server.web_url}/files/w/report.html", timeout=10)
+    assert page.status_code == 200 and page.content == b"<h1>hi</h1>"
+    assert page.headers["content-type"].startswith("text/html")          # for the sandboxed iframe only
+    assert page.headers["content-security-policy"].startswith("sandbox")
+    part_of = http.get(f"{server.web_url}/files/w/data.bin", headers={"Range": "bytes=2-4"}, timeout=10)
+    assert part_of.status_code == 206 and part_of.content == b"234"
+    assert part_of.headers["content-disposition"].startswith("attachment")
+    assert http.get(f"{server.web_url}/files/w/none.bin", timeout=10).status_code == 404
 
 
 def test_uploads_stream_in_parts_without_holding_the_file(store, token):
