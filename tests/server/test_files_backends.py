@@ -200,8 +200,22 @@ def test_s3_outage_is_a_retryable_503_and_nothing_half_stored(moto, tmp_path):
     try:
         token = server.api().token
         assert upload(server, token, {"o/before.txt": b"before"}).status_code == 200
-        relay.down()
-        started = time.monotonic()
+
+        down_at: list[float] = []
+
+        def cut_midway():                       # S3 goes away after the first 5 MiB part went in
+            yield part("o/midway.bin", b"")[:-2]
+            for _ in range(7):
+                yield os.urandom(MIB)
+            relay.down()
+            down_at.append(time.monotonic())
+            for _ in range(6):
+                yield os.urandom(MIB)
+            yield f"\r\n--{BOUNDARY}--\r\n".encode()
+
+        midway = requests.post(f"{server.files_url}/", data=cut_midway(), timeout=60, headers={
+            **bearer(token), "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+        assert midway.status_code == 503, midway.text
         for parts in ({"o/small.txt": b"small"}, {"o/big.bin": os.urandom(11 * MIB)}):
             resp = upload(server, token, parts)
             assert resp.status_code == 503, resp.text
@@ -209,7 +223,7 @@ def test_s3_outage_is_a_retryable_503_and_nothing_half_stored(moto, tmp_path):
             assert resp.headers["retry-after"]
         read = requests.get(f"{server.files_url}/o/before.txt", headers=bearer(token), timeout=30)
         assert read.status_code == 503 and "retry" in read.json()["error"]
-        time.sleep(max(0.0, 10 - (time.monotonic() - started)))
+        time.sleep(max(0.0, 10 - (time.monotonic() - down_at[0])))      # down for 10 s
         relay.up()
         assert upload(server, token, {"o/after.txt": b"after"}).status_code == 200
         assert requests.get(f"{server.files_url}/o/before.txt", headers=bearer(token), timeout=10).content == b"before"
