@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -117,6 +118,26 @@ class S3Backend(FileBackend):
     def __init__(self, settings: S3Settings, client: Any = None):
         self.settings = settings
         self.client = client or settings.client()
+        self._lock = threading.Lock()
+        self._unaborted: list[tuple[str, str]] = []   # (key, upload id) whose abort failed
+
+    def remember_unaborted(self, key: str, upload_id: str) -> None:
+        with self._lock:
+            self._unaborted.append((key, upload_id))
+
+    def _abort_leftovers(self) -> None:
+        """Abort the multipart uploads an outage left behind (each tried again until it goes)."""
+        with self._lock:
+            leftovers, self._unaborted = self._unaborted, []
+        for key, upload_id in leftovers:
+            try:
+                self.client.abort_multipart_upload(Bucket=self.settings.bucket, Key=key, UploadId=upload_id)
+                log.info("aborted the multipart upload of %s left by an earlier failure", key)
+            except ClientError as exc:
+                if str(exc.response.get("Error", {}).get("Code", "")) != "NoSuchUpload":
+                    self.remember_unaborted(key, upload_id)
+            except BotoCoreError:
+                self.remember_unaborted(key, upload_id)
 
     def describe(self) -> str:
         where = f" at {self.settings.endpoint_url}" if self.settings.endpoint_url else ""
@@ -169,6 +190,8 @@ class S3Backend(FileBackend):
     # -- writing ------------------------------------------------------------------------------
     def open_upload(self, object_path: str) -> Pending:
         names = upload_names(object_path)
+        if self._unaborted:
+            self._abort_leftovers()
         if self.is_dir(names):
             raise errors.APIError(409, 0, f"a directory exists at {object_path!r}; a file cannot replace it")
         return S3Pending(self, object_path, self.key(names))
@@ -235,9 +258,10 @@ class S3Pending(Pending):
         upload_id, self.upload_id = self.upload_id, None
         try:
             self.backend.client.abort_multipart_upload(Bucket=self._bucket, Key=self.key, UploadId=upload_id)
-        except Exception as exc:  # the store is down: its lifecycle rule removes the parts later
-            log.warning("could not abort the multipart upload of %s (%s); its parts stay in the bucket until "
-                        "a lifecycle rule removes them", self.key, type(exc).__name__)
+        except Exception as exc:  # the store is down: tried again before the next upload
+            log.warning("could not abort the multipart upload of %s (%s); tried again before the next upload",
+                        self.key, type(exc).__name__)
+            self.backend.remember_unaborted(self.key, upload_id)
 
     def _send_part(self, chunk: bytes) -> None:
         client = self.backend.client

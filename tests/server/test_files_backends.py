@@ -228,6 +228,7 @@ def test_s3_outage_is_a_retryable_503_and_nothing_half_stored(moto, tmp_path):
         assert upload(server, token, {"o/after.txt": b"after"}).status_code == 200
         assert requests.get(f"{server.files_url}/o/before.txt", headers=bearer(token), timeout=10).content == b"before"
         assert sorted(keys(moto.url, bucket)) == ["files/o/after.txt", "files/o/before.txt"]
+        assert not s3_client(moto.url).list_multipart_uploads(Bucket=bucket).get("Uploads")  # aborted once back
     finally:
         server.stop()
         relay.down()
