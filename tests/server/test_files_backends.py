@@ -192,6 +192,17 @@ def test_a_cut_upload_leaves_nothing_in_the_store(store, token):
         assert not (server.data_dir / "files" / "cut").exists()
 
 
+def wait_for_first_part(url: str, bucket: str) -> None:
+    client = s3_client(url)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for started in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+            if client.list_parts(Bucket=bucket, Key=started["Key"], UploadId=started["UploadId"]).get("Parts"):
+                return
+        time.sleep(0.05)
+    raise AssertionError("the server sent no part")
+
+
 def test_s3_outage_is_a_retryable_503_and_nothing_half_stored(moto, tmp_path):
     bucket = make_bucket(moto.url)
     relay = Relay(moto.port)
@@ -207,6 +218,7 @@ def test_s3_outage_is_a_retryable_503_and_nothing_half_stored(moto, tmp_path):
             yield part("o/midway.bin", b"")[:-2]
             for _ in range(7):
                 yield os.urandom(MIB)
+            wait_for_first_part(moto.url, bucket)   # not while a request is on the wire: its answer would be lost
             relay.down()
             down_at.append(time.monotonic())
             for _ in range(6):
