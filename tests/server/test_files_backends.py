@@ -207,7 +207,7 @@ def test_s3_outage_is_a_retryable_503_and_nothing_half_stored(moto, tmp_path):
     bucket = make_bucket(moto.url)
     relay = Relay(moto.port)
     server = start_server(tmp_path / "srv", env=server_env(relay.url, bucket, SHIPYARD_FILES_S3_PART_MB="5",
-                                                           SHIPYARD_FILES_S3_TIMEOUT_S="2"))
+                                                           SHIPYARD_FILES_S3_TIMEOUT_S="2", SHIPYARD_FILES_S3_RETRIES="1"))
     try:
         token = server.api().token
         assert upload(server, token, {"o/before.txt": b"before"}).status_code == 200
