@@ -24,6 +24,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from server.auth.keys import ANONYMOUS, KeyStore, TokenSigner, load_token_secret
 from server.auth.login_guard import LoginGuard
 from server.config import ServerConfig
+from server.errors import APIError
+from server.files.backend import FileBackend
+from server.files.local import LocalBackend
 from server.files.store import build_files_app
 from server.metrics import with_metrics
 from server.rpc.api import build_api_app
@@ -66,12 +69,33 @@ def create_state(config: ServerConfig) -> ServerState:
                                                config.login_window_s),
                         files_max_file_mb=config.files_max_file_mb,
                         files_max_request_mb=config.files_max_request_mb,
-                        files_min_free_mb=config.files_min_free_mb,
+                        files_min_free_mb=config.files_min_free_mb, files_backend=open_files_backend(config),
                         handlers=HandlerPool(config.handler_threads), query_budget_s=config.query_budget_s,
                         web_ui=check_build(Path(config.web_ui)) if config.web_ui else None,
                         cors_origins=config.cors_origin_set)
     ensure_default_queue(store, ANONYMOUS)
     return state
+
+
+def open_files_backend(config: ServerConfig) -> FileBackend:
+    """The configured files store, checked once at start: a missing bucket or refused credentials
+    stop the server with the reason; an unreachable one is a warning (uploads answer 503 until it
+    is back)."""
+    backend: FileBackend
+    if config.files_backend == "s3":
+        from server.files.s3 import S3Backend, S3Settings  # boto3 is imported only when it is used
+
+        backend = S3Backend(S3Settings.of(config))
+    else:
+        backend = LocalBackend(config.data_dir / "files", config.files_min_free_mb)
+    try:
+        backend.check()
+    except APIError as exc:
+        if exc.code != 503:
+            raise ConfigError(f"files store {backend.describe()}: {exc.msg}") from None
+        log.warning("files store %s is not reachable yet: %s", backend.describe(), exc.msg)
+    log.info("files store: %s", backend.describe())
+    return backend
 
 
 def seed_credentials(state: ServerState, config: ServerConfig) -> SeededKey | None:

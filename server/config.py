@@ -49,6 +49,16 @@ class ServerConfig:
     log_level: str = "info"
     web_ui: str = ""                  # directory of an official ClearML web UI build to serve (--web-ui)
     cors_origins: str = ""            # comma-separated origins allowed to call the API port (CORS); off when empty
+    files_backend: str = "local"      # where the files listener keeps files: local (data_dir/files) or s3
+    files_s3_bucket: str = ""         # the bucket (files_backend = s3); see docs/storage.md
+    files_s3_prefix: str = ""         # keys are <prefix>/<object path>
+    files_s3_endpoint_url: str = ""   # MinIO and other S3-compatible stores; empty = AWS
+    files_s3_region: str = ""
+    files_s3_access_key: str = ""     # empty: boto3's own chain (AWS_* variables, ~/.aws, instance role)
+    files_s3_secret_key: str = ""
+    files_s3_part_mb: int = 8         # multipart part size: the most an upload holds in memory (>= 5)
+    files_s3_retries: int = 2         # quick retries of a failed S3 call before the client gets 503
+    files_s3_timeout_s: float = 10.0  # connect timeout of one S3 call (reads: three times this)
 
     @property
     def cors_origin_set(self) -> frozenset[str]:
@@ -113,18 +123,41 @@ def load_server_config(config_file: Path | None = None, env: Mapping[str, str] |
                        overrides: Mapping[str, Any] | None = None) -> ServerConfig:
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     path = config_file or (Path(env["SHIPYARD_SERVER_CONFIG"]) if env.get("SHIPYARD_SERVER_CONFIG") else None)
     if path:
         values.update({k: _coerce(k, v, f"file:{path}") for k, v in _from_file(path).items()})
+        sources.update(dict.fromkeys(values, f"file:{path}"))
     for name, var in _ENV.items():
         if env.get(var):
             values[name] = _coerce(name, env[var], f"env:{var}")
+            sources[name] = f"env:{var}"
     for name, value in (overrides or {}).items():
         if value is not None and value != "":
             values[name] = _coerce(name, value, "cli")
+            sources[name] = "cli"
     if values.get("secret_key_file"):
         values["secret_key"] = _read_secret(Path(values["secret_key_file"]).expanduser())
-    return replace(ServerConfig(), **values)
+    config = replace(ServerConfig(), **values)
+    _check_files_backend(config, sources)
+    return config
+
+
+def _check_files_backend(config: ServerConfig, sources: Mapping[str, str]) -> None:
+    """The files store's settings make sense together; an error names the setting and its source."""
+    def where(name: str) -> str:
+        return f"server setting '{name}' (from {sources.get(name, 'default')})"
+
+    if config.files_backend not in ("local", "s3"):
+        raise ConfigError(f"{where('files_backend')} must be 'local' or 's3', got {config.files_backend!r}")
+    if config.files_backend == "s3" and not config.files_s3_bucket:
+        raise ConfigError(f"{where('files_backend')} is 's3', so files_s3_bucket (SHIPYARD_FILES_S3_BUCKET) "
+                          "must name the bucket")
+    if bool(config.files_s3_access_key) != bool(config.files_s3_secret_key):
+        raise ConfigError(f"{where('files_s3_access_key')} and {where('files_s3_secret_key')} go together: "
+                          "set both, or neither to use boto3's credential chain")
+    if config.files_s3_part_mb < 5:
+        raise ConfigError(f"{where('files_s3_part_mb')} must be at least 5 (S3's smallest multipart part)")
 
 
 def _read_secret(path: Path) -> str:

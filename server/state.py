@@ -9,6 +9,7 @@ from typing import Any, Awaitable, Callable
 
 from server.auth.keys import KeyStore, TokenSigner
 from server.auth.login_guard import LoginGuard
+from server.files.backend import FileBackend
 from server.notify import Notifier
 from server.rpc.offload import HandlerPool, Placement, near_loop
 from server.storage.store import Store
@@ -65,6 +66,7 @@ class ServerState:
     files_max_file_mb: int = 16384
     files_max_request_mb: int = 16384
     files_min_free_mb: int = 1024
+    files_backend: FileBackend | None = None  # where files live (None: a local store in data_dir/files)
     handlers: HandlerPool | None = None  # sync handlers run here, off the event loop (None: inline)
     query_budget_s: float | None = None  # time a get_all filter may take before it is refused
     placement: Placement = field(default_factory=Placement)  # which calls may run on the loop
@@ -79,6 +81,14 @@ class ServerState:
     @property
     def files_dir(self) -> Path:
         return self.data_dir / "files"
+
+    @property
+    def files(self) -> FileBackend:
+        if self.files_backend is None:
+            from server.files.local import LocalBackend
+
+            self.files_backend = LocalBackend(self.files_dir, self.files_min_free_mb)
+        return self.files_backend
 
     def keys_active(self, access_key: str) -> bool:
         cached = self._active.get(access_key)

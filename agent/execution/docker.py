@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from agent.execution import taskenv
+from agent.execution import taskconf, taskenv
 from agent.execution.build import git_credentials, task_requirements
 from agent.execution.contract import ExitStatus, Prepared, RunContext, RunResult
 from agent.execution.lifecycle import Outcome
@@ -281,6 +281,7 @@ class DockerExecutor:
                 if self.docker.user:
                     _chown(self.cache.entry(plan.cache_key), self.docker.user, recursive=False)
         (run / "entry.sh").write_text(entry_script(self.context.task_id, plan))
+        taskconf.write_task_config(self.context.target, self.context.settings.sdk, self._connection())
         if self.docker.user:
             (self.context.target / "home").mkdir(exist_ok=True)
             _chown(self.context.target, self.docker.user, recursive=True)
@@ -307,18 +308,23 @@ class DockerExecutor:
         return {LABEL_WORKER: self.settings.agent.worker_id, LABEL_TASK: self.context.task_id,
                 LABEL_ATTEMPT: str(self.context.attempt if self.context.attempt is not None else "")}
 
-    def _environment(self, task: dict, plan: ContainerPlan) -> dict[str, str]:
+    def _connection(self) -> taskenv.Connection:
+        """The run's connection with the servers' addresses as the container reaches them."""
         network = self.docker.network
         conn = self.context.connection
-        conn = taskenv.Connection(reachable_url(conn.api_server, network), reachable_url(conn.files_server, network),
+        return taskenv.Connection(reachable_url(conn.api_server, network), reachable_url(conn.files_server, network),
                                   reachable_url(conn.web_server, network), conn.access_key, conn.secret_key,
                                   conn.worker_id)
+
+    def _environment(self, task: dict, plan: ContainerPlan) -> dict[str, str]:
+        conn = self._connection()
         base = {"PATH": plan.image.path, **{name: os.environ[name] for name in PROXY_VARS if name in os.environ}}
         env = taskenv.build_env(base, conn, self.context.task_id, Path(plan.venv),
                                 gpu_env(dict(self.context.extra_env), self.context.gpus),
                                 taskenv.task_env_section(task))
         env["CLEARML_PROC_MASTER_ID"] = f"1:{self.context.task_id}"  # PID 1: the container's init, alive throughout
         env["CLEARML_DOCKER_IMAGE"] = plan.request.image
+        env["CLEARML_CONFIG_FILE"] = f"{TASK_DIR}/{taskconf.FILE_NAME}"  # written by _write_run_files
         if self.docker.user:
             env["HOME"] = f"{TASK_DIR}/home"
         return env

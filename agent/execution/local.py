@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from agent.execution import taskenv
+from agent.execution import taskconf, taskenv
 from agent.execution.build import BuiltTask, build_task
 from agent.execution.contract import ExitStatus, Prepared, RunContext, RunResult
 from agent.execution.process import Child
@@ -93,6 +93,9 @@ class LocalExecutor:
     def _env_and_argv(self, task: dict, built: BuiltTask) -> tuple[dict[str, str], list[str]]:
         env = taskenv.build_env(os.environ, self.context.connection, self.context.task_id, built.venv,
                                 self.context.extra_env, taskenv.task_env_section(task))
+        config = taskconf.write_task_config(self.context.target, self.context.settings.sdk, self.context.connection,
+                                            owner=self.user.owner if self.user else None)
+        env["CLEARML_CONFIG_FILE"] = str(config)
         lines = [r.line for r in built.requirements.requirements]
         with_args = not taskenv.uses_sdk(built.workspace.entry_point, lines)
         if built.workspace.module:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.execution import lifecycle, taskenv
+from agent.execution import lifecycle, taskconf, taskenv
 from agent.execution.build import BuiltTask
 from agent.execution.contract import Executor, Launched, Prepared, RunContext, RunResult
 from agent.execution.lifecycle import Outcome
@@ -272,6 +272,19 @@ class TaskRun:
                 self.api.call("tasks.edit", {"task": self.task_id, "force": True, **edit})
         except ServerError as exc:
             self.note(f"could not record the frozen environment: {exc}")
+        self._default_output(task)
+
+    def _default_output(self, task: dict) -> None:
+        """A task with no output destination gets the agent's sdk.development.default_output_uri
+        (agent/execution/taskconf.py says why the agent, not the task's SDK, records it)."""
+        uri = taskconf.default_output_uri(self.settings.sdk)
+        if not uri or (task.get("output") or {}).get("destination"):
+            return
+        try:
+            self.api.call("tasks.edit", {"task": self.task_id, "force": True, "output": {"destination": uri}})
+            self.note(f"artifacts and models go to {uri} (sdk.development.default_output_uri of this agent)")
+        except ServerError as exc:
+            self.note(f"could not set the task's output destination to {uri}: {exc}")
 
     def _execute(self, task: dict, prepared: Prepared, watch: TaskWatch) -> Outcome:
         assert self.executor is not None and self.shipper is not None

@@ -36,7 +36,7 @@ AGENT_ENDPOINTS: Mapping[str, str] = {
     "tasks.ping": "an unleased run is alive",
     "tasks.record_exit": "the process exited (before logs are flushed and the outcome sent)",
     "tasks.set_requirements": "the frozen environment",
-    "tasks.edit": "the commit the run really used",
+    "tasks.edit": "the commit the run really used; the output destination (sdk.development.default_output_uri)",
     "events.add_batch": "the console log (add_events)",
 }
 

@@ -8,92 +8,36 @@ Every call needs `Authorization: Bearer <token>` (a token from auth.login). The 
 session cookie is never accepted here: a page opened from this store must not act as the
 signed-in user (the web origin's own /files route, server/web_proxy.py, is the cookie route).
 
-Object paths (`confine`): names of at most 255 bytes, no NUL, no `..` (a path that resolves to
-the files root or outside it, also through a symlink, is 403; other `..` paths are 400).
+Object paths (`backend.object_names`): names of at most 255 bytes, no NUL, no `..` (a path that
+resolves to the files root or outside it, also through a symlink, is 403; other `..` paths are 400).
+Where the bytes live is the server's storage backend (server/files/backend.py: a local directory
+or an S3 bucket); every rule here holds for both.
 
-Stored files are user content (`stored_file`, shared with the web proxy): images, plain text
-and JSON are served as themselves; anything else (HTML, SVG, JS, XML, ...) as an attachment of
-type application/octet-stream. Every response carries nosniff and a sandbox CSP.
+Stored files are user content (`serve.stored_response`, shared with the web proxy): images, plain
+text and JSON are served as themselves; anything else (HTML, SVG, JS, XML, ...) as an attachment
+of type application/octet-stream. GET and HEAD take one byte range (206). Every response carries
+nosniff and a sandbox CSP. A store that cannot be reached is 503 (retry), never a half-stored file.
 """
 from __future__ import annotations
 
-import mimetypes
-from pathlib import Path
-
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import errors
+from server.files.serve import stored_response
 from server.files.upload import Limits, receive_upload
 from server.state import ServerState
 from shipyard.protocol import Subcode
 
-MAX_NAME_BYTES = 255
-MAX_PATH_BYTES = 4096
-SAFE_INLINE = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp",
-                         "text/plain", "application/json"})
 SANDBOX_CSP = "sandbox; default-src 'none'; frame-ancestors 'none'"
 _HEADERS = ((b"x-content-type-options", b"nosniff"),
             (b"content-security-policy", SANDBOX_CSP.encode()),
             (b"x-frame-options", b"DENY"))
-
-
-def _segments(object_path: str) -> list[str]:
-    """The names of `object_path`, checked: 400 for bad input, 403 for root or outside it."""
-    cleaned = object_path.replace("\\", "/")
-    if "\x00" in cleaned:
-        raise errors.validation("the object path contains a NUL byte")
-    try:
-        size = len(cleaned.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise errors.validation("the object path is not valid UTF-8") from None
-    if size > MAX_PATH_BYTES:
-        raise errors.validation(f"the object path is longer than {MAX_PATH_BYTES} bytes")
-    names = [n for n in cleaned.split("/") if n not in ("", ".")]
-    for name in names:
-        if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-            raise errors.validation(f"a name in the object path is longer than {MAX_NAME_BYTES} bytes: "
-                                    f"{name[:40]!r}...")
-    depth, lowest = 0, 0
-    for name in names:
-        depth += -1 if name == ".." else 1
-        lowest = min(lowest, depth)
-    if lowest < 0 or (names and depth == 0) or not names:
-        raise errors.APIError(403, 0, f"the path is the files root or outside it: {object_path[:200]!r}")
-    if ".." in names:
-        raise errors.validation(f"'..' is not allowed in an object path: {object_path[:200]!r}")
-    return names
-
-
-def confine(root: Path, object_path: str) -> Path:
-    """Resolve `object_path` under `root`, refusing the root itself and anything outside it."""
-    root_resolved = root.resolve()
-    target = root_resolved.joinpath(*_segments(object_path)).resolve()
-    if root_resolved not in target.parents:
-        raise errors.APIError(403, 0, f"the path leads outside the files root: {object_path[:200]!r}")
-    return target
-
-
-def upload_target(root: Path, object_path: str) -> Path:
-    """Where an uploaded part goes: like `confine`, and the path must end with a file name."""
-    last = object_path.replace("\\", "/").rsplit("/", 1)[-1]
-    if last in ("", ".", ".."):
-        raise errors.validation(f"an object path must end with a file name: {object_path[:200]!r}")
-    return confine(root, object_path)
-
-
-def stored_file(target: Path, *, inline_types: frozenset[str] = SAFE_INLINE,
-                download: bool = False) -> FileResponse:
-    """A stored file as itself when its type may be shown inline, else as a download."""
-    guessed = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-    inline = guessed in inline_types and not download
-    return FileResponse(target, media_type=guessed if inline else "application/octet-stream",
-                        filename=None if inline else target.name,
-                        content_disposition_type="inline" if inline else "attachment")
 
 
 class SafeHeaders:
@@ -128,15 +72,15 @@ def _auth(state: ServerState, request: Request) -> None:
 
 
 def _error(exc: errors.APIError) -> Response:
-    return JSONResponse({"error": exc.msg, "code": exc.code}, status_code=exc.code)
+    headers = {"retry-after": "5"} if exc.code == 503 else None
+    return JSONResponse({"error": exc.msg, "code": exc.code}, status_code=exc.code, headers=headers)
 
 
 async def upload(request: Request) -> Response:
     state: ServerState = request.app.state.shipyard
     try:
         _auth(state, request)
-        stored = await receive_upload(request, state.files_dir, Limits.of(state),
-                                      lambda name: upload_target(state.files_dir, name))
+        stored = await receive_upload(request, state.files, Limits.of(state))
         return JSONResponse(stored)
     except errors.APIError as exc:
         return _error(exc)
@@ -149,12 +93,9 @@ async def download(request: Request) -> Response:
         return PlainTextResponse("OK")
     try:
         _auth(state, request)
-        target = confine(state.files_dir, path)
+        return await stored_response(state.files, path, request)
     except errors.APIError as exc:
         return _error(exc)
-    if not target.is_file():
-        return JSONResponse({"error": f"not found: {path}", "code": 404}, status_code=404)
-    return stored_file(target)
 
 
 async def remove(request: Request) -> Response:
@@ -163,16 +104,9 @@ async def remove(request: Request) -> Response:
     path = request.path_params["path"]
     try:
         _auth(state, request)
-        target = confine(state.files_dir, path)
-        if target.is_dir():
-            raise errors.APIError(409, 0, f"DELETE removes files, not directories: {path[:200]!r}")
-        if not target.is_file():
-            raise errors.APIError(404, 0, f"not found: {path[:200]}")
-        target.unlink()
+        await anyio.to_thread.run_sync(state.files.delete, path)
     except errors.APIError as exc:
         return _error(exc)
-    except FileNotFoundError:
-        return _error(errors.APIError(404, 0, f"not found: {path[:200]}"))
     return JSONResponse({"deleted": True})
 
 

@@ -1,30 +1,26 @@
 """Uploads to the files listener, streamed once, straight to where they are stored.
 
 The body is read as it arrives and fed to python-multipart's streaming parser; each file part
-(the ClearML SDK's format: the part's field name is the object path) is written into a temp file
-`.upload-*` in its target's own directory, and only when the whole body has parsed are the temp
-files moved into place with os.replace. A refused, broken or cut-off request therefore stores
-nothing and replaces nothing; its temp files (and any directory it created) are removed.
+(the ClearML SDK's format: the part's field name is the object path) is handed, piece by piece,
+to the storage backend's `Pending` for that path (a temp file beside its target, or an S3
+multipart upload), and only when the whole body has parsed is every part committed. A refused,
+broken or cut-off request therefore stores nothing and replaces nothing: every part is aborted.
 
 Limits (`Limits.of(state)`, all from ServerConfig, 0 = off):
 - files_max_file_mb: one part's bytes; over it, 413 naming the key.
 - files_max_request_mb: the whole body; a larger Content-Length is refused before reading.
-- files_min_free_mb: free space the files dir's filesystem keeps; checked against the declared
-  length before reading and every few MiB while writing (507 when it would be crossed).
+- the backend's own space check (`check_space`: files_min_free_mb for the local store), against
+  the declared length before reading and every few MiB while writing (507 when it would be crossed).
 
-Parsing and disk writes run on a worker thread, half a MiB of received body at a time, so a
+Parsing and writes run on a worker thread, half a MiB of received body at a time, so a
 large upload never holds the event loop (and the thread hops stay few). Parts without a file
 name (plain form fields) are read and dropped.
 """
 from __future__ import annotations
 
 import contextlib
-import errno
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Callable
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 from python_multipart.exceptions import MultipartParseError
@@ -32,6 +28,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from server import errors
+from server.files.backend import FileBackend, Pending
 from server.state import ServerState
 
 if TYPE_CHECKING:
@@ -40,52 +37,25 @@ if TYPE_CHECKING:
 MIB = 1 << 20
 MAX_PARTS = 1000
 MAX_PART_HEADER_BYTES = 16 * 1024
-DISK_CHECK_EVERY = 8 * MIB
+SPACE_CHECK_EVERY = 8 * MIB
 FEED_BYTES = MIB // 2              # received bytes handed to the worker thread at a time
-TEMP_PREFIX = ".upload-"
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-Resolver = Callable[[str], Path]
 
 
 @dataclass(frozen=True)
 class Limits:
     max_file: int      # bytes; 0 = no limit
     max_request: int
-    min_free: int
     max_file_mb: int
     max_request_mb: int
-    min_free_mb: int
 
     @classmethod
     def of(cls, state: ServerState) -> "Limits":
-        f, r, m = state.files_max_file_mb, state.files_max_request_mb, state.files_min_free_mb
-        return cls(max(f, 0) * MIB, max(r, 0) * MIB, max(m, 0) * MIB, f, r, m)
+        f, r = state.files_max_file_mb, state.files_max_request_mb
+        return cls(max(f, 0) * MIB, max(r, 0) * MIB, f, r)
 
 
 def too_large(what: str, key: str, mb: int) -> errors.APIError:
     return errors.APIError(413, 0, f"{what} is larger than the server allows ({key}={mb} MiB)")
-
-
-def disk_full(root: Path, limits: Limits, free: int | None = None) -> errors.APIError:
-    if free is None:
-        free = free_bytes(root)
-    return errors.APIError(507, 0, f"not enough free disk for this upload: {free // MIB} MiB free on the "
-                                   f"files store, and files_min_free_mb={limits.min_free_mb} MiB must stay free")
-
-
-def free_bytes(root: Path) -> int:
-    st = os.statvfs(root)
-    return st.f_bavail * st.f_frsize
-
-
-def check_free_disk(root: Path, limits: Limits, coming: int = 0) -> None:
-    """Refuse (507) when writing `coming` more bytes would leave less than the configured floor."""
-    if not limits.min_free:
-        return
-    free = free_bytes(root)
-    if free - coming < limits.min_free:
-        raise disk_full(root, limits, free)
 
 
 def declared_length(request: Request) -> int | None:
@@ -108,26 +78,23 @@ def boundary_of(request: Request) -> bytes:
 @dataclass
 class _Part:
     name: str
-    target: Path | None            # None: a plain form field, its bytes are dropped
-    tmp: Path | None = None
-    out: BinaryIO | None = None
+    pending: Pending | None = None     # None: a plain form field, its bytes are dropped
     size: int = 0
 
 
 class _Receiver:
-    """python-multipart callbacks writing each file part to its temp file; synchronous, so it
-    runs on a worker thread (`feed`, `finish`, `abort`), never on the event loop."""
+    """python-multipart callbacks handing each file part to its backend `Pending`; synchronous,
+    so it runs on a worker thread (`feed`, `finish`, `abort`), never on the event loop."""
 
-    def __init__(self, root: Path, boundary: bytes, limits: Limits, resolve: Resolver):
-        self.root, self.limits, self.resolve = root, limits, resolve
+    def __init__(self, backend: FileBackend, boundary: bytes, limits: Limits):
+        self.backend, self.limits = backend, limits
         self.parts: list[_Part] = []
         self.current: _Part | None = None
         self.ended = False
-        self.created_dirs: list[Path] = []
         self._header_name = bytearray()
         self._header_value = bytearray()
         self._disposition = b""
-        self._since_disk_check = 0
+        self._since_space_check = 0
         callbacks: MultipartCallbacks = {"on_part_begin": self._part_begin, "on_header_field": self._header_field,
                      "on_header_value": self._header_value_cb, "on_header_end": self._header_end,
                      "on_headers_finished": self._headers_finished, "on_part_data": self._part_data,
@@ -140,41 +107,31 @@ class _Receiver:
             self.parser.write(chunk)
         except MultipartParseError as exc:
             raise errors.validation(f"malformed multipart body: {exc}") from None
-        except OSError as exc:
-            raise self._os_error(exc) from None
-        self._since_disk_check += len(chunk)
-        if self._since_disk_check >= DISK_CHECK_EVERY:
-            self._since_disk_check = 0
-            check_free_disk(self.root, self.limits)
+        self._since_space_check += len(chunk)
+        if self._since_space_check >= SPACE_CHECK_EVERY:
+            self._since_space_check = 0
+            self.backend.check_space()
 
     def finish(self) -> list[str]:
-        """Move every part into place once the body is complete; the object paths stored."""
+        """Commit every part once the body is complete; the object paths stored."""
         if not self.ended:
             raise errors.validation("the multipart body ended before its closing boundary")
-        files = [p for p in self.parts if p.target is not None]
+        files = [p for p in self.parts if p.pending is not None]
         if not files:
             raise errors.validation("no file parts in the upload (each part needs a file name)")
         for part in files:
-            self._close(part)
-            tmp, target = part.tmp, part.target
-            assert tmp is not None and target is not None  # a file part got both in _part_begin
-            try:
-                os.replace(tmp, target)
-            except OSError as exc:
-                raise self._os_error(exc, part) from None
-            part.tmp = None
+            assert part.pending is not None
+            part.pending.commit()
+            part.pending = None
         return [p.name for p in files]
 
     def abort(self) -> None:
-        """Remove what this request wrote: temp files, then directories it created (if empty)."""
-        for part in self.parts:
-            self._close(part)
-            if part.tmp is not None:
-                part.tmp.unlink(missing_ok=True)
-                part.tmp = None
-        for folder in reversed(self.created_dirs):
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        """Drop what this request wrote, latest part first (so directories made by an earlier
+        part are empty by the time that part's abort removes them)."""
+        for part in reversed(self.parts):
+            if part.pending is not None:
+                part.pending.abort()
+                part.pending = None
 
     # -- parser callbacks -----------------------------------------------------------------------
     def _part_begin(self) -> None:
@@ -204,11 +161,10 @@ class _Receiver:
             name = raw_name.decode("utf-8")
         except UnicodeDecodeError:
             raise errors.validation("the object path (part name) is not valid UTF-8") from None
-        part = _Part(name, None)
-        if b"filename" in options:
-            part.target = self.resolve(name)
-            self._open(part, part.target)
+        part = _Part(name)
         self.parts.append(part)
+        if b"filename" in options:
+            part.pending = self.backend.open_upload(name)
         self.current = part
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
@@ -218,65 +174,23 @@ class _Receiver:
         part.size += end - start
         if self.limits.max_file and part.size > self.limits.max_file:
             raise too_large(f"file {part.name!r}", "files_max_file_mb", self.limits.max_file_mb)
-        if part.out is not None:
-            part.out.write(memoryview(data)[start:end])
+        if part.pending is not None:
+            part.pending.write(memoryview(data)[start:end])
 
     def _part_end(self) -> None:
-        if self.current is not None:
-            self._close(self.current)
         self.current = None
 
     def _end(self) -> None:
         self.ended = True
 
-    # -- files ------------------------------------------------------------------------------------
-    def _open(self, part: _Part, target: Path) -> None:
-        if target.is_dir():
-            raise errors.APIError(409, 0, f"a directory exists at {part.name!r}; a file cannot replace it")
-        try:
-            self._make_parents(target.parent)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=TEMP_PREFIX)
-        except OSError as exc:
-            raise self._os_error(exc, part) from None
-        part.tmp = Path(tmp)
-        part.out = os.fdopen(fd, "wb")
 
-    def _make_parents(self, folder: Path) -> None:
-        missing = []
-        while not folder.exists() and folder != self.root:
-            missing.append(folder)
-            folder = folder.parent
-        for path in reversed(missing):
-            try:
-                path.mkdir()
-            except FileExistsError:
-                if not path.is_dir():
-                    raise
-                continue  # made by a concurrent upload: not ours to remove
-            self.created_dirs.append(path)
-
-    @staticmethod
-    def _close(part: _Part) -> None:
-        if part.out is not None:
-            out, part.out = part.out, None
-            out.close()
-
-    def _os_error(self, exc: OSError, part: _Part | None = None) -> errors.APIError:
-        where = f" for {part.name!r}" if part else ""
-        if exc.errno in _DISK_FULL:
-            return disk_full(self.root, self.limits)
-        if isinstance(exc, (FileExistsError, NotADirectoryError, IsADirectoryError)):
-            return errors.APIError(409, 0, f"a file or directory is in the way{where}: {exc.strerror}")
-        return errors.APIError(500, 0, f"cannot store the upload{where}: {exc.strerror}")
-
-
-async def receive_upload(request: Request, root: Path, limits: Limits, resolve: Resolver) -> list[str]:
+async def receive_upload(request: Request, backend: FileBackend, limits: Limits) -> list[str]:
     """Store every file part of `request` (all or none); the object paths stored, in order."""
     declared = declared_length(request)
     if limits.max_request and declared is not None and declared > limits.max_request:
         raise too_large("the upload request", "files_max_request_mb", limits.max_request_mb)
-    check_free_disk(root, limits, declared or 0)
-    receiver = _Receiver(root, boundary_of(request), limits, resolve)
+    await anyio.to_thread.run_sync(backend.check_space, declared or 0)
+    receiver = _Receiver(backend, boundary_of(request), limits)
     stream = request.stream()
     total = 0
     batch: list[bytes] = []
@@ -295,16 +209,22 @@ async def receive_upload(request: Request, root: Path, limits: Limits, resolve: 
         await anyio.to_thread.run_sync(receiver.feed, b"".join(batch))
         return await anyio.to_thread.run_sync(receiver.finish)
     except ClientDisconnect:
-        receiver.abort()
+        await _abort(receiver)
         raise errors.validation("the client went away before the upload was complete") from None
     except errors.APIError as exc:
-        receiver.abort()
+        await _abort(receiver)
         if exc.code != 413 or total <= limits.max_request or not limits.max_request:
             await _drain(stream, total, limits.max_request)
         raise
     except BaseException:
-        receiver.abort()
+        with contextlib.suppress(Exception):
+            receiver.abort()
         raise
+
+
+async def _abort(receiver: _Receiver) -> None:
+    """Abort off the event loop: an S3 abort is a network call."""
+    await anyio.to_thread.run_sync(receiver.abort)
 
 
 async def _drain(stream, total: int, cap: int) -> None:

@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 
 from server import errors
 from server.auth.keys import API_VERSION
-from server.files.store import SAFE_INLINE, confine, stored_file
+from server.files.serve import SAFE_INLINE, stored_response
 from server.rpc import jsonutil
 from server.rpc.api import ApiApp, envelope, handle
 from server.rpc.registry import is_public
@@ -92,13 +92,10 @@ async def files(request: Request) -> Response:
         return JSONResponse({"error": "not signed in", "code": 401}, status_code=401)
     path = request.path_params["path"]
     try:
-        target = confine(state.files_dir, path)
+        response = await stored_response(state.files, path, request, inline_types=_RENDERED,
+                                         download=request.query_params.get("download") is not None)
     except errors.APIError as exc:
         return JSONResponse({"error": exc.msg, "code": exc.code}, status_code=exc.code)
-    if not target.is_file():
-        return JSONResponse({"error": f"not found: {path}", "code": 404}, status_code=404)
-    response = stored_file(target, inline_types=_RENDERED,
-                           download=request.query_params.get("download") is not None)
     response.headers["Cache-Control"] = "private, max-age=60"
     if response.media_type != "text/html":
         return security_headers(response, f"{_FILE_CSP}; frame-ancestors 'none'")

@@ -158,6 +158,9 @@ class Settings:
     config_reason: str = ""
     """Why `config_file` was read (or what was looked for when none was found), for `shipyard doctor`."""
     warnings: tuple[str, ...] = ()
+    sdk: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    """The config file's `sdk { ... }` section as read (storage credentials, default_output_uri,
+    development.*): not the agent's settings but its tasks' SDK's, handed on by agent/execution/taskconf.py."""
 
     def get(self, key: str) -> Any:
         """The value of a dotted key, e.g. `agent.docker.default_image`."""
@@ -175,7 +178,27 @@ class Settings:
         found = [self.api.secret_key, self.agent.git_pass or ""]
         found += [credential.password for credential in self.agent.git_credentials]
         found += [value for name, value in self.agent.extra_env.items() if _SECRET_NAME.search(name)]
+        found += _secret_leaves(self.sdk)
         return tuple(secret for secret in found if secret)
+
+
+def _sdk_section(tree: Mapping[str, Any], path: Path | None) -> dict[str, Any]:
+    section = tree.get("sdk")
+    if section is None:
+        return {}
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"'sdk' in config file {path} must be a section (sdk {{ ... }}), got {section!r}")
+    return dict(section)
+
+
+def _secret_leaves(node: Any, name: str = "") -> list[str]:
+    """String values under secret-looking names in a config tree (`sdk.aws.s3.secret`,
+    `credentials[].secret`, `containers[].account_key`); `key` names count too: access key ids."""
+    if isinstance(node, Mapping):
+        return [found for k, v in node.items() for found in _secret_leaves(v, str(k))]
+    if isinstance(node, (list, tuple)):
+        return [found for v in node for found in _secret_leaves(v, name)]
+    return [node] if isinstance(node, str) and _SECRET_NAME.search(name) else []
 
 
 # --- casts: raw value from HOCON, an env var or the CLI -> typed value, or ValueError ----------
@@ -490,6 +513,7 @@ def load_settings(
         config_file=path,
         config_reason=reason,
         warnings=tuple(_unknown_shipyard_keys(tree)),
+        sdk=MappingProxyType(_sdk_section(tree, path)),
     )
 
 
