@@ -132,9 +132,9 @@ class Follower:
             self._ended(job, status, task)
         elif task is not None and _abort_asked(task):
             self._abort(job, status)
-        elif not job.cancelling:
-            self._keep_alive(job)
-            if status.phase == Phase.PENDING and task is not None and task.get("status") == TaskStatus.IN_PROGRESS:
+        elif not job.cancelling and task is not None and task.get("status") == TaskStatus.IN_PROGRESS:
+            self._keep_alive(job)     # (a task the node already ended holds no lease to renew)
+            if status.phase == Phase.PENDING:
                 reason = f": {status.reason}" if status.reason else ""
                 self._write_message(job, f"pending in {self.engine.name} job {job.job_id}{reason}")
 

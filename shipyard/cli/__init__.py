@@ -52,11 +52,13 @@ def _register() -> None:
     from shipyard.cli.init import init_cmd
     from shipyard.cli.scheduler import scheduler_group
     from shipyard.cli.server import keys_cmd, server_cmd
+    from shipyard.cli.slurm import slurm_cmd
     from shipyard.cli.task import queue_group, task_group
     from shipyard.cli.up import up_cmd
 
     for command in (server_cmd, keys_cmd, daemon_cmd, execute_cmd, build_cmd, list_cmd, config_cmd, up_cmd,
-                    task_group, queue_group, autoscaler_cmd, scheduler_group, init_cmd, doctor_cmd):
+                    task_group, queue_group, autoscaler_cmd, scheduler_group, init_cmd, doctor_cmd,
+                    slurm_cmd):
         cli.add_command(command)
 
 

@@ -1,0 +1,115 @@
+"""`shipyard slurm` end to end: a real server, a real single-machine Slurm cluster (munged,
+slurmctld, slurmd; tests/slurm_cluster.py), the glue as a process, tasks from real git repos
+run by `shipyard execute` inside sbatch jobs. Skips when Slurm is not installed or not root.
+The cluster and the glue start once for the module; the slowest scenarios are nightly."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.agent_helpers import FINAL, agent_env, create_task, make_repo, task_log, wait_status
+from tests.helpers import start_server
+from tests.slurm_cluster import SlurmCluster, available
+
+pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
+
+CPU, GPU = "slurm-cpu", "slurm-gpu"
+
+
+class Glue:
+    def __init__(self, env: dict[str, str], root: Path):
+        self.env, self.root = env, root
+        self.log = root / "glue.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, *extra: str) -> Glue:
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "shipyard", "slurm", "--queue", CPU, "--queue", f"{GPU}=1",
+                 "--partition", "batch", "--output-dir", str(self.root / "slurm-out"), "--watch-s", "0.3",
+                 "--node-command", f"{sys.executable} -m shipyard", "--allow-option", "--constraint",
+                 "--allow-option", "--nice", "--mem", "1024", *extra],
+                env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if "handing" in self.log.read_text(errors="replace")[offset:]:
+                return self
+            assert self.proc.poll() is None, self.output()
+            time.sleep(0.1)
+        raise AssertionError(f"the glue did not start:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+        self.proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory):
+    root = tmp_path_factory.mktemp("slurm-e2e")
+    os.chmod(root, 0o755)
+    cluster = SlurmCluster.start(root / "cluster", gpus=1, memory_mb=4096)
+    server = start_server(root / "server")
+    api = server.api()
+    for name in (CPU, GPU):
+        api.call("queues.create", {"name": name})
+    env = agent_env(server, root, **cluster.env, SHIPYARD_LEASE_S="20", PYTHONPATH=str(Path.cwd()))
+    glue = Glue(env, root).start()
+    yield {"api": api, "root": root, "cluster": cluster, "glue": glue, "server": server}
+    glue.kill(signal.SIGTERM)
+    cluster.stop()
+    server.stop()
+
+
+def _task(rig, name: str, code: str, queue: str = CPU, **hyper) -> str:
+    repo, commit = make_repo(rig["root"] / "repos" / name, {"main.py": code})
+    section = {k: {"section": "Shipyard", "name": k, "value": str(v)} for k, v in hyper.items()}
+    return create_task(rig["api"], name, {"repository": str(repo), "version_num": commit, "entry_point": "main.py"},
+                       queue=queue, hyperparams={"Shipyard": section})
+
+
+def _wait_message(api, task: str, words: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        doc = api.call("tasks.get_by_id", {"task": task})["task"]
+        if words in (doc.get("status_message") or ""):
+            return doc["status_message"]
+        assert doc["status"] not in FINAL, (doc["status"], doc.get("status_reason"))
+        time.sleep(0.1)
+    raise AssertionError(f"status message never said {words!r}: {doc.get('status_message')!r}")
+
+
+def test_a_task_runs_through_sbatch_to_completed_with_its_gpu_pinned(rig):
+    api = rig["api"]
+    task = _task(rig, "hello", "import os\nprint('hello from slurm, gpus', os.environ.get('CUDA_VISIBLE_DEVICES'))\n",
+                 queue=GPU)
+    doc = wait_status(api, task, timeout=180)
+    log = "\n".join(task_log(api, task))
+    assert doc["status"] == "completed", (doc.get("status_reason"), log, rig["glue"].output())
+    assert "hello from slurm, gpus 0" in log
+    jobs = _job_states(rig, task, until="COMPLETED")
+    assert jobs == [("COMPLETED", f"shipyard task={task} attempt=1")]
+
+
+def _job_states(rig, task: str, until: str | None = None, timeout: float = 30) -> list[tuple[str, str]]:
+    """(state, comment without the key) of every Slurm job of the task, waiting until the last is `until`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = rig["cluster"].run("squeue", "-h", "-t", "all", "-n", f"shipyard-{task}", "-o", "%i|%T|%k").stdout
+        rows = sorted((int(i), state, comment.rsplit(" key=", 1)[0])
+                      for i, state, comment in (line.split("|") for line in out.splitlines()))
+        states = [(state, comment) for _i, state, comment in rows]
+        if until is None or (states and states[-1][0] == until) or time.monotonic() > deadline:
+            return states
+        time.sleep(0.2)
