@@ -72,6 +72,7 @@ def _conf(root: Path, host: str, cpus: int, memory_mb: int, gpus: int, ctld_port
         f"NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb}{gres} State=UNKNOWN",
         f"PartitionName=batch Nodes={host} Default=YES MaxTime=INFINITE State=UP",
         f"PartitionName=other Nodes={host} MaxTime=INFINITE State=UP",
+        f"PartitionName=hold Nodes={host} MaxTime=INFINITE State=DOWN",   # accepts jobs, starts none (benches)
         "",
     ])
 

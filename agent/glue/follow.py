@@ -147,6 +147,7 @@ class Follower:
         where = f"{self.engine.name} job {job.job_id}"
         if status.phase == Phase.INFRA:
             self._hand_back(job, f"{where} ended {status.reason or 'for infrastructure reasons'}")
+            self._cancel_quietly(job)   # a job Slurm requeued itself would run the old claim again
         elif not running:
             return        # the node reported the end itself (or the task moved on)
         elif status.phase == Phase.CANCELLED:
@@ -168,6 +169,12 @@ class Follower:
                 log.warning("task %s: could not hand it back: %s", job.task_id, exc)
         except ServerUnreachable as exc:
             log.warning("task %s: could not hand it back (its lease expires instead): %s", job.task_id, exc)
+
+    def _cancel_quietly(self, job: Job) -> None:
+        try:
+            self.engine.cancel(job.job_id, 0)
+        except EngineUnavailable as exc:
+            log.warning("task %s: could not cancel %s job %s: %s", job.task_id, self.engine.name, job.job_id, exc)
 
     def _report(self, job: Job, outcome: Outcome) -> None:
         self.last_line(job.task_id, job.attempt, f"shipyard: task {job.task_id} ended: {outcome.status_reason}")
@@ -221,7 +228,7 @@ class Follower:
                     self.say(f"task {job.task_id}: {self.engine.name} job {job.job_id} belongs to a superseded "
                              "claim; cancelling it")
                     job.cancelling = True
-                    self.engine.cancel(job.job_id, 0)
+                    self._cancel_quietly(job)
             except ServerUnreachable as exc:
                 log.warning("task %s: could not renew its lease: %s", job.task_id, exc)
         if job.key and now - job.extended_at >= self.task_keys.renew_every_s:

@@ -54,6 +54,8 @@ class GlueLoop:
         self._held: list[tuple[Claim, QueueSpec, str]] = []   # claims waiting for the engine to answer
         self._lock = threading.Lock()
         self._specs: dict[str, QueueSpec] = {}
+        self._reporter: StatusReporter | None = None
+        self._turn = 0
 
     # -- the loop -------------------------------------------------------------------------------
     def work(self) -> int:
@@ -66,6 +68,7 @@ class GlueLoop:
         reporter = StatusReporter(self.api, self.settings.worker, [q.id for q in queues], interval_s=10.0)
         reporter.register()
         reporter.start()
+        self._reporter = reporter
         pool = ThreadPoolExecutor(self.settings.submit_threads, thread_name_prefix="glue-submit")
         self._say(f"glue {self.settings.worker} handing {', '.join(q.name for q in queues)} to "
                   f"{self.engine.name} (up to {self.settings.max_jobs} job(s))")
@@ -94,6 +97,16 @@ class GlueLoop:
     def _watch(self) -> None:
         if self.follower.watch():
             self._retry_held()
+        self._report_next()
+
+    def _report_next(self) -> None:
+        """Name one running task per watch in the worker's status report, in turn: the server then
+        knows a live worker holds each task, so `tasks.stop` asks for an abort instead of forcing it."""
+        active = self.follower.active
+        if self._reporter is None or not active:
+            return
+        self._turn = (self._turn + 1) % len(active)
+        self._reporter.set_task(active[self._turn].task_id)
 
     # -- claim ----------------------------------------------------------------------------------
     def _room(self) -> int:

@@ -119,7 +119,7 @@ def build_request(task: Mapping[str, Any], queue: QueueSpec, attempt: int | None
         command = (*command, "--attempt", str(attempt))
     return JobRequest(
         task_id=task_id, queue=queue.name, command=command,
-        env={**settings.node_env, **server},
+        env={**settings.node_env, **server, "CLEARML_WORKER_ID": settings.worker},
         gpus=queue.gpus if gpus is None else gpus,
         cpus=_whole(task, "cpus") or settings.cpus,
         memory_mb=_whole(task, "memory_mb") or settings.memory_mb,

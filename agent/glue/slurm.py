@@ -223,8 +223,8 @@ def parse_squeue_line(line: str) -> JobStatus | None:
         phase, reason = Phase.INFRA, f"REQUEUED by Slurm (restart {restarts}; last reason {reason})"
     elif phase in (Phase.FAILED, Phase.INFRA, Phase.CANCELLED):
         reason = "NonZeroExitCode" if state == "FAILED" else state
-    elif phase != Phase.PENDING:
-        reason = "" if reason == "None" else reason
+    elif reason in ("None", "(null)"):
+        reason = ""
     code = exit_code.split(":")[0]
     attempt = match.group("attempt")
     return JobStatus(job_id=job_id, task_id=match.group("task"), phase=phase, reason=reason,

@@ -98,18 +98,116 @@ def test_a_task_runs_through_sbatch_to_completed_with_its_gpu_pinned(rig):
     log = "\n".join(task_log(api, task))
     assert doc["status"] == "completed", (doc.get("status_reason"), log, rig["glue"].output())
     assert "hello from slurm, gpus 0" in log
-    jobs = _job_states(rig, task, until="COMPLETED")
+    jobs = _job_states(rig, task, until=("COMPLETED",))
     assert jobs == [("COMPLETED", f"shipyard task={task} attempt=1")]
 
 
-def _job_states(rig, task: str, until: str | None = None, timeout: float = 30) -> list[tuple[str, str]]:
-    """(state, comment without the key) of every Slurm job of the task, waiting until the last is `until`."""
+def _job_states(rig, task: str, until: str | tuple[str, ...] | None = None,
+                timeout: float = 30) -> list[tuple[str, str]]:
+    """(state, comment without the key) of every Slurm job of the task, waiting until the last is in `until`."""
     deadline = time.monotonic() + timeout
     while True:
         out = rig["cluster"].run("squeue", "-h", "-t", "all", "-n", f"shipyard-{task}", "-o", "%i|%T|%k").stdout
         rows = sorted((int(i), state, comment.rsplit(" key=", 1)[0])
                       for i, state, comment in (line.split("|") for line in out.splitlines()))
         states = [(state, comment) for _i, state, comment in rows]
-        if until is None or (states and states[-1][0] == until) or time.monotonic() > deadline:
+        if until is None or (states and states[-1][0] in until) or time.monotonic() > deadline:
             return states
         time.sleep(0.2)
+
+
+def _started_at(doc: dict) -> str:
+    return str(doc.get("started"))
+
+
+def test_two_tasks_over_one_gpu_run_one_after_the_other_and_the_second_shows_its_pending_reason(rig):
+    api = rig["api"]
+    code = "import time\nprint('on the gpu', flush=True)\ntime.sleep(3)\n"
+    first = _task(rig, "gpu-first", code, queue=GPU)
+    wait_status(api, first, statuses={"in_progress"}, timeout=60)
+    second = _task(rig, "gpu-second", code, queue=GPU)
+    message = _wait_message(api, second, ": Resources")
+    assert message.startswith("pending in slurm job "), message
+    done = [wait_status(api, task, timeout=180) for task in (first, second)]
+    assert [d["status"] for d in done] == ["completed", "completed"], [d.get("status_reason") for d in done]
+    spans = []
+    for task in (first, second):
+        _job_states(rig, task, until=("COMPLETED",))
+        out = rig["cluster"].run("squeue", "-h", "-t", "all", "-n", f"shipyard-{task}", "-o", "%S|%e").stdout
+        spans.append(out.split()[0].split("|"))
+    assert spans[0][1] <= spans[1][0], spans   # the first job ended before the second started
+
+
+def test_abort_of_a_running_task_ends_it_stopped_and_the_job_goes(rig):
+    api = rig["api"]
+    task = _task(rig, "abort", "import time\nprint('working', flush=True)\ntime.sleep(120)\n")
+    deadline = time.monotonic() + 120
+    while not any("working" in line for line in task_log(api, task)):
+        assert time.monotonic() < deadline, rig["glue"].output()
+        time.sleep(0.2)
+    api.call("tasks.stop", {"task": task})
+    doc = wait_status(api, task, timeout=60)
+    assert doc["status"] == "stopped", doc.get("status_reason")
+    assert doc["status_reason"].startswith("aborted"), doc["status_reason"]
+    states = _job_states(rig, task, until=("COMPLETED", "FAILED", "CANCELLED"), timeout=30)
+    assert states[-1][0] in ("COMPLETED", "FAILED", "CANCELLED") and len(states) == 1
+
+
+def test_a_disallowed_sbatch_option_fails_the_task_at_once_naming_it(rig):
+    api = rig["api"]
+    task = _task(rig, "bad-option", "print('never')\n", engine_options="--nodelist=elsewhere")
+    doc = wait_status(api, task, timeout=30)
+    assert doc["status"] == "failed"
+    assert "'--nodelist'" in doc["status_reason"] and "--allow-option" in doc["status_reason"]
+    assert any("--nodelist" in line for line in task_log(api, task))
+    assert _job_states(rig, task) == []
+
+
+def test_a_task_over_its_memory_fails_with_the_reason(rig):
+    api = rig["api"]
+    task = _task(rig, "oom", "import time\nblob = b'x' * (900 << 20)\ntime.sleep(10)\n", memory_mb=600)
+    doc = wait_status(api, task, timeout=180)
+    assert doc["status"] == "failed"
+    assert "OUT_OF_MEMORY" in doc["status_reason"] and "memory_mb" in doc["status_reason"], doc["status_reason"]
+
+
+def test_the_glue_killed_and_restarted_mid_run_loses_and_duplicates_nothing(rig):
+    api, glue = rig["api"], rig["glue"]
+    task = _task(rig, "restart", "import time\nprint('one run', flush=True)\ntime.sleep(6)\nprint('done')\n")
+    wait_status(api, task, statuses={"in_progress"}, timeout=60)
+    glue.kill(signal.SIGKILL)
+    try:
+        queued = _task(rig, "while-away", "print('later')\n")
+        time.sleep(1)
+    finally:
+        glue.start()
+    docs = [wait_status(api, t, timeout=180) for t in (task, queued)]
+    assert [d["status"] for d in docs] == ["completed", "completed"], [d.get("status_reason") for d in docs]
+    assert [line for line in task_log(api, task) if line == "one run"] == ["one run"]
+    assert [s for s, _c in _job_states(rig, task, until=("COMPLETED",))] == ["COMPLETED"]
+
+
+@pytest.mark.nightly
+def test_scontrol_requeue_hands_the_task_back_and_it_finishes_once(rig):
+    api = rig["api"]
+    task = _task(rig, "requeue", "import time\nprint('run', flush=True)\ntime.sleep(8)\nprint('finished')\n")
+    deadline = time.monotonic() + 120
+    while not any(line == "run" for line in task_log(api, task)):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    job = _job_states(rig, task)
+    first = rig["cluster"].run("squeue", "-h", "-n", f"shipyard-{task}", "-o", "%i").stdout.split()[0]
+    rig["cluster"].run("scontrol", "requeue", first)
+    doc = wait_status(api, task, timeout=240)
+    assert doc["status"] == "completed", doc.get("status_reason")
+    log = task_log(api, task)
+    assert log.count("finished") == 1 and job
+    assert [c for _s, c in _job_states(rig, task, until=("COMPLETED",))][-1].endswith("attempt=2")
+
+
+@pytest.mark.nightly
+def test_a_task_past_its_time_limit_ends_timed_out(rig):
+    api = rig["api"]
+    task = _task(rig, "slow", "import time\nprint('slow', flush=True)\ntime.sleep(600)\n", max_runtime_s=5)
+    doc = wait_status(api, task, timeout=240)
+    assert doc["status"] in ("failed", "stopped") and "timed_out" in doc["status_reason"], doc["status_reason"]
