@@ -111,10 +111,34 @@ def glue_rate(api, cluster: SlurmCluster, env: dict, root: Path, count: int) -> 
         cluster.run("scancel", "-p", "hold", check=False)
 
 
+def run_pickup(api, cluster: SlurmCluster, env: dict, root: Path, runs: int) -> None:
+    glue_log = root / "glue.log"
+    with open(glue_log, "ab") as out:
+        glue = subprocess.Popen([sys.executable, "-m", "shipyard", "slurm", "--queue", "slurm-bench",
+                                 "--partition", "batch", "--output-dir", str(root / "out"), "--mem", "1024",
+                                 "--node-command", f"{sys.executable} -m shipyard"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    daemon = start_daemon(env, ["daemon-bench"], root / "daemon.log")
+    try:
+        results = {
+            "bare sbatch job start": bare_sbatch_start(cluster, root, runs),
+            "shipyard slurm: enqueue -> first line": pickup(api, "slurm-bench", runs),
+            "shipyard daemon: enqueue -> first line": pickup(api, "daemon-bench", runs),
+        }
+    finally:
+        glue.terminate()
+        glue.wait(60)
+        daemon.stop()
+    for name, samples in results.items():
+        q = statistics.quantiles(samples, n=10)
+        print(f"{name}: p50 {statistics.median(samples):.0f} ms, p90 {q[-1]:.0f} ms ({len(samples)} runs)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--skip-pickup", action="store_true", help="only the hand-over rate")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-slurm-") as tmp:
         root = Path(tmp)
@@ -125,32 +149,15 @@ def main() -> None:
         for name in ("slurm-bench", "daemon-bench"):
             api.call("queues.create", {"name": name})
         env = agent_env(server, root, **cluster.env, PYTHONPATH=str(Path.cwd()))
-        glue_log = root / "glue.log"
-        glue = subprocess.Popen([sys.executable, "-m", "shipyard", "slurm", "--queue", "slurm-bench", "--partition",
-                                 "batch", "--output-dir", str(root / "out"), "--mem", "1024",
-                                 "--node-command", f"{sys.executable} -m shipyard"],
-                                env=env, stdout=open(glue_log, "ab"), stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        daemon = start_daemon(env, ["daemon-bench"], root / "daemon.log")
-        try:
-            results = {
-                "bare sbatch job start": bare_sbatch_start(cluster, root, args.runs),
-                "shipyard slurm: enqueue -> first line": pickup(api, "slurm-bench", args.runs),
-                "shipyard daemon: enqueue -> first line": pickup(api, "daemon-bench", args.runs),
-            }
-        finally:
-            glue.terminate()
-            glue.wait(60)
-            daemon.stop()
-        for name, samples in results.items():
-            q = statistics.quantiles(samples, n=10)
-            print(f"{name}: p50 {statistics.median(samples):.0f} ms, p90 {q[-1]:.0f} ms ({len(samples)} runs)")
+        if not args.skip_pickup:
+            run_pickup(api, cluster, env, root, args.runs)
         bare = bare_sbatch_rate(cluster, args.tasks)
         glued = glue_rate(api, cluster, env, root, args.tasks)
         print(f"bare sbatch loop: {bare:.1f} submissions/s ({args.tasks} jobs)")
         print(f"shipyard slurm hand-over: {glued:.1f} tasks/s ({args.tasks} queued tasks) = {glued / bare:.2f}x")
         cluster.stop()
         server.stop()
+
 
 
 if __name__ == "__main__":

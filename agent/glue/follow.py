@@ -77,10 +77,12 @@ class Follower:
             return [job for job in self.jobs.values() if not job.ended]
 
     def adopt(self, job: Job, message: str) -> None:
+        """A job just submitted; `message` is what its task already says (no call: the watch
+        writes the pending reason as soon as the engine gives one)."""
         job.renewed_at = job.extended_at = time.monotonic()
+        job.message = message
         with self._lock:
             self.jobs[job.job_id] = job
-        self._write_message(job, message)
 
     def note_down(self, why: str) -> None:
         if self.down != why:

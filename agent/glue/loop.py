@@ -1,6 +1,6 @@
 """`GlueLoop`: Shipyard's queues handed to a cluster engine (Slurm, Kubernetes).
 
-    register → loop { watch the engine's jobs → claim more tasks, up to max_jobs } → unregister
+    register → { loop: claim more tasks, up to max_jobs  |  thread: watch the engine's jobs } → unregister
 
 Claim: the daemon's long-poll and leases (agent/daemon/poller.py); each claim is built into a
 `JobRequest` (agent/glue/request.py) and submitted from a small thread pool, with a key minted
@@ -72,13 +72,16 @@ class GlueLoop:
         pool = ThreadPoolExecutor(self.settings.submit_threads, thread_name_prefix="glue-submit")
         self._say(f"glue {self.settings.worker} handing {', '.join(q.name for q in queues)} to "
                   f"{self.engine.name} (up to {self.settings.max_jobs} job(s))")
+        watcher = threading.Thread(target=self._watching, name="glue-watch", daemon=True)
+        watcher.start()
         try:
             while not self._should_stop():
-                self._watch()
                 self._claim(source, queues, pool)
         finally:
+            self.stop.set()
             source.close()
             pool.shutdown(wait=True)
+            watcher.join(30)
             reporter.stop()
             reporter.unregister()
             self._say(f"glue {self.settings.worker} stopped after claiming {self.claimed} task(s)")
@@ -93,7 +96,15 @@ class GlueLoop:
         self._specs = {q.id: spec for q, spec in zip(queues, self.settings.queues, strict=True)}
         return queues
 
-    # -- watch ----------------------------------------------------------------------------------
+    # -- watch (its own thread: a slow engine or a thousand jobs never hold up claims) ----------
+    def _watching(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self._watch()
+            except Exception:  # noqa: BLE001 - the watch must outlive one bad answer
+                log.exception("the watch of %s's jobs failed; retrying", self.engine.name)
+            self.stop.wait(self.settings.watch_s)
+
     def _watch(self) -> None:
         if self.follower.watch():
             self._retry_held()
@@ -170,7 +181,7 @@ class GlueLoop:
             self.task_keys.revoke(key)
             raise
         self.follower.adopt(Job(job_id, claim.task_id, claim.attempt, key.access_key if key.minted else ""),
-                            f"submitted to {self.engine.name} job {job_id}")
+                            f"submitting to {self.engine.name}")
 
     def _retry_held(self) -> None:
         with self._lock:
