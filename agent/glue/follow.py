@@ -101,11 +101,11 @@ class Follower:
         if self.down is not None:
             self.say(f"{self.engine.name} answers again")
             self.down = None
-        tasks = self._tasks(s.task_id for s in statuses)
-        for status in statuses:
-            job = self._job_of(status)
-            if job is not None and not job.ended:
-                self._follow(job, status, tasks.get(status.task_id))
+        followed = [(job, status) for status in statuses
+                    if (job := self._job_of(status)) is not None and not job.ended]
+        tasks = self._tasks(job.task_id for job, _status in followed)
+        for job, status in followed:
+            self._follow(job, status, tasks.get(job.task_id))
         return True
 
     def _job_of(self, status: JobStatus) -> Job | None:

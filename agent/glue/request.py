@@ -52,7 +52,7 @@ class GlueSettings:
     lease_s: float = 60.0
     watch_s: float = 1.0
     retry_s: float = 5.0
-    submit_threads: int = 4
+    submit_threads: int = 8
 
 
 def parse_queue(text: str) -> QueueSpec:

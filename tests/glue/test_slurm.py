@@ -195,13 +195,11 @@ def test_scontrol_requeue_hands_the_task_back_and_it_finishes_once(rig):
     while not any(line == "run" for line in task_log(api, task)):
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    job = _job_states(rig, task)
     first = rig["cluster"].run("squeue", "-h", "-n", f"shipyard-{task}", "-o", "%i").stdout.split()[0]
     rig["cluster"].run("scontrol", "requeue", first)
     doc = wait_status(api, task, timeout=240)
     assert doc["status"] == "completed", doc.get("status_reason")
-    log = task_log(api, task)
-    assert log.count("finished") == 1 and job
+    assert task_log(api, task).count("finished") == 1
     assert [c for _s, c in _job_states(rig, task, until=("COMPLETED",))][-1].endswith("attempt=2")
 
 
@@ -211,3 +209,25 @@ def test_a_task_past_its_time_limit_ends_timed_out(rig):
     task = _task(rig, "slow", "import time\nprint('slow', flush=True)\ntime.sleep(600)\n", max_runtime_s=5)
     doc = wait_status(api, task, timeout=240)
     assert doc["status"] in ("failed", "stopped") and "timed_out" in doc["status_reason"], doc["status_reason"]
+
+
+@pytest.mark.nightly
+def test_a_node_going_down_mid_run_requeues_the_task_and_it_finishes_once(rig):
+    api, cluster = rig["api"], rig["cluster"]
+    task = _task(rig, "node-down", "import time\nprint('run', flush=True)\ntime.sleep(8)\nprint('finished')\n")
+    deadline = time.monotonic() + 120
+    while not any(line == "run" for line in task_log(api, task)):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    cluster.run("scontrol", "update", f"nodename={cluster.host}", "state=down", "reason=shipyard-test")
+    try:
+        deadline = time.monotonic() + 60
+        while not any(c.endswith("attempt=2") for _s, c in _job_states(rig, task)):
+            assert time.monotonic() < deadline, (_job_states(rig, task), rig["glue"].output()[-3000:])
+            time.sleep(0.5)
+    finally:
+        cluster.run("scontrol", "update", f"nodename={cluster.host}", "state=resume")
+    doc = wait_status(api, task, timeout=240)
+    assert doc["status"] == "completed", doc.get("status_reason")
+    assert task_log(api, task).count("finished") == 1
+    assert _job_states(rig, task, until=("COMPLETED",))[-1] == ("COMPLETED", f"shipyard task={task} attempt=2")
