@@ -6,12 +6,21 @@
                      limit): an abort when the task was asked to stop (ends `stopped`), else the
                      engine taking the job away (`agent_shutdown`: the claim is handed back and the
                      lease rules requeue the task)
+    ClaimedRun       the run itself: a task process killed by the same signal as the node's run (Slurm
+                     signals every process of a job at once on requeue) ends as the verdict says, not
+                     as "killed by signal 15"
 """
 from __future__ import annotations
 
 import logging
+import signal
+import time
 from collections.abc import Callable
+from typing import Any
 
+from agent.execution.contract import RunResult
+from agent.execution.lifecycle import Outcome
+from agent.execution.runner import TaskRun
 from agent.execution.taskkey import TaskKey
 from agent.taskserver.port import TaskServer
 from shipyard.errors import ServerError, ServerUnreachable
@@ -67,3 +76,31 @@ class SignalVerdict:
         if status != TaskStatus.IN_PROGRESS or STOP_REQUEST in message.lower():
             return OutcomeKind.ABORTED, "abort requested (tasks.stop)"
         return OutcomeKind.AGENT_SHUTDOWN, f"{self.engine} ended the job (signalled: requeue, preemption or limit)"
+
+
+SIGNAL_WAIT_S = 1.0
+"""How long a run whose task died of SIGTERM/SIGKILL waits for its own signal to land (Slurm
+signals the job's processes one by one) before calling it the task's own death."""
+
+
+class ClaimedRun(TaskRun):
+    """`TaskRun` for `execute --attempt N`: aborts and signals are judged by a `SignalVerdict`."""
+
+    def __init__(self, *args: Any, verdict: SignalVerdict, **kwargs: Any):
+        super().__init__(*args, should_abort=verdict, **kwargs)
+        self.verdict = verdict
+
+    def _judged(self) -> bool:
+        if not self.verdict():
+            return False
+        self.shutdown_abort = self.verdict.verdict or self.shutdown_abort
+        return True
+
+    def _outcome(self, result: RunResult, abort: tuple[str, str] | None) -> Outcome:
+        if abort is None and result.exit.signalled in (signal.SIGTERM, signal.SIGKILL):
+            deadline = time.monotonic() + SIGNAL_WAIT_S
+            while not self._judged() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self._judged():
+                abort = self.shutdown_abort
+        return super()._outcome(result, abort)

@@ -163,23 +163,14 @@ def execute_cmd(ctx, task_id, attempt, verbose) -> None:
 def _execute_claimed(state: CliState, task_id: str, attempt: int, shutdown: Shutdown):
     """`execute --attempt N`: the glue's claim, reported as that attempt (fenced), with the key it minted."""
     from agent.execution import lifecycle
-    from agent.execution.runner import TaskRun
-    from agent.glue.node import HeldKey, SignalVerdict
+    from agent.glue.node import ClaimedRun, HeldKey, SignalVerdict
 
     settings, api = state.settings, state.api
     lifecycle.mark_started(api, task_id, "shipyard execute (glue job)", attempt)
-    verdict = SignalVerdict(api, task_id, lambda: shutdown.requested)
-    run = TaskRun(api, settings, task_id, should_abort=verdict, echo=_echo, attempt=attempt,
-                  task_keys=HeldKey(settings.api.access_key, settings.api.secret_key))  # type: ignore[arg-type]
-    real_should_abort = run.should_abort
-
-    def should_abort() -> bool:
-        if not real_should_abort():
-            return False
-        run.shutdown_abort = verdict.verdict or run.shutdown_abort
-        return True
-
-    run.should_abort = should_abort
+    run = ClaimedRun(api, settings, task_id, verdict=SignalVerdict(api, task_id, lambda: shutdown.requested),
+                     echo=_echo, attempt=attempt,
+                     task_keys=HeldKey(settings.api.access_key, settings.api.secret_key))  # type: ignore[arg-type]
+    run.should_abort = run._judged
     return run.run()
 
 

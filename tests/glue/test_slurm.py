@@ -226,7 +226,11 @@ def test_a_node_going_down_mid_run_requeues_the_task_and_it_finishes_once(rig):
             assert time.monotonic() < deadline, (_job_states(rig, task), rig["glue"].output()[-3000:])
             time.sleep(0.5)
     finally:
-        cluster.run("scontrol", "update", f"nodename={cluster.host}", "state=resume")
+        cluster.run("scontrol", "update", f"nodename={cluster.host}", "state=resume", check=False)
+        deadline = time.monotonic() + 60
+        while "idle" not in cluster.node_state() and "mix" not in cluster.node_state() \
+                and "alloc" not in cluster.node_state() and time.monotonic() < deadline:
+            time.sleep(0.5)
     doc = wait_status(api, task, timeout=240)
     assert doc["status"] == "completed", doc.get("status_reason")
     assert task_log(api, task).count("finished") == 1
