@@ -169,7 +169,7 @@ def _execute_claimed(state: CliState, task_id: str, attempt: int, shutdown: Shut
     lifecycle.mark_started(api, task_id, "shipyard execute (glue job)", attempt)
     run = ClaimedRun(api, settings, task_id, verdict=SignalVerdict(api, task_id, lambda: shutdown.requested),
                      echo=_echo, attempt=attempt,
-                     task_keys=HeldKey(settings.api.access_key, settings.api.secret_key))  # type: ignore[arg-type]
+                     task_keys=HeldKey(settings.api.access_key, settings.api.secret_key))
     run.should_abort = run._judged
     return run.run()
 

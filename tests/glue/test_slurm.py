@@ -122,7 +122,7 @@ def _started_at(doc: dict) -> str:
 
 def test_two_tasks_over_one_gpu_run_one_after_the_other_and_the_second_shows_its_pending_reason(rig):
     api = rig["api"]
-    code = "import time\nprint('on the gpu', flush=True)\ntime.sleep(3)\n"
+    code = "import time\nprint('on the gpu', flush=True)\ntime.sleep(2)\n"
     first = _task(rig, "gpu-first", code, queue=GPU)
     wait_status(api, first, statuses={"in_progress"}, timeout=60)
     second = _task(rig, "gpu-second", code, queue=GPU)
