@@ -221,3 +221,21 @@ def test_queue_specs_parse_and_name_the_mistake():
     assert parse_queue("gpu=2") == QueueSpec("gpu", 2) and parse_queue("cpu") == QueueSpec("cpu", 0)
     with pytest.raises(ValueError, match="whole number"):
         parse_queue("gpu=two")
+
+
+def test_a_job_that_dies_before_the_task_started_gets_its_output_file_in_the_console(server, tmp_path):
+    from dataclasses import replace
+
+    engine = MemoryEngine()
+    task = enqueue(server)
+    output = tmp_path / "job.out"
+    output.write_text("line one\nslurmstepd: error: execve(): shipyard: No such file or directory\n")
+    with running(server, engine):
+        job = until(lambda: engine.jobs and engine.job_of(task))
+        until(lambda: "pending in" in doc(server, task)["status_message"])
+        engine.jobs[job].status = replace(engine.jobs[job].status, phase=Phase.FAILED, reason="NonZeroExitCode",
+                                          exit_code=2, output=str(output))
+        until(lambda: doc(server, task)["status"] == "failed")
+    console = "\n".join(str(e["msg"]) for e in server.events if e["task"] == task)
+    assert f"the last lines of {output}" in console and "execve(): shipyard: No such file" in console
+    assert "exit code 2" in doc(server, task)["status_reason"]
