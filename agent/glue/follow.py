@@ -238,7 +238,13 @@ class Follower:
             job.extended_at = now
 
     def _write_message(self, job: Job, message: str) -> None:
+        """The status message, written only when it changes. `tasks.started` would overwrite a
+        stop request ("stopping") that landed since this watch read the task, so the task is read
+        again right before (the window left is that read's round trip, not a whole watch)."""
         if message == job.message:
+            return
+        fresh = self._tasks([job.task_id]).get(job.task_id)
+        if fresh is None or fresh.get("status") != TaskStatus.IN_PROGRESS or _abort_asked(fresh):
             return
         try:
             body = {"task": job.task_id, "status_message": message, "force": False}
