@@ -38,6 +38,9 @@ python3 -m tests.peers
 # The Docker engine (Debian's docker.io, installed if missing); tests that need it skip if it cannot start.
 bash scripts/start-dockerd.sh || echo "no Docker engine here; tests that need one will skip" >&2
 
+# Slurm and munge (Debian's slurm-wlm), installed if missing; the tests start their own cluster.
+bash scripts/start-slurm.sh || echo "no Slurm here; the Slurm glue's cluster tests will skip" >&2
+
 git config --global user.email >/dev/null 2>&1 || git config --global user.email "ci@shipyard.invalid"
 git config --global user.name >/dev/null 2>&1 || git config --global user.name "Shipyard CI"
 

@@ -7,6 +7,7 @@
     up           up: the embedded server and one agent in one process
     server       server (and --upgrade-db), keys
     backup       backup, restore (the SQLite database and the files store)
+    slurm        slurm: queued tasks handed to Slurm as sbatch jobs (agent/glue)
     autoscaler   autoscaler [status]
     scheduler    scheduler run | list | show
     init, doctor init, doctor
@@ -47,6 +48,7 @@ COMMANDS = {
     "doctor": "shipyard.cli.doctor:doctor_cmd",
     "backup": "shipyard.cli.backup:backup_cmd",
     "restore": "shipyard.cli.backup:restore_cmd",
+    "slurm": "shipyard.cli.slurm:slurm_cmd",
 }
 
 

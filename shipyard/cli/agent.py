@@ -137,9 +137,12 @@ def _docker_overrides(docker: str | None) -> dict:
 
 @click.command("execute")
 @click.option("--id", "task_id", required=True, help="The task to build and run.")
+@click.option("--attempt", type=int, default=None, help="Run as this claim of the task (a glue job: "
+              "`shipyard slurm` claimed it, this process's key is the task's own, a signal hands it back "
+              "unless the task was asked to stop).")
 @click.option("--verbose", is_flag=True)
 @click.pass_context
-def execute_cmd(ctx, task_id, verbose) -> None:
+def execute_cmd(ctx, task_id, attempt, verbose) -> None:
     """Build and run one task in the foreground; exit with its outcome."""
     from agent.execution.runner import TaskRun
     from agent.execution.task_user import startup_check
@@ -149,9 +152,26 @@ def execute_cmd(ctx, task_id, verbose) -> None:
     startup_check(state.settings)
     shutdown = Shutdown().install()
     api = state.api
-    api.call("tasks.started", {"task": task_id, "force": True, "status_message": "shipyard execute"})
-    outcome = TaskRun(api, state.settings, task_id, should_abort=lambda: shutdown.requested, echo=_echo).run()
+    if attempt is None:
+        api.call("tasks.started", {"task": task_id, "force": True, "status_message": "shipyard execute"})
+        outcome = TaskRun(api, state.settings, task_id, should_abort=lambda: shutdown.requested, echo=_echo).run()
+    else:
+        outcome = _execute_claimed(state, task_id, attempt, shutdown)
     ctx.exit(0 if outcome.status == "completed" else (outcome.exit_code or 1))
+
+
+def _execute_claimed(state: CliState, task_id: str, attempt: int, shutdown: Shutdown):
+    """`execute --attempt N`: the glue's claim, reported as that attempt (fenced), with the key it minted."""
+    from agent.execution import lifecycle
+    from agent.glue.node import ClaimedRun, HeldKey, SignalVerdict
+
+    settings, api = state.settings, state.api
+    lifecycle.mark_started(api, task_id, "shipyard execute (glue job)", attempt)
+    run = ClaimedRun(api, settings, task_id, verdict=SignalVerdict(api, task_id, lambda: shutdown.requested),
+                     echo=_echo, attempt=attempt,
+                     task_keys=HeldKey(settings.api.access_key, settings.api.secret_key))
+    run.should_abort = run._judged
+    return run.run()
 
 
 @click.command("build")

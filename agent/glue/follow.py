@@ -1,0 +1,272 @@
+"""`Follower`: the engine's jobs mapped back onto their tasks, one `watch()` at a time.
+
+    PENDING    status message "pending in <engine> job <id>: <reason>"; the lease renewed
+    RUNNING    the lease renewed (the node's `shipyard execute` reports everything else)
+    SUCCEEDED  nothing: the node reported the task's end
+    FAILED     OOM / time limit / exit: if the task is still in progress (the node was killed before it
+               could report), it fails with the engine's reason; the job's own output file is
+               attached when the node never got as far as its log shipper
+    CANCELLED  still in progress: stopped
+    INFRA      the claim is handed back (`tasks.release` with retry): the lease machinery requeues it
+    abort      (task stopped, or "stopping" asked) `engine.cancel(job, grace)`; a job that never
+               started ends the task `stopped` here
+Every report carries the job's attempt, so a job of a superseded claim changes nothing (and is
+cancelled as soon as its lease renewal is refused). Jobs are adopted from `statuses()` after a
+restart (attempt and key from the job's comment/label).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.execution import lifecycle
+from agent.execution.lifecycle import Outcome
+from agent.execution.taskkey import TaskKey, TaskKeys
+from agent.glue.engine import Engine, EngineUnavailable, JobStatus, Phase
+from agent.glue.request import GlueSettings
+from agent.taskserver.port import TaskServer
+from shipyard.errors import ServerError, ServerUnreachable
+from shipyard.protocol import STOP_REQUEST, OutcomeKind, Subcode, TaskStatus
+
+log = logging.getLogger("shipyard.agent.glue")
+_GONE = frozenset({TaskStatus.STOPPED, TaskStatus.CLOSED, TaskStatus.CREATED, TaskStatus.QUEUED})
+"""A task in one of these while its job lives was stopped, reset or requeued: the job must go.
+(completed/failed: the node reported; its job ends by itself.)"""
+OUTPUT_TAIL_LINES = 50
+_REASONS = {
+    "OUT_OF_MEMORY": (OutcomeKind.USER_ERROR, "the task used more memory than its job was given (raise "
+                      "Shipyard/memory_mb or the glue's memory setting)"),
+    "OOMKilled": (OutcomeKind.USER_ERROR, "the task used more memory than its pod was given"),
+    "TIMEOUT": (OutcomeKind.TIMED_OUT, "the job ran past its time limit (the task's maximum run time plus grace)"),
+    "DeadlineExceeded": (OutcomeKind.TIMED_OUT, "the job ran past its time limit"),
+}
+
+
+@dataclass
+class Job:
+    job_id: str
+    task_id: str
+    attempt: int | None
+    key: str = ""               # the task key's access key ("" when the agent's own was passed on)
+    message: str = ""           # the status message this glue last wrote
+    cancelling: bool = False
+    ended: bool = False
+    renewed_at: float = 0.0
+    extended_at: float = 0.0
+
+
+class Follower:
+    def __init__(self, api: TaskServer, engine: Engine, settings: GlueSettings, task_keys: TaskKeys,
+                 say: Callable[[str], None]):
+        self.api = api
+        self.engine = engine
+        self.settings = settings
+        self.task_keys = task_keys
+        self.say = say
+        self.jobs: dict[str, Job] = {}
+        self.down: str | None = None     # why the engine cannot be reached, while it cannot
+        self._lock = threading.Lock()
+
+    @property
+    def active(self) -> list[Job]:
+        with self._lock:
+            return [job for job in self.jobs.values() if not job.ended]
+
+    def adopt(self, job: Job, message: str) -> None:
+        """A job just submitted; `message` is what its task already says (no call: the watch
+        writes the pending reason as soon as the engine gives one)."""
+        job.renewed_at = job.extended_at = time.monotonic()
+        job.message = message
+        with self._lock:
+            self.jobs[job.job_id] = job
+
+    def note_down(self, why: str) -> None:
+        if self.down != why:
+            self.say(f"{self.engine.name} cannot be reached: {why}; tasks stay queued, retrying every "
+                     f"{self.settings.retry_s:g}s")
+        self.down = why
+
+    # -- one watch --------------------------------------------------------------------------
+    def watch(self) -> bool:
+        """Map every job's phase back; False when the engine could not be asked."""
+        try:
+            statuses = self.engine.statuses()
+        except EngineUnavailable as exc:
+            self.note_down(str(exc))
+            return False
+        if self.down is not None:
+            self.say(f"{self.engine.name} answers again")
+            self.down = None
+        followed = [(job, status) for status in statuses
+                    if (job := self._job_of(status)) is not None and not job.ended]
+        tasks = self._tasks(job.task_id for job, _status in followed)
+        for job, status in followed:
+            self._follow(job, status, tasks.get(job.task_id))
+        return True
+
+    def _job_of(self, status: JobStatus) -> Job | None:
+        with self._lock:
+            job = self.jobs.get(status.job_id)
+            if job is None and status.attempt is not None:
+                job = self.jobs[status.job_id] = Job(status.job_id, status.task_id, status.attempt, status.key)
+                log.info("found %s job %s of task %s (attempt %s)", self.engine.name, status.job_id,
+                         status.task_id, status.attempt)
+        return job
+
+    def _tasks(self, ids: Iterable[str]) -> dict[str, dict]:
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        try:
+            rows = self.api.call("tasks.get_all", {"id": wanted, "only_fields": ["id", "status", "status_message"],
+                                                   "search_hidden": True}, deadline_s=10).get("tasks") or []
+        except (ServerError, ServerUnreachable) as exc:
+            log.warning("could not read the tasks' statuses: %s", exc)
+            return {}
+        return {row["id"]: row for row in rows}
+
+    def _follow(self, job: Job, status: JobStatus, task: dict | None) -> None:
+        if status.ended:
+            self._ended(job, status, task)
+        elif task is not None and _abort_asked(task):
+            self._abort(job, status)
+        elif not job.cancelling and task is not None and task.get("status") == TaskStatus.IN_PROGRESS:
+            self._keep_alive(job)     # (a task the node already ended holds no lease to renew)
+            if status.phase == Phase.PENDING:
+                reason = f": {status.reason}" if status.reason else ""
+                self._write_message(job, f"pending in {self.engine.name} job {job.job_id}{reason}")
+
+    # -- the job's end ----------------------------------------------------------------------
+    def _ended(self, job: Job, status: JobStatus, task: dict | None) -> None:
+        job.ended = True
+        if job.key:
+            self.task_keys.revoke(TaskKey(job.key, "", minted=True))
+        running = task is not None and task.get("status") == TaskStatus.IN_PROGRESS
+        where = f"{self.engine.name} job {job.job_id}"
+        if status.phase == Phase.INFRA:
+            self._hand_back(job, f"{where} ended {status.reason or 'for infrastructure reasons'}")
+            self._cancel_quietly(job)   # a job Slurm requeued itself would run the old claim again
+        elif not running:
+            return        # the node reported the end itself (or the task moved on)
+        elif status.phase == Phase.CANCELLED:
+            self._report(job, Outcome(TaskStatus.STOPPED, OutcomeKind.ABORTED, f"{where} was cancelled"))
+        elif status.phase == Phase.FAILED:
+            self._attach_output(job, status, task)
+            kind, why = _REASONS.get(status.reason, (OutcomeKind.USER_ERROR, f"exit code {status.exit_code}"))
+            self._report(job, Outcome(TaskStatus.FAILED, kind, f"{where} ended {status.reason or 'FAILED'}: {why}",
+                                      status.exit_code))
+
+    def _hand_back(self, job: Job, reason: str) -> None:
+        self.say(f"task {job.task_id}: {reason}; handing it back to its queue")
+        try:
+            answer = self.api.call("tasks.release", {"task": job.task_id, "attempt": job.attempt, "retry": True,
+                                                     "reason": f"{OutcomeKind.INFRASTRUCTURE}: {reason}"})
+            self.say(f"task {job.task_id}: {answer.get('outcome', 'released')}")
+        except ServerError as exc:
+            if exc.subcode != Subcode.STALE_CLAIM:
+                log.warning("task %s: could not hand it back: %s", job.task_id, exc)
+        except ServerUnreachable as exc:
+            log.warning("task %s: could not hand it back (its lease expires instead): %s", job.task_id, exc)
+
+    def _cancel_quietly(self, job: Job) -> None:
+        try:
+            self.engine.cancel(job.job_id, 0)
+        except EngineUnavailable as exc:
+            log.warning("task %s: could not cancel %s job %s: %s", job.task_id, self.engine.name, job.job_id, exc)
+
+    def _report(self, job: Job, outcome: Outcome) -> None:
+        self.last_line(job.task_id, job.attempt, f"shipyard: task {job.task_id} ended: {outcome.status_reason}")
+        self.say(f"task {job.task_id} {outcome.status}: {outcome.status_reason}")
+        try:
+            lifecycle.report_outcome(self.api, job.task_id, outcome, self.settings.worker, job.attempt)
+        except (ServerError, ServerUnreachable) as exc:
+            log.warning("task %s: could not report its end: %s", job.task_id, exc)
+
+    def _attach_output(self, job: Job, status: JobStatus, task: dict | None) -> None:
+        """The node never reached its log shipper (the status message is still the glue's own):
+        the tail of the engine's output file is the only trace; it goes to the console."""
+        message = str((task or {}).get("status_message") or "")
+        if not status.output or not message.startswith(("pending in", "submitted to", "submitting to")):
+            return
+        try:
+            lines = Path(status.output).read_text(errors="replace").splitlines()[-OUTPUT_TAIL_LINES:]
+        except OSError as exc:
+            lines = [f"(its output file {status.output} cannot be read: {exc})"]
+        self.last_line(job.task_id, job.attempt, "\n".join(
+            [f"shipyard: the job died before the task started; the last lines of {status.output}:", *lines]))
+
+    # -- while it runs ----------------------------------------------------------------------
+    def _abort(self, job: Job, status: JobStatus) -> None:
+        if job.cancelling:
+            return
+        job.cancelling = True
+        self.say(f"task {job.task_id}: abort requested; cancelling {self.engine.name} job {job.job_id} "
+                 f"(grace {self.settings.grace_s:g}s)")
+        try:
+            self.engine.cancel(job.job_id, self.settings.grace_s)
+        except EngineUnavailable as exc:
+            job.cancelling = False        # asked again at the next watch
+            self.note_down(str(exc))
+            return
+        if status.phase == Phase.PENDING:   # no node will report it: the glue does
+            self._report(job, Outcome(TaskStatus.STOPPED, OutcomeKind.ABORTED,
+                                      f"abort requested while pending in {self.engine.name} job {job.job_id}"))
+
+    def _keep_alive(self, job: Job) -> None:
+        """Renew the claim's lease (a refusal: the claim was superseded, the job must go) and
+        extend the task's key."""
+        now = time.monotonic()
+        if job.attempt is not None and now - job.renewed_at >= self.settings.lease_s / 4:
+            try:
+                self.api.call("tasks.renew_lease", {"task": job.task_id, "attempt": job.attempt,
+                                                    "lease_s": self.settings.lease_s}, deadline_s=5)
+                job.renewed_at = now
+            except ServerError as exc:
+                if exc.subcode == Subcode.STALE_CLAIM:
+                    self.say(f"task {job.task_id}: {self.engine.name} job {job.job_id} belongs to a superseded "
+                             "claim; cancelling it")
+                    job.cancelling = True
+                    self._cancel_quietly(job)
+            except ServerUnreachable as exc:
+                log.warning("task %s: could not renew its lease: %s", job.task_id, exc)
+        if job.key and now - job.extended_at >= self.task_keys.renew_every_s:
+            self.task_keys.extend(TaskKey(job.key, "", minted=True))
+            job.extended_at = now
+
+    def _write_message(self, job: Job, message: str) -> None:
+        """The status message, written only when it changes. `tasks.started` would overwrite a
+        stop request ("stopping") that landed since this watch read the task, so the task is read
+        again right before (the window left is that read's round trip, not a whole watch)."""
+        if message == job.message:
+            return
+        fresh = self._tasks([job.task_id]).get(job.task_id)
+        if fresh is None or fresh.get("status") != TaskStatus.IN_PROGRESS or _abort_asked(fresh):
+            return
+        try:
+            body = {"task": job.task_id, "status_message": message, "force": False}
+            if job.attempt is not None:
+                body["attempt"] = job.attempt
+            self.api.call("tasks.started", body, deadline_s=10)
+            job.message = message
+        except (ServerError, ServerUnreachable) as exc:
+            log.warning("task %s: could not set its status message: %s", job.task_id, exc)
+
+    def last_line(self, task_id: str, attempt: int | None, line: str) -> None:
+        event: dict = {"type": "log", "task": task_id, "timestamp": int(time.time() * 1000), "level": "error",
+                       "worker": self.settings.worker, "msg": line}
+        if attempt is not None:
+            event["attempt"] = attempt
+        try:
+            self.api.add_events([event], deadline_s=5)
+        except (ServerError, ServerUnreachable) as exc:
+            log.warning("task %s: could not write to its console: %s", task_id, exc)
+
+
+def _abort_asked(task: dict) -> bool:
+    status = task.get("status")
+    return status in _GONE or (status == TaskStatus.IN_PROGRESS
+                               and STOP_REQUEST in str(task.get("status_message") or "").lower())

@@ -1,0 +1,164 @@
+"""Slurm glue benchmarks on a local single-machine cluster (tests/slurm_cluster.py):
+
+* pickup: enqueue -> the task's first line of output, through `shipyard slurm` (claim, sbatch,
+  Slurm's start, `shipyard execute` on the node), p50/p90 - beside a bare sbatch job's start
+  (submit -> the job's first command runs) and `shipyard daemon` on the same machine, same run
+* hand-over: N queued tasks handed to Slurm (jobs accepted by slurmctld) per second, beside a bare
+  `sbatch` loop's submissions per second; both into a partition that is DOWN, so nothing starts
+
+    python bench/bench_slurm.py [--runs 10] [--tasks 1000]
+
+Needs root and Debian's slurm-wlm + munge (scripts/start-slurm.sh). Starts its own server,
+cluster, glue and daemon in a temp dir.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.agent_helpers import agent_env, start_daemon, wait_status  # noqa: E402
+from tests.helpers import start_server  # noqa: E402
+from tests.slurm_cluster import SlurmCluster  # noqa: E402
+
+SCRIPT = {"repository": "", "entry_point": "hello.py", "diff": "print('PICKUP-MARKER', flush=True)\n"}
+
+
+def first_line_ms(api, task: str, enqueued_ms: int) -> float:
+    events = api.call("events.get_task_events", {"task": task, "event_type": "log", "order": "asc",
+                                                 "batch_size": 1000})["events"]
+    for event in events:
+        if "PICKUP-MARKER" in str(event.get("msg", "")):
+            return event["timestamp"] - enqueued_ms
+    raise RuntimeError(f"task {task}: marker line not found")
+
+
+def pickup(api, queue: str, runs: int) -> list[float]:
+    samples = []
+    for i in range(runs + 1):          # the first run warms the env cache
+        task = api.call("tasks.create", {"name": f"{queue}-{i}", "type": "training", "script": SCRIPT})["id"]
+        time.sleep(0.3)
+        enqueued_ms = int(time.time() * 1000)
+        api.call("tasks.enqueue", {"task": task, "queue_name": queue})
+        doc = wait_status(api, task, timeout=180)
+        if doc["status"] != "completed":
+            raise RuntimeError(f"task {task} {doc['status']}: {doc.get('status_reason')}")
+        if i:
+            samples.append(first_line_ms(api, task, enqueued_ms))
+    return samples
+
+
+def bare_sbatch_start(cluster: SlurmCluster, out: Path, runs: int) -> list[float]:
+    """submit -> the job's first command prints the time (the same partition, no Shipyard)."""
+    samples = []
+    for i in range(runs):
+        path = out / f"bare-{i}.out"
+        before = time.time()
+        cluster.run("sbatch", "--parsable", "-p", "batch", f"--output={path}", "--wrap",
+                    f"{sys.executable} -c 'import time; print(time.time())'")
+        deadline = time.monotonic() + 60
+        while not (path.exists() and path.read_text().strip()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"bare job {i} never started")
+            time.sleep(0.02)
+        samples.append((float(path.read_text().split()[0]) - before) * 1000)
+        time.sleep(0.3)
+    return samples
+
+
+def bare_sbatch_rate(cluster: SlurmCluster, count: int) -> float:
+    started = time.monotonic()
+    for _ in range(count):
+        cluster.run("sbatch", "--parsable", "-p", "hold", "-o", "/dev/null", "--wrap", "true")
+    rate = count / (time.monotonic() - started)
+    cluster.run("scancel", "-p", "hold", check=False)
+    return rate
+
+
+def jobs_in(cluster: SlurmCluster, partition: str) -> int:
+    return len(cluster.run("squeue", "-h", "-p", partition, "-o", "%i", check=False).stdout.split())
+
+
+def glue_rate(api, cluster: SlurmCluster, env: dict, root: Path, count: int) -> float:
+    """Enqueue `count` tasks, then start a glue on them: tasks handed to slurmctld per second."""
+    api.call("queues.create", {"name": "flood"})
+    for i in range(count):
+        task = api.call("tasks.create", {"name": f"flood-{i}", "type": "training", "script": SCRIPT})["id"]
+        api.call("tasks.enqueue", {"task": task, "queue_name": "flood"})
+    log = root / "glue-flood.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "shipyard", "slurm", "--queue", "flood", "--partition", "hold",
+                                 "--output-dir", str(root / "flood-out"), "--max-jobs", str(count + 10)],
+                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        while "handing" not in log.read_text(errors="replace"):
+            time.sleep(0.02)
+        started = time.monotonic()
+        while jobs_in(cluster, "hold") < count:
+            if proc.poll() is not None or time.monotonic() - started > 600:
+                raise RuntimeError(f"the glue stopped or stalled:\n{log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        return count / (time.monotonic() - started)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        cluster.run("scancel", "-p", "hold", check=False)
+
+
+def run_pickup(api, cluster: SlurmCluster, env: dict, root: Path, runs: int) -> None:
+    glue_log = root / "glue.log"
+    with open(glue_log, "ab") as out:
+        glue = subprocess.Popen([sys.executable, "-m", "shipyard", "slurm", "--queue", "slurm-bench",
+                                 "--partition", "batch", "--output-dir", str(root / "out"), "--mem", "1024",
+                                 "--node-command", f"{sys.executable} -m shipyard"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    daemon = start_daemon(env, ["daemon-bench"], root / "daemon.log")
+    try:
+        results = {
+            "bare sbatch job start": bare_sbatch_start(cluster, root, runs),
+            "shipyard slurm: enqueue -> first line": pickup(api, "slurm-bench", runs),
+            "shipyard daemon: enqueue -> first line": pickup(api, "daemon-bench", runs),
+        }
+    finally:
+        glue.terminate()
+        glue.wait(60)
+        daemon.stop()
+    for name, samples in results.items():
+        q = statistics.quantiles(samples, n=10)
+        print(f"{name}: p50 {statistics.median(samples):.0f} ms, p90 {q[-1]:.0f} ms ({len(samples)} runs)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--skip-pickup", action="store_true", help="only the hand-over rate")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-slurm-") as tmp:
+        root = Path(tmp)
+        root.chmod(0o755)
+        cluster = SlurmCluster.start(root / "cluster", gpus=0, memory_mb=4096)
+        server = start_server(root / "server")
+        api = server.api()
+        for name in ("slurm-bench", "daemon-bench"):
+            api.call("queues.create", {"name": name})
+        env = agent_env(server, root, **cluster.env, PYTHONPATH=str(Path.cwd()))
+        if not args.skip_pickup:
+            run_pickup(api, cluster, env, root, args.runs)
+        bare = bare_sbatch_rate(cluster, args.tasks)
+        glued = glue_rate(api, cluster, env, root, args.tasks)
+        print(f"bare sbatch loop: {bare:.1f} submissions/s ({args.tasks} jobs)")
+        print(f"shipyard slurm hand-over: {glued:.1f} tasks/s ({args.tasks} queued tasks) = {glued / bare:.2f}x")
+        cluster.stop()
+        server.stop()
+
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""The glue loop against InMemoryTaskServer and MemoryEngine: phases mapped back, aborts,
+infrastructure requeues, rejections, an unreachable engine and a restart - in-process, each
+test well under a second or two."""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from agent.execution.taskkey import TaskKeys
+from agent.glue.engine import Phase
+from agent.glue.loop import GlueLoop
+from agent.glue.memory import MemoryEngine
+from agent.glue.request import GlueSettings, QueueSpec, parse_queue
+from agent.taskserver.memory import InMemoryTaskServer
+
+
+def settings(**overrides) -> GlueSettings:
+    base = dict(queues=(QueueSpec("gpu", gpus=1),), worker="glue:test", max_jobs=10, watch_s=0.02,
+                retry_s=0.05, lease_s=30.0, grace_s=2.0, node_command=("shipyard",))
+    base.update(overrides)
+    return GlueSettings(**base)
+
+
+@pytest.fixture
+def server() -> InMemoryTaskServer:
+    api = InMemoryTaskServer()
+    api.call("queues.create", {"name": "gpu"})
+    return api
+
+
+def enqueue(api: InMemoryTaskServer, **hyper) -> str:
+    section = {k: {"section": "Shipyard", "name": k, "value": str(v)} for k, v in hyper.items()}
+    task = api.call("tasks.create", {"name": "t", "type": "training", "hyperparams": {"Shipyard": section}})["id"]
+    queue = api.call("queues.get_all", {"name": "^gpu$"})["queues"][0]["id"]
+    api.call("tasks.enqueue", {"task": task, "queue": queue})
+    return task
+
+
+@contextmanager
+def running(api: InMemoryTaskServer, engine: MemoryEngine, **overrides) -> Iterator[GlueLoop]:
+    stop = threading.Event()
+    lines: list[str] = []
+    loop = GlueLoop(api, engine, settings(**overrides), stop=stop, echo=lines.append,
+                    task_keys=TaskKeys(api, ("glue-key", "glue-secret")), server_env={"CLEARML_API_HOST": "x"})
+    loop.lines = lines  # type: ignore[attr-defined]
+    thread = threading.Thread(target=loop.work, daemon=True)
+    thread.start()
+    try:
+        yield loop
+    finally:
+        stop.set()
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+def until(check, timeout_s: float = 5.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+def doc(api: InMemoryTaskServer, task: str) -> dict:
+    return api.tasks[task]
+
+
+def test_a_claimed_task_becomes_a_job_with_its_own_key_and_resources(server):
+    engine = MemoryEngine()
+    task = enqueue(server, max_runtime_s=60, cpus=2, memory_mb=512)
+    with running(server, engine):
+        request = until(lambda: engine.submitted and engine.submitted[0])
+        until(lambda: "pending in memory job" in doc(server, task)["status_message"])
+    assert request.command == ("shipyard", "execute", "--id", task, "--attempt", "1")
+    assert request.gpus == 1 and request.cpus == 2 and request.memory_mb == 512
+    assert request.time_limit_s == 60 + 2 + 30
+    assert request.env["CLEARML_API_ACCESS_KEY"].startswith("TASKKEY")
+    assert "glue-key" not in request.env.values() and request.env["CLEARML_API_HOST"] == "x"
+    assert doc(server, task)["status"] == "in_progress"
+    assert doc(server, task)["status_message"] == f"pending in memory job {engine.job_of(task)}: Priority"
+
+
+@pytest.mark.parametrize("phase, reason, status, words", [
+    (Phase.FAILED, "OUT_OF_MEMORY", "failed", "user_error: memory job {job} ended OUT_OF_MEMORY: the task used more memory"),
+    (Phase.FAILED, "TIMEOUT", "failed", "timed_out: memory job {job} ended TIMEOUT"),
+    (Phase.FAILED, "NonZeroExitCode", "failed", "user_error: memory job {job} ended NonZeroExitCode: exit code 3"),
+    (Phase.CANCELLED, "CANCELLED", "stopped", "aborted: memory job {job} was cancelled"),
+    (Phase.INFRA, "NODE_FAIL", "queued", "infrastructure: memory job {job} ended NODE_FAIL"),
+])
+def test_a_job_that_ends_before_its_task_reported_ends_the_task(server, phase, reason, status, words):
+    engine = MemoryEngine()
+    task = enqueue(server)
+    with running(server, engine, max_jobs=1):
+        job = until(lambda: engine.jobs and engine.job_of(task))
+        until(lambda: doc(server, task)["status"] == "in_progress")
+        engine.set_phase(job, Phase.RUNNING)
+        engine.finish(job, phase, reason, exit_code=3 if reason == "NonZeroExitCode" else None)
+        until(lambda: doc(server, task)["status"] == status or len(engine.submitted) > 1)
+        if phase == Phase.INFRA:   # requeued by the lease rules, then claimed again as attempt 2
+            until(lambda: len(engine.submitted) == 2)
+            assert engine.submitted[1].attempt == 2
+    history = [c for c in server.calls if c[0] in ("tasks.failed", "tasks.stopped", "tasks.release")]
+    assert words.format(job=job) in str(history)
+
+
+def test_a_job_that_succeeded_leaves_the_nodes_report_alone(server):
+    engine = MemoryEngine()
+    task = enqueue(server)
+    with running(server, engine):
+        job = until(lambda: engine.jobs and engine.job_of(task))
+        until(lambda: doc(server, task)["status"] == "in_progress")
+        server.call("tasks.completed", {"task": task, "attempt": 1})   # what the node's execute does
+        engine.finish(job, Phase.SUCCEEDED)
+        until(lambda: server.keys[engine.submitted[0].env["CLEARML_API_ACCESS_KEY"]]["revoked"])
+    assert doc(server, task)["status"] == "completed"
+
+
+def test_abort_of_a_pending_job_cancels_it_with_the_grace_and_stops_the_task(server):
+    engine = MemoryEngine()
+    task = enqueue(server)
+    with running(server, engine):
+        job = until(lambda: engine.jobs and engine.job_of(task))
+        until(lambda: "pending" in doc(server, task)["status_message"])
+        server.call("tasks.stop", {"task": task})
+        until(lambda: doc(server, task)["status"] == "stopped")
+    assert engine.cancelled == [(job, 2.0)]
+    assert "abort requested while pending" in doc(server, task)["status_reason"]
+
+
+def test_abort_of_a_running_job_cancels_it_and_leaves_the_end_to_the_node(server):
+    engine = MemoryEngine()
+    task = enqueue(server)
+    with running(server, engine):
+        job = until(lambda: engine.jobs and engine.job_of(task))
+        until(lambda: doc(server, task)["status"] == "in_progress")
+        engine.set_phase(job, Phase.RUNNING)
+        server.call("tasks.stop", {"task": task})
+        until(lambda: engine.cancelled)
+        server.call("tasks.stopped", {"task": task, "attempt": 1, "status_reason": "aborted: abort requested"})
+    assert engine.cancelled == [(job, 2.0)]
+    assert doc(server, task)["status_reason"] == "aborted: abort requested"
+
+
+@pytest.mark.parametrize("hyper, words", [
+    ({"engine_options": "--nodelist=n1"}, "engine option '--nodelist' is not allowed"),
+    ({"gpus": 16}, "16 GPUs asked for (Shipyard/gpus)"),
+    ({"cpus": "many"}, "Shipyard/cpus = 'many' is not a whole number"),
+])
+def test_a_task_asking_for_what_is_not_allowed_fails_at_once_and_the_glue_goes_on(server, hyper, words):
+    engine = MemoryEngine(allowed_options=("--constraint",))
+    bad = enqueue(server, **hyper)
+    good = enqueue(server, engine_options="--constraint=a100")
+    with running(server, engine):
+        until(lambda: doc(server, bad)["status"] == "failed")
+        until(lambda: engine.jobs and engine.job_of(good))
+    assert words in doc(server, bad)["status_reason"]
+    assert any(words in str(e.get("msg")) for e in server.events if e["task"] == bad)
+    assert [r.task_id for r in engine.submitted] == [good]
+
+
+def test_an_unreachable_engine_keeps_tasks_queued_and_says_why(server):
+    engine = MemoryEngine()
+    engine.down = "slurmctld: Unable to contact slurm controller"
+    task = enqueue(server)
+    with running(server, engine) as loop:
+        until(lambda: any("cannot be reached: slurmctld" in line for line in loop.lines))
+        time.sleep(0.1)
+        assert doc(server, task)["status"] == "queued" and not engine.submitted
+        engine.down = None
+        until(lambda: engine.jobs and engine.job_of(task))
+        assert any("answers again" in line for line in loop.lines)
+
+
+def test_max_jobs_bounds_what_is_handed_over(server):
+    engine = MemoryEngine()
+    tasks = [enqueue(server) for _ in range(5)]
+    with running(server, engine, max_jobs=2):
+        until(lambda: len(engine.submitted) == 2)
+        time.sleep(0.1)
+        assert len(engine.submitted) == 2
+        first = engine.job_of(tasks[0])
+        server.call("tasks.completed", {"task": tasks[0], "attempt": 1})
+        engine.finish(first, Phase.SUCCEEDED)
+        until(lambda: len(engine.submitted) == 3)
+
+
+def test_a_restarted_glue_finds_its_jobs_and_neither_loses_nor_duplicates_a_task(server):
+    engine = MemoryEngine()
+    tasks = [enqueue(server) for _ in range(3)]
+    with running(server, engine, max_jobs=2):
+        until(lambda: len(engine.jobs) == 2)
+        until(lambda: all(doc(server, t)["status"] == "in_progress" for t in tasks[:2]))
+    # The glue is gone; its jobs live on. A new glue adopts them and reports their ends.
+    job0 = engine.job_of(tasks[0])
+    engine.set_phase(job0, Phase.RUNNING)
+    with running(server, engine, max_jobs=2):
+        engine.finish(job0, Phase.FAILED, "OUT_OF_MEMORY")
+        until(lambda: doc(server, tasks[0])["status"] == "failed")
+        until(lambda: len(engine.jobs) == 3)
+    assert sorted(r.task_id for r in engine.submitted) == sorted(tasks)
+
+
+def test_a_job_of_a_superseded_claim_is_cancelled(server):
+    engine = MemoryEngine()
+    task = enqueue(server)
+    with running(server, engine, lease_s=0.2):
+        job = until(lambda: engine.jobs and engine.job_of(task))
+        until(lambda: doc(server, task)["status"] == "in_progress")
+        server.tasks[task]["_attempt"] = 7     # the server gave the task to another claim meanwhile
+        until(lambda: engine.cancelled)
+    assert engine.cancelled[0][0] == job
+
+
+def test_queue_specs_parse_and_name_the_mistake():
+    assert parse_queue("gpu=2") == QueueSpec("gpu", 2) and parse_queue("cpu") == QueueSpec("cpu", 0)
+    with pytest.raises(ValueError, match="whole number"):
+        parse_queue("gpu=two")
+
+
+def test_a_job_that_dies_before_the_task_started_gets_its_output_file_in_the_console(server, tmp_path):
+    from dataclasses import replace
+
+    engine = MemoryEngine()
+    task = enqueue(server)
+    output = tmp_path / "job.out"
+    output.write_text("line one\nslurmstepd: error: execve(): shipyard: No such file or directory\n")
+    with running(server, engine):
+        job = until(lambda: engine.jobs and engine.job_of(task))
+        until(lambda: "pending in" in doc(server, task)["status_message"])
+        engine.jobs[job].status = replace(engine.jobs[job].status, phase=Phase.FAILED, reason="NonZeroExitCode",
+                                          exit_code=2, output=str(output))
+        until(lambda: doc(server, task)["status"] == "failed")
+    console = "\n".join(str(e["msg"]) for e in server.events if e["task"] == task)
+    assert f"the last lines of {output}" in console and "execve(): shipyard: No such file" in console
+    assert "exit code 2" in doc(server, task)["status_reason"]
