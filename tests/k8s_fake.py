@@ -30,6 +30,7 @@ RBAC = {
     "delete_namespaced_job": ("batch", "jobs", "delete"),
     "list_namespaced_pod": ("", "pods", "list"),
     "delete_namespaced_pod": ("", "pods", "delete"),
+    "create_namespaced_secret": ("", "secrets", "create"),
 }
 """What each client method of the fake needs from the API server's authorizer."""
 
@@ -47,6 +48,7 @@ class FakeKubernetes:
     def __init__(self) -> None:
         self.jobs: dict[tuple[str, str], Any] = {}
         self.pods: dict[tuple[str, str], Any] = {}
+        self.secrets: dict[tuple[str, str], Any] = {}
         self.calls: list[tuple[str, str, str]] = []
         self.deletes: list[tuple[str, str, int | None, str | None]] = []
         self.down = False
@@ -143,10 +145,12 @@ class _Api:
         self._s.jobs[key] = job
         return copy_model(job, "V1Job")
 
-    def list_namespaced_job(self, namespace: str, label_selector: str | None = None, **_: Any) -> Any:
+    def list_namespaced_job(self, namespace: str, label_selector: str | None = None, field_selector: str | None = None,
+                            **_: Any) -> Any:
         self._s.call("list_namespaced_job")
-        items = [copy_model(j, "V1Job") for (ns, _n), j in self._s.jobs.items()
-                 if ns == namespace and _matches(j.metadata.labels, label_selector)]
+        name = (field_selector or "").removeprefix("metadata.name=")
+        items = [copy_model(j, "V1Job") for (ns, n), j in self._s.jobs.items()
+                 if ns == namespace and _matches(j.metadata.labels, label_selector) and (not name or n == name)]
         return client.V1JobList(items=items)
 
     def delete_namespaced_job(self, name: str, namespace: str, grace_period_seconds: int | None = None,
@@ -156,8 +160,9 @@ class _Api:
         job = self._s.jobs.get((namespace, name))
         if job is None:
             raise ApiException(status=404, reason="Not Found")
-        for key in [k for k, p in self._s.pods.items() if p.metadata.owner_references[0].name == name]:
-            del self._s.pods[key]
+        for store in (self._s.pods, self._s.secrets):  # the garbage collector follows owner references
+            for key in [k for k, o in store.items() if o.metadata.owner_references[0].name == name]:
+                del store[key]
         if propagation_policy == "Foreground":
             job.metadata.deletion_timestamp = dt.datetime.now(dt.timezone.utc)
         else:
@@ -177,3 +182,14 @@ class _Api:
         if self._s.pods.pop((namespace, name), None) is None:
             raise ApiException(status=404, reason="Not Found")
         return copy_model(client.V1Pod(metadata=client.V1ObjectMeta(name=name)), "V1Pod")
+
+    def create_namespaced_secret(self, namespace: str, body: Any, **_: Any) -> Any:
+        self._s.call("create_namespaced_secret")
+        assert isinstance(body, client.V1Secret), f"the engine must send a V1Secret, not {type(body).__name__}"
+        key = (namespace, body.metadata.name)
+        if key in self._s.secrets:
+            raise ApiException(status=409, reason="Conflict")
+        (owner,) = body.metadata.owner_references
+        assert owner.uid == self._s.jobs[(namespace, owner.name)].metadata.uid, "the secret's owner is its job"
+        self._s.secrets[key] = copy_model(body, "V1Secret")
+        return copy_model(body, "V1Secret")

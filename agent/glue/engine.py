@@ -75,6 +75,19 @@ class JobStatus:
     reason: str = ""
     """The engine's own word for why: "Resources", "OUT_OF_MEMORY", "OOMKilled", "NODE_FAIL"."""
     exit_code: int | None = None
+    attempt: int | None = None
+    """The claim's attempt the job was submitted for (from its comment/label); None when the engine
+    no longer says (a job found only in the engine's history)."""
+    key: str = ""
+    """The access key (never the secret) of the task key the job carries, so a restarted glue can
+    extend and revoke it."""
+    output: str = ""
+    """Where the engine wrote the job's own output (Slurm's -o file), attached when the task died
+    before its log shipper started."""
+
+    @property
+    def ended(self) -> bool:
+        return self.phase not in (Phase.PENDING, Phase.RUNNING)
 
 
 class Engine(Protocol):

@@ -2,7 +2,8 @@
 
     KubernetesEngine.connect(namespace, settings)   in-cluster config, else kubeconfig
         check(request)      allow-list, image, GPUs per pod     (k8s_pod.check_request)
-        submit(request)     POST the Job from the template       (k8s_pod.build_job)
+        submit(request)     POST the Job from the template       (k8s_pod.build_job), then the Secret
+                            of its variables, owned by the Job  (k8s_pod.build_secret)
         statuses()          list Jobs + pods by this glue's label -> JobStatus (k8s_state.job_state)
         cancel(job, grace)  delete the job's pods with the grace, then the Job (Foreground)
 
@@ -11,7 +12,11 @@ so `statuses()` after a restart sees exactly what it saw before. It makes these 
 others (deploy/kubernetes/glue.yaml's Role grants exactly them; tests/test_k8s_manifests.py holds
 the two together):
 
-    batch/v1 jobs   create, list, delete        core/v1 pods   list, delete
+    batch/v1 jobs   create, list, delete        core/v1 pods   list, delete      core/v1 secrets   create
+
+The job's variables (server address, the task's own short-lived key) live in a Secret named like
+the Job and owned by it (the garbage collector removes it with the Job), never in the Job's spec,
+which the namespace's `view` role can read.
 
 A submit that finds its Job already there (the glue restarted between POST and the loop noting
 it) returns the existing name: submit is idempotent per task attempt. An API server that cannot
@@ -23,11 +28,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from agent.glue.engine import EngineUnavailable, JobRejected, JobRequest, JobStatus
-from agent.glue.k8s_pod import LABEL_GLUE, LABEL_TASK, PodSettings, build_job, check_request, job_name_for
+from agent.glue.k8s_pod import (
+    ANNOTATION_KEY,
+    LABEL_ATTEMPT,
+    LABEL_GLUE,
+    LABEL_TASK,
+    PodSettings,
+    build_job,
+    build_secret,
+    check_request,
+    job_name_for,
+)
 from agent.glue.k8s_state import is_stuck, job_state
 from shipyard.errors import ConfigError
 
@@ -73,8 +88,11 @@ class KubernetesEngine:
     def submit(self, request: JobRequest) -> str:
         job = build_job(request, self.settings)
         name = job_name_for(request)
+        created = None
         with _api(f"create job {name}", conflict_ok=True):
-            self._batch.create_namespaced_job(self.namespace, job, _request_timeout=REQUEST_TIMEOUT)
+            created = self._batch.create_namespaced_job(self.namespace, job, _request_timeout=REQUEST_TIMEOUT)
+        if request.env:
+            self._create_secret(request, created or self._read_job(name))
         log.info("kubernetes: job %s for task %s in namespace %s", name, request.task_id, self.namespace)
         return name
 
@@ -93,8 +111,11 @@ class KubernetesEngine:
             phase, reason, exit_code = state = job_state(job, by_job.get(name))
             if is_stuck(state):
                 self._end_stuck(name, reason)
-            out.append(JobStatus(job_id=name, task_id=(job.metadata.labels or {}).get(LABEL_TASK, ""),
-                                 phase=phase, reason=reason, exit_code=exit_code))
+            labels, annotations = job.metadata.labels or {}, job.metadata.annotations or {}
+            attempt = labels.get(LABEL_ATTEMPT, "")
+            out.append(JobStatus(job_id=name, task_id=labels.get(LABEL_TASK, ""), phase=phase, reason=reason,
+                                 exit_code=exit_code, attempt=int(attempt) if attempt.isdigit() else None,
+                                 key=annotations.get(ANNOTATION_KEY, "")))
         return out
 
     def cancel(self, job_id: str, grace_s: float) -> None:
@@ -110,6 +131,26 @@ class KubernetesEngine:
                                                      _request_timeout=REQUEST_TIMEOUT)
         self._delete_job(job_id, grace, "Foreground")
         log.info("kubernetes: job %s deleted (grace %d s)", job_id, grace)
+
+    def _read_job(self, name: str) -> Any:
+        """The job an earlier submit of this attempt made (list: the one read verb the Role grants for jobs)."""
+        with _api(f"read job {name}"):
+            items = self._batch.list_namespaced_job(self.namespace, field_selector=f"metadata.name={name}",
+                                                    _request_timeout=REQUEST_TIMEOUT).items
+        if not items:
+            raise EngineUnavailable(f"kubernetes: job {name} was there a moment ago and is gone; retrying")
+        return items[0]
+
+    def _create_secret(self, request: JobRequest, job: Any) -> None:
+        """The job's variables; a job whose secret cannot be made would wait for ever, so it goes too."""
+        try:
+            with _api(f"create secret {job.metadata.name}", conflict_ok=True):
+                self._core.create_namespaced_secret(self.namespace, build_secret(request, self.settings, job),
+                                                    _request_timeout=REQUEST_TIMEOUT)
+        except (EngineUnavailable, JobRejected):
+            with suppress(EngineUnavailable):
+                self._delete_job(job.metadata.name, 0, "Background")
+            raise
 
     def _end_stuck(self, name: str, reason: str) -> None:
         """A job whose pod will never start (image pull) holds its GPUs for ever: delete it once reported."""

@@ -3,6 +3,7 @@
     load_template(path) -> dict          pod.yaml (a Pod, or {metadata, spec}); unknown fields refused
     pod_overrides(options, allowed)      the task's Docker arguments -> PodOverrides (allow-listed)
     build_job(request, settings)         -> kubernetes.client.V1Job (one pod, backoffLimit 0)
+    build_secret(request, settings, job) -> V1Secret of the job's variables, owned by the Job
 
 Everything here works on the official client's own models (V1Job, V1PodSpec, V1Container...), so
 what the engine sends is exactly what `ApiClient().sanitize_for_serialization` serializes. The
@@ -41,6 +42,9 @@ LABEL_TASK = "shipyard.io/task-id"
 LABEL_GLUE = "shipyard.io/glue"
 LABEL_ATTEMPT = "shipyard.io/attempt"
 LABEL_QUEUE = "shipyard.io/queue"
+ANNOTATION_KEY = "shipyard.io/task-key"
+"""The access key (never the secret) of the task's own key, so a restarted glue can revoke it."""
+KEY_VARIABLE = "CLEARML_API_ACCESS_KEY"
 ANNOTATION_IMAGE_SOURCE = "shipyard.io/image-source"
 """`task` when the task chose the image (a pull failure is then the task's fault), else `template`."""
 TASK_CONTAINER = "task"
@@ -272,9 +276,24 @@ def build_job(request: JobRequest, settings: PodSettings) -> Any:
     _add_shm(pod.spec, overrides.shm_size)
     spec = client.V1JobSpec(template=pod, backoff_limit=0, ttl_seconds_after_finished=settings.ttl_after_finished_s,
                             active_deadline_seconds=math.ceil(request.time_limit_s) if request.time_limit_s else None)
-    meta = client.V1ObjectMeta(name=job_name_for(request), labels=labels,
-                               annotations={ANNOTATION_IMAGE_SOURCE: image_source})
+    annotations = {ANNOTATION_IMAGE_SOURCE: image_source}
+    if request.env.get(KEY_VARIABLE):
+        annotations[ANNOTATION_KEY] = request.env[KEY_VARIABLE]
+    meta = client.V1ObjectMeta(name=job_name_for(request), labels=labels, annotations=annotations)
     return client.V1Job(api_version="batch/v1", kind="Job", metadata=meta, spec=spec)
+
+
+def build_secret(request: JobRequest, settings: PodSettings, job: Any) -> Any:
+    """The job's variables (server address, the task's own key) as a Secret the Job owns: they stay out of
+    the Job's spec, which anyone with `view` on the namespace can read, and go when the Job goes."""
+    from kubernetes import client
+
+    owner = client.V1OwnerReference(api_version="batch/v1", kind="Job", name=job.metadata.name,
+                                    uid=job.metadata.uid, controller=False, block_owner_deletion=False)
+    meta = client.V1ObjectMeta(name=job_name_for(request), labels=_labels(request, settings),
+                               owner_references=[owner])
+    return client.V1Secret(api_version="v1", kind="Secret", metadata=meta, type="Opaque",
+                           string_data=dict(request.env))
 
 
 def _labels(request: JobRequest, settings: PodSettings) -> dict[str, str]:
@@ -307,10 +326,14 @@ def _fill_container(container: Any, request: JobRequest, settings: PodSettings, 
     if not container.image:
         raise ConfigError("no image for the task pod: the template's container names none and --image is not set")
     container.command, container.args = list(request.command), None
-    env = {**{e.name: e for e in container.env or []}}
-    for key, value in {**overrides.env, **request.env}.items():
-        env[key] = client.V1EnvVar(name=key, value=value)
+    env = {e.name: e for e in container.env or [] if e.name not in request.env}
+    for key, value in overrides.env.items():
+        if key not in request.env:  # the task's -e never shadows the server address or the task's key
+            env[key] = client.V1EnvVar(name=key, value=value)
     container.env = list(env.values()) or None
+    if request.env:
+        container.env_from = [*(container.env_from or []), client.V1EnvFromSource(
+            secret_ref=client.V1SecretEnvSource(name=job_name_for(request)))]
     if overrides.workdir:
         container.working_dir = overrides.workdir
     _set_resources(container, request, overrides)

@@ -6,12 +6,12 @@ Read in this order; the first that matches wins:
 
     job being deleted (deletionTimestamp)              CANCELLED  "deleted"           an abort
     job condition Complete / status.succeeded          SUCCEEDED
-    job condition Failed, reason DeadlineExceeded      FAILED     "time limit ..."    activeDeadlineSeconds
+    job condition Failed, reason DeadlineExceeded      FAILED     "DeadlineExceeded"  activeDeadlineSeconds
     pod Failed, reason Evicted / NodeLost / Shutdown /
         NodeShutdown / Terminated / Unexpected...      INFRA      kubelet's message   requeued
     pod condition DisruptionTarget=True                INFRA      its reason          preempted, drained, taint
-    task container terminated OOMKilled                FAILED     "out of memory ..." the task's own limit
-    task container terminated, exit code != 0          FAILED     "exit code N ..."
+    task container terminated OOMKilled                FAILED     "OOMKilled"         over its memory limit
+    task container terminated, exit code != 0          FAILED     "Error" + exit code
     job Failed, its pod gone                           INFRA      "pod lost"          node deleted with the pod
     container waiting ErrImagePull / ImagePullBackOff /
         InvalidImageName / ErrImageNeverPull           FAILED if the task chose the image, else INFRA
@@ -23,7 +23,9 @@ Read in this order; the first that matches wins:
 An image that cannot be pulled never fails the pod by itself (kubelet retries for ever, holding
 the pod's GPUs), so the engine deletes such a job when it reports it. The task's own
 `shipyard execute` reports most endings to the server itself; these phases matter when it could
-not (it never started, or was killed from outside).
+not (it never started, or was killed from outside). Reasons start with Kubernetes' own word
+("OOMKilled", "DeadlineExceeded", "Evicted: <kubelet's message>", "Unschedulable: <scheduler's
+message>"): the loop (agent/glue/follow.py) words the task's ending from that first word.
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ def job_state(job: Any, pod: Any | None) -> State:
     if job.metadata.deletion_timestamp is not None:
         return Phase.CANCELLED, "deleted", None
     ended = _job_ended(job)
-    if ended is not None and (ended[0] is not Phase.FAILED or ended[1].startswith("time limit")):
+    if ended is not None and (ended[0] is not Phase.FAILED or ended[1] == "DeadlineExceeded"):
         return ended
     if pod is not None:
         state = _pod_ended(pod) or _pod_stuck(job, pod) or ended
@@ -58,7 +60,7 @@ def job_state(job: Any, pod: Any | None) -> State:
 
 def is_stuck(state: State) -> bool:
     """A state the pod will never leave by itself (image pull): the engine deletes the job."""
-    return state[0] in (Phase.FAILED, Phase.INFRA) and state[1].startswith("image ")
+    return state[0] in (Phase.FAILED, Phase.INFRA) and state[1].split(":")[0] in IMAGE_PULL_REASONS
 
 
 def _job_ended(job: Any) -> State | None:
@@ -70,8 +72,7 @@ def _job_ended(job: Any) -> State | None:
             return Phase.SUCCEEDED, "", 0
         if cond.type == "Failed":
             if cond.reason == "DeadlineExceeded":
-                limit = job.spec.active_deadline_seconds if job.spec else None
-                return Phase.FAILED, f"time limit of {limit} s exceeded (DeadlineExceeded)", None
+                return Phase.FAILED, "DeadlineExceeded", None
             return Phase.FAILED, _join(cond.reason, cond.message), None
     if status is not None and status.succeeded:
         return Phase.SUCCEEDED, "", 0
@@ -90,9 +91,8 @@ def _pod_ended(pod: Any) -> State | None:
     terminated = _task_status(pod, "terminated")
     if terminated is not None and (terminated.exit_code or terminated.reason == "OOMKilled"):
         if terminated.reason == "OOMKilled":
-            return Phase.FAILED, "out of memory (OOMKilled: the container went over its memory limit)", \
-                terminated.exit_code
-        return Phase.FAILED, _join(f"exit code {terminated.exit_code}", terminated.reason), terminated.exit_code
+            return Phase.FAILED, "OOMKilled", terminated.exit_code
+        return Phase.FAILED, _join(terminated.reason or "Error", terminated.message), terminated.exit_code
     if status.phase == "Succeeded":
         return Phase.SUCCEEDED, "", 0
     if status.phase == "Failed":
@@ -107,7 +107,7 @@ def _pod_stuck(job: Any, pod: Any) -> State | None:
     annotations = job.metadata.annotations or {}
     chosen_by_task = annotations.get(ANNOTATION_IMAGE_SOURCE) == "task"
     image = _task_image(pod)
-    reason = _join(f"image {image} cannot be pulled ({waiting.reason})", waiting.message)
+    reason = _join(f"{waiting.reason}: image {image} cannot be pulled", waiting.message)
     return (Phase.FAILED if chosen_by_task else Phase.INFRA), reason, None
 
 
