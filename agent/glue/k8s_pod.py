@@ -149,7 +149,8 @@ def _dropped_fields(given: Any, kept: Any, at: str = "") -> list[str]:
             out += [path] if key not in kept else _dropped_fields(value, kept[key], path)
         return out
     if isinstance(given, list) and isinstance(kept, list):
-        return [p for i, (g, k) in enumerate(zip(given, kept)) for p in _dropped_fields(g, k, f"{at}[{i}]")]
+        pairs = enumerate(zip(given, kept, strict=False))
+        return [p for i, (g, k) in pairs for p in _dropped_fields(g, k, f"{at}[{i}]")]
     return []
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 from typing import Any
 
 from agent.glue.engine import Phase
-
 from agent.glue.k8s_pod import ANNOTATION_IMAGE_SOURCE, TASK_CONTAINER
 
 State = tuple[Phase, str, "int | None"]

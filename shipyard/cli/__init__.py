@@ -8,6 +8,7 @@
     server       server, keys
     autoscaler   autoscaler [status]
     scheduler    scheduler run | list | show
+    k8s          k8s: queued tasks as Kubernetes Jobs (agent/glue)
     init, doctor init, doctor
 
 Only this package imports click. Command modules import `state` (and `up` the public server
@@ -50,13 +51,15 @@ def _register() -> None:
     from shipyard.cli.autoscaler import autoscaler_cmd
     from shipyard.cli.doctor import doctor_cmd
     from shipyard.cli.init import init_cmd
+    from shipyard.cli.k8s import k8s_cmd
     from shipyard.cli.scheduler import scheduler_group
     from shipyard.cli.server import keys_cmd, server_cmd
     from shipyard.cli.task import queue_group, task_group
     from shipyard.cli.up import up_cmd
 
     for command in (server_cmd, keys_cmd, daemon_cmd, execute_cmd, build_cmd, list_cmd, config_cmd, up_cmd,
-                    task_group, queue_group, autoscaler_cmd, scheduler_group, init_cmd, doctor_cmd):
+                    task_group, queue_group, autoscaler_cmd, scheduler_group, init_cmd, doctor_cmd,
+                    k8s_cmd):
         cli.add_command(command)
 
 
