@@ -79,7 +79,14 @@ def _oom(api):
 
 
 def _deadline(api):
-    api.start_pod(JOB, phase="Failed", reason="DeadlineExceeded")
+    api.start_pod(JOB, phase="Failed", reason="DeadlineExceeded", message="Pod was active on the node longer than "
+                  "the specified deadline")
+    api.pod_state(JOB, terminated=api.terminated(137, "Error"))
+    api.job_condition(JOB, "Failed", "BackoffLimitExceeded")
+
+
+def _job_deadline(api):
+    api.start_pod(JOB, phase="Running")
     api.job_condition(JOB, "Failed", "DeadlineExceeded", "Job was active longer than specified deadline")
 
 
@@ -116,7 +123,8 @@ CASES = [
     ("succeeded", _succeeded, Phase.SUCCEEDED, ""),
     ("non-zero exit", _exit_code, Phase.FAILED, "Error"),
     ("OOMKilled", _oom, Phase.FAILED, "OOMKilled"),
-    ("deadline", _deadline, Phase.FAILED, "DeadlineExceeded"),
+    ("pod deadline", _deadline, Phase.FAILED, "DeadlineExceeded"),
+    ("job deadline", _job_deadline, Phase.FAILED, "DeadlineExceeded"),
     ("evicted", _evicted, Phase.INFRA, "Evicted: The node was low on resource: memory."),
     ("preempted", _preempted, Phase.INFRA, "PreemptionByScheduler"),
     ("node lost", _node_lost, Phase.INFRA, "NodeLost"),
@@ -134,6 +142,8 @@ def test_state_mapping(api, what, act, phase, reason):
     assert (status.job_id, status.task_id, status.phase) == (JOB, "t1", phase), status
     assert status.reason.startswith(reason) if reason else status.reason == "", status.reason
     assert status.exit_code == {"OOMKilled": 137, "non-zero exit": 3, "succeeded": 0}.get(what)
+    if what == "running":
+        assert api.jobs[("ml", JOB)].spec.template.spec.active_deadline_seconds == 3600
 
 
 @pytest.mark.parametrize(("image", "phase"), [("registry.example.com/nope:1", Phase.FAILED), (None, Phase.INFRA)])
@@ -279,7 +289,8 @@ def test_the_template_is_merged_with_the_task(api, tmp_path):
     job = to_manifest(api.jobs[("ml", JOB)])
     spec = job["spec"]
     pod = spec["template"]["spec"]
-    assert (spec["backoffLimit"], spec["activeDeadlineSeconds"], pod["restartPolicy"]) == (0, 91, "Never")
+    assert (spec["backoffLimit"], pod["activeDeadlineSeconds"], pod["restartPolicy"]) == (0, 91, "Never")
+    assert "activeDeadlineSeconds" not in spec  # pending for a GPU does not use up the run time
     assert pod["serviceAccountName"] == "shipyard-task"
     assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"

@@ -85,7 +85,7 @@ def test_a_task_becomes_a_job_and_the_schedulers_message_shows(server, cluster):
     task = enqueue(server)
     with glue(server, cluster):
         job = job_of(cluster, task)
-        secret = cluster.secrets[("ml", job)].string_data
+        secret = until(lambda: cluster.secrets.get(("ml", job))).string_data  # made just after its Job
         assert secret["CLEARML_API_HOST"] == "http://srv:8008" and secret["CLEARML_API_SECRET_KEY"]
         cluster.start_pod(job, conditions=[cluster.condition("PodScheduled", "False", "Unschedulable",
                                                              "0/2 nodes are available: 2 Insufficient nvidia.com/gpu.")])
@@ -96,7 +96,8 @@ def test_a_task_becomes_a_job_and_the_schedulers_message_shows(server, cluster):
 @pytest.mark.parametrize(("act", "words"), [
     (lambda c, j: (c.pod_state(j, phase="Failed", terminated=c.terminated(137, "OOMKilled")),
                    c.job_condition(j, "Failed", "BackoffLimitExceeded")), "OOMKilled"),
-    (lambda c, j: c.job_condition(j, "Failed", "DeadlineExceeded"), "DeadlineExceeded"),
+    (lambda c, j: (c.pod_state(j, phase="Failed", reason="DeadlineExceeded"),
+                   c.job_condition(j, "Failed", "BackoffLimitExceeded")), "DeadlineExceeded"),
 ])
 def test_a_pod_that_dies_before_its_task_reports_ends_the_task(server, cluster, act, words):
     task = enqueue(server)

@@ -275,8 +275,13 @@ def build_job(request: JobRequest, settings: PodSettings) -> Any:
         pod.spec.termination_grace_period_seconds = settings.grace_s
     image_source = _fill_container(_task_container(pod.spec), request, settings, overrides)
     _add_shm(pod.spec, overrides.shm_size)
-    spec = client.V1JobSpec(template=pod, backoff_limit=0, ttl_seconds_after_finished=settings.ttl_after_finished_s,
-                            active_deadline_seconds=math.ceil(request.time_limit_s) if request.time_limit_s else None)
+    if request.time_limit_s:
+        # The pod's deadline, not the Job's: it counts from the pod's start on its node, so time spent
+        # pending for a GPU is not taken from the task's run time.
+        limit = math.ceil(request.time_limit_s)
+        given = pod.spec.active_deadline_seconds
+        pod.spec.active_deadline_seconds = min(limit, given) if given else limit
+    spec = client.V1JobSpec(template=pod, backoff_limit=0, ttl_seconds_after_finished=settings.ttl_after_finished_s)
     annotations = {ANNOTATION_IMAGE_SOURCE: image_source}
     if request.env.get(KEY_VARIABLE):
         annotations[ANNOTATION_KEY] = request.env[KEY_VARIABLE]

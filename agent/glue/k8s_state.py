@@ -6,7 +6,8 @@ Read in this order; the first that matches wins:
 
     job being deleted (deletionTimestamp)              CANCELLED  "deleted"           an abort
     job condition Complete / status.succeeded          SUCCEEDED
-    job condition Failed, reason DeadlineExceeded      FAILED     "DeadlineExceeded"  activeDeadlineSeconds
+    job condition Failed, reason DeadlineExceeded      FAILED     "DeadlineExceeded"  the Job's deadline
+    pod Failed, reason DeadlineExceeded                FAILED     "DeadlineExceeded"  the pod's (the glue's)
     pod Failed, reason Evicted / NodeLost / Shutdown /
         NodeShutdown / Terminated / Unexpected...      INFRA      kubelet's message   requeued
     pod condition DisruptionTarget=True                INFRA      its reason          preempted, drained, taint
@@ -82,6 +83,8 @@ def _pod_ended(pod: Any) -> State | None:
     status = pod.status
     if status is None:
         return None
+    if status.phase == "Failed" and status.reason == "DeadlineExceeded":
+        return Phase.FAILED, "DeadlineExceeded", None
     if status.phase == "Failed" and status.reason in INFRA_POD_REASONS:
         return Phase.INFRA, _join(status.reason, status.message), None
     for cond in status.conditions or []:
