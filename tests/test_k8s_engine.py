@@ -377,3 +377,35 @@ def test_requests_that_can_never_run_are_rejected(api, kw, settings, words):
 def test_a_task_id_that_cannot_name_a_job_is_rejected(api):
     with pytest.raises(JobRejected, match="cannot name a Kubernetes Job"):
         engine(api).check(request("Bad_ID"))
+
+
+# --- credentials and a real client against a closed port ---------------------------------------------------
+
+def _kubeconfig(path, port: int) -> str:
+    path.write_text(f"""apiVersion: v1
+kind: Config
+clusters: [{{name: c, cluster: {{server: "http://127.0.0.1:{port}"}}}}]
+users: [{{name: u, user: {{token: t0ken}}}}]
+contexts: [{{name: ctx, context: {{cluster: c, user: u, namespace: ml}}}}]
+current-context: ctx
+""")
+    return str(path)
+
+
+def test_the_real_client_on_an_unreachable_api_server_is_engine_unavailable(tmp_path, monkeypatch):
+    """kubeconfig -> the official client -> connection refused: tasks stay queued (the loop retries)."""
+    from tests.helpers import free_ports
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    (port,) = free_ports(1)
+    eng = KubernetesEngine.connect("ml", PodSettings(image="img:1"), kubeconfig=_kubeconfig(tmp_path / "kc", port))
+    for call in (eng.statuses, lambda: eng.submit(request()), lambda: eng.cancel(JOB, 1)):
+        with pytest.raises(EngineUnavailable, match="unreachable"):
+            call()
+
+
+def test_no_credentials_anywhere_is_a_config_error_naming_the_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    missing = tmp_path / "nope"
+    with pytest.raises(ConfigError, match=f"no Kubernetes credentials: .*{missing}"):
+        KubernetesEngine.connect("ml", PodSettings(image="img:1"), kubeconfig=str(missing))
