@@ -357,6 +357,15 @@ def test_the_allow_list_refuses_naming_the_argument(api, options, allowed, words
     assert api.jobs == {}
 
 
+def test_the_tasks_docker_arguments_are_checked_like_engine_options(api):
+    eng = engine(api)
+    with pytest.raises(JobRejected, match="--ipc has no Kubernetes pod equivalent"):
+        eng.check(request(docker_args=("--ipc=host",)))
+    eng.submit(request(docker_args=("-e", "FROM_DOCKER=1"), options=("-e", "FROM_OPTIONS=2")))
+    (task,) = api.jobs[("ml", JOB)].spec.template.spec.containers
+    assert {"FROM_DOCKER", "FROM_OPTIONS"} <= {e.name for e in task.env}
+
+
 def test_opted_in_arguments_map_onto_the_pod():
     got = pod_overrides(["--cpus=1.5", "-m 4g", "--user", "1000:1000", "-w", "/src"],
                         {"--cpus", "--memory", "--user", "--workdir"})

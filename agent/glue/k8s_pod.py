@@ -242,7 +242,7 @@ def check_request(request: JobRequest, settings: PodSettings) -> PodOverrides:
                           f"has {settings.max_gpus} (--max-gpus-per-pod)")
     if request.image:
         _check_image(request.image, settings)
-    return pod_overrides(request.options, settings.allowed_options)
+    return pod_overrides((*request.docker_args, *request.options), settings.allowed_options)
 
 
 def _check_image(image: str, settings: PodSettings) -> None:
