@@ -329,9 +329,12 @@ def test_a_bad_template_is_refused_naming_the_field(tmp_path, text, words):
         load_template(path)
 
 
-def test_no_image_anywhere_is_a_config_error(api):
-    with pytest.raises(ConfigError, match="--image"):
-        engine(api, image=None).submit(request())
+def test_no_image_anywhere_fails_the_task_naming_the_settings(api):
+    eng = engine(api, image=None)
+    with pytest.raises(JobRejected, match="names no container image .*--image"):
+        eng.check(request())
+    eng.check(request(image="mine:1"))
+    engine(api, image=None, template={"spec": {"containers": [{"name": "task", "image": "t:1"}]}}).check(request())
 
 
 # --- the allow-list ---------------------------------------------------------------------------------------

@@ -71,15 +71,11 @@ class KubernetesEngine:
         except ImportError as exc:
             raise ConfigError("shipyard k8s needs the kubernetes client: pip install 'shipyard[k8s]'") from exc
         try:
-            if kubeconfig or context:
-                raise config.ConfigException("kubeconfig asked for")
-            config.load_incluster_config()
-        except config.ConfigException:
-            try:
+            if kubeconfig or context or not _in_cluster(config):
                 config.load_kube_config(config_file=kubeconfig, context=context)
-            except (config.ConfigException, OSError) as exc:
-                raise ConfigError(f"no Kubernetes credentials: not in a cluster, and kubeconfig "
-                                  f"{kubeconfig or '~/.kube/config ($KUBECONFIG)'}: {exc}") from exc
+        except (config.ConfigException, OSError) as exc:
+            raise ConfigError(f"no Kubernetes credentials: not in a cluster, and kubeconfig "
+                              f"{kubeconfig or '~/.kube/config ($KUBECONFIG)'}: {exc}") from exc
         return cls(namespace, settings, batch_api=client.BatchV1Api(), core_api=client.CoreV1Api())
 
     def check(self, request: JobRequest) -> None:
@@ -164,6 +160,15 @@ class KubernetesEngine:
         with _api(f"delete job {name}", missing_ok=True):
             self._batch.delete_namespaced_job(name, self.namespace, grace_period_seconds=grace,
                                               propagation_policy=propagation, _request_timeout=REQUEST_TIMEOUT)
+
+
+def _in_cluster(config: Any) -> bool:
+    """The pod's service account, when the glue runs in a pod (its token and the API's address are there)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        return False
+    return True
 
 
 def _owner_job(pod: Any) -> str | None:

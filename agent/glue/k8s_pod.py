@@ -242,7 +242,17 @@ def check_request(request: JobRequest, settings: PodSettings) -> PodOverrides:
                           f"has {settings.max_gpus} (--max-gpus-per-pod)")
     if request.image:
         _check_image(request.image, settings)
+    elif not (settings.image or template_image(settings.template)):
+        raise JobRejected("the task names no container image and this Kubernetes glue has no default "
+                          "(--image, or an image in the --template's task container)")
     return pod_overrides((*request.docker_args, *request.options), settings.allowed_options)
+
+
+def template_image(template: Mapping[str, Any]) -> str | None:
+    """The image of the template's task container (named `task`, else the first), if it names one."""
+    containers = (template.get("spec") or {}).get("containers") or []
+    named = [c for c in containers if c.get("name") == TASK_CONTAINER] or containers[:1]
+    return named[0].get("image") if named else None
 
 
 def _check_image(image: str, settings: PodSettings) -> None:
@@ -330,7 +340,8 @@ def _fill_container(container: Any, request: JobRequest, settings: PodSettings, 
     source = "task" if request.image else "template"
     container.image = request.image or container.image or settings.image
     if not container.image:
-        raise ConfigError("no image for the task pod: the template's container names none and --image is not set")
+        raise JobRejected("the task names no container image and this Kubernetes glue has no default "
+                          "(--image, or an image in the --template's task container)")
     container.command, container.args = list(request.command), None
     env = {e.name: e for e in container.env or [] if e.name not in request.env}
     for key, value in overrides.env.items():
