@@ -9,7 +9,7 @@
 
 The engine keeps no state: its jobs carry the task id, the attempt and the glue's name as labels,
 so `statuses()` after a restart sees exactly what it saw before. It makes these API calls and no
-others (deploy/kubernetes/glue.yaml's Role grants exactly them; tests/test_k8s_manifests.py holds
+others (deploy/kubernetes/glue.yaml's Role grants exactly them; tests/glue/test_k8s_manifests.py holds
 the two together):
 
     batch/v1 jobs   create, list, delete        core/v1 pods   list, delete      core/v1 secrets   create

@@ -92,18 +92,18 @@ def k8s_cmd(state: CliState, queues, namespace, template, image, max_jobs, allow
     from agent.execution.taskkey import TaskKeys
     from agent.glue.k8s import KubernetesEngine
 
-    loop = importlib.import_module("agent.glue.loop")
-    req = importlib.import_module("agent.glue.request")
     basic_config(verbose)
-    try:
-        specs = tuple(req.parse_queue(q) for text in queues for q in text.split())
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--queue") from None
     settings = state.settings
     agent, api = settings.agent, settings.api
     pods = _pod_settings(template, image, glue_name, allowed, no_task_image, image_prefixes, max_gpus,
                          agent.abort_grace_s)
     engine = KubernetesEngine.connect(namespace, pods, kubeconfig=kubeconfig, context=context)
+    loop = importlib.import_module("agent.glue.loop")
+    req = importlib.import_module("agent.glue.request")
+    try:
+        specs = tuple(req.parse_queue(q) for text in queues for q in text.split())
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--queue") from None
     glue = req.GlueSettings(queues=specs, worker=f"{agent.worker_name}:k8s", max_jobs=max_jobs,
                             node_command=tuple(shlex.split(node_command)), node_env=_node_env(node_env),
                             cpus=cpus, memory_mb=memory_mb, max_runtime_s=agent.max_runtime_s,

@@ -1,7 +1,7 @@
 """The Kubernetes engine against an in-memory API holding the client's own models (tests/k8s_fake.py).
 
 No cluster runs here: what these prove is the engine's side of the contract (the manifests it
-sends, the states it reads back, the calls it makes); tests/test_k8s_manifests.py validates the
+sends, the states it reads back, the calls it makes); tests/glue/test_k8s_manifests.py validates the
 manifests against the Kubernetes schemas.
 """
 from __future__ import annotations

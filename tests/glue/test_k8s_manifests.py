@@ -20,7 +20,7 @@ from agent.glue.k8s import KubernetesEngine  # noqa: E402
 from agent.glue.k8s_pod import PodSettings, build_job, build_secret, load_template, to_manifest  # noqa: E402
 from tests.k8s_fake import RBAC, FakeKubernetes  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "kubernetes"
 ENGINE_SOURCE = ROOT / "agent" / "glue" / "k8s.py"
 VERSIONS = ("1.28.0", kubernetes_validate.latest_version())

@@ -26,7 +26,7 @@ from agent.glue.k8s import KubernetesEngine  # noqa: E402
 from agent.glue.k8s_pod import PodSettings  # noqa: E402
 from tests.helpers import free_ports  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COLLECTIONS = {"/apis/batch/v1/namespaces/ml/jobs": ("batch", "jobs"), "/api/v1/namespaces/ml/pods": ("", "pods"),
                "/api/v1/namespaces/ml/secrets": ("", "secrets")}
 
