@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 from typing import Any
 
 from kubernetes import client
@@ -126,6 +127,19 @@ class FakeKubernetes:
         return client.V1PodCondition(type=type_, status=status, reason=reason or None, message=message or None)
 
 
+class _Raw:
+    """What the client returns with _preload_content=False: the HTTP response, its JSON in `.data`."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+
+def _answer(model: Any, options: dict[str, Any]) -> Any:
+    if options.get("_preload_content") is False:
+        return _Raw(json.dumps(to_manifest(model)).encode())
+    return model
+
+
 class _Api:
     """BatchV1Api and CoreV1Api in one: the methods the engine calls, with their real names."""
 
@@ -143,7 +157,7 @@ class _Api:
         job.metadata.creation_timestamp = dt.datetime.now(dt.timezone.utc)
         job.status = client.V1JobStatus()
         self._s.jobs[key] = job
-        return copy_model(job, "V1Job")
+        return _answer(job, _)
 
     def list_namespaced_job(self, namespace: str, label_selector: str | None = None, field_selector: str | None = None,
                             **_: Any) -> Any:
@@ -151,7 +165,7 @@ class _Api:
         name = (field_selector or "").removeprefix("metadata.name=")
         items = [copy_model(j, "V1Job") for (ns, n), j in self._s.jobs.items()
                  if ns == namespace and _matches(j.metadata.labels, label_selector) and (not name or n == name)]
-        return client.V1JobList(items=items)
+        return _answer(client.V1JobList(items=items), _)
 
     def delete_namespaced_job(self, name: str, namespace: str, grace_period_seconds: int | None = None,
                               propagation_policy: str | None = None, **_: Any) -> Any:
@@ -173,7 +187,7 @@ class _Api:
         self._s.call("list_namespaced_pod")
         items = [copy_model(p, "V1Pod") for (ns, _n), p in self._s.pods.items()
                  if ns == namespace and _matches(p.metadata.labels, label_selector)]
-        return client.V1PodList(items=items)
+        return _answer(client.V1PodList(items=items), _)
 
     def delete_namespaced_pod(self, name: str, namespace: str, grace_period_seconds: int | None = None,
                               **_: Any) -> Any:
@@ -192,4 +206,4 @@ class _Api:
         (owner,) = body.metadata.owner_references
         assert owner.uid == self._s.jobs[(namespace, owner.name)].metadata.uid, "the secret's owner is its job"
         self._s.secrets[key] = copy_model(body, "V1Secret")
-        return copy_model(body, "V1Secret")
+        return _answer(body, _)

@@ -3,7 +3,7 @@
     load_template(path) -> dict          pod.yaml (a Pod, or {metadata, spec}); unknown fields refused
     pod_overrides(options, allowed)      the task's Docker arguments -> PodOverrides (allow-listed)
     build_job(request, settings)         -> kubernetes.client.V1Job (one pod, backoffLimit 0)
-    build_secret(request, settings, job) -> V1Secret of the job's variables, owned by the Job
+    build_secret(request, settings, name, uid) -> V1Secret of the job's variables, owned by the Job
 
 Everything here works on the official client's own models (V1Job, V1PodSpec, V1Container...), so
 what the engine sends is exactly what `ApiClient().sanitize_for_serialization` serializes. The
@@ -26,6 +26,7 @@ with `JobRejected` naming it; so is a known one the operator did not allow.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import re
@@ -119,22 +120,27 @@ def load_template(path: Path) -> dict[str, Any]:
     return pod
 
 
+@functools.lru_cache(maxsize=1)
+def _codec() -> Any:
+    """One ApiClient for (de)serializing: each new one builds a Configuration and a connection pool."""
+    from kubernetes.client import ApiClient
+
+    return ApiClient()
+
+
 def from_manifest(data: Mapping[str, Any], kind: str) -> Any:
     """A manifest mapping (camelCase, as in YAML) as the client's model of `kind`, e.g. "V1Job"."""
-    from kubernetes.client import ApiClient
 
     class _Body:  # deserialize() reads a response's `.data`
         def __init__(self, text: str):
             self.data = text
 
-    return ApiClient().deserialize(_Body(json.dumps(data)), kind)
+    return _codec().deserialize(_Body(json.dumps(data)), kind)
 
 
 def to_manifest(model: Any) -> Any:
     """The client's model as the JSON-ready mapping the API server receives."""
-    from kubernetes.client import ApiClient
-
-    return ApiClient().sanitize_for_serialization(model)
+    return _codec().sanitize_for_serialization(model)
 
 
 def _dropped_fields(given: Any, kept: Any, at: str = "") -> list[str]:
@@ -299,13 +305,13 @@ def build_job(request: JobRequest, settings: PodSettings) -> Any:
     return client.V1Job(api_version="batch/v1", kind="Job", metadata=meta, spec=spec)
 
 
-def build_secret(request: JobRequest, settings: PodSettings, job: Any) -> Any:
+def build_secret(request: JobRequest, settings: PodSettings, job_name: str, job_uid: str) -> Any:
     """The job's variables (server address, the task's own key) as a Secret the Job owns: they stay out of
     the Job's spec, which anyone with `view` on the namespace can read, and go when the Job goes."""
     from kubernetes import client
 
-    owner = client.V1OwnerReference(api_version="batch/v1", kind="Job", name=job.metadata.name,
-                                    uid=job.metadata.uid, controller=False, block_owner_deletion=False)
+    owner = client.V1OwnerReference(api_version="batch/v1", kind="Job", name=job_name, uid=job_uid,
+                                    controller=False, block_owner_deletion=False)
     meta = client.V1ObjectMeta(name=job_name_for(request), labels=_labels(request, settings),
                                owner_references=[owner])
     return client.V1Secret(api_version="v1", kind="Secret", metadata=meta, type="Opaque",

@@ -140,9 +140,10 @@ def _task_status(pod: Any, which: str) -> Any | None:
 
 
 def _task_image(pod: Any) -> str:
-    containers = pod.spec.containers if pod.spec else []
-    named = [c for c in containers if c.name == TASK_CONTAINER] or containers[:1]
-    return named[0].image if named else "?"
+    """From the container's status (the glue reads pods without their spec)."""
+    statuses = pod.status.container_statuses or []
+    named = [s for s in statuses if s.name == TASK_CONTAINER] or statuses[:1]
+    return str(named[0].image) if named and named[0].image else "?"
 
 
 def _join(reason: str | None, message: str | None) -> str:

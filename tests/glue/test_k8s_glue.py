@@ -65,7 +65,7 @@ def glue(api: InMemoryTaskServer, cluster: FakeKubernetes) -> Iterator[None]:
         assert not thread.is_alive()
 
 
-def until(check, timeout_s: float = 5.0):
+def until(check, timeout_s: float = 10.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = check()

@@ -1,20 +1,15 @@
 """The engine through the real `kubernetes` client over HTTP, against a small API server on loopback.
 
-tests/k8s_fake.py stands in for the client's API objects; this one keeps the client whole (its URL
-building, query parameters, JSON serialization and deserialization, error bodies) and answers
-like the API server does for the five paths the engine uses. Each request is recorded as
-(method, path), and translated into an RBAC verb the way the API server's authorizer does it: a
-second, independent reading of what the glue's Role must grant.
+tests/k8s_fake.py stands in for the client's API objects; this keeps the client whole (its URL
+building, query parameters, JSON serialization and deserialization, error bodies) against
+tests/k8s_apiserver.py, which answers like the API server does for the paths the engine uses.
+Its requests, read as the authorizer reads them, are a second, independent check of the Role.
 """
 from __future__ import annotations
 
-import json
 import threading
-import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -25,86 +20,9 @@ from agent.glue.engine import EngineUnavailable, JobRejected, JobRequest, Phase 
 from agent.glue.k8s import KubernetesEngine  # noqa: E402
 from agent.glue.k8s_pod import PodSettings  # noqa: E402
 from tests.helpers import free_ports  # noqa: E402
+from tests.k8s_apiserver import ApiServer, write_kubeconfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-COLLECTIONS = {"/apis/batch/v1/namespaces/ml/jobs": ("batch", "jobs"), "/api/v1/namespaces/ml/pods": ("", "pods"),
-               "/api/v1/namespaces/ml/secrets": ("", "secrets")}
-
-
-class ApiServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, port: int):
-        super().__init__(("127.0.0.1", port), _Handler)
-        self.objects: dict[str, dict[str, dict]] = {path: {} for path in COLLECTIONS}
-        self.requests: list[tuple[str, str, dict]] = []
-        self.answer: tuple[int, dict] | None = None   # the next request's status and body, whatever it is
-
-    def rbac(self) -> set[tuple[str, str, str]]:
-        """What the authorizer checks for each recorded request: group, resource, verb."""
-        out = set()
-        for method, path, _query in self.requests:
-            collection = path if path in COLLECTIONS else path.rsplit("/", 1)[0]
-            verb = {"POST": "create", "DELETE": "delete", "PATCH": "patch", "PUT": "update"}.get(method)
-            verb = verb or ("list" if path in COLLECTIONS else "get")
-            out.add((*COLLECTIONS[collection], verb))
-        return out
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: ApiServer
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def _reply(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _body(self) -> dict:
-        length = int(self.headers.get("Content-Length") or 0)
-        return json.loads(self.rfile.read(length) or b"{}")
-
-    def _handle(self) -> None:
-        url = urlparse(self.path)
-        query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        body = self._body()
-        self.server.requests.append((self.command, url.path, {**query, **body}))
-        assert self.headers.get("Authorization") == "Bearer t0ken"
-        if self.server.answer is not None:
-            answer, self.server.answer = self.server.answer, None
-            return self._reply(*answer)
-        if url.path in COLLECTIONS:
-            return self._collection(url.path, query, body)
-        collection, name = url.path.rsplit("/", 1)
-        if self.server.objects[collection].pop(name, None) is None:
-            return self._reply(404, {"kind": "Status", "code": 404, "message": f"{name} not found"})
-        return self._reply(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
-
-    def _collection(self, path: str, query: dict, body: dict) -> None:
-        store = self.server.objects[path]
-        if self.command == "POST":
-            name = body["metadata"]["name"]
-            if name in store:
-                return self._reply(409, {"kind": "Status", "code": 409, "reason": "AlreadyExists",
-                                         "message": f"{name} already exists"})
-            body["metadata"]["uid"] = str(uuid.uuid4())
-            store[name] = body
-            return self._reply(201, body)
-        wanted = dict(p.split("=", 1) for p in query.get("labelSelector", "").split(",") if p)
-        name = query.get("fieldSelector", "").removeprefix("metadata.name=")
-        items = [o for o in store.values() if all(o["metadata"].get("labels", {}).get(k) == v
-                                                  for k, v in wanted.items()) and name in ("", o["metadata"]["name"])]
-        kind = "JobList" if "jobs" in path else "PodList"
-        return self._reply(200, {"kind": kind, "apiVersion": "v1", "metadata": {}, "items": items})
-
-    do_GET = do_POST = do_DELETE = _handle
-
-
 @pytest.fixture
 def api(tmp_path, monkeypatch) -> Iterator[tuple[ApiServer, KubernetesEngine]]:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
@@ -112,13 +30,8 @@ def api(tmp_path, monkeypatch) -> Iterator[tuple[ApiServer, KubernetesEngine]]:
     server = ApiServer(port)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
-        "users": [{"name": "u", "user": {"token": "t0ken"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
-    engine = KubernetesEngine.connect("ml", PodSettings(image="shipyard:0.1"), kubeconfig=str(kubeconfig))
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", port)
+    engine = KubernetesEngine.connect("ml", PodSettings(image="shipyard:0.1"), kubeconfig=kubeconfig)
     try:
         yield server, engine
     finally:
