@@ -124,7 +124,7 @@ def test_abort_deletes_the_pod_with_the_grace(server, cluster):
     with glue(server, cluster):
         job = job_of(cluster, task)
         cluster.start_pod(job, phase="Running")
-        until(lambda: "kubernetes job" in server.tasks[task]["status_message"])
+        until(lambda: "kubernetes" in server.tasks[task]["status_message"])  # "submitting to" / "pending in"
 
         def stop_asked_and_job_deleted() -> bool:
             # Asked again while not yet seen: a status message the loop writes in the same instant
