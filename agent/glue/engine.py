@@ -52,6 +52,9 @@ class JobRequest:
     options: tuple[str, ...] = ()
     """Extra engine options (sbatch flags, pod overrides), already checked against the allow-list."""
     attempt: int | None = None
+    docker_args: tuple[str, ...] = ()
+    """The task's Docker arguments (its container.arguments, split into words): Kubernetes maps the
+    allowed ones onto the pod and refuses the rest; Slurm ignores them."""
 
     @property
     def name(self) -> str:

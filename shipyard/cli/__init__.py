@@ -8,8 +8,10 @@
     server       server (and --upgrade-db), keys
     backup       backup, restore (the SQLite database and the files store)
     slurm        slurm: queued tasks handed to Slurm as sbatch jobs (agent/glue)
+    k8s          k8s: queued tasks handed to Kubernetes as Jobs (agent/glue)
     autoscaler   autoscaler [status]
     scheduler    scheduler run | list | show
+    k8s          k8s: queued tasks as Kubernetes Jobs (agent/glue)
     init, doctor init, doctor
 
 Only this package imports click. Command modules import `state` (and `up` the public server
@@ -49,6 +51,7 @@ COMMANDS = {
     "backup": "shipyard.cli.backup:backup_cmd",
     "restore": "shipyard.cli.backup:restore_cmd",
     "slurm": "shipyard.cli.slurm:slurm_cmd",
+    "k8s": "shipyard.cli.k8s:k8s_cmd",
 }
 
 
