@@ -108,6 +108,19 @@ def task_options(task: Mapping[str, Any]) -> tuple[str, ...]:
         raise JobRejected(f"hyperparameter {SECTION}/engine_options cannot be split into words: {exc}") from None
 
 
+def container_args(task: Mapping[str, Any]) -> tuple[str, ...]:
+    """The task's Docker arguments (`container.arguments`), for engines that map them (Kubernetes)."""
+    value = (task.get("container") or {}).get("arguments")
+    if not value:
+        return ()
+    if isinstance(value, (list, tuple)):
+        return tuple(str(word) for word in value)
+    try:
+        return tuple(shlex.split(str(value)))
+    except ValueError as exc:
+        raise JobRejected(f"container.arguments cannot be split into words: {exc}") from None
+
+
 def build_request(task: Mapping[str, Any], queue: QueueSpec, attempt: int | None, settings: GlueSettings,
                   server: Mapping[str, str]) -> JobRequest:
     """The job for one claimed task (no key yet: `with_key` adds it once minted)."""
@@ -126,6 +139,7 @@ def build_request(task: Mapping[str, Any], queue: QueueSpec, attempt: int | None
         time_limit_s=None if runtime is None else math.ceil(runtime + settings.grace_s + 30),
         image=((task.get("container") or {}).get("image") or None),
         options=task_options(task),
+        docker_args=container_args(task),
         attempt=attempt,
     )
 

@@ -8,7 +8,6 @@
     server       server (and --upgrade-db), keys
     backup       backup, restore (the SQLite database and the files store)
     slurm        slurm: queued tasks handed to Slurm as sbatch jobs (agent/glue)
-    k8s          k8s: queued tasks handed to Kubernetes as Jobs (agent/glue)
     autoscaler   autoscaler [status]
     scheduler    scheduler run | list | show
     k8s          k8s: queued tasks as Kubernetes Jobs (agent/glue)

@@ -239,3 +239,23 @@ def test_a_job_that_dies_before_the_task_started_gets_its_output_file_in_the_con
     console = "\n".join(str(e["msg"]) for e in server.events if e["task"] == task)
     assert f"the last lines of {output}" in console and "execve(): shipyard: No such file" in console
     assert "exit code 2" in doc(server, task)["status_reason"]
+
+
+@pytest.mark.parametrize("arguments, expected", [
+    (None, ()),
+    ("", ()),
+    ("--shm-size 1g --env A=1", ("--shm-size", "1g", "--env", "A=1")),
+    (["--workdir", "/w"], ("--workdir", "/w")),
+])
+def test_the_tasks_container_arguments_reach_the_job_request(arguments, expected):
+    from agent.glue.request import container_args
+
+    assert container_args({"container": {"arguments": arguments}}) == expected
+
+
+def test_unsplittable_container_arguments_fail_the_task_naming_the_field():
+    from agent.glue.engine import JobRejected
+    from agent.glue.request import container_args
+
+    with pytest.raises(JobRejected, match="container.arguments"):
+        container_args({"container": {"arguments": "--env 'A=1"}})
