@@ -23,6 +23,7 @@ from agent.execution import lifecycle, taskenv
 from agent.execution.build import BuiltTask
 from agent.execution.contract import Executor, Launched, Prepared, RunContext, RunResult
 from agent.execution.lifecycle import Outcome
+from agent.execution.preempt import PREEMPT_FILE_NAME, Notice
 from agent.execution.taskkey import NO_KEY, TaskKey, TaskKeys
 from agent.execution.watch import TaskWatch
 from agent.logs.shipper import LogShipper, OutputReader, ShipStats
@@ -310,13 +311,31 @@ class TaskRun:
             if abort is None and self.should_abort():
                 abort = self.shutdown_abort
             if abort is not None:
-                self.note(f"stopping the task: {abort[1]} (SIGTERM, then SIGKILL after "
-                          f"{self.settings.agent.abort_grace_s:g}s)")
-                launched.terminate(self.settings.agent.abort_grace_s)
-                launched.reap()
+                if abort[0] == OutcomeKind.PREEMPTED:
+                    self._preempt(launched, abort[1])
+                self._stop(launched, abort[1])
                 return abort
         launched.reap()
         return None
+
+    def _preempt(self, launched: Launched, reason: str) -> None:
+        """The notice (agent/execution/preempt.py), then the grace for the task to checkpoint and exit."""
+        notice = Notice.plan(self.settings.agent, self.queue, reason)
+        try:
+            notice.write(self.target / PREEMPT_FILE_NAME)
+        except OSError as exc:
+            self.note(f"could not write the preemption notice file: {exc}")
+        launched.signal(notice.signum)
+        self.note(f"preempting the task ({reason}): {notice.describe()}")
+        while time.time() < notice.deadline and launched.wait(0.1) is None:
+            pass
+
+    def _stop(self, launched: Launched, reason: str) -> None:
+        if launched.wait(0) is None:
+            self.note(f"stopping the task: {reason} (SIGTERM, then SIGKILL after "
+                      f"{self.settings.agent.abort_grace_s:g}s)")
+        launched.terminate(self.settings.agent.abort_grace_s)
+        launched.reap()
 
     def _outcome(self, result: RunResult, abort: tuple[str, str] | None) -> Outcome:
         info = result.exit
@@ -352,7 +371,17 @@ def run_heading(task: Mapping[str, Any], attempt: int | None, worker: str) -> st
     limit = this.get("max_runs")
     number = f"run {run}" + (f" of {limit}" if isinstance(limit, int) and limit >= run else "")
     after = previous.get("end") or f"run {run - 1} ended without a report"
-    return f"--- {number} on worker {worker}, after {after} ---"
+    return f"--- {number} on worker {worker}, {_resumed(task, str(previous.get('end') or ''))}after {after} ---"
+
+
+def _resumed(task: Mapping[str, Any], previous_end: str) -> str:
+    """"resumed after preemption N, " when the previous run was preempted. `runtime.preemptions`
+    (counted by the server's scheduler) gives N; the previous run's end says it was this time."""
+    count = (task.get("runtime") or {}).get("preemptions")
+    counted = isinstance(count, int) and not isinstance(count, bool) and count > 0
+    if OutcomeKind.PREEMPTED not in previous_end and not (counted and not previous_end):
+        return ""
+    return f"resumed after preemption {count}, " if counted else "resumed after preemption, "
 
 
 def safe_report(api: TaskServer, task_id: str, outcome: Outcome, worker: str, attempt: int | None = None) -> None:
