@@ -17,6 +17,7 @@ from agent.daemon.poller import Queue
 
 if TYPE_CHECKING:
     from agent.gpus.alloc import Allocation, GpuPlan, Pick
+    from agent.gpus.inventory import GpuInventory
 
 
 @dataclass
@@ -117,6 +118,7 @@ class SlotSetup:
     make_pool: Callable[[list[Queue]], SlotPool]
     gpu_stats: Callable[[], dict] | None
     exact_order: bool = False
+    inventory: GpuInventory | None = None     # for the daemon's GPU watch (people's processes, leases, peaks)
 
 
 def slot_setup(api, names: list[str], *, gpus: str | None, cpu_only: bool, services: int | None,
@@ -137,4 +139,5 @@ def slot_setup(api, names: list[str], *, gpus: str | None, cpu_only: bool, servi
         return GpuSlots(plan, queues, round_robin=order_fairness, has_tasks=has_tasks,
                         max_cpu_tasks=max(1, services or 1))
 
-    return SlotSetup([spec.name for spec in plan.queues], make, gpu_stats, exact_order=True)
+    return SlotSetup([spec.name for spec in plan.queues], make, gpu_stats, exact_order=True,
+                     inventory=inventory if inventory.devices() else None)

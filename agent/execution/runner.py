@@ -80,6 +80,11 @@ class TaskRun:
         self.shipper: LogShipper | None = None
         self.timings: dict[str, float] = {}
         self.executor: Executor[Any] | None = None
+        self.stop_request: tuple[str, str] | None = None   # set by the daemon (e.g. its idle-GPU policy)
+
+    def request_stop(self, reason: str) -> None:
+        """Stop the running task from the agent's side: it ends `stopped` with this reason."""
+        self.stop_request = (OutcomeKind.ABORTED, reason)
 
     # -- the steps ------------------------------------------------------------------------
     def run(self) -> Outcome:
@@ -310,6 +315,7 @@ class TaskRun:
             abort = (watch.abort_kind, watch.abort_reason) if watch.abort_kind is not None else None
             if abort is None and self.should_abort():
                 abort = self.shutdown_abort
+            abort = abort or self.stop_request
             if abort is not None:
                 if abort[0] == OutcomeKind.PREEMPTED:
                     self._preempt(launched, abort[1])

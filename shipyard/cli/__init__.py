@@ -49,6 +49,7 @@ def _register() -> None:
     from shipyard.cli.agent import build_cmd, config_cmd, daemon_cmd, execute_cmd, list_cmd
     from shipyard.cli.autoscaler import autoscaler_cmd
     from shipyard.cli.doctor import doctor_cmd
+    from shipyard.cli.gpu import gpu_group
     from shipyard.cli.init import init_cmd
     from shipyard.cli.scheduler import scheduler_group
     from shipyard.cli.server import keys_cmd, server_cmd
@@ -56,7 +57,8 @@ def _register() -> None:
     from shipyard.cli.up import up_cmd
 
     for command in (server_cmd, keys_cmd, daemon_cmd, execute_cmd, build_cmd, list_cmd, config_cmd, up_cmd,
-                    task_group, queue_group, autoscaler_cmd, scheduler_group, init_cmd, doctor_cmd):
+                    task_group, queue_group, autoscaler_cmd, scheduler_group, init_cmd, doctor_cmd,
+                    gpu_group):
         cli.add_command(command)
 
 
