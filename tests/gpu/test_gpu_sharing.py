@@ -9,9 +9,11 @@ file (SHIPYARD_FAKE_GPU_PROCS: `pid gpu memory_mb [util]` lines; dead pids drop 
   into its runtime.gpu_memory_peak_mb."""
 from __future__ import annotations
 
+import os
 import subprocess
-import sys
 import time
+
+from click.testing import CliRunner
 
 from agent.gpus.idle import IdleRule, IdleTracker, parse_rules
 from agent.gpus.sharing import GpuProcess, Lease, Sharing, blocked_gpus, parse_duration
@@ -22,10 +24,21 @@ QUICK = {"repository": "", "entry_point": "p.py", "diff": "print('ran')\n"}
 
 
 def _cli(env: dict, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "shipyard", *args], env=env, capture_output=True, text=True,
-                          timeout=60)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    """The real CLI in this process (a `python -m shipyard` start costs seconds on a busy box)."""
+    from shipyard.cli import _register, cli
+
+    _register()
+    cleared = {name: None for name in os.environ if name.startswith(("CLEARML_", "SHIPYARD_"))}
+    done = CliRunner().invoke(cli, list(args), env={**cleared, **env}, catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    return done.output
+
+
+def _wait_output(daemon, text: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in daemon.output():
+        assert time.monotonic() < deadline, daemon.output()
+        time.sleep(0.2)
 
 
 def _stays_queued(api, task: str, seconds: float) -> None:
@@ -42,7 +55,7 @@ def test_daemon_steps_aside_for_people_and_leases(tmp_path):
     server = start_server(tmp_path / "server")
     api = server.api()
     env = agent_env(server, tmp_path, SHIPYARD_FAKE_GPUS="1", SHIPYARD_FAKE_GPU_PROCS=str(procs),
-                    SHIPYARD_STATUS_REPORT_S="0.5", SHIPYARD_FOREIGN_GPU_IDLE_S="1.5")
+                    SHIPYARD_STATUS_REPORT_S="0.5", SHIPYARD_FOREIGN_GPU_IDLE_S="1.5", SHIPYARD_LONG_POLL_S="1")
     daemon = start_daemon(env, [], tmp_path / "d.log", "--gpus", "0", "--queue", "q=1")
     try:
         first = create_task(api, "while-a-person-works", QUICK, queue="q")
@@ -53,6 +66,8 @@ def test_daemon_steps_aside_for_people_and_leases(tmp_path):
         assert wait_status(api, first, timeout=60)["status"] == "completed"   # idle 1.5 s after the person left
 
         assert "leased by ada until" in _cli(env, "gpu", "lease", "0", "--for", "1h", "--by", "ada")
+        _wait_output(daemon, "GPU 0: no new task goes there: GPU 0 leased by ada")
+        time.sleep(1.5)    # a claim already waiting on the queue (agent.long_poll_s) may still take one task
         second = create_task(api, "while-leased", QUICK, queue="q")
         _stays_queued(api, second, 2)
         assert "gpu 0 leased by ada until" in _cli(env, "list")
