@@ -22,10 +22,12 @@ from pathlib import Path
 
 from agent.gpus.idle import IdleTracker, parse_rules
 from agent.gpus.inventory import GpuInventory
+from agent.gpus.packing import EXCEEDED_FIELD, REQUEST_FIELD
 from agent.gpus.sharing import LeaseBook, Sharing, blocked_gpus, status_tags
 from agent.taskserver.port import TaskServer
 from shipyard.client.config import Settings
 from shipyard.errors import ConfigError, ServerError, ServerUnreachable
+from shipyard.protocol import OutcomeKind
 
 log = logging.getLogger("shipyard.agent.gpuwatch")
 PEAK_FIELD = "gpu_memory_peak_mb"
@@ -36,6 +38,7 @@ GROWTH = 1.05   # write the peak again when it grew by 5 %
 class Running:
     queue: str
     gpus: tuple[int, ...]
+    request_mb: int | None = None    # packed on a shared GPU with this budget
 
 
 def task_of_pid(pid: int) -> str | None:
@@ -53,7 +56,7 @@ def task_of_pid(pid: int) -> str | None:
 class GpuWatch:
     def __init__(self, api: TaskServer, settings: Settings, inventory: GpuInventory, *,
                  running: Callable[[], Mapping[str, Running]], on_blocked: Callable[[set[int]], None],
-                 stop_task: Callable[[str, str], None], echo: Callable[[str], None], interval_s: float):
+                 stop_task: Callable[..., None], echo: Callable[[str], None], interval_s: float):
         agent = settings.agent
         self.api = api
         self.inventory = inventory
@@ -66,6 +69,7 @@ class GpuWatch:
         self.sharing = Sharing(agent.foreign_gpu_idle_s)
         self.idle = IdleTracker(parse_rules(agent.queue_idle_gpu))
         self._written: dict[str, int] = {}
+        self._over: set[str] = set()
         self._blocked: dict[int, str] = {}
         self._tags: list[str] = []
         self._stop = threading.Event()
@@ -108,8 +112,10 @@ class GpuWatch:
             if task not in running:
                 self.sharing.forget(task)
                 self._written.pop(task, None)
+                self._over.discard(task)
                 self.idle.forget(task)
         self._write_peaks()
+        self._over_budget(running)
         self._apply_idle(running, moment)
 
     def _set_blocked(self, blocked: dict[int, str]) -> None:
@@ -125,6 +131,20 @@ class GpuWatch:
             grew = peak > 0 and peak >= self._written.get(task, 0) * GROWTH + 1
             if grew and update_runtime(self.api, task, {PEAK_FIELD: peak}):
                 self._written[task] = peak
+
+    def _over_budget(self, running: Mapping[str, Running]) -> None:
+        """A packed task above its memory request endangers its neighbours: stop it, and hand it
+        back to its queue marked so that its next run gets a whole GPU (once: no request then)."""
+        for task, run in running.items():
+            used = self.sharing.peaks.get(task, 0)
+            if run.request_mb is None or used <= run.request_mb or task in self._over:
+                continue
+            self._over.add(task)
+            reason = (f"GPU out of memory budget: the task used {used} MB of GPU memory, more than its request of "
+                      f"{run.request_mb} MB on a shared GPU (runtime.{REQUEST_FIELD}); handed back to run alone "
+                      "on a whole GPU")
+            update_runtime(self.api, task, {EXCEEDED_FIELD: used})
+            self.stop_task(task, reason, OutcomeKind.INFRASTRUCTURE)
 
     def _apply_idle(self, running: Mapping[str, Running], now: float) -> None:
         if not self.idle.rules:

@@ -23,6 +23,7 @@ from agent.execution.lifecycle import Outcome
 from agent.execution.runner import SHUTDOWN_ABORT, ExecutorFactory, TaskRun, safe_report
 from agent.execution.taskkey import TaskKeys
 from agent.gpus.inventory import GpuInventory
+from agent.gpus.packing import request_of
 from agent.taskserver.port import TaskServer
 from sandbox.env_cache import EnvCache
 from sandbox.repo_cache import RepoCache
@@ -129,13 +130,14 @@ class Daemon:
 
         def running() -> dict[str, Running]:
             with self._lock:
-                return {task: Running(claim.queue.name, slot.gpus) for task, (_t, slot, claim) in self._active.items()}
+                return {task: Running(claim.queue.name, slot.gpus, slot.request_mb)
+                        for task, (_t, slot, claim) in self._active.items()}
 
-        def stop_task(task: str, reason: str) -> None:
+        def stop_task(task: str, reason: str, kind: str = OutcomeKind.ABORTED) -> None:
             run = self._runs.get(task)
             if run is not None:
                 self.echo(f"task {task}: stopping it: {reason}")
-                run.request_stop(f"stopped by the agent: {reason}")
+                run.request_stop(f"stopped by the agent: {reason}" if kind == OutcomeKind.ABORTED else reason, kind)
 
         return GpuWatch(self.api, self.settings, self.gpu_inventory, running=running,
                         on_blocked=allocator.set_blocked if allocator is not None else lambda _gpus: None,
@@ -175,7 +177,14 @@ class Daemon:
             return None
 
     def _start(self, claim: Claim, reporter: StatusReporter) -> None:
-        slot = self.slots.acquire(claim.queue)
+        request = self._request_of(claim) if getattr(self.slots, "head_request", None) else None
+        try:
+            slot = self.slots.acquire(claim.queue, request)
+        except RuntimeError as exc:   # a packing peek raced with the queue: the task did not fit after all
+            self.echo(f"task {claim.task_id}: handed back: {exc}")
+            safe_report(self.api, claim.task_id, Outcome(TaskStatus.STOPPED, OutcomeKind.INFRASTRUCTURE,
+                        f"no room on worker {self.worker}'s GPUs after all ({exc})"), self.worker, claim.attempt)
+            return
         self.tasks_started += 1
         thread = threading.Thread(target=self._run, args=(claim, slot, reporter),
                                   name=f"task-{claim.task_id[:8]}", daemon=True)
@@ -183,6 +192,15 @@ class Daemon:
             self._active[claim.task_id] = (thread, slot, claim)
         reporter.set_task(claim.task_id, claim.queue.id)
         thread.start()
+
+    def _request_of(self, claim: Claim) -> int | None:
+        """The claimed task's GPU memory request (agent/gpus/packing.py), None to take whole GPUs."""
+        try:
+            rows = self.api.call("tasks.get_all", {"id": [claim.task_id], "only_fields": ["runtime"]}).get("tasks")
+        except (ServerError, ServerUnreachable) as exc:
+            log.warning("task %s: could not read its GPU memory request (%s); it gets a whole GPU", claim.task_id, exc)
+            return None
+        return request_of(rows[0]) if rows else None
 
     def _reap(self) -> None:
         with self._lock:

@@ -82,9 +82,10 @@ class TaskRun:
         self.executor: Executor[Any] | None = None
         self.stop_request: tuple[str, str] | None = None   # set by the daemon (e.g. its idle-GPU policy)
 
-    def request_stop(self, reason: str) -> None:
-        """Stop the running task from the agent's side: it ends `stopped` with this reason."""
-        self.stop_request = (OutcomeKind.ABORTED, reason)
+    def request_stop(self, reason: str, kind: str = OutcomeKind.ABORTED) -> None:
+        """Stop the running task from the agent's side: it ends `stopped` with this reason (a
+        retryable kind, e.g. infrastructure, hands it back to its queue instead)."""
+        self.stop_request = (kind, reason)
 
     # -- the steps ------------------------------------------------------------------------
     def run(self) -> Outcome:

@@ -83,7 +83,7 @@ def daemon_cmd(ctx, detached, stop, force, pid_file, metrics_port, queues, more_
         shutdown = Shutdown().install()
         shutdown.on_signal(lambda count: None)
         setup = slot_setup(state.api, names, gpus=gpus, cpu_only=cpu_only, services=services,
-                           order_fairness=order_fairness)
+                           order_fairness=order_fairness, margin_mb=settings.agent.gpu_pack_margin_mb)
         Daemon(state.api, settings, setup.queue_names, shutdown=shutdown, order_fairness=order_fairness,
                create_queue=create_queue, echo=_echo, max_tasks=max_tasks, make_slots=setup.make_pool,
                stats_extra=setup.gpu_stats, exact_order=setup.exact_order, metrics=metrics,
