@@ -22,15 +22,14 @@ from pathlib import Path
 
 from agent.gpus.idle import IdleTracker, parse_rules
 from agent.gpus.inventory import GpuInventory
-from agent.gpus.packing import EXCEEDED_FIELD, REQUEST_FIELD
-from agent.gpus.sharing import LeaseBook, Sharing, blocked_gpus, status_tags
+from agent.gpus.packing import EXCEEDED_FIELD, PEAK_FIELD, REQUEST_FIELD
+from agent.gpus.sharing import UNSEEN, LeaseBook, Sharing, blocked_gpus, status_tags
 from agent.taskserver.port import TaskServer
 from shipyard.client.config import Settings
 from shipyard.errors import ConfigError, ServerError, ServerUnreachable
 from shipyard.protocol import OutcomeKind
 
 log = logging.getLogger("shipyard.agent.gpuwatch")
-PEAK_FIELD = "gpu_memory_peak_mb"
 GROWTH = 1.05   # write the peak again when it grew by 5 %
 
 
@@ -42,9 +41,12 @@ class Running:
 
 
 def task_of_pid(pid: int) -> str | None:
-    """CLEARML_TASK_ID from the process's environment, or None (gone, or not ours to read)."""
+    """CLEARML_TASK_ID from the process's environment; None when it names none or is not ours to
+    read (another user's process); UNSEEN when the pid is not in this /proc at all."""
     try:
         raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except FileNotFoundError:
+        return UNSEEN
     except OSError:
         return None
     for item in raw.split(b"\0"):
@@ -174,7 +176,7 @@ class GpuWatch:
 
 def _ours(pid: int, running: Mapping[str, Running]) -> str | None:
     task = task_of_pid(pid)
-    return task if task in running else None
+    return task if task in running or task == UNSEEN else None
 
 
 def update_runtime(api: TaskServer, task: str, values: Mapping[str, object]) -> bool:

@@ -18,7 +18,7 @@ from agent.daemon.poller import Claim, Queue, TaskSource, resolve_queues
 from agent.daemon.reporter import StatusReporter
 from agent.daemon.slots import ServiceSlots, Slot, SlotPool
 from agent.daemon.stats import StatsSampler
-from agent.execution import lifecycle
+from agent.execution import lifecycle, preempt
 from agent.execution.lifecycle import Outcome
 from agent.execution.runner import SHUTDOWN_ABORT, ExecutorFactory, TaskRun, safe_report
 from agent.execution.taskkey import TaskKeys
@@ -82,6 +82,7 @@ class Daemon:
         self._lock = threading.Lock()
 
     def work(self) -> int:
+        preempt.check(self.settings.agent)
         queues = resolve_queues(self.api, self.queue_names, create=self.create_queue)
         if self.make_slots is not None:
             self.slots = self.make_slots(queues)

@@ -55,6 +55,13 @@ def grace_for(agent: AgentSettings, queue: str | None) -> float:
     return grace
 
 
+def check(agent: AgentSettings) -> None:
+    """At the daemon's start: the preemption settings make sense (ConfigError naming the bad one)."""
+    signal_number(agent.preempt_signal)
+    for queue in agent.queue_preempt_grace_s:
+        grace_for(agent, queue)
+
+
 @dataclass(frozen=True)
 class Notice:
     """What one preemption tells the task: when it will be stopped, and why."""

@@ -9,6 +9,8 @@ A task without one gets whole GPUs, as before. Only single-GPU queues (`name=1`)
                                     fullest wins (best fit), so empty GPUs stay whole for big tasks.
     PackedGpus                      the daemon's shared GPUs: each holds one whole-GPU allocation
                                     (agent/gpus/alloc.py) for as long as any member runs on it.
+    usage_line(runtime)             `shipyard task show`: request vs measured peak, flagging a
+                                    request far above use (FAR_ABOVE times and 1 GiB more).
     hints(request, total)           the env a packed task gets: its budget, and the knobs the
                                     frameworks honour (PyTorch's allocator, JAX's fraction, TF's growth).
 
@@ -56,6 +58,26 @@ def request_of(task: Mapping[str, Any]) -> int | None:
     except ValueError:
         return None
     return number if number > 0 else None
+
+
+FAR_ABOVE = 2.0
+PEAK_FIELD = "gpu_memory_peak_mb"   # written by the daemon's GPU watch (agent/daemon/gpuwatch.py)
+
+
+def usage_line(runtime: Mapping[str, Any]) -> str | None:
+    """"request 20000 MB, measured peak 3000 MB (request far above use)"; None when neither is known."""
+    request, peak = runtime.get(REQUEST_FIELD), runtime.get(PEAK_FIELD)
+    if not request and not peak:
+        return None
+    parts = [f"request {request} MB" if request else "no request (whole GPUs)",
+             f"measured peak {peak} MB" if peak else "not measured yet"]
+    line = ", ".join(parts)
+    if isinstance(request, (int, float)) and isinstance(peak, (int, float)) and peak > 0 \
+            and request >= FAR_ABOVE * peak and request - peak >= 1024:
+        line += f" (request far above use: {request / peak:.1f}x)"
+    if runtime.get(EXCEEDED_FIELD):
+        line += f"; outgrew its request once ({runtime[EXCEEDED_FIELD]} MB), runs alone"
+    return line
 
 
 def hints(request_mb: int, total_mb: int) -> dict[str, str]:

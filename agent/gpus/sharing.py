@@ -20,12 +20,15 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from shipyard.errors import ConfigError
 
 LEASE_FILE = "gpu-leases.json"
+UNSEEN = "?"
+"""`owner(pid)` for a pid this daemon cannot see (another pid namespace, e.g. the daemon runs in a
+container): neither a task nor a person, ignored - stepping aside for every GPU would be worse."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,8 @@ def parse_duration(text: str) -> float:
 
 @dataclass
 class Sharing:
-    """What the samples showed. `owner(pid)` -> the daemon's task id for a process, or None."""
+    """What the samples showed. `owner(pid)` -> the daemon's task id for a process, None for
+    someone else's, UNSEEN for one it cannot see."""
 
     idle_s: float
     foreign_seen: dict[int, float] = field(default_factory=dict)    # GPU -> last time a foreign process was on it
@@ -113,6 +117,8 @@ class Sharing:
         foreign: dict[int, list[int]] = {}
         for proc in processes:
             task = owner(proc.pid)
+            if task == UNSEEN:
+                continue
             if task is None:
                 foreign.setdefault(proc.gpu, []).append(proc.pid)
             else:
@@ -151,7 +157,3 @@ def status_tags(blocked: Mapping[int, str], leases: Mapping[int, Lease]) -> list
     tags = [f"gpu-leased:{gpu}:{lease.by}:{int(lease.until)}" for gpu, lease in sorted(leases.items())]
     tags += [f"gpu-foreign:{gpu}" for gpu in sorted(blocked) if gpu not in leases]
     return tags
-
-
-def processes_to_json(processes: Iterable[GpuProcess]) -> str:   # for logs and tests
-    return json.dumps([asdict(p) for p in processes])

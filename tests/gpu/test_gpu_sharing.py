@@ -9,29 +9,15 @@ file (SHIPYARD_FAKE_GPU_PROCS: `pid gpu memory_mb [util]` lines; dead pids drop 
   into its runtime.gpu_memory_peak_mb."""
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 
-from click.testing import CliRunner
-
 from agent.gpus.idle import IdleRule, IdleTracker, parse_rules
-from agent.gpus.sharing import GpuProcess, Lease, Sharing, blocked_gpus, parse_duration
-from tests.agent_helpers import agent_env, create_task, start_daemon, task_log, wait_status
+from agent.gpus.sharing import UNSEEN, GpuProcess, Lease, Sharing, blocked_gpus, parse_duration
+from tests.agent_helpers import agent_env, create_task, run_cli, start_daemon, task_log, wait_status
 from tests.helpers import start_server
 
 QUICK = {"repository": "", "entry_point": "p.py", "diff": "print('ran')\n"}
-
-
-def _cli(env: dict, *args: str) -> str:
-    """The real CLI in this process (a `python -m shipyard` start costs seconds on a busy box)."""
-    from shipyard.cli import _register, cli
-
-    _register()
-    cleared = {name: None for name in os.environ if name.startswith(("CLEARML_", "SHIPYARD_"))}
-    done = CliRunner().invoke(cli, list(args), env={**cleared, **env}, catch_exceptions=False)
-    assert done.exit_code == 0, done.output
-    return done.output
 
 
 def _wait_output(daemon, text: str, timeout: float = 20) -> None:
@@ -65,14 +51,14 @@ def test_daemon_steps_aside_for_people_and_leases(tmp_path):
         person.wait()
         assert wait_status(api, first, timeout=60)["status"] == "completed"   # idle 1.5 s after the person left
 
-        assert "leased by ada until" in _cli(env, "gpu", "lease", "0", "--for", "1h", "--by", "ada")
+        assert "leased by ada until" in run_cli(env, "gpu", "lease", "0", "--for", "1h", "--by", "ada")
         _wait_output(daemon, "GPU 0: no new task goes there: GPU 0 leased by ada")
         time.sleep(1.5)    # a claim already waiting on the queue (agent.long_poll_s) may still take one task
         second = create_task(api, "while-leased", QUICK, queue="q")
         _stays_queued(api, second, 2)
-        assert "gpu 0 leased by ada until" in _cli(env, "list")
-        assert "GPU 0 leased by ada" in _cli(env, "gpu", "leases")
-        assert "GPU 0 released" in _cli(env, "gpu", "release", "0")
+        assert "gpu 0 leased by ada until" in run_cli(env, "list")
+        assert "GPU 0 leased by ada" in run_cli(env, "gpu", "leases")
+        assert "GPU 0 released" in run_cli(env, "gpu", "release", "0")
         assert wait_status(api, second, timeout=60)["status"] == "completed"
     finally:
         person.kill()
@@ -123,6 +109,9 @@ def test_sharing_and_idle_decisions():
     assert sharing.peaks == {"t1": 800} and set(blocked_gpus(sharing, {}, now=59)) == {1}
     assert blocked_gpus(sharing, {}, now=61) == {}
     assert set(blocked_gpus(sharing, {0: Lease(0, 500, "ada")}, now=101)) == {0}
+    unseen = Sharing(idle_s=60)      # pids of another pid namespace: neither ours nor a person's
+    unseen.observe([GpuProcess(5, 0, 10)], lambda _pid: UNSEEN, now=0)
+    assert blocked_gpus(unseen, {}, now=1) == {}
     assert parse_duration("2h") == 7200 and parse_duration("90m") == 5400 and parse_duration("30") == 30
 
     rules = parse_rules({"q": "10,1,stop"})

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.gpus.packing import PackedGpus, Room, fits, hints, place, request_of
-from tests.agent_helpers import agent_env, create_task, start_daemon, task_log, wait_status
+from agent.gpus.packing import PackedGpus, Room, fits, hints, place, request_of, usage_line
+from tests.agent_helpers import agent_env, create_task, run_cli, start_daemon, task_log, wait_status
 from tests.helpers import start_server
 
 # -- the pure decision ------------------------------------------------------------------------
@@ -62,6 +62,12 @@ def test_request_and_hints():
     assert env["SHIPYARD_GPU_MEMORY_FRACTION"] == "0.250" and env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.250"
     assert "expandable_segments" in env["PYTORCH_CUDA_ALLOC_CONF"]
     assert fits(Room(0, 10, 0), 9, 1) and not fits(Room(0, 10, 1), 9, 1)
+    assert usage_line({}) is None
+    assert usage_line({"gpu_memory_request_mb": 20_000, "gpu_memory_peak_mb": 3_000}) == \
+        "request 20000 MB, measured peak 3000 MB (request far above use: 6.7x)"
+    assert usage_line({"gpu_memory_request_mb": 4_000, "gpu_memory_peak_mb": 3_000}) == \
+        "request 4000 MB, measured peak 3000 MB"
+    assert usage_line({"gpu_memory_peak_mb": 3_000}) == "no request (whole GPUs), measured peak 3000 MB"
 
 
 # -- end to end -------------------------------------------------------------------------------
@@ -92,6 +98,7 @@ def test_three_clones_share_one_gpu(tmp_path):
             doc = wait_status(api, clone, timeout=120)
             assert doc["status"] == "completed", doc["status_reason"]
             probes.append(_probe(api, clone))
+        assert "gpu memory   request 20000 MB" in run_cli(env, "task", "show", clones[0])
     finally:
         daemon.stop()
         server.stop()
