@@ -12,6 +12,8 @@ from __future__ import annotations
 import subprocess
 import time
 
+import pytest
+
 from agent.gpus.idle import IdleRule, IdleTracker, parse_rules
 from agent.gpus.sharing import UNSEEN, GpuProcess, Lease, Sharing, blocked_gpus, parse_duration
 from tests.agent_helpers import agent_env, create_task, run_cli, start_daemon, task_log, wait_status
@@ -70,6 +72,7 @@ IDLE = ("import os, time\nopen({procs!r}, 'a').write(f'{{os.getpid()}} {{int(os.
         "{mb} 0\\n')\ntime.sleep({sleep})\nprint('slept')\n")
 
 
+@pytest.mark.nightly
 def test_idle_policy_stops_and_flags_and_peaks_are_measured(tmp_path):
     procs = tmp_path / "gpu-procs.txt"
     procs.write_text("")

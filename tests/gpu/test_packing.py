@@ -29,7 +29,7 @@ def test_place_table(rooms, asked, expected):
     assert place(rooms, asked, 1_000) == expected
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(totals=st.lists(st.integers(1_000, 100_000), min_size=1, max_size=4),
        steps=st.lists(st.tuples(st.booleans(), st.integers(1, 90_000)), max_size=40),
        margin=st.integers(0, 4_000))
