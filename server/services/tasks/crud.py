@@ -135,7 +135,9 @@ def clone(ctx: CallContext, req: Request) -> dict:
 def inherited_request(source: dict) -> dict:
     """A clone's (and so an HPO trial's) GPU memory request: the parent's measured peak, else the
     parent's own request (field names: agent/gpus/packing.py and agent/daemon/gpuwatch.py)."""
-    runtime = source.get("runtime") if isinstance(source.get("runtime"), dict) else {}
+    runtime = source.get("runtime")
+    if not isinstance(runtime, dict):
+        return {}
     for key in ("gpu_memory_peak_mb", "gpu_memory_request_mb"):
         value = runtime.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
