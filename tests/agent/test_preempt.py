@@ -42,7 +42,7 @@ def _wait_line(api, task: str, text: str, timeout: float = 120) -> None:
 
 def test_preempted_task_checkpoints_and_resumes(tmp_path):
     ckpt = tmp_path / "ckpt.txt"
-    repo, commit = make_repo(tmp_path / "repo", {"train.py": TRAIN.format(ckpt=str(ckpt), steps=60)})
+    repo, commit = make_repo(tmp_path / "repo", {"train.py": TRAIN.format(ckpt=str(ckpt), steps=30)})
     server = start_server(tmp_path / "server")
     api = server.api()
     env = agent_env(server, tmp_path, SHIPYARD_PREEMPT_GRACE_S="20")
@@ -71,7 +71,7 @@ def test_preempted_task_checkpoints_and_resumes(tmp_path):
     heading = next(line for line in lines if line.startswith("--- run 2"))
     assert "resumed after preemption" in heading, heading
     assert f"starting at step {saved}" in lines[lines.index(heading):]
-    assert "finished at step 60" in lines
+    assert "finished at step 30" in lines
 
 
 def test_preempt_settings_name_the_bad_value(tmp_path, monkeypatch):
