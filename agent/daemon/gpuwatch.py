@@ -72,6 +72,7 @@ class GpuWatch:
         self.idle = IdleTracker(parse_rules(agent.queue_idle_gpu))
         self._written: dict[str, int] = {}
         self._over: set[str] = set()
+        self._lock = threading.Lock()
         self._blocked: dict[int, str] = {}
         self._tags: list[str] = []
         self._stop = threading.Event()
@@ -102,14 +103,10 @@ class GpuWatch:
     def sample(self, now: float | None = None) -> None:
         moment = time.time() if now is None else now
         running = dict(self.running())
-        self.sharing.observe(self.inventory.processes(), lambda pid: _ours(pid, running), moment)
-        try:
-            leases = self.leases.read(moment)
-        except ConfigError as exc:
-            log.error("%s", exc)
-            leases = {}
-        self._set_blocked(blocked_gpus(self.sharing, leases, moment))
-        self._tags = status_tags(self._blocked, leases)
+        processes = self.inventory.processes()
+        with self._lock:
+            self.sharing.observe(processes, lambda pid: _ours(pid, running), moment)
+        self.refresh(moment)
         for task in list(self.sharing.peaks):
             if task not in running:
                 self.sharing.forget(task)
@@ -119,6 +116,19 @@ class GpuWatch:
         self._write_peaks()
         self._over_budget(running)
         self._apply_idle(running, moment)
+
+    def refresh(self, now: float | None = None) -> None:
+        """Leases and stepped-aside GPUs now (cheap: one small file); the daemon calls it before
+        each claim, so a lease taken a moment ago already counts."""
+        moment = time.time() if now is None else now
+        try:
+            leases = self.leases.read(moment)
+        except ConfigError as exc:
+            log.error("%s", exc)
+            leases = {}
+        with self._lock:
+            self._set_blocked(blocked_gpus(self.sharing, leases, moment))
+            self._tags = status_tags(self._blocked, leases)
 
     def _set_blocked(self, blocked: dict[int, str]) -> None:
         for gpu in sorted(set(blocked) - set(self._blocked)):

@@ -106,6 +106,8 @@ class Daemon:
         try:
             while not self._should_stop():
                 self._reap()
+                if self.gpu_watch is not None:
+                    self.gpu_watch.refresh()
                 fitting = self.slots.claimable(queues)
                 if not fitting:
                     self._finished.wait(0.5)

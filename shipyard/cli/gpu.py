@@ -26,7 +26,7 @@ def gpu_group() -> None:
 def lease_cmd(state: CliState, gpu: int, duration: str, by: str | None) -> None:
     """Lease GPU (its NVML index) so no new task starts on it; running tasks finish."""
     lease = LeaseBook(state.settings.agent.work_dir).lease(gpu, parse_duration(duration), by or getpass.getuser())
-    click.echo(f"{lease.describe()} (the daemon on this machine sees it within one status interval)")
+    click.echo(f"{lease.describe()} (the daemon on this machine starts nothing new there from its next claim)")
 
 
 @gpu_group.command("release")
