@@ -2,6 +2,10 @@
 
     register → loop { claim the next task → run it → report } → unregister
 
+With a GPU inventory, a GPU watch thread (agent/daemon/gpuwatch.py) runs beside the loop: it
+keeps GPUs that people use or lease out of the slots, measures each task's peak GPU memory, and
+applies the idle-GPU policy; packed slots take the claimed task's memory request (`_request_of`).
+
 The first SIGTERM/SIGINT drains (the running task finishes, nothing new is taken); a second
 aborts the running task, which ends `stopped` with the reason - never `completed`.
 """

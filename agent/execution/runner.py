@@ -7,6 +7,11 @@ the task in a container. Logs, the abort/lease/max-runtime watch and the outcome
 for both. Every failure ends in an `Outcome` with a reason a person can act on (also the last
 line of the task's console); nothing here lets a task end "completed" unless its process exited 0.
 
+A preemption request (the watch's `preempted`) is executed by `_preempt`: the notice file and
+signal of agent/execution/preempt.py, the queue's grace, then the usual stop; the outcome hands
+the task back to its queue. The daemon may also `request_stop` a run (its idle-GPU policy, a
+packed task over its memory request).
+
 The task process never gets the agent's key: each run mints a short-lived key of its own
 (agent/taskkey.py) before anything starts, keeps it alive from the watch loop and revokes it
 when the run ends, whatever the outcome.
