@@ -2,7 +2,8 @@
 
     sample   inventory.processes() and readings; the lease file (agent/gpus/sharing.py)
     → steps aside: GPUs with a person's process (or lately) or a lease are `blocked` for new tasks
-      (`on_blocked`, the allocator's blocked set); the change is said once on the console
+      (`on_blocked`, the allocator's blocked set); the change is said once on the console. A
+      daemon without --gpus leaves GPUs alone (on_blocked None): it only measures
     → measures: each running task's peak GPU memory, written to its `runtime.gpu_memory_peak_mb`
       when it grows (clones inherit it as their request, see agent/gpus/packing.py)
     → idle policy: `agent.queue_idle_gpu` (agent/gpus/idle.py) flags or stops a task
@@ -57,7 +58,7 @@ def task_of_pid(pid: int) -> str | None:
 
 class GpuWatch:
     def __init__(self, api: TaskServer, settings: Settings, inventory: GpuInventory, *,
-                 running: Callable[[], Mapping[str, Running]], on_blocked: Callable[[set[int]], None],
+                 running: Callable[[], Mapping[str, Running]], on_blocked: Callable[[set[int]], None] | None,
                  stop_task: Callable[..., None], echo: Callable[[str], None], interval_s: float):
         agent = settings.agent
         self.api = api
@@ -128,9 +129,11 @@ class GpuWatch:
             leases = {}
         with self._lock:
             self._set_blocked(blocked_gpus(self.sharing, leases, moment))
-            self._tags = status_tags(self._blocked, leases)
+            self._tags = status_tags(self._blocked, leases) if self.on_blocked is not None else []
 
     def _set_blocked(self, blocked: dict[int, str]) -> None:
+        if self.on_blocked is None:   # GPUs not managed (no --gpus): nothing to step aside with
+            return
         for gpu in sorted(set(blocked) - set(self._blocked)):
             self.echo(f"GPU {gpu}: no new task goes there: {blocked[gpu]}")
         for gpu in sorted(set(self._blocked) - set(blocked)):

@@ -147,7 +147,7 @@ class Daemon:
                 run.request_stop(f"stopped by the agent: {reason}" if kind == OutcomeKind.ABORTED else reason, kind)
 
         return GpuWatch(self.api, self.settings, self.gpu_inventory, running=running,
-                        on_blocked=allocator.set_blocked if allocator is not None else lambda _gpus: None,
+                        on_blocked=allocator.set_blocked if allocator is not None else None,
                         stop_task=stop_task, echo=self.echo, interval_s=self.settings.agent.status_report_s).start()
 
     def _reconcile(self) -> None:

@@ -172,8 +172,9 @@ def slot_setup(api, names: list[str], *, gpus: str | None, cpu_only: bool, servi
     inventory = inventory_from_env()
     plan = plan_gpus(gpus, cpu_only=cpu_only, queues=names, devices=inventory.devices())
     gpu_stats = (lambda: inventory.stats(plan.stats_indices)) if inventory.devices() else None
-    if not plan.managed:
-        return SlotSetup(names, lambda _queues: ServiceSlots(services or 1), gpu_stats)
+    if not plan.managed:   # GPUs left alone: the watch only measures (no slots to step aside with)
+        return SlotSetup(names, lambda _queues: ServiceSlots(services or 1), gpu_stats,
+                         inventory=inventory if inventory.devices() else None)
 
     def has_tasks(queue: Queue) -> bool:
         return api.call("queues.get_num_entries", {"queue": queue.id}).get("num", 0) > 0
