@@ -19,6 +19,7 @@ when the run ends, whatever the outcome.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ from agent.execution.lifecycle import Outcome
 from agent.execution.preempt import PREEMPT_FILE_NAME, Notice
 from agent.execution.taskkey import NO_KEY, TaskKey, TaskKeys
 from agent.execution.watch import TaskWatch
+from agent.gpus.packing import EXCEEDED_FIELD, REQUEST_FIELD
 from agent.logs.shipper import LogShipper, OutputReader, ShipStats
 from agent.taskserver.port import TaskServer
 from sandbox.env_cache import EnvCache
@@ -289,8 +291,9 @@ class TaskRun:
             return Outcome(TaskStatus.FAILED, exc.kind, exc.reason)
         except InfrastructureError as exc:
             return Outcome(TaskStatus.FAILED, OutcomeKind.INFRASTRUCTURE, exc.reason)
-        readers = [OutputReader(launched.stdout_fd, lambda text: shipper.add(text, "info"), joined=True).start(),
-                   OutputReader(launched.stderr_fd, lambda text: shipper.add(text, "error"), joined=True).start()]
+        oom = OomSpotter(self.slot_env)
+        readers = [OutputReader(launched.stdout_fd, lambda text: shipper.add(oom.see(text), "info"), joined=True).start(),
+                   OutputReader(launched.stderr_fd, lambda text: shipper.add(oom.see(text), "error"), joined=True).start()]
         try:
             abort = self._supervise(launched, watch)
             if abort is None:
@@ -303,7 +306,22 @@ class TaskRun:
         result = self.executor.finish(prepared, launched)
         if result.frozen and not prepared.frozen:
             self._write_back(task, result.frozen, None)
+        if abort is None and result.exit.returncode != 0 and oom.request_mb is not None and oom.seen:
+            return self._outgrew(oom.request_mb, result)
         return self._outcome(result, abort)
+
+    def _outgrew(self, request_mb: int, result: RunResult) -> Outcome:
+        """A packed task that ran out of GPU memory: handed back, marked to run alone next time."""
+        try:
+            rows = self.api.call("tasks.get_all", {"id": [self.task_id], "only_fields": ["runtime"]}).get("tasks") or []
+            runtime = dict((rows[0].get("runtime") or {}) if rows else {})
+            self.api.call("tasks.edit", {"task": self.task_id, "force": True,
+                                         "runtime": {**runtime, EXCEEDED_FIELD: request_mb}})
+        except (ServerError, ServerUnreachable) as exc:
+            self.note(f"could not mark the task to run alone next time: {exc}")
+        return Outcome(TaskStatus.STOPPED, OutcomeKind.INFRASTRUCTURE,
+                       f"GPU out of memory on a shared GPU: the task needs more than its request of {request_mb} MB "
+                       f"(runtime.{REQUEST_FIELD}); handed back to run alone on a whole GPU", result.exit.returncode)
 
     def _record_exit(self, code: int | None) -> None:
         """Tell the server at once that the process ended, before flushing logs and reporting:
@@ -365,6 +383,23 @@ class TaskRun:
                            + (" (out of memory?)" if info.signalled == 9 else ""), info.returncode)
         return Outcome(TaskStatus.FAILED, OutcomeKind.USER_ERROR, f"the task process exited with code {info.returncode}; "
                        "see the end of its console log", info.returncode)
+
+
+class OomSpotter:
+    """Watches a packed task's output for the frameworks' out-of-memory errors (a run on a whole
+    GPU is left alone: its OOM is the task's own failure)."""
+
+    PATTERN = re.compile(r"CUDA out of memory|OutOfMemoryError|CUDA_ERROR_OUT_OF_MEMORY|RESOURCE_EXHAUSTED")
+
+    def __init__(self, slot_env: Mapping[str, str]):
+        value = slot_env.get("SHIPYARD_GPU_MEMORY_REQUEST_MB", "")
+        self.request_mb = int(value) if value.isdigit() else None
+        self.seen = False
+
+    def see(self, text: str) -> str:
+        if self.request_mb is not None and not self.seen and self.PATTERN.search(text):
+            self.seen = True
+        return text
 
 
 def run_heading(task: Mapping[str, Any], attempt: int | None, worker: str) -> str | None:

@@ -132,3 +132,28 @@ def test_task_over_its_request_is_rerun_alone(tmp_path):
     assert doc["runtime"]["gpu_request_exceeded_mb"] == 25_000
     assert any("GPU out of memory budget: the task used 25000 MB" in line for line in lines)
     assert lines.count("request 20000") == 1 and lines.count("request None") == 1   # the second run alone
+
+
+OOM = ("import os, sys\nrequest = os.environ.get('SHIPYARD_GPU_MEMORY_REQUEST_MB')\nprint('request', request, flush=True)\n"
+       "if request:\n    sys.exit('torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB')\n")
+
+
+@pytest.mark.nightly
+def test_packed_task_that_runs_out_of_gpu_memory_is_rerun_alone(tmp_path):
+    server = start_server(tmp_path / "server")
+    api = server.api()
+    env = agent_env(server, tmp_path, SHIPYARD_FAKE_GPUS="1")
+    daemon = start_daemon(env, [], tmp_path / "d.log", "--gpus", "0", "--queue", "q=1")
+    try:
+        task = create_task(api, "oom", {"repository": "", "entry_point": "p.py", "diff": OOM},
+                           queue="q", runtime={"gpu_memory_request_mb": 4_000})
+        doc = wait_status(api, task, timeout=120)
+        lines = task_log(api, task)
+    finally:
+        daemon.stop()
+        server.stop()
+    assert doc["status"] == "completed", doc["status_reason"]
+    assert doc["runtime"]["gpu_request_exceeded_mb"] == 4_000
+    assert any("GPU out of memory on a shared GPU: the task needs more than its request of 4000 MB" in line
+               for line in lines)
+    assert lines.count("request 4000") == 1 and lines.count("request None") == 1
