@@ -418,6 +418,11 @@ class ContainerRun:
             self.container.stop(timeout=max(1, math.ceil(grace_s)))
         self._done.wait(30)
 
+    def signal(self, signum: int) -> None:
+        """One signal to the container's init, which forwards it to the task (a preemption notice)."""
+        with contextlib.suppress(docker.errors.DockerException, requests.RequestException):
+            self.container.kill(signal=signum)
+
     def reap(self) -> None:
         """The container's processes all end with it; nothing lives on."""
 

@@ -2,6 +2,10 @@
 
     register → loop { claim the next task → run it → report } → unregister
 
+With a GPU inventory, a GPU watch thread (agent/daemon/gpuwatch.py) runs beside the loop: it
+keeps GPUs that people use or lease out of the slots, measures each task's peak GPU memory, and
+applies the idle-GPU policy; packed slots take the claimed task's memory request (`_request_of`).
+
 The first SIGTERM/SIGINT drains (the running task finishes, nothing new is taken); a second
 aborts the running task, which ends `stopped` with the reason - never `completed`.
 """
@@ -12,15 +16,18 @@ import threading
 import time
 from typing import Callable
 
+from agent.daemon.gpuwatch import GpuWatch, Running
 from agent.daemon.metrics import AgentMetrics
 from agent.daemon.poller import Claim, Queue, TaskSource, resolve_queues
 from agent.daemon.reporter import StatusReporter
 from agent.daemon.slots import ServiceSlots, Slot, SlotPool
 from agent.daemon.stats import StatsSampler
-from agent.execution import lifecycle
+from agent.execution import lifecycle, preempt
 from agent.execution.lifecycle import Outcome
 from agent.execution.runner import SHUTDOWN_ABORT, ExecutorFactory, TaskRun, safe_report
 from agent.execution.taskkey import TaskKeys
+from agent.gpus.inventory import GpuInventory
+from agent.gpus.packing import request_of
 from agent.taskserver.port import TaskServer
 from sandbox.env_cache import EnvCache
 from sandbox.repo_cache import RepoCache
@@ -44,8 +51,12 @@ class Daemon:
                  make_slots: Callable[[list[Queue]], SlotPool] | None = None, exact_order: bool = False,
                  metrics: AgentMetrics | None = None,
                  executor_factory: ExecutorFactory | None = None, watch_check_s: float = 1.0,
-                 drain_hint: str = "", shutdown_abort: tuple[str, str] = SHUTDOWN_ABORT):
+                 drain_hint: str = "", shutdown_abort: tuple[str, str] = SHUTDOWN_ABORT,
+                 gpu_inventory: GpuInventory | None = None):
         self.api = api
+        self.gpu_inventory = gpu_inventory      # with one: the GPU watch (agent/daemon/gpuwatch.py)
+        self.gpu_watch: GpuWatch | None = None
+        self._runs: dict[str, TaskRun] = {}
         self.drain_hint = drain_hint              # appended to "draining: ..." (`shipyard up`: how to abort)
         self.shutdown_abort = shutdown_abort      # (kind, reason) a second signal ends running tasks with
         self.executor_factory = executor_factory   # None: local or docker, as the settings say
@@ -75,12 +86,15 @@ class Daemon:
         self._lock = threading.Lock()
 
     def work(self) -> int:
+        preempt.check(self.settings.agent)
         queues = resolve_queues(self.api, self.queue_names, create=self.create_queue)
         if self.make_slots is not None:
             self.slots = self.make_slots(queues)
+        self.gpu_watch = self._start_gpu_watch()
         reporter = StatusReporter(self.api, self.worker, [q.id for q in queues],
                                   interval_s=self.settings.agent.status_report_s,
-                                  sampler=StatsSampler(gpu_stats=self.stats_extra))
+                                  sampler=StatsSampler(gpu_stats=self.stats_extra),
+                                  tags=self.gpu_watch.tags if self.gpu_watch else None)
         reporter.register()
         reporter.start()
         source = TaskSource(self.api, queues, order_fairness=self.order_fairness,
@@ -96,6 +110,8 @@ class Daemon:
         try:
             while not self._should_stop():
                 self._reap()
+                if self.gpu_watch is not None:
+                    self.gpu_watch.refresh()
                 fitting = self.slots.claimable(queues)
                 if not fitting:
                     self._finished.wait(0.5)
@@ -106,11 +122,33 @@ class Daemon:
                     self._start(claim, reporter)
             self._drain()
         finally:
+            if self.gpu_watch is not None:
+                self.gpu_watch.stop()
             source.close()
             reporter.stop()
             reporter.unregister()
             self.echo(f"worker {self.worker} stopped after {self.tasks_started} task(s)")
         return 0
+
+    def _start_gpu_watch(self) -> GpuWatch | None:
+        if self.gpu_inventory is None:
+            return None
+        allocator = getattr(self.slots, "allocator", None)
+
+        def running() -> dict[str, Running]:
+            with self._lock:
+                return {task: Running(claim.queue.name, slot.gpus, slot.request_mb)
+                        for task, (_t, slot, claim) in self._active.items()}
+
+        def stop_task(task: str, reason: str, kind: str = OutcomeKind.ABORTED) -> None:
+            run = self._runs.get(task)
+            if run is not None:
+                self.echo(f"task {task}: stopping it: {reason}")
+                run.request_stop(f"stopped by the agent: {reason}" if kind == OutcomeKind.ABORTED else reason, kind)
+
+        return GpuWatch(self.api, self.settings, self.gpu_inventory, running=running,
+                        on_blocked=allocator.set_blocked if allocator is not None else None,
+                        stop_task=stop_task, echo=self.echo, interval_s=self.settings.agent.status_report_s).start()
 
     def _reconcile(self) -> None:
         """Tasks the server believes this worker holds (from before a crash) go back to their queues."""
@@ -146,7 +184,14 @@ class Daemon:
             return None
 
     def _start(self, claim: Claim, reporter: StatusReporter) -> None:
-        slot = self.slots.acquire(claim.queue)
+        request = self._request_of(claim) if getattr(self.slots, "head_request", None) else None
+        try:
+            slot = self.slots.acquire(claim.queue, request)
+        except RuntimeError as exc:   # a packing peek raced with the queue: the task did not fit after all
+            self.echo(f"task {claim.task_id}: handed back: {exc}")
+            safe_report(self.api, claim.task_id, Outcome(TaskStatus.STOPPED, OutcomeKind.INFRASTRUCTURE,
+                        f"no room on worker {self.worker}'s GPUs after all ({exc})"), self.worker, claim.attempt)
+            return
         self.tasks_started += 1
         thread = threading.Thread(target=self._run, args=(claim, slot, reporter),
                                   name=f"task-{claim.task_id[:8]}", daemon=True)
@@ -154,6 +199,15 @@ class Daemon:
             self._active[claim.task_id] = (thread, slot, claim)
         reporter.set_task(claim.task_id, claim.queue.id)
         thread.start()
+
+    def _request_of(self, claim: Claim) -> int | None:
+        """The claimed task's GPU memory request (agent/gpus/packing.py), None to take whole GPUs."""
+        try:
+            rows = self.api.call("tasks.get_all", {"id": [claim.task_id], "only_fields": ["runtime"]}).get("tasks")
+        except (ServerError, ServerUnreachable) as exc:
+            log.warning("task %s: could not read its GPU memory request (%s); it gets a whole GPU", claim.task_id, exc)
+            return None
+        return request_of(rows[0]) if rows else None
 
     def _reap(self) -> None:
         with self._lock:
@@ -185,6 +239,7 @@ class Daemon:
                           log_stats=self.metrics.record_log_shipping if self.metrics else None,
                           executor_factory=self.executor_factory, watch_check_s=self.watch_check_s,
                           shutdown_abort=self.shutdown_abort)
+            self._runs[claim.task_id] = run
             outcome = run.run()
             self.echo(f"task {claim.task_id} {outcome.status} in {time.monotonic() - started:.2f}s: "
                       f"{outcome.status_reason}")
@@ -198,6 +253,7 @@ class Daemon:
             self._report_crash(claim, f"agent error: {type(exc).__name__}: {exc}")
             return None
         finally:
+            self._runs.pop(claim.task_id, None)
             self._finished.set()
             others = [c for t, (_th, _s, c) in list(self._active.items()) if t != claim.task_id]
             reporter.set_task(others[0].task_id if others else None, others[0].queue.id if others else None)

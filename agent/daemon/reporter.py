@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from agent.daemon.stats import StatsSampler
 from agent.taskserver.port import TaskServer
@@ -16,12 +17,13 @@ MIN_TIMEOUT_S = 5
 
 class StatusReporter:
     def __init__(self, api: TaskServer, worker: str, queue_ids: list[str], *, interval_s: float = 30.0,
-                 sampler: StatsSampler | None = None):
+                 sampler: StatsSampler | None = None, tags: Callable[[], list[str]] | None = None):
         self.api = api
         self.worker = worker
         self.queue_ids = queue_ids
         self.interval_s = interval_s
         self.sampler = sampler or StatsSampler()
+        self.tags = tags     # the worker's system_tags (GPU leases, GPUs stepped aside from)
         self.task_id: str | None = None
         self.queue_id: str | None = None
         self._wake = threading.Event()
@@ -64,6 +66,8 @@ class StatusReporter:
                 "machine_stats": self.sampler.sample(), "is_daemon": True}
         if self.task_id:
             body.update({"task": self.task_id, "queue": self.queue_id})
+        if self.tags is not None:
+            body["system_tags"] = self.tags()
         self.api.call("workers.status_report", body, deadline_s=10)
 
     def _run(self) -> None:

@@ -32,6 +32,7 @@ from agent.execution import taskconf, taskenv
 from agent.execution.build import git_credentials, task_requirements
 from agent.execution.contract import ExitStatus, Prepared, RunContext, RunResult
 from agent.execution.lifecycle import Outcome
+from agent.execution.preempt import PREEMPT_FILE_ENV, PREEMPT_FILE_NAME
 from sandbox import container_build, install_errors
 from sandbox.docker_runner import (
     LABEL_ATTEMPT,
@@ -325,6 +326,7 @@ class DockerExecutor:
         env["CLEARML_PROC_MASTER_ID"] = f"1:{self.context.task_id}"  # PID 1: the container's init, alive throughout
         env["CLEARML_DOCKER_IMAGE"] = plan.request.image
         env["CLEARML_CONFIG_FILE"] = f"{TASK_DIR}/{taskconf.FILE_NAME}"  # written by _write_run_files
+        env[PREEMPT_FILE_ENV] = f"{TASK_DIR}/{PREEMPT_FILE_NAME}"   # the run's directory, mounted
         if self.docker.user:
             env["HOME"] = f"{TASK_DIR}/home"
         return env

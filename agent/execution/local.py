@@ -11,6 +11,7 @@ from pathlib import Path
 from agent.execution import taskconf, taskenv
 from agent.execution.build import BuiltTask, build_task
 from agent.execution.contract import ExitStatus, Prepared, RunContext, RunResult
+from agent.execution.preempt import PREEMPT_FILE_ENV, PREEMPT_FILE_NAME
 from agent.execution.process import Child
 from agent.execution.task_user import TaskUser, resolve
 from sandbox.env_cache import EnvCache
@@ -34,6 +35,9 @@ class LocalLaunch:
 
     def terminate(self, grace_s: float) -> None:
         self.child.terminate(grace_s)
+
+    def signal(self, signum: int) -> None:
+        self.child.signal_group(signum)
 
     def reap(self) -> None:
         self.child.reap_group()
@@ -96,6 +100,7 @@ class LocalExecutor:
         config = taskconf.write_task_config(self.context.target, self.context.settings.sdk, self.context.connection,
                                             owner=self.user.owner if self.user else None)
         env["CLEARML_CONFIG_FILE"] = str(config)
+        env[PREEMPT_FILE_ENV] = str(self.context.target / PREEMPT_FILE_NAME)
         lines = [r.line for r in built.requirements.requirements]
         with_args = not taskenv.uses_sdk(built.workspace.entry_point, lines)
         if built.workspace.module:

@@ -7,6 +7,11 @@ the task in a container. Logs, the abort/lease/max-runtime watch and the outcome
 for both. Every failure ends in an `Outcome` with a reason a person can act on (also the last
 line of the task's console); nothing here lets a task end "completed" unless its process exited 0.
 
+A preemption request (the watch's `preempted`) is executed by `_preempt`: the notice file and
+signal of agent/execution/preempt.py, the queue's grace, then the usual stop; the outcome hands
+the task back to its queue. The daemon may also `request_stop` a run (its idle-GPU policy, a
+packed task over its memory request).
+
 The task process never gets the agent's key: each run mints a short-lived key of its own
 (agent/taskkey.py) before anything starts, keeps it alive from the watch loop and revokes it
 when the run ends, whatever the outcome.
@@ -14,6 +19,7 @@ when the run ends, whatever the outcome.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -23,8 +29,10 @@ from agent.execution import lifecycle, taskconf, taskenv
 from agent.execution.build import BuiltTask
 from agent.execution.contract import Executor, Launched, Prepared, RunContext, RunResult
 from agent.execution.lifecycle import Outcome
+from agent.execution.preempt import PREEMPT_FILE_NAME, Notice
 from agent.execution.taskkey import NO_KEY, TaskKey, TaskKeys
 from agent.execution.watch import TaskWatch
+from agent.gpus.packing import EXCEEDED_FIELD, REQUEST_FIELD
 from agent.logs.shipper import LogShipper, OutputReader, ShipStats
 from agent.taskserver.port import TaskServer
 from sandbox.env_cache import EnvCache
@@ -79,6 +87,12 @@ class TaskRun:
         self.shipper: LogShipper | None = None
         self.timings: dict[str, float] = {}
         self.executor: Executor[Any] | None = None
+        self.stop_request: tuple[str, str] | None = None   # set by the daemon (e.g. its idle-GPU policy)
+
+    def request_stop(self, reason: str, kind: str = OutcomeKind.ABORTED) -> None:
+        """Stop the running task from the agent's side: it ends `stopped` with this reason (a
+        retryable kind, e.g. infrastructure, hands it back to its queue instead)."""
+        self.stop_request = (kind, reason)
 
     # -- the steps ------------------------------------------------------------------------
     def run(self) -> Outcome:
@@ -296,8 +310,9 @@ class TaskRun:
             return Outcome(TaskStatus.FAILED, exc.kind, exc.reason)
         except InfrastructureError as exc:
             return Outcome(TaskStatus.FAILED, OutcomeKind.INFRASTRUCTURE, exc.reason)
-        readers = [OutputReader(launched.stdout_fd, lambda text: shipper.add(text, "info"), joined=True).start(),
-                   OutputReader(launched.stderr_fd, lambda text: shipper.add(text, "error"), joined=True).start()]
+        oom = OomSpotter(self.slot_env)
+        readers = [OutputReader(launched.stdout_fd, lambda text: shipper.add(oom.see(text), "info"), joined=True).start(),
+                   OutputReader(launched.stderr_fd, lambda text: shipper.add(oom.see(text), "error"), joined=True).start()]
         try:
             abort = self._supervise(launched, watch)
             if abort is None:
@@ -310,7 +325,22 @@ class TaskRun:
         result = self.executor.finish(prepared, launched)
         if result.frozen and not prepared.frozen:
             self._write_back(task, result.frozen, None)
+        if abort is None and result.exit.returncode != 0 and oom.request_mb is not None and oom.seen:
+            return self._outgrew(oom.request_mb, result)
         return self._outcome(result, abort)
+
+    def _outgrew(self, request_mb: int, result: RunResult) -> Outcome:
+        """A packed task that ran out of GPU memory: handed back, marked to run alone next time."""
+        try:
+            rows = self.api.call("tasks.get_all", {"id": [self.task_id], "only_fields": ["runtime"]}).get("tasks") or []
+            runtime = dict((rows[0].get("runtime") or {}) if rows else {})
+            self.api.call("tasks.edit", {"task": self.task_id, "force": True,
+                                         "runtime": {**runtime, EXCEEDED_FIELD: request_mb}})
+        except (ServerError, ServerUnreachable) as exc:
+            self.note(f"could not mark the task to run alone next time: {exc}")
+        return Outcome(TaskStatus.STOPPED, OutcomeKind.INFRASTRUCTURE,
+                       f"GPU out of memory on a shared GPU: the task needs more than its request of {request_mb} MB "
+                       f"(runtime.{REQUEST_FIELD}); handed back to run alone on a whole GPU", result.exit.returncode)
 
     def _record_exit(self, code: int | None) -> None:
         """Tell the server at once that the process ended, before flushing logs and reporting:
@@ -328,14 +358,33 @@ class TaskRun:
             abort = (watch.abort_kind, watch.abort_reason) if watch.abort_kind is not None else None
             if abort is None and self.should_abort():
                 abort = self.shutdown_abort
+            abort = abort or self.stop_request
             if abort is not None:
-                self.note(f"stopping the task: {abort[1]} (SIGTERM, then SIGKILL after "
-                          f"{self.settings.agent.abort_grace_s:g}s)")
-                launched.terminate(self.settings.agent.abort_grace_s)
-                launched.reap()
+                if abort[0] == OutcomeKind.PREEMPTED:
+                    self._preempt(launched, abort[1])
+                self._stop(launched, abort[1])
                 return abort
         launched.reap()
         return None
+
+    def _preempt(self, launched: Launched, reason: str) -> None:
+        """The notice (agent/execution/preempt.py), then the grace for the task to checkpoint and exit."""
+        notice = Notice.plan(self.settings.agent, self.queue, reason)
+        try:
+            notice.write(self.target / PREEMPT_FILE_NAME)
+        except OSError as exc:
+            self.note(f"could not write the preemption notice file: {exc}")
+        launched.signal(notice.signum)
+        self.note(f"preempting the task ({reason}): {notice.describe()}")
+        while time.time() < notice.deadline and launched.wait(0.1) is None:
+            pass
+
+    def _stop(self, launched: Launched, reason: str) -> None:
+        if launched.wait(0) is None:
+            self.note(f"stopping the task: {reason} (SIGTERM, then SIGKILL after "
+                      f"{self.settings.agent.abort_grace_s:g}s)")
+        launched.terminate(self.settings.agent.abort_grace_s)
+        launched.reap()
 
     def _outcome(self, result: RunResult, abort: tuple[str, str] | None) -> Outcome:
         info = result.exit
@@ -355,6 +404,23 @@ class TaskRun:
                        "see the end of its console log", info.returncode)
 
 
+class OomSpotter:
+    """Watches a packed task's output for the frameworks' out-of-memory errors (a run on a whole
+    GPU is left alone: its OOM is the task's own failure)."""
+
+    PATTERN = re.compile(r"CUDA out of memory|OutOfMemoryError|CUDA_ERROR_OUT_OF_MEMORY|RESOURCE_EXHAUSTED")
+
+    def __init__(self, slot_env: Mapping[str, str]):
+        value = slot_env.get("SHIPYARD_GPU_MEMORY_REQUEST_MB", "")
+        self.request_mb = int(value) if value.isdigit() else None
+        self.seen = False
+
+    def see(self, text: str) -> str:
+        if self.request_mb is not None and not self.seen and self.PATTERN.search(text):
+            self.seen = True
+        return text
+
+
 def run_heading(task: Mapping[str, Any], attempt: int | None, worker: str) -> str | None:
     """The line a re-run's console starts with, so runs do not run together: which run this is
     (counted from 1 since a person last enqueued the task, as the server numbers them), where, and
@@ -371,7 +437,17 @@ def run_heading(task: Mapping[str, Any], attempt: int | None, worker: str) -> st
     limit = this.get("max_runs")
     number = f"run {run}" + (f" of {limit}" if isinstance(limit, int) and limit >= run else "")
     after = previous.get("end") or f"run {run - 1} ended without a report"
-    return f"--- {number} on worker {worker}, after {after} ---"
+    return f"--- {number} on worker {worker}, {_resumed(task, str(previous.get('end') or ''))}after {after} ---"
+
+
+def _resumed(task: Mapping[str, Any], previous_end: str) -> str:
+    """"resumed after preemption N, " when the previous run was preempted. `runtime.preemptions`
+    (counted by the server's scheduler) gives N; the previous run's end says it was this time."""
+    count = (task.get("runtime") or {}).get("preemptions")
+    counted = isinstance(count, int) and not isinstance(count, bool) and count > 0
+    if OutcomeKind.PREEMPTED not in previous_end and not (counted and not previous_end):
+        return ""
+    return f"resumed after preemption {count}, " if counted else "resumed after preemption, "
 
 
 def safe_report(api: TaskServer, task_id: str, outcome: Outcome, worker: str, attempt: int | None = None) -> None:

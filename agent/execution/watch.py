@@ -1,6 +1,8 @@
-"""While a task runs: watch for an abort request, keep the task alive (tasks.ping), keep the
-run's own API key alive (`keepalive`, every `keepalive_s`), and enforce the maximum run time.
-A thread that only sets `abort_kind`/`abort_reason`; the runner acts on them."""
+"""While a task runs: watch for an abort or preemption request, keep the task alive (tasks.ping),
+keep the run's own API key alive (`keepalive`, every `keepalive_s`), and enforce the maximum run
+time. A thread that only sets `abort_kind`/`abort_reason`; the runner acts on them. A preemption
+request is a `status_message` starting with PREEMPT_REQUEST while the task stays in_progress
+(the server's fair-share scheduler sets it); it becomes `abort_kind == preempted`."""
 from __future__ import annotations
 
 import logging
@@ -10,7 +12,7 @@ from collections.abc import Callable
 
 from agent.taskserver.port import TaskServer
 from shipyard.errors import ServerError, ServerUnreachable
-from shipyard.protocol import STOP_REQUEST, OutcomeKind, Subcode, TaskStatus
+from shipyard.protocol import PREEMPT_REQUEST, STOP_REQUEST, OutcomeKind, Subcode, TaskStatus
 
 log = logging.getLogger("shipyard.agent.watch")
 
@@ -98,6 +100,8 @@ class TaskWatch:
         status, message = rows[0].get("status"), str(rows[0].get("status_message") or "")
         if status == TaskStatus.IN_PROGRESS and STOP_REQUEST in message.lower():
             self._set(OutcomeKind.ABORTED, "abort requested (tasks.stop)")
+        elif status == TaskStatus.IN_PROGRESS and message.lower().startswith(PREEMPT_REQUEST):
+            self._set(OutcomeKind.PREEMPTED, message)
         elif status in _ENDED:
             self._set(OutcomeKind.ABORTED, f"the task was set to '{status}' on the server while running")
         elif status == TaskStatus.CREATED:

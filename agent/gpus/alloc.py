@@ -27,6 +27,8 @@ is always written as UUIDs. CUDA runs one process on one MIG instance: give MIG 
 Allocation: `GpuAllocator.try_acquire(spec)` takes the first free devices in pool order, at
 least `min` of them, up to `max`; devices are never in two live allocations, and `release`
 is idempotent (a stale or repeated release is a no-op, it never frees someone else's GPUs).
+`set_blocked(indices)`: GPUs leased to a person or in use by processes the daemon did not start
+(agent/daemon/gpuwatch.py) count as not free; tasks already on them keep running.
 
 Fairness: `QueuePicker` orders the queues a daemon should claim from. Queues keep the
 daemon's order (strict priority, ClearML's default) or rotate (`--order-fairness`: the queue
@@ -259,14 +261,24 @@ class GpuAllocator:
         self._in_use: set[Device] = set()
         self._ids = itertools.count(1)
         self._changed = threading.Condition()
+        self._blocked: frozenset[int] = frozenset()
+
+    def set_blocked(self, indices: Iterable[int]) -> None:
+        """GPUs (NVML indices) no new allocation may take, until set otherwise."""
+        with self._changed:
+            self._blocked = frozenset(indices)
+            self._changed.notify_all()
+
+    def _available(self) -> list[Device]:
+        return [d for d in self.devices if d not in self._in_use and d.index not in self._blocked]
 
     def free(self) -> tuple[Device, ...]:
         with self._changed:
-            return tuple(d for d in self.devices if d not in self._in_use)
+            return tuple(self._available())
 
     def free_count(self) -> int:
         with self._changed:
-            return len(self.devices) - len(self._in_use)
+            return len(self._available())
 
     def held(self) -> tuple[Allocation, ...]:
         with self._changed:
@@ -278,7 +290,7 @@ class GpuAllocator:
     def try_acquire(self, spec: QueueSpec) -> Allocation | None:
         """At least `min_gpus` free devices (as many as are free, up to `max_gpus`), or None."""
         with self._changed:
-            free = [d for d in self.devices if d not in self._in_use]
+            free = self._available()
             if len(free) < spec.min_gpus:
                 return None
             allocation = Allocation(next(self._ids), spec.name, tuple(free[:min(spec.max_gpus, len(free))]))

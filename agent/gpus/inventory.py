@@ -6,6 +6,11 @@
     │                    the agent runs CPU-only as on any other box.
     └── FakeInventory    in memory: tests, and `SHIPYARD_FAKE_GPUS=<n>` (a test hook, below)
 
+`processes()` lists what runs on the GPUs (pid, GPU index, memory; agent/gpus/sharing.py uses it
+to see people's processes and to measure each task's peak memory). The fake reads them from the
+file `SHIPYARD_FAKE_GPU_PROCS` names: one `pid gpu memory_mb [utilization_pct]` per line; lines of
+dead pids are ignored, and a fake GPU's utilization is the highest its live lines give.
+
 `devices()` is read once when the daemon starts (to resolve `--gpus` and the queue specs, see
 agent.gpu_alloc); `stats(indices)` is sampled by the status reporter and returns ClearML's
 machine_stats GPU fields for the daemon's GPUs, in the units clearml-agent sends:
@@ -29,16 +34,19 @@ import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Protocol
 
+from agent.gpus.sharing import GpuProcess
 from shipyard.errors import ConfigError
 
-__all__ = ["FAKE_GPUS_ENV", "FakeInventory", "Gpu", "GpuInventory", "MigDevice", "NvmlInventory",
+__all__ = ["FAKE_GPU_PROCS_ENV", "FAKE_GPUS_ENV", "FakeInventory", "Gpu", "GpuInventory", "MigDevice", "NvmlInventory",
            "inventory_from_env"]
 
 log = logging.getLogger("shipyard.agent.gpu")
 
 FAKE_GPUS_ENV = "SHIPYARD_FAKE_GPUS"
+FAKE_GPU_PROCS_ENV = "SHIPYARD_FAKE_GPU_PROCS"
 _MB = 1024 * 1024
 _MAX_FAILURES = 3
 
@@ -78,6 +86,10 @@ class GpuInventory(Protocol):
 
     def stats(self, indices: Sequence[int] | None = None) -> dict[str, list[float]]:
         """machine_stats GPU fields for these GPU indices (None: all); {} when there are none."""
+        ...
+
+    def processes(self) -> list[GpuProcess]:
+        """The processes on every GPU ([] when unknown)."""
         ...
 
 
@@ -160,6 +172,23 @@ class NvmlInventory:
         self._failures = 0
         return stats_of(readings)
 
+    def processes(self) -> list[GpuProcess]:
+        nvml = self._library()
+        if nvml is None or self._failures >= _MAX_FAILURES:
+            return []
+        found: list[GpuProcess] = []
+        try:
+            for index in range(int(nvml.nvmlDeviceGetCount())):
+                handle = nvml.nvmlDeviceGetHandleByIndex(index)
+                for read in (nvml.nvmlDeviceGetComputeRunningProcesses, nvml.nvmlDeviceGetGraphicsRunningProcesses):
+                    for proc in _optional([], read, handle):
+                        used = getattr(proc, "usedGpuMemory", None)   # None when the driver will not say
+                        found.append(GpuProcess(int(proc.pid), index, int(used or 0) // _MB))
+        except Exception as exc:
+            log.warning("NVML could not list GPU processes: %s", _describe(exc))
+            return []
+        return found
+
     def close(self) -> None:
         with self._lock:
             nvml, self._started = (self._nvml if self._started else None), False
@@ -220,11 +249,12 @@ class FakeInventory:
     """`n` made-up GPUs. `mig`: MIG instances per GPU (one number for all, or {index: count})."""
 
     def __init__(self, n: int = 0, *, mig: int | Mapping[int, int] = 0, memory_total_mb: int = 81_559,
-                 name: str = "Fake GPU"):
+                 name: str = "Fake GPU", procs_file: str | None = None):
         if n < 0:
             raise ValueError(f"a fake inventory needs n >= 0 GPUs, got {n}")
         counts = mig if isinstance(mig, Mapping) else {i: mig for i in range(n)}
         self._lock = threading.Lock()
+        self.procs_file = procs_file
         self._gpus = [self._make(i, name, memory_total_mb, counts.get(i, 0)) for i in range(n)]
 
     @staticmethod
@@ -242,9 +272,27 @@ class FakeInventory:
             return list(self._gpus)
 
     def stats(self, indices: Sequence[int] | None = None) -> dict[str, list[float]]:
+        procs = self.processes()
         with self._lock:
             gpus = self._gpus if indices is None else [self._gpus[i] for i in indices if 0 <= i < len(self._gpus)]
-            return stats_of(gpus)
+        if procs:
+            gpus = [_with_processes(g, [p for p in procs if p.gpu == g.index]) for g in gpus]
+        return stats_of(gpus)
+
+    def processes(self) -> list[GpuProcess]:
+        if not self.procs_file:
+            return []
+        try:
+            text = Path(self.procs_file).read_text()
+        except OSError:
+            return []
+        found = []
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and all(p.replace(".", "", 1).isdigit() for p in parts) and _alive(int(parts[0])):
+                found.append(GpuProcess(int(parts[0]), int(parts[1]), int(parts[2]),
+                                        float(parts[3]) if len(parts) > 3 else None))
+        return found
 
     def set_reading(self, index: int, *, utilization_pct: float | None = None, memory_used_mb: int | None = None,
                     temperature_c: float | None = None) -> None:
@@ -255,6 +303,25 @@ class FakeInventory:
                 gpu, utilization_pct=gpu.utilization_pct if utilization_pct is None else utilization_pct,
                 memory_used_mb=gpu.memory_used_mb if memory_used_mb is None else memory_used_mb,
                 temperature_c=gpu.temperature_c if temperature_c is None else temperature_c)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _with_processes(gpu: Gpu, procs: Sequence[GpuProcess]) -> Gpu:
+    """A fake GPU's reading with its listed processes: their memory, their highest utilization."""
+    if not procs:
+        return gpu
+    util = max((p.utilization_pct or 0.0) for p in procs)
+    return replace(gpu, memory_used_mb=gpu.memory_used_mb + sum(p.memory_mb for p in procs),
+                   utilization_pct=max(gpu.utilization_pct, util))
 
 
 def inventory_from_env(environ: Mapping[str, str] | None = None) -> GpuInventory:
@@ -272,4 +339,4 @@ def inventory_from_env(environ: Mapping[str, str] | None = None) -> GpuInventory
         raise ConfigError(f"{FAKE_GPUS_ENV} must be a number of fake GPUs, got {value!r}")
     log.warning("%s=%s: using %s fake GPUs (a test hook; never set it on a real worker)",
                 FAKE_GPUS_ENV, value, value)
-    return FakeInventory(int(value))
+    return FakeInventory(int(value), procs_file=env.get(FAKE_GPU_PROCS_ENV) or None)

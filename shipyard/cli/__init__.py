@@ -11,6 +11,7 @@
     autoscaler   autoscaler [status]
     scheduler    scheduler run | list | show
     k8s          k8s: queued tasks as Kubernetes Jobs (agent/glue)
+    gpu          gpu lease | release | leases (GPUs kept for people, read by the daemon)
     init, doctor init, doctor
 
 Only this package imports click. Command modules import `state` (and `up` the public server
@@ -51,6 +52,7 @@ COMMANDS = {
     "restore": "shipyard.cli.backup:restore_cmd",
     "slurm": "shipyard.cli.slurm:slurm_cmd",
     "k8s": "shipyard.cli.k8s:k8s_cmd",
+    "gpu": "shipyard.cli.gpu:gpu_group",
 }
 
 

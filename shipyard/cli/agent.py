@@ -83,10 +83,11 @@ def daemon_cmd(ctx, detached, stop, force, pid_file, metrics_port, queues, more_
         shutdown = Shutdown().install()
         shutdown.on_signal(lambda count: None)
         setup = slot_setup(state.api, names, gpus=gpus, cpu_only=cpu_only, services=services,
-                           order_fairness=order_fairness)
+                           order_fairness=order_fairness, margin_mb=settings.agent.gpu_pack_margin_mb)
         Daemon(state.api, settings, setup.queue_names, shutdown=shutdown, order_fairness=order_fairness,
                create_queue=create_queue, echo=_echo, max_tasks=max_tasks, make_slots=setup.make_pool,
-               stats_extra=setup.gpu_stats, exact_order=setup.exact_order, metrics=metrics).work()
+               stats_extra=setup.gpu_stats, exact_order=setup.exact_order, metrics=metrics,
+               gpu_inventory=setup.inventory).work()
 
 
 def _control_detached(ctx: click.Context, state: CliState, *, detached: bool, stop: bool, force: bool) -> bool:
@@ -195,9 +196,24 @@ def list_cmd(state: CliState) -> None:
     for worker in workers:
         task = (worker.get("task") or {}).get("id") or "-"
         queues = ",".join(q.get("name", q.get("id", "")) for q in worker.get("queues") or [])
-        click.echo(f"{worker['id']:30s} queues={queues or '-':20s} task={task}")
+        click.echo(f"{worker['id']:30s} queues={queues or '-':20s} task={task}{_gpu_notes(worker)}")
     if not workers:
         click.echo("no workers")
+
+
+def _gpu_notes(worker: dict) -> str:
+    """GPU leases and GPUs the daemon stepped aside from (its system_tags, agent/gpus/sharing.py)."""
+    import time
+
+    notes = []
+    for tag in worker.get("system_tags") or []:
+        parts = str(tag).split(":")
+        if parts[0] == "gpu-leased" and len(parts) == 4 and parts[3].isdigit():
+            until = time.strftime("%H:%M", time.localtime(int(parts[3])))
+            notes.append(f"gpu {parts[1]} leased by {parts[2]} until {until}")
+        elif parts[0] == "gpu-foreign" and len(parts) == 2:
+            notes.append(f"gpu {parts[1]} in use outside shipyard")
+    return ("  " + "; ".join(notes)) if notes else ""
 
 
 @click.command("config")

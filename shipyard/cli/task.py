@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from agent.gpus.packing import usage_line
 from shipyard.cli.state import CliState, pass_state
 from shipyard.client.params import override_items
 from shipyard.client.recorder import args_to_hyperparams, record_local_script, record_remote
@@ -158,6 +159,9 @@ def show_cmd(state: CliState, task_id, as_json) -> None:
                          ("commit", script.get("version_num")), ("entry point", script.get("entry_point")),
                          ("worker", task.get("last_worker"))):
         click.echo(f"{label:12s} {value or '-'}")
+    memory = usage_line(task.get("runtime") or {})
+    if memory:
+        click.echo(f"{'gpu memory':12s} {memory}")
     for section, items in (task.get("hyperparams") or {}).items():
         for key, item in items.items():
             click.echo(f"{'param':12s} {section}/{key} = {item.get('value')}")

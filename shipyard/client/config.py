@@ -137,6 +137,12 @@ class AgentSettings:
     extra_env: Mapping[str, str]
     task_user: str | None
     """Run tasks as this user (name or uid) when the agent runs as root (agent/task_user.py)."""
+    preempt_signal: str                       # sent to a task asked to give its GPUs back
+    preempt_grace_s: float                    # from that signal to SIGTERM
+    queue_preempt_grace_s: Mapping[str, str]  # the same, per queue
+    gpu_pack_margin_mb: int                   # kept free on a GPU that tasks share
+    foreign_gpu_idle_s: float                 # a GPU someone else used is free again after this long idle
+    queue_idle_gpu: Mapping[str, str]         # queue -> "PCT,MINUTES,flag|stop" (agent/gpus/idle.py)
     docker: DockerSettings
 
     def git_credentials_for(self, host: str) -> GitCredential | None:
@@ -450,6 +456,16 @@ FIELDS: tuple[Field, ...] = (
     Field("agent.redact_patterns", _patterns, (), ("shipyard.redact_patterns",), ("SHIPYARD_REDACT_PATTERNS",)),
     Field("agent.extra_env", _text_map, MappingProxyType({}), ("shipyard.extra_env",), ("SHIPYARD_EXTRA_ENV",)),
     Field("agent.task_user", _optional_text, None, ("shipyard.task_user",), ("SHIPYARD_TASK_USER",)),
+    Field("agent.preempt_signal", _text, "SIGUSR1", ("shipyard.preempt_signal",), ("SHIPYARD_PREEMPT_SIGNAL",)),
+    Field("agent.preempt_grace_s", _seconds, 30.0, ("shipyard.preempt_grace_s",), ("SHIPYARD_PREEMPT_GRACE_S",)),
+    Field("agent.queue_preempt_grace_s", _text_map, MappingProxyType({}), ("shipyard.queue_preempt_grace_s",),
+          ("SHIPYARD_QUEUE_PREEMPT_GRACE_S",)),
+    Field("agent.gpu_pack_margin_mb", _positive_int, 1024, ("shipyard.gpu_pack_margin_mb",),
+          ("SHIPYARD_GPU_PACK_MARGIN_MB",)),
+    Field("agent.foreign_gpu_idle_s", _seconds, 300.0, ("shipyard.foreign_gpu_idle_s",),
+          ("SHIPYARD_FOREIGN_GPU_IDLE_S",)),
+    Field("agent.queue_idle_gpu", _text_map, MappingProxyType({}), ("shipyard.queue_idle_gpu",),
+          ("SHIPYARD_QUEUE_IDLE_GPU",)),
     Field("agent.docker.enabled", _bool, False, ("shipyard.docker.enabled",), ("SHIPYARD_DOCKER",)),
     Field(
         "agent.docker.default_image", _optional_text, None,

@@ -41,6 +41,9 @@ class FakeLaunch:
     def terminate(self, grace_s: float) -> None:
         self.terminated = True
 
+    def signal(self, signum: int) -> None:
+        pass
+
     def reap(self) -> None:
         pass
 

@@ -25,3 +25,20 @@ HISTORY = [
 ])
 def test_heading_counts_runs_since_the_last_enqueue(history, attempt, expected):
     assert run_heading({"shipyard_attempts": history}, attempt, "w") == expected
+
+
+@pytest.mark.parametrize(("runtime", "end", "expected"), [
+    ({}, "infrastructure: preempted: preempting: for bob's task t1",
+     "--- run 2 of 3 on worker w, resumed after preemption, after infrastructure: preempted: preempting: "
+     "for bob's task t1 ---"),
+    ({"preemptions": 2}, "preempted: preempting: for bob's task t1",
+     "--- run 2 of 3 on worker w, resumed after preemption 2, after preempted: preempting: for bob's task t1 ---"),
+    ({"preemptions": 1}, None, "--- run 2 of 3 on worker w, resumed after preemption 1, after run 1 ended "
+                               "without a report ---"),
+    ({"preemptions": 1}, "infrastructure: lease of worker a expired",   # preempted once, but not last time
+     "--- run 2 of 3 on worker w, after infrastructure: lease of worker a expired ---"),
+])
+def test_heading_says_a_run_resumes_after_preemption(runtime, end, expected):
+    history = [{"attempt": 1, "run": 1, "max_runs": 3, **({"end": end} if end else {})},
+               {"attempt": 2, "run": 2, "max_runs": 3}]
+    assert run_heading({"shipyard_attempts": history, "runtime": runtime}, 2, "w") == expected

@@ -225,3 +225,24 @@ def test_a_restarted_daemon_reaps_its_orphans(tmp_path, rig):
         daemon.stop()
         for container in containers_of(rig["client"], worker=worker):
             container.remove(force=True)
+
+
+@pytest.mark.nightly   # ~20 s; the signal path is the same runner code the venv-mode test covers by default
+def test_preemption_signal_reaches_the_task_in_its_container(rig):
+    # Given a task in a container that saves its step on SIGUSR1 and exits
+    code = ("import os, signal, sys, time\nasked = []\nsignal.signal(signal.SIGUSR1, lambda *_: asked.append(1))\n"
+            "print('started', flush=True)\nfor step in range(60):\n    if asked:\n"
+            "        print('checkpoint at', step, open(os.environ['SHIPYARD_PREEMPT_FILE']).read().split()[0], flush=True)\n"
+            "        sys.exit(0)\n    time.sleep(0.1)\nprint('finished', flush=True)\n")
+    task = create_task(rig["api"], "preempt-me", literal(code), queue=QUEUE)
+    wait_for_line(rig, task, "started")
+    # When the server asks for its GPUs back
+    rig["api"].call("tasks.started", {"task": task, "force": True, "status_message": "preempting: for bob's task t9"})
+    wait_for_line(rig, task, "checkpoint at")
+    # Then it got the signal and the notice inside the container, went back to its queue and ran again
+    doc = wait_status(rig["api"], task, timeout=300)
+    lines = task_log(rig["api"], task)
+    assert doc["status"] == "completed", doc.get("status_reason")
+    assert any(line.startswith("checkpoint at") and "SHIPYARD_PREEMPT_AT=" in line for line in lines)
+    assert any(line.startswith("--- run 2") and "resumed after preemption" in line for line in lines)
+    assert "finished" in lines

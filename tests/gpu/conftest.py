@@ -30,6 +30,7 @@ class FakeBoard:
     temp: int = 40
     bus_id: bytes = b"00000000:00:00.0"
     mig: dict[int, FakeBoard] | None = None   # slot -> instance; None: MIG mode off / unsupported
+    procs: list[tuple[int, int | None]] = field(default_factory=list)   # (pid, used bytes or None)
     lost: bool = False              # every call on it fails (a GPU that fell off the bus)
 
 
@@ -82,6 +83,12 @@ class FakeNvml:
 
     def nvmlDeviceGetPciInfo(self, h: FakeBoard) -> Any:
         return SimpleNamespace(busId=self._ok(h).bus_id)
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h: FakeBoard) -> list[Any]:
+        return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in self._ok(h).procs]
+
+    def nvmlDeviceGetGraphicsRunningProcesses(self, h: FakeBoard) -> list[Any]:
+        raise NotSupported("Not Supported")
 
     def nvmlDeviceGetMigMode(self, h: FakeBoard) -> list[int]:
         if self._ok(h).mig is None:

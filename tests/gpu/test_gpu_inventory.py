@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import pytest
 
 from agent.gpus.inventory import FakeInventory, Gpu, MigDevice, NvmlInventory, inventory_from_env
+from agent.gpus.sharing import GpuProcess
 from shipyard.errors import ConfigError
 from tests.gpu.conftest import FakeNvml
 
@@ -115,3 +117,13 @@ def test_inventory_from_env() -> None:
     assert inventory_from_env({"SHIPYARD_FAKE_GPUS": "0"}).devices() == []
     with pytest.raises(ConfigError, match="SHIPYARD_FAKE_GPUS"):
         inventory_from_env({"SHIPYARD_FAKE_GPUS": "two"})
+
+
+def test_nvml_lists_gpu_processes(fake_nvml: FakeNvml, tmp_path) -> None:
+    fake_nvml.boards[0].procs = [(4242, 3 << 30), (4343, None)]   # None: the driver will not say
+    assert NvmlInventory(fake_nvml).processes() == [GpuProcess(4242, 0, 3072), GpuProcess(4343, 0, 0)]
+    listed = tmp_path / "procs"
+    listed.write_text(f"{os.getpid()} 1 2048 40\n999999999 0 100\nnot a line\n")
+    fake = FakeInventory(2, procs_file=str(listed))
+    assert fake.processes() == [GpuProcess(os.getpid(), 1, 2048, 40.0)]      # dead pids drop out
+    assert fake.stats()["gpu_usage"] == [0.0, 40.0] and fake.stats()["gpu_memory_used"] == [0.0, 2048.0]

@@ -257,11 +257,13 @@ def test_workers_page(web, seeded, artifacts_dir):
     stats = {"cpu_usage": [37.5], "memory_used": 2048, "memory_free": 6144, "disk_free_home": 71.2,
              "network_rx": 0.5, "network_tx": 0.1}
     api.call("workers.status_report", {"worker": worker, "timestamp": int(time.time()), "machine_stats": stats,
-                                       "task": seeded["rich"], "queues": [seeded["queue"]]})
+                                       "task": seeded["rich"], "queues": [seeded["queue"]],
+                                       "system_tags": [f"gpu-leased:1:ada:{int(time.time()) + 3600}", "gpu-foreign:0"]})
     page.click("nav a[data-nav=workers]")
     row = page.locator(f"tr[data-worker='{worker}']")
     row.wait_for()
     assert "37.5%" in row.inner_text() and "2048 MiB used" in row.inner_text()
+    assert "GPU 1 leased by ada until" in row.inner_text() and "GPU 0 in use outside Shipyard" in row.inner_text()
     assert row.locator(f"a[href='#/task/{seeded['rich']}']").count() == 1
     api.call("workers.status_report", {"worker": worker, "timestamp": int(time.time()),
                                        "machine_stats": {**stats, "cpu_usage": [88.0]}, "queues": [seeded["queue"]]})
@@ -269,4 +271,15 @@ def test_workers_page(web, seeded, artifacts_dir):
     assert "idle" in row.inner_text()
     page.screenshot(path=str(artifacts_dir / "pages-workers.png"), full_page=True)
     api.call("workers.unregister", {"worker": worker})
+    assert not page.errors, page.errors
+
+
+def test_task_gpu_memory_request_vs_use(web, web_server, seeded):
+    page, api = web, seeded["api"]
+    task = api.call("tasks.create", {"name": f"packed-{seeded['tag']}", "type": "training",
+                                     "runtime": {"gpu_memory_request_mb": 20000, "gpu_memory_peak_mb": 3000}})["id"]
+    page.goto(f"{web_server.web_url}/#/task/{task}")
+    page.locator("#gpu_memory").wait_for()
+    assert page.locator("#gpu_memory").inner_text() == \
+        "request 20000 MB · measured peak 3000 MB · request far above use (6.7×)"
     assert not page.errors, page.errors

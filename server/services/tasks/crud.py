@@ -119,6 +119,7 @@ def clone(ctx: CallContext, req: Request) -> dict:
                                       copy.deepcopy(source.get("configuration") or {})),
             "container": req.mapping("new_task_container", copy.deepcopy(source.get("container") or {})),
             "execution": execution,
+            "runtime": inherited_request(source),
             "output": {"destination": (source.get("output") or {}).get("destination")}
             if (source.get("output") or {}).get("destination") else {},
             "models": {"input": req.array("new_task_input_models",
@@ -129,6 +130,19 @@ def clone(ctx: CallContext, req: Request) -> dict:
         new_task = new_id()
         ctx.store.insert(conn, t.tasks, taskdoc.new_task_doc(ctx, new_task, fields))
     return {"id": new_task, "new_project": None}
+
+
+def inherited_request(source: dict) -> dict:
+    """A clone's (and so an HPO trial's) GPU memory request: the parent's measured peak, else the
+    parent's own request (field names: agent/gpus/packing.py and agent/daemon/gpuwatch.py)."""
+    runtime = source.get("runtime")
+    if not isinstance(runtime, dict):
+        return {}
+    for key in ("gpu_memory_peak_mb", "gpu_memory_request_mb"):
+        value = runtime.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return {"gpu_memory_request_mb": int(value)}
+    return {}
 
 
 @endpoint("tasks.delete")

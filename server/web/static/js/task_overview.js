@@ -25,6 +25,18 @@ function runtimeRows(runtime) {
     .map(([k, v]) => [k, typeof v === "object" ? JSON.stringify(v) : String(v)]);
 }
 
+// GPU memory: the request the daemon packs by against the peak it measured (agent/gpus/packing.py);
+// a request at least twice the use and 1 GiB above it is flagged, as `shipyard task show` does.
+export function gpuMemoryText(runtime) {
+  const r = runtime || {};
+  const request = Number(r.gpu_memory_request_mb), peak = Number(r.gpu_memory_peak_mb);
+  if (!(request > 0) && !(peak > 0)) return null;
+  let text = `${request > 0 ? `request ${request} MB` : "no request (whole GPUs)"} · ${peak > 0 ? `measured peak ${peak} MB` : "not measured yet"}`;
+  if (request > 0 && peak > 0 && request >= 2 * peak && request - peak >= 1024) text += ` · request far above use (${(request / peak).toFixed(1)}×)`;
+  if (r.gpu_request_exceeded_mb) text += ` · outgrew its request once (${r.gpu_request_exceeded_mb} MB), runs alone`;
+  return text;
+}
+
 function metricsTable(lastMetrics) {
   const rows = [];
   for (const variants of Object.values(lastMetrics || {})) {
@@ -69,6 +81,7 @@ export async function overviewTab(body, ctx) {
         ["Last iteration", t.last_iteration ?? "—"],
         ["Container", (t.container || {}).image ? `${t.container.image} ${t.container.arguments || ""}` : "—"],
         ["Output destination", (t.output || {}).destination || "—"],
+        gpuMemoryText(t.runtime) ? ["GPU memory", h("span", { id: "gpu_memory" }, gpuMemoryText(t.runtime))] : null,
         stats ? ["Worker now", `CPU ${fmtNumber((stats.cpu_usage || [])[0])}% · mem ${fmtNumber(stats.memory_used)} MiB used`] : null,
       ])),
       h("div", { class: "card wide" }, h("h3", {}, "Latest metrics"), metricsTable(t.last_metrics)),

@@ -22,6 +22,22 @@ function gpuText(stats) {
   return `${util ? `${list(util)}%` : ""}${mem ? ` · ${list(mem)} MiB` : ""}`;
 }
 
+// GPU leases for people and GPUs the daemon stepped aside from: the worker's system_tags
+// (agent/gpus/sharing.py status_tags), shown under its GPU readings.
+function gpuNotes(tags) {
+  const notes = [];
+  for (const tag of tags || []) {
+    const parts = String(tag).split(":");
+    if (parts[0] === "gpu-leased" && parts.length === 4) {
+      const until = new Date(Number(parts[3]) * 1000);
+      notes.push(`GPU ${parts[1]} leased by ${parts[2]} until ${until.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`);
+    } else if (parts[0] === "gpu-foreign" && parts.length === 2) {
+      notes.push(`GPU ${parts[1]} in use outside Shipyard`);
+    }
+  }
+  return notes.map((n) => h("div", { class: "muted small gpu-note" }, n));
+}
+
 export async function workersView(main) {
   const table = h("tbody", { id: "worker_rows" });
   const history = new Map();
@@ -54,7 +70,7 @@ export async function workersView(main) {
           Number.isFinite(free) ? h("div", { class: "muted small" }, `${fmtNumber(Math.round(free))} MiB free`) : null),
         h("td", {}, st.disk_free_home !== undefined ? `${fmtNumber(st.disk_free_home)}%` : "—"),
         h("td", { class: "small" }, st.network_rx !== undefined ? `↓ ${fmtNumber(st.network_rx)} ↑ ${fmtNumber(st.network_tx)} MiB/s` : "—"),
-        h("td", {}, gpuText(st) || "—"),
+        h("td", {}, gpuText(st) || "—", ...gpuNotes(w.system_tags)),
         h("td", { class: "muted" }, fmtAgo(w.last_report_time || w.last_activity_time)));
     }) : [h("tr", {}, h("td", { colspan: 9, class: "empty" }, "No worker has reported recently. Start one with “shipyard daemon --queue default”."))]));
   }
