@@ -134,9 +134,7 @@ def run_cli(env: dict[str, str], *args: str) -> str:
     """The real CLI in this process, under `env` (a `python -m shipyard` start costs seconds on a busy box)."""
     from click.testing import CliRunner
 
-    from shipyard.cli import _register, cli
-
-    _register()
+    from shipyard.cli import cli
     cleared: dict[str, str | None] = {name: None for name in os.environ if name.startswith(("CLEARML_", "SHIPYARD_"))}
     done = CliRunner().invoke(cli, list(args), env={**cleared, **env}, catch_exceptions=False)
     assert done.exit_code == 0, done.output
