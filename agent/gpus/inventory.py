@@ -6,6 +6,9 @@
     │                    the agent runs CPU-only as on any other box.
     └── FakeInventory    in memory: tests, and `SHIPYARD_FAKE_GPUS=<n>` (a test hook, below)
 
+`cuda_version()` is the newest CUDA version the driver supports ("12.4"), or None without a
+driver; the environment builder matches torch wheels to it (sandbox/torch_resolve.py).
+
 `devices()` is read once when the daemon starts (to resolve `--gpus` and the queue specs, see
 agent.gpu_alloc); `stats(indices)` is sampled by the status reporter and returns ClearML's
 machine_stats GPU fields for the daemon's GPUs, in the units clearml-agent sends:
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -33,12 +37,15 @@ from typing import Any, Protocol
 
 from shipyard.errors import ConfigError
 
-__all__ = ["FAKE_GPUS_ENV", "FakeInventory", "Gpu", "GpuInventory", "MigDevice", "NvmlInventory",
+__all__ = ["FAKE_CUDA_ENV", "FAKE_GPUS_ENV", "FakeInventory", "Gpu", "GpuInventory", "MigDevice", "NvmlInventory",
            "inventory_from_env"]
 
 log = logging.getLogger("shipyard.agent.gpu")
 
 FAKE_GPUS_ENV = "SHIPYARD_FAKE_GPUS"
+FAKE_CUDA_ENV = "SHIPYARD_FAKE_CUDA"
+FAKE_CUDA_DEFAULT = "12.4"
+"""The CUDA version fake GPUs' driver supports unless SHIPYARD_FAKE_CUDA says another."""
 _MB = 1024 * 1024
 _MAX_FAILURES = 3
 
@@ -78,6 +85,10 @@ class GpuInventory(Protocol):
 
     def stats(self, indices: Sequence[int] | None = None) -> dict[str, list[float]]:
         """machine_stats GPU fields for these GPU indices (None: all); {} when there are none."""
+        ...
+
+    def cuda_version(self) -> str | None:
+        """The newest CUDA version the driver supports ("12.4"); None without GPUs or driver."""
         ...
 
 
@@ -160,6 +171,17 @@ class NvmlInventory:
         self._failures = 0
         return stats_of(readings)
 
+    def cuda_version(self) -> str | None:
+        nvml = self._library()
+        if nvml is None or not self.devices():
+            return None
+        try:
+            version = int(nvml.nvmlSystemGetCudaDriverVersion())   # e.g. 12040
+        except Exception as exc:
+            log.warning("NVML could not tell the driver's CUDA version: %s", _describe(exc))
+            return None
+        return f"{version // 1000}.{version % 1000 // 10}"
+
     def close(self) -> None:
         with self._lock:
             nvml, self._started = (self._nvml if self._started else None), False
@@ -220,11 +242,12 @@ class FakeInventory:
     """`n` made-up GPUs. `mig`: MIG instances per GPU (one number for all, or {index: count})."""
 
     def __init__(self, n: int = 0, *, mig: int | Mapping[int, int] = 0, memory_total_mb: int = 81_559,
-                 name: str = "Fake GPU"):
+                 name: str = "Fake GPU", cuda: str = FAKE_CUDA_DEFAULT):
         if n < 0:
             raise ValueError(f"a fake inventory needs n >= 0 GPUs, got {n}")
         counts = mig if isinstance(mig, Mapping) else {i: mig for i in range(n)}
         self._lock = threading.Lock()
+        self._cuda = cuda
         self._gpus = [self._make(i, name, memory_total_mb, counts.get(i, 0)) for i in range(n)]
 
     @staticmethod
@@ -246,6 +269,9 @@ class FakeInventory:
             gpus = self._gpus if indices is None else [self._gpus[i] for i in indices if 0 <= i < len(self._gpus)]
             return stats_of(gpus)
 
+    def cuda_version(self) -> str | None:
+        return self._cuda if self._gpus else None
+
     def set_reading(self, index: int, *, utilization_pct: float | None = None, memory_used_mb: int | None = None,
                     temperature_c: float | None = None) -> None:
         """Change what the fake GPU `index` reads (tests of the stats path)."""
@@ -258,7 +284,8 @@ class FakeInventory:
 
 
 def inventory_from_env(environ: Mapping[str, str] | None = None) -> GpuInventory:
-    """The machine's inventory; `SHIPYARD_FAKE_GPUS=<n>` swaps in n fake GPUs.
+    """The machine's inventory; `SHIPYARD_FAKE_GPUS=<n>` swaps in n fake GPUs, whose driver
+    supports CUDA `SHIPYARD_FAKE_CUDA` (major.minor, default FAKE_CUDA_DEFAULT).
 
     The variable is a TEST HOOK: it lets end-to-end tests drive `--gpus` and dynamic GPU
     slots on a machine without GPUs (tasks get CUDA_VISIBLE_DEVICES naming GPUs that do not
@@ -270,6 +297,20 @@ def inventory_from_env(environ: Mapping[str, str] | None = None) -> GpuInventory
         return NvmlInventory()
     if not value.isdigit():
         raise ConfigError(f"{FAKE_GPUS_ENV} must be a number of fake GPUs, got {value!r}")
-    log.warning("%s=%s: using %s fake GPUs (a test hook; never set it on a real worker)",
-                FAKE_GPUS_ENV, value, value)
-    return FakeInventory(int(value))
+    cuda = env.get(FAKE_CUDA_ENV, "").strip() or FAKE_CUDA_DEFAULT
+    if not re.fullmatch(r"\d+\.\d+", cuda):
+        raise ConfigError(f"{FAKE_CUDA_ENV} must be a CUDA version like 12.4, got {cuda!r}")
+    log.warning("%s=%s: using %s fake GPUs (driver CUDA %s; a test hook; never set it on a real worker)",
+                FAKE_GPUS_ENV, value, value, cuda)
+    return FakeInventory(int(value), cuda=cuda)
+
+
+_DRIVER_CUDA: dict[str, str | None] = {}
+
+
+def driver_cuda_version() -> str | None:
+    """The CUDA version this machine's driver supports (the inventory `inventory_from_env` picks),
+    read once per process: the driver does not change under a running agent."""
+    if "cuda" not in _DRIVER_CUDA:
+        _DRIVER_CUDA["cuda"] = inventory_from_env().cuda_version()
+    return _DRIVER_CUDA["cuda"]

@@ -34,6 +34,8 @@ from pyhocon import ConfigFactory
 from pyhocon.exceptions import ConfigException
 from pyparsing import ParseBaseException
 
+from shipyard.client import config_envs as envs
+from shipyard.client.config_envs import PackageSettings, VenvCacheSettings
 from shipyard.errors import ConfigError
 from shipyard.redact import MASK, Redactor
 
@@ -132,6 +134,10 @@ class AgentSettings:
     task_user: str | None
     """Run tasks as this user (name or uid) when the agent runs as root (agent/task_user.py)."""
     docker: DockerSettings
+    packages: PackageSettings = PackageSettings()
+    """Package indexes, their credentials and the torch index map (config_envs.py)."""
+    venvs_cache: VenvCacheSettings = VenvCacheSettings()
+    """The environment cache's shared path and limits (config_envs.py)."""
 
     def git_credentials_for(self, host: str) -> GitCredential | None:
         """Credentials for a git host: a `shipyard.git_credentials` entry, else agent.git_user/pass."""
@@ -169,6 +175,7 @@ class Settings:
         found = [self.api.secret_key, self.agent.git_pass or ""]
         found += [credential.password for credential in self.agent.git_credentials]
         found += [value for name, value in self.agent.extra_env.items() if _SECRET_NAME.search(name)]
+        found += self.agent.packages.secrets()
         return tuple(secret for secret in found if secret)
 
 
@@ -401,6 +408,27 @@ FIELDS: tuple[Field, ...] = (
     Field("agent.redact_patterns", _patterns, (), ("shipyard.redact_patterns",), ("SHIPYARD_REDACT_PATTERNS",)),
     Field("agent.extra_env", _text_map, MappingProxyType({}), ("shipyard.extra_env",), ("SHIPYARD_EXTRA_ENV",)),
     Field("agent.task_user", _optional_text, None, ("shipyard.task_user",), ("SHIPYARD_TASK_USER",)),
+    Field("agent.packages.pytorch_resolve", envs.pytorch_resolve, "pip",
+          ("shipyard.pytorch_resolve", "agent.package_manager.pytorch_resolve"),
+          ("SHIPYARD_PYTORCH_RESOLVE", "CLEARML_AGENT_PACKAGE_PYTORCH_RESOLVE")),
+    Field("agent.packages.torch_indexes", envs.torch_indexes, PackageSettings().torch_indexes,
+          ("shipyard.torch_indexes", "agent.package_manager.torch_indexes"), ("SHIPYARD_TORCH_INDEXES",)),
+    Field("agent.packages.extra_index_urls", envs.index_urls, (),
+          ("shipyard.extra_index_urls", "agent.package_manager.extra_index_url"), ("SHIPYARD_EXTRA_INDEX_URLS",)),
+    Field("agent.packages.index_credentials", envs.index_credentials, (), ("shipyard.index_credentials",),
+          ("SHIPYARD_INDEX_CREDENTIALS",), secret=True),
+    Field("agent.packages.trusted_hosts", envs.hosts, (),
+          ("shipyard.trusted_hosts", "agent.package_manager.trusted_hosts", "agent.package_manager.trusted_host"),
+          ("SHIPYARD_TRUSTED_HOSTS",)),
+    Field("agent.venvs_cache.shared_path", _optional_path, None,
+          ("shipyard.venvs_cache.shared_path", "agent.venvs_cache.shared_path"), ("SHIPYARD_VENV_SHARED_CACHE",)),
+    Field("agent.venvs_cache.max_entries", envs.optional_count, None,
+          ("shipyard.venvs_cache.max_entries", "agent.venvs_cache.max_entries"), ("SHIPYARD_VENV_CACHE_MAX_ENTRIES",)),
+    Field("agent.venvs_cache.max_size_gb", envs.optional_gb, None, ("shipyard.venvs_cache.max_size_gb",),
+          ("SHIPYARD_VENV_CACHE_MAX_SIZE_GB",)),
+    Field("agent.venvs_cache.free_space_threshold_gb", envs.gb, 0.0,
+          ("shipyard.venvs_cache.free_space_threshold_gb", "agent.venvs_cache.free_space_threshold_gb"),
+          ("SHIPYARD_VENV_CACHE_FREE_SPACE_GB",)),
     Field("agent.docker.enabled", _bool, False, ("shipyard.docker.enabled",), ("SHIPYARD_DOCKER",)),
     Field(
         "agent.docker.default_image", _optional_text, None,
@@ -610,7 +638,9 @@ def _section(values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
 
 def _agent(values: Mapping[str, Any]) -> AgentSettings:
     docker = DockerSettings(**_section(values, "agent.docker."))
-    return AgentSettings(**_section(values, "agent."), docker=docker)
+    packages = PackageSettings(**_section(values, "agent.packages."))
+    venvs_cache = VenvCacheSettings(**_section(values, "agent.venvs_cache."))
+    return AgentSettings(**_section(values, "agent."), docker=docker, packages=packages, venvs_cache=venvs_cache)
 
 
 def _unknown_shipyard_keys(tree: Mapping[str, Any]) -> list[str]:
@@ -637,6 +667,8 @@ def _unknown_shipyard_keys(tree: Mapping[str, Any]) -> list[str]:
 def _masked(spec: Field, value: Any) -> Any:
     if spec.key == "agent.git_credentials":
         return tuple(replace(credential, password=MASK) for credential in value)
+    if spec.key.startswith("agent.packages."):
+        return envs.masked(spec.key, value, MASK)
     if spec.key == "agent.extra_env":
         return {name: MASK if _SECRET_NAME.search(name) else item for name, item in value.items()}
     if spec.secret and value:
