@@ -29,19 +29,13 @@ from dataclasses import dataclass, replace
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from sandbox.requirements import Kind, Requirement, RequirementSet, parse_line
+from shipyard.indexes import DEFAULT_TORCH_INDEXES, MODES, strip_credentials, url_credentials, variant_cuda
+
+__all__ = ["DEFAULT_TORCH_INDEXES", "MODES", "TorchChoice", "choose_torch_index", "resolve_torch", "strip_credentials",
+           "url_credentials", "variant_cuda", "wants_torch", "with_credentials", "with_extra_indexes"]
 
 TORCH_PACKAGES = ("torch", "torchvision", "torchaudio")
-MODES = ("pip", "direct", "none")
 CPU = "cpu"
-DEFAULT_TORCH_INDEXES: Mapping[str, str] = {
-    "cu118": "https://download.pytorch.org/whl/cu118",
-    "cu121": "https://download.pytorch.org/whl/cu121",
-    "cu124": "https://download.pytorch.org/whl/cu124",
-    "cu126": "https://download.pytorch.org/whl/cu126",
-    "cu128": "https://download.pytorch.org/whl/cu128",
-    CPU: "https://download.pytorch.org/whl/cpu",
-}
-_VARIANT = re.compile(r"^cu(\d+)(\d)$")
 _LOCAL_LABEL = re.compile(r"(==\s*[^,;\s+]+)\+[A-Za-z0-9.]+")
 
 
@@ -55,12 +49,6 @@ class TorchChoice:
 
     def cache_key(self) -> str:
         return f"torch-index={self.variant} {strip_credentials(self.url)}"
-
-
-def variant_cuda(variant: str) -> tuple[int, int] | None:
-    """`cu121` -> (12, 1), `cu118` -> (11, 8); None for anything else (`cpu`, `rocm6.2`)."""
-    match = _VARIANT.match(variant)
-    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 def parse_cuda(version: str) -> tuple[int, int]:
@@ -132,23 +120,6 @@ def with_extra_indexes(requirements: RequirementSet, urls: Sequence[str]) -> Req
             present.add(line)
             added.append(parse_line(line))
     return replace(requirements, requirements=tuple(added) + requirements.requirements) if added else requirements
-
-
-def strip_credentials(url: str) -> str:
-    """`https://user:pass@host/simple` -> `https://host/simple`."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-
-
-def url_credentials(url: str) -> tuple[str, str, str] | None:
-    """(host[:port], user, password) written into a URL, or None."""
-    parts = urlsplit(url)
-    if parts.username is None:
-        return None
-    host = parts.netloc.rsplit("@", 1)[1]
-    return host, parts.username, parts.password or ""
 
 
 def with_credentials(lines: Sequence[str], credentials: Mapping[str, tuple[str, str]]) -> list[str]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from sandbox.torch_resolve import DEFAULT_TORCH_INDEXES, MODES, url_credentials, variant_cuda
+from shipyard.indexes import DEFAULT_TORCH_INDEXES, MODES, url_credentials, variant_cuda
 
 _HOST = re.compile(r"^[A-Za-z0-9.\-\[\]:]+$")
 
