@@ -1,6 +1,10 @@
 """Cold build vs bare `uv pip install` vs warm materialize, for a medium set of packages.
 
     python bench/bench_env_cache.py [--packages "numpy pandas scikit-learn requests"] [--repeat 5] [--rounds 3]
+    python bench/bench_env_cache.py --heavy [--warm-runs 5] [--cold-runs 2] [--keep]
+
+--heavy: torch (CPU) + numpy + pandas through both daemons, clearml-agent's and Shipyard's, in
+one run: warm start and cold build with the installer's cache warm (bench/heavy_env.py).
 
 Steps, each in a fresh directory under a temp work dir:
 
@@ -152,7 +156,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3, help="bare warm installs and cold builds, interleaved")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temp dir, removed afterwards")
+    parser.add_argument("--heavy", action="store_true", help="torch+numpy+pandas, clearml-agent and shipyard daemon")
+    parser.add_argument("--warm-runs", type=int, default=5, help="--heavy: warm starts per agent")
+    parser.add_argument("--cold-runs", type=int, default=2, help="--heavy: cold builds per agent")
+    parser.add_argument("--keep", action="store_true", help="--heavy: keep the work dir")
     args = parser.parse_args()
+    if args.heavy:
+        from bench import heavy_env
+
+        heavy_env.main(args.warm_runs, args.cold_runs, args.keep)
+        return
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-env-cache-"))
     work.mkdir(parents=True, exist_ok=True)
     try:

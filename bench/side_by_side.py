@@ -282,13 +282,15 @@ class Bench:
         self.agents: dict[str, Agent] = {}
         self.extra: list[Agent] = []   # docker-mode daemons, started by their measurement
         self.projects: list[str] = []
+        self.env_extra: dict[str, str] = {}
+        """Added to both agents' environment (set before entering; bench_env_cache.py --heavy)."""
 
     def __enter__(self) -> Bench:  # noqa: PYI034
         try:
             self.mirror.start()
             self.server = start_server(self.work / "server")
             self.api = self.server.api()
-            self.env = common_env(self.mirror.url)
+            self.env = {**common_env(self.mirror.url), **self.env_extra}
             for name in AGENTS:
                 self.api.call("queues.create", {"name": f"sxs-{name}"})
             self.agents[CML] = start_clearml_agent(self.server, self.work / "cml", f"sxs-{CML}", self.env,

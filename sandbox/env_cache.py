@@ -17,6 +17,8 @@ normalized requirements; the builder's settings; an `extra` string for image/CUD
     locks/<key>.lock            builders hold it exclusively, readers and the byte-compiler
                                 shared, prune tries it
     locks/<key>.bytecode.lock   held by the one process byte-compiling the entry
+    locks/<key>.use.lock        held shared by every running task whose venv came from the
+                                entry (`hold`); prune never evicts an entry someone holds
     tmp/<key>.<random>/         a build in progress, renamed into entries/ when complete
 
 Reuse is a hard-link farm (see linkfarm.py), so materializing a cached environment copies
@@ -51,6 +53,11 @@ Bytecode (`compile_bytecode=`):
   "off"    never compile; targets compile on first import.
 
 The mode is not part of the key: caches with different modes share entries.
+
+Limits (`prune`): least recently used entries go first, until the cache fits a size, a number
+of entries and a free-space floor; entries being built, read or held by a running task stay.
+With `shared=` (a directory on NFS, sandbox/shared_cache.py) a miss looks there before
+building, and what is built here is published there.
 """
 from __future__ import annotations
 
@@ -74,6 +81,7 @@ from sandbox.linkfarm import give_tree, link_tree
 from sandbox.manifest import TamperedEntry
 from sandbox.pyenv import EnvBuilder, Interpreter, compile_bytecode, probe, venv_python
 from sandbox.requirements import RequirementSet, parse_requirements
+from sandbox.shared_cache import SharedCache
 from shipyard.errors import InfrastructureError
 from shipyard.locks import file_lock, try_lock
 
@@ -139,6 +147,7 @@ class EnvCache:
         builder: EnvBuilder | None = None,
         lock_timeout: float = LOCK_TIMEOUT,
         compile_bytecode: str = "background",
+        shared: Path | None = None,
     ) -> None:
         if compile_bytecode not in BYTECODE_MODES:
             raise ValueError(f"compile_bytecode must be one of {', '.join(BYTECODE_MODES)}, not {compile_bytecode!r}")
@@ -147,6 +156,7 @@ class EnvCache:
         self.builder = builder or EnvBuilder()
         self.lock_timeout = lock_timeout
         self.compile_bytecode = compile_bytecode
+        self.shared = SharedCache(shared, stale_s=lock_timeout) if shared is not None else None
 
     def key(self, requirements: RequirementSet, python: Interpreter, extra: str = "") -> str:
         material = {
@@ -244,21 +254,30 @@ class EnvCache:
         finally:
             os.close(compiling)
 
-    def prune(self, max_bytes: int, log: Log = print, keep: Sequence[str] = ()) -> list[str]:
-        """Evict least-recently-used entries until the total fits `max_bytes`; return their keys.
+    def hold(self, key: str) -> contextlib.ExitStack:
+        """Mark entry `key` in use until the returned stack is closed (a running task's venv)."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(file_lock(self._use_lock_path(key), shared=True, timeout=self.lock_timeout))
+        return stack
 
-        Entries in use (locked by a builder or a reader) and those in `keep` are skipped.
+    def prune(self, max_bytes: int | None = None, log: Log = print, keep: Sequence[str] = (), *,
+              max_entries: int | None = None, min_free_bytes: int | None = None) -> list[str]:
+        """Evict least-recently-used entries until the cache holds at most `max_bytes` and
+        `max_entries`, and its disk has `min_free_bytes` free; return the evicted keys.
+
+        Entries in use (locked by a builder or a reader, held by a running task) and those in
+        `keep` are skipped, whatever the limits say.
         """
         self._clean_leftovers(log)
         entries = self.entries()
-        total = sum(e.size for e in entries)
+        usage = _Usage(sum(e.size for e in entries), len(entries), _free_bytes(self.root))
         evicted: list[str] = []
         for entry in entries:
-            if total <= max_bytes:
+            if not usage.over(max_bytes, max_entries, min_free_bytes):
                 break
             if entry.key in keep or not self._evict(entry.key):
                 continue
-            total -= entry.size
+            usage = _Usage(usage.size - entry.size, usage.count - 1, usage.free + entry.size)
             evicted.append(entry.key)
             log(f"evicted environment {entry.key[:12]} ({entry.size >> 20} MiB) from the cache")
         return evicted
@@ -302,8 +321,7 @@ class EnvCache:
             if frozen is not None:
                 return frozen, True
             self._discard_partial(key, log)
-            log(f"building environment {key[:12]} (Python {python.version}, {len(reqs.requirements)} lines)")
-            self._build_entry(key, python, reqs, extra, log)
+            self._build_or_fetch(key, python, reqs, extra, log)
             frozen = self._link_if_complete(key, target, log, owner)
         if frozen is None:
             raise InfrastructureError(f"environment {key[:12]} vanished right after it was built")
@@ -328,6 +346,39 @@ class EnvCache:
             f"{stats.rewritten} rewritten, {stats.copied} copied"
         )
         return list(meta["frozen"])
+
+    def _build_or_fetch(self, key: str, python: Interpreter, reqs: RequirementSet, extra: str, log: Log) -> None:
+        """With the key's local lock held: the shared cache's copy when there is one, else a build
+        (published to the shared cache when there is one)."""
+        if self.shared is None:
+            log(f"building environment {key[:12]} (Python {python.version}, {len(reqs.requirements)} lines)")
+            self._build_entry(key, python, reqs, extra, log)
+            return
+        with self.shared.building(key, log) as ready:
+            if ready and self._fetch_shared(key, log):
+                return
+            log(f"building environment {key[:12]} (Python {python.version}, {len(reqs.requirements)} lines)")
+            self._build_entry(key, python, reqs, extra, log)
+            self.shared.publish(key, self._entries_dir() / key, log)
+
+    def _fetch_shared(self, key: str, log: Log) -> bool:
+        """Copy the shared cache's entry into this cache, sealed and stamped here."""
+        assert self.shared is not None
+        for layout in (self.root, self.root / "tmp", self._entries_dir()):
+            _layout_dir(layout)
+        build_dir = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=self.root / "tmp"))
+        try:
+            if not self.shared.copy_into(key, build_dir) or _read_meta(build_dir) is None:
+                shutil.rmtree(build_dir, ignore_errors=True)
+                return False
+            manifest.save(build_dir / MANIFEST, manifest.seal(build_dir / VENV))
+            (build_dir / LAST_USED).touch()
+            os.rename(build_dir, self._entries_dir() / key)
+        except BaseException:
+            shutil.rmtree(build_dir, ignore_errors=True)
+            raise
+        log(f"environment {key[:12]} copied from the shared cache {self.shared.root}")
+        return True
 
     def _build_entry(self, key: str, python: Interpreter, reqs: RequirementSet, extra: str, log: Log) -> None:
         tmp_root = self.root / "tmp"
@@ -393,14 +444,17 @@ class EnvCache:
                 os.close(fd)
 
     def _evict(self, key: str) -> bool:
-        fd = try_lock(self._lock_path(key))
-        if fd is None:
-            return False
+        """Remove an entry nobody builds, reads or holds (False, and kept, otherwise)."""
+        held = [try_lock(self._lock_path(key)), try_lock(self._use_lock_path(key))]
         try:
+            if None in held:
+                return False
             self._remove(self._entries_dir() / key)
+            return True
         finally:
-            os.close(fd)
-        return True
+            for fd in held:
+                if fd is not None:
+                    os.close(fd)
 
     def _remove(self, path: Path) -> None:
         """Move out of sight first (atomic), then delete at leisure."""
@@ -418,6 +472,28 @@ class EnvCache:
 
     def _bytecode_lock_path(self, key: str) -> Path:
         return self.root / "locks" / f"{key}.bytecode.lock"
+
+    def _use_lock_path(self, key: str) -> Path:
+        return self.root / "locks" / f"{key}.use.lock"
+
+
+@dataclass(frozen=True)
+class _Usage:
+    size: int
+    count: int
+    free: int
+
+    def over(self, max_bytes: int | None, max_entries: int | None, min_free_bytes: int | None) -> bool:
+        return ((max_bytes is not None and self.size > max_bytes)
+                or (max_entries is not None and self.count > max_entries)
+                or (min_free_bytes is not None and self.free < min_free_bytes))
+
+
+def _free_bytes(root: Path) -> int:
+    try:
+        return shutil.disk_usage(root).free
+    except OSError:
+        return 0
 
 
 def _requirement_set(requirements: RequirementSet | str | Sequence[str], log: Log) -> RequirementSet:

@@ -1,6 +1,6 @@
 """Reading uv's and pip's failure output: whose fault is it, and what should a person see?
 
-    classify(output) -> "network" | "resolution" | "other"
+    classify(output) -> "auth" | "network" | "resolution" | "other"
     requirements_error(output, requirements) -> RequirementsError naming the offending lines
 
 Pure functions over text, so they are table-tested against real installer output.
@@ -13,7 +13,16 @@ from typing import Literal
 from sandbox.requirements import RequirementSet
 from shipyard.errors import InfrastructureError, RequirementsError
 
-Failure = Literal["network", "resolution", "other"]
+Failure = Literal["auth", "network", "resolution", "other"]
+
+AUTH_MARKERS = (
+    "401 unauthorized",
+    "403 forbidden",
+    "401 client error",
+    "403 client error",
+    "missing credentials",
+    "user credentials were not found",
+)
 
 NETWORK_MARKERS = (
     "error sending request",
@@ -63,8 +72,10 @@ _PREFIX = re.compile(r"^(?:error|cause|ERROR|Caused by)\s*:\s*", re.IGNORECASE)
 
 
 def classify(output: str) -> Failure:
-    """Network first: a resolver that cannot reach the index also says it found nothing."""
+    """Refused credentials, then network: a resolver that cannot read the index also says it found nothing."""
     lowered = output.lower()
+    if any(marker in lowered for marker in AUTH_MARKERS):
+        return "auth"
     if any(marker in lowered for marker in NETWORK_MARKERS):
         return "network"
     if any(marker in lowered for marker in RESOLUTION_MARKERS):
@@ -124,6 +135,23 @@ def network_error(output: str) -> InfrastructureError:
         f"could not reach the package index while installing requirements: {reason(output)}",
         kind="package_index_unreachable",
     )
+
+
+def auth_error(output: str) -> RequirementsError:
+    """An index refused the credentials (or asked for some): not retried, a person must fix them."""
+    return RequirementsError(
+        f"a package index refused access (check its credentials in the agent's configuration: "
+        f"agent.package_manager.extra_index_url, shipyard.index_credentials): {_auth_line(output)}"
+    )
+
+
+def _auth_line(output: str) -> str:
+    """The installer's own line about the refusal (uv: a hint after its resolver error)."""
+    for raw in output.splitlines():
+        line = _PREFIX.sub("", _DECORATION.sub("", raw).strip())
+        if any(marker in line.lower() for marker in AUTH_MARKERS):
+            return re.sub(r"^hint:\s*", "", line)
+    return reason(output)
 
 
 def _mentions(text: str, name: str) -> bool:

@@ -25,6 +25,7 @@ from pathlib import Path
 from sandbox import install_errors
 from sandbox.proc import run_captured
 from sandbox.requirements import RequirementSet
+from sandbox.torch_resolve import with_credentials
 from shipyard.errors import InfrastructureError, RequirementsError
 
 Log = Callable[[str], None]
@@ -196,6 +197,11 @@ class EnvBuilder:
     uv: Path | None = None
     """The uv binary; found automatically when None."""
     use_uv: bool = True
+    index_credentials: Mapping[str, tuple[str, str]] | None = None
+    """host (or host:port) -> (user, password) for package indexes; written into the index URLs
+    of the temporary install file only, never into logs or the cache key."""
+    trusted_hosts: tuple[str, ...] = ()
+    """Hosts whose index may be plain http or have a certificate that does not verify."""
 
     def build(self, python: Interpreter, requirements: RequirementSet, target: Path, log: Log = print) -> list[str]:
         """Create a venv at `target` with `requirements` installed; return its freeze list."""
@@ -266,7 +272,8 @@ class EnvBuilder:
                  log: Log | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="shipyard-req-") as tmp:
             req_file = Path(tmp) / "requirements.txt"
-            req_file.write_text("\n".join(requirements.install_lines()) + "\n")
+            lines = with_credentials(requirements.install_lines(), self.index_credentials or {})
+            req_file.write_text("\n".join(lines) + "\n")
             proc = self._run([*command, "-r", str(req_file)])
         if proc.returncode == 0:
             return
@@ -275,6 +282,8 @@ class EnvBuilder:
         if log is not None and failure != "other":  # the installer's own words, before our one-line reason
             for line in install_errors.tail(output):
                 log(f"  {Path(command[0]).name}: {line}")
+        if failure == "auth":
+            raise install_errors.auth_error(output)
         if failure == "network":
             raise install_errors.network_error(output)
         if failure == "other" and uv_install:
@@ -296,6 +305,9 @@ class EnvBuilder:
         env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH")}
         env.update(self.env or {})
         env.setdefault("UV_NO_PROGRESS", "1")
+        if self.trusted_hosts:
+            env["UV_INSECURE_HOST"] = " ".join(self.trusted_hosts)
+            env["PIP_TRUSTED_HOST"] = " ".join(self.trusted_hosts)
         if self.uv_cache_dir is not None:
             env["UV_CACHE_DIR"] = str(self.uv_cache_dir)
         return env

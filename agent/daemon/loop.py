@@ -23,13 +23,13 @@ from agent.daemon.reporter import StatusReporter
 from agent.daemon.slots import ServiceSlots, Slot, SlotPool
 from agent.daemon.stats import StatsSampler
 from agent.execution import lifecycle, preempt
+from agent.execution.build import make_env_cache, prune_env_cache
 from agent.execution.lifecycle import Outcome
 from agent.execution.runner import SHUTDOWN_ABORT, ExecutorFactory, TaskRun, safe_report
 from agent.execution.taskkey import TaskKeys
 from agent.gpus.inventory import GpuInventory
 from agent.gpus.packing import request_of
 from agent.taskserver.port import TaskServer
-from sandbox.env_cache import EnvCache
 from sandbox.repo_cache import RepoCache
 from shipyard import faults
 from shipyard.client.config import Settings
@@ -76,7 +76,7 @@ class Daemon:
         self.exact_order = exact_order
         self.stats_extra = stats_extra
         self.worker = settings.agent.worker_id
-        self.env_cache = EnvCache(settings.agent.venv_cache_dir)
+        self.env_cache = make_env_cache(settings)
         self.repo_cache = RepoCache(settings.agent.git_cache_dir)
         self.task_keys = TaskKeys(api, (settings.api.access_key, settings.api.secret_key),
                                   ttl_s=settings.agent.task_key_ttl_s)   # one per daemon: it warns once
@@ -215,6 +215,16 @@ class Daemon:
             for task in done:
                 _thread, slot, _claim = self._active.pop(task)
                 self.slots.release(slot)
+        if done:
+            self._prune_env_cache()
+
+    def _prune_env_cache(self) -> None:
+        """Between tasks: the environment cache back within agent.venvs_cache's limits (the
+        venvs of tasks still running are held, so they stay)."""
+        try:
+            prune_env_cache(self.env_cache, self.settings, self.echo)
+        except OSError as exc:
+            log.warning("could not prune the environment cache: %s", exc)
 
     def _drain(self) -> None:
         """Let running tasks finish (a second signal makes them abort), then free their slots."""

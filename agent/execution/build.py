@@ -1,13 +1,20 @@
 """Rebuild a task's environment: its code (sandbox.git_workspace), where its packages come from
-(sandbox.envsource: recorded packages or a lock file) and its Python (sandbox.env_cache)."""
+(sandbox.envsource: recorded packages or a lock file) and its Python (sandbox.env_cache).
+
+Just before install, `install_plan` adds the agent's extra indexes and the torch index for this
+machine's driver (sandbox/torch_resolve.py); the chosen index is part of the cache key. A set
+read from a lock file with hashes keeps its own torch (the hashes are for those wheels).
+"""
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
+from agent.gpus.inventory import driver_cuda_version
 from sandbox.env_cache import EnvCache, EnvResult
 from sandbox.envsource import EnvSource, export_uv_lock, resolve
 from sandbox.git_workspace import Workspace, prepare_workspace
@@ -15,6 +22,7 @@ from sandbox.lockfiles import PackageManager
 from sandbox.pyenv import EnvBuilder, select_interpreter
 from sandbox.repo_cache import RepoCache
 from sandbox.requirements import RequirementSet, from_script
+from sandbox.torch_resolve import resolve_torch, wants_torch, with_extra_indexes
 from shipyard.client.config import Settings
 
 Log = Callable[[str], None]
@@ -29,6 +37,43 @@ class BuiltTask:
     venv: Path
     runtime: dict[str, str] = field(default_factory=dict)
     """What the task's runtime info records about its environment (source, Python)."""
+    in_use: contextlib.ExitStack | None = None
+    """Holds the venv's cache entry in use (prune skips it) until closed, when the run ends."""
+
+
+def make_env_cache(settings: Settings) -> EnvCache:
+    """The agent's environment cache, with its builder's index credentials and trusted hosts."""
+    agent = settings.agent
+    builder = EnvBuilder(index_credentials=agent.packages.credentials_by_host(),
+                         trusted_hosts=agent.packages.trusted_hosts)
+    return EnvCache(agent.venv_cache_dir, builder=builder, shared=agent.venvs_cache.shared_path)
+
+
+def prune_env_cache(cache: EnvCache, settings: Settings, log: Log) -> list[str]:
+    """Apply agent.venvs_cache's limits (between tasks); entries in use stay."""
+    limits = settings.agent.venvs_cache
+    if not limits.limited:
+        return []
+    return cache.prune(int(limits.max_size_gb * (1 << 30)) if limits.max_size_gb else None, log=log,
+                       max_entries=limits.max_entries,
+                       min_free_bytes=int(limits.free_space_threshold_gb * (1 << 30)) or None)
+
+
+def install_plan(requirements: RequirementSet, settings: Settings, log: Log) -> tuple[RequirementSet, str]:
+    """The hook just before install: the agent's extra indexes, then the torch index for this
+    machine's driver. Returns the requirements to install and the cache key's `extra`."""
+    packages = settings.agent.packages
+    requirements = with_extra_indexes(requirements, packages.extra_index_urls)
+    if packages.pytorch_resolve == "none" or not wants_torch(requirements):
+        return requirements, ""
+    if requirements.hashed():
+        log("torch as the lock file pins it (its hashes are for those wheels; pytorch_resolve is not applied)")
+        return requirements, ""
+    requirements, choice, line = resolve_torch(requirements, mode=packages.pytorch_resolve,
+                                               cuda=driver_cuda_version(), indexes=packages.torch_indexes)
+    if line:
+        log(line)
+    return requirements, choice.cache_key() if choice else ""
 
 
 def git_credentials(settings: Settings, repository: str) -> dict[str, tuple[str, str]]:
@@ -63,7 +108,7 @@ def build_task(task: dict, target: Path, settings: Settings, log: Log, *, env_ca
     """Check out the code into target/code and build the venv at target/venv (its own parts `owner`'s)."""
     agent = settings.agent
     repo_cache = repo_cache or RepoCache(agent.git_cache_dir)
-    env_cache = env_cache or EnvCache(agent.venv_cache_dir)
+    env_cache = env_cache or make_env_cache(settings)
     script = task.get("script") or {}
     workspace = prepare_workspace(script, target / "code", repo_cache, credentials=git_credentials(settings, str(script.get("repository") or "")), log=log)
     source = environment_source(task, workspace, settings, env_cache.builder)
@@ -73,8 +118,10 @@ def build_task(task: dict, target: Path, settings: Settings, log: Log, *, env_ca
     log(source.describe())
     python = select_interpreter(agent.python_binary or script.get("binary"), requirements.python_hint, log=log,
                                 strict=agent.python_version_strict)
-    env = env_cache.materialize(requirements, python, target / "venv", log=log, owner=owner)
+    install, extra = install_plan(requirements, settings, log)
+    env = env_cache.materialize(install, python, target / "venv", extra=extra, log=log, owner=owner)
     log(f"environment ready in {env.seconds:.2f}s ({'cache hit' if env.cache_hit else 'built'})")
     runtime = {**source.runtime(), "python_version": python.version}
     return BuiltTask(workspace=workspace, env=env, requirements=requirements,
-                     requirements_source=source.label, venv=target / "venv", runtime=runtime)
+                     requirements_source=source.label, venv=target / "venv", runtime=runtime,
+                     in_use=env_cache.hold(env.key) if env.key else None)

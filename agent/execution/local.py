@@ -54,6 +54,7 @@ class LocalExecutor:
         self.env_cache = env_cache
         self.repo_cache = repo_cache
         self.user = resolve(context.settings.agent.task_user)
+        self.built: BuiltTask | None = None
 
     def prepare(self, task: dict) -> Prepared:
         target = self.context.target
@@ -62,6 +63,7 @@ class LocalExecutor:
         target.mkdir(parents=True)
         built = build_task(task, target, self.context.settings, self.context.note, env_cache=self.env_cache,
                            repo_cache=self.repo_cache, owner=self.user.owner if self.user else None)
+        self.built = built
         if self.user is not None:
             self._hand_over(self.user, target, built.workspace.root)
         return Prepared(workspace=built.workspace, frozen=built.env.frozen, detail=built, runtime=built.runtime)
@@ -84,6 +86,8 @@ class LocalExecutor:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.context.target, ignore_errors=True)
+        if self.built is not None and self.built.in_use is not None:
+            self.built.in_use.close()   # the cache entry may be evicted from now on
 
     @staticmethod
     def _hand_over(user: TaskUser, target: Path, checkout: Path) -> None:

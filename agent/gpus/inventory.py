@@ -10,6 +10,8 @@
 to see people's processes and to measure each task's peak memory). The fake reads them from the
 file `SHIPYARD_FAKE_GPU_PROCS` names: one `pid gpu memory_mb [utilization_pct]` per line; lines of
 dead pids are ignored, and a fake GPU's utilization is the highest its live lines give.
+`cuda_version()` is the newest CUDA version the driver supports ("12.4"), or None without a
+driver; the environment builder matches torch wheels to it (sandbox/torch_resolve.py).
 
 `devices()` is read once when the daemon starts (to resolve `--gpus` and the queue specs, see
 agent.gpu_alloc); `stats(indices)` is sampled by the status reporter and returns ClearML's
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -40,13 +43,17 @@ from typing import Any, Protocol
 from agent.gpus.sharing import GpuProcess
 from shipyard.errors import ConfigError
 
-__all__ = ["FAKE_GPU_PROCS_ENV", "FAKE_GPUS_ENV", "FakeInventory", "Gpu", "GpuInventory", "MigDevice", "NvmlInventory",
+__all__ = ["FAKE_CUDA_ENV", "FAKE_GPU_PROCS_ENV", "FAKE_GPUS_ENV", "FakeInventory", "Gpu", "GpuInventory", "MigDevice",
+           "NvmlInventory",
            "inventory_from_env"]
 
 log = logging.getLogger("shipyard.agent.gpu")
 
 FAKE_GPUS_ENV = "SHIPYARD_FAKE_GPUS"
 FAKE_GPU_PROCS_ENV = "SHIPYARD_FAKE_GPU_PROCS"
+FAKE_CUDA_ENV = "SHIPYARD_FAKE_CUDA"
+FAKE_CUDA_DEFAULT = "12.4"
+"""The CUDA version fake GPUs' driver supports unless SHIPYARD_FAKE_CUDA says another."""
 _MB = 1024 * 1024
 _MAX_FAILURES = 3
 
@@ -90,6 +97,10 @@ class GpuInventory(Protocol):
 
     def processes(self) -> list[GpuProcess]:
         """The processes on every GPU ([] when unknown)."""
+        ...
+
+    def cuda_version(self) -> str | None:
+        """The newest CUDA version the driver supports ("12.4"); None without GPUs or driver."""
         ...
 
 
@@ -189,6 +200,17 @@ class NvmlInventory:
             return []
         return found
 
+    def cuda_version(self) -> str | None:
+        nvml = self._library()
+        if nvml is None or not self.devices():
+            return None
+        try:
+            version = int(nvml.nvmlSystemGetCudaDriverVersion())   # e.g. 12040
+        except Exception as exc:
+            log.warning("NVML could not tell the driver's CUDA version: %s", _describe(exc))
+            return None
+        return f"{version // 1000}.{version % 1000 // 10}"
+
     def close(self) -> None:
         with self._lock:
             nvml, self._started = (self._nvml if self._started else None), False
@@ -249,12 +271,13 @@ class FakeInventory:
     """`n` made-up GPUs. `mig`: MIG instances per GPU (one number for all, or {index: count})."""
 
     def __init__(self, n: int = 0, *, mig: int | Mapping[int, int] = 0, memory_total_mb: int = 81_559,
-                 name: str = "Fake GPU", procs_file: str | None = None):
+                 name: str = "Fake GPU", procs_file: str | None = None, cuda: str = FAKE_CUDA_DEFAULT):
         if n < 0:
             raise ValueError(f"a fake inventory needs n >= 0 GPUs, got {n}")
         counts = mig if isinstance(mig, Mapping) else {i: mig for i in range(n)}
         self._lock = threading.Lock()
         self.procs_file = procs_file
+        self._cuda = cuda
         self._gpus = [self._make(i, name, memory_total_mb, counts.get(i, 0)) for i in range(n)]
 
     @staticmethod
@@ -294,6 +317,9 @@ class FakeInventory:
                                         float(parts[3]) if len(parts) > 3 else None))
         return found
 
+    def cuda_version(self) -> str | None:
+        return self._cuda if self._gpus else None
+
     def set_reading(self, index: int, *, utilization_pct: float | None = None, memory_used_mb: int | None = None,
                     temperature_c: float | None = None) -> None:
         """Change what the fake GPU `index` reads (tests of the stats path)."""
@@ -325,7 +351,8 @@ def _with_processes(gpu: Gpu, procs: Sequence[GpuProcess]) -> Gpu:
 
 
 def inventory_from_env(environ: Mapping[str, str] | None = None) -> GpuInventory:
-    """The machine's inventory; `SHIPYARD_FAKE_GPUS=<n>` swaps in n fake GPUs.
+    """The machine's inventory; `SHIPYARD_FAKE_GPUS=<n>` swaps in n fake GPUs, whose driver
+    supports CUDA `SHIPYARD_FAKE_CUDA` (major.minor, default FAKE_CUDA_DEFAULT).
 
     The variable is a TEST HOOK: it lets end-to-end tests drive `--gpus` and dynamic GPU
     slots on a machine without GPUs (tasks get CUDA_VISIBLE_DEVICES naming GPUs that do not
@@ -337,6 +364,20 @@ def inventory_from_env(environ: Mapping[str, str] | None = None) -> GpuInventory
         return NvmlInventory()
     if not value.isdigit():
         raise ConfigError(f"{FAKE_GPUS_ENV} must be a number of fake GPUs, got {value!r}")
-    log.warning("%s=%s: using %s fake GPUs (a test hook; never set it on a real worker)",
-                FAKE_GPUS_ENV, value, value)
-    return FakeInventory(int(value), procs_file=env.get(FAKE_GPU_PROCS_ENV) or None)
+    cuda = env.get(FAKE_CUDA_ENV, "").strip() or FAKE_CUDA_DEFAULT
+    if not re.fullmatch(r"\d+\.\d+", cuda):
+        raise ConfigError(f"{FAKE_CUDA_ENV} must be a CUDA version like 12.4, got {cuda!r}")
+    log.warning("%s=%s: using %s fake GPUs (driver CUDA %s; a test hook; never set it on a real worker)",
+                FAKE_GPUS_ENV, value, value, cuda)
+    return FakeInventory(int(value), procs_file=env.get(FAKE_GPU_PROCS_ENV) or None, cuda=cuda)
+
+
+_DRIVER_CUDA: dict[str, str | None] = {}
+
+
+def driver_cuda_version() -> str | None:
+    """The CUDA version this machine's driver supports (the inventory `inventory_from_env` picks),
+    read once per process: the driver does not change under a running agent."""
+    if "cuda" not in _DRIVER_CUDA:
+        _DRIVER_CUDA["cuda"] = inventory_from_env().cuda_version()
+    return _DRIVER_CUDA["cuda"]

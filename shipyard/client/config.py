@@ -34,6 +34,8 @@ from pyhocon import ConfigFactory
 from pyhocon.exceptions import ConfigException
 from pyparsing import ParseBaseException
 
+from shipyard.client import config_envs as envs
+from shipyard.client.config_envs import PackageSettings, VenvCacheSettings
 from shipyard.errors import ConfigError
 from shipyard.redact import MASK, Redactor
 
@@ -144,6 +146,10 @@ class AgentSettings:
     foreign_gpu_idle_s: float                 # a GPU someone else used is free again after this long idle
     queue_idle_gpu: Mapping[str, str]         # queue -> "PCT,MINUTES,flag|stop" (agent/gpus/idle.py)
     docker: DockerSettings
+    packages: PackageSettings = PackageSettings()
+    """Package indexes, their credentials and the torch index map (config_envs.py)."""
+    venvs_cache: VenvCacheSettings = VenvCacheSettings()
+    """The environment cache's shared path and limits (config_envs.py)."""
 
     def git_credentials_for(self, host: str) -> GitCredential | None:
         """Credentials for a git host: a `shipyard.git_credentials` entry, else agent.git_user/pass."""
@@ -185,6 +191,7 @@ class Settings:
         found += [credential.password for credential in self.agent.git_credentials]
         found += [value for name, value in self.agent.extra_env.items() if _SECRET_NAME.search(name)]
         found += _secret_leaves(self.sdk)
+        found += self.agent.packages.secrets()
         return tuple(secret for secret in found if secret)
 
 
@@ -466,6 +473,27 @@ FIELDS: tuple[Field, ...] = (
           ("SHIPYARD_FOREIGN_GPU_IDLE_S",)),
     Field("agent.queue_idle_gpu", _text_map, MappingProxyType({}), ("shipyard.queue_idle_gpu",),
           ("SHIPYARD_QUEUE_IDLE_GPU",)),
+    Field("agent.packages.pytorch_resolve", envs.pytorch_resolve, "pip",
+          ("agent.package_manager.pytorch_resolve",),
+          ("SHIPYARD_PYTORCH_RESOLVE", "CLEARML_AGENT_PACKAGE_PYTORCH_RESOLVE")),
+    Field("agent.packages.torch_indexes", envs.torch_indexes, PackageSettings().torch_indexes,
+          ("agent.package_manager.torch_indexes",), ("SHIPYARD_TORCH_INDEXES",)),
+    Field("agent.packages.extra_index_urls", envs.index_urls, (),
+          ("agent.package_manager.extra_index_url",), ("SHIPYARD_EXTRA_INDEX_URLS",)),
+    Field("agent.packages.index_credentials", envs.index_credentials, (), ("shipyard.index_credentials",),
+          ("SHIPYARD_INDEX_CREDENTIALS",), secret=True),
+    Field("agent.packages.trusted_hosts", envs.hosts, (),
+          ("agent.package_manager.trusted_hosts", "agent.package_manager.trusted_host"),
+          ("SHIPYARD_TRUSTED_HOSTS",)),
+    Field("agent.venvs_cache.shared_path", _optional_path, None,
+          ("agent.venvs_cache.shared_path",), ("SHIPYARD_VENV_SHARED_CACHE",)),
+    Field("agent.venvs_cache.max_entries", envs.optional_count, None,
+          ("agent.venvs_cache.max_entries",), ("SHIPYARD_VENV_CACHE_MAX_ENTRIES",)),
+    Field("agent.venvs_cache.max_size_gb", envs.optional_gb, None, ("agent.venvs_cache.max_size_gb",),
+          ("SHIPYARD_VENV_CACHE_MAX_SIZE_GB",)),
+    Field("agent.venvs_cache.free_space_threshold_gb", envs.gb, 0.0,
+          ("agent.venvs_cache.free_space_threshold_gb",),
+          ("SHIPYARD_VENV_CACHE_FREE_SPACE_GB",)),
     Field("agent.docker.enabled", _bool, False, ("shipyard.docker.enabled",), ("SHIPYARD_DOCKER",)),
     Field(
         "agent.docker.default_image", _optional_text, None,
@@ -676,7 +704,9 @@ def _section(values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
 
 def _agent(values: Mapping[str, Any]) -> AgentSettings:
     docker = DockerSettings(**_section(values, "agent.docker."))
-    return AgentSettings(**_section(values, "agent."), docker=docker)
+    packages = PackageSettings(**_section(values, "agent.packages."))
+    venvs_cache = VenvCacheSettings(**_section(values, "agent.venvs_cache."))
+    return AgentSettings(**_section(values, "agent."), docker=docker, packages=packages, venvs_cache=venvs_cache)
 
 
 def _unknown_shipyard_keys(tree: Mapping[str, Any]) -> list[str]:
@@ -703,6 +733,8 @@ def _unknown_shipyard_keys(tree: Mapping[str, Any]) -> list[str]:
 def _masked(spec: Field, value: Any) -> Any:
     if spec.key == "agent.git_credentials":
         return tuple(replace(credential, password=MASK) for credential in value)
+    if spec.key.startswith("agent.packages."):
+        return envs.masked(spec.key, value, MASK)
     if spec.key == "agent.extra_env":
         return {name: MASK if _SECRET_NAME.search(name) else item for name, item in value.items()}
     if spec.secret and value:
