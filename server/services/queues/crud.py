@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, select, update
 
 from server import errors, query
+from server.fairshare import usage as fair
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services.queues import metrics as queue_metrics
@@ -49,9 +50,14 @@ def entries(conn, queue_id: str) -> list[dict]:
     return [{"task": r.task, "added": clock.iso(r.added)} for r in conn.execute(_ENTRIES, {"q": queue_id})]
 
 
+def _front_of(edge: float | None) -> float:
+    """Below zero: the fair-share pop knows the entries the server put back in front."""
+    return -1.0 if edge is None else min(edge, 0.0) - 1.0
+
+
 def add_entry(conn, queue_id: str, task_id: str, *, front: bool = False) -> None:
     edge = conn.execute(_MIN_POS if front else _MAX_POS, {"q": queue_id}).scalar()
-    position = 0.0 if edge is None else (edge - 1.0 if front else edge + 1.0)
+    position = _front_of(edge) if front else (0.0 if edge is None else edge + 1.0)
     conn.execute(_INSERT, {"queue": queue_id, "task": task_id, "position": position, "added": clock.now()})
     queue_metrics.sample(conn, queue_id)
 
@@ -76,8 +82,15 @@ def pop(conn, queue_id: str) -> tuple[str, float] | None:
     return row.task, row.added
 
 
-def pop_if_head(conn, queue_id: str, task_id: str | None) -> tuple[str, float] | None:
-    """`pop`, or with `task_id` pop only when that task is at the head (queues.get_next_task's `task`)."""
+def pop_if_head(conn, queue_id: str, task_id: str | None, ctx: CallContext | None = None,
+                quotas: dict | None = None) -> tuple[str, float] | None:
+    """`pop`, or with `task_id` pop only when that task is at the head (queues.get_next_task's `task`).
+    With quotas in force, the next entry in fair-share order (server/fairshare/usage.py)."""
+    if task_id is None and quotas and ctx is not None:
+        popped = fair.pop_fair(ctx, conn, queue_id, quotas)
+        if popped is not None:
+            queue_metrics.sample(conn, queue_id)
+        return popped
     if task_id is None:
         return pop(conn, queue_id)
     head = conn.execute(select(_E.c.task, _E.c.added).where(_E.c.queue == queue_id)
@@ -432,9 +445,10 @@ def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool, lease_s: fl
     with ctx.store.tx() as conn:
         for queue_id in queue_ids:
             require_queue(conn, queue_id)  # checked on every try: a queue deleted mid-wait is an error
+        quotas = fair.quotas(ctx, conn)
         for queue_id in queue_ids:
             while True:
-                popped = pop_if_head(conn, queue_id, only_task)
+                popped = pop_if_head(conn, queue_id, only_task, ctx, quotas)
                 if popped is None:
                     break
                 task_id, added = popped
@@ -447,11 +461,19 @@ def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool, lease_s: fl
                 if lease_s:
                     result["lease"] = taskdoc.grant_lease(doc, worker, queue_id, lease_s,
                                                           taskdoc.max_attempts(ctx))
+                    if quotas:
+                        _count_claim(ctx, conn, doc, worker)
                     ctx.store.save(conn, t.tasks, doc)
                 if get_info:
                     result["task_info"] = {"company": doc.get("company"), "user": doc.get("user")}
                 return result
     return None
+
+
+def _count_claim(ctx: CallContext, conn, doc: dict, worker: str) -> None:
+    """Fair share is on: the claim's GPUs count as running for its user and project."""
+    gpus = 0 if fair.worker_gpus(ctx.store.get(conn, t.workers, worker)) == 0 else fair.task_gpus(doc)
+    fair.claim_started(conn, doc, gpus, clock.now())
 
 
 @endpoint("queues.get_next_task")
