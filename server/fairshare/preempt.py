@@ -30,19 +30,35 @@ _CLAIMANTS_SCANNED = 2000   # queue entries read per pass, in queue order
 
 
 def _running(ctx, conn, quotas) -> tuple[list[policy.Running], dict[str, dict]]:
-    docs = {d["id"]: d for d in ctx.store.get_many(conn, t.tasks, [t.tasks.c.lease_expires.is_not(None)])
-            if d.get("status") == TaskStatus.IN_PROGRESS and (d.get("_lease") or {}).get("gpus") is not None}
+    """The leased tasks as claims. A claim made before any quota existed has its GPUs estimated
+    (fair.task_gpus; none on a worker that reports no GPU); one not started yet is not preempted
+    (its agent's start would overwrite the request)."""
+    workers = {w["id"]: fair.worker_gpus(w) for w in ctx.store.get_many(conn, t.workers)}
+    docs = {}
+    for doc in ctx.store.get_many(conn, t.tasks, [t.tasks.c.lease_expires.is_not(None)]):
+        lease = doc.get("_lease") or {}
+        if "gpus" not in lease:
+            gpus = 0 if workers.get(lease.get("worker")) == 0 else fair.task_gpus(doc)
+            doc["_lease"] = {**lease, "gpus": gpus, "since": _claimed(doc)}
+        docs[doc["id"]] = doc
     claims = [policy.Running(task=d["id"], entity=fair.entity_of(d, quotas), gpus=int(d["_lease"]["gpus"]),
-                             started=float(d["_lease"].get("since") or 0.0), preemptible=fair.preemptible(d),
+                             started=float(d["_lease"]["since"]),
+                             preemptible=fair.preemptible(d) and d.get("status") == TaskStatus.IN_PROGRESS,
                              preempting=str(d.get("status_message") or "").startswith(PREEMPT_REQUEST))
               for d in docs.values()]
     return claims, docs
 
 
+def _claimed(doc: dict) -> float:
+    history = doc.get("shipyard_attempts") or [{}]
+    claimed = history[-1].get("claimed")
+    return clock.parse_iso(claimed) if claimed else clock.now()
+
+
 def _counters(docs: dict[str, dict]) -> dict[str, tuple[int, float]]:
     counts: dict[str, tuple[int, float]] = {}
     for doc in docs.values():
-        gpus, since = int(doc["_lease"]["gpus"]), float(doc["_lease"].get("since") or 0.0)
+        gpus, since = int(doc["_lease"]["gpus"]), float(doc["_lease"]["since"])
         for entity in fair.entities(doc):
             held, start = counts.get(entity, (0, 0.0))
             counts[entity] = (held + gpus, start + gpus * since)
@@ -96,7 +112,7 @@ def run_pass(ctx) -> list[tuple[str, str]]:
             victims = policy.choose_victims(entity, need, free, claims, quotas)
             free = max(0, free - need)   # what is free is spoken for by this claimant
             for victim in victims:
-                _request(ctx, conn, docs[victim.task], waiting)
+                _request(ctx, conn, ctx.store.get(conn, t.tasks, victim.task), waiting)
                 asked.append((victim.task, waiting["id"]))
             chosen = {v.task for v in victims}
             claims = [policy.Running(**{**c.__dict__, "preempting": True}) if c.task in chosen else c

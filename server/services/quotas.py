@@ -1,10 +1,11 @@
-"""shipyard.quotas.*: GPU quotas of users and projects (Shipyard's own endpoints; admin keys only).
+"""quotas.*: GPU quotas of users and projects (Shipyard's own service, not in ClearML's schema; admin
+keys only; the API routes two-part names, hence not `shipyard.quotas.*`).
 
-    shipyard.quotas.get_all   every quota in force, with where it comes from (`config`: the server's
+    quotas.get_all   every quota in force, with where it comes from (`config`: the server's
                               `quotas` setting; `api`: set here) and the entity's usage now
-    shipyard.quotas.set       {user | project, gpus, borrow?}: set (or replace) one entity's quota;
+    quotas.set       {user | project, gpus, borrow?}: set (or replace) one entity's quota;
                               an API entry overrides the setting's entry for the same entity
-    shipyard.quotas.delete    {user | project}: drop the API entry (a setting's entry stays)
+    quotas.delete    {user | project}: drop the API entry (a setting's entry stays)
 
 The fair-share order and preemption read them through server/fairshare/usage.py's QuotaBook.
 """
@@ -43,7 +44,7 @@ def _book(ctx: CallContext) -> fair.QuotaBook:
     return found
 
 
-@endpoint("shipyard.quotas.get_all")
+@endpoint("quotas.get_all")
 def get_all(ctx: CallContext, req: Request) -> dict:
     _admin(ctx)
     book = _book(ctx)
@@ -61,7 +62,7 @@ def get_all(ctx: CallContext, req: Request) -> dict:
             "preemption": book.settings.preemption}
 
 
-@endpoint("shipyard.quotas.set")
+@endpoint("quotas.set")
 def set_quota(ctx: CallContext, req: Request) -> dict:
     _admin(ctx)
     entity = _entity(req)
@@ -81,7 +82,7 @@ def set_quota(ctx: CallContext, req: Request) -> dict:
     return {"entity": entity, "gpus": quota.gpus, "borrow": quota.borrow}
 
 
-@endpoint("shipyard.quotas.delete")
+@endpoint("quotas.delete")
 def delete_quota(ctx: CallContext, req: Request) -> dict:
     _admin(ctx)
     entity = _entity(req)

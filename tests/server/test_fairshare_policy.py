@@ -199,7 +199,7 @@ def scenarios(draw, max_gpus: int = 1):
     capacity = draw(st.integers(1, 8))
     guarantees = draw(st.lists(st.integers(0, 3), min_size=len(USERS), max_size=len(USERS)))
     quotas, left = {}, capacity
-    for user, gpus, borrow in zip(USERS, guarantees, draw(st.lists(st.booleans(), min_size=4, max_size=4))):
+    for user, gpus, borrow in zip(USERS, guarantees, draw(st.lists(st.booleans(), min_size=4, max_size=4)), strict=True):
         take = min(gpus, left)
         left -= take
         quotas[user] = Quota(take, borrow)
