@@ -50,13 +50,14 @@ def _register() -> None:
     from shipyard.cli.autoscaler import autoscaler_cmd
     from shipyard.cli.doctor import doctor_cmd
     from shipyard.cli.init import init_cmd
+    from shipyard.cli.quota import quota_group
     from shipyard.cli.scheduler import scheduler_group
     from shipyard.cli.server import keys_cmd, server_cmd
     from shipyard.cli.task import queue_group, task_group
     from shipyard.cli.up import up_cmd
 
     for command in (server_cmd, keys_cmd, daemon_cmd, execute_cmd, build_cmd, list_cmd, config_cmd, up_cmd,
-                    task_group, queue_group, autoscaler_cmd, scheduler_group, init_cmd, doctor_cmd):
+                    task_group, queue_group, quota_group, autoscaler_cmd, scheduler_group, init_cmd, doctor_cmd):
         cli.add_command(command)
 
 

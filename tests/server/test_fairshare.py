@@ -124,3 +124,22 @@ def _wait_message(api, task: str, prefix: str, timeout: float = 15) -> dict:
             return doc
         time.sleep(0.1)
     raise AssertionError(f"task {task}: status_message {doc.get('status_message')!r}, no {prefix!r}")
+
+
+def test_quota_cli(srv, monkeypatch, capsys):
+    from shipyard.cli import main
+
+    for name, value in {**srv.env(), "HOME": str(srv.data_dir)}.items():
+        monkeypatch.setenv(name, value)
+
+    def cli(*args: str) -> tuple[int, str]:
+        code = main(["quota", *args])
+        captured = capsys.readouterr()
+        return code, captured.out + captured.err
+
+    assert cli("set", "--user", "bob", "--gpus", "2", "--no-borrow") == (0, "user:bob: 2 GPU(s) guaranteed, may not borrow\n")
+    code, listed = cli("list")
+    assert code == 0 and "user:bob" in listed and "no-borrow" in listed and "preemption on" in listed
+    code, said = cli("set", "--gpus", "1")
+    assert code != 0 and "--user" in said
+    assert cli("delete", "--user", "bob") == (0, "user:bob: deleted\n")
