@@ -441,7 +441,7 @@ def move_back(ctx: CallContext, req: Request) -> dict:
 
 
 def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool, lease_s: float | None = None,
-             worker: str = "", only_task: str | None = None) -> dict | None:
+             worker: str = "", only_task: str | None = None, gpus: int | None = None) -> dict | None:
     with ctx.store.tx() as conn:
         for queue_id in queue_ids:
             require_queue(conn, queue_id)  # checked on every try: a queue deleted mid-wait is an error
@@ -462,7 +462,7 @@ def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool, lease_s: fl
                     result["lease"] = taskdoc.grant_lease(doc, worker, queue_id, lease_s,
                                                           taskdoc.max_attempts(ctx))
                     if quotas:
-                        _count_claim(ctx, conn, doc, worker)
+                        _count_claim(ctx, conn, doc, worker, gpus)
                     ctx.store.save(conn, t.tasks, doc)
                 if get_info:
                     result["task_info"] = {"company": doc.get("company"), "user": doc.get("user")}
@@ -470,9 +470,11 @@ def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool, lease_s: fl
     return None
 
 
-def _count_claim(ctx: CallContext, conn, doc: dict, worker: str) -> None:
-    """Fair share is on: the claim's GPUs count as running for its user and project."""
-    gpus = 0 if fair.worker_gpus(ctx.store.get(conn, t.workers, worker)) == 0 else fair.task_gpus(doc)
+def _count_claim(ctx: CallContext, conn, doc: dict, worker: str, gpus: int | None) -> None:
+    """Fair share is on: the claim's GPUs (as the claimer said, else estimated) count as running
+    for its user and project."""
+    if gpus is None:
+        gpus = 0 if fair.worker_gpus(ctx.store.get(conn, t.workers, worker)) == 0 else fair.task_gpus(doc)
     fair.claim_started(conn, doc, gpus, clock.now())
 
 
@@ -481,7 +483,8 @@ async def get_next_task(ctx: CallContext, req: Request) -> dict:
     """Pop the head of the queue. Shipyard extensions: `queues` (several, in priority order),
     `wait_s` (long-poll: wait up to that many seconds for an entry) and `lease_s` (the claim is
     a lease the caller renews; see server/services/leases.py). With `task`, the head is taken
-    only when it is that task."""
+    only when it is that task. `gpus`: how many GPUs the claimer gives the task (fair share
+    counts them; else the task's `Shipyard/gpus` parameter, else 1)."""
     queue_ids = req.str_list("queues") or [req.id("queue", "queue")]
     wait_s = min(max(0.0, req.number("wait_s", 0.0) or 0.0), ctx.settings.long_poll_max_s
                  if ctx.settings else 60.0)
@@ -489,14 +492,17 @@ async def get_next_task(ctx: CallContext, req: Request) -> dict:
     lease_s = req.number("lease_s")
     worker = req.text("worker") or ctx.worker
     only_task = req.text("task")
+    gpus = req.integer("gpus")
+    if gpus is not None and gpus < 0:
+        raise errors.validation(f"field 'gpus' must be 0 or more, got {gpus}")
     if lease_s is not None and (lease_s <= 0 or not worker):
         raise errors.validation("lease_s must be > 0 and the worker named (field 'worker' or X-ClearML-Worker)")
     deadline = time.monotonic() + wait_s
     while True:
         if ctx.settings is not None:  # without waiting on the database lock on the event loop
-            result = await ctx.settings.run_db(_try_pop, ctx, queue_ids, get_info, lease_s, worker, only_task)
+            result = await ctx.settings.run_db(_try_pop, ctx, queue_ids, get_info, lease_s, worker, only_task, gpus)
         else:
-            result = _try_pop(ctx, queue_ids, get_info, lease_s, worker, only_task)
+            result = _try_pop(ctx, queue_ids, get_info, lease_s, worker, only_task, gpus)
         if result is not None:
             if not req.str_list("queues"):
                 result.pop("queue", None)
