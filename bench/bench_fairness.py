@@ -123,7 +123,8 @@ class Cluster:
         self.where: dict[str, list[int]] = {}
 
     def packable(self, task: Task) -> bool:
-        return self.packing and task.known and task.gpus == 1
+        """Known, one GPU, and its peak plus the margin fits a GPU (else it takes a whole one)."""
+        return self.packing and task.known and task.gpus == 1 and task.mem_mb * MARGIN <= GPU_MB
 
     def slots(self, task: Task) -> list[int] | None:
         if self.packable(task):
@@ -268,6 +269,8 @@ class Sim:
                     self.preempt(now)
                 self.start_what_fits(now)
             now += step
+            if now > 7 * 24 * HOUR:
+                raise RuntimeError(f"not done after a week: {[e.task for e in self.waiting]} can never start")
         return now
 
 
