@@ -26,6 +26,7 @@ Policies (the decisions are server/fairshare/policy.py's, the ones the server ru
                   GPU against its user's quota, and only tasks alone on their GPUs are preempted
 
     python bench/bench_fairness.py [--seed 7] [--step 60]
+    python bench/bench_fairness.py --pop 500     # the server's pop, FIFO vs fair share (below)
 
 Reports, per policy: GPU compute utilisation (the compute the tasks used over 8 GPUs, from the
 first arrival to the last completion), the share of GPU time allocated, each user's wait p50/p95
@@ -47,6 +48,7 @@ import math
 import random
 import statistics
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -320,6 +322,46 @@ def report(name: str, sim: Sim) -> dict:
             "preemptions": sum(t.preemptions for t in tasks), "makespan_h": (last - first) / HOUR}
 
 
+def pop_latency(tasks: int) -> None:
+    """A real server (SQLite), `tasks` queued by 5 users (tasks of the admin key: the users are
+    projects with quotas, so a task's entity is its project), then every task claimed with a lease
+    and ended; p50/p99 of queues.get_next_task, with no quota (the FIFO pop) and with quotas (the
+    fair pop: a window of 64 entries, the usage rows, the delete)."""
+    import tempfile
+
+    from tests.helpers import start_server
+
+    for label, quotas in (("fifo (no quota)", None), ("fair share (5 quotas)", True)):
+        with tempfile.TemporaryDirectory() as tmp:
+            server = start_server(Path(tmp) / "srv")
+            try:
+                api = server.api()
+                projects = [api.call("projects.create", {"name": f"p{i}"})["id"] for i in range(5)]
+                if quotas:
+                    for i, project in enumerate(projects):
+                        api.call("quotas.set", {"project": project, "gpus": 1 + i % 2})
+                queue = api.call("queues.create", {"name": "pop"})["id"]
+                for n in range(tasks):
+                    task = api.call("tasks.create", {"name": f"t{n}", "type": "training",
+                                                     "project": projects[n % 5]})["id"]
+                    api.call("tasks.enqueue", {"task": task, "queue": queue})
+                lat = []
+                while True:
+                    t0 = time.perf_counter()
+                    got = api.call("queues.get_next_task", {"queue": queue, "lease_s": 600, "worker": "w"})
+                    lat.append(time.perf_counter() - t0)
+                    if not got:
+                        break
+                    entry = got["entry"]["task"]
+                    api.call("tasks.started", {"task": entry, "attempt": got["lease"]["attempt"]})
+                    api.call("tasks.completed", {"task": entry, "attempt": got["lease"]["attempt"]})
+                lat.sort()
+                print(f"{label:24} get_next_task over {tasks} queued: p50 {_p(lat, 0.5) * 1000:.1f} ms, "
+                      f"p99 {_p(lat, 0.99) * 1000:.1f} ms (n={len(lat)})")
+            finally:
+                server.stop()
+
+
 def compare(seed: int, step: float) -> list[dict]:
     rows = []
     for name, fair, packing in (("fifo", False, False), ("fair", True, False), ("fair+pack", True, True)):
@@ -333,7 +375,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--step", type=float, default=60.0, help="simulation step, seconds")
+    parser.add_argument("--pop", type=int, default=0, metavar="N",
+                        help="measure the server's pop over N queued tasks instead (FIFO vs fair share)")
     args = parser.parse_args(argv)
+    if args.pop:
+        pop_latency(args.pop)
+        return 0
     rows = compare(args.seed, args.step)
     print(f"seed {args.seed}: {len(trace(args.seed))} tasks, {GPUS} GPUs, step {args.step:g}s")
     print(f"{'policy':10} {'util':>6} {'alloc':>6} {'jain':>6} {'jain-sd':>7} {'preempt':>8} {'span h':>7}  "

@@ -24,16 +24,39 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 
 from server.fairshare import policy
 from server.fairshare.policy import Quota, Standing, Usage
 from server.storage import tables as t
+from server.storage.prepared import Prepared
 from shipyard import clock
 from shipyard.protocol import SystemTag
 
 WINDOW = 64   # queue entries the fair pop looks at (the rest wait their turn behind them)
 _E, _T, _U, _Q = t.queue_entries, t.tasks, t.fair_usage, t.fair_quotas
+_D = _T.c.doc
+# The pop path's statements, prepared once (server/storage/prepared.py). The window reads the few
+# fields of each task's document it needs (JSON paths), never whole documents.
+_WINDOW = Prepared(
+    select(_E.c.seq, _E.c.task, _E.c.added, _E.c.position, _T.c.id.label("found"),
+           _D["user"].as_string().label("user"), _D["project"].as_string().label("project"),
+           _D["system_tags"].as_json().label("system_tags"), _D["tags"].as_json().label("tags"),
+           _D[("hyperparams", "Shipyard", "gpus", "value")].as_string().label("gpus"))
+    .select_from(_E.outerjoin(_T, _T.c.id == _E.c.task)).where(_E.c.queue == bindparam("q"))
+    .order_by(_E.c.position, _E.c.seq).limit(WINDOW))
+_USAGE = Prepared(select(_U.c.gpu_seconds, _U.c.as_of, _U.c.running_gpus, _U.c.running_start)
+                  .where(_U.c.entity == bindparam("e")))
+_START = Prepared(update(_U).where(_U.c.entity == bindparam("e"))
+                  .values(running_gpus=_U.c.running_gpus + bindparam("g"),
+                          running_start=_U.c.running_start + bindparam("gs")))
+_UPDATE = Prepared(update(_U).where(_U.c.entity == bindparam("e"))
+                   .values(gpu_seconds=bindparam("gpu_seconds"), as_of=bindparam("as_of"),
+                           running_gpus=bindparam("running_gpus"), running_start=bindparam("running_start")))
+_INSERT = Prepared(_U.insert().values(entity=bindparam("e"), gpu_seconds=bindparam("gpu_seconds"),
+                                      as_of=bindparam("as_of"), running_gpus=bindparam("running_gpus"),
+                                      running_start=bindparam("running_start")))
+_TAKE = Prepared(delete(_E).where(_E.c.seq == bindparam("seq")))
 
 
 @dataclass(frozen=True)
@@ -47,16 +70,23 @@ class FairSettings:
 
 
 class QuotaBook:
+    """The quotas in force, read from the table at most every TTL_S (and at once after an edit
+    through this server's API)."""
+
+    TTL_S = 5.0
+
     def __init__(self, settings: FairSettings | None = None):
         self.settings = settings or FairSettings()
         self._stored: dict[str, Quota] | None = None
+        self._read_at = 0.0
         self._lock = threading.Lock()
 
     def quotas(self, conn) -> dict[str, Quota]:
         with self._lock:
-            if self._stored is None:
+            if self._stored is None or clock.monotonic() - self._read_at > self.TTL_S:
                 rows = conn.execute(select(_Q.c.entity, _Q.c.gpus, _Q.c.borrow)).all()
                 self._stored = {r.entity: Quota(int(r.gpus), bool(r.borrow)) for r in rows}
+                self._read_at = clock.monotonic()
             return {**self.settings.quotas, **self._stored}
 
     def stored(self, conn) -> dict[str, Quota]:
@@ -96,7 +126,10 @@ def entity_of(doc: dict, quotas: dict[str, Quota]) -> str:
 
 def task_gpus(doc: dict) -> int:
     item = ((doc.get("hyperparams") or {}).get("Shipyard") or {}).get("gpus") or {}
-    value = item.get("value") if isinstance(item, dict) else item
+    return _gpus(item.get("value") if isinstance(item, dict) else item)
+
+
+def _gpus(value) -> int:
     try:
         return max(0, int(str(value).strip())) if value not in (None, "") else 1
     except ValueError:
@@ -104,28 +137,29 @@ def task_gpus(doc: dict) -> int:
 
 
 def preemptible(doc: dict) -> bool:
-    return not any(SystemTag.NON_PREEMPTIBLE in (doc.get(key) or []) for key in ("system_tags", "tags"))
+    return _preemptible(doc.get("system_tags"), doc.get("tags"))
+
+
+def _preemptible(*tag_lists) -> bool:
+    return not any(isinstance(tags, list) and SystemTag.NON_PREEMPTIBLE in tags for tags in tag_lists)
 
 
 def _usage(conn, entity: str) -> Usage | None:
-    row = conn.execute(select(_U).where(_U.c.entity == entity)).first()
+    row = conn.execute(_USAGE, {"e": entity}).first()
     return Usage(row.gpu_seconds, row.as_of, row.running_gpus, row.running_start) if row else None
 
 
 def _put(conn, entity: str, usage: Usage, existed: bool) -> None:
-    values = {"gpu_seconds": usage.gpu_seconds, "as_of": usage.as_of, "running_gpus": usage.running_gpus,
-              "running_start": usage.running_start}
-    if existed:
-        conn.execute(update(_U).where(_U.c.entity == entity).values(**values))
-    else:
-        conn.execute(_U.insert().values(entity=entity, **values))
+    values = {"e": entity, "gpu_seconds": usage.gpu_seconds, "as_of": usage.as_of,
+              "running_gpus": usage.running_gpus, "running_start": usage.running_start}
+    conn.execute(_UPDATE if existed else _INSERT, values)
 
 
 def claim_started(conn, doc: dict, gpus: int, now: float) -> None:
     doc["_lease"] = {**doc["_lease"], "gpus": gpus, "since": now}
     for entity in entities(doc):
-        before = _usage(conn, entity)
-        _put(conn, entity, policy.started(before or Usage(as_of=now), gpus, now), before is not None)
+        if not conn.execute(_START, {"e": entity, "g": gpus, "gs": gpus * now}).rowcount:
+            _put(conn, entity, policy.started(Usage(as_of=now), gpus, now), existed=False)
 
 
 def claim_ended(conn, doc: dict, half_life_s: float) -> None:
@@ -157,42 +191,36 @@ def set_running(conn, counts: dict[str, tuple[int, float]]) -> None:
 
 def standings(conn, wanted: set[str], quotas: dict[str, Quota], settings: FairSettings,
               now: float) -> dict[str, Standing]:
-    rows = {r.entity: r for r in conn.execute(select(_U).where(_U.c.entity.in_(wanted)))} if wanted else {}
+    """One keyed read per entity (a handful compete in a queue window)."""
     out = {}
     for entity in wanted:
-        row, quota = rows.get(entity), quotas.get(entity, policy.NO_QUOTA)
-        usage = Usage(row.gpu_seconds, row.as_of, row.running_gpus, row.running_start) if row else Usage()
+        quota = quotas.get(entity, policy.NO_QUOTA)
+        usage = _usage(conn, entity) or Usage()
         out[entity] = Standing(guarantee=quota.gpus, running=usage.running_gpus,
                                usage=policy.usage_now(usage, now, settings.half_life_s),
                                share=float(quota.gpus) if quota.gpus > 0 else settings.default_share)
     return out
 
 
-def _window(conn, queue_id: str) -> list:
-    return conn.execute(select(_E.c.seq, _E.c.task, _E.c.added, _E.c.position, _T.c.doc)
-                        .select_from(_E.outerjoin(_T, _T.c.id == _E.c.task)).where(_E.c.queue == queue_id)
-                        .order_by(_E.c.position, _E.c.seq).limit(WINDOW)).all()
-
-
 def as_entry(row, quotas: dict[str, Quota]) -> policy.Entry:
-    doc = row.doc
-    if doc is None:   # deleted while queued: handed out (and skipped by the pop) as it comes
+    if row.found is None:   # deleted while queued: handed out (and skipped by the pop) as it comes
         return policy.Entry(row.task, "", 0, pinned=True)
-    return policy.Entry(row.task, entity_of(doc, quotas), task_gpus(doc), pinned=row.position < 0,
-                        preemptible=preemptible(doc))
+    entity = entity_of({"user": row.user, "project": row.project}, quotas)
+    return policy.Entry(row.task, entity, _gpus(row.gpus), pinned=row.position < 0,
+                        preemptible=_preemptible(row.system_tags, row.tags))
 
 
 def pop_fair(ctx, conn, queue_id: str, quotas: dict[str, Quota]) -> tuple[str, float] | None:
     settings = book(ctx).settings  # type: ignore[union-attr]  # callers hold a book
-    for _ in range(3):   # an entry taken by a concurrent pop (PostgreSQL): look again
-        rows = _window(conn, queue_id)
+    for _ in range(10):   # an entry taken by a concurrent pop (PostgreSQL): look again
+        rows = conn.execute(_WINDOW, {"q": queue_id}).all()
         entries = [as_entry(row, quotas) for row in rows]
         known = {e.entity for e in entries if e.entity}
         index = policy.pick(entries, standings(conn, known, quotas, settings, clock.now()), quotas)
         if index is None:
             return None
         row = rows[index]
-        if conn.execute(delete(_E).where(_E.c.seq == row.seq)).rowcount:
+        if conn.execute(_TAKE, {"seq": row.seq}).rowcount:
             return row.task, row.added
     return None
 

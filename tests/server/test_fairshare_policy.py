@@ -209,7 +209,7 @@ def scenarios(draw, max_gpus: int = 1):
     return capacity, quotas, waiting
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(scenarios(max_gpus=3))
 def test_never_over_committed(scenario):
     capacity, quotas, waiting = scenario
@@ -221,7 +221,7 @@ def test_never_over_committed(scenario):
             assert held <= quotas[claim.entity].gpus
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(scenarios(max_gpus=1))
 def test_no_guarantee_waits_while_another_borrows(scenario):
     capacity, quotas, waiting = scenario
