@@ -65,20 +65,24 @@ def _counters(docs: dict[str, dict]) -> dict[str, tuple[int, float]]:
     return counts
 
 
+_D = t.tasks.c.doc
+_WAITING = (select(t.queue_entries.c.task, _D["user"].as_string().label("user"),
+                   _D["project"].as_string().label("project"), _D["status"].as_string().label("status"),
+                   _D[("hyperparams", "Shipyard", "gpus", "value")].as_string().label("gpus"))
+            .select_from(t.queue_entries.join(t.tasks, t.tasks.c.id == t.queue_entries.c.task))
+            .order_by(t.queue_entries.c.position, t.queue_entries.c.seq).limit(_CLAIMANTS_SCANNED))
+
+
 def _claimants(conn, quotas, held: dict[str, int]) -> list[tuple[str, dict]]:
-    """(entity, its first waiting task) for each entity below its guarantee, pinned entries first."""
-    rows = conn.execute(select(t.queue_entries.c.position, t.tasks.c.doc)
-                        .select_from(t.queue_entries.join(t.tasks, t.tasks.c.id == t.queue_entries.c.task))
-                        .order_by(t.queue_entries.c.position, t.queue_entries.c.seq)
-                        .limit(_CLAIMANTS_SCANNED)).all()
+    """(entity, its first waiting task as {id, user, gpus}) for each entity below its guarantee;
+    entries the server put back in front first. Reads a few fields of each task, not documents."""
     first: dict[str, dict] = {}
-    for row in rows:
-        doc = row.doc
-        entity = fair.entity_of(doc, quotas)
-        if doc.get("status") != TaskStatus.QUEUED or entity in first:
+    for row in conn.execute(_WAITING).all():
+        entity = fair.entity_of({"user": row.user, "project": row.project}, quotas)
+        if row.status != TaskStatus.QUEUED or entity in first:
             continue
         if held.get(entity, 0) < quotas.get(entity, policy.NO_QUOTA).gpus:
-            first[entity] = doc
+            first[entity] = {"id": row.task, "user": row.user, "gpus": fair.gpus_of(row.gpus)}
     return list(first.items())
 
 
@@ -108,7 +112,7 @@ def run_pass(ctx) -> list[tuple[str, str]]:
                 held[claim.entity] = held.get(claim.entity, 0) + claim.gpus
         free = max(0, fair.capacity(ctx, conn, book.settings) - sum(c.gpus for c in claims))
         for entity, waiting in _claimants(conn, quotas, held):
-            need = fair.task_gpus(waiting)
+            need = waiting["gpus"]
             victims = policy.choose_victims(entity, need, free, claims, quotas)
             free = max(0, free - need)   # what is free is spoken for by this claimant
             for victim in victims:

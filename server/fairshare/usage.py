@@ -126,10 +126,11 @@ def entity_of(doc: dict, quotas: dict[str, Quota]) -> str:
 
 def task_gpus(doc: dict) -> int:
     item = ((doc.get("hyperparams") or {}).get("Shipyard") or {}).get("gpus") or {}
-    return _gpus(item.get("value") if isinstance(item, dict) else item)
+    return gpus_of(item.get("value") if isinstance(item, dict) else item)
 
 
-def _gpus(value) -> int:
+def gpus_of(value) -> int:
+    """A `Shipyard/gpus` parameter's value as a GPU count (1 when unset or not a number)."""
     try:
         return max(0, int(str(value).strip())) if value not in (None, "") else 1
     except ValueError:
@@ -206,7 +207,7 @@ def as_entry(row, quotas: dict[str, Quota]) -> policy.Entry:
     if row.found is None:   # deleted while queued: handed out (and skipped by the pop) as it comes
         return policy.Entry(row.task, "", 0, pinned=True)
     entity = entity_of({"user": row.user, "project": row.project}, quotas)
-    return policy.Entry(row.task, entity, _gpus(row.gpus), pinned=row.position < 0,
+    return policy.Entry(row.task, entity, gpus_of(row.gpus), pinned=row.position < 0,
                         preemptible=_preemptible(row.system_tags, row.tags))
 
 
