@@ -23,8 +23,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from server.auth.keys import ANONYMOUS, KeyStore, TokenSigner, load_token_secret
 from server.auth.login_guard import LoginGuard
-from server.config import ServerConfig
+from server.config import ServerConfig, parse_quotas
 from server.errors import APIError
+from server.fairshare import preempt
+from server.fairshare.policy import Quota
+from server.fairshare.usage import FairSettings, QuotaBook
 from server.files.backend import FileBackend
 from server.files.local import LocalBackend
 from server.files.store import build_files_app
@@ -72,7 +75,7 @@ def create_state(config: ServerConfig) -> ServerState:
                         files_min_free_mb=config.files_min_free_mb, files_backend=open_files_backend(config),
                         handlers=HandlerPool(config.handler_threads), query_budget_s=config.query_budget_s,
                         web_ui=check_build(Path(config.web_ui)) if config.web_ui else None,
-                        cors_origins=config.cors_origin_set)
+                        cors_origins=config.cors_origin_set, fair=QuotaBook(fair_settings(config)))
     ensure_default_queue(store, ANONYMOUS)
     return state
 
@@ -215,13 +218,35 @@ async def _serve_listeners(state: ServerState, config: ServerConfig, servers: li
     if ready is not None:
         ready.set()
     reaper = asyncio.create_task(_reap_leases(state))
+    preempter = asyncio.create_task(_preempt(state))
     await asyncio.gather(*tasks)
     reaper.cancel()
+    preempter.cancel()
     if not _close_store(state, grace_s=1.0):
         # A pool thread is still inside a handler. Interpreter shutdown would wait on it or kill it
         # mid-call (a C extension then aborts the process); what was committed is on disk already.
         logging.shutdown()
         os._exit(0)
+
+
+def fair_settings(config: ServerConfig) -> FairSettings:
+    quotas = {entity: Quota(gpus, borrow) for entity, (gpus, borrow) in parse_quotas(config.quotas).items()}
+    return FairSettings(quotas=quotas, half_life_s=config.fair_share_half_life_h * 3600.0,
+                        default_share=config.fair_default_share, preemption=config.preemption == "on",
+                        interval_s=config.preempt_interval_s, gpu_capacity=config.gpu_capacity)
+
+
+async def _preempt(state: ServerState) -> None:
+    """Guarantees kept waiting by borrowers → preemption requests (server/fairshare/preempt.py)."""
+    ctx = CallContext(store=state.store, identity=ANONYMOUS, endpoint="preempter", version="2.31",
+                      notifier=state.notifier, settings=state)
+    while True:
+        await asyncio.sleep(max(0.2, state.fair.settings.interval_s))
+        try:
+            for task_id, claimant in await state.run_db(preempt.run_pass, ctx):
+                log.info("asked the agent of task %s to preempt it for task %s", task_id, claimant)
+        except SQLAlchemyError:
+            log.exception("preemption pass failed; retrying")
 
 
 async def _reap_leases(state: ServerState) -> None:

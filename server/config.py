@@ -59,6 +59,14 @@ class ServerConfig:
     files_s3_part_mb: int = 8         # multipart part size: the most an upload holds in memory (>= 5)
     files_s3_retries: int = 2         # quick retries of a failed S3 call before the client gets 503
     files_s3_timeout_s: float = 10.0  # connect timeout of one S3 call (reads: three times this)
+    # Fair share (docs/scheduling.md). quotas: "user:ID=2,project:ID=4:no-borrow" (a bare ID is a user);
+    # the API's quotas.* entries override these. No quota anywhere: queues are plain FIFO.
+    quotas: str = ""
+    fair_share_half_life_h: float = 168.0  # GPU-hours used this long ago count half
+    fair_default_share: float = 1.0   # weight of an entity without a guarantee in the fair-share order
+    preemption: str = "on"            # on: borrowed GPUs are reclaimed for a guarantee; off: never
+    preempt_interval_s: float = 2.0   # how often the server looks for guarantees kept waiting by borrowers
+    gpu_capacity: int = 0             # GPUs in the pool; 0 = what the live workers report
 
     @property
     def cors_origin_set(self) -> frozenset[str]:
@@ -140,6 +148,9 @@ def load_server_config(config_file: Path | None = None, env: Mapping[str, str] |
         values["secret_key"] = _read_secret(Path(values["secret_key_file"]).expanduser())
     config = replace(ServerConfig(), **values)
     _check_files_backend(config, sources)
+    parse_quotas(config.quotas)
+    if config.preemption not in ("on", "off"):
+        raise ConfigError(f"server setting 'preemption' must be on or off, got {config.preemption!r}")
     return config
 
 
@@ -158,6 +169,24 @@ def _check_files_backend(config: ServerConfig, sources: Mapping[str, str]) -> No
                           "set both, or neither to use boto3's credential chain")
     if config.files_s3_part_mb < 5:
         raise ConfigError(f"{where('files_s3_part_mb')} must be at least 5 (S3's smallest multipart part)")
+
+
+def parse_quotas(text: str) -> dict[str, tuple[int, bool]]:
+    """The `quotas` setting: {entity: (guaranteed GPUs, may borrow)}; entity "user:ID" or "project:ID"."""
+    out: dict[str, tuple[int, bool]] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        entity, _, value = item.partition("=")
+        gpus, _, flag = value.partition(":")
+        entity = entity.strip() if ":" in entity else f"user:{entity.strip()}"
+        if not entity.split(":", 1)[1] or not gpus.strip().isdigit() or flag not in ("", "borrow", "no-borrow"):
+            raise ConfigError(f"server setting 'quotas': {item!r} is not ENTITY=GPUS[:borrow|:no-borrow] "
+                              "(ENTITY: user:ID, project:ID or a bare user ID)")
+        if not entity.startswith(("user:", "project:")):
+            raise ConfigError(f"server setting 'quotas': entity {entity!r} must start with user: or project:")
+        out[entity] = (int(gpus), flag != "no-borrow")
+    return out
 
 
 def _read_secret(path: Path) -> str:

@@ -9,6 +9,7 @@ from typing import Any, Awaitable, Callable
 
 from server.auth.keys import KeyStore, TokenSigner
 from server.auth.login_guard import LoginGuard
+from server.fairshare.usage import QuotaBook
 from server.files.backend import FileBackend
 from server.notify import Notifier
 from server.rpc.offload import HandlerPool, Placement, near_loop
@@ -72,6 +73,7 @@ class ServerState:
     placement: Placement = field(default_factory=Placement)  # which calls may run on the loop
     web_ui: Path | None = None  # an official ClearML web UI build the web listener serves (--web-ui)
     cors_origins: frozenset[str] = frozenset()  # origins whose pages may call the API listener
+    fair: QuotaBook = field(default_factory=QuotaBook)  # quotas and fair-share settings (server/fairshare)
     _active: dict[str, tuple[bool, float, float | None]] = field(default_factory=dict)
 
     def run_db(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:

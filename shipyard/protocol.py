@@ -7,7 +7,7 @@
     can_transition  whether a status change is allowed (force skips the check)
     TaskType        a task's type, the reference server's enum
     SystemTag       system tags with a meaning: `development`, `archived`, `hidden`, `default`
-                    (queues) and Shipyard's `shipyard:no-retry`
+                    (queues) and Shipyard's `shipyard:no-retry` and `shipyard:non-preemptible`
     Subcode         `meta.result_subcode` of an error envelope, as the server raises and the agent reads them
     OutcomeKind     the machine-readable head of the `status_reason` the agent writes (`user_error: ...`)
     RETRYABLE       outcome kinds that hand a leased task back to its queue instead of failing it
@@ -105,6 +105,7 @@ class SystemTag(_Word):
     HIDDEN = "hidden"             # left out of listings unless search_hidden
     DEFAULT = "default"           # the default queue
     NO_RETRY = "shipyard:no-retry"  # a lost agent fails the task instead of re-queueing it
+    NON_PREEMPTIBLE = "shipyard:non-preemptible"  # never preempted, so never run on borrowed GPUs
 
 
 class Subcode(enum.IntEnum):

@@ -6,7 +6,9 @@ holder renews with `tasks.renew_lease`; status changes and log events that carry
 `attempt` are refused. When a lease expires (agent died, machine reclaimed, network cut) the
 reaper puts the task back at the front of its queue with its attempt counter raised, up to
 `max_attempts`, then fails it with the reason. Tasks tagged `shipyard:no-retry` are failed at
-once instead of being retried.
+once instead of being retried. A release with outcome `preempted` (the agent gave borrowed GPUs
+back, server/fairshare/preempt.py asked it to) puts the task first in its queue without counting
+the run, and counts the preemption in its runtime (`runtime.preemptions`).
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ def requeue_or_fail(ctx: CallContext, conn, doc: dict, reason: str) -> LeaseOutc
     """Give a task whose holder is gone back to its queue (front), or fail it for good."""
     queue_id = (doc.get("_lease") or {}).get("queue") or (doc.get("execution") or {}).get("queue")
     attempts = taskdoc.runs_so_far(doc)
-    close_attempt(doc, f"{OutcomeKind.INFRASTRUCTURE}: {reason}")
+    close_attempt(doc, f"{OutcomeKind.INFRASTRUCTURE}: {reason}", ctx, conn)
     no_retry = any(SystemTag.NO_RETRY in (doc.get(field) or []) for field in ("system_tags", "tags"))
     if no_retry or attempts >= taskdoc.max_attempts(ctx) or not queue_id:
         why = (f"agent lost {attempts} time(s); last: {reason}" if not no_retry
@@ -59,6 +61,37 @@ def requeue_or_fail(ctx: CallContext, conn, doc: dict, reason: str) -> LeaseOutc
                           reason=f"{OutcomeKind.INFRASTRUCTURE}: {reason}; "
                                  f"re-queued for run {attempts + 1} of {taskdoc.max_attempts(ctx)}",
                           message="re-queued by the server")
+    q.add_entry(conn, queue_id, doc["id"], front=True)
+    if ctx.notifier:
+        ctx.notifier.notify(queue_id)
+    return LeaseOutcome.REQUEUED
+
+
+def _queue_of(doc: dict) -> str | None:
+    return (doc.get("_lease") or {}).get("queue") or (doc.get("execution") or {}).get("queue")
+
+
+def _preempted(req: Request, reason: str) -> bool:
+    return req.text("outcome") == OutcomeKind.PREEMPTED or reason.startswith(f"{OutcomeKind.PREEMPTED}:")
+
+
+def requeue_preempted(ctx: CallContext, conn, doc: dict, reason: str) -> LeaseOutcome:
+    """The agent stopped the task to give borrowed GPUs back: first in its queue again, the run not
+    counted as a failed attempt, and the preemption counted in its runtime."""
+    queue_id = str(_queue_of(doc))  # the caller checked there is one
+    asked = doc.pop("_preempt", None) or {}
+    close_attempt(doc, reason if reason.startswith(f"{OutcomeKind.PREEMPTED}:")
+                  else f"{OutcomeKind.PREEMPTED}: {reason}", ctx, conn)
+    doc["_run"] = max(0, taskdoc.runs_so_far(doc) - 1)
+    runtime = dict(doc.get("runtime") or {})
+    runtime["preemptions"] = int(runtime.get("preemptions") or 0) + 1
+    doc["runtime"] = runtime
+    q.remove_task_entries(conn, doc["id"])
+    who = asked.get("user") or "another user"
+    taskdoc.change_status(ctx, conn, doc, TaskStatus.QUEUED, force=True,
+                          reason=f"{OutcomeKind.PREEMPTED}: its GPUs went back to {who}'s guarantee "
+                                 f"(task {asked.get('task') or '?'})",
+                          message=f"preempted by {who}'s task")
     q.add_entry(conn, queue_id, doc["id"], front=True)
     if ctx.notifier:
         ctx.notifier.notify(queue_id)
@@ -141,10 +174,12 @@ def release(ctx: CallContext, req: Request) -> dict:
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
         check_fence(doc, attempt)
-        if req.flag("retry", True):
+        if _preempted(req, reason) and _queue_of(doc):
+            outcome = requeue_preempted(ctx, conn, doc, reason)
+        elif req.flag("retry", True):
             outcome = requeue_or_fail(ctx, conn, doc, reason)
         else:
-            close_attempt(doc, reason)
+            close_attempt(doc, reason, ctx, conn)
             taskdoc.change_status(ctx, conn, doc, TaskStatus.FAILED, force=True, reason=reason,
                                   extra={"completed": clock.iso()})
             outcome = LeaseOutcome.FAILED

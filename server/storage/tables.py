@@ -172,3 +172,23 @@ server_meta = Table(
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+# Fair share (server/fairshare/): quotas set through the API (they override the `quotas` setting),
+# and each user's and project's GPU usage, kept up to date as claims start and end so that the
+# queue's fair-share order never reads task history.
+fair_quotas = Table(
+    "fair_quotas", metadata,
+    Column("entity", String(200), primary_key=True),   # "user:<id>" or "project:<id>"
+    Column("gpus", Integer, nullable=False),
+    Column("borrow", Boolean, nullable=False),
+    Column("updated", Float, nullable=False),
+)
+
+fair_usage = Table(
+    "fair_usage", metadata,
+    Column("entity", String(200), primary_key=True),
+    Column("gpu_seconds", Float, nullable=False),    # ended claims, decayed to as_of
+    Column("as_of", Float, nullable=False),
+    Column("running_gpus", Integer, nullable=False),
+    Column("running_start", Float, nullable=False),  # sum of gpus * start of the running claims
+)

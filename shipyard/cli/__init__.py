@@ -12,6 +12,7 @@
     scheduler    scheduler run | list | show
     k8s          k8s: queued tasks as Kubernetes Jobs (agent/glue)
     gpu          gpu lease | release | leases (GPUs kept for people, read by the daemon)
+    quota        quota set | list | delete (GPU guarantees for fair share, admin)
     init, doctor init, doctor
 
 Only this package imports click. Command modules import `state` (and `up` the public server
@@ -53,6 +54,7 @@ COMMANDS = {
     "slurm": "shipyard.cli.slurm:slurm_cmd",
     "k8s": "shipyard.cli.k8s:k8s_cmd",
     "gpu": "shipyard.cli.gpu:gpu_group",
+    "quota": "shipyard.cli.quota:quota_group",
 }
 
 

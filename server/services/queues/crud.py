@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, select, update
 
 from server import errors, query
+from server.fairshare import usage as fair
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services.queues import metrics as queue_metrics
@@ -49,9 +50,14 @@ def entries(conn, queue_id: str) -> list[dict]:
     return [{"task": r.task, "added": clock.iso(r.added)} for r in conn.execute(_ENTRIES, {"q": queue_id})]
 
 
+def _front_of(edge: float | None) -> float:
+    """Below zero: the fair-share pop knows the entries the server put back in front."""
+    return -1.0 if edge is None else min(edge, 0.0) - 1.0
+
+
 def add_entry(conn, queue_id: str, task_id: str, *, front: bool = False) -> None:
     edge = conn.execute(_MIN_POS if front else _MAX_POS, {"q": queue_id}).scalar()
-    position = 0.0 if edge is None else (edge - 1.0 if front else edge + 1.0)
+    position = _front_of(edge) if front else (0.0 if edge is None else edge + 1.0)
     conn.execute(_INSERT, {"queue": queue_id, "task": task_id, "position": position, "added": clock.now()})
     queue_metrics.sample(conn, queue_id)
 
@@ -76,8 +82,15 @@ def pop(conn, queue_id: str) -> tuple[str, float] | None:
     return row.task, row.added
 
 
-def pop_if_head(conn, queue_id: str, task_id: str | None) -> tuple[str, float] | None:
-    """`pop`, or with `task_id` pop only when that task is at the head (queues.get_next_task's `task`)."""
+def pop_if_head(conn, queue_id: str, task_id: str | None, ctx: CallContext | None = None,
+                quotas: dict | None = None) -> tuple[str, float] | None:
+    """`pop`, or with `task_id` pop only when that task is at the head (queues.get_next_task's `task`).
+    With quotas in force, the next entry in fair-share order (server/fairshare/usage.py)."""
+    if task_id is None and quotas and ctx is not None:
+        popped = fair.pop_fair(ctx, conn, queue_id, quotas)
+        if popped is not None:
+            queue_metrics.sample(conn, queue_id)
+        return popped
     if task_id is None:
         return pop(conn, queue_id)
     head = conn.execute(select(_E.c.task, _E.c.added).where(_E.c.queue == queue_id)
@@ -428,13 +441,14 @@ def move_back(ctx: CallContext, req: Request) -> dict:
 
 
 def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool, lease_s: float | None = None,
-             worker: str = "", only_task: str | None = None) -> dict | None:
+             worker: str = "", only_task: str | None = None, gpus: int | None = None) -> dict | None:
     with ctx.store.tx() as conn:
         for queue_id in queue_ids:
             require_queue(conn, queue_id)  # checked on every try: a queue deleted mid-wait is an error
+        quotas = fair.quotas(ctx, conn)
         for queue_id in queue_ids:
             while True:
-                popped = pop_if_head(conn, queue_id, only_task)
+                popped = pop_if_head(conn, queue_id, only_task, ctx, quotas)
                 if popped is None:
                     break
                 task_id, added = popped
@@ -447,6 +461,8 @@ def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool, lease_s: fl
                 if lease_s:
                     result["lease"] = taskdoc.grant_lease(doc, worker, queue_id, lease_s,
                                                           taskdoc.max_attempts(ctx))
+                    if quotas:
+                        _count_claim(ctx, conn, doc, worker, gpus)
                     ctx.store.save(conn, t.tasks, doc)
                 if get_info:
                     result["task_info"] = {"company": doc.get("company"), "user": doc.get("user")}
@@ -454,12 +470,21 @@ def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool, lease_s: fl
     return None
 
 
+def _count_claim(ctx: CallContext, conn, doc: dict, worker: str, gpus: int | None) -> None:
+    """Fair share is on: the claim's GPUs (as the claimer said, else estimated) count as running
+    for its user and project."""
+    if gpus is None:
+        gpus = 0 if fair.worker_gpus(ctx.store.get(conn, t.workers, worker)) == 0 else fair.task_gpus(doc)
+    fair.claim_started(conn, doc, gpus, clock.now())
+
+
 @endpoint("queues.get_next_task")
 async def get_next_task(ctx: CallContext, req: Request) -> dict:
     """Pop the head of the queue. Shipyard extensions: `queues` (several, in priority order),
     `wait_s` (long-poll: wait up to that many seconds for an entry) and `lease_s` (the claim is
     a lease the caller renews; see server/services/leases.py). With `task`, the head is taken
-    only when it is that task."""
+    only when it is that task. `gpus`: how many GPUs the claimer gives the task (fair share
+    counts them; else the task's `Shipyard/gpus` parameter, else 1)."""
     queue_ids = req.str_list("queues") or [req.id("queue", "queue")]
     wait_s = min(max(0.0, req.number("wait_s", 0.0) or 0.0), ctx.settings.long_poll_max_s
                  if ctx.settings else 60.0)
@@ -467,14 +492,17 @@ async def get_next_task(ctx: CallContext, req: Request) -> dict:
     lease_s = req.number("lease_s")
     worker = req.text("worker") or ctx.worker
     only_task = req.text("task")
+    gpus = req.integer("gpus")
+    if gpus is not None and gpus < 0:
+        raise errors.validation(f"field 'gpus' must be 0 or more, got {gpus}")
     if lease_s is not None and (lease_s <= 0 or not worker):
         raise errors.validation("lease_s must be > 0 and the worker named (field 'worker' or X-ClearML-Worker)")
     deadline = time.monotonic() + wait_s
     while True:
         if ctx.settings is not None:  # without waiting on the database lock on the event loop
-            result = await ctx.settings.run_db(_try_pop, ctx, queue_ids, get_info, lease_s, worker, only_task)
+            result = await ctx.settings.run_db(_try_pop, ctx, queue_ids, get_info, lease_s, worker, only_task, gpus)
         else:
-            result = _try_pop(ctx, queue_ids, get_info, lease_s, worker, only_task)
+            result = _try_pop(ctx, queue_ids, get_info, lease_s, worker, only_task, gpus)
         if result is not None:
             if not req.str_list("queues"):
                 result.pop("queue", None)

@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from server import errors
+from server.fairshare import usage as fair
 from server.rpc.registry import CallContext
 from server.storage import tables as t
 from shipyard import clock
@@ -75,7 +76,7 @@ def change_status(ctx: CallContext, conn, doc: dict, new: str, *, force: bool = 
         raise errors.invalid_status(f"Invalid task status: cannot change from {current} to {new} "
                                     f"(task={doc['id']})")
     if new != TaskStatus.IN_PROGRESS and doc.get("_lease"):
-        close_attempt(doc, f"{new}: {reason}" if reason else new)
+        close_attempt(doc, f"{new}: {reason}" if reason else new, ctx, conn)
     now = clock.iso()
     fields: dict[str, Any] = {"status": new, "status_changed": now,
                               "status_reason": reason or "", "status_message": message or ""}
@@ -121,8 +122,11 @@ def start_runs(doc: dict) -> None:
     doc["_run"] = 0
 
 
-def close_attempt(doc: dict, end: str) -> None:
-    """The task's lease (if any) ends: drop it and note how the attempt ended."""
+def close_attempt(doc: dict, end: str, ctx: CallContext | None = None, conn=None) -> None:
+    """The task's lease (if any) ends: drop it and note how the attempt ended (and, given the
+    transaction, add the claim's GPU-seconds to its user's and project's fair-share usage)."""
+    if conn is not None and (doc.get("_lease") or {}).get("gpus") is not None:
+        fair.claim_ended(conn, doc, fair.half_life(ctx))
     doc.pop("_lease", None)
     history = list(doc.get("shipyard_attempts") or [])
     if history and "ended" not in history[-1]:

@@ -1,0 +1,51 @@
+"""The fair pop on PostgreSQL: the window's JSON paths, and concurrent pops each get a task once."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tests import pg
+from tests.helpers import ACCESS_KEY, Api, start_server
+
+pytestmark = pytest.mark.skipif(not pg.available(), reason="PostgreSQL binaries not installed (.ci/run installs them)")
+
+
+def test_concurrent_fair_pops_on_postgres(tmp_path):
+    server = pg.PgServer()
+    try:
+        srv = start_server(tmp_path / "srv", db=server.new_database("fair"),
+                           env={"SHIPYARD_QUOTAS": f"{ACCESS_KEY}=1", "SHIPYARD_PREEMPTION": "off"})
+        try:
+            _pop_all(srv)
+        finally:
+            srv.stop()
+    finally:
+        server.stop()
+
+
+def _pop_all(srv) -> None:
+    api = srv.api()
+    queue = api.call("queues.create", {"name": "pg-fair"})["id"]
+    tasks = []
+    for i in range(30):
+        params = {"Shipyard": {"gpus": {"section": "Shipyard", "name": "gpus", "value": "3"}}} if i == 0 else {}
+        tid = api.call("tasks.create", {"name": f"c{i}", "type": "training", "hyperparams": params})["id"]
+        api.call("tasks.enqueue", {"task": tid, "queue": queue})
+        tasks.append(tid)
+    got, lock = [], threading.Lock()
+
+    def worker(n: int) -> None:
+        client = Api(srv.api_url)
+        while data := client.call("queues.get_next_task", {"queue": queue, "lease_s": 600, "worker": f"w{n}"}):
+            with lock:
+                got.append(data["entry"]["task"])
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(got) == sorted(tasks)
+    rows = {r["entity"]: r for r in api.call("quotas.get_all")["quotas"]}
+    assert rows[f"user:{ACCESS_KEY}"]["running_gpus"] == 29 + 3   # the first task asked for 3 GPUs
