@@ -8,18 +8,22 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from sqlalchemy import Table, bindparam, create_engine, delete, event, insert, inspect, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from server.rpc import jsonutil
 from server.storage import tables as t
 from server.storage.prepared import Prepared
 from shipyard import clock
 from shipyard.protocol import SystemTag, TaskStatus, TaskType
+
+SCHEMA_LOCK_KEY = 0x5348_0001  # PostgreSQL advisory lock keys (this one, and server/replicas.py's)
 
 
 def new_id() -> str:
@@ -118,7 +122,16 @@ def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{Path(data_dir) / 'shipyard.db'}"
 
 
-def _make_engine(url: str, synchronous: str) -> Engine:
+@dataclass(frozen=True)
+class PoolSettings:
+    """PostgreSQL connection pool and statement limit (server config db_*; SQLite ignores them)."""
+    size: int = 16
+    max_overflow: int = 32
+    timeout_s: float = 10.0
+    statement_timeout_s: float = 30.0
+
+
+def _make_engine(url: str, synchronous: str, pool: PoolSettings) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
                                pool_size=8, max_overflow=32, json_serializer=jsonutil.dumps,
@@ -144,7 +157,12 @@ def _make_engine(url: str, synchronous: str) -> Engine:
         _disable_pysqlite_autobegin(engine)
         return engine
     url = url.replace("postgresql://", "postgresql+psycopg://", 1) if url.startswith("postgresql://") else url
-    return create_engine(url, pool_size=16, max_overflow=32, pool_pre_ping=True,
+    connect_args: dict[str, Any] = {"connect_timeout": 5}
+    if pool.statement_timeout_s > 0:
+        connect_args["options"] = f"-c statement_timeout={int(pool.statement_timeout_s * 1000)}"
+    # pre-ping: a connection that died with a database restart is replaced at checkout, not used
+    return create_engine(url, pool_size=pool.size, max_overflow=pool.max_overflow, pool_timeout=pool.timeout_s,
+                         pool_pre_ping=True, connect_args=connect_args,
                          json_serializer=jsonutil.dumps, json_deserializer=jsonutil.loads)
 
 
@@ -152,6 +170,22 @@ def _disable_pysqlite_autobegin(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _no_autobegin(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
+
+
+_UNAVAILABLE_STATES = ("08", "57P")  # connection exceptions; admin/crash shutdown, cannot connect now
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Did `exc` come from PostgreSQL being unreachable (restarting, down, no free connection),
+    where the statement did not run and a retry later can succeed?"""
+    if isinstance(exc, SATimeoutError):  # no pooled connection free within db_pool_timeout_s
+        return True
+    if not isinstance(exc, DBAPIError) or not type(exc.orig).__module__.startswith("psycopg"):
+        return False
+    if exc.connection_invalidated:
+        return True
+    state = getattr(exc.orig, "sqlstate", None)
+    return isinstance(exc, OperationalError) and (state is None or state.startswith(_UNAVAILABLE_STATES))
 
 
 class Tx:
@@ -201,9 +235,9 @@ def _driver_call(dialect: Any, what: str, fn: Any, *args: Any) -> Any:
 
 
 class Store:
-    def __init__(self, url: str, *, synchronous: str = "NORMAL"):
+    def __init__(self, url: str, *, synchronous: str = "NORMAL", pool: PoolSettings | None = None):
         self.url = url
-        self.engine = _make_engine(url, synchronous)
+        self.engine = _make_engine(url, synchronous, pool or PoolSettings())
         self.is_sqlite = url.startswith("sqlite")
         self._statements: dict[tuple[str, str], Any] = {}
         # SQLite: each thread keeps one connection (a file handle; nothing to go stale), so a
@@ -215,13 +249,29 @@ class Store:
         # tell without waiting whether a pool thread is inside one (`gate.acquire(blocking=False)`)
         # and run a call on the pool instead of blocking on the database lock (server/api.py).
         self.gate: threading.RLock | None = threading.RLock() if self.is_sqlite else None
+        with self._schema_lock():
+            with self.engine.connect() as conn:
+                had_metrics = inspect(conn).has_table(t.task_metrics.name)
+            t.metadata.create_all(self.engine)
+            self._add_missing_columns()
+            if not had_metrics:
+                with self.engine.begin() as conn:
+                    _fill_task_metrics(conn)
+
+    @contextlib.contextmanager
+    def _schema_lock(self) -> Iterator[None]:
+        """PostgreSQL: replicas starting together create and upgrade the schema one at a time."""
+        if self.is_sqlite:
+            yield
+            return
         with self.engine.connect() as conn:
-            had_metrics = inspect(conn).has_table(t.task_metrics.name)
-        t.metadata.create_all(self.engine)
-        self._add_missing_columns()
-        if not had_metrics:
-            with self.engine.begin() as conn:
-                _fill_task_metrics(conn)
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({SCHEMA_LOCK_KEY})")
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({SCHEMA_LOCK_KEY})")
+                conn.commit()
 
     def _add_missing_columns(self) -> None:
         """Forward-only schema upgrade: nullable columns and indexes added since a data dir was

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, update
 
-from server import errors, query
+from server import errors, query, replicas
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services.queues import metrics as queue_metrics
@@ -54,6 +54,7 @@ def add_entry(conn, queue_id: str, task_id: str, *, front: bool = False) -> None
     position = 0.0 if edge is None else (edge - 1.0 if front else edge + 1.0)
     conn.execute(_INSERT, {"queue": queue_id, "task": task_id, "position": position, "added": clock.now()})
     queue_metrics.sample(conn, queue_id)
+    replicas.publish(conn, queue_id)  # other replicas' long-polls, woken when this commits
 
 
 def remove_task_entries(conn, task_id: str, queue_id: str | None = None) -> int:
