@@ -35,7 +35,7 @@ from server.rpc.registry import CallContext
 from server.services import leases, load_all
 from server.services.queues.crud import ensure_default_queue
 from server.state import ServerState
-from server.storage.store import PoolSettings, Store
+from server.storage.store import PoolSettings, Store, WriteConflict
 from server.web.official_ui import check_build
 from server.web.pages import build_web_app
 from shipyard.errors import ConfigError
@@ -224,5 +224,5 @@ async def _reap_leases(state: ServerState) -> None:
         try:
             for task_id, outcome in await state.run_db(leases.reap_expired, ctx):
                 log.warning("lease of task %s expired: %s", task_id, outcome)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, WriteConflict) as exc:
             log.warning("lease reaper pass failed (%s); retrying", str(exc).splitlines()[0])

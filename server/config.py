@@ -138,7 +138,11 @@ def load_server_config(config_file: Path | None = None, env: Mapping[str, str] |
     if values.get("token_secret_file"):
         lines = _read_lines(Path(values["token_secret_file"]).expanduser(), "token_secret_file")
         values["token_secret"], values["token_secret_previous"] = lines[0], ",".join(lines[1:])
-    return replace(ServerConfig(), **values)
+    config = replace(ServerConfig(), **values)
+    if any(len(secret) < 32 for secret in config.token_secrets):
+        raise ConfigError("token_secret and token_secret_previous: each secret must be at least 32 characters "
+                          "(e.g. `openssl rand -hex 32`)")
+    return config
 
 
 def _read_secret(path: Path) -> str:

@@ -105,9 +105,10 @@ class Nginx:
         self.ports = dict(zip(_LISTENERS, free_ports(3), strict=True))
         (self.prefix / "nginx.conf").write_text(nginx_config(self.prefix, self.ports, upstreams))
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
-        self.proc = subprocess.Popen([binary, "-p", str(self.prefix), "-c", str(self.prefix / "nginx.conf"),
-                                      "-g", "daemon off;"], stdout=subprocess.DEVNULL,
-                                     stderr=open(self.prefix / "stderr.log", "wb"), start_new_session=True)
+        with open(self.prefix / "stderr.log", "wb") as stderr:  # the child keeps its own copy
+            self.proc = subprocess.Popen([binary, "-p", str(self.prefix), "-c", str(self.prefix / "nginx.conf"),
+                                          "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=stderr,
+                                         start_new_session=True)
         self._wait()
 
     def _wait(self) -> None:
@@ -135,6 +136,7 @@ class Nginx:
 
 class Cluster:
     def __init__(self, root: Path | None = None, replicas: int = 2, env: dict[str, str] | None = None):
+        self._own_root = root is None  # a test's tmp dir is kept, with the replicas' log, for post-mortems
         self.root = root or Path(tempfile.mkdtemp(prefix="shipyard-replicas-"))
         self.pg = pg.PgServer()
         self.url = self.pg.new_database("shipyard_replicas")
@@ -184,7 +186,11 @@ class Cluster:
     def stop(self) -> None:
         if self.nginx is not None:
             self.nginx.stop()
+        for replica in self.replicas:  # all at once: each takes its shutdown grace
+            if replica.proc.poll() is None:
+                replica.proc.send_signal(signal.SIGTERM)
         for replica in self.replicas:
             replica.stop()
         self.pg.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)

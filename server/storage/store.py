@@ -10,9 +10,9 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
-from sqlalchemy import Table, bindparam, create_engine, delete, event, insert, inspect, select, update
+from sqlalchemy import Table, bindparam, create_engine, delete, event, insert, inspect, literal_column, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
@@ -23,6 +23,9 @@ from server.storage.prepared import Prepared
 from shipyard import clock
 from shipyard.protocol import SystemTag, TaskStatus, TaskType
 
+T = TypeVar("T")
+_VERSION: Any = literal_column("xmin::text")  # PostgreSQL's row version: changes with every update of the row
+_XMIN = _VERSION.label("version")
 SCHEMA_LOCK_KEY = 0x5348_0001  # PostgreSQL advisory lock keys (this one, and server/replicas.py's)
 
 
@@ -188,16 +191,34 @@ def database_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError) and (state is None or state.startswith(_UNAVAILABLE_STATES))
 
 
+class WriteConflict(Exception):
+    """A document changed in another transaction between this one's read and its write (two
+    replicas, or two handler threads, on PostgreSQL). The transaction is rolled back; the caller
+    runs the whole call again (server/rpc/api.py), which reads the new version."""
+
+
+def retrying(fn: Callable[..., T], *args: Any, attempts: int = 5) -> T:
+    """`fn(*args)`, run again while it ends in a WriteConflict (each run is its own transaction)."""
+    for _ in range(attempts - 1):
+        try:
+            return fn(*args)
+        except WriteConflict:
+            continue
+    return fn(*args)
+
+
 class Tx:
     """One transaction. `execute` runs `Prepared` statements straight on the DBAPI connection
     and anything else through SQLAlchemy; both share the connection and its transaction."""
 
-    __slots__ = ("sa", "raw", "dialect")
+    __slots__ = ("sa", "raw", "dialect", "versions")
 
     def __init__(self, sa: Connection):
         self.sa = sa
         self.raw = _driver_connection(sa)
         self.dialect = sa.dialect
+        # PostgreSQL: (table, id) -> the row version (xmin) each document was read at (Store.save)
+        self.versions: dict[tuple[str, str], str] = {}
 
     def execute(self, statement: Any, params: Any = None) -> Any:
         if isinstance(statement, Prepared):
@@ -359,18 +380,28 @@ class Store:
         columns = [c.name for c in table.columns if c.name != "id"]
         if kind == "get":
             return Prepared(select(table.c.doc).where(table.c.id == bindparam("p_id")))
+        if kind == "get_v":
+            return Prepared(select(table.c.doc, _XMIN).where(table.c.id == bindparam("p_id")))
         if kind == "insert":
             return Prepared(insert(table).values({c.name: bindparam(c.name) for c in table.columns}))
         if kind == "delete":
             return Prepared(delete(table).where(table.c.id == bindparam("p_id")))
         query = update(table).where(table.c.id == bindparam("p_id"))
-        if kind == "save_cas":
+        if kind.startswith("save_cas"):
             query = query.where(table.c.status == bindparam("p_status"))
+        if kind.endswith("_v"):  # only if unchanged since it was read, and the new version back
+            query = query.where(bindparam("p_version") == _VERSION).returning(_XMIN)
         return Prepared(query.values({name: bindparam(name) for name in columns}))
 
     def get(self, conn: Tx, table: Table, doc_id: str) -> dict | None:
-        row = conn.execute(self._stmt("get", table), {"p_id": doc_id}).first()
-        return row[0] if row else None
+        if self.is_sqlite or not isinstance(conn, Tx):  # SQLite: one writer at a time, nothing to check
+            row = conn.execute(self._stmt("get", table), {"p_id": doc_id}).first()
+            return row[0] if row else None
+        row = conn.execute(self._stmt("get_v", table), {"p_id": doc_id}).first()
+        if row is None:
+            return None
+        conn.versions[(table.name, doc_id)] = row[1]
+        return row[0]
 
     def get_many(self, conn: Tx, table: Table, where: Sequence[Any] = ()) -> list[dict]:
         query = select(table.c.doc)
@@ -387,13 +418,29 @@ class Store:
         """Write a whole document back. With `expect_status`, only if the stored status still
         equals it (compare-and-set); returns whether a row was written."""
         params = {"p_id": doc["id"], "doc": doc, **_columns_for(table, doc)}
+        kind = "save" if expect_status is None else "save_cas"
         if expect_status is not None:
             params["p_status"] = expect_status
-        saved = conn.execute(self._stmt("save" if expect_status is None else "save_cas", table), params).rowcount > 0
+        key = (table.name, doc["id"])
+        version = conn.versions.get(key) if isinstance(conn, Tx) else None
+        if version is None:
+            saved = conn.execute(self._stmt(kind, table), params).rowcount > 0
+        else:
+            saved = self._save_versioned(conn, table, kind, params, key, version)
         if saved and table is t.tasks:
             self._clear_metrics(conn, doc["id"])
             self._write_metrics(conn, doc)
         return saved
+
+    def _save_versioned(self, conn: Tx, table: Table, kind: str, params: dict, key: tuple[str, str],
+                        version: str) -> bool:
+        """PostgreSQL: write only over the version this transaction read; another transaction's
+        write in between (a lost update otherwise) is a WriteConflict, and the call runs again."""
+        row = conn.execute(self._stmt(kind + "_v", table), {**params, "p_version": version}).first()
+        if row is None:
+            raise WriteConflict(f"{key[0]} {key[1]} changed while this call was writing it")
+        conn.versions[key] = row[0]
+        return True
 
     def delete(self, conn: Tx, table: Table, doc_id: str) -> bool:
         if table is t.tasks:

@@ -21,11 +21,9 @@ from tests.helpers import ACCESS_KEY, SECRET_KEY, Api, ApiFailure
 pytestmark = pytest.mark.skipif(not replicas.available(), reason="needs PostgreSQL and nginx (scripts/test.sh)")
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = replicas.Cluster(tmp_path_factory.mktemp("replicas"))
-    yield c
-    c.stop()
+@pytest.fixture()
+def cluster(replica_cluster):
+    return replica_cluster
 
 
 def _front(cluster) -> ApiClient:
@@ -217,3 +215,21 @@ def test_postgres_restart_gives_503_then_replicas_reconnect(cluster):
     cluster.replicas[0].api().call("tasks.enqueue", {"task": task, "queue": queue})
     thread.join(20)
     assert got["data"]["entry"]["task"] == task
+
+
+def test_concurrent_writes_on_two_replicas_lose_no_update(cluster):
+    """A worker's status report (which touches the task) racing tasks.started on the other replica
+    must not write back the task as it was before the start (a lost update)."""
+    a, b = cluster.replicas[0].api(), cluster.replicas[1].api()
+    queue, tasks = _queue_with_tasks(a, "races", 12)
+    for task in tasks:
+        claim = a.call("queues.get_next_task", {"queue": queue, "lease_s": 60, "worker": "racer"})
+        assert claim["entry"]["task"] == task
+        reports = threading.Thread(target=lambda task=task: [
+            b.call("workers.status_report", {"worker": "racer", "task": task, "timestamp": int(time.time() * 1000)})
+            for _ in range(4)])
+        reports.start()
+        a.call("tasks.started", {"task": task, "force": True, "attempt": claim["lease"]["attempt"]})
+        reports.join(30)
+    rows = a.call("tasks.get_all", {"id": tasks, "only_fields": ["status", "last_worker"]})["tasks"]
+    assert {(r["status"], r.get("last_worker")) for r in rows} == {("in_progress", "racer")}

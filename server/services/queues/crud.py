@@ -17,7 +17,7 @@ from server.services.tasks import doc as taskdoc
 from server.services.workers import crud as workers
 from server.storage import tables as t
 from server.storage.prepared import Prepared
-from server.storage.store import new_id
+from server.storage.store import new_id, retrying
 from shipyard import clock
 from shipyard.protocol import Subcode, SystemTag, TaskStatus
 
@@ -473,9 +473,10 @@ async def get_next_task(ctx: CallContext, req: Request) -> dict:
     deadline = time.monotonic() + wait_s
     while True:
         if ctx.settings is not None:  # without waiting on the database lock on the event loop
-            result = await ctx.settings.run_db(_try_pop, ctx, queue_ids, get_info, lease_s, worker, only_task)
+            result = await ctx.settings.run_db(retrying, _try_pop, ctx, queue_ids, get_info, lease_s, worker,
+                                               only_task)
         else:
-            result = _try_pop(ctx, queue_ids, get_info, lease_s, worker, only_task)
+            result = retrying(_try_pop, ctx, queue_ids, get_info, lease_s, worker, only_task)
         if result is not None:
             if not req.str_list("queues"):
                 result.pop("queue", None)
