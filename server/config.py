@@ -58,7 +58,7 @@ class ServerConfig:
     db_max_overflow: int = 32         # ... and may open beyond that under load
     db_pool_timeout_s: float = 10.0   # longest a request waits for a free connection (then 503)
     db_statement_timeout_s: float = 30.0  # PostgreSQL statement_timeout for API connections (0: none)
-    notify_recheck_s: float = 5.0     # long-polls re-check this often even when LISTEN/NOTIFY is up
+    notify_recheck_s: float = 30.0    # long-polls re-check this often even when LISTEN/NOTIFY is up
     leader_check_s: float = 1.0       # how often a non-leader replica tries to become the leader
 
     @property

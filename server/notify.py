@@ -16,7 +16,7 @@ from collections import defaultdict
 
 
 class Notifier:
-    def __init__(self, recheck_s: float = 1.0, listening_recheck_s: float = 5.0):
+    def __init__(self, recheck_s: float = 1.0, listening_recheck_s: float = 30.0):
         self.fast_recheck_s = recheck_s
         self.listening_recheck_s = listening_recheck_s
         self.listening = False
