@@ -80,24 +80,33 @@ def seed(db_url: str, project: str, queue_ids: list[str], count: int) -> None:
 
 
 def mint_agent_keys(db_url: str, count: int) -> list[tuple[str, str]]:
-    from server.auth.keys import AGENT, KeyStore
+    """`count` agent keys, written as KeyStore.create writes them, in one transaction."""
+    from server.auth.keys import AGENT, generate_key_pair, hash_secret
+    from server.storage import tables as t
     from server.storage.store import Store
 
     store = Store(db_url)
+    pairs = [generate_key_pair() for _ in range(count)]
     try:
-        keys = KeyStore(store)
-        return [keys.create(name=f"bench-agent-{i}", role=AGENT) for i in range(count)]
+        with store.engine.begin() as conn:
+            conn.execute(t.credentials.insert(), [
+                {"access_key": access, "secret_hash": hash_secret(secret, generated=True), "name": f"bench-agent-{i}",
+                 "role": AGENT, "created": time.time(), "revoked": False, "expires": None, "instance": None,
+                 "minted_by": None} for i, (access, secret) in enumerate(pairs)])
     finally:
         store.close()
+    return pairs
 
 
 # -- simulated agents (separate processes) ---------------------------------------------------------
 async def _agent(url: str, key: tuple[str, str], name: str, queues: list[str], wait_s: float, out: list,
-                 ready: Any) -> None:
+                 ready: Any, go: Any) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=wait_s + 60) as http:
         login = await http.get("/auth.login", auth=key)
         with ready.get_lock():
             ready.value += 1
+        while not go.is_set():  # every agent logged in first: logins are not what is measured
+            await asyncio.sleep(0.05)
         headers = {"Authorization": f"Bearer {login.json()['data']['token']}", "X-ClearML-Worker": name}
         body = {"queues": queues, "wait_s": wait_s, "lease_s": 3600, "worker": name}
         while True:
@@ -110,13 +119,13 @@ async def _agent(url: str, key: tuple[str, str], name: str, queues: list[str], w
 
 
 def _agents_process(urls: list[str], keys: list[tuple[str, str]], first: int, queues: list[str],
-                    wait_s: float, results: mp.Queue, stop: Any, ready: Any) -> None:
+                    wait_s: float, results: mp.Queue, stop: Any, ready: Any, go: Any) -> None:
     """Agents `first`.. of this process: agent i talks to replica i % len(urls), queue i % len(queues)."""
     pops: list[float] = []
 
     async def main() -> None:
         tasks = [asyncio.create_task(_agent(urls[(first + i) % len(urls)], key, f"agent-{first + i}",
-                                            [queues[(first + i) % len(queues)]], wait_s, pops, ready))
+                                            [queues[(first + i) % len(queues)]], wait_s, pops, ready, go))
                  for i, key in enumerate(keys)]
         while not stop.is_set():
             await asyncio.sleep(0.1)
@@ -137,11 +146,12 @@ class Agents:
         self.results: mp.Queue = ctx.Queue()
         self.stop_event = ctx.Event()
         self.ready = ctx.Value("i", 0)
+        self.go = ctx.Event()
         self.count = len(keys)
         per = -(-len(keys) // processes)
         self.procs = [ctx.Process(target=_agents_process, daemon=True,
                                   args=(urls, keys[i:i + per], i, queues, wait_s, self.results, self.stop_event,
-                                        self.ready))
+                                        self.ready, self.go))
                       for i in range(0, len(keys), per)]
         for proc in self.procs:
             proc.start()
@@ -153,6 +163,7 @@ class Agents:
             if time.monotonic() > deadline or not any(p.is_alive() for p in self.procs):
                 raise RuntimeError(f"only {self.ready.value} of {self.count} agents logged in")
             time.sleep(0.2)
+        self.go.set()
         return time.monotonic()
 
     def stop(self) -> list[float]:
@@ -306,6 +317,7 @@ def measure(servers: list, keys: list, queues: list[str], idle: list[str], proje
     pops = [p for p in agents.stop() if go <= p <= end]
     out["pops_per_s"] = len(pops) / (end - go)
     agents = Agents(urls, keys, idle, wait_s=30)
+    agents.wait_logged_in()
     wait_until_waiting(servers, len(keys))
     before = [cpu_s(s.proc.pid) for s in servers]
     time.sleep(args.idle_seconds)
