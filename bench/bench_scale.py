@@ -379,7 +379,10 @@ def main() -> None:
     parser.add_argument("--probe-seconds", type=float, default=20)
     parser.add_argument("--wake-samples", type=int, default=30)
     args = parser.parse_args()
-    rows = [run(int(n), args) for n in args.replicas.split(",")]
+    rows = []
+    for count in args.replicas.split(","):
+        rows.append(run(int(count), args))
+        print(table(rows[-1:], args), file=sys.stderr, flush=True)  # each as it comes
     print(table(rows, args))
 
 
