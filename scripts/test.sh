@@ -13,6 +13,7 @@ apt_needs=(
   "runuser util-linux"
   "chromium chromium"
   "systemd-analyze systemd"
+  "nginx nginx"
 )
 missing=()
 for pair in "${apt_needs[@]}"; do

@@ -32,6 +32,8 @@ from server.files.backend import FileBackend
 from server.files.local import LocalBackend
 from server.files.store import build_files_app
 from server.metrics import with_metrics
+from server.notify import Notifier
+from server.replicas import Coordinator
 from server.rpc.api import build_api_app
 from server.rpc.guard import guarded_protocol
 from server.rpc.offload import HandlerPool
@@ -39,7 +41,7 @@ from server.rpc.registry import CallContext
 from server.services import leases, load_all
 from server.services.queues.crud import ensure_default_queue
 from server.state import ServerState
-from server.storage.store import Store
+from server.storage.store import PoolSettings, Store, WriteConflict
 from server.web.official_ui import check_build
 from server.web.pages import build_web_app
 from shipyard.errors import ConfigError
@@ -61,9 +63,12 @@ def create_state(config: ServerConfig) -> ServerState:
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     (data_dir / "files").mkdir(exist_ok=True)
-    store = Store(config.db_url, synchronous=config.sqlite_synchronous, upgrade=config.upgrade_at_start)
+    store = Store(config.db_url, synchronous=config.sqlite_synchronous, upgrade=config.upgrade_at_start,
+                  pool=PoolSettings(config.db_pool_size, config.db_max_overflow, config.db_pool_timeout_s,
+                                    config.db_statement_timeout_s))
+    secrets = config.token_secrets or [load_token_secret(store)]
     state = ServerState(store=store, data_dir=data_dir,
-                        signer=TokenSigner(load_token_secret(store), config.token_ttl_s),
+                        signer=TokenSigner(secrets[0], config.token_ttl_s, previous=secrets[1:]),
                         keys=KeyStore(store), files_url=config.url(config.files_port),
                         web_url=config.url(config.web_port), api_url=config.url(config.api_port),
                         long_poll_max_s=config.long_poll_max_s, worker_timeout_s=config.worker_timeout_s,
@@ -75,7 +80,12 @@ def create_state(config: ServerConfig) -> ServerState:
                         files_min_free_mb=config.files_min_free_mb, files_backend=open_files_backend(config),
                         handlers=HandlerPool(config.handler_threads), query_budget_s=config.query_budget_s,
                         web_ui=check_build(Path(config.web_ui)) if config.web_ui else None,
-                        cors_origins=config.cors_origin_set, fair=QuotaBook(fair_settings(config)))
+                        cors_origins=config.cors_origin_set, fair=QuotaBook(fair_settings(config)),
+                        replica=config.replica,
+                        notifier=Notifier(listening_recheck_s=config.notify_recheck_s))
+    if not store.is_sqlite:
+        state.coordinator = Coordinator(config.db_url, state.notifier, name=config.replica,
+                                        leader_check_s=config.leader_check_s)
     ensure_default_queue(store, ANONYMOUS)
     return state
 
@@ -217,11 +227,15 @@ async def _serve_listeners(state: ServerState, config: ServerConfig, servers: li
                          f"{config.api_port}/{config.files_port}/{config.web_port} (in use?)")
     if ready is not None:
         ready.set()
+    if state.coordinator is not None:
+        state.coordinator.start()
     reaper = asyncio.create_task(_reap_leases(state))
     preempter = asyncio.create_task(_preempt(state))
     await asyncio.gather(*tasks)
     reaper.cancel()
     preempter.cancel()
+    if state.coordinator is not None:
+        state.coordinator.stop()
     if not _close_store(state, grace_s=1.0):
         # A pool thread is still inside a handler. Interpreter shutdown would wait on it or kill it
         # mid-call (a C extension then aborts the process); what was committed is on disk already.
@@ -255,8 +269,10 @@ async def _reap_leases(state: ServerState) -> None:
                       notifier=state.notifier, settings=state)
     while True:
         await asyncio.sleep(state.reaper_interval_s)
+        if not state.is_leader:
+            continue  # another replica reaps (server/replicas.py)
         try:
             for task_id, outcome in await state.run_db(leases.reap_expired, ctx):
                 log.warning("lease of task %s expired: %s", task_id, outcome)
-        except SQLAlchemyError:
-            log.exception("lease reaper pass failed; retrying")
+        except (SQLAlchemyError, WriteConflict) as exc:
+            log.warning("lease reaper pass failed (%s); retrying", str(exc).splitlines()[0])

@@ -5,6 +5,7 @@ Every key is documented in configs/server.conf.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -67,6 +68,17 @@ class ServerConfig:
     preemption: str = "on"            # on: borrowed GPUs are reclaimed for a guarantee; off: never
     preempt_interval_s: float = 2.0   # how often the server looks for guarantees kept waiting by borrowers
     gpu_capacity: int = 0             # GPUs in the pool; 0 = what the live workers report
+    # Replicas on one PostgreSQL (docs/replicas.md)
+    token_secret: str = ""            # token/session signing secret shared by replicas (empty: kept in the database)
+    token_secret_previous: str = ""   # comma-separated older secrets still accepted (a rotation in progress)
+    token_secret_file: str = ""       # read in place of token_secret when set (line 1: current; more lines: previous)
+    replica_name: str = ""            # this replica's name on /metrics and in logs (default host:api_port)
+    db_pool_size: int = 16            # PostgreSQL connections a replica keeps open
+    db_max_overflow: int = 32         # ... and may open beyond that under load
+    db_pool_timeout_s: float = 10.0   # longest a request waits for a free connection (then 503)
+    db_statement_timeout_s: float = 30.0  # PostgreSQL statement_timeout for API connections (0: none)
+    notify_recheck_s: float = 30.0    # long-polls re-check this often even when LISTEN/NOTIFY is up
+    leader_check_s: float = 1.0       # how often a non-leader replica tries to become the leader
 
     @property
     def cors_origin_set(self) -> frozenset[str]:
@@ -81,6 +93,16 @@ class ServerConfig:
         if choice not in ("auto", "yes", "no"):
             raise ConfigError(f"server setting 'upgrade_db_at_start' must be auto, yes or no, got {choice!r}")
         return choice == "yes" or (choice == "auto" and self.db_url.startswith("sqlite"))
+
+    @property
+    def token_secrets(self) -> list[str]:
+        """The configured signing secrets, current first (empty: the database's own)."""
+        previous = [x.strip() for x in self.token_secret_previous.split(",") if x.strip()]
+        return [self.token_secret, *previous] if self.token_secret else []
+
+    @property
+    def replica(self) -> str:
+        return self.replica_name or f"{socket.gethostname()}:{self.api_port}"
 
     @property
     def db_url(self) -> str:
@@ -146,11 +168,17 @@ def load_server_config(config_file: Path | None = None, env: Mapping[str, str] |
             sources[name] = "cli"
     if values.get("secret_key_file"):
         values["secret_key"] = _read_secret(Path(values["secret_key_file"]).expanduser())
+    if values.get("token_secret_file"):
+        lines = _read_lines(Path(values["token_secret_file"]).expanduser(), "token_secret_file")
+        values["token_secret"], values["token_secret_previous"] = lines[0], ",".join(lines[1:])
     config = replace(ServerConfig(), **values)
     _check_files_backend(config, sources)
     parse_quotas(config.quotas)
     if config.preemption not in ("on", "off"):
         raise ConfigError(f"server setting 'preemption' must be on or off, got {config.preemption!r}")
+    if any(len(secret) < 32 for secret in config.token_secrets):
+        raise ConfigError("token_secret and token_secret_previous: each secret must be at least 32 characters "
+                          "(e.g. `openssl rand -hex 32`)")
     return config
 
 
@@ -191,10 +219,15 @@ def parse_quotas(text: str) -> dict[str, tuple[int, bool]]:
 
 def _read_secret(path: Path) -> str:
     """The admin secret from a file of its own (first line, surrounding blanks dropped)."""
+    return _read_lines(path, "secret_key_file")[0]
+
+
+def _read_lines(path: Path, setting: str) -> list[str]:
+    """A secrets file's non-blank lines, stripped (at least one)."""
     try:
-        lines = path.read_text().strip().splitlines()
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read secret_key_file {path}: {exc}") from None
-    if not lines or not lines[0].strip():
-        raise ConfigError(f"secret_key_file {path} is empty")
-    return lines[0].strip()
+        raise ConfigError(f"cannot read {setting} {path}: {exc}") from None
+    if not lines:
+        raise ConfigError(f"{setting} {path} is empty")
+    return lines

@@ -7,6 +7,13 @@
     shipyard_workers                                      workers seen within the worker timeout
     shipyard_api_requests_total{endpoint, code}           API calls answered, by result code
     shipyard_api_request_duration_seconds{endpoint}       histogram of API call latency
+    shipyard_replica_info{replica}                        1; names the replica answering (docs/replicas.md)
+    shipyard_replica_leader{replica}                      1 on the replica running the lease reaper
+    shipyard_replica_listener_up{replica}                 1 while its LISTEN/NOTIFY connection is up (PostgreSQL)
+    shipyard_long_polls_waiting{replica}                  queues.get_next_task calls waiting on this replica
+
+Database-wide figures are the same on every replica; request counts and the replica_* families
+are this replica's own (scrape every replica, not the load balancer).
 
 The page is public, like the ClearML endpoints marked public (`debug.ping`): it carries
 counts and queue names, no task contents or credentials, and a Prometheus scraper cannot do
@@ -57,7 +64,19 @@ def render(state: ServerState) -> str:
     page.gauge("shipyard_tasks_leased", "Tasks an agent holds a lease on.", [({}, leased)])
     page.gauge("shipyard_workers", "Workers that reported within the worker timeout.", [({}, workers)])
     _request_metrics(page, state)
+    _replica_metrics(page, state)
     return page.text()
+
+
+def _replica_metrics(page: _Page, state: ServerState) -> None:
+    me = {"replica": state.replica}
+    page.gauge("shipyard_replica_info", "The replica that answered this scrape.", [(me, 1)])
+    page.gauge("shipyard_replica_leader", "1 on the replica that runs the lease reaper.", [(me, int(state.is_leader))])
+    if state.coordinator is not None:
+        page.gauge("shipyard_replica_listener_up", "1 while the LISTEN/NOTIFY connection is up.",
+                   [(me, int(state.coordinator.connected))])
+    page.gauge("shipyard_long_polls_waiting", "queues.get_next_task calls waiting on this replica.",
+               [(me, state.notifier.waiting)])
 
 
 def _store_figures(state: ServerState) -> tuple[list, list, int, int]:

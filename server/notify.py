@@ -1,8 +1,10 @@
 """Wake-ups for long-polling `queues.get_next_task` callers.
 
-Enqueue calls `notify(queue_id)`; a waiting pop awaits `wait(queue_ids, timeout)`. Waiters
-also re-check on their own every `recheck_s`, so a task enqueued by another server process
-(PostgreSQL scale-out) is still found, only less promptly. `close()` (the server is stopping)
+Enqueue calls `notify(queue_id)`; a waiting pop awaits `wait(queue_ids, timeout)`. On
+PostgreSQL, replicas wake each other's waiters through LISTEN/NOTIFY (server/replicas.py calls
+`notify` from its listener thread); waiters also re-check on their own, every
+`listening_recheck_s` while that listener is up and every `recheck_s` otherwise (SQLite, or the
+listener reconnecting), so a missed notification costs latency, never a task. `close()` (the server is stopping)
 wakes every waiter and makes `wait` return at once, so long-polls end instead of holding the
 shutdown for their whole wait.
 """
@@ -14,12 +16,23 @@ from collections import defaultdict
 
 
 class Notifier:
-    def __init__(self, recheck_s: float = 1.0):
-        self.recheck_s = recheck_s
+    def __init__(self, recheck_s: float = 1.0, listening_recheck_s: float = 30.0):
+        self.fast_recheck_s = recheck_s
+        self.listening_recheck_s = listening_recheck_s
+        self.listening = False
+        self.waiting = 0  # long-polls waiting now (on /metrics)
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self.closed = False
+
+    @property
+    def recheck_s(self) -> float:
+        return max(self.listening_recheck_s, self.fast_recheck_s) if self.listening else self.fast_recheck_s
+
+    def set_listening(self, listening: bool) -> None:
+        """Cross-replica notifications are (not) arriving: re-check slowly (quickly)."""
+        self.listening = listening
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -36,6 +49,10 @@ class Notifier:
     def close(self) -> None:
         """The server is stopping: wake every waiter, and let no new one wait. Safe from any thread."""
         self.closed = True
+        self.wake_all()
+
+    def wake_all(self) -> None:
+        """Every waiter re-checks its queues now. Safe from any thread."""
         if self._loop is None:
             return
         if threading.get_ident() == self._loop_thread:
@@ -60,12 +77,14 @@ class Notifier:
         ev = asyncio.Event()
         for qid in queue_ids:
             self._waiters[qid].add(ev)
+        self.waiting += 1
         try:
             await asyncio.wait_for(ev.wait(), timeout=max(0.0, min(timeout, self.recheck_s)))
             return True
         except asyncio.TimeoutError:
             return False
         finally:
+            self.waiting -= 1
             for qid in queue_ids:
                 waiters = self._waiters.get(qid)
                 if waiters is not None:

@@ -12,6 +12,7 @@ from server.auth.login_guard import LoginGuard
 from server.fairshare.usage import QuotaBook
 from server.files.backend import FileBackend
 from server.notify import Notifier
+from server.replicas import Coordinator
 from server.rpc.offload import HandlerPool, Placement, near_loop
 from server.storage.store import Store
 from shipyard import clock
@@ -74,7 +75,14 @@ class ServerState:
     web_ui: Path | None = None  # an official ClearML web UI build the web listener serves (--web-ui)
     cors_origins: frozenset[str] = frozenset()  # origins whose pages may call the API listener
     fair: QuotaBook = field(default_factory=QuotaBook)  # quotas and fair-share settings (server/fairshare)
+    replica: str = ""  # this replica's name (/metrics)
+    coordinator: Coordinator | None = None  # PostgreSQL: cross-replica wake-ups and leadership
     _active: dict[str, tuple[bool, float, float | None]] = field(default_factory=dict)
+
+    @property
+    def is_leader(self) -> bool:
+        """Does this replica run the periodic jobs (always, without a coordinator)?"""
+        return self.coordinator is None or self.coordinator.is_leader
 
     def run_db(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
         """Run a short database function from a coroutine without blocking the loop on the lock."""

@@ -23,5 +23,16 @@ def fresh_server(tmp_path):
 
 
 @pytest.fixture(scope="session")
+def replica_cluster(tmp_path_factory):
+    """Two replicas on a private PostgreSQL behind nginx (tests/replicas.py), shared by the replica
+    tests; a test that kills a replica starts it again."""
+    from tests import replicas
+
+    cluster = replicas.Cluster(tmp_path_factory.mktemp("replicas"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
 def api(server):
     return server.api()

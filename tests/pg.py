@@ -39,9 +39,17 @@ class PgServer:
             shutil.chown(self.root, "postgres", "postgres")
         self._run(_bin("initdb"), "-D", str(self.root / "data"), "-U", "postgres", "-A", "trust",
                   "--no-sync", "-E", "UTF8")
-        self._run(_bin("pg_ctl"), "-D", str(self.root / "data"), "-l", str(self.root / "log"), "-w", "-o",
-                  f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+        self.start()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        self._run(_bin("pg_ctl"), "-D", str(self.root / "data"), "-l", str(self.root / "log"), "-w", "-o",
+                  f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                  "-c max_connections=300", "start")
+
+    def halt(self) -> None:
+        """Stop the server (fast: sessions are ended, in-flight transactions rolled back); start() again."""
+        self._run(_bin("pg_ctl"), "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
 
     def _run(self, *argv: str) -> None:
         cmd = ["runuser", "-u", "postgres", "--", *argv] if self.as_root else list(argv)

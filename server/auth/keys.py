@@ -29,10 +29,11 @@ import hmac
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import jwt
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from server import errors
 from server.storage import tables as t
@@ -281,8 +282,11 @@ def _unexpired(expires: float | None) -> bool:
 class TokenSigner:
     _CACHE_MAX = 4096
 
-    def __init__(self, secret: str, ttl_s: int = DEFAULT_TOKEN_TTL_S):
+    def __init__(self, secret: str, ttl_s: int = DEFAULT_TOKEN_TTL_S, previous: Sequence[str] = ()):
+        """Tokens are issued with `secret`; those signed with a `previous` one are still accepted
+        (a rotation across replicas: every replica accepts both before any issues with the new)."""
         self.secret = secret
+        self.previous = tuple(p for p in previous if p and p != secret)
         self.ttl_s = ttl_s
         # token -> (identity, exp): a signature checked once stays valid, so later calls with
         # the same token only compare the expiry (signature checks were ~10% of a request).
@@ -311,17 +315,24 @@ class TokenSigner:
         return identity
 
     def _verify_signature(self, token: str) -> tuple[Identity, float]:
-        try:
-            claims = jwt.decode(token, self.secret, algorithms=["HS256"],
-                                options={"require": ["exp", "identity"]})
-        except jwt.ExpiredSignatureError:
-            raise errors.unauthorized("Token expired", Subcode.TOKEN_EXPIRED) from None
-        except jwt.InvalidTokenError as exc:
-            raise errors.unauthorized(f"Invalid token: {exc}", Subcode.INVALID_TOKEN) from None
+        claims = self._decode(token)
         ident = claims.get("identity") or {}
         identity = Identity(user=str(ident.get("user", "")), user_name=str(ident.get("user_name", "")),
                             role=str(ident.get("role", "user")))
         return identity, float(claims["exp"])
+
+
+    def _decode(self, token: str) -> dict:
+        for secret in (self.secret, *self.previous):
+            try:
+                return jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp", "identity"]})
+            except jwt.ExpiredSignatureError:
+                raise errors.unauthorized("Token expired", Subcode.TOKEN_EXPIRED) from None
+            except jwt.InvalidSignatureError as exc:
+                failure: jwt.InvalidTokenError = exc  # perhaps signed with the next secret
+            except jwt.InvalidTokenError as exc:
+                raise errors.unauthorized(f"Invalid token: {exc}", Subcode.INVALID_TOKEN) from None
+        raise errors.unauthorized(f"Invalid token: {failure}", Subcode.INVALID_TOKEN)
 
 
 def parse_basic(header: str) -> tuple[str, str]:
@@ -334,10 +345,16 @@ def parse_basic(header: str) -> tuple[str, str]:
 
 
 def load_token_secret(store: Store) -> str:
-    """The signing secret, generated once per data dir and kept in the database."""
-    with store.tx() as conn:
-        secret = store.meta_get(conn, "token_secret")
-        if secret is None:
-            secret = secrets.token_hex(32)
-            store.meta_set(conn, "token_secret", secret)
-    return secret
+    """The signing secret, generated once per database and kept in it (so every replica on one
+    PostgreSQL shares it). Replicas starting together: one insert wins, the others read it."""
+    for _ in range(3):
+        try:
+            with store.tx() as conn:
+                secret = store.meta_get(conn, "token_secret")
+                if secret is None:
+                    secret = secrets.token_hex(32)
+                    store.meta_set(conn, "token_secret", secret)
+            return secret
+        except IntegrityError:
+            continue  # another replica inserted it first
+    raise RuntimeError("could not read or store the token secret")

@@ -30,6 +30,7 @@ from server.auth.keys import ANONYMOUS, API_VERSION, Identity
 from server.rpc import compat, jsonutil, registry, schema
 from server.rpc.registry import CallContext, Request
 from server.state import ServerState
+from server.storage.store import WriteConflict, database_unavailable, retrying
 from shipyard.protocol import Subcode
 
 log = logging.getLogger("shipyard.server.api")
@@ -156,6 +157,20 @@ def _authenticate(state: ServerState, call: ApiCall, name: str) -> Identity:
     return identity
 
 
+def _failure(name: str, version: str, exc: Exception) -> tuple[int, bytes]:
+    """An unexpected error's answer: a retryable 503 while the database cannot be reached (a
+    restart; nothing was committed), else a 500 logged with its traceback."""
+    if isinstance(exc, WriteConflict):  # still conflicting after its retries: a hot document
+        log.warning("%s: %s", _printable(name), exc)
+        return 503, _error_envelope(name, version, 503, 0, f"Busy: {exc}; nothing was changed, retry the call")
+    if database_unavailable(exc):
+        log.warning("%s: database unavailable (%s)", _printable(name), _printable(str(exc).splitlines()[0], 200))
+        return 503, _error_envelope(name, version, 503, 0, "Database unavailable (restarting or unreachable); "
+                                    "nothing was changed, retry the call")
+    log.exception("internal error in %s", _printable(name))
+    return 500, _error_envelope(name, version, 500, 0, f"Internal server error: {_describe(exc)}")
+
+
 def _printable(text: Any, limit: int = 2000) -> str:
     """`text` as valid UTF-8 (lone surrogates and the like escaped), cut to `limit` characters."""
     text = str(text)
@@ -224,9 +239,8 @@ async def dispatch(state: ServerState, call: ApiCall) -> tuple[int, bytes | Resp
         code = 499  # the client left before sending its whole body: nobody to answer
         raise
     except Exception as exc:  # noqa: BLE001 - reported to the caller and logged with its traceback
-        code = 500
-        log.exception("internal error in %s", _printable(name))
-        return 500, _error_envelope(name, version, 500, 0, f"Internal server error: {_describe(exc)}")
+        code, body = _failure(name, version, exc)
+        return code, body
     finally:
         state.metrics.observe(name, code, time.perf_counter() - started)
 
@@ -258,15 +272,19 @@ async def _run_sync(state: ServerState, handler: Any, ctx: CallContext, call: Ap
     return await state.handlers.run(_invoke, handler, ctx, call, raw, state.query_budget_s, owner=owner)
 
 
+def _call_handler(handler: Any, ctx: CallContext, call: ApiCall, raw: bytes) -> Any:
+    """One run of a handler on a body parsed afresh (a WriteConflict runs it again, on the same input)."""
+    return handler(ctx, Request(_parse_body(call, raw)))
+
+
 def _invoke(handler: Any, ctx: CallContext, call: ApiCall, raw: bytes, budget_s: float | None) -> Any:
     """Parse the body, run a synchronous handler and encode its answer: the part of a call that
     computes, run on a pool thread for most endpoints."""
-    body = _parse_body(call, raw)
     if budget_s is None:
-        result = handler(ctx, Request(body))
+        result = retrying(_call_handler, handler, ctx, call, raw)
     else:
         with query.time_budget(budget_s):
-            result = handler(ctx, Request(body))
+            result = retrying(_call_handler, handler, ctx, call, raw)
     if inspect.isawaitable(result) or isinstance(result, Response):
         return result
     return envelope_bytes(ctx.endpoint, ctx.version, result)

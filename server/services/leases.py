@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select
 
-from server import errors
+from server import errors, replicas
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services.events.store import add_server_line
 from server.services.queues import crud as q
@@ -121,8 +121,10 @@ def _end_by_server(ctx: CallContext, conn, doc: dict, new: TaskStatus, reason: s
 def reap_expired(ctx: CallContext) -> list[tuple[str, LeaseOutcome]]:
     """One pass of the reaper: every task whose lease expired is re-queued or failed - or,
     when its process had already exited (tasks.record_exit), ended as it ended."""
-    done = []
+    done: list[tuple[str, LeaseOutcome]] = []
     with ctx.store.tx() as conn:
+        if not replicas.reaper_fence(conn):
+            return done  # another replica's reaper is in a pass right now
         for (task_id,) in conn.execute(_EXPIRED, {"now": clock.now()}).all():
             doc = ctx.store.get(conn, t.tasks, task_id)
             lease = (doc or {}).get("_lease")

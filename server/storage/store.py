@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
-from sqlalchemy import Table, bindparam, create_engine, delete, event, insert, select, update
+from sqlalchemy import Table, bindparam, create_engine, delete, event, insert, literal_column, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from server.rpc import jsonutil
 from server.storage import schema
@@ -22,6 +24,10 @@ from server.storage import tables as t
 from server.storage.prepared import Prepared
 from shipyard import clock
 from shipyard.protocol import SystemTag, TaskStatus, TaskType
+
+T = TypeVar("T")
+_VERSION: Any = literal_column("xmin::text")  # PostgreSQL's row version: changes with every update of the row
+_XMIN = _VERSION.label("version")
 
 
 def new_id() -> str:
@@ -90,7 +96,16 @@ def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{Path(data_dir) / 'shipyard.db'}"
 
 
-def _make_engine(url: str, synchronous: str) -> Engine:
+@dataclass(frozen=True)
+class PoolSettings:
+    """PostgreSQL connection pool and statement limit (server config db_*; SQLite ignores them)."""
+    size: int = 16
+    max_overflow: int = 32
+    timeout_s: float = 10.0
+    statement_timeout_s: float = 30.0
+
+
+def _make_engine(url: str, synchronous: str, pool: PoolSettings) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
                                pool_size=8, max_overflow=32, json_serializer=jsonutil.dumps,
@@ -116,7 +131,12 @@ def _make_engine(url: str, synchronous: str) -> Engine:
         _disable_pysqlite_autobegin(engine)
         return engine
     url = url.replace("postgresql://", "postgresql+psycopg://", 1) if url.startswith("postgresql://") else url
-    return create_engine(url, pool_size=16, max_overflow=32, pool_pre_ping=True,
+    connect_args: dict[str, Any] = {"connect_timeout": 5}
+    if pool.statement_timeout_s > 0:
+        connect_args["options"] = f"-c statement_timeout={int(pool.statement_timeout_s * 1000)}"
+    # pre-ping: a connection that died with a database restart is replaced at checkout, not used
+    return create_engine(url, pool_size=pool.size, max_overflow=pool.max_overflow, pool_timeout=pool.timeout_s,
+                         pool_pre_ping=True, connect_args=connect_args,
                          json_serializer=jsonutil.dumps, json_deserializer=jsonutil.loads)
 
 
@@ -126,16 +146,50 @@ def _disable_pysqlite_autobegin(engine: Engine) -> None:
         dbapi_conn.isolation_level = None
 
 
+_UNAVAILABLE_STATES = ("08", "57P")  # connection exceptions; admin/crash shutdown, cannot connect now
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Did `exc` come from PostgreSQL being unreachable (restarting, down, no free connection),
+    where the statement did not run and a retry later can succeed?"""
+    if isinstance(exc, SATimeoutError):  # no pooled connection free within db_pool_timeout_s
+        return True
+    if not isinstance(exc, DBAPIError) or not type(exc.orig).__module__.startswith("psycopg"):
+        return False
+    if exc.connection_invalidated:
+        return True
+    state = getattr(exc.orig, "sqlstate", None)
+    return isinstance(exc, OperationalError) and (state is None or state.startswith(_UNAVAILABLE_STATES))
+
+
+class WriteConflict(Exception):
+    """A document changed in another transaction between this one's read and its write (two
+    replicas, or two handler threads, on PostgreSQL). The transaction is rolled back; the caller
+    runs the whole call again (server/rpc/api.py), which reads the new version."""
+
+
+def retrying(fn: Callable[..., T], *args: Any, attempts: int = 5) -> T:
+    """`fn(*args)`, run again while it ends in a WriteConflict (each run is its own transaction)."""
+    for _ in range(attempts - 1):
+        try:
+            return fn(*args)
+        except WriteConflict:
+            continue
+    return fn(*args)
+
+
 class Tx:
     """One transaction. `execute` runs `Prepared` statements straight on the DBAPI connection
     and anything else through SQLAlchemy; both share the connection and its transaction."""
 
-    __slots__ = ("sa", "raw", "dialect")
+    __slots__ = ("sa", "raw", "dialect", "versions")
 
     def __init__(self, sa: Connection):
         self.sa = sa
         self.raw = _driver_connection(sa)
         self.dialect = sa.dialect
+        # PostgreSQL: (table, id) -> the row version (xmin) each document was read at (Store.save)
+        self.versions: dict[tuple[str, str], str] = {}
 
     def execute(self, statement: Any, params: Any = None) -> Any:
         if isinstance(statement, Prepared):
@@ -173,12 +227,13 @@ def _driver_call(dialect: Any, what: str, fn: Any, *args: Any) -> Any:
 
 
 class Store:
-    def __init__(self, url: str, *, synchronous: str = "NORMAL", upgrade: bool = False):
+    def __init__(self, url: str, *, synchronous: str = "NORMAL", upgrade: bool = False,
+                 pool: PoolSettings | None = None):
         """Open the database at `url`, after bringing its schema to this code's revision
         (server/storage/schema.py: created when fresh; upgraded only with `upgrade`)."""
         schema.prepare(url, upgrade=upgrade)
         self.url = url
-        self.engine = _make_engine(url, synchronous)
+        self.engine = _make_engine(url, synchronous, pool or PoolSettings())
         self.is_sqlite = url.startswith("sqlite")
         self._statements: dict[tuple[str, str], Any] = {}
         # SQLite: each thread keeps one connection (a file handle; nothing to go stale), so a
@@ -259,18 +314,28 @@ class Store:
         columns = [c.name for c in table.columns if c.name != "id"]
         if kind == "get":
             return Prepared(select(table.c.doc).where(table.c.id == bindparam("p_id")))
+        if kind == "get_v":
+            return Prepared(select(table.c.doc, _XMIN).where(table.c.id == bindparam("p_id")))
         if kind == "insert":
             return Prepared(insert(table).values({c.name: bindparam(c.name) for c in table.columns}))
         if kind == "delete":
             return Prepared(delete(table).where(table.c.id == bindparam("p_id")))
         query = update(table).where(table.c.id == bindparam("p_id"))
-        if kind == "save_cas":
+        if kind.startswith("save_cas"):
             query = query.where(table.c.status == bindparam("p_status"))
+        if kind.endswith("_v"):  # only if unchanged since it was read, and the new version back
+            query = query.where(bindparam("p_version") == _VERSION).returning(_XMIN)
         return Prepared(query.values({name: bindparam(name) for name in columns}))
 
     def get(self, conn: Tx, table: Table, doc_id: str) -> dict | None:
-        row = conn.execute(self._stmt("get", table), {"p_id": doc_id}).first()
-        return row[0] if row else None
+        if self.is_sqlite or not isinstance(conn, Tx):  # SQLite: one writer at a time, nothing to check
+            row = conn.execute(self._stmt("get", table), {"p_id": doc_id}).first()
+            return row[0] if row else None
+        row = conn.execute(self._stmt("get_v", table), {"p_id": doc_id}).first()
+        if row is None:
+            return None
+        conn.versions[(table.name, doc_id)] = row[1]
+        return row[0]
 
     def get_many(self, conn: Tx, table: Table, where: Sequence[Any] = ()) -> list[dict]:
         query = select(table.c.doc)
@@ -287,13 +352,29 @@ class Store:
         """Write a whole document back. With `expect_status`, only if the stored status still
         equals it (compare-and-set); returns whether a row was written."""
         params = {"p_id": doc["id"], "doc": doc, **columns_for(table, doc)}
+        kind = "save" if expect_status is None else "save_cas"
         if expect_status is not None:
             params["p_status"] = expect_status
-        saved = conn.execute(self._stmt("save" if expect_status is None else "save_cas", table), params).rowcount > 0
+        key = (table.name, doc["id"])
+        version = conn.versions.get(key) if isinstance(conn, Tx) else None
+        if version is None:
+            saved = conn.execute(self._stmt(kind, table), params).rowcount > 0
+        else:
+            saved = self._save_versioned(conn, table, kind, params, key, version)
         if saved and table is t.tasks:
             self._clear_metrics(conn, doc["id"])
             self._write_metrics(conn, doc)
         return saved
+
+    def _save_versioned(self, conn: Tx, table: Table, kind: str, params: dict, key: tuple[str, str],
+                        version: str) -> bool:
+        """PostgreSQL: write only over the version this transaction read; another transaction's
+        write in between (a lost update otherwise) is a WriteConflict, and the call runs again."""
+        row = conn.execute(self._stmt(kind + "_v", table), {**params, "p_version": version}).first()
+        if row is None:
+            raise WriteConflict(f"{key[0]} {key[1]} changed while this call was writing it")
+        conn.versions[key] = row[0]
+        return True
 
     def delete(self, conn: Tx, table: Table, doc_id: str) -> bool:
         if table is t.tasks:

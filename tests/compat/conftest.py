@@ -10,10 +10,26 @@ from pathlib import Path
 import pytest
 
 from tests import peers
+from tests.helpers import start_server
 
 # Lines in a peer's output that reveal a protocol problem with the server.
 BAD_OUTPUT = re.compile(r"Action failed|Failed parsing response|Traceback \(most recent call last\)"
                         r"|Internal server error|Unable to find endpoint|could not find queue", re.IGNORECASE)
+
+
+TARGET_ENV = "SHIPYARD_TEST_TARGET"  # "replicas": the compat tests' server is two replicas behind nginx
+
+
+@pytest.fixture(scope="session")
+def server(request, tmp_path_factory):
+    """The server the compat tests talk to: one process, or with SHIPYARD_TEST_TARGET=replicas two
+    replicas on a private PostgreSQL behind nginx (tests/replicas.py; the nightly run does both)."""
+    if os.environ.get(TARGET_ENV) == "replicas":
+        yield request.getfixturevalue("replica_cluster").front
+        return
+    srv = start_server(tmp_path_factory.mktemp("server"))
+    yield srv
+    srv.stop()
 
 
 def _peer(key: str) -> Path:

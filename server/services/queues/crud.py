@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, update
 
-from server import errors, query
+from server import errors, query, replicas
 from server.fairshare import usage as fair
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
@@ -18,7 +18,7 @@ from server.services.tasks import doc as taskdoc
 from server.services.workers import crud as workers
 from server.storage import tables as t
 from server.storage.prepared import Prepared
-from server.storage.store import new_id
+from server.storage.store import new_id, retrying
 from shipyard import clock
 from shipyard.protocol import Subcode, SystemTag, TaskStatus
 
@@ -60,6 +60,7 @@ def add_entry(conn, queue_id: str, task_id: str, *, front: bool = False) -> None
     position = _front_of(edge) if front else (0.0 if edge is None else edge + 1.0)
     conn.execute(_INSERT, {"queue": queue_id, "task": task_id, "position": position, "added": clock.now()})
     queue_metrics.sample(conn, queue_id)
+    replicas.publish(conn, queue_id)  # other replicas' long-polls, woken when this commits
 
 
 def remove_task_entries(conn, task_id: str, queue_id: str | None = None) -> int:
@@ -500,9 +501,10 @@ async def get_next_task(ctx: CallContext, req: Request) -> dict:
     deadline = time.monotonic() + wait_s
     while True:
         if ctx.settings is not None:  # without waiting on the database lock on the event loop
-            result = await ctx.settings.run_db(_try_pop, ctx, queue_ids, get_info, lease_s, worker, only_task, gpus)
+            result = await ctx.settings.run_db(retrying, _try_pop, ctx, queue_ids, get_info, lease_s, worker,
+                                               only_task, gpus)
         else:
-            result = _try_pop(ctx, queue_ids, get_info, lease_s, worker, only_task, gpus)
+            result = retrying(_try_pop, ctx, queue_ids, get_info, lease_s, worker, only_task, gpus)
         if result is not None:
             if not req.str_list("queues"):
                 result.pop("queue", None)

@@ -1,0 +1,390 @@
+"""Scale benchmark (issue 23): replicas on one PostgreSQL, many queued tasks, many long-polling agents.
+
+    python bench/bench_scale.py [--tasks 100000] [--queues 50] [--agents 1000] [--reporters 200]
+                                [--replicas 1,2] [--pop-seconds 20] [--idle-seconds 20]
+
+For each replica count it starts a private PostgreSQL (tests/pg.py) and that many `shipyard
+server --db ...` processes, writes the queued tasks straight into the database (each with 10
+metrics, so the experiment table has columns to sort), and mints one agent key per simulated agent.
+Then, with the agents as separate processes (asyncio, one httpx client and one key each, spread
+over the replicas as a load balancer would):
+
+    pop        every agent pops with a lease from its queue as fast as answers come: pops/s
+    idle       every agent long-polls an empty queue: the replicas' CPU (% of one core per 100
+               agents, from /proc) and RSS while they wait
+    wake-up    (2+ replicas) a long-poll on replica B, an enqueue on replica A: time to answer
+    report     `--reporters` tasks send events.add_batch (scalars and log lines) every second
+               while a probe times tasks.get_by_id and a tasks.get_all_ex page of 50 with 10
+               metric columns (sorted by one) - with the idle agents still waiting
+
+Prints a markdown table per replica count. The login throttle per client address is turned off
+for the run (every agent comes from 127.0.0.1).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx  # noqa: E402
+
+from bench.bench_server import LeanApi, pct  # noqa: E402
+from bench.tasks_table import _task, page_body  # noqa: E402
+from tests import pg  # noqa: E402
+from tests.helpers import Api, start_server  # noqa: E402
+
+SERVER_ENV = {"SHIPYARD_LOGIN_FAILURES_PER_ADDRESS": "0", "SHIPYARD_LOGIN_FAILURES_PER_KEY": "0",
+              "SHIPYARD_LONG_POLL_MAX_S": "60", "SHIPYARD_HANDLER_THREADS": "8"}
+
+
+# -- seeding ---------------------------------------------------------------------------------------
+def seed(db_url: str, project: str, queue_ids: list[str], count: int) -> None:
+    """`count` queued tasks spread over the queues, straight into the database (rows as the
+    server writes them, metric rows and queue entries included), 5,000 to a transaction."""
+    from server.storage import tables as t
+    from server.storage.store import Store, _columns_for, metric_rows
+
+    store = Store(db_url)
+    rng = random.Random(23)
+    now = time.time()
+    try:
+        for start in range(0, count, 5000):
+            tasks, metrics, entries = [], [], []
+            for index in range(start, min(count, start + 5000)):
+                doc = _task(project, "bench", index, rng)
+                queue = queue_ids[index % len(queue_ids)]
+                doc.update(status="queued", execution={"queue": queue})
+                tasks.append({"id": doc["id"], "doc": doc, **_columns_for(t.tasks, doc)})
+                metrics += metric_rows(doc)
+                entries.append({"queue": queue, "task": doc["id"], "position": float(index), "added": now})
+            with store.engine.begin() as conn:
+                conn.execute(t.tasks.insert(), tasks)
+                conn.execute(t.task_metrics.insert(), metrics)
+                conn.execute(t.queue_entries.insert(), entries)
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
+    finally:
+        store.close()
+
+
+def mint_agent_keys(db_url: str, count: int) -> list[tuple[str, str]]:
+    """`count` agent keys, written as KeyStore.create writes them, in one transaction."""
+    from server.auth.keys import AGENT, generate_key_pair, hash_secret
+    from server.storage import tables as t
+    from server.storage.store import Store
+
+    store = Store(db_url)
+    pairs = [generate_key_pair() for _ in range(count)]
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(t.credentials.insert(), [
+                {"access_key": access, "secret_hash": hash_secret(secret, generated=True), "name": f"bench-agent-{i}",
+                 "role": AGENT, "created": time.time(), "revoked": False, "expires": None, "instance": None,
+                 "minted_by": None} for i, (access, secret) in enumerate(pairs)])
+    finally:
+        store.close()
+    return pairs
+
+
+# -- simulated agents (separate processes) ---------------------------------------------------------
+async def _agent(url: str, key: tuple[str, str], name: str, queues: list[str], wait_s: float, out: list,
+                 ready: Any, go: Any) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=wait_s + 60) as http:
+        login = await http.get("/auth.login", auth=key)
+        with ready.get_lock():
+            ready.value += 1
+        while not go.is_set():  # every agent logged in first: logins are not what is measured
+            await asyncio.sleep(0.05)
+        headers = {"Authorization": f"Bearer {login.json()['data']['token']}", "X-ClearML-Worker": name}
+        body = {"queues": queues, "wait_s": wait_s, "lease_s": 3600, "worker": name}
+        while True:
+            answer = await http.post("/queues.get_next_task", json=body, headers=headers)
+            meta = answer.json()["meta"]
+            if meta["result_code"] != 200:
+                raise RuntimeError(f"{name}: {meta}")
+            if answer.json()["data"].get("entry"):
+                out.append(time.monotonic())
+
+
+def _agents_process(urls: list[str], keys: list[tuple[str, str]], first: int, queues: list[str],
+                    wait_s: float, results: mp.Queue, stop: Any, ready: Any, go: Any) -> None:
+    """Agents `first`.. of this process: agent i talks to replica i % len(urls), queue i % len(queues)."""
+    pops: list[float] = []
+
+    async def main() -> None:
+        tasks = [asyncio.create_task(_agent(urls[(first + i) % len(urls)], key, f"agent-{first + i}",
+                                            [queues[(first + i) % len(queues)]], wait_s, pops, ready, go))
+                 for i, key in enumerate(keys)]
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+            failed = [t for t in tasks if t.done() and t.exception()]
+            if failed:
+                raise failed[0].exception()  # type: ignore[misc]
+        results.put(pops)
+        for task in tasks:
+            task.cancel()
+
+    asyncio.run(main())
+
+
+class Agents:
+    def __init__(self, urls: list[str], keys: list[tuple[str, str]], queues: list[str], wait_s: float,
+                 processes: int = 2):
+        ctx = mp.get_context("fork")
+        self.results: mp.Queue = ctx.Queue()
+        self.stop_event = ctx.Event()
+        self.ready = ctx.Value("i", 0)
+        self.go = ctx.Event()
+        self.count = len(keys)
+        per = -(-len(keys) // processes)
+        self.procs = [ctx.Process(target=_agents_process, daemon=True,
+                                  args=(urls, keys[i:i + per], i, queues, wait_s, self.results, self.stop_event,
+                                        self.ready, self.go))
+                      for i in range(0, len(keys), per)]
+        for proc in self.procs:
+            proc.start()
+
+    def wait_logged_in(self, timeout: float = 600) -> float:
+        """Wait until every agent has its token; returns that moment (time.monotonic)."""
+        deadline = time.monotonic() + timeout
+        while self.ready.value < self.count:
+            if time.monotonic() > deadline or not any(p.is_alive() for p in self.procs):
+                raise RuntimeError(f"only {self.ready.value} of {self.count} agents logged in")
+            time.sleep(0.2)
+        self.go.set()
+        return time.monotonic()
+
+    def stop(self) -> list[float]:
+        self.stop_event.set()
+        pops: list[float] = []
+        for _ in self.procs:
+            pops += self.results.get(timeout=120)
+        for proc in self.procs:
+            proc.terminate()
+            proc.join(10)
+        return pops
+
+
+# -- measurements ----------------------------------------------------------------------------------
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def waiting(servers: list) -> int:
+    total = 0
+    for server in servers:
+        for line in httpx.get(f"{server.api_url}/metrics", timeout=30).text.splitlines():
+            if line.startswith("shipyard_long_polls_waiting"):
+                total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def wait_until_waiting(servers: list, count: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while waiting(servers) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {waiting(servers)} of {count} agents are long-polling")
+        time.sleep(1)
+
+
+def wake_ups(servers: list, samples: int) -> list[float]:
+    """Enqueue on replica 0, a long-poll waiting on replica 1: seconds until it answers."""
+    a, b = Api(servers[0].api_url), Api(servers[-1].api_url)
+    queue = a.call("queues.create", {"name": f"wake-{time.time()}"})["id"]
+    out = []
+    for i in range(samples):
+        task = a.call("tasks.create", {"name": f"wake-{i}", "type": "training"})["id"]
+        got: dict = {}
+
+        def poll(got: dict = got) -> None:
+            b.call("queues.get_next_task", {"queue": queue, "wait_s": 30})
+            got["at"] = time.perf_counter()
+
+        thread = threading.Thread(target=poll)
+        thread.start()
+        time.sleep(0.3)  # the long-poll is waiting by now
+        enqueued = time.perf_counter()
+        a.call("tasks.enqueue", {"task": task, "queue": queue})
+        thread.join(30)
+        out.append(got["at"] - enqueued)
+    return out
+
+
+async def _reporter(url: str, token: str, task: str, stop: Any, out: list) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json-lines"}
+        iteration = 0
+        while not stop.is_set():
+            now = int(time.time() * 1000)
+            events = [{"task": task, "type": "training_stats_scalar", "metric": "loss", "variant": f"v{k}",
+                       "value": random.random(), "iter": iteration, "timestamp": now} for k in range(5)]
+            events += [{"task": task, "type": "log", "msg": f"step {iteration} line {k}", "level": "info",
+                        "timestamp": now} for k in range(5)]
+            payload = "\n".join(json.dumps(e) for e in events)
+            started = time.perf_counter()
+            await http.post("/events.add_batch", content=payload, headers=headers)
+            out.append(time.perf_counter() - started)
+            iteration += 1
+            await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - started)))
+
+
+def _reporters_process(urls: list[str], token: str, tasks: list[str], results: mp.Queue, stop: Any) -> None:
+    latencies: list[float] = []
+
+    async def main() -> None:
+        await asyncio.gather(*[_reporter(urls[i % len(urls)], token, task, stop, latencies)
+                               for i, task in enumerate(tasks)])
+
+    asyncio.run(main())
+    results.put(latencies)
+
+
+def probe(servers: list, project: str, seconds: float) -> tuple[list[float], list[float]]:
+    """tasks.get_by_id and a get_all_ex page, alternately, for `seconds` (round robin over replicas)."""
+    admin = Api(servers[0].api_url)
+    clients = [LeanApi(s.api_url, admin.token) for s in servers]
+    some = admin.call("tasks.get_all", {"project": [project], "page_size": 500, "only_fields": ["id"]})["tasks"]
+    by_id, pages = [], []
+    deadline = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < deadline:
+        client = clients[n % len(clients)]
+        started = time.perf_counter()
+        client.call("tasks.get_by_id", {"task": some[n % len(some)]["id"]})
+        by_id.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        assert len(client.call("tasks.get_all_ex", page_body(project))["tasks"]) == 50
+        pages.append(time.perf_counter() - started)
+        n += 1
+        time.sleep(0.05)
+    return by_id, pages
+
+
+# -- one configuration -----------------------------------------------------------------------------
+def run(replicas: int, args: argparse.Namespace) -> dict:
+    root = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    database = pg.PgServer()
+    url = database.new_database("bench")
+    servers = []
+    try:
+        servers.append(start_server(root / "r0", db=url, env=SERVER_ENV))
+        admin = Api(servers[0].api_url)
+        project = admin.call("projects.create", {"name": "scale"})["id"]
+        queues = [admin.call("queues.create", {"name": f"q{i}"})["id"] for i in range(args.queues)]
+        idle = [admin.call("queues.create", {"name": f"idle{i}"})["id"] for i in range(args.queues)]
+        started = time.monotonic()
+        seed(url, project, queues, args.tasks)
+        keys = mint_agent_keys(url, args.agents)
+        print(f"[{replicas} replica(s)] seeded {args.tasks} tasks, {args.agents} keys in "
+              f"{time.monotonic() - started:.0f}s", file=sys.stderr)
+        for i in range(1, replicas):
+            servers.append(start_server(root / f"r{i}", db=url, env=SERVER_ENV))
+        return measure(servers, keys, queues, idle, project, args)
+    finally:
+        for server in servers:
+            server.stop()
+        database.stop()
+
+
+def measure(servers: list, keys: list, queues: list[str], idle: list[str], project: str,
+            args: argparse.Namespace) -> dict:
+    urls = [s.api_url for s in servers]
+    out: dict = {"replicas": len(servers)}
+    agents = Agents(urls, keys, queues, wait_s=30)
+    go = agents.wait_logged_in()
+    time.sleep(args.pop_seconds)
+    end = time.monotonic()
+    pops = [p for p in agents.stop() if go <= p <= end]
+    out["pops_per_s"] = len(pops) / (end - go)
+    agents = Agents(urls, keys, idle, wait_s=30)
+    agents.wait_logged_in()
+    wait_until_waiting(servers, len(keys))
+    before = [cpu_s(s.proc.pid) for s in servers]
+    time.sleep(args.idle_seconds)
+    used = sum(cpu_s(s.proc.pid) - b for s, b in zip(servers, before, strict=True))
+    out["idle_cpu_pct_per_100"] = 100 * used / args.idle_seconds / (len(keys) / 100)
+    out["rss_mb"] = max(rss_mb(s.proc.pid) for s in servers)
+    if len(servers) > 1:
+        out["wake_ups"] = wake_ups(servers, args.wake_samples)
+    out.update(report_phase(servers, project, args))
+    agents.stop_event.set()
+    for proc in agents.procs:
+        proc.terminate()
+    return out
+
+
+def report_phase(servers: list, project: str, args: argparse.Namespace) -> dict:
+    admin = Api(servers[0].api_url)
+    tasks = [admin.call("tasks.create", {"name": f"reporter-{i}", "type": "training", "project": project})["id"]
+             for i in range(args.reporters)]
+    for task in tasks:
+        admin.call("tasks.started", {"task": task, "force": True})
+    ctx = mp.get_context("fork")
+    results, stop = ctx.Queue(), ctx.Event()
+    proc = ctx.Process(target=_reporters_process, args=([s.api_url for s in servers], admin.token, tasks,
+                                                        results, stop), daemon=True)
+    proc.start()
+    time.sleep(3)  # the reporters' first batches
+    by_id, pages = probe(servers, project, args.probe_seconds)
+    stop.set()
+    batches = results.get(timeout=120)
+    proc.join(30)
+    return {"get_by_id": by_id, "get_all_ex": pages, "add_batch": batches}
+
+
+def table(rows: list[dict], args: argparse.Namespace) -> str:
+    lines = [f"{args.tasks} queued tasks in {args.queues} queues, {args.agents} agents, {args.reporters} "
+             f"reporting tasks; load average {os.getloadavg()[0]:.1f}", "",
+             "| replicas | pops/s | get_by_id p50/p99 ms | get_all_ex page p50/p99 ms | add_batch p50/p99 ms "
+             "| idle CPU % of a core per 100 agents | RSS MB (largest replica) | wake-up p50/p99 ms |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        wake = f"{statistics.median(r['wake_ups']) * 1000:.1f} / {pct(r['wake_ups'], 0.99):.1f}" if "wake_ups" in r else "-"
+        lines.append(f"| {r['replicas']} | {r['pops_per_s']:.0f} | {pct(r['get_by_id'], .5):.1f} / "
+                     f"{pct(r['get_by_id'], .99):.1f} | {pct(r['get_all_ex'], .5):.1f} / {pct(r['get_all_ex'], .99):.1f} "
+                     f"| {pct(r['add_batch'], .5):.1f} / {pct(r['add_batch'], .99):.1f} | "
+                     f"{r['idle_cpu_pct_per_100']:.2f} | {r['rss_mb']:.0f} | {wake} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--queues", type=int, default=50)
+    parser.add_argument("--agents", type=int, default=1000)
+    parser.add_argument("--reporters", type=int, default=200)
+    parser.add_argument("--replicas", default="1,2")
+    parser.add_argument("--pop-seconds", type=float, default=20)
+    parser.add_argument("--idle-seconds", type=float, default=20)
+    parser.add_argument("--probe-seconds", type=float, default=20)
+    parser.add_argument("--wake-samples", type=int, default=30)
+    args = parser.parse_args()
+    rows = []
+    for count in args.replicas.split(","):
+        rows.append(run(int(count), args))
+        print(table(rows[-1:], args), file=sys.stderr, flush=True)  # each as it comes
+    print(table(rows, args))
+
+
+if __name__ == "__main__":
+    main()

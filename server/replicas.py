@@ -1,0 +1,130 @@
+"""Replicas on one PostgreSQL: wake-ups across replicas, and one leader for periodic jobs.
+
+    Coordinator        one thread per replica with a PostgreSQL connection of its own (autocommit):
+                         LISTEN shipyard_queue  -> Notifier.notify(queue id) on this replica's loop
+                         pg_try_advisory_lock   every leader_check_s until held -> `is_leader`
+                       The connection dropping (a database restart) loses both: meanwhile waiters
+                       re-check every second, the thread reconnects with backoff, wakes every
+                       waiter (a notification may have been missed) and competes for the lock again.
+    publish(conn, q)   in the enqueueing transaction: pg_notify, which PostgreSQL delivers at commit,
+                       so a replica woken by it always sees the entry.
+    reaper_fence(conn) in a reaper transaction: pg_try_advisory_xact_lock, so two replicas that both
+                       believe they lead (for a moment after a connection loss) never reap at once.
+
+A replica killed with -9 leaves a closed socket: PostgreSQL ends its session and frees the lock,
+and another replica takes it at its next try (within leader_check_s). Keepalives on the
+connection find a vanished peer (a network cut) within about half a minute.
+
+SQLite has no coordinator: one process, woken in memory (server/notify.py).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.engine import make_url
+
+from server.notify import Notifier
+
+log = logging.getLogger("shipyard.server.replicas")
+
+CHANNEL = "shipyard_queue"
+LEADER_KEY = 0x5348_0002   # session advisory lock: held by the leader's coordinator connection
+REAPER_KEY = 0x5348_0003   # transaction advisory lock: held by a reaper pass while it runs
+_NOTIFY = select(func.pg_notify(CHANNEL, bindparam("queue_id")))
+_FENCE = select(func.pg_try_advisory_xact_lock(REAPER_KEY))
+
+
+def is_postgres(conn: Any) -> bool:
+    return bool(conn.dialect.name == "postgresql")
+
+
+def publish(conn: Any, queue_id: str) -> None:
+    """Tell every replica's waiters on `queue_id` (PostgreSQL; sent when `conn` commits)."""
+    if is_postgres(conn):
+        conn.execute(_NOTIFY, {"queue_id": queue_id})
+
+
+def reaper_fence(conn: Any) -> bool:
+    """May this transaction run a reaper pass? Always on SQLite; on PostgreSQL only one at a time."""
+    return not is_postgres(conn) or bool(conn.execute(_FENCE).scalar())
+
+
+def libpq_url(url: str) -> str:
+    """The SQLAlchemy URL as libpq takes it (no +driver)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class Coordinator:
+    def __init__(self, url: str, notifier: Notifier, *, name: str, leader_check_s: float = 1.0):
+        self.dsn = libpq_url(url)
+        self.notifier = notifier
+        self.name = name
+        self.leader_check_s = leader_check_s
+        self.is_leader = False
+        self.connected = False
+        self.leader_changes = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="shipyard-coordinator", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop listening; the leader lock goes with the connection."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.leader_check_s + 3.0)
+
+    def _run(self) -> None:
+        import psycopg
+
+        backoff = 0.25
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5, keepalives=1,
+                                     keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
+                                     application_name=f"shipyard-coordinator {self.name}"[:63]) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._up()
+                    backoff = 0.25
+                    self._serve(conn)
+            except psycopg.Error as exc:
+                if self.connected:
+                    log.warning("replica %s lost its coordination connection (%s); reconnecting",
+                                self.name, str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+            finally:
+                self._down()
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    def _serve(self, conn: Any) -> None:
+        while not self._stop.is_set():
+            for note in conn.notifies(timeout=self.leader_check_s):
+                self.notifier.notify(note.payload)
+                if self._stop.is_set():
+                    return
+            if self.is_leader:
+                conn.execute("SELECT 1")  # a dead connection shows here, and leadership ends with it
+                continue
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_KEY,)).fetchone()
+            if row and row[0]:
+                self.is_leader = True
+                self.leader_changes += 1
+                log.info("replica %s is now the leader (lease reaper)", self.name)
+
+    def _up(self) -> None:
+        self.connected = True
+        self.notifier.set_listening(True)
+        self.notifier.wake_all()  # notifications sent while we were not listening are lost: re-check
+
+    def _down(self) -> None:
+        if self.is_leader:
+            log.warning("replica %s is no longer the leader", self.name)
+        self.connected = False
+        self.is_leader = False
+        self.notifier.set_listening(False)
+

@@ -1,0 +1,68 @@
+"""Pure pieces of the replica setup: secret rotation, the secrets file, which errors are a 503."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from server.auth.keys import Identity, TokenSigner
+from server.config import load_server_config
+from server.errors import APIError
+from server.notify import Notifier
+from server.storage.store import database_unavailable
+from shipyard.errors import ConfigError
+
+ME = Identity(user="K", user_name="k", role="user")
+
+
+def test_a_rotation_accepts_old_tokens_and_issues_new_ones():
+    old, new = TokenSigner("old-secret".ljust(32, "x")), TokenSigner("new-secret".ljust(32, "x"), previous=["old-secret".ljust(32, "x")])
+    assert new.verify(old.issue(ME)).user == "K"           # step 1 on every replica: both accepted
+    after = TokenSigner("new-secret".ljust(32, "x"))                       # step 2: the old one dropped
+    with pytest.raises(APIError, match="Invalid token"):
+        after.verify(old.issue(ME))
+    with pytest.raises(APIError, match="Invalid token"):
+        TokenSigner("other".ljust(32, "x"), previous=["old-secret".ljust(32, "x")]).verify(TokenSigner("third".ljust(32, "x")).issue(ME))
+
+
+def test_an_expired_token_says_so_whichever_secret_signed_it():
+    old = TokenSigner("old-secret".ljust(32, "x"))
+    with pytest.raises(APIError, match="Token expired"):
+        TokenSigner("new-secret".ljust(32, "x"), previous=["old-secret".ljust(32, "x")]).verify(old.issue(ME, ttl_s=-10))
+
+
+def test_token_secrets_from_env_and_file(tmp_path):
+    a, b, c = ("a" * 32, "b" * 32, "c" * 40)
+    config = load_server_config(env={"SHIPYARD_TOKEN_SECRET": a, "SHIPYARD_TOKEN_SECRET_PREVIOUS": f"{b}, {c}"})
+    assert config.token_secrets == [a, b, c]
+    with pytest.raises(ConfigError, match="at least 32"):
+        load_server_config(env={"SHIPYARD_TOKEN_SECRET": "short"})
+    assert load_server_config(env={}).token_secrets == []   # the database's own secret
+    path = tmp_path / "secrets"
+    path.write_text(f"{a}\n\n{b}\n")
+    assert load_server_config(env={"SHIPYARD_TOKEN_SECRET_FILE": str(path)}).token_secrets == [a, b]
+    path.write_text("\n")
+    with pytest.raises(ConfigError, match="token_secret_file"):
+        load_server_config(env={"SHIPYARD_TOKEN_SECRET_FILE": str(path)})
+    with pytest.raises(ConfigError, match="db_pool_size"):
+        load_server_config(env={"SHIPYARD_DB_POOL_SIZE": "many"})
+
+
+def test_only_an_unreachable_postgres_is_a_503():
+    import psycopg
+
+    def wrapped(orig: Exception) -> OperationalError:
+        return OperationalError("SELECT 1", {}, orig)
+
+    assert database_unavailable(wrapped(psycopg.OperationalError("connection refused")))
+    assert not database_unavailable(wrapped(psycopg.errors.QueryCanceled("statement timeout")))
+    assert not database_unavailable(OperationalError("SELECT 1", {}, Exception("database is locked")))
+    assert not database_unavailable(ValueError("no"))
+
+
+def test_waiters_recheck_slowly_only_while_notifications_arrive():
+    notifier = Notifier(recheck_s=1.0, listening_recheck_s=5.0)
+    assert notifier.recheck_s == 1.0
+    notifier.set_listening(True)
+    assert notifier.recheck_s == 5.0
+    notifier.set_listening(False)
+    assert notifier.recheck_s == 1.0
