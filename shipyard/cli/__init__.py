@@ -12,10 +12,11 @@
 
 Only this package imports click. Command modules import `state` (and `up` the public server
 options of `server`), never each other's private names and never this module; this module
-imports them only to register them.
+names them in `COMMANDS` and imports each only when it runs.
 """
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import click
@@ -25,8 +26,42 @@ from shipyard.cli.state import CliState
 from shipyard.errors import ShipyardError
 from shipyard.logs import use_json_logs
 
+# name -> "module:attribute"; a command's module is imported only when that command runs (or
+# `--help` lists them), so a waiting `shipyard daemon` never loads the server, the autoscaler or
+# SQLAlchemy (issue 24: the idle daemon's memory).
+COMMANDS = {
+    "server": "shipyard.cli.server:server_cmd",
+    "keys": "shipyard.cli.server:keys_cmd",
+    "daemon": "shipyard.cli.agent:daemon_cmd",
+    "execute": "shipyard.cli.agent:execute_cmd",
+    "build": "shipyard.cli.agent:build_cmd",
+    "list": "shipyard.cli.agent:list_cmd",
+    "config": "shipyard.cli.agent:config_cmd",
+    "up": "shipyard.cli.up:up_cmd",
+    "task": "shipyard.cli.task:task_group",
+    "queue": "shipyard.cli.task:queue_group",
+    "autoscaler": "shipyard.cli.autoscaler:autoscaler_cmd",
+    "scheduler": "shipyard.cli.scheduler:scheduler_group",
+    "init": "shipyard.cli.init:init_cmd",
+    "doctor": "shipyard.cli.doctor:doctor_cmd",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use, from `COMMANDS`."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module_name, attribute = COMMANDS[cmd_name].split(":")
+            command = getattr(importlib.import_module(module_name), attribute)
+            self.add_command(command, cmd_name)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="shipyard")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="SHIPYARD_LOG_FORMAT",
               show_envvar=True, help="json: one JSON object per log line on stderr (for journald, Loki, ...).")
@@ -42,26 +77,7 @@ def cli(ctx: click.Context, log_format: str, config_file: Path | None) -> None:
     ctx.call_on_close(ctx.obj.close)
 
 
-def _register() -> None:
-    """Attach every command, once per process (main() may be called again)."""
-    if cli.commands:
-        return
-    from shipyard.cli.agent import build_cmd, config_cmd, daemon_cmd, execute_cmd, list_cmd
-    from shipyard.cli.autoscaler import autoscaler_cmd
-    from shipyard.cli.doctor import doctor_cmd
-    from shipyard.cli.init import init_cmd
-    from shipyard.cli.scheduler import scheduler_group
-    from shipyard.cli.server import keys_cmd, server_cmd
-    from shipyard.cli.task import queue_group, task_group
-    from shipyard.cli.up import up_cmd
-
-    for command in (server_cmd, keys_cmd, daemon_cmd, execute_cmd, build_cmd, list_cmd, config_cmd, up_cmd,
-                    task_group, queue_group, autoscaler_cmd, scheduler_group, init_cmd, doctor_cmd):
-        cli.add_command(command)
-
-
 def main(argv: list[str] | None = None) -> int:
-    _register()
     try:
         # Outside standalone mode click *returns* the code of a `ctx.exit(code)` instead of raising.
         code = cli.main(args=argv, prog_name="shipyard", standalone_mode=False)
