@@ -305,7 +305,10 @@ class TaskRun:
             log.warning("task %s: could not record its exit code yet: %s", self.task_id, exc)
 
     def _supervise(self, launched: Launched, watch: TaskWatch) -> tuple[str, str] | None:
-        while launched.wait(0.1) is None:
+        # Waits on the watch's abort (woken at once) between looks at the process, every 50 ms
+        # (as often as Popen.wait(timeout) looks itself).
+        while launched.wait(0) is None:
+            watch.fired.wait(0.05)
             abort = (watch.abort_kind, watch.abort_reason) if watch.abort_kind is not None else None
             if abort is None and self.should_abort():
                 abort = self.shutdown_abort
