@@ -14,8 +14,10 @@ when the run ends, whatever the outcome.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +81,11 @@ class TaskRun:
         self.shipper: LogShipper | None = None
         self.timings: dict[str, float] = {}
         self.executor: Executor[Any] | None = None
+        self._task_doc: Future[dict] | None = None
 
     # -- the steps ------------------------------------------------------------------------
     def run(self) -> Outcome:
+        self._task_doc = _in_thread(self._fetch)   # the task document is read while the key is minted
         self._mint_task_key()  # first: the redactor learns its secret before any line is shipped
         try:
             outcome = self._run_and_ship()
@@ -105,7 +109,7 @@ class TaskRun:
 
     def _run_steps(self) -> Outcome:
         started = time.monotonic()
-        task = self._fetch()
+        task = self._task_doc.result() if self._task_doc is not None else self._fetch()
         heading = run_heading(task, self.attempt, self.worker)
         if heading is not None:
             self._line(heading)
@@ -277,8 +281,8 @@ class TaskRun:
             return Outcome(TaskStatus.FAILED, exc.kind, exc.reason)
         except InfrastructureError as exc:
             return Outcome(TaskStatus.FAILED, OutcomeKind.INFRASTRUCTURE, exc.reason)
-        readers = [OutputReader(launched.stdout_fd, lambda text: shipper.add(text, "info"), joined=True).start(),
-                   OutputReader(launched.stderr_fd, lambda text: shipper.add(text, "error"), joined=True).start()]
+        readers = [OutputReader(launched.stdout_fd, _first_at_once(shipper, "info"), joined=True).start(),
+                   OutputReader(launched.stderr_fd, _first_at_once(shipper, "error"), joined=True).start()]
         try:
             abort = self._supervise(launched, watch)
             if abort is None:
@@ -337,6 +341,32 @@ class TaskRun:
                            + (" (out of memory?)" if info.signalled == 9 else ""), info.returncode)
         return Outcome(TaskStatus.FAILED, OutcomeKind.USER_ERROR, f"the task process exited with code {info.returncode}; "
                        "see the end of its console log", info.returncode)
+
+
+def _in_thread(fn: Callable[[], dict]) -> Future[dict]:
+    """`fn()` on a daemon thread; its answer (or its exception) in the future."""
+    future: Future[dict] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn())
+        except BaseException as exc:  # noqa: BLE001 - raised again where the result is read
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="fetch-task", daemon=True).start()
+    return future
+
+
+def _first_at_once(shipper: LogShipper, level: str) -> Callable[[str], None]:
+    """A reader's sink: its first chunk (the task's first output) is shipped at once, the rest
+    batched (issue 24: enqueue -> first line readable through the API)."""
+    first = [True]
+
+    def add(text: str) -> None:
+        at_once, first[0] = first[0], False
+        shipper.add(text, level, at_once=at_once)
+
+    return add
 
 
 def run_heading(task: Mapping[str, Any], attempt: int | None, worker: str) -> str | None:

@@ -139,6 +139,7 @@ class LogShipper:
         self._pending: deque[_Block] = deque()
         self._pending_bytes = 0
         self._oldest = 0.0  # clock() when the first pending line arrived
+        self._urgent = False  # a line added `at_once` is pending: the batch is due now
         self._last_line_ms = 0
         self._last_event_ms = 0
         self._retry_at = 0.0
@@ -156,8 +157,10 @@ class LogShipper:
         self._thread.start()
         return self
 
-    def add(self, text: str, level: str = "info") -> None:
-        """Queue `text` (one or more lines) for shipping; stamped now, redacted here."""
+    def add(self, text: str, level: str = "info", *, at_once: bool = False) -> None:
+        """Queue `text` (one or more lines) for shipping; stamped now, redacted here. `at_once`:
+        ship it (with whatever waits before it) without waiting for the batch to fill or age,
+        e.g. a task's first output, which a person watching the console waits for."""
         if self._redact is not None:
             text = self._redact(text)
         pieces = _blocks(text, self._max_event_bytes)
@@ -172,7 +175,8 @@ class LogShipper:
                 self._pending.append(_Block(stamp, level, piece, lines, size))
                 self._pending_bytes += size
                 self._stats.lines_received += lines
-            if was_empty or self._pending_bytes >= self._batch_bytes:
+            self._urgent = self._urgent or at_once
+            if was_empty or at_once or self._pending_bytes >= self._batch_bytes:
                 self._cond.notify()
 
     @property
@@ -242,7 +246,8 @@ class LogShipper:
         return due if due != float("inf") else 3600.0
 
     def _batch_due(self, now: float) -> bool:
-        return self._closing or self._pending_bytes >= self._batch_bytes or now - self._oldest >= self._batch_s
+        return (self._closing or self._urgent or self._pending_bytes >= self._batch_bytes
+                or now - self._oldest >= self._batch_s)
 
     def _pop_batch(self) -> list[_Block]:
         batch: list[_Block] = []
@@ -251,6 +256,7 @@ class LogShipper:
             batch.append(self._pending.popleft())
             size += batch[-1].size
         self._pending_bytes -= size
+        self._urgent = False
         return batch
 
     def _finished(self) -> bool:

@@ -222,6 +222,20 @@ def test_flushes_by_age(tmp_path):
     shipper.close()
 
 
+def test_a_line_added_at_once_ships_with_what_waits_before_it(tmp_path):
+    send = Recorder()
+    shipper = make_shipper(tmp_path, send, batch_ms=60_000).start()
+    shipper.add("note")
+    assert not send.sent.wait(0.2)
+    shipper.add("the task's first line", at_once=True)
+    assert send.sent.wait(5)  # long before the 60 s age limit
+    send.sent.clear()
+    shipper.add("later")     # batched again
+    assert not send.sent.wait(0.2)
+    shipper.close()
+    assert send.lines() == ["note", "the task's first line", "later"]
+
+
 def test_flushes_by_size_without_waiting_for_age(tmp_path):
     send = Recorder()
     shipper = make_shipper(tmp_path, send, batch_ms=60_000, batch_bytes=1000).start()
