@@ -10,7 +10,7 @@ own clock as its first statement. For each run the bench records when each step 
 ended, relative to the enqueue call; it prints the median of each over the runs, then the two
 figures of the issue's table and the floor:
 
-    floor: spawn   a bare `python3 -c "print()"` started and reaped (subprocess.run), median
+    floor: spawn   a bare `python3 -c "print()"` started -> its line read from its stdout, median
     floor: RTT     one loopback HTTP round trip to the same server (debug.ping), median
 
 The daemon here is the real `Daemon` with the HTTP client; the CLI daemon adds nothing on the
@@ -124,11 +124,17 @@ def instrument(stamps: Stamps) -> None:
 
 
 def floor_spawn(runs: int) -> float:
+    """A bare `python3 -c "print()"`: started -> its line read from its stdout (as the agent reads
+    a task's), median. Its exit and reaping come after and are not counted, as in the pickup."""
     samples = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "print()"], stdout=subprocess.DEVNULL, check=True)
+        child = subprocess.Popen([sys.executable, "-c", "print()"], stdout=subprocess.PIPE)
+        assert child.stdout is not None
+        child.stdout.readline()
         samples.append((time.perf_counter() - start) * 1000)
+        child.wait()
+        child.stdout.close()
     return statistics.median(samples)
 
 

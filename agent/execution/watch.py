@@ -153,7 +153,7 @@ class TaskWatch:
                 self._stop.wait(self.check_s)
                 continue
             row = answer.get("task")
-            if self._stop.is_set() or self._judge(row):
+            if self._stop.is_set() or self._judge(row) or not isinstance(row, dict):
                 break
             seen = {"status": row.get("status") or "", "status_message": row.get("status_message") or ""}
         self.listening = False
