@@ -145,7 +145,7 @@ class TaskWatch:
         while not self._stop.is_set() and self.abort_kind is None:
             try:
                 answer = self.api.call("tasks.wait_status", {"task": self.task_id, "wait_s": LISTEN_S if seen else 0,
-                                                             **seen}, deadline_s=LISTEN_S + 15)
+                                                             **seen}, timeout=LISTEN_S + 15, deadline_s=10)
             except ServerError as exc:   # refused: the check every check_s goes on alone
                 log.info("long-poll of task %s's status refused (%s); checking every %gs", self.task_id, exc, self.check_s)
                 break
