@@ -8,7 +8,7 @@ pickup can be stamped from outside the agent's code (the steps are wrapped here,
 agent changes). A trivial task (a literal script, warm caches: one warm-up run first) prints its
 own clock as its first statement. For each run the bench records when each step began and
 ended, relative to the enqueue call; it prints the median of each over the runs, then the two
-figures of the issue's table and the floor:
+figures of the issue's table and the floor, measured right after each pickup (same load):
 
     floor: spawn   a bare `python3 -c "print()"` started -> its line read from its stdout, median
     floor: RTT     one loopback HTTP round trip to the same server (debug.ping), median
@@ -236,9 +236,12 @@ def main() -> None:
             for entry in daemon.env_cache.entries():   # its bytecode, compiled in the background, done
                 daemon.env_cache.wait_for_bytecode(entry.key, 120)
             stamps.runs.clear()
-            totals = [one_pickup(api, stamps, "pickup", i) for i in range(1, args.runs + 1)]
-            spawn_ms, rtt_ms = floor_spawn(args.runs), floor_rtt(api, args.runs * 4)
-            report(stamps, totals, spawn_ms, rtt_ms)
+            totals, spawns, rtts = [], [], []
+            for i in range(1, args.runs + 1):   # the floor right after each pickup: the same load
+                totals.append(one_pickup(api, stamps, "pickup", i))
+                spawns.append(floor_spawn(3))
+                rtts.append(floor_rtt(api, 5))
+            report(stamps, totals, statistics.median(spawns), statistics.median(rtts))
         finally:
             shutdown.count += 1
             shutdown.event.set()
