@@ -173,9 +173,11 @@ def seen_through_api(api, stamps: Stamps, task: str, deadline_s: float = 30.0) -
     raise RuntimeError("the first line never became readable")
 
 
-def one_pickup(api, stamps: Stamps, queue: str, i: int) -> dict[str, float]:
+def one_pickup(api, stamps: Stamps, queue: str, i: int, busy) -> dict[str, float]:
     script = {"repository": "", "entry_point": "first.py", "diff": SCRIPT}
     task = api.call("tasks.create", {"name": f"pickup-{i}", "type": "training", "script": script})["id"]
+    while busy():     # the previous run may still remove its directory after its status is final
+        time.sleep(0.01)
     time.sleep(0.3)   # the daemon is back in its long-poll
     t0 = time.time()
     stamps.begin(t0)
@@ -232,13 +234,14 @@ def main() -> None:
         thread = threading.Thread(target=daemon.work, daemon=True)
         thread.start()
         try:
-            one_pickup(api, stamps, "pickup", 0)   # warm-up: the env cache entry, the interpreter
+            busy = lambda: any(run[0].is_alive() for run in list(daemon._active.values()))  # noqa: E731
+            one_pickup(api, stamps, "pickup", 0, busy)   # warm-up: the env cache entry, the interpreter
             for entry in daemon.env_cache.entries():   # its bytecode, compiled in the background, done
                 daemon.env_cache.wait_for_bytecode(entry.key, 120)
             stamps.runs.clear()
             totals, spawns, rtts = [], [], []
             for i in range(1, args.runs + 1):   # the floor right after each pickup: the same load
-                totals.append(one_pickup(api, stamps, "pickup", i))
+                totals.append(one_pickup(api, stamps, "pickup", i, busy))
                 spawns.append(floor_spawn(3))
                 rtts.append(floor_rtt(api, 5))
             report(stamps, totals, statistics.median(spawns), statistics.median(rtts))
