@@ -46,6 +46,7 @@ class TaskWatch:
         self.fired = threading.Event()   # set with abort_kind: the runner waits on it
         self.listening = False           # the long-poll is in use (the server offers it)
         self._stop = threading.Event()
+        self._set_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"watch-{task_id[:8]}", daemon=True)
         self._listener = threading.Thread(target=self._listen, name=f"listen-{task_id[:8]}", daemon=True)
         self._created_seen = 0
@@ -67,9 +68,10 @@ class TaskWatch:
         return self.abort_kind is not None
 
     def _set(self, kind: str, reason: str) -> None:
-        if self.abort_kind is None:
-            self.abort_kind, self.abort_reason = kind, reason
-            self.fired.set()
+        with self._set_lock:   # the check and the listener may both find a reason at once
+            if self.abort_kind is None:
+                self.abort_kind, self.abort_reason = kind, reason
+                self.fired.set()
 
     def _run(self) -> None:
         next_ping = time.monotonic() + self.ping_s
