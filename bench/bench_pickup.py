@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.agent_helpers import agent_env, wait_status  # noqa: E402
+from tests.agent_helpers import agent_env, make_repo, wait_status  # noqa: E402
 from tests.helpers import start_server  # noqa: E402
 
 MARKER = "PICKUP-FIRST"
@@ -173,8 +173,7 @@ def seen_through_api(api, stamps: Stamps, task: str, deadline_s: float = 30.0) -
     raise RuntimeError("the first line never became readable")
 
 
-def one_pickup(api, stamps: Stamps, queue: str, i: int, busy) -> dict[str, float]:
-    script = {"repository": "", "entry_point": "first.py", "diff": SCRIPT}
+def one_pickup(api, stamps: Stamps, queue: str, i: int, busy, script: dict) -> dict[str, float]:
     task = api.call("tasks.create", {"name": f"pickup-{i}", "type": "training", "script": script})["id"]
     while busy():     # the previous run may still remove its directory after its status is final
         time.sleep(0.01)
@@ -212,6 +211,10 @@ def report(stamps: Stamps, totals: list[dict[str, float]], spawn_ms: float, rtt_
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--repo", action="store_true", help="the task's code from a local git repository "
+                        "(a checkout per run) instead of a literal script")
+    parser.add_argument("--pip", default="", help="requirements recorded on the task, comma-separated "
+                        "(e.g. six==1.16.0: the SDK records them; the uv cache must hold them)")
     parser.add_argument("--verbose", action="store_true", help="the daemon's console lines on stderr")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -235,13 +238,19 @@ def main() -> None:
         thread.start()
         try:
             busy = lambda: any(run[0].is_alive() for run in list(daemon._active.values()))  # noqa: E731
-            one_pickup(api, stamps, "pickup", 0, busy)   # warm-up: the env cache entry, the interpreter
+            script = {"repository": "", "entry_point": "first.py", "diff": SCRIPT}
+            if args.repo:
+                repo, commit = make_repo(root / "repo", {"first.py": SCRIPT})
+                script = {"repository": str(repo), "version_num": commit, "entry_point": "first.py"}
+            if args.pip:
+                script["requirements"] = {"pip": args.pip.replace(",", "\n") + "\n"}
+            one_pickup(api, stamps, "pickup", 0, busy, script)   # warm-up: the env cache entry, the interpreter
             for entry in daemon.env_cache.entries():   # its bytecode, compiled in the background, done
                 daemon.env_cache.wait_for_bytecode(entry.key, 120)
             stamps.runs.clear()
             totals, spawns, rtts = [], [], []
             for i in range(1, args.runs + 1):   # the floor right after each pickup: the same load
-                totals.append(one_pickup(api, stamps, "pickup", i, busy))
+                totals.append(one_pickup(api, stamps, "pickup", i, busy, script))
                 spawns.append(floor_spawn(3))
                 rtts.append(floor_rtt(api, 5))
             report(stamps, totals, statistics.median(spawns), statistics.median(rtts))
