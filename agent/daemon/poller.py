@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import threading
 from concurrent.futures import Future
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 
 from agent.taskserver.port import TaskServer
@@ -123,7 +124,9 @@ class TaskSource:
             self._pending = _in_daemon_thread(self._long_poll_once, ordered,
                                               self.long_poll_s if wait_s is None else wait_s)
         while not self._pending.done():
-            if self.stop.wait(0.05):
+            # Woken by the answer at once (not up to 50 ms later: issue 24's pickup), by a stop within 50 ms.
+            futures_wait([self._pending], timeout=0.05)
+            if self.stop.is_set():
                 return None  # the abandoned request is closed with the session; the server sees the disconnect
         future, self._pending = self._pending, None
         claim = future.result()

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
+from concurrent.futures import Future
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -19,13 +22,14 @@ from sandbox.env_cache import EnvCache, EnvResult
 from sandbox.envsource import EnvSource, export_uv_lock, resolve
 from sandbox.git_workspace import Workspace, prepare_workspace
 from sandbox.lockfiles import PackageManager
-from sandbox.pyenv import EnvBuilder, select_interpreter
+from sandbox.pyenv import EnvBuilder, Interpreter, select_interpreter
 from sandbox.repo_cache import RepoCache
 from sandbox.requirements import RequirementSet, from_script
 from sandbox.torch_resolve import resolve_torch, wants_torch, with_extra_indexes
 from shipyard.client.config import Settings
 
 Log = Callable[[str], None]
+_Env = tuple[RequirementSet, Interpreter, EnvResult]
 
 
 @dataclass
@@ -105,13 +109,51 @@ def environment_source(task: dict, workspace: Workspace, settings: Settings | No
 
 def build_task(task: dict, target: Path, settings: Settings, log: Log, *, env_cache: EnvCache | None = None,
                repo_cache: RepoCache | None = None, owner: tuple[int, int] | None = None) -> BuiltTask:
-    """Check out the code into target/code and build the venv at target/venv (its own parts `owner`'s)."""
+    """Check out the code into target/code and build the venv at target/venv (its own parts `owner`'s).
+    When the task records its requirements (as the SDK does) and they name no local path, the
+    venv is built while the code is checked out: it cannot depend on the checkout then."""
     agent = settings.agent
     repo_cache = repo_cache or RepoCache(agent.git_cache_dir)
     env_cache = env_cache or make_env_cache(settings)
     script = task.get("script") or {}
-    workspace = prepare_workspace(script, target / "code", repo_cache, credentials=git_credentials(settings, str(script.get("repository") or "")), log=log)
-    source = environment_source(task, workspace, settings, env_cache.builder)
+    recorded = from_script(script)
+    early: Future[_Env] | None = None
+    if _recorded_wins(recorded, settings):
+        early = _in_thread(_environment, EnvSource(recorded, "task"), script, target, settings, log, env_cache,
+                           owner)
+    try:
+        workspace = prepare_workspace(script, target / "code", repo_cache, credentials=git_credentials(settings, str(script.get("repository") or "")), log=log)
+    except BaseException:
+        if early is not None:
+            futures_wait([early])   # never leave a build writing into the run's directory
+        raise
+    if early is not None:
+        source = EnvSource(recorded, "task")
+        requirements, python, env = early.result()
+    else:
+        source = environment_source(task, workspace, settings, env_cache.builder)
+        requirements, python, env = _environment(source, script, target, settings, log, env_cache, owner)
+    log(f"environment ready in {env.seconds:.2f}s ({'cache hit' if env.cache_hit else 'built'})")
+    runtime = {**source.runtime(), "python_version": python.version}
+    return BuiltTask(workspace=workspace, env=env, requirements=requirements,
+                     requirements_source=source.label, venv=target / "venv", runtime=runtime,
+                     in_use=env_cache.hold(env.key) if env.key else None)
+
+
+def _recorded_wins(recorded: RequirementSet, settings: Settings) -> bool:
+    """Whether the recorded packages are the source whatever the checkout holds (sandbox/lockfiles.py
+    `choose`: recorded first under the pip manager unless forced), and name no local path: then the
+    venv can be built while the code is checked out."""
+    agent = settings.agent
+    return (bool(recorded) and recorded.uncacheable_reason() is None and not agent.force_repo_requirements
+            and PackageManager(agent.package_manager_type) is PackageManager.PIP)
+
+
+def _environment(source: EnvSource, script: dict, target: Path, settings: Settings, log: Log, env_cache: EnvCache,
+                 owner: tuple[int, int] | None) -> _Env:
+    """The venv at target/venv for the source's requirements, from the cache when it can; and the
+    requirements as installed (absent local files replaced by names) and the Python used."""
+    agent = settings.agent
     requirements, replaced = source.requirements.without_missing_local_files(lambda p: os.path.exists(p))
     for line in replaced:
         log(f"requirement '{line}' points at a file that is not on this machine; installing by name")
@@ -119,9 +161,19 @@ def build_task(task: dict, target: Path, settings: Settings, log: Log, *, env_ca
     python = select_interpreter(agent.python_binary or script.get("binary"), requirements.python_hint, log=log,
                                 strict=agent.python_version_strict)
     install, extra = install_plan(requirements, settings, log)
-    env = env_cache.materialize(install, python, target / "venv", extra=extra, log=log, owner=owner)
-    log(f"environment ready in {env.seconds:.2f}s ({'cache hit' if env.cache_hit else 'built'})")
-    runtime = {**source.runtime(), "python_version": python.version}
-    return BuiltTask(workspace=workspace, env=env, requirements=requirements,
-                     requirements_source=source.label, venv=target / "venv", runtime=runtime,
-                     in_use=env_cache.hold(env.key) if env.key else None)
+    return requirements, python, env_cache.materialize(install, python, target / "venv", extra=extra, log=log,
+                                                       owner=owner)
+
+
+def _in_thread(fn: Callable[..., _Env], *args: object) -> Future[_Env]:
+    """`fn(*args)` on a daemon thread; its result (or its exception) in the future."""
+    future: Future[_Env] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - raised again where the result is read
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="materialize", daemon=True).start()
+    return future

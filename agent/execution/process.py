@@ -73,10 +73,12 @@ class Child:
         """TERM to the whole group, wait up to `grace_s`, then KILL whatever is left."""
         self.signal_group(signal.SIGTERM)
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None and not group_alive(self.pgid):
+        while (left := deadline - time.monotonic()) > 0:
+            # wait() looks at the leader from 0.5 ms apart up to 50 ms: reaped as soon as it dies
+            if self.wait(min(left, 0.05)) is not None and not group_alive(self.pgid):
                 return
-            time.sleep(0.05)
+            if self.proc.returncode is not None:
+                time.sleep(min(left, 0.02))   # the leader is gone, others of its group are not yet
         if self.signal_group(signal.SIGKILL):
             self.killed = True
         self.proc.wait()

@@ -71,11 +71,36 @@ class ShipReport:
         return self.lines_undelivered == 0 and self.stats.lines_rejected == 0 and self.error is None
 
 
-class _Line(NamedTuple):
+class _Block(NamedTuple):
+    """Consecutive lines handed to `add` at once (a reader's whole chunk), kept as one string:
+    per-line objects cost more than the rest of the shipping path (issue 24's log throughput)."""
+
     timestamp: int
     level: str
-    text: str
-    size: int  # UTF-8 bytes, plus one for the joining newline
+    text: str   # the lines, joined with "\n"
+    lines: int
+    size: int   # UTF-8 bytes, plus one per line for the joining newline
+
+
+def _blocks(text: str, limit: int) -> list[tuple[str, int, int]]:
+    """`text` as (text, lines, size) pieces of at most `limit` bytes, cut between lines (a single
+    longer line stays whole, in a piece of its own)."""
+    lines = text.count("\n") + 1
+    size = (len(text) if text.isascii() else len(text.encode("utf-8", "replace"))) + lines
+    if size <= limit:
+        return [(text, lines, size)]
+    pieces: list[tuple[str, int, int]] = []
+    group: list[str] = []
+    group_size = 0
+    for line in text.split("\n"):
+        line_size = len(line.encode("utf-8", "replace")) + 1
+        if group and group_size + line_size > limit:
+            pieces.append(("\n".join(group), len(group), group_size))
+            group, group_size = [], 0
+        group.append(line)
+        group_size += line_size
+    pieces.append(("\n".join(group), len(group), group_size))
+    return pieces
 
 
 class LogShipper:
@@ -111,9 +136,10 @@ class LogShipper:
         self._clock = clock
         self._wall = wall_clock
         self._cond = threading.Condition()
-        self._pending: deque[_Line] = deque()
+        self._pending: deque[_Block] = deque()
         self._pending_bytes = 0
         self._oldest = 0.0  # clock() when the first pending line arrived
+        self._urgent = False  # a line added `at_once` is pending: the batch is due now
         self._last_line_ms = 0
         self._last_event_ms = 0
         self._retry_at = 0.0
@@ -131,11 +157,13 @@ class LogShipper:
         self._thread.start()
         return self
 
-    def add(self, text: str, level: str = "info") -> None:
-        """Queue `text` (one or more lines) for shipping; stamped now, redacted here."""
+    def add(self, text: str, level: str = "info", *, at_once: bool = False) -> None:
+        """Queue `text` (one or more lines) for shipping; stamped now, redacted here. `at_once`:
+        ship it (with whatever waits before it) without waiting for the batch to fill or age,
+        e.g. a task's first output, which a person watching the console waits for."""
         if self._redact is not None:
             text = self._redact(text)
-        lines = text.split("\n")
+        pieces = _blocks(text, self._max_event_bytes)
         with self._cond:
             if self._closing:
                 raise RuntimeError("log shipper is closed")
@@ -143,11 +171,12 @@ class LogShipper:
             was_empty = not self._pending
             if was_empty:
                 self._oldest = self._clock()
-            entries = [_Line(stamp, level, line, len(line.encode("utf-8", "replace")) + 1) for line in lines]
-            self._pending.extend(entries)
-            self._pending_bytes += sum(entry.size for entry in entries)
-            self._stats.lines_received += len(lines)
-            if was_empty or self._pending_bytes >= self._batch_bytes:
+            for piece, lines, size in pieces:
+                self._pending.append(_Block(stamp, level, piece, lines, size))
+                self._pending_bytes += size
+                self._stats.lines_received += lines
+            self._urgent = self._urgent or at_once
+            if was_empty or at_once or self._pending_bytes >= self._batch_bytes:
                 self._cond.notify()
 
     @property
@@ -186,9 +215,9 @@ class LogShipper:
     def _run(self) -> None:
         try:
             while True:
-                lines = self._take()
-                if lines:
-                    self._deliver(lines)
+                blocks = self._take()
+                if blocks:
+                    self._deliver(blocks)
                 self._retry_spool()
                 if self._finished():
                     break
@@ -196,7 +225,7 @@ class LogShipper:
             self._crash = exc  # close() spools what is left and reports it
             raise
 
-    def _take(self) -> list[_Line]:
+    def _take(self) -> list[_Block]:
         """Wait until a batch is due (size, age or closing) or a spool retry is, then pop it."""
         with self._cond:
             while (wait := self._due_in(self._clock())) > 0:
@@ -217,15 +246,17 @@ class LogShipper:
         return due if due != float("inf") else 3600.0
 
     def _batch_due(self, now: float) -> bool:
-        return self._closing or self._pending_bytes >= self._batch_bytes or now - self._oldest >= self._batch_s
+        return (self._closing or self._urgent or self._pending_bytes >= self._batch_bytes
+                or now - self._oldest >= self._batch_s)
 
-    def _pop_batch(self) -> list[_Line]:
-        batch: list[_Line] = []
+    def _pop_batch(self) -> list[_Block]:
+        batch: list[_Block] = []
         size = 0
         while self._pending and (not batch or size < self._batch_bytes):
             batch.append(self._pending.popleft())
             size += batch[-1].size
         self._pending_bytes -= size
+        self._urgent = False
         return batch
 
     def _finished(self) -> bool:
@@ -234,25 +265,26 @@ class LogShipper:
                 return False
             return self._spool.empty or self._clock() >= self._deadline
 
-    def _deliver(self, lines: list[_Line]) -> None:
-        events = self._events(lines)
+    def _deliver(self, blocks: list[_Block]) -> None:
+        events = self._events(blocks)
+        lines = sum(block.lines for block in blocks)
         if not self._spool.empty:  # older lines are waiting: queue behind them
-            self._to_spool(events, len(lines))
+            self._to_spool(events, lines)
             return
         try:
             self._send(events)
         except (ServerUnreachable, ServerError) as exc:
             if not _transient(exc):
-                self._reject(events, len(lines), exc)
+                self._reject(events, lines, exc)
                 return
             log.warning("task %s: cannot ship logs (%s); spooling to %s", self._task_id, exc, self._spool.path)
-            self._to_spool(events, len(lines))
+            self._to_spool(events, lines)
             self._schedule_retry()
         except BaseException:
-            self._to_spool(events, len(lines))  # a bug in send: keep the batch, then fail loudly
+            self._to_spool(events, lines)  # a bug in send: keep the batch, then fail loudly
             raise
         else:
-            self._shipped(events, len(lines))
+            self._shipped(events, lines)
 
     def _retry_spool(self) -> None:
         """Send spooled batches oldest first, until one fails or the spool is empty."""
@@ -276,22 +308,22 @@ class LogShipper:
         self._backoff = self._retry_initial
         log.info("task %s: spooled logs delivered", self._task_id)
 
-    def _events(self, lines: Sequence[_Line]) -> list[Event]:
+    def _events(self, blocks: Sequence[_Block]) -> list[Event]:
         """Consecutive lines of one level share an event, up to max_event_bytes of text."""
         events: list[Event] = []
-        group: list[_Line] = []
+        group: list[_Block] = []
         size = 0
-        for line in lines:
-            if group and (line.level != group[0].level or size + line.size > self._max_event_bytes):
+        for block in blocks:
+            if group and (block.level != group[0].level or size + block.size > self._max_event_bytes):
                 events.append(self._event(group))
                 group, size = [], 0
-            group.append(line)
-            size += line.size
+            group.append(block)
+            size += block.size
         if group:
             events.append(self._event(group))
         return events
 
-    def _event(self, group: Sequence[_Line]) -> Event:
+    def _event(self, group: Sequence[_Block]) -> Event:
         """One log event; timestamps strictly increase, so sorting by them keeps the order."""
         self._last_event_ms = max(group[0].timestamp, self._last_event_ms + 1)
         return {
@@ -300,7 +332,7 @@ class LogShipper:
             "timestamp": self._last_event_ms,
             "level": group[0].level,
             "worker": self._worker,
-            "msg": "\n".join(line.text for line in group),
+            "msg": group[0].text if len(group) == 1 else "\n".join(block.text for block in group),
         }
 
     def _shipped(self, events: Sequence[Event], lines: int) -> None:
@@ -332,9 +364,9 @@ class LogShipper:
     def _spool_leftovers(self) -> None:
         """After a crash: write whatever is still in memory to the spool."""
         with self._cond:
-            lines, self._pending = list(self._pending), deque()
-        if lines:
-            self._to_spool(self._events(lines), len(lines))
+            blocks, self._pending = list(self._pending), deque()
+        if blocks:
+            self._to_spool(self._events(blocks), sum(block.lines for block in blocks))
 
     def _final_report(self) -> ShipReport:
         spool_path, undelivered = self._spool.close()

@@ -59,7 +59,7 @@ class InMemoryTaskServer:
         handler = getattr(self, "_" + endpoint.replace(".", "_"), None)
         if handler is None:
             raise _error(endpoint, 404, 0, f"unknown endpoint {endpoint}")
-        if endpoint == "queues.get_next_task":
+        if endpoint in ("queues.get_next_task", "tasks.wait_status"):
             return handler(endpoint, body)  # waits without holding the lock
         with self._changed:
             self.calls.append((endpoint, body))
@@ -204,6 +204,22 @@ class InMemoryTaskServer:
         if fields:
             rows = [{k: v for k, v in row.items() if k in fields or k == "id"} for row in rows]
         return {"tasks": rows}
+
+    def _tasks_wait_status(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The `task_watch` extension (offered only when a test passes it in `extensions`): the
+        task's status and status_message as soon as either differs from the caller's."""
+        deadline = clock.monotonic() + min(float(body.get("wait_s") or 0.0), 60.0)
+        with self._changed:
+            self.calls.append((endpoint, body))
+            while True:
+                doc = self.tasks.get(body["task"])
+                row = None if doc is None else {"id": doc["id"], "status": doc["status"],
+                                                "status_message": doc.get("status_message") or ""}
+                changed = row is None or any(key in body and body[key] != row[key]
+                                             for key in ("status", "status_message"))
+                if changed or clock.monotonic() >= deadline:
+                    return {"task": row, "changed": changed}
+                self._changed.wait(min(deadline - clock.monotonic(), 0.05))
 
     def _tasks_started(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._status_call(endpoint, body, TaskStatus.IN_PROGRESS)

@@ -27,6 +27,7 @@ AGENT_ENDPOINTS: Mapping[str, str] = {
     "auth.revoke_credentials": "the run ended",
     "tasks.get_by_id": "the task document the run executes",
     "tasks.get_all": "the abort check (status and status_message)",
+    "tasks.wait_status": "the abort heard at once: long-poll of status and status_message (task_watch extension)",
     "tasks.started": "in_progress (pulled, then running)",
     "tasks.completed": "the outcome",
     "tasks.failed": "the outcome",

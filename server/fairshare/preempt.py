@@ -23,6 +23,7 @@ from sqlalchemy import select
 from server.fairshare import policy
 from server.fairshare import usage as fair
 from server.storage import tables as t
+from server.task_waits import WAITERS
 from shipyard import clock
 from shipyard.protocol import PREEMPT_REQUEST, TaskStatus
 
@@ -121,4 +122,6 @@ def run_pass(ctx) -> list[tuple[str, str]]:
             chosen = {v.task for v in victims}
             claims = [policy.Running(**{**c.__dict__, "preempting": True}) if c.task in chosen else c
                       for c in claims]
+    for victim_task, _claimant in asked:
+        WAITERS.wake(victim_task)   # after the commit: the agent running it hears the request now
     return asked

@@ -368,6 +368,7 @@ REQUESTS: dict[str, Spec] = {
     "tasks.dequeue": _req({**STATUS_CHANGE, "new_status": Enum(*TaskStatus)}, "task"),
     "tasks.reset": _req({**STATUS_CHANGE, "clear_all": FLAG}, "task"),
     "tasks.record_exit": _req({"task": STR, "attempt": INT, "exit_code": INT}, "task", "attempt", "exit_code"),
+    "tasks.wait_status": _req({"task": STR, "status": STR, "status_message": STR, "wait_s": NUM}, "task"),
     "tasks.renew_lease": _req({"task": STR, "attempt": INT, "lease_s": NUM}, "task", "attempt"),
     "tasks.release": _req({"task": STR, "attempt": INT, "retry": FLAG, "reason": STR}, "task", "attempt"),
     "models.create": _req(MODEL.fields, "name"),

@@ -15,6 +15,7 @@ from shipyard.protocol import Subcode
 EXTENSIONS = {
     "long_poll": {"endpoint": "queues.get_next_task", "field": "wait_s", "max_s": 60},
     "json_lines": True,
+    "task_watch": {"endpoint": "tasks.wait_status", "field": "wait_s", "max_s": 60},
     "leases": {"request_field": "lease_s", "renew": "tasks.renew_lease", "release": "tasks.release",
                "reconcile": "workers.reconcile", "fence_field": "attempt", "record_exit": "tasks.record_exit"},
     "task_keys": {"mint": "auth.create_credentials", "role": "task", "extend": "auth.extend_credentials",

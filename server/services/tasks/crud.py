@@ -15,6 +15,7 @@ from server.services.tasks import cleanup, status
 from server.services.tasks import doc as taskdoc
 from server.storage import tables as t
 from server.storage.store import new_id
+from server.task_waits import WAITERS
 from shipyard.protocol import Subcode, SystemTag, TaskStatus
 
 _NOT_CLONED_TAGS = (SystemTag.DEVELOPMENT, SystemTag.ARCHIVED)  # tasks.clone drops them
@@ -155,6 +156,7 @@ def delete_task(ctx: CallContext, req: Request) -> dict:
         removed = delete_task_events(conn, task_id)
         conn.execute(sql_delete(t.queue_entries).where(t.queue_entries.c.task == task_id))
         ctx.store.delete(conn, t.tasks, task_id)
+    WAITERS.wake(task_id)   # after the commit: an agent still running it stops
     return {"deleted": True, "updated_children": 0, "updated_models": outcome.updated_models,
             "events": {"deleted": removed}, **outcome.answer(req)}
 

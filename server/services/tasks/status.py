@@ -9,6 +9,7 @@ from server.services.queues import crud as q
 from server.services.tasks import cleanup
 from server.services.tasks import doc as taskdoc
 from server.storage import tables as t
+from server.task_waits import WAITERS
 from shipyard import clock
 from shipyard.protocol import STOP_REQUEST, Subcode, SystemTag, TaskStatus, can_transition
 
@@ -21,6 +22,7 @@ def _simple_change(ctx: CallContext, req: Request, new: str, extra_fn=None) -> d
         fields = taskdoc.change_status(ctx, conn, doc, new, force=req.flag("force"),
                                        reason=req.text("status_reason"), message=req.text("status_message"),
                                        extra=extra)
+    WAITERS.wake(doc["id"])   # after the commit: a waiting agent re-reads the new status
     return {"updated": 1, "fields": fields}
 
 
@@ -189,6 +191,7 @@ def stop(ctx: CallContext, req: Request) -> dict:
             fields = taskdoc.change_status(ctx, conn, doc, TaskStatus.STOPPED, force=req.flag("force"),
                                            reason=reason, message=req.text("status_message") or f"Stopped by {user}",
                                            extra=_completed_time(doc))
+    WAITERS.wake(task_id)   # after the commit: the agent running it hears the abort request now
     return {"updated": 1, "fields": fields}
 
 
@@ -220,6 +223,7 @@ def reset(ctx: CallContext, req: Request) -> dict:
         fields = taskdoc.change_status(ctx, conn, doc, TaskStatus.CREATED, force=True,
                                        reason=req.text("status_reason") or "reset",
                                        message=req.text("status_message"), extra=extra)
+    WAITERS.wake(task_id)
     return {"dequeued": {"removed": dequeued} if dequeued else {}, "events": {"deleted": deleted_events},
             "updated": 1, "fields": {"status": fields["status"]}, **outcome.answer(req)}
 
