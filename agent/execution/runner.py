@@ -466,13 +466,14 @@ def run_heading(task: Mapping[str, Any], attempt: int | None, worker: str) -> st
     index = next((i for i, entry in enumerate(history) if entry.get("attempt") == attempt), None)
     this = history[index] if index is not None else {}
     run = this.get("run", attempt)
-    if not isinstance(run, int) or run < 2:
-        return None
     previous = history[index - 1] if index else {}
+    resumed = _resumed(task, str(previous.get("end") or "")) if index else ""
+    if not isinstance(run, int) or (run < 2 and not resumed):   # a preempted run is not counted: same number
+        return None
     limit = this.get("max_runs")
     number = f"run {run}" + (f" of {limit}" if isinstance(limit, int) and limit >= run else "")
     after = previous.get("end") or f"run {run - 1} ended without a report"
-    return f"--- {number} on worker {worker}, {_resumed(task, str(previous.get('end') or ''))}after {after} ---"
+    return f"--- {number} on worker {worker}, {resumed}after {after} ---"
 
 
 def _resumed(task: Mapping[str, Any], previous_end: str) -> str:

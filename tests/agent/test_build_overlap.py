@@ -28,7 +28,7 @@ def test_recorded_requirements_build_alongside_the_checkout(settings, tmp_path):
                        "requirements": {"pip": "six==1.16.0\n"}}}
     lines: list[str] = []
     built = build_task(task, tmp_path / "run", settings, lines.append)
-    assert built.requirements_source == "task" and "requirements from task: 1 entries" in lines
+    assert built.requirements_source == "task" and "environment from the task's recorded packages (1 package)" in lines
     assert (tmp_path / "run" / "code" / "train.py").is_file() and built.env.python.exists()
     assert any(line.startswith("six==1.16.0") for line in built.env.frozen)
 
