@@ -50,4 +50,6 @@ git config --global user.name >/dev/null 2>&1 || git config --global user.name "
 ruff check --cache-dir "${XDG_CACHE_HOME:-$HOME/.cache}/shipyard/ruff" .
 python3 -m mypy
 
-python3 -m pytest -q -p no:cacheprovider "$@"
+# Two workers (SHIPYARD_TEST_WORKERS), each taking whole files (a file's servers and fixtures stay
+# together): most tests wait on real processes, so two run in about the time of one.
+python3 -m pytest -q -p no:cacheprovider -n "${SHIPYARD_TEST_WORKERS:-2}" --dist loadfile "$@"
