@@ -55,7 +55,10 @@ def test_a_running_tasks_environment_survives_the_prune_between_tasks(tmp_path):
         while f"evicted environment {key_b}" not in daemon.output() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert f"evicted environment {key_b}" in daemon.output()        # the limit was applied: b's went
-        assert [p.name[:12] for p in entries.iterdir()] == [key_a]       # a's, the older one, is held
+        # a's, the older one, is held through every prune; b's may be back (c can miss the cache if
+        # b's entry was evicted at b's own end, and c's rebuilt one then compiles past c's end)
+        assert key_a in [p.name[:12] for p in entries.iterdir()]
+        assert f"evicted environment {key_a}" not in daemon.output()
         flag.write_text("go")
         doc = wait_status(api, a, timeout=60)
         assert doc["status"] == "completed", doc.get("status_reason")

@@ -32,6 +32,13 @@ def server(request, tmp_path_factory):
     srv.stop()
 
 
+@pytest.fixture(scope="session")
+def api(server):
+    """The compat server's API. (The root conftest's session `api` belongs to its own `server`; in
+    a worker that made that one first, it would point the compat tests at the wrong server.)"""
+    return server.api()
+
+
 def _peer(key: str) -> Path:
     try:
         return peers.ensure(key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 
 import pytest
@@ -132,7 +133,15 @@ def test_daemon_serves_metrics_and_logs_json(server, api, tmp_path):
         task = create_task(api, "metrics", {"repository": str(repo), "version_num": commit,
                                             "entry_point": "hello.py"}, queue="ops-agent-metrics")
         assert wait_status(api, task)["status"] == "completed"
-        samples = parse(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+        # the agent counts a run once it has cleaned up after it, which may be just after the
+        # server shows the task completed (the report goes first: issue 24's abort latency)
+        deadline = time.monotonic() + 15
+        while True:
+            samples = parse(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+            done = [v for got, v in samples.get("shipyard_agent_tasks_total", []) if got.get("status") == "completed"]
+            if done or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 404
     finally:
         assert daemon.stop() == 0
