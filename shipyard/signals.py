@@ -2,6 +2,7 @@
 `Shutdown` and decide what to do (first signal: drain; second: abort)."""
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from typing import Callable
@@ -41,3 +42,15 @@ class Shutdown:
     def trigger(self) -> None:
         """Request shutdown from code (tests, CLI commands)."""
         self._handle(signal.SIGTERM, None)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (signal 0: nothing is delivered; a process of
+    another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -30,6 +30,7 @@ from typing import Callable
 
 from shipyard.client.config import Settings
 from shipyard.errors import ConfigError
+from shipyard.signals import process_alive
 
 READY_MARK = "listening on"   # the daemon's console line once it has registered and claims work
 START_TIMEOUT_S = 60.0        # how long --detached waits for that line
@@ -87,18 +88,8 @@ def is_daemon(pid: int) -> bool:
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
-        return _alive(pid)  # no /proc (macOS): trust the pid
+        return process_alive(pid)  # no /proc (macOS): trust the pid
     return b"daemon" in argv and any(b"shipyard" in part for part in argv)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --- --detached ----------------------------------------------------------------------------------
@@ -163,7 +154,7 @@ def stop_daemon(files: DaemonFiles, *, force: bool, echo: Callable[[str], None])
     os.kill(pid, signal.SIGTERM)
     if force:
         time.sleep(SIGNAL_GAP_S)
-        if _alive(pid):
+        if process_alive(pid):
             os.kill(pid, signal.SIGTERM)
     echo(f"sent {'SIGTERM twice (abort)' if force else 'SIGTERM (drain)'} to daemon pid {pid}")
     if _wait_gone(pid, FORCE_WAIT_S if force else STOP_WAIT_S):
@@ -176,7 +167,7 @@ def stop_daemon(files: DaemonFiles, *, force: bool, echo: Callable[[str], None])
 def _wait_gone(pid: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not _alive(pid) or _zombie(pid):
+        if not process_alive(pid) or _zombie(pid):
             return True
         time.sleep(0.1)
     return False

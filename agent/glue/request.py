@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import math
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.glue.engine import JobRejected, JobRequest
+from shipyard.errors import ConfigError
 
 SECTION = "Shipyard"
 
@@ -150,3 +151,14 @@ def with_key(request: JobRequest, access_key: str, secret_key: str) -> JobReques
 
     env = {**request.env, "CLEARML_API_ACCESS_KEY": access_key, "CLEARML_API_SECRET_KEY": secret_key}
     return replace(request, env=env)
+
+
+def node_env(values: Sequence[str], option: str = "--node-env") -> dict[str, str]:
+    """NAME=VALUE words (a CLI option's values) as variables for the engine's jobs."""
+    env: dict[str, str] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"{option}: {item!r} is not NAME=VALUE")
+        env[name] = value
+    return env

@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 from agent.gpus.sharing import GpuProcess
 from shipyard.errors import ConfigError
+from shipyard.signals import process_alive
 
 __all__ = ["FAKE_CUDA_ENV", "FAKE_GPU_PROCS_ENV", "FAKE_GPUS_ENV", "FakeInventory", "Gpu", "GpuInventory", "MigDevice",
            "NvmlInventory",
@@ -312,7 +313,7 @@ class FakeInventory:
         found = []
         for line in text.splitlines():
             parts = line.split()
-            if len(parts) >= 3 and all(p.replace(".", "", 1).isdigit() for p in parts) and _alive(int(parts[0])):
+            if len(parts) >= 3 and all(p.replace(".", "", 1).isdigit() for p in parts) and process_alive(int(parts[0])):
                 found.append(GpuProcess(int(parts[0]), int(parts[1]), int(parts[2]),
                                         float(parts[3]) if len(parts) > 3 else None))
         return found
@@ -329,16 +330,6 @@ class FakeInventory:
                 gpu, utilization_pct=gpu.utilization_pct if utilization_pct is None else utilization_pct,
                 memory_used_mb=gpu.memory_used_mb if memory_used_mb is None else memory_used_mb,
                 temperature_c=gpu.temperature_c if temperature_c is None else temperature_c)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _with_processes(gpu: Gpu, procs: Sequence[GpuProcess]) -> Gpu:

@@ -5,11 +5,10 @@ The glue talks to the server with the usual client settings (clearml.conf or CLE
 account inside a cluster, else kubeconfig. See docs/kubernetes.md and deploy/kubernetes/.
 
 The claim loop (agent/glue/loop.py, `GlueLoop`) and the request builder (agent/glue/request.py)
-come from the shared glue; they are looked up when the command runs.
+come from the shared glue; they are imported when the command runs.
 """
 from __future__ import annotations
 
-import importlib
 import shlex
 from pathlib import Path
 
@@ -25,16 +24,6 @@ Examples:
   shipyard k8s --queue cpu --namespace ml --image registry.example.com/shipyard:0.1.0 --allow-option --cpus
   shipyard k8s --queue gpu=8 --namespace ml --template pod.yaml --max-gpus-per-pod 8 --no-task-image
 """
-
-
-def _node_env(values: tuple[str, ...]) -> dict[str, str]:
-    env = {}
-    for item in values:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--node-env")
-        env[name] = value
-    return env
 
 
 def _pod_settings(template: Path | None, image: str | None, glue_name: str, allowed: tuple[str, ...],
@@ -98,14 +87,15 @@ def k8s_cmd(state: CliState, queues, namespace, template, image, max_jobs, allow
     pods = _pod_settings(template, image, glue_name, allowed, no_task_image, image_prefixes, max_gpus,
                          agent.abort_grace_s)
     engine = KubernetesEngine.connect(namespace, pods, kubeconfig=kubeconfig, context=context)
-    loop = importlib.import_module("agent.glue.loop")
-    req = importlib.import_module("agent.glue.request")
+    from agent.glue import loop
+    from agent.glue import request as req
+
     try:
         specs = tuple(req.parse_queue(q) for text in queues for q in text.split())
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--queue") from None
     glue = req.GlueSettings(queues=specs, worker=f"{agent.worker_name}:k8s", max_jobs=max_jobs,
-                            node_command=tuple(shlex.split(node_command)), node_env=_node_env(node_env),
+                            node_command=tuple(shlex.split(node_command)), node_env=req.node_env(node_env),
                             cpus=cpus, memory_mb=memory_mb, max_runtime_s=agent.max_runtime_s,
                             queue_max_runtime_s=agent.queue_max_runtime_s, grace_s=agent.abort_grace_s,
                             lease_s=agent.lease_s, watch_s=watch_s)

@@ -22,16 +22,6 @@ Examples:
 """
 
 
-def _node_env(values: tuple[str, ...]) -> dict[str, str]:
-    env = {}
-    for item in values:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--node-env")
-        env[name] = value
-    return env
-
-
 @click.command("slurm", epilog=HELP_EPILOG)
 @click.option("--queue", "queues", multiple=True, required=True, envvar="SHIPYARD_SLURM_QUEUES",
               help="Queue to hand over, with its GPUs per task: gpu=1 (repeatable).")
@@ -64,6 +54,7 @@ def slurm_cmd(state: CliState, queues, partition, account, max_jobs, output_dir,
     from agent.execution.taskkey import TaskKeys
     from agent.glue.loop import GlueLoop
     from agent.glue.request import GlueSettings, parse_queue
+    from agent.glue.request import node_env as node_env_vars
     from agent.glue.slurm import DEFAULT_ALLOWED_OPTIONS, SlurmEngine, SlurmSettings
 
     basic_config(verbose)
@@ -74,7 +65,7 @@ def slurm_cmd(state: CliState, queues, partition, account, max_jobs, output_dir,
     settings = state.settings
     agent, api = settings.agent, settings.api
     glue = GlueSettings(queues=specs, worker=f"{agent.worker_name}:slurm", max_jobs=max_jobs,
-                        node_command=tuple(shlex.split(node_command)), node_env=_node_env(node_env),
+                        node_command=tuple(shlex.split(node_command)), node_env=node_env_vars(node_env),
                         cpus=cpus, memory_mb=memory_mb, max_runtime_s=agent.max_runtime_s,
                         queue_max_runtime_s=agent.queue_max_runtime_s, grace_s=agent.abort_grace_s,
                         lease_s=agent.lease_s, watch_s=watch_s)
