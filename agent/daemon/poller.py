@@ -11,7 +11,7 @@ import re
 import threading
 from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from agent.taskserver.port import TaskServer
 from shipyard.errors import ConfigError
@@ -30,6 +30,7 @@ class Claim:
     task_id: str
     queue: Queue
     attempt: int | None = None   # the fencing token of a leased claim (Shipyard's server only)
+    task: dict | None = field(default=None, compare=False)   # the task's document, when asked for (with_task)
 
 
 def resolve_queues(api: TaskServer, names: list[str], *, create: bool = False) -> list[Queue]:
@@ -58,7 +59,7 @@ def resolve_queues(api: TaskServer, names: list[str], *, create: bool = False) -
 class TaskSource:
     def __init__(self, api: TaskServer, queues: list[Queue], *, order_fairness: bool = False,
                  poll_interval_s: float = 5.0, long_poll_s: float = 30.0, stop: threading.Event | None = None,
-                 lease_s: float | None = None, worker: str = ""):
+                 lease_s: float | None = None, worker: str = "", with_task: bool = False):
         self.api = api
         self.queues = list(queues)
         self.order_fairness = order_fairness
@@ -70,6 +71,7 @@ class TaskSource:
         self.long_poll = "long_poll" in extensions
         self.lease_s = lease_s if "leases" in extensions else None
         self.worker = worker
+        self.with_task = with_task   # ask for the task's document with the claim (Shipyard's server)
         self.exact_order = False
         self._pending: Future | None = None
 
@@ -93,11 +95,13 @@ class TaskSource:
         body = {"queue": ordered[0].id, "queues": [q.id for q in ordered], "wait_s": wait_s}
         if self.lease_s:
             body.update({"lease_s": self.lease_s, "worker": self.worker})
+        if self.with_task:
+            body["with_task"] = True
         data = self.api.call("queues.get_next_task", body, timeout=wait_s + 30)
         if not data.get("entry"):
             return None
         queue = self._by_id(data.get("queue") or ordered[0].id)
-        return Claim(data["entry"]["task"], queue, (data.get("lease") or {}).get("attempt"))
+        return Claim(data["entry"]["task"], queue, (data.get("lease") or {}).get("attempt"), data.get("task"))
 
     def _poll_once(self, ordered: list[Queue]) -> Claim | None:
         for queue in ordered:

@@ -61,7 +61,7 @@ class GlueLoop:
     def work(self) -> int:
         queues = self._resolve()
         source = TaskSource(self.api, queues, long_poll_s=min(self.settings.watch_s, 30.0), stop=self.stop,
-                            lease_s=self.settings.lease_s, worker=self.settings.worker)
+                            lease_s=self.settings.lease_s, worker=self.settings.worker, with_task=True)
         if not source.lease_s:
             self._say("the server offers no leases (not a Shipyard server): a glue needs them; stopping")
             return 1
@@ -173,7 +173,7 @@ class GlueLoop:
 
     def _hand_over(self, claim: Claim, spec: QueueSpec) -> None:
         """Task -> request -> check -> key -> submit; the job is followed from then on."""
-        task = self.api.call("tasks.get_by_id", {"task": claim.task_id})["task"]
+        task = claim.task or self.api.call("tasks.get_by_id", {"task": claim.task_id})["task"]
         request = build_request(task, spec, claim.attempt, self.settings, self.server_env)
         self.engine.check(request)
         lifecycle.mark_started(self.api, claim.task_id, f"submitting to {self.engine.name}", claim.attempt)

@@ -442,7 +442,8 @@ def move_back(ctx: CallContext, req: Request) -> dict:
 
 
 def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool, lease_s: float | None = None,
-             worker: str = "", only_task: str | None = None, gpus: int | None = None) -> dict | None:
+             worker: str = "", only_task: str | None = None, gpus: int | None = None,
+             with_task: bool = False) -> dict | None:
     with ctx.store.tx() as conn:
         for queue_id in queue_ids:
             require_queue(conn, queue_id)  # checked on every try: a queue deleted mid-wait is an error
@@ -465,10 +466,19 @@ def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool, lease_s: fl
                     if quotas:
                         _count_claim(ctx, conn, doc, worker, gpus)
                     ctx.store.save(conn, t.tasks, doc)
-                if get_info:
-                    result["task_info"] = {"company": doc.get("company"), "user": doc.get("user")}
-                return result
+                return {**result, **_extras(ctx, doc, get_info, with_task)}
     return None
+
+
+def _extras(ctx: CallContext, doc: dict, get_info: bool, with_task: bool) -> dict:
+    """What the claimer asked to get with the entry: `task_info` (ClearML's), and the task's whole
+    document (`with_task`: the claimer needs it next; this saves it a tasks.get_by_id)."""
+    extras: dict = {}
+    if get_info:
+        extras["task_info"] = {"company": doc.get("company"), "user": doc.get("user")}
+    if with_task:
+        extras["task"] = taskdoc.public_view(ctx, doc)
+    return extras
 
 
 def _count_claim(ctx: CallContext, conn, doc: dict, worker: str, gpus: int | None) -> None:
@@ -482,8 +492,9 @@ def _count_claim(ctx: CallContext, conn, doc: dict, worker: str, gpus: int | Non
 @endpoint("queues.get_next_task")
 async def get_next_task(ctx: CallContext, req: Request) -> dict:
     """Pop the head of the queue. Shipyard extensions: `queues` (several, in priority order),
-    `wait_s` (long-poll: wait up to that many seconds for an entry) and `lease_s` (the claim is
-    a lease the caller renews; see server/services/leases.py). With `task`, the head is taken
+    `wait_s` (long-poll: wait up to that many seconds for an entry), `lease_s` (the claim is
+    a lease the caller renews; see server/services/leases.py) and `with_task` (the popped task's
+    document, as tasks.get_by_id gives it, in `task`). With `task`, the head is taken
     only when it is that task. `gpus`: how many GPUs the claimer gives the task (fair share
     counts them; else the task's `Shipyard/gpus` parameter, else 1)."""
     queue_ids = req.str_list("queues") or [req.id("queue", "queue")]
@@ -494,6 +505,7 @@ async def get_next_task(ctx: CallContext, req: Request) -> dict:
     worker = req.text("worker") or ctx.worker
     only_task = req.text("task")
     gpus = req.integer("gpus")
+    with_task = req.flag("with_task")
     if gpus is not None and gpus < 0:
         raise errors.validation(f"field 'gpus' must be 0 or more, got {gpus}")
     if lease_s is not None and (lease_s <= 0 or not worker):
@@ -502,9 +514,9 @@ async def get_next_task(ctx: CallContext, req: Request) -> dict:
     while True:
         if ctx.settings is not None:  # without waiting on the database lock on the event loop
             result = await ctx.settings.run_db(retrying, _try_pop, ctx, queue_ids, get_info, lease_s, worker,
-                                               only_task, gpus)
+                                               only_task, gpus, with_task)
         else:
-            result = retrying(_try_pop, ctx, queue_ids, get_info, lease_s, worker, only_task, gpus)
+            result = retrying(_try_pop, ctx, queue_ids, get_info, lease_s, worker, only_task, gpus, with_task)
         if result is not None:
             if not req.str_list("queues"):
                 result.pop("queue", None)
