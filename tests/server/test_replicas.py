@@ -151,7 +151,9 @@ def test_a_replica_killed_mid_requests_loses_no_task_and_gives_none_twice(cluste
     def agent(n: int) -> None:
         client = ApiClient(cluster.front.api_url, ACCESS_KEY, SECRET_KEY, f"agent-{n}", timeout=30)
         while len(set(received)) < len(tasks):  # a pop answered by the killed one comes back after its lease
-            data = client.call("queues.get_next_task", {"queue": queue, "lease_s": 3, "wait_s": 2})
+            # the lease outlives a slow run on a loaded box; a pop lost with the killed replica
+            # comes back once it expires
+            data = client.call("queues.get_next_task", {"queue": queue, "lease_s": 12, "wait_s": 2})
             if not data:
                 continue
             task = data["entry"]["task"]
