@@ -17,6 +17,10 @@
 set -euo pipefail
 tag="${1:-shipyard-test/python:bookworm}"
 local_cas=/usr/local/share/ca-certificates
+# One build at a time on this host (the test suite's two workers may both ask for the image on a
+# fresh machine): the second waits here, then finds the image present.
+exec 9>"${TMPDIR:-/tmp}/shipyard-build-base-image.lock"
+flock 9
 
 add_host_cas() {
   local names
