@@ -30,6 +30,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench_pickup import floor_rtt  # noqa: E402  (one loopback round trip, the same floor)
 from tests.agent_helpers import agent_env, start_daemon  # noqa: E402
 from tests.helpers import start_server  # noqa: E402
 
@@ -93,15 +94,6 @@ def floor_signal(runs: int) -> float:
         child.wait()
         samples.append((time.perf_counter() - start) * 1000)
         child.stdout.close()
-    return statistics.median(samples)
-
-
-def floor_rtt(api, runs: int) -> float:
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        api.call("debug.ping", {})
-        samples.append((time.perf_counter() - start) * 1000)
     return statistics.median(samples)
 
 

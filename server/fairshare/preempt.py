@@ -98,7 +98,7 @@ def _request(ctx, conn, doc: dict, claimant: dict) -> None:
 def run_pass(ctx) -> list[tuple[str, str]]:
     """One pass; returns (preempted task, claimant task) for each preemption requested."""
     book = fair.book(ctx)
-    if book is None or not book.settings.preemption:
+    if book is None or not book.settings.preemption or book.known_empty():
         return []
     asked: list[tuple[str, str]] = []
     with ctx.store.tx() as conn:

@@ -89,6 +89,14 @@ class QuotaBook:
                 self._read_at = clock.monotonic()
             return {**self.settings.quotas, **self._stored}
 
+    def known_empty(self) -> bool:
+        """The quota list read last is still fresh and guarantees no GPU: nothing to preempt for,
+        and no transaction needed to find that out (the default server, with no quota set)."""
+        with self._lock:
+            if self._stored is None or clock.monotonic() - self._read_at > self.TTL_S:
+                return False
+            return not any(q.gpus for q in {**self.settings.quotas, **self._stored}.values())
+
     def stored(self, conn) -> dict[str, Quota]:
         self.quotas(conn)
         return dict(self._stored or {})
