@@ -2,13 +2,23 @@
 tasks.get_by_id p50/p99 under that load, long-poll wake-up latency, and projects.get_all_ex
 with stats over 100 projects and N tasks (issue 19's target: 100k tasks, p50 <= 50 ms).
 
-    python bench/bench_server.py [--seconds 5] [--db URL] [--client lean|requests] [--project-tasks N]
-    python bench/bench_server.py [--seconds 5] [--db URL] [--client lean|requests]
+    python bench/bench_server.py [--seconds 5] [--db URL|pg] [--client lean|requests] [--project-tasks N]
+    python bench/bench_server.py --project-tasks 0 --clients 8 [--db pg] [--profile FILE]
     python bench/bench_server.py --tasks-table 10000 [--samples 200] [--db URL]   (the UI's experiment table)
 
 Starts its own `shipyard server` on free ports in a temp dir. Prints a markdown table, with
 the server's own CPU time per call (from /proc), so a figure taken on a busy machine can be
 read against it.
+
+`--db pg` starts a private PostgreSQL for the run (tests/pg.py: initdb in a temp dir, fsync off).
+
+Floors, measured in the same run before the pairs (so a ratio to them survives a noisy machine):
+SQLite WAL commits/s (one writer, the server's own pragmas: the server takes SQLite's write
+lock one transaction at a time), PostgreSQL commits/s over loopback with 1 and 8 connections
+(one small UPDATE per transaction, the server's synchronous_commit), and debug.ping calls/s
+from the same number of lean client processes (HTTP + JSON + envelope, nothing else). A pair is
+two calls and two write transactions, so each floor is halved to read against pairs/s.
+`--profile FILE` runs the server under cProfile (pstats to FILE when it stops).
 
 The load clients share the machine with the server (2 cores here), so what a client costs
 is taken from the server's share. `lean` (the default) is a keep-alive HTTP/1.1 client on a
@@ -19,10 +29,12 @@ about 0.5-1 ms of CPU a call, so with 8 of them on 2 cores they, not the server,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
 import socket
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -34,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import insert  # noqa: E402
 
+from server.storage.store import sqlite_pragmas  # noqa: E402
 from tests.helpers import ACCESS_KEY, Api, start_server  # noqa: E402
 
 
@@ -86,6 +99,119 @@ def _client(api_url: str, queue: str, ready, go, stop, out, lean: bool = True) -
         api.call("queues.get_next_task", {"queue": queue})
         done += 1
     out.put(done)
+
+
+def _ping_client(api_url: str, token: str, ready, go, stop, out) -> None:
+    api = LeanApi(api_url, token)
+    ready.release()
+    go.wait()
+    done = 0
+    while not stop.is_set():
+        api.call("debug.ping", {})
+        done += 1
+    out.put(done)
+
+
+def _sqlite_committer(path: str, synchronous: str, ready, go, stop, out) -> None:
+    """One small write transaction per commit, as the server runs them (BEGIN IMMEDIATE)."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    for pragma in sqlite_pragmas(synchronous):
+        conn.execute(pragma)
+    ready.release()
+    go.wait()
+    done = 0
+    while not stop.is_set():
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE floor SET n = n + 1 WHERE id = 0")
+        conn.execute("COMMIT")
+        done += 1
+    conn.close()
+    out.put(done)
+
+
+def _pg_committer(url: str, row: int, ready, go, stop, out) -> None:
+    """One small UPDATE per transaction over loopback, each connection on its own row."""
+    import psycopg
+
+    conn = psycopg.connect(url)
+    ready.release()
+    go.wait()
+    done = 0
+    while not stop.is_set():
+        conn.execute("UPDATE shipyard_bench_floor SET n = n + 1 WHERE id = %s", (row,))
+        conn.commit()
+        done += 1
+    conn.close()
+    out.put(done)
+
+
+def _rate(targets: list[tuple], seconds: float) -> float:
+    """Run each (function, args) in its own process for `seconds` once all are ready: ops/s."""
+    ready, go, stop, out = mp.Semaphore(0), mp.Event(), mp.Event(), mp.Queue()
+    procs = [mp.Process(target=fn, args=(*args, ready, go, stop, out)) for fn, args in targets]
+    for proc in procs:
+        proc.start()
+    for _ in procs:
+        ready.acquire()
+    go.set()
+    started = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    elapsed = time.perf_counter() - started
+    total = sum(out.get() for _ in procs)
+    for proc in procs:
+        proc.join()
+    return total / elapsed
+
+
+def sqlite_commit_rate(directory: Path, seconds: float, synchronous: str = "NORMAL") -> float:
+    path = str(directory / "floor.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE IF NOT EXISTS floor (id INTEGER PRIMARY KEY, n INTEGER)")
+    conn.execute("INSERT OR IGNORE INTO floor VALUES (0, 0)")
+    conn.close()
+    return _rate([(_sqlite_committer, (path, synchronous))], seconds)
+
+
+def pg_commit_rate(url: str, connections: int, seconds: float) -> tuple[float, str]:
+    """Commits/s and the database's synchronous_commit (the server leaves it at the database's)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS shipyard_bench_floor (id int PRIMARY KEY, n bigint)")
+        conn.execute("INSERT INTO shipyard_bench_floor SELECT g, 0 FROM generate_series(0, %s) g "
+                     "ON CONFLICT DO NOTHING", (connections,))
+        setting = conn.execute("SHOW synchronous_commit").fetchone()[0]  # type: ignore[index]
+    try:
+        return _rate([(_pg_committer, (url, row)) for row in range(connections)], seconds), setting
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP TABLE shipyard_bench_floor")
+
+
+def ping_rate(server, clients: int, seconds: float) -> tuple[float, float]:
+    """debug.ping calls/s from `clients` lean processes, and the server's CPU microseconds a call."""
+    token = server.api().token
+    cpu_before = server_cpu_s(server)
+    rate = _rate([(_ping_client, (server.api_url, token))] * clients, seconds)
+    return rate, (server_cpu_s(server) - cpu_before) / max(1.0, rate * seconds) * 1e6
+
+
+def print_floors(server, db: str | None, tmp: Path, clients: int, seconds: float) -> None:
+    rows = []
+    if db is None:
+        rows.append(("SQLite WAL commits/s, 1 writer, synchronous=NORMAL", sqlite_commit_rate(tmp, seconds)))
+    else:
+        for conns in sorted({1, clients}):
+            rate, setting = pg_commit_rate(db, conns, seconds)
+            rows.append((f"PostgreSQL commits/s, {conns} connection(s), synchronous_commit={setting}", rate))
+    rate, cpu_us = ping_rate(server, clients, seconds)
+    rows.append((f"debug.ping calls/s, {clients} lean clients (HTTP + JSON + envelope; "
+                 f"server CPU {cpu_us:.0f} us a call)", rate))
+    print("| floor (same run) | per second | as pairs/s (2 calls, 2 commits a pair) |\n|---|---|---|")
+    for label, value in rows:
+        print(f"| {label} | {value:,.0f} | {value / 2:,.0f} |")
+    print()
 
 
 def server_cpu_s(server) -> float:
@@ -254,7 +380,24 @@ def main() -> None:
     parser.add_argument("--tasks-table", type=int, default=0, metavar="N",
                         help="measure only the UI's experiment table query over N tasks")
     parser.add_argument("--samples", type=int, default=200, help="calls measured by --tasks-table")
+    parser.add_argument("--clients", default="1,8,32", help="client counts of the pairs table (comma-separated)")
+    parser.add_argument("--server-tree", default=None, metavar="DIR",
+                        help="run the server from this source tree (e.g. `git archive` of an older commit), "
+                             "to compare it with the current one on the same machine and load")
+    parser.add_argument("--profile", default=None, metavar="FILE",
+                        help="run the server under cProfile (its event loop thread), pstats written to FILE")
     args = parser.parse_args()
+    with contextlib.ExitStack() as stack:
+        if args.db == "pg":
+            from tests.pg import PgServer
+
+            pg = PgServer()
+            stack.callback(pg.stop)
+            args.db = pg.new_database("bench")
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     if args.project_tasks:
         lat = projects_stats_latency(args.db, args.project_tasks)
         print(f"projects.get_all_ex include_stats, 100 projects, {args.project_tasks:,} tasks: "
@@ -262,15 +405,20 @@ def main() -> None:
     if args.only_projects:
         return
     with tempfile.TemporaryDirectory() as tmp:
-        server = start_server(Path(tmp) / "srv", db=args.db)
+        launcher = [sys.executable, "-m", "cProfile", "-o", os.path.abspath(args.profile)] if args.profile else None
+        env = {"PYTHONPATH": os.path.abspath(args.server_tree)} if args.server_tree else None
+        server = start_server(Path(tmp) / "srv", db=args.db, launcher=launcher, env=env)
         try:
             if args.tasks_table:
                 tasks_table_figures(server, args.db, args.tasks_table, args.samples)
                 return
-            print(f"{args.client} clients, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n")
+            counts = [int(n) for n in args.clients.split(",")]
+            print(f"{args.client} clients, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+                  f"{'SQLite' if args.db is None else 'PostgreSQL'}\n")
+            print_floors(server, args.db, Path(tmp), max(counts), args.seconds)
             print("| clients | enqueue+get_next_task pairs/s | server CPU us/pair | get_by_id p50 ms | get_by_id p99 ms |")
             print("|---|---|---|---|---|")
-            for clients in (1, 8, 32):
+            for clients in counts:
                 rate, lat, cpu = pairs_per_second(server, clients, args.seconds, args.client == "lean")
                 print(f"| {clients} | {rate:,.0f} | {cpu:,.0f} | {pct(lat, 0.5):.1f} | {pct(lat, 0.99):.1f} |")
             wake = long_poll_wakeups(server, 30)

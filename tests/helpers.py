@@ -110,12 +110,15 @@ class ServerProcess:
 
 
 def start_server(data_dir: Path, *, db: str | None = None, extra_args: list[str] | None = None,
-                 ports: tuple[int, int, int] | None = None, env: dict | None = None) -> ServerProcess:
+                 ports: tuple[int, int, int] | None = None, env: dict | None = None,
+                 launcher: list[str] | None = None) -> ServerProcess:
     """A server on `ports`, or on free ones; a free port taken by another process before the
-    server bound it (seen under load in CI) means another try on new ports."""
+    server bound it (seen under load in CI) means another try on new ports. `launcher`: what
+    runs `-m shipyard` instead of this Python (bench/bench_server.py's `--profile`: cProfile)."""
     for attempt in range(3):
         try:
-            return _start_server(data_dir, db=db, extra_args=extra_args, ports=ports, env=env)
+            return _start_server(data_dir, db=db, extra_args=extra_args, ports=ports, env=env,
+                                 launcher=launcher)
         except RuntimeError as exc:
             busy = any(m in str(exc) for m in ("address already in use", ") is in use", "is also given to"))  # the listener / the pre-check
             if ports is not None or not busy or attempt == 2:
@@ -124,11 +127,12 @@ def start_server(data_dir: Path, *, db: str | None = None, extra_args: list[str]
 
 
 def _start_server(data_dir: Path, *, db: str | None, extra_args: list[str] | None,
-                  ports: tuple[int, int, int] | None, env: dict | None) -> ServerProcess:
+                  ports: tuple[int, int, int] | None, env: dict | None,
+                  launcher: list[str] | None = None) -> ServerProcess:
     api_port, files_port, web_port = ports or free_ports(3)
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "server.log"
-    args = [sys.executable, "-m", "shipyard", "server", "--data-dir", str(data_dir),
+    args = [*(launcher or [sys.executable]), "-m", "shipyard", "server", "--data-dir", str(data_dir),
             "--api-port", str(api_port), "--files-port", str(files_port), "--web-port", str(web_port),
             "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY, *(extra_args or [])]
     if db:

@@ -105,6 +105,14 @@ class PoolSettings:
     statement_timeout_s: float = 30.0
 
 
+def sqlite_pragmas(synchronous: str) -> tuple[str, ...]:
+    """The pragmas every SQLite connection of the server runs (bench/bench_server.py's commit
+    floor runs the same). WAL: readers never block the writer; a committed transaction survives
+    SIGKILL (and, with synchronous=FULL, power loss)."""
+    return ("PRAGMA journal_mode=WAL", f"PRAGMA synchronous={synchronous}", "PRAGMA foreign_keys=ON",
+            "PRAGMA busy_timeout=30000")
+
+
 def _make_engine(url: str, synchronous: str, pool: PoolSettings) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
@@ -113,12 +121,9 @@ def _make_engine(url: str, synchronous: str, pool: PoolSettings) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            # WAL: readers never block the writer; a committed transaction survives SIGKILL.
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA synchronous={synchronous}")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            for pragma in sqlite_pragmas(synchronous):
+                cur.execute(pragma)
             cur.close()
 
         # Take the write lock at BEGIN so read-then-write transactions never deadlock. A
