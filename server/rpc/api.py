@@ -30,7 +30,7 @@ from server.auth.keys import ANONYMOUS, API_VERSION, Identity
 from server.rpc import compat, jsonutil, registry, schema
 from server.rpc.registry import CallContext, Request
 from server.state import ServerState
-from server.storage.store import WriteConflict, database_unavailable, retrying
+from server.storage.store import conflicted, database_unavailable, retrying
 from shipyard.protocol import Subcode
 
 log = logging.getLogger("shipyard.server.api")
@@ -160,7 +160,7 @@ def _authenticate(state: ServerState, call: ApiCall, name: str) -> Identity:
 def _failure(name: str, version: str, exc: Exception) -> tuple[int, bytes]:
     """An unexpected error's answer: a retryable 503 while the database cannot be reached (a
     restart; nothing was committed), else a 500 logged with its traceback."""
-    if isinstance(exc, WriteConflict):  # still conflicting after its retries: a hot document
+    if conflicted(exc):  # still conflicting after its retries: a hot document
         log.warning("%s: %s", _printable(name), exc)
         return 503, _error_envelope(name, version, 503, 0, f"Busy: {exc}; nothing was changed, retry the call")
     if database_unavailable(exc):
@@ -259,21 +259,26 @@ async def _run_sync(state: ServerState, handler: Any, ctx: CallContext, call: Ap
     """A synchronous handler: on the loop when it is light and the database is free (see
     server/offload.py), else on the handler pool."""
     gate, placement = state.store.gate, state.placement
-    if placement.inline(ctx.endpoint, len(raw)) and (gate is None or gate.acquire(blocking=False)):
+    assert state.handlers is not None  # the caller runs sync handlers here only when the pool exists
+    light = placement.inline(ctx.endpoint, len(raw))
+    if light and gate is None:
+        # PostgreSQL: a light call is a few round trips to the database, mostly waiting. On the
+        # pool those waits overlap (the GIL is free meanwhile); on the loop each would stop every
+        # other request. Not bound per caller: it is short, and it held the whole loop before.
+        return await state.handlers.run(_invoke, handler, ctx, call, raw, None)
+    if light and gate is not None and gate.acquire(blocking=False):
         cpu = time.thread_time()
         try:
             return _invoke(handler, ctx, call, raw, None)  # light calls run no get_all filters
         finally:
-            if gate is not None:
-                gate.release()
+            gate.release()
             placement.took(ctx.endpoint, time.thread_time() - cpu)
     owner = ctx.identity.user or call.client_ip
-    assert state.handlers is not None  # the caller runs sync handlers here only when the pool exists
     return await state.handlers.run(_invoke, handler, ctx, call, raw, state.query_budget_s, owner=owner)
 
 
 def _call_handler(handler: Any, ctx: CallContext, call: ApiCall, raw: bytes) -> Any:
-    """One run of a handler on a body parsed afresh (a WriteConflict runs it again, on the same input)."""
+    """One run of a handler on a body parsed afresh (a conflict runs it again, on the same input)."""
     return handler(ctx, Request(_parse_body(call, raw)))
 
 

@@ -9,7 +9,9 @@ A hop to a thread costs about 100 us of CPU and GIL hand-offs, half the throughp
 enqueue/pop hot path if every call took it. So `Placement` keeps the calls known to be light
 (one document by id, a small body) on the loop, and sends everything else to the pool. A light
 call still runs on the pool when SQLite is busy with a pool thread's transaction (the store's
-`gate`): the loop never waits on the database lock. An inline endpoint that once takes long (a
+`gate`): the loop never waits on the database lock. On PostgreSQL light calls run on the pool
+too (not bound per caller): there a transaction is a string of round trips, mostly waiting, and
+on the pool the waits of concurrent calls overlap instead of each stopping the loop. An inline endpoint that once takes long (a
 huge stored document) runs on the pool for a while after.
 
     pool = HandlerPool(8)            # 8 threads, started on first use
@@ -196,10 +198,14 @@ class Placement:
 
 
 async def near_loop(pool: HandlerPool | None, gate: Any, fn: Callable[..., Any], *args: Any) -> Any:
-    """`fn(*args)` on the loop when the database is free (holding `gate`), else on `pool`: for
-    the short transactions the loop runs itself (queue pops, the lease reaper)."""
-    if pool is None or gate is None:
+    """`fn(*args)` on the loop when the database is SQLite and free (holding `gate`), else on
+    `pool`: for the short transactions the loop runs itself (queue pops, the lease reaper). On
+    PostgreSQL (no gate) always on `pool`: a transaction there is a string of network round trips,
+    and on the loop every other request would wait through them (see `Placement`)."""
+    if pool is None:
         return fn(*args)
+    if gate is None:
+        return await pool.run(fn, *args)
     if gate.acquire(blocking=False):
         try:
             return fn(*args)

@@ -173,13 +173,26 @@ class WriteConflict(Exception):
     runs the whole call again (server/rpc/api.py), which reads the new version."""
 
 
+_RETRY_STATES = ("40P01", "40001")  # PostgreSQL: deadlock detected, serialization failure
+
+
+def conflicted(exc: BaseException) -> bool:
+    """Did the transaction end in a conflict that rolled it back whole, so running the call
+    again is safe: a WriteConflict, or PostgreSQL choosing it as a deadlock's victim (two
+    transactions updating the same rows, e.g. a queue's metrics sample, in different orders)?"""
+    if isinstance(exc, WriteConflict):
+        return True
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _RETRY_STATES
+
+
 def retrying(fn: Callable[..., T], *args: Any, attempts: int = 5) -> T:
-    """`fn(*args)`, run again while it ends in a WriteConflict (each run is its own transaction)."""
+    """`fn(*args)`, run again while it ends in a conflict (each run is its own transaction)."""
     for _ in range(attempts - 1):
         try:
             return fn(*args)
-        except WriteConflict:
-            continue
+        except (WriteConflict, DBAPIError) as exc:
+            if not conflicted(exc):
+                raise
     return fn(*args)
 
 
