@@ -58,6 +58,9 @@ class _Compiled:
         self.positional = dialect.positional
         self.binds: list[tuple[str, Any, Callable | None]] = [
             (name, defaults.get(name), processors.get(name)) for name in names]
+        self.names = [(name, default) for name, default, _ in self.binds]
+        # (index, processor) of the parameters the driver needs converted (JSON documents...)
+        self.processed = [(i, proc) for i, (_, _, proc) in enumerate(self.binds) if proc is not None]
         self.dialect = dialect
         self.columns = compiled._result_columns
         self.returns_rows = bool(self.columns)
@@ -66,13 +69,15 @@ class _Compiled:
         self.convert = False
 
     def parameters(self, params: dict[str, Any]) -> Sequence[Any] | dict[str, Any]:
-        values = []
-        for name, default, processor in self.binds:
-            value = params.get(name, default)
-            values.append(processor(value) if processor is not None and value is not None else value)
+        get = params.get
+        values = [get(name, default) for name, default in self.names]
+        for i, processor in self.processed:
+            value = values[i]
+            if value is not None:
+                values[i] = processor(value)
         if self.positional:
             return values
-        return {name: value for (name, _, _), value in zip(self.binds, values, strict=True)}
+        return {name: value for (name, _), value in zip(self.names, values, strict=True)}
 
     def rows(self, raw_rows: list[tuple], description: Sequence) -> list:
         assert self.row_type is not None  # rows() is called only for statements that return rows

@@ -200,7 +200,7 @@ class Tx:
     """One transaction. `execute` runs `Prepared` statements straight on the DBAPI connection
     and anything else through SQLAlchemy; both share the connection and its transaction."""
 
-    __slots__ = ("sa", "raw", "dialect", "versions")
+    __slots__ = ("sa", "raw", "dialect", "versions", "metrics")
 
     def __init__(self, sa: Connection):
         self.sa = sa
@@ -208,6 +208,9 @@ class Tx:
         self.dialect = sa.dialect
         # PostgreSQL: (table, id) -> the row version (xmin) each document was read at (Store.save)
         self.versions: dict[tuple[str, str], str] = {}
+        # task id -> its task_metrics rows as stored, for the tasks read here: a save that leaves
+        # last_metrics as it was (a status change) then writes no task_metrics statement
+        self.metrics: dict[str, list[dict]] = {}
 
     def execute(self, statement: Any, params: Any = None) -> Any:
         if isinstance(statement, Prepared):
@@ -348,12 +351,16 @@ class Store:
     def get(self, conn: Tx, table: Table, doc_id: str) -> dict | None:
         if self.is_sqlite or not isinstance(conn, Tx):  # SQLite: one writer at a time, nothing to check
             row = conn.execute(self._stmt("get", table), {"p_id": doc_id}).first()
-            return row[0] if row else None
-        row = conn.execute(self._stmt("get_v", table), {"p_id": doc_id}).first()
-        if row is None:
-            return None
-        conn.versions[(table.name, doc_id)] = row[1]
-        return row[0]
+            doc = row[0] if row else None
+        else:
+            row = conn.execute(self._stmt("get_v", table), {"p_id": doc_id}).first()
+            if row is None:
+                return None
+            conn.versions[(table.name, doc_id)] = row[1]
+            doc = row[0]
+        if doc is not None and table is t.tasks and isinstance(conn, Tx):
+            conn.metrics[doc_id] = metric_rows(doc)
+        return doc
 
     def get_many(self, conn: Tx, table: Table, where: Sequence[Any] = ()) -> list[dict]:
         query = select(table.c.doc)
@@ -380,9 +387,16 @@ class Store:
         else:
             saved = self._save_versioned(conn, table, kind, params, key, version)
         if saved and table is t.tasks:
-            self._clear_metrics(conn, doc["id"])
-            self._write_metrics(conn, doc)
+            self._replace_metrics(conn, doc)
         return saved
+
+    def _replace_metrics(self, conn: Tx, doc: dict) -> None:
+        """The task's task_metrics rows follow its saved document: rewritten unless this transaction
+        read the task with the very same rows (a status change: no statement at all)."""
+        if isinstance(conn, Tx) and conn.metrics.get(doc["id"]) == metric_rows(doc):
+            return
+        self._clear_metrics(conn, doc["id"])
+        self._write_metrics(conn, doc)
 
     def _save_versioned(self, conn: Tx, table: Table, kind: str, params: dict, key: tuple[str, str],
                         version: str) -> bool:
@@ -397,6 +411,8 @@ class Store:
     def delete(self, conn: Tx, table: Table, doc_id: str) -> bool:
         if table is t.tasks:
             self._clear_metrics(conn, doc_id)
+            if isinstance(conn, Tx):
+                conn.metrics.pop(doc_id, None)
         return conn.execute(self._stmt("delete", table), {"p_id": doc_id}).rowcount > 0
 
     # -- task_metrics: follows each task's last_metrics (tables.task_metrics) ----------------
@@ -409,11 +425,15 @@ class Store:
         rows = metric_rows(doc)
         if rows:  # one executemany per save: a task with many metrics is saved on every event batch
             conn.execute(insert(t.task_metrics), rows)
+        if isinstance(conn, Tx):
+            conn.metrics[doc["id"]] = rows
 
     @staticmethod
     def delete_tasks(conn: Tx, task_ids: list[str]) -> None:
         """Delete many tasks and their task_metrics rows (ids in one statement: callers chunk them)."""
         conn.execute(delete(t.task_metrics).where(t.task_metrics.c.task.in_(task_ids)))
+        for task_id in task_ids if isinstance(conn, Tx) else ():
+            conn.metrics.pop(task_id, None)
         conn.execute(delete(t.tasks).where(t.tasks.c.id.in_(task_ids)))
 
     # -- key/value ---------------------------------------------------------------------

@@ -1,11 +1,14 @@
-"""Storage layer details: forward schema upgrade of an older data dir."""
+"""Storage layer details: forward schema upgrade of an older data dir, task_metrics following
+saves, and which database errors rerun a call."""
 from __future__ import annotations
 
 import sqlite3
 
-from sqlalchemy import inspect
+import pytest
+from sqlalchemy import inspect, select
+from sqlalchemy.exc import DBAPIError
 
-from server.storage.store import Store
+from server.storage.store import Store, WriteConflict, conflicted, retrying, sqlite_url
 
 
 def test_missing_nullable_columns_are_added(tmp_path):
@@ -21,3 +24,63 @@ def test_missing_nullable_columns_are_added(tmp_path):
     with store.tx() as conn:
         assert store.get(conn, __import__("server.storage.tables", fromlist=["tasks"]).tasks, "a") == {"id": "a"}
     store.close()
+
+
+def _metric_rows(store: Store, task_id: str) -> list[tuple]:
+    from server.storage import tables as t
+
+    with store.tx() as conn:
+        return sorted(tuple(r) for r in conn.execute(
+            select(t.task_metrics.c.metric, t.task_metrics.c.value).where(t.task_metrics.c.task == task_id)))
+
+
+def test_task_metrics_follow_saves_in_one_transaction(tmp_path):
+    """A save that leaves last_metrics as read writes no task_metrics statement; one that changes
+    them (in place, too) rewrites the rows; a task deleted and inserted again in the same
+    transaction gets rows from its new document."""
+    from server.storage import tables as t
+
+    store = Store(sqlite_url(tmp_path))
+    doc = {"id": "t1", "name": "t", "last_metrics": {"m": {"v": {"value": 1.0}}}}
+    with store.tx() as conn:
+        store.insert(conn, t.tasks, doc)
+    with store.tx() as conn:
+        loaded = store.get(conn, t.tasks, "t1")
+        loaded["status"] = "queued"
+        store.save(conn, t.tasks, loaded)  # unchanged metrics
+        loaded["last_metrics"]["m"]["v"]["value"] = 2.0  # changed in place after the first save
+        store.save(conn, t.tasks, loaded)
+    assert _metric_rows(store, "t1") == [("m.v", 2.0)]
+    with store.tx() as conn:
+        loaded = store.get(conn, t.tasks, "t1")
+        store.delete(conn, t.tasks, "t1")
+        store.insert(conn, t.tasks, {"id": "t1", "name": "t", "last_metrics": {}})
+        store.save(conn, t.tasks, loaded)  # the old document again: its rows come back
+    assert _metric_rows(store, "t1") == [("m.v", 2.0)]
+    store.close()
+
+
+def test_a_deadlock_victim_runs_again():
+    """PostgreSQL's deadlock (40P01) and serialization failure (40001) roll the transaction back
+    whole: `retrying` runs the call again; any other database error is raised at once."""
+    class Orig(Exception):
+        def __init__(self, sqlstate: str):
+            super().__init__(sqlstate)
+            self.sqlstate = sqlstate
+
+    calls = []
+
+    def flaky(state: str) -> str:
+        calls.append(state)
+        if len(calls) < 3:
+            raise DBAPIError("UPDATE ...", {}, Orig(state))
+        return "done"
+
+    assert retrying(flaky, "40P01") == "done" and len(calls) == 3
+    calls.clear()
+    assert retrying(flaky, "40001") == "done"
+    calls.clear()
+    with pytest.raises(DBAPIError):
+        retrying(flaky, "23505")  # a unique violation is the caller's error, not a conflict
+    assert len(calls) == 1
+    assert conflicted(WriteConflict("x")) and not conflicted(ValueError("x"))

@@ -33,12 +33,17 @@ _Q = t.queues
 # Prepared once, executed with parameters (see server/storage/prepared.py).
 _ENTRIES = Prepared(select(_E.c.task, _E.c.added).where(_E.c.queue == bindparam("q"))
                     .order_by(_E.c.position, _E.c.seq))
-_MAX_POS = Prepared(select(func.max(_E.c.position)).where(_E.c.queue == bindparam("q")))
 _MIN_POS = Prepared(select(func.min(_E.c.position)).where(_E.c.queue == bindparam("q")))
 _INSERT = Prepared(_E.insert().values(queue=bindparam("queue"), task=bindparam("task"),
                                       position=bindparam("position"), added=bindparam("added")))
-_TASK_QUEUES = Prepared(select(_E.c.queue).where(_E.c.task == bindparam("t")))
-_REMOVE_TASK = Prepared(delete(_E).where(_E.c.task == bindparam("t")))
+# At the back, in one statement: the position after the queue's last (0 in an empty queue).
+_APPEND = Prepared(_E.insert().from_select(
+    ["queue", "task", "position", "added"],
+    select(bindparam("queue", type_=_E.c.queue.type), bindparam("task", type_=_E.c.task.type),
+           func.coalesce(func.max(_E.c.position) + 1.0, 0.0), bindparam("added", type_=_E.c.added.type))
+    .where(_E.c.queue == bindparam("queue"))))
+# One statement: the entries go, and the queues they were in come back (for their metrics samples)
+_REMOVE_TASK = Prepared(delete(_E).where(_E.c.task == bindparam("t")).returning(_E.c.queue))
 _REMOVE_TASK_FROM = Prepared(delete(_E).where(_E.c.task == bindparam("t")).where(_E.c.queue == bindparam("q")))
 _HEAD = (select(_E.c.seq).where(_E.c.queue == bindparam("q")).order_by(_E.c.position, _E.c.seq).limit(1)
          .with_for_update(skip_locked=True).scalar_subquery())
@@ -56,20 +61,23 @@ def _front_of(edge: float | None) -> float:
 
 
 def add_entry(conn, queue_id: str, task_id: str, *, front: bool = False) -> None:
-    edge = conn.execute(_MIN_POS if front else _MAX_POS, {"q": queue_id}).scalar()
-    position = _front_of(edge) if front else (0.0 if edge is None else edge + 1.0)
-    conn.execute(_INSERT, {"queue": queue_id, "task": task_id, "position": position, "added": clock.now()})
+    if front:
+        position = _front_of(conn.execute(_MIN_POS, {"q": queue_id}).scalar())
+        conn.execute(_INSERT, {"queue": queue_id, "task": task_id, "position": position, "added": clock.now()})
+    else:
+        conn.execute(_APPEND, {"queue": queue_id, "task": task_id, "added": clock.now()})
     queue_metrics.sample(conn, queue_id)
     replicas.publish(conn, queue_id)  # other replicas' long-polls, woken when this commits
 
 
 def remove_task_entries(conn, task_id: str, queue_id: str | None = None) -> int:
-    queues = [queue_id] if queue_id else [row[0] for row in conn.execute(_TASK_QUEUES, {"t": task_id})]
     if queue_id is None:
-        removed = conn.execute(_REMOVE_TASK, {"t": task_id}).rowcount
+        queues = [row[0] for row in conn.execute(_REMOVE_TASK, {"t": task_id})]
+        removed = len(queues)
     else:
         removed = conn.execute(_REMOVE_TASK_FROM, {"t": task_id, "q": queue_id}).rowcount
-    for queue in set(queues) if removed else ():
+        queues = [queue_id]
+    for queue in sorted(set(queues)) if removed else ():
         queue_metrics.sample(conn, queue)
     return removed
 

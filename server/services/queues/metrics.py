@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import Float, bindparam, case, delete, func, select, update
 
 from server.services.workers.stats import Range
 from server.storage import tables as t
@@ -33,20 +33,24 @@ _last_prune: dict[str, float] = {}  # queue id -> when its old samples were last
 
 
 # Prepared: a sample is taken on every enqueue and pop (see server/storage/prepared.py)
-_STATE = Prepared(select(func.count(), func.avg(_E.c.added)).where(_E.c.queue == bindparam("q")))
+# The queue's state, computed by the database inside the statement that writes it (one statement
+# a sample, not a read and a write): its length, and the entries' average wait (0 when empty).
+_NOW = bindparam("ts", type_=Float)
+_LENGTH = select(func.count()).where(_E.c.queue == bindparam("q")).scalar_subquery()
+_WAIT = select(case((func.count() == 0, 0.0), (func.avg(_E.c.added) > _NOW, 0.0),
+                    else_=_NOW - func.avg(_E.c.added))).where(_E.c.queue == bindparam("q")).scalar_subquery()
 _SAME_SECOND = Prepared(update(_M).where(_M.c.queue == bindparam("q")).where(_M.c.timestamp >= bindparam("second"))
-                        .values(timestamp=bindparam("ts"), length=bindparam("n"), avg_wait=bindparam("w")))
-_INSERT = Prepared(_M.insert().values(queue=bindparam("q"), timestamp=bindparam("ts"), length=bindparam("n"),
-                                      avg_wait=bindparam("w")))
+                        .values(timestamp=_NOW, length=_LENGTH, avg_wait=_WAIT))
+_INSERT = Prepared(_M.insert().from_select(["queue", "timestamp", "length", "avg_wait"],
+                                           select(bindparam("q", type_=_M.c.queue.type), _NOW, _LENGTH, _WAIT)))
 _PRUNE = Prepared(delete(_M).where(_M.c.queue == bindparam("q")).where(_M.c.timestamp < bindparam("before")))
 
 
 def sample(conn, queue_id: str) -> None:
     """Record the queue's current length and average wait: one row per queue and second at
     most (the second's last state), so a busy queue stores at most 86,400 rows a day."""
-    length, mean_added = conn.execute(_STATE, {"q": queue_id}).first()
     now = clock.now()
-    values = {"q": queue_id, "ts": now, "n": length, "w": max(0.0, now - mean_added) if length else 0.0}
+    values = {"q": queue_id, "ts": now}
     if not conn.execute(_SAME_SECOND, {**values, "second": float(int(now))}).rowcount:
         conn.execute(_INSERT, values)
     if now - _last_prune.get(queue_id, 0.0) >= PRUNE_EVERY_S:
