@@ -4,6 +4,7 @@ with stats over 100 projects and N tasks (issue 19's target: 100k tasks, p50 <= 
 
     python bench/bench_server.py [--seconds 5] [--db URL|pg] [--client lean|requests] [--project-tasks N]
     python bench/bench_server.py --project-tasks 0 --clients 8 [--db pg] [--profile FILE]
+    python bench/bench_server.py --handlers 2000 [--db pg] [--profile FILE]   (the two handlers alone)
     python bench/bench_server.py --tasks-table 10000 [--samples 200] [--db URL]   (the UI's experiment table)
 
 Starts its own `shipyard server` on free ports in a temp dir. Prints a markdown table, with
@@ -214,6 +215,47 @@ def print_floors(server, db: str | None, tmp: Path, clients: int, seconds: float
     print()
 
 
+def handler_cpu_us(db: str | None, pairs: int, profile: str | None = None) -> list[float]:
+    """CPU microseconds a pair of the two handlers alone (tasks.enqueue, then the pop of
+    queues.get_next_task), in this process on a fresh store: no HTTP, no event loop. Five runs
+    of `pairs`; with `profile`, one more under cProfile on a CPU clock, its pstats to that file."""
+    import cProfile
+
+    from server.auth.keys import Identity
+    from server.rpc.registry import CallContext, Request
+    from server.services import load_all
+    from server.services.queues import crud as queues
+    from server.services.tasks import crud as tasks
+    from server.services.tasks import status
+    from server.storage.store import Store, sqlite_url
+
+    load_all()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(db or sqlite_url(Path(tmp)))
+        ctx = CallContext(store=store, identity=Identity(user="bench", user_name="bench"), endpoint="bench",
+                          version="2.31")
+        queue = queues.create(ctx, Request({"name": f"handlers-{time.time_ns()}"}))["id"]
+        task = tasks.create(ctx, Request({"name": "h", "type": "training"}))["id"]
+
+        def run(count: int) -> None:
+            for _ in range(count):
+                status.enqueue(ctx, Request({"task": task, "queue": queue, "force": True}))
+                assert queues._try_pop(ctx, [queue], False) is not None
+
+        run(200)
+        results = []
+        for _ in range(5):
+            started = time.thread_time()
+            run(pairs)
+            results.append((time.thread_time() - started) / pairs * 1e6)
+        if profile:
+            prof = cProfile.Profile(time.thread_time)
+            prof.runcall(run, pairs)
+            prof.dump_stats(profile)
+        store.close()
+    return results
+
+
 def server_cpu_s(server) -> float:
     with open(f"/proc/{server.proc.pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
@@ -386,6 +428,8 @@ def main() -> None:
                              "to compare it with the current one on the same machine and load")
     parser.add_argument("--profile", default=None, metavar="FILE",
                         help="run the server under cProfile (its event loop thread), pstats written to FILE")
+    parser.add_argument("--handlers", type=int, default=0, metavar="N",
+                        help="measure only the enqueue+pop handlers' CPU a pair in-process (5 runs of N pairs)")
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
         if args.db == "pg":
@@ -398,6 +442,11 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.handlers:
+        cpu = handler_cpu_us(args.db, args.handlers, args.profile)
+        print(f"enqueue+pop handlers in-process, {'SQLite' if args.db is None else 'PostgreSQL'}, load average "
+              f"{os.getloadavg()[0]:.1f}: CPU us/pair best {min(cpu):.0f} (runs {', '.join(f'{c:.0f}' for c in cpu)})")
+        return
     if args.project_tasks:
         lat = projects_stats_latency(args.db, args.project_tasks)
         print(f"projects.get_all_ex include_stats, 100 projects, {args.project_tasks:,} tasks: "

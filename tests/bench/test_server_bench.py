@@ -26,3 +26,10 @@ def test_one_short_round_of_each_measurement(server):
     rate, _, _ = bench.pairs_per_second(server, 1, 0.3, lean=False)
     assert rate > 0
     assert len(bench.long_poll_wakeups(server, 2)) == 2
+
+
+def test_the_floors_and_the_handlers_alone_are_measured(server, tmp_path):
+    assert bench.sqlite_commit_rate(tmp_path, 0.2) > 0
+    rate, cpu_us = bench.ping_rate(server, 2, 0.3)
+    assert rate > 0 and cpu_us > 0
+    assert len(bench.handler_cpu_us(None, 20)) == 5

@@ -60,3 +60,35 @@ def test_concurrent_pop_on_postgres(pg_server):
     for th in threads:
         th.join()
     assert sorted(got) == sorted(tasks)
+
+
+def test_concurrent_enqueues_and_pops_lose_nothing(pg_server):
+    """Light calls and pops run on the handler pool on PostgreSQL, so they overlap: six clients
+    each create and enqueue tasks and pop the shared queue. Every pop finds an entry (each
+    follows its client's own enqueue of a new task), none fails (a deadlock on the queue's
+    metrics row reruns the call), and every task is handed out exactly once."""
+    setup = pg_server.api()
+    queue = setup.call("queues.create", {"name": "concurrent-pairs"})["id"]
+    apis = [Api(pg_server.api_url) for _ in range(6)]  # signed in one by one (the sign-in brake)
+    created: list[str] = []
+    popped: list[str] = []
+    errors: list[BaseException] = []
+
+    def client(api: Api, n: int) -> None:
+        try:
+            for i in range(12):
+                task = api.call("tasks.create", {"name": f"c{n}-{i}", "type": "training"})["id"]
+                created.append(task)
+                api.call("tasks.enqueue", {"task": task, "queue": queue})
+                popped.append(api.call("queues.get_next_task", {"queue": queue})["entry"]["task"])
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(api, n)) for n, api in enumerate(apis)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    assert len(popped) == 72 and sorted(popped) == sorted(created)
+    assert setup.call("queues.get_num_entries", {"queue": queue})["num"] == 0
