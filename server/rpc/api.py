@@ -256,8 +256,8 @@ def _is_async(handler: Any) -> bool:
 
 
 async def _run_sync(state: ServerState, handler: Any, ctx: CallContext, call: ApiCall, raw: bytes) -> Any:
-    """A synchronous handler: on the loop when it is light and the database is free (see
-    server/offload.py), else on the handler pool."""
+    """A synchronous handler: on the loop when it is light and the database is SQLite and free
+    (see server/rpc/offload.py), else on the handler pool."""
     gate, placement = state.store.gate, state.placement
     assert state.handlers is not None  # the caller runs sync handlers here only when the pool exists
     light = placement.inline(ctx.endpoint, len(raw))

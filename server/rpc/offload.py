@@ -11,8 +11,8 @@ enqueue/pop hot path if every call took it. So `Placement` keeps the calls known
 call still runs on the pool when SQLite is busy with a pool thread's transaction (the store's
 `gate`): the loop never waits on the database lock. On PostgreSQL light calls run on the pool
 too (not bound per caller): there a transaction is a string of round trips, mostly waiting, and
-on the pool the waits of concurrent calls overlap instead of each stopping the loop. An inline endpoint that once takes long (a
-huge stored document) runs on the pool for a while after.
+on the pool the waits of concurrent calls overlap instead of each stopping the loop. An inline
+endpoint that once takes long (a huge stored document) runs on the pool for a while after.
 
     pool = HandlerPool(8)            # 8 threads, started on first use
     result = await pool.run(fn, a)   # fn(a) on a worker; its exception is raised here
