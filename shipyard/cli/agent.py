@@ -152,7 +152,6 @@ def _docker_overrides(docker: str | None) -> dict:
 @click.pass_context
 def execute_cmd(ctx, task_id, attempt, verbose) -> None:
     """Build and run one task in the foreground; exit with its outcome."""
-    from agent.execution.runner import TaskRun
     from agent.execution.task_user import startup_check
 
     basic_config(verbose)
@@ -161,6 +160,8 @@ def execute_cmd(ctx, task_id, attempt, verbose) -> None:
     shutdown = Shutdown().install()
     api = state.api
     if attempt is None:
+        from agent.execution.runner import TaskRun
+
         api.call("tasks.started", {"task": task_id, "force": True, "status_message": "shipyard execute"})
         outcome = TaskRun(api, state.settings, task_id, should_abort=lambda: shutdown.requested, echo=_echo).run()
     else:
@@ -170,11 +171,15 @@ def execute_cmd(ctx, task_id, attempt, verbose) -> None:
 
 def _execute_claimed(state: CliState, task_id: str, attempt: int, shutdown: Shutdown):
     """`execute --attempt N`: the glue's claim, reported as that attempt (fenced), with the key it minted."""
-    from agent.glue.node import ClaimedRun, HeldKey, SignalVerdict
+    from agent.glue.node_start import STARTED_MESSAGE, begin
 
     settings, api = state.settings, state.api
+    begun = begin(api, task_id, attempt, STARTED_MESSAGE)   # its round trips overlap the run's imports
+
+    from agent.glue.node import ClaimedRun, HeldKey, SignalVerdict
+
     run = ClaimedRun(api, settings, task_id, verdict=SignalVerdict(api, task_id, lambda: shutdown.requested),
-                     echo=_echo, attempt=attempt,
+                     echo=_echo, attempt=attempt, begun=begun,
                      task_keys=HeldKey(settings.api.access_key, settings.api.secret_key))
     run.should_abort = run._judged
     return run.run()
