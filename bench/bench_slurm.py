@@ -8,7 +8,11 @@
   right before and one right after the glue's) and the same N submissions from 8 threads (what slurmctld takes at most from one client); all into a partition
   that is DOWN, so nothing starts
 
-    python bench/bench_slurm.py [--runs 10] [--tasks 1000]
+* node: a glue job's `shipyard execute --id T --attempt N` alone (a leased claim, no Slurm):
+  process start -> the task's first line, and the CPU the whole run took, beside a bare
+  `python -c` process printing the time in the same run (`--node-only`)
+
+    python bench/bench_slurm.py [--runs 10] [--tasks 1000] [--skip-pickup | --node-only]
 
 Needs root and Debian's slurm-wlm + munge (scripts/start-slurm.sh). Starts its own server,
 cluster, glue and daemon in a temp dir.
@@ -132,6 +136,31 @@ def glue_rate(api, cluster: SlurmCluster, env: dict, root: Path, count: int) -> 
         cluster.run("scancel", "-p", "hold", check=False)
 
 
+def node_start(api, env: dict, runs: int) -> tuple[list[float], list[float], list[float]]:
+    """(process start -> first line ms, CPU ms of the whole run, bare `python -c` start -> print ms)."""
+    import resource
+
+    queue = api.call("queues.create", {"name": "node-bench"})["id"]
+    first, cpu, bare = [], [], []
+    for i in range(runs + 1):          # the first run warms the env cache
+        task = api.call("tasks.create", {"name": f"node-{i}", "type": "training", "script": SCRIPT})["id"]
+        api.call("tasks.enqueue", {"task": task, "queue": queue})
+        attempt = api.call("queues.get_next_task", {"queue": queue, "lease_s": 60, "worker": "node-bench"})[
+            "lease"]["attempt"]
+        started, used = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([sys.executable, "-m", "shipyard", "execute", "--id", task, "--attempt", str(attempt)],
+                       env=env, check=True, capture_output=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        before = time.time()
+        printed = subprocess.run([sys.executable, "-c", "import time; print(time.time())"], check=True,
+                                 capture_output=True, text=True).stdout
+        if i:
+            first.append(first_line_ms(api, task, int(started * 1000)))
+            cpu.append((after.ru_utime - used.ru_utime + after.ru_stime - used.ru_stime) * 1000)
+            bare.append((float(printed) - before) * 1000)
+    return first, cpu, bare
+
+
 def run_pickup(api, cluster: SlurmCluster, env: dict, root: Path, runs: int) -> None:
     glue_log = root / "glue.log"
     with open(glue_log, "ab") as out:
@@ -160,10 +189,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--skip-pickup", action="store_true", help="only the hand-over rate")
+    parser.add_argument("--node-only", action="store_true", help="only the node's `shipyard execute` start")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-slurm-") as tmp:
         root = Path(tmp)
         root.chmod(0o755)
+        if args.node_only:
+            server = start_server(root / "server")
+            first, cpu, bare = node_start(server.api(), agent_env(server, root, PYTHONPATH=str(Path.cwd())), args.runs)
+            print(f"shipyard execute --attempt: process start -> first line p50 {statistics.median(first):.0f} ms "
+                  f"(min {min(first):.0f}), CPU of the whole run p50 {statistics.median(cpu):.0f} ms "
+                  f"({args.runs} runs); bare python -c start -> print p50 {statistics.median(bare):.0f} ms")
+            server.stop()
+            return
         cluster = SlurmCluster.start(root / "cluster", gpus=0, memory_mb=4096)
         server = start_server(root / "server")
         api = server.api()
