@@ -13,6 +13,7 @@
     RETRYABLE       outcome kinds that hand a leased task back to its queue instead of failing it
     LeaseOutcome    what the server did with a task its holder let go (`tasks.release`, `workers.reconcile`)
     STOP_REQUEST    the `status_message` that asks a running task's agent to stop it (`tasks.stop`)
+    START_RUN       Shipyard's `tasks.start_run`: a leased claim marked started and its run's key minted, one call
     PREEMPT_REQUEST the `status_message` head that asks a running task's agent to preempt it
 
 Each word is a `str` enum (`Subcode` an `int` enum): a member *is* its wire word, so it equals
@@ -78,6 +79,11 @@ def can_transition(current: str, new: str, *, force: bool = False) -> bool:
 
 
 STOP_REQUEST = "stopping"  # clients look for it in status_message while the status stays in_progress
+START_RUN = "tasks.start_run"
+"""A Shipyard extension endpoint (advertised as `start` under `task_keys` in server.info): `tasks.started`
+for a leased claim (`attempt` required, fenced) and `auth.create_credentials role=task label=<task id>`
+in one call and one transaction, for a caller that may mint task keys (admin, agent). The Slurm and
+Kubernetes glue hand a task over with it; against a server without it they make the two calls."""
 PREEMPT_REQUEST = "preempting"
 """status_message "preempting: for <user>'s task <id>" (status stays in_progress): the server asks the
 agent to checkpoint-signal the task, wait the queue's grace, stop it and hand it back with outcome

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-from agent.gpus.inventory import driver_cuda_version
 from sandbox.env_cache import EnvCache, EnvResult
 from sandbox.envsource import EnvSource, export_uv_lock, resolve
 from sandbox.git_workspace import Workspace, prepare_workspace
@@ -73,6 +72,8 @@ def install_plan(requirements: RequirementSet, settings: Settings, log: Log) -> 
     if requirements.hashed():
         log("torch as the lock file pins it (its hashes are for those wheels; pytorch_resolve is not applied)")
         return requirements, ""
+    from agent.gpus.inventory import driver_cuda_version  # only where torch is resolved (its import is ~30 ms)
+
     requirements, choice, line = resolve_torch(requirements, mode=packages.pytorch_resolve,
                                                cuda=driver_cuda_version(), indexes=packages.torch_indexes)
     if line:

@@ -5,6 +5,8 @@
     ...                         # key.access_key / key.secret_key go into the task's environment
     keys.extend(key)            # from the run's watch loop, every `renew_every_s`
     keys.revoke(key)            # when the run ends, whatever the outcome
+    key = keys.start_run(task_id, attempt, message)   # the glue: its claim marked started and the key
+                                # minted in one call (`tasks.start_run`); None: make the two calls
 
 A `task` key reports, uploads, reads, clones and enqueues, but creates, extends and revokes no
 key but itself. It expires on its own `ttl_s` after the last extension if the agent dies.
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 
 from agent.taskserver.port import TaskServer
 from shipyard.errors import AuthError, ServerError, ServerUnreachable
+from shipyard.protocol import START_RUN
 
 log = logging.getLogger("shipyard.agent.taskkey")
 
@@ -48,6 +51,7 @@ class TaskKeys:
         self.agent_key = agent_key
         self.ttl_s = ttl_s
         self._supported: bool | None = None   # None: not asked yet
+        self._starts: bool | None = None      # the server offers START_RUN (asked with _supported)
         self._lock = threading.Lock()
 
     @property
@@ -66,6 +70,24 @@ class TaskKeys:
             if isinstance(exc, AuthError) or exc.code not in _REFUSALS:
                 raise
             return self._fallback(f"auth.create_credentials was refused ({exc})")
+        return TaskKey(str(data["access_key"]), str(data["secret_key"]), minted=True)
+
+    def start_run(self, task_id: str, attempt: int | None, message: str) -> TaskKey | None:
+        """Mark a leased claim started (`message`, fenced by `attempt`) and mint its run's key, in one
+        call; None where the server does not offer that (a reference server, an older Shipyard) or
+        this key may not mint: the caller then makes `tasks.started` and `mint` itself. Raises as
+        `tasks.started` does (a superseded claim: STALE_CLAIM)."""
+        if attempt is None or not self._server_mints() or not self._starts:
+            return None
+        try:
+            data = self.api.call(START_RUN, {"task": task_id, "attempt": attempt, "status_message": message,
+                                             "force": True, "expires_in_s": self.ttl_s})
+        except ServerError as exc:
+            if isinstance(exc, AuthError) or exc.code not in (403, 404):
+                raise
+            with self._lock:
+                self._starts = False   # refused to this key (or gone): the two calls from now on
+            return None
         return TaskKey(str(data["access_key"]), str(data["secret_key"]), minted=True)
 
     def extend(self, key: TaskKey) -> None:
@@ -93,6 +115,7 @@ class TaskKeys:
             if self._supported is None:
                 extensions = (self.api.server_info().get("shipyard") or {}).get("extensions") or {}
                 self._supported = "task_keys" in extensions
+                self._starts = (extensions.get("task_keys") or {}).get("start") == START_RUN
                 if not self._supported:
                     self._warn("the server does not offer per-task keys (not a Shipyard server)")
             return self._supported

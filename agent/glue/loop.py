@@ -4,7 +4,8 @@
 
 Claim: the daemon's long-poll and leases (agent/daemon/poller.py); each claim is built into a
 `JobRequest` (agent/glue/request.py) and submitted from a small thread pool, with a key minted
-for that task (agent/execution/taskkey.py; the job never sees the glue's key).
+for that task (agent/execution/taskkey.py; the job never sees the glue's key): marking the claim
+started and minting its key is one `tasks.start_run` where the server offers it, two calls elsewhere.
 Watch (`agent/glue/follow.py`): every `watch_s` the engine's `statuses()` are mapped back onto
 the tasks - pending reason as the status message, leases renewed, aborts turned into
 `engine.cancel(job, grace)`, and the job's end reported where the task could not report it.
@@ -25,7 +26,7 @@ from agent.daemon.poller import Claim, Queue, TaskSource, resolve_queues
 from agent.daemon.reporter import StatusReporter
 from agent.execution import lifecycle
 from agent.execution.lifecycle import Outcome
-from agent.execution.taskkey import TaskKeys
+from agent.execution.taskkey import TaskKey, TaskKeys
 from agent.glue.engine import Engine, EngineUnavailable, JobRejected
 from agent.glue.follow import Follower, Job
 from agent.glue.request import GlueSettings, QueueSpec, build_request, with_key
@@ -176,8 +177,7 @@ class GlueLoop:
         task = claim.task or self.api.call("tasks.get_by_id", {"task": claim.task_id})["task"]
         request = build_request(task, spec, claim.attempt, self.settings, self.server_env)
         self.engine.check(request)
-        lifecycle.mark_started(self.api, claim.task_id, f"submitting to {self.engine.name}", claim.attempt)
-        key = self.task_keys.mint(claim.task_id)
+        key = self._start(claim)
         try:
             job_id = self.engine.submit(with_key(request, key.access_key, key.secret_key))
         except BaseException:
@@ -185,6 +185,17 @@ class GlueLoop:
             raise
         self.follower.adopt(Job(job_id, claim.task_id, claim.attempt, key.access_key if key.minted else ""),
                             f"submitting to {self.engine.name}")
+
+    def _start(self, claim: Claim) -> TaskKey:
+        """The task marked taken ("submitting to ...": before the engine has it, so that an abort
+        in between is never undone) and its run's key minted: one call where the server offers
+        `tasks.start_run`, else `tasks.started` and `auth.create_credentials`."""
+        message = f"submitting to {self.engine.name}"
+        key = self.task_keys.start_run(claim.task_id, claim.attempt, message)
+        if key is not None:
+            return key
+        lifecycle.mark_started(self.api, claim.task_id, message, claim.attempt)
+        return self.task_keys.mint(claim.task_id)
 
     def _retry_held(self) -> None:
         with self._lock:

@@ -8,7 +8,9 @@
                      lease rules requeue the task)
     ClaimedRun       the run itself: a task process killed by the same signal as the node's run (Slurm
                      signals every process of a job at once on requeue) ends as the verdict says, not
-                     as "killed by signal 15"
+                     as "killed by signal 15"; the node's "started" mark (fenced: a superseded claim
+                     stops here) goes out beside the task's fetch (agent/glue/node_start.py), begun
+                     by `shipyard execute` before it imports the run
 """
 from __future__ import annotations
 
@@ -16,12 +18,14 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from agent.execution.contract import RunResult
 from agent.execution.lifecycle import Outcome
 from agent.execution.runner import TaskRun
 from agent.execution.taskkey import TaskKey
+from agent.glue.node_start import STARTED_MESSAGE, begin
 from agent.taskserver.port import TaskServer
 from shipyard.errors import ServerError, ServerUnreachable
 from shipyard.protocol import STOP_REQUEST, OutcomeKind, TaskStatus
@@ -86,9 +90,18 @@ signals the job's processes one by one) before calling it the task's own death."
 class ClaimedRun(TaskRun):
     """`TaskRun` for `execute --attempt N`: aborts and signals are judged by a `SignalVerdict`."""
 
-    def __init__(self, *args: Any, verdict: SignalVerdict, **kwargs: Any):
+    def __init__(self, *args: Any, verdict: SignalVerdict, started_message: str = STARTED_MESSAGE,
+                 begun: Future[dict] | None = None, **kwargs: Any):
         super().__init__(*args, should_abort=verdict, **kwargs)
         self.verdict = verdict
+        self.started_message = started_message
+        self.begun = begun
+
+    def _fetch(self) -> dict:
+        """The task's document, read while the node marks the task started as this claim
+        (agent/glue/node_start.py; begun before the run's imports where `begun` is given)."""
+        begun, self.begun = self.begun, None
+        return (begun or begin(self.api, self.task_id, self.attempt, self.started_message)).result()
 
     def _judged(self) -> bool:
         if not self.verdict():

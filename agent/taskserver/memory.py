@@ -24,11 +24,11 @@ from typing import Any
 
 from shipyard import clock
 from shipyard.errors import ServerError
-from shipyard.protocol import STOP_REQUEST, LeaseOutcome, Subcode, TaskStatus, can_transition
+from shipyard.protocol import START_RUN, STOP_REQUEST, LeaseOutcome, Subcode, TaskStatus, can_transition
 
 EXTENSIONS = {"long_poll": {"endpoint": "queues.get_next_task", "field": "wait_s", "max_s": 60},
               "leases": {"request_field": "lease_s", "fence_field": "attempt"},
-              "task_keys": {"mint": "auth.create_credentials", "role": "task"}}
+              "task_keys": {"mint": "auth.create_credentials", "role": "task", "start": START_RUN}}
 
 
 def _error(endpoint: str, code: int, subcode: int, message: str) -> ServerError:
@@ -306,6 +306,13 @@ class InMemoryTaskServer:
         access = f"TASKKEY{next(self._ids):016d}"
         self.keys[access] = {"label": body.get("label"), "role": body.get("role"), "revoked": False}
         return {"access_key": access, "secret_key": f"secret-{access}"}
+
+    def _tasks_start_run(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        """`tasks.started` of a leased claim plus its run's key (shipyard.protocol.START_RUN)."""
+        if not body.get("attempt") or not self._fenced(endpoint, body).get("_lease"):
+            raise _error(endpoint, 400, Subcode.STALE_CLAIM, "only a leased claim is started with a key")
+        self._status_call(endpoint, body, TaskStatus.IN_PROGRESS)
+        return {"started": 1, **self._auth_create_credentials(endpoint, {"label": body["task"], "role": "task"})}
 
     def _auth_extend_credentials(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         return {"access_key": body["access_key"]}

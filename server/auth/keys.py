@@ -131,17 +131,26 @@ class KeyStore:
         """A new key pair; `expires` (epoch seconds) makes it short-lived, `instance` labels its
         machine or run, `minted_by` is the access key that asked for it through the API. Never
         overwrites a key: a revoked one stays revoked (see `seed`)."""
+        with self.store.tx() as conn:
+            pair = self.create_in(conn, access_key, secret_key, name=name, role=role, expires=expires,
+                                  instance=instance, minted_by=minted_by)
+        return pair
+
+    def create_in(self, conn: Any, access_key: str | None = None, secret_key: str | None = None, *,
+                  name: str = "", role: str = ADMIN, expires: float | None = None,
+                  instance: str | None = None, minted_by: str | None = None) -> tuple[str, str]:
+        """`create` inside the caller's transaction `conn` (`tasks.start_run`: the task's status
+        change and its run's key commit together, or neither does)."""
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
         generated = secret_key is None
         gen_access, gen_secret = generate_key_pair()
         access_key, secret_key = access_key or gen_access, secret_key or gen_secret
-        with self.store.tx() as conn:
-            stored = hash_secret(secret_key, generated=generated)
-            conn.execute(insert(t.credentials).values(
-                access_key=access_key, secret_hash=stored, name=name, role=role,
-                created=clock.now(), revoked=False, expires=expires, instance=instance,
-                minted_by=minted_by))
+        stored = hash_secret(secret_key, generated=generated)
+        conn.execute(insert(t.credentials).values(
+            access_key=access_key, secret_hash=stored, name=name, role=role,
+            created=clock.now(), revoked=False, expires=expires, instance=instance,
+            minted_by=minted_by))
         self._verified.clear()
         return access_key, secret_key
 

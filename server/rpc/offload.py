@@ -43,7 +43,7 @@ LIGHT_ENDPOINTS = frozenset({
     "tasks.stopped", "tasks.completed", "tasks.failed", "tasks.close", "tasks.stop", "tasks.edit",
     "tasks.update", "tasks.set_requirements", "tasks.add_or_update_artifacts", "tasks.add_or_update_model",
     "tasks.edit_hyper_params", "tasks.edit_configuration", "tasks.renew_lease", "tasks.release",
-    "tasks.record_exit", "queues.add_task", "queues.remove_task", "queues.get_by_id", "queues.get_default",
+    "tasks.record_exit", "tasks.start_run", "queues.add_task", "queues.remove_task", "queues.get_by_id", "queues.get_default",
     "queues.get_num_entries", "queues.peek_task", "workers.register", "workers.unregister",
     "workers.status_report", "models.get_by_id", "models.create", "models.update", "models.edit",
     "models.set_ready", "models.update_for_task", "projects.get_by_id", "projects.create", "events.add",

@@ -367,6 +367,7 @@ REQUESTS: dict[str, Spec] = {
     "tasks.enqueue": _req({**STATUS_CHANGE, "queue": STR, "queue_name": STR}, "task"),
     "tasks.dequeue": _req({**STATUS_CHANGE, "new_status": Enum(*TaskStatus)}, "task"),
     "tasks.reset": _req({**STATUS_CHANGE, "clear_all": FLAG}, "task"),
+    "tasks.start_run": _req({**STATUS_CHANGE, "attempt": INT, "expires_in_s": NUM}, "task", "attempt"),
     "tasks.record_exit": _req({"task": STR, "attempt": INT, "exit_code": INT}, "task", "attempt", "exit_code"),
     "tasks.wait_status": _req({"task": STR, "status": STR, "status_message": STR, "wait_s": NUM}, "task"),
     "tasks.renew_lease": _req({"task": STR, "attempt": INT, "lease_s": NUM}, "task", "attempt"),

@@ -9,6 +9,10 @@ Two callers mint keys here:
   task id), hands it to the task process instead of its own key, extends it while the run lives
   and revokes it when the run ends.
 
+`tasks.start_run` (shipyard.protocol.START_RUN) is the agent's mint and its claim's `tasks.started`
+in one call and one transaction: the rules of both apply (the caller may mint task keys; the
+`attempt` must be the task's current, leased claim), so it mints for no task the caller does not hold.
+
 Who may mint which role, and extend or revoke which key, is `server.auth.may_mint` and
 `may_revoke`: a non-admin never mints an admin or agent key, a `user` or `task` key mints
 nothing and revokes only itself. The minting key is recorded on the new key (`minted_by`).
@@ -20,7 +24,11 @@ from __future__ import annotations
 from server import errors
 from server.auth.keys import ADMIN, AGENT, ROLES, TASK, USER, may_mint, may_revoke
 from server.rpc.registry import CallContext, Request, endpoint
+from server.services import leases
+from server.services.tasks import doc as taskdoc
+from server.task_waits import WAITERS
 from shipyard import clock
+from shipyard.protocol import START_RUN, TaskStatus
 
 MAX_TTL_S = 30 * 24 * 3600.0
 DEFAULT_TTL_S = 24 * 3600.0
@@ -58,13 +66,17 @@ def _check_revoke(ctx: CallContext, access: str) -> None:
                          + f" (caller role: {ctx.identity.role})")
 
 
-@endpoint("auth.create_credentials")
-def create_credentials(ctx: CallContext, req: Request) -> dict:
-    role = _requested_role(ctx, req)
+def _check_mint(ctx: CallContext, role: str) -> None:
     if not may_mint(ctx.identity.role, role):
         raise _forbidden(f"A key of role '{ctx.identity.role}' may not create '{role}' credentials"
                          + (" (an agent mints only task keys)" if ctx.identity.role == AGENT else
                             " (only an admin or an agent creates credentials)"))
+
+
+@endpoint("auth.create_credentials")
+def create_credentials(ctx: CallContext, req: Request) -> dict:
+    role = _requested_role(ctx, req)
+    _check_mint(ctx, role)
     label = (req.text("label") or "").strip()
     expires = clock.now() + _ttl(req)
     access, secret = ctx.settings.keys.create(name=label or "short-lived", role=role, expires=expires,
@@ -95,3 +107,24 @@ def revoke_credentials(ctx: CallContext, req: Request) -> dict:
     revoked = ctx.settings.keys.revoke(access)
     ctx.settings.forget_key(access)
     return {"revoked": 1 if revoked else 0}
+
+
+@endpoint(START_RUN)
+def start_run(ctx: CallContext, req: Request) -> dict:
+    """`tasks.started` of a leased claim plus its run's `task` key (label: the task id), committed together."""
+    _check_mint(ctx, TASK)
+    task_id, attempt = req.id("task", "task"), req.integer("attempt", required=True)
+    expires = clock.now() + _ttl(req)
+    with ctx.store.tx() as conn:
+        doc = taskdoc.load(ctx, conn, task_id)
+        leases.check_fence(doc, attempt)
+        if not doc.get("_lease"):
+            raise leases.stale(task_id, attempt, "none (the task holds no lease)")
+        fields = taskdoc.change_status(ctx, conn, doc, TaskStatus.IN_PROGRESS, force=req.flag("force"),
+                                       reason=req.text("status_reason"), message=req.text("status_message"),
+                                       extra={} if doc.get("started") else {"started": clock.iso()})
+        access, secret = ctx.settings.keys.create_in(conn, name=task_id, role=TASK, expires=expires,
+                                                     instance=task_id, minted_by=ctx.identity.user)
+    WAITERS.wake(task_id)   # after the commit, as tasks.started does
+    return {"started": 1, "updated": 1, "fields": fields, "access_key": access, "secret_key": secret,
+            "expires": clock.iso(expires), "label": task_id, "role": TASK}

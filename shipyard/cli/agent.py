@@ -11,15 +11,17 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from agent.daemon.detach import DaemonFiles, PidFile, start_detached, stop_daemon
-from agent.daemon.metrics import AgentMetrics, MetricsServer, parse_address
 from shipyard.cli.state import CliState, pass_state, state_of
 from shipyard.errors import ConfigError
 from shipyard.logs import basic_config, console_logger
 from shipyard.signals import Shutdown
+
+if TYPE_CHECKING:
+    from agent.daemon.metrics import AgentMetrics
 
 
 def _echo(line: str) -> None:
@@ -64,6 +66,7 @@ def _echo(line: str) -> None:
 def daemon_cmd(ctx, detached, stop, force, pid_file, metrics_port, queues, more_queues, order_fairness, foreground,
                create_queue, max_tasks, services, gpus, cpu_only, docker, task_user, verbose) -> None:
     """Pull tasks from queues and run them, one at a time."""
+    from agent.daemon.detach import PidFile
     from agent.daemon.loop import Daemon
     from agent.daemon.slots import slot_setup
     from agent.execution.task_user import startup_check
@@ -92,6 +95,8 @@ def daemon_cmd(ctx, detached, stop, force, pid_file, metrics_port, queues, more_
 
 def _control_detached(ctx: click.Context, state: CliState, *, detached: bool, stop: bool, force: bool) -> bool:
     """--stop [--force] and --detached; True when one of them was the whole command."""
+    from agent.daemon.detach import DaemonFiles, start_detached, stop_daemon
+
     if force and not stop:
         raise click.UsageError("--force goes with --stop")
     if stop:
@@ -110,6 +115,8 @@ def _serving(state: CliState, address: str | None) -> Iterator[AgentMetrics | No
     if address is None:
         yield None
         return
+    from agent.daemon.metrics import AgentMetrics, MetricsServer, parse_address
+
     try:
         host, port = parse_address(address)
     except ConfigError as exc:
@@ -145,7 +152,6 @@ def _docker_overrides(docker: str | None) -> dict:
 @click.pass_context
 def execute_cmd(ctx, task_id, attempt, verbose) -> None:
     """Build and run one task in the foreground; exit with its outcome."""
-    from agent.execution.runner import TaskRun
     from agent.execution.task_user import startup_check
 
     basic_config(verbose)
@@ -154,6 +160,8 @@ def execute_cmd(ctx, task_id, attempt, verbose) -> None:
     shutdown = Shutdown().install()
     api = state.api
     if attempt is None:
+        from agent.execution.runner import TaskRun
+
         api.call("tasks.started", {"task": task_id, "force": True, "status_message": "shipyard execute"})
         outcome = TaskRun(api, state.settings, task_id, should_abort=lambda: shutdown.requested, echo=_echo).run()
     else:
@@ -163,13 +171,15 @@ def execute_cmd(ctx, task_id, attempt, verbose) -> None:
 
 def _execute_claimed(state: CliState, task_id: str, attempt: int, shutdown: Shutdown):
     """`execute --attempt N`: the glue's claim, reported as that attempt (fenced), with the key it minted."""
-    from agent.execution import lifecycle
-    from agent.glue.node import ClaimedRun, HeldKey, SignalVerdict
+    from agent.glue.node_start import STARTED_MESSAGE, begin
 
     settings, api = state.settings, state.api
-    lifecycle.mark_started(api, task_id, "shipyard execute (glue job)", attempt)
+    begun = begin(api, task_id, attempt, STARTED_MESSAGE)   # its round trips overlap the run's imports
+
+    from agent.glue.node import ClaimedRun, HeldKey, SignalVerdict
+
     run = ClaimedRun(api, settings, task_id, verdict=SignalVerdict(api, task_id, lambda: shutdown.requested),
-                     echo=_echo, attempt=attempt,
+                     echo=_echo, attempt=attempt, begun=begun,
                      task_keys=HeldKey(settings.api.access_key, settings.api.secret_key))
     run.should_abort = run._judged
     return run.run()

@@ -30,10 +30,6 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pyhocon import ConfigFactory
-from pyhocon.exceptions import ConfigException
-from pyparsing import ParseBaseException
-
 from shipyard.client import config_envs as envs
 from shipyard.client.config_envs import PackageSettings, VenvCacheSettings
 from shipyard.errors import ConfigError
@@ -586,6 +582,12 @@ def _existing(path: Path, why: str) -> Path:
 
 
 def _read_hocon(path: Path) -> dict[str, Any]:
+    """The file's settings. pyhocon (with pyparsing: ~0.1 s of imports) loads only here: a glue
+    job's `shipyard execute` that gets everything from its environment never pays for it."""
+    from pyhocon import ConfigFactory
+    from pyhocon.exceptions import ConfigException
+    from pyparsing import ParseBaseException
+
     try:
         parsed = ConfigFactory.parse_file(str(path), resolve=True)
     except (ConfigException, ParseBaseException, OSError) as exc:

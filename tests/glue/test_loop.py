@@ -16,6 +16,7 @@ from agent.glue.loop import GlueLoop
 from agent.glue.memory import MemoryEngine
 from agent.glue.request import GlueSettings, QueueSpec, parse_queue
 from agent.taskserver.memory import InMemoryTaskServer
+from shipyard.protocol import START_RUN
 
 
 def settings(**overrides) -> GlueSettings:
@@ -84,6 +85,35 @@ def test_a_claimed_task_becomes_a_job_with_its_own_key_and_resources(server):
     assert "glue-key" not in request.env.values() and request.env["CLEARML_API_HOST"] == "x"
     assert doc(server, task)["status"] == "in_progress"
     assert doc(server, task)["status_message"] == f"pending in memory job {engine.job_of(task)}: Priority"
+
+
+def _hand_over_calls(api: InMemoryTaskServer, task: str) -> list[str]:
+    names = ("tasks.started", "auth.create_credentials", START_RUN)
+    return [endpoint for endpoint, body in api.calls if endpoint in names and body.get("task", body.get("label")) == task]
+
+
+def test_the_claim_is_started_and_its_key_minted_in_one_call(server):
+    engine = MemoryEngine()
+    task = enqueue(server)
+    with running(server, engine):
+        request = until(lambda: engine.submitted and engine.submitted[0])
+    assert _hand_over_calls(server, task)[0] == START_RUN   # then only the watch's own status messages
+    assert "auth.create_credentials" not in _hand_over_calls(server, task)
+    assert server.keys[request.env["CLEARML_API_ACCESS_KEY"]]["label"] == task
+
+
+def test_a_server_without_start_run_gets_the_two_calls():
+    from agent.taskserver.memory import EXTENSIONS
+
+    api = InMemoryTaskServer(extensions={**EXTENSIONS, "task_keys": {"mint": "auth.create_credentials", "role": "task"}})
+    api.call("queues.create", {"name": "gpu"})
+    engine = MemoryEngine()
+    task = enqueue(api)
+    with running(api, engine):
+        request = until(lambda: engine.submitted and engine.submitted[0])
+    assert _hand_over_calls(api, task)[:2] == ["tasks.started", "auth.create_credentials"]
+    assert START_RUN not in _hand_over_calls(api, task)
+    assert request.env["CLEARML_API_ACCESS_KEY"].startswith("TASKKEY")
 
 
 @pytest.mark.parametrize("phase, reason, status, words", [
