@@ -7,7 +7,6 @@ read from a lock file with hashes keeps its own torch (the hashes are for those 
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from concurrent.futures import Future
@@ -18,7 +17,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from agent.gpus.inventory import driver_cuda_version
-from sandbox.env_cache import EnvCache, EnvResult
+from sandbox.env_cache import EnvCache, EnvResult, Lease
 from sandbox.envsource import EnvSource, export_uv_lock, resolve
 from sandbox.git_workspace import Workspace, prepare_workspace
 from sandbox.lockfiles import PackageManager
@@ -41,8 +40,9 @@ class BuiltTask:
     venv: Path
     runtime: dict[str, str] = field(default_factory=dict)
     """What the task's runtime info records about its environment (source, Python)."""
-    in_use: contextlib.ExitStack | None = None
-    """Holds the venv's cache entry in use (prune skips it) until closed, when the run ends."""
+    in_use: Lease | None = None
+    """Holds the venv's cache entry in use (prune skips it) until closed, when the run ends
+    (sandbox.env_cache.Lease: the venv is layered over the entry, which it then verifies)."""
 
 
 def make_env_cache(settings: Settings) -> EnvCache:
@@ -137,7 +137,7 @@ def build_task(task: dict, target: Path, settings: Settings, log: Log, *, env_ca
     runtime = {**source.runtime(), "python_version": python.version}
     return BuiltTask(workspace=workspace, env=env, requirements=requirements,
                      requirements_source=source.label, venv=target / "venv", runtime=runtime,
-                     in_use=env_cache.hold(env.key) if env.key else None)
+                     in_use=env.lease)
 
 
 def _recorded_wins(recorded: RequirementSet, settings: Settings) -> bool:
