@@ -150,7 +150,7 @@ class Lease:
     the task has ended, verifies the entry so the next run of it needs no check.
     """
 
-    def __init__(self, cache: EnvCache, key: str, use_fd: int, exposed_fd: int | None):
+    def __init__(self, cache: EnvCache, key: str, use_fd: int | None, exposed_fd: int | None):
         self.cache, self.key = cache, key
         self._fds = [fd for fd in (exposed_fd, use_fd) if fd is not None]
         self.exposed = exposed_fd is not None
@@ -161,7 +161,8 @@ class Lease:
             return
         if self.exposed:
             os.close(self._fds.pop(0))
-            self.cache.check_released(self.key)
+            if self.key:
+                self.cache.check_released(self.key)
         self.release()
 
     def release(self) -> None:
@@ -239,13 +240,17 @@ class EnvCache:
         extra: str = "",
         log: Log = print,
         owner: Owner | None = None,
+        standalone: bool = False,
     ) -> EnvResult:
         """Make `target` a venv with `requirements` installed, from the cache when possible.
 
         `target` must not exist or be empty. `owner` (uid, gid): the user the task runs as gets
         the target's directories and private files; the cache's files stay the agent's, and a
         task of that user counts as one that cannot write them. Close the result's lease when
-        the run has ended. Raises RequirementsError / InfrastructureError from the build.
+        the run has ended (a run without a cached entry gets one too: its task, of the agent's
+        user, could write the cache). `standalone` (`shipyard build`, no task runs): a checked
+        hard-link farm that outlives the cache entry, no lease. Raises RequirementsError /
+        InfrastructureError from the build.
         """
         started = time.monotonic()
         reqs = _requirement_set(requirements, log)
@@ -257,18 +262,23 @@ class EnvCache:
             frozen = self.builder.build(interpreter, reqs, target, log)
             if owner is not None:
                 give_tree(target, owner)
-            return EnvResult(venv_python(target), frozen, False, "", time.monotonic() - started)
+            exposed = None if owner is not None or standalone else Lease(self, "", None, self.exposures.expose())
+            return EnvResult(venv_python(target), frozen, False, "", time.monotonic() - started, exposed)
         key = self.key(reqs, interpreter, extra)
-        reused = self._reuse(key, target, log, owner)
+        how = _How(owner, standalone)
+        reused = self._reuse(key, target, log, how)
         if reused is None:
-            (frozen, lease), hit = self._build_or_reuse(key, interpreter, reqs, extra, target, log, owner), False
+            (frozen, lease), hit = self._build_or_reuse(key, interpreter, reqs, extra, target, log, how), False
         else:
             (frozen, lease), hit = reused, True
+        if standalone:
+            lease.release()
         if self.compile_bytecode != "off":
             self._ensure_bytecode(key, log)
         if not hit and self.max_bytes is not None:
             self.prune(self.max_bytes, log=log, keep=(key,))
-        return EnvResult(venv_python(target), frozen, hit, key, time.monotonic() - started, lease)
+        return EnvResult(venv_python(target), frozen, hit, key, time.monotonic() - started,
+                         None if standalone else lease)
 
     def entries(self) -> list[CacheEntry]:
         """Complete entries, least recently used first."""
@@ -389,20 +399,19 @@ class EnvCache:
         except (OSError, subprocess.SubprocessError) as exc:  # only costs the targets' first imports
             log(f"could not start the bytecode compiler of environment {key[:12]}: {exc}")
 
-    def _reuse(self, key: str, target: Path, log: Log, owner: Owner | None) -> _Handed | None:
+    def _reuse(self, key: str, target: Path, log: Log, how: _How) -> _Handed | None:
         with file_lock(self._lock_path(key), shared=True, timeout=self.lock_timeout):
             try:
-                return self._hand_over(key, target, log, owner)
+                return self._hand_over(key, target, log, how)
             except TamperedEntry:
                 return None  # _build_or_reuse, holding the lock exclusively, reports and discards it
 
     def _build_or_reuse(
-        self, key: str, python: Interpreter, reqs: RequirementSet, extra: str, target: Path, log: Log,
-        owner: Owner | None,
+        self, key: str, python: Interpreter, reqs: RequirementSet, extra: str, target: Path, log: Log, how: _How,
     ) -> _Handed:
         with file_lock(self._lock_path(key), timeout=self.lock_timeout):
             try:
-                handed = self._hand_over(key, target, log, owner)  # another agent built it meanwhile
+                handed = self._hand_over(key, target, log, how)  # another agent built it meanwhile
             except TamperedEntry as exc:
                 self._discard_tampered(key, exc, log)
                 handed = None
@@ -411,12 +420,12 @@ class EnvCache:
             self._report_note(key, log)
             self._discard_partial(key, log)
             self._build_or_fetch(key, python, reqs, extra, log)
-            handed = self._hand_over(key, target, log, owner)
+            handed = self._hand_over(key, target, log, how)
         if handed is None:
             raise InfrastructureError(f"environment {key[:12]} vanished right after it was built")
         return handed
 
-    def _hand_over(self, key: str, target: Path, log: Log, owner: Owner | None) -> _Handed | None:
+    def _hand_over(self, key: str, target: Path, log: Log, how: _How) -> _Handed | None:
         """With the key's lock held: the entry verified (unless no task could have changed it
         since its last check), held, and its venv laid at `target`; None if the entry is not
         complete; TamperedEntry if it changed."""
@@ -425,19 +434,18 @@ class EnvCache:
         if meta is None:
             return None
         (entry / LAST_USED).touch()
-        farm = owner is not None and not _reachable(entry / VENV, owner)
+        farm = how.standalone or (how.owner is not None and not _reachable(entry / VENV, how.owner))
         if not farm:
             self._ensure_verified(entry)
         lease = Lease(self, key, acquire(self._use_lock_path(key), shared=True, timeout=self.lock_timeout),
-                      self.exposures.expose() if owner is None else None)
+                      self.exposures.expose() if how.exposed else None)
         try:
-            stats = self._lay(entry, meta, target, owner, farm)
+            stats = self._lay(entry, meta, target, how.owner, farm)
         except BaseException:
             lease.release()
             remove_tree(target)
             raise
-        how = "linked (the task's user cannot reach the cache)" if farm else "layered over the entry"
-        log(f"environment {key[:12]} materialized at {target}: {how}, {stats.linked} files linked, "
+        log(f"environment {key[:12]} materialized at {target}: {how.describe(farm)}, {stats.linked} files linked, "
             f"{stats.rewritten} rewritten, {stats.copied} copied")
         return list(meta["frozen"]), lease
 
@@ -614,6 +622,24 @@ class EnvCache:
 
 _Handed = tuple[list[str], Lease]
 """A hand-over: the entry's freeze list, and the run's lease on it."""
+
+
+@dataclass(frozen=True)
+class _How:
+    """How a venv is handed over: to whom (`owner`), and whether it must outlive the entry."""
+
+    owner: Owner | None
+    standalone: bool
+
+    @property
+    def exposed(self) -> bool:
+        """A task of the agent's own user will run with it (counted: exposure.py)."""
+        return self.owner is None and not self.standalone
+
+    def describe(self, farm: bool) -> str:
+        if not farm:
+            return "layered over the entry"
+        return "linked (standalone)" if self.standalone else "linked (the task's user cannot reach the cache)"
 
 
 @dataclass(frozen=True)

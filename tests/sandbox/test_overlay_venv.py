@@ -154,3 +154,22 @@ def test_only_a_hand_over_a_task_could_have_affected_is_checked(light_builder, t
     assert owned.cache_hit and cache.exposures.generation() == generation and len(checks) == seen
     owned.lease.close()
     assert len(checks) == seen
+
+
+def test_standalone_venvs_outlive_the_entry_and_uncached_runs_count_as_exposed(light_builder, tmp_path):
+    cache = EnvCache(tmp_path / "cache", builder=light_builder, compile_bytecode="off")
+    built = cache.materialize("six==1.16.0", PYTHON, tmp_path / "t1", log=print)
+    built.lease.close()
+    generation = cache.exposures.generation()
+    # `shipyard build`: a checked link farm that needs no lease and keeps working once evicted
+    lines: list[str] = []
+    kept = cache.materialize("six==1.16.0", PYTHON, tmp_path / "kept", log=lines.append, standalone=True)
+    assert kept.cache_hit and kept.lease is None and cache.exposures.generation() == generation
+    assert any("linked (standalone)" in line for line in lines)
+    assert cache.prune(0, log=print) == [built.key]
+    assert run(kept.python, "import six; print(six.__file__)") == str(tmp_path / "kept" / SITE / "six.py")
+    # A run whose environment is not cached still runs a task that could write the cache
+    (tmp_path / "base.txt").write_text("six==1.16.0\n")
+    uncached = cache.materialize(f"-r {tmp_path / 'base.txt'}", PYTHON, tmp_path / "u", log=print)
+    assert uncached.key == "" and cache.exposures.generation() == generation + 1
+    uncached.lease.close()
