@@ -30,7 +30,9 @@ puts the entry's site-packages on sys.path after its own. Nothing is linked per 
 hand-over costs about the same for an empty environment and for torch. A run's venv works for
 as long as its entry is held: materialize returns a `Lease` (EnvResult.lease) that keeps prune
 away until it is closed, when the run has ended. Where the task's user (`owner=`) cannot reach
-the cache's directories, the run gets a hard-link farm of the whole entry (linkfarm.py) instead.
+the cache's directories, the run gets a hard-link farm of the whole entry (linkfarm.py) instead,
+checked file by file as it is linked; so does `standalone=` (`shipyard build`: a venv that
+must outlive the entry, no task runs in it).
 
 Every later task imports the entry's files, so no task may change them (issue 17, attack 4):
 
@@ -49,7 +51,9 @@ Every later task imports the entry's files, so no task may change them (issue 17
     any run gets it (found when a run ends, the warning goes to the next run of that entry too);
   * a run of the agent's own user that is alive while another one is handed the entry could
     still change it under that one (as it could write through a link farm's shared inodes
-    before); only agent.task_user closes that, and a writer that restores size and mtime;
+    before), and a process a task left running after its run ended (outside the task's
+    process group, which the agent kills) is no longer counted; only agent.task_user closes
+    these, and a writer that restores size and mtime or rewrites the manifest;
   * uv hard-links its downloaded files into the venvs it builds, so an entry shares inodes with
     uv's cache: a write through a venv changes uv's copy too, and every entry that links that
     file sees the change. A tampered entry therefore also empties uv's cache
