@@ -468,7 +468,8 @@ class EnvCache:
         """The run's venv: an overlay, or a link farm checked file by file (a user who cannot
         reach the entry cannot import from it)."""
         if not farm:
-            return make_overlay(entry / VENV, target, meta["built_at"], owner)
+            return make_overlay(entry / VENV, target, meta["built_at"], owner,
+                                cache_tag=str(meta.get("python", "")).split(" ")[0])
         check = _checker(entry)
         stats = link_tree(entry / VENV, target, meta["built_at"], str(target), check=check, owner=owner)
         check.finish()

@@ -34,8 +34,11 @@ A run's venv is usable while its entry is held (EnvCache leases): prune never re
 from __future__ import annotations
 
 import functools
+import importlib.util
+import marshal
 import os
 import stat
+import sys
 from pathlib import Path
 
 from sandbox.linkfarm import LinkStats, link_tree
@@ -59,14 +62,23 @@ def site_dirs(venv: Path) -> list[str]:
     return found
 
 
-def make_overlay(venv: Path, target: Path, built_at: str, owner: tuple[int, int] | None = None) -> LinkStats:
-    """Make `target` (which must not exist) an overlay venv of the sealed `venv` built at `built_at`."""
+def make_overlay(venv: Path, target: Path, built_at: str, owner: tuple[int, int] | None = None,
+                 cache_tag: str = "") -> LinkStats:
+    """Make `target` (which must not exist) an overlay venv of the sealed `venv` built at `built_at`.
+
+    `cache_tag`: the venv's interpreter's (e.g. "cpython-311"); when it is this Python's, the hook
+    gets its bytecode too (unchecked-hash .pyc), so no task process compiles it at start."""
     sites = site_dirs(venv)
     stats = link_tree(venv, target, built_at, str(target), owner=owner, skip=sites)
     for site in sites:
         _write(target / site / HOOK_NAME, _hook_source(), owner)
         _write(target / site / PTH_NAME,
                f"import _shipyard_overlay; _shipyard_overlay.attach({str(venv)!r}, {str(venv / site)!r})\n", owner)
+        if cache_tag and cache_tag == sys.implementation.cache_tag:
+            (target / site / "__pycache__").mkdir()
+            _write(target / site / "__pycache__" / f"_shipyard_overlay.{cache_tag}.pyc", _hook_bytecode(), owner)
+            if owner is not None:
+                os.chown(target / site / "__pycache__", *owner)
     return stats
 
 
@@ -75,8 +87,20 @@ def _hook_source() -> str:
     return _HOOK_SOURCE.read_text()
 
 
-def _write(path: Path, text: str, owner: tuple[int, int] | None) -> None:
-    path.write_text(text)
+@functools.lru_cache(maxsize=1)
+def _hook_bytecode() -> bytes:
+    """The hook compiled by this interpreter, valid whatever the copy's mtime (PEP 552)."""
+    source = _hook_source().encode()
+    code = compile(source, HOOK_NAME, "exec", dont_inherit=True)
+    return bytes(importlib.util.MAGIC_NUMBER + (0b01).to_bytes(4, "little")
+                 + importlib.util.source_hash(source) + marshal.dumps(code))
+
+
+def _write(path: Path, text: str | bytes, owner: tuple[int, int] | None) -> None:
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
     os.chmod(path, stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
     if owner is not None:
         os.chown(path, *owner)

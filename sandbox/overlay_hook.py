@@ -8,21 +8,15 @@ site directory, after the run's own, with its own .pth files processed.
 
 It runs in the task's interpreter, whatever its version: the standard library only.
 """
+# importlib's own machinery, loaded with the interpreter (importing importlib.machinery would
+# cost a few ms at every start of every task process)
+import _frozen_importlib_external as _external
 import os
 import site
 import sys
-from importlib.machinery import (
-    BYTECODE_SUFFIXES,
-    EXTENSION_SUFFIXES,
-    SOURCE_SUFFIXES,
-    ExtensionFileLoader,
-    FileFinder,
-    SourceFileLoader,
-    SourcelessFileLoader,
-)
 
 
-class SealedSourceLoader(SourceFileLoader):
+class SealedSourceLoader(_external.SourceFileLoader):
     """Reads the entry's .pyc files; never writes one (set_data only ever writes bytecode)."""
 
     def set_data(self, path, data, *, _mode=0o666):  # noqa: ANN001, ANN201, ARG002
@@ -30,8 +24,9 @@ class SealedSourceLoader(SourceFileLoader):
 
 
 def attach(entry, sitedir):  # noqa: ANN001, ANN201
-    finder = FileFinder.path_hook((ExtensionFileLoader, EXTENSION_SUFFIXES), (SealedSourceLoader, SOURCE_SUFFIXES),
-                                  (SourcelessFileLoader, BYTECODE_SUFFIXES))
+    loaders = [(SealedSourceLoader if loader is _external.SourceFileLoader else loader, suffixes)
+               for loader, suffixes in _external._get_supported_file_loaders()]
+    finder = _external.FileFinder.path_hook(*loaders)
     prefix = entry.rstrip(os.sep) + os.sep
 
     def hook(path):  # noqa: ANN001, ANN202

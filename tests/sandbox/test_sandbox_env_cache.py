@@ -61,9 +61,12 @@ def test_second_materialize_is_an_overlay_cache_hit(builder, tmp_path):
     # And nothing of the packages is linked: the target's own site-packages holds one .pth
     # that puts the entry's after it, where six, pip and their metadata are found
     entry = cache.root / "entries" / first.key / "venv"
-    assert sorted(os.listdir(tmp_path / "t2" / SITE)) == sorted([PTH_NAME, HOOK_NAME])
+    assert sorted(os.listdir(tmp_path / "t2" / SITE)) == sorted([PTH_NAME, HOOK_NAME, "__pycache__"])
+    assert os.listdir(tmp_path / "t2" / SITE / "__pycache__") == [f"_shipyard_overlay.{PYTHON.implementation}.pyc"]
     out = run_in(second.python, "import six, pip, importlib.metadata as m; print(six.__file__, m.version('six'))")
     assert out == f"{entry / SITE / 'six.py'} 1.16.0"
+    hook = run_in(second.python, "import _shipyard_overlay as h; print(h.__cached__)")   # precompiled for the run
+    assert hook == str(tmp_path / "t2" / SITE / "__pycache__" / f"_shipyard_overlay.{PYTHON.implementation}.pyc")
     listed = subprocess.run([str(tmp_path / "t2" / "bin" / "pip"), "list", "--format=freeze"],
                             capture_output=True, text=True, check=True).stdout
     assert "six==1.16.0" in listed.split()
