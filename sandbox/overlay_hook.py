@@ -25,7 +25,7 @@ class SealedSourceLoader(_external.SourceFileLoader):
 
 def attach(entry, sitedir):  # noqa: ANN001, ANN201
     loaders = [(SealedSourceLoader if loader is _external.SourceFileLoader else loader, suffixes)
-               for loader, suffixes in _external._get_supported_file_loaders()]
+               for loader, suffixes in _external._get_supported_file_loaders()]  # type: ignore[attr-defined]
     finder = _external.FileFinder.path_hook(*loaders)
     prefix = entry.rstrip(os.sep) + os.sep
 
