@@ -17,9 +17,17 @@ Steps, each in a fresh directory under a temp work dir:
                                  compiled afterwards in the background (median of --rounds)
   materialize while compiling    a second target of that entry while its compiler runs
   bytecode complete after        from the cold build's start until BYTECODE-COMPLETE (median)
-  EnvCache warm materialize      materialize again once bytecode is complete (median of --repeat)
+  EnvCache warm materialize      materialize again once bytecode is complete, as the daemon does
+                                 run after run: hand-over, the imports, the run's end (median of --repeat)
+  run end: entry verified        closing the run's lease: the full check of the entry that lets
+                                 the next hand-over skip it (off the pickup path)
+  warm materialize, run alive    a hand-over while another run of the agent's user is alive
+                                 (its task could be writing the cache): checked in full
   first import, bare env         `import` of the packages in the bare env (compiles on the fly)
-  first import, cached env       the same in a materialized env (bytecode already compiled)
+  import, bare env (floor)       the same in the bare --compile-bytecode venv: the floor, measured
+                                 run by run next to the next one (PYTHONDONTWRITEBYTECODE may be set)
+  first import, cached env       the first import in a materialized env (bytecode precompiled)
+  warm start, cached env         warm materialize + that import, as a ratio to the floor
 
 Needs network access to the package index for the cold step. Not run by the tests.
 """
@@ -99,9 +107,11 @@ def run(packages: list[str], repeat: int, rounds: int, work: Path) -> list[tuple
         if during is None:
             during = caches.materialize(requirements, python, work / "during", log=lambda _: None)
             assert during.cache_hit
+            close(during)
         if not caches.wait_for_bytecode(result.key, timeout=3600):
             raise SystemExit("the background bytecode compiler did not finish")
         ready.append(time.monotonic() - started)
+        close(result)
     bare_warm = statistics.median(bare)
     rows.append(("bare uv, warm uv cache", bare_warm, spread(bare)))
     rows.append(("bare uv --compile-bytecode, warm", compiled, f"{compiled / bare_warm:.2f}x bare; uv compiles"))
@@ -112,17 +122,39 @@ def run(packages: list[str], repeat: int, rounds: int, work: Path) -> list[tuple
     rows.append(("materialize while compiling", during.seconds, "niced compiler running on the entry"))
     rows.append(("bytecode complete after", statistics.median(ready), f"{spread(ready)}; from the cold build's start"))
     entry_mib = disk_usage(caches.root) >> 20
-    warm = []
-    for i in range(1, repeat + 1):
+    first_bare = first_import(work / "bare1", packages)
+    warm, imports, ends, floors = [], [], [], []
+    for i in range(1, repeat + 1):   # as the daemon: hand-over, the task's imports, the run's end
         result = caches.materialize(requirements, python, work / f"cached{i}", log=lambda _: None)
         assert result.cache_hit
         warm.append(result.seconds)
+        imports.append(first_import(work / f"cached{i}", packages))
+        floors.append(first_import(work / "bare-compiled", packages))   # interleaved: load hits both alike
+        ends.append(close(result))
     rows.append(("EnvCache warm materialize", statistics.median(warm),
                  (f"median of {repeat}, min {min(warm):.3f}s; {len(result.frozen)} packages, entry {entry_mib} MiB, "
                   f"{unshared_bytes(work / 'cached1') >> 10} KiB of new file data per target")))
-    rows.append(("first import, bare env", first_import(work / "bare1", packages), "compiles .pyc on the fly"))
-    rows.append(("first import, cached env", first_import(work / "cached1", packages), "bytecode precompiled"))
+    rows.append(("run end: entry verified", statistics.median(ends), "closing the lease; off the pickup path"))
+    alive = caches.materialize(requirements, python, work / "alive", log=lambda _: None)
+    checked = caches.materialize(requirements, python, work / "checked", log=lambda _: None)
+    rows.append(("warm materialize, run alive", checked.seconds, "another run of the agent's user alive: full check"))
+    close(checked)
+    close(alive)
+    floor = statistics.median(floors)
+    rows.append(("first import, bare env", first_bare, "compiles .pyc on the fly"))
+    rows.append(("import, bare env (floor)", floor, f"the --compile-bytecode venv (.pyc present), {spread(floors)}"))
+    cached = statistics.median(imports)
+    rows.append(("first import, cached env", cached, f"{spread(imports)}; {cached / floor:.2f}x the floor"))
+    ratios = [(w + i) / f for w, i, f in zip(warm, imports, floors, strict=True)]
+    start = statistics.median(w + i for w, i in zip(warm, imports, strict=True))
+    rows.append(("warm start, cached env", start, f"materialize + import; per run {statistics.median(ratios):.2f}x "
+                 f"the floor measured next to it (median; {min(ratios):.2f}-{max(ratios):.2f})"))
     return rows
+
+
+def close(result) -> float:  # noqa: ANN001
+    """End a run: close its lease (the entry is verified when its task could write it)."""
+    return timed(result.lease.close) if result.lease is not None else 0.0
 
 
 def spread(samples: list[float]) -> str:

@@ -9,8 +9,12 @@
     envsource       finding and reading the chosen source (uv lock --check, uv export) -> EnvSource
     pyenv           select_interpreter, EnvBuilder (uv, falling back to virtualenv + pip)
     install_errors  reading uv/pip failures into RequirementsError / InfrastructureError
-    env_cache       EnvCache.materialize: content-addressed venvs reused as hard-link farms
+    env_cache       EnvCache.materialize: content-addressed venvs, each run an overlay venv over one
+    overlay         the run's small venv whose .pth adds the sealed entry's site-packages (overlay_hook)
+    exposure        which entries a task could have changed since their last check (the tamper invariant)
+    manifest        sealing an entry and verifying it against its stamps
     bytecode        the detached, niced compiler that byte-compiles a published cache entry
-    linkfarm        the hard-link tree copy with path rewriting
+    staged_bytecode compiling into a staging tree, then into the sealed entry
+    linkfarm        the hard-link tree copy with path rewriting (an overlay's bin/, share/...)
     proc            subprocesses whose timeout kills the whole group (file locks: shipyard/locks.py)
 """

@@ -7,9 +7,10 @@ EnvCache publishes an entry right after the install and starts this compiler on 
 detached (its own session, so the agent's process-group kills and terminal signals miss it;
 reparented away from the agent, so it never becomes the agent's zombie), at low CPU priority,
 and calls EnvCache.compile_entry: one compiler per entry (an exclusive lock), the entry held
-against prune meanwhile (its lock shared), and BYTECODE-COMPLETE written when compileall is
-done. A compiler that dies midway only costs the rest of the work: the next materialize of the
-entry starts another one.
+against prune meanwhile (its lock shared), compiling into a staging tree (the entry is sealed:
+staged_bytecode.py), then moving the result in and writing BYTECODE-COMPLETE with the entry's
+lock held exclusively for that moment. A compiler that dies midway only costs the rest of the
+work: the next materialize of the entry starts another one, which clears the staging tree.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
     cache = EnvCache(Path("~/.shipyard/env-cache").expanduser(), max_bytes=50 << 30)
     result = cache.materialize(requirements, interpreter, Path("/work/task-123/venv"), log=log)
-    # run: result.python <entry point>
+    # run: result.python <entry point>; when the run has ended: result.lease.close()
 
 The key is sha256 of (interpreter identity: implementation, version, platform, path; the
 normalized requirements; the builder's settings; an `extra` string for image/CUDA). Layout:
@@ -14,22 +14,46 @@ normalized requirements; the builder's settings; an `extra` string for image/CUD
     entries/<key>/COMPLETE      written last; an entry without it is never used
     entries/<key>/BYTECODE-COMPLETE  written when venv/ is byte-compiled (JSON: size with .pyc)
     entries/<key>/bytecode-manifest.json  the same stamps for the .pyc files the compiler wrote
+    entries/<key>/VERIFIED      the exposure generation at its last full check (exposure.py)
+    exposures, locks/exposed.lock  runs whose task could write the cache (exposure.py)
+    notes/<key>.tampered        why the entry was discarded when a run ended, for the next run
     locks/<key>.lock            builders hold it exclusively, readers and the byte-compiler
                                 shared, prune tries it
     locks/<key>.bytecode.lock   held by the one process byte-compiling the entry
     locks/<key>.use.lock        held shared by every running task whose venv came from the
-                                entry (`hold`); prune never evicts an entry someone holds
+                                entry (its Lease, or `hold`); prune never evicts an entry someone holds
     tmp/<key>.<random>/         a build in progress, renamed into entries/ when complete
 
-Reuse is a hard-link farm (see linkfarm.py), so materializing a cached environment copies
-no package data. The files are shared, so no task may change them (issue 17, attack 4):
+Reuse is an overlay venv (overlay.py): the run gets a small venv of its own (pyvenv.cfg, bin/
+with its path, share/ and the like linked, an empty site-packages of its own) whose one .pth
+puts the entry's site-packages on sys.path after its own. Nothing is linked per package, so a
+hand-over costs about the same for an empty environment and for torch. A run's venv works for
+as long as its entry is held: materialize returns a `Lease` (EnvResult.lease) that keeps prune
+away until it is closed, when the run has ended. Where the task's user (`owner=`) cannot reach
+the cache's directories, the run gets a hard-link farm of the whole entry (linkfarm.py) instead,
+checked file by file as it is linked; so does `standalone=` (`shipyard build`: a venv that
+must outlive the entry, no task runs in it).
 
-  * they are sealed when the entry is built: read-only for everyone, directories not writable
-    by group or others; a task of another user (agent.task_user, `owner=`) cannot write them,
-    and a naive append by a task of the agent's own user fails (EACCES) unless it chmods first;
-  * every materialize compares each file it links with the entry's manifest (manifest.py); an
-    entry that differs is discarded and rebuilt, with a warning naming the file, before any
-    target gets it;
+Every later task imports the entry's files, so no task may change them (issue 17, attack 4):
+
+  * they are sealed when the entry is built: files and directories read-only for everyone
+    (manifest.py); a task of another user (agent.task_user, `owner=`) cannot write them, and a
+    task of the agent's own user cannot either unless it chmods first (Python writes no
+    bytecode into a sealed entry);
+  * the invariant: **no run is handed an entry that a task could have modified since the
+    entry was last verified** (a full comparison with its manifest). A task of the agent's own
+    user can reach every entry of the cache, so each such run is counted cache-wide before its
+    task starts (exposure.py); an entry verified after the last such run ended, with none
+    started since, is handed out without a check, any other is verified in full first. A
+    run that ends verifies the entry it used (Lease.close), so the next run of the same
+    environment finds it verified. Runs with `owner=` cannot write the cache and count for
+    nothing. A changed entry is discarded and rebuilt, with a warning naming the file, before
+    any run gets it (found when a run ends, the warning goes to the next run of that entry too);
+  * a run of the agent's own user that is alive while another one is handed the entry could
+    still change it under that one (as it could write through a link farm's shared inodes
+    before), and a process a task left running after its run ended (outside the task's
+    process group, which the agent kills) is no longer counted; only agent.task_user closes
+    these, and a writer that restores size and mtime or rewrites the manifest;
   * uv hard-links its downloaded files into the venvs it builds, so an entry shares inodes with
     uv's cache: a write through a venv changes uv's copy too, and every entry that links that
     file sees the change. A tampered entry therefore also empties uv's cache
@@ -41,16 +65,16 @@ no package data. The files are shared, so no task may change them (issue 17, att
 Bytecode (`compile_bytecode=`):
 
   "background" (default)  the entry is published right after the install, and a detached,
-      niced process (sandbox/bytecode.py, its own session) runs `compileall` on it. py_compile
-      writes each .pyc to a temporary name and renames it, so a link farm made meanwhile gets
-      complete .pyc files or none (linkfarm skips the temporaries); the target compiles what
-      is missing on first import, into its own __pycache__ directories (new files, renamed into
-      place: never written through a hard link into the entry). Reusing an entry whose bytecode
-      is not complete, and nobody compiles, starts a compiler again (one killed midway leaves
-      only skipped temporaries; compileall redoes just the missing files).
+      niced process (sandbox/bytecode.py, its own session) compiles what has no .pyc into a
+      staging tree (entries/<key>/bytecode-staging, staged_bytecode.py), then, holding the
+      entry's lock exclusively for a moment, moves it into the sealed entry, stamps it
+      (bytecode-manifest.json) and writes BYTECODE-COMPLETE. Runs meanwhile import from
+      source (Python cannot write into the sealed entry); a compiler killed midway leaves only
+      its staging tree, which the next one clears. A task of the agent's own user alive while
+      the compiler works could write into its staging tree, as it could into the entry before.
   "sync"   compileall before publishing, as part of the build (cold builds take much longer);
       reusing an entry published without bytecode starts the background compiler as above.
-  "off"    never compile; targets compile on first import.
+  "off"    never compile; runs compile in memory on each import.
 
 The mode is not part of the key: caches with different modes share entries.
 
@@ -76,21 +100,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandbox import manifest
-from sandbox.linkfarm import give_tree, link_tree
-from sandbox.manifest import TamperedEntry
+from sandbox import manifest, staged_bytecode
+from sandbox.exposure import Exposures
+from sandbox.linkfarm import LinkStats, give_tree, link_tree
+from sandbox.manifest import TamperedEntry, remove_tree
+from sandbox.overlay import make_overlay
 from sandbox.pyenv import EnvBuilder, Interpreter, compile_bytecode, probe, venv_python
 from sandbox.requirements import RequirementSet, parse_requirements
 from sandbox.shared_cache import SharedCache
 from shipyard.errors import InfrastructureError
-from shipyard.locks import file_lock, try_lock
+from shipyard.locks import acquire, file_lock, try_lock
 
 Log = Callable[[str], None]
 Owner = tuple[int, int]
 
 logger = logging.getLogger("shipyard.sandbox.env_cache")
 
-KEY_VERSION = 2
+KEY_VERSION = 3
 """Bump when the entry layout or build procedure changes, so old entries stop matching."""
 
 LOCK_TIMEOUT = 3600.0
@@ -98,7 +124,7 @@ LOCK_TIMEOUT = 3600.0
 
 MARKER, META, LAST_USED, VENV = "COMPLETE", "meta.json", "last-used", "venv"
 MANIFEST, BYTECODE_MANIFEST = "manifest.json", "bytecode-manifest.json"
-BYTECODE_MARKER = "BYTECODE-COMPLETE"
+BYTECODE_MARKER, STAGING = "BYTECODE-COMPLETE", "bytecode-staging"
 BYTECODE_MODES = ("background", "sync", "off")
 
 _IMPORT_ROOT = str(Path(__file__).resolve().parents[1])
@@ -120,6 +146,45 @@ def start_compiler(root: Path, key: str, lock_timeout: float) -> None:
     )
 
 
+class Lease:
+    """A run's hold on the entry its venv is layered over (EnvCache.materialize returns it).
+
+    Until `close()` prune leaves the entry alone. For a run whose task could write the cache
+    (no `owner=`), it also keeps the run counted as exposed (exposure.py), and `close()`, once
+    the task has ended, verifies the entry so the next run of it needs no check.
+    """
+
+    def __init__(self, cache: EnvCache, key: str, use_fd: int | None, exposed_fd: int | None):
+        self.cache, self.key = cache, key
+        self._fds = [fd for fd in (exposed_fd, use_fd) if fd is not None]
+        self.exposed = exposed_fd is not None
+
+    def close(self) -> None:
+        """The run has ended: release the entry (verifying it first when the task could write it)."""
+        if not self._fds:
+            return
+        if self.exposed:
+            os.close(self._fds.pop(0))
+            if self.key:
+                self.cache.check_released(self.key)
+        self.release()
+
+    def release(self) -> None:
+        """Release without verifying (the run never started)."""
+        while self._fds:
+            with contextlib.suppress(OSError):
+                os.close(self._fds.pop())
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.release()
+
+
 @dataclass(frozen=True)
 class EnvResult:
     python: Path
@@ -129,6 +194,8 @@ class EnvResult:
     key: str
     """Empty when the requirements could not be cached (editable, -r, local paths...)."""
     seconds: float
+    lease: Lease | None = field(default=None, compare=False, hash=False, repr=False)
+    """Holds the entry for the run (None when not cached): close it when the run has ended."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +224,7 @@ class EnvCache:
         self.lock_timeout = lock_timeout
         self.compile_bytecode = compile_bytecode
         self.shared = SharedCache(shared, stale_s=lock_timeout) if shared is not None else None
+        self.exposures = Exposures(self.root, lock_timeout)
 
     def key(self, requirements: RequirementSet, python: Interpreter, extra: str = "") -> str:
         material = {
@@ -176,12 +244,17 @@ class EnvCache:
         extra: str = "",
         log: Log = print,
         owner: Owner | None = None,
+        standalone: bool = False,
     ) -> EnvResult:
         """Make `target` a venv with `requirements` installed, from the cache when possible.
 
         `target` must not exist or be empty. `owner` (uid, gid): the user the task runs as gets
-        the target's directories and private files; the cache's files stay the agent's.
-        Raises RequirementsError / InfrastructureError from the build.
+        the target's directories and private files; the cache's files stay the agent's, and a
+        task of that user counts as one that cannot write them. Close the result's lease when
+        the run has ended (a run without a cached entry gets one too: its task, of the agent's
+        user, could write the cache). `standalone` (`shipyard build`, no task runs): a checked
+        hard-link farm that outlives the cache entry, no lease. Raises RequirementsError /
+        InfrastructureError from the build.
         """
         started = time.monotonic()
         reqs = _requirement_set(requirements, log)
@@ -193,18 +266,23 @@ class EnvCache:
             frozen = self.builder.build(interpreter, reqs, target, log)
             if owner is not None:
                 give_tree(target, owner)
-            return EnvResult(venv_python(target), frozen, False, "", time.monotonic() - started)
+            exposed = None if owner is not None or standalone else Lease(self, "", None, self.exposures.expose())
+            return EnvResult(venv_python(target), frozen, False, "", time.monotonic() - started, exposed)
         key = self.key(reqs, interpreter, extra)
-        reused = self._reuse(key, target, log, owner)
+        how = _How(owner, standalone)
+        reused = self._reuse(key, target, log, how)
         if reused is None:
-            frozen, hit = self._build_or_reuse(key, interpreter, reqs, extra, target, log, owner)
+            (frozen, lease), hit = self._build_or_reuse(key, interpreter, reqs, extra, target, log, how), False
         else:
-            frozen, hit = reused, True
+            (frozen, lease), hit = reused, True
+        if standalone:
+            lease.release()
         if self.compile_bytecode != "off":
             self._ensure_bytecode(key, log)
         if not hit and self.max_bytes is not None:
             self.prune(self.max_bytes, log=log, keep=(key,))
-        return EnvResult(venv_python(target), frozen, hit, key, time.monotonic() - started)
+        return EnvResult(venv_python(target), frozen, hit, key, time.monotonic() - started,
+                         None if standalone else lease)
 
     def entries(self) -> list[CacheEntry]:
         """Complete entries, least recently used first."""
@@ -232,27 +310,51 @@ class EnvCache:
         """Byte-compile a published entry in this process (the background compiler runs this).
 
         Returns True when the entry's bytecode is complete afterwards; False when another
-        process is compiling it, the entry is gone, or compileall was killed. While it runs
-        it holds the entry's lock shared, so prune() leaves the entry alone.
+        process is compiling it, the entry is gone, or the compile was killed. It compiles into
+        a staging tree holding the entry's lock shared (prune leaves the entry alone), then
+        moves the result into the sealed entry holding it exclusively (staged_bytecode.py).
         """
         compiling = try_lock(self._bytecode_lock_path(key))
         if compiling is None:
             return False
         try:
+            entry = self._entries_dir() / key
             with file_lock(self._lock_path(key), shared=True, timeout=self.lock_timeout):
-                entry = self._entries_dir() / key
                 if _read_meta(entry) is None:
                     return False
                 if (entry / BYTECODE_MARKER).is_file():
                     return True
-                _remove_temporary_bytecode(entry / VENV)  # left by a compiler that was killed
-                if not compile_bytecode(venv_python(entry / VENV), entry / VENV):
+                remove_tree(entry / STAGING)  # left by a compiler that was killed
+                if not _compile_staged(entry):
                     return False
-                manifest.save(entry / BYTECODE_MANIFEST, manifest.seal(entry / VENV, only_bytecode=True))
-                _write_marker(entry / BYTECODE_MARKER, {"size": _disk_usage(entry)})
-                return True
+            with file_lock(self._lock_path(key), timeout=self.lock_timeout):
+                return _install_staged(entry)
         finally:
             os.close(compiling)
+
+    def check_released(self, key: str) -> None:
+        """After a run whose task could write the cache has ended: verify entry `key` now, so
+        the next run of it is handed it without a check. Skipped (the next hand-over checks)
+        while the entry is locked or another such run is alive. A changed entry is discarded,
+        with a warning here and in the next run that asks for it."""
+        locked = try_lock(self._lock_path(key))
+        if locked is None:
+            return
+        try:
+            entry = self._entries_dir() / key
+            if _read_meta(entry) is None or self.exposures.verified_now(entry):
+                return
+            with self.exposures.quiet() as quiet:
+                if not quiet:
+                    return
+                try:
+                    _verify(entry)
+                except TamperedEntry as exc:
+                    self._discard_tampered(key, exc, lambda _line: None, note=True)
+                    return
+                self.exposures.record(entry)
+        finally:
+            os.close(locked)
 
     def hold(self, key: str) -> contextlib.ExitStack:
         """Mark entry `key` in use until the returned stack is closed (a running task's venv)."""
@@ -301,51 +403,77 @@ class EnvCache:
         except (OSError, subprocess.SubprocessError) as exc:  # only costs the targets' first imports
             log(f"could not start the bytecode compiler of environment {key[:12]}: {exc}")
 
-    def _reuse(self, key: str, target: Path, log: Log, owner: Owner | None) -> list[str] | None:
+    def _reuse(self, key: str, target: Path, log: Log, how: _How) -> _Handed | None:
         with file_lock(self._lock_path(key), shared=True, timeout=self.lock_timeout):
             try:
-                return self._link_if_complete(key, target, log, owner)
+                return self._hand_over(key, target, log, how)
             except TamperedEntry:
                 return None  # _build_or_reuse, holding the lock exclusively, reports and discards it
 
     def _build_or_reuse(
-        self, key: str, python: Interpreter, reqs: RequirementSet, extra: str, target: Path, log: Log,
-        owner: Owner | None,
-    ) -> tuple[list[str], bool]:
+        self, key: str, python: Interpreter, reqs: RequirementSet, extra: str, target: Path, log: Log, how: _How,
+    ) -> _Handed:
         with file_lock(self._lock_path(key), timeout=self.lock_timeout):
             try:
-                frozen = self._link_if_complete(key, target, log, owner)  # another agent built it meanwhile
+                handed = self._hand_over(key, target, log, how)  # another agent built it meanwhile
             except TamperedEntry as exc:
                 self._discard_tampered(key, exc, log)
-                frozen = None
-            if frozen is not None:
-                return frozen, True
+                handed = None
+            if handed is not None:
+                return handed
+            self._report_note(key, log)
             self._discard_partial(key, log)
             self._build_or_fetch(key, python, reqs, extra, log)
-            frozen = self._link_if_complete(key, target, log, owner)
-        if frozen is None:
+            handed = self._hand_over(key, target, log, how)
+        if handed is None:
             raise InfrastructureError(f"environment {key[:12]} vanished right after it was built")
-        return frozen, False
+        return handed
 
-    def _link_if_complete(self, key: str, target: Path, log: Log, owner: Owner | None) -> list[str] | None:
-        """Link the entry's venv at `target` if the entry is complete; TamperedEntry if it changed."""
+    def _hand_over(self, key: str, target: Path, log: Log, how: _How) -> _Handed | None:
+        """With the key's lock held: the entry verified (unless no task could have changed it
+        since its last check), held, and its venv laid at `target`; None if the entry is not
+        complete; TamperedEntry if it changed."""
         entry = self._entries_dir() / key
         meta = _read_meta(entry)
         if meta is None:
             return None
         (entry / LAST_USED).touch()
+        farm = how.standalone or (how.owner is not None and not _reachable(entry / VENV, how.owner))
+        if not farm:
+            self._ensure_verified(entry)
+        lease = Lease(self, key, acquire(self._use_lock_path(key), shared=True, timeout=self.lock_timeout),
+                      self.exposures.expose() if how.exposed else None)
         try:
-            check = _checker(entry)
-            stats = link_tree(entry / VENV, target, meta["built_at"], str(target), check=check, owner=owner)
-            check.finish()
+            stats = self._lay(entry, meta, target, how.owner, farm)
         except BaseException:
-            shutil.rmtree(target, ignore_errors=True)
+            lease.release()
+            remove_tree(target)
             raise
-        log(
-            f"environment {key[:12]} materialized at {target}: {stats.linked} files linked, "
-            f"{stats.rewritten} rewritten, {stats.copied} copied"
-        )
-        return list(meta["frozen"])
+        log(f"environment {key[:12]} materialized at {target}: {how.describe(farm)}, {stats.linked} files linked, "
+            f"{stats.rewritten} rewritten, {stats.copied} copied")
+        return list(meta["frozen"]), lease
+
+    def _ensure_verified(self, entry: Path) -> None:
+        """Verify the entry in full unless no task could have changed it since its last check
+        (exposure.py); record the check when no run that could write the cache is alive."""
+        if self.exposures.verified_now(entry):
+            return
+        with self.exposures.quiet() as quiet:
+            _verify(entry)
+            if quiet:
+                self.exposures.record(entry)
+
+    @staticmethod
+    def _lay(entry: Path, meta: dict, target: Path, owner: Owner | None, farm: bool) -> LinkStats:
+        """The run's venv: an overlay, or a link farm checked file by file (a user who cannot
+        reach the entry cannot import from it)."""
+        if not farm:
+            return make_overlay(entry / VENV, target, meta["built_at"], owner,
+                                cache_tag=str(meta.get("python", "")).split(" ")[0])
+        check = _checker(entry)
+        stats = link_tree(entry / VENV, target, meta["built_at"], str(target), check=check, owner=owner)
+        check.finish()
+        return stats
 
     def _build_or_fetch(self, key: str, python: Interpreter, reqs: RequirementSet, extra: str, log: Log) -> None:
         """With the key's local lock held: the shared cache's copy when there is one, else a build
@@ -369,13 +497,13 @@ class EnvCache:
         build_dir = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=self.root / "tmp"))
         try:
             if not self.shared.copy_into(key, build_dir) or _read_meta(build_dir) is None:
-                shutil.rmtree(build_dir, ignore_errors=True)
+                remove_tree(build_dir)
                 return False
             manifest.save(build_dir / MANIFEST, manifest.seal(build_dir / VENV))
             (build_dir / LAST_USED).touch()
-            os.rename(build_dir, self._entries_dir() / key)
+            self._publish(build_dir, key)
         except BaseException:
-            shutil.rmtree(build_dir, ignore_errors=True)
+            remove_tree(build_dir)
             raise
         log(f"environment {key[:12]} copied from the shared cache {self.shared.root}")
         return True
@@ -400,21 +528,41 @@ class EnvCache:
             (build_dir / META).write_text(json.dumps(meta, indent=1))
             (build_dir / LAST_USED).touch()
             _write_marker(build_dir / MARKER)
-            os.rename(build_dir, self._entries_dir() / key)
+            self._publish(build_dir, key)
         except BaseException:
-            shutil.rmtree(build_dir, ignore_errors=True)
+            remove_tree(build_dir)
             raise
+
+    def _publish(self, build_dir: Path, key: str) -> None:
+        """Rename a sealed build into entries/; readable by a task's user (runs import from it);
+        verified as of now when no run that could write the cache is alive."""
+        os.chmod(build_dir, 0o755)
+        with self.exposures.quiet() as quiet:
+            if quiet:
+                self.exposures.record(build_dir)
+        os.rename(build_dir, self._entries_dir() / key)
 
     # -- housekeeping ----------------------------------------------------------------------
 
-    def _discard_tampered(self, key: str, exc: TamperedEntry, log: Log) -> None:
-        """With the key's lock held: an entry changed since it was sealed goes; it is rebuilt."""
+    def _discard_tampered(self, key: str, exc: TamperedEntry, log: Log, note: bool = False) -> None:
+        """With the key's lock held: an entry changed since it was sealed goes; it is rebuilt.
+        With `note`, the warning is kept for the next run that asks for the entry."""
         message = (f"environment {key[:12]} in the cache was changed after it was built ({exc}); "
                    "discarding it and building it again")
         logger.warning(message)
         log(f"WARNING: {message}")
+        if note:
+            (self.root / "notes").mkdir(exist_ok=True)
+            (self.root / "notes" / f"{key}.tampered").write_text(message + "\n")
         self._remove(self._entries_dir() / key)
         self.builder.forget_downloads(log)
+
+    def _report_note(self, key: str, log: Log) -> None:
+        """With the key's lock held, before a build: why the entry was discarded when a run ended."""
+        note = self.root / "notes" / f"{key}.tampered"
+        with contextlib.suppress(FileNotFoundError):
+            log(f"WARNING: {note.read_text().strip()}")
+            note.unlink()
 
     def _discard_partial(self, key: str, log: Log) -> None:
         """With the key's lock held: drop an entry without marker and any abandoned build."""
@@ -430,7 +578,7 @@ class EnvCache:
         candidates = [p for p in self._entries_dir().glob("*") if _read_meta(p) is None]
         candidates += list((self.root / "tmp").glob("*.*"))
         for doomed in (self.root / "trash").glob("*"):  # removals that were interrupted
-            shutil.rmtree(doomed, ignore_errors=True)
+            remove_tree(doomed)
         for path in candidates:
             key = path.name.split(".")[0]
             fd = try_lock(self._lock_path(key))
@@ -462,7 +610,7 @@ class EnvCache:
         trash.mkdir(parents=True, exist_ok=True)
         doomed = Path(tempfile.mkdtemp(dir=trash)) / path.name
         os.rename(path, doomed)
-        shutil.rmtree(doomed.parent, ignore_errors=True)
+        remove_tree(doomed.parent)
 
     def _entries_dir(self) -> Path:
         return self.root / "entries"
@@ -475,6 +623,28 @@ class EnvCache:
 
     def _use_lock_path(self, key: str) -> Path:
         return self.root / "locks" / f"{key}.use.lock"
+
+
+_Handed = tuple[list[str], Lease]
+"""A hand-over: the entry's freeze list, and the run's lease on it."""
+
+
+@dataclass(frozen=True)
+class _How:
+    """How a venv is handed over: to whom (`owner`), and whether it must outlive the entry."""
+
+    owner: Owner | None
+    standalone: bool
+
+    @property
+    def exposed(self) -> bool:
+        """A task of the agent's own user will run with it (counted: exposure.py)."""
+        return self.owner is None and not self.standalone
+
+    def describe(self, farm: bool) -> str:
+        if not farm:
+            return "layered over the entry"
+        return "linked (standalone)" if self.standalone else "linked (the task's user cannot reach the cache)"
 
 
 @dataclass(frozen=True)
@@ -538,8 +708,7 @@ def _checker(entry: Path) -> manifest.Checker:
     stamps = manifest.load(entry / MANIFEST)
     if stamps is None:
         raise TamperedEntry(MANIFEST, "missing or unreadable")
-    bytecode_stamps = manifest.load(entry / BYTECODE_MANIFEST) if (entry / BYTECODE_MARKER).is_file() else None
-    return manifest.Checker(stamps, bytecode_stamps)
+    return manifest.Checker(stamps, _bytecode_stamps(entry))
 
 
 def _layout_dir(path: Path) -> None:
@@ -575,14 +744,50 @@ def _write_marker(path: Path, content: dict | None = None) -> None:
     os.replace(tmp, path)
 
 
-def _remove_temporary_bytecode(venv: Path) -> None:
-    """py_compile's `<name>.pyc.<n>` temporaries that a killed compiler left in __pycache__."""
-    for dirpath, _dirnames, filenames in os.walk(venv):
-        if os.path.basename(dirpath) == "__pycache__":
-            for name in filenames:
-                if not name.endswith(".pyc"):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(os.path.join(dirpath, name))
+def _compile_staged(entry: Path) -> bool:
+    """Compile what the entry's venv lacks into its staging tree, with the entry's interpreter."""
+    command = [str(venv_python(entry / VENV)), "-I", "-S", staged_bytecode.__file__, str(entry / VENV),
+               str(entry / STAGING)]
+    try:
+        proc = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, check=False,
+                              timeout=LOCK_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return False
+    return proc.returncode == 0
+
+
+def _install_staged(entry: Path) -> bool:
+    """With the key's lock held exclusively: the staged bytecode into the entry, stamped."""
+    if _read_meta(entry) is None or (entry / BYTECODE_MARKER).is_file():
+        remove_tree(entry / STAGING)
+        return _read_meta(entry) is not None
+    try:
+        staged_bytecode.install_staged(str(entry / STAGING), str(entry / VENV))
+    finally:
+        remove_tree(entry / STAGING)
+    manifest.save(entry / BYTECODE_MANIFEST, manifest.seal(entry / VENV, only_bytecode=True))
+    _write_marker(entry / BYTECODE_MARKER, {"size": _disk_usage(entry)})
+    return True
+
+
+def _verify(entry: Path) -> None:
+    """The entry's venv against its manifests (TamperedEntry naming the first difference)."""
+    manifest.verify(entry / VENV, manifest.load(entry / MANIFEST), _bytecode_stamps(entry))
+
+
+def _bytecode_stamps(entry: Path) -> manifest.Stamps | None:
+    return manifest.load(entry / BYTECODE_MANIFEST) if (entry / BYTECODE_MARKER).is_file() else None
+
+
+def _reachable(path: Path, owner: Owner) -> bool:
+    """Whether user `owner` (no supplementary groups, as tasks run) may traverse to `path`."""
+    uid, gid = owner
+    for ancestor in (path, *path.parents):
+        st = ancestor.stat()
+        bit = stat.S_IXUSR if st.st_uid == uid else stat.S_IXGRP if st.st_gid == gid else stat.S_IXOTH
+        if not st.st_mode & bit:
+            return False
+    return True
 
 
 def _disk_usage(root: Path) -> int:

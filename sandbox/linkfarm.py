@@ -8,10 +8,13 @@ editing them never touches the cache.
 
 When the destination is on another filesystem, hard links are impossible and files are copied.
 
-Two options for a shared cache (env_cache.py): `check`, a manifest.Checker, sees every source
+Options for a shared cache (env_cache.py): `check`, a manifest.Checker, sees every source
 file's lstat before it is linked and stops the farm at the first one that changed since the
 entry was sealed; `owner` (uid, gid) gets the farm's directories and its private copies, never
-a hard-linked file (that inode is the cache's: chown would hand the cache file to the task).
+a hard-linked file (that inode is the cache's: chown would hand the cache file to the task);
+`skip`, directories (relative paths) made empty instead of mirrored: an overlay venv's
+site-packages (sandbox/overlay.py). The farm's directories are writable by their owner even
+where the source's are sealed read-only.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import errno
 import os
 import shutil
 import stat
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +49,7 @@ class LinkStats:
 
 
 def link_tree(src: Path, dst: Path, old_prefix: str, new_prefix: str, *, check: Checker | None = None,
-              owner: tuple[int, int] | None = None) -> LinkStats:
+              owner: tuple[int, int] | None = None, skip: Collection[str] = ()) -> LinkStats:
     """Mirror `src` at `dst` (which must not exist); replace `old_prefix` by `new_prefix` in path-bearing files.
 
     `src` may be byte-compiled while this runs (see env_cache.py): in `__pycache__` only
@@ -55,6 +59,7 @@ def link_tree(src: Path, dst: Path, old_prefix: str, new_prefix: str, *, check: 
     """
     stats = LinkStats()
     farm = _Farm(old_prefix, new_prefix, stats, check, owner)
+    farm.skip = frozenset(skip)
     dst.parent.mkdir(parents=True, exist_ok=True)
     farm.mirror(os.fspath(src), os.fspath(dst), "")
     return stats
@@ -71,12 +76,15 @@ class _Farm:
         self.check = check
         self.owner = owner
         self.cross_device = False
+        self.skip: frozenset[str] = frozenset()
 
     def mirror(self, src: str, dst: str, rel: str) -> None:
         os.mkdir(dst)
-        os.chmod(dst, stat.S_IMODE(os.stat(src).st_mode))
+        os.chmod(dst, stat.S_IMODE(os.stat(src).st_mode) | stat.S_IWUSR)
         self.give(dst)
         self.stats.directories += 1
+        if rel in self.skip:
+            return
         pycache = os.path.basename(src) == "__pycache__"
         rewritable = rel in REWRITE_DIRS
         with os.scandir(src) as listing:

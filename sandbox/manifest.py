@@ -1,28 +1,30 @@
 """Seal a cache entry when it is built, and tell a tampered one before it is reused.
 
-    stamps = seal(venv)                        # files read-only, nothing group/other-writable
+    stamps = seal(venv)                        # files and directories read-only, for everyone
     save(entry / "manifest.json", stamps)      # inode, size, mtime, mode of every file; symlinks
-    check = Checker(load(entry / "manifest.json"), bytecode=load(...) or None)
-    link_tree(venv, target, ..., check=check)  # each file's lstat compared as it is linked
+    verify(venv, load(entry / "manifest.json"), bytecode=load(...))   # TamperedEntry, naming the file
+    check = Checker(stamps, bytecode)          # the same comparison, one file at a time
+    link_tree(venv, target, ..., check=check)  # (linkfarm.py) each file's lstat compared as it is linked
     check.finish()                             # raises TamperedEntry for a file that is gone
+    remove_tree(path)                          # rmtree of a sealed tree (gives its directories u+w first)
 
-A link farm shares its files' inodes with the entry (linkfarm.py), so a task that writes into
-`site-packages/six.py` of its own venv writes into the entry's file: its size or mtime changes,
-and the next materialize sees it. A task that replaces a file in its venv (unlink, then a new
-file) only breaks its own link: the entry keeps the original. A file replaced, added or removed
-in the entry itself (a task of the agent's own user can find the cache) changes an inode, adds
-a path or loses one. Link counts are not compared: they count the live link farms, which come
-and go. What this cannot see is a writer of the agent's own user who restores size and mtime
-after writing (os.utime); running tasks as another user (agent.task_user) closes that.
+Directories are sealed too (mode 0555): Python cannot write `__pycache__` into an entry that
+runs are importing from (env_cache.py's overlay venvs), nor can a naive write add a file; a
+writer of the agent's own user must chmod first. A file written to changes its size or mtime;
+one replaced, added or removed changes an inode, adds a path or loses one; a directory made
+writable again shows in its mode. Link counts are not compared (link farms come and go). What
+this cannot see is a writer of the agent's own user who restores size and mtime after writing
+(os.utime) or rewrites the manifest; running tasks as another user (agent.task_user) closes that.
 
 Bytecode written after the entry was published (the background compiler) gets its own manifest
-when it is complete; until then a `.pyc` that no manifest covers is not linked (the target
-compiles it on first import), so no target can reach a file that was never stamped.
+when it is complete; a `.pyc` that no manifest covers is a change like any other file.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -44,7 +46,7 @@ Stamps = dict[str, list]
 
 
 def seal(root: Path, only_bytecode: bool = False) -> Stamps:
-    """Take write permission from files (everyone) and directories (group, others); stamp the files.
+    """Take write permission from files and directories (everyone's); stamp the files.
 
     With `only_bytecode`, stamp only files in `__pycache__` directories (the sealing still
     covers the whole tree: the byte-compiler made new directories).
@@ -53,7 +55,7 @@ def seal(root: Path, only_bytecode: bool = False) -> Stamps:
     pending = [(os.fspath(root), "")]
     while pending:
         path, rel = pending.pop()
-        _chmod_without(path, stat.S_IWGRP | stat.S_IWOTH)
+        _chmod_without(path, _ANY_WRITE)
         in_pycache = os.path.basename(path) == PYCACHE
         with os.scandir(path) as listing:
             for entry in listing:
@@ -146,3 +148,51 @@ def _chmod_without(path: str, bits: int) -> None:
     mode = stat.S_IMODE(os.lstat(path).st_mode)
     if mode & bits:
         os.chmod(path, mode & ~bits)
+
+
+def verify(root: Path, stamps: Stamps | None, bytecode: Stamps | None = None) -> int:
+    """Compare the whole tree at `root` with its manifests; return how many files were seen.
+
+    Raises TamperedEntry naming the first difference: a file written to, replaced, added (a
+    `.pyc` too, unless the bytecode manifest covers it) or removed, a symlink retargeted, a
+    directory made writable. A missing manifest counts as a difference.
+    """
+    if stamps is None:
+        raise TamperedEntry("manifest.json", "missing or unreadable")
+    check = Checker(stamps, bytecode)
+    pending = [(os.fspath(root), "")]
+    while pending:
+        path, rel = pending.pop()
+        pending += _verify_dir(check, path, rel)
+    check.finish()
+    return check.seen
+
+
+def _verify_dir(check: Checker, path: str, rel: str) -> list[tuple[str, str]]:
+    """Check the entries of one directory; return its subdirectories to visit."""
+    in_pycache = os.path.basename(path) == PYCACHE
+    subdirs = []
+    with os.scandir(path) as listing:
+        for entry in listing:
+            name = f"{rel}/{entry.name}" if rel else entry.name
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                check.symlink(name, os.readlink(entry.path))
+            elif stat.S_ISDIR(st.st_mode):
+                if st.st_mode & _ANY_WRITE:
+                    raise TamperedEntry(name, f"directory made writable (mode {stat.S_IMODE(st.st_mode):o})")
+                subdirs.append((entry.path, name))
+            elif not check.file(name, st, in_pycache):
+                raise TamperedEntry(name, "bytecode added after the entry was sealed")
+    return subdirs
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a tree whose directories may be sealed (0555): give them u+w first."""
+    if not os.path.lexists(path):
+        return
+    if os.path.isdir(path) and not os.path.islink(path):
+        for dirpath, _dirnames, _filenames in os.walk(path):
+            with contextlib.suppress(OSError):
+                os.chmod(dirpath, stat.S_IMODE(os.lstat(dirpath).st_mode) | stat.S_IRWXU)
+    shutil.rmtree(path, ignore_errors=True)

@@ -32,8 +32,9 @@ from pathlib import Path
 
 Log = Callable[[str], None]
 
-SKIPPED = ("last-used", "manifest.json", "bytecode-manifest.json", "BYTECODE-COMPLETE")
-"""Entry files that describe one host's copy; not published, not copied back."""
+SKIPPED = ("last-used", "manifest.json", "bytecode-manifest.json", "BYTECODE-COMPLETE", "VERIFIED", "bytecode-staging")
+"""Entry files that describe one host's copy (its stamps, its last check: env_cache.py); not
+published, not copied back."""
 
 
 class SharedCache:

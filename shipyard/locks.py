@@ -36,6 +36,18 @@ def file_lock(path: Path, *, shared: bool = False, timeout: float | None = None)
         os.close(fd)  # closing the descriptor releases the lock
 
 
+def acquire(path: Path, *, shared: bool = False, timeout: float | None = None) -> int:
+    """Take the lock like `file_lock` and return its descriptor: closing it releases the lock
+    (for a lock held across calls, e.g. for as long as a task runs)."""
+    fd = _open_lock_file(path)
+    try:
+        _acquire(fd, path, shared=shared, timeout=timeout)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def try_lock(path: Path) -> int | None:
     """Take an exclusive lock without waiting; return the descriptor to close, or None if busy."""
     fd = _open_lock_file(path)

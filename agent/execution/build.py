@@ -7,7 +7,6 @@ read from a lock file with hashes keeps its own torch (the hashes are for those 
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from concurrent.futures import Future
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-from sandbox.env_cache import EnvCache, EnvResult
+from sandbox.env_cache import EnvCache, EnvResult, Lease
 from sandbox.envsource import EnvSource, export_uv_lock, resolve
 from sandbox.git_workspace import Workspace, prepare_workspace
 from sandbox.lockfiles import PackageManager
@@ -40,8 +39,9 @@ class BuiltTask:
     venv: Path
     runtime: dict[str, str] = field(default_factory=dict)
     """What the task's runtime info records about its environment (source, Python)."""
-    in_use: contextlib.ExitStack | None = None
-    """Holds the venv's cache entry in use (prune skips it) until closed, when the run ends."""
+    in_use: Lease | None = None
+    """Holds the venv's cache entry in use (prune skips it) until closed, when the run ends
+    (sandbox.env_cache.Lease: the venv is layered over the entry, which it then verifies)."""
 
 
 def make_env_cache(settings: Settings) -> EnvCache:
@@ -109,8 +109,10 @@ def environment_source(task: dict, workspace: Workspace, settings: Settings | No
 
 
 def build_task(task: dict, target: Path, settings: Settings, log: Log, *, env_cache: EnvCache | None = None,
-               repo_cache: RepoCache | None = None, owner: tuple[int, int] | None = None) -> BuiltTask:
-    """Check out the code into target/code and build the venv at target/venv (its own parts `owner`'s).
+               repo_cache: RepoCache | None = None, owner: tuple[int, int] | None = None,
+               standalone: bool = False) -> BuiltTask:
+    """Check out the code into target/code and build the venv at target/venv (its own parts `owner`'s;
+    `standalone`, for `shipyard build`: a venv that outlives the cache entry, EnvCache.materialize).
     When the task records its requirements (as the SDK does) and they name no local path, the
     venv is built while the code is checked out: it cannot depend on the checkout then."""
     agent = settings.agent
@@ -121,7 +123,7 @@ def build_task(task: dict, target: Path, settings: Settings, log: Log, *, env_ca
     early: Future[_Env] | None = None
     if _recorded_wins(recorded, settings):
         early = _in_thread(_environment, EnvSource(recorded, "task"), script, target, settings, log, env_cache,
-                           owner)
+                           owner, standalone)
     try:
         workspace = prepare_workspace(script, target / "code", repo_cache, credentials=git_credentials(settings, str(script.get("repository") or "")), log=log)
     except BaseException:
@@ -133,12 +135,13 @@ def build_task(task: dict, target: Path, settings: Settings, log: Log, *, env_ca
         requirements, python, env = early.result()
     else:
         source = environment_source(task, workspace, settings, env_cache.builder)
-        requirements, python, env = _environment(source, script, target, settings, log, env_cache, owner)
+        requirements, python, env = _environment(source, script, target, settings, log, env_cache, owner,
+                                                 standalone)
     log(f"environment ready in {env.seconds:.2f}s ({'cache hit' if env.cache_hit else 'built'})")
     runtime = {**source.runtime(), "python_version": python.version}
     return BuiltTask(workspace=workspace, env=env, requirements=requirements,
                      requirements_source=source.label, venv=target / "venv", runtime=runtime,
-                     in_use=env_cache.hold(env.key) if env.key else None)
+                     in_use=env.lease)
 
 
 def _recorded_wins(recorded: RequirementSet, settings: Settings) -> bool:
@@ -151,7 +154,7 @@ def _recorded_wins(recorded: RequirementSet, settings: Settings) -> bool:
 
 
 def _environment(source: EnvSource, script: dict, target: Path, settings: Settings, log: Log, env_cache: EnvCache,
-                 owner: tuple[int, int] | None) -> _Env:
+                 owner: tuple[int, int] | None, standalone: bool = False) -> _Env:
     """The venv at target/venv for the source's requirements, from the cache when it can; and the
     requirements as installed (absent local files replaced by names) and the Python used."""
     agent = settings.agent
@@ -163,7 +166,7 @@ def _environment(source: EnvSource, script: dict, target: Path, settings: Settin
                                 strict=agent.python_version_strict)
     install, extra = install_plan(requirements, settings, log)
     return requirements, python, env_cache.materialize(install, python, target / "venv", extra=extra, log=log,
-                                                       owner=owner)
+                                                       owner=owner, standalone=standalone)
 
 
 def _in_thread(fn: Callable[..., _Env], *args: object) -> Future[_Env]:

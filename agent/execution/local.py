@@ -49,8 +49,10 @@ class LocalLaunch:
 
 class LocalExecutor:
     def __init__(self, context: RunContext, *, env_cache: EnvCache | None = None,
-                 repo_cache: RepoCache | None = None):
+                 repo_cache: RepoCache | None = None, standalone: bool = False):
         self.context = context
+        self.standalone = standalone
+        """`shipyard build`: the venv must outlive the run (no task runs in it here)."""
         self.env_cache = env_cache
         self.repo_cache = repo_cache
         self.user = resolve(context.settings.agent.task_user)
@@ -62,7 +64,8 @@ class LocalExecutor:
             shutil.rmtree(target)
         target.mkdir(parents=True)
         built = build_task(task, target, self.context.settings, self.context.note, env_cache=self.env_cache,
-                           repo_cache=self.repo_cache, owner=self.user.owner if self.user else None)
+                           repo_cache=self.repo_cache, owner=self.user.owner if self.user else None,
+                           standalone=self.standalone)
         self.built = built
         if self.user is not None:
             self._hand_over(self.user, target, built.workspace.root)

@@ -108,7 +108,7 @@ class TaskRun:
         finally:
             # After the report: a kill -9 between the task's exit and its report is the one way a
             # task runs twice, so nothing may widen that window (the process group is gone by now).
-            # Removing the run's directory (its venv's link farm: ~0.5 s on a busy machine) too.
+            # Removing the run's directory, and verifying its venv's cache entry (env_cache.Lease), too.
             self.task_keys.revoke(self.task_key)
             if self.executor is not None:
                 self.executor.cleanup()
@@ -148,7 +148,8 @@ class TaskRun:
         from agent.execution.local import LocalExecutor
 
         self.target = target
-        executor = LocalExecutor(self._context(), env_cache=self.env_cache, repo_cache=self.repo_cache)
+        executor = LocalExecutor(self._context(), env_cache=self.env_cache, repo_cache=self.repo_cache,
+                                 standalone=True)
         return executor.prepare(self._fetch()).detail
 
     # -- helpers --------------------------------------------------------------------------

@@ -30,6 +30,8 @@ def test_an_entry_in_use_survives_a_prune_that_would_pick_it(light_builder, tmp_
     running = cache.materialize("six==1.16.0", PYTHON, tmp_path / "running", log=print)
     other = cache.materialize("idna==3.7", PYTHON, tmp_path / "other", log=print)
     newest = cache.materialize("", PYTHON, tmp_path / "newest", log=print)
+    for ended in (running, other, newest):
+        ended.lease.close()
     _age(cache, [running.key, other.key, newest.key])   # `running` is the least recently used
     held = cache.hold(running.key)                        # as a running task holds its venv's entry
     try:

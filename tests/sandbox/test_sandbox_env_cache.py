@@ -1,9 +1,10 @@
-"""The environment cache with real venvs: hits, hard links, concurrency, corruption, LRU, bytecode."""
+"""The environment cache with real venvs: hits, overlay venvs, concurrency, corruption, LRU, bytecode."""
 from __future__ import annotations
 
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,7 @@ import pytest
 
 from sandbox.env_cache import BYTECODE_MARKER, MARKER, EnvCache
 from sandbox.linkfarm import link_tree
+from sandbox.overlay import HOOK_NAME, PTH_NAME
 from sandbox.pyenv import probe
 from sandbox.requirements import parse_requirements
 from shipyard.locks import file_lock
@@ -43,7 +45,7 @@ def import_writing_bytecode(python: Path, module: str) -> None:
     subprocess.run([str(python), "-c", f"import {module}"], env=env, capture_output=True, check=True)
 
 
-def test_second_materialize_is_a_hardlinked_cache_hit(builder, tmp_path):
+def test_second_materialize_is_an_overlay_cache_hit(builder, tmp_path):
     cache = EnvCache(tmp_path / "cache", builder=builder)
     # Given a cold cache, the first materialize builds
     first = cache.materialize("six==1.16.0", PYTHON, tmp_path / "t1", log=print)
@@ -56,9 +58,18 @@ def test_second_materialize_is_a_hardlinked_cache_hit(builder, tmp_path):
     # Then the target imports the pinned version from its own prefix
     out = run_in(second.python, "import six, sys; print(six.__version__, sys.prefix)")
     assert out == f"1.16.0 {tmp_path / 't2'}"
-    # And package files are hard links into the cache entry, not copies
+    # And nothing of the packages is linked: the target's own site-packages holds one .pth
+    # that puts the entry's after it, where six, pip and their metadata are found
     entry = cache.root / "entries" / first.key / "venv"
-    assert os.stat(tmp_path / "t2" / SITE / "six.py").st_ino == os.stat(entry / SITE / "six.py").st_ino
+    assert sorted(os.listdir(tmp_path / "t2" / SITE)) == sorted([PTH_NAME, HOOK_NAME, "__pycache__"])
+    assert os.listdir(tmp_path / "t2" / SITE / "__pycache__") == [f"_shipyard_overlay.{PYTHON.implementation}.pyc"]
+    out = run_in(second.python, "import six, pip, importlib.metadata as m; print(six.__file__, m.version('six'))")
+    assert out == f"{entry / SITE / 'six.py'} 1.16.0"
+    hook = run_in(second.python, "import _shipyard_overlay as h; print(h.__cached__)")   # precompiled for the run
+    assert hook == str(tmp_path / "t2" / SITE / "__pycache__" / f"_shipyard_overlay.{PYTHON.implementation}.pyc")
+    listed = subprocess.run([str(tmp_path / "t2" / "bin" / "pip"), "list", "--format=freeze"],
+                            capture_output=True, text=True, check=True).stdout
+    assert "six==1.16.0" in listed.split()
 
 
 def test_path_bearing_files_are_rewritten_copies(builder, tmp_path):
@@ -73,7 +84,7 @@ def test_path_bearing_files_are_rewritten_copies(builder, tmp_path):
     assert os.stat(target / "bin" / "pip").st_ino != os.stat(entry / "bin" / "pip").st_ino
     assert os.path.islink(target / "bin" / "python")
     version = subprocess.run([str(target / "bin" / "pip"), "--version"], capture_output=True, text=True, check=True)
-    assert str(target) in version.stdout
+    assert version.stdout.startswith("pip ")
 
 
 def test_concurrent_threads_build_once(light_builder, tmp_path):
@@ -157,26 +168,31 @@ def test_prune_evicts_least_recently_used(light_builder, tmp_path):
     cache = EnvCache(tmp_path / "cache", builder=light_builder)
     keys = {}
     for name, reqs in (("a", "six==1.16.0"), ("b", "idna==3.7"), ("c", "")):
-        keys[name] = settled(cache, cache.materialize(reqs, PYTHON, tmp_path / name, log=print)).key
+        result = settled(cache, cache.materialize(reqs, PYTHON, tmp_path / name, log=print))
+        result.lease.close()   # the run ended
+        keys[name] = result.key
     for stamp, name in enumerate("abc", start=1):
         os.utime(cache.root / "entries" / keys[name] / "last-used", (stamp * 1000, stamp * 1000))
     # Using "a" again makes "b" the least recently used
-    assert cache.materialize("six==1.16.0", PYTHON, tmp_path / "a2", log=print).cache_hit
+    running = cache.materialize("six==1.16.0", PYTHON, tmp_path / "a2", log=print)
+    assert running.cache_hit
     sizes = {e.key: e.size for e in cache.entries()}
     evicted = cache.prune(sum(sizes.values()) - sizes[keys["b"]], log=print)
     assert evicted == [keys["b"]]
     assert {e.key for e in cache.entries()} == {keys["a"], keys["c"]}
-    # An entry in use is never evicted
+    # An entry in use (locked, or held by a run's lease) is never evicted
     with file_lock(cache.root / "locks" / f"{keys['c']}.lock", shared=True):
-        assert cache.prune(0, log=print) == [keys["a"]]
-    assert [e.key for e in cache.entries()] == [keys["c"]]
-    # Targets that were materialized earlier keep working (their files are links)
+        assert cache.prune(0, log=print) == []
+    # and the held run's venv keeps working; once its lease is closed the entry may go
     assert run_in(tmp_path / "a2" / "bin" / "python", "import six; print(six.__version__)") == "1.16.0"
+    running.lease.close()
+    assert cache.prune(0, log=print) == [keys["c"], keys["a"]]
 
 
 def test_max_bytes_prunes_after_a_build(light_builder, tmp_path):
     cache = EnvCache(tmp_path / "cache", max_bytes=1, builder=light_builder)
     first = settled(cache, cache.materialize("six==1.16.0", PYTHON, tmp_path / "t1", log=print))
+    first.lease.close()
     second = cache.materialize("idna==3.7", PYTHON, tmp_path / "t2", log=print)
     assert [e.key for e in cache.entries()] == [second.key]  # the new entry is kept, the old one evicted
     assert first.key != second.key
@@ -266,15 +282,20 @@ def test_bytecode_is_compiled_in_the_background_and_shared(light_builder, tmp_pa
     # The entry is published before its bytecode; a background compiler finishes it
     assert (entry / MARKER).is_file()
     settled(cache, first)
-    assert (entry / "venv" / SIX_PYC).is_file()
+    assert (entry / "venv" / SIX_PYC).is_file() and not (entry / "bytecode-staging").exists()
     assert json.loads((entry / BYTECODE_MARKER).read_text())["size"] > 0
     assert {e.key: e.size for e in cache.entries()}[first.key] == json.loads((entry / BYTECODE_MARKER).read_text())["size"]
-    # A later target gets the compiled files as hard links, and importing keeps using them
+    # The entry stays sealed: its directories are read-only, the .pyc is stamped
+    assert stat.S_IMODE(os.stat(entry / "venv" / SITE / "__pycache__").st_mode) & 0o222 == 0
+    assert f"{SITE}/__pycache__/six.{PYTHON.implementation}.pyc" in json.loads((entry / "bytecode-manifest.json").read_text())
+    # A later run imports the entry's compiled six, and a clean hand-over after it needs no rebuild
+    first.lease.close()
     second = cache.materialize("six==1.16.0", PYTHON, tmp_path / "t2", log=print)
-    linked = tmp_path / "t2" / SIX_PYC
-    assert os.stat(linked).st_ino == os.stat(entry / "venv" / SIX_PYC).st_ino
-    assert run_in(second.python, "import six; print(six.__file__)") == str(tmp_path / "t2" / SITE / "six.py")
-    assert os.stat(linked).st_ino == os.stat(entry / "venv" / SIX_PYC).st_ino
+    before = os.stat(entry / "venv" / SIX_PYC)
+    assert run_in(second.python, "import six; print(six.__cached__)") == str(entry / "venv" / SIX_PYC)
+    assert os.stat(entry / "venv" / SIX_PYC).st_mtime_ns == before.st_mtime_ns
+    second.lease.close()
+    assert cache.materialize("six==1.16.0", PYTHON, tmp_path / "t3", log=print).cache_hit
 
 
 def test_sync_bytecode_is_complete_when_materialize_returns(light_builder, tmp_path):
@@ -282,43 +303,43 @@ def test_sync_bytecode_is_complete_when_materialize_returns(light_builder, tmp_p
     result = cache.materialize("six==1.16.0", PYTHON, tmp_path / "t1", log=print)
     entry = cache.root / "entries" / result.key
     assert cache.bytecode_complete(result.key) and (entry / "venv" / SIX_PYC).is_file()
-    assert os.stat(tmp_path / "t1" / SIX_PYC).st_ino == os.stat(entry / "venv" / SIX_PYC).st_ino
+    assert run_in(result.python, "import six; print(six.__cached__)") == str(entry / "venv" / SIX_PYC)
 
 
-def test_bytecode_off_and_target_pyc_stay_out_of_the_entry(light_builder, tmp_path):
+def test_bytecode_off_and_runs_write_none_into_the_entry(light_builder, tmp_path):
     cache = EnvCache(tmp_path / "cache", builder=light_builder, compile_bytecode="off")
     result = cache.materialize("six==1.16.0", PYTHON, tmp_path / "t1", log=print)
     entry = cache.root / "entries" / result.key
     assert not cache.bytecode_complete(result.key) and not (entry / "venv" / SIX_PYC).exists()
-    # Importing in the target writes its .pyc as a new file in the target's own __pycache__
+    # Importing in the run writes no .pyc into the sealed entry (not even as root, whom modes
+    # do not stop), nor a copy into the run
     import_writing_bytecode(result.python, "six")
-    assert os.stat(tmp_path / "t1" / SIX_PYC).st_nlink == 1
-    assert not (entry / "venv" / SIX_PYC).exists()
     assert not (entry / "venv" / SITE / "__pycache__").exists()
+    assert not list((tmp_path / "t1").rglob("six.*.pyc"))
+    # so the entry is still intact when the run ends
+    result.lease.close()
+    assert cache.materialize("six==1.16.0", PYTHON, tmp_path / "t2", log=print).cache_hit
 
 
-def test_materialize_while_compiling_links_only_finished_bytecode(light_builder, tmp_path):
+def test_compiler_stages_outside_the_entry_and_a_killed_one_is_redone(light_builder, tmp_path):
     off = EnvCache(tmp_path / "cache", builder=light_builder, compile_bytecode="off")
     key = off.materialize("six==1.16.0", PYTHON, tmp_path / "t0", log=print).key
     cache = EnvCache(tmp_path / "cache", builder=light_builder)
-    pycache = cache.root / "entries" / key / "venv" / SITE / "__pycache__"
-    # Given a compiler at work on the entry (its lock held), halfway through writing one .pyc
-    pycache.mkdir()
-    partial = pycache / f"six.{PYTHON.implementation}.pyc.140234"
+    entry = cache.root / "entries" / key
+    # Given a compiler at work on the entry (its lock held), halfway through its staging tree
+    partial = entry / "bytecode-staging" / f"{SIX_PYC}.140234"
+    partial.parent.mkdir(parents=True)
     partial.write_bytes(b"half a pyc")
     logged: list[str] = []
     with file_lock(cache.root / "locks" / f"{key}.bytecode.lock"):
         result = cache.materialize("six==1.16.0", PYTHON, tmp_path / "t1", log=logged.append)
         assert f"bytecode of environment {key[:12]} is being compiled in the background" in logged
-    # Then the target has no temporary file, and its own import compiles six into the target only
-    assert result.cache_hit and not (tmp_path / "t1" / SITE / "__pycache__" / partial.name).exists()
-    import_writing_bytecode(result.python, "six")
-    target_pyc = tmp_path / "t1" / SIX_PYC
-    assert os.stat(target_pyc).st_nlink == 1 and not (pycache / f"six.{PYTHON.implementation}.pyc").exists()
+    # Then the run imports six from source, the entry has no bytecode and is handed out again
+    assert result.cache_hit and run_in(result.python, "import six; print(six.__version__)") == "1.16.0"
+    assert not (entry / "venv" / SIX_PYC).exists()
     # When no compiler is left, the next materialize starts one, which clears the leftover
     settled(cache, cache.materialize("six==1.16.0", PYTHON, tmp_path / "t2", log=print))
-    assert not partial.exists() and (pycache / f"six.{PYTHON.implementation}.pyc").is_file()
-    assert os.stat(target_pyc).st_ino != os.stat(pycache / f"six.{PYTHON.implementation}.pyc").st_ino
+    assert not partial.exists() and (entry / "venv" / SIX_PYC).is_file()
 
 
 FAKE_COMPILER = textwrap.dedent(
@@ -339,9 +360,11 @@ FAKE_COMPILER = textwrap.dedent(
 
 def test_killed_compiler_blocks_prune_only_while_alive(light_builder, tmp_path):
     off = EnvCache(tmp_path / "cache", builder=light_builder, compile_bytecode="off")
-    key = off.materialize("six==1.16.0", PYTHON, tmp_path / "t0", log=print).key
+    built = off.materialize("six==1.16.0", PYTHON, tmp_path / "t0", log=print)
+    built.lease.close()
+    key = built.key
     cache = EnvCache(tmp_path / "cache", builder=light_builder)
-    partial = cache.root / "entries" / key / "venv" / f"{SIX_PYC}.777"
+    partial = cache.root / "entries" / key / "bytecode-staging" / f"{SIX_PYC}.777"
     # Given a compiler holding the entry's locks the way compile_entry does
     compiler = subprocess.Popen(
         [sys.executable, "-c", FAKE_COMPILER, str(cache.root / "locks" / f"{key}.bytecode.lock"),
@@ -354,29 +377,33 @@ def test_killed_compiler_blocks_prune_only_while_alive(light_builder, tmp_path):
         assert cache.prune(0, log=print) == []
         result = cache.materialize("six==1.16.0", PYTHON, tmp_path / "t1", log=print)
         assert run_in(result.python, "import six; print(six.__version__)") == "1.16.0"
+        result.lease.close()
     finally:
         compiler.kill()
         compiler.wait()
     # When it has been killed, the entry is still usable, and the next materialize recompiles it
     assert not cache.bytecode_complete(key)
-    settled(cache, cache.materialize("six==1.16.0", PYTHON, tmp_path / "t2", log=print))
+    again = settled(cache, cache.materialize("six==1.16.0", PYTHON, tmp_path / "t2", log=print))
+    again.lease.close()
     assert not partial.exists() and (cache.root / "entries" / key / "venv" / SIX_PYC).is_file()
     assert cache.prune(0, log=print) == [key]
 
 
 def test_compile_entry_holds_off_prune(light_builder, tmp_path, monkeypatch):
     off = EnvCache(tmp_path / "cache", builder=light_builder, compile_bytecode="off")
-    key = off.materialize("six==1.16.0", PYTHON, tmp_path / "t0", log=print).key
+    built = off.materialize("six==1.16.0", PYTHON, tmp_path / "t0", log=print)
+    built.lease.close()
+    key = built.key
     evicted_meanwhile = []
 
-    def compile_and_prune(python, root):
+    def compile_and_prune(entry):
         evicted_meanwhile.extend(off.prune(0, log=print))
-        return real_compile(python, root)
+        return real_compile(entry)
 
     from sandbox import env_cache
 
-    real_compile = env_cache.compile_bytecode
-    monkeypatch.setattr(env_cache, "compile_bytecode", compile_and_prune)
+    real_compile = env_cache._compile_staged
+    monkeypatch.setattr(env_cache, "_compile_staged", compile_and_prune)
     assert off.compile_entry(key) and evicted_meanwhile == []
     # A second compiler for the same entry is a no-op, and a finished entry can be evicted
     assert off.compile_entry(key) and off.prune(0, log=print) == [key]

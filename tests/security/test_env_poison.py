@@ -4,11 +4,13 @@ A real server, a real daemon, real tasks of two users with the same requirements
 as the daemon tests use). Task A attacks the venv it got from the environment cache; task B,
 another user's, must not run what A planted (no PWNED on its console, no marker file).
 
-* same user (the agent's own, which is root in CI): A appends to six.py through the hard link
-  in its venv, or replaces six.py in its venv, or replaces the cache entry's six.py itself; the
-  entry's manifest catches each change that reaches the cache and the entry is rebuilt;
+* same user (the agent's own, which is root in CI): A's venv is an overlay over the cache entry
+  (sandbox/overlay.py), so six.__file__ is the entry's file: A chmods it and appends to it, or
+  replaces it (chmodding its sealed directory first and back after), or finds it by inode
+  from the cache's root and replaces it; when A's run ends the entry is verified, the change
+  found, the entry discarded, and B's run rebuilds it with the warning naming the file;
 * a task user (`--task-user`, root only): A's writes into the cached files fail with
-  EACCES, its own run still completes, and B reuses the intact entry;
+  EACCES, it can only shadow six in its own site-packages, and B reuses the intact entry;
 * docker mode: A's container, building an environment of its own, cannot reach B's entry;
 * the cache alone: a changed .pyc or a .pth added to an entry is caught before reuse.
 """
@@ -51,9 +53,12 @@ ATTACK = textwrap.dedent("""
             handle.write(planted)
     else:
         text = open(path).read()
+        folder = os.path.dirname(path)
+        os.chmod(folder, 0o755)            # so are the directories: chmod, replace, and hide the chmod
         os.unlink(path)
         with open(path, "w") as handle:
             handle.write(text + planted)
+        os.chmod(folder, 0o555)
     print("planted into", path)
 """)
 
@@ -101,11 +106,9 @@ def test_a_planted_module_never_reaches_another_task(rig, where):
     assert doc["status"] == "completed", doc.get("status_reason")
     assert "victim imported six 1.16.0" in log
     assert "PWNED" not in log and not marker.exists()
-    if where == "venv-replace":  # only alice's own link was replaced: the entry is intact and reused
-        assert "cache hit" in log
-    else:  # the entry itself changed: discarded, rebuilt, and the file named
-        assert "was changed after it was built" in log and "site-packages/six.py" in log
-        assert "was changed after it was built" in rig["daemon"].output()
+    # the entry itself changed (a venv is an overlay over it): discarded, rebuilt, the file named
+    assert "was changed after it was built" in log and "site-packages/six.py" in log
+    assert "was changed after it was built" in rig["daemon"].output()
 
 
 def test_a_root_agent_without_task_user_says_so(rig):
@@ -126,11 +129,16 @@ PROBE = textwrap.dedent("""
             print(name, "WORKED")
         except PermissionError as exc:
             print(name, "refused:", exc.strerror)
-    text = open(path).read()
-    os.unlink(path)                       # its own venv's directory is its own: only its link goes
-    with open(path, "w") as handle:
-        handle.write(text + "\\nprint('PWNED'); open(%r, 'a').write('pwned')\\n")
-    print("replaced its own copy; home", os.environ["HOME"])
+    try:
+        os.unlink(path)                   # the entry's directory is the agent's, sealed
+        print("unlink WORKED")
+    except PermissionError as exc:
+        print("unlink refused:", exc.strerror)
+    import site
+    own = site.getsitepackages()[0]       # its own layer is its own: it may shadow six there
+    with open(os.path.join(own, "six.py"), "w") as handle:
+        handle.write(open(path).read() + "\\nprint('PWNED'); open(%r, 'a').write('pwned')\\n")
+    print("shadowed six in its own venv; home", os.environ["HOME"])
 """)
 
 
@@ -169,7 +177,9 @@ def _append_to_compiled_six(site: Path) -> None:
 
 
 def _plant_a_pth(site: Path) -> None:  # a .pth file in site-packages runs at every interpreter start
+    site.chmod(0o755)                    # the sealed directory made writable, and sealed again
     (site / "zz-planted.pth").write_text("import os; print('PWNED')\n")
+    site.chmod(0o555)
 
 
 @pytest.mark.parametrize("attack", [_append_to_compiled_six, _plant_a_pth])
@@ -232,7 +242,7 @@ def test_with_a_task_user_the_cache_is_read_only_to_tasks(task_user):
         assert doc["status"] == "completed", (doc.get("status_reason"), log)
         assert f"uid {task_user.pw_uid}" in log and "WORKED" not in log
         assert "append refused: Permission denied" in log and "chmod refused: Operation not permitted" in log
-        assert "replaced its own copy" in log
+        assert "unlink refused: Permission denied" in log and "shadowed six in its own venv" in log
         # And bob's task gets the intact entry from the cache
         doc, log = _run(_user_api(admin, "bob"), "bob-task-user", VICTIM)
         assert doc["status"] == "completed", doc.get("status_reason")
