@@ -17,6 +17,13 @@ __all__ = ["LineSplitter", "OutputReader"]
 READ_CHUNK_BYTES = 64 * 1024
 MAX_LINE_BYTES = 64 * 1024
 PROGRESS_INTERVAL_S = 30.0
+# After a read that found less than half a chunk, let the pipe fill this long before reading
+# again. A reader blocked in read() is woken by every write of an unbuffered task (the agent sets
+# PYTHONUNBUFFERED): 200,000 small writes meant ~60,000 wake-ups, which slowed the *task* more
+# than the reading itself (bench/bench_logs.py: a bare reader napping 2 ms between short reads
+# moves ~1.6x the lines/s of one that blocks). Costs at most this much latency per chunk; the
+# first chunk (a task's first line) is read the moment it is written.
+COALESCE_S = 0.002
 
 
 class LineSplitter:
@@ -97,7 +104,8 @@ def _utf8_boundary(data: bytes, start: int, cut: int) -> int:
 
 
 class OutputReader:
-    """Reads a pipe in 64 KiB chunks until EOF and hands each line to `sink`."""
+    """Reads a pipe in 64 KiB chunks until EOF and hands each line to `sink`; after a short read
+    it waits `coalesce_s` so the next read takes a chunk rather than one line (COALESCE_S)."""
 
     def __init__(
         self,
@@ -109,8 +117,10 @@ class OutputReader:
         progress_interval_s: float | None = PROGRESS_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
         joined: bool = False,
+        coalesce_s: float = COALESCE_S,
     ):
         self.fd = fd
+        self._coalesce_s = coalesce_s
         self._joined = joined  # hand all lines of a chunk to `sink` at once, joined with "\n"
         self._sink = sink
         self._chunk = chunk_bytes
@@ -136,10 +146,13 @@ class OutputReader:
 
     def run(self) -> None:
         """Read until EOF (blocking). The fd is left open for its owner to close."""
+        short = self._chunk // 2
         while chunk := self._read():
             self.bytes_read += len(chunk)
             self._emit(self._splitter.feed(chunk))
             self._maybe_emit_progress()
+            if len(chunk) < short and self._coalesce_s > 0:
+                time.sleep(self._coalesce_s)  # let a trickle of small writes gather (COALESCE_S)
         self._emit(self._splitter.finish())
 
     def _read(self) -> bytes:
