@@ -131,6 +131,7 @@ class OutputReader:
         self._thread: threading.Thread | None = None
         self.bytes_read = 0
         self.lines_read = 0
+        self.done = threading.Event()  # set once the pipe reached EOF and every line was handed over
 
     def start(self, name: str | None = None) -> OutputReader:
         self._thread = threading.Thread(target=self.run, name=name or f"output-reader-{self.fd}", daemon=True)
@@ -147,13 +148,16 @@ class OutputReader:
     def run(self) -> None:
         """Read until EOF (blocking). The fd is left open for its owner to close."""
         short = self._chunk // 2
-        while chunk := self._read():
-            self.bytes_read += len(chunk)
-            self._emit(self._splitter.feed(chunk))
-            self._maybe_emit_progress()
-            if len(chunk) < short and self._coalesce_s > 0:
-                time.sleep(self._coalesce_s)  # let a trickle of small writes gather (COALESCE_S)
-        self._emit(self._splitter.finish())
+        try:
+            while chunk := self._read():
+                self.bytes_read += len(chunk)
+                self._emit(self._splitter.feed(chunk))
+                self._maybe_emit_progress()
+                if len(chunk) < short and self._coalesce_s > 0:
+                    time.sleep(self._coalesce_s)  # let a trickle of small writes gather (COALESCE_S)
+            self._emit(self._splitter.finish())
+        finally:
+            self.done.set()
 
     def _read(self) -> bytes:
         try:
