@@ -49,14 +49,45 @@ class LineSplitter:
                 lines.extend(self._complete(line))
             buffer = buffer[end + 1:]
             self._rewritten = False
+        lines.extend(self._hold(buffer))
+        return lines
+
+    def feed_joined(self, data: bytes) -> str | None:
+        """`"\\n".join(self.feed(data))`, None for no line. A chunk that needs nothing but
+        decoding (valid UTF-8, no \\r, no overlong line) is decoded in one piece, with no string
+        per line: the per-line work was most of the agent's CPU for a chatty task (issue 24)."""
+        buffer = self._pending + data
+        end = buffer.rfind(b"\n")
+        text = self._plain(buffer, end, len(data))
+        if text is None:
+            lines = self.feed(data)
+            return "\n".join(lines) if lines else None
+        self._rewritten = False
+        rest = self._hold(buffer[end + 1:])
+        return "\n".join([text, *rest]) if rest else text
+
+    def _plain(self, buffer: bytes, end: int, fed: int) -> str | None:
+        """buffer[:end] decoded, if its lines need nothing else: no \\r, and none longer than
+        the limit - only the first could be (it holds the pending bytes), every other one lies
+        within the `fed` chunk; strictly decoded, so a character is as long as its bytes."""
+        if end < 0 or fed > self._max or buffer.find(b"\r", 0, end) >= 0 or buffer.find(b"\n") > self._max:
+            return None
+        try:
+            return buffer[:end].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+    def _hold(self, buffer: bytes) -> list[str]:
+        """Keep the unterminated rest for the next chunk; the pieces cut off an overlong one."""
         buffer = self._collapse(buffer)
+        pieces: list[str] = []
         start = 0
         while len(buffer) - start > self._max:
             cut = _utf8_boundary(buffer, start, start + self._max)
-            lines.append(buffer[start:cut].decode("utf-8", "replace"))
+            pieces.append(buffer[start:cut].decode("utf-8", "replace"))
             start = cut
         self._pending = buffer[start:]
-        return lines
+        return pieces
 
     def finish(self) -> list[str]:
         """At end of stream: the unterminated last line, if any."""
@@ -151,7 +182,10 @@ class OutputReader:
         try:
             while chunk := self._read():
                 self.bytes_read += len(chunk)
-                self._emit(self._splitter.feed(chunk))
+                if self._joined:
+                    self._emit_joined(self._splitter.feed_joined(chunk))
+                else:
+                    self._emit(self._splitter.feed(chunk))
                 self._maybe_emit_progress()
                 if len(chunk) < short and self._coalesce_s > 0:
                     time.sleep(self._coalesce_s)  # let a trickle of small writes gather (COALESCE_S)
@@ -175,6 +209,11 @@ class OutputReader:
             for line in lines:
                 self._sink(line)
         self.lines_read += len(lines)
+
+    def _emit_joined(self, text: str | None) -> None:
+        if text is not None:
+            self._sink(text)
+            self.lines_read += text.count("\n") + 1
 
     def _maybe_emit_progress(self) -> None:
         """Show a long-running \\r progress line now and then, not only when it ends."""
