@@ -324,5 +324,18 @@ def _retry_after(response: requests.Response) -> float:
 
 
 def encode_events(events: Iterable[Mapping[str, Any]]) -> bytes:
-    """`events` as an events.add_batch JSON-lines body (b"" for none)."""
-    return "\n".join([json.dumps(event, separators=(",", ":")) for event in events]).encode()
+    """`events` as an events.add_batch JSON-lines body (b"" for none). Log events (strings and
+    integers only) go through orjson, ~10x faster on a chatty task's 64 KiB messages; anything
+    else, or what orjson refuses (a lone surrogate), through the standard encoder as before."""
+    import orjson  # here, not at the top: an idle daemon never needs it (issue 24's idle RSS)
+
+    lines: list[bytes] = []
+    for event in events:
+        if event.get("type") == "log":
+            try:
+                lines.append(orjson.dumps(event))
+                continue
+            except TypeError:  # orjson.JSONEncodeError is a TypeError
+                pass
+        lines.append(json.dumps(event, separators=(",", ":")).encode())
+    return b"\n".join(lines)
