@@ -18,7 +18,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 
@@ -28,6 +30,7 @@ from bench.bench_logs import chatty_code, pipe_floor  # noqa: E402
 from tests.agent_helpers import FINAL, agent_env, create_task, start_daemon, task_log, wait_status  # noqa: E402
 from tests.helpers import start_server  # noqa: E402
 
+T = TypeVar("T")
 MEDIUM = "numpy\npandas\nscikit-learn\nrequests\n"
 
 
@@ -87,6 +90,18 @@ def log_throughput(api, lines: int) -> tuple[float, float, int]:
     return got / elapsed, got / (done_wall - first_ms / 1000), lines - got
 
 
+def _with_cpu(fn: Callable[[], T], daemon_pid: int, server_pid: int) -> tuple[T, tuple[float, float, float]]:
+    """fn()'s result and the CPU seconds it cost: (the tasks the daemon ran, the daemon, the server)."""
+    def now() -> tuple[float, float, float]:
+        daemon, server = psutil.Process(daemon_pid).cpu_times(), psutil.Process(server_pid).cpu_times()
+        return (daemon.children_user + daemon.children_system, daemon.user + daemon.system,
+                server.user + server.system)
+
+    before = now()
+    result = fn()
+    return result, tuple(b - a for a, b in zip(before, now(), strict=True))  # type: ignore[return-value]
+
+
 def idle_footprint(pid: int, seconds: float = 10) -> tuple[float, float]:
     proc = psutil.Process(pid)
     proc.cpu_percent(None)
@@ -109,7 +124,9 @@ def main() -> None:
             cpu, rss = idle_footprint(daemon.proc.pid)
             picks = pickup(api, args.runs)
             floors = [(pipe_floor(args.lines), pipe_floor(args.lines, since_first_line=True)) for _ in range(3)]
-            rate, run_rate, lost = log_throughput(api, args.lines)
+            pids = daemon.proc.pid, server.proc.pid
+            (rate, run_rate, lost), big = _with_cpu(lambda: log_throughput(api, args.lines), *pids)
+            _, small = _with_cpu(lambda: log_throughput(api, 1), *pids)   # the same task, one line: per-task costs
             floors += [(pipe_floor(args.lines), pipe_floor(args.lines, since_first_line=True)) for _ in range(2)]
             floor = statistics.median(spawned for spawned, _ in floors)  # around the run: load drifts
             run_floor = statistics.median(first for _, first in floors)
@@ -122,6 +139,10 @@ def main() -> None:
                   "the floor from its first line) |")
             print(f"| floor: the same task + a bare reader of its pipe in large chunks (median of 5), spawn -> exit "
                   f"/ first line -> exit | {floor:,.0f} / {run_floor:,.0f} lines/s |")
+            per = 100_000 / (args.lines - 1) * 1000
+            task_ms, daemon_ms, server_ms = ((b - a) * per for a, b in zip(small, big, strict=True))
+            print(f"| CPU per 100k lines (robust to load; the {args.lines:,}-line task less the same task printing one "
+                  f"line): the task / the daemon / the server | {task_ms:.0f} / {daemon_ms:.0f} / {server_ms:.0f} ms |")
             print(f"| idle daemon | {cpu:.1f} % CPU, {rss:.0f} MB RSS |")
             if not args.skip_medium:
                 warm = warm_medium(api, 3)
