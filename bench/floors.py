@@ -66,11 +66,14 @@ class VenvFloor:
             self.build_s()
         assert self.venv_python is not None
         argv = [str(self.venv_python), "-c", f"import {modules}"]
-        subprocess.run(argv, check=True, env=self.env)
+        # PYTHONDONTWRITEBYTECODE (set on some machines) would leave every timed import compiling
+        # from source, where a warm environment (Shipyard compiles its cache entries) has .pyc files
+        env = {k: v for k, v in self.env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        subprocess.run(argv, check=True, env=env)
         samples = []
         for _ in range(runs):
             started = time.perf_counter()
-            subprocess.run(argv, check=True, env=self.env)
+            subprocess.run(argv, check=True, env=env)
             samples.append(time.perf_counter() - started)
         return statistics.median(samples)
 

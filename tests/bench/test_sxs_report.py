@@ -100,3 +100,28 @@ def test_the_repository_report_has_both_blocks_once():
     for name in ("results", "method"):
         begin, end = sxs._markers(name)
         assert text.count(begin) == 1 and text.count(end) == 1 and text.index(begin) < text.index(end)
+
+
+def test_venv_floor_builds_and_imports(tmp_path):
+    """The cold-build / warm-start floor: a uv venv of a set from a local wheelhouse, then a
+    timed bare import in it (with byte code, whatever PYTHONDONTWRITEBYTECODE says)."""
+    import os
+    from pathlib import Path
+
+    from bench.floors import VenvFloor, idle_python_rss_mb
+    from sandbox.pyenv import find_uv
+
+    wheels = Path.home() / ".cache" / "shipyard-bench" / "wheelhouse"
+    uv = find_uv()
+    if uv is None or not list(wheels.glob("idna-*.whl")):
+        pytest.skip("no uv or no bench wheelhouse with idna on this machine")
+    env = {**os.environ, "UV_CACHE_DIR": str(tmp_path / "cache"), "UV_NO_INDEX": "1", "UV_FIND_LINKS": str(wheels),
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    floor = VenvFloor(uv, "idna\n", env)
+    try:
+        assert floor.build_s() > 0 and floor.venv_python is not None and floor.venv_python.exists()
+        assert floor.import_s("idna", runs=1) > 0
+        assert list((floor.venv_python.parents[1] / "lib").glob("python3*/site-packages/idna/__pycache__/*.pyc"))
+    finally:
+        floor.close()
+    assert 5 < idle_python_rss_mb(settle_s=0.1) < 500
