@@ -7,9 +7,12 @@
 
 One embedded server, one loopback package index (bench/pypi_mirror.py), and both daemons running
 at once, each on a queue of its own. The same task documents go to both, one agent after the
-other, alternating which goes first, and every figure is reported as a ratio. Prints a markdown
-report and writes it to docs/benchmarks.md (with the machine, the versions and the load average
-at the start and the end); the fairness rules are in that file.
+other, alternating which goes first, and every figure is reported as a ratio, and against its
+floor measured in the same run (issue 24: bench/floors.py and the benches it names). Prints a
+markdown report and rewrites its generated blocks of docs/benchmarks.md, between the
+`<!-- side_by_side.py NAME ... -->` markers (with the machine, the versions and the load average
+at the start and the end); everything else in that file (hand-written sections) is kept. The
+fairness rules are in that file.
 
 Measures (see METHOD below): pickup, warm start and cold build of numpy+pandas+scikit-learn+
 requests, log throughput and lines lost, abort, the agents' footprint idle and busy, docker-mode
@@ -47,8 +50,12 @@ sys.path.insert(0, str(REPO))
 
 import contextlib
 
+from bench.bench_abort import floor_signal
 from bench.bench_agent import MEDIUM
+from bench.bench_logs import pipe_floor
+from bench.bench_pickup import floor_rtt, floor_spawn
 from bench.bench_server import pairs_per_second, pct
+from bench.floors import VenvFloor, idle_python_rss_mb
 from bench.pypi_mirror import Mirror, ensure_wheelhouse, write_index
 from tests import peers
 from tests.agent_helpers import FINAL, agent_env, start_daemon, task_log
@@ -793,60 +800,141 @@ def fmt_s(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} s ({min(values):.2f}–{max(values):.2f}, n={len(values)})"
 
 
+@dataclass(frozen=True)
+class Floor:
+    """A row's floor (issue 24), measured in the same run: `value` in the row's unit (seconds,
+    or lines/s with `rate`), `what` says how it was measured; `target` names the issue's target
+    and `meets(figure, ratio)` judges Shipyard's figure against it (ratio: Shipyard ÷ floor in
+    time, 1.0 = at the floor)."""
+
+    value: float
+    what: str
+    target: str = ""
+    meets: Callable[[float, float], bool] | None = None
+    rate: bool = False
+
+    def cells(self, figure: float | None) -> tuple[str, float | None, bool | None]:
+        """(the floor's two table cells, the ratio, whether the target is met)."""
+        if figure is None or figure <= 0 or self.value <= 0:
+            return f"{self.what} | -", None, None
+        ratio = self.value / figure if self.rate else figure / self.value
+        met = None if self.meets is None else self.meets(figure, ratio)
+        verdict = f"; {self.target}: **{'met' if met else 'missed'}**" if met is not None else ""
+        return f"{self.what} | **{ratio:.2f}x**{verdict}", ratio, met
+
+
+NO_FLOOR = "- | -"
+
+
 def ratio_row(measure: str, cml: list[float], sy: list[float], target: float | None, *,
-              p: float = 0.5, note: str = "") -> tuple[str, float | None, bool | None]:
+              p: float = 0.5, note: str = "", floor: Floor | None = None,
+              floor_targets: dict | None = None) -> tuple[str, float | None, bool | None]:
+    """A row comparing both agents (`target`: clearml-agent ÷ Shipyard at least), with Shipyard's
+    figure against its floor; a floor target's verdict goes to `floor_targets` under `measure`."""
     if not cml or not sy:
-        return f"| {measure} | - | - | - | {note} |", None, None
+        return f"| {measure} | - | - | - | {floor.what + ' | -' if floor else NO_FLOOR} | {note} |", None, None
     a, b = pctl(cml, p), pctl(sy, p)
     ratio = a / b if b > 0 else float("inf")
     met = None if target is None else ratio >= target
     verdict = "" if target is None else f"≥{target:g}x: **{'met' if met else 'missed'}**"
     cells = f"{fmt_s(cml)} | {fmt_s(sy)}" if p == 0.5 else f"{a:.2f} s | {b:.2f} s"
-    return f"| {measure} | {cells} | **{ratio:.1f}x** | {verdict}{(' ' + note) if note else ''} |", ratio, met
+    floor_cells = NO_FLOOR
+    if floor is not None:
+        floor_cells, floor_ratio, floor_met = floor.cells(b)
+        if floor_targets is not None and floor_met is not None:
+            floor_targets[f"{measure}: {floor.target}"] = (floor_ratio, floor_met)
+    return (f"| {measure} | {cells} | **{ratio:.1f}x** | {floor_cells} | {verdict}{(' ' + note) if note else ''} |",
+            ratio, met)
 
 
 def since(runs: list[Run], attr: str) -> list[float]:
     return [v for r in runs if (v := r.since(getattr(r, attr))) is not None]
 
 
-def _log_rows(args, logs: dict) -> tuple[list[str], tuple[None, bool]]:
+def row_floors(floors: dict[str, dict[str, float]]) -> dict[str, Floor]:
+    """The Floor of each row that has one (issue 24's targets), from what `measure_floor`
+    measured after each section."""
+    out = {}
+    if p := floors.get("pickup"):
+        spawn, rtt = p["spawn_ms"], p["rtt_ms"]
+        out["first"] = Floor((spawn + rtt) / 1000, f"bare spawn {spawn:.0f} ms + loopback RTT {rtt:.1f} ms",
+                             "≤50 ms", lambda figure, _: figure <= 0.05)
+        out["visible"] = Floor(spawn / 1000, f"bare spawn {spawn:.0f} ms", "≤2x a bare spawn",
+                               lambda _, ratio: ratio <= 2)
+    if w := floors.get("warm"):
+        out["imported"] = Floor(w["import_s"], f"bare `import numpy, pandas, sklearn` in a uv venv of the set: "
+                                f"{w['import_s']:.2f} s", "≤1.2x", lambda _, ratio: ratio <= 1.2)
+    if c := floors.get("cold"):
+        out["cold"] = Floor(c["build_s"], f"`uv venv` + `uv pip install` of the set, warm uv cache: "
+                            f"{c['build_s']:.2f} s", "≤1.2x", lambda _, ratio: ratio <= 1.2)
+    if lg := floors.get("logs"):
+        out["logs"] = Floor(lg["rate"], f"the same task + a bare reader of its pipe in large chunks: "
+                            f"{lg['rate']:,.0f} lines/s", "≥350k lines/s", lambda figure, _: figure >= 350_000,
+                            rate=True)
+    if ab := floors.get("abort"):
+        out["gone"] = Floor((ab["signal_ms"] + ab["rtt_ms"]) / 1000, f"SIGTERM → exit {ab['signal_ms']:.1f} ms + "
+                            f"long-poll wake (one loopback RTT) {ab['rtt_ms']:.1f} ms", "≤0.3 s",
+                            lambda figure, _: figure <= 0.3)
+    if fp := floors.get("footprint"):
+        out["rss"] = Floor(fp["rss_mb"], f"a bare Python with requests imported: {fp['rss_mb']:.0f} MB", "≤45 MB",
+                           lambda figure, _: figure <= 45)
+    return out
+
+
+def _floor_cells(floor: Floor | None, figure: float, floor_targets: dict, name: str) -> str:
+    """A hand-built row's floor cells; its floor target's verdict into `floor_targets`."""
+    if floor is None:
+        return NO_FLOOR
+    cells, ratio, met = floor.cells(figure)
+    if met is not None:
+        floor_targets[f"{name}: {floor.target}"] = (ratio, met)
+    return cells
+
+
+def _log_rows(args, logs: dict, floor: Floor | None = None,
+              floor_targets: dict | None = None) -> tuple[list[str], tuple[None, bool]]:
     """Log throughput and line accounting rows, and the zero-lines-lost target's outcome."""
     rows = []
     lg = {name: logs[name][0] for name in AGENTS}
     a, b = lg[CML]["rate"], lg[SY]["rate"]
+    floor_cells = _floor_cells(floor, b, {} if floor_targets is None else floor_targets, "log throughput")
     rows.append(f"| log throughput, {args.lines:,} lines printed as fast as the task can: delivered lines/s "
-                f"(first line → task ended) | {a:,.0f} | {b:,.0f} | **{b / a if a else float('inf'):.1f}x** | |")
+                f"(first line → task ended) | {a:,.0f} | {b:,.0f} | **{b / a if a else float('inf'):.1f}x** | "
+                f"{floor_cells} | |")
 
     def counts(r: dict) -> str:
         return f"{r['lost']:,} / {r['split']:,} / {r['duplicated']:,} / {r['late']:,}"
 
     clean = {n: lg[n]["lost"] == 0 and lg[n]["split"] == 0 and lg[n]["duplicated"] == 0 for n in AGENTS}
     rows.append(f"| lines lost / broken in two (split across log events) / duplicated / arrived after the "
-                f"task ended | {counts(lg[CML])} | {counts(lg[SY])} | | zero lost: "
+                f"task ended | {counts(lg[CML])} | {counts(lg[SY])} | | {NO_FLOOR} | zero lost: "
                 f"**{'met' if clean[SY] else 'missed'}** |")
     printing = {n: lg[n]["print_s"] for n in AGENTS}
     rows.append(f"| (how long the task itself took to print them) | "
-                f"{printing[CML] or 0:.1f} s | {printing[SY] or 0:.1f} s | | |")
+                f"{printing[CML] or 0:.1f} s | {printing[SY] or 0:.1f} s | | {NO_FLOOR} | |")
     return rows, (None, clean[SY])
 
 
-def _footprint_rows(fp: dict) -> list[str]:
-    """CPU and memory of each agent's process tree, idle and busy."""
+def _footprint_rows(fp: dict, floor: Floor | None = None, floor_targets: dict | None = None) -> list[str]:
+    """CPU and memory of each agent's process tree, idle and busy (`floor`: the idle RSS's)."""
     rows = []
     for state in ("idle", "busy"):
         if state in fp[CML] and state in fp[SY]:
             (ca, ra), (cb, rb) = fp[CML][state], fp[SY][state]
             what = "idle, both waiting for work" if state == "idle" else "busy, running a task printing 1,000 lines/s"
+            floor_cells = _floor_cells(floor if state == "idle" else None, rb,
+                                       {} if floor_targets is None else floor_targets, "idle daemon RSS")
             rows.append(f"| agent footprint {what}: CPU % of one core / RSS of the agent's process tree "
                         f"(the task excluded) | {ca:.2f} % / {ra:.0f} MB | {cb:.2f} % / {rb:.0f} MB | "
-                        f"{(ca / cb if cb else float('inf')):.1f}x CPU, {(ra / rb if rb else float('inf')):.1f}x RSS | |")
+                        f"{(ca / cb if cb else float('inf')):.1f}x CPU, {(ra / rb if rb else float('inf')):.1f}x RSS | "
+                        f"{floor_cells} | |")
     return rows
 
 
 def _docker_rows(d, rows: list[str], add) -> None:
     """Docker mode rows, or the reason they are missing (`d` is then a string)."""
     if isinstance(d, str):
-        rows.append(f"| docker mode warm start | - | - | - | {d} |")
+        rows.append(f"| docker mode warm start | - | - | - | {NO_FLOOR} | {d} |")
     else:
         add(ratio_row(f"docker mode, image `{d['image']}`: first build of the medium set → first line",
                       since(d["build"][CML], "first"), since(d["build"][SY], "first"), None))
@@ -863,31 +951,31 @@ def _add_row(rows: list[str], row: tuple) -> tuple:
     return ratio, met
 
 
-def _pickup_rows(p: dict, add) -> tuple:
+def _pickup_rows(p: dict, add, fl: dict[str, Floor], ft: dict) -> tuple:
     """Pickup rows; returns the p50 ≥10x target's (ratio, met)."""
     target = add(ratio_row("pickup: enqueue → task's first line, p50", since(p[CML], "first"),
-                           since(p[SY], "first"), 10))
+                           since(p[SY], "first"), 10, floor=fl.get("first"), floor_targets=ft))
     add(ratio_row("pickup: enqueue → task's first line, p90", since(p[CML], "first"), since(p[SY], "first"),
                   None, p=0.9))
     add(ratio_row("pickup: enqueue → that line on the server, p50", since(p[CML], "visible"),
-                  since(p[SY], "visible"), None))
+                  since(p[SY], "visible"), None, floor=fl.get("visible"), floor_targets=ft))
     return target
 
 
-def _warm_rows(w: dict, add) -> tuple:
+def _warm_rows(w: dict, add, fl: dict[str, Floor], ft: dict) -> tuple:
     """Warm start rows; returns the ≥10x target's (ratio, met)."""
     target = add(ratio_row("warm start, medium set: enqueue → first line", since(w[CML], "first"),
                            since(w[SY], "first"), 10))
     add(ratio_row("warm start, medium set: enqueue → imports done", since(w[CML], "imported"),
-                  since(w[SY], "imported"), None))
+                  since(w[SY], "imported"), None, floor=fl.get("imported"), floor_targets=ft))
     return target
 
 
-def _cold_rows(c: dict, add) -> tuple:
+def _cold_rows(c: dict, add, fl: dict[str, Floor], ft: dict) -> tuple:
     """Cold build rows; returns the ≥3x target's (ratio, met)."""
     bc = [r.extra["bytecode_s"] for r in c[SY] if "bytecode_s" in r.extra]
     target = add(ratio_row("cold build, medium set: enqueue → first line", since(c[CML], "first"),
-                           since(c[SY], "first"), 3))
+                           since(c[SY], "first"), 3, floor=fl.get("cold"), floor_targets=ft))
     add(ratio_row("cold build, medium set: enqueue → imports done", since(c[CML], "imported"),
                   since(c[SY], "imported"), None,
                   note=(f"(Shipyard then byte-compiles the new cache entry in the background, done "
@@ -896,10 +984,10 @@ def _cold_rows(c: dict, add) -> tuple:
     return target
 
 
-def _abort_rows(ab: dict, add) -> None:
+def _abort_rows(ab: dict, add, fl: dict[str, Floor], ft: dict) -> None:
     """How long tasks.stop takes to end the task process, and to mark the task stopped."""
     add(ratio_row("abort: tasks.stop → task process gone", [r["gone"] for r in ab[CML]],
-                  [r["gone"] for r in ab[SY]], None))
+                  [r["gone"] for r in ab[SY]], None, floor=fl.get("gone"), floor_targets=ft))
     add(ratio_row("abort: tasks.stop → task `stopped` on the server", [r["stopped"] for r in ab[CML]],
                   [r["stopped"] for r in ab[SY]], None))
 
@@ -914,27 +1002,34 @@ def _server_table(levels: list) -> str:
     return "\n".join(srv)
 
 
-def report(args, info: dict, results: dict, targets: dict) -> str:
-    rows = ["| measure | clearml-agent 3.0.3 | shipyard daemon | shipyard's advantage (>1x: shipyard better) | target |",
-            "|---|---|---|---|---|"]
+HEADER = ("| measure | clearml-agent 3.0.3 | shipyard daemon | shipyard's advantage (>1x: shipyard better) "
+          "| floor (same run) | shipyard ÷ floor (1.00x: at the floor) | target |")
+
+
+def report(args, info: dict, results: dict, targets: dict, floor_targets: dict | None = None) -> str:
+    """The results table (and the server's); the rows' targets go to `targets`, issue 24's
+    targets against the floors to `floor_targets`."""
+    rows = [HEADER, "|---|---|---|---|---|---|---|"]
     add = functools.partial(_add_row, rows)
+    fl = row_floors(results.get("floors") or {})
+    ft = {} if floor_targets is None else floor_targets
     if "pickup" in results:
-        targets["pickup (p50) ≥10x"] = _pickup_rows(results["pickup"], add)
+        targets["pickup (p50) ≥10x"] = _pickup_rows(results["pickup"], add, fl, ft)
     if "warm" in results:
-        targets["warm start ≥10x"] = _warm_rows(results["warm"], add)
+        targets["warm start ≥10x"] = _warm_rows(results["warm"], add, fl, ft)
     if "cold" in results:
-        targets["cold build ≥3x"] = _cold_rows(results["cold"], add)
+        targets["cold build ≥3x"] = _cold_rows(results["cold"], add, fl, ft)
     if "logs" in results:
-        log_rows, targets["zero lines lost"] = _log_rows(args, results["logs"])
+        log_rows, targets["zero lines lost"] = _log_rows(args, results["logs"], fl.get("logs"), ft)
         rows += log_rows
     if "abort" in results:
-        _abort_rows(results["abort"], add)
+        _abort_rows(results["abort"], add, fl, ft)
     if "footprint" in results:
-        rows += _footprint_rows(results["footprint"])
+        rows += _footprint_rows(results["footprint"], fl.get("rss"), ft)
     if "docker" in results:
         _docker_rows(results["docker"], rows, add)
     if results.get("skipped"):
-        rows.append(f"| {', '.join(results['skipped'])} | - | - | - | skipped: past the --max-minutes budget |")
+        rows.append(f"| {', '.join(results['skipped'])} | - | - | - | {NO_FLOOR} | skipped: past the --max-minutes budget |")
     out = ["\n".join(rows)]
     if "server" in results:
         out.append(_server_table(results["server"]))
@@ -992,6 +1087,18 @@ METHOD = """\
   `shipyard daemon --docker IMAGE`, same local image (nothing is pulled), same medium task: one
   first build per agent (their docker-mode caches start empty), then warm starts alternating.
 - **server**: bench/bench_server.py's `pairs_per_second` and `pct`, against the same server.
+- **floor** (issue 24): right after each section, what the machine allows for that job done
+  bare, and Shipyard's figure ÷ that floor in time (1.00x: at the floor; a rate is inverted).
+  pickup → first line: a bare `python -c "print()"` spawn → its line read (bench_pickup's
+  `floor_spawn`) + one loopback round trip (`floor_rtt`); → that line on the server: the bare
+  spawn (target ≤2x). warm start → imports done: a bare `python -c "import numpy, pandas,
+  sklearn"` in a venv of the set that uv built from Shipyard's warm uv cache (after one untimed
+  import, as a warm environment has its byte code). cold build → first line: `uv venv` + `uv pip
+  install` of the set into a fresh venv from that warm cache. log throughput: the same task,
+  unbuffered as Shipyard runs it, read by a bare reader of its pipe in large chunks counting
+  lines, first line → exit (bench_logs's `pipe_floor`). abort → process gone: SIGTERM → a
+  sleeping child's exit (bench_abort's `floor_signal`) + one loopback round trip (the long-poll
+  wake). Idle RSS: a bare Python that imported requests.
 
 ## Fairness
 
@@ -1042,15 +1149,22 @@ METHOD = """\
 """
 
 
+def _verdicts(targets: dict) -> str:
+    return "; ".join(f"{name}: **{'met' if met else 'missed'}**" + (f" ({ratio:.2f}x)" if ratio else "")
+                     for name, (ratio, met) in targets.items() if met is not None) or "none measured"
+
+
 def render(args, started: str, mach: dict, load_start: tuple, load_end: tuple, vers: dict, table: str,
-           targets: dict, wall: float, mirror_projects: list[str]) -> str:
+           targets: dict, wall: float, mirror_projects: list[str], floor_targets: dict | None = None) -> dict[str, str]:
+    """The generated blocks of docs/benchmarks.md: {"results": ..., "method": ...}."""
     load = lambda la: " / ".join(f"{x:.2f}" for x in la)
     cmdline = os.environ.get("SXS_ARGV", " ".join(args.argv))
     lines = [
         "# Side-by-side benchmarks: clearml-agent vs shipyard daemon",
         "",
         (f"Generated by `python bench/side_by_side.py{' ' + cmdline if cmdline else ''}` "
-         f"on {started} (took {wall / 60:.1f} min). Re-run it to refresh this file."),
+         f"on {started} (took {wall / 60:.1f} min). Re-run it to refresh this block and the method "
+         "below; the hand-written sections of this file are kept."),
         "",
         "| machine | |", "|---|---|",
         f"| CPUs (nproc) | {mach['nproc']} |", f"| CPU model | {mach['cpu']} |", f"| memory | {mach['memory']} |",
@@ -1066,14 +1180,44 @@ def render(args, started: str, mach: dict, load_start: tuple, load_end: tuple, v
         "",
         table,
         "",
-        "Targets: " + ("; ".join(f"{name}: **{'met' if met else 'missed'}**" + (f" ({ratio:.1f}x)" if ratio else "")
-                                for name, (ratio, met) in targets.items() if met is not None) or "none measured") + ".",
+        "Targets: " + _verdicts(targets) + ".",
+        "",
+        "Against the floor (issue 24; the ratio is Shipyard ÷ the floor in time): "
+        + _verdicts(floor_targets or {}) + ".",
         "",
         f"Projects the agents fetched from the loopback index during the run: {', '.join(mirror_projects) or 'none'}.",
-        "",
-        METHOD.format(python=sys.executable),
     ]
-    return "\n".join(lines)
+    return {"results": "\n".join(lines), "method": METHOD.format(python=sys.executable)}
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return (f"<!-- side_by_side.py {name}: generated; a re-run rewrites only what is between these markers -->",
+            f"<!-- side_by_side.py {name}: end -->")
+
+
+def merge_blocks(text: str, blocks: dict[str, str]) -> str:
+    """`text` (a markdown file) with each named block replaced between its markers, everything
+    else kept as it was (hand-written sections); a block whose markers are missing is added at
+    the end (a new file: all of them, in order)."""
+    for name, body in blocks.items():
+        begin, end = _markers(name)
+        block = f"{begin}\n{body.strip()}\n{end}"
+        start = text.find(begin)
+        if start < 0:
+            text = f"{text.rstrip()}\n\n{block}\n" if text.strip() else f"{block}\n"
+            continue
+        stop = text.find(end, start)
+        if stop < 0:
+            raise ValueError(f"the marker {begin!r} has no {end!r} after it")
+        text = text[:start] + block + text[stop + len(end):]
+    return text
+
+
+def write_report(path: Path, blocks: dict[str, str]) -> None:
+    """Rewrite the generated blocks of `path`, keeping the rest of the file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = path.read_text() if path.exists() else ""
+    path.write_text(merge_blocks(old, blocks))
 
 
 def run_at(rev: str, argv: list[str], out: Path) -> int:
@@ -1118,27 +1262,91 @@ def _fill_defaults(args) -> None:
     args.server_s = args.server_s or (2.0 if q else 5.0)
 
 
+def floor_venv(bench: Bench) -> VenvFloor:
+    """The cold-build and warm-start floors' venv: uv, with Shipyard's uv cache and the loopback index."""
+    from sandbox.pyenv import find_uv
+
+    uv = find_uv()
+    if uv is None:
+        raise RuntimeError("no uv binary")
+    env = {**_scrubbed(dict(os.environ)), **bench.env, "UV_CACHE_DIR": str(bench.work / "sy" / "uv-cache")}
+    return VenvFloor(uv, MEDIUM, env)
+
+
+def measure_floor(section: str, bench: Bench, args, venv: Callable[[], VenvFloor]) -> dict[str, float] | None:
+    """The floor of `section`'s rows, measured right after it (the same load); None if it has
+    none or it could not be measured (said in the log)."""
+    api = bench.api
+    chatty = CHATTY.replace("@LINES@", str(args.lines))
+    measures: dict[str, Callable[[], dict[str, float]]] = {
+        "pickup": lambda: {"spawn_ms": floor_spawn(5), "rtt_ms": floor_rtt(api, 10)},
+        "logs": lambda: {"rate": statistics.median(pipe_floor(args.lines, code=chatty, since_first_line=True)
+                                                   for _ in range(3))},
+        "abort": lambda: {"signal_ms": floor_signal(3), "rtt_ms": floor_rtt(api, 10)},
+        "footprint": lambda: {"rss_mb": statistics.median(idle_python_rss_mb() for _ in range(3))},
+        "cold": lambda: {"build_s": venv().build_s()},
+        "warm": lambda: {"import_s": venv().import_s("numpy, pandas, sklearn")},
+    }
+    measure = measures.get(section)
+    if measure is None:
+        return None
+    try:
+        floor = measure()
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        log(f"  {section} floor: not measured ({exc})")
+        return None
+    log(f"  {section} floor: {floor}")
+    return floor
+
+
 def _run_sections(bench: Bench, args, only: list[str], t0: float) -> dict:
-    """Measure each asked-for section in turn, skipping those that would start past --max-minutes."""
-    results: dict = {}
+    """Measure each asked-for section in turn, skipping those that would start past --max-minutes;
+    each section's floor right after it (results["floors"])."""
+    results: dict = {"floors": {}}
+    venvs: list[VenvFloor] = []
+
+    def venv() -> VenvFloor:
+        if not venvs:
+            venvs.append(floor_venv(bench))
+        return venvs[0]
+
+    try:
+        _measure_sections(bench, args, only, t0, results, functools.partial(measure_floor, bench=bench, args=args,
+                                                                          venv=venv))
+    finally:
+        for made in venvs:
+            made.close()
+    return results
+
+
+def _due(section: str, only: list[str], args, t0: float, skipped: list[str]) -> bool:
+    """Run `section`? Only if asked for and the run is still within --max-minutes."""
+    if section not in only:
+        return False
+    if time.monotonic() - t0 > args.max_minutes * 60:
+        skipped.append(section)
+        log(f"{section}: skipped, past the {args.max_minutes:g} min budget")
+        return False
+    return True
+
+
+def _measure_sections(bench: Bench, args, only: list[str], t0: float, results: dict,
+                      floor: Callable[[str], dict[str, float] | None]) -> None:
     api, agents = bench.api, bench.agents
     skipped: list[str] = []
+    due = functools.partial(_due, only=only, args=args, t0=t0, skipped=skipped)
 
-    def due(section: str) -> bool:
-        """Run `section`? Only if asked for and the run is still within --max-minutes."""
-        if section not in only:
-            return False
-        if time.monotonic() - t0 > args.max_minutes * 60:
-            skipped.append(section)
-            log(f"{section}: skipped, past the {args.max_minutes:g} min budget")
-            return False
-        return True
+    def record(section: str, what: str, measure: Callable[[], object]) -> None:
+        log(what)
+        results[section] = measure()
+        if measured := floor(section):
+            results["floors"][section] = measured
 
-    if due("pickup") or ("footprint" in only and "pickup" not in only):
-        log("pickup (warm-up first)")
-        results["pickup"] = measure_pickup(api, agents, args.runs if "pickup" in only else 0)
-        if "pickup" not in only:
-            del results["pickup"]
+    if due("pickup"):
+        record("pickup", "pickup (warm-up first)", lambda: measure_pickup(api, agents, args.runs))
+    elif "footprint" in only and "pickup" not in only:
+        log("pickup warm-up (the footprint is measured after a first task)")
+        measure_pickup(api, agents, 0)
     plan = [  # in this order: section, what the log says, how it is measured
         ("footprint", "footprint", lambda: measure_footprint(api, agents, args.footprint_s)),
         ("logs", f"log throughput, {args.lines:,} lines", lambda: measure_logs(api, agents, args.lines)),
@@ -1150,11 +1358,9 @@ def _run_sections(bench: Bench, args, only: list[str], t0: float) -> dict:
     ]
     for section, what, measure in plan:
         if due(section):
-            log(what)
-            results[section] = measure()
+            record(section, what, measure)
     if skipped:
         results["skipped"] = skipped
-    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1200,13 +1406,14 @@ def main(argv: list[str] | None = None) -> int:
     projects = bench.projects
     load_end = os.getloadavg()
     targets: dict = {}
-    table = report(args, {}, results, targets)
-    text = render(args, started, mach, load_start, load_end, vers, table, targets, time.monotonic() - t0, projects)
-    print(text)
+    floor_targets: dict = {}
+    table = report(args, {}, results, targets, floor_targets)
+    blocks = render(args, started, mach, load_start, load_end, vers, table, targets, time.monotonic() - t0, projects,
+                    floor_targets)
+    print("\n\n".join(blocks.values()))
     if not args.no_write:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-        log(f"wrote {args.out}")
+        write_report(args.out, blocks)
+        log(f"wrote the generated blocks of {args.out} (the rest of it is kept)")
     return 0
 
 

@@ -17,6 +17,13 @@ __all__ = ["LineSplitter", "OutputReader"]
 READ_CHUNK_BYTES = 64 * 1024
 MAX_LINE_BYTES = 64 * 1024
 PROGRESS_INTERVAL_S = 30.0
+# After a read that found less than half a chunk, let the pipe fill this long before reading
+# again. A reader blocked in read() is woken by every write of an unbuffered task (the agent sets
+# PYTHONUNBUFFERED): 200,000 small writes meant ~60,000 wake-ups, which slowed the *task* more
+# than the reading itself (bench/bench_logs.py: a bare reader napping 2 ms between short reads
+# moves ~1.6x the lines/s of one that blocks). Costs at most this much latency per chunk; the
+# first chunk (a task's first line) is read the moment it is written.
+COALESCE_S = 0.002
 
 
 class LineSplitter:
@@ -42,14 +49,45 @@ class LineSplitter:
                 lines.extend(self._complete(line))
             buffer = buffer[end + 1:]
             self._rewritten = False
+        lines.extend(self._hold(buffer))
+        return lines
+
+    def feed_joined(self, data: bytes) -> str | None:
+        """`"\\n".join(self.feed(data))`, None for no line. A chunk that needs nothing but
+        decoding (valid UTF-8, no \\r, no overlong line) is decoded in one piece, with no string
+        per line: the per-line work was most of the agent's CPU for a chatty task (issue 24)."""
+        buffer = self._pending + data
+        end = buffer.rfind(b"\n")
+        text = self._plain(buffer, end, len(data))
+        if text is None:
+            lines = self.feed(data)
+            return "\n".join(lines) if lines else None
+        self._rewritten = False
+        rest = self._hold(buffer[end + 1:])
+        return "\n".join([text, *rest]) if rest else text
+
+    def _plain(self, buffer: bytes, end: int, fed: int) -> str | None:
+        """buffer[:end] decoded, if its lines need nothing else: no \\r, and none longer than
+        the limit - only the first could be (it holds the pending bytes), every other one lies
+        within the `fed` chunk; strictly decoded, so a character is as long as its bytes."""
+        if end < 0 or fed > self._max or buffer.find(b"\r", 0, end) >= 0 or buffer.find(b"\n") > self._max:
+            return None
+        try:
+            return buffer[:end].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+    def _hold(self, buffer: bytes) -> list[str]:
+        """Keep the unterminated rest for the next chunk; the pieces cut off an overlong one."""
         buffer = self._collapse(buffer)
+        pieces: list[str] = []
         start = 0
         while len(buffer) - start > self._max:
             cut = _utf8_boundary(buffer, start, start + self._max)
-            lines.append(buffer[start:cut].decode("utf-8", "replace"))
+            pieces.append(buffer[start:cut].decode("utf-8", "replace"))
             start = cut
         self._pending = buffer[start:]
-        return lines
+        return pieces
 
     def finish(self) -> list[str]:
         """At end of stream: the unterminated last line, if any."""
@@ -97,7 +135,8 @@ def _utf8_boundary(data: bytes, start: int, cut: int) -> int:
 
 
 class OutputReader:
-    """Reads a pipe in 64 KiB chunks until EOF and hands each line to `sink`."""
+    """Reads a pipe in 64 KiB chunks until EOF and hands each line to `sink`; after a short read
+    it waits `coalesce_s` so the next read takes a chunk rather than one line (COALESCE_S)."""
 
     def __init__(
         self,
@@ -109,8 +148,10 @@ class OutputReader:
         progress_interval_s: float | None = PROGRESS_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
         joined: bool = False,
+        coalesce_s: float = COALESCE_S,
     ):
         self.fd = fd
+        self._coalesce_s = coalesce_s
         self._joined = joined  # hand all lines of a chunk to `sink` at once, joined with "\n"
         self._sink = sink
         self._chunk = chunk_bytes
@@ -121,6 +162,7 @@ class OutputReader:
         self._thread: threading.Thread | None = None
         self.bytes_read = 0
         self.lines_read = 0
+        self.done = threading.Event()  # set once the pipe reached EOF and every line was handed over
 
     def start(self, name: str | None = None) -> OutputReader:
         self._thread = threading.Thread(target=self.run, name=name or f"output-reader-{self.fd}", daemon=True)
@@ -136,11 +178,20 @@ class OutputReader:
 
     def run(self) -> None:
         """Read until EOF (blocking). The fd is left open for its owner to close."""
-        while chunk := self._read():
-            self.bytes_read += len(chunk)
-            self._emit(self._splitter.feed(chunk))
-            self._maybe_emit_progress()
-        self._emit(self._splitter.finish())
+        short = self._chunk // 2
+        try:
+            while chunk := self._read():
+                self.bytes_read += len(chunk)
+                if self._joined:
+                    self._emit_joined(self._splitter.feed_joined(chunk))
+                else:
+                    self._emit(self._splitter.feed(chunk))
+                self._maybe_emit_progress()
+                if len(chunk) < short and self._coalesce_s > 0:
+                    time.sleep(self._coalesce_s)  # let a trickle of small writes gather (COALESCE_S)
+            self._emit(self._splitter.finish())
+        finally:
+            self.done.set()
 
     def _read(self) -> bytes:
         try:
@@ -158,6 +209,11 @@ class OutputReader:
             for line in lines:
                 self._sink(line)
         self.lines_read += len(lines)
+
+    def _emit_joined(self, text: str | None) -> None:
+        if text is not None:
+            self._sink(text)
+            self.lines_read += text.count("\n") + 1
 
     def _maybe_emit_progress(self) -> None:
         """Show a long-running \\r progress line now and then, not only when it ends."""

@@ -110,10 +110,13 @@ class ApiClient:
 
         Gives up after `deadline_s` (short by default: the LogShipper spools and retries).
         """
-        lines = [json.dumps(event, separators=(",", ":")) for event in events]
-        if not lines:
+        body = encode_events(events)
+        if not body:
             return {"added": 0, "errors": 0}
-        body = "\n".join(lines).encode()
+        return self.add_encoded_events(body, deadline_s=deadline_s)
+
+    def add_encoded_events(self, body: bytes, *, deadline_s: float = EVENTS_RETRY_DEADLINE_S) -> dict[str, Any]:
+        """`add_events` of a body `encode_events` made."""
         return self._authorized("events.add_batch", body, JSON_LINES, deadline_s=deadline_s)
 
     def server_info(self) -> dict[str, Any]:
@@ -318,3 +321,21 @@ def _retry_after(response: requests.Response) -> float:
         return float(response.headers.get("Retry-After", 0))
     except ValueError:
         return 0.0
+
+
+def encode_events(events: Iterable[Mapping[str, Any]]) -> bytes:
+    """`events` as an events.add_batch JSON-lines body (b"" for none). Log events (strings and
+    integers only) go through orjson, ~10x faster on a chatty task's 64 KiB messages; anything
+    else, or what orjson refuses (a lone surrogate), through the standard encoder as before."""
+    import orjson  # here, not at the top: an idle daemon never needs it (issue 24's idle RSS)
+
+    lines: list[bytes] = []
+    for event in events:
+        if event.get("type") == "log":
+            try:
+                lines.append(orjson.dumps(event))
+                continue
+            except TypeError:  # orjson.JSONEncodeError is a TypeError
+                pass
+        lines.append(json.dumps(event, separators=(",", ":")).encode())
+    return b"\n".join(lines)

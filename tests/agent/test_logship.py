@@ -46,6 +46,25 @@ def test_any_chunking_gives_the_same_lines(lines, cuts):
     assert feed_all(chunks) == lines
 
 
+@settings(max_examples=400, deadline=None)
+@given(
+    data=st.lists(st.sampled_from([b"ab", b"\n", b"\r", b"\xc3\xa9", b"\xc3", b"\xff", b"xyz" * 5, b"\r\n"]),
+                  max_size=60).map(b"".join),
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=12),
+    limit=st.sampled_from([4, 8, 16, 64 * KIB]),
+)
+def test_joined_feed_is_the_lines_joined(data, cuts, limit):
+    """The reader's one-piece path (feed_joined) gives exactly what per-line feeding gives,
+    whatever the bytes (\\r rewrites, broken UTF-8, overlong lines) and the chunking."""
+    bounds = sorted({0, len(data), *(cut for cut in cuts if cut < len(data))})
+    chunks = [data[start:end] for start, end in zip(bounds, bounds[1:], strict=False)]
+    per_line, joined = LineSplitter(limit), LineSplitter(limit)
+    for chunk in chunks:
+        lines = per_line.feed(chunk)
+        assert joined.feed_joined(chunk) == ("\n".join(lines) if lines else None)
+    assert joined.finish() == per_line.finish()
+
+
 @pytest.mark.parametrize(
     ("chunks", "expected"),
     [

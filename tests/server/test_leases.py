@@ -155,6 +155,29 @@ def test_resent_log_batches_are_stored_once(api):
     assert [e["msg"] for e in events] == ["line 0", "line 1", "line 2", "line 3"]
 
 
+def test_a_refused_log_batch_does_not_raise_the_mark_and_mixed_batches_are_fenced_too(api):
+    """The agent's log batch is one transaction (fence, dedup, store, mark): when nothing of it
+    is stored, the mark stays, so the corrected re-send is not taken for a duplicate."""
+    queue, (task,) = _queued(api, "one-tx")
+    _claim(api, queue)
+    bad = [{"type": "log", "task": task, "msg": f"line {i}", "timestamp": 2000 + i, "level": "loud", "attempt": 1}
+           for i in range(2)]
+    with pytest.raises(ApiFailure):
+        api.events(bad)
+    api.events([{**event, "level": "info"} for event in bad])
+    mixed = [{"type": "log", "task": task, "msg": "line 2", "timestamp": 2002, "attempt": 1},
+             {"type": "training_stats_scalar", "task": task, "metric": "m", "variant": "v", "iter": 1, "value": 1.0,
+              "timestamp": 2002, "attempt": 1}]
+    api.events(mixed)
+    api.events(mixed)   # re-sent: the log line is dropped, the scalar replaces itself
+    with pytest.raises(ApiFailure):
+        api.events([{**mixed[0], "attempt": 9}])
+    events = api.call("events.get_task_events", {"task": task, "event_type": "log", "order": "asc"})["events"]
+    assert [e["msg"] for e in events] == ["line 0", "line 1", "line 2"]
+    doc = api.call("tasks.get_by_id", {"task": task})["task"]
+    assert doc["last_iteration"] == 1 and doc["last_update"]
+
+
 def test_exit_recorded_before_the_agent_is_lost_ends_the_task(api):
     queue, (ok, bad) = _queued(api, "exits", 2)
     for task, code in ((ok, 0), (bad, 3)):

@@ -4,7 +4,9 @@ Ingest is the hot path (a training run sends thousands of log lines a second): o
 the events in plain Python, one executemany per kind of row, and at most one document update
 per task per request, all in one transaction - a refused request writes nothing. Events from
 Shipyard's agent carry a lease `attempt`: they are fenced against superseded claims and log
-re-sends are dropped below a per-attempt high-water mark. Row format: events_store.
+re-sends are dropped below a per-attempt high-water mark. The agent's log batches (fenced, logs
+only) take one transaction for all of it, the task's document read and written once
+(`_add_fenced_logs`; issue 24). Row format: events_store.
 """
 from __future__ import annotations
 
@@ -267,6 +269,13 @@ def _fold_points(entry: dict, metric: str, variant: str, points: list[dict]) -> 
 
 def _store(ctx: CallContext, batch: _Batch) -> int:
     """Write a validated batch in one transaction; returns the number of events stored."""
+    with ctx.store.tx() as conn:
+        return _store_in(ctx, conn, batch)
+
+
+def _store_in(ctx: CallContext, conn: Any, batch: _Batch, loaded: dict[str, dict] | None = None) -> int:
+    """Write a validated batch in the transaction `conn`. `loaded`: task documents this request
+    already read (and may have changed) in it: used as they are, and saved."""
     logs = batch.logs
     keyed_rows = list(batch.keyed.values())
     by_target: dict[str, list[dict]] = defaultdict(list)
@@ -274,27 +283,26 @@ def _store(ctx: CallContext, batch: _Batch) -> int:
         by_target[row["task"]].append(row)
     targets = set(logs) | set(by_target)
     now = clock.now()
-    with ctx.store.tx() as conn:
-        found = _existing_targets(conn, targets, batch.models)
-        missing = targets - set(found)
-        if missing:
-            dropped = sum(len(logs.pop(tid, ())) for tid in missing)
-            dropped += sum(len(by_target.pop(tid, ())) for tid in missing)
-            keyed_rows = [r for r in keyed_rows if r["task"] not in missing]
-            shown = ", ".join(sorted(missing)[:5]) + (" ..." if len(missing) > 5 else "")
-            batch.error(f"invalid task id (no such task or model): {shown}", dropped)
-        if not logs and not keyed_rows:
-            return 0
-        added = len(keyed_rows)
-        if keyed_rows:
-            for chunk in chunks([r["event_key"] for r in keyed_rows]):
-                conn.execute(delete(t.events).where(t.events.c.event_key.in_(chunk)))
-            conn.execute(insert(t.events), keyed_rows)
-        if logs:
-            chunk_rows = [row for task, lines in logs.items() for row in log_rows(task, lines)]
-            conn.execute(insert(t.events), chunk_rows)
-            added += sum(row["n_events"] for row in chunk_rows)
-        _touch_targets(ctx, conn, set(logs) | set(by_target), found, by_target, now)
+    found = _existing_targets(conn, targets, batch.models)
+    missing = targets - set(found)
+    if missing:
+        dropped = sum(len(logs.pop(tid, ())) for tid in missing)
+        dropped += sum(len(by_target.pop(tid, ())) for tid in missing)
+        keyed_rows = [r for r in keyed_rows if r["task"] not in missing]
+        shown = ", ".join(sorted(missing)[:5]) + (" ..." if len(missing) > 5 else "")
+        batch.error(f"invalid task id (no such task or model): {shown}", dropped)
+    if not logs and not keyed_rows:
+        return 0
+    added = len(keyed_rows)
+    if keyed_rows:
+        for chunk in chunks([r["event_key"] for r in keyed_rows]):
+            conn.execute(delete(t.events).where(t.events.c.event_key.in_(chunk)))
+        conn.execute(insert(t.events), keyed_rows)
+    if logs:
+        chunk_rows = [row for task, lines in logs.items() for row in log_rows(task, lines)]
+        conn.execute(insert(t.events), chunk_rows)
+        added += sum(row["n_events"] for row in chunk_rows)
+    _touch_targets(ctx, conn, set(logs) | set(by_target), found, by_target, now, loaded or {})
     return added
 
 
@@ -309,26 +317,42 @@ def _existing_targets(conn: Any, targets: set[str], models: set[str]) -> dict[st
 
 
 def _touch_targets(ctx: CallContext, conn: Any, targets: set[str], found: dict[str, tuple[Any, float]],
-                   by_target: dict[str, list[dict]], now: float) -> None:
+                   by_target: dict[str, list[dict]], now: float, loaded: dict[str, dict]) -> None:
     """Fold the metric rows into each target's document and stamp its last_update; a log-only
-    batch moments after the last update changes nothing."""
+    batch moments after the last update changes nothing. A document in `loaded` was read (and
+    maybe changed) by this request already: it is saved in any case, once."""
     stamp = clock.iso(now)
     for tid in targets:
         table, last_update = found[tid]
-        if tid not in by_target and now - (last_update or 0) < LAST_UPDATE_GRANULARITY_S:
+        due = tid in by_target or now - (last_update or 0) >= LAST_UPDATE_GRANULARITY_S
+        if not due and tid not in loaded:
             continue
-        doc = ctx.store.get(conn, table, tid)
+        doc = loaded.get(tid) or ctx.store.get(conn, table, tid)
         if doc is None:  # deleted concurrently (possible on PostgreSQL); its events go with it
             continue
-        _update_metrics(doc, by_target.get(tid, ()))
-        doc["last_update"] = stamp
+        if due:
+            _update_metrics(doc, by_target.get(tid, ()))
+            doc["last_update"] = stamp
         ctx.store.save(conn, table, doc)
 
 
-def _add(ctx: CallContext, events: list) -> dict:
+def _check_size(events: list) -> None:
     if len(events) > MAX_BATCH_EVENTS:
         raise errors.validation(f"batch of {len(events)} events exceeds the limit of {MAX_BATCH_EVENTS} "
                                 f"events per request; nothing was stored, send it in smaller batches")
+
+
+def _added(batch: _Batch, added: int) -> dict:
+    """The answer to a stored batch, or the 400 when nothing of it was stored."""
+    info = dict(batch.errors)
+    if not added:
+        reason = "; ".join(f"{msg} (x{count})" for msg, count in info.items()) or "no events in the request"
+        raise errors.APIError(400, Subcode.EVENTS_NOT_ADDED, f"Events not added: {reason}", {"errors_info": info})
+    return {"added": added, "errors": sum(info.values()), "errors_info": info}
+
+
+def _add(ctx: CallContext, events: list) -> dict:
+    _check_size(events)
     batch = _validate(ctx, events)
     added = 0
     if batch:
@@ -341,33 +365,48 @@ def _add(ctx: CallContext, events: list) -> dict:
             batch.errors = defaultdict(int, errors_before)
             batch.logs = logs_before
             added = _store(ctx, batch)
-    info = dict(batch.errors)
-    if not added:
-        reason = "; ".join(f"{msg} (x{count})" for msg, count in info.items()) or "no events in the request"
-        raise errors.APIError(400, Subcode.EVENTS_NOT_ADDED, f"Events not added: {reason}", {"errors_info": info})
-    return {"added": added, "errors": sum(info.values()), "errors_info": info}
+    return _added(batch, added)
 
 
-def _fence_and_dedup(ctx: CallContext, events: list) -> tuple[list, dict[tuple[str, int], int]]:
-    """Events that carry an `attempt` come from Shipyard's agent, which delivers each task's log
-    lines in order with strictly increasing timestamps. So: refuse them from a superseded claim,
-    and drop log events at or below the task's high-water mark - re-sends of a batch whose
-    answer was lost. That makes at-least-once delivery exactly-once."""
+def _fenced(events: list) -> set[tuple[Any, Any]]:
+    """The (task, attempt) pairs the events carry: Shipyard's agent's, fenced."""
     fenced: set[tuple[Any, Any]] = {(e.get("task"), e.get("attempt")) for e in events
               if type(e) is dict and e.get("attempt") is not None and type(e.get("task")) is str}
     if any(type(attempt) is not int for _, attempt in fenced):
         raise errors.validation("event 'attempt' must be an integer")
-    if not fenced:
-        return events, {}
+    return fenced
+
+
+def _read_fenced(ctx: CallContext, conn: Any, fenced: set[tuple[Any, Any]]) -> tuple[dict, dict[str, dict]]:
+    """Refuse a superseded claim; ({(task, attempt): its log high-water mark}, the documents)."""
     from server.services import leases
     marks: dict[tuple[str, int], int] = {}
+    docs: dict[str, dict] = {}
+    for task_id, attempt in fenced:
+        doc = ctx.store.get(conn, t.tasks, task_id) if isinstance(task_id, str) else None
+        if doc is not None:
+            leases.check_fence(doc, attempt)
+            mark = doc.get("_log_hwm") or {}
+            marks[(task_id, attempt)] = int(mark.get("ts") or 0) if mark.get("attempt") == attempt else 0
+            docs[task_id] = doc
+    return marks, docs
+
+
+def _fence_and_dedup(ctx: CallContext, events: list,
+                     fenced: set[tuple[Any, Any]]) -> tuple[list, dict[tuple[str, int], int]]:
+    """Events that carry an `attempt` come from Shipyard's agent, which delivers each task's log
+    lines in order with strictly increasing timestamps. So: refuse them from a superseded claim,
+    and drop log events at or below the task's high-water mark - re-sends of a batch whose
+    answer was lost. That makes at-least-once delivery exactly-once."""
+    if not fenced:
+        return events, {}
     with ctx.store.tx() as conn:
-        for task_id, attempt in fenced:
-            doc = ctx.store.get(conn, t.tasks, task_id) if isinstance(task_id, str) else None
-            if doc is not None:
-                leases.check_fence(doc, attempt)
-                mark = doc.get("_log_hwm") or {}
-                marks[(task_id, attempt)] = int(mark.get("ts") or 0) if mark.get("attempt") == attempt else 0
+        marks, _ = _read_fenced(ctx, conn, fenced)
+    return _dedup(events, marks)
+
+
+def _dedup(events: list, marks: dict[tuple[str, int], int]) -> tuple[list, dict[tuple[str, int], int]]:
+    """The events above their task's high-water mark, and the new marks."""
     kept: list = []
     newest: dict[tuple[str, int], int] = {}
     for event in events:
@@ -385,23 +424,58 @@ def _raise_marks(ctx: CallContext, newest: dict[tuple[str, int], int]) -> None:
     with ctx.store.tx() as conn:
         for (task_id, attempt), ts in newest.items():
             doc = ctx.store.get(conn, t.tasks, task_id)
-            mark = (doc or {}).get("_log_hwm") or {}
-            if doc is not None and (mark.get("attempt") != attempt or ts > int(mark.get("ts") or 0)):
-                doc["_log_hwm"] = {"attempt": attempt, "ts": ts}
+            if doc is not None and _raise_mark(doc, attempt, ts):
                 ctx.store.save(conn, t.tasks, doc)
+
+
+def _raise_mark(doc: dict, attempt: int, ts: int) -> bool:
+    """Raise `doc`'s log high-water mark to `ts` for `attempt`; whether it changed."""
+    mark = doc.get("_log_hwm") or {}
+    if mark.get("attempt") == attempt and ts <= int(mark.get("ts") or 0):
+        return False
+    doc["_log_hwm"] = {"attempt": attempt, "ts": ts}
+    return True
+
+
+def _all_logs(events: list) -> bool:
+    return all(type(e) is dict and e.get("type") == LOG for e in events)
+
+
+def _add_fenced_logs(ctx: CallContext, events: list, fenced: set[tuple[Any, Any]]) -> dict:
+    """The agent's log batch in one transaction: fence, drop re-sent lines, store the rest and
+    raise the marks, each task document read once and written at most once (it was three
+    transactions, two of them writes: issue 24's log throughput)."""
+    _check_size(events)
+    with ctx.store.tx() as conn:
+        marks, docs = _read_fenced(ctx, conn, fenced)
+        kept, newest = _dedup(events, marks)
+        if not kept:  # every event was a duplicate of one already stored
+            return {"added": len(events), "errors": 0, "errors_info": {}, "duplicates": len(events)}
+        changed = {task_id: docs[task_id] for (task_id, attempt), ts in newest.items()
+                   if task_id in docs and _raise_mark(docs[task_id], attempt, ts)}
+        batch = _validate(ctx, kept)
+        result = _added(batch, _store_in(ctx, conn, batch, changed) if batch else 0)
+    return _with_duplicates(result, events, kept)
+
+
+def _with_duplicates(result: dict, events: list, kept: list) -> dict:
+    if len(kept) < len(events):
+        result = {**result, "added": result["added"] + len(events) - len(kept), "duplicates": len(events) - len(kept)}
+    return result
 
 
 @endpoint("events.add_batch")
 def add_batch(ctx: CallContext, req: Request) -> dict:
     events = _incoming_events(req)
-    kept, newest = _fence_and_dedup(ctx, events)
+    fenced = _fenced(events)
+    if fenced and _all_logs(events):
+        return _add_fenced_logs(ctx, events, fenced)
+    kept, newest = _fence_and_dedup(ctx, events, fenced)
     if events and not kept:  # every event was a duplicate of one already stored
         return {"added": len(events), "errors": 0, "errors_info": {}, "duplicates": len(events)}
     result = _add(ctx, kept)
     _raise_marks(ctx, newest)
-    if len(kept) < len(events):
-        result = {**result, "added": result["added"] + len(events) - len(kept), "duplicates": len(events) - len(kept)}
-    return result
+    return _with_duplicates(result, events, kept)
 
 
 @endpoint("events.add")
