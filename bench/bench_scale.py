@@ -54,7 +54,7 @@ def seed(db_url: str, project: str, queue_ids: list[str], count: int) -> None:
     """`count` queued tasks spread over the queues, straight into the database (rows as the
     server writes them, metric rows and queue entries included), 5,000 to a transaction."""
     from server.storage import tables as t
-    from server.storage.store import Store, _columns_for, metric_rows
+    from server.storage.store import Store, columns_for, metric_rows
 
     store = Store(db_url)
     rng = random.Random(23)
@@ -66,7 +66,7 @@ def seed(db_url: str, project: str, queue_ids: list[str], count: int) -> None:
                 doc = _task(project, "bench", index, rng)
                 queue = queue_ids[index % len(queue_ids)]
                 doc.update(status="queued", execution={"queue": queue})
-                tasks.append({"id": doc["id"], "doc": doc, **_columns_for(t.tasks, doc)})
+                tasks.append({"id": doc["id"], "doc": doc, **columns_for(t.tasks, doc)})
                 metrics += metric_rows(doc)
                 entries.append({"queue": queue, "task": doc["id"], "position": float(index), "added": now})
             with store.engine.begin() as conn:
