@@ -73,15 +73,17 @@ def seed(db_url: str, project: str, queue_ids: list[str], count: int) -> None:
                 conn.execute(t.tasks.insert(), tasks)
                 conn.execute(t.task_metrics.insert(), metrics)
                 conn.execute(t.queue_entries.insert(), entries)
-        with store.engine.begin() as conn:
-            conn.exec_driver_sql("ANALYZE")
+        # the planner's statistics and the visibility map (index-only scans), as autovacuum
+        # keeps them on a live server after a bulk load
+        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE")
     finally:
         store.close()
 
 
-def mint_agent_keys(db_url: str, count: int) -> list[tuple[str, str]]:
-    """`count` agent keys, written as KeyStore.create writes them, in one transaction."""
-    from server.auth.keys import AGENT, generate_key_pair, hash_secret
+def mint_keys(db_url: str, count: int, role: str = "agent") -> list[tuple[str, str]]:
+    """`count` keys of `role`, written as KeyStore.create writes them, in one transaction."""
+    from server.auth.keys import generate_key_pair, hash_secret
     from server.storage import tables as t
     from server.storage.store import Store
 
@@ -90,8 +92,8 @@ def mint_agent_keys(db_url: str, count: int) -> list[tuple[str, str]]:
     try:
         with store.engine.begin() as conn:
             conn.execute(t.credentials.insert(), [
-                {"access_key": access, "secret_hash": hash_secret(secret, generated=True), "name": f"bench-agent-{i}",
-                 "role": AGENT, "created": time.time(), "revoked": False, "expires": None, "instance": None,
+                {"access_key": access, "secret_hash": hash_secret(secret, generated=True), "name": f"bench-{role}-{i}",
+                 "role": role, "created": time.time(), "revoked": False, "expires": None, "instance": None,
                  "minted_by": None} for i, (access, secret) in enumerate(pairs)])
     finally:
         store.close()
@@ -230,8 +232,9 @@ def wake_ups(servers: list, samples: int) -> list[float]:
     return out
 
 
-async def _reporter(url: str, token: str, task: str, stop: Any, out: list) -> None:
+async def _reporter(url: str, key: tuple[str, str], task: str, stop: Any, out: list) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        token = (await http.get("/auth.login", auth=key)).json()["data"]["token"]
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json-lines"}
         iteration = 0
         while not stop.is_set():
@@ -248,21 +251,31 @@ async def _reporter(url: str, token: str, task: str, stop: Any, out: list) -> No
             await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - started)))
 
 
-def _reporters_process(urls: list[str], token: str, tasks: list[str], results: mp.Queue, stop: Any) -> None:
+def _reporters_process(urls: list[str], keys: list[tuple[str, str]], tasks: list[str], results: mp.Queue,
+                       stop: Any) -> None:
     latencies: list[float] = []
 
     async def main() -> None:
-        await asyncio.gather(*[_reporter(urls[i % len(urls)], token, task, stop, latencies)
-                               for i, task in enumerate(tasks)])
+        await asyncio.gather(*[_reporter(urls[i % len(urls)], key, task, stop, latencies)
+                               for i, (key, task) in enumerate(zip(keys, tasks, strict=True))])
 
     asyncio.run(main())
     results.put(latencies)
 
 
+def own_key(admin: Api, role: str) -> tuple[str, str]:
+    """A key of its own, as each run and each person has one (a replica runs one call of a key at
+    a time: calls sharing a key would wait for each other, which is not what is measured)."""
+    made = admin.call("auth.create_credentials", {"role": role, "label": f"bench-{role}"})
+    return made["access_key"], made["secret_key"]
+
+
 def probe(servers: list, project: str, seconds: float) -> tuple[list[float], list[float]]:
-    """tasks.get_by_id and a get_all_ex page, alternately, for `seconds` (round robin over replicas)."""
+    """tasks.get_by_id and a get_all_ex page, alternately, for `seconds` (round robin over replicas),
+    as a person of its own (a user key)."""
     admin = Api(servers[0].api_url)
-    clients = [LeanApi(s.api_url, admin.token) for s in servers]
+    person = Api(servers[0].api_url, *own_key(admin, "user"))
+    clients = [LeanApi(s.api_url, person.token) for s in servers]
     some = admin.call("tasks.get_all", {"project": [project], "page_size": 500, "only_fields": ["id"]})["tasks"]
     by_id, pages = [], []
     deadline = time.monotonic() + seconds
@@ -294,7 +307,7 @@ def run(replicas: int, args: argparse.Namespace) -> dict:
         idle = [admin.call("queues.create", {"name": f"idle{i}"})["id"] for i in range(args.queues)]
         started = time.monotonic()
         seed(url, project, queues, args.tasks)
-        keys = mint_agent_keys(url, args.agents)
+        keys = mint_keys(url, args.agents)
         print(f"[{replicas} replica(s)] seeded {args.tasks} tasks, {args.agents} keys in "
               f"{time.monotonic() - started:.0f}s", file=sys.stderr)
         for i in range(1, replicas):
@@ -339,9 +352,10 @@ def report_phase(servers: list, project: str, args: argparse.Namespace) -> dict:
              for i in range(args.reporters)]
     for task in tasks:
         admin.call("tasks.started", {"task": task, "force": True})
+    keys = [own_key(admin, "task") for _ in tasks]  # as the agent mints one for each run
     ctx = mp.get_context("fork")
     results, stop = ctx.Queue(), ctx.Event()
-    proc = ctx.Process(target=_reporters_process, args=([s.api_url for s in servers], admin.token, tasks,
+    proc = ctx.Process(target=_reporters_process, args=([s.api_url for s in servers], keys, tasks,
                                                         results, stop), daemon=True)
     proc.start()
     time.sleep(3)  # the reporters' first batches
