@@ -2,7 +2,7 @@
 
 A sample (queue, time, length, average wait of the entries) is written whenever a queue's
 entries change (server/services/queues.py calls `sample`; changes within one second keep that
-second's last state in one row), and on a read for a queue whose last
+second's last state in one row, or two while concurrent transactions write it), and on a read for a queue whose last
 sample is older than REFRESH_S, so a queue that nobody touches still draws a line. Reading
 follows the reference server: the range starts LOOKBACK_S earlier (a quiet queue has few
 points), samples fall into fixed intervals aligned to the epoch, an interval answers the sample
@@ -34,7 +34,11 @@ _last_prune: dict[str, float] = {}  # queue id -> when its old samples were last
 
 # Prepared: a sample is taken on every enqueue and pop (see server/storage/prepared.py)
 _STATE = Prepared(select(func.count(), func.avg(_E.c.added)).where(_E.c.queue == bindparam("q")))
-_SAME_SECOND = Prepared(update(_M).where(_M.c.queue == bindparam("q")).where(_M.c.timestamp >= bindparam("second"))
+# This second's row, unless another transaction holds it (PostgreSQL: SKIP LOCKED). Pops of one
+# queue on two replicas would otherwise queue up behind each other here until each commits.
+_THIS_SECOND = (select(_M.c.seq).where(_M.c.queue == bindparam("q")).where(_M.c.timestamp >= bindparam("second"))
+                .limit(1).with_for_update(skip_locked=True).scalar_subquery())
+_SAME_SECOND = Prepared(update(_M).where(_M.c.seq == _THIS_SECOND)
                         .values(timestamp=bindparam("ts"), length=bindparam("n"), avg_wait=bindparam("w")))
 _INSERT = Prepared(_M.insert().values(queue=bindparam("q"), timestamp=bindparam("ts"), length=bindparam("n"),
                                       avg_wait=bindparam("w")))
@@ -42,8 +46,10 @@ _PRUNE = Prepared(delete(_M).where(_M.c.queue == bindparam("q")).where(_M.c.time
 
 
 def sample(conn, queue_id: str) -> None:
-    """Record the queue's current length and average wait: one row per queue and second at
-    most (the second's last state), so a busy queue stores at most 86,400 rows a day."""
+    """Record the queue's current length and average wait: one row per queue and second (the
+    second's last state), so a busy queue stores about 86,400 rows a day; a second row in the
+    same second only while another transaction is writing the first (concurrent pops on
+    PostgreSQL), where waiting for it would serialise every pop of the queue."""
     length, mean_added = conn.execute(_STATE, {"q": queue_id}).first()
     now = clock.now()
     values = {"q": queue_id, "ts": now, "n": length, "w": max(0.0, now - mean_added) if length else 0.0}
