@@ -382,6 +382,8 @@ def _fence_and_dedup(ctx: CallContext, events: list) -> tuple[list, dict[tuple[s
 
 def _raise_marks(ctx: CallContext, newest: dict[tuple[str, int], int]) -> None:
     """Marks are per attempt: another machine's clock may be behind this one's."""
+    if not newest:  # no agent's log lines: no transaction (a pooled connection and two round trips)
+        return
     with ctx.store.tx() as conn:
         for (task_id, attempt), ts in newest.items():
             doc = ctx.store.get(conn, t.tasks, task_id)
