@@ -1,7 +1,7 @@
 """Scale benchmark (issue 23): replicas on one PostgreSQL, many queued tasks, many long-polling agents.
 
     python bench/bench_scale.py [--tasks 100000] [--queues 50] [--agents 1000] [--reporters 200]
-                                [--replicas 1,2] [--pop-seconds 20] [--idle-seconds 20]
+                                [--replicas 1,2] [--pop-seconds 20] [--idle-seconds 20] [--pop-ab 3]
 
 For each replica count it starts a private PostgreSQL (tests/pg.py) and that many `shipyard
 server --db ...` processes, writes the queued tasks straight into the database (each with 10
@@ -10,6 +10,8 @@ Then, with the agents as separate processes (asyncio, one httpx client and one k
 over the replicas as a load balancer would):
 
     pop        every agent pops with a lease from its queue as fast as answers come: pops/s
+    pop A/B    (2+ replicas, --pop-ab rounds) the same, alternately with every agent on the first
+               replica and spread over all: the replicas' rate against one's, moments apart
     idle       every agent long-polls an empty queue: the replicas' CPU (% of one core per 100
                agents, from /proc) and RSS while they wait
     wake-up    (2+ replicas) a long-poll on replica B, an enqueue on replica A: time to answer
@@ -319,16 +321,36 @@ def run(replicas: int, args: argparse.Namespace) -> dict:
         database.stop()
 
 
+def pop_rate(urls: list[str], keys: list, queues: list[str], seconds: float) -> float:
+    """Pops/s of every agent popping as fast as answers come, agent i on urls[i % len(urls)]."""
+    agents = Agents(urls, keys, queues, wait_s=30)
+    go = agents.wait_logged_in()
+    time.sleep(seconds)
+    end = time.monotonic()
+    pops = [p for p in agents.stop() if go <= p <= end]
+    return len(pops) / (end - go)
+
+
+def pop_ab(urls: list[str], keys: list, queues: list[str], args: argparse.Namespace) -> list[tuple[float, float]]:
+    """The replicas' pop rate against one replica's, on the same database and the same machine
+    moments apart: rounds of (every agent on the first replica, the others idle; the agents
+    spread over all of them). A shared machine's load drifts over minutes, so two runs that
+    each seed their own database are not comparable; adjacent phases are."""
+    rounds = []
+    for _ in range(args.pop_ab):
+        one = pop_rate(urls[:1], keys, queues, args.pop_seconds)
+        rounds.append((one, pop_rate(urls, keys, queues, args.pop_seconds)))
+        print(f"  pop A/B: one replica {one:.0f}/s, {len(urls)} replicas {rounds[-1][1]:.0f}/s", file=sys.stderr)
+    return rounds
+
+
 def measure(servers: list, keys: list, queues: list[str], idle: list[str], project: str,
             args: argparse.Namespace) -> dict:
     urls = [s.api_url for s in servers]
     out: dict = {"replicas": len(servers)}
-    agents = Agents(urls, keys, queues, wait_s=30)
-    go = agents.wait_logged_in()
-    time.sleep(args.pop_seconds)
-    end = time.monotonic()
-    pops = [p for p in agents.stop() if go <= p <= end]
-    out["pops_per_s"] = len(pops) / (end - go)
+    if len(servers) > 1 and args.pop_ab:
+        out["pop_ab"] = pop_ab(urls, keys, queues, args)
+    out["pops_per_s"] = pop_rate(urls, keys, queues, args.pop_seconds)
     agents = Agents(urls, keys, idle, wait_s=30)
     agents.wait_logged_in()
     wait_until_waiting(servers, len(keys))
@@ -378,6 +400,12 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
                      f"{pct(r['get_by_id'], .99):.1f} | {pct(r['get_all_ex'], .5):.1f} / {pct(r['get_all_ex'], .99):.1f} "
                      f"| {pct(r['add_batch'], .5):.1f} / {pct(r['add_batch'], .99):.1f} | "
                      f"{r['idle_cpu_pct_per_100']:.2f} | {r['rss_mb']:.0f} | {wake} |")
+    for r in rows:
+        if r.get("pop_ab"):
+            ratios = [many / one for one, many in r["pop_ab"] if one]
+            lines += ["", f"Pops/s, one replica then {r['replicas']} on the same database, alternately: "
+                      + ", ".join(f"{one:.0f} -> {many:.0f}" for one, many in r["pop_ab"])
+                      + f"; median ratio {statistics.median(ratios):.2f}x" if ratios else ""]
     return "\n".join(lines)
 
 
@@ -392,6 +420,8 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=20)
     parser.add_argument("--probe-seconds", type=float, default=20)
     parser.add_argument("--wake-samples", type=int, default=30)
+    parser.add_argument("--pop-ab", type=int, default=3,
+                        help="rounds of one-replica/all-replicas pop phases on the same database (0: none)")
     args = parser.parse_args()
     rows = []
     for count in args.replicas.split(","):
