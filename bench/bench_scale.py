@@ -1,7 +1,7 @@
 """Scale benchmark (issue 23): replicas on one PostgreSQL, many queued tasks, many long-polling agents.
 
     python bench/bench_scale.py [--tasks 100000] [--queues 50] [--agents 1000] [--reporters 200]
-                                [--replicas 1,2] [--pop-seconds 20] [--idle-seconds 20]
+                                [--replicas 1,2] [--pop-seconds 20] [--idle-seconds 20] [--pop-ab 3]
 
 For each replica count it starts a private PostgreSQL (tests/pg.py) and that many `shipyard
 server --db ...` processes, writes the queued tasks straight into the database (each with 10
@@ -10,6 +10,8 @@ Then, with the agents as separate processes (asyncio, one httpx client and one k
 over the replicas as a load balancer would):
 
     pop        every agent pops with a lease from its queue as fast as answers come: pops/s
+    pop A/B    (2+ replicas, --pop-ab rounds) the same, alternately with every agent on the first
+               replica and spread over all: the replicas' rate against one's, moments apart
     idle       every agent long-polls an empty queue: the replicas' CPU (% of one core per 100
                agents, from /proc) and RSS while they wait
     wake-up    (2+ replicas) a long-poll on replica B, an enqueue on replica A: time to answer
@@ -54,7 +56,7 @@ def seed(db_url: str, project: str, queue_ids: list[str], count: int) -> None:
     """`count` queued tasks spread over the queues, straight into the database (rows as the
     server writes them, metric rows and queue entries included), 5,000 to a transaction."""
     from server.storage import tables as t
-    from server.storage.store import Store, _columns_for, metric_rows
+    from server.storage.store import Store, columns_for, metric_rows
 
     store = Store(db_url)
     rng = random.Random(23)
@@ -66,22 +68,24 @@ def seed(db_url: str, project: str, queue_ids: list[str], count: int) -> None:
                 doc = _task(project, "bench", index, rng)
                 queue = queue_ids[index % len(queue_ids)]
                 doc.update(status="queued", execution={"queue": queue})
-                tasks.append({"id": doc["id"], "doc": doc, **_columns_for(t.tasks, doc)})
+                tasks.append({"id": doc["id"], "doc": doc, **columns_for(t.tasks, doc)})
                 metrics += metric_rows(doc)
                 entries.append({"queue": queue, "task": doc["id"], "position": float(index), "added": now})
             with store.engine.begin() as conn:
                 conn.execute(t.tasks.insert(), tasks)
                 conn.execute(t.task_metrics.insert(), metrics)
                 conn.execute(t.queue_entries.insert(), entries)
-        with store.engine.begin() as conn:
-            conn.exec_driver_sql("ANALYZE")
+        # the planner's statistics and the visibility map (index-only scans), as autovacuum
+        # keeps them on a live server after a bulk load
+        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE")
     finally:
         store.close()
 
 
-def mint_agent_keys(db_url: str, count: int) -> list[tuple[str, str]]:
-    """`count` agent keys, written as KeyStore.create writes them, in one transaction."""
-    from server.auth.keys import AGENT, generate_key_pair, hash_secret
+def mint_keys(db_url: str, count: int, role: str = "agent") -> list[tuple[str, str]]:
+    """`count` keys of `role`, written as KeyStore.create writes them, in one transaction."""
+    from server.auth.keys import generate_key_pair, hash_secret
     from server.storage import tables as t
     from server.storage.store import Store
 
@@ -90,8 +94,8 @@ def mint_agent_keys(db_url: str, count: int) -> list[tuple[str, str]]:
     try:
         with store.engine.begin() as conn:
             conn.execute(t.credentials.insert(), [
-                {"access_key": access, "secret_hash": hash_secret(secret, generated=True), "name": f"bench-agent-{i}",
-                 "role": AGENT, "created": time.time(), "revoked": False, "expires": None, "instance": None,
+                {"access_key": access, "secret_hash": hash_secret(secret, generated=True), "name": f"bench-{role}-{i}",
+                 "role": role, "created": time.time(), "revoked": False, "expires": None, "instance": None,
                  "minted_by": None} for i, (access, secret) in enumerate(pairs)])
     finally:
         store.close()
@@ -230,8 +234,9 @@ def wake_ups(servers: list, samples: int) -> list[float]:
     return out
 
 
-async def _reporter(url: str, token: str, task: str, stop: Any, out: list) -> None:
+async def _reporter(url: str, key: tuple[str, str], task: str, stop: Any, out: list) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        token = (await http.get("/auth.login", auth=key)).json()["data"]["token"]
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json-lines"}
         iteration = 0
         while not stop.is_set():
@@ -248,21 +253,31 @@ async def _reporter(url: str, token: str, task: str, stop: Any, out: list) -> No
             await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - started)))
 
 
-def _reporters_process(urls: list[str], token: str, tasks: list[str], results: mp.Queue, stop: Any) -> None:
+def _reporters_process(urls: list[str], keys: list[tuple[str, str]], tasks: list[str], results: mp.Queue,
+                       stop: Any) -> None:
     latencies: list[float] = []
 
     async def main() -> None:
-        await asyncio.gather(*[_reporter(urls[i % len(urls)], token, task, stop, latencies)
-                               for i, task in enumerate(tasks)])
+        await asyncio.gather(*[_reporter(urls[i % len(urls)], key, task, stop, latencies)
+                               for i, (key, task) in enumerate(zip(keys, tasks, strict=True))])
 
     asyncio.run(main())
     results.put(latencies)
 
 
+def own_key(admin: Api, role: str) -> tuple[str, str]:
+    """A key of its own, as each run and each person has one (a replica runs one call of a key at
+    a time: calls sharing a key would wait for each other, which is not what is measured)."""
+    made = admin.call("auth.create_credentials", {"role": role, "label": f"bench-{role}"})
+    return made["access_key"], made["secret_key"]
+
+
 def probe(servers: list, project: str, seconds: float) -> tuple[list[float], list[float]]:
-    """tasks.get_by_id and a get_all_ex page, alternately, for `seconds` (round robin over replicas)."""
+    """tasks.get_by_id and a get_all_ex page, alternately, for `seconds` (round robin over replicas),
+    as a person of its own (a user key)."""
     admin = Api(servers[0].api_url)
-    clients = [LeanApi(s.api_url, admin.token) for s in servers]
+    person = Api(servers[0].api_url, *own_key(admin, "user"))
+    clients = [LeanApi(s.api_url, person.token) for s in servers]
     some = admin.call("tasks.get_all", {"project": [project], "page_size": 500, "only_fields": ["id"]})["tasks"]
     by_id, pages = [], []
     deadline = time.monotonic() + seconds
@@ -294,7 +309,7 @@ def run(replicas: int, args: argparse.Namespace) -> dict:
         idle = [admin.call("queues.create", {"name": f"idle{i}"})["id"] for i in range(args.queues)]
         started = time.monotonic()
         seed(url, project, queues, args.tasks)
-        keys = mint_agent_keys(url, args.agents)
+        keys = mint_keys(url, args.agents)
         print(f"[{replicas} replica(s)] seeded {args.tasks} tasks, {args.agents} keys in "
               f"{time.monotonic() - started:.0f}s", file=sys.stderr)
         for i in range(1, replicas):
@@ -306,16 +321,36 @@ def run(replicas: int, args: argparse.Namespace) -> dict:
         database.stop()
 
 
+def pop_rate(urls: list[str], keys: list, queues: list[str], seconds: float) -> float:
+    """Pops/s of every agent popping as fast as answers come, agent i on urls[i % len(urls)]."""
+    agents = Agents(urls, keys, queues, wait_s=30)
+    go = agents.wait_logged_in()
+    time.sleep(seconds)
+    end = time.monotonic()
+    pops = [p for p in agents.stop() if go <= p <= end]
+    return len(pops) / (end - go)
+
+
+def pop_ab(urls: list[str], keys: list, queues: list[str], args: argparse.Namespace) -> list[tuple[float, float]]:
+    """The replicas' pop rate against one replica's, on the same database and the same machine
+    moments apart: rounds of (every agent on the first replica, the others idle; the agents
+    spread over all of them). A shared machine's load drifts over minutes, so two runs that
+    each seed their own database are not comparable; adjacent phases are."""
+    rounds = []
+    for _ in range(args.pop_ab):
+        one = pop_rate(urls[:1], keys, queues, args.pop_seconds)
+        rounds.append((one, pop_rate(urls, keys, queues, args.pop_seconds)))
+        print(f"  pop A/B: one replica {one:.0f}/s, {len(urls)} replicas {rounds[-1][1]:.0f}/s", file=sys.stderr)
+    return rounds
+
+
 def measure(servers: list, keys: list, queues: list[str], idle: list[str], project: str,
             args: argparse.Namespace) -> dict:
     urls = [s.api_url for s in servers]
     out: dict = {"replicas": len(servers)}
-    agents = Agents(urls, keys, queues, wait_s=30)
-    go = agents.wait_logged_in()
-    time.sleep(args.pop_seconds)
-    end = time.monotonic()
-    pops = [p for p in agents.stop() if go <= p <= end]
-    out["pops_per_s"] = len(pops) / (end - go)
+    if len(servers) > 1 and args.pop_ab:
+        out["pop_ab"] = pop_ab(urls, keys, queues, args)
+    out["pops_per_s"] = pop_rate(urls, keys, queues, args.pop_seconds)
     agents = Agents(urls, keys, idle, wait_s=30)
     agents.wait_logged_in()
     wait_until_waiting(servers, len(keys))
@@ -339,9 +374,10 @@ def report_phase(servers: list, project: str, args: argparse.Namespace) -> dict:
              for i in range(args.reporters)]
     for task in tasks:
         admin.call("tasks.started", {"task": task, "force": True})
+    keys = [own_key(admin, "task") for _ in tasks]  # as the agent mints one for each run
     ctx = mp.get_context("fork")
     results, stop = ctx.Queue(), ctx.Event()
-    proc = ctx.Process(target=_reporters_process, args=([s.api_url for s in servers], admin.token, tasks,
+    proc = ctx.Process(target=_reporters_process, args=([s.api_url for s in servers], keys, tasks,
                                                         results, stop), daemon=True)
     proc.start()
     time.sleep(3)  # the reporters' first batches
@@ -364,6 +400,12 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
                      f"{pct(r['get_by_id'], .99):.1f} | {pct(r['get_all_ex'], .5):.1f} / {pct(r['get_all_ex'], .99):.1f} "
                      f"| {pct(r['add_batch'], .5):.1f} / {pct(r['add_batch'], .99):.1f} | "
                      f"{r['idle_cpu_pct_per_100']:.2f} | {r['rss_mb']:.0f} | {wake} |")
+    for r in rows:
+        if r.get("pop_ab"):
+            ratios = [many / one for one, many in r["pop_ab"] if one]
+            lines += ["", f"Pops/s, one replica then {r['replicas']} on the same database, alternately: "
+                      + ", ".join(f"{one:.0f} -> {many:.0f}" for one, many in r["pop_ab"])
+                      + f"; median ratio {statistics.median(ratios):.2f}x" if ratios else ""]
     return "\n".join(lines)
 
 
@@ -378,6 +420,8 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=20)
     parser.add_argument("--probe-seconds", type=float, default=20)
     parser.add_argument("--wake-samples", type=int, default=30)
+    parser.add_argument("--pop-ab", type=int, default=3,
+                        help="rounds of one-replica/all-replicas pop phases on the same database (0: none)")
     args = parser.parse_args()
     rows = []
     for count in args.replicas.split(","):

@@ -8,7 +8,9 @@ gets past its first page). The id therefore names a position kept here, in the s
 key/value table (shared by every server on the same database), not the position itself.
 
 A scroll lives TTL_S from its start (the id carries its expiry); expired ones are swept when a
-new scroll starts. An unknown, malformed or expired id is a 400 naming `scroll_id`.
+new scroll starts, at most every SWEEP_EVERY_S per process (the sweep reads every scroll's key:
+a table opened once a second would otherwise read a day of them each time). An unknown,
+malformed or expired id is a 400 naming `scroll_id`.
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ from server.storage import tables as t
 from shipyard.protocol import Subcode
 
 TTL_S = 24 * 3600
+SWEEP_EVERY_S = 60.0
+_last_sweep = 0.0  # time.monotonic() of this process's last sweep
 _PREFIX = "scroll:"
 _ID = re.compile(r"^([0-9a-f]{1,12})-[0-9a-f]{32}$")
 
@@ -77,8 +81,11 @@ def advance(ctx: CallContext, page: Window, count: int) -> str:
 def _start(ctx: CallContext) -> str:
     now = int(time.time())
     scroll_id = f"{now + TTL_S:x}-{secrets.token_hex(16)}"
-    with ctx.store.tx() as conn:
-        _sweep(conn, now)
+    global _last_sweep
+    if time.monotonic() - _last_sweep >= SWEEP_EVERY_S:
+        _last_sweep = time.monotonic()
+        with ctx.store.tx() as conn:
+            _sweep(conn, now)
     return scroll_id
 
 

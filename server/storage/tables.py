@@ -87,6 +87,9 @@ queue_entries = Table(
     Column("position", Float, nullable=False),
     Column("added", Float, nullable=False),
     Index("ix_queue_entries_queue_position", "queue", "position"),
+    # A queue's length and mean wait (queue_metrics.sample, on every enqueue and pop) read this
+    # index alone: over the table, one queue's 2,000 entries are spread over as many pages.
+    Index("ix_queue_entries_queue_added", "queue", "added"),
 )
 
 workers = Table(

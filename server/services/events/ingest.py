@@ -421,6 +421,8 @@ def _dedup(events: list, marks: dict[tuple[str, int], int]) -> tuple[list, dict[
 
 def _raise_marks(ctx: CallContext, newest: dict[tuple[str, int], int]) -> None:
     """Marks are per attempt: another machine's clock may be behind this one's."""
+    if not newest:  # no agent's log lines: no transaction (a pooled connection and two round trips)
+        return
     with ctx.store.tx() as conn:
         for (task_id, attempt), ts in newest.items():
             doc = ctx.store.get(conn, t.tasks, task_id)

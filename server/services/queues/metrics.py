@@ -2,7 +2,7 @@
 
 A sample (queue, time, length, average wait of the entries) is written whenever a queue's
 entries change (server/services/queues.py calls `sample`; changes within one second keep that
-second's last state in one row), and on a read for a queue whose last
+second's last state in one row, or two while concurrent transactions write it), and on a read for a queue whose last
 sample is older than REFRESH_S, so a queue that nobody touches still draws a line. Reading
 follows the reference server: the range starts LOOKBACK_S earlier (a quiet queue has few
 points), samples fall into fixed intervals aligned to the epoch, an interval answers the sample
@@ -39,7 +39,11 @@ _NOW = bindparam("ts", type_=Float)
 _LENGTH = select(func.count()).where(_E.c.queue == bindparam("q")).scalar_subquery()
 _WAIT = select(case((func.count() == 0, 0.0), (func.avg(_E.c.added) > _NOW, 0.0),
                     else_=_NOW - func.avg(_E.c.added))).where(_E.c.queue == bindparam("q")).scalar_subquery()
-_SAME_SECOND = Prepared(update(_M).where(_M.c.queue == bindparam("q")).where(_M.c.timestamp >= bindparam("second"))
+# This second's row, unless another transaction holds it (PostgreSQL: SKIP LOCKED). Pops of one
+# queue on two replicas would otherwise queue up behind each other here until each commits.
+_THIS_SECOND = (select(_M.c.seq).where(_M.c.queue == bindparam("q")).where(_M.c.timestamp >= bindparam("second"))
+                .limit(1).with_for_update(skip_locked=True).scalar_subquery())
+_SAME_SECOND = Prepared(update(_M).where(_M.c.seq == _THIS_SECOND)
                         .values(timestamp=_NOW, length=_LENGTH, avg_wait=_WAIT))
 _INSERT = Prepared(_M.insert().from_select(["queue", "timestamp", "length", "avg_wait"],
                                            select(bindparam("q", type_=_M.c.queue.type), _NOW, _LENGTH, _WAIT)))
@@ -47,8 +51,10 @@ _PRUNE = Prepared(delete(_M).where(_M.c.queue == bindparam("q")).where(_M.c.time
 
 
 def sample(conn, queue_id: str) -> None:
-    """Record the queue's current length and average wait: one row per queue and second at
-    most (the second's last state), so a busy queue stores at most 86,400 rows a day."""
+    """Record the queue's current length and average wait: one row per queue and second (the
+    second's last state), so a busy queue stores about 86,400 rows a day; a second row in the
+    same second only while another transaction is writing the first (concurrent pops on
+    PostgreSQL), where waiting for it would serialise every pop of the queue."""
     now = clock.now()
     values = {"q": queue_id, "ts": now}
     if not conn.execute(_SAME_SECOND, {**values, "second": float(int(now))}).rowcount:

@@ -1,0 +1,46 @@
+"""Concurrent pops of one queue on PostgreSQL do not wait for each other (two replicas, or two
+handler threads): each takes its own entry (SKIP LOCKED) and its queue-metrics sample skips a row
+another open transaction is writing, rather than waiting for that transaction to commit."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from server.services.queues import crud
+from server.storage import tables as t
+from server.storage.store import Store
+from tests import pg
+
+pytestmark = pytest.mark.skipif(not pg.available(), reason="PostgreSQL binaries not installed (.ci/run installs them)")
+
+
+@pytest.fixture(scope="module")
+def store():
+    server = pg.PgServer()
+    opened = Store(server.new_database("pops"))
+    yield opened
+    opened.close()
+    server.stop()
+
+
+def test_a_pop_does_not_wait_for_another_open_pop_of_the_same_queue(store):
+    with store.tx() as conn:
+        for i in range(3):
+            crud.add_entry(conn, "q1", f"task-{i}")
+    other: dict = {}
+    with store.tx() as first:
+        assert crud.pop(first, "q1")[0] == "task-0"  # its transaction holds this second's sample row
+
+        def second_pop() -> None:
+            with store.tx() as conn:
+                conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")  # waiting fails the test, not hangs it
+                other["popped"] = crud.pop(conn, "q1")
+
+        thread = threading.Thread(target=second_pop)
+        thread.start()
+        thread.join(10)
+        assert other.get("popped") and other["popped"][0] == "task-1"  # done while the first is still open
+    with store.tx() as conn:
+        samples = conn.execute(t.queue_metrics.select().where(t.queue_metrics.c.queue == "q1")).all()
+    assert len(samples) >= 2  # the second pop wrote a sample of its own beside the held one
