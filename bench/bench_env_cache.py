@@ -192,11 +192,12 @@ def main() -> None:
     parser.add_argument("--warm-runs", type=int, default=5, help="--heavy: warm starts per agent")
     parser.add_argument("--cold-runs", type=int, default=2, help="--heavy: cold builds per agent")
     parser.add_argument("--keep", action="store_true", help="--heavy: keep the work dir")
+    parser.add_argument("--shipyard-only", action="store_true", help="--heavy: measure Shipyard's daemon alone")
     args = parser.parse_args()
     if args.heavy:
         from bench import heavy_env
 
-        heavy_env.main(args.warm_runs, args.cold_runs, args.keep)
+        heavy_env.main(args.warm_runs, args.cold_runs, args.keep, args.shipyard_only)
         return
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-env-cache-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ _IMPORTS = re.compile(r"SXS-HEAVY imports (\d+\.\d+) torch (\S+)")
 _READY = re.compile(r"environment ready in (\d+\.\d+)s")
 
 
-def run(warm_runs: int, cold_runs: int, keep: bool) -> str:
+def run(warm_runs: int, cold_runs: int, keep: bool, shipyard_only: bool = False) -> str:
     agent_bin = peers.ensure("agent", log=sxs.log)
     wheels = ensure_wheelhouse(WHEELHOUSE, dest=wheelhouse_dir().with_name("wheelhouse-heavy"), log=sxs.log)
     bench = sxs.Bench(wheels, agent_bin, keep=keep)
@@ -54,6 +54,8 @@ def run(warm_runs: int, cold_runs: int, keep: bool) -> str:
                        "SHIPYARD_TORCH_INDEXES": json.dumps({"cpu": bench.mirror.url})}
     with bench:
         api, agents = bench.api, bench.agents
+        if shipyard_only:   # clearml-agent's warm start alone takes minutes; its figures are in docs/benchmarks.md
+            agents = {sxs.SY: agents[sxs.SY]}
         warmup = sxs.alternate(1, agents, lambda agent, i: _one(api, agent, "warmup", i))
         cold = sxs.alternate(cold_runs, agents, lambda agent, i: _one(api, agent, "cold", i, wipe=True))
         warm = sxs.alternate(warm_runs, agents, lambda agent, i: _one(api, agent, "warm", i))
@@ -93,7 +95,7 @@ def _report(warmup: dict, cold: dict, warm: dict) -> str:
     cml, sy = sxs.CML, sxs.SY
 
     def firsts(runs: dict, name: str) -> list[float]:
-        return [r["first"] for r in runs[name]]
+        return [r["first"] for r in runs.get(name, [])]
 
     rows = [("heavy env, every cache empty: enqueue → first line (imports done)", firsts(warmup, cml), firsts(warmup, sy)),
             ("heavy env, cold build, installer cache warm: enqueue → first line", firsts(cold, cml), firsts(cold, sy)),
@@ -103,24 +105,25 @@ def _report(warmup: dict, cold: dict, warm: dict) -> str:
         ratio = f"**{statistics.median(a) / statistics.median(b):.1f}x**" if a and b else "-"
         lines.append(f"| {name} | {_fmt(a)} | {_fmt(b)} | {ratio} |")
     warm_sy = warm[sy]
-    lines.append(f"| heavy env, warm start p50 (nearest rank) | {sxs.pctl(firsts(warm, cml), 0.5):.2f} s | "
-                 f"{sxs.pctl(firsts(warm, sy), 0.5):.2f} s | |")
+    p50 = {name: f"{sxs.pctl(firsts(warm, name), 0.5):.2f} s" if firsts(warm, name) else "-" for name in (cml, sy)}
+    lines.append(f"| heavy env, warm start p50 (nearest rank) | {p50[cml]} | {p50[sy]} | |")
     detail = [f"- shipyard warm start, environment ready (materialize, cache hit): "
               f"{_fmt([r['env_ready'] for r in warm_sy if 'env_ready' in r])}",
               f"- in-task `import torch, numpy, pandas`: shipyard {_fmt([r['imports'] for r in warm_sy if 'imports' in r])}, "
-              f"clearml-agent {_fmt([r['imports'] for r in warm[cml] if 'imports' in r])}"]
+              f"clearml-agent {_fmt([r['imports'] for r in warm.get(cml, []) if 'imports' in r])}"]
     for what in ("pass", "import torch", "import torch, numpy, pandas"):
         detail.append(f"- floor, bare `python -c \"{what}\"` in the task's venv: shipyard "
                       f"{_fmt([r['floors'][what] for r in warm_sy if what in r['floors']])}, clearml-agent "
-                      f"{_fmt([r['floors'][what] for r in warm[cml] if what in r['floors']])}")
+                      f"{_fmt([r['floors'][what] for r in warm.get(cml, []) if what in r['floors']])}")
     detail.append(f"- shipyard warm stages (since enqueue), last run: {warm_sy[-1]['stages']}")
-    detail.append(f"- clearml-agent warm stages (since enqueue), last run: {warm[cml][-1]['stages']}")
-    detail.append(f"- torch installed: shipyard {warm_sy[-1].get('torch')}, clearml-agent {warm[cml][-1].get('torch')}")
+    last_cml = warm[cml][-1] if warm.get(cml) else {}
+    detail.append(f"- clearml-agent warm stages (since enqueue), last run: {last_cml.get('stages')}")
+    detail.append(f"- torch installed: shipyard {warm_sy[-1].get('torch')}, clearml-agent {last_cml.get('torch')}")
     return "\n".join(lines + [""] + detail)
 
 
-def main(warm_runs: int, cold_runs: int, keep: bool) -> None:
-    print(run(warm_runs, cold_runs, keep))
+def main(warm_runs: int, cold_runs: int, keep: bool, shipyard_only: bool = False) -> None:
+    print(run(warm_runs, cold_runs, keep, shipyard_only))
 
 
 if __name__ == "__main__":
