@@ -14,6 +14,8 @@
     LeaseOutcome    what the server did with a task its holder let go (`tasks.release`, `workers.reconcile`)
     STOP_REQUEST    the `status_message` that asks a running task's agent to stop it (`tasks.stop`)
     PREEMPT_REQUEST the `status_message` head that asks a running task's agent to preempt it
+    WORKER_PREPARED the worker report's field {task id: PrepareState} (prepare while queued)
+    PrepareState    where a queued task's environment stands on a worker: building, ready, failed
 
 Each word is a `str` enum (`Subcode` an `int` enum): a member *is* its wire word, so it equals
 the plain string a client sends or the database returns ("queued" == TaskStatus.QUEUED, same hash),
@@ -181,3 +183,14 @@ class LeaseOutcome(_Word):
     REQUEUED = "requeued"
     FAILED = "failed"
     COMPLETED = "completed"   # the process had already exited 0 (tasks.record_exit)
+
+
+WORKER_PREPARED = "prepared"
+"""`workers.status_report` / `workers.get_all`: {task id: PrepareState} for the queued tasks whose
+environment the worker builds or built ahead of pickup (agent/daemon/prepare.py)."""
+
+
+class PrepareState(_Word):
+    BUILDING = "building"
+    READY = "ready"     # in this worker's environment cache: the pickup links it, no build
+    FAILED = "failed"   # not retried ahead; the pickup builds it again and reports a failure normally
