@@ -9,8 +9,8 @@ into its environment cache before they are claimed, so their pickup links a cach
         choice) → in the cache already: ready; else one niced build process at a time
         (sandbox/prebuild.py, EnvCache.ensure) → ready or failed
     daemon claims a task →  claimed(task): a build for another task is killed at once (the
-        pickup never waits for it); one for the claimed task goes on and the pickup waits on the
-        entry's lock, then links what it built
+        pickup never waits for it); one for the claimed task goes on, back at normal priority
+        where the agent may renice it, and the pickup waits on the entry's lock, then links it
     status report        →  report(): {task id: building|ready|failed} for the queued tasks,
         the worker's `prepared` field (shipyard/protocol.py WORKER_PREPARED), which the queue
         views (`shipyard queue show`, the web UI's Queues page) show as "env ready"
@@ -110,6 +110,8 @@ class Preparer:
             if self.current is not None and self.current != task_id:
                 log.info("task %s claimed: stopping the environment build for queued task %s", task_id, self.current)
                 self._kill()
+            elif self.current == task_id:
+                self._hurry()
 
     def report(self) -> dict[str, str]:
         """{task id: state} of the queued tasks looked at (the worker report's `prepared`)."""
@@ -258,6 +260,17 @@ class Preparer:
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)   # its own session: uv and the resolver go too
+
+    def _hurry(self) -> None:
+        """The claimed task's pickup now waits for this build: back to normal CPU priority where
+        the agent may raise it (as root); otherwise it finishes niced."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.setpriority(os.PRIO_PGRP, proc.pid, 0)   # its own session: uv under it too
+        except OSError as exc:
+            log.info("the claimed task's environment build stays niced: %s", exc)
 
     def _pull_image(self, task_id: str, task: dict) -> None:
         """Docker mode: the task's image on this machine before pickup (not force-pulled again)."""
