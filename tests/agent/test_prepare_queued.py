@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from tests.agent_helpers import agent_env, create_task, start_daemon, task_log, wait_status
+from tests.agent_helpers import agent_env, create_task, git, make_repo, start_daemon, task_log, wait_status
 from tests.helpers import start_server
 from tests.package_index import PackageIndex
 
@@ -59,9 +59,15 @@ def test_a_queued_tasks_environment_is_built_while_another_runs_and_its_pickup_h
         a = create_task(api, "a", {"repository": "", "entry_point": "a.py", "diff": _waiter(flag)}, queue="prep")
         _wait_for(lambda: "a is running" in "\n".join(task_log(api, a)), "a to run")
         module = name.replace("-", "_")
-        b = create_task(api, "b", {"repository": "", "entry_point": "b.py",
-                                   "diff": f"import {module}\nprint('b imports', {module}.__version__)\n",
-                                   "requirements": {"pip": f"{name}==1.0\n"}}, queue="prep")
+        # b records no packages: its environment is the repository's requirements.txt at b's
+        # commit, which a later commit changes (preparing from the branch's head would miss)
+        repo, commit = make_repo(tmp_path / "repo", {
+            "b.py": f"import {module}\nprint('b imports', {module}.__version__)\n",
+            "requirements.txt": f"{name}==1.0\n"})
+        (repo / "requirements.txt").write_text(f"{name}==2.0\n")
+        git(repo, "commit", "-qam", "a version the index does not have")
+        b = create_task(api, "b", {"repository": str(repo), "version_num": commit, "entry_point": "b.py"},
+                        queue="prep")
         _wait_for(lambda: _prepared(api, b) == "ready", "b's environment to be ready")
         assert wait_status(api, a, statuses=("in_progress",))["status"] == "in_progress"   # a still runs
         assert "queued; its environment" in daemon.output()
@@ -72,7 +78,7 @@ def test_a_queued_tasks_environment_is_built_while_another_runs_and_its_pickup_h
         doc = wait_status(api, b, timeout=120)
         log = "\n".join(task_log(api, b))
         assert doc["status"] == "completed", log
-        assert "b imports 1.0" in log
+        assert "b imports 1.0" in log and "environment from requirements.txt" in log
         assert "(cache hit)" in log and "building environment" not in log, log
         _wait_for(lambda: _prepared(api, b) is None, "b to leave the worker's report", timeout=30)
     finally:
