@@ -3,7 +3,8 @@ into its environment cache before they are claimed, so their pickup links a cach
 
     Preparer(api, settings, queues, env_cache, repo_cache, running=...).start()
     every agent.prepare.interval_s:  read the head of each queue (queues.get_by_id, read-only:
-        nothing is claimed) → for each task not yet looked at, while the machine has room:
+        nothing is claimed) → for each task not yet looked at that was already there at the
+        previous pass (a task a free worker claims at once is left alone), while there is room:
         plan its environment exactly as its pickup would (agent/execution/build.py: recorded
         packages or the lock file at its commit, the Python, install_plan's indexes and torch
         choice) → in the cache already: ready; else one niced build process at a time
@@ -88,6 +89,7 @@ class Preparer:
         self.keys: dict[str, str] = {}       # task -> the cache key it is ready under
         self.starts: dict[str, int] = {}
         self.done: set[str] = set()          # looked at, nothing (more) to do ahead: not cacheable, failed
+        self.seen: set[str] = set()          # the heads at the previous pass
         self.current: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
@@ -130,10 +132,13 @@ class Preparer:
             self._stop.wait(self.config.interval_s)
 
     def scan(self) -> None:
-        """One pass: forget tasks that left the queues, then prepare the head while there is room."""
+        """One pass: forget tasks that left the queues, then prepare the head while there is room.
+        Only tasks already queued at the previous pass: one that a free worker claims at once is
+        never prepared (the claim would only find a build racing its own)."""
         heads = self._heads()
         self._forget(set(heads))
-        for task_id in heads:
+        waited, self.seen = [t for t in heads if t in self.seen], set(heads)
+        for task_id in waited:
             if self._stop.is_set() or not self._room():
                 return
             if task_id not in self.states and task_id not in self.done and self.starts.get(task_id, 0) < MAX_STARTS:

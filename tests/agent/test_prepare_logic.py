@@ -44,6 +44,8 @@ def test_it_looks_at_the_head_of_each_queue_in_order_and_never_twice(tmp_path):
     prep.done.add("e")
     prep.starts["x"] = MAX_STARTS
     prep.scan()
+    assert seen == []             # a task is prepared once it has waited one pass
+    prep.scan()
     assert seen == ["a"]          # b is ready, c and d are past the depth, e failed before
     assert prep.report() == {"b": "ready"}
 
