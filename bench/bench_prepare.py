@@ -1,10 +1,11 @@
 """Prepare while queued: does a cold-environment task queued behind a running one start as fast
 as a warm one once the first ends?
 
-    python bench/bench_prepare.py [--rounds 5] [--packages 40] [--hold 6]
+    python bench/bench_prepare.py [--rounds 5] [--packages 40] [--hold 8] [--keep]
 
 One real server, a local PEP 503 index of tiny wheels (tests/package_index.py), one real
-daemon with one slot per mode. Each round: task A runs and waits for a flag file; task B is
+daemon with one slot per mode (each on its own queue; the modes take turns within each round,
+so the machine's load falls on all of them alike). Each round: task A runs and waits for a flag file; task B is
 enqueued behind it; A is held `--hold` seconds (B waits in the queue meanwhile), then the flag
 is written; the figure is from that moment to B's first line (B prints time.time() first).
 
@@ -80,35 +81,39 @@ def one_round(api, queue: str, flag: Path, requirements: str, hold_s: float) -> 
     return float(line.split()[-1]) - released, float(env_line.split("environment ready in ")[1].split("s")[0])
 
 
-def run_mode(server, root: Path, index: PackageIndex, shared: list[str], *, prepare: bool, warm: bool,
-             rounds: int, hold_s: float, tag: str) -> list[tuple[float, float]]:
-    env = agent_env(server, root / tag, SHIPYARD_EXTRA_INDEX_URLS=json.dumps([index.url("pub")]),
-                    SHIPYARD_PREPARE="1" if prepare else "0", SHIPYARD_PREPARE_MAX_LOAD="0")
-    daemon = start_daemon(env, [tag], root / f"{tag}.log")
-    api = server.api()
-    samples = []
-    try:
-        for i in range(rounds):
-            own = f"bench-prep-{tag}-{i}"
-            index.add_wheel("pub", own, "1.0")
-            requirements = "".join(f"{name}==1.0\n" for name in [*shared, own])
-            if warm:   # the very same set built once before: B finds it in the cache
-                pre = create_task(api, "warmup", {"repository": "", "entry_point": "w.py", "diff": "print()\n",
-                                                  "requirements": {"pip": requirements}}, queue=tag)
-                wait_status(api, pre, timeout=120)
-            samples.append(one_round(api, tag, root / f"{tag}.flag", requirements, hold_s))
-            print(f"  {tag} round {i + 1}: {samples[-1][0] * 1000:.0f} ms "
-                  f"(environment step {samples[-1][1] * 1000:.0f} ms)", flush=True)
-    finally:
-        daemon.stop()
-    return samples
+MODES = (("warm", True, True), ("prepare", True, False), ("noprepare", False, False))
+"""(tag, agent.prepare.enabled, B's environment already in the cache)"""
+
+
+def start_daemons(server, root: Path, index: PackageIndex) -> dict:
+    """One daemon per mode, each on a queue of its own, all up for the whole run (rounds interleave)."""
+    daemons = {}
+    for tag, prepare, _warm in MODES:
+        env = agent_env(server, root / tag, SHIPYARD_EXTRA_INDEX_URLS=json.dumps([index.url("pub")]),
+                        SHIPYARD_PREPARE="1" if prepare else "0", SHIPYARD_PREPARE_MAX_LOAD="0")
+        daemons[tag] = start_daemon(env, [tag], root / f"{tag}.log")
+    return daemons
+
+
+def mode_round(api, root: Path, index: PackageIndex, shared: list[str], tag: str, warm: bool, i: int,
+               hold_s: float) -> tuple[float, float]:
+    own = f"bench-prep-{tag}-{i}"
+    index.add_wheel("pub", own, "1.0")
+    requirements = "".join(f"{name}==1.0\n" for name in [*shared, own])
+    if warm:   # the very same set built once before: B finds it in the cache
+        pre = create_task(api, "warmup", {"repository": "", "entry_point": "w.py", "diff": "print()\n",
+                                          "requirements": {"pip": requirements}}, queue=tag)
+        wait_status(api, pre, timeout=120)
+    sample = one_round(api, tag, root / f"{tag}.flag", requirements, hold_s)
+    print(f"  round {i + 1} {tag}: {sample[0] * 1000:.0f} ms (environment step {sample[1] * 1000:.0f} ms)", flush=True)
+    return sample
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--packages", type=int, default=40, help="shared tiny wheels in B's environment")
-    parser.add_argument("--hold", type=float, default=6.0, help="seconds A runs after B is queued")
+    parser.add_argument("--hold", type=float, default=8.0, help="seconds A runs after B is queued")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (the daemons' logs)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-prepare-"))
@@ -119,13 +124,16 @@ def main() -> None:
         for name in shared:
             index.add_wheel("pub", name, "1.0")
         server = start_server(root / "server")
+        daemons = start_daemons(server, root, index)
         try:
-            results = {}
-            for tag, prepare, warm in (("warm", True, True), ("prepare", True, False), ("noprepare", False, False)):
-                results[tag] = run_mode(server, root, index, shared, prepare=prepare, warm=warm,
-                                        rounds=args.rounds, hold_s=args.hold, tag=tag)
+            results: dict[str, list[tuple[float, float]]] = {tag: [] for tag, _p, _w in MODES}
+            for i in range(args.rounds):
+                for tag, _prepare, warm in MODES:
+                    results[tag].append(mode_round(server.api(), root, index, shared, tag, warm, i, args.hold))
             floor = floor_spawn()
         finally:
+            for daemon in daemons.values():
+                daemon.stop()
             server.stop()
             index.stop()
     finally:
