@@ -75,8 +75,8 @@ class StatusReporter:
             body.update({"task": self.task_id, "queue": self.queue_id})
         if self.tags is not None:
             body["system_tags"] = self.tags()
-        if self.prepared is not None:
-            body[WORKER_PREPARED] = self.prepared()
+        # always sent: a worker restarted without a preparer clears what it reported before
+        body[WORKER_PREPARED] = self.prepared() if self.prepared is not None else {}
         self.api.call("workers.status_report", body, deadline_s=10)
 
     def _run(self) -> None:
