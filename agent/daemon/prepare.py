@@ -60,7 +60,8 @@ log = logging.getLogger("shipyard.agent.prepare")
 NICE = 10
 """Added niceness of the build: a running task gets about ten times its CPU share."""
 MAX_STARTS = 3
-"""Builds started ahead for one task (a claim of another task kills one; a failure ends them)."""
+"""Tries ahead for one task: a claim of another task kills one, a failure ends them, and an
+unexpected error counts too, so nothing is tried for ever."""
 _IMPORT_ROOT = str(Path(__file__).resolve().parents[2])
 
 
@@ -180,6 +181,7 @@ class Preparer:
         task = self.api.call("tasks.get_by_id", {"task": task_id})["task"]
         if task.get("status") != TaskStatus.QUEUED:
             return
+        self.starts[task_id] = self.starts.get(task_id, 0) + 1   # whatever happens next, at most MAX_STARTS
         if self.settings.agent.docker.enabled:
             self._pull_image(task_id, task)
             return
@@ -225,7 +227,6 @@ class Preparer:
         if self.env_cache.complete(plan.key):
             self._ready(task_id, plan.key, built=False)
             return
-        self.starts[task_id] = self.starts.get(task_id, 0) + 1
         self._set(task_id, PrepareState.BUILDING)
         self.echo(f"task {task_id}: queued; building its environment {plan.key[:12]} ahead of pickup")
         result, tail = self._run_build(task_id, plan)

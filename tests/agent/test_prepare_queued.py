@@ -16,6 +16,8 @@ from tests.agent_helpers import agent_env, create_task, git, make_repo, start_da
 from tests.helpers import start_server
 from tests.package_index import PackageIndex
 
+PASSWORD = "prep-index-s3cret"
+
 
 def _waiter(flag) -> str:
     return (f"import os, time\nprint('a is running', flush=True)\nwhile not os.path.exists({str(flag)!r}):\n"
@@ -88,11 +90,14 @@ def test_a_queued_tasks_environment_is_built_while_another_runs_and_its_pickup_h
 
 
 def test_a_failing_prepare_leaves_the_task_queued_and_is_not_retried(tmp_path):
-    index = PackageIndex(tmp_path / "index").start()
+    # a private index: the build gets its credentials as a pickup's does; they never reach a log
+    index = PackageIndex(tmp_path / "index", private=("/private/",), user="reader", password=PASSWORD).start()
     server = start_server(tmp_path / "server")
-    env = agent_env(server, tmp_path, SHIPYARD_EXTRA_INDEX_URLS=json.dumps([index.url("pub")]),
+    env = agent_env(server, tmp_path, SHIPYARD_EXTRA_INDEX_URLS=json.dumps([index.url("private")]),
+                    SHIPYARD_INDEX_CREDENTIALS=json.dumps([{"host": index.host, "user": "reader",
+                                                            "password": PASSWORD}]),
                     SHIPYARD_PREPARE_MAX_LOAD="0", SHIPYARD_PREPARE_INTERVAL_S="0.3")
-    index.add_wheel("pub", "shipyard-prep-other", "1.0")
+    index.add_wheel("private", "shipyard-prep-other", "1.0")
     daemon = start_daemon(env, ["prepfail"], tmp_path / "d.log")
     api = server.api()
     flag = tmp_path / "go"
@@ -111,6 +116,7 @@ def test_a_failing_prepare_leaves_the_task_queued_and_is_not_retried(tmp_path):
         doc = wait_status(api, b, timeout=120)
         assert doc["status"] == "failed", doc.get("status_reason")   # reported at pickup, as always
         assert "shipyard-prep-missing" in "\n".join(task_log(api, b))
+        assert PASSWORD not in daemon.output()
     finally:
         daemon.stop()
         server.stop()
