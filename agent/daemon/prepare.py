@@ -92,6 +92,7 @@ class Preparer:
         self.done: set[str] = set()          # looked at, nothing (more) to do ahead: not cacheable, failed
         self.seen: set[str] = set()          # the heads at the previous pass
         self.current: str | None = None
+        self._claimed: set[str] = set()      # claimed by this daemon since the last pass
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -110,6 +111,7 @@ class Preparer:
     def claimed(self, task_id: str) -> None:
         """The daemon claimed `task_id`: a build for any other task gives way at once."""
         with self._lock:
+            self._claimed.add(task_id)   # a build for it not started yet never starts (its pickup builds)
             if self.current is not None and self.current != task_id:
                 log.info("task %s claimed: stopping the environment build for queued task %s", task_id, self.current)
                 self._kill()
@@ -157,6 +159,7 @@ class Preparer:
         """Tasks no longer queued leave the report; a ready entry that the cache evicted, too."""
         changed = False
         with self._lock:
+            self._claimed &= queued   # a claimed task left its queue: nothing more to remember
             for task in [t for t in self.states if t not in queued]:
                 del self.states[task]
                 changed = True
@@ -244,7 +247,7 @@ class Preparer:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_IMPORT_ROOT, env.get("PYTHONPATH")) if p)
         with self._lock:
-            if self._stop.is_set():
+            if self._stop.is_set() or task_id in self._claimed:
                 return None, ""
             self.current = task_id
             self._proc = subprocess.Popen([sys.executable, "-m", "sandbox.prebuild", str(NICE)], env=env,

@@ -77,3 +77,10 @@ def test_a_claim_of_another_task_kills_the_build_one_of_the_same_task_does_not(t
     finally:
         if build.poll() is None:
             build.kill()
+
+
+def test_a_task_claimed_while_its_build_is_planned_gets_no_build(tmp_path):
+    prep, _seen = preparer(tmp_path, {"q": ["b"]})
+    prep.claimed("b")                     # between the plan and the build: its pickup builds
+    assert prep._run_build("b", None) == (None, "")   # type: ignore[arg-type] - never reaches the job
+    assert prep._proc is None
