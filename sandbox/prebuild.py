@@ -9,6 +9,9 @@ own, in its own session, so that a claim of another task preempts it with one si
 process group (uv included), and at low CPU priority, so a running task keeps the machine. The
 job travels on stdin, never on the command line: the builder carries the index credentials.
 
+The entry's bytecode is compiled in this process too (the cache's "background" mode), before
+the result line, so an entry reported ready is as warm as one a task used before.
+
 Output: the build's log lines on stdout (the daemon keeps the tail, redacted, for a failure),
 then one JSON line `{"key", "built"}` or `{"error", "kind"}`; exit 0 when the entry is ready.
 A build killed midway leaves only a temporary directory (`tmp/<key>.*`) and a released lock:
@@ -48,8 +51,15 @@ def main(argv: list[str]) -> int:
     def log(line: str) -> None:
         print(line, flush=True)
 
+    # Bytecode is compiled here rather than by a detached compiler: in this niced process, killed
+    # with it, and done before the entry is reported ready, so the pickup finds it as warm as any.
+    background = job.cache.compile_bytecode == "background"
+    if background:
+        job.cache.compile_bytecode = "off"
     try:
         key, built = job.cache.ensure(job.requirements, job.python, job.extra, log=log)
+        if background:
+            job.cache.compile_entry(key)   # False: another process compiles it; the pickup copes
     except (ShipyardError, ValueError, OSError) as exc:
         kind = getattr(exc, "kind", "error") if isinstance(exc, ShipyardError) else type(exc).__name__
         print(RESULT_PREFIX + json.dumps({"error": str(exc), "kind": kind}), flush=True)
