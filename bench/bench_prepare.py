@@ -9,7 +9,8 @@ so the machine's load falls on all of them alike). Each round: task A runs and w
 enqueued behind it; A is held `--hold` seconds (B waits in the queue meanwhile), then the flag
 is written; the figure is from that moment to B's first line (B prints time.time() first).
 
-  warm            B's environment is already in the daemon's cache (built by an earlier task)
+  warm            B's environment is already in the daemon's cache (built by an earlier task,
+                  its bytecode compiled)
   cold, prepare   B's environment is new (a wheel of its own per round, plus --packages shared
                   ones); the daemon builds it while A runs (agent.prepare, the default)
   cold, no prepare  the same with agent.prepare.enabled off: B builds at pickup
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import statistics
 import subprocess
@@ -60,6 +62,22 @@ def wait_line(api, task: str, needle: str, timeout: float = 120) -> str:
                 return line
         time.sleep(0.05)
     raise RuntimeError(f"no {needle!r} in the console of {task}")
+
+
+def entry_key(line: str) -> str:
+    found = re.search(r"environment ([0-9a-f]{12}) materialized", line)
+    if found is None:
+        raise RuntimeError(f"no environment key in {line!r}")
+    return found.group(1)
+
+
+def wait_compiled(cache: Path, key: str, timeout: float = 120) -> None:
+    """Until the entry's background bytecode compiler is done: warm means as a task left it."""
+    deadline = time.monotonic() + timeout
+    while not list((cache / "entries").glob(f"{key}*/BYTECODE-COMPLETE")):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"environment {key} not compiled after {timeout:g}s")
+        time.sleep(0.05)
 
 
 def one_round(api, queue: str, flag: Path, requirements: str, hold_s: float) -> tuple[float, float]:
@@ -104,6 +122,7 @@ def mode_round(api, root: Path, index: PackageIndex, shared: list[str], tag: str
         pre = create_task(api, "warmup", {"repository": "", "entry_point": "w.py", "diff": "print()\n",
                                           "requirements": {"pip": requirements}}, queue=tag)
         wait_status(api, pre, timeout=120)
+        wait_compiled(root / tag / "cache" / "venvs", entry_key(wait_line(api, pre, "materialized at")))
     sample = one_round(api, tag, root / f"{tag}.flag", requirements, hold_s)
     print(f"  round {i + 1} {tag}: {sample[0] * 1000:.0f} ms (environment step {sample[1] * 1000:.0f} ms)", flush=True)
     return sample
