@@ -3,6 +3,7 @@
     cache = EnvCache(Path("~/.shipyard/env-cache").expanduser(), max_bytes=50 << 30)
     result = cache.materialize(requirements, interpreter, Path("/work/task-123/venv"), log=log)
     # run: result.python <entry point>; when the run has ended: result.lease.close()
+    key, built = cache.ensure(requirements, interpreter)   # build only (prepare while queued)
 
 The key is sha256 of (interpreter identity: implementation, version, platform, path; the
 normalized requirements; the builder's settings; an `extra` string for image/CUDA). Layout:
@@ -283,6 +284,44 @@ class EnvCache:
             self.prune(self.max_bytes, log=log, keep=(key,))
         return EnvResult(venv_python(target), frozen, hit, key, time.monotonic() - started,
                          None if standalone else lease)
+
+    def ensure(
+        self,
+        requirements: RequirementSet | str | Sequence[str],
+        python: Interpreter | Path | str,
+        extra: str = "",
+        log: Log = print,
+    ) -> tuple[str, bool]:
+        """Build the entry for these requirements into the cache without materializing it anywhere
+        (the daemon's prepare-while-queued, agent/daemon/prepare.py); the same key, lock and build
+        path as `materialize`, so a task that needs the entry later finds it or waits for it.
+
+        Returns (key, built): built is False when the entry was already complete. Raises
+        ValueError for requirements that cannot be cached, RequirementsError /
+        InfrastructureError from the build.
+        """
+        reqs = _requirement_set(requirements, log)
+        reason = reqs.uncacheable_reason()
+        if reason:
+            raise ValueError(f"environment not cacheable: {reason}")
+        interpreter = _interpreter(python)
+        key = self.key(reqs, interpreter, extra)
+        if self.complete(key):
+            return key, False
+        with file_lock(self._lock_path(key), timeout=self.lock_timeout):
+            if _read_meta(self._entries_dir() / key) is not None:   # another agent built it meanwhile
+                return key, False
+            self._discard_partial(key, log)
+            self._build_or_fetch(key, interpreter, reqs, extra, log)
+        if self.compile_bytecode != "off":
+            self._ensure_bytecode(key, log)
+        if self.max_bytes is not None:
+            self.prune(self.max_bytes, log=log, keep=(key,))
+        return key, True
+
+    def complete(self, key: str) -> bool:
+        """Whether entry `key` is built and published (its last-used clock is not touched)."""
+        return _read_meta(self._entries_dir() / key) is not None
 
     def entries(self) -> list[CacheEntry]:
         """Complete entries, least recently used first."""

@@ -15,6 +15,8 @@
     STOP_REQUEST    the `status_message` that asks a running task's agent to stop it (`tasks.stop`)
     START_RUN       Shipyard's `tasks.start_run`: a leased claim marked started and its run's key minted, one call
     PREEMPT_REQUEST the `status_message` head that asks a running task's agent to preempt it
+    WORKER_PREPARED the worker report's field {task id: PrepareState} (prepare while queued)
+    PrepareState    where a queued task's environment stands on a worker: building, ready, failed
 
 Each word is a `str` enum (`Subcode` an `int` enum): a member *is* its wire word, so it equals
 the plain string a client sends or the database returns ("queued" == TaskStatus.QUEUED, same hash),
@@ -187,3 +189,14 @@ class LeaseOutcome(_Word):
     REQUEUED = "requeued"
     FAILED = "failed"
     COMPLETED = "completed"   # the process had already exited 0 (tasks.record_exit)
+
+
+WORKER_PREPARED = "prepared"
+"""`workers.status_report` / `workers.get_all`: {task id: PrepareState} for the queued tasks whose
+environment the worker builds or built ahead of pickup (agent/daemon/prepare.py)."""
+
+
+class PrepareState(_Word):
+    BUILDING = "building"
+    READY = "ready"     # in this worker's environment cache: the pickup links it, no build
+    FAILED = "failed"   # not retried ahead; the pickup builds it again and reports a failure normally

@@ -6,6 +6,9 @@ With a GPU inventory, a GPU watch thread (agent/daemon/gpuwatch.py) runs beside 
 keeps GPUs that people use or lease out of the slots, measures each task's peak GPU memory, and
 applies the idle-GPU policy; packed slots take the claimed task's memory request (`_request_of`).
 
+A preparer (agent/daemon/prepare.py, agent.prepare.*) builds the environments of the tasks at
+the head of the queues into the cache while they wait; a claim makes it give way (`claimed`).
+
 The first SIGTERM/SIGINT drains (the running task finishes, nothing new is taken); a second
 aborts the running task, which ends `stopped` with the reason - never `completed`.
 """
@@ -19,6 +22,7 @@ from typing import Callable
 from agent.daemon.gpuwatch import GpuWatch, Running
 from agent.daemon.metrics import AgentMetrics
 from agent.daemon.poller import Claim, Queue, TaskSource, resolve_queues
+from agent.daemon.prepare import Preparer
 from agent.daemon.reporter import StatusReporter
 from agent.daemon.slots import ServiceSlots, Slot, SlotPool
 from agent.daemon.stats import StatsSampler
@@ -84,6 +88,7 @@ class Daemon:
         self._active: dict[str, tuple[threading.Thread, Slot, Claim]] = {}
         self._finished = threading.Event()
         self._lock = threading.Lock()
+        self.preparer: Preparer | None = None
 
     def work(self) -> int:
         preempt.check(self.settings.agent)
@@ -95,6 +100,7 @@ class Daemon:
                                   interval_s=self.settings.agent.status_report_s,
                                   sampler=StatsSampler(gpu_stats=self.stats_extra),
                                   tags=self.gpu_watch.tags if self.gpu_watch else None)
+        self.preparer = self._start_preparer(queues, reporter)
         reporter.register()
         reporter.start()
         source = TaskSource(self.api, queues, order_fairness=self.order_fairness,
@@ -122,6 +128,8 @@ class Daemon:
                     self._start(claim, reporter)
             self._drain()
         finally:
+            if self.preparer is not None:
+                self.preparer.stop()
             if self.gpu_watch is not None:
                 self.gpu_watch.stop()
             source.close()
@@ -129,6 +137,15 @@ class Daemon:
             reporter.unregister()
             self.echo(f"worker {self.worker} stopped after {self.tasks_started} task(s)")
         return 0
+
+    def _start_preparer(self, queues: list[Queue], reporter: StatusReporter) -> Preparer | None:
+        """Prepare while queued (agent.prepare.enabled; local runs: a custom executor builds its own way)."""
+        if not self.settings.agent.prepare.enabled or self.executor_factory is not None:
+            return None
+        preparer = Preparer(self.api, self.settings, queues, self.env_cache, self.repo_cache,
+                            running=lambda: len(self._active), echo=self.echo, on_change=reporter.wake)
+        reporter.prepared = preparer.report
+        return preparer.start()
 
     def _start_gpu_watch(self) -> GpuWatch | None:
         if self.gpu_inventory is None:
@@ -184,6 +201,8 @@ class Daemon:
             return None
 
     def _start(self, claim: Claim, reporter: StatusReporter) -> None:
+        if self.preparer is not None:
+            self.preparer.claimed(claim.task_id)   # a build for another queued task gives way
         request = self._request_of(claim) if getattr(self.slots, "head_request", None) else None
         try:
             slot = self.slots.acquire(claim.queue, request)

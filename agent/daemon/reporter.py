@@ -1,4 +1,5 @@
-"""Worker presence: workers.register / status_report (machine stats) / unregister."""
+"""Worker presence: workers.register / status_report (machine stats; with a preparer, the queued
+tasks whose environment it prepared: `prepared`, agent/daemon/prepare.py) / unregister."""
 from __future__ import annotations
 
 import logging
@@ -9,6 +10,7 @@ from collections.abc import Callable
 from agent.daemon.stats import StatsSampler
 from agent.taskserver.port import TaskServer
 from shipyard.errors import ServerError, ServerUnreachable
+from shipyard.protocol import WORKER_PREPARED
 
 log = logging.getLogger("shipyard.agent.reporter")
 MISSED_REPORTS = 3   # reports a worker may miss before the server stops listing it
@@ -24,6 +26,7 @@ class StatusReporter:
         self.interval_s = interval_s
         self.sampler = sampler or StatsSampler()
         self.tags = tags     # the worker's system_tags (GPU leases, GPUs stepped aside from)
+        self.prepared: Callable[[], dict[str, str]] | None = None   # {task id: prepare state}
         self.task_id: str | None = None
         self.queue_id: str | None = None
         self._wake = threading.Event()
@@ -61,6 +64,10 @@ class StatusReporter:
         self.task_id, self.queue_id = task_id, queue_id
         self._wake.set()
 
+    def wake(self) -> None:
+        """Report now (a prepared environment's state changed)."""
+        self._wake.set()
+
     def report(self) -> None:
         body = {"worker": self.worker, "timestamp": int(time.time() * 1000), "queues": self.queue_ids,
                 "machine_stats": self.sampler.sample(), "is_daemon": True}
@@ -68,6 +75,8 @@ class StatusReporter:
             body.update({"task": self.task_id, "queue": self.queue_id})
         if self.tags is not None:
             body["system_tags"] = self.tags()
+        # always sent: a worker restarted without a preparer clears what it reported before
+        body[WORKER_PREPARED] = self.prepared() if self.prepared is not None else {}
         self.api.call("workers.status_report", body, deadline_s=10)
 
     def _run(self) -> None:

@@ -121,7 +121,7 @@ def build_task(task: dict, target: Path, settings: Settings, log: Log, *, env_ca
     script = task.get("script") or {}
     recorded = from_script(script)
     early: Future[_Env] | None = None
-    if _recorded_wins(recorded, settings):
+    if recorded_wins(recorded, settings):
         early = _in_thread(_environment, EnvSource(recorded, "task"), script, target, settings, log, env_cache,
                            owner, standalone)
     try:
@@ -144,7 +144,7 @@ def build_task(task: dict, target: Path, settings: Settings, log: Log, *, env_ca
                      in_use=env.lease)
 
 
-def _recorded_wins(recorded: RequirementSet, settings: Settings) -> bool:
+def recorded_wins(recorded: RequirementSet, settings: Settings) -> bool:
     """Whether the recorded packages are the source whatever the checkout holds (sandbox/lockfiles.py
     `choose`: recorded first under the pip manager unless forced), and name no local path: then the
     venv can be built while the code is checked out."""
@@ -157,6 +157,16 @@ def _environment(source: EnvSource, script: dict, target: Path, settings: Settin
                  owner: tuple[int, int] | None, standalone: bool = False) -> _Env:
     """The venv at target/venv for the source's requirements, from the cache when it can; and the
     requirements as installed (absent local files replaced by names) and the Python used."""
+    requirements, install, python, extra = install_inputs(source, script, settings, log)
+    return requirements, python, env_cache.materialize(install, python, target / "venv", extra=extra, log=log,
+                                                       owner=owner, standalone=standalone)
+
+
+def install_inputs(source: EnvSource, script: dict, settings: Settings,
+                   log: Log) -> tuple[RequirementSet, RequirementSet, Interpreter, str]:
+    """What the cache is asked for: the requirements as recorded (absent local files replaced by
+    names), as installed (install_plan), the Python, and the key's `extra`. The pickup and the
+    daemon's prepare-while-queued (agent/daemon/prepare.py) both call this, so they agree on the key."""
     agent = settings.agent
     requirements, replaced = source.requirements.without_missing_local_files(lambda p: os.path.exists(p))
     for line in replaced:
@@ -165,8 +175,7 @@ def _environment(source: EnvSource, script: dict, target: Path, settings: Settin
     python = select_interpreter(agent.python_binary or script.get("binary"), requirements.python_hint, log=log,
                                 strict=agent.python_version_strict)
     install, extra = install_plan(requirements, settings, log)
-    return requirements, python, env_cache.materialize(install, python, target / "venv", extra=extra, log=log,
-                                                       owner=owner, standalone=standalone)
+    return requirements, install, python, extra
 
 
 def _in_thread(fn: Callable[..., _Env], *args: object) -> Future[_Env]:

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any, Iterable
 
 from server import errors
-from shipyard.protocol import TaskStatus, TaskType
+from shipyard.protocol import WORKER_PREPARED, PrepareState, TaskStatus, TaskType
 
 MAX_DEPTH = 100  # below orjson's 255-level limit and Python's recursion limit, far above real documents
 _JSON_TYPE = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object",
@@ -272,7 +272,8 @@ MACHINE_STATS = Obj({
 WORKER = Obj({"worker": STR, "timeout": INT, "queues": STRS, "tags": TAGS, "system_tags": TAGS},
              required=("worker",))
 WORKER_REPORT = Obj({"worker": STR, "task": STR, "queue": STR, "queues": STRS, "tags": TAGS, "system_tags": TAGS,
-                     "timestamp": INT, "machine_stats": MACHINE_STATS}, required=("worker",))
+                     "timestamp": INT, "machine_stats": MACHINE_STATS,
+                     WORKER_PREPARED: MapOf(Enum(*(str(s) for s in PrepareState)))}, required=("worker",))
 
 _EVENT = Obj({"timestamp": NUM, "task": STR, "iter": INT, "metric": STR, "variant": STR, "worker": STR,
               "model_event": BOOL}, required=("task", "type"))

@@ -1,4 +1,6 @@
-"""`shipyard task ...` and `shipyard queue ...`: create, clone, enqueue, abort, show, follow logs."""
+"""`shipyard task ...` and `shipyard queue ...`: create, clone, enqueue, abort, show, follow logs;
+`queue show` lists a queue's waiting tasks with whether a worker has their environment ready
+(the workers' `prepared` reports, agent/daemon/prepare.py)."""
 from __future__ import annotations
 
 import ipaddress
@@ -15,7 +17,7 @@ from shipyard.cli.state import CliState, pass_state
 from shipyard.client.params import override_items
 from shipyard.client.recorder import args_to_hyperparams, record_local_script, record_remote
 from shipyard.errors import ConfigError, ServerError
-from shipyard.protocol import TaskStatus
+from shipyard.protocol import WORKER_PREPARED, PrepareState, TaskStatus
 
 
 def _project_id(api, name: str | None) -> str | None:
@@ -264,6 +266,49 @@ def queue_create(state: CliState, name) -> None:
 @queue_group.command("list")
 @pass_state
 def queue_list(state: CliState) -> None:
+    states = env_states(state.api.call("workers.get_all", {}).get("workers") or [])
     for queue in state.api.call("queues.get_all", {"order_by": ["name"]})["queues"]:
         tags = " (default)" if "default" in (queue.get("system_tags") or []) else ""
-        click.echo(f"{queue['id']}  {queue['name']}{tags}  {len(queue.get('entries') or [])} waiting")
+        waiting = [e["task"] for e in queue.get("entries") or []]
+        ready = sum(1 for task in waiting if PrepareState.READY in states.get(task, {}).values())
+        click.echo(f"{queue['id']}  {queue['name']}{tags}  {len(waiting)} waiting"
+                   + (f" ({ready} env ready)" if ready else ""))
+
+
+@queue_group.command("show")
+@click.argument("queue")
+@pass_state
+def queue_show(state: CliState, queue) -> None:
+    """The tasks waiting in QUEUE (name or id), in order, with their environment's state on the
+    workers that prepare it ahead of pickup: `env ready on W`, `env building on W`, `env failed on W`."""
+    import re
+    body = {"id": [queue]} if re.match(r"^[a-f0-9]{32}$", queue) else {"name": f"^{re.escape(queue)}$"}
+    rows = state.api.call("queues.get_all", body)["queues"]
+    if not rows:
+        raise click.ClickException(f"no queue {queue!r}")
+    entries = rows[0].get("entries") or []
+    ids = [e["task"] for e in entries]
+    names = {t["id"]: t.get("name") or "" for t in (state.api.call(
+        "tasks.get_all", {"id": ids, "only_fields": ["id", "name"]})["tasks"] if ids else [])}
+    states = env_states(state.api.call("workers.get_all", {}).get("workers") or [])
+    click.echo(f"{rows[0]['name']}: {len(entries)} waiting")
+    for position, task in enumerate(ids, 1):
+        click.echo(f"{position:>3}  {task}  {names.get(task, '')}  {env_label(states.get(task, {}))}")
+
+
+def env_states(workers: list[dict]) -> dict[str, dict[str, str]]:
+    """{task id: {worker: prepare state}} from the workers' reports."""
+    found: dict[str, dict[str, str]] = {}
+    for worker in workers:
+        for task, prepared in (worker.get(WORKER_PREPARED) or {}).items():
+            found.setdefault(task, {})[worker["id"]] = prepared
+    return found
+
+
+def env_label(by_worker: dict[str, str]) -> str:
+    """`env ready on w1, w2`, else building, else failed; `-` when no worker looked at it."""
+    for wanted in (PrepareState.READY, PrepareState.BUILDING, PrepareState.FAILED):
+        workers = sorted(w for w, s in by_worker.items() if s == wanted)
+        if workers:
+            return f"env {wanted} on {', '.join(workers)}"
+    return "-"

@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from shipyard.client import config_envs as envs
-from shipyard.client.config_envs import PackageSettings, VenvCacheSettings
+from shipyard.client.config_envs import PackageSettings, PrepareSettings, VenvCacheSettings
 from shipyard.errors import ConfigError
 from shipyard.redact import MASK, Redactor
 
@@ -146,6 +146,8 @@ class AgentSettings:
     """Package indexes, their credentials and the torch index map (config_envs.py)."""
     venvs_cache: VenvCacheSettings = VenvCacheSettings()
     """The environment cache's shared path and limits (config_envs.py)."""
+    prepare: PrepareSettings = PrepareSettings()
+    """Prepare while queued: build queued tasks' environments ahead of pickup (config_envs.py)."""
 
     def git_credentials_for(self, host: str) -> GitCredential | None:
         """Credentials for a git host: a `shipyard.git_credentials` entry, else agent.git_user/pass."""
@@ -490,6 +492,13 @@ FIELDS: tuple[Field, ...] = (
     Field("agent.venvs_cache.free_space_threshold_gb", envs.gb, 0.0,
           ("agent.venvs_cache.free_space_threshold_gb",),
           ("SHIPYARD_VENV_CACHE_FREE_SPACE_GB",)),
+    Field("agent.prepare.enabled", _bool, True, ("shipyard.prepare.enabled",), ("SHIPYARD_PREPARE",)),
+    Field("agent.prepare.while_busy", _bool, True, ("shipyard.prepare.while_busy",),
+          ("SHIPYARD_PREPARE_WHILE_BUSY",)),
+    Field("agent.prepare.max_load", envs.load, 1.0, ("shipyard.prepare.max_load",), ("SHIPYARD_PREPARE_MAX_LOAD",)),
+    Field("agent.prepare.depth", _positive_int, 3, ("shipyard.prepare.depth",), ("SHIPYARD_PREPARE_DEPTH",)),
+    Field("agent.prepare.interval_s", _positive_seconds, 2.0, ("shipyard.prepare.interval_s",),
+          ("SHIPYARD_PREPARE_INTERVAL_S",)),
     Field("agent.docker.enabled", _bool, False, ("shipyard.docker.enabled",), ("SHIPYARD_DOCKER",)),
     Field(
         "agent.docker.default_image", _optional_text, None,
@@ -708,7 +717,9 @@ def _agent(values: Mapping[str, Any]) -> AgentSettings:
     docker = DockerSettings(**_section(values, "agent.docker."))
     packages = PackageSettings(**_section(values, "agent.packages."))
     venvs_cache = VenvCacheSettings(**_section(values, "agent.venvs_cache."))
-    return AgentSettings(**_section(values, "agent."), docker=docker, packages=packages, venvs_cache=venvs_cache)
+    prepare = PrepareSettings(**_section(values, "agent.prepare."))
+    return AgentSettings(**_section(values, "agent."), docker=docker, packages=packages, venvs_cache=venvs_cache,
+                         prepare=prepare)
 
 
 def _unknown_shipyard_keys(tree: Mapping[str, Any]) -> list[str]:

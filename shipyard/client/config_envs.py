@@ -12,8 +12,13 @@ holds the two setting groups and their casts, so the table there stays one line 
     agent.venvs_cache.max_entries      (agent.venvs_cache.max_entries)
     agent.venvs_cache.max_size_gb
     agent.venvs_cache.free_space_threshold_gb   (agent.venvs_cache.free_space_threshold_gb)
+    agent.prepare.enabled              build queued tasks' environments ahead of pickup (on)
+    agent.prepare.while_busy           also while this daemon runs a task (on; niced, one build)
+    agent.prepare.max_load             skip while the load average per CPU is above this (0: never)
+    agent.prepare.depth                tasks looked at from the head of each queue
+    agent.prepare.interval_s           how often the queues' heads are read
 
-docs/environments-gpu.md describes them for people.
+docs/environments-gpu.md describes them for people; docs/environments.md the prepare keys.
 """
 from __future__ import annotations
 
@@ -69,6 +74,16 @@ class VenvCacheSettings:
     @property
     def limited(self) -> bool:
         return bool(self.max_entries or self.max_size_gb or self.free_space_threshold_gb > 0)
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """Prepare while queued (agent/daemon/prepare.py)."""
+    enabled: bool = True
+    while_busy: bool = True
+    max_load: float = 1.0
+    depth: int = 3
+    interval_s: float = 2.0
 
 
 # --- casts (ValueError on bad input; config.py names the setting and its source) -------------
@@ -155,6 +170,13 @@ def optional_gb(value: Any) -> float | None:
     if number < 0:
         raise ValueError(f"must not be negative, got {number}")
     return number or None
+
+
+def load(value: Any) -> float:
+    number = float(str(value))
+    if number < 0:
+        raise ValueError(f"must not be negative, got {number}")
+    return number
 
 
 def gb(value: Any) -> float:

@@ -13,6 +13,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
+from tests.helpers import ApiFailure
 from tests.web.conftest import sign_in
 
 PNG_1x1 = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -247,6 +248,26 @@ def test_queues_page(web, web_server, seeded, artifacts_dir):
     card.locator(f"tr[data-entry='{b}']").wait_for(state="detached")
     assert order() == [c, a]
     assert api.call("tasks.get_by_id", {"task": b})["task"]["status"] == "created"
+    assert not page.errors, page.errors
+
+
+def test_queues_page_shows_the_environments_workers_prepared(web, seeded):
+    """A worker that prepared a queued task's environment (agent/daemon/prepare.py) reports it;
+    the Queues page shows "env ready on <worker>" on that task's row."""
+    page, api = web, seeded["api"]
+    queue = seeded["queue"]
+    head = api.call("queues.get_by_id", {"queue": queue})["queue"]["entries"][0]["task"]
+    worker = f"prep-box-{seeded['tag']}:0"
+    api.call("workers.register", {"worker": worker, "queues": [queue]})
+    api.call("workers.status_report", {"worker": worker, "timestamp": 1, "queues": [queue],
+                                       "prepared": {head: "ready"}})
+    with pytest.raises(ApiFailure) as bad:   # a state that is not one: 400 naming the field
+        api.call("workers.status_report", {"worker": worker, "prepared": {head: "sort of"}})
+    assert bad.value.meta["result_code"] == 400 and "prepared" in bad.value.meta["result_msg"]
+    page.click("nav a[data-nav=queues]")
+    cell = page.locator(f"section.queue[data-queue='gpu-{seeded['tag']}'] tr[data-entry='{head}'] td[data-env]")
+    expect(cell).to_have_text(f"env ready on {worker}")
+    api.call("workers.unregister", {"worker": worker})
     assert not page.errors, page.errors
 
 

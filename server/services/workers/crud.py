@@ -1,4 +1,5 @@
-"""workers.*: registration, status reports (machine stats), listing. A worker that has not
+"""workers.*: registration, status reports (machine stats; the queued tasks whose environment the
+worker prepared, `prepared`), listing. A worker that has not
 reported within its `timeout` disappears from listings, as with the reference server; the
 machine stats it reported stay for the charts (server/services/worker_stats.py)."""
 from __future__ import annotations
@@ -13,7 +14,7 @@ from server.rpc.registry import CallContext, Request, endpoint
 from server.services.workers import stats as worker_stats
 from server.storage import tables as t
 from shipyard import clock
-from shipyard.protocol import Subcode, TaskStatus
+from shipyard.protocol import WORKER_PREPARED, Subcode, TaskStatus
 
 DEFAULT_TIMEOUT_S = 600
 GET_ALL_LAST_SEEN_S = 3600  # workers.get_all's default `last_seen`; get_count's is 0 (no filter)
@@ -85,6 +86,8 @@ def _report_update(ctx: CallContext, conn, req: Request, task: dict | None) -> d
     for key in ("tags", "system_tags"):
         if req.str_list(key) is not None:
             update[key] = req.str_list(key)
+    if req.mapping(WORKER_PREPARED) is not None:   # prepare while queued: {task id: state}, when sent
+        update[WORKER_PREPARED] = req.mapping(WORKER_PREPARED)
     return update
 
 
