@@ -79,6 +79,7 @@ def test_an_old_data_dir_gets_its_task_metrics_at_start(tmp_path):
         db.execute("DROP TABLE alembic_version")
         for later in ("fair_quotas", "fair_usage"):   # tables of later revisions (0002 ...) it never had
             db.execute(f"DROP TABLE {later}")
+        db.execute("DROP INDEX ix_queue_entries_queue_added")   # and revision 0003's index
     store = Store(url, upgrade=True)
     with store.tx() as conn:
         got = sorted(tuple(r) for r in conn.execute(t.task_metrics.select()))
