@@ -64,10 +64,7 @@ def run(warm_runs: int, cold_runs: int, keep: bool, shipyard_only: bool = False)
 
 def _one(api: sxs.Api, agent: sxs.Agent, label: str, i: int, *, wipe: bool = False) -> dict:
     if wipe:   # the environment caches only: uv's / pip's download caches stay warm
-        keep = {"uv-cache", "pip-cache", "pip-download-cache"}
-        for path in agent.caches:
-            if path.name not in keep:
-                sxs.shutil.rmtree(path, ignore_errors=True)
+        agent.wipe_caches(keep_installer=True)
     run = sxs.check(sxs.run_task(api, agent, f"heavy-{label}-{i}", TASK, HEAVY, timeout=900, jitter=True),
                     f"heavy {label}", api)
     text = "\n".join(sxs.task_log(api, run.task))
