@@ -1134,7 +1134,7 @@ METHOD = """\
   spawn (target ≤2x). warm start → imports done: a bare `python -c "import numpy, pandas,
   sklearn"` in a venv of the set that uv built from Shipyard's warm uv cache (after one untimed
   import, as a warm environment has its byte code). cold build → first line: `uv venv` + `uv pip
-  install` of the set into a fresh venv from that warm cache (measured after each cold section). log throughput: the same task,
+  install` of the set into a fresh venv from that warm cache (median of 3, after each cold section). log throughput: the same task,
   unbuffered as Shipyard runs it, read by a bare reader of its pipe in large chunks counting
   lines, first line → exit (bench_logs's `pipe_floor`). abort → process gone: SIGTERM → a
   sleeping child's exit (bench_abort's `floor_signal`) + one loopback round trip (the long-poll
@@ -1303,7 +1303,7 @@ def _fill_defaults(args) -> None:
     args.server_s = args.server_s or (2.0 if q else 5.0)
 
 
-def floor_venv(bench: Bench) -> VenvFloor:
+def floor_venv(bench: Bench, requirements: str = MEDIUM) -> VenvFloor:
     """The cold-build and warm-start floors' venv: uv, with Shipyard's uv cache and the loopback index."""
     from sandbox.pyenv import find_uv
 
@@ -1311,7 +1311,7 @@ def floor_venv(bench: Bench) -> VenvFloor:
     if uv is None:
         raise RuntimeError("no uv binary")
     env = {**_scrubbed(dict(os.environ)), **bench.env, "UV_CACHE_DIR": str(bench.work / "sy" / "uv-cache")}
-    return VenvFloor(uv, MEDIUM, env)
+    return VenvFloor(uv, requirements, env)
 
 
 def measure_floor(section: str, bench: Bench, args, venv: Callable[[], VenvFloor]) -> dict[str, float] | None:
@@ -1325,8 +1325,8 @@ def measure_floor(section: str, bench: Bench, args, venv: Callable[[], VenvFloor
                                                    for _ in range(3))},
         "abort": lambda: {"signal_ms": floor_signal(3), "rtt_ms": floor_rtt(api, 10)},
         "footprint": lambda: {"rss_mb": statistics.median(idle_python_rss_mb() for _ in range(3))},
-        "cold": lambda: {"build_s": venv().build_s()},
-        "coldwarm": lambda: {"build_s": venv().build_s()},
+        "cold": lambda: {"build_s": statistics.median(venv().build_s() for _ in range(3))},
+        "coldwarm": lambda: {"build_s": statistics.median(venv().build_s() for _ in range(3))},
         "warm": lambda: {"import_s": venv().import_s("numpy, pandas, sklearn")},
     }
     measure = measures.get(section)
