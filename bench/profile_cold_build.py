@@ -1,6 +1,6 @@
 """Where an EnvCache cold build with uv's cache warm goes, stage by stage, next to its floor.
 
-    PYTHONPATH=$PWD python3 bench/profile_cold_build.py [--wheelhouse DIR] [--packages "numpy pandas"] [--rounds 5]
+    PYTHONPATH=$PWD python3 bench/profile_cold_build.py [--wheelhouse DIR] [--packages "numpy pandas"] [--rounds 5] [--seed-ab]
 
 Offline: uv resolves from a wheelhouse directory (`--find-links`, no index; default the
 side-by-side bench's, ~/.cache/shipyard-bench/wheelhouse). One untimed bare install fills a uv
@@ -11,6 +11,9 @@ cache of its own; then, round after round (interleaved, so load changes hit both
              would only load the machine), its stages timed by wrapping them: each installer
              command (uv venv --seed, uv pip install, uv pip freeze), sealing + stamping, the
              manifest write, markers, publish, the hand-over's check, the overlay venv, prune
+  no seed    with --seed-ab, the same build with EnvBuilder(seed_pip=False) in each round too
+             (`uv venv` without pip/setuptools/wheel): what seeding pip costs (its stages are
+             not counted in the table)
 
 Prints the medians, the ratio to the floor and the load average. Not run by the tests.
 """
@@ -68,7 +71,7 @@ def bare(uv: Path, packages: list[str], venv: Path, env: dict[str, str]) -> floa
     return time.perf_counter() - started
 
 
-def run(wheelhouse: Path, packages: list[str], rounds: int, work: Path) -> str:
+def run(wheelhouse: Path, packages: list[str], rounds: int, work: Path, seed_ab: bool = False) -> str:
     uv = find_uv()
     if uv is None:
         raise SystemExit("uv not found")
@@ -79,22 +82,36 @@ def run(wheelhouse: Path, packages: list[str], rounds: int, work: Path) -> str:
     times: dict[str, list[float]] = defaultdict(list)
     bare(uv, packages, work / "fill", env)
     instrument(times)
-    floors, colds = [], []
+    floors, colds, unseeded = [], [], []
+    unseeded_builder = EnvBuilder(uv_cache_dir=work / "uv-cache", seed_pip=False)
     for i in range(rounds):
         floors.append(bare(uv, packages, work / f"bare{i}", env))
-        cache = EnvCache(work / f"cache{i}", 50 << 30, builder=builder, compile_bytecode="off")
-        result = cache.materialize("\n".join(packages), python, work / f"run{i}", log=lambda _line: None)
-        colds.append(result.seconds)
-        if result.lease is not None:
-            result.lease.close()
+        colds.append(_cold(EnvCache(work / f"cache{i}", 50 << 30, builder=builder, compile_bytecode="off"),
+                           packages, python, work / f"run{i}"))
+        if seed_ab:
+            counted = {name: len(values) for name, values in times.items()}
+            unseeded.append(_cold(EnvCache(work / f"unseeded{i}", 50 << 30, builder=unseeded_builder,
+                                           compile_bytecode="off"), packages, python, work / f"unseeded-run{i}"))
+            for name, values in times.items():
+                del values[counted.get(name, 0):]
     floor, cold = statistics.median(floors), statistics.median(colds)
     lines = [f"load average {' / '.join(f'{x:.2f}' for x in os.getloadavg())}; {len(packages)} packages, {rounds} rounds",
              f"floor, `uv venv` + `uv pip install`, warm uv cache: {floor:.3f} s (median; {min(floors):.3f}–{max(floors):.3f})",
              f"EnvCache cold build, uv cache warm: {cold:.3f} s (median; {min(colds):.3f}–{max(colds):.3f}) "
              f"= {cold / floor:.2f}x the floor",
              "stages (medians):"]
+    if unseeded:
+        lines.insert(3, f"the same without seeding pip (seed_pip=False): {statistics.median(unseeded):.3f} s (median; "
+                        f"{min(unseeded):.3f}–{max(unseeded):.3f})")
     lines += [f"  {name:32s} {statistics.median(values):.3f} s" for name, values in times.items()]
     return "\n".join(lines)
+
+
+def _cold(cache: EnvCache, packages: list[str], python, target: Path) -> float:
+    result = cache.materialize("\n".join(packages), python, target, log=lambda _line: None)
+    if result.lease is not None:
+        result.lease.close()
+    return result.seconds
 
 
 def main() -> None:
@@ -102,10 +119,11 @@ def main() -> None:
     parser.add_argument("--wheelhouse", type=Path, default=Path.home() / ".cache" / "shipyard-bench" / "wheelhouse")
     parser.add_argument("--packages", default="numpy pandas scikit-learn requests")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seed-ab", action="store_true", help="also build without seeding pip, each round")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="shipyard-profile-cold-"))
     try:
-        print(run(args.wheelhouse, args.packages.split(), args.rounds, work))
+        print(run(args.wheelhouse, args.packages.split(), args.rounds, work, args.seed_ab))
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(work)], check=False)
         shutil.rmtree(work, ignore_errors=True)
