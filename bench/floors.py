@@ -6,21 +6,27 @@ are imported from there: the spawn and the loopback round trip (bench_pickup), t
     idle_python_rss_mb   RSS of a bare Python that imported requests and waits
     VenvFloor            `uv venv` + `uv pip install` of a set into a fresh venv from a warm
                          cache (the cold-build floor), then a bare import of the set in that venv
-                         (the warm-start floor)
+                         (the warm-start floor); the first import, before any byte code exists
+                         (what a cold build's first run pays), and what compiling just the
+                         modules that import loads costs, serially and in parallel
 """
 from __future__ import annotations
 
+import json
+import os
+import py_compile
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import psutil
 
-__all__ = ["VenvFloor", "idle_python_rss_mb"]
+__all__ = ["VenvFloor", "compile_s", "cpus", "idle_python_rss_mb"]
 
 
 def idle_python_rss_mb(python: str = sys.executable, settle_s: float = 0.5) -> float:
@@ -77,6 +83,31 @@ class VenvFloor:
             samples.append(time.perf_counter() - started)
         return statistics.median(samples)
 
+    def first_import_s(self, modules: str) -> float:
+        """Seconds of `python -c "import <modules>"` in a venv just built (no byte code yet: uv
+        writes none), leaving none behind: what the first run of a cold build pays."""
+        python = self._fresh()
+        env = {**self.env, "PYTHONDONTWRITEBYTECODE": "1"}
+        started = time.perf_counter()
+        subprocess.run([str(python), "-c", f"import {modules}"], check=True, env=env)
+        return time.perf_counter() - started
+
+    def imported_sources(self, modules: str) -> list[str]:
+        """The .py files of the venv's site-packages that `import <modules>` loads."""
+        python = self._fresh()
+        code = (f"import json, sys, sysconfig\nimport {modules}\nsite = sysconfig.get_paths()['purelib']\n"
+                "print(json.dumps(sorted({f for m in list(sys.modules.values()) "
+                "if (f := getattr(m, '__file__', None)) and f.endswith('.py') and f.startswith(site)})))")
+        env = {**self.env, "PYTHONDONTWRITEBYTECODE": "1"}
+        out = subprocess.run([str(python), "-c", code], check=True, env=env, capture_output=True, text=True).stdout
+        return list(json.loads(out))
+
+    def _fresh(self) -> Path:
+        if self.venv_python is None:
+            self.build_s()
+        assert self.venv_python is not None
+        return self.venv_python
+
     def close(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)
 
@@ -84,3 +115,29 @@ class VenvFloor:
         proc = subprocess.run([str(self.uv), *args], env=self.env, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"uv {' '.join(args[:2])} failed: {proc.stderr.strip()[-500:]}")
+
+
+def compile_s(sources: list[str], workers: int = 1) -> float:
+    """Seconds to byte-compile `sources` (into a scratch directory, the venv stays as it is) with
+    `workers` processes: the cost of writing the byte code of just what an import loads."""
+    scratch = Path(tempfile.mkdtemp(prefix="shipyard-floor-pyc-"))
+    jobs = [(src, str(scratch / f"{i}.pyc")) for i, src in enumerate(sources)]
+    try:
+        started = time.perf_counter()
+        if workers <= 1:
+            for src, dest in jobs:
+                py_compile.compile(src, cfile=dest, doraise=True)
+        else:
+            with ProcessPoolExecutor(workers) as pool:
+                list(pool.map(_compile_one, jobs, chunksize=max(1, len(jobs) // (workers * 8))))
+        return time.perf_counter() - started
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _compile_one(job: tuple[str, str]) -> None:
+    py_compile.compile(job[0], cfile=job[1], doraise=True)
+
+
+def cpus() -> int:
+    return len(os.sched_getaffinity(0))

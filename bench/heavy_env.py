@@ -12,6 +12,13 @@ imports torch, numpy and pandas, then prints its first line; then it times a bar
   cold, installer cache warm   the agents' environment caches wiped (Shipyard: env cache and task
                    dirs; clearml-agent: venvs dir and venvs cache), uv's / pip's caches kept
   warm start       environment cached: enqueue -> the task's first line (imports done)
+  floors           after the cold builds (the same uv cache, the same index; PYTHONDONTWRITEBYTECODE,
+                   which some shells set and the daemons pass on, is dropped where byte code
+                   should be written, set where none should be): `uv venv` + `uv pip install` of
+                   the set into a fresh venv; the first `import torch, numpy, pandas` in it (no
+                   byte code yet: what a cold build's first run pays at least); byte-compiling just
+                   the modules that import loads, serially and on every CPU; and, after the warm
+                   starts, the same import with its byte code written (the warm-start floor)
 
 torch resolution: clearml-agent gets pytorch_resolve=none (its pip mode would ask
 download.pytorch.org, which nothing here can reach); Shipyard keeps its default `pip` mode with
@@ -24,10 +31,12 @@ import re
 import statistics
 
 from bench import side_by_side as sxs
+from bench.floors import VenvFloor, compile_s, cpus
 from bench.pypi_mirror import ensure_wheelhouse, wheelhouse_dir
 from tests import peers
 
 HEAVY = "torch==2.13.0\nnumpy\npandas\n"
+MODULES = "torch, numpy, pandas"
 WHEELHOUSE = ["torch==2.13.0", "numpy", "pandas", "pip", "pip<22.3", "setuptools", "wheel"]
 TASK = """\
 import os, subprocess, sys, time
@@ -58,16 +67,32 @@ def run(warm_runs: int, cold_runs: int, keep: bool, shipyard_only: bool = False)
             agents = {sxs.SY: agents[sxs.SY]}
         warmup = sxs.alternate(1, agents, lambda agent, i: _one(api, agent, "warmup", i))
         cold = sxs.alternate(cold_runs, agents, lambda agent, i: _one(api, agent, "cold", i, wipe=True))
-        warm = sxs.alternate(warm_runs, agents, lambda agent, i: _one(api, agent, "warm", i))
-    return _report(warmup, cold, warm)
+        venv = sxs.floor_venv(bench, HEAVY)
+        try:
+            floors = _cold_floors(venv, cold_runs)
+            warm = sxs.alternate(warm_runs, agents, lambda agent, i: _one(api, agent, "warm", i))
+            floors["import_s"] = venv.import_s(MODULES)
+        finally:
+            venv.close()
+        sxs.log(f"  heavy floors: {floors}")
+    return _report(warmup, cold, warm) + "\n" + _floor_report(floors, cold[sxs.SY], warm[sxs.SY])
+
+
+def _cold_floors(venv: VenvFloor, runs: int) -> dict:
+    """The cold build's floors, in the same run (the module docstring's "floors")."""
+    floors: dict = {"build_s": statistics.median(venv.build_s() for _ in range(max(1, runs)))}
+    floors["first_import_s"] = venv.first_import_s(MODULES)
+    sources = venv.imported_sources(MODULES)
+    floors["sources"] = len(sources)
+    floors["compile_serial_s"] = compile_s(sources)
+    floors["workers"] = cpus()
+    floors["compile_parallel_s"] = compile_s(sources, floors["workers"])
+    return floors
 
 
 def _one(api: sxs.Api, agent: sxs.Agent, label: str, i: int, *, wipe: bool = False) -> dict:
     if wipe:   # the environment caches only: uv's / pip's download caches stay warm
-        keep = {"uv-cache", "pip-cache", "pip-download-cache"}
-        for path in agent.caches:
-            if path.name not in keep:
-                sxs.shutil.rmtree(path, ignore_errors=True)
+        agent.wipe_caches(keep_installer=True)
     run = sxs.check(sxs.run_task(api, agent, f"heavy-{label}-{i}", TASK, HEAVY, timeout=900, jitter=True),
                     f"heavy {label}", api)
     text = "\n".join(sxs.task_log(api, run.task))
@@ -128,3 +153,31 @@ def main(warm_runs: int, cold_runs: int, keep: bool, shipyard_only: bool = False
 
 if __name__ == "__main__":
     main(5, 2, False)
+
+
+def _floor_report(fl: dict, cold: list[dict], warm: list[dict]) -> str:
+    """Shipyard's cold and warm figures against the floors measured in the same run."""
+    def med(runs: list[dict], name: str) -> float | None:
+        values = [r[name] for r in runs if name in r]
+        return statistics.median(values) if values else None
+
+    cold_floor = fl["build_s"] + fl["first_import_s"]
+    rows = [("cold build → environment ready", med(cold, "env_ready"), fl["build_s"],
+             "`uv venv` + `uv pip install` of the set, fresh venv, warm uv cache"),
+            ("cold build → first line (imports done)", med(cold, "first"), cold_floor,
+             "that + the first `import torch, numpy, pandas` in it, no byte code yet"),
+            ("cold build: the task's imports", med(cold, "imports"), fl["first_import_s"],
+             "the first import in the bare venv, no byte code yet"),
+            ("warm start → first line (imports done)", med(warm, "first"), fl["import_s"],
+             "bare `import torch, numpy, pandas`, byte code written")]
+    lines = ["", "| shipyard, heavy env | figure (median) | floor (same run) | what the floor is | ÷ floor |",
+             "|---|---|---|---|---|"]
+    for name, figure, floor, what in rows:
+        ratio = f"**{figure / floor:.2f}x**" if figure and floor else "-"
+        shown = f"{figure:.2f} s" if figure is not None else "-"
+        lines.append(f"| {name} | {shown} | {floor:.2f} s | {what} | {ratio} |")
+    lines.append(f"\nThe first import loads {fl['sources']} .py files of site-packages; byte-compiling just "
+                 f"those takes {fl['compile_serial_s']:.2f} s serially, {fl['compile_parallel_s']:.2f} s on "
+                 f"{fl['workers']} processes (the first import without byte code costs "
+                 f"{fl['first_import_s'] - fl['import_s']:.2f} s over one with it).")
+    return "\n".join(lines)

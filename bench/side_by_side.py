@@ -14,8 +14,8 @@ markdown report and rewrites its generated blocks of docs/benchmarks.md, between
 at the start and the end); everything else in that file (hand-written sections) is kept. The
 fairness rules are in that file.
 
-Measures (see METHOD below): pickup, warm start and cold build of numpy+pandas+scikit-learn+
-requests, log throughput and lines lost, abort, the agents' footprint idle and busy, docker-mode
+Measures (see METHOD below): pickup, warm start and cold build (every cache empty, and with
+the installers' download caches warm) of numpy+pandas+scikit-learn+requests, log throughput and lines lost, abort, the agents' footprint idle and busy, docker-mode
 warm start (when both an engine and `shipyard daemon --docker` exist), and the server's
 enqueue+dequeue pairs/s and API p99 with 1/8/32 clients (bench/bench_server.py's functions).
 """
@@ -145,9 +145,17 @@ class Agent:
                 stack.extend(proc.children())
         return found
 
-    def wipe_caches(self) -> None:
+    def wipe_caches(self, *, keep_installer: bool = False) -> None:
+        """Empty what a cold build must redo; with `keep_installer`, the agent's environment
+        caches only: the installers' download caches (INSTALLER_CACHES) stay warm."""
         for path in self.caches:
-            shutil.rmtree(path, ignore_errors=True)
+            if not (keep_installer and path.name in INSTALLER_CACHES):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+INSTALLER_CACHES = frozenset({"uv-cache", "pip-cache", "pip-download-cache"})
+"""The installers' download caches among Agent.caches (uv's for Shipyard, pip's for clearml-agent):
+kept by the "installer cache warm" cold builds, as the cold-build floor keeps uv's."""
 
 
 def common_env(mirror_url: str) -> dict[str, str]:
@@ -475,12 +483,20 @@ def agent_stages(api: Api, run: Run) -> str:
     return ", ".join(f"{name} {at:.2f}s" for name, at in sorted(found.items(), key=lambda item: item[1]))
 
 
-def measure_medium(api: Api, agents: dict[str, Agent], runs: int, *, cold: bool) -> dict[str, list[Run]]:
-    label = "cold" if cold else "warm"
+def measure_medium(api: Api, agents: dict[str, Agent], runs: int, *, cold: bool,
+                   installer_warm: bool = False) -> dict[str, list[Run]]:
+    """The medium set's task: cold (caches wiped first; with `installer_warm` the agents'
+    environment caches only, after one uncounted run per agent that fills the installers'
+    caches) or warm."""
+    label = ("coldwarm" if installer_warm else "cold") if cold else "warm"
+    if installer_warm:
+        for agent in agents.values():
+            check(run_task(api, agent, f"{label}-fill", MEDIUM_PY, MEDIUM, timeout=600), f"{label} fill", api)
+            wait_bytecode(agent)
 
     def one(agent: Agent, i: int) -> Run:
         if cold:
-            agent.wipe_caches()
+            agent.wipe_caches(keep_installer=installer_warm)
         run = check(run_task(api, agent, f"{label}-{i}", MEDIUM_PY, MEDIUM, timeout=600, jitter=True),
                     f"{label} build", api)
         settle = wait_bytecode(agent)
@@ -864,9 +880,12 @@ def row_floors(floors: dict[str, dict[str, float]]) -> dict[str, Floor]:
     if w := floors.get("warm"):
         out["imported"] = Floor(w["import_s"], f"bare `import numpy, pandas, sklearn` in a uv venv of the set: "
                                 f"{w['import_s']:.2f} s", "≤1.2x", lambda _, ratio: ratio <= 1.2)
-    if c := floors.get("cold"):
-        out["cold"] = Floor(c["build_s"], f"`uv venv` + `uv pip install` of the set, warm uv cache: "
-                            f"{c['build_s']:.2f} s", "≤1.2x", lambda _, ratio: ratio <= 1.2)
+    if c := floors.get("cold"):   # unlike the row (it empties uv's cache too): shown, not judged
+        out["cold"] = Floor(c["build_s"], f"`uv venv` + `uv pip install` of the set, warm uv cache "
+                            f"(this row empties it): {c['build_s']:.2f} s")
+    if c := floors.get("coldwarm"):
+        out["coldwarm"] = Floor(c["build_s"], f"`uv venv` + `uv pip install` of the set, warm uv cache: "
+                                f"{c['build_s']:.2f} s", "≤1.2x", lambda _, ratio: ratio <= 1.2)
     if lg := floors.get("logs"):
         out["logs"] = Floor(lg["rate"], f"the same task + a bare reader of its pipe in large chunks: "
                             f"{lg['rate']:,.0f} lines/s", "≥350k lines/s", lambda figure, _: figure >= 350_000,
@@ -984,6 +1003,22 @@ def _cold_rows(c: dict, add, fl: dict[str, Floor], ft: dict) -> tuple:
     return target
 
 
+def _coldwarm_rows(c: dict, add, fl: dict[str, Floor], ft: dict) -> None:
+    """Cold build with the installers' download caches warm: the definition of its floor."""
+    add(ratio_row("cold build, installer cache warm: enqueue → first line", since(c[CML], "first"),
+                  since(c[SY], "first"), None, floor=fl.get("coldwarm"), floor_targets=ft))
+    add(ratio_row("cold build, installer cache warm: enqueue → imports done", since(c[CML], "imported"),
+                  since(c[SY], "imported"), None))
+
+
+def _build_rows(results: dict, add, fl: dict[str, Floor], ft: dict, targets: dict) -> None:
+    """The cold build rows: every cache empty, then the installers' download caches warm."""
+    if "cold" in results:
+        targets["cold build ≥3x"] = _cold_rows(results["cold"], add, fl, ft)
+    if "coldwarm" in results:
+        _coldwarm_rows(results["coldwarm"], add, fl, ft)
+
+
 def _abort_rows(ab: dict, add, fl: dict[str, Floor], ft: dict) -> None:
     """How long tasks.stop takes to end the task process, and to mark the task stopped."""
     add(ratio_row("abort: tasks.stop → task process gone", [r["gone"] for r in ab[CML]],
@@ -1017,8 +1052,7 @@ def report(args, info: dict, results: dict, targets: dict, floor_targets: dict |
         targets["pickup (p50) ≥10x"] = _pickup_rows(results["pickup"], add, fl, ft)
     if "warm" in results:
         targets["warm start ≥10x"] = _warm_rows(results["warm"], add, fl, ft)
-    if "cold" in results:
-        targets["cold build ≥3x"] = _cold_rows(results["cold"], add, fl, ft)
+    _build_rows(results, add, fl, ft, targets)
     if "logs" in results:
         log_rows, targets["zero lines lost"] = _log_rows(args, results["logs"], fl.get("logs"), ft)
         rows += log_rows
@@ -1066,6 +1100,12 @@ METHOD = """\
   every wheel again from the loopback index. Shipyard byte-compiles a new cache entry in the
   background after publishing it; the bench waits for that before the next measurement (its
   duration is noted), and the "imports done" row shows what a not-yet-compiled env costs.
+- **cold build, installer cache warm** (`--only coldwarm`): the same task after wiping only the
+  agents' environment caches (clearml-agent: venvs dir and venv cache; Shipyard: env cache and
+  task dirs), keeping the installers' download caches (clearml-agent's pip cache and pip
+  download cache, Shipyard's uv cache), after one uncounted run per agent that fills them. This
+  is the floor's definition (a fresh venv from a warm uv cache), so this row carries the ≤1.2x
+  target; the everything-empty row above shows that floor only for reference.
 - **log throughput**: a task prints N lines of ~90 characters in a tight `print` loop (both
   agents run tasks unbuffered: clearml-agent with `python -u`, Shipyard with
   `PYTHONUNBUFFERED=1`). Rate = distinct expected lines in the task log ÷ (task's first line →
@@ -1094,7 +1134,7 @@ METHOD = """\
   spawn (target ≤2x). warm start → imports done: a bare `python -c "import numpy, pandas,
   sklearn"` in a venv of the set that uv built from Shipyard's warm uv cache (after one untimed
   import, as a warm environment has its byte code). cold build → first line: `uv venv` + `uv pip
-  install` of the set into a fresh venv from that warm cache. log throughput: the same task,
+  install` of the set into a fresh venv from that warm cache (median of 3, after each cold section). log throughput: the same task,
   unbuffered as Shipyard runs it, read by a bare reader of its pipe in large chunks counting
   lines, first line → exit (bench_logs's `pipe_floor`). abort → process gone: SIGTERM → a
   sleeping child's exit (bench_abort's `floor_signal`) + one loopback round trip (the long-poll
@@ -1114,7 +1154,8 @@ METHOD = """\
   cache (`agent.venvs_cache`, on by default, 10 entries), re-uses its venvs dir, its pip HTTP/wheel
   cache and its pip download cache; Shipyard keeps its content-addressed env cache and uv's cache.
   Warm rows run with all of them full, cold rows with all of them emptied (same policy for both:
-  every package is downloaded again from the loopback index).
+  every package is downloaded again from the loopback index), the "installer cache warm" cold
+  rows with the environment caches emptied and the download caches full (again the same for both).
 - **Each agent's default installer**: pip (`agent.package_manager.type: pip`, clearml-agent's
   default) for clearml-agent, uv for Shipyard. clearml-agent can be configured to use uv
   (`uv_replace_pip`); that is not what it does out of the box, so it is not what is measured.
@@ -1247,7 +1288,7 @@ def run_at(rev: str, argv: list[str], out: Path) -> int:
         shutil.rmtree(tree, ignore_errors=True)
 
 
-SECTIONS = ("footprint", "pickup", "logs", "abort", "cold", "warm", "docker", "server")
+SECTIONS = ("footprint", "pickup", "logs", "abort", "cold", "coldwarm", "warm", "docker", "server")
 
 
 def _fill_defaults(args) -> None:
@@ -1262,7 +1303,7 @@ def _fill_defaults(args) -> None:
     args.server_s = args.server_s or (2.0 if q else 5.0)
 
 
-def floor_venv(bench: Bench) -> VenvFloor:
+def floor_venv(bench: Bench, requirements: str = MEDIUM) -> VenvFloor:
     """The cold-build and warm-start floors' venv: uv, with Shipyard's uv cache and the loopback index."""
     from sandbox.pyenv import find_uv
 
@@ -1270,7 +1311,7 @@ def floor_venv(bench: Bench) -> VenvFloor:
     if uv is None:
         raise RuntimeError("no uv binary")
     env = {**_scrubbed(dict(os.environ)), **bench.env, "UV_CACHE_DIR": str(bench.work / "sy" / "uv-cache")}
-    return VenvFloor(uv, MEDIUM, env)
+    return VenvFloor(uv, requirements, env)
 
 
 def measure_floor(section: str, bench: Bench, args, venv: Callable[[], VenvFloor]) -> dict[str, float] | None:
@@ -1284,7 +1325,8 @@ def measure_floor(section: str, bench: Bench, args, venv: Callable[[], VenvFloor
                                                    for _ in range(3))},
         "abort": lambda: {"signal_ms": floor_signal(3), "rtt_ms": floor_rtt(api, 10)},
         "footprint": lambda: {"rss_mb": statistics.median(idle_python_rss_mb() for _ in range(3))},
-        "cold": lambda: {"build_s": venv().build_s()},
+        "cold": lambda: {"build_s": statistics.median(venv().build_s() for _ in range(3))},
+        "coldwarm": lambda: {"build_s": statistics.median(venv().build_s() for _ in range(3))},
         "warm": lambda: {"import_s": venv().import_s("numpy, pandas, sklearn")},
     }
     measure = measures.get(section)
@@ -1352,6 +1394,8 @@ def _measure_sections(bench: Bench, args, only: list[str], t0: float, results: d
         ("logs", f"log throughput, {args.lines:,} lines", lambda: measure_logs(api, agents, args.lines)),
         ("abort", "abort", lambda: measure_abort(api, agents, args.abort_runs)),
         ("cold", "cold build", lambda: measure_medium(api, agents, args.cold_runs, cold=True)),
+        ("coldwarm", "cold build, installer cache warm",
+         lambda: measure_medium(api, agents, args.cold_runs, cold=True, installer_warm=True)),
         ("warm", "warm start", lambda: measure_medium(api, agents, args.warm_runs, cold=False)),
         ("docker", "docker mode", lambda: measure_docker(bench, args.warm_runs, args.docker_image)),
         ("server", "server", lambda: measure_server(bench.server, args.server_s)),

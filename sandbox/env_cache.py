@@ -556,13 +556,15 @@ class EnvCache:
             venv = build_dir / VENV
             frozen = self.builder.build(python, reqs, venv, log)
             compiled = self.compile_bytecode == "sync" and compile_bytecode(venv_python(venv), venv)
-            manifest.save(build_dir / MANIFEST, manifest.seal(venv))
+            stamps = manifest.seal(venv)   # one walk: sealed, stamped, and sized from the stamps
+            manifest.save(build_dir / MANIFEST, stamps)
+            size = manifest.tree_size(stamps) + (build_dir / MANIFEST).stat().st_size
             if compiled:
-                _write_marker(build_dir / BYTECODE_MARKER, {"size": _disk_usage(build_dir)})
+                _write_marker(build_dir / BYTECODE_MARKER, {"size": size})
             meta = {
                 "key": key, "python": python.identity(), "requirements": reqs.canonical(),
                 "extra": extra, "frozen": frozen, "built_at": str(venv),
-                "created": time.time(), "size": _disk_usage(build_dir),
+                "created": time.time(), "size": size,
             }
             (build_dir / META).write_text(json.dumps(meta, indent=1))
             (build_dir / LAST_USED).touch()

@@ -72,6 +72,20 @@ def seal(root: Path, only_bytecode: bool = False) -> Stamps:
     return stamps
 
 
+def tree_size(stamps: Stamps) -> int:
+    """Bytes in the stamped files (each hard-linked file once) and symlinks: the size of the
+    sealed tree without walking it again."""
+    seen: set[int] = set()
+    total = 0
+    for value in stamps.values():
+        if value[0] == "->":
+            total += len(os.fsencode(value[1]))
+        elif value[0] not in seen:
+            seen.add(value[0])
+            total += value[1]
+    return total
+
+
 def stamp(st: os.stat_result) -> list:
     return [st.st_ino, st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode)]
 

@@ -108,7 +108,7 @@ def test_venv_floor_builds_and_imports(tmp_path):
     import os
     from pathlib import Path
 
-    from bench.floors import VenvFloor, idle_python_rss_mb
+    from bench.floors import VenvFloor, compile_s, idle_python_rss_mb
     from sandbox.pyenv import find_uv
 
     wheels = Path.home() / ".cache" / "shipyard-bench" / "wheelhouse"
@@ -120,8 +120,40 @@ def test_venv_floor_builds_and_imports(tmp_path):
     floor = VenvFloor(uv, "idna\n", env)
     try:
         assert floor.build_s() > 0 and floor.venv_python is not None and floor.venv_python.exists()
+        # the first import of a fresh venv leaves no byte code; it names the sources it loaded
+        assert floor.first_import_s("idna") > 0
+        sources = floor.imported_sources("idna")
+        assert any(src.endswith("idna/__init__.py") for src in sources)
+        assert not list((floor.venv_python.parents[1] / "lib").glob("python3*/site-packages/idna/__pycache__"))
+        assert compile_s(sources) > 0 and compile_s(sources, 2) > 0
         assert floor.import_s("idna", runs=1) > 0
         assert list((floor.venv_python.parents[1] / "lib").glob("python3*/site-packages/idna/__pycache__/*.pyc"))
     finally:
         floor.close()
     assert 5 < idle_python_rss_mb(settle_s=0.1) < 500
+
+
+def test_the_installer_cache_warm_row_carries_the_cold_floor_target():
+    """The cold-build floor keeps uv's cache warm: its ≤1.2x target is judged on the row that
+    keeps the installers' caches too, and only shown next to the everything-empty row."""
+    results = {"cold": {sxs.CML: _runs(sxs.CML, [30.0]), sxs.SY: _runs(sxs.SY, [4.0])},
+               "coldwarm": {sxs.CML: _runs(sxs.CML, [28.0]), sxs.SY: _runs(sxs.SY, [0.5])},
+               "floors": {"cold": {"build_s": 0.4}, "coldwarm": {"build_s": 0.4}}}
+    floor_targets: dict = {}
+    table = sxs.report(argparse.Namespace(lines=1), {}, results, {}, floor_targets)
+    warm_cache = _row(table, "cold build, installer cache warm: enqueue → first line")
+    assert warm_cache[5].startswith("**1.25x**; ≤1.2x: **missed**")
+    everything_empty = _row(table, "cold build, medium set: enqueue → first line")
+    assert "this row empties it" in everything_empty[4] and "met" not in everything_empty[5]
+    assert list(floor_targets) == ["cold build, installer cache warm: enqueue → first line: ≤1.2x"]
+
+
+def test_a_cold_build_with_the_installer_cache_warm_keeps_only_the_download_caches(tmp_path):
+    caches = [tmp_path / name for name in ("venvs", "uv-cache", "tasks", "pip-cache", "pip-download-cache")]
+    for path in caches:
+        path.mkdir()
+    agent = sxs.Agent("a", "q", "w", None, tmp_path / "log", caches, lambda: None)  # type: ignore[arg-type]
+    agent.wipe_caches(keep_installer=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pip-cache", "pip-download-cache", "uv-cache"]
+    agent.wipe_caches()
+    assert list(tmp_path.iterdir()) == []

@@ -423,3 +423,18 @@ def test_link_tree_skips_bytecode_being_written(tmp_path):
     stats = link_tree(tmp_path / "src", tmp_path / "dst", str(tmp_path / "src"), str(tmp_path / "dst"))
     assert sorted(os.listdir(tmp_path / "dst" / "pkg" / "__pycache__")) == ["m.cpython-311.pyc"]
     assert (tmp_path / "dst" / "pkg" / "data.bin.1").is_file() and stats.linked == 2
+
+
+def test_entry_size_comes_from_the_seal_without_a_second_walk(builder, tmp_path):
+    # Given an entry built with bytecode off (nothing changes it after the build)
+    cache = EnvCache(tmp_path / "cache", builder=builder, compile_bytecode="off")
+    result = cache.materialize("six==1.16.0", PYTHON, tmp_path / "t", log=print)
+    entry = cache.root / "entries" / result.key
+    # Then the size recorded from the seal's stamps is what a walk of its venv and manifest finds
+    walked: dict[int, int] = {}
+    for path in [*(entry / "venv").rglob("*"), entry / "manifest.json"]:
+        st = path.lstat()
+        if not stat.S_ISDIR(st.st_mode):
+            walked[st.st_ino] = st.st_size
+    assert json.loads((entry / "meta.json").read_text())["size"] == sum(walked.values())
+    result.lease.close()
