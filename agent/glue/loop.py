@@ -2,7 +2,8 @@
 
     register → { loop: claim more tasks, up to max_jobs  |  thread: watch the engine's jobs } → unregister
 
-Claim: the daemon's long-poll and leases (agent/daemon/poller.py); each claim is built into a
+Claim: the daemon's long-poll and leases (agent/daemon/poller.py), from `claim_threads` claimers
+(each reserves room first, so together they never pass max_jobs); each claim is built into a
 `JobRequest` (agent/glue/request.py) and submitted from a small thread pool, with a key minted
 for that task (agent/execution/taskkey.py; the job never sees the glue's key): marking the claim
 started and minting its key is one `tasks.start_run` where the server offers it, two calls elsewhere.
@@ -61,8 +62,10 @@ class GlueLoop:
     # -- the loop -------------------------------------------------------------------------------
     def work(self) -> int:
         queues = self._resolve()
-        source = TaskSource(self.api, queues, long_poll_s=min(self.settings.watch_s, 30.0), stop=self.stop,
-                            lease_s=self.settings.lease_s, worker=self.settings.worker, with_task=True)
+        sources = [TaskSource(self.api, queues, long_poll_s=min(self.settings.watch_s, 30.0), stop=self.stop,
+                              lease_s=self.settings.lease_s, worker=self.settings.worker, with_task=True)
+                   for _ in range(max(1, self.settings.claim_threads))]
+        source = sources[0]
         if not source.lease_s:
             self._say("the server offers no leases (not a Shipyard server): a glue needs them; stopping")
             return 1
@@ -75,18 +78,28 @@ class GlueLoop:
                   f"{self.engine.name} (up to {self.settings.max_jobs} job(s))")
         watcher = threading.Thread(target=self._watching, name="glue-watch", daemon=True)
         watcher.start()
+        claimers = [threading.Thread(target=self._claiming, args=(extra, queues, pool), name=f"glue-claim-{n}",
+                                     daemon=True) for n, extra in enumerate(sources[1:], 1)]
+        for claimer in claimers:
+            claimer.start()
         try:
-            while not self._should_stop():
-                self._claim(source, queues, pool)
+            self._claiming(source, queues, pool)
         finally:
             self.stop.set()
-            source.close()
+            for claimer in claimers:
+                claimer.join(60)
+            for each in sources:
+                each.close()
             pool.shutdown(wait=True)
             watcher.join(30)
             reporter.stop()
             reporter.unregister()
             self._say(f"glue {self.settings.worker} stopped after claiming {self.claimed} task(s)")
         return 0
+
+    def _claiming(self, source: TaskSource, queues: list[Queue], pool: ThreadPoolExecutor) -> None:
+        while not self._should_stop():
+            self._claim(source, queues, pool)
 
     def _should_stop(self) -> bool:
         return self.stop.is_set() or (self.max_tasks is not None and self.claimed >= self.max_tasks
@@ -126,7 +139,10 @@ class GlueLoop:
     # -- claim ----------------------------------------------------------------------------------
     def _room(self) -> int:
         with self._lock:
-            used = len(self.follower.active) + self._inflight + len(self._held)
+            return self._room_locked()
+
+    def _room_locked(self) -> int:
+        used = len(self.follower.active) + self._inflight + len(self._held)
         room = self.settings.max_jobs - used
         if self.max_tasks is not None:
             room = min(room, self.max_tasks - self.claimed)
@@ -139,20 +155,34 @@ class GlueLoop:
             return
         deadline = time.monotonic() + self.settings.watch_s
         wait_s: float = self.settings.watch_s
-        while self._room() > 0 and time.monotonic() < deadline and not self.stop.is_set():
+        while time.monotonic() < deadline and not self.stop.is_set() and self._reserve():
             try:
                 claim = source.next(queues, wait_s)
             except (ServerUnreachable, ServerError) as exc:
+                self._unreserve()
                 self._say(f"could not reach the queue: {exc}; retrying")
                 self.stop.wait(self.settings.retry_s)
                 return
             if claim is None:
+                self._unreserve()
                 return
-            self.claimed += 1
-            with self._lock:
-                self._inflight += 1
             pool.submit(self._submit, claim, self._specs[claim.queue.id])
             wait_s = 0.0
+
+    def _reserve(self) -> bool:
+        """Room for one more claim, taken before asking (several claimers never overshoot
+        max_jobs or max_tasks): counted as claimed and in flight until `_unreserve`."""
+        with self._lock:
+            if self._room_locked() <= 0:
+                return False
+            self.claimed += 1
+            self._inflight += 1
+            return True
+
+    def _unreserve(self) -> None:
+        with self._lock:
+            self.claimed -= 1
+            self._inflight -= 1
 
     def _submit(self, claim: Claim, spec: QueueSpec) -> None:
         try:

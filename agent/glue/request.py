@@ -54,6 +54,9 @@ class GlueSettings:
     watch_s: float = 1.0
     retry_s: float = 5.0
     submit_threads: int = 8
+    claim_threads: int = 2
+    """Claimers, each with its own long-poll: one claim is a round trip, and a single claimer made
+    the hand-over follow the server's latency instead of the engine's submit rate."""
 
 
 def parse_queue(text: str) -> QueueSpec:

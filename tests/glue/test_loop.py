@@ -220,6 +220,17 @@ def test_max_jobs_bounds_what_is_handed_over(server):
         until(lambda: len(engine.submitted) == 3)
 
 
+def test_several_claimers_hand_each_task_over_once_and_never_past_max_jobs(server):
+    engine = MemoryEngine()
+    tasks = {enqueue(server) for _ in range(40)}
+    with running(server, engine, max_jobs=25, claim_threads=4):
+        until(lambda: len(engine.submitted) == 25)
+        time.sleep(0.2)
+        assert len(engine.submitted) == 25
+        handed = [request.task_id for request in engine.submitted]
+        assert len(set(handed)) == 25 and set(handed) <= tasks
+
+
 def test_a_restarted_glue_finds_its_jobs_and_neither_loses_nor_duplicates_a_task(server):
     engine = MemoryEngine()
     tasks = [enqueue(server) for _ in range(3)]
