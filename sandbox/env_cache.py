@@ -106,6 +106,7 @@ from sandbox.exposure import Exposures
 from sandbox.linkfarm import LinkStats, give_tree, link_tree
 from sandbox.manifest import TamperedEntry, remove_tree
 from sandbox.overlay import make_overlay
+from sandbox.proc import module_env
 from sandbox.pyenv import EnvBuilder, Interpreter, compile_bytecode, probe, venv_python
 from sandbox.requirements import RequirementSet, parse_requirements
 from sandbox.shared_cache import SharedCache
@@ -128,21 +129,16 @@ MANIFEST, BYTECODE_MANIFEST = "manifest.json", "bytecode-manifest.json"
 BYTECODE_MARKER, STAGING = "BYTECODE-COMPLETE", "bytecode-staging"
 BYTECODE_MODES = ("background", "sync", "off")
 
-_IMPORT_ROOT = str(Path(__file__).resolve().parents[1])
-"""The directory holding the `sandbox` package, for the compiler's PYTHONPATH."""
-
 _DETACH = '"$@" </dev/null >/dev/null 2>&1 &'
 """sh runs the compiler in the background and exits at once; the compiler is reparented."""
 
 
 def start_compiler(root: Path, key: str, lock_timeout: float) -> None:
     """Start a detached compiler for entry `key` of the cache at `root`; do not wait for it."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_IMPORT_ROOT, env.get("PYTHONPATH")) if p)
     command = [sys.executable, "-m", "sandbox.bytecode", str(root), key, str(lock_timeout)]
     subprocess.run(
         ["/bin/sh", "-c", _DETACH, "sh", *command],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=module_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, check=False, timeout=60,
     )
 

@@ -2,7 +2,9 @@
 
 `subprocess.run(timeout=...)` kills only the direct child; git's `git-remote-https` or a
 package build started by uv would keep the output pipes open and the wait would hang. The
-command runs in its own session, and on timeout the whole process group is killed.
+command runs in its own session, and on timeout the whole process group is killed
+(`kill_group`, also for callers that start their own sessions). `module_env()` is the
+environment for `python -m <one of our modules>` children (the byte-compiler, the prebuild).
 """
 from __future__ import annotations
 
@@ -12,6 +14,16 @@ import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+_IMPORT_ROOT = str(Path(__file__).resolve().parents[1])
+"""The directory holding the project's packages."""
+
+
+def module_env() -> dict[str, str]:
+    """This process's environment with the project's packages first on PYTHONPATH."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_IMPORT_ROOT, env.get("PYTHONPATH")) if p)
+    return env
 
 
 def run_captured(
@@ -31,12 +43,14 @@ def run_captured(
         try:
             stdout, stderr = proc.communicate(stdin, timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            kill_group(proc)
             proc.communicate()
             raise
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
-def _kill_group(proc: subprocess.Popen[str]) -> None:
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the session `proc` leads (started with start_new_session=True): its children too,
+    even after `proc` itself has exited."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)

@@ -80,6 +80,23 @@ class Api:
         return self.call("events.add_batch", body=payload, headers={"Content-Type": "application/json-lines"})
 
 
+def client_env(api_url: str, files_url: str, web_url: str) -> dict[str, str]:
+    """Environment for a clearml client process pointed at these addresses, with the admin key."""
+    return {"CLEARML_API_HOST": api_url, "CLEARML_FILES_HOST": files_url, "CLEARML_WEB_HOST": web_url,
+            "CLEARML_API_ACCESS_KEY": ACCESS_KEY, "CLEARML_API_SECRET_KEY": SECRET_KEY}
+
+
+def until(check, timeout_s: float = 5.0):
+    """Poll `check` every 10 ms until it returns something true (returned); AssertionError at the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
 @dataclass
 class ServerProcess:
     proc: subprocess.Popen
@@ -95,9 +112,7 @@ class ServerProcess:
 
     def env(self) -> dict[str, str]:
         """Environment for a clearml client process pointed at this server."""
-        return {"CLEARML_API_HOST": self.api_url, "CLEARML_FILES_HOST": self.files_url,
-                "CLEARML_WEB_HOST": self.web_url, "CLEARML_API_ACCESS_KEY": ACCESS_KEY,
-                "CLEARML_API_SECRET_KEY": SECRET_KEY}
+        return client_env(self.api_url, self.files_url, self.web_url)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc.poll() is None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import requests
 
 from tests import pg
-from tests.helpers import ACCESS_KEY, SECRET_KEY, Api, ServerProcess, free_ports, start_server
+from tests.helpers import Api, ServerProcess, client_env, free_ports, start_server
 
 _LISTENERS = ("api", "files", "web")
 
@@ -90,9 +90,7 @@ class Front:
         return Api(self.api_url)
 
     def env(self) -> dict[str, str]:
-        return {"CLEARML_API_HOST": self.api_url, "CLEARML_FILES_HOST": self.files_url,
-                "CLEARML_WEB_HOST": self.web_url, "CLEARML_API_ACCESS_KEY": ACCESS_KEY,
-                "CLEARML_API_SECRET_KEY": SECRET_KEY}
+        return client_env(self.api_url, self.files_url, self.web_url)
 
     def stop(self) -> None:
         """Stopped with its Cluster."""

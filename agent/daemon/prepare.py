@@ -26,13 +26,11 @@ Docker mode: the task's image is pulled ahead; its venv is built in the containe
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import pickle
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -48,6 +46,7 @@ from sandbox.env_cache import EnvCache
 from sandbox.envsource import EnvSource
 from sandbox.git_workspace import prepare_workspace
 from sandbox.prebuild import RESULT_PREFIX, PrebuildJob
+from sandbox.proc import kill_group, module_env
 from sandbox.repo_cache import RepoCache
 from sandbox.requirements import from_script
 from shipyard.client.config import Settings
@@ -62,7 +61,6 @@ NICE = 10
 MAX_STARTS = 3
 """Tries ahead for one task: a claim of another task kills one, a failure ends them, and an
 unexpected error counts too, so nothing is tried for ever."""
-_IMPORT_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 @dataclass(frozen=True)
@@ -244,13 +242,11 @@ class Preparer:
 
     def _run_build(self, task_id: str, plan: Plan) -> tuple[dict | None, str]:
         """The build process to its end; (its result or None when it was killed, its output's tail)."""
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_IMPORT_ROOT, env.get("PYTHONPATH")) if p)
         with self._lock:
             if self._stop.is_set() or task_id in self._claimed:
                 return None, ""
             self.current = task_id
-            self._proc = subprocess.Popen([sys.executable, "-m", "sandbox.prebuild", str(NICE)], env=env,
+            self._proc = subprocess.Popen([sys.executable, "-m", "sandbox.prebuild", str(NICE)], env=module_env(),
                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                           start_new_session=True)
         proc = self._proc
@@ -267,8 +263,7 @@ class Preparer:
     def _kill(self) -> None:
         proc = self._proc
         if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)   # its own session: uv and the resolver go too
+            kill_group(proc)   # its own session: uv and the resolver go too
 
     def _hurry(self) -> None:
         """The claimed task's pickup now waits for this build: back to normal CPU priority where

@@ -9,7 +9,6 @@ Skipped where the shared loop (agent/glue/loop.py) is not there.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,6 +22,7 @@ from agent.glue.k8s import KubernetesEngine  # noqa: E402
 from agent.glue.k8s_pod import PodSettings  # noqa: E402
 from agent.glue.request import GlueSettings, QueueSpec  # noqa: E402
 from agent.taskserver.memory import InMemoryTaskServer  # noqa: E402
+from tests import helpers  # noqa: E402
 from tests.k8s_fake import FakeKubernetes  # noqa: E402
 
 
@@ -66,13 +66,7 @@ def glue(api: InMemoryTaskServer, cluster: FakeKubernetes) -> Iterator[None]:
 
 
 def until(check, timeout_s: float = 10.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
+    return helpers.until(check, timeout_s)
 
 
 def job_of(cluster: FakeKubernetes, task: str, attempt: int = 1) -> str:

@@ -17,6 +17,7 @@ from agent.glue.memory import MemoryEngine
 from agent.glue.request import GlueSettings, QueueSpec, parse_queue
 from agent.taskserver.memory import InMemoryTaskServer
 from shipyard.protocol import START_RUN
+from tests.helpers import until
 
 
 def settings(**overrides) -> GlueSettings:
@@ -56,16 +57,6 @@ def running(api: InMemoryTaskServer, engine: MemoryEngine, **overrides) -> Itera
         stop.set()
         thread.join(10)
         assert not thread.is_alive()
-
-
-def until(check, timeout_s: float = 5.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
 
 
 def doc(api: InMemoryTaskServer, task: str) -> dict:
