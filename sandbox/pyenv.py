@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox import install_errors
+from sandbox import install_errors, seed
 from sandbox.proc import run_captured
 from sandbox.requirements import RequirementSet
 from sandbox.torch_resolve import with_credentials
@@ -240,16 +240,24 @@ class EnvBuilder:
     def _build_with_uv(
         self, uv: Path, python: Interpreter, requirements: RequirementSet, target: Path, log: Log
     ) -> list[str]:
-        seed = ["--seed"] if self.seed_pip else []
-        proc = self._run([str(uv), "venv", "--quiet", *seed, "--python", str(python.path), str(target)])
+        proc = self._run([str(uv), "venv", "--quiet", "--python", str(python.path), str(target)])
         if proc.returncode != 0:
             raise _UvUnusable(install_errors.reason(proc.stderr))
-        if requirements:
-            log(f"installing {len(requirements.requirements)} requirement lines with uv")
-            self._install(
-                [str(uv), "pip", "install", "--python", str(venv_python(target))], requirements, uv_install=True,
-                log=log,
-            )
+        seeding = seed.start_seed(uv, python.path, target, self._environment()) if self.seed_pip else None
+        try:
+            if requirements:
+                log(f"installing {len(requirements.requirements)} requirement lines with uv")
+                self._install(
+                    [str(uv), "pip", "install", "--python", str(venv_python(target))], requirements, uv_install=True,
+                    log=log,
+                )
+        except BaseException:
+            if seeding is not None:
+                seed.abandon(seeding)
+            raise
+        why = seed.finish_seed(seeding, target, self.timeout) if seeding is not None else None
+        if why is not None:
+            raise _UvUnusable(f"could not seed pip: {install_errors.reason(why)}")
         proc = self._run([str(uv), "pip", "freeze", "--python", str(venv_python(target))])
         if proc.returncode != 0:
             raise _UvUnusable(install_errors.reason(proc.stderr))
