@@ -193,6 +193,9 @@ class EnvResult:
     seconds: float
     lease: Lease | None = field(default=None, compare=False, hash=False, repr=False)
     """Holds the entry for the run (None when not cached): close it when the run has ended."""
+    after_start: Callable[[], None] = field(default=lambda: None, compare=False, hash=False, repr=False)
+    """With `materialize(bytecode_later=True)`: starts the entry's background byte-compiler if
+    it needs one; call it once the task is spawned (a second call does nothing)."""
 
 
 @dataclass(frozen=True)
@@ -242,6 +245,7 @@ class EnvCache:
         log: Log = print,
         owner: Owner | None = None,
         standalone: bool = False,
+        bytecode_later: bool = False,
     ) -> EnvResult:
         """Make `target` a venv with `requirements` installed, from the cache when possible.
 
@@ -250,7 +254,9 @@ class EnvCache:
         task of that user counts as one that cannot write them. Close the result's lease when
         the run has ended (a run without a cached entry gets one too: its task, of the agent's
         user, could write the cache). `standalone` (`shipyard build`, no task runs): a checked
-        hard-link farm that outlives the cache entry, no lease. Raises RequirementsError /
+        hard-link farm that outlives the cache entry, no lease. `bytecode_later`: the background
+        byte-compiler is started by the result's `after_start`, not here (its fork, ~5-25 ms,
+        stays off the way to the task's first line). Raises RequirementsError /
         InfrastructureError from the build.
         """
         started = time.monotonic()
@@ -274,12 +280,13 @@ class EnvCache:
             (frozen, lease), hit = reused, True
         if standalone:
             lease.release()
-        if self.compile_bytecode != "off":
-            self._ensure_bytecode(key, log)
+        compiler = _Once(lambda: self._ensure_bytecode(key, log) if self.compile_bytecode != "off" else None)
+        if not bytecode_later:
+            compiler()
         if not hit and self.max_bytes is not None:
             self.prune(self.max_bytes, log=log, keep=(key,))
         return EnvResult(venv_python(target), frozen, hit, key, time.monotonic() - started,
-                         None if standalone else lease)
+                         None if standalone else lease, compiler)
 
     def ensure(
         self,
@@ -660,6 +667,18 @@ class EnvCache:
 
     def _use_lock_path(self, key: str) -> Path:
         return self.root / "locks" / f"{key}.use.lock"
+
+
+class _Once:
+    """`fn` on the first call, nothing on later ones."""
+
+    def __init__(self, fn: Callable[[], object]):
+        self._fn: Callable[[], object] | None = fn
+
+    def __call__(self) -> None:
+        fn, self._fn = self._fn, None
+        if fn is not None:
+            fn()
 
 
 _Handed = tuple[list[str], Lease]

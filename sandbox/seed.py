@@ -105,7 +105,7 @@ def site_packages(venv: Path) -> Path:
 
 def _dist_name(dist_info: str) -> str:
     """`setuptools-84.2.1.dist-info` -> `setuptools` (PEP 503 normalized)."""
-    return re.sub(r"[-_.]+", "-", dist_info.rsplit("-", 1)[0]).lower()
+    return re.sub(r"[-_.]+", "-", dist_info.removesuffix(".dist-info").rsplit("-", 1)[0]).lower()
 
 
 def _record(info: Path) -> tuple[set[str], set[str]]:

@@ -159,7 +159,8 @@ def _environment(source: EnvSource, script: dict, target: Path, settings: Settin
     requirements as installed (absent local files replaced by names) and the Python used."""
     requirements, install, python, extra = install_inputs(source, script, settings, log)
     return requirements, python, env_cache.materialize(install, python, target / "venv", extra=extra, log=log,
-                                                       owner=owner, standalone=standalone)
+                                                       owner=owner, standalone=standalone,
+                                                       bytecode_later=not standalone)
 
 
 def install_inputs(source: EnvSource, script: dict, settings: Settings,

@@ -82,12 +82,16 @@ class LocalExecutor:
         except OSError as exc:
             as_user = f" as user {self.user.name} (it must be able to read and run it)" if self.user else ""
             raise TaskError(f"could not start {argv[0]}{as_user}: {exc}") from None
+        finally:
+            built.env.after_start()   # the entry's byte-compiler, once the task is on its way
 
     def finish(self, prepared: Prepared, launched: LocalLaunch) -> RunResult:  # noqa: ARG002
         info = launched.child.exit_info()
         return RunResult(ExitStatus(info.returncode, info.signalled, info.killed))
 
     def cleanup(self) -> None:
+        if self.built is not None:
+            self.built.env.after_start()   # a run that never started still leaves the entry compiled
         shutil.rmtree(self.context.target, ignore_errors=True)
         if self.built is not None and self.built.in_use is not None:
             self.built.in_use.close()   # the cache entry may be evicted from now on

@@ -24,8 +24,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
+from concurrent.futures import wait as futures_wait
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from agent.execution import lifecycle, taskconf, taskenv
 from agent.execution.build import BuiltTask
@@ -46,6 +47,7 @@ from shipyard.protocol import RETRYABLE, OutcomeKind, TaskStatus
 from shipyard.redact import Redactor
 
 log = logging.getLogger("shipyard.agent.runner")
+_T = TypeVar("_T")
 ExecutorFactory = Callable[[RunContext], Executor[Any]]
 """Builds the run's executor from its context (tests pass an in-process one)."""
 SHUTDOWN_ABORT: tuple[str, str] = (OutcomeKind.AGENT_SHUTDOWN, "the agent was asked to stop twice and aborted the task")
@@ -135,9 +137,10 @@ class TaskRun:
             if isinstance(prepared, Outcome):
                 return prepared
             self.timings["build_s"] = time.monotonic() - started
-            self._write_back(task, prepared.frozen, prepared.workspace.commit, prepared.runtime)
+            self._default_output(task)   # before the spawn: the task's SDK reads it when it starts
             stopped = self._stopped_before_start(watch)
             if stopped is not None:
+                self._record_build(task, prepared.frozen, prepared.workspace.commit, prepared.runtime)
                 return stopped
             return self._execute(task, prepared, watch)
         finally:
@@ -273,10 +276,12 @@ class TaskRun:
                          max_runtime_s=self._max_runtime(task), attempt=self.attempt, lease_s=agent.lease_s,
                          keepalive=keepalive, keepalive_s=self.task_keys.renew_every_s).start()
 
-    def _write_back(self, task: dict, frozen: list[str] | None, commit: str | None,
-                    runtime: Mapping[str, str] | None = None) -> None:
+    def _record_build(self, task: dict, frozen: list[str] | None, commit: str | None,
+                      runtime: Mapping[str, str] | None = None) -> None:
         """Record what was really used: the resolved commit, the frozen requirements and (runtime
-        info) where the environment came from."""
+        info) where the environment came from. Done once the task is spawned, while its
+        interpreter starts: a record for the task's page, not an input the task reads (issue 24,
+        two round trips off the pickup path)."""
         script = task.get("script") or {}
         original = (script.get("requirements") or {}).get("pip")
         edit: dict[str, Any] = {}
@@ -290,9 +295,8 @@ class TaskRun:
                     "pip": frozen, "org_pip": original if original is not None else "", "conda": ""}})
             if edit:
                 self.api.call("tasks.edit", {"task": self.task_id, "force": True, **edit})
-        except ServerError as exc:
+        except (ServerError, ServerUnreachable) as exc:
             self.note(f"could not record the frozen environment: {exc}")
-        self._default_output(task)
 
     def _default_output(self, task: dict) -> None:
         """A task with no output destination gets the agent's sdk.development.default_output_uri
@@ -313,12 +317,16 @@ class TaskRun:
         try:
             launched = self.executor.start(task, prepared)
         except TaskError as exc:
+            self._record_build(task, prepared.frozen, prepared.workspace.commit, prepared.runtime)
             return Outcome(TaskStatus.FAILED, exc.kind, exc.reason)
         except InfrastructureError as exc:
+            self._record_build(task, prepared.frozen, prepared.workspace.commit, prepared.runtime)
             return Outcome(TaskStatus.FAILED, OutcomeKind.INFRASTRUCTURE, exc.reason)
         oom = OomSpotter(self.slot_env)
         readers = [OutputReader(launched.stdout_fd, _first_at_once(shipper, "info", oom.see), joined=True).start(),
                    OutputReader(launched.stderr_fd, _first_at_once(shipper, "error", oom.see), joined=True).start()]
+        recording = _in_thread(lambda: self._record_build(task, prepared.frozen, prepared.workspace.commit,
+                                                          prepared.runtime), "record-build")
         try:
             abort = self._supervise(launched, watch, lambda: all(reader.done.is_set() for reader in readers))
             if abort is None:
@@ -328,9 +336,10 @@ class TaskRun:
             for reader in readers:
                 reader.join(10)
             launched.close()
+            futures_wait([recording])
         result = self.executor.finish(prepared, launched)
         if result.frozen and not prepared.frozen:
-            self._write_back(task, result.frozen, None)
+            self._record_build(task, result.frozen, None)
         if abort is None and result.exit.returncode != 0 and oom.request_mb is not None and oom.seen:
             return self._outgrew(oom.request_mb, result)
         return self._outcome(result, abort)
@@ -436,9 +445,9 @@ class OomSpotter:
         return text
 
 
-def _in_thread(fn: Callable[[], dict]) -> Future[dict]:
+def _in_thread(fn: Callable[[], _T], name: str = "fetch-task") -> Future[_T]:
     """`fn()` on a daemon thread; its answer (or its exception) in the future."""
-    future: Future[dict] = Future()
+    future: Future[_T] = Future()
 
     def run() -> None:
         try:
@@ -446,7 +455,7 @@ def _in_thread(fn: Callable[[], dict]) -> Future[dict]:
         except BaseException as exc:  # noqa: BLE001 - raised again where the result is read
             future.set_exception(exc)
 
-    threading.Thread(target=run, name="fetch-task", daemon=True).start()
+    threading.Thread(target=run, name=name, daemon=True).start()
     return future
 
 

@@ -205,3 +205,37 @@ def _wait(condition, timeout: float = 3.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.01)
+
+
+class _SlowRecords(InMemoryTaskServer):
+    """set_requirements takes a while; when it began and ended is noted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.marks: list[str] = []
+
+    def call(self, endpoint: str, data=None, **kwargs):
+        if endpoint == "tasks.set_requirements":
+            self.marks.append("record begins")
+            time.sleep(0.3)
+            self.marks.append("record ends")
+        return super().call(endpoint, data, **kwargs)
+
+
+def test_the_build_is_recorded_while_the_task_starts(settings):
+    """Issue 24: the frozen requirements go to the server after the spawn, not before it."""
+    server = _SlowRecords()
+    task, _ = _queued(server, "exit:0")
+
+    class Frozen(FakeExecutor):
+        def prepare(self, task: dict) -> Prepared:
+            return Prepared(workspace=super().prepare(task).workspace, frozen=["six==1.16.0"])
+
+        def start(self, task: dict, prepared: Prepared) -> FakeLaunch:
+            server.marks.append("spawned")
+            return super().start(task, prepared)
+
+    run = TaskRun(server, settings, task, queue="q", executor_factory=Frozen, watch_check_s=0.02)
+    assert run.run().status == "completed"
+    assert server.marks == ["spawned", "record begins", "record ends"]
+    assert server.call("tasks.get_by_id", {"task": task})["task"]["script"]["requirements"]["pip"] == ["six==1.16.0"]

@@ -438,3 +438,18 @@ def test_entry_size_comes_from_the_seal_without_a_second_walk(builder, tmp_path)
             walked[st.st_ino] = st.st_size
     assert json.loads((entry / "meta.json").read_text())["size"] == sum(walked.values())
     result.lease.close()
+
+
+def test_bytecode_later_starts_the_compiler_only_after_the_start(light_builder, tmp_path, monkeypatch):
+    """The daemon spawns the task first, then starts the entry's compiler (result.after_start)."""
+    from sandbox import env_cache
+
+    started: list[str] = []
+    monkeypatch.setattr(env_cache, "start_compiler", lambda root, key, timeout: started.append(key))
+    cache = EnvCache(tmp_path / "cache", builder=light_builder)
+    result = cache.materialize("six==1.16.0", PYTHON, tmp_path / "t1", log=print, bytecode_later=True)
+    assert started == []
+    result.after_start()
+    result.after_start()
+    assert started == [result.key]
+    result.lease.close()
