@@ -9,7 +9,8 @@ cache of its own; then, round after round (interleaved, so load changes hit both
   floor      `uv venv` + `uv pip install` of the packages into a fresh venv (that warm cache)
   EnvCache   materialize on an empty env cache (compile_bytecode="off": the background compiler
              would only load the machine), its stages timed by wrapping them: each installer
-             command (uv venv --seed, uv pip install, uv pip freeze), sealing + stamping, the
+             command (uv venv, uv pip install, uv pip freeze), what is left of pip's seed once
+             the install is done (sandbox/seed.py: it runs beside the install), sealing + stamping, the
              manifest write, markers, publish, the hand-over's check, the overlay venv, prune
   no seed    with --seed-ab, the same build with EnvBuilder(seed_pip=False) in each round too
              (`uv venv` without pip/setuptools/wheel): what seeding pip costs (its stages are
@@ -35,11 +36,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sandbox.env_cache as env_cache  # noqa: E402
+import sandbox.seed as seed  # noqa: E402
 from sandbox.env_cache import EnvCache  # noqa: E402
 from sandbox.pyenv import EnvBuilder, find_uv, probe  # noqa: E402
 
 STAGES: list[tuple[object, str, str]] = [
-    (EnvBuilder, "_run", ""), (env_cache.manifest, "seal", "seal + stamp (one walk)"),
+    (EnvBuilder, "_run", ""), (seed, "finish_seed", "pip seed: wait + merge (it runs beside the install)"),
+    (env_cache.manifest, "seal", "seal + stamp (one walk)"),
     (env_cache.manifest, "save", "manifest write"), (env_cache, "_write_marker", "markers"),
     (EnvCache, "_publish", "publish (rename)"), (EnvCache, "_ensure_verified", "hand-over check"),
     (env_cache, "make_overlay", "overlay venv"), (EnvCache, "prune", "prune"),
