@@ -101,7 +101,8 @@ def instrument(stamps: Stamps) -> None:
     stamps.wrap(build, "prepare_workspace", "workspace checkout")
     stamps.wrap(build, "select_interpreter", "interpreter selected")
     stamps.wrap(env_cache.EnvCache, "materialize", "env materialized")
-    stamps.wrap(runner.TaskRun, "_record_build", "record build (requirements/commit), after the spawn")
+    stamps.wrap(runner.TaskRun, "_record_source", "record commit/runtime (tasks.edit)")
+    stamps.wrap(runner.TaskRun, "_record_frozen", "record frozen requirements, after the spawn")
     stamps.wrap(process.Child, "__init__", "spawn (Popen)")
     original_add = shipper.LogShipper.add
 

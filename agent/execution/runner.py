@@ -137,10 +137,11 @@ class TaskRun:
             if isinstance(prepared, Outcome):
                 return prepared
             self.timings["build_s"] = time.monotonic() - started
+            self._record_source(task, prepared.workspace.commit, prepared.runtime)
             self._default_output(task)   # before the spawn: the task's SDK reads it when it starts
             stopped = self._stopped_before_start(watch)
             if stopped is not None:
-                self._record_build(task, prepared.frozen, prepared.workspace.commit, prepared.runtime)
+                self._record_frozen(task, prepared.frozen)
                 return stopped
             return self._execute(task, prepared, watch)
         finally:
@@ -276,25 +277,31 @@ class TaskRun:
                          max_runtime_s=self._max_runtime(task), attempt=self.attempt, lease_s=agent.lease_s,
                          keepalive=keepalive, keepalive_s=self.task_keys.renew_every_s).start()
 
-    def _record_build(self, task: dict, frozen: list[str] | None, commit: str | None,
-                      runtime: Mapping[str, str] | None = None) -> None:
-        """Record what was really used: the resolved commit, the frozen requirements and (runtime
-        info) where the environment came from. Done once the task is spawned, while its
-        interpreter starts: a record for the task's page, not an input the task reads (issue 24,
-        two round trips off the pickup path)."""
+    def _record_source(self, task: dict, commit: str | None, runtime: Mapping[str, str] | None) -> None:
+        """Record the resolved commit and (runtime info) where the environment came from. Before
+        the spawn: the task's SDK may edit its runtime info too, and this edit replaces it whole."""
         script = task.get("script") or {}
-        original = (script.get("requirements") or {}).get("pip")
         edit: dict[str, Any] = {}
         if commit and commit != script.get("version_num"):
             edit["script"] = {"version_num": commit}
         if runtime:
             edit["runtime"] = {**(task.get("runtime") or {}), **runtime}
         try:
-            if frozen:
-                self.api.call("tasks.set_requirements", {"task": self.task_id, "requirements": {
-                    "pip": frozen, "org_pip": original if original is not None else "", "conda": ""}})
             if edit:
                 self.api.call("tasks.edit", {"task": self.task_id, "force": True, **edit})
+        except ServerError as exc:
+            self.note(f"could not record the environment's source: {exc}")
+
+    def _record_frozen(self, task: dict, frozen: list[str] | None) -> None:
+        """Record the frozen requirements. After the spawn, while the task's interpreter starts
+        (issue 24: a round trip off the pickup path): a record for the task's page that the task
+        itself neither reads nor writes when it runs under an agent."""
+        if not frozen:
+            return
+        original = ((task.get("script") or {}).get("requirements") or {}).get("pip")
+        try:
+            self.api.call("tasks.set_requirements", {"task": self.task_id, "requirements": {
+                "pip": frozen, "org_pip": original if original is not None else "", "conda": ""}})
         except (ServerError, ServerUnreachable) as exc:
             self.note(f"could not record the frozen environment: {exc}")
 
@@ -317,16 +324,15 @@ class TaskRun:
         try:
             launched = self.executor.start(task, prepared)
         except TaskError as exc:
-            self._record_build(task, prepared.frozen, prepared.workspace.commit, prepared.runtime)
+            self._record_frozen(task, prepared.frozen)
             return Outcome(TaskStatus.FAILED, exc.kind, exc.reason)
         except InfrastructureError as exc:
-            self._record_build(task, prepared.frozen, prepared.workspace.commit, prepared.runtime)
+            self._record_frozen(task, prepared.frozen)
             return Outcome(TaskStatus.FAILED, OutcomeKind.INFRASTRUCTURE, exc.reason)
         oom = OomSpotter(self.slot_env)
         readers = [OutputReader(launched.stdout_fd, _first_at_once(shipper, "info", oom.see), joined=True).start(),
                    OutputReader(launched.stderr_fd, _first_at_once(shipper, "error", oom.see), joined=True).start()]
-        recording = _in_thread(lambda: self._record_build(task, prepared.frozen, prepared.workspace.commit,
-                                                          prepared.runtime), "record-build")
+        recording = _in_thread(lambda: self._record_frozen(task, prepared.frozen), "record-frozen")
         try:
             abort = self._supervise(launched, watch, lambda: all(reader.done.is_set() for reader in readers))
             if abort is None:
@@ -339,7 +345,7 @@ class TaskRun:
             futures_wait([recording])
         result = self.executor.finish(prepared, launched)
         if result.frozen and not prepared.frozen:
-            self._record_build(task, result.frozen, None)
+            self._record_frozen(task, result.frozen)
         if abort is None and result.exit.returncode != 0 and oom.request_mb is not None and oom.seen:
             return self._outgrew(oom.request_mb, result)
         return self._outcome(result, abort)
