@@ -196,6 +196,7 @@ async def serve(state: ServerState, config: ServerConfig, shutdown: Shutdown | N
                 ready: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     state.notifier.bind(loop)
+    state.store.group_commits(loop)
     _raise_open_files_limit()
     # Pool threads computing in Python hold the GIL up to a switch interval at a time, and the
     # loop may wait several of them per request: 1 ms instead of 5 keeps /debug.ping prompt.
@@ -208,6 +209,7 @@ async def serve(state: ServerState, config: ServerConfig, shutdown: Shutdown | N
     try:
         await _serve_listeners(state, config, servers, ready)
     finally:
+        state.store.stop_grouping()
         done.set()
 
 

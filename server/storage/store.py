@@ -6,6 +6,7 @@ is Alembic's (server/storage/schema.py, migrations/): a Store only checks its re
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import uuid
@@ -21,6 +22,7 @@ from sqlalchemy.exc import TimeoutError as SATimeoutError
 from server.rpc import jsonutil
 from server.storage import schema
 from server.storage import tables as t
+from server.storage.group import GroupCommits
 from server.storage.prepared import Prepared
 from shipyard import clock
 from shipyard.protocol import SystemTag, TaskStatus, TaskType
@@ -266,8 +268,22 @@ class Store:
         # tell without waiting whether a pool thread is inside one (`gate.acquire(blocking=False)`)
         # and run a call on the pool instead of blocking on the database lock (server/api.py).
         self.gate: threading.RLock | None = threading.RLock() if self.is_sqlite else None
+        self.groups: GroupCommits | None = None  # SQLite on a server's loop: group commit (group.py)
+
+    def group_commits(self, loop: asyncio.AbstractEventLoop) -> None:
+        """SQLite: from now on, transactions of calls that opted in on this thread (the event
+        loop's) share one COMMIT per loop pass (server/storage/group.py)."""
+        if self.gate is not None:
+            self.groups = GroupCommits(self, loop)
+
+    def stop_grouping(self) -> None:
+        """Commit the open group, if any, and run every transaction alone again."""
+        groups, self.groups = self.groups, None
+        if groups is not None:
+            groups.flush()
 
     def close(self) -> None:
+        self.stop_grouping()
         with self._held_lock:
             held, self._held = self._held, []
         for conn in held:
@@ -282,22 +298,35 @@ class Store:
                 self._held.append(conn)
         return conn
 
+    def _begin_immediate(self, gate: threading.RLock) -> Connection:
+        """SQLite: this thread's connection, in a transaction holding the write lock and `gate`."""
+        gate.acquire()
+        try:
+            sa = self._thread_connection()
+            if _driver_connection(sa).in_transaction or sa.in_transaction():
+                raise RuntimeError("Store.tx() nested in another transaction of the same thread")
+            _driver_call(sa.dialect, "BEGIN IMMEDIATE", _driver_connection(sa).execute, "BEGIN IMMEDIATE")
+        except BaseException:
+            gate.release()
+            raise
+        return sa
+
     @contextlib.contextmanager
     def tx(self) -> Iterator[Tx]:
         """A transaction: committed when the block ends, rolled back if it raises. On SQLite it
-        takes the write lock at once (BEGIN IMMEDIATE), so read-then-write never deadlocks."""
+        takes the write lock at once (BEGIN IMMEDIATE), so read-then-write never deadlocks.
+        On the event loop's thread, with group commit on, a savepoint in the loop pass's shared
+        transaction instead (server/storage/group.py)."""
+        groups = self.groups
+        if groups is not None and groups.on_loop_thread():
+            if groups.joins():
+                with groups.savepoint() as tx:
+                    yield tx
+                return
+            groups.flush()  # a transaction of its own: the open group commits first
         gate = self.gate
         if gate is not None:
-            gate.acquire()
-            try:
-                sa = self._thread_connection()
-                if _driver_connection(sa).in_transaction or sa.in_transaction():
-                    raise RuntimeError("Store.tx() nested in another transaction of the same thread")
-                _driver_call(sa.dialect, "BEGIN IMMEDIATE", _driver_connection(sa).execute,
-                             "BEGIN IMMEDIATE")
-            except BaseException:
-                gate.release()
-                raise
+            sa = self._begin_immediate(gate)
             owned = False
         else:
             sa = self.engine.connect()
