@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 if TYPE_CHECKING:
     from server.storage.store import Store, Tx
 
+log = logging.getLogger("shipyard.server.storage")
 _OPT_IN: ContextVar[bool] = ContextVar("shipyard_group_commit", default=False)
 _JOINED: ContextVar[asyncio.Future | None] = ContextVar("shipyard_group_joined", default=None)
 
@@ -55,13 +57,14 @@ async def committed() -> None:
 class _Group:
     """One open transaction on the loop thread's connection, shared by savepoints."""
 
-    __slots__ = ("sa", "raw", "future", "inside")
+    __slots__ = ("sa", "raw", "future", "inside", "pending")
 
     def __init__(self, sa: Any, raw: Any, future: asyncio.Future):
         self.sa = sa
         self.raw = raw
         self.future = future
         self.inside = False  # a savepoint is open (Store.tx() blocks do not nest)
+        self.pending: dict[Any, Callable] = {}  # the calls' Tx.before_commit work, merged
 
 
 def _retrieved(future: asyncio.Future) -> None:
@@ -99,8 +102,9 @@ class GroupCommits:
         group.inside = True
         self.calls += 1
         _JOINED.set(group.future)
+        tx = Tx(group.sa)
         try:
-            yield Tx(group.sa)
+            yield tx
         except BaseException:
             self._undo(group)
             raise
@@ -110,6 +114,7 @@ class GroupCommits:
             except BaseException as exc:
                 self._undo(group)
                 raise exc
+            group.pending.update(tx.pending)  # run once for the whole group, before its COMMIT
         finally:
             group.inside = False
 
@@ -145,6 +150,25 @@ class GroupCommits:
         if not group.raw.in_transaction:
             self._end(group, RuntimeError("the database ended the shared transaction"))
 
+    @staticmethod
+    def _run_pending(group: _Group) -> None:
+        """The calls' before-commit work (queue metrics samples), once for the group, in a
+        savepoint of its own: if it fails, the calls' writes still commit without it."""
+        from server.storage.store import Tx, _driver_call
+
+        if not group.pending:
+            return
+        tx = Tx(group.sa)
+        tx.pending = group.pending
+        dialect = group.sa.dialect
+        _driver_call(dialect, "SAVEPOINT", group.raw.execute, "SAVEPOINT shipyard_pending")
+        try:
+            tx.run_pending()
+        except Exception:  # noqa: BLE001 - a derived sample lost; the calls' own work stands
+            log.exception("before-commit work of a commit group failed; committing the calls without it")
+            _driver_call(dialect, "ROLLBACK TO", group.raw.execute, "ROLLBACK TO shipyard_pending")
+        _driver_call(dialect, "RELEASE", group.raw.execute, "RELEASE shipyard_pending")
+
     def flush(self) -> None:
         """Commit the open group, if any, and settle its calls' waits."""
         group = self._open
@@ -159,6 +183,7 @@ class GroupCommits:
         try:
             if failure is None:
                 try:
+                    self._run_pending(group)
                     if group.sa.in_transaction():
                         group.sa.commit()  # SQLAlchemy autobegan inside a call: let it end its own bookkeeping
                     else:

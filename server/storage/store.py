@@ -202,7 +202,7 @@ class Tx:
     """One transaction. `execute` runs `Prepared` statements straight on the DBAPI connection
     and anything else through SQLAlchemy; both share the connection and its transaction."""
 
-    __slots__ = ("sa", "raw", "dialect", "versions", "metrics")
+    __slots__ = ("sa", "raw", "dialect", "versions", "metrics", "pending")
 
     def __init__(self, sa: Connection):
         self.sa = sa
@@ -213,6 +213,8 @@ class Tx:
         # task id -> its task_metrics rows as stored, for the tasks read here: a save that leaves
         # last_metrics as it was (a status change) then writes no task_metrics statement
         self.metrics: dict[str, list[dict]] = {}
+        # key -> fn(tx): work done once per key just before the COMMIT (`before_commit`)
+        self.pending: dict[Any, Callable[[Tx], None]] = {}
 
     def execute(self, statement: Any, params: Any = None) -> Any:
         if isinstance(statement, Prepared):
@@ -222,7 +224,19 @@ class Tx:
     def exec_driver_sql(self, sql: str, params: Any = None) -> Any:
         return self.sa.exec_driver_sql(sql) if params is None else self.sa.exec_driver_sql(sql, params)
 
+    def before_commit(self, key: Any, fn: Callable[[Tx], None]) -> None:
+        """Run `fn(tx)` once, just before this transaction commits, however often it is asked
+        for under `key` (a queue's metrics sample: the state the transaction commits)."""
+        self.pending[key] = fn
+
+    def run_pending(self) -> None:
+        """The `before_commit` work, in key order (the same lock order in every transaction)."""
+        while self.pending:
+            key = min(self.pending)
+            self.pending.pop(key)(self)
+
     def commit(self) -> None:
+        self.run_pending()
         if self.sa.in_transaction():
             self.sa.commit()  # SQLAlchemy began too (autobegin): let it end its own bookkeeping
         else:

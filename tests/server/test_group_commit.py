@@ -115,3 +115,25 @@ def test_nested_transactions_are_refused_in_a_group(store, tmp_path):
 
     [result] = _run(store, nested)
     assert isinstance(result, RuntimeError)
+
+
+def test_a_queue_is_sampled_once_a_group_with_the_state_it_commits(store, tmp_path):
+    from server.services.queues import crud
+
+    statements: list[str] = []
+
+    def call(task_id: str):
+        async def run():
+            group.grouped()
+            with store.tx() as conn:
+                if not statements:
+                    conn.raw.set_trace_callback(statements.append)
+                crud.add_entry(conn, "q1", task_id)
+            await group.committed()
+        return run
+
+    _run(store, call("t1"), call("t2"), call("t3"))
+    assert sum(s.startswith("UPDATE queue_metrics") for s in statements) == 1  # not one per call
+    with sqlite3.connect(tmp_path / "shipyard.db") as db:
+        assert db.execute("SELECT length FROM queue_metrics WHERE queue = 'q1' "
+                          "ORDER BY timestamp DESC LIMIT 1").fetchone() == (3,)
