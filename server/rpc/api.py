@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
+import random
 import re
 import time
 from dataclasses import dataclass
@@ -41,9 +41,10 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 
 def envelope_bytes(name: str, version: str, data: dict | None, code: int = 200, subcode: int = 0,
                    msg: str = "OK", error_data: dict | None = None) -> bytes:
+    ids = f"{random.getrandbits(256):064x}"  # 32 hex digits each, like uuid4().hex; no syscall
     body = {
         "meta": {
-            "id": os.urandom(16).hex(), "trx": os.urandom(16).hex(),
+            "id": ids[:32], "trx": ids[32:],
             "endpoint": {"name": name, "requested_version": version, "actual_version": API_VERSION},
             "result_code": code, "result_subcode": subcode, "result_msg": msg,
             "error_stack": None, "error_data": error_data or {},
