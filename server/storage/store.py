@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import uuid
 from dataclasses import dataclass
@@ -70,6 +71,12 @@ def columns_for(table: Table, doc: dict) -> dict[str, Any]:
     if table is t.workers:
         return {"last_activity": _ts(doc, "last_activity_time", now)}
     raise ValueError(f"not a document table: {table.name}")
+
+
+@functools.cache
+def _derived(table: Table) -> tuple[str, ...]:
+    """The columns `columns_for` derives from the document, in the table's order."""
+    return tuple(c.name for c in table.columns if c.name not in ("id", "doc"))
 
 
 _METRIC_FIELDS = ("value", "min_value", "max_value")
@@ -202,7 +209,7 @@ class Tx:
     """One transaction. `execute` runs `Prepared` statements straight on the DBAPI connection
     and anything else through SQLAlchemy; both share the connection and its transaction."""
 
-    __slots__ = ("sa", "raw", "dialect", "versions", "metrics", "pending")
+    __slots__ = ("sa", "raw", "dialect", "versions", "metrics", "stored", "pending")
 
     def __init__(self, sa: Connection):
         self.sa = sa
@@ -213,6 +220,9 @@ class Tx:
         # task id -> its task_metrics rows as stored, for the tasks read here: a save that leaves
         # last_metrics as it was (a status change) then writes no task_metrics statement
         self.metrics: dict[str, list[dict]] = {}
+        # SQLite: (table, id) -> the derived columns as stored, for the tasks read here (a save
+        # then writes only those that change; see Store._save_statement)
+        self.stored: dict[tuple[str, str], dict[str, Any]] = {}
         # key -> fn(tx): work done once per key just before the COMMIT (`before_commit`)
         self.pending: dict[Any, Callable[[Tx], None]] = {}
 
@@ -272,7 +282,7 @@ class Store:
         self.url = url
         self.engine = _make_engine(url, synchronous, pool or PoolSettings())
         self.is_sqlite = url.startswith("sqlite")
-        self._statements: dict[tuple[str, str], Any] = {}
+        self._statements: dict[tuple, Any] = {}
         # SQLite: each thread keeps one connection (a file handle; nothing to go stale), so a
         # transaction costs a BEGIN and a COMMIT rather than a pool checkout and its events.
         self._local = threading.local()
@@ -380,6 +390,9 @@ class Store:
             return Prepared(select(table.c.doc).where(table.c.id == bindparam("p_id")))
         if kind == "get_v":
             return Prepared(select(table.c.doc, _XMIN).where(table.c.id == bindparam("p_id")))
+        if kind == "get_columns":  # the document and its derived columns as stored (Store.save narrows)
+            return Prepared(select(table.c.doc, *(table.c[name] for name in _derived(table)))
+                            .where(table.c.id == bindparam("p_id")))
         if kind == "insert":
             return Prepared(insert(table).values({c.name: bindparam(c.name) for c in table.columns}))
         if kind == "delete":
@@ -391,8 +404,33 @@ class Store:
             query = query.where(bindparam("p_version") == _VERSION).returning(_XMIN)
         return Prepared(query.values({name: bindparam(name) for name in columns}))
 
+    def _narrow(self, kind: str, table: Table, names: tuple[str, ...]) -> Prepared:
+        """`kind` ("save" or "save_cas") writing the document and only the derived columns
+        `names`: SQLite then leaves alone the indexes of the columns that did not change."""
+        key = (kind, table.name, names)
+        stmt = self._statements.get(key)
+        if stmt is None:
+            query = update(table).where(table.c.id == bindparam("p_id"))
+            if kind == "save_cas":
+                query = query.where(table.c.status == bindparam("p_status"))
+            stmt = self._statements[key] = Prepared(query.values({n: bindparam(n) for n in ("doc", *names)}))
+        return stmt
+
+    def _save_statement(self, conn: Tx, table: Table, kind: str, key: tuple[str, str], params: dict) -> Prepared:
+        """The UPDATE for a save: narrowed to the changed columns when this transaction read
+        them (SQLite tasks: an index entry rewritten unchanged is a page written to the WAL)."""
+        stored = conn.stored.get(key) if isinstance(conn, Tx) else None
+        if stored is None:
+            return self._stmt(kind, table)
+        return self._narrow(kind, table, tuple(name for name, value in stored.items() if params[name] != value))
+
     def get(self, conn: Tx, table: Table, doc_id: str) -> dict | None:
-        if self.is_sqlite or not isinstance(conn, Tx):  # SQLite: one writer at a time, nothing to check
+        if self.is_sqlite and table is t.tasks and isinstance(conn, Tx):
+            row = conn.execute(self._stmt("get_columns", table), {"p_id": doc_id}).first()
+            doc = row[0] if row else None
+            if row:
+                conn.stored[(table.name, doc_id)] = dict(zip(_derived(table), row[1:], strict=True))
+        elif self.is_sqlite or not isinstance(conn, Tx):  # SQLite: one writer at a time, nothing to check
             row = conn.execute(self._stmt("get", table), {"p_id": doc_id}).first()
             doc = row[0] if row else None
         else:
@@ -412,6 +450,8 @@ class Store:
         return [dict(row[0]) for row in conn.execute(query)]
 
     def insert(self, conn: Tx, table: Table, doc: dict) -> None:
+        if isinstance(conn, Tx):
+            conn.stored.pop((table.name, doc["id"]), None)
         conn.execute(self._stmt("insert", table), {"id": doc["id"], "doc": doc, **columns_for(table, doc)})
         if table is t.tasks:
             self._write_metrics(conn, doc)
@@ -426,7 +466,9 @@ class Store:
         key = (table.name, doc["id"])
         version = conn.versions.get(key) if isinstance(conn, Tx) else None
         if version is None:
-            saved = conn.execute(self._stmt(kind, table), params).rowcount > 0
+            saved = conn.execute(self._save_statement(conn, table, kind, key, params), params).rowcount > 0
+            if saved and isinstance(conn, Tx) and key in conn.stored:
+                conn.stored[key] = {name: params[name] for name in conn.stored[key]}
         else:
             saved = self._save_versioned(conn, table, kind, params, key, version)
         if saved and table is t.tasks:
@@ -452,6 +494,8 @@ class Store:
         return True
 
     def delete(self, conn: Tx, table: Table, doc_id: str) -> bool:
+        if isinstance(conn, Tx):
+            conn.stored.pop((table.name, doc_id), None)
         if table is t.tasks:
             self._clear_metrics(conn, doc_id)
             if isinstance(conn, Tx):
@@ -477,6 +521,7 @@ class Store:
         conn.execute(delete(t.task_metrics).where(t.task_metrics.c.task.in_(task_ids)))
         for task_id in task_ids if isinstance(conn, Tx) else ():
             conn.metrics.pop(task_id, None)
+            conn.stored.pop((t.tasks.name, task_id), None)
         conn.execute(delete(t.tasks).where(t.tasks.c.id.in_(task_ids)))
 
     # -- key/value ---------------------------------------------------------------------
