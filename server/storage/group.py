@@ -9,9 +9,10 @@ one queue change the same pages again and again. Grouped:
                                   with loop.call_soon, after the calls already ready to run
     each call's Store.tx()        SAVEPOINT ... RELEASE: its writes, all or none; a call that
                                   raises is rolled back alone (ROLLBACK TO)
-    end of the pass               one COMMIT; every call in the group answers after it
-                                  (`committed()`), so no answer is sent before its writes are
-                                  on disk, as before
+    end of the pass               the calls' before-commit work once (Tx.before_commit: a
+                                  queue's metrics sample, once per queue), then one COMMIT;
+                                  every call in the group answers after it (`committed()`), so
+                                  no answer is sent before its writes are on disk, as before
 
 Only transactions of calls that opted in (`grouped()`, set by the API dispatcher for the call's
 task) on the loop thread join. Any other transaction on that thread commits the open group
