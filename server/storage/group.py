@@ -23,16 +23,13 @@ the group fails: every call in it gets the error, none is answered as done.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import threading
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from server.storage.store import Store, Tx
 
-log = logging.getLogger("shipyard.server.storage")
 _OPT_IN: ContextVar[bool] = ContextVar("shipyard_group_commit", default=False)
 _JOINED: ContextVar[asyncio.Future | None] = ContextVar("shipyard_group_joined", default=None)
 
@@ -52,7 +49,16 @@ async def committed() -> None:
     future = _JOINED.get()
     if future is not None:
         _JOINED.set(None)
-        await asyncio.shield(future)  # one caller leaving must not cancel the others' commit
+        await future
+
+
+class _Outcome(asyncio.Future):
+    """A group's outcome, awaited by each of its calls. It cannot be cancelled: one caller
+    leaving (its task cancelled) must not cancel the others' wait; that caller's task still
+    ends cancelled once the group is settled."""
+
+    def cancel(self, msg: Any = None) -> bool:
+        return False
 
 
 class _Group:
@@ -64,60 +70,60 @@ class _Group:
         self.sa = sa
         self.raw = raw
         self.future = future
-        self.inside = False  # a savepoint is open (Store.tx() blocks do not nest)
+        self.inside: Tx | None = None  # the call whose savepoint is open (Store.tx() blocks do not nest)
         self.pending: dict[Any, Callable] = {}  # the calls' Tx.before_commit work, merged
 
 
-def _retrieved(future: asyncio.Future) -> None:
-    if not future.cancelled():
-        future.exception()  # a failed group nobody awaited any more is not "never retrieved"
-
-
 class GroupCommits:
-    """The group commit of one store on one event loop's thread (see the module docstring)."""
+    """The group commit of one store on one event loop's thread (see the module docstring).
+    Store.tx() calls `enter()` and then `leave(ok)` around each call's block."""
 
     def __init__(self, store: Store, loop: asyncio.AbstractEventLoop):
+        from server.storage.store import Tx, _driver_call
+
         self.store = store
         self.loop = loop
         self.thread = threading.get_ident()
+        self._tx = Tx
+        self._call = _driver_call
         self._open: _Group | None = None
         self.calls = 0    # transactions that joined a group
         self.commits = 0  # groups ended (committed or failed): calls / commits is the mean group size
 
-    def joins(self) -> bool:
-        """Does a transaction started now join the group?"""
-        return threading.get_ident() == self.thread and _OPT_IN.get()
-
     def on_loop_thread(self) -> bool:
         return threading.get_ident() == self.thread
 
-    @contextlib.contextmanager
-    def savepoint(self) -> Iterator[Tx]:
-        from server.storage.store import Tx, _driver_call
+    @staticmethod
+    def joins() -> bool:
+        """Does a transaction started now (on the loop thread) join the group?"""
+        return _OPT_IN.get()
 
+    def enter(self) -> Tx:
+        """A call's transaction begins: a savepoint in the open group (opened if none is)."""
         group = self._open or self._begin()
-        if group.inside:
+        if group.inside is not None:
             raise RuntimeError("Store.tx() nested in another transaction of the same thread")
-        dialect = group.sa.dialect
-        _driver_call(dialect, "SAVEPOINT", group.raw.execute, "SAVEPOINT shipyard_call")
-        group.inside = True
+        self._call(group.sa.dialect, "SAVEPOINT", group.raw.execute, "SAVEPOINT shipyard_call")
+        group.inside = tx = self._tx(group.sa)
         self.calls += 1
         _JOINED.set(group.future)
-        tx = Tx(group.sa)
-        try:
-            yield tx
-        except BaseException:
-            self._undo(group)
-            raise
-        else:
+        return tx
+
+    def leave(self, ok: bool) -> None:
+        """The call's block ended: keep its writes (`ok`) or roll back to its savepoint."""
+        group = self._open
+        assert group is not None and group.inside is not None  # a group fails only in leave()
+        tx, group.inside = group.inside, None
+        if ok:
             try:
-                _driver_call(dialect, "RELEASE", group.raw.execute, "RELEASE shipyard_call")
-            except BaseException as exc:
+                self._call(group.sa.dialect, "RELEASE", group.raw.execute, "RELEASE shipyard_call")
+            except BaseException:
                 self._undo(group)
-                raise exc
-            group.pending.update(tx.pending)  # run once for the whole group, before its COMMIT
-        finally:
-            group.inside = False
+                raise
+            if tx.pending:
+                group.pending.update(tx.pending)  # run once for the whole group, before its COMMIT
+        else:
+            self._undo(group)
 
     def _begin(self) -> _Group:
         from server.storage.store import _driver_connection
@@ -127,8 +133,7 @@ class GroupCommits:
         sa = self.store._begin_immediate(gate)  # holds the gate until the group ends
         raw = _driver_connection(sa)
         try:
-            future = self.loop.create_future()
-            future.add_done_callback(_retrieved)
+            future = _Outcome(loop=self.loop)
             self.loop.call_soon(self.flush)
         except BaseException:
             raw.rollback()
@@ -140,68 +145,71 @@ class GroupCommits:
     def _undo(self, group: _Group) -> None:
         """A call's block raised: roll back its savepoint; if SQLite ended the whole transaction
         (or cannot roll back to it), the group has failed."""
-        from server.storage.store import _driver_call
-
         try:
-            _driver_call(group.sa.dialect, "ROLLBACK TO", group.raw.execute, "ROLLBACK TO shipyard_call")
-            _driver_call(group.sa.dialect, "RELEASE", group.raw.execute, "RELEASE shipyard_call")
+            self._call(group.sa.dialect, "ROLLBACK TO", group.raw.execute, "ROLLBACK TO shipyard_call")
+            self._call(group.sa.dialect, "RELEASE", group.raw.execute, "RELEASE shipyard_call")
         except Exception as exc:  # noqa: BLE001 - the group's outcome, given to every call in it
             self._end(group, exc)
             return
         if not group.raw.in_transaction:
             self._end(group, RuntimeError("the database ended the shared transaction"))
 
-    @staticmethod
-    def _run_pending(group: _Group) -> None:
-        """The calls' before-commit work (queue metrics samples), once for the group, in a
-        savepoint of its own: if it fails, the calls' writes still commit without it."""
-        from server.storage.store import Tx, _driver_call
-
-        if not group.pending:
-            return
-        tx = Tx(group.sa)
-        tx.pending = group.pending
-        dialect = group.sa.dialect
-        _driver_call(dialect, "SAVEPOINT", group.raw.execute, "SAVEPOINT shipyard_pending")
-        try:
-            tx.run_pending()
-        except Exception:  # noqa: BLE001 - a derived sample lost; the calls' own work stands
-            log.exception("before-commit work of a commit group failed; committing the calls without it")
-            _driver_call(dialect, "ROLLBACK TO", group.raw.execute, "ROLLBACK TO shipyard_pending")
-        _driver_call(dialect, "RELEASE", group.raw.execute, "RELEASE shipyard_pending")
-
     def flush(self) -> None:
-        """Commit the open group, if any, and settle its calls' waits."""
+        """(The end of a loop pass.) Commit the open group, if any, and settle its calls' waits;
+        a call that awaited inside its transaction block is waited for, one pass at a time."""
         group = self._open
+        if group is not None and group.inside is not None:
+            self.loop.call_soon(self.flush)
+        elif group is not None:
+            self._end(group, None)
+
+    def commit_now(self) -> None:
+        """Commit the open group at once (a transaction of its own begins on the loop thread)."""
+        group = self._open
+        if group is not None and group.inside is not None:
+            raise RuntimeError("Store.tx() nested in another transaction of the same thread")
         if group is not None:
             self._end(group, None)
 
     def _end(self, group: _Group, failure: BaseException | None) -> None:
-        from server.storage.store import _driver_call
-
         self._open = None
         self.commits += 1
         try:
             if failure is None:
-                try:
-                    self._run_pending(group)
-                    if group.sa.in_transaction():
-                        group.sa.commit()  # SQLAlchemy autobegan inside a call: let it end its own bookkeeping
-                    else:
-                        _driver_call(group.sa.dialect, "COMMIT", group.raw.commit)
-                except Exception as exc:  # noqa: BLE001 - the group's outcome, given to every call in it
-                    failure = exc
+                failure = self._commit(group)
             if failure is not None:
-                with contextlib.suppress(Exception):
-                    if group.sa.in_transaction():
-                        group.sa.rollback()
-                    elif group.raw.in_transaction:
-                        group.raw.rollback()
+                self._roll_back(group)
         finally:
             if self.store.gate is not None:
                 self.store.gate.release()
-            if not group.future.done():
-                if failure is None:
-                    group.future.set_result(None)
-                else:
-                    group.future.set_exception(failure)
+            if failure is None:
+                group.future.set_result(None)
+            else:
+                group.future.set_exception(failure)
+                group.future.exception()  # retrieved: a group nobody awaits any more logs nothing
+
+    def _commit(self, group: _Group) -> BaseException | None:
+        """The calls' before-commit work, then the COMMIT; the error if either failed (then the
+        whole group fails: nothing of it is committed, every call in it gets the error)."""
+        try:
+            if group.pending:
+                tx = self._tx(group.sa)
+                tx.pending = group.pending
+                tx.run_pending()
+            if group.sa.in_transaction():
+                group.sa.commit()  # SQLAlchemy autobegan inside a call: let it end its own bookkeeping
+            else:
+                self._call(group.sa.dialect, "COMMIT", group.raw.commit)
+        except Exception as exc:  # noqa: BLE001 - the group's outcome, given to every call in it
+            return exc
+        return None
+
+    @staticmethod
+    def _roll_back(group: _Group) -> None:
+        try:
+            if group.sa.in_transaction():
+                group.sa.rollback()
+            elif group.raw.in_transaction:
+                group.raw.rollback()
+        except Exception:  # noqa: BLE001 - the connection is rolled back or gone either way
+            pass

@@ -304,7 +304,7 @@ class Store:
         """Commit the open group, if any, and run every transaction alone again."""
         groups, self.groups = self.groups, None
         if groups is not None:
-            groups.flush()
+            groups.commit_now()
 
     def close(self) -> None:
         self.stop_grouping()
@@ -344,10 +344,15 @@ class Store:
         groups = self.groups
         if groups is not None and groups.on_loop_thread():
             if groups.joins():
-                with groups.savepoint() as tx:
+                tx = groups.enter()
+                try:
                     yield tx
+                except BaseException:
+                    groups.leave(False)
+                    raise
+                groups.leave(True)
                 return
-            groups.flush()  # a transaction of its own: the open group commits first
+            groups.commit_now()  # a transaction of its own: the open group commits first
         gate = self.gate
         if gate is not None:
             sa = self._begin_immediate(gate)
