@@ -184,6 +184,7 @@ def _raise_open_files_limit(wanted: int = 65536) -> None:
 def _close_store(state: ServerState, grace_s: float) -> bool:
     """Close the database once no handler is running: False when one is still running after
     `grace_s` (it keeps its connection; what was committed is in SQLite's write-ahead log)."""
+    state.store.stop_grouping()  # first: pool threads may be waiting on the gate an open group holds
     if state.handlers is not None and not state.handlers.close(grace_s):
         log.warning("%d request(s) still running at shutdown; exiting without waiting for them",
                     state.handlers.busy)
