@@ -52,6 +52,14 @@ async def committed() -> None:
         await future
 
 
+class _FirstFailed(Exception):
+    """The group's first call raised: the transaction holds nothing else, so it is rolled back
+    whole and the group ends empty (nobody else waits on it)."""
+
+
+_FIRST_FAILED = _FirstFailed()
+
+
 class _Outcome(asyncio.Future):
     """A group's outcome, awaited by each of its calls. It cannot be cancelled: one caller
     leaving (its task cancelled) must not cancel the others' wait; that caller's task still
@@ -64,13 +72,14 @@ class _Outcome(asyncio.Future):
 class _Group:
     """One open transaction on the loop thread's connection, shared by savepoints."""
 
-    __slots__ = ("sa", "raw", "future", "inside", "pending")
+    __slots__ = ("sa", "raw", "future", "inside", "saved", "pending")
 
     def __init__(self, sa: Any, raw: Any, future: asyncio.Future):
         self.sa = sa
         self.raw = raw
         self.future = future
-        self.inside: Tx | None = None  # the call whose savepoint is open (Store.tx() blocks do not nest)
+        self.inside: Tx | None = None  # the call whose block is open (Store.tx() blocks do not nest)
+        self.saved = False  # that call has a savepoint (every call but the group's first)
         self.pending: dict[Any, Callable] = {}  # the calls' Tx.before_commit work, merged
 
 
@@ -99,31 +108,40 @@ class GroupCommits:
         return _OPT_IN.get()
 
     def enter(self) -> Tx:
-        """A call's transaction begins: a savepoint in the open group (opened if none is)."""
-        group = self._open or self._begin()
-        if group.inside is not None:
+        """A call's transaction begins: the group's first opens it (and needs no savepoint:
+        if it fails, the whole transaction is rolled back), each later one is a savepoint."""
+        group = self._open
+        if group is None:
+            group = self._begin()
+        elif group.inside is not None:
             raise RuntimeError("Store.tx() nested in another transaction of the same thread")
-        self._call(group.sa.dialect, "SAVEPOINT", group.raw.execute, "SAVEPOINT shipyard_call")
+        else:
+            self._call(group.sa.dialect, "SAVEPOINT", group.raw.execute, "SAVEPOINT shipyard_call")
+            group.saved = True
         group.inside = tx = self._tx(group.sa)
         self.calls += 1
         _JOINED.set(group.future)
         return tx
 
     def leave(self, ok: bool) -> None:
-        """The call's block ended: keep its writes (`ok`) or roll back to its savepoint."""
+        """The call's block ended: keep its writes (`ok`), or undo them alone."""
         group = self._open
         assert group is not None and group.inside is not None  # a group fails only in leave()
         tx, group.inside = group.inside, None
-        if ok:
+        if not ok and group.saved:
+            self._undo(group)
+            return
+        if not ok:
+            self._end(group, _FIRST_FAILED)
+            return
+        if group.saved:
             try:
                 self._call(group.sa.dialect, "RELEASE", group.raw.execute, "RELEASE shipyard_call")
             except BaseException:
                 self._undo(group)
                 raise
-            if tx.pending:
-                group.pending.update(tx.pending)  # run once for the whole group, before its COMMIT
-        else:
-            self._undo(group)
+        if tx.pending:
+            group.pending.update(tx.pending)  # run once for the whole group, before its COMMIT
 
     def _begin(self) -> _Group:
         from server.storage.store import _driver_connection
@@ -182,7 +200,7 @@ class GroupCommits:
         finally:
             if self.store.gate is not None:
                 self.store.gate.release()
-            if failure is None:
+            if failure is None or failure is _FIRST_FAILED:
                 group.future.set_result(None)
             else:
                 group.future.set_exception(failure)

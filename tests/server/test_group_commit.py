@@ -71,6 +71,18 @@ def test_a_failing_call_is_rolled_back_alone(store, tmp_path):
     assert _stored(tmp_path) - before == {"a", "c"}
 
 
+def test_a_failing_first_call_is_rolled_back_and_the_next_starts_a_group(store, tmp_path):
+    """The group's first call has no savepoint of its own: its failure rolls back the whole
+    (otherwise empty) transaction, and the calls after it form a new group."""
+    before = _stored(tmp_path)
+    results = _run(store, _call(store, tmp_path, "a", fail=True), _call(store, tmp_path, "b"),
+                   _call(store, tmp_path, "c", fail=True), _call(store, tmp_path, "d"))
+    assert isinstance(results[0], ValueError) and results[1] == "b"
+    assert isinstance(results[2], ValueError) and results[3] == "d"
+    assert _stored(tmp_path) - before == {"b", "d"}
+    assert store.groups is None
+
+
 def test_a_group_the_database_ended_fails_every_call(store, tmp_path):
     before = _stored(tmp_path)
 
