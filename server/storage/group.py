@@ -7,8 +7,10 @@ one queue change the same pages again and again. Grouped:
 
     first call of a loop pass     BEGIN IMMEDIATE (holding the store's gate); COMMIT scheduled
                                   with loop.call_soon, after the calls already ready to run
-    each call's Store.tx()        SAVEPOINT ... RELEASE: its writes, all or none; a call that
-                                  raises is rolled back alone (ROLLBACK TO)
+    each later call's Store.tx()  SAVEPOINT ... RELEASE: its writes, all or none; a call that
+                                  raises is rolled back alone (ROLLBACK TO; the first call
+                                  needs none: if it raises, the transaction holds nothing else
+                                  and is rolled back whole)
     end of the pass               the calls' before-commit work once (Tx.before_commit: a
                                   queue's metrics sample, once per queue), then one COMMIT;
                                   every call in the group answers after it (`committed()`), so
