@@ -27,10 +27,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Any, Callable
-
-if TYPE_CHECKING:
-    from server.storage.store import Store, Tx
+from typing import Any, Callable
 
 _OPT_IN: ContextVar[bool] = ContextVar("shipyard_group_commit", default=False)
 _JOINED: ContextVar[asyncio.Future | None] = ContextVar("shipyard_group_joined", default=None)
@@ -80,7 +77,7 @@ class _Group:
         self.sa = sa
         self.raw = raw
         self.future = future
-        self.inside: Tx | None = None  # the call whose block is open (Store.tx() blocks do not nest)
+        self.inside: Any = None  # the call whose block is open (Store.tx() blocks do not nest)
         self.saved = False  # that call has a savepoint (every call but the group's first)
         self.pending: dict[Any, Callable] = {}  # the calls' Tx.before_commit work, merged
 
@@ -89,14 +86,17 @@ class GroupCommits:
     """The group commit of one store on one event loop's thread (see the module docstring).
     Store.tx() calls `enter()` and then `leave(ok)` around each call's block."""
 
-    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop):
-        from server.storage.store import Tx, _driver_call
-
+    def __init__(self, store: Any, loop: asyncio.AbstractEventLoop, tx: Callable[[Any], Any],
+                 call: Callable[..., Any], driver: Callable[[Any], Any]):
+        """`store`'s transactions on this thread, grouped on `loop`; `tx(sa)` makes a Tx, `call`
+        runs a driver call raising SQLAlchemy's errors, `driver(sa)` is the DBAPI connection
+        (server/storage/store.py passes its own: this module does not import it)."""
         self.store = store
         self.loop = loop
         self.thread = threading.get_ident()
-        self._tx = Tx
-        self._call = _driver_call
+        self._tx = tx
+        self._call = call
+        self._driver = driver
         self._open: _Group | None = None
         self.calls = 0    # transactions that joined a group
         self.commits = 0  # groups ended (committed or failed): calls / commits is the mean group size
@@ -109,7 +109,7 @@ class GroupCommits:
         """Does a transaction started now (on the loop thread) join the group?"""
         return _OPT_IN.get()
 
-    def enter(self) -> Tx:
+    def enter(self) -> Any:
         """A call's transaction begins: the group's first opens it (and needs no savepoint:
         if it fails, the whole transaction is rolled back), each later one is a savepoint."""
         group = self._open
@@ -146,12 +146,10 @@ class GroupCommits:
             group.pending.update(tx.pending)  # run once for the whole group, before its COMMIT
 
     def _begin(self) -> _Group:
-        from server.storage.store import _driver_connection
-
         gate = self.store.gate
         assert gate is not None  # SQLite only
         sa = self.store._begin_immediate(gate)  # holds the gate until the group ends
-        raw = _driver_connection(sa)
+        raw = self._driver(sa)
         try:
             future = _Outcome(loop=self.loop)
             self.loop.call_soon(self.flush)

@@ -298,7 +298,7 @@ class Store:
         """SQLite: from now on, transactions of calls that opted in on this thread (the event
         loop's) share one COMMIT per loop pass (server/storage/group.py)."""
         if self.gate is not None:
-            self.groups = GroupCommits(self, loop)
+            self.groups = GroupCommits(self, loop, Tx, _driver_call, _driver_connection)
 
     def stop_grouping(self) -> None:
         """Commit the open group, if any, and run every transaction alone again."""
