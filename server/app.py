@@ -184,6 +184,7 @@ def _raise_open_files_limit(wanted: int = 65536) -> None:
 def _close_store(state: ServerState, grace_s: float) -> bool:
     """Close the database once no handler is running: False when one is still running after
     `grace_s` (it keeps its connection; what was committed is in SQLite's write-ahead log)."""
+    state.store.stop_grouping()  # first: pool threads may be waiting on the gate an open group holds
     if state.handlers is not None and not state.handlers.close(grace_s):
         log.warning("%d request(s) still running at shutdown; exiting without waiting for them",
                     state.handlers.busy)
@@ -196,6 +197,7 @@ async def serve(state: ServerState, config: ServerConfig, shutdown: Shutdown | N
                 ready: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     state.notifier.bind(loop)
+    state.store.group_commits(loop)
     _raise_open_files_limit()
     # Pool threads computing in Python hold the GIL up to a switch interval at a time, and the
     # loop may wait several of them per request: 1 ms instead of 5 keeps /debug.ping prompt.
@@ -208,6 +210,7 @@ async def serve(state: ServerState, config: ServerConfig, shutdown: Shutdown | N
     try:
         await _serve_listeners(state, config, servers, ready)
     finally:
+        state.store.stop_grouping()
         done.set()
 
 

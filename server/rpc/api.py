@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
+import random
 import re
 import time
 from dataclasses import dataclass
@@ -30,6 +30,7 @@ from server.auth.keys import ANONYMOUS, API_VERSION, Identity
 from server.rpc import compat, jsonutil, registry, schema
 from server.rpc.registry import CallContext, Request
 from server.state import ServerState
+from server.storage import group
 from server.storage.store import conflicted, database_unavailable, retrying
 from shipyard.protocol import Subcode
 
@@ -40,9 +41,10 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 
 def envelope_bytes(name: str, version: str, data: dict | None, code: int = 200, subcode: int = 0,
                    msg: str = "OK", error_data: dict | None = None) -> bytes:
+    ids = f"{random.getrandbits(256):064x}"  # 32 hex digits each, like uuid4().hex; no syscall
     body = {
         "meta": {
-            "id": os.urandom(16).hex(), "trx": os.urandom(16).hex(),
+            "id": ids[:32], "trx": ids[32:],
             "endpoint": {"name": name, "requested_version": version, "actual_version": API_VERSION},
             "result_code": code, "result_subcode": subcode, "result_msg": msg,
             "error_stack": None, "error_data": error_data or {},
@@ -206,6 +208,7 @@ async def dispatch(state: ServerState, call: ApiCall) -> tuple[int, bytes | Resp
     name = match.group("name") if match else call.path.strip("/")
     version = (match.group("version") if match else None) or API_VERSION
     code = 200
+    grouping = group.grouped()  # this call's transactions on the loop may share a COMMIT (storage/group.py)
     try:
         handler = registry.lookup(name) if match is not None else None
         if handler is None:
@@ -229,6 +232,7 @@ async def dispatch(state: ServerState, call: ApiCall) -> tuple[int, bytes | Resp
             result = await _run_sync(state, handler, ctx, call, raw)
         if inspect.isawaitable(result):
             result = await result
+        await group.committed()  # the answer waits for the COMMIT of the group its writes joined
         if isinstance(result, Response):
             return result.status_code, result
         return 200, result if isinstance(result, bytes) else envelope_bytes(name, version, result)
@@ -242,6 +246,7 @@ async def dispatch(state: ServerState, call: ApiCall) -> tuple[int, bytes | Resp
         code, body = _failure(name, version, exc)
         return code, body
     finally:
+        group.ungrouped(grouping)
         state.metrics.observe(name, code, time.perf_counter() - started)
 
 

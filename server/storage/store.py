@@ -6,7 +6,9 @@ is Alembic's (server/storage/schema.py, migrations/): a Store only checks its re
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import threading
 import uuid
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from sqlalchemy.exc import TimeoutError as SATimeoutError
 from server.rpc import jsonutil
 from server.storage import schema
 from server.storage import tables as t
+from server.storage.group import GroupCommits
 from server.storage.prepared import Prepared
 from shipyard import clock
 from shipyard.protocol import SystemTag, TaskStatus, TaskType
@@ -68,6 +71,12 @@ def columns_for(table: Table, doc: dict) -> dict[str, Any]:
     if table is t.workers:
         return {"last_activity": _ts(doc, "last_activity_time", now)}
     raise ValueError(f"not a document table: {table.name}")
+
+
+@functools.cache
+def _derived(table: Table) -> tuple[str, ...]:
+    """The columns `columns_for` derives from the document, in the table's order."""
+    return tuple(c.name for c in table.columns if c.name not in ("id", "doc"))
 
 
 _METRIC_FIELDS = ("value", "min_value", "max_value")
@@ -200,7 +209,7 @@ class Tx:
     """One transaction. `execute` runs `Prepared` statements straight on the DBAPI connection
     and anything else through SQLAlchemy; both share the connection and its transaction."""
 
-    __slots__ = ("sa", "raw", "dialect", "versions", "metrics")
+    __slots__ = ("sa", "raw", "dialect", "versions", "metrics", "stored", "pending")
 
     def __init__(self, sa: Connection):
         self.sa = sa
@@ -211,6 +220,11 @@ class Tx:
         # task id -> its task_metrics rows as stored, for the tasks read here: a save that leaves
         # last_metrics as it was (a status change) then writes no task_metrics statement
         self.metrics: dict[str, list[dict]] = {}
+        # SQLite: (table, id) -> the derived columns as stored, for the tasks read here (a save
+        # then writes only those that change; see Store._save_statement)
+        self.stored: dict[tuple[str, str], dict[str, Any]] = {}
+        # key -> fn(tx): work done once per key just before the COMMIT (`before_commit`)
+        self.pending: dict[Any, Callable[[Tx], None]] = {}
 
     def execute(self, statement: Any, params: Any = None) -> Any:
         if isinstance(statement, Prepared):
@@ -220,7 +234,19 @@ class Tx:
     def exec_driver_sql(self, sql: str, params: Any = None) -> Any:
         return self.sa.exec_driver_sql(sql) if params is None else self.sa.exec_driver_sql(sql, params)
 
+    def before_commit(self, key: Any, fn: Callable[[Tx], None]) -> None:
+        """Run `fn(tx)` once, just before this transaction commits, however often it is asked
+        for under `key` (a queue's metrics sample: the state the transaction commits)."""
+        self.pending[key] = fn
+
+    def run_pending(self) -> None:
+        """The `before_commit` work, in key order (the same lock order in every transaction)."""
+        while self.pending:
+            key = min(self.pending)
+            self.pending.pop(key)(self)
+
     def commit(self) -> None:
+        self.run_pending()
         if self.sa.in_transaction():
             self.sa.commit()  # SQLAlchemy began too (autobegin): let it end its own bookkeeping
         else:
@@ -256,7 +282,7 @@ class Store:
         self.url = url
         self.engine = _make_engine(url, synchronous, pool or PoolSettings())
         self.is_sqlite = url.startswith("sqlite")
-        self._statements: dict[tuple[str, str], Any] = {}
+        self._statements: dict[tuple, Any] = {}
         # SQLite: each thread keeps one connection (a file handle; nothing to go stale), so a
         # transaction costs a BEGIN and a COMMIT rather than a pool checkout and its events.
         self._local = threading.local()
@@ -266,8 +292,22 @@ class Store:
         # tell without waiting whether a pool thread is inside one (`gate.acquire(blocking=False)`)
         # and run a call on the pool instead of blocking on the database lock (server/api.py).
         self.gate: threading.RLock | None = threading.RLock() if self.is_sqlite else None
+        self.groups: GroupCommits | None = None  # SQLite on a server's loop: group commit (group.py)
+
+    def group_commits(self, loop: asyncio.AbstractEventLoop) -> None:
+        """SQLite: from now on, transactions of calls that opted in on this thread (the event
+        loop's) share one COMMIT per loop pass (server/storage/group.py)."""
+        if self.gate is not None:
+            self.groups = GroupCommits(self, loop, Tx, _driver_call, _driver_connection)
+
+    def stop_grouping(self) -> None:
+        """Commit the open group, if any, and run every transaction alone again."""
+        groups, self.groups = self.groups, None
+        if groups is not None:
+            groups.commit_now()
 
     def close(self) -> None:
+        self.stop_grouping()
         with self._held_lock:
             held, self._held = self._held, []
         for conn in held:
@@ -282,22 +322,40 @@ class Store:
                 self._held.append(conn)
         return conn
 
+    def _begin_immediate(self, gate: threading.RLock) -> Connection:
+        """SQLite: this thread's connection, in a transaction holding the write lock and `gate`."""
+        gate.acquire()
+        try:
+            sa = self._thread_connection()
+            if _driver_connection(sa).in_transaction or sa.in_transaction():
+                raise RuntimeError("Store.tx() nested in another transaction of the same thread")
+            _driver_call(sa.dialect, "BEGIN IMMEDIATE", _driver_connection(sa).execute, "BEGIN IMMEDIATE")
+        except BaseException:
+            gate.release()
+            raise
+        return sa
+
     @contextlib.contextmanager
     def tx(self) -> Iterator[Tx]:
         """A transaction: committed when the block ends, rolled back if it raises. On SQLite it
-        takes the write lock at once (BEGIN IMMEDIATE), so read-then-write never deadlocks."""
+        takes the write lock at once (BEGIN IMMEDIATE), so read-then-write never deadlocks.
+        On the event loop's thread, with group commit on, a savepoint in the loop pass's shared
+        transaction instead (server/storage/group.py)."""
+        groups = self.groups
+        if groups is not None and groups.on_loop_thread():
+            if groups.joins():
+                tx = groups.enter()
+                try:
+                    yield tx
+                except BaseException:
+                    groups.leave(False)
+                    raise
+                groups.leave(True)
+                return
+            groups.commit_now()  # a transaction of its own: the open group commits first
         gate = self.gate
         if gate is not None:
-            gate.acquire()
-            try:
-                sa = self._thread_connection()
-                if _driver_connection(sa).in_transaction or sa.in_transaction():
-                    raise RuntimeError("Store.tx() nested in another transaction of the same thread")
-                _driver_call(sa.dialect, "BEGIN IMMEDIATE", _driver_connection(sa).execute,
-                             "BEGIN IMMEDIATE")
-            except BaseException:
-                gate.release()
-                raise
+            sa = self._begin_immediate(gate)
             owned = False
         else:
             sa = self.engine.connect()
@@ -337,6 +395,9 @@ class Store:
             return Prepared(select(table.c.doc).where(table.c.id == bindparam("p_id")))
         if kind == "get_v":
             return Prepared(select(table.c.doc, _XMIN).where(table.c.id == bindparam("p_id")))
+        if kind == "get_columns":  # the document and its derived columns as stored (Store.save narrows)
+            return Prepared(select(table.c.doc, *(table.c[name] for name in _derived(table)))
+                            .where(table.c.id == bindparam("p_id")))
         if kind == "insert":
             return Prepared(insert(table).values({c.name: bindparam(c.name) for c in table.columns}))
         if kind == "delete":
@@ -348,8 +409,33 @@ class Store:
             query = query.where(bindparam("p_version") == _VERSION).returning(_XMIN)
         return Prepared(query.values({name: bindparam(name) for name in columns}))
 
+    def _narrow(self, kind: str, table: Table, names: tuple[str, ...]) -> Prepared:
+        """`kind` ("save" or "save_cas") writing the document and only the derived columns
+        `names`: SQLite then leaves alone the indexes of the columns that did not change."""
+        key = (kind, table.name, names)
+        stmt = self._statements.get(key)
+        if stmt is None:
+            query = update(table).where(table.c.id == bindparam("p_id"))
+            if kind == "save_cas":
+                query = query.where(table.c.status == bindparam("p_status"))
+            stmt = self._statements[key] = Prepared(query.values({n: bindparam(n) for n in ("doc", *names)}))
+        return stmt
+
+    def _save_statement(self, conn: Tx, table: Table, kind: str, key: tuple[str, str], params: dict) -> Prepared:
+        """The UPDATE for a save: narrowed to the changed columns when this transaction read
+        them (SQLite tasks: an index entry rewritten unchanged is a page written to the WAL)."""
+        stored = conn.stored.get(key) if isinstance(conn, Tx) else None
+        if stored is None:
+            return self._stmt(kind, table)
+        return self._narrow(kind, table, tuple(name for name, value in stored.items() if params[name] != value))
+
     def get(self, conn: Tx, table: Table, doc_id: str) -> dict | None:
-        if self.is_sqlite or not isinstance(conn, Tx):  # SQLite: one writer at a time, nothing to check
+        if self.is_sqlite and table is t.tasks and isinstance(conn, Tx):
+            row = conn.execute(self._stmt("get_columns", table), {"p_id": doc_id}).first()
+            doc = row[0] if row else None
+            if row:
+                conn.stored[(table.name, doc_id)] = dict(zip(_derived(table), row[1:], strict=True))
+        elif self.is_sqlite or not isinstance(conn, Tx):  # SQLite: one writer at a time, nothing to check
             row = conn.execute(self._stmt("get", table), {"p_id": doc_id}).first()
             doc = row[0] if row else None
         else:
@@ -369,6 +455,8 @@ class Store:
         return [dict(row[0]) for row in conn.execute(query)]
 
     def insert(self, conn: Tx, table: Table, doc: dict) -> None:
+        if isinstance(conn, Tx):
+            conn.stored.pop((table.name, doc["id"]), None)
         conn.execute(self._stmt("insert", table), {"id": doc["id"], "doc": doc, **columns_for(table, doc)})
         if table is t.tasks:
             self._write_metrics(conn, doc)
@@ -383,7 +471,9 @@ class Store:
         key = (table.name, doc["id"])
         version = conn.versions.get(key) if isinstance(conn, Tx) else None
         if version is None:
-            saved = conn.execute(self._stmt(kind, table), params).rowcount > 0
+            saved = conn.execute(self._save_statement(conn, table, kind, key, params), params).rowcount > 0
+            if saved and isinstance(conn, Tx) and key in conn.stored:
+                conn.stored[key] = {name: params[name] for name in conn.stored[key]}
         else:
             saved = self._save_versioned(conn, table, kind, params, key, version)
         if saved and table is t.tasks:
@@ -409,6 +499,8 @@ class Store:
         return True
 
     def delete(self, conn: Tx, table: Table, doc_id: str) -> bool:
+        if isinstance(conn, Tx):
+            conn.stored.pop((table.name, doc_id), None)
         if table is t.tasks:
             self._clear_metrics(conn, doc_id)
             if isinstance(conn, Tx):
@@ -434,6 +526,7 @@ class Store:
         conn.execute(delete(t.task_metrics).where(t.task_metrics.c.task.in_(task_ids)))
         for task_id in task_ids if isinstance(conn, Tx) else ():
             conn.metrics.pop(task_id, None)
+            conn.stored.pop((t.tasks.name, task_id), None)
         conn.execute(delete(t.tasks).where(t.tasks.c.id.in_(task_ids)))
 
     # -- key/value ---------------------------------------------------------------------

@@ -30,7 +30,8 @@ def test_a_pop_does_not_wait_for_another_open_pop_of_the_same_queue(store):
             crud.add_entry(conn, "q1", f"task-{i}")
     other: dict = {}
     with store.tx() as first:
-        assert crud.pop(first, "q1")[0] == "task-0"  # its transaction holds this second's sample row
+        assert crud.pop(first, "q1")[0] == "task-0"
+        first.run_pending()  # its sample, due at COMMIT, taken now: it holds this second's sample row
 
         def second_pop() -> None:
             with store.tx() as conn:

@@ -84,3 +84,47 @@ def test_a_deadlock_victim_runs_again():
         retrying(flaky, "23505")  # a unique violation is the caller's error, not a conflict
     assert len(calls) == 1
     assert conflicted(WriteConflict("x")) and not conflicted(ValueError("x"))
+
+
+def _task_doc(**fields) -> dict:
+    return {"id": "a", "name": "n", "type": "training", "status": "created", "project": "p1",
+            "created": "2026-01-01T00:00:00+00:00", "last_update": "2026-01-01T00:00:00+00:00",
+            "last_change": "2026-01-01T00:00:00+00:00", **fields}
+
+
+def _project_column(store: Store) -> str:
+    from server.storage import tables as t
+
+    with store.tx() as conn:
+        return conn.execute(select(t.tasks.c.project).where(t.tasks.c.id == "a")).scalar()
+
+
+def test_a_save_writes_only_the_columns_that_changed_since_read(tmp_path):
+    """SQLite: the UPDATE leaves out the derived columns that did not change (their index entries
+    stay unwritten); a task deleted and inserted again in the transaction is written whole."""
+    from server.storage import tables as t
+
+    store = Store(sqlite_url(tmp_path))
+    with store.tx() as conn:
+        store.insert(conn, t.tasks, _task_doc())
+    statements: list[str] = []
+    with store.tx() as conn:
+        conn.raw.set_trace_callback(statements.append)
+        doc = store.get(conn, t.tasks, "a")
+        assert store.save(conn, t.tasks, {**doc, "status": "queued", "last_update": "2026-01-02T00:00:00+00:00"},
+                          expect_status="created")
+        assert not store.save(conn, t.tasks, {**doc, "project": "p9"}, expect_status="created")  # not written
+        assert store.save(conn, t.tasks, {**doc, "status": "queued", "last_update": "2026-01-02T00:00:00+00:00"})
+        conn.raw.set_trace_callback(None)
+    updates = [s for s in statements if s.startswith("UPDATE tasks")]
+    assert "status=" in updates[0] and "last_update=" in updates[0] and "project=" not in updates[0]
+    assert "project=" in updates[1]  # the refused save: compared with the row as stored, not as asked
+    assert "status=" not in updates[2] and "last_update=" not in updates[2]  # as the first save left them
+    assert _project_column(store) == "p1"
+    with store.tx() as conn:
+        doc = store.get(conn, t.tasks, "a")
+        store.delete(conn, t.tasks, "a")
+        store.insert(conn, t.tasks, {**doc, "project": "p2"})
+        store.save(conn, t.tasks, {**doc, "project": "p1"})  # differs from the new row, not from the first read
+    assert _project_column(store) == "p1"
+    store.close()

@@ -50,6 +50,7 @@ _HEAD = (select(_E.c.seq).where(_E.c.queue == bindparam("q")).order_by(_E.c.posi
 _POP = Prepared(delete(_E).where(_E.c.seq == _HEAD).returning(_E.c.task, _E.c.added))
 _QUEUE_EXISTS = Prepared(select(_Q.c.id).where(_Q.c.id == bindparam("q")))
 _QUEUE_BY_NAME = Prepared(select(_Q.c.id).where(_Q.c.name == bindparam("name")))
+_TASK_STATUS = Prepared(select(t.tasks.c.status).where(t.tasks.c.id == bindparam("id")))
 
 def entries(conn, queue_id: str) -> list[dict]:
     return [{"task": r.task, "added": clock.iso(r.added)} for r in conn.execute(_ENTRIES, {"q": queue_id})]
@@ -453,7 +454,7 @@ def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool, lease_s: fl
              worker: str = "", only_task: str | None = None, gpus: int | None = None,
              with_task: bool = False) -> dict | None:
     with ctx.store.tx() as conn:
-        for queue_id in queue_ids:
+        for queue_id in queue_ids if len(queue_ids) > 1 else ():
             require_queue(conn, queue_id)  # checked on every try: a queue deleted mid-wait is an error
         quotas = fair.quotas(ctx, conn)
         for queue_id in queue_ids:
@@ -462,7 +463,7 @@ def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool, lease_s: fl
                 if popped is None:
                     break
                 task_id, added = popped
-                doc = ctx.store.get(conn, t.tasks, task_id)
+                doc = _popped_task(ctx, conn, task_id, bool(lease_s or get_info or with_task))
                 if doc is None:
                     continue  # deleted while queued: skip the stale entry
                 if doc.get("status") == TaskStatus.STOPPED:
@@ -475,7 +476,19 @@ def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool, lease_s: fl
                         _count_claim(ctx, conn, doc, worker, gpus)
                     ctx.store.save(conn, t.tasks, doc)
                 return {**result, **_extras(ctx, doc, get_info, with_task)}
+        if len(queue_ids) == 1:  # one queue, nothing popped: only now can it be missing (entries go with it)
+            require_queue(conn, queue_ids[0])
     return None
+
+
+def _popped_task(ctx: CallContext, conn, task_id: str, whole: bool) -> dict | None:
+    """The popped task's document (None: deleted while queued); when the claimer wants none of it
+    and it needs no status change, only its status, from the column (no document parsed)."""
+    if not whole:
+        status = conn.execute(_TASK_STATUS, {"id": task_id}).scalar()
+        if status != TaskStatus.STOPPED:
+            return None if status is None else {"status": status}
+    return ctx.store.get(conn, t.tasks, task_id)
 
 
 def _extras(ctx: CallContext, doc: dict, get_info: bool, with_task: bool) -> dict:

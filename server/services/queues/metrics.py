@@ -1,8 +1,9 @@
 """Queue length and average wait over time, for queues.get_queue_metrics.
 
 A sample (queue, time, length, average wait of the entries) is written whenever a queue's
-entries change (server/services/queues.py calls `sample`; changes within one second keep that
-second's last state in one row, or two while concurrent transactions write it), and on a read for a queue whose last
+entries change (server/services/queues.py calls `sample`; once per transaction or commit group,
+just before it commits; changes within one second keep that second's last state in one row, or
+two while concurrent transactions write it), and on a read for a queue whose last
 sample is older than REFRESH_S, so a queue that nobody touches still draws a line. Reading
 follows the reference server: the range starts LOOKBACK_S earlier (a quiet queue has few
 points), samples fall into fixed intervals aligned to the epoch, an interval answers the sample
@@ -14,6 +15,7 @@ none. Samples older than RETENTION_S are pruned as new ones arrive.
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Float, bindparam, case, delete, func, select, update
@@ -51,6 +53,21 @@ _PRUNE = Prepared(delete(_M).where(_M.c.queue == bindparam("q")).where(_M.c.time
 
 
 def sample(conn, queue_id: str) -> None:
+    """Record the queue's length and average wait as the transaction commits them: taken once
+    per queue just before the COMMIT (`Tx.before_commit`; with group commit, once per group),
+    however many of its entries the transaction changed."""
+    before_commit = getattr(conn, "before_commit", None)
+    if before_commit is None:
+        sample_now(conn, queue_id)
+    else:
+        before_commit(("queue_metrics", queue_id), partial(_sample_into, queue_id))
+
+
+def _sample_into(queue_id: str, conn) -> None:
+    sample_now(conn, queue_id)
+
+
+def sample_now(conn, queue_id: str) -> None:
     """Record the queue's current length and average wait: one row per queue and second (the
     second's last state), so a busy queue stores about 86,400 rows a day; a second row in the
     same second only while another transaction is writing the first (concurrent pops on
@@ -69,7 +86,7 @@ def refresh(conn, queue_ids: list[str], *, stale_only: bool) -> None:
                              .group_by(_M.c.queue)).all())
     for queue_id in queue_ids:
         if not stale_only or clock.now() - last.get(queue_id, 0.0) >= REFRESH_S:
-            sample(conn, queue_id)
+            sample_now(conn, queue_id)  # read back right after
 
 
 def _per_bucket(conn, range_: Range, queue_ids: list[str]) -> dict[int, dict[str, tuple[float, int]]]:
