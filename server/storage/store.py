@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
-from sqlalchemy import Table, bindparam, create_engine, delete, event, insert, literal_column, select, update
+from sqlalchemy import Table, bindparam, create_engine, delete, event, insert, literal_column, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
@@ -72,6 +73,22 @@ def columns_for(table: Table, doc: dict) -> dict[str, Any]:
 
 _METRIC_FIELDS = ("value", "min_value", "max_value")
 _CLEAR_METRICS = Prepared(delete(t.task_metrics).where(t.task_metrics.c.task == bindparam("p_task")))
+_BEGIN = Prepared(text("BEGIN"))
+_COMMIT = Prepared(text("COMMIT"))
+_IDLE = 0  # libpq's PQTRANS_IDLE: no transaction open on the connection
+_METRIC_ROW: dict[str, Any] = {c.name: bindparam(c.name) for c in t.task_metrics.columns}
+
+
+def _metric_upsert(dialect_insert: Any) -> Prepared:
+    """INSERT a task_metrics row, or update the one of the same (task, metric): the same SQL on
+    both backends, built by each one's own `insert` (ON CONFLICT is not portable Core)."""
+    stmt = dialect_insert(t.task_metrics).values(_METRIC_ROW)
+    return Prepared(stmt.on_conflict_do_update(index_elements=["task", "metric"],
+                                               set_={f: stmt.excluded[f] for f in _METRIC_FIELDS}))
+
+
+_INSERT_METRIC = Prepared(insert(t.task_metrics).values(_METRIC_ROW))
+_UPSERT_METRIC = {"postgresql": _metric_upsert(postgresql.insert), "sqlite": _metric_upsert(sqlite.insert)}
 
 
 def _number(value: Any) -> float | None:
@@ -90,6 +107,15 @@ def metric_rows(doc: dict) -> list[dict]:
                 out.append({"task": doc["id"], "metric": f"{mkey}.{vkey}",
                             **{f: _number(entry.get(f)) for f in _METRIC_FIELDS}})
     return out
+
+
+def _changed_rows(before: list[dict], after: list[dict]) -> list[dict] | None:
+    """The rows of `after` that are new or differ from `before`'s; None when one of `before`'s
+    metrics is gone (the rows must then be rewritten whole)."""
+    old = {row["metric"]: row for row in before}
+    if not old.keys() <= {row["metric"] for row in after}:
+        return None
+    return [row for row in after if old.get(row["metric"]) != row]
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -200,14 +226,17 @@ class Tx:
     """One transaction. `execute` runs `Prepared` statements straight on the DBAPI connection
     and anything else through SQLAlchemy; both share the connection and its transaction."""
 
-    __slots__ = ("sa", "raw", "dialect", "versions", "metrics")
+    __slots__ = ("sa", "raw", "dialect", "versions", "locked", "metrics", "pipelined")
 
-    def __init__(self, sa: Connection):
+    def __init__(self, sa: Connection, pipelined: bool = False):
         self.sa = sa
         self.raw = _driver_connection(sa)
         self.dialect = sa.dialect
+        self.pipelined = pipelined  # Store.tx(pipelined=True): Prepared statements only
         # PostgreSQL: (table, id) -> the row version (xmin) each document was read at (Store.save)
         self.versions: dict[tuple[str, str], str] = {}
+        # PostgreSQL: (table, id) of the rows read FOR UPDATE: no other transaction can change them
+        self.locked: set[tuple[str, str]] = set()
         # task id -> its task_metrics rows as stored, for the tasks read here: a save that leaves
         # last_metrics as it was (a status change) then writes no task_metrics statement
         self.metrics: dict[str, list[dict]] = {}
@@ -215,7 +244,17 @@ class Tx:
     def execute(self, statement: Any, params: Any = None) -> Any:
         if isinstance(statement, Prepared):
             return statement.run(self.raw, self.dialect, params)
+        if self.pipelined:
+            raise RuntimeError("a pipelined transaction runs Prepared statements only")
         return self.sa.execute(statement) if params is None else self.sa.execute(statement, params)
+
+    def execute_each(self, statement: Prepared, each: Sequence[dict]) -> list[Any]:
+        """`statement` once per parameter set, all sent before any answer is read; their rows."""
+        return statement.run_each(self.raw, self.dialect, each)
+
+    def execute_many(self, statement: Prepared, rows: Sequence[dict]) -> None:
+        """A write once per parameter set in `rows` (one executemany; PostgreSQL: one round trip)."""
+        statement.run_many(self.raw, self.dialect, rows)
 
     def exec_driver_sql(self, sql: str, params: Any = None) -> Any:
         return self.sa.exec_driver_sql(sql) if params is None else self.sa.exec_driver_sql(sql, params)
@@ -237,6 +276,15 @@ def _driver_connection(sa: Connection) -> Any:
     """The driver's own connection under an open SQLAlchemy connection (typed Optional by
     SQLAlchemy because a closed or invalidated one has none; ours are open while in use)."""
     return sa.connection.dbapi_connection
+
+
+@contextlib.contextmanager
+def _driver_errors(dialect: Any, what: str) -> Iterator[None]:
+    """The driver's errors raised in the block as SQLAlchemy's (IntegrityError, OperationalError...)."""
+    try:
+        yield
+    except dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(what, (), exc, dialect.loaded_dbapi.Error, dialect=dialect) from exc
 
 
 def _driver_call(dialect: Any, what: str, fn: Any, *args: Any) -> Any:
@@ -283,9 +331,20 @@ class Store:
         return conn
 
     @contextlib.contextmanager
-    def tx(self) -> Iterator[Tx]:
+    def tx(self, pipelined: bool = False) -> Iterator[Tx]:
         """A transaction: committed when the block ends, rolled back if it raises. On SQLite it
-        takes the write lock at once (BEGIN IMMEDIATE), so read-then-write never deadlocks."""
+        takes the write lock at once (BEGIN IMMEDIATE), so read-then-write never deadlocks.
+
+        `pipelined` (PostgreSQL; nothing on SQLite): the transaction runs in psycopg's pipeline
+        mode, so writes whose results nobody reads are sent without waiting for each answer:
+        the BEGIN goes with the first statement, a read waits only for what was queued before
+        it, and the COMMIT goes with the last writes. Only for blocks that run `Prepared`
+        statements alone (SQLAlchemy reads a cursor's description at once) and read no write's
+        rowcount; a write's error is raised at the next read or at the commit, as SQLAlchemy's."""
+        if pipelined and self.gate is None:
+            with self._pipelined_tx() as tx:
+                yield tx
+            return
         gate = self.gate
         if gate is not None:
             gate.acquire()
@@ -320,6 +379,28 @@ class Store:
             if gate is not None:
                 gate.release()
 
+    @contextlib.contextmanager
+    def _pipelined_tx(self) -> Iterator[Tx]:
+        """psycopg's pipeline with our own BEGIN and COMMIT in it (psycopg's implicit BEGIN would
+        wait for its own answer): the connection is put in autocommit mode meanwhile, so psycopg
+        leaves the transaction to these two statements."""
+        sa = self.engine.connect()
+        tx = Tx(sa, pipelined=True)
+        raw = tx.raw
+        try:
+            raw.autocommit = True
+            with _driver_errors(sa.dialect, "pipeline"), raw.pipeline():
+                _BEGIN.run(raw, sa.dialect, None)
+                yield tx
+                _COMMIT.run(raw, sa.dialect, None)
+        except BaseException:
+            if raw.pgconn.transaction_status != _IDLE:
+                _driver_call(sa.dialect, "ROLLBACK", raw.rollback)
+            raise
+        finally:
+            raw.autocommit = False
+            sa.close()
+
     # -- documents -----------------------------------------------------------------------
     # Statements are built once per table and executed with parameters: building and
     # cache-keying a fresh SQLAlchemy statement per call costs more than SQLite itself.
@@ -335,8 +416,11 @@ class Store:
         columns = [c.name for c in table.columns if c.name != "id"]
         if kind == "get":
             return Prepared(select(table.c.doc).where(table.c.id == bindparam("p_id")))
-        if kind == "get_v":
-            return Prepared(select(table.c.doc, _XMIN).where(table.c.id == bindparam("p_id")))
+        if kind == "last_update":
+            return Prepared(select(table.c.last_update).where(table.c.id == bindparam("p_id")))
+        if kind.startswith("get_v"):
+            read = select(table.c.doc, _XMIN).where(table.c.id == bindparam("p_id"))
+            return Prepared(read.with_for_update() if kind == "get_v_lock" else read)
         if kind == "insert":
             return Prepared(insert(table).values({c.name: bindparam(c.name) for c in table.columns}))
         if kind == "delete":
@@ -362,6 +446,35 @@ class Store:
             conn.metrics[doc_id] = metric_rows(doc)
         return doc
 
+    def get_each(self, conn: Tx, table: Table, doc_ids: Sequence[str], *, lock: bool = False) -> dict[str, dict]:
+        """The documents of `doc_ids` that exist, read as `get` reads one (their versions kept for
+        `save`), the reads sent together (a pipelined transaction: one round trip for all).
+        `lock` (PostgreSQL): the rows stay locked until the transaction ends (FOR UPDATE), so
+        concurrent writers of the same documents take turns instead of conflicting; pass the ids
+        sorted, so that two of them lock in the same order."""
+        versioned = not self.is_sqlite
+        kind = ("get_v_lock" if lock else "get_v") if versioned else "get"
+        found = conn.execute_each(self._stmt(kind, table),
+                                  [{"p_id": doc_id} for doc_id in doc_ids])
+        docs: dict[str, dict] = {}
+        for doc_id, rows in zip(doc_ids, found, strict=True):
+            row = rows.first()
+            if row is None or row[0] is None:
+                continue
+            if versioned:
+                conn.versions[(table.name, doc_id)] = row[1]
+                if lock:
+                    conn.locked.add((table.name, doc_id))
+            docs[doc_id] = row[0]
+            if table is t.tasks:
+                conn.metrics[doc_id] = metric_rows(row[0])
+        return docs
+
+    def last_updates(self, conn: Tx, table: Table, doc_ids: Sequence[str]) -> dict[str, float]:
+        """{id: its last_update column} of those of `doc_ids` that exist (no document is read)."""
+        found = conn.execute_each(self._stmt("last_update", table), [{"p_id": doc_id} for doc_id in doc_ids])
+        return {doc_id: rows.first()[0] for doc_id, rows in zip(doc_ids, found, strict=True) if rows.first()}
+
     def get_many(self, conn: Tx, table: Table, where: Sequence[Any] = ()) -> list[dict]:
         query = select(table.c.doc)
         for clause in where:
@@ -382,7 +495,12 @@ class Store:
             params["p_status"] = expect_status
         key = (table.name, doc["id"])
         version = conn.versions.get(key) if isinstance(conn, Tx) else None
-        if version is None:
+        if expect_status is None and isinstance(conn, Tx) and key in conn.locked:
+            # read FOR UPDATE in this transaction: the row is there and unchanged by others, so
+            # the write's answer need not be waited for (a pipelined transaction sends it on)
+            conn.execute(self._stmt(kind, table), params)
+            saved = True
+        elif version is None:
             saved = conn.execute(self._stmt(kind, table), params).rowcount > 0
         else:
             saved = self._save_versioned(conn, table, kind, params, key, version)
@@ -392,11 +510,21 @@ class Store:
 
     def _replace_metrics(self, conn: Tx, doc: dict) -> None:
         """The task's task_metrics rows follow its saved document: rewritten unless this transaction
-        read the task with the very same rows (a status change: no statement at all)."""
-        if isinstance(conn, Tx) and conn.metrics.get(doc["id"]) == metric_rows(doc):
+        read the task with the very same rows (a status change: no statement at all). When none
+        of the rows read went away (metric reports only add series and move values), only the
+        changed rows are written, as one upsert."""
+        rows = metric_rows(doc)
+        before = conn.metrics.get(doc["id"]) if isinstance(conn, Tx) else None
+        if before == rows:
             return
+        if before is not None and isinstance(conn, Tx):
+            changed = _changed_rows(before, rows)
+            if changed is not None:
+                conn.execute_many(_UPSERT_METRIC[conn.dialect.name], changed)
+                conn.metrics[doc["id"]] = rows
+                return
         self._clear_metrics(conn, doc["id"])
-        self._write_metrics(conn, doc)
+        self._write_metrics(conn, doc, rows)
 
     def _save_versioned(self, conn: Tx, table: Table, kind: str, params: dict, key: tuple[str, str],
                         version: str) -> bool:
@@ -421,12 +549,13 @@ class Store:
         conn.execute(_CLEAR_METRICS, {"p_task": task_id})
 
     @staticmethod
-    def _write_metrics(conn: Tx, doc: dict) -> None:
-        rows = metric_rows(doc)
-        if rows:  # one executemany per save: a task with many metrics is saved on every event batch
-            conn.execute(insert(t.task_metrics), rows)
+    def _write_metrics(conn: Tx, doc: dict, rows: list[dict] | None = None) -> None:
+        rows = metric_rows(doc) if rows is None else rows
         if isinstance(conn, Tx):
+            conn.execute_many(_INSERT_METRIC, rows)  # one executemany per save
             conn.metrics[doc["id"]] = rows
+        elif rows:
+            conn.execute(insert(t.task_metrics), rows)
 
     @staticmethod
     def delete_tasks(conn: Tx, task_ids: list[str]) -> None:
