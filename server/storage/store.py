@@ -278,6 +278,15 @@ def _driver_connection(sa: Connection) -> Any:
     return sa.connection.dbapi_connection
 
 
+def _leave_autocommit(sa: Connection) -> None:
+    """Back to transactions, or the connection is dropped from the pool: one left in autocommit
+    mode would run the next caller's statements outside any transaction."""
+    try:
+        _driver_connection(sa).autocommit = False
+    except Exception:  # noqa: BLE001 - a broken or still-aborted connection: not to be reused
+        sa.invalidate()
+
+
 @contextlib.contextmanager
 def _driver_errors(dialect: Any, what: str) -> Iterator[None]:
     """The driver's errors raised in the block as SQLAlchemy's (IntegrityError, OperationalError...)."""
@@ -394,11 +403,12 @@ class Store:
                 yield tx
                 _COMMIT.run(raw, sa.dialect, None)
         except BaseException:
-            if raw.pgconn.transaction_status != _IDLE:
-                _driver_call(sa.dialect, "ROLLBACK", raw.rollback)
+            with contextlib.suppress(Exception):  # a broken connection: dropped below, the cause raised
+                if raw.pgconn.transaction_status != _IDLE:
+                    raw.rollback()
             raise
         finally:
-            raw.autocommit = False
+            _leave_autocommit(sa)
             sa.close()
 
     # -- documents -----------------------------------------------------------------------

@@ -89,3 +89,32 @@ def test_concurrent_rereports_keep_one_row_per_point(server, api):
     assert api.call("events.get_task_log", {"task": task, "batch_size": 1000})["total"] == 40
     entry = next(iter(next(iter(api.call("tasks.get_by_id", {"task": task})["task"]["last_metrics"].values())).values()))
     assert entry["count"] == 8 * 5 * 4
+
+
+def test_a_pipelined_transaction_is_one_transaction(database):
+    """Store.tx(pipelined=True): a block that raises writes nothing, a write's error comes out as
+    SQLAlchemy's at the commit, and the connection goes back to the pool in transaction mode."""
+    from sqlalchemy import bindparam, exc, insert, select
+
+    from server.storage import tables as t
+    from server.storage.prepared import Prepared
+    from server.storage.store import Store
+
+    put = Prepared(insert(t.server_meta).values(key=bindparam("k"), value=bindparam("v")))
+    store = Store(database[1])
+    try:
+        with pytest.raises(RuntimeError), store.tx(pipelined=True) as conn:
+            conn.execute(put, {"k": "pipelined-a", "v": "1"})
+            raise RuntimeError("refused")
+        with pytest.raises(exc.IntegrityError), store.tx(pipelined=True) as conn:
+            conn.execute_many(put, [{"k": "pipelined-b", "v": "1"}, {"k": "pipelined-b", "v": "2"}])
+        with store.tx(pipelined=True) as conn:
+            conn.execute(put, {"k": "pipelined-c", "v": "1"})
+            with pytest.raises(RuntimeError):
+                conn.execute(select(t.server_meta.c.key))  # SQLAlchemy's statements are not for a pipeline
+        with store.tx() as conn:
+            assert conn.raw.autocommit is False
+            keys = {row[0] for row in conn.execute(select(t.server_meta.c.key))}
+        assert {"pipelined-a", "pipelined-b"}.isdisjoint(keys) and "pipelined-c" in keys
+    finally:
+        store.close()
