@@ -1,0 +1,38 @@
+"""The handler pool's ingest share (server/rpc/offload.py): a burst of event batches holds at
+most a quarter of the workers, so a read arriving behind it runs at once."""
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from server.rpc.offload import HandlerPool
+
+
+def test_a_burst_of_ingest_calls_leaves_workers_for_reads():
+    pool = HandlerPool(8)
+    assert pool.ingest_threads == 2
+    release = threading.Event()
+    lock = threading.Lock()
+    state = {"now": 0, "most": 0}
+
+    def batch(n: int) -> int:
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        release.wait(10)
+        with lock:
+            state["now"] -= 1
+        return n
+
+    async def scenario() -> None:
+        burst = [asyncio.ensure_future(pool.run(batch, n, owner=f"reporter-{n}", ingest=True)) for n in range(20)]
+        await asyncio.sleep(0.2)
+        # the read runs while every ingest thread is busy and 18 batches wait their turn
+        assert await asyncio.wait_for(pool.run(lambda: "task"), 2) == "task"
+        assert state == {"now": 2, "most": 2}
+        release.set()
+        assert await asyncio.gather(*burst) == list(range(20))
+
+    asyncio.run(scenario())
+    assert state["most"] == 2
+    assert pool.close(grace_s=2)
