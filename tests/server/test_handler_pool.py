@@ -36,3 +36,5 @@ def test_a_burst_of_ingest_calls_leaves_workers_for_reads():
     asyncio.run(scenario())
     assert state["most"] == 2
     assert pool.close(grace_s=2)
+    assert HandlerPool(8, ingest_threads=3).ingest_threads == 3  # config ingest_threads
+    assert HandlerPool(2).ingest_threads == 1
