@@ -21,7 +21,7 @@ endpoint that once takes long (a huge stored document) runs on the pool for a wh
     pool.close(grace_s=5)            # no new work; wait for running calls; True when all ended
 
 Ingest (events.add_batch: hundreds of reporting tasks, each a batch a second, arriving together)
-holds at most `ingest_threads` of the workers (config `ingest_threads`; by default a quarter) at a time; the rest of its calls wait
+holds at most `ingest_threads` of the workers (config `ingest_threads`; by default half) at a time; the rest of its calls wait
 on the event loop, not in the workers' queue, so a tasks.get_by_id behind a burst of batches
 finds a free worker at once instead of queueing behind all of them.
 
@@ -82,7 +82,7 @@ class HandlerPool:
             raise ValueError("a handler pool needs at least one thread")
         self.size = threads
         self.per_owner = per_owner
-        self.ingest_threads = min(threads, ingest_threads) if ingest_threads > 0 else max(1, threads // 4)
+        self.ingest_threads = min(threads, ingest_threads) if ingest_threads > 0 else max(1, threads // 2)
         self.name = name
         self._owners: dict[Any, tuple[asyncio.Semaphore, int]] = {}  # event-loop side only
         self._ingest: asyncio.Semaphore | None = None  # made on the loop, at the first ingest call
