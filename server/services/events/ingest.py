@@ -5,8 +5,8 @@ the events in plain Python, then one transaction - a refused request writes noth
 documents of the tasks with metric rows read (and on PostgreSQL locked) at once, re-reported
 points deleted and every row inserted as one executemany each, at most one document update per
 task and only the changed task_metrics rows. All statements are prepared (no SQLAlchemy per
-call) and on PostgreSQL pipelined: a scalars-and-logs batch is four round trips (pool ping,
-BEGIN + reads, writes up to the document's update, the rest + COMMIT; it was eleven). Events from
+call) and on PostgreSQL pipelined: a scalars-and-logs batch is three round trips (pool ping,
+BEGIN + the locked document read, every write + COMMIT; it was eleven). Events from
 Shipyard's agent carry a lease `attempt`: they are fenced against superseded claims and log
 re-sends are dropped below a per-attempt high-water mark. The agent's log batches (fenced, logs
 only) take one transaction for all of it, the task's document read and written once
