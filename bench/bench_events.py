@@ -6,9 +6,13 @@ client connection and prints the sustained rate. The request bodies are prepared
 clock starts, so the figure is the server's (plus HTTP), not the client's JSON encoding.
 
 Two figures: events per wall-clock second, and events per CPU-second the server process used
-(its capacity, which stays meaningful when other work shares the machine).
+(its capacity, which stays meaningful when other work shares the machine), and the server's CPU
+per request.
 
-    python -m bench.bench_events [--seconds 5] [--batch 1000] [--kind log|scalar]
+`--kind mixed` sends bench_scale.py's reporter batch (5 scalars at one iteration, 5 log lines;
+`--batch` is ignored); `--db pg` runs the server on a private PostgreSQL (tests/pg.py).
+
+    python -m bench.bench_events [--seconds 5] [--batch 1000] [--kind log|scalar|mixed] [--db pg]
 """
 from __future__ import annotations
 
@@ -34,6 +38,9 @@ def _bodies(task: str, batch: int, count: int, kind: str) -> list[bytes]:
         lines = []
         for _ in range(batch):
             n += 1
+            if kind == "mixed":
+                lines.extend(json.dumps(ev) for ev in _mixed(task, n, base + n))
+                break
             if kind == "log":
                 ev = {"timestamp": base + n, "type": "log", "task": task, "level": "info", "worker": "bench",
                       "msg": f"step {n}: loss=0.{n % 1000:03d} lr=0.001 some typical console output",
@@ -47,14 +54,27 @@ def _bodies(task: str, batch: int, count: int, kind: str) -> list[bytes]:
     return bodies
 
 
+def _mixed(task: str, n: int, now: int) -> list[dict]:
+    events: list[dict] = [{"task": task, "type": "training_stats_scalar", "metric": "loss", "variant": f"v{k}",
+                           "value": 1.0 / (n + k), "iter": n, "timestamp": now} for k in range(5)]
+    return events + [{"task": task, "type": "log", "msg": f"step {n} line {k}", "level": "info", "timestamp": now}
+                     for k in range(5)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--batch", type=int, default=1000)
-    parser.add_argument("--kind", choices=("log", "scalar"), default="log")
+    parser.add_argument("--kind", choices=("log", "scalar", "mixed"), default="log")
+    parser.add_argument("--db", default=None, help="pg: a private PostgreSQL; default SQLite")
     args = parser.parse_args()
+    database = None
+    if args.db == "pg":
+        from tests.pg import PgServer
+
+        database = PgServer()
     with tempfile.TemporaryDirectory(prefix="shipyard-bench-") as tmp:
-        server = start_server(Path(tmp) / "srv")
+        server = start_server(Path(tmp) / "srv", db=database.url if database else args.db)
         try:
             api = server.api()
             task = api.call("tasks.create", {"name": "bench", "type": "training"})["id"]
@@ -79,9 +99,13 @@ def main() -> int:
             total = api.call("events.get_task_events", {"task": task, "batch_size": 1})["total"]
         finally:
             server.stop()
-    print(f"events.add_batch ({args.kind}): {sent} events in {requests_done} batches of {args.batch} "
-          f"over {elapsed:.2f} s = {sent / elapsed:,.0f} events/s wall-clock; server CPU {cpu:.2f} s = "
-          f"{sent / cpu:,.0f} events per server CPU-second ({total} events stored)")
+            if database:
+                database.stop()
+    size = 10 if args.kind == "mixed" else args.batch
+    print(f"events.add_batch ({args.kind}, {args.db or 'sqlite'}): {sent} events in {requests_done} batches of "
+          f"{size} over {elapsed:.2f} s = {sent / elapsed:,.0f} events/s wall-clock; server CPU {cpu:.2f} s = "
+          f"{sent / cpu:,.0f} events per server CPU-second, {cpu / requests_done * 1e6:,.0f} us a batch "
+          f"({total} events stored)")
     return 0
 
 

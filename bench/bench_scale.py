@@ -234,9 +234,11 @@ def wake_ups(servers: list, samples: int) -> list[float]:
     return out
 
 
-async def _reporter(url: str, key: tuple[str, str], task: str, stop: Any, out: list) -> None:
+async def _reporter(url: str, key: tuple[str, str], task: str, stop: Any, out: list, logged_in: Any) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
         token = (await http.get("/auth.login", auth=key)).json()["data"]["token"]
+        with logged_in.get_lock():
+            logged_in.value += 1
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json-lines"}
         iteration = 0
         while not stop.is_set():
@@ -254,11 +256,11 @@ async def _reporter(url: str, key: tuple[str, str], task: str, stop: Any, out: l
 
 
 def _reporters_process(urls: list[str], keys: list[tuple[str, str]], tasks: list[str], results: mp.Queue,
-                       stop: Any) -> None:
+                       stop: Any, logged_in: Any) -> None:
     latencies: list[float] = []
 
     async def main() -> None:
-        await asyncio.gather(*[_reporter(urls[i % len(urls)], key, task, stop, latencies)
+        await asyncio.gather(*[_reporter(urls[i % len(urls)], key, task, stop, latencies, logged_in)
                                for i, (key, task) in enumerate(zip(keys, tasks, strict=True))])
 
     asyncio.run(main())
@@ -376,10 +378,13 @@ def report_phase(servers: list, project: str, args: argparse.Namespace) -> dict:
         admin.call("tasks.started", {"task": task, "force": True})
     keys = [own_key(admin, "task") for _ in tasks]  # as the agent mints one for each run
     ctx = mp.get_context("fork")
-    results, stop = ctx.Queue(), ctx.Event()
+    results, stop, logged_in = ctx.Queue(), ctx.Event(), ctx.Value("i", 0)
     proc = ctx.Process(target=_reporters_process, args=([s.api_url for s in servers], keys, tasks,
-                                                        results, stop), daemon=True)
+                                                        results, stop, logged_in), daemon=True)
     proc.start()
+    deadline = time.monotonic() + 300
+    while logged_in.value < len(tasks) and time.monotonic() < deadline:
+        time.sleep(0.2)  # sign-ins take a while (a key hash each): the probe times the reporting, not them
     time.sleep(3)  # the reporters' first batches
     by_id, pages = probe(servers, project, args.probe_seconds)
     stop.set()

@@ -43,6 +43,7 @@ class ServerConfig:
     files_max_request_mb: int = 16384  # largest upload request (all its parts); 0 = no limit
     files_min_free_mb: int = 1024      # uploads are refused (507) rather than leave less free disk
     handler_threads: int = 8           # threads that run API handlers off the event loop
+    ingest_threads: int = 0            # of those, the most events.add_batch calls hold at once (0: half)
     query_budget_s: float = 5.0        # longest a get_all pattern filter may run before a 400
     header_timeout_s: float = 10.0     # a request's headers must arrive within this
     body_timeout_s: float = 60.0       # longest pause allowed between two pieces of a request body

@@ -27,7 +27,7 @@ from starlette.responses import Response
 
 from server import errors, query
 from server.auth.keys import ANONYMOUS, API_VERSION, Identity
-from server.rpc import compat, jsonutil, registry, schema
+from server.rpc import compat, jsonutil, offload, registry, schema
 from server.rpc.registry import CallContext, Request
 from server.state import ServerState
 from server.storage import group
@@ -279,7 +279,8 @@ async def _run_sync(state: ServerState, handler: Any, ctx: CallContext, call: Ap
             gate.release()
             placement.took(ctx.endpoint, time.thread_time() - cpu)
     owner = ctx.identity.user or call.client_ip
-    return await state.handlers.run(_invoke, handler, ctx, call, raw, state.query_budget_s, owner=owner)
+    return await state.handlers.run(_invoke, handler, ctx, call, raw, state.query_budget_s, owner=owner,
+                                    ingest=ctx.endpoint in offload.INGEST_ENDPOINTS)
 
 
 def _call_handler(handler: Any, ctx: CallContext, call: ApiCall, raw: bytes) -> Any:

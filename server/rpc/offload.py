@@ -17,7 +17,13 @@ endpoint that once takes long (a huge stored document) runs on the pool for a wh
     pool = HandlerPool(8)            # 8 threads, started on first use
     result = await pool.run(fn, a)   # fn(a) on a worker; its exception is raised here
     await pool.run(fn, a, owner=key) # one of `key`'s calls on the workers at a time
+    await pool.run(fn, a, ingest=True)  # at most pool.ingest_threads such calls on the workers
     pool.close(grace_s=5)            # no new work; wait for running calls; True when all ended
+
+Ingest (events.add_batch: hundreds of reporting tasks, each a batch a second, arriving together)
+holds at most `ingest_threads` of the workers (config `ingest_threads`; by default half) at a time; the rest of its calls wait
+on the event loop, not in the workers' queue, so a tasks.get_by_id behind a burst of batches
+finds a free worker at once instead of queueing behind all of them.
 
 Workers are daemon threads: one stuck in a query cannot keep the process from exiting.
 Each keeps its own SQLite connection (server/storage/store.py), so the pool bounds those too.
@@ -35,6 +41,9 @@ from typing import Any, Callable
 
 log = logging.getLogger("shipyard.server.offload")
 _STOP = object()
+
+# Calls that hold at most HandlerPool.ingest_threads workers at a time (see the module docstring).
+INGEST_ENDPOINTS = frozenset({"events.add_batch"})
 
 # Calls that touch at most a few documents by id and are hot in the agent/SDK protocol.
 LIGHT_ENDPOINTS = frozenset({
@@ -68,13 +77,15 @@ def _settle(future: asyncio.Future, ok: bool, value: Any) -> None:
 class HandlerPool:
     """A fixed set of daemon threads taking calls from one queue; see the module docstring."""
 
-    def __init__(self, threads: int, per_owner: int = 1, name: str = "shipyard-handler"):
+    def __init__(self, threads: int, per_owner: int = 1, name: str = "shipyard-handler", ingest_threads: int = 0):
         if threads < 1:
             raise ValueError("a handler pool needs at least one thread")
         self.size = threads
         self.per_owner = per_owner
+        self.ingest_threads = min(threads, ingest_threads) if ingest_threads > 0 else max(1, threads // 2)
         self.name = name
         self._owners: dict[Any, tuple[asyncio.Semaphore, int]] = {}  # event-loop side only
+        self._ingest: asyncio.Semaphore | None = None  # made on the loop, at the first ingest call
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -82,20 +93,22 @@ class HandlerPool:
         self._closed = False
         self._all_idle = threading.Condition(self._lock)
 
-    async def run(self, fn: Callable[..., Any], *args: Any, owner: Any = None) -> Any:
+    async def run(self, fn: Callable[..., Any], *args: Any, owner: Any = None, ingest: bool = False) -> Any:
         """`fn(*args)` on a worker. Calls of one `owner` (a caller's key) hold at most `per_owner`
         threads at a time (one by default: a caller's calls then run one after another, as they
         all did on the event loop before); the rest of theirs wait here, so one caller cannot
-        take the pool, nor flood the GIL the event loop needs."""
+        take the pool, nor flood the GIL the event loop needs. `ingest` calls of all callers
+        together hold at most `ingest_threads` (taken after the caller's own slot, so a caller
+        waiting for its own turn holds no ingest thread)."""
         if owner is None or self.per_owner >= self.size:
-            return await self._submit(fn, args)
+            return await self._submit(fn, args, ingest)
         slot, users = self._owners.get(owner, (None, 0))
         if slot is None:
             slot = asyncio.Semaphore(self.per_owner)
         self._owners[owner] = (slot, users + 1)
         try:
             async with slot:
-                return await self._submit(fn, args)
+                return await self._submit(fn, args, ingest)
         finally:
             slot, users = self._owners[owner]
             if users == 1:
@@ -103,7 +116,12 @@ class HandlerPool:
             else:
                 self._owners[owner] = (slot, users - 1)
 
-    async def _submit(self, fn: Callable[..., Any], args: tuple) -> Any:
+    async def _submit(self, fn: Callable[..., Any], args: tuple, ingest: bool = False) -> Any:
+        if ingest:
+            if self._ingest is None:
+                self._ingest = asyncio.Semaphore(self.ingest_threads)
+            async with self._ingest:
+                return await self._submit(fn, args)
         if self._closed:
             raise RuntimeError("the handler pool is closed (server shutting down)")
         loop = asyncio.get_running_loop()

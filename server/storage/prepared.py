@@ -124,3 +124,42 @@ class Prepared:
                                       dialect=dialect) from exc
         finally:
             cursor.close()
+
+    def run_each(self, dbapi_conn: Any, dialect: Dialect, each: Sequence[dict[str, Any]]) -> list[Rows]:
+        """Execute once per parameter set in `each`, every one sent before any answer is read
+        (in a PostgreSQL pipeline: one round trip for all); the rows of each, in order."""
+        compiled = self.compiled(dialect)
+        cursors: list[tuple[Any, Any]] = []
+        values: Any = None
+        try:
+            for params in each:
+                values = compiled.parameters(params)
+                cursors.append((dbapi_conn.cursor(), values))
+                cursors[-1][0].execute(compiled.sql, values)
+            out = []
+            for cursor, _ in cursors:
+                raw = cursor.fetchall() if compiled.returns_rows else []
+                out.append(Rows(compiled.rows(raw, cursor.description) if raw else [], cursor.rowcount))
+            return out
+        except dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(compiled.sql, values, exc, dialect.loaded_dbapi.Error,
+                                      dialect=dialect) from exc
+        finally:
+            for cursor, _ in cursors:
+                cursor.close()
+
+    def run_many(self, dbapi_conn: Any, dialect: Dialect, rows: Sequence[dict[str, Any]]) -> None:
+        """Execute once per parameter set in `rows`, as the driver's executemany (psycopg: one
+        pipelined round trip for all of them). For writes: nothing is returned."""
+        if not rows:
+            return
+        compiled = self.compiled(dialect)
+        values = [compiled.parameters(params) for params in rows]
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.executemany(compiled.sql, values)
+        except dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(compiled.sql, values[0], exc, dialect.loaded_dbapi.Error,
+                                      dialect=dialect) from exc
+        finally:
+            cursor.close()

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
-from sqlalchemy import Table, bindparam, create_engine, delete, event, insert, literal_column, select, update
+from sqlalchemy import Table, bindparam, create_engine, delete, event, insert, literal_column, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
@@ -81,6 +82,22 @@ def _derived(table: Table) -> tuple[str, ...]:
 
 _METRIC_FIELDS = ("value", "min_value", "max_value")
 _CLEAR_METRICS = Prepared(delete(t.task_metrics).where(t.task_metrics.c.task == bindparam("p_task")))
+_BEGIN = Prepared(text("BEGIN"))
+_COMMIT = Prepared(text("COMMIT"))
+_IDLE = 0  # libpq's PQTRANS_IDLE: no transaction open on the connection
+_METRIC_ROW: dict[str, Any] = {c.name: bindparam(c.name) for c in t.task_metrics.columns}
+
+
+def _metric_upsert(dialect_insert: Any) -> Prepared:
+    """INSERT a task_metrics row, or update the one of the same (task, metric): the same SQL on
+    both backends, built by each one's own `insert` (ON CONFLICT is not portable Core)."""
+    stmt = dialect_insert(t.task_metrics).values(_METRIC_ROW)
+    return Prepared(stmt.on_conflict_do_update(index_elements=["task", "metric"],
+                                               set_={f: stmt.excluded[f] for f in _METRIC_FIELDS}))
+
+
+_INSERT_METRIC = Prepared(insert(t.task_metrics).values(_METRIC_ROW))
+_UPSERT_METRIC = {"postgresql": _metric_upsert(postgresql.insert), "sqlite": _metric_upsert(sqlite.insert)}
 
 
 def _number(value: Any) -> float | None:
@@ -99,6 +116,15 @@ def metric_rows(doc: dict) -> list[dict]:
                 out.append({"task": doc["id"], "metric": f"{mkey}.{vkey}",
                             **{f: _number(entry.get(f)) for f in _METRIC_FIELDS}})
     return out
+
+
+def _changed_rows(before: list[dict], after: list[dict]) -> list[dict] | None:
+    """The rows of `after` that are new or differ from `before`'s; None when one of `before`'s
+    metrics is gone (the rows must then be rewritten whole)."""
+    old = {row["metric"]: row for row in before}
+    if not old.keys() <= {row["metric"] for row in after}:
+        return None
+    return [row for row in after if old.get(row["metric"]) != row]
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -209,14 +235,17 @@ class Tx:
     """One transaction. `execute` runs `Prepared` statements straight on the DBAPI connection
     and anything else through SQLAlchemy; both share the connection and its transaction."""
 
-    __slots__ = ("sa", "raw", "dialect", "versions", "metrics", "stored", "pending")
+    __slots__ = ("sa", "raw", "dialect", "versions", "locked", "metrics", "stored", "pending", "pipelined")
 
-    def __init__(self, sa: Connection):
+    def __init__(self, sa: Connection, pipelined: bool = False):
         self.sa = sa
         self.raw = _driver_connection(sa)
         self.dialect = sa.dialect
+        self.pipelined = pipelined  # Store.tx(pipelined=True): Prepared statements only
         # PostgreSQL: (table, id) -> the row version (xmin) each document was read at (Store.save)
         self.versions: dict[tuple[str, str], str] = {}
+        # PostgreSQL: (table, id) of the rows read FOR UPDATE: no other transaction can change them
+        self.locked: set[tuple[str, str]] = set()
         # task id -> its task_metrics rows as stored, for the tasks read here: a save that leaves
         # last_metrics as it was (a status change) then writes no task_metrics statement
         self.metrics: dict[str, list[dict]] = {}
@@ -229,7 +258,17 @@ class Tx:
     def execute(self, statement: Any, params: Any = None) -> Any:
         if isinstance(statement, Prepared):
             return statement.run(self.raw, self.dialect, params)
+        if self.pipelined:
+            raise RuntimeError("a pipelined transaction runs Prepared statements only")
         return self.sa.execute(statement) if params is None else self.sa.execute(statement, params)
+
+    def execute_each(self, statement: Prepared, each: Sequence[dict]) -> list[Any]:
+        """`statement` once per parameter set, all sent before any answer is read; their rows."""
+        return statement.run_each(self.raw, self.dialect, each)
+
+    def execute_many(self, statement: Prepared, rows: Sequence[dict]) -> None:
+        """A write once per parameter set in `rows` (one executemany; PostgreSQL: one round trip)."""
+        statement.run_many(self.raw, self.dialect, rows)
 
     def exec_driver_sql(self, sql: str, params: Any = None) -> Any:
         return self.sa.exec_driver_sql(sql) if params is None else self.sa.exec_driver_sql(sql, params)
@@ -263,6 +302,24 @@ def _driver_connection(sa: Connection) -> Any:
     """The driver's own connection under an open SQLAlchemy connection (typed Optional by
     SQLAlchemy because a closed or invalidated one has none; ours are open while in use)."""
     return sa.connection.dbapi_connection
+
+
+def _leave_autocommit(sa: Connection) -> None:
+    """Back to transactions, or the connection is dropped from the pool: one left in autocommit
+    mode would run the next caller's statements outside any transaction."""
+    try:
+        _driver_connection(sa).autocommit = False
+    except Exception:  # noqa: BLE001 - a broken or still-aborted connection: not to be reused
+        sa.invalidate()
+
+
+@contextlib.contextmanager
+def _driver_errors(dialect: Any, what: str) -> Iterator[None]:
+    """The driver's errors raised in the block as SQLAlchemy's (IntegrityError, OperationalError...)."""
+    try:
+        yield
+    except dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(what, (), exc, dialect.loaded_dbapi.Error, dialect=dialect) from exc
 
 
 def _driver_call(dialect: Any, what: str, fn: Any, *args: Any) -> Any:
@@ -336,21 +393,38 @@ class Store:
         return sa
 
     @contextlib.contextmanager
-    def tx(self) -> Iterator[Tx]:
+    def _grouped_tx(self, groups: Any) -> Iterator[Tx]:
+        """A call's savepoint in the loop pass's shared transaction (server/storage/group.py)."""
+        tx = groups.enter()
+        try:
+            yield tx
+        except BaseException:
+            groups.leave(False)
+            raise
+        groups.leave(True)
+
+    @contextlib.contextmanager
+    def tx(self, pipelined: bool = False) -> Iterator[Tx]:
         """A transaction: committed when the block ends, rolled back if it raises. On SQLite it
         takes the write lock at once (BEGIN IMMEDIATE), so read-then-write never deadlocks.
         On the event loop's thread, with group commit on, a savepoint in the loop pass's shared
-        transaction instead (server/storage/group.py)."""
+        transaction instead (server/storage/group.py).
+
+        `pipelined` (PostgreSQL; nothing on SQLite): the transaction runs in psycopg's pipeline
+        mode, so writes whose results nobody reads are sent without waiting for each answer:
+        the BEGIN goes with the first statement, a read waits only for what was queued before
+        it, and the COMMIT goes with the last writes. Only for blocks that run `Prepared`
+        statements alone (SQLAlchemy reads a cursor's description at once) and read no write's
+        rowcount; a write's error is raised at the next read or at the commit, as SQLAlchemy's."""
+        if pipelined and self.gate is None:
+            with self._pipelined_tx() as tx:
+                yield tx
+            return
         groups = self.groups
         if groups is not None and groups.on_loop_thread():
             if groups.joins():
-                tx = groups.enter()
-                try:
+                with self._grouped_tx(groups) as tx:
                     yield tx
-                except BaseException:
-                    groups.leave(False)
-                    raise
-                groups.leave(True)
                 return
             groups.commit_now()  # a transaction of its own: the open group commits first
         gate = self.gate
@@ -378,6 +452,29 @@ class Store:
             if gate is not None:
                 gate.release()
 
+    @contextlib.contextmanager
+    def _pipelined_tx(self) -> Iterator[Tx]:
+        """psycopg's pipeline with our own BEGIN and COMMIT in it (psycopg's implicit BEGIN would
+        wait for its own answer): the connection is put in autocommit mode meanwhile, so psycopg
+        leaves the transaction to these two statements."""
+        sa = self.engine.connect()
+        tx = Tx(sa, pipelined=True)
+        raw = tx.raw
+        try:
+            raw.autocommit = True
+            with _driver_errors(sa.dialect, "pipeline"), raw.pipeline():
+                _BEGIN.run(raw, sa.dialect, None)
+                yield tx
+                _COMMIT.run(raw, sa.dialect, None)
+        except BaseException:
+            with contextlib.suppress(Exception):  # a broken connection: dropped below, the cause raised
+                if raw.pgconn.transaction_status != _IDLE:
+                    raw.rollback()
+            raise
+        finally:
+            _leave_autocommit(sa)
+            sa.close()
+
     # -- documents -----------------------------------------------------------------------
     # Statements are built once per table and executed with parameters: building and
     # cache-keying a fresh SQLAlchemy statement per call costs more than SQLite itself.
@@ -393,8 +490,11 @@ class Store:
         columns = [c.name for c in table.columns if c.name != "id"]
         if kind == "get":
             return Prepared(select(table.c.doc).where(table.c.id == bindparam("p_id")))
-        if kind == "get_v":
-            return Prepared(select(table.c.doc, _XMIN).where(table.c.id == bindparam("p_id")))
+        if kind == "last_update":
+            return Prepared(select(table.c.last_update).where(table.c.id == bindparam("p_id")))
+        if kind.startswith("get_v"):
+            read = select(table.c.doc, _XMIN).where(table.c.id == bindparam("p_id"))
+            return Prepared(read.with_for_update() if kind == "get_v_lock" else read)
         if kind == "get_columns":  # the document and its derived columns as stored (Store.save narrows)
             return Prepared(select(table.c.doc, *(table.c[name] for name in _derived(table)))
                             .where(table.c.id == bindparam("p_id")))
@@ -448,6 +548,35 @@ class Store:
             conn.metrics[doc_id] = metric_rows(doc)
         return doc
 
+    def get_each(self, conn: Tx, table: Table, doc_ids: Sequence[str], *, lock: bool = False) -> dict[str, dict]:
+        """The documents of `doc_ids` that exist, read as `get` reads one (their versions kept for
+        `save`), the reads sent together (a pipelined transaction: one round trip for all).
+        `lock` (PostgreSQL): the rows stay locked until the transaction ends (FOR UPDATE), so
+        concurrent writers of the same documents take turns instead of conflicting; pass the ids
+        sorted, so that two of them lock in the same order."""
+        versioned = not self.is_sqlite
+        kind = ("get_v_lock" if lock else "get_v") if versioned else "get"
+        found = conn.execute_each(self._stmt(kind, table),
+                                  [{"p_id": doc_id} for doc_id in doc_ids])
+        docs: dict[str, dict] = {}
+        for doc_id, rows in zip(doc_ids, found, strict=True):
+            row = rows.first()
+            if row is None or row[0] is None:
+                continue
+            if versioned:
+                conn.versions[(table.name, doc_id)] = row[1]
+                if lock:
+                    conn.locked.add((table.name, doc_id))
+            docs[doc_id] = row[0]
+            if table is t.tasks:
+                conn.metrics[doc_id] = metric_rows(row[0])
+        return docs
+
+    def last_updates(self, conn: Tx, table: Table, doc_ids: Sequence[str]) -> dict[str, float]:
+        """{id: its last_update column} of those of `doc_ids` that exist (no document is read)."""
+        found = conn.execute_each(self._stmt("last_update", table), [{"p_id": doc_id} for doc_id in doc_ids])
+        return {doc_id: rows.first()[0] for doc_id, rows in zip(doc_ids, found, strict=True) if rows.first()}
+
     def get_many(self, conn: Tx, table: Table, where: Sequence[Any] = ()) -> list[dict]:
         query = select(table.c.doc)
         for clause in where:
@@ -470,7 +599,12 @@ class Store:
             params["p_status"] = expect_status
         key = (table.name, doc["id"])
         version = conn.versions.get(key) if isinstance(conn, Tx) else None
-        if version is None:
+        if expect_status is None and isinstance(conn, Tx) and key in conn.locked:
+            # read FOR UPDATE in this transaction: the row is there and unchanged by others, so
+            # the write's answer need not be waited for (a pipelined transaction sends it on)
+            conn.execute(self._stmt(kind, table), params)
+            saved = True
+        elif version is None:
             saved = conn.execute(self._save_statement(conn, table, kind, key, params), params).rowcount > 0
             if saved and isinstance(conn, Tx) and key in conn.stored:
                 conn.stored[key] = {name: params[name] for name in conn.stored[key]}
@@ -482,11 +616,21 @@ class Store:
 
     def _replace_metrics(self, conn: Tx, doc: dict) -> None:
         """The task's task_metrics rows follow its saved document: rewritten unless this transaction
-        read the task with the very same rows (a status change: no statement at all)."""
-        if isinstance(conn, Tx) and conn.metrics.get(doc["id"]) == metric_rows(doc):
+        read the task with the very same rows (a status change: no statement at all). When none
+        of the rows read went away (metric reports only add series and move values), only the
+        changed rows are written, as one upsert."""
+        rows = metric_rows(doc)
+        before = conn.metrics.get(doc["id"]) if isinstance(conn, Tx) else None
+        if before == rows:
             return
+        if before is not None and isinstance(conn, Tx):
+            changed = _changed_rows(before, rows)
+            if changed is not None:
+                conn.execute_many(_UPSERT_METRIC[conn.dialect.name], changed)
+                conn.metrics[doc["id"]] = rows
+                return
         self._clear_metrics(conn, doc["id"])
-        self._write_metrics(conn, doc)
+        self._write_metrics(conn, doc, rows)
 
     def _save_versioned(self, conn: Tx, table: Table, kind: str, params: dict, key: tuple[str, str],
                         version: str) -> bool:
@@ -513,12 +657,13 @@ class Store:
         conn.execute(_CLEAR_METRICS, {"p_task": task_id})
 
     @staticmethod
-    def _write_metrics(conn: Tx, doc: dict) -> None:
-        rows = metric_rows(doc)
-        if rows:  # one executemany per save: a task with many metrics is saved on every event batch
-            conn.execute(insert(t.task_metrics), rows)
+    def _write_metrics(conn: Tx, doc: dict, rows: list[dict] | None = None) -> None:
+        rows = metric_rows(doc) if rows is None else rows
         if isinstance(conn, Tx):
+            conn.execute_many(_INSERT_METRIC, rows)  # one executemany per save
             conn.metrics[doc["id"]] = rows
+        elif rows:
+            conn.execute(insert(t.task_metrics), rows)
 
     @staticmethod
     def delete_tasks(conn: Tx, task_ids: list[str]) -> None:
