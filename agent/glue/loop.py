@@ -3,7 +3,8 @@
     register → { loop: claim more tasks, up to max_jobs  |  thread: watch the engine's jobs } → unregister
 
 Claim: the daemon's long-poll and leases (agent/daemon/poller.py), from `claim_threads` claimers
-(each reserves room first, so together they never pass max_jobs); each claim is built into a
+(each reserves room first, so together they never pass max_jobs), each call asking for up to
+`claim_batch` tasks at once where the server offers it (`count`); each claim is built into a
 `JobRequest` (agent/glue/request.py) and submitted from a small thread pool, with a key minted
 for that task (agent/execution/taskkey.py; the job never sees the glue's key): marking the claim
 started and minting its key is one `tasks.start_run` where the server offers it, two calls elsewhere.
@@ -149,40 +150,45 @@ class GlueLoop:
         return room
 
     def _claim(self, source: TaskSource, queues: list[Queue], pool: ThreadPoolExecutor) -> None:
-        """Claim while there is room and tasks come at once; wait up to `watch_s` for the first."""
+        """Claim while there is room and tasks come at once; wait up to `watch_s` for the first.
+        Each call asks for as many as there is room for (up to `claim_batch`; the server answers
+        with what it has, from one up)."""
         if self.follower.down is not None or self._room() <= 0:
             self.stop.wait(self.settings.watch_s)
             return
         deadline = time.monotonic() + self.settings.watch_s
         wait_s: float = self.settings.watch_s
-        while time.monotonic() < deadline and not self.stop.is_set() and self._reserve():
+        while time.monotonic() < deadline and not self.stop.is_set():
+            wanted = self._reserve(min(self.settings.claim_batch, source.max_count))
+            if not wanted:
+                return
             try:
-                claim = source.next(queues, wait_s)
+                claims = source.next_many(queues, wait_s, wanted)
             except (ServerUnreachable, ServerError) as exc:
-                self._unreserve()
+                self._unreserve(wanted)
                 self._say(f"could not reach the queue: {exc}; retrying")
                 self.stop.wait(self.settings.retry_s)
                 return
-            if claim is None:
-                self._unreserve()
+            self._unreserve(wanted - len(claims))
+            for claim in claims:
+                pool.submit(self._submit, claim, self._specs[claim.queue.id])
+            if not claims:
                 return
-            pool.submit(self._submit, claim, self._specs[claim.queue.id])
             wait_s = 0.0
 
-    def _reserve(self) -> bool:
-        """Room for one more claim, taken before asking (several claimers never overshoot
+    def _reserve(self, most: int) -> int:
+        """Room for up to `most` more claims, taken before asking (several claimers never overshoot
         max_jobs or max_tasks): counted as claimed and in flight until `_unreserve`."""
         with self._lock:
-            if self._room_locked() <= 0:
-                return False
-            self.claimed += 1
-            self._inflight += 1
-            return True
+            room = max(0, min(most, self._room_locked()))
+            self.claimed += room
+            self._inflight += room
+            return room
 
-    def _unreserve(self) -> None:
+    def _unreserve(self, count: int) -> None:
         with self._lock:
-            self.claimed -= 1
-            self._inflight -= 1
+            self.claimed -= count
+            self._inflight -= count
 
     def _submit(self, claim: Claim, spec: QueueSpec) -> None:
         try:

@@ -24,10 +24,22 @@ from typing import Any
 
 from shipyard import clock
 from shipyard.errors import ServerError
-from shipyard.protocol import START_RUN, STOP_REQUEST, LeaseOutcome, Subcode, TaskStatus, can_transition
+from shipyard.protocol import (
+    CLAIM_COUNT,
+    CLAIMS,
+    MAX_CLAIM_COUNT,
+    START_RUN,
+    STOP_REQUEST,
+    LeaseOutcome,
+    Subcode,
+    TaskStatus,
+    can_transition,
+)
 
 EXTENSIONS = {"long_poll": {"endpoint": "queues.get_next_task", "field": "wait_s", "max_s": 60},
               "leases": {"request_field": "lease_s", "fence_field": "attempt"},
+              "claim_many": {"endpoint": "queues.get_next_task", "field": CLAIM_COUNT, "reply_field": CLAIMS,
+                             "max": MAX_CLAIM_COUNT},
               "task_keys": {"mint": "auth.create_credentials", "role": "task", "start": START_RUN}}
 
 
@@ -123,26 +135,31 @@ class InMemoryTaskServer:
         return self.queues[queue_id]
 
     def _queues_get_next_task(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        """The claim: pop the first entry of the first non-empty queue, waiting up to `wait_s`."""
+        """The claim: pop the first entry of the first non-empty queue, waiting up to `wait_s`;
+        with `count`, up to that many entries at once ({"claims": [...]})."""
         queue_ids = body.get("queues") or [body["queue"]]
         deadline = clock.monotonic() + min(float(body.get("wait_s") or 0.0), 60.0)
+        count = body.get(CLAIM_COUNT)
         with self._changed:
             self.calls.append((endpoint, body))
             while True:
                 self.reap_expired()
-                answer = self._pop(endpoint, queue_ids, body)
+                answers = self._pop(endpoint, queue_ids, body, count or 1)
                 remaining = deadline - clock.monotonic()
-                if answer is not None or remaining <= 0:
+                if answers or remaining <= 0:
                     break
                 self._changed.wait(min(remaining, 0.05))
-            if answer is not None and not body.get("queues"):
-                answer.pop("queue", None)
-            return answer or {}
+            if count is not None:
+                return {CLAIMS: answers}
+            if answers and not body.get("queues"):
+                answers[0].pop("queue", None)
+            return answers[0] if answers else {}
 
-    def _pop(self, endpoint: str, queue_ids: list[str], body: dict[str, Any]) -> dict[str, Any] | None:
+    def _pop(self, endpoint: str, queue_ids: list[str], body: dict[str, Any], count: int) -> list[dict[str, Any]]:
+        answers: list[dict[str, Any]] = []
         for queue_id in queue_ids:
             entries = self._queue(endpoint, queue_id)["entries"]
-            while entries:
+            while entries and len(answers) < count:
                 doc = self.tasks.get(entries.pop(0))
                 if doc is None:
                     continue
@@ -151,8 +168,8 @@ class InMemoryTaskServer:
                 answer: dict[str, Any] = {"entry": {"task": doc["id"]}, "queue": queue_id}
                 if body.get("lease_s"):
                     answer["lease"] = self._grant(doc, body["worker"], queue_id, float(body["lease_s"]))
-                return answer
-        return None
+                answers.append(answer)
+        return answers
 
     def _grant(self, doc: dict[str, Any], worker: str, queue_id: str, lease_s: float) -> dict[str, Any]:
         doc["_attempt"] = attempt = int(doc.get("_attempt") or 0) + 1

@@ -9,11 +9,13 @@ from server.auth.login_guard import Throttled
 from server.rpc.api import envelope
 from server.rpc.registry import CallContext, Request, endpoint
 from shipyard import __version__
-from shipyard.protocol import START_RUN, Subcode
+from shipyard.protocol import CLAIM_COUNT, CLAIMS, MAX_CLAIM_COUNT, START_RUN, Subcode
 
 # Shipyard extensions, advertised so our agent can tell our server from a reference one.
 EXTENSIONS = {
     "long_poll": {"endpoint": "queues.get_next_task", "field": "wait_s", "max_s": 60},
+    "claim_many": {"endpoint": "queues.get_next_task", "field": CLAIM_COUNT, "reply_field": CLAIMS,
+                   "max": MAX_CLAIM_COUNT},
     "json_lines": True,
     "task_watch": {"endpoint": "tasks.wait_status", "field": "wait_s", "max_s": 60},
     "leases": {"request_field": "lease_s", "renew": "tasks.renew_lease", "release": "tasks.release",

@@ -16,7 +16,7 @@ from agent.glue.loop import GlueLoop
 from agent.glue.memory import MemoryEngine
 from agent.glue.request import GlueSettings, QueueSpec, parse_queue
 from agent.taskserver.memory import InMemoryTaskServer
-from shipyard.protocol import START_RUN
+from shipyard.protocol import CLAIM_COUNT, START_RUN
 from tests.helpers import until
 
 
@@ -220,6 +220,41 @@ def test_several_claimers_hand_each_task_over_once_and_never_past_max_jobs(serve
         assert len(engine.submitted) == 25
         handed = [request.task_id for request in engine.submitted]
         assert len(set(handed)) == 25 and set(handed) <= tasks
+
+
+def _claim_counts(api: InMemoryTaskServer) -> list[int | None]:
+    return [body.get(CLAIM_COUNT) for endpoint, body in api.calls if endpoint == "queues.get_next_task"]
+
+
+def test_claims_come_several_per_call_and_never_past_max_jobs(server):
+    """Each call asks for as many as there is room for (here all 6 at once, from one claimer);
+    with room for 6 and 9 queued, 6 are handed over until one ends, then exactly one more."""
+    engine = MemoryEngine()
+    tasks = [enqueue(server) for _ in range(9)]
+    with running(server, engine, max_jobs=6, claim_threads=1):
+        until(lambda: len(engine.submitted) == 6)
+        time.sleep(0.1)
+        assert len(engine.submitted) == 6 and sorted(r.task_id for r in engine.submitted) == sorted(tasks[:6])
+        assert _claim_counts(server)[0] == 6
+        server.call("tasks.completed", {"task": tasks[0], "attempt": 1})
+        engine.finish(engine.job_of(tasks[0]), Phase.SUCCEEDED)
+        until(lambda: len(engine.submitted) == 7)
+        time.sleep(0.1)
+        assert len(engine.submitted) == 7
+    assert all(count is None or 2 <= count <= 6 for count in _claim_counts(server))   # room 1: the plain call
+
+
+def test_a_server_without_claim_many_is_asked_one_claim_at_a_time():
+    from agent.taskserver.memory import EXTENSIONS
+
+    api = InMemoryTaskServer(extensions={k: v for k, v in EXTENSIONS.items() if k != "claim_many"})
+    api.call("queues.create", {"name": "gpu"})
+    engine = MemoryEngine()
+    for _ in range(4):
+        enqueue(api)
+    with running(api, engine):
+        until(lambda: len(engine.submitted) == 4)
+    assert set(_claim_counts(api)) == {None}
 
 
 def test_a_restarted_glue_finds_its_jobs_and_neither_loses_nor_duplicates_a_task(server):
