@@ -15,6 +15,7 @@
     STOP_REQUEST    the `status_message` that asks a running task's agent to stop it (`tasks.stop`)
     START_RUN       Shipyard's `tasks.start_run`: a leased claim marked started and its run's key minted, one call
     CLAIM_COUNT     Shipyard's `count` on `queues.get_next_task`: up to that many claims in one call, in `CLAIMS`
+    SET_MESSAGES    Shipyard's `tasks.set_messages`: status messages of leased claims, compare-and-set, many per call
     PREEMPT_REQUEST the `status_message` head that asks a running task's agent to preempt it
     WORKER_PREPARED the worker report's field {task id: PrepareState} (prepare while queued)
     PrepareState    where a queued task's environment stands on a worker: building, ready, failed
@@ -94,6 +95,13 @@ answer {CLAIMS: [one claim per entry, each shaped as the single answer plus its 
 list when none came before `wait_s` ended. Without the field the answer is the reference one."""
 CLAIMS = "claims"
 MAX_CLAIM_COUNT = 100
+SET_MESSAGES = "tasks.set_messages"
+"""A Shipyard extension endpoint (advertised as `status_messages` in server.info): {"tasks": [{"task",
+"attempt", "status_message", "expect"}, ...]} sets each task's status message in one transaction where
+the task is in progress under that claim (`attempt`) and its message is still `expect` - so a stop
+request ("stopping") or the node's own message written since is never overwritten. Answers
+{"updated": [task ids]}; the others are left as they are. The cluster glue writes its pending
+reasons with it, all of one watch in one call."""
 PREEMPT_REQUEST = "preempting"
 """status_message "preempting: for <user>'s task <id>" (status stays in_progress): the server asks the
 agent to checkpoint-signal the task, wait the queue's grace, stop it and hand it back with outcome

@@ -28,6 +28,7 @@ from shipyard.protocol import (
     CLAIM_COUNT,
     CLAIMS,
     MAX_CLAIM_COUNT,
+    SET_MESSAGES,
     START_RUN,
     STOP_REQUEST,
     LeaseOutcome,
@@ -40,7 +41,8 @@ EXTENSIONS = {"long_poll": {"endpoint": "queues.get_next_task", "field": "wait_s
               "leases": {"request_field": "lease_s", "fence_field": "attempt"},
               "claim_many": {"endpoint": "queues.get_next_task", "field": CLAIM_COUNT, "reply_field": CLAIMS,
                              "max": MAX_CLAIM_COUNT},
-              "task_keys": {"mint": "auth.create_credentials", "role": "task", "start": START_RUN}}
+              "task_keys": {"mint": "auth.create_credentials", "role": "task", "start": START_RUN},
+              "status_messages": {"endpoint": SET_MESSAGES, "compare_field": "expect", "fence_field": "attempt"}}
 
 
 def _error(endpoint: str, code: int, subcode: int, message: str) -> ServerError:
@@ -255,6 +257,19 @@ class InMemoryTaskServer:
         self._change(endpoint, doc, new, force=bool(body.get("force")), reason=body.get("status_reason"),
                      message=body.get("status_message"))
         return {"updated": 1}
+
+    def _tasks_set_messages(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        """SET_MESSAGES: each message written where the claim still holds the task and its message
+        is still the one expected."""
+        updated = []
+        for item in body["tasks"]:
+            doc = self.tasks.get(item["task"])
+            if (doc is None or doc["status"] != TaskStatus.IN_PROGRESS or doc.get("_attempt") != item["attempt"]
+                    or not doc.get("_lease") or (doc.get("status_message") or "") != item["expect"]):
+                continue
+            doc["status_message"] = item["status_message"]
+            updated.append(doc["id"])
+        return {"updated": updated}
 
     def _tasks_ping(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         self._fenced(endpoint, body)["last_update"] = clock.now()

@@ -16,7 +16,7 @@ from agent.glue.loop import GlueLoop
 from agent.glue.memory import MemoryEngine
 from agent.glue.request import GlueSettings, QueueSpec, parse_queue
 from agent.taskserver.memory import InMemoryTaskServer
-from shipyard.protocol import CLAIM_COUNT, START_RUN
+from shipyard.protocol import CLAIM_COUNT, SET_MESSAGES, START_RUN
 from tests.helpers import until
 
 
@@ -255,6 +255,35 @@ def test_a_server_without_claim_many_is_asked_one_claim_at_a_time():
     with running(api, engine):
         until(lambda: len(engine.submitted) == 4)
     assert set(_claim_counts(api)) == {None}
+
+
+def test_pending_reasons_go_in_one_call_per_watch_and_never_over_someone_elses_message(server):
+    engine = MemoryEngine()
+    tasks = [enqueue(server) for _ in range(3)]
+    with running(server, engine):
+        until(lambda: all(doc(server, t)["status_message"].startswith("pending in memory job") for t in tasks))
+        doc(server, tasks[0])["status_message"] = "the node's own words"     # written by someone else meanwhile
+        for task in tasks:
+            engine.set_phase(engine.job_of(task), Phase.PENDING, "Resources")
+        until(lambda: all(doc(server, t)["status_message"].endswith(": Resources") for t in tasks[1:]))
+        time.sleep(0.1)
+        assert doc(server, tasks[0])["status_message"] == "the node's own words"
+    assert not [body for endpoint, body in server.calls if endpoint == "tasks.started"]   # no write per task
+    batches = [body["tasks"] for endpoint, body in server.calls if endpoint == SET_MESSAGES]
+    assert sum(1 for batch in batches for item in batch if item["task"] == tasks[0]) == 2   # one miss, then no more
+
+
+def test_a_server_without_set_messages_gets_the_pending_reason_through_tasks_started():
+    from agent.taskserver.memory import EXTENSIONS
+
+    api = InMemoryTaskServer(extensions={k: v for k, v in EXTENSIONS.items() if k != "status_messages"})
+    api.call("queues.create", {"name": "gpu"})
+    engine = MemoryEngine()
+    task = enqueue(api)
+    with running(api, engine):
+        until(lambda: doc(api, task)["status_message"].startswith("pending in memory job"))
+    assert [b for e, b in api.calls if e == "tasks.started" and b["task"] == task]
+    assert not [b for e, b in api.calls if e == SET_MESSAGES]
 
 
 def test_a_restarted_glue_finds_its_jobs_and_neither_loses_nor_duplicates_a_task(server):
