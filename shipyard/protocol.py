@@ -87,7 +87,11 @@ START_RUN = "tasks.start_run"
 """A Shipyard extension endpoint (advertised as `start` under `task_keys` in server.info): `tasks.started`
 for a leased claim (`attempt` required, fenced) and `auth.create_credentials role=task label=<task id>`
 in one call and one transaction, for a caller that may mint task keys (admin, agent). The Slurm and
-Kubernetes glue hand a task over with it; against a server without it they make the two calls."""
+Kubernetes glue hand a task over with it; against a server without it they make the two calls.
+With `runs` ([{"task", "attempt"}, ...], advertised as `start_many` under `task_keys`) it starts
+several claims in one call and one transaction, answering {"runs": [one answer per claim, or its
+`error`]}: a claim that is no longer the caller's fails alone."""
+START_RUNS = "runs"
 CLAIM_COUNT = "count"
 """A Shipyard extension field of `queues.get_next_task` (advertised as `claim_many` in server.info):
 pop up to `count` entries (at most `MAX_CLAIM_COUNT`) in one transaction, each with its lease, and

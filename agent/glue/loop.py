@@ -29,7 +29,7 @@ from agent.daemon.reporter import StatusReporter
 from agent.execution import lifecycle
 from agent.execution.lifecycle import Outcome
 from agent.execution.taskkey import TaskKey, TaskKeys
-from agent.glue.engine import Engine, EngineUnavailable, JobRejected
+from agent.glue.engine import Engine, EngineUnavailable, JobRejected, JobRequest
 from agent.glue.follow import Follower, Job
 from agent.glue.request import GlueSettings, QueueSpec, build_request, with_key
 from agent.taskserver.port import TaskServer
@@ -170,8 +170,11 @@ class GlueLoop:
                 self.stop.wait(self.settings.retry_s)
                 return
             self._unreserve(wanted - len(claims))
-            for claim in claims:
-                pool.submit(self._submit, claim, self._specs[claim.queue.id])
+            if len(claims) > 1 and self.settings.start_together:
+                pool.submit(self._submit_together, claims, pool)
+            else:
+                for claim in claims:
+                    pool.submit(self._submit, claim, self._specs[claim.queue.id])
             if not claims:
                 return
             wait_s = 0.0
@@ -190,9 +193,30 @@ class GlueLoop:
             self.claimed -= count
             self._inflight -= count
 
-    def _submit(self, claim: Claim, spec: QueueSpec) -> None:
+    def _submit_together(self, claims: list[Claim], pool: ThreadPoolExecutor) -> None:
+        """Several claims of one call: each built and checked, all started in one `tasks.start_run`
+        where the server offers that (`runs`), then each submitted on its own thread. A claim that
+        cannot be built, or a server without it, goes the one-at-a-time way (`_submit`)."""
+        built: list[tuple[Claim, QueueSpec, JobRequest]] = []
+        for claim in claims:
+            spec = self._specs[claim.queue.id]
+            try:
+                built.append((claim, spec, self._build(claim, spec)))
+            except (JobRejected, ServerError, ServerUnreachable):
+                pool.submit(self._submit, claim, spec)   # it fails there again, and is handled there
+        keys: dict[str, TaskKey | ServerError] | None = None
         try:
-            self._hand_over(claim, spec)
+            keys = self.task_keys.start_runs([(c.task_id, c.attempt) for c, _s, _r in built if c.attempt is not None],
+                                             self._message)
+        except (ServerError, ServerUnreachable) as exc:
+            log.warning("could not start %d claim(s) together: %s; one at a time", len(built), exc)
+        for claim, spec, request in built:
+            pool.submit(self._submit, claim, spec, request, (keys or {}).get(claim.task_id))
+
+    def _submit(self, claim: Claim, spec: QueueSpec, request: JobRequest | None = None,
+                started: TaskKey | ServerError | None = None) -> None:
+        try:
+            self._hand_over(claim, spec, request, started)
         except JobRejected as exc:
             self._reject(claim, exc)
         except EngineUnavailable as exc:
@@ -208,29 +232,40 @@ class GlueLoop:
             with self._lock:
                 self._inflight -= 1
 
-    def _hand_over(self, claim: Claim, spec: QueueSpec) -> None:
-        """Task -> request -> check -> key -> submit; the job is followed from then on."""
+    def _build(self, claim: Claim, spec: QueueSpec) -> JobRequest:
         task = claim.task or self.api.call("tasks.get_by_id", {"task": claim.task_id})["task"]
         request = build_request(task, spec, claim.attempt, self.settings, self.server_env)
         self.engine.check(request)
-        key = self._start(claim)
+        return request
+
+    def _hand_over(self, claim: Claim, spec: QueueSpec, request: JobRequest | None = None,
+                   started: TaskKey | ServerError | None = None) -> None:
+        """Task -> request -> check -> key -> submit; the job is followed from then on. `request`
+        and `started` (its key, or why it was refused) where the claim was started with others."""
+        request = request or self._build(claim, spec)
+        if isinstance(started, ServerError):
+            raise started
+        key = started or self._start(claim)
         try:
             job_id = self.engine.submit(with_key(request, key.access_key, key.secret_key))
         except BaseException:
             self.task_keys.revoke(key)
             raise
         self.follower.adopt(Job(job_id, claim.task_id, claim.attempt, key.access_key if key.minted else ""),
-                            f"submitting to {self.engine.name}")
+                            self._message)
+
+    @property
+    def _message(self) -> str:
+        return f"submitting to {self.engine.name}"
 
     def _start(self, claim: Claim) -> TaskKey:
         """The task marked taken ("submitting to ...": before the engine has it, so that an abort
         in between is never undone) and its run's key minted: one call where the server offers
         `tasks.start_run`, else `tasks.started` and `auth.create_credentials`."""
-        message = f"submitting to {self.engine.name}"
-        key = self.task_keys.start_run(claim.task_id, claim.attempt, message)
+        key = self.task_keys.start_run(claim.task_id, claim.attempt, self._message)
         if key is not None:
             return key
-        lifecycle.mark_started(self.api, claim.task_id, message, claim.attempt)
+        lifecycle.mark_started(self.api, claim.task_id, self._message, claim.attempt)
         return self.task_keys.mint(claim.task_id)
 
     def _retry_held(self) -> None:

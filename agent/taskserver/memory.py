@@ -30,6 +30,7 @@ from shipyard.protocol import (
     MAX_CLAIM_COUNT,
     SET_MESSAGES,
     START_RUN,
+    START_RUNS,
     STOP_REQUEST,
     LeaseOutcome,
     Subcode,
@@ -41,7 +42,8 @@ EXTENSIONS = {"long_poll": {"endpoint": "queues.get_next_task", "field": "wait_s
               "leases": {"request_field": "lease_s", "fence_field": "attempt"},
               "claim_many": {"endpoint": "queues.get_next_task", "field": CLAIM_COUNT, "reply_field": CLAIMS,
                              "max": MAX_CLAIM_COUNT},
-              "task_keys": {"mint": "auth.create_credentials", "role": "task", "start": START_RUN},
+              "task_keys": {"mint": "auth.create_credentials", "role": "task", "start": START_RUN,
+                            "start_many": START_RUNS},
               "status_messages": {"endpoint": SET_MESSAGES, "compare_field": "expect", "fence_field": "attempt"}}
 
 
@@ -340,7 +342,18 @@ class InMemoryTaskServer:
         return {"access_key": access, "secret_key": f"secret-{access}"}
 
     def _tasks_start_run(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        """`tasks.started` of a leased claim plus its run's key (shipyard.protocol.START_RUN)."""
+        """`tasks.started` of a leased claim plus its run's key (shipyard.protocol.START_RUN); with
+        `runs`, several claims, each refused alone."""
+        if body.get(START_RUNS) is not None:
+            answers = []
+            for run in body[START_RUNS]:
+                try:
+                    answers.append({"task": run["task"], **self._tasks_start_run(endpoint, {**body, **run,
+                                                                                             START_RUNS: None})})
+                except ServerError as exc:
+                    answers.append({"task": run["task"], "error": {"code": exc.code, "subcode": exc.subcode,
+                                                                   "msg": str(exc)}})
+            return {START_RUNS: answers}
         if not body.get("attempt") or not self._fenced(endpoint, body).get("_lease"):
             raise _error(endpoint, 400, Subcode.STALE_CLAIM, "only a leased claim is started with a key")
         self._status_call(endpoint, body, TaskStatus.IN_PROGRESS)

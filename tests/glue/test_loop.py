@@ -93,6 +93,19 @@ def test_the_claim_is_started_and_its_key_minted_in_one_call(server):
     assert server.keys[request.env["CLEARML_API_ACCESS_KEY"]]["label"] == task
 
 
+def test_claims_of_one_call_are_started_in_one_call_each_with_its_own_key(server):
+    from shipyard.protocol import START_RUNS
+
+    engine = MemoryEngine()
+    tasks = [enqueue(server) for _ in range(4)]
+    with running(server, engine, claim_threads=1):
+        until(lambda: len(engine.submitted) == 4)
+    starts = [body for endpoint, body in server.calls if endpoint == START_RUN]
+    assert [sorted(run["task"] for run in body[START_RUNS]) for body in starts] == [sorted(tasks)]
+    keys = {request.task_id: request.env["CLEARML_API_ACCESS_KEY"] for request in engine.submitted}
+    assert len(set(keys.values())) == 4 and all(server.keys[key]["label"] == task for task, key in keys.items())
+
+
 def test_a_server_without_start_run_gets_the_two_calls():
     from agent.taskserver.memory import EXTENSIONS
 
