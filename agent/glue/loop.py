@@ -143,8 +143,12 @@ class GlueLoop:
             return self._room_locked()
 
     def _room_locked(self) -> int:
+        """Room under max_jobs (and max_tasks), and for no more claims waiting for a submit thread
+        than the threads and one batch per claimer: a claim is never left waiting long enough for
+        its lease to run out before its job exists."""
         used = len(self.follower.active) + self._inflight + len(self._held)
-        room = self.settings.max_jobs - used
+        waiting = self.settings.submit_threads + self.settings.claim_batch * max(1, self.settings.claim_threads)
+        room = min(self.settings.max_jobs - used, waiting - self._inflight)
         if self.max_tasks is not None:
             room = min(room, self.max_tasks - self.claimed)
         return room

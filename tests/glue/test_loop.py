@@ -257,6 +257,31 @@ def test_claims_come_several_per_call_and_never_past_max_jobs(server):
     assert all(count is None or 2 <= count <= 6 for count in _claim_counts(server))   # room 1: the plain call
 
 
+class _SlowEngine(MemoryEngine):
+    """Every sbatch blocks until the test lets it go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Event()
+
+    def submit(self, request):
+        self.go.wait(10)
+        return super().submit(request)
+
+
+def test_claims_waiting_for_a_slow_engine_stay_few(server):
+    """With room for 100 jobs but an engine that takes its time, no more claims are taken than the
+    submit threads and one batch per claimer (their leases must not run out while they wait)."""
+    engine = _SlowEngine()
+    tasks = [enqueue(server) for _ in range(20)]
+    with running(server, engine, max_jobs=100, submit_threads=2, claim_batch=3, claim_threads=1):
+        until(lambda: sum(1 for t in tasks if doc(server, t).get("_lease")) == 5)
+        time.sleep(0.2)
+        assert sum(1 for t in tasks if doc(server, t).get("_lease")) == 5
+        engine.go.set()
+        until(lambda: len(engine.submitted) == 20)
+
+
 def test_a_server_without_claim_many_is_asked_one_claim_at_a_time():
     from agent.taskserver.memory import EXTENSIONS
 
