@@ -56,6 +56,7 @@ class GlueLoop:
         self._inflight = 0
         self._held: list[tuple[Claim, QueueSpec, str]] = []   # claims waiting for the engine to answer
         self._lock = threading.Lock()
+        self._freed = threading.Condition(self._lock)   # notified when a submit finishes (room for a claim)
         self._specs: dict[str, QueueSpec] = {}
         self._reporter: StatusReporter | None = None
         self._turn = 0
@@ -157,8 +158,10 @@ class GlueLoop:
         """Claim while there is room and tasks come at once; wait up to `watch_s` for the first.
         Each call asks for as many as there is room for (up to `claim_batch`; the server answers
         with what it has, from one up)."""
-        if self.follower.down is not None or self._room() <= 0:
+        if self.follower.down is not None:
             self.stop.wait(self.settings.watch_s)
+            return
+        if not self._wait_for_room():
             return
         deadline = time.monotonic() + self.settings.watch_s
         wait_s: float = self.settings.watch_s
@@ -182,6 +185,15 @@ class GlueLoop:
             if not claims:
                 return
             wait_s = 0.0
+
+    def _wait_for_room(self) -> bool:
+        """Room now, or after the next submit finishes (claims held back by the cap on waiting
+        claims go on at once) or, for room under max_jobs, within `watch_s`."""
+        with self._lock:
+            if self._room_locked() > 0:
+                return True
+            self._freed.wait(self.settings.watch_s)
+            return self._room_locked() > 0
 
     def _reserve(self, most: int) -> int:
         """Room for up to `most` more claims, taken before asking (several claimers never overshoot
@@ -235,6 +247,7 @@ class GlueLoop:
         finally:
             with self._lock:
                 self._inflight -= 1
+                self._freed.notify_all()
 
     def _build(self, claim: Claim, spec: QueueSpec) -> JobRequest:
         task = claim.task or self.api.call("tasks.get_by_id", {"task": claim.task_id})["task"]
