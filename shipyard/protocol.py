@@ -14,6 +14,8 @@
     LeaseOutcome    what the server did with a task its holder let go (`tasks.release`, `workers.reconcile`)
     STOP_REQUEST    the `status_message` that asks a running task's agent to stop it (`tasks.stop`)
     START_RUN       Shipyard's `tasks.start_run`: a leased claim marked started and its run's key minted, one call
+    CLAIM_COUNT     Shipyard's `count` on `queues.get_next_task`: up to that many claims in one call, in `CLAIMS`
+    SET_MESSAGES    Shipyard's `tasks.set_messages`: status messages of leased claims, compare-and-set, many per call
     PREEMPT_REQUEST the `status_message` head that asks a running task's agent to preempt it
     WORKER_PREPARED the worker report's field {task id: PrepareState} (prepare while queued)
     PrepareState    where a queued task's environment stands on a worker: building, ready, failed
@@ -85,7 +87,25 @@ START_RUN = "tasks.start_run"
 """A Shipyard extension endpoint (advertised as `start` under `task_keys` in server.info): `tasks.started`
 for a leased claim (`attempt` required, fenced) and `auth.create_credentials role=task label=<task id>`
 in one call and one transaction, for a caller that may mint task keys (admin, agent). The Slurm and
-Kubernetes glue hand a task over with it; against a server without it they make the two calls."""
+Kubernetes glue hand a task over with it; against a server without it they make the two calls.
+With `runs` ([{"task", "attempt"}, ...], advertised as `start_many` under `task_keys`) it starts
+several claims in one call and one transaction, answering {"runs": [one answer per claim, or its
+`error`]}: a claim that is no longer the caller's fails alone."""
+START_RUNS = "runs"
+CLAIM_COUNT = "count"
+"""A Shipyard extension field of `queues.get_next_task` (advertised as `claim_many` in server.info):
+pop up to `count` entries (at most `MAX_CLAIM_COUNT`) in one transaction, each with its lease, and
+answer {CLAIMS: [one claim per entry, each shaped as the single answer plus its `queue`]} - an empty
+list when none came before `wait_s` ended. Without the field the answer is the reference one."""
+CLAIMS = "claims"
+MAX_CLAIM_COUNT = 100
+SET_MESSAGES = "tasks.set_messages"
+"""A Shipyard extension endpoint (advertised as `status_messages` in server.info): {"tasks": [{"task",
+"attempt", "status_message", "expect"}, ...]} sets each task's status message in one transaction where
+the task is in progress under that claim (`attempt`) and its message is still `expect` - so a stop
+request ("stopping") or the node's own message written since is never overwritten. Answers
+{"updated": [task ids]}; the others are left as they are. The cluster glue writes its pending
+reasons with it, all of one watch in one call."""
 PREEMPT_REQUEST = "preempting"
 """status_message "preempting: for <user>'s task <id>" (status stays in_progress): the server asks the
 agent to checkpoint-signal the task, wait the queue's grace, stop it and hand it back with outcome

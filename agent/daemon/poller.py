@@ -4,6 +4,10 @@ Against Shipyard's server (server.info advertises `long_poll`) one `queues.get_n
 waits on all of the worker's queues at once and returns the moment a task is enqueued.
 Against a reference ClearML server it asks each queue in turn and sleeps `poll_interval_s`
 when all are empty - only documented endpoints.
+
+`next` claims one task (the daemon: its request is the reference one plus the long-poll fields).
+`next_many` claims up to N in one call where the server advertises `claim_many` (Shipyard's
+`count` field: the cluster glue, which has room for many jobs at once); elsewhere it is `next`.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from dataclasses import dataclass, field
 
 from agent.taskserver.port import TaskServer
 from shipyard.errors import ConfigError
+from shipyard.protocol import CLAIM_COUNT, CLAIMS
 
 _ID_RE = re.compile(r"^[-a-f0-9]{30,}$")
 
@@ -70,6 +75,7 @@ class TaskSource:
         extensions = (info.get("shipyard") or {}).get("extensions") or {}
         self.long_poll = "long_poll" in extensions
         self.lease_s = lease_s if "leases" in extensions else None
+        self.max_count = int((extensions.get("claim_many") or {}).get("max") or 1)   # claims one call may carry
         self.worker = worker
         self.with_task = with_task   # ask for the task's document with the claim (Shipyard's server)
         self.exact_order = False
@@ -91,17 +97,21 @@ class TaskSource:
     def _by_id(self, queue_id: str) -> Queue:
         return next(q for q in self.queues if q.id == queue_id)
 
-    def _long_poll_once(self, ordered: list[Queue], wait_s: float) -> Claim | None:
+    def _long_poll_once(self, ordered: list[Queue], wait_s: float, count: int = 1) -> list[Claim]:
         body = {"queue": ordered[0].id, "queues": [q.id for q in ordered], "wait_s": wait_s}
         if self.lease_s:
             body.update({"lease_s": self.lease_s, "worker": self.worker})
         if self.with_task:
             body["with_task"] = True
+        if count > 1:
+            body[CLAIM_COUNT] = count
         data = self.api.call("queues.get_next_task", body, timeout=wait_s + 30)
-        if not data.get("entry"):
-            return None
-        queue = self._by_id(data.get("queue") or ordered[0].id)
-        return Claim(data["entry"]["task"], queue, (data.get("lease") or {}).get("attempt"), data.get("task"))
+        answers = (data.get(CLAIMS) or []) if count > 1 else [data]
+        return [self._claim_of(answer, ordered) for answer in answers if answer.get("entry")]
+
+    def _claim_of(self, answer: dict, ordered: list[Queue]) -> Claim:
+        queue = self._by_id(answer.get("queue") or ordered[0].id)
+        return Claim(answer["entry"]["task"], queue, (answer.get("lease") or {}).get("attempt"), answer.get("task"))
 
     def _poll_once(self, ordered: list[Queue]) -> Claim | None:
         for queue in ordered:
@@ -113,30 +123,42 @@ class TaskSource:
     def next(self, only: list[Queue] | None = None, wait_s: float | None = None) -> Claim | None:
         """The next claimed task from `only` (default: every queue), or None when nothing came
         before the wait ended or `stop` was set."""
+        claims = self.next_many(only, wait_s, 1)
+        return claims[0] if claims else None
+
+    def next_many(self, only: list[Queue] | None = None, wait_s: float | None = None,
+                  count: int = 1) -> list[Claim]:
+        """Up to `count` claimed tasks in one call (as many as the server gives at once: it answers
+        as soon as one is there), or [] as `next` gives None. One at a time where the server does
+        not offer `claim_many`."""
         ordered = self._ordered(only)
         if not ordered:
             self.stop.wait(min(self.poll_interval_s, wait_s or self.poll_interval_s))
-            return None
+            return []
         if not self.long_poll:
-            claim = self._poll_once(ordered)
-            if claim is None:
-                self.stop.wait(min(self.poll_interval_s, wait_s or self.poll_interval_s))
-            else:
-                self._picked(claim.queue)
-            return claim
+            return self._polled(ordered, wait_s)
         if self._pending is None:
             self._pending = _in_daemon_thread(self._long_poll_once, ordered,
-                                              self.long_poll_s if wait_s is None else wait_s)
+                                              self.long_poll_s if wait_s is None else wait_s,
+                                              max(1, min(count, self.max_count)))
         while not self._pending.done():
             # Woken by the answer at once (not up to 50 ms later: issue 24's pickup), by a stop within 50 ms.
             futures_wait([self._pending], timeout=0.05)
             if self.stop.is_set():
-                return None  # the abandoned request is closed with the session; the server sees the disconnect
+                return []  # the abandoned request is closed with the session; the server sees the disconnect
         future, self._pending = self._pending, None
-        claim = future.result()
-        if claim is not None:
+        claims = future.result()
+        for claim in claims[:1]:
             self._picked(claim.queue)
-        return claim
+        return claims
+
+    def _polled(self, ordered: list[Queue], wait_s: float | None) -> list[Claim]:
+        claim = self._poll_once(ordered)
+        if claim is None:
+            self.stop.wait(min(self.poll_interval_s, wait_s or self.poll_interval_s))
+            return []
+        self._picked(claim.queue)
+        return [claim]
 
     def close(self) -> None:
         """An in-flight long-poll is abandoned: its daemon thread does not hold up the exit, and

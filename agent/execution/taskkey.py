@@ -7,6 +7,8 @@
     keys.revoke(key)            # when the run ends, whatever the outcome
     key = keys.start_run(task_id, attempt, message)   # the glue: its claim marked started and the key
                                 # minted in one call (`tasks.start_run`); None: make the two calls
+    got = keys.start_runs([(task_id, attempt), ...], message)   # several claims in one call:
+                                # {task id: TaskKey or the ServerError that refused it}; None: one at a time
 
 A `task` key reports, uploads, reads, clones and enqueues, but creates, extends and revokes no
 key but itself. It expires on its own `ttl_s` after the last extension if the agent dies.
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 
 from agent.taskserver.port import TaskServer
 from shipyard.errors import AuthError, ServerError, ServerUnreachable
-from shipyard.protocol import START_RUN
+from shipyard.protocol import START_RUN, START_RUNS
 
 log = logging.getLogger("shipyard.agent.taskkey")
 
@@ -52,6 +54,7 @@ class TaskKeys:
         self.ttl_s = ttl_s
         self._supported: bool | None = None   # None: not asked yet
         self._starts: bool | None = None      # the server offers START_RUN (asked with _supported)
+        self._starts_many = False             # ... and its `runs` (START_RUNS), several claims per call
         self._lock = threading.Lock()
 
     @property
@@ -90,6 +93,24 @@ class TaskKeys:
             return None
         return TaskKey(str(data["access_key"]), str(data["secret_key"]), minted=True)
 
+    def start_runs(self, claims: list[tuple[str, int]], message: str) -> dict[str, TaskKey | ServerError] | None:
+        """`start_run` for several leased claims in one call and one transaction: each claim's key,
+        or the ServerError that refused that claim alone (a superseded one: STALE_CLAIM); None where
+        the server does not offer it (the caller starts each claim itself). Raises as `start_run`."""
+        if not claims or not self._server_mints() or not self._starts_many:
+            return None
+        data = self.api.call(START_RUN, {START_RUNS: [{"task": task, "attempt": attempt} for task, attempt in claims],
+                                         "status_message": message, "force": True, "expires_in_s": self.ttl_s})
+        got: dict[str, TaskKey | ServerError] = {}
+        for answer in data.get(START_RUNS) or []:
+            error = answer.get("error")
+            got[answer["task"]] = (TaskKey(str(answer["access_key"]), str(answer["secret_key"]), minted=True)
+                                   if error is None else
+                                   ServerError(f"{START_RUN} refused task {answer['task']}: {error.get('msg')}",
+                                               code=int(error.get("code") or 500), subcode=int(error.get("subcode") or 0),
+                                               endpoint=START_RUN))
+        return got
+
     def extend(self, key: TaskKey) -> None:
         """Push the key's expiry `ttl_s` ahead; a failure is logged (the key still lives a while)."""
         if not key.minted:
@@ -116,6 +137,7 @@ class TaskKeys:
                 extensions = (self.api.server_info().get("shipyard") or {}).get("extensions") or {}
                 self._supported = "task_keys" in extensions
                 self._starts = (extensions.get("task_keys") or {}).get("start") == START_RUN
+                self._starts_many = bool(self._starts and (extensions.get("task_keys") or {}).get("start_many"))
                 if not self._supported:
                     self._warn("the server does not offer per-task keys (not a Shipyard server)")
             return self._supported

@@ -1,6 +1,7 @@
 """`Follower`: the engine's jobs mapped back onto their tasks, one `watch()` at a time.
 
-    PENDING    status message "pending in <engine> job <id>: <reason>"; the lease renewed
+    PENDING    status message "pending in <engine> job <id>: <reason>" (all of one watch in one
+               `tasks.set_messages`, compare-and-set, where the server offers it); the lease renewed
     RUNNING    the lease renewed (the node's `shipyard execute` reports everything else)
     SUCCEEDED  nothing: the node reported the task's end
     FAILED     OOM / time limit / exit: if the task is still in progress (the node was killed before it
@@ -30,13 +31,15 @@ from agent.glue.engine import Engine, EngineUnavailable, JobStatus, Phase
 from agent.glue.request import GlueSettings
 from agent.taskserver.port import TaskServer
 from shipyard.errors import ServerError, ServerUnreachable
-from shipyard.protocol import STOP_REQUEST, OutcomeKind, Subcode, TaskStatus
+from shipyard.protocol import SET_MESSAGES, STOP_REQUEST, OutcomeKind, Subcode, TaskStatus
 
 log = logging.getLogger("shipyard.agent.glue")
 _GONE = frozenset({TaskStatus.STOPPED, TaskStatus.CLOSED, TaskStatus.CREATED, TaskStatus.QUEUED})
 """A task in one of these while its job lives was stopped, reset or requeued: the job must go.
 (completed/failed: the node reported; its job ends by itself.)"""
 OUTPUT_TAIL_LINES = 50
+GLUE_MESSAGES = ("pending in", "submitted to", "submitting to")
+"""How the status messages the glue writes begin (until the node writes its own)."""
 _REASONS = {
     "OUT_OF_MEMORY": (OutcomeKind.USER_ERROR, "the task used more memory than its job was given (raise "
                       "Shipyard/memory_mb or the glue's memory setting)"),
@@ -53,6 +56,7 @@ class Job:
     attempt: int | None
     key: str = ""               # the task key's access key ("" when the agent's own was passed on)
     message: str = ""           # the status message this glue last wrote
+    owns_message: bool = True   # False once someone else wrote the task's message (compare-and-set lost)
     cancelling: bool = False
     ended: bool = False
     renewed_at: float = 0.0
@@ -70,6 +74,8 @@ class Follower:
         self.jobs: dict[str, Job] = {}
         self.down: str | None = None     # why the engine cannot be reached, while it cannot
         self._lock = threading.Lock()
+        self._batched: bool | None = None   # the server offers SET_MESSAGES (asked at the first write)
+        self._messages: list[tuple[Job, str]] = []   # this watch's messages, written together at its end
 
     @property
     def active(self) -> list[Job]:
@@ -106,6 +112,7 @@ class Follower:
         tasks = self._tasks(job.task_id for job, _status in followed)
         for job, status in followed:
             self._follow(job, status, tasks.get(job.task_id))
+        self._write_messages()
         return True
 
     def _job_of(self, status: JobStatus) -> Job | None:
@@ -138,7 +145,7 @@ class Follower:
             self._keep_alive(job)     # (a task the node already ended holds no lease to renew)
             if status.phase == Phase.PENDING:
                 reason = f": {status.reason}" if status.reason else ""
-                self._write_message(job, f"pending in {self.engine.name} job {job.job_id}{reason}")
+                self._note_message(job, task, f"pending in {self.engine.name} job {job.job_id}{reason}")
 
     # -- the job's end ----------------------------------------------------------------------
     def _ended(self, job: Job, status: JobStatus, task: dict | None) -> None:
@@ -190,7 +197,7 @@ class Follower:
         """The node never reached its log shipper (the status message is still the glue's own):
         the tail of the engine's output file is the only trace; it goes to the console."""
         message = str((task or {}).get("status_message") or "")
-        if not status.output or not message.startswith(("pending in", "submitted to", "submitting to")):
+        if not status.output or not message.startswith(GLUE_MESSAGES):
             return
         try:
             lines = Path(status.output).read_text(errors="replace").splitlines()[-OUTPUT_TAIL_LINES:]
@@ -237,12 +244,50 @@ class Follower:
             self.task_keys.extend(TaskKey(job.key, "", minted=True))
             job.extended_at = now
 
-    def _write_message(self, job: Job, message: str) -> None:
-        """The status message, written only when it changes. `tasks.started` would overwrite a
-        stop request ("stopping") that landed since this watch read the task, so the task is read
-        again right before (the window left is that read's round trip, not a whole watch)."""
-        if message == job.message:
+    def _note_message(self, job: Job, task: dict, message: str) -> None:
+        """A pending reason to show: kept for this watch's one `tasks.set_messages` (compare-and-set
+        against the message this glue wrote last), or written at once where the server lacks it."""
+        if message == job.message or not job.owns_message:
             return
+        if not self._offers_batch() or job.attempt is None:
+            self._write_message(job, message)
+            return
+        if not job.message:   # a job found again after a restart: its task still shows the glue's message
+            current = str(task.get("status_message") or "")
+            if not current.startswith(GLUE_MESSAGES):
+                return
+            job.message = current
+        self._messages.append((job, message))
+
+    def _write_messages(self) -> None:
+        """This watch's pending reasons in one call; a task whose message moved on since the glue
+        wrote it (a stop request, the node's own) keeps it, and the glue writes that one no more."""
+        noted, self._messages = self._messages, []
+        if not noted:
+            return
+        body = {"tasks": [{"task": job.task_id, "attempt": job.attempt, "status_message": message,
+                           "expect": job.message} for job, message in noted]}
+        try:
+            updated = set(self.api.call(SET_MESSAGES, body, deadline_s=10).get("updated") or ())
+        except (ServerError, ServerUnreachable) as exc:
+            log.warning("could not set %d task(s)' status messages: %s", len(noted), exc)
+            return
+        for job, message in noted:
+            if job.task_id in updated:
+                job.message = message
+            else:
+                job.owns_message = False
+
+    def _offers_batch(self) -> bool:
+        if self._batched is None:
+            extensions = (self.api.server_info().get("shipyard") or {}).get("extensions") or {}
+            self._batched = (extensions.get("status_messages") or {}).get("endpoint") == SET_MESSAGES
+        return self._batched
+
+    def _write_message(self, job: Job, message: str) -> None:
+        """One status message with `tasks.started` (a server without SET_MESSAGES): it would
+        overwrite a stop request ("stopping") that landed since this watch read the task, so the
+        task is read again right before (the window left is that read's round trip)."""
         fresh = self._tasks([job.task_id]).get(job.task_id)
         if fresh is None or fresh.get("status") != TaskStatus.IN_PROGRESS or _abort_asked(fresh):
             return

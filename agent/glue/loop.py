@@ -3,7 +3,8 @@
     register → { loop: claim more tasks, up to max_jobs  |  thread: watch the engine's jobs } → unregister
 
 Claim: the daemon's long-poll and leases (agent/daemon/poller.py), from `claim_threads` claimers
-(each reserves room first, so together they never pass max_jobs); each claim is built into a
+(each reserves room first, so together they never pass max_jobs), each call asking for up to
+`claim_batch` tasks at once where the server offers it (`count`); each claim is built into a
 `JobRequest` (agent/glue/request.py) and submitted from a small thread pool, with a key minted
 for that task (agent/execution/taskkey.py; the job never sees the glue's key): marking the claim
 started and minting its key is one `tasks.start_run` where the server offers it, two calls elsewhere.
@@ -28,7 +29,7 @@ from agent.daemon.reporter import StatusReporter
 from agent.execution import lifecycle
 from agent.execution.lifecycle import Outcome
 from agent.execution.taskkey import TaskKey, TaskKeys
-from agent.glue.engine import Engine, EngineUnavailable, JobRejected
+from agent.glue.engine import Engine, EngineUnavailable, JobRejected, JobRequest
 from agent.glue.follow import Follower, Job
 from agent.glue.request import GlueSettings, QueueSpec, build_request, with_key
 from agent.taskserver.port import TaskServer
@@ -55,6 +56,7 @@ class GlueLoop:
         self._inflight = 0
         self._held: list[tuple[Claim, QueueSpec, str]] = []   # claims waiting for the engine to answer
         self._lock = threading.Lock()
+        self._freed = threading.Condition(self._lock)   # notified when a submit finishes (room for a claim)
         self._specs: dict[str, QueueSpec] = {}
         self._reporter: StatusReporter | None = None
         self._turn = 0
@@ -142,51 +144,95 @@ class GlueLoop:
             return self._room_locked()
 
     def _room_locked(self) -> int:
+        """Room under max_jobs (and max_tasks), and for no more claims waiting for a submit thread
+        than the threads and one batch per claimer: a claim is never left waiting long enough for
+        its lease to run out before its job exists."""
         used = len(self.follower.active) + self._inflight + len(self._held)
-        room = self.settings.max_jobs - used
+        waiting = self.settings.submit_threads + self.settings.claim_batch * max(1, self.settings.claim_threads)
+        room = min(self.settings.max_jobs - used, waiting - self._inflight)
         if self.max_tasks is not None:
             room = min(room, self.max_tasks - self.claimed)
         return room
 
     def _claim(self, source: TaskSource, queues: list[Queue], pool: ThreadPoolExecutor) -> None:
-        """Claim while there is room and tasks come at once; wait up to `watch_s` for the first."""
-        if self.follower.down is not None or self._room() <= 0:
+        """Claim while there is room and tasks come at once; wait up to `watch_s` for the first.
+        Each call asks for as many as there is room for (up to `claim_batch`; the server answers
+        with what it has, from one up)."""
+        if self.follower.down is not None:
             self.stop.wait(self.settings.watch_s)
+            return
+        if not self._wait_for_room():
             return
         deadline = time.monotonic() + self.settings.watch_s
         wait_s: float = self.settings.watch_s
-        while time.monotonic() < deadline and not self.stop.is_set() and self._reserve():
+        while time.monotonic() < deadline and not self.stop.is_set():
+            wanted = self._reserve(min(self.settings.claim_batch, source.max_count))
+            if not wanted:
+                return
             try:
-                claim = source.next(queues, wait_s)
+                claims = source.next_many(queues, wait_s, wanted)
             except (ServerUnreachable, ServerError) as exc:
-                self._unreserve()
+                self._unreserve(wanted)
                 self._say(f"could not reach the queue: {exc}; retrying")
                 self.stop.wait(self.settings.retry_s)
                 return
-            if claim is None:
-                self._unreserve()
+            self._unreserve(wanted - len(claims))
+            if len(claims) > 1 and self.settings.start_together:
+                pool.submit(self._submit_together, claims, pool)
+            else:
+                for claim in claims:
+                    pool.submit(self._submit, claim, self._specs[claim.queue.id])
+            if not claims:
                 return
-            pool.submit(self._submit, claim, self._specs[claim.queue.id])
             wait_s = 0.0
 
-    def _reserve(self) -> bool:
-        """Room for one more claim, taken before asking (several claimers never overshoot
+    def _wait_for_room(self) -> bool:
+        """Room now, or after the next submit finishes (claims held back by the cap on waiting
+        claims go on at once) or, for room under max_jobs, within `watch_s`."""
+        with self._lock:
+            if self._room_locked() > 0:
+                return True
+            self._freed.wait(self.settings.watch_s)
+            return self._room_locked() > 0
+
+    def _reserve(self, most: int) -> int:
+        """Room for up to `most` more claims, taken before asking (several claimers never overshoot
         max_jobs or max_tasks): counted as claimed and in flight until `_unreserve`."""
         with self._lock:
-            if self._room_locked() <= 0:
-                return False
-            self.claimed += 1
-            self._inflight += 1
-            return True
+            room = max(0, min(most, self._room_locked()))
+            self.claimed += room
+            self._inflight += room
+            return room
 
-    def _unreserve(self) -> None:
+    def _unreserve(self, count: int) -> None:
         with self._lock:
-            self.claimed -= 1
-            self._inflight -= 1
+            self.claimed -= count
+            self._inflight -= count
 
-    def _submit(self, claim: Claim, spec: QueueSpec) -> None:
+    def _submit_together(self, claims: list[Claim], pool: ThreadPoolExecutor) -> None:
+        """Several claims of one call: each built and checked, all started in one `tasks.start_run`
+        where the server offers that (`runs`), then each submitted on its own thread. A claim that
+        cannot be built, or a server without it, goes the one-at-a-time way (`_submit`)."""
+        built: list[tuple[Claim, QueueSpec, JobRequest]] = []
+        for claim in claims:
+            spec = self._specs[claim.queue.id]
+            try:
+                built.append((claim, spec, self._build(claim, spec)))
+            except (JobRejected, ServerError, ServerUnreachable):
+                pool.submit(self._submit, claim, spec)   # it fails there again, and is handled there
+        keys: dict[str, TaskKey | ServerError] | None = None
         try:
-            self._hand_over(claim, spec)
+            keys = self.task_keys.start_runs([(c.task_id, c.attempt) for c, _s, _r in built if c.attempt is not None],
+                                             self._message)
+        except (ServerError, ServerUnreachable) as exc:
+            log.warning("could not start %d claim(s) together: %s; one at a time", len(built), exc)
+        for claim, spec, request in built:
+            pool.submit(self._submit, claim, spec, request, (keys or {}).get(claim.task_id))
+
+    def _submit(self, claim: Claim, spec: QueueSpec, request: JobRequest | None = None,
+                started: TaskKey | ServerError | None = None) -> None:
+        try:
+            self._hand_over(claim, spec, request, started)
         except JobRejected as exc:
             self._reject(claim, exc)
         except EngineUnavailable as exc:
@@ -201,30 +247,42 @@ class GlueLoop:
         finally:
             with self._lock:
                 self._inflight -= 1
+                self._freed.notify_all()
 
-    def _hand_over(self, claim: Claim, spec: QueueSpec) -> None:
-        """Task -> request -> check -> key -> submit; the job is followed from then on."""
+    def _build(self, claim: Claim, spec: QueueSpec) -> JobRequest:
         task = claim.task or self.api.call("tasks.get_by_id", {"task": claim.task_id})["task"]
         request = build_request(task, spec, claim.attempt, self.settings, self.server_env)
         self.engine.check(request)
-        key = self._start(claim)
+        return request
+
+    def _hand_over(self, claim: Claim, spec: QueueSpec, request: JobRequest | None = None,
+                   started: TaskKey | ServerError | None = None) -> None:
+        """Task -> request -> check -> key -> submit; the job is followed from then on. `request`
+        and `started` (its key, or why it was refused) where the claim was started with others."""
+        request = request or self._build(claim, spec)
+        if isinstance(started, ServerError):
+            raise started
+        key = started or self._start(claim)
         try:
             job_id = self.engine.submit(with_key(request, key.access_key, key.secret_key))
         except BaseException:
             self.task_keys.revoke(key)
             raise
         self.follower.adopt(Job(job_id, claim.task_id, claim.attempt, key.access_key if key.minted else ""),
-                            f"submitting to {self.engine.name}")
+                            self._message)
+
+    @property
+    def _message(self) -> str:
+        return f"submitting to {self.engine.name}"
 
     def _start(self, claim: Claim) -> TaskKey:
         """The task marked taken ("submitting to ...": before the engine has it, so that an abort
         in between is never undone) and its run's key minted: one call where the server offers
         `tasks.start_run`, else `tasks.started` and `auth.create_credentials`."""
-        message = f"submitting to {self.engine.name}"
-        key = self.task_keys.start_run(claim.task_id, claim.attempt, message)
+        key = self.task_keys.start_run(claim.task_id, claim.attempt, self._message)
         if key is not None:
             return key
-        lifecycle.mark_started(self.api, claim.task_id, message, claim.attempt)
+        lifecycle.mark_started(self.api, claim.task_id, self._message, claim.attempt)
         return self.task_keys.mint(claim.task_id)
 
     def _retry_held(self) -> None:

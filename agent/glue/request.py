@@ -57,6 +57,11 @@ class GlueSettings:
     claim_threads: int = 2
     """Claimers, each with its own long-poll: one claim is a round trip, and a single claimer made
     the hand-over follow the server's latency instead of the engine's submit rate."""
+    start_together: bool = True
+    """Claims that came in one call are started in one `tasks.start_run` (`runs`) where the server offers it."""
+    claim_batch: int = 16
+    """Most claims one call asks for (the room left under max_jobs/max_tasks caps it; the server
+    caps it at its advertised `claim_many` max; 1 where the server offers no `count`)."""
 
 
 def parse_queue(text: str) -> QueueSpec:

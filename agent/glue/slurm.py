@@ -1,8 +1,9 @@
 """`SlurmEngine`: the glue's jobs as Slurm batch jobs, over sbatch / squeue / scancel / sinfo.
 
     submit    a batch script (the server's address, the task's own key, GPU pinning, then
-              `exec shipyard execute --id T --attempt N`) handed to `sbatch --parsable`; the script
-              file is deleted as soon as sbatch has read it; job name `shipyard-<task id>`, comment
+              `exec shipyard execute --id T --attempt N`) handed to `sbatch --parsable` on its
+              standard input (no script file: the key never touches a disk, and a flood of jobs
+              costs no file creations); job name `shipyard-<task id>`, comment
               `shipyard task=<id> attempt=<n> key=<access key>` (never the secret)
     statuses  `squeue -h -t all -O ...` filtered on that name and comment (restart-safe)
     cancel    pending: `scancel`; running: `scancel --batch --signal=TERM` (the task's own
@@ -51,7 +52,8 @@ PHASES: dict[str, Phase] = {
 }
 _FIELDS = ("JobID", "Name", "State", "Reason", "Comment", "RestartCnt", "exit_code", "STDOUT")
 _COMMENT = re.compile(r"^shipyard task=(?P<task>\S+) attempt=(?P<attempt>\d+|-) key=(?P<key>\S*)$")
-Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
+Runner = Callable[..., "subprocess.CompletedProcess[str]"]
+"""`run(argv)`, or `run(argv, stdin_text)` for sbatch's script: the finished command."""
 
 
 @dataclass(frozen=True)
@@ -59,15 +61,16 @@ class SlurmSettings:
     partition: str
     account: str | None = None
     output_dir: Path = Path("~/.shipyard/slurm")
-    """Slurm's own output files (attached to a task that died before its log shipper started) and the
-    short-lived batch scripts; must be on a disk the nodes share (sbatch -o into a missing directory
-    fails the job silently, so the glue creates it)."""
+    """Slurm's own output files (attached to a task that died before its log shipper started); must
+    be on a disk the nodes share (sbatch -o into a missing directory fails the job silently, so the
+    glue creates it)."""
     options: tuple[str, ...] = ()
     allowed_options: tuple[str, ...] = DEFAULT_ALLOWED_OPTIONS
 
 
-def run_command(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=False)
+def run_command(argv: Sequence[str], stdin_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), input=stdin_text, capture_output=True, text=True, timeout=60, check=False,
+                          stdin=None if stdin_text is not None else subprocess.DEVNULL)
 
 
 class SlurmEngine:
@@ -78,6 +81,7 @@ class SlurmEngine:
         self.run = run
         self.output_dir = settings.output_dir.expanduser()
         self._max_gpus: int | None = None
+        self._output_ready = False
         self._reasons: dict[str, str] = {}
 
     # -- the Engine protocol ----------------------------------------------------------------
@@ -96,11 +100,10 @@ class SlurmEngine:
                                   f"node of partition {self.settings.partition!r} has more than {most}")
 
     def submit(self, request: JobRequest) -> str:
-        script = self._write_script(request)
-        try:
-            done = self._sbatch([*self.sbatch_args(request), str(script)])
-        finally:
-            script.unlink(missing_ok=True)
+        if not self._output_ready:   # sbatch -o into a missing directory fails the job silently
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self._output_ready = True
+        done = self._sbatch(self.sbatch_args(request), batch_script(request))
         return done.stdout.strip().split(";")[0]
 
     def statuses(self) -> list[JobStatus]:
@@ -163,16 +166,8 @@ class SlurmEngine:
         attempt = "" if request.attempt is None else f"-a{request.attempt}"
         return self.output_dir / f"{request.name}{attempt}.out"
 
-    def _write_script(self, request: JobRequest) -> Path:
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / f".{request.name}-{os.getpid()}-{threading.get_ident()}.sh"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(batch_script(request))
-        return path
-
-    def _sbatch(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
-        done = self._run(argv)
+    def _sbatch(self, argv: list[str], script: str) -> subprocess.CompletedProcess[str]:
+        done = self._run(argv, script)
         if done.returncode != 0:
             error = (done.stderr or done.stdout).strip().replace("sbatch: error: ", "")
             if _unreachable(error):
@@ -190,9 +185,9 @@ class SlurmEngine:
         return self._max_gpus
 
     # -- commands -------------------------------------------------------------------------------
-    def _run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    def _run(self, argv: list[str], stdin_text: str | None = None) -> subprocess.CompletedProcess[str]:
         try:
-            return self.run(argv)
+            return self.run(argv) if stdin_text is None else self.run(argv, stdin_text)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise EngineUnavailable(f"{argv[0]}: {exc}") from None
 

@@ -24,11 +24,27 @@ from typing import Any
 
 from shipyard import clock
 from shipyard.errors import ServerError
-from shipyard.protocol import START_RUN, STOP_REQUEST, LeaseOutcome, Subcode, TaskStatus, can_transition
+from shipyard.protocol import (
+    CLAIM_COUNT,
+    CLAIMS,
+    MAX_CLAIM_COUNT,
+    SET_MESSAGES,
+    START_RUN,
+    START_RUNS,
+    STOP_REQUEST,
+    LeaseOutcome,
+    Subcode,
+    TaskStatus,
+    can_transition,
+)
 
 EXTENSIONS = {"long_poll": {"endpoint": "queues.get_next_task", "field": "wait_s", "max_s": 60},
               "leases": {"request_field": "lease_s", "fence_field": "attempt"},
-              "task_keys": {"mint": "auth.create_credentials", "role": "task", "start": START_RUN}}
+              "claim_many": {"endpoint": "queues.get_next_task", "field": CLAIM_COUNT, "reply_field": CLAIMS,
+                             "max": MAX_CLAIM_COUNT},
+              "task_keys": {"mint": "auth.create_credentials", "role": "task", "start": START_RUN,
+                            "start_many": START_RUNS},
+              "status_messages": {"endpoint": SET_MESSAGES, "compare_field": "expect", "fence_field": "attempt"}}
 
 
 def _error(endpoint: str, code: int, subcode: int, message: str) -> ServerError:
@@ -123,26 +139,31 @@ class InMemoryTaskServer:
         return self.queues[queue_id]
 
     def _queues_get_next_task(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        """The claim: pop the first entry of the first non-empty queue, waiting up to `wait_s`."""
+        """The claim: pop the first entry of the first non-empty queue, waiting up to `wait_s`;
+        with `count`, up to that many entries at once ({"claims": [...]})."""
         queue_ids = body.get("queues") or [body["queue"]]
         deadline = clock.monotonic() + min(float(body.get("wait_s") or 0.0), 60.0)
+        count = body.get(CLAIM_COUNT)
         with self._changed:
             self.calls.append((endpoint, body))
             while True:
                 self.reap_expired()
-                answer = self._pop(endpoint, queue_ids, body)
+                answers = self._pop(endpoint, queue_ids, body, count or 1)
                 remaining = deadline - clock.monotonic()
-                if answer is not None or remaining <= 0:
+                if answers or remaining <= 0:
                     break
                 self._changed.wait(min(remaining, 0.05))
-            if answer is not None and not body.get("queues"):
-                answer.pop("queue", None)
-            return answer or {}
+            if count is not None:
+                return {CLAIMS: answers}
+            if answers and not body.get("queues"):
+                answers[0].pop("queue", None)
+            return answers[0] if answers else {}
 
-    def _pop(self, endpoint: str, queue_ids: list[str], body: dict[str, Any]) -> dict[str, Any] | None:
+    def _pop(self, endpoint: str, queue_ids: list[str], body: dict[str, Any], count: int) -> list[dict[str, Any]]:
+        answers: list[dict[str, Any]] = []
         for queue_id in queue_ids:
             entries = self._queue(endpoint, queue_id)["entries"]
-            while entries:
+            while entries and len(answers) < count:
                 doc = self.tasks.get(entries.pop(0))
                 if doc is None:
                     continue
@@ -151,8 +172,8 @@ class InMemoryTaskServer:
                 answer: dict[str, Any] = {"entry": {"task": doc["id"]}, "queue": queue_id}
                 if body.get("lease_s"):
                     answer["lease"] = self._grant(doc, body["worker"], queue_id, float(body["lease_s"]))
-                return answer
-        return None
+                answers.append(answer)
+        return answers
 
     def _grant(self, doc: dict[str, Any], worker: str, queue_id: str, lease_s: float) -> dict[str, Any]:
         doc["_attempt"] = attempt = int(doc.get("_attempt") or 0) + 1
@@ -239,6 +260,19 @@ class InMemoryTaskServer:
                      message=body.get("status_message"))
         return {"updated": 1}
 
+    def _tasks_set_messages(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        """SET_MESSAGES: each message written where the claim still holds the task and its message
+        is still the one expected."""
+        updated = []
+        for item in body["tasks"]:
+            doc = self.tasks.get(item["task"])
+            if (doc is None or doc["status"] != TaskStatus.IN_PROGRESS or doc.get("_attempt") != item["attempt"]
+                    or not doc.get("_lease") or (doc.get("status_message") or "") != item["expect"]):
+                continue
+            doc["status_message"] = item["status_message"]
+            updated.append(doc["id"])
+        return {"updated": updated}
+
     def _tasks_ping(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         self._fenced(endpoint, body)["last_update"] = clock.now()
         return {}
@@ -308,7 +342,18 @@ class InMemoryTaskServer:
         return {"access_key": access, "secret_key": f"secret-{access}"}
 
     def _tasks_start_run(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        """`tasks.started` of a leased claim plus its run's key (shipyard.protocol.START_RUN)."""
+        """`tasks.started` of a leased claim plus its run's key (shipyard.protocol.START_RUN); with
+        `runs`, several claims, each refused alone."""
+        if body.get(START_RUNS) is not None:
+            answers = []
+            for run in body[START_RUNS]:
+                try:
+                    answers.append({"task": run["task"], **self._tasks_start_run(endpoint, {**body, **run,
+                                                                                             START_RUNS: None})})
+                except ServerError as exc:
+                    answers.append({"task": run["task"], "error": {"code": exc.code, "subcode": exc.subcode,
+                                                                   "msg": str(exc)}})
+            return {START_RUNS: answers}
         if not body.get("attempt") or not self._fenced(endpoint, body).get("_lease"):
             raise _error(endpoint, 400, Subcode.STALE_CLAIM, "only a leased claim is started with a key")
         self._status_call(endpoint, body, TaskStatus.IN_PROGRESS)

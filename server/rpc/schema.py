@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any, Iterable
 
 from server import errors
-from shipyard.protocol import WORKER_PREPARED, PrepareState, TaskStatus, TaskType
+from shipyard.protocol import SET_MESSAGES, WORKER_PREPARED, PrepareState, TaskStatus, TaskType
 
 MAX_DEPTH = 100  # below orjson's 255-level limit and Python's recursion limit, far above real documents
 _JSON_TYPE = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object",
@@ -411,7 +411,7 @@ REQUESTS: dict[str, Spec] = {
     "queues.move_task_forward": MOVE, "queues.move_task_backward": MOVE,
     "queues.move_task_to_front": MOVE, "queues.move_task_to_back": MOVE,
     "queues.get_next_task": _req({"queue": STR, "queues": STRS, "get_task_info": FLAG, "wait_s": NUM,
-                                  "lease_s": NUM, "worker": STR, "with_task": FLAG}),
+                                  "lease_s": NUM, "worker": STR, "with_task": FLAG, "count": INT}),
     "workers.register": WORKER,
     "workers.unregister": _req({"worker": STR}, "worker"),
     "workers.status_report": WORKER_REPORT,
@@ -555,7 +555,11 @@ REQUESTS.update({
     "queues.get_by_id": _req({"queue": STR, "max_task_entries": INT}, "queue"),
     "queues.add_task": _req({"queue": STR, "task": STR, "update_execution_queue": FLAG}, "queue", "task"),
     "queues.get_next_task": _req({"queue": STR, "queues": STRS, "get_task_info": FLAG, "wait_s": NUM,
-                                  "lease_s": NUM, "worker": STR, "task": STR, "with_task": FLAG}),
+                                  "lease_s": NUM, "worker": STR, "task": STR, "with_task": FLAG,
+                                  "count": INT}),
+    SET_MESSAGES: _req({"tasks": ListOf(Obj({"task": STR, "attempt": INT, "status_message": STR, "expect": STR},
+                                            required=("task", "attempt", "status_message", "expect")))},
+                       "tasks"),
     "queues.get_queue_metrics": _req({**_TIME_RANGE, "queue_ids": STRS, "refresh": FLAG},
                                      "from_date", "to_date", "interval"),
     "queues.add_or_update_metadata": _req({"queue": STR, "metadata": ListOf(METADATA_ITEM.with_fields({}, ("key",))),

@@ -28,10 +28,11 @@ from server.services import leases
 from server.services.tasks import doc as taskdoc
 from server.task_waits import WAITERS
 from shipyard import clock
-from shipyard.protocol import START_RUN, TaskStatus
+from shipyard.protocol import START_RUN, START_RUNS, TaskStatus
 
 MAX_TTL_S = 30 * 24 * 3600.0
 DEFAULT_TTL_S = 24 * 3600.0
+MAX_RUNS = 100   # claims one tasks.start_run may start (`runs`)
 
 
 def _forbidden(msg: str) -> errors.APIError:
@@ -111,20 +112,55 @@ def revoke_credentials(ctx: CallContext, req: Request) -> dict:
 
 @endpoint(START_RUN)
 def start_run(ctx: CallContext, req: Request) -> dict:
-    """`tasks.started` of a leased claim plus its run's `task` key (label: the task id), committed together."""
+    """`tasks.started` of a leased claim plus its run's `task` key (label: the task id), committed
+    together; with `runs` (START_RUNS), several claims in one transaction, each refused alone."""
     _check_mint(ctx, TASK)
-    task_id, attempt = req.id("task", "task"), req.integer("attempt", required=True)
     expires = clock.now() + _ttl(req)
+    how = (req.flag("force"), req.text("status_reason"), req.text("status_message"))
+    if req.body.get(START_RUNS) is not None:
+        return {START_RUNS: _start_runs(ctx, _runs(req), expires, how)}
+    task_id, attempt = req.id("task", "task"), req.integer("attempt", required=True)
     with ctx.store.tx() as conn:
-        doc = taskdoc.load(ctx, conn, task_id)
-        leases.check_fence(doc, attempt)
-        if not doc.get("_lease"):
-            raise leases.stale(task_id, attempt, "none (the task holds no lease)")
-        fields = taskdoc.change_status(ctx, conn, doc, TaskStatus.IN_PROGRESS, force=req.flag("force"),
-                                       reason=req.text("status_reason"), message=req.text("status_message"),
-                                       extra={} if doc.get("started") else {"started": clock.iso()})
-        access, secret = ctx.settings.keys.create_in(conn, name=task_id, role=TASK, expires=expires,
-                                                     instance=task_id, minted_by=ctx.identity.user)
+        answer = _start_one(ctx, conn, taskdoc.load(ctx, conn, task_id), attempt, expires, how)
     WAITERS.wake(task_id)   # after the commit, as tasks.started does
-    return {"started": 1, "updated": 1, "fields": fields, "access_key": access, "secret_key": secret,
-            "expires": clock.iso(expires), "label": task_id, "role": TASK}
+    answer.pop("task")
+    return answer
+
+
+def _runs(req: Request) -> list[tuple[str, int]]:
+    runs = req.body.get(START_RUNS)
+    if (not isinstance(runs, list) or not 0 < len(runs) <= MAX_RUNS
+            or not all(isinstance(r, dict) and isinstance(r.get("task"), str) and type(r.get("attempt")) is int
+                       for r in runs)):
+        raise errors.validation(f"field '{START_RUNS}' must be a list of 1 to {MAX_RUNS} "
+                                "objects with a task id ('task') and its claim's 'attempt'")
+    return [(r["task"], r["attempt"]) for r in runs]
+
+
+def _start_runs(ctx: CallContext, runs: list[tuple[str, int]], expires: float, how: tuple) -> list[dict]:
+    answers = []
+    with ctx.store.tx() as conn:
+        for task_id, attempt in runs:
+            try:
+                doc = taskdoc.load(ctx, conn, task_id)
+                answers.append(_start_one(ctx, conn, doc, attempt, expires, how))
+            except errors.APIError as exc:   # checked before anything of this claim is written
+                answers.append({"task": task_id, "error": {"code": exc.code, "subcode": exc.subcode, "msg": exc.msg}})
+    for answer in answers:
+        if "error" not in answer:
+            WAITERS.wake(answer["task"])
+    return answers
+
+
+def _start_one(ctx: CallContext, conn, doc: dict, attempt: int, expires: float, how: tuple) -> dict:
+    force, reason, message = how
+    task_id = doc["id"]
+    leases.check_fence(doc, attempt)
+    if not doc.get("_lease"):
+        raise leases.stale(task_id, attempt, "none (the task holds no lease)")
+    fields = taskdoc.change_status(ctx, conn, doc, TaskStatus.IN_PROGRESS, force=force, reason=reason,
+                                   message=message, extra={} if doc.get("started") else {"started": clock.iso()})
+    access, secret = ctx.settings.keys.create_in(conn, name=task_id, role=TASK, expires=expires,
+                                                 instance=task_id, minted_by=ctx.identity.user)
+    return {"task": task_id, "started": 1, "updated": 1, "fields": fields, "access_key": access,
+            "secret_key": secret, "expires": clock.iso(expires), "label": task_id, "role": TASK}

@@ -31,7 +31,7 @@ Examples:
               help="Most jobs this glue keeps in Slurm at once (pending + running).")
 @click.option("--output-dir", type=click.Path(path_type=Path, file_okay=False), default="~/.shipyard/slurm",
               show_default=True, envvar="SHIPYARD_SLURM_OUTPUT_DIR",
-              help="Slurm's output files and the short-lived batch scripts; on a disk the nodes share.")
+              help="Slurm's output files; on a disk the nodes share.")
 @click.option("--sbatch-option", "options", multiple=True, envvar="SHIPYARD_SLURM_OPTIONS",
               help="An sbatch option for every job, --name=value (repeatable; not checked).")
 @click.option("--allow-option", "allowed", multiple=True, envvar="SHIPYARD_SLURM_ALLOWED_OPTIONS",

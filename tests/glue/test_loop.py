@@ -16,7 +16,7 @@ from agent.glue.loop import GlueLoop
 from agent.glue.memory import MemoryEngine
 from agent.glue.request import GlueSettings, QueueSpec, parse_queue
 from agent.taskserver.memory import InMemoryTaskServer
-from shipyard.protocol import START_RUN
+from shipyard.protocol import CLAIM_COUNT, SET_MESSAGES, START_RUN
 from tests.helpers import until
 
 
@@ -91,6 +91,19 @@ def test_the_claim_is_started_and_its_key_minted_in_one_call(server):
     assert _hand_over_calls(server, task)[0] == START_RUN   # then only the watch's own status messages
     assert "auth.create_credentials" not in _hand_over_calls(server, task)
     assert server.keys[request.env["CLEARML_API_ACCESS_KEY"]]["label"] == task
+
+
+def test_claims_of_one_call_are_started_in_one_call_each_with_its_own_key(server):
+    from shipyard.protocol import START_RUNS
+
+    engine = MemoryEngine()
+    tasks = [enqueue(server) for _ in range(4)]
+    with running(server, engine, claim_threads=1):
+        until(lambda: len(engine.submitted) == 4)
+    starts = [body for endpoint, body in server.calls if endpoint == START_RUN]
+    assert [sorted(run["task"] for run in body[START_RUNS]) for body in starts] == [sorted(tasks)]
+    keys = {request.task_id: request.env["CLEARML_API_ACCESS_KEY"] for request in engine.submitted}
+    assert len(set(keys.values())) == 4 and all(server.keys[key]["label"] == task for task, key in keys.items())
 
 
 def test_a_server_without_start_run_gets_the_two_calls():
@@ -220,6 +233,95 @@ def test_several_claimers_hand_each_task_over_once_and_never_past_max_jobs(serve
         assert len(engine.submitted) == 25
         handed = [request.task_id for request in engine.submitted]
         assert len(set(handed)) == 25 and set(handed) <= tasks
+
+
+def _claim_counts(api: InMemoryTaskServer) -> list[int | None]:
+    return [body.get(CLAIM_COUNT) for endpoint, body in api.calls if endpoint == "queues.get_next_task"]
+
+
+def test_claims_come_several_per_call_and_never_past_max_jobs(server):
+    """Each call asks for as many as there is room for (here all 6 at once, from one claimer);
+    with room for 6 and 9 queued, 6 are handed over until one ends, then exactly one more."""
+    engine = MemoryEngine()
+    tasks = [enqueue(server) for _ in range(9)]
+    with running(server, engine, max_jobs=6, claim_threads=1):
+        until(lambda: len(engine.submitted) == 6)
+        time.sleep(0.1)
+        assert len(engine.submitted) == 6 and sorted(r.task_id for r in engine.submitted) == sorted(tasks[:6])
+        assert _claim_counts(server)[0] == 6
+        server.call("tasks.completed", {"task": tasks[0], "attempt": 1})
+        engine.finish(engine.job_of(tasks[0]), Phase.SUCCEEDED)
+        until(lambda: len(engine.submitted) == 7)
+        time.sleep(0.1)
+        assert len(engine.submitted) == 7
+    assert all(count is None or 2 <= count <= 6 for count in _claim_counts(server))   # room 1: the plain call
+
+
+class _SlowEngine(MemoryEngine):
+    """Every sbatch blocks until the test lets it go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Event()
+
+    def submit(self, request):
+        self.go.wait(10)
+        return super().submit(request)
+
+
+def test_claims_waiting_for_a_slow_engine_stay_few(server):
+    """With room for 100 jobs but an engine that takes its time, no more claims are taken than the
+    submit threads and one batch per claimer (their leases must not run out while they wait)."""
+    engine = _SlowEngine()
+    tasks = [enqueue(server) for _ in range(20)]
+    with running(server, engine, max_jobs=100, submit_threads=2, claim_batch=3, claim_threads=1):
+        until(lambda: sum(1 for t in tasks if doc(server, t).get("_lease")) == 5)
+        time.sleep(0.2)
+        assert sum(1 for t in tasks if doc(server, t).get("_lease")) == 5
+        engine.go.set()
+        until(lambda: len(engine.submitted) == 20)
+
+
+def test_a_server_without_claim_many_is_asked_one_claim_at_a_time():
+    from agent.taskserver.memory import EXTENSIONS
+
+    api = InMemoryTaskServer(extensions={k: v for k, v in EXTENSIONS.items() if k != "claim_many"})
+    api.call("queues.create", {"name": "gpu"})
+    engine = MemoryEngine()
+    for _ in range(4):
+        enqueue(api)
+    with running(api, engine):
+        until(lambda: len(engine.submitted) == 4)
+    assert set(_claim_counts(api)) == {None}
+
+
+def test_pending_reasons_go_in_one_call_per_watch_and_never_over_someone_elses_message(server):
+    engine = MemoryEngine()
+    tasks = [enqueue(server) for _ in range(3)]
+    with running(server, engine):
+        until(lambda: all(doc(server, t)["status_message"].startswith("pending in memory job") for t in tasks))
+        doc(server, tasks[0])["status_message"] = "the node's own words"     # written by someone else meanwhile
+        for task in tasks:
+            engine.set_phase(engine.job_of(task), Phase.PENDING, "Resources")
+        until(lambda: all(doc(server, t)["status_message"].endswith(": Resources") for t in tasks[1:]))
+        time.sleep(0.1)
+        assert doc(server, tasks[0])["status_message"] == "the node's own words"
+    assert not [body for endpoint, body in server.calls if endpoint == "tasks.started"]   # no write per task
+    batches = [body["tasks"] for endpoint, body in server.calls if endpoint == SET_MESSAGES]
+    assert sum(1 for batch in batches for item in batch if item["task"] == tasks[0]) == 2   # one miss, then no more
+
+
+def test_a_server_without_set_messages_gets_the_pending_reason_through_tasks_started():
+    from agent.taskserver.memory import EXTENSIONS
+
+    api = InMemoryTaskServer(extensions={k: v for k, v in EXTENSIONS.items() if k != "status_messages"})
+    api.call("queues.create", {"name": "gpu"})
+    engine = MemoryEngine()
+    task = enqueue(api)
+    with running(api, engine):
+        until(lambda: doc(api, task)["status_message"].startswith("pending in memory job"))
+    assert [b for e, b in api.calls if e == "tasks.started" and b["task"] == task]
+    assert not [b for e, b in api.calls if e == SET_MESSAGES]
 
 
 def test_a_restarted_glue_finds_its_jobs_and_neither_loses_nor_duplicates_a_task(server):

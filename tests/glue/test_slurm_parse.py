@@ -81,8 +81,10 @@ def test_the_pinning_snippet_expands_slurm_index_ranges(tmp_path):
     assert out.strip() == "pinned=0,1,3"
 
 
-def recorded(answers: dict[str, tuple[int, str, str]]):
-    def run(argv):
+def recorded(answers: dict[str, tuple[int, str, str]], stdin: list[str] | None = None):
+    def run(argv, stdin_text=None):
+        if stdin is not None and stdin_text is not None:
+            stdin.append(stdin_text)
         code, out, err = answers.get(argv[0], (0, "", ""))
         return subprocess.CompletedProcess(list(argv), code, out, err)
     return run
@@ -99,8 +101,17 @@ def test_options_gpus_and_refusals_are_named_and_an_unreachable_controller_is_no
         engine.check(request(gpus=8))
     with pytest.raises(JobRejected, match="sbatch refused the job: Invalid account"):
         engine.submit(request())
-    assert not list(Path(tmp_path).glob(".*.sh"))     # the script (with the key) never stays behind
+    assert not list(Path(tmp_path).glob(".*.sh"))     # the script (with the key) never touches the disk
     down = SlurmEngine(SlurmSettings(partition="gpu", output_dir=tmp_path),
                        run=recorded({"squeue": (1, "", "squeue: error: Unable to contact slurm controller")}))
     with pytest.raises(EngineUnavailable, match="Unable to contact"):
         down.statuses()
+
+
+def test_the_batch_script_goes_to_sbatch_on_its_standard_input(tmp_path):
+    scripts: list[str] = []
+    engine = SlurmEngine(SlurmSettings(partition="gpu", output_dir=tmp_path / "out"),
+                         run=recorded({"sbatch": (0, "42;cluster\n", "")}, scripts))
+    assert engine.submit(request()) == "42"
+    assert scripts == [batch_script(request())] and (tmp_path / "out").is_dir()
+    assert not [p for p in (tmp_path / "out").iterdir()]     # no script file, not even for a moment

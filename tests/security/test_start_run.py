@@ -88,3 +88,21 @@ def test_a_superseded_or_unleased_claim_gets_no_key(server, api):
     assert err.value.code == 400
     assert _status(api, task)[1] not in ("stale", "unfenced") and _status(api, unleased)[1] != "unleased"
     assert _minted_for(server, task, unleased) in (0, -1)   # no key for either
+
+
+def test_several_claims_start_in_one_call_and_a_superseded_one_fails_alone(server, api):
+    from shipyard.protocol import START_RUNS
+
+    (a, first), (b, second) = _claimed(api, "start-runs-a"), _claimed(api, "start-runs-b")
+    answer = api.call(START_RUN, {START_RUNS: [{"task": a, "attempt": first}, {"task": b, "attempt": second + 1}],
+                                  "status_message": "submitting to slurm", "force": True, "expires_in_s": 120})
+    ok, stale = answer[START_RUNS]
+    assert ok["task"] == a and ok["role"] == "task" and ok["label"] == a and ok["secret_key"]
+    assert stale["task"] == b and stale["error"]["subcode"] == Subcode.STALE_CLAIM
+    assert _status(api, a) == ("in_progress", "submitting to slurm") and _status(api, b)[0] != "in_progress"
+    assert _minted_for(server, b) in (0, -1)
+    assert api.call("server.info")["shipyard"]["extensions"]["task_keys"]["start_many"] == START_RUNS
+    for bad in ([], "x", [{"task": a}], [{"task": a, "attempt": "1"}]):
+        with pytest.raises(ApiFailure) as refused:
+            api.call(START_RUN, {START_RUNS: bad})
+        assert refused.value.code == 400 and f"'{START_RUNS}'" in refused.value.msg

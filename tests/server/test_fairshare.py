@@ -143,3 +143,16 @@ def test_quota_cli(srv, monkeypatch, capsys):
     code, said = cli("set", "--gpus", "1")
     assert code != 0 and "--user" in said
     assert cli("delete", "--user", "bob") == (0, "user:bob: deleted\n")
+
+
+def test_a_batch_claim_counts_each_claim_against_the_quota(srv, admin):
+    """`count` pops under the same rules as one claim at a time: a user whose guarantee may not be
+    passed (no borrowing) gets one claim of a batch of three, the rest wait in the queue."""
+    key = admin.call("auth.create_credentials", {"role": "user", "label": "carol"})
+    carol = Api(srv.api_url, key["access_key"], key["secret_key"])
+    admin.call("quotas.set", {"user": key["access_key"], "gpus": 1, "borrow": False})
+    mine = _enqueue(carol, "fq-batch", 3)
+    queue = _queue_id(admin, "fq-batch")
+    got = admin.call("queues.get_next_task", {"queue": queue, "lease_s": 60, "worker": "wb", "count": 3})["claims"]
+    assert [c["entry"]["task"] for c in got] == mine[:1]
+    assert admin.call("queues.get_num_entries", {"queue": queue})["num"] == 2

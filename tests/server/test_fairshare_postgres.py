@@ -49,3 +49,41 @@ def _pop_all(srv) -> None:
     assert sorted(got) == sorted(tasks)
     rows = {r["entity"]: r for r in api.call("quotas.get_all")["quotas"]}
     assert rows[f"user:{ACCESS_KEY}"]["running_gpus"] == 29 + 3   # the first task asked for 3 GPUs
+
+
+def test_concurrent_batch_claims_on_postgres(tmp_path):
+    """`count` on PostgreSQL with the fair pop: concurrent batch claimers each get a task once."""
+    server = pg.PgServer()
+    try:
+        srv = start_server(tmp_path / "srv", db=server.new_database("batch"),
+                           env={"SHIPYARD_QUOTAS": f"{ACCESS_KEY}=1", "SHIPYARD_PREEMPTION": "off"})
+        try:
+            _batch_pop_all(srv)
+        finally:
+            srv.stop()
+    finally:
+        server.stop()
+
+
+def _batch_pop_all(srv) -> None:
+    api = srv.api()
+    queue = api.call("queues.create", {"name": "pg-batch"})["id"]
+    tasks = []
+    for i in range(24):
+        tasks.append(api.call("tasks.create", {"name": f"b{i}", "type": "training"})["id"])
+        api.call("tasks.enqueue", {"task": tasks[-1], "queue": queue})
+    got, lock = [], threading.Lock()
+
+    def worker(n: int) -> None:
+        client = Api(srv.api_url)
+        body = {"queue": queue, "lease_s": 600, "worker": f"w{n}", "count": 3}
+        while claims := client.call("queues.get_next_task", body)["claims"]:
+            with lock:
+                got.extend(c["entry"]["task"] for c in claims)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(got) == sorted(tasks) and len(got) == len(set(got))

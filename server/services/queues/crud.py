@@ -5,6 +5,7 @@ which also answers queues.get_queue_metrics)."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, update
@@ -20,7 +21,7 @@ from server.storage import tables as t
 from server.storage.prepared import Prepared
 from server.storage.store import new_id, retrying
 from shipyard import clock
-from shipyard.protocol import Subcode, SystemTag, TaskStatus
+from shipyard.protocol import CLAIM_COUNT, CLAIMS, MAX_CLAIM_COUNT, Subcode, SystemTag, TaskStatus
 
 DEFAULT_QUEUE = "default"
 HIDDEN_TAGS = frozenset({"k8s-glue"})  # system tags of queues get_all hides unless search_hidden, id or name
@@ -450,35 +451,66 @@ def move_back(ctx: CallContext, req: Request) -> dict:
     return _move(ctx, req, "back")
 
 
+@dataclass(frozen=True)
+class _Ask:
+    """What one `queues.get_next_task` asks for beyond the queues (its fields, read once)."""
+
+    get_info: bool = False
+    lease_s: float | None = None
+    worker: str = ""
+    only_task: str | None = None
+    gpus: int | None = None
+    with_task: bool = False
+    count: int = 1
+
+
 def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool, lease_s: float | None = None,
              worker: str = "", only_task: str | None = None, gpus: int | None = None,
              with_task: bool = False) -> dict | None:
+    """One claim (the reference answer), or None when every queue is empty."""
+    claims = _try_pop_many(ctx, queue_ids, _Ask(get_info, lease_s, worker, only_task, gpus, with_task))
+    return claims[0] if claims else None
+
+
+def _try_pop_many(ctx: CallContext, queue_ids: list[str], ask: _Ask) -> list[dict]:
+    """Up to `ask.count` claims in one transaction: the queues in their priority order, each
+    drained before the next, every pop under the fair-share rules as the claims before it in
+    this transaction left them (each leased claim counts as running at once)."""
+    claims: list[dict] = []
     with ctx.store.tx() as conn:
         for queue_id in queue_ids if len(queue_ids) > 1 else ():
             require_queue(conn, queue_id)  # checked on every try: a queue deleted mid-wait is an error
         quotas = fair.quotas(ctx, conn)
         for queue_id in queue_ids:
-            while True:
-                popped = pop_if_head(conn, queue_id, only_task, ctx, quotas)
-                if popped is None:
+            while len(claims) < ask.count:
+                claim = _claim_head(ctx, conn, queue_id, quotas, ask)
+                if claim is None:
                     break
-                task_id, added = popped
-                doc = _popped_task(ctx, conn, task_id, bool(lease_s or get_info or with_task))
-                if doc is None:
-                    continue  # deleted while queued: skip the stale entry
-                if doc.get("status") == TaskStatus.STOPPED:
-                    taskdoc.change_status(ctx, conn, doc, TaskStatus.QUEUED, force=True)
-                result: dict = {"entry": {"task": task_id, "added": clock.iso(added)}, "queue": queue_id}
-                if lease_s:
-                    result["lease"] = taskdoc.grant_lease(doc, worker, queue_id, lease_s,
-                                                          taskdoc.max_attempts(ctx))
-                    if quotas:
-                        _count_claim(ctx, conn, doc, worker, gpus)
-                    ctx.store.save(conn, t.tasks, doc)
-                return {**result, **_extras(ctx, doc, get_info, with_task)}
-        if len(queue_ids) == 1:  # one queue, nothing popped: only now can it be missing (entries go with it)
+                claims.append(claim)
+        if not claims and len(queue_ids) == 1:  # nothing popped: only now can it be missing (entries go with it)
             require_queue(conn, queue_ids[0])
-    return None
+    return claims
+
+
+def _claim_head(ctx: CallContext, conn, queue_id: str, quotas: dict, ask: _Ask) -> dict | None:
+    """The queue's next entry popped, its task leased to the claimer; None when it has none."""
+    while True:
+        popped = pop_if_head(conn, queue_id, ask.only_task, ctx, quotas)
+        if popped is None:
+            return None
+        task_id, added = popped
+        doc = _popped_task(ctx, conn, task_id, bool(ask.lease_s or ask.get_info or ask.with_task))
+        if doc is None:
+            continue  # deleted while queued: skip the stale entry
+        if doc.get("status") == TaskStatus.STOPPED:
+            taskdoc.change_status(ctx, conn, doc, TaskStatus.QUEUED, force=True)
+        result: dict = {"entry": {"task": task_id, "added": clock.iso(added)}, "queue": queue_id}
+        if ask.lease_s:
+            result["lease"] = taskdoc.grant_lease(doc, ask.worker, queue_id, ask.lease_s, taskdoc.max_attempts(ctx))
+            if quotas:
+                _count_claim(ctx, conn, doc, ask.worker, ask.gpus)
+            ctx.store.save(conn, t.tasks, doc)
+        return {**result, **_extras(ctx, doc, ask.get_info, ask.with_task)}
 
 
 def _popped_task(ctx: CallContext, conn, task_id: str, whole: bool) -> dict | None:
@@ -517,37 +549,54 @@ async def get_next_task(ctx: CallContext, req: Request) -> dict:
     a lease the caller renews; see server/services/leases.py) and `with_task` (the popped task's
     document, as tasks.get_by_id gives it, in `task`). With `task`, the head is taken
     only when it is that task. `gpus`: how many GPUs the claimer gives the task (fair share
-    counts them; else the task's `Shipyard/gpus` parameter, else 1)."""
+    counts them; else the task's `Shipyard/gpus` parameter, else 1). `count` (CLAIM_COUNT): up to
+    that many entries in one transaction, answered as {"claims": [...]}, as soon as one is there."""
     queue_ids = req.str_list("queues") or [req.id("queue", "queue")]
     wait_s = min(max(0.0, req.number("wait_s", 0.0) or 0.0), ctx.settings.long_poll_max_s
                  if ctx.settings else 60.0)
-    get_info = req.flag("get_task_info")
+    ask = _ask(ctx, req)
+    deadline = time.monotonic() + wait_s
+    while True:
+        if ctx.settings is not None:  # without waiting on the database lock on the event loop
+            claims = await ctx.settings.run_db(retrying, _try_pop_many, ctx, queue_ids, ask)
+        else:
+            claims = retrying(_try_pop_many, ctx, queue_ids, ask)
+        if claims:
+            return _answer(req, claims)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or ctx.notifier is None or ctx.notifier.closed:
+            return _answer(req, [])
+        await ctx.notifier.wait(queue_ids, remaining)
+        if ctx.notifier.closed:
+            return _answer(req, [])  # the server is stopping: the caller may be gone too, so pop nothing for it
+        gone = ctx.is_disconnected
+        if gone is not None and await gone():
+            return _answer(req, [])  # the caller left: don't pop a task nobody will receive
+
+
+def _ask(ctx: CallContext, req: Request) -> _Ask:
     lease_s = req.number("lease_s")
     worker = req.text("worker") or ctx.worker
-    only_task = req.text("task")
     gpus = req.integer("gpus")
-    with_task = req.flag("with_task")
+    count = req.integer(CLAIM_COUNT)
     if gpus is not None and gpus < 0:
         raise errors.validation(f"field 'gpus' must be 0 or more, got {gpus}")
     if lease_s is not None and (lease_s <= 0 or not worker):
         raise errors.validation("lease_s must be > 0 and the worker named (field 'worker' or X-ClearML-Worker)")
-    deadline = time.monotonic() + wait_s
-    while True:
-        if ctx.settings is not None:  # without waiting on the database lock on the event loop
-            result = await ctx.settings.run_db(retrying, _try_pop, ctx, queue_ids, get_info, lease_s, worker,
-                                               only_task, gpus, with_task)
-        else:
-            result = retrying(_try_pop, ctx, queue_ids, get_info, lease_s, worker, only_task, gpus, with_task)
-        if result is not None:
-            if not req.str_list("queues"):
-                result.pop("queue", None)
-            return result
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or ctx.notifier is None or ctx.notifier.closed:
-            return {}
-        await ctx.notifier.wait(queue_ids, remaining)
-        if ctx.notifier.closed:
-            return {}  # the server is stopping: the caller may be gone too, so pop nothing for it
-        gone = ctx.is_disconnected
-        if gone is not None and await gone():
-            return {}  # the caller left: don't pop a task nobody will receive
+    if count is not None and not 1 <= count <= MAX_CLAIM_COUNT:
+        raise errors.validation(f"field '{CLAIM_COUNT}' must be 1 to {MAX_CLAIM_COUNT}, got {count}")
+    return _Ask(req.flag("get_task_info"), lease_s, worker, req.text("task"), gpus, req.flag("with_task"),
+                count or 1)
+
+
+def _answer(req: Request, claims: list[dict]) -> dict:
+    """With `count`: {"claims": [...]}; without, the reference answer: the one claim ({} for none),
+    its `queue` only when the caller named several (`queues`)."""
+    if req.body.get(CLAIM_COUNT) is not None:
+        return {CLAIMS: claims}
+    if not claims:
+        return {}
+    result = claims[0]
+    if not req.str_list("queues"):
+        result.pop("queue", None)
+    return result

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from server import errors
+from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services import leases
 from server.services.events import delete_task_events
@@ -11,7 +12,7 @@ from server.services.tasks import doc as taskdoc
 from server.storage import tables as t
 from server.task_waits import WAITERS
 from shipyard import clock
-from shipyard.protocol import STOP_REQUEST, Subcode, SystemTag, TaskStatus, can_transition
+from shipyard.protocol import SET_MESSAGES, STOP_REQUEST, Subcode, SystemTag, TaskStatus, can_transition
 
 
 def _simple_change(ctx: CallContext, req: Request, new: str, extra_fn=None) -> dict:
@@ -33,6 +34,34 @@ def started(ctx: CallContext, req: Request) -> dict:
 
     result = _simple_change(ctx, req, TaskStatus.IN_PROGRESS, extra)
     return {"started": 1, **result}
+
+
+MAX_MESSAGES = 1000   # items of one tasks.set_messages
+
+
+@endpoint(SET_MESSAGES)
+def set_messages(ctx: CallContext, req: Request) -> dict:
+    """Status messages of leased claims, compare-and-set, in one transaction (shipyard.protocol.SET_MESSAGES):
+    each is written only where the task is in progress under that `attempt` and its message is still
+    `expect`; the rest are left as they are (a stop request or the node's own message wins)."""
+    schema.check(schema.REQUESTS[SET_MESSAGES], req.body)
+    items = {item["task"]: item for item in req.body["tasks"]}
+    if len(items) > MAX_MESSAGES:
+        raise errors.validation(f"field 'tasks' may hold at most {MAX_MESSAGES} tasks, got {len(items)}")
+    updated = []
+    with ctx.store.tx() as conn:
+        for doc in ctx.store.get_many(conn, t.tasks, [t.tasks.c.id.in_(sorted(items))]) if items else ():
+            item = items[doc["id"]]
+            if (doc.get("status") != TaskStatus.IN_PROGRESS or doc.get("_attempt") != item["attempt"]
+                    or not doc.get("_lease") or (doc.get("status_message") or "") != item["expect"]):
+                continue
+            doc["status_message"] = item["status_message"]
+            taskdoc.touch(ctx, doc)
+            if ctx.store.save(conn, t.tasks, doc, expect_status=TaskStatus.IN_PROGRESS):
+                updated.append(doc["id"])
+    for task_id in updated:
+        WAITERS.wake(task_id)   # after the commit, as tasks.started does
+    return {"updated": updated}
 
 
 def _completed_time(doc: dict) -> dict:
