@@ -1,12 +1,14 @@
 """Test helpers: start a real `shipyard server` process on free ports, and a small API client."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,3 +180,25 @@ def web_session(server: ServerProcess, access: str = ACCESS_KEY, secret: str = S
                      allow_redirects=False, timeout=30)
     assert resp.status_code == 303, resp.text
     return http
+
+
+def run_async(make_coro, timeout_s: float = 120.0):
+    """`asyncio.run(make_coro())` on a thread of its own, its result returned (its exception
+    re-raised here): a Playwright session earlier in the same worker keeps an event loop running
+    on the main thread, where asyncio.run refuses to start."""
+    result: list = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(make_coro()))
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the test's thread
+            error.append(exc)
+
+    worker = threading.Thread(target=target, name="run-async")
+    worker.start()
+    worker.join(timeout_s)
+    assert not worker.is_alive(), f"the scenario did not finish in {timeout_s:.0f} s"
+    if error:
+        raise error[0]
+    return result[0]

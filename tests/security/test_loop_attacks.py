@@ -27,7 +27,7 @@ from server.app import create_state
 from server.auth.keys import Identity
 from server.config import ServerConfig
 from server.rpc.registry import CallContext, Request, lookup
-from tests.helpers import ACCESS_KEY, Api, ApiFailure, start_server
+from tests.helpers import ACCESS_KEY, Api, ApiFailure, run_async, start_server
 
 TASKS = 3000
 LONG_NAME = "a" * 1000
@@ -325,22 +325,6 @@ def test_handler_pool_serves_each_caller_in_turn_and_never_blocks_exit():
         await stuck
 
     # On a thread of its own: a Playwright session earlier in the run keeps a loop running here.
-    threading_run(scenario)
+    run_async(scenario)
     assert all(t.daemon for t in pool._threads)  # a stuck one cannot hold the process at exit
 
-
-def threading_run(make_coro) -> None:
-    result: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            asyncio.run(make_coro())
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the test's thread
-            result.append(exc)
-
-    worker = threading.Thread(target=target)
-    worker.start()
-    worker.join(120)
-    assert not worker.is_alive(), "the scenario did not finish in 120 s"
-    if result:
-        raise result[0]

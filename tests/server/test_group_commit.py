@@ -10,6 +10,7 @@ import pytest
 from server.storage import group
 from server.storage import tables as t
 from server.storage.store import Store, sqlite_url
+from tests.helpers import run_async
 
 
 def _queue(queue_id: str) -> dict:
@@ -30,7 +31,7 @@ def _run(store: Store, *calls):
             return await asyncio.gather(*(asyncio.create_task(c()) for c in calls), return_exceptions=True)
         finally:
             store.stop_grouping()
-    return asyncio.run(main())
+    return run_async(main)
 
 
 def _call(store: Store, tmp_path, queue_id: str, fail: bool = False, seen: list | None = None):

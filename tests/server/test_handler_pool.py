@@ -6,6 +6,7 @@ import asyncio
 import threading
 
 from server.rpc.offload import HandlerPool
+from tests.helpers import run_async
 
 
 def test_a_burst_of_ingest_calls_leaves_workers_for_reads():
@@ -33,7 +34,7 @@ def test_a_burst_of_ingest_calls_leaves_workers_for_reads():
         release.set()
         assert await asyncio.gather(*burst) == list(range(20))
 
-    asyncio.run(scenario())
+    run_async(scenario)
     assert state["most"] == 4
     assert pool.close(grace_s=2)
     assert HandlerPool(8, ingest_threads=3).ingest_threads == 3  # config ingest_threads
