@@ -202,3 +202,14 @@ def run_async(make_coro, timeout_s: float = 120.0):
     if error:
         raise error[0]
     return result[0]
+
+
+def queue_with(api, name: str, n: int) -> tuple[str, list[str]]:
+    """A new queue `name` holding `n` new tasks, enqueued in order: (queue id, task ids)."""
+    queue = api.call("queues.create", {"name": name})["id"]
+    tasks = []
+    for i in range(n):
+        task = api.call("tasks.create", {"name": f"{name}-{i}", "type": "training"})["id"]
+        api.call("tasks.enqueue", {"task": task, "queue": queue})
+        tasks.append(task)
+    return queue, tasks

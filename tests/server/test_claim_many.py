@@ -13,17 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from shipyard.protocol import CLAIM_COUNT, CLAIMS, MAX_CLAIM_COUNT
-from tests.helpers import Api, ApiFailure
-
-
-def _queue_with(api, name: str, n: int) -> tuple[str, list[str]]:
-    queue = api.call("queues.create", {"name": name})["id"]
-    tasks = []
-    for i in range(n):
-        task = api.call("tasks.create", {"name": f"{name}-{i}", "type": "training"})["id"]
-        api.call("tasks.enqueue", {"task": task, "queue": queue})
-        tasks.append(task)
-    return queue, tasks
+from tests.helpers import Api, ApiFailure, queue_with
 
 
 def _claim(api, queues: list[str], count: int, **fields) -> list[dict]:
@@ -32,7 +22,7 @@ def _claim(api, queues: list[str], count: int, **fields) -> list[dict]:
 
 
 def test_several_claims_in_one_call_each_with_its_lease(api):
-    queue, tasks = _queue_with(api, "many", 5)
+    queue, tasks = queue_with(api, "many", 5)
     first = _claim(api, [queue], 3, with_task=True)
     assert [c["entry"]["task"] for c in first] == tasks[:3]
     assert all(c["queue"] == queue and c["lease"]["attempt"] == 1 and c["task"]["id"] == c["entry"]["task"]
@@ -48,14 +38,14 @@ def test_several_claims_in_one_call_each_with_its_lease(api):
 
 
 def test_batch_follows_the_queues_priority_order(api):
-    high, highs = _queue_with(api, "many-high", 2)
-    low, lows = _queue_with(api, "many-low", 2)
+    high, highs = queue_with(api, "many-high", 2)
+    low, lows = queue_with(api, "many-low", 2)
     got = _claim(api, [high, low], 3)
     assert [(c["entry"]["task"], c["queue"]) for c in got] == [(highs[0], high), (highs[1], high), (lows[0], low)]
 
 
 def test_without_count_the_answer_is_the_reference_one(api):
-    queue, (a, b) = _queue_with(api, "many-shape", 2)
+    queue, (a, b) = queue_with(api, "many-shape", 2)
     single = api.call("queues.get_next_task", {"queue": queue})
     assert set(single) == {"entry"} and single["entry"]["task"] == a
     leased = api.call("queues.get_next_task", {"queue": queue, "lease_s": 30, "worker": "w"})
@@ -73,7 +63,7 @@ def test_a_bad_count_is_refused_naming_the_field(api, bad):
 
 
 def test_concurrent_batch_claimers_never_share_an_entry(server, api):
-    queue, tasks = _queue_with(api, "many-race", 60)
+    queue, tasks = queue_with(api, "many-race", 60)
     got: list[str] = []
     lock = threading.Lock()
 

@@ -11,17 +11,22 @@ from tests.helpers import ACCESS_KEY, Api, start_server
 pytestmark = pytest.mark.skipif(not pg.available(), reason="PostgreSQL binaries not installed (.ci/run installs them)")
 
 
-def test_concurrent_fair_pops_on_postgres(tmp_path):
+def _on_postgres(tmp_path, database: str, scenario) -> None:
+    """`scenario(server)` against a Shipyard server with quotas on, on a private PostgreSQL."""
     server = pg.PgServer()
     try:
-        srv = start_server(tmp_path / "srv", db=server.new_database("fair"),
+        srv = start_server(tmp_path / "srv", db=server.new_database(database),
                            env={"SHIPYARD_QUOTAS": f"{ACCESS_KEY}=1", "SHIPYARD_PREEMPTION": "off"})
         try:
-            _pop_all(srv)
+            scenario(srv)
         finally:
             srv.stop()
     finally:
         server.stop()
+
+
+def test_concurrent_fair_pops_on_postgres(tmp_path):
+    _on_postgres(tmp_path, "fair", _pop_all)
 
 
 def _pop_all(srv) -> None:
@@ -53,16 +58,7 @@ def _pop_all(srv) -> None:
 
 def test_concurrent_batch_claims_on_postgres(tmp_path):
     """`count` on PostgreSQL with the fair pop: concurrent batch claimers each get a task once."""
-    server = pg.PgServer()
-    try:
-        srv = start_server(tmp_path / "srv", db=server.new_database("batch"),
-                           env={"SHIPYARD_QUOTAS": f"{ACCESS_KEY}=1", "SHIPYARD_PREEMPTION": "off"})
-        try:
-            _batch_pop_all(srv)
-        finally:
-            srv.stop()
-    finally:
-        server.stop()
+    _on_postgres(tmp_path, "batch", _batch_pop_all)
 
 
 def _batch_pop_all(srv) -> None:

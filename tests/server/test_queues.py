@@ -9,17 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.helpers import Api, ApiFailure
-
-
-def _queue_with(api, name, n):
-    queue = api.call("queues.create", {"name": name})["id"]
-    tasks = []
-    for i in range(n):
-        task = api.call("tasks.create", {"name": f"{name}-{i}", "type": "training"})["id"]
-        api.call("tasks.enqueue", {"task": task, "queue": queue})
-        tasks.append(task)
-    return queue, tasks
+from tests.helpers import Api, ApiFailure, queue_with
 
 
 def _order(api, queue):
@@ -27,7 +17,7 @@ def _order(api, queue):
 
 
 def test_fifo_and_moves(api):
-    queue, (a, b, c) = _queue_with(api, "moves", 3)
+    queue, (a, b, c) = queue_with(api, "moves", 3)
     assert _order(api, queue) == [a, b, c]
     assert api.call("queues.move_task_to_front", {"queue": queue, "task": c})["position"] == 0
     assert _order(api, queue) == [c, a, b]
@@ -46,7 +36,7 @@ def test_fifo_and_moves(api):
 
 
 def test_concurrent_pops_get_each_task_once(server, api):
-    queue, tasks = _queue_with(api, "concurrent", 200)
+    queue, tasks = queue_with(api, "concurrent", 200)
     got: list[str] = []
     lock = threading.Lock()
 
@@ -110,8 +100,8 @@ def test_long_poll_times_out_empty(api):
 
 
 def test_multi_queue_priority(api):
-    high, (h1,) = _queue_with(api, "prio-high", 1)
-    low, (l1,) = _queue_with(api, "prio-low", 1)
+    high, (h1,) = queue_with(api, "prio-high", 1)
+    low, (l1,) = queue_with(api, "prio-low", 1)
     data = api.call("queues.get_next_task", {"queues": [high, low]})
     assert data["entry"]["task"] == h1 and data["queue"] == high
     data = api.call("queues.get_next_task", {"queues": [high, low]})
@@ -122,7 +112,7 @@ def test_queue_errors(api):
     api.call("queues.create", {"name": "dup"})
     with pytest.raises(ApiFailure):
         api.call("queues.create", {"name": "dup"})
-    queue, _ = _queue_with(api, "nonempty", 1)
+    queue, _ = queue_with(api, "nonempty", 1)
     with pytest.raises(ApiFailure):
         api.call("queues.delete", {"queue": queue})
     api.call("queues.delete", {"queue": queue, "force": True})
@@ -131,7 +121,7 @@ def test_queue_errors(api):
 def test_a_claim_can_carry_the_tasks_document(api):
     """`with_task` (Shipyard's): the popped task's document, as tasks.get_by_id gives it, saves a
     claimer (the cluster glue) one round trip per task; without it the answer is as before."""
-    queue, (a, b) = _queue_with(api, "with-task", 2)
+    queue, (a, b) = queue_with(api, "with-task", 2)
     got = api.call("queues.get_next_task", {"queue": queue, "with_task": True, "lease_s": 30, "worker": "w1"})
     assert got["entry"]["task"] == a and got["task"]["id"] == a
     assert got["task"] == api.call("tasks.get_by_id", {"task": a})["task"]
