@@ -240,7 +240,7 @@ def handler_cpu_us(db: str | None, pairs: int, profile: str | None = None) -> li
         def run(count: int) -> None:
             for _ in range(count):
                 status.enqueue(ctx, Request({"task": task, "queue": queue, "force": True}))
-                assert queues._try_pop(ctx, [queue], False) is not None
+                assert queues._try_pop_many(ctx, [queue], queues._Ask())
 
         run(200)
         results = []

@@ -88,15 +88,16 @@ def client_env(api_url: str, files_url: str, web_url: str) -> dict[str, str]:
             "CLEARML_API_ACCESS_KEY": ACCESS_KEY, "CLEARML_API_SECRET_KEY": SECRET_KEY}
 
 
-def until(check, timeout_s: float = 5.0):
-    """Poll `check` every 10 ms until it returns something true (returned); AssertionError at the timeout."""
+def until(check, timeout_s: float = 5.0, *, every_s: float = 0.01, what: str = ""):
+    """Poll `check` every `every_s` until it returns something true (returned); AssertionError at
+    the timeout, naming `what` was waited for."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
+        time.sleep(every_s)
+    raise AssertionError(f"timed out waiting for {what}" if what else "condition not met in time")
 
 
 @dataclass

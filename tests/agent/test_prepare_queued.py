@@ -13,7 +13,7 @@ import sys
 import time
 
 from tests.agent_helpers import agent_env, create_task, git, make_repo, start_daemon, task_log, wait_status
-from tests.helpers import start_server
+from tests.helpers import start_server, until
 from tests.package_index import PackageIndex
 
 PASSWORD = "prep-index-s3cret"
@@ -25,13 +25,7 @@ def _waiter(flag) -> str:
 
 
 def _wait_for(check, what: str, timeout: float = 90):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    return until(check, timeout, every_s=0.2, what=what)
 
 
 def _prepared(api, task: str) -> str | None:

@@ -464,14 +464,6 @@ class _Ask:
     count: int = 1
 
 
-def _try_pop(ctx: CallContext, queue_ids: list[str], get_info: bool, lease_s: float | None = None,
-             worker: str = "", only_task: str | None = None, gpus: int | None = None,
-             with_task: bool = False) -> dict | None:
-    """One claim (the reference answer), or None when every queue is empty."""
-    claims = _try_pop_many(ctx, queue_ids, _Ask(get_info, lease_s, worker, only_task, gpus, with_task))
-    return claims[0] if claims else None
-
-
 def _try_pop_many(ctx: CallContext, queue_ids: list[str], ask: _Ask) -> list[dict]:
     """Up to `ask.count` claims in one transaction: the queues in their priority order, each
     drained before the next, every pop under the fair-share rules as the claims before it in
