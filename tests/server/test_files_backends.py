@@ -17,7 +17,7 @@ import requests
 from server.config import load_server_config
 from server.files.serve import RangeNotSatisfiable, parse_range
 from shipyard.errors import ConfigError
-from tests.helpers import ACCESS_KEY, SECRET_KEY, Api, start_server, web_session
+from tests.helpers import ACCESS_KEY, SECRET_KEY, Api, start_server, until, web_session
 from tests.s3_helpers import Relay, keys, make_bucket, s3_client, server_env, start_moto
 
 MIB = 1 << 20
@@ -176,6 +176,10 @@ def test_a_cut_upload_leaves_nothing_in_the_store(store, token):
                   f"Content-Length: {len(head) + 20 * MIB}\r\n\r\n").encode() + head)
     for _ in range(12):
         conn.sendall(b"c" * MIB)
+    if bucket:      # cut only once the server has begun storing: else "nothing left" may be checked too early
+        wait_for_first_part(server.moto_url, bucket)
+    else:
+        until(lambda: list((server.data_dir / "files").rglob(".upload-*")), 30, what="the upload's temp file")
     conn.close()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
