@@ -12,7 +12,9 @@ is the `{meta, data}` envelope, and `call` returns `data`. Failures become Shipy
 
 The token comes from `auth.login` with HTTP Basic credentials. It is a JWT; like the real
 clients we read its `exp` without verifying the signature and log in again shortly before it
-expires. One client is safe to share between threads (one requests.Session, a lock for logins).
+expires. One client is safe to share between threads (one transport, a lock for logins). The
+transport (shipyard/client/transport.py) is http.client's keep-alive connections, or requests
+where the environment needs it (a proxy): the same calls, errors and retries either way.
 """
 from __future__ import annotations
 
@@ -24,9 +26,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import requests
-
 from shipyard import __version__
+from shipyard.client.transport import ConnectFailed, NoAnswer, Reply, TLSFailed, Transport, make_transport
 from shipyard.errors import AuthError, ServerError, ServerUnreachable
 
 if TYPE_CHECKING:
@@ -70,11 +71,8 @@ class ApiClient:
         self._credentials = (access_key, secret_key)
         self._sleep = sleep
         self._clock = clock
-        self._session = requests.Session()
-        self._session.verify = verify_ssl
-        self._session.headers["X-ClearML-Client"] = CLIENT_HEADER
-        if worker_id:
-            self._session.headers["X-ClearML-Worker"] = worker_id
+        headers = {"X-ClearML-Client": CLIENT_HEADER, **({"X-ClearML-Worker": worker_id} if worker_id else {})}
+        self._transport: Transport = make_transport(headers, verify=verify_ssl)
         self._login_lock = threading.Lock()
         self._token: str | None = None
         self._claims: Mapping[str, Any] = {}
@@ -139,7 +137,7 @@ class ApiClient:
         return self._claims
 
     def close(self) -> None:
-        self._session.close()
+        self._transport.close()
 
     def __enter__(self) -> ApiClient:
         return self
@@ -221,7 +219,7 @@ class ApiClient:
         auth: tuple[str, str] | None = None,
         timeout: float | None = None,
         deadline_s: float | None = None,
-    ) -> requests.Response:
+    ) -> Reply:
         """POST once, retrying only failures where the server can't have acted on the request."""
         timeout = self.timeout if timeout is None else timeout
         give_up_at = self._clock() + (self.retry_deadline_s if deadline_s is None else deadline_s)
@@ -230,12 +228,12 @@ class ApiClient:
         while True:
             attempt += 1
             try:
-                response = self._session.post(url, data=body, headers=headers, auth=auth, timeout=timeout)
-            except requests.exceptions.SSLError as exc:
+                response = self._transport.post(url, body, headers, auth=auth, timeout=timeout)
+            except TLSFailed as exc:
                 raise ServerUnreachable(f"{url}: TLS failed, not retried (see api.verify_certificate): {exc}") from exc
-            except requests.ConnectionError as exc:
+            except ConnectFailed as exc:
                 reason = f"cannot connect: {exc}"
-            except (requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            except NoAnswer as exc:
                 raise ServerUnreachable(f"{url}: no complete answer within {timeout:g}s ({exc})") from exc
             else:
                 if response.status_code not in TRANSIENT_STATUSES:
@@ -255,7 +253,7 @@ class ApiClient:
         return f"{self.api_server}/{endpoint}"
 
     @staticmethod
-    def _unwrap(endpoint: str, response: requests.Response) -> dict[str, Any]:
+    def _unwrap(endpoint: str, response: Reply) -> dict[str, Any]:
         """The envelope's data, or ServerError carrying result_code/subcode/msg."""
         try:
             payload = response.json()
@@ -285,7 +283,7 @@ def _headers(content_type: str, token: str) -> dict[str, str]:
     return {"Content-Type": content_type, "Authorization": f"Bearer {token}"}
 
 
-def _meta(response: requests.Response) -> Mapping[str, Any]:
+def _meta(response: Reply) -> Mapping[str, Any]:
     try:
         payload = response.json()
     except ValueError:
@@ -316,9 +314,9 @@ def _refresh_time(claims: Mapping[str, Any], now: float) -> float:
     return exp - min(REFRESH_AHEAD_S, max(lifetime, 0) / 2)
 
 
-def _retry_after(response: requests.Response) -> float:
+def _retry_after(response: Reply) -> float:
     try:
-        return float(response.headers.get("Retry-After", 0))
+        return float(response.headers.get("retry-after", 0))
     except ValueError:
         return 0.0
 

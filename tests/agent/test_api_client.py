@@ -1,4 +1,5 @@
-"""ApiClient against a tiny in-test ClearML-like server (http.server on a thread)."""
+"""ApiClient against a tiny in-test ClearML-like server (http.server on a thread), over each of
+its transports (shipyard/client/transport.py): http.client's lean one and requests."""
 from __future__ import annotations
 
 import base64
@@ -12,7 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import jwt
 import pytest
 
+from shipyard.client import api as api_module
 from shipyard.client.api import CLIENT_HEADER, ApiClient
+from shipyard.client.transport import LeanTransport, RequestsTransport
 from shipyard.errors import AuthError, ServerError, ServerUnreachable
 
 ACCESS, SECRET = "AK", "SK"
@@ -113,6 +116,19 @@ class FakeServer:
 
 def envelope(code=200, subcode=0, msg="OK", data=None):
     return {"meta": {"result_code": code, "result_subcode": subcode, "result_msg": msg}, "data": data}
+
+
+@pytest.fixture(autouse=True, params=["lean", "requests"])
+def transport(request, monkeypatch):
+    """Every test, once over each transport: the client behaves the same over both."""
+    if request.param == "requests":
+        monkeypatch.setattr(api_module, "make_transport",
+                            lambda headers, verify=True: RequestsTransport(headers, verify=verify))
+    return request.param
+
+
+def test_the_lean_transport_is_the_default(server, client, transport):
+    assert isinstance(client._transport, LeanTransport if transport == "lean" else RequestsTransport)
 
 
 @pytest.fixture()
