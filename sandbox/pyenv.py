@@ -62,12 +62,25 @@ def probe(executable: str | Path) -> Interpreter | None:
     """Ask an executable what it is; None when it does not run (e.g. a broken pyenv shim).
 
     Answers are remembered per (path, size, mtime): starting an interpreter to ask costs tens
-    of milliseconds, on every task pickup otherwise."""
+    of milliseconds, on every task pickup otherwise. The interpreter running this answers for
+    itself, without a process: a glue job's `shipyard execute` is a fresh process per task, which
+    remembers nothing (issue 22)."""
     try:
         st = os.stat(executable)
     except OSError:
         return None
+    if os.path.realpath(executable) == os.path.realpath(sys.executable):
+        return _probe_self()
     return _probe_cached(str(executable), st.st_size, st.st_mtime_ns)
+
+
+def _probe_self() -> Interpreter:
+    """What `_PROBE` would print when run by this interpreter (the same fields, read here)."""
+    import sysconfig
+
+    base = Path(os.path.realpath(getattr(sys, "_base_executable", sys.executable) or sys.executable))
+    return Interpreter(base, "%d.%d.%d" % sys.version_info[:3], sysconfig.get_platform(),
+                       str(sys.implementation.cache_tag))
 
 
 @functools.lru_cache(maxsize=64)

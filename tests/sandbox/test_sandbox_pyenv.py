@@ -26,6 +26,20 @@ def test_probe_reports_the_base_interpreter():
     assert probe("/nonexistent/python3") is None
 
 
+def test_the_running_interpreter_answers_for_itself_as_a_process_would(monkeypatch):
+    from sandbox import pyenv
+
+    st = Path(sys.executable).stat()
+    asked = pyenv._probe_cached(sys.executable, st.st_size, st.st_mtime_ns)   # a process, as for any other
+
+    def no_process(*args, **kwargs):
+        raise AssertionError("probed with a process")
+
+    monkeypatch.setattr(pyenv.subprocess, "run", no_process)
+    assert probe(sys.executable) == asked
+    assert probe(Path(sys.executable).resolve()) == asked
+
+
 def test_selects_the_requested_binary():
     logged: list[str] = []
     found = select_interpreter(CURRENT, None, logged.append)
