@@ -137,13 +137,13 @@ class TaskRun:
             if isinstance(prepared, Outcome):
                 return prepared
             self.timings["build_s"] = time.monotonic() - started
-            self._record_source(task, prepared.workspace.commit, prepared.runtime)
-            self._default_output(task)   # before the spawn: the task's SDK reads it when it starts
+            recording = _in_thread(lambda: self._record_task_edits(task, prepared), "record-source")
             stopped = self._stopped_before_start(watch)
             if stopped is not None:
+                recording.result()
                 self._record_frozen(task, prepared.frozen)
                 return stopped
-            return self._execute(task, prepared, watch)
+            return self._execute(task, prepared, watch, recording)
         finally:
             watch.stop()
 
@@ -277,6 +277,13 @@ class TaskRun:
                          max_runtime_s=self._max_runtime(task), attempt=self.attempt, lease_s=agent.lease_s,
                          keepalive=keepalive, keepalive_s=self.task_keys.renew_every_s).start()
 
+    def _record_task_edits(self, task: dict, prepared: Prepared) -> None:
+        """The task's edits before the spawn (both are read by the task's SDK when it starts), on
+        their own thread while the run marks the task running (issue 22: one round trip less
+        before the spawn)."""
+        self._record_source(task, prepared.workspace.commit, prepared.runtime)
+        self._default_output(task)
+
     def _record_source(self, task: dict, commit: str | None, runtime: Mapping[str, str] | None) -> None:
         """Record the resolved commit and (runtime info) where the environment came from. Before
         the spawn: the task's SDK may edit its runtime info too, and this edit replaces it whole."""
@@ -317,9 +324,13 @@ class TaskRun:
         except ServerError as exc:
             self.note(f"could not set the task's output destination to {uri}: {exc}")
 
-    def _execute(self, task: dict, prepared: Prepared, watch: TaskWatch) -> Outcome:
+    def _execute(self, task: dict, prepared: Prepared, watch: TaskWatch, recording: Future[None]) -> Outcome:
+        """Mark the task running while `recording` (its edits) is in flight; both done, spawn it."""
         assert self.executor is not None and self.shipper is not None
-        lifecycle.mark_started(self.api, self.task_id, "running", self.attempt)
+        try:
+            lifecycle.mark_started(self.api, self.task_id, "running", self.attempt)
+        finally:
+            recording.result()   # its error first, as when the edits went before the mark
         shipper = self.shipper
         try:
             launched = self.executor.start(task, prepared)

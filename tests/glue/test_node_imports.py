@@ -2,7 +2,8 @@
 node's start is most of the enqueue -> first line gap over a bare sbatch job; docs/slurm.md).
 
 A node that gets its settings from the environment (the glue's batch script) never loads the HOCON
-parser, the daemon's detach/metrics machinery or the GPU inventory.
+parser, the daemon's detach/metrics machinery, the GPU inventory or requests (the API client's
+lean transport is http.client's: shipyard/client/transport.py).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import subprocess
 import sys
 
 NOT_ON_THE_NODE = ("pyhocon", "pyparsing", "unittest", "agent.daemon.detach", "agent.daemon.metrics",
-                   "agent.daemon.loop", "agent.gpus.inventory", "server", "jwt", "sqlalchemy")
+                   "agent.daemon.loop", "agent.gpus.inventory", "server", "jwt", "sqlalchemy", "requests", "urllib3")
 
 PROBE = """
 import json, sys
