@@ -16,6 +16,7 @@
     START_RUN       Shipyard's `tasks.start_run`: a leased claim marked started and its run's key minted, one call
     CLAIM_COUNT     Shipyard's `count` on `queues.get_next_task`: up to that many claims in one call, in `CLAIMS`
     SET_MESSAGES    Shipyard's `tasks.set_messages`: status messages of leased claims, compare-and-set, many per call
+    RENEW_LEASES    Shipyard's `tasks.renew_leases`: the leases of many claims renewed in one call
     PREEMPT_REQUEST the `status_message` head that asks a running task's agent to preempt it
     WORKER_PREPARED the worker report's field {task id: PrepareState} (prepare while queued)
     PrepareState    where a queued task's environment stands on a worker: building, ready, failed
@@ -106,6 +107,13 @@ the task is in progress under that claim (`attempt`) and its message is still `e
 request ("stopping") or the node's own message written since is never overwritten. Answers
 {"updated": [task ids]}; the others are left as they are. The cluster glue writes its pending
 reasons with it, all of one watch in one call."""
+RENEW_LEASES = "tasks.renew_leases"
+"""A Shipyard extension endpoint (advertised as `renew_many` under `leases` in server.info): {"tasks":
+[{"task", "attempt"}, ...], "lease_s"} renews each claim's lease in one transaction, as
+`tasks.renew_lease` renews one, and answers {"renewed": [task ids], "stale": [task ids whose claim
+was superseded or holds no lease any more]}; a task that does not exist is in neither. The cluster
+glue renews the leases of all its jobs with it, one call per watch."""
+MAX_RENEWALS = 1000
 PREEMPT_REQUEST = "preempting"
 """status_message "preempting: for <user>'s task <id>" (status stays in_progress): the server asks the
 agent to checkpoint-signal the task, wait the queue's grace, stop it and hand it back with outcome

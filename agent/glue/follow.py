@@ -2,6 +2,7 @@
 
     PENDING    status message "pending in <engine> job <id>: <reason>" (all of one watch in one
                `tasks.set_messages`, compare-and-set, where the server offers it); the lease renewed
+               (all of one watch's due renewals in one `tasks.renew_leases` where the server offers it)
     RUNNING    the lease renewed (the node's `shipyard execute` reports everything else)
     SUCCEEDED  nothing: the node reported the task's end
     FAILED     OOM / time limit / exit: if the task is still in progress (the node was killed before it
@@ -31,7 +32,7 @@ from agent.glue.engine import Engine, EngineUnavailable, JobStatus, Phase
 from agent.glue.request import GlueSettings
 from agent.taskserver.port import TaskServer
 from shipyard.errors import ServerError, ServerUnreachable
-from shipyard.protocol import SET_MESSAGES, STOP_REQUEST, OutcomeKind, Subcode, TaskStatus
+from shipyard.protocol import RENEW_LEASES, SET_MESSAGES, STOP_REQUEST, OutcomeKind, Subcode, TaskStatus
 
 log = logging.getLogger("shipyard.agent.glue")
 _GONE = frozenset({TaskStatus.STOPPED, TaskStatus.CLOSED, TaskStatus.CREATED, TaskStatus.QUEUED})
@@ -74,8 +75,9 @@ class Follower:
         self.jobs: dict[str, Job] = {}
         self.down: str | None = None     # why the engine cannot be reached, while it cannot
         self._lock = threading.Lock()
-        self._batched: bool | None = None   # the server offers SET_MESSAGES (asked at the first write)
+        self._extensions: dict | None = None   # the server's Shipyard extensions (asked at the first need)
         self._messages: list[tuple[Job, str]] = []   # this watch's messages, written together at its end
+        self._renewals: list[Job] = []               # this watch's due lease renewals, sent together at its end
 
     @property
     def active(self) -> list[Job]:
@@ -112,6 +114,7 @@ class Follower:
         tasks = self._tasks(job.task_id for job, _status in followed)
         for job, status in followed:
             self._follow(job, status, tasks.get(job.task_id))
+        self._renew_leases()
         self._write_messages()
         return True
 
@@ -228,21 +231,49 @@ class Follower:
         extend the task's key."""
         now = time.monotonic()
         if job.attempt is not None and now - job.renewed_at >= self.settings.lease_s / 4:
-            try:
-                self.api.call("tasks.renew_lease", {"task": job.task_id, "attempt": job.attempt,
-                                                    "lease_s": self.settings.lease_s}, deadline_s=5)
-                job.renewed_at = now
-            except ServerError as exc:
-                if exc.subcode == Subcode.STALE_CLAIM:
-                    self.say(f"task {job.task_id}: {self.engine.name} job {job.job_id} belongs to a superseded "
-                             "claim; cancelling it")
-                    job.cancelling = True
-                    self._cancel_quietly(job)
-            except ServerUnreachable as exc:
-                log.warning("task %s: could not renew its lease: %s", job.task_id, exc)
+            if self._offers(("leases", "renew_many"), RENEW_LEASES):
+                self._renewals.append(job)    # sent with the others due at the end of this watch
+            else:
+                self._renew_lease(job, now)
         if job.key and now - job.extended_at >= self.task_keys.renew_every_s:
             self.task_keys.extend(TaskKey(job.key, "", minted=True))
             job.extended_at = now
+
+    def _renew_lease(self, job: Job, now: float) -> None:
+        try:
+            self.api.call("tasks.renew_lease", {"task": job.task_id, "attempt": job.attempt,
+                                                "lease_s": self.settings.lease_s}, deadline_s=5)
+            job.renewed_at = now
+        except ServerError as exc:
+            if exc.subcode == Subcode.STALE_CLAIM:
+                self._superseded(job)
+        except ServerUnreachable as exc:
+            log.warning("task %s: could not renew its lease: %s", job.task_id, exc)
+
+    def _renew_leases(self) -> None:
+        """This watch's due renewals in one call; a job whose claim was superseded is cancelled."""
+        due, self._renewals = self._renewals, []
+        if not due:
+            return
+        now = time.monotonic()
+        body = {"tasks": [{"task": job.task_id, "attempt": job.attempt} for job in due],
+                "lease_s": self.settings.lease_s}
+        try:
+            answer = self.api.call(RENEW_LEASES, body, deadline_s=5)
+        except (ServerError, ServerUnreachable) as exc:
+            log.warning("could not renew %d task(s)' leases: %s", len(due), exc)
+            return
+        renewed, superseded = set(answer.get("renewed") or ()), set(answer.get("stale") or ())
+        for job in due:
+            if job.task_id in renewed:
+                job.renewed_at = now
+            elif job.task_id in superseded:
+                self._superseded(job)
+
+    def _superseded(self, job: Job) -> None:
+        self.say(f"task {job.task_id}: {self.engine.name} job {job.job_id} belongs to a superseded claim; cancelling it")
+        job.cancelling = True
+        self._cancel_quietly(job)
 
     def _note_message(self, job: Job, task: dict, message: str) -> None:
         """A pending reason to show: kept for this watch's one `tasks.set_messages` (compare-and-set
@@ -279,10 +310,13 @@ class Follower:
                 job.owns_message = False
 
     def _offers_batch(self) -> bool:
-        if self._batched is None:
-            extensions = (self.api.server_info().get("shipyard") or {}).get("extensions") or {}
-            self._batched = (extensions.get("status_messages") or {}).get("endpoint") == SET_MESSAGES
-        return self._batched
+        return self._offers(("status_messages", "endpoint"), SET_MESSAGES)
+
+    def _offers(self, where: tuple[str, str], endpoint: str) -> bool:
+        """Whether server.info advertises `endpoint` at extensions[where[0]][where[1]]."""
+        if self._extensions is None:
+            self._extensions = (self.api.server_info().get("shipyard") or {}).get("extensions") or {}
+        return (self._extensions.get(where[0]) or {}).get(where[1]) == endpoint
 
     def _write_message(self, job: Job, message: str) -> None:
         """One status message with `tasks.started` (a server without SET_MESSAGES): it would

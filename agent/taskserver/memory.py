@@ -28,6 +28,7 @@ from shipyard.protocol import (
     CLAIM_COUNT,
     CLAIMS,
     MAX_CLAIM_COUNT,
+    RENEW_LEASES,
     SET_MESSAGES,
     START_RUN,
     START_RUNS,
@@ -39,7 +40,7 @@ from shipyard.protocol import (
 )
 
 EXTENSIONS = {"long_poll": {"endpoint": "queues.get_next_task", "field": "wait_s", "max_s": 60},
-              "leases": {"request_field": "lease_s", "fence_field": "attempt"},
+              "leases": {"request_field": "lease_s", "fence_field": "attempt", "renew_many": RENEW_LEASES},
               "claim_many": {"endpoint": "queues.get_next_task", "field": CLAIM_COUNT, "reply_field": CLAIMS,
                              "max": MAX_CLAIM_COUNT},
               "task_keys": {"mint": "auth.create_credentials", "role": "task", "start": START_RUN,
@@ -285,6 +286,17 @@ class InMemoryTaskServer:
         lease_s = float(body.get("lease_s") or lease["lease_s"])
         doc["_lease"] = {**lease, "expires": clock.now() + lease_s, "lease_s": lease_s}
         return {"expires_in_s": lease_s, "status": doc["status"]}
+
+    def _tasks_renew_leases(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        renewed, stale = [], []
+        for item in body.get("tasks") or []:
+            try:
+                self._tasks_renew_lease(endpoint, {**item, "lease_s": body.get("lease_s")})
+                renewed.append(item["task"])
+            except ServerError as exc:
+                if exc.subcode == Subcode.STALE_CLAIM:
+                    stale.append(item["task"])
+        return {"renewed": renewed, "stale": stale}
 
     def _tasks_release(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         doc = self._fenced(endpoint, body)

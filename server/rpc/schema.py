@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any, Iterable
 
 from server import errors
-from shipyard.protocol import SET_MESSAGES, WORKER_PREPARED, PrepareState, TaskStatus, TaskType
+from shipyard.protocol import RENEW_LEASES, SET_MESSAGES, WORKER_PREPARED, PrepareState, TaskStatus, TaskType
 
 MAX_DEPTH = 100  # below orjson's 255-level limit and Python's recursion limit, far above real documents
 _JSON_TYPE = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object",
@@ -560,6 +560,8 @@ REQUESTS.update({
     SET_MESSAGES: _req({"tasks": ListOf(Obj({"task": STR, "attempt": INT, "status_message": STR, "expect": STR},
                                             required=("task", "attempt", "status_message", "expect")))},
                        "tasks"),
+    RENEW_LEASES: _req({"tasks": ListOf(Obj({"task": STR, "attempt": INT}, required=("task", "attempt"))),
+                        "lease_s": NUM}, "tasks"),
     "queues.get_queue_metrics": _req({**_TIME_RANGE, "queue_ids": STRS, "refresh": FLAG},
                                      "from_date", "to_date", "interval"),
     "queues.add_or_update_metadata": _req({"queue": STR, "metadata": ListOf(METADATA_ITEM.with_fields({}, ("key",))),

@@ -9,7 +9,16 @@ from server.auth.login_guard import Throttled
 from server.rpc.api import envelope
 from server.rpc.registry import CallContext, Request, endpoint
 from shipyard import __version__
-from shipyard.protocol import CLAIM_COUNT, CLAIMS, MAX_CLAIM_COUNT, SET_MESSAGES, START_RUN, START_RUNS, Subcode
+from shipyard.protocol import (
+    CLAIM_COUNT,
+    CLAIMS,
+    MAX_CLAIM_COUNT,
+    RENEW_LEASES,
+    SET_MESSAGES,
+    START_RUN,
+    START_RUNS,
+    Subcode,
+)
 
 # Shipyard extensions, advertised so our agent can tell our server from a reference one.
 EXTENSIONS = {
@@ -20,7 +29,8 @@ EXTENSIONS = {
     "status_messages": {"endpoint": SET_MESSAGES, "compare_field": "expect", "fence_field": "attempt"},
     "task_watch": {"endpoint": "tasks.wait_status", "field": "wait_s", "max_s": 60},
     "leases": {"request_field": "lease_s", "renew": "tasks.renew_lease", "release": "tasks.release",
-               "reconcile": "workers.reconcile", "fence_field": "attempt", "record_exit": "tasks.record_exit"},
+               "reconcile": "workers.reconcile", "fence_field": "attempt", "record_exit": "tasks.record_exit",
+               "renew_many": RENEW_LEASES},
     "task_keys": {"mint": "auth.create_credentials", "role": "task", "extend": "auth.extend_credentials",
                   "revoke": "auth.revoke_credentials", "start": START_RUN,
                   "start_many": START_RUNS},

@@ -17,13 +17,14 @@ from typing import Any
 from sqlalchemy import bindparam, select
 
 from server import errors, replicas
+from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services.events.store import add_server_line
 from server.services.queues import crud as q
 from server.services.tasks import doc as taskdoc
 from server.storage import tables as t
 from shipyard import clock
-from shipyard.protocol import LeaseOutcome, OutcomeKind, Subcode, SystemTag, TaskStatus
+from shipyard.protocol import MAX_RENEWALS, RENEW_LEASES, LeaseOutcome, OutcomeKind, Subcode, SystemTag, TaskStatus
 
 _EXPIRED = select(t.tasks.c.id).where(t.tasks.c.lease_expires < bindparam("now"))
 
@@ -166,6 +167,30 @@ def renew(ctx: CallContext, req: Request) -> dict:
         doc["last_update"] = clock.iso()
         ctx.store.save(conn, t.tasks, doc)
     return {"expires_in_s": lease_s, "status": doc.get("status"), "status_message": doc.get("status_message")}
+
+
+@endpoint(RENEW_LEASES)
+def renew_many(ctx: CallContext, req: Request) -> dict:
+    """Many claims' leases renewed in one transaction (shipyard.protocol.RENEW_LEASES); a claim that
+    `tasks.renew_lease` would refuse as stale is listed in `stale` and left as it is."""
+    schema.check(schema.REQUESTS[RENEW_LEASES], req.body)
+    claims = {item["task"]: item["attempt"] for item in req.body["tasks"]}
+    if len(claims) > MAX_RENEWALS:
+        raise errors.validation(f"field 'tasks' may hold at most {MAX_RENEWALS} tasks, got {len(claims)}")
+    asked = req.number("lease_s")
+    renewed, superseded = [], []
+    with ctx.store.tx() as conn:
+        for task_id, doc in ctx.store.get_each(conn, t.tasks, sorted(claims)).items():
+            lease = doc.get("_lease")
+            if doc.get("_attempt") != claims[task_id] or not lease:
+                superseded.append(task_id)
+                continue
+            lease_s = float(asked or lease.get("lease_s") or 60.0)
+            doc["_lease"] = {**lease, "expires": clock.now() + lease_s, "lease_s": lease_s}
+            doc["last_update"] = clock.iso()
+            ctx.store.save(conn, t.tasks, doc)
+            renewed.append(task_id)
+    return {"renewed": renewed, "stale": superseded}
 
 
 @endpoint("tasks.release")

@@ -16,7 +16,7 @@ from agent.glue.loop import GlueLoop
 from agent.glue.memory import MemoryEngine
 from agent.glue.request import GlueSettings, QueueSpec, parse_queue
 from agent.taskserver.memory import InMemoryTaskServer
-from shipyard.protocol import CLAIM_COUNT, SET_MESSAGES, START_RUN
+from shipyard.protocol import CLAIM_COUNT, RENEW_LEASES, SET_MESSAGES, START_RUN
 from tests.helpers import until
 
 
@@ -349,6 +349,34 @@ def test_a_job_of_a_superseded_claim_is_cancelled(server):
         server.tasks[task]["_attempt"] = 7     # the server gave the task to another claim meanwhile
         until(lambda: engine.cancelled)
     assert engine.cancelled[0][0] == job
+
+
+def test_leases_are_renewed_in_one_call_per_watch(server):
+    engine = MemoryEngine()
+    tasks = [enqueue(server) for _ in range(3)]
+    with running(server, engine, lease_s=0.2):
+        until(lambda: all(doc(server, t)["status"] == "in_progress" for t in tasks))
+        before = len([1 for endpoint, _ in server.calls if endpoint == RENEW_LEASES])
+        until(lambda: len([1 for endpoint, _ in server.calls if endpoint == RENEW_LEASES]) >= before + 3)
+        server.tasks[tasks[0]]["_attempt"] = 7     # superseded: its job goes, the others keep their leases
+        until(lambda: engine.cancelled)
+    assert engine.cancelled[0][0] == engine.job_of(tasks[0]) and len(engine.cancelled) == 1
+    assert "tasks.renew_lease" not in server.endpoints()
+    batches = [body["tasks"] for endpoint, body in server.calls if endpoint == RENEW_LEASES]
+    assert max(len(batch) for batch in batches) == 3
+
+
+def test_a_server_without_renew_many_gets_one_renewal_per_job():
+    from agent.taskserver.memory import EXTENSIONS
+
+    leases = {k: v for k, v in EXTENSIONS["leases"].items() if k != "renew_many"}
+    api = InMemoryTaskServer(extensions={**EXTENSIONS, "leases": leases})
+    api.call("queues.create", {"name": "gpu"})
+    engine = MemoryEngine()
+    tasks = [enqueue(api) for _ in range(2)]
+    with running(api, engine, lease_s=0.2):
+        until(lambda: {b["task"] for e, b in api.calls if e == "tasks.renew_lease"} == set(tasks))
+    assert RENEW_LEASES not in api.endpoints()
 
 
 def test_queue_specs_parse_and_name_the_mistake():

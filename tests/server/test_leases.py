@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from shipyard.protocol import RENEW_LEASES
 from tests.helpers import ApiFailure, start_server
 
 
@@ -192,3 +193,22 @@ def test_exit_recorded_before_the_agent_is_lost_ends_the_task(api):
     assert len(done["shipyard_attempts"]) == 1   # not run a second time
     last = api.call("events.get_task_events", {"task": bad, "event_type": "log", "order": "asc"})["events"][-1]
     assert last["msg"].endswith(failed["status_reason"]) and "exited with code 3" in last["msg"]
+
+
+def test_many_leases_are_renewed_in_one_call_and_a_superseded_claim_is_named(api):
+    queue, (a, b, c) = _queued(api, "renew-many", 3)
+    for task in (a, b, c):
+        assert _claim(api, queue, lease_s=0.5)["entry"]["task"] == task
+        api.call("tasks.started", {"task": task, "attempt": 1, "force": True})
+    api.call("tasks.completed", {"task": c, "attempt": 1})     # ended: no lease left to renew
+    body = {"tasks": [{"task": a, "attempt": 1}, {"task": b, "attempt": 2}, {"task": c, "attempt": 1},
+                      {"task": "no-such-task", "attempt": 1}], "lease_s": 30}
+    answer = api.call(RENEW_LEASES, body)
+    assert answer == {"renewed": [a], "stale": sorted([b, c])}
+    time.sleep(1.0)   # past the claims' own 0.5 s: the reaper (every 0.2 s) requeues b, never a
+    assert api.call("tasks.get_by_id", {"task": a})["task"]["status"] == "in_progress"
+    _wait(api, b, lambda d: d["status"] == "queued")
+    assert api.call("server.info")["shipyard"]["extensions"]["leases"]["renew_many"] == RENEW_LEASES
+    with pytest.raises(ApiFailure) as refused:
+        api.call(RENEW_LEASES, {"tasks": [{"task": a}]})
+    assert refused.value.code == 400 and "attempt" in str(refused.value)
