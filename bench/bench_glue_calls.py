@@ -1,7 +1,10 @@
 """What a flood costs the server: the glue hands N queued tasks to an in-memory engine, and every
 call it makes to an in-memory task server is counted by endpoint (in-process, no Slurm, seconds).
 
-    PYTHONPATH=$PWD python3 bench/bench_glue_calls.py [--tasks 1000]
+    PYTHONPATH=$PWD python3 bench/bench_glue_calls.py [--tasks 1000] [--lease-s 60 --hold-s 10]
+
+`--hold-s` keeps the glue watching that long after the last submit (default: 2.5 watches, for the
+pending reasons); with a short `--lease-s` the jobs' lease renewals (every quarter of it) show.
 
 The in-memory server does not send the task's document with a claim (`with_task`), so
 `tasks.get_by_id` shows once per task here; the real server saves that call.
@@ -23,6 +26,8 @@ from agent.taskserver.memory import InMemoryTaskServer
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--lease-s", type=float, default=None, help="the glue's lease (default: its setting)")
+    parser.add_argument("--hold-s", type=float, default=None, help="watch this long after the last submit")
     args = parser.parse_args()
     api = InMemoryTaskServer()
     queue = api.call("queues.create", {"name": "gpu"})["id"]
@@ -31,7 +36,9 @@ def main() -> None:
         api.call("tasks.enqueue", {"task": task, "queue": queue})
     api.calls.clear()
     engine, stop = MemoryEngine(), threading.Event()
-    settings = GlueSettings(queues=(QueueSpec("gpu", gpus=0),), worker="glue:calls", max_jobs=args.tasks + 10)
+    lease = {} if args.lease_s is None else {"lease_s": args.lease_s}
+    settings = GlueSettings(queues=(QueueSpec("gpu", gpus=0),), worker="glue:calls", max_jobs=args.tasks + 10,
+                            **lease)
     loop = GlueLoop(api, engine, settings, stop=stop, task_keys=TaskKeys(api, ("key", "secret")))
     thread = threading.Thread(target=loop.work, daemon=True)
     thread.start()
@@ -39,7 +46,7 @@ def main() -> None:
     while len(engine.submitted) < args.tasks and time.monotonic() - started < 300:
         time.sleep(0.05)
     elapsed = time.monotonic() - started
-    time.sleep(2.5 * settings.watch_s)   # two more watches: the pending reasons are written
+    time.sleep(2.5 * settings.watch_s if args.hold_s is None else args.hold_s)   # the pending reasons are written
     stop.set()
     thread.join(60)
     counts = collections.Counter(endpoint for endpoint, _body in api.calls)
