@@ -17,6 +17,9 @@ The errors, and what the client does with each:
 
 Like requests, the lean transport verifies TLS against REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, else
 certifi's bundle; before reusing an idle connection it checks that the server has not closed it.
+One difference, on purpose: an answer whose body stops coming after its status line is NoAnswer
+here (requests called a late body a connection error, which the client retried): the server has
+acted by then, and the client's rule is not to repeat such a call.
 Neither transport logs: headers carry the credentials.
 """
 from __future__ import annotations
@@ -213,10 +216,10 @@ def _exchange(conn: http.client.HTTPConnection, path: str, body: bytes,
         response = conn.getresponse()
     except TimeoutError as exc:
         raise NoAnswer(f"read timed out ({exc})") from exc
-    except (http.client.RemoteDisconnected, ConnectionError) as exc:   # closed before any answer
+    except ssl.SSLError as exc:
+        raise TLSFailed(str(exc)) from exc
+    except (http.client.HTTPException, OSError) as exc:   # closed or garbled before any answer, as requests sees it
         raise ConnectFailed(str(exc) or type(exc).__name__) from exc
-    except (http.client.HTTPException, OSError) as exc:
-        raise NoAnswer(str(exc) or type(exc).__name__) from exc
     try:
         content = response.read()
     except (http.client.HTTPException, OSError) as exc:   # a cut or late body: the server has acted
