@@ -12,7 +12,7 @@
   process start -> the task's first line, and the CPU the whole run took, beside a bare
   `python -c` process printing the time in the same run (`--node-only`)
 
-    python bench/bench_slurm.py [--runs 10] [--tasks 1000] [--skip-pickup | --node-only]
+    python bench/bench_slurm.py [--runs 10] [--tasks 1000] [--skip-pickup | --pickup-only | --node-only]
 
 Needs root and Debian's slurm-wlm + munge (scripts/start-slurm.sh). Starts its own server,
 cluster, glue and daemon in a temp dir.
@@ -190,6 +190,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--skip-pickup", action="store_true", help="only the hand-over rate")
     parser.add_argument("--node-only", action="store_true", help="only the node's `shipyard execute` start")
+    parser.add_argument("--pickup-only", action="store_true", help="only enqueue -> first line (no hand-over)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-slurm-") as tmp:
         root = Path(tmp)
@@ -210,6 +211,10 @@ def main() -> None:
         env = agent_env(server, root, **cluster.env, PYTHONPATH=str(Path.cwd()))
         if not args.skip_pickup:
             run_pickup(api, cluster, env, root, args.runs)
+        if args.pickup_only:
+            cluster.stop()
+            server.stop()
+            return
         before = bare_sbatch_rate(cluster, args.tasks)
         glued = glue_rate(api, cluster, env, root, args.tasks)
         after = bare_sbatch_rate(cluster, args.tasks)
