@@ -32,7 +32,7 @@ from agent.glue.engine import Engine, EngineUnavailable, JobStatus, Phase
 from agent.glue.request import GlueSettings
 from agent.taskserver.port import TaskServer
 from shipyard.errors import ServerError, ServerUnreachable
-from shipyard.protocol import RENEW_LEASES, SET_MESSAGES, STOP_REQUEST, OutcomeKind, Subcode, TaskStatus
+from shipyard.protocol import MAX_RENEWALS, RENEW_LEASES, SET_MESSAGES, STOP_REQUEST, OutcomeKind, Subcode, TaskStatus
 
 log = logging.getLogger("shipyard.agent.glue")
 _GONE = frozenset({TaskStatus.STOPPED, TaskStatus.CLOSED, TaskStatus.CREATED, TaskStatus.QUEUED})
@@ -255,6 +255,10 @@ class Follower:
         due, self._renewals = self._renewals, []
         if not due:
             return
+        for start in range(0, len(due), MAX_RENEWALS):   # the server takes at most that many per call
+            self._renew_batch(due[start:start + MAX_RENEWALS])
+
+    def _renew_batch(self, due: list[Job]) -> None:
         now = time.monotonic()
         body = {"tasks": [{"task": job.task_id, "attempt": job.attempt} for job in due],
                 "lease_s": self.settings.lease_s}
@@ -313,9 +317,14 @@ class Follower:
         return self._offers(("status_messages", "endpoint"), SET_MESSAGES)
 
     def _offers(self, where: tuple[str, str], endpoint: str) -> bool:
-        """Whether server.info advertises `endpoint` at extensions[where[0]][where[1]]."""
+        """Whether server.info advertises `endpoint` at extensions[where[0]][where[1]] (asked once;
+        a server that cannot be asked now offers nothing until it answers)."""
         if self._extensions is None:
-            self._extensions = (self.api.server_info().get("shipyard") or {}).get("extensions") or {}
+            try:
+                self._extensions = (self.api.server_info().get("shipyard") or {}).get("extensions") or {}
+            except (ServerError, ServerUnreachable) as exc:
+                log.warning("could not ask the server which extensions it offers: %s", exc)
+                return False
         return (self._extensions.get(where[0]) or {}).get(where[1]) == endpoint
 
     def _write_message(self, job: Job, message: str) -> None:
