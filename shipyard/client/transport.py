@@ -43,6 +43,8 @@ __all__ = ["ConnectFailed", "LeanTransport", "NoAnswer", "Reply", "RequestsTrans
 POOL_SIZE = 10
 """Idle connections kept per server (requests' default pool size)."""
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy"})
+"""The variables (any case) by which requests would send an API call through a proxy."""
 
 
 class TransportError(Exception):
@@ -95,7 +97,7 @@ def make_transport(headers: Mapping[str, str], *, verify: bool = True,
     """The lean transport, unless the environment names a proxy or TLS is not verified: requests
     then, which honours HTTP(S)_PROXY/NO_PROXY and warns of unverified TLS on each call."""
     environ = os.environ if environ is None else environ
-    proxied = any(key.lower().endswith("_proxy") and value for key, value in environ.items())
+    proxied = any(key.lower() in PROXY_VARIABLES and value for key, value in environ.items())
     if proxied or not verify:
         return RequestsTransport(headers, verify=verify)
     return LeanTransport(headers, environ=environ)

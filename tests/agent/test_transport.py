@@ -66,7 +66,8 @@ def echo(handler, body):
 def test_the_environment_picks_the_transport():
     assert isinstance(make_transport({}, environ={}), LeanTransport)
     assert isinstance(make_transport({}, environ={"HTTPS_PROXY": "http://proxy:3128"}), RequestsTransport)
-    assert isinstance(make_transport({}, environ={"no_proxy": ""}), LeanTransport)
+    assert isinstance(make_transport({}, environ={"all_proxy": "socks5://proxy:1080"}), RequestsTransport)
+    assert isinstance(make_transport({}, environ={"NO_PROXY": "localhost", "https_proxy": ""}), LeanTransport)
     assert isinstance(make_transport({}, verify=False, environ={}), RequestsTransport)
 
 
