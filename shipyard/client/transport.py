@@ -236,10 +236,11 @@ def _still_open(conn: http.client.HTTPConnection) -> bool:
     if sock is None:
         return False
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        poller = select.poll()   # not select.select: a busy process may hold descriptors past 1024
+        poller.register(sock, select.POLLIN)
+        return not poller.poll(0)
     except (OSError, ValueError):
         return False
-    return not readable
 
 
 def _basic(auth: tuple[str, str]) -> str:
