@@ -45,6 +45,7 @@ from sandbox.manifest import remove_tree
 from sandbox.pyenv import EnvBuilder, Interpreter, compile_bytecode, venv_python
 from sandbox.requirements import RequirementSet
 from sandbox.shared_cache import SharedCache
+from shipyard.errors import InfrastructureError
 
 Log = Callable[[str], None]
 
@@ -93,17 +94,14 @@ class EntryBuilds:
         self.paths.make_build_dirs()
         build_dir = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=self.paths.tmp))
         try:
-            venv = build_dir / VENV
-            frozen = self.builder.build(python, reqs, venv, log)
-            compiled = self.sync_bytecode and compile_bytecode(venv_python(venv), venv)
-            stamps = manifest.seal(venv)   # one walk: sealed, stamped, and sized from the stamps
-            manifest.save(build_dir / MANIFEST, stamps)
-            size = manifest.tree_size(stamps) + (build_dir / MANIFEST).stat().st_size
-            if compiled:
+            sealing = _Sealing(build_dir, self.sync_bytecode)
+            frozen = self.builder.build(python, reqs, sealing.venv, log, beside=sealing)
+            size = sealing.size()
+            if sealing.compiled:
                 write_marker(build_dir / BYTECODE_MARKER, {"size": size})
             meta = {
                 "key": key, "python": python.identity(), "requirements": reqs.canonical(),
-                "extra": extra, "frozen": frozen, "built_at": str(venv),
+                "extra": extra, "frozen": frozen, "built_at": str(sealing.venv),
                 "created": time.time(), "size": size,
             }
             (build_dir / META).write_text(json.dumps(meta, indent=1))
@@ -123,3 +121,24 @@ class EntryBuilds:
                 self.exposures.record(build_dir)
         os.rename(build_dir, self.paths.entry(key))
 
+
+class _Sealing:
+    """The build's seal, called by EnvBuilder.build once the venv's files are in place, while
+    uv takes the freeze list (`beside`): byte-compile first with "sync", then seal and stamp
+    in one walk, then write manifest.json. Called again after a fallback rebuild."""
+
+    def __init__(self, build_dir: Path, sync_bytecode: bool):
+        self.build_dir, self.venv, self.sync_bytecode = build_dir, build_dir / VENV, sync_bytecode
+        self.compiled = False
+        self.stamps: manifest.Stamps | None = None
+
+    def __call__(self) -> None:
+        self.compiled = self.sync_bytecode and compile_bytecode(venv_python(self.venv), self.venv)
+        self.stamps = manifest.seal(self.venv)   # one walk: sealed, stamped, and sized from the stamps
+        manifest.save(self.build_dir / MANIFEST, self.stamps)
+
+    def size(self) -> int:
+        """Bytes of the sealed venv (from its stamps) and its manifest."""
+        if self.stamps is None:
+            raise InfrastructureError("the environment was built without its seal", kind="unsealed")
+        return manifest.tree_size(self.stamps) + (self.build_dir / MANIFEST).stat().st_size
