@@ -96,6 +96,7 @@ def instrument(stamps: Stamps) -> None:
 
     lifecycle.mark_started = mark_started   # type: ignore[assignment]
     stamps.wrap(taskkey.TaskKeys, "mint", "task key minted")
+    stamps.wrap(taskkey.TaskKeys, "start_run", "tasks.start_run (started + key minted)")
     stamps.wrap(runner.TaskRun, "_fetch", "tasks.get_by_id")
     stamps.wrap(runner.TaskRun, "_start_watch", "watch started")
     stamps.wrap(build, "prepare_workspace", "workspace checkout")

@@ -35,18 +35,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import sandbox.cache_build as cache_build  # noqa: E402
 import sandbox.env_cache as env_cache  # noqa: E402
 import sandbox.seed as seed  # noqa: E402
+from sandbox.cache_build import EntryBuilds  # noqa: E402
 from sandbox.env_cache import EnvCache  # noqa: E402
 from sandbox.pyenv import EnvBuilder, find_uv, probe  # noqa: E402
 
 STAGES: list[tuple[object, str, str]] = [
     (EnvBuilder, "_run", ""), (seed, "finish_seed", "pip seed: wait + merge (it runs beside the install)"),
-    (env_cache.manifest, "seal", "seal + stamp (one walk)"),
-    (env_cache.manifest, "save", "manifest write"), (env_cache, "_write_marker", "markers"),
-    (EnvCache, "_publish", "publish (rename)"), (EnvCache, "_ensure_verified", "hand-over check"),
+    (cache_build.manifest, "seal", "seal + stamp (one walk)"),
+    (cache_build.manifest, "save", "manifest write"), (cache_build, "write_marker", "markers"),
+    (EntryBuilds, "publish", "publish (rename)"), (EnvCache, "_ensure_verified", "hand-over check"),
     (env_cache, "make_overlay", "overlay venv"), (EnvCache, "prune", "prune"),
-    (EnvCache, "_build_entry", "build, total"),
+    (EntryBuilds, "build_entry", "build, total"),
 ]
 
 

@@ -3,7 +3,7 @@
     python -m sandbox.bytecode <cache root> <key> [<lock timeout>]
 
 EnvCache publishes an entry right after the install and starts this compiler on it
-(env_cache.start_compiler, which returns at once). It runs
+(cache_bytecode.start_compiler, which returns at once). It runs
 detached (its own session, so the agent's process-group kills and terminal signals miss it;
 reparented away from the agent, so it never becomes the agent's zombie), at low CPU priority,
 and calls EnvCache.compile_entry: one compiler per entry (an exclusive lock), the entry held

@@ -26,10 +26,14 @@ import json
 import os
 import shutil
 import stat
+import threading
 from pathlib import Path
 
 PYCACHE = "__pycache__"
 _ANY_WRITE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+
+SEAL_WORKERS = 2
+"""Threads sealing one tree (issue 24: the seal is on the cold build's way to the first line)."""
 
 
 class TamperedEntry(Exception):
@@ -45,31 +49,81 @@ Stamps = dict[str, list]
 """Relative path -> [inode, size, mtime_ns, mode] for a file, or ["->", target] for a symlink."""
 
 
-def seal(root: Path, only_bytecode: bool = False) -> Stamps:
+def seal(root: Path, only_bytecode: bool = False, workers: int = SEAL_WORKERS) -> Stamps:
     """Take write permission from files and directories (everyone's); stamp the files.
 
     With `only_bytecode`, stamp only files in `__pycache__` directories (the sealing still
-    covers the whole tree: the byte-compiler made new directories).
+    covers the whole tree: the byte-compiler made new directories). `workers` threads share
+    the walk, one directory at a time (its stat and chmod calls release the GIL).
     """
-    stamps: Stamps = {}
-    pending = [(os.fspath(root), "")]
-    while pending:
-        path, rel = pending.pop()
-        _chmod_without(path, _ANY_WRITE)
-        in_pycache = os.path.basename(path) == PYCACHE
-        with os.scandir(path) as listing:
-            for entry in listing:
-                name = f"{rel}/{entry.name}" if rel else entry.name
-                if entry.is_symlink():
-                    if not only_bytecode:
-                        stamps[name] = ["->", os.readlink(entry.path)]
-                elif entry.is_dir(follow_symlinks=False):
-                    pending.append((entry.path, name))
-                elif only_bytecode and not in_pycache:
-                    continue
-                else:
-                    stamps[name] = _seal_file(entry)
-    return stamps
+    walk = _SealWalk(os.fspath(root), only_bytecode)
+    helpers = [threading.Thread(target=walk.work, daemon=True) for _ in range(workers - 1)]
+    for helper in helpers:
+        helper.start()
+    walk.work()
+    for helper in helpers:
+        helper.join()
+    if walk.error is not None:
+        raise walk.error
+    return walk.stamps
+
+
+class _SealWalk:
+    """Directories still to seal, shared by the threads of one `seal`; each thread stamps into
+    a dict of its own and merges it when nothing is left."""
+
+    def __init__(self, root: str, only_bytecode: bool):
+        self.pending = [(root, "")]
+        self.busy = 0
+        self.only_bytecode = only_bytecode
+        self.stamps: Stamps = {}
+        self.error: BaseException | None = None
+        self.cond = threading.Condition()
+
+    def work(self) -> None:
+        stamps: Stamps = {}
+        while (job := self._next()) is not None:
+            try:
+                found = _seal_dir(*job, stamps, self.only_bytecode) if self.error is None else []
+            except BaseException as exc:   # handed to seal(), which raises it
+                self.error, found = self.error or exc, []
+            self._done(found)
+        with self.cond:
+            self.stamps.update(stamps)
+
+    def _next(self) -> tuple[str, str] | None:
+        with self.cond:
+            while not self.pending and self.busy:
+                self.cond.wait()
+            if not self.pending:
+                return None
+            self.busy += 1
+            return self.pending.pop()
+
+    def _done(self, subdirs: list[tuple[str, str]]) -> None:
+        with self.cond:
+            self.pending += subdirs
+            self.busy -= 1
+            if subdirs or not self.busy:
+                self.cond.notify_all()
+
+
+def _seal_dir(path: str, rel: str, stamps: Stamps, only_bytecode: bool) -> list[tuple[str, str]]:
+    """Seal one directory and stamp its files into `stamps`; return its subdirectories."""
+    _chmod_without(path, _ANY_WRITE)
+    in_pycache = os.path.basename(path) == PYCACHE
+    subdirs = []
+    with os.scandir(path) as listing:
+        for entry in listing:
+            name = f"{rel}/{entry.name}" if rel else entry.name
+            if entry.is_symlink():
+                if not only_bytecode:
+                    stamps[name] = ["->", os.readlink(entry.path)]
+            elif entry.is_dir(follow_symlinks=False):
+                subdirs.append((entry.path, name))
+            elif not only_bytecode or in_pycache:
+                stamps[name] = _seal_file(entry)
+    return subdirs
 
 
 def tree_size(stamps: Stamps) -> int:

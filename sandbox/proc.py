@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 _IMPORT_ROOT = str(Path(__file__).resolve().parents[1])
@@ -33,16 +33,23 @@ def run_captured(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     stdin: str | None = None,
+    beside: Callable[[], object] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run to completion and capture text output; raise subprocess.TimeoutExpired after killing it."""
+    """Run to completion and capture text output; raise subprocess.TimeoutExpired after killing it.
+
+    `beside` runs in this process once the command has started, before its output is read (the
+    command's own time overlaps it); if it raises, the command is killed and the error goes on.
+    """
     with subprocess.Popen(
         list(command), cwd=cwd, env=dict(env) if env is not None else None, text=True,
         stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     ) as proc:
         try:
+            if beside is not None:
+                beside()
             stdout, stderr = proc.communicate(stdin, timeout=timeout)
-        except subprocess.TimeoutExpired:
+        except BaseException:
             kill_group(proc)
             proc.communicate()
             raise

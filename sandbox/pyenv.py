@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox import install_errors, seed
+from sandbox.manifest import remove_tree
 from sandbox.proc import run_captured
 from sandbox.requirements import RequirementSet
 from sandbox.torch_resolve import with_credentials
@@ -216,20 +217,31 @@ class EnvBuilder:
     trusted_hosts: tuple[str, ...] = ()
     """Hosts whose index may be plain http or have a certificate that does not verify."""
 
-    def build(self, python: Interpreter, requirements: RequirementSet, target: Path, log: Log = print) -> list[str]:
-        """Create a venv at `target` with `requirements` installed; return its freeze list."""
+    def build(self, python: Interpreter, requirements: RequirementSet, target: Path, log: Log = print,
+              beside: Callable[[], object] | None = None) -> list[str]:
+        """Create a venv at `target` with `requirements` installed; return its freeze list.
+
+        `beside` is called once the venv's files are all in place (the install and pip's seed
+        done) and before the freeze list is returned; it may seal the venv. With uv it runs
+        while `uv pip freeze` does (uv only reads the venv); with pip, after `pip freeze` (a
+        Python process, which could write bytecode into the venv). A failed uv build falls
+        back to pip and calls it again on the new venv.
+        """
         uv = (self.uv or find_uv()) if self.use_uv else None
         if target.is_dir() and not any(target.iterdir()):
             target.rmdir()  # uv and virtualenv want to create the directory themselves
         if uv is not None and uv.is_file():
             try:
-                return self._build_with_uv(uv, python, requirements, target, log)
+                return self._build_with_uv(uv, python, requirements, target, log, beside)
             except _UvUnusable as exc:
                 log(f"uv could not build the environment ({exc}); falling back to virtualenv + pip")
-                shutil.rmtree(target, ignore_errors=True)
+                remove_tree(target)   # `beside` may have sealed it
         else:
             log("uv not available; building the environment with virtualenv + pip")
-        return self._build_with_pip(python, requirements, target, log)
+        frozen = self._build_with_pip(python, requirements, target, log)
+        if beside is not None:
+            beside()
+        return frozen
 
     def run_uv(self, args: Sequence[str], drop: Sequence[str] = ()) -> subprocess.CompletedProcess[str] | None:
         """Run `uv ARGS` with the installer environment (index options, cache) less the variables
@@ -251,7 +263,8 @@ class EnvBuilder:
             log(f"WARNING: could not empty uv's cache: {install_errors.reason(proc.stderr)}")
 
     def _build_with_uv(
-        self, uv: Path, python: Interpreter, requirements: RequirementSet, target: Path, log: Log
+        self, uv: Path, python: Interpreter, requirements: RequirementSet, target: Path, log: Log,
+        beside: Callable[[], object] | None = None,
     ) -> list[str]:
         proc = self._run([str(uv), "venv", "--quiet", "--python", str(python.path), str(target)])
         if proc.returncode != 0:
@@ -271,7 +284,7 @@ class EnvBuilder:
         why = seed.finish_seed(seeding, target, self.timeout) if seeding is not None else None
         if why is not None:
             raise _UvUnusable(f"could not seed pip: {install_errors.reason(why)}")
-        proc = self._run([str(uv), "pip", "freeze", "--python", str(venv_python(target))])
+        proc = self._run([str(uv), "pip", "freeze", "--python", str(venv_python(target))], beside=beside)
         if proc.returncode != 0:
             raise _UvUnusable(install_errors.reason(proc.stderr))
         return _lines(proc.stdout)
@@ -311,10 +324,11 @@ class EnvBuilder:
             raise _UvUnusable(install_errors.reason(output))
         raise install_errors.requirements_error(output, requirements)
 
-    def _run(self, command: Sequence[str], drop: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+    def _run(self, command: Sequence[str], drop: Sequence[str] = (),
+             beside: Callable[[], object] | None = None) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in self._environment().items() if k not in drop}
         try:
-            return run_captured(command, env=env, timeout=self.timeout)
+            return run_captured(command, env=env, timeout=self.timeout, beside=beside)
         except subprocess.TimeoutExpired as exc:
             raise InfrastructureError(
                 f"'{Path(command[0]).name} {command[1]}' timed out after {self.timeout:.0f}s", kind="install_timeout"

@@ -30,7 +30,7 @@ from agent.execution import lifecycle, preempt
 from agent.execution.build import make_env_cache, prune_env_cache
 from agent.execution.lifecycle import Outcome
 from agent.execution.runner import SHUTDOWN_ABORT, ExecutorFactory, TaskRun, safe_report
-from agent.execution.taskkey import TaskKeys
+from agent.execution.taskkey import TaskKey, TaskKeys
 from agent.gpus.inventory import GpuInventory
 from agent.gpus.packing import request_of
 from agent.taskserver.port import TaskServer
@@ -106,7 +106,7 @@ class Daemon:
         source = TaskSource(self.api, queues, order_fairness=self.order_fairness,
                             poll_interval_s=self.settings.agent.poll_interval_s,
                             long_poll_s=self.settings.agent.long_poll_s, stop=self.shutdown.event,
-                            lease_s=self.settings.agent.lease_s, worker=self.worker)
+                            lease_s=self.settings.agent.lease_s, worker=self.worker, with_task=True)
         source.exact_order = self.exact_order
         if source.lease_s:
             self._reconcile()
@@ -260,7 +260,6 @@ class Daemon:
         faults.checkpoint("after_claim")
         started = time.monotonic()
         try:
-            lifecycle.mark_started(self.api, claim.task_id, f"pulled by shipyard {self.worker}", claim.attempt)
             run = TaskRun(self.api, self.settings, claim.task_id, queue=claim.queue.name,
                           should_abort=lambda: self.shutdown.abort, env_cache=self.env_cache,
                           repo_cache=self.repo_cache, echo=self.echo, attempt=claim.attempt,
@@ -269,7 +268,7 @@ class Daemon:
                           executor_factory=self.executor_factory, watch_check_s=self.watch_check_s,
                           shutdown_abort=self.shutdown_abort)
             self._runs[claim.task_id] = run
-            outcome = run.run()
+            outcome = run.run(self._start_claim(claim, run))
             self.echo(f"task {claim.task_id} {outcome.status} in {time.monotonic() - started:.2f}s: "
                       f"{outcome.status_reason}")
             return outcome
@@ -286,6 +285,18 @@ class Daemon:
             self._finished.set()
             others = [c for t, (_th, _s, c) in list(self._active.items()) if t != claim.task_id]
             reporter.set_task(others[0].task_id if others else None, others[0].queue.id if others else None)
+
+    def _start_claim(self, claim: Claim, run: TaskRun) -> TaskKey | None:
+        """The claim marked started and its run's key minted, in one `tasks.start_run` where the
+        server offers it (else `tasks.started`; the run mints), while the run reads its task
+        document, unless the claim brought it (`with_task`; issue 24: one round trip, not three in
+        a row, between the claim and the run)."""
+        run.prefetch(claim.task)
+        message = f"pulled by shipyard {self.worker}"
+        key = self.task_keys.start_run(claim.task_id, claim.attempt, message)
+        if key is None:
+            lifecycle.mark_started(self.api, claim.task_id, message, claim.attempt)
+        return key
 
     def _report_crash(self, claim: Claim, reason: str) -> None:
         outcome = Outcome(TaskStatus.FAILED, OutcomeKind.INFRASTRUCTURE, reason)

@@ -92,17 +92,31 @@ class TaskRun:
         self.timings: dict[str, float] = {}
         self.executor: Executor[Any] | None = None
         self.stop_request: tuple[str, str] | None = None   # set by the daemon (e.g. its idle-GPU policy)
+        self._task_doc: Future[dict] | None = None   # the task document, read on a thread (prefetch)
 
     def request_stop(self, reason: str, kind: str = OutcomeKind.ABORTED) -> None:
         """Stop the running task from the agent's side: it ends `stopped` with this reason (a
         retryable kind, e.g. infrastructure, hands it back to its queue instead)."""
         self.stop_request = (kind, reason)
-        self._task_doc: Future[dict] | None = None
 
     # -- the steps ------------------------------------------------------------------------
-    def run(self) -> Outcome:
-        self._task_doc = _in_thread(self._fetch)   # the task document is read while the key is minted
-        self._mint_task_key()  # first: the redactor learns its secret before any line is shipped
+    def prefetch(self, document: dict | None = None) -> None:
+        """The task's document: `document` (the claim brought it), or read now on a thread. The
+        daemon calls it before it marks the claim started; nothing the run uses from the document
+        changes with that call (its run's history entry is written by the claim)."""
+        if self._task_doc is not None:
+            return
+        if document is None:
+            self._task_doc = _in_thread(self._fetch)
+            return
+        self._task_doc = Future()
+        self._task_doc.set_result(document)
+
+    def run(self, task_key: TaskKey | None = None) -> Outcome:
+        """Run the task to its reported outcome. `task_key`: the run's key, minted already by the
+        caller's `tasks.start_run` (None: minted here)."""
+        self.prefetch()   # the task document is read while the key is minted
+        self._mint_task_key(task_key)  # first: the redactor learns its secret before any line is shipped
         try:
             outcome = self._run_and_ship()
             lifecycle.report_outcome(self.api, self.task_id, outcome, self.worker, self.attempt)
@@ -177,8 +191,8 @@ class TaskRun:
                     "the server, which re-queues it for another run while runs are left")
         return f"task {self.task_id} ended {outcome.status}: {outcome.status_reason}"
 
-    def _mint_task_key(self) -> None:
-        self.task_key = self.task_keys.mint(self.task_id)
+    def _mint_task_key(self, given: TaskKey | None = None) -> None:
+        self.task_key = given if given is not None else self.task_keys.mint(self.task_id)
         if self.task_key.minted:
             self.redactor = self.redactor.with_secrets([self.task_key.secret_key])
             log.info("task %s runs with its own key %s (role task, revoked when the run ends)",

@@ -173,6 +173,8 @@ class InMemoryTaskServer:
                 answer: dict[str, Any] = {"entry": {"task": doc["id"]}, "queue": queue_id}
                 if body.get("lease_s"):
                     answer["lease"] = self._grant(doc, body["worker"], queue_id, float(body["lease_s"]))
+                if body.get("with_task"):
+                    answer["task"] = _public(doc)
                 answers.append(answer)
         return answers
 

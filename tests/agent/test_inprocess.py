@@ -239,3 +239,39 @@ def test_the_build_is_recorded_while_the_task_starts(settings):
     assert run.run().status == "completed"
     assert server.marks == ["spawned", "record begins", "record ends"]
     assert server.call("tasks.get_by_id", {"task": task})["task"]["script"]["requirements"]["pip"] == ["six==1.16.0"]
+
+
+def _hand_over_calls(server: InMemoryTaskServer, task: str) -> list[str]:
+    names = ("tasks.started", "auth.create_credentials", "tasks.start_run", "tasks.get_by_id")
+    return [endpoint for endpoint, body in server.calls if endpoint in names and body.get("task", body.get("label")) == task]
+
+
+def test_daemon_starts_the_claim_and_mints_its_key_in_one_call(server, settings):
+    """Issue 24 (pickup): the claim brings the task's document (`with_task`), one
+    `tasks.start_run` marks it started and mints the run's key, then the run's own `running`."""
+    task, _queue = _queued(server, "exit:0")
+    _daemon(server, settings).work()
+    assert _hand_over_calls(server, task) == ["tasks.start_run", "tasks.started"]
+    assert server.status(task) == "completed"
+    assert [k for k, v in server.keys.items() if v.get("label") == task] != []
+
+
+def test_a_run_reads_its_document_beside_the_start_when_the_claim_has_none(server, settings):
+    task, queue = _queued(server, "exit:0")
+    claim = server.call("queues.get_next_task", {"queue": queue, "queues": [queue], "lease_s": 30, "worker": "w"})
+    run = _run(server, settings, task, claim["lease"]["attempt"])
+    run.prefetch()
+    server.call("tasks.started", {"task": task, "attempt": claim["lease"]["attempt"], "force": True})
+    assert run.run().status == "completed"
+    assert _hand_over_calls(server, task).count("tasks.get_by_id") == 1
+
+
+def test_daemon_without_start_run_makes_the_two_calls(settings):
+    from agent.taskserver.memory import EXTENSIONS
+
+    server = InMemoryTaskServer(extensions={**EXTENSIONS, "task_keys": {"mint": "auth.create_credentials",
+                                                                        "role": "task"}})
+    task, _queue = _queued(server, "exit:0")
+    _daemon(server, settings).work()
+    assert _hand_over_calls(server, task) == ["tasks.started", "auth.create_credentials", "tasks.started"]
+    assert server.status(task) == "completed"

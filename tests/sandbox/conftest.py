@@ -97,11 +97,12 @@ class RecordingBuilder(EnvBuilder):
     calls: int = 0
     forbidden: bool = False
 
-    def build(self, python: Interpreter, requirements: RequirementSet, target: Path, log=print) -> list[str]:
+    def build(self, python: Interpreter, requirements: RequirementSet, target: Path, log=print,
+              beside=None) -> list[str]:
         if self.forbidden:
             raise AssertionError("the installer ran although the environment was cached")
         self.calls += 1
-        return super().build(python, requirements, target, log)
+        return super().build(python, requirements, target, log, beside)
 
     def forbid(self) -> None:
         self.forbidden = True

@@ -400,10 +400,10 @@ def test_compile_entry_holds_off_prune(light_builder, tmp_path, monkeypatch):
         evicted_meanwhile.extend(off.prune(0, log=print))
         return real_compile(entry)
 
-    from sandbox import env_cache
+    from sandbox import cache_bytecode
 
-    real_compile = env_cache._compile_staged
-    monkeypatch.setattr(env_cache, "_compile_staged", compile_and_prune)
+    real_compile = cache_bytecode.compile_staged
+    monkeypatch.setattr(cache_bytecode, "compile_staged", compile_and_prune)
     assert off.compile_entry(key) and evicted_meanwhile == []
     # A second compiler for the same entry is a no-op, and a finished entry can be evicted
     assert off.compile_entry(key) and off.prune(0, log=print) == [key]
@@ -442,10 +442,10 @@ def test_entry_size_comes_from_the_seal_without_a_second_walk(builder, tmp_path)
 
 def test_bytecode_later_starts_the_compiler_only_after_the_start(light_builder, tmp_path, monkeypatch):
     """The daemon spawns the task first, then starts the entry's compiler (result.after_start)."""
-    from sandbox import env_cache
+    from sandbox import cache_bytecode
 
     started: list[str] = []
-    monkeypatch.setattr(env_cache, "start_compiler", lambda root, key, timeout: started.append(key))
+    monkeypatch.setattr(cache_bytecode, "start_compiler", lambda root, key, timeout: started.append(key))
     cache = EnvCache(tmp_path / "cache", builder=light_builder)
     result = cache.materialize("six==1.16.0", PYTHON, tmp_path / "t1", log=print, bytecode_later=True)
     assert started == []
