@@ -106,7 +106,8 @@ SET_MESSAGES = "tasks.set_messages"
 the task is in progress under that claim (`attempt`) and its message is still `expect` - so a stop
 request ("stopping") or the node's own message written since is never overwritten. Answers
 {"updated": [task ids]}; the others are left as they are. The cluster glue writes its pending
-reasons with it, all of one watch in one call."""
+reasons with it, all of one watch in calls of at most `MAX_MESSAGES` items."""
+MAX_MESSAGES = 1000
 RENEW_LEASES = "tasks.renew_leases"
 """A Shipyard extension endpoint (advertised as `renew_many` under `leases` in server.info): {"tasks":
 [{"task", "attempt"}, ...], "lease_s"} renews each claim's lease in one transaction, as

@@ -32,7 +32,16 @@ from agent.glue.engine import Engine, EngineUnavailable, JobStatus, Phase
 from agent.glue.request import GlueSettings
 from agent.taskserver.port import TaskServer
 from shipyard.errors import ServerError, ServerUnreachable
-from shipyard.protocol import MAX_RENEWALS, RENEW_LEASES, SET_MESSAGES, STOP_REQUEST, OutcomeKind, Subcode, TaskStatus
+from shipyard.protocol import (
+    MAX_MESSAGES,
+    MAX_RENEWALS,
+    RENEW_LEASES,
+    SET_MESSAGES,
+    STOP_REQUEST,
+    OutcomeKind,
+    Subcode,
+    TaskStatus,
+)
 
 log = logging.getLogger("shipyard.agent.glue")
 _GONE = frozenset({TaskStatus.STOPPED, TaskStatus.CLOSED, TaskStatus.CREATED, TaskStatus.QUEUED})
@@ -295,11 +304,14 @@ class Follower:
         self._messages.append((job, message))
 
     def _write_messages(self) -> None:
-        """This watch's pending reasons in one call; a task whose message moved on since the glue
-        wrote it (a stop request, the node's own) keeps it, and the glue writes that one no more."""
+        """This watch's pending reasons in as few calls as the server takes; a task whose message
+        moved on since the glue wrote it (a stop request, the node's own) keeps it, and the glue
+        writes that one no more."""
         noted, self._messages = self._messages, []
-        if not noted:
-            return
+        for start in range(0, len(noted), MAX_MESSAGES):   # the server takes at most that many per call
+            self._write_message_batch(noted[start:start + MAX_MESSAGES])
+
+    def _write_message_batch(self, noted: list[tuple[Job, str]]) -> None:
         body = {"tasks": [{"task": job.task_id, "attempt": job.attempt, "status_message": message,
                            "expect": job.message} for job, message in noted]}
         try:

@@ -311,6 +311,19 @@ def test_pending_reasons_go_in_one_call_per_watch_and_never_over_someone_elses_m
     assert sum(1 for batch in batches for item in batch if item["task"] == tasks[0]) == 2   # one miss, then no more
 
 
+def test_more_pending_reasons_than_one_call_takes_go_in_several(server, monkeypatch):
+    from agent.glue import follow
+
+    monkeypatch.setattr(follow, "MAX_MESSAGES", 2)     # the server refuses a longer list
+    engine = MemoryEngine()
+    tasks = [enqueue(server) for _ in range(3)]
+    with running(server, engine):
+        until(lambda: all(doc(server, t)["status_message"].startswith("pending in memory job") for t in tasks))
+    batches = [body["tasks"] for endpoint, body in server.calls if endpoint == SET_MESSAGES]
+    assert max(len(batch) for batch in batches) <= 2
+    assert {item["task"] for batch in batches for item in batch} == set(tasks)
+
+
 def test_a_server_without_set_messages_gets_the_pending_reason_through_tasks_started():
     from agent.taskserver.memory import EXTENSIONS
 

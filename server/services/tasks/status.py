@@ -12,7 +12,7 @@ from server.services.tasks import doc as taskdoc
 from server.storage import tables as t
 from server.task_waits import WAITERS
 from shipyard import clock
-from shipyard.protocol import SET_MESSAGES, STOP_REQUEST, Subcode, SystemTag, TaskStatus, can_transition
+from shipyard.protocol import MAX_MESSAGES, SET_MESSAGES, STOP_REQUEST, Subcode, SystemTag, TaskStatus, can_transition
 
 
 def _simple_change(ctx: CallContext, req: Request, new: str, extra_fn=None) -> dict:
@@ -36,7 +36,6 @@ def started(ctx: CallContext, req: Request) -> dict:
     return {"started": 1, **result}
 
 
-MAX_MESSAGES = 1000   # items of one tasks.set_messages
 
 
 @endpoint(SET_MESSAGES)
