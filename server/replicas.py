@@ -27,13 +27,14 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.engine import make_url
 
 from server.notify import Notifier
+from server.storage.prepared import Prepared
 
 log = logging.getLogger("shipyard.server.replicas")
 
 CHANNEL = "shipyard_queue"
 LEADER_KEY = 0x5348_0002   # session advisory lock: held by the leader's coordinator connection
 REAPER_KEY = 0x5348_0003   # transaction advisory lock: held by a reaper pass while it runs
-_NOTIFY = select(func.pg_notify(CHANNEL, bindparam("queue_id")))
+_NOTIFY = Prepared(select(func.pg_notify(CHANNEL, bindparam("queue_id"))))  # sent on in a pipeline
 _FENCE = select(func.pg_try_advisory_xact_lock(REAPER_KEY))
 
 

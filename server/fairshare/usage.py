@@ -56,6 +56,7 @@ _UPDATE = Prepared(update(_U).where(_U.c.entity == bindparam("e"))
 _INSERT = Prepared(_U.insert().values(entity=bindparam("e"), gpu_seconds=bindparam("gpu_seconds"),
                                       as_of=bindparam("as_of"), running_gpus=bindparam("running_gpus"),
                                       running_start=bindparam("running_start")))
+_QUOTAS = Prepared(select(_Q.c.entity, _Q.c.gpus, _Q.c.borrow))
 _TAKE = Prepared(delete(_E).where(_E.c.seq == bindparam("seq")))
 
 
@@ -84,7 +85,7 @@ class QuotaBook:
     def quotas(self, conn) -> dict[str, Quota]:
         with self._lock:
             if self._stored is None or clock.monotonic() - self._read_at > self.TTL_S:
-                rows = conn.execute(select(_Q.c.entity, _Q.c.gpus, _Q.c.borrow)).all()
+                rows = conn.execute(_QUOTAS).all()
                 self._stored = {r.entity: Quota(int(r.gpus), bool(r.borrow)) for r in rows}
                 self._read_at = clock.monotonic()
             return {**self.settings.quotas, **self._stored}

@@ -24,6 +24,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from server.rpc.onewrite import OneWrite
+
 log = logging.getLogger("shipyard.server.http")
 
 _DONE, _HEADERS, _BODY = range(3)
@@ -39,7 +41,8 @@ else:
 
 
 def guarded_protocol(header_timeout_s: float, body_timeout_s: float) -> Any:
-    """The protocol class for `uvicorn.Config(http=...)`, or "auto" where httptools is missing
+    """The protocol class for `uvicorn.Config(http=...)` (which also sends each response in one
+    write: server/rpc/onewrite.py), or "auto" where httptools is missing
     (then only uvicorn's own limits apply, and a warning says so)."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -47,7 +50,7 @@ def guarded_protocol(header_timeout_s: float, body_timeout_s: float) -> Any:
         log.warning("httptools is not installed: no header/body read timeouts on the listeners")
         return "auto"
 
-    class GuardedHttpToolsProtocol(_ReadGuard, HttpToolsProtocol):
+    class GuardedHttpToolsProtocol(_ReadGuard, OneWrite, HttpToolsProtocol):  # OneWrite: server/rpc/onewrite.py
         header_timeout = header_timeout_s
         body_timeout = body_timeout_s
 

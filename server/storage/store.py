@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 from sqlalchemy import Table, bindparam, create_engine, delete, event, insert, literal_column, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from server.rpc import jsonutil
@@ -174,10 +174,37 @@ def _make_engine(url: str, synchronous: str, pool: PoolSettings) -> Engine:
     connect_args: dict[str, Any] = {"connect_timeout": 5}
     if pool.statement_timeout_s > 0:
         connect_args["options"] = f"-c statement_timeout={int(pool.statement_timeout_s * 1000)}"
-    # pre-ping: a connection that died with a database restart is replaced at checkout, not used
-    return create_engine(url, pool_size=pool.size, max_overflow=pool.max_overflow, pool_timeout=pool.timeout_s,
-                         pool_pre_ping=True, connect_args=connect_args,
-                         json_serializer=jsonutil.dumps, json_deserializer=jsonutil.loads)
+    engine = create_engine(url, pool_size=pool.size, max_overflow=pool.max_overflow, pool_timeout=pool.timeout_s,
+                           connect_args=connect_args, json_serializer=jsonutil.dumps, json_deserializer=jsonutil.loads)
+    _check_at_checkout(engine)
+    return engine
+
+
+PING_IDLE_S = 1.0  # a pooled PostgreSQL connection idle longer than this is pinged before it is used
+
+
+def _check_at_checkout(engine: Engine) -> None:
+    """A connection that died (a database restart) is replaced at checkout, not used: one the
+    driver knows is broken at once, one idle for over PING_IDLE_S after a ping (a round trip:
+    SQLAlchemy's pool_pre_ping pinged at every checkout, a round trip of every call). A
+    connection that dies within PING_IDLE_S of its last use fails its next call with a
+    retryable 503 (`database_unavailable`), as a call in flight at the restart does, and is
+    dropped when it comes back to the pool."""
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = clock.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _alive(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        if dbapi_conn.broken or dbapi_conn.closed:
+            raise DisconnectionError("the connection was lost")
+        idle_since = record.info.get("idle_since")  # None: connected just now
+        if idle_since is not None and clock.monotonic() - idle_since > PING_IDLE_S:
+            try:
+                engine.dialect.do_ping(dbapi_conn)
+            except Exception as exc:  # noqa: BLE001 - any failure: the pool replaces the connection
+                raise DisconnectionError(f"ping failed: {exc}") from exc
 
 
 def _disable_pysqlite_autobegin(engine: Engine) -> None:
@@ -235,7 +262,8 @@ class Tx:
     """One transaction. `execute` runs `Prepared` statements straight on the DBAPI connection
     and anything else through SQLAlchemy; both share the connection and its transaction."""
 
-    __slots__ = ("sa", "raw", "dialect", "versions", "locked", "metrics", "stored", "pending", "pipelined")
+    __slots__ = ("sa", "raw", "dialect", "versions", "locked", "metrics", "stored", "pending", "pipelined",
+                 "cursor")
 
     def __init__(self, sa: Connection, pipelined: bool = False):
         self.sa = sa
@@ -254,10 +282,17 @@ class Tx:
         self.stored: dict[tuple[str, str], dict[str, Any]] = {}
         # key -> fn(tx): work done once per key just before the COMMIT (`before_commit`)
         self.pending: dict[Any, Callable[[Tx], None]] = {}
+        # the DBAPI cursor the transaction's Prepared statements run on, one after another (made
+        # at the first; in a pipeline each statement has its own, its answer read later)
+        self.cursor: Any = None
 
     def execute(self, statement: Any, params: Any = None) -> Any:
         if isinstance(statement, Prepared):
-            return statement.run(self.raw, self.dialect, params)
+            if self.pipelined:
+                return statement.run(self.raw, self.dialect, params)
+            if self.cursor is None:
+                self.cursor = self.raw.cursor()
+            return statement.run(self.raw, self.dialect, params, self.cursor)
         if self.pipelined:
             raise RuntimeError("a pipelined transaction runs Prepared statements only")
         return self.sa.execute(statement) if params is None else self.sa.execute(statement, params)
@@ -415,7 +450,10 @@ class Store:
         the BEGIN goes with the first statement, a read waits only for what was queued before
         it, and the COMMIT goes with the last writes. Only for blocks that run `Prepared`
         statements alone (SQLAlchemy reads a cursor's description at once) and read no write's
-        rowcount; a write's error is raised at the next read or at the commit, as SQLAlchemy's."""
+        rowcount; a write's error is raised at the next read or at the commit, as SQLAlchemy's.
+        It saves waiting, not CPU: psycopg sends each statement as it comes (a send and a poll
+        each), so a pipelined transaction makes more system calls than the same statements
+        one round trip at a time (enqueue and pop stay out of it)."""
         if pipelined and self.gate is None:
             with self._pipelined_tx() as tx:
                 yield tx

@@ -38,17 +38,25 @@ _MIN_POS = Prepared(select(func.min(_E.c.position)).where(_E.c.queue == bindpara
 _INSERT = Prepared(_E.insert().values(queue=bindparam("queue"), task=bindparam("task"),
                                       position=bindparam("position"), added=bindparam("added")))
 # At the back, in one statement: the position after the queue's last (0 in an empty queue).
-_APPEND = Prepared(_E.insert().from_select(
+_APPEND_ROW = _E.insert().from_select(
     ["queue", "task", "position", "added"],
     select(bindparam("queue", type_=_E.c.queue.type), bindparam("task", type_=_E.c.task.type),
            func.coalesce(func.max(_E.c.position) + 1.0, 0.0), bindparam("added", type_=_E.c.added.type))
-    .where(_E.c.queue == bindparam("queue"))))
+    .where(_E.c.queue == bindparam("queue")))
+_APPEND = Prepared(_APPEND_ROW)
+# PostgreSQL: the same, and the wake-up of other replicas' long-polls (replicas.publish) with it
+_APPENDED = _APPEND_ROW.returning(_E.c.queue).cte("appended")
+_APPEND_PUBLISH = Prepared(select(func.pg_notify(replicas.CHANNEL, _APPENDED.c.queue)).select_from(_APPENDED))
 # One statement: the entries go, and the queues they were in come back (for their metrics samples)
 _REMOVE_TASK = Prepared(delete(_E).where(_E.c.task == bindparam("t")).returning(_E.c.queue))
 _REMOVE_TASK_FROM = Prepared(delete(_E).where(_E.c.task == bindparam("t")).where(_E.c.queue == bindparam("q")))
 _HEAD = (select(_E.c.seq).where(_E.c.queue == bindparam("q")).order_by(_E.c.position, _E.c.seq).limit(1)
          .with_for_update(skip_locked=True).scalar_subquery())
 _POP = Prepared(delete(_E).where(_E.c.seq == _HEAD).returning(_E.c.task, _E.c.added))
+# PostgreSQL: the pop and the popped task's status in one statement (a DELETE in a WITH)
+_POPPED = delete(_E).where(_E.c.seq == _HEAD).returning(_E.c.task, _E.c.added).cte("popped")
+_POP_STATUS = Prepared(select(_POPPED.c.task, _POPPED.c.added, t.tasks.c.status)
+                       .select_from(_POPPED.outerjoin(t.tasks, t.tasks.c.id == _POPPED.c.task)))
 _QUEUE_EXISTS = Prepared(select(_Q.c.id).where(_Q.c.id == bindparam("q")))
 _QUEUE_BY_NAME = Prepared(select(_Q.c.id).where(_Q.c.name == bindparam("name")))
 _TASK_STATUS = Prepared(select(t.tasks.c.status).where(t.tasks.c.id == bindparam("id")))
@@ -63,13 +71,18 @@ def _front_of(edge: float | None) -> float:
 
 
 def add_entry(conn, queue_id: str, task_id: str, *, front: bool = False) -> None:
+    """The task's entry at the back of the queue (`front`: ahead of every entry); other replicas'
+    long-polls on it are woken when this commits (replicas.publish)."""
+    params = {"queue": queue_id, "task": task_id, "added": clock.now()}
     if front:
-        position = _front_of(conn.execute(_MIN_POS, {"q": queue_id}).scalar())
-        conn.execute(_INSERT, {"queue": queue_id, "task": task_id, "position": position, "added": clock.now()})
+        params["position"] = _front_of(conn.execute(_MIN_POS, {"q": queue_id}).scalar())
+        conn.execute(_INSERT, params)
+        replicas.publish(conn, queue_id)
+    elif replicas.is_postgres(conn):
+        conn.execute(_APPEND_PUBLISH, params)  # one statement
     else:
-        conn.execute(_APPEND, {"queue": queue_id, "task": task_id, "added": clock.now()})
+        conn.execute(_APPEND, params)
     queue_metrics.sample(conn, queue_id)
-    replicas.publish(conn, queue_id)  # other replicas' long-polls, woken when this commits
 
 
 def remove_task_entries(conn, task_id: str, queue_id: str | None = None) -> int:
@@ -84,13 +97,17 @@ def remove_task_entries(conn, task_id: str, queue_id: str | None = None) -> int:
     return removed
 
 
-def pop(conn, queue_id: str) -> tuple[str, float] | None:
-    """Remove and return the head entry. One statement, so two callers never get the same one."""
-    row = conn.execute(_POP, {"q": queue_id}).first()
+def pop(conn, queue_id: str) -> tuple | None:
+    """Remove and return the head entry (task, added), on PostgreSQL with the task's status
+    (None: the task is gone). One statement, so two callers never get the same one."""
+    if conn.dialect.name == "postgresql":
+        row = conn.execute(_POP_STATUS, {"q": queue_id}).first()
+    else:
+        row = conn.execute(_POP, {"q": queue_id}).first()
     if row is None:
         return None
     queue_metrics.sample(conn, queue_id)
-    return row.task, row.added
+    return tuple(row)
 
 
 def pop_if_head(conn, queue_id: str, task_id: str | None, ctx: CallContext | None = None,
@@ -490,8 +507,9 @@ def _claim_head(ctx: CallContext, conn, queue_id: str, quotas: dict, ask: _Ask) 
         popped = pop_if_head(conn, queue_id, ask.only_task, ctx, quotas)
         if popped is None:
             return None
-        task_id, added = popped
-        doc = _popped_task(ctx, conn, task_id, bool(ask.lease_s or ask.get_info or ask.with_task))
+        task_id, added = popped[0], popped[1]
+        status = popped[2] if len(popped) > 2 else _UNKNOWN
+        doc = _popped_task(ctx, conn, task_id, bool(ask.lease_s or ask.get_info or ask.with_task), status)
         if doc is None:
             continue  # deleted while queued: skip the stale entry
         if doc.get("status") == TaskStatus.STOPPED:
@@ -505,11 +523,16 @@ def _claim_head(ctx: CallContext, conn, queue_id: str, quotas: dict, ask: _Ask) 
         return {**result, **_extras(ctx, doc, ask.get_info, ask.with_task)}
 
 
-def _popped_task(ctx: CallContext, conn, task_id: str, whole: bool) -> dict | None:
+_UNKNOWN = object()  # the pop did not read the task's status
+
+
+def _popped_task(ctx: CallContext, conn, task_id: str, whole: bool, status: Any = _UNKNOWN) -> dict | None:
     """The popped task's document (None: deleted while queued); when the claimer wants none of it
-    and it needs no status change, only its status, from the column (no document parsed)."""
+    and it needs no status change, only its status, from the column (no document parsed; read
+    by the pop itself on PostgreSQL)."""
     if not whole:
-        status = conn.execute(_TASK_STATUS, {"id": task_id}).scalar()
+        if status is _UNKNOWN:
+            status = conn.execute(_TASK_STATUS, {"id": task_id}).scalar()
         if status != TaskStatus.STOPPED:
             return None if status is None else {"status": status}
     return ctx.store.get(conn, t.tasks, task_id)

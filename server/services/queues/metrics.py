@@ -18,7 +18,7 @@ from collections import defaultdict
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Float, bindparam, case, delete, func, select, update
+from sqlalchemy import Float, bindparam, case, delete, exists, func, insert, select, update
 
 from server.services.workers.stats import Range
 from server.storage import tables as t
@@ -49,6 +49,15 @@ _SAME_SECOND = Prepared(update(_M).where(_M.c.seq == _THIS_SECOND)
                         .values(timestamp=_NOW, length=_LENGTH, avg_wait=_WAIT))
 _INSERT = Prepared(_M.insert().from_select(["queue", "timestamp", "length", "avg_wait"],
                                            select(bindparam("q", type_=_M.c.queue.type), _NOW, _LENGTH, _WAIT)))
+# PostgreSQL: both in one statement (this second's row updated, else a row inserted), so a
+# pipelined transaction sends it on without waiting for the UPDATE's rowcount. The INSERT's
+# subqueries run only when it inserts (they are init plans of a row the WHERE may drop).
+_THIS_SECOND_UPDATED = (update(_M).where(_M.c.seq == _THIS_SECOND)
+                        .values(timestamp=_NOW, length=_LENGTH, avg_wait=_WAIT).returning(_M.c.seq).cte("updated"))
+_UPSERT = Prepared(insert(_M).from_select(
+    ["queue", "timestamp", "length", "avg_wait"],
+    select(bindparam("q", type_=_M.c.queue.type), _NOW, _LENGTH, _WAIT)
+    .where(~exists(select(_THIS_SECOND_UPDATED.c.seq)))).add_cte(_THIS_SECOND_UPDATED))
 _PRUNE = Prepared(delete(_M).where(_M.c.queue == bindparam("q")).where(_M.c.timestamp < bindparam("before")))
 
 
@@ -73,8 +82,10 @@ def sample_now(conn, queue_id: str) -> None:
     same second only while another transaction is writing the first (concurrent pops on
     PostgreSQL), where waiting for it would serialise every pop of the queue."""
     now = clock.now()
-    values = {"q": queue_id, "ts": now}
-    if not conn.execute(_SAME_SECOND, {**values, "second": float(int(now))}).rowcount:
+    values = {"q": queue_id, "ts": now, "second": float(int(now))}
+    if conn.dialect.name == "postgresql":
+        conn.execute(_UPSERT, values)
+    elif not conn.execute(_SAME_SECOND, values).rowcount:
         conn.execute(_INSERT, values)
     if now - _last_prune.get(queue_id, 0.0) >= PRUNE_EVERY_S:
         _last_prune[queue_id] = now
