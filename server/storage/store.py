@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from server.rpc import jsonutil
-from server.storage import schema
+from server.storage import liveness, schema
 from server.storage import tables as t
 from server.storage.group import GroupCommits
 from server.storage.prepared import Prepared
@@ -174,10 +174,13 @@ def _make_engine(url: str, synchronous: str, pool: PoolSettings) -> Engine:
     connect_args: dict[str, Any] = {"connect_timeout": 5}
     if pool.statement_timeout_s > 0:
         connect_args["options"] = f"-c statement_timeout={int(pool.statement_timeout_s * 1000)}"
-    # pre-ping: a connection that died with a database restart is replaced at checkout, not used
-    return create_engine(url, pool_size=pool.size, max_overflow=pool.max_overflow, pool_timeout=pool.timeout_s,
-                         pool_pre_ping=True, connect_args=connect_args,
-                         json_serializer=jsonutil.dumps, json_deserializer=jsonutil.loads)
+    # a connection that died with a database restart is replaced at checkout, not used; pinged
+    # only when its socket or idle time says it may be dead (storage/liveness.py)
+    engine = create_engine(url, pool_size=pool.size, max_overflow=pool.max_overflow, pool_timeout=pool.timeout_s,
+                           pool_pre_ping=False, connect_args=connect_args,
+                           json_serializer=jsonutil.dumps, json_deserializer=jsonutil.loads)
+    liveness.watch(engine)
+    return engine
 
 
 def _disable_pysqlite_autobegin(engine: Engine) -> None:
