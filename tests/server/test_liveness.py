@@ -19,3 +19,20 @@ from server.storage.liveness import PING_IDLE_S, verdict
 ])
 def test_checkout_verdict(closed, readable, idle_s, expected):
     assert verdict(closed, readable, idle_s) == expected
+
+
+def test_readable_tells_a_quiet_socket_from_one_the_server_ended():
+    import socket
+    from types import SimpleNamespace
+
+    from server.storage.liveness import _readable
+
+    ours, theirs = socket.socketpair()
+    conn = SimpleNamespace(fileno=ours.fileno)
+    try:
+        assert not _readable(conn)          # idle, nothing said: used without a round trip
+        theirs.close()                       # the server went away: end of file
+        assert _readable(conn)
+    finally:
+        ours.close()
+    assert _readable(SimpleNamespace(fileno=lambda: -1))  # no socket at all: suspect
