@@ -15,8 +15,9 @@ psycopg itself marks a connection it saw break as closed. So at checkout:
 
     watch(engine)   installs the check on an engine made with pool_pre_ping=False
 
-A connection that fails its ping is replaced (the pool raises DisconnectionError up to three
-times, then gives up with the usual 503). A server that dies between the checkout and the
+A dead connection, or one that fails its ping, is replaced (DisconnectionError: the pool
+connects afresh; if the server cannot be reached, that connect fails and the call gets the
+usual 503). A server that dies between the checkout and the
 statement is the same race as with pre-ping: the call gets the retryable 503.
 """
 from __future__ import annotations
