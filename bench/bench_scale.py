@@ -279,8 +279,10 @@ def probe(servers: list, project: str, seconds: float) -> tuple[list[float], lis
     as a person of its own (a user key)."""
     admin = Api(servers[0].api_url)
     person = Api(servers[0].api_url, *own_key(admin, "user"))
-    clients = [LeanApi(s.api_url, person.token) for s in servers]
     some = admin.call("tasks.get_all", {"project": [project], "page_size": 500, "only_fields": ["id"]})["tasks"]
+    # opened after that read: a connection's first request must come within the server's
+    # header_timeout_s (10 s) of its opening, and at full size under load the read took longer
+    clients = [LeanApi(s.api_url, person.token) for s in servers]
     by_id, pages = [], []
     deadline = time.monotonic() + seconds
     n = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import resource
@@ -204,6 +205,7 @@ async def serve(state: ServerState, config: ServerConfig, shutdown: Shutdown | N
     # loop may wait several of them per request: 1 ms instead of 5 keeps /debug.ping prompt.
     sys.setswitchinterval(0.001)
     servers = _listeners(state, config)
+    _freeze_startup_objects()
     done = threading.Event()
     if shutdown is not None:
         shutdown.on_signal(lambda count: _stop_listeners(servers, count, state))
@@ -213,6 +215,15 @@ async def serve(state: ServerState, config: ServerConfig, shutdown: Shutdown | N
     finally:
         state.store.stop_grouping()
         done.set()
+
+
+def _freeze_startup_objects() -> None:
+    """Take what the server made before serving (modules, tables, compiled statements: ~80,000
+    objects that live as long as it does) out of the cyclic collector's sight. A full collection
+    stops every thread, the event loop's included; walking them took 0.2-0.5 s at load, the last
+    stalls in the read tail. Collections then walk only what requests made since."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _serve_listeners(state: ServerState, config: ServerConfig, servers: list[_Listener],

@@ -100,6 +100,19 @@ class ServerState:
             self.files_backend = LocalBackend(self.files_dir, self.files_min_free_mb)
         return self.files_backend
 
+    async def key_active(self, access_key: str) -> bool:
+        """`keys_active` for a coroutine: on PostgreSQL (no gate) a look-up the cache cannot
+        answer runs on the handler pool, so the event loop never waits through its round trips
+        (every key's first call after `_ACTIVE_KEY_TTL_S` looks up; with hundreds of keys those
+        look-ups stalled every request on the loop). The answer is the same as keys_active's."""
+        if self.store.gate is not None or self.handlers is None or self._fresh(access_key):
+            return self.keys_active(access_key)
+        return bool(await self.handlers.run(self.keys_active, access_key))
+
+    def _fresh(self, access_key: str) -> bool:
+        cached = self._active.get(access_key)
+        return cached is not None and clock.monotonic() - cached[1] < _ACTIVE_KEY_TTL_S
+
     def keys_active(self, access_key: str) -> bool:
         cached = self._active.get(access_key)
         now = clock.monotonic()

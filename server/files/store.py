@@ -60,14 +60,14 @@ class SafeHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def _auth(state: ServerState, request: Request) -> None:
+async def _auth(state: ServerState, request: Request) -> None:
     header = request.headers.get("authorization", "")
     token = header[7:].strip() if header[:7].lower() == "bearer " else ""
     if not token:
         raise errors.unauthorized("The files server needs 'Authorization: Bearer <token>' "
                                   "(a token from auth.login)", Subcode.NO_CREDENTIALS)
     identity = state.signer.verify(token)
-    if not state.keys_active(identity.user):
+    if not await state.key_active(identity.user):  # PostgreSQL: looked up off the loop
         raise errors.unauthorized("Credentials for this token were revoked", Subcode.INVALID_CREDENTIALS)
 
 
@@ -79,7 +79,7 @@ def _error(exc: errors.APIError) -> Response:
 async def upload(request: Request) -> Response:
     state: ServerState = request.app.state.shipyard
     try:
-        _auth(state, request)
+        await _auth(state, request)
         stored = await receive_upload(request, state.files, Limits.of(state))
         return JSONResponse(stored)
     except errors.APIError as exc:
@@ -92,7 +92,7 @@ async def download(request: Request) -> Response:
     if not path:
         return PlainTextResponse("OK")
     try:
-        _auth(state, request)
+        await _auth(state, request)
         return await stored_response(state.files, path, request)
     except errors.APIError as exc:
         return _error(exc)
@@ -103,7 +103,7 @@ async def remove(request: Request) -> Response:
     state: ServerState = request.app.state.shipyard
     path = request.path_params["path"]
     try:
-        _auth(state, request)
+        await _auth(state, request)
         await anyio.to_thread.run_sync(state.files.delete, path)
     except errors.APIError as exc:
         return _error(exc)

@@ -144,7 +144,7 @@ def _parse_body(call: ApiCall, raw: bytes) -> dict:
     return body
 
 
-def _authenticate(state: ServerState, call: ApiCall, name: str) -> Identity:
+async def _authenticate(state: ServerState, call: ApiCall, name: str) -> Identity:
     if call.identity is not None:  # the web proxy verified the session itself
         return call.identity
     if registry.is_public(name):
@@ -154,7 +154,7 @@ def _authenticate(state: ServerState, call: ApiCall, name: str) -> Identity:
     if not token:
         raise errors.unauthorized("Missing authorization token (log in with auth.login)", Subcode.NO_CREDENTIALS)
     identity = state.signer.verify(token)
-    if not state.keys_active(identity.user):
+    if not await state.key_active(identity.user):
         raise errors.unauthorized("Credentials for this token were revoked", Subcode.INVALID_CREDENTIALS)
     return identity
 
@@ -213,7 +213,7 @@ async def dispatch(state: ServerState, call: ApiCall) -> tuple[int, bytes | Resp
         handler = registry.lookup(name) if match is not None else None
         if handler is None:
             raise _unknown(name, version)
-        identity = _authenticate(state, call, name)
+        identity = await _authenticate(state, call, name)
         raw = await _read_body(call)
         headers = call.headers
         ctx = CallContext(store=state.store, identity=identity, endpoint=name, version=version,

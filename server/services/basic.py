@@ -60,7 +60,7 @@ async def _login_identity(ctx: CallContext) -> Identity:
         return await state.login_guard.sign_in(state.keys, access, secret, ctx.client_ip)
     if header.lower().startswith("bearer "):
         identity = state.signer.verify(header[7:].strip())
-        if not state.keys_active(identity.user):
+        if not await state.key_active(identity.user):
             raise errors.unauthorized("Credentials for this token were revoked", Subcode.INVALID_CREDENTIALS)
         return identity
     raise errors.unauthorized("Missing credentials: use HTTP Basic with access_key:secret_key", Subcode.NO_CREDENTIALS)

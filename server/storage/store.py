@@ -18,11 +18,11 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 from sqlalchemy import Table, bindparam, create_engine, delete, event, insert, literal_column, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from server.rpc import jsonutil
-from server.storage import schema
+from server.storage import liveness, schema
 from server.storage import tables as t
 from server.storage.group import GroupCommits
 from server.storage.prepared import Prepared
@@ -174,37 +174,13 @@ def _make_engine(url: str, synchronous: str, pool: PoolSettings) -> Engine:
     connect_args: dict[str, Any] = {"connect_timeout": 5}
     if pool.statement_timeout_s > 0:
         connect_args["options"] = f"-c statement_timeout={int(pool.statement_timeout_s * 1000)}"
+    # a connection that died with a database restart is replaced at checkout, not used; pinged
+    # only when its socket or idle time says it may be dead (storage/liveness.py)
     engine = create_engine(url, pool_size=pool.size, max_overflow=pool.max_overflow, pool_timeout=pool.timeout_s,
-                           connect_args=connect_args, json_serializer=jsonutil.dumps, json_deserializer=jsonutil.loads)
-    _check_at_checkout(engine)
+                           pool_pre_ping=False, connect_args=connect_args,
+                           json_serializer=jsonutil.dumps, json_deserializer=jsonutil.loads)
+    liveness.watch(engine)
     return engine
-
-
-PING_IDLE_S = 1.0  # a pooled PostgreSQL connection idle longer than this is pinged before it is used
-
-
-def _check_at_checkout(engine: Engine) -> None:
-    """A connection that died (a database restart) is replaced at checkout, not used: one the
-    driver knows is broken at once, one idle for over PING_IDLE_S after a ping (a round trip:
-    SQLAlchemy's pool_pre_ping pinged at every checkout, a round trip of every call). A
-    connection that dies within PING_IDLE_S of its last use fails its next call with a
-    retryable 503 (`database_unavailable`), as a call in flight at the restart does, and is
-    dropped when it comes back to the pool."""
-
-    @event.listens_for(engine, "checkin")
-    def _idle_from(_dbapi_conn: Any, record: Any) -> None:
-        record.info["idle_since"] = clock.monotonic()
-
-    @event.listens_for(engine, "checkout")
-    def _alive(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
-        if dbapi_conn.broken or dbapi_conn.closed:
-            raise DisconnectionError("the connection was lost")
-        idle_since = record.info.get("idle_since")  # None: connected just now
-        if idle_since is not None and clock.monotonic() - idle_since > PING_IDLE_S:
-            try:
-                engine.dialect.do_ping(dbapi_conn)
-            except Exception as exc:  # noqa: BLE001 - any failure: the pool replaces the connection
-                raise DisconnectionError(f"ping failed: {exc}") from exc
 
 
 def _disable_pysqlite_autobegin(engine: Engine) -> None:

@@ -62,7 +62,9 @@ def _with_warnings(data: dict, warnings: list[str]) -> dict:
 
 @endpoint("tasks.get_by_id")
 def get_by_id(ctx: CallContext, req: Request) -> dict:
-    with ctx.store.tx() as conn:
+    # pipelined on PostgreSQL: BEGIN goes with the read, COMMIT with the pipeline's end (two
+    # round trips instead of three; the hottest read of the SDK and the web page)
+    with ctx.store.tx(pipelined=True) as conn:
         doc = taskdoc.load(ctx, conn, req.id("task", "task"))
     return {"task": taskdoc.public_view(ctx, doc)}
 
