@@ -99,7 +99,13 @@ class Follower:
         job.renewed_at = job.extended_at = time.monotonic()
         job.message = message
         with self._lock:
-            self.jobs[job.job_id] = job
+            found = self.jobs.setdefault(job.job_id, job)
+            if found is not job:
+                # a watch listed the job before the engine's submit answered, and follows it
+                # already: that Job stays (its message is what the task says now), brought up to date
+                found.renewed_at = found.extended_at = job.renewed_at
+                found.key = found.key or job.key
+                found.message = found.message or message
 
     def note_down(self, why: str) -> None:
         if self.down != why:

@@ -324,6 +324,35 @@ def test_more_pending_reasons_than_one_call_takes_go_in_several(server, monkeypa
     assert {item["task"] for batch in batches for item in batch} == set(tasks)
 
 
+class _SlowToAnswerEngine(MemoryEngine):
+    """`submit` answers only after a watch has listed the new job (as a busy engine may)."""
+
+    def __init__(self):
+        super().__init__()
+        self.listed = threading.Event()
+
+    def submit(self, request):
+        job_id = super().submit(request)
+        self.listed.clear()
+        self.listed.wait(5)
+        return job_id
+
+    def statuses(self):
+        found = super().statuses()
+        self.listed.set()
+        return found
+
+
+def test_a_job_a_watch_found_before_its_submit_answered_keeps_its_pending_reasons(server):
+    engine = _SlowToAnswerEngine()      # the watch "finds" the job, then the submit adopts it
+    task = enqueue(server)
+    with running(server, engine):
+        until(lambda: doc(server, task)["status_message"].startswith("pending in memory job"))
+        engine.set_phase(engine.job_of(task), Phase.PENDING, "Resources")
+        until(lambda: doc(server, task)["status_message"].endswith(": Resources"), 5,
+              what="the pending reason after the job was found and adopted")
+
+
 def test_a_server_without_set_messages_gets_the_pending_reason_through_tasks_started():
     from agent.taskserver.memory import EXTENSIONS
 
