@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 
 from server.rpc.onewrite import SMALL, GatheredTransport
+from tests.helpers import run_async
 
 
 class _Recorder:
@@ -32,7 +33,7 @@ def _run(scenario) -> _Recorder:
         sent = _Recorder()
         await scenario(GatheredTransport(sent, asyncio.get_running_loop()), sent)  # type: ignore[arg-type]
         return sent
-    return asyncio.run(main())
+    return run_async(main)   # not asyncio.run: a Playwright session earlier in the worker keeps a loop running
 
 
 def test_the_writes_of_one_loop_pass_leave_as_one_in_order():
