@@ -7,6 +7,7 @@ import shutil
 import ssl
 import subprocess
 import threading
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -51,6 +52,18 @@ def serve(answer, tls: ssl.SSLContext | None = None):
     return f"{scheme}://localhost:{httpd.server_address[1]}", ports, lambda: (httpd.shutdown(), httpd.server_close())
 
 
+@contextmanager
+def lean_to(answer, headers: dict[str, str] | None = None):
+    """A `serve(answer)` server and a LeanTransport to it: (url, seen ports, transport), both closed after."""
+    url, ports, stop = serve(answer)
+    transport = LeanTransport(headers or {})
+    try:
+        yield url, ports, transport
+    finally:
+        transport.close()
+        stop()
+
+
 def reply(handler, status: int, body: bytes, **headers: str) -> None:
     handler.send_response(status)
     for name, value in {"Content-Length": str(len(body)), **headers}.items():
@@ -78,9 +91,7 @@ def test_a_kept_connection_is_reused_and_one_the_server_closed_is_replaced():
         reply(handler, 200, body, **({"Connection": "close"} if closing else {}))
         handler.close_connection = bool(closing)
 
-    url, ports, stop = serve(answer)
-    transport = LeanTransport({"X-Test": "1"})
-    try:
+    with lean_to(answer, {"X-Test": "1"}) as (url, ports, transport):
         assert transport.post(url + "/a", b"1", {}, timeout=5).content == b"1"
         assert transport.post(url + "/a", b"2", {}, timeout=5).content == b"2"
         assert len(set(ports)) == 1
@@ -89,24 +100,16 @@ def test_a_kept_connection_is_reused_and_one_the_server_closed_is_replaced():
         closing.clear()
         assert transport.post(url + "/a", b"4", {}, timeout=5).content == b"4"
         assert len(set(ports)) == 2
-    finally:
-        transport.close()
-        stop()
 
 
 def test_an_idle_connection_the_server_dropped_is_not_used():
-    url, ports, stop = serve(echo)
-    transport = LeanTransport({})
-    try:
+    with lean_to(echo) as (url, ports, transport):
         transport.post(url + "/a", b"1", {}, timeout=5)
         (idle,) = next(iter(transport._idle.values()))
         assert idle.sock is not None
         idle.sock.shutdown(2)   # as if the server had closed it while idle: it reads as closed
         assert transport.post(url + "/a", b"2", {}, timeout=5).content == b"2"
         assert len(set(ports)) == 2
-    finally:
-        transport.close()
-        stop()
 
 
 def test_a_redirect_is_followed_by_requests_as_before():
@@ -116,13 +119,8 @@ def test_a_redirect_is_followed_by_requests_as_before():
         else:
             reply(handler, 200, b"at " + handler.path.encode() + b": " + body)
 
-    url, _, stop = serve(answer)
-    transport = LeanTransport({})
-    try:
+    with lean_to(answer) as (url, _, transport):
         assert transport.post(url + "/old", b"x", {}, timeout=5).content == b"at /new: x"
-    finally:
-        transport.close()
-        stop()
 
 
 def test_a_chunked_answer_is_read_whole():
@@ -134,13 +132,8 @@ def test_a_chunked_answer_is_read_whole():
             handler.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
         handler.wfile.write(b"0\r\n\r\n")
 
-    url, _, stop = serve(answer)
-    transport = LeanTransport({})
-    try:
+    with lean_to(answer) as (url, _, transport):
         assert transport.post(url + "/a", b"", {}, timeout=5).json() == {"a": 1}
-    finally:
-        transport.close()
-        stop()
 
 
 def test_a_cut_answer_is_no_answer_and_a_closed_port_no_connection():
