@@ -7,6 +7,7 @@ protocol problem ("Action failed", "Failed parsing response", tracebacks).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import textwrap
 import time
@@ -82,15 +83,26 @@ OPS_PY = textwrap.dedent("""\
 """)
 
 
+def _stacks(pid: int) -> str:
+    """Every thread's Python stack of a hung script (py-spy, where installed), for the failure."""
+    if not shutil.which("py-spy"):
+        return ""
+    dump = subprocess.run(["py-spy", "dump", "--pid", str(pid)], capture_output=True, text=True, check=False)
+    return "\n--- py-spy dump ---\n" + dump.stdout + dump.stderr
+
+
 def run_sdk(sdk_python: Path, script: Path, args: list[str], *, cwd: Path, env: dict,
             timeout: float = 180, expect_rc: int = 0, allow_traceback: bool = False) -> str:
+    proc = subprocess.Popen([str(sdk_python), str(script), *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        proc = subprocess.run([str(sdk_python), str(script), *args], check=False, cwd=cwd, env=env, timeout=timeout,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    except subprocess.TimeoutExpired as exc:
-        partial = exc.output.decode(errors="replace") if isinstance(exc.output, bytes) else exc.output
-        pytest.fail(f"SDK script did not finish in {timeout}s:\n{partial}", pytrace=False)
-    output = proc.stdout
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stacks = _stacks(proc.pid)  # where it hangs, before the kill
+        proc.kill()
+        partial, _ = proc.communicate()
+        script.with_suffix(".out").write_text(partial + stacks)
+        pytest.fail(f"SDK script did not finish in {timeout}s:\n{partial}{stacks}", pytrace=False)
     script.with_suffix(".out").write_text(output)  # kept with the test's tmp dir, for post-mortems
     assert proc.returncode == expect_rc, f"SDK script exited {proc.returncode}:\n{output}"
     bad = bad_lines(output, tracebacks=not allow_traceback)
@@ -352,9 +364,14 @@ def test_task_reuse_and_failure(sdk_run, api):
     task = api.call("tasks.get_by_id", {"task": first})["task"]
     assert task["status"] == "completed"
 
+    # A script that raises right after Task.init can hang for good at exit in SDK 2.1.12, with any
+    # server: the exit path kills the repository-detection thread with an async exception (it is
+    # still running on a loaded host), which can leave the task's edit lock held; the resource
+    # monitor's first report then waits on that lock and the exit joins the monitor. Without the
+    # monitor nothing at exit takes the lock (py-spy dump of a hung run, 1 in 3 under load).
     out = sdk_run("""\
         from clearml import Task
-        t = Task.init(project_name="compat-reuse", task_name="boom")
+        t = Task.init(project_name="compat-reuse", task_name="boom", auto_resource_monitoring=False)
         print("TASK_ID", t.id, flush=True)
         raise RuntimeError("deliberate failure")
     """, name="boom.py", expect_rc=1, allow_traceback=True)
