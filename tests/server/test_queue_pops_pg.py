@@ -56,7 +56,9 @@ def test_a_pooled_connection_the_database_ended_is_replaced_not_used(store):
     with store.tx() as conn:
         assert conn.exec_driver_sql("SELECT 1").scalar() == 1
     with psycopg.connect(store.url, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        # with a timeout the call returns once each backend has exited (its socket closed):
+        # without one it only signals them, and a checkout could come before the close
+        admin.execute("SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
     for _ in range(3):
         with store.tx() as conn:
