@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import threading
 from pathlib import Path
 
@@ -49,13 +50,20 @@ Stamps = dict[str, list]
 """Relative path -> [inode, size, mtime_ns, mode] for a file, or ["->", target] for a symlink."""
 
 
-def seal(root: Path, only_bytecode: bool = False, workers: int = SEAL_WORKERS) -> Stamps:
+def seal(root: Path, only_bytecode: bool = False, workers: int = SEAL_WORKERS, native: bool = True) -> Stamps:
     """Take write permission from files and directories (everyone's); stamp the files.
 
     With `only_bytecode`, stamp only files in `__pycache__` directories (the sealing still
-    covers the whole tree: the byte-compiler made new directories). `workers` threads share
-    the walk, one directory at a time (its stat and chmod calls release the GIL).
+    covers the whole tree: the byte-compiler made new directories). The whole-tree seal is done
+    by one GNU `find` where it is (`native`; about 3x faster than the walk on a 6,000-file venv,
+    and on the cold build's way to the first line); else, or when it fails, `workers` threads
+    share a walk, one directory at a time (its stat and chmod calls release the GIL), which also
+    names the file a failure was about.
     """
+    if native and not only_bytecode:
+        stamps = _seal_native(os.fspath(root))
+        if stamps is not None:
+            return stamps
     walk = _SealWalk(os.fspath(root), only_bytecode)
     helpers = [threading.Thread(target=walk.work, daemon=True) for _ in range(workers - 1)]
     for helper in helpers:
@@ -66,6 +74,61 @@ def seal(root: Path, only_bytecode: bool = False, workers: int = SEAL_WORKERS) -
     if walk.error is not None:
         raise walk.error
     return walk.stamps
+
+
+# one record a path, NUL-separated: type, inode, size, mtime (s.ns), mode (octal), path, target
+_FIND_FORMAT = "%y\\0%i\\0%s\\0%T@\\0%m\\0%P\\0%l\\0"
+_FIELDS = 7
+
+
+def _seal_native(root: str) -> Stamps | None:
+    """The walk's seal and stamps by one GNU `find`: it prints every path's stamp and hands the
+    paths that still have a write bit (not symlinks, which the walk leaves alone too) to `chmod
+    a-w` in batches. The stamps need no order with the chmod: it changes neither inode, size nor
+    mtime, and a stamp's mode is taken without the write bits. uv links its cached files, which
+    an earlier seal left read-only, so mostly the new directories are changed. None where find
+    or chmod is missing or either fails: the caller walks instead."""
+    chmod_bin, find_bin = shutil.which("chmod"), shutil.which("find")
+    if chmod_bin is None or find_bin is None:
+        return None
+    command = [find_bin, root, "-printf", _FIND_FORMAT, ",", "!", "-type", "l", "-perm", "/222",
+               "-exec", chmod_bin, "a-w", "--", "{}", "+"]
+    stamps: Stamps = {}
+    rest = b""
+    with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL) as lister:
+        assert lister.stdout is not None
+        out = lister.stdout.fileno()
+        while chunk := os.read(out, 1 << 16):   # parsed while find still walks
+            fields = (rest + chunk).split(b"\0")
+            whole = (len(fields) - 1) // _FIELDS * _FIELDS
+            try:
+                _parse_records(root, fields[:whole], stamps)
+            except ValueError:   # not the records asked for
+                lister.kill()
+                return None
+            rest = b"\0".join(fields[whole:])
+    if lister.returncode != 0 or rest:
+        return None   # a failure, or not the format asked for (a find without -printf's escapes)
+    return stamps
+
+
+def _parse_records(root: str, fields: list[bytes], stamps: Stamps) -> None:
+    for i in range(0, len(fields), _FIELDS):
+        kind, ino, size, mtime, mode, rel, target = fields[i:i + _FIELDS]
+        if kind == b"d":   # the root's record too (its relative path is empty)
+            continue
+        name = os.fsdecode(rel)
+        if kind == b"l":
+            stamps[name] = ["->", os.fsdecode(target)]
+            continue
+        seconds, _, fraction = mtime.partition(b".")
+        if seconds.startswith(b"-"):   # before 1970: find's fraction is not a plain offset
+            stamps[name] = stamp(os.lstat(os.path.join(root, name)))
+            stamps[name][3] &= ~_ANY_WRITE
+            continue
+        mtime_ns = int(seconds) * 1_000_000_000 + int((fraction + b"000000000")[:9])
+        stamps[name] = [int(ino), int(size), mtime_ns, int(mode, 8) & ~_ANY_WRITE]
 
 
 class _SealWalk:
@@ -145,15 +208,31 @@ def stamp(st: os.stat_result) -> list:
 
 
 def save(path: Path, stamps: Stamps) -> None:
-    path.write_text(json.dumps(stamps, separators=(",", ":")))
+    """Compact JSON; orjson writes a venv's manifest in a tenth of json's time (it is on the cold
+    build's path). A name that is not UTF-8 (a surrogate escape) goes through json."""
+    import orjson  # here: an idle daemon never builds
+
+    try:
+        path.write_bytes(orjson.dumps(stamps))
+    except TypeError:
+        path.write_text(json.dumps(stamps, separators=(",", ":")))
 
 
 def load(path: Path) -> Stamps | None:
     """The stamps saved at `path`, or None when it is missing or unreadable."""
+    import orjson
+
     try:
-        stamps = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = path.read_bytes()
+    except OSError:
         return None
+    try:
+        stamps = orjson.loads(data)
+    except orjson.JSONDecodeError:   # also json's escapes of a non-UTF-8 name, which orjson refuses
+        try:
+            stamps = json.loads(data)
+        except ValueError:
+            return None
     return stamps if isinstance(stamps, dict) else None
 
 
