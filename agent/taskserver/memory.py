@@ -12,16 +12,17 @@ tasks.create, tasks.enqueue, tasks.stop), with the rules the agent relies on:
     - `tasks.stop` on a running task whose worker is known asks for an abort (status_message
       "stopping"); on a queued task it stops it at once.
 Everything lives in plain dicts (`queues`, `tasks`, `workers`, `keys`, `events`), and `calls`
-records every call for assertions. It imports nothing from server/.
+records every call for assertions. The dicts and the rules every endpoint shares (status
+changes, fencing, leases, the reaper) are `InMemoryState` (memory_state.py); this module answers
+the endpoints. It imports nothing from server/.
 """
 from __future__ import annotations
 
-import itertools
 import re
-import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from agent.taskserver.memory_state import InMemoryState, _error, _public
 from shipyard import clock
 from shipyard.errors import ServerError
 from shipyard.protocol import (
@@ -36,7 +37,6 @@ from shipyard.protocol import (
     LeaseOutcome,
     Subcode,
     TaskStatus,
-    can_transition,
 )
 
 EXTENSIONS = {"long_poll": {"endpoint": "queues.get_next_task", "field": "wait_s", "max_s": 60},
@@ -48,25 +48,12 @@ EXTENSIONS = {"long_poll": {"endpoint": "queues.get_next_task", "field": "wait_s
               "status_messages": {"endpoint": SET_MESSAGES, "compare_field": "expect", "fence_field": "attempt"}}
 
 
-def _error(endpoint: str, code: int, subcode: int, message: str) -> ServerError:
-    return ServerError(f"{endpoint} failed ({code}/{subcode}): {message}", code=code, subcode=subcode,
-                       endpoint=endpoint)
-
-
-class InMemoryTaskServer:
+class InMemoryTaskServer(InMemoryState):
     """A TaskServer (agent/taskserver/port.py) held in dicts; safe to share between threads."""
 
     def __init__(self, *, max_attempts: int = 3, extensions: Mapping[str, Any] | None = None):
-        self.max_attempts = max_attempts
+        super().__init__(max_attempts=max_attempts)
         self.extensions = dict(EXTENSIONS if extensions is None else extensions)
-        self.queues: dict[str, dict[str, Any]] = {}     # id -> {id, name, entries: [task ids]}
-        self.tasks: dict[str, dict[str, Any]] = {}      # id -> document (private fields start with _)
-        self.workers: dict[str, dict[str, Any]] = {}
-        self.keys: dict[str, dict[str, Any]] = {}
-        self.events: list[dict[str, Any]] = []
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self._ids = itertools.count(1)
-        self._changed = threading.Condition()
 
     # -- the protocol ----------------------------------------------------------------------------
 
@@ -103,15 +90,6 @@ class InMemoryTaskServer:
 
     def endpoints(self) -> list[str]:
         return [endpoint for endpoint, _body in self.calls]
-
-    def reap_expired(self) -> list[tuple[str, str]]:
-        """The reaper: every task whose lease has expired is re-queued or failed."""
-        done = []
-        for doc in list(self.tasks.values()):
-            lease = doc.get("_lease")
-            if lease and lease["expires"] < clock.now():
-                done.append((doc["id"], self._requeue_or_fail(doc, f"lease of worker {lease['worker']} expired")))
-        return done
 
     # -- queues ------------------------------------------------------------------------------------
 
@@ -177,15 +155,6 @@ class InMemoryTaskServer:
                     answer["task"] = _public(doc)
                 answers.append(answer)
         return answers
-
-    def _grant(self, doc: dict[str, Any], worker: str, queue_id: str, lease_s: float) -> dict[str, Any]:
-        doc["_attempt"] = attempt = int(doc.get("_attempt") or 0) + 1
-        doc["_run"] = run = int(doc.get("_run", attempt - 1) or 0) + 1
-        doc["_lease"] = {"worker": worker, "queue": queue_id, "expires": clock.now() + lease_s, "lease_s": lease_s}
-        doc["last_worker"] = worker
-        doc.setdefault("shipyard_attempts", []).append({"attempt": attempt, "run": run, "worker": worker,
-                                                        "max_runs": self.max_attempts})
-        return {"attempt": attempt, "expires_in_s": lease_s}
 
     # -- tasks: what users do --------------------------------------------------------------------
 
@@ -379,56 +348,3 @@ class InMemoryTaskServer:
     def _auth_revoke_credentials(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         self.keys.get(body["access_key"], {})["revoked"] = True
         return {}
-
-    # -- the rules ---------------------------------------------------------------------------------
-
-    def _task(self, endpoint: str, task_id: str) -> dict[str, Any]:
-        if task_id not in self.tasks:
-            raise _error(endpoint, 400, 101, f"invalid task id {task_id}")
-        return self.tasks[task_id]
-
-    def _fenced(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        doc = self._task(endpoint, body["task"])
-        if not self._fresh(doc["id"], body.get("attempt")):
-            raise _error(endpoint, 400, Subcode.STALE_CLAIM, f"stale claim: attempt {body.get('attempt')} was "
-                                                       f"superseded by attempt {doc.get('_attempt')}")
-        return doc
-
-    def _fresh(self, task_id: Any, attempt: Any) -> bool:
-        """A write without an attempt is unfenced; with one, it must be the task's current attempt."""
-        return attempt is None or (task_id in self.tasks and self.tasks[task_id].get("_attempt") == attempt)
-
-    def _change(self, endpoint: str, doc: dict[str, Any], new: str, *, force: bool = False,
-                reason: str | None = None, message: str | None = None) -> None:
-        current = doc["status"]
-        if not can_transition(current, new, force=force):
-            raise _error(endpoint, 400, Subcode.INVALID_TASK_STATUS, f"cannot change from {current} to {new}")
-        if new != TaskStatus.IN_PROGRESS:
-            doc.pop("_lease", None)
-        doc.update(status=new, status_reason=reason or "", status_message=message or "")
-
-    def _requeue_or_fail(self, doc: dict[str, Any], reason: str) -> str:
-        queue_id = (doc.get("_lease") or {}).get("queue") or (doc.get("execution") or {}).get("queue")
-        attempts = int(doc.get("_run", doc.get("_attempt")) or 0)
-        doc.pop("_lease", None)
-        if doc.get("shipyard_attempts"):
-            doc["shipyard_attempts"][-1]["end"] = f"infrastructure: {reason}"
-        if attempts >= self.max_attempts or queue_id not in self.queues:
-            why = f"infrastructure: agent lost {attempts} time(s); last: {reason}"
-            self._change("reaper", doc, TaskStatus.FAILED, force=True, reason=why)
-            self.events.append({"type": "log", "task": doc["id"], "level": "error", "worker": "shipyard-server",
-                                "msg": f"shipyard server: task {doc['id']} ended failed: {why}"})
-            return LeaseOutcome.FAILED
-        self._dequeue(doc["id"])
-        self._change("reaper", doc, TaskStatus.QUEUED, force=True,
-                     reason=f"infrastructure: {reason}; re-queued for run {attempts + 1} of {self.max_attempts}")
-        self.queues[queue_id]["entries"].insert(0, doc["id"])
-        return LeaseOutcome.REQUEUED
-
-    def _dequeue(self, task_id: str) -> None:
-        for queue in self.queues.values():
-            queue["entries"] = [entry for entry in queue["entries"] if entry != task_id]
-
-
-def _public(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if not k.startswith("_")}
