@@ -14,6 +14,12 @@ line pointing at the target's interpreter. A distribution the requirements insta
 (a pinned setuptools, a newer packaging) is left out: what the requirements asked for wins, as it
 did when the install ran over the seed. The result is the venv a seeded build gave, and the
 cache seals it afterwards as before.
+
+The seed runs offline, from uv's cache: asking the index for the newest pip, setuptools and wheel
+on every cold build cost three index revalidations and about twice the seed's CPU, beside an
+install that wants both cores. Only when the cache lacks them (a fresh machine) does it run again
+with the index, which fills the cache for the next builds. So the seed is the newest of each
+that uv has cached, not the index's newest of the day.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandbox.manifest import remove_tree
@@ -31,10 +37,14 @@ __all__ = ["Seeding", "abandon", "finish_seed", "merge", "seed_dir", "start_seed
 
 @dataclass
 class Seeding:
-    """A `uv venv --seed` running in the background into `directory`."""
+    """A `uv venv --seed` running in the background into `directory`: first from uv's cache
+    alone (`UV_OFFLINE`), again with the index only when the cache lacks a seed package."""
 
     proc: subprocess.Popen[bytes]
     directory: Path
+    command: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    asked_index: bool = False
 
 
 def seed_dir(target: Path) -> Path:
@@ -42,23 +52,34 @@ def seed_dir(target: Path) -> Path:
 
 
 def start_seed(uv: Path, python: Path, target: Path, env: dict[str, str]) -> Seeding:
-    """Start `uv venv --seed` into the target's sibling seed directory; do not wait for it."""
+    """Start `uv venv --seed` into the target's sibling seed directory; do not wait for it.
+
+    It runs offline: online, uv asks the index for the newest pip, setuptools and wheel on every
+    seed (three revalidations of PyPI, or of the configured index, per cold build, and twice the
+    CPU beside the install here). Offline it takes the newest of them in uv's cache, which the
+    first online seed on a machine filled (finish_seed falls back to it)."""
     directory = seed_dir(target)
     remove_tree(directory)
-    proc = subprocess.Popen([str(uv), "venv", "--quiet", "--seed", "--python", str(python), str(directory)],
-                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return Seeding(proc, directory)
+    command = [str(uv), "venv", "--quiet", "--seed", "--python", str(python), str(directory)]
+    return Seeding(_spawn(command, {**env, "UV_OFFLINE": "1"}), directory, command, env)
+
+
+def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
 
 
 def finish_seed(seeding: Seeding, target: Path, timeout: float) -> str | None:
     """Wait for the seed, move its distributions into `target`; None when done, else why not
-    (the seed directory is removed either way)."""
+    (the seed directory is removed either way). A seed that failed offline runs once more with
+    the index (a fresh uv cache); the user's own UV_OFFLINE, if set, holds for that run too."""
     try:
-        try:
-            _, err = seeding.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            seeding.proc.kill()
-            seeding.proc.communicate()
+        err = _wait(seeding, timeout)
+        if err is not None and seeding.proc.returncode != 0 and not seeding.asked_index and seeding.command:
+            remove_tree(seeding.directory)
+            seeding.proc, seeding.asked_index = _spawn(seeding.command, seeding.env), True
+            err = _wait(seeding, timeout)
+        if err is None:
             return f"'uv venv --seed' timed out after {timeout:.0f}s"
         if seeding.proc.returncode != 0:
             return err.decode("utf-8", "replace").strip() or f"'uv venv --seed' exited {seeding.proc.returncode}"
@@ -68,6 +89,16 @@ def finish_seed(seeding: Seeding, target: Path, timeout: float) -> str | None:
         return f"moving the seed into the venv: {exc}"
     finally:
         remove_tree(seeding.directory)
+
+
+def _wait(seeding: Seeding, timeout: float) -> bytes | None:
+    """Its standard error once it ends; None when it ran past `timeout` (it is killed)."""
+    try:
+        return seeding.proc.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        seeding.proc.kill()
+        seeding.proc.communicate()
+        return None
 
 
 def abandon(seeding: Seeding) -> None:

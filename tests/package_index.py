@@ -48,7 +48,10 @@ class _Handler(SimpleHTTPRequestHandler):
     private: tuple[str, ...] = ()
     token = ""
 
+    seen: list[str]
+
     def do_GET(self) -> None:   # noqa: N802 - http.server's name
+        self.seen.append(self.path)
         if self.path.startswith(self.private) and self.headers.get("Authorization") != f"Basic {self.token}":
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="private index"')
@@ -65,7 +68,8 @@ class PackageIndex:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        handler = type("Handler", (_Handler,), {"private": private, "token": token})
+        self.requests: list[str] = []   # every GET's path, in order
+        handler = type("Handler", (_Handler,), {"private": private, "token": token, "seen": self.requests})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
