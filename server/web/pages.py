@@ -32,12 +32,12 @@ PUBLIC_ASSETS = {"app.css"}  # the sign-in page's stylesheet
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".html": "text/html"}
 
 
-def _signed_in(request: Request) -> bool:
-    return web_session.session_identity(request.app.state.shipyard, request) is not None
+async def _signed_in(request: Request) -> bool:
+    return await web_session.session_identity(request.app.state.shipyard, request) is not None
 
 
 async def index(request: Request) -> Response:
-    if not _signed_in(request):
+    if not await _signed_in(request):
         return RedirectResponse("/login", status_code=303)
     return web_session.security_headers(FileResponse(ASSETS / "index.html", media_type="text/html"))
 
@@ -47,7 +47,7 @@ async def static(request: Request) -> Response:
     target = (ASSETS / name).resolve()
     if ASSETS.resolve() not in target.parents or not target.is_file() or target.suffix not in _TYPES:
         return JSONResponse({"error": "not found"}, status_code=404)
-    if name not in PUBLIC_ASSETS and not _signed_in(request):
+    if name not in PUBLIC_ASSETS and not await _signed_in(request):
         return JSONResponse({"error": "not signed in"}, status_code=401)
     response = FileResponse(target, media_type=_TYPES[target.suffix])
     response.headers["Cache-Control"] = "no-cache"  # revalidated (ETag): new code shows at once
@@ -56,7 +56,7 @@ async def static(request: Request) -> Response:
 
 async def session(request: Request) -> Response:
     state: ServerState = request.app.state.shipyard
-    identity = web_session.session_identity(state, request)
+    identity = await web_session.session_identity(state, request)
     if identity is None:
         return JSONResponse({"error": "not signed in"}, status_code=401)
     return web_session.security_headers(JSONResponse({
@@ -70,7 +70,7 @@ async def clearml_link(request: Request) -> Response:
     task = request.path_params["task"]
     kind = request.path_params["kind"]
     target = f"/#/task/{task}" if kind in ("tasks", "experiments") and task.isalnum() else "/"
-    if not _signed_in(request):
+    if not await _signed_in(request):
         target = f"/login?next={quote(target, safe='/')}"
     return RedirectResponse(target, status_code=303)
 
