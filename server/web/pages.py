@@ -8,7 +8,9 @@ routes answer 401.
 Routes: /login (GET form, POST sign-in), /logout (POST), / (the page), /static/* (its assets),
 /session (who is signed in, where the listeners are), /api/<endpoint> (the API, proxied),
 /files/<path> (stored files, sandboxed), and ClearML-style result links
-(/projects/<p>/tasks/<task>/...) that the SDK prints, redirected into the page.
+(/projects/<p>/tasks/<task>/...) that the SDK prints, redirected into the page. An APIError
+that reaches a route (the session check's 503 while the server shuts down) is answered as JSON
+with its code, not as a 500.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from server import errors
 from server.rpc.api import ApiApp
 from server.state import ServerState
 from server.web import official_ui
@@ -77,11 +80,19 @@ async def clearml_link(request: Request) -> Response:
 
 def build_web_app(state: ServerState) -> Starlette:
     """Shipyard's page, or with `state.web_ui` the official ClearML web UI build (official_ui.py)."""
-    app = Starlette(routes=official_ui.routes() if state.web_ui is not None else _page_routes())
+    app = Starlette(routes=official_ui.routes() if state.web_ui is not None else _page_routes(),
+                    exception_handlers={errors.APIError: _api_error})
     app.state.shipyard = state
     app.state.api_app = ApiApp(state)
     app.state.web_ui = state.web_ui
     return app
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.APIError)  # registered for APIError only
+    headers = {"Retry-After": "5"} if exc.code == 503 else None
+    return web_session.security_headers(
+        JSONResponse({"error": exc.msg, "code": exc.code}, status_code=exc.code, headers=headers))
 
 
 def _page_routes() -> list[Route]:

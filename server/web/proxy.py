@@ -59,7 +59,10 @@ async def api(request: Request) -> Response:
                         "The web API proxy takes POST requests from this site's web pages only "
                         "(with their client header, from this origin)")
     state: ServerState = request.app.state.shipyard
-    identity = await session_identity(state, request)
+    try:
+        identity = await session_identity(state, request)
+    except errors.APIError as exc:  # the key check's 503 at shutdown, in the protocol's envelope
+        return envelope(name, API_VERSION, {}, exc.code, exc.subcode, exc.msg, exc.data)
     if identity is None and not is_public(name):
         return envelope(name, API_VERSION, {}, 401, 20, "Not signed in (or the session expired)")
     api_app: ApiApp = request.app.state.api_app

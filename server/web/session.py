@@ -44,7 +44,7 @@ def security_headers(response: Response, csp: str = PAGE_CSP) -> Response:
 async def session_identity(state: ServerState, request: Request) -> Identity | None:
     """The signed-in identity, or None when the cookie is missing, expired, forged or revoked.
     Whether its key is still active is the API's check (`ServerState.key_active`: on PostgreSQL
-    looked up off the event loop)."""
+    looked up off the event loop); a look-up after the handler pool closed raises its 503."""
     for name in (COOKIE, UI_COOKIE):
         identity = await _cookie_identity(state, request.cookies.get(name, ""))
         if identity is not None:

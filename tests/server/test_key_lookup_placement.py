@@ -9,14 +9,19 @@ import itertools
 import threading
 from types import SimpleNamespace
 
+import httpx
 import pytest
 from starlette.requests import Request
 
 from server.auth.keys import Identity, KeyStore, TokenSigner
+from server.files.store import build_files_app
+from server.rpc.api import ApiApp
 from server.rpc.offload import HandlerPool
+from server.services import load_all
 from server.state import _ACTIVE_KEY_TTL_S, ServerState
 from server.storage.store import Store
 from server.web import session
+from server.web.pages import build_web_app
 from shipyard import clock
 from tests import pg
 from tests.helpers import run_async
@@ -79,6 +84,7 @@ def served(request, tmp_path):
         url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     else:
         url = request.getfixturevalue("pg_cluster").new_database(f"keys_{next(_DATABASES)}")
+    load_all()  # the API's endpoints (their registry)
     store = Store(url)
     keys = KeyStore(store)
     state = ServerState(store=store, data_dir=tmp_path, signer=TokenSigner("s" * 32), keys=keys,
@@ -115,3 +121,43 @@ def test_session_cookie_key_lookup_runs_off_the_loop_on_postgresql(served):
     signed_in, loop_thread = run_async(check)
     assert signed_in and len(looked_up_on) == 1
     assert (looked_up_on[0] != loop_thread) is (database == "postgresql")
+
+
+
+def test_key_lookup_after_the_pool_closed_answers_503_not_500(served):
+    """Shutdown closes the handler pool; a request that still comes needing a key look-up from
+    it (on PostgreSQL: the token check, the web session check) is answered with the retryable
+    503 in the ClearML envelope, as is any other call for the pool, not a 500 with a traceback.
+    A sign-in still answers: its row read and hash run on the key store's own threads."""
+    database, state, token = served
+    access, secret = state.keys.create()
+    state.handlers.close(grace_s=2)
+    bearer = {"authorization": f"Bearer {token}"}
+
+    async def calls() -> dict[str, tuple[int, int]]:
+        answers = {}
+        api = httpx.AsyncClient(transport=httpx.ASGITransport(app=ApiApp(state)), base_url="http://api")
+        web = httpx.AsyncClient(transport=httpx.ASGITransport(app=build_web_app(state)), base_url="http://web",
+                                cookies={session.COOKIE: token})
+        files = httpx.AsyncClient(transport=httpx.ASGITransport(app=build_files_app(state)), base_url="http://files")
+        async with api, web, files:
+            reply = await api.post("/users.get_current_user", headers=bearer)
+            answers["token"] = reply.status_code, reply.json()["meta"]["result_code"]
+            reply = await web.post("/api/users.get_current_user", headers={"X-Shipyard-Web": "1"})
+            answers["web api"] = reply.status_code, reply.json()["meta"]["result_code"]
+            reply = await web.get("/session")
+            answers["web page"] = reply.status_code, reply.json().get("code", 200)
+            reply = await files.get("/some/file", headers=bearer)
+            answers["files"] = reply.status_code, reply.json().get("code", 200)
+            reply = await api.post("/auth.login", auth=(access, secret))
+            answers["sign-in"] = reply.status_code, reply.json()["meta"]["result_code"]
+            state.keys_active(state.signer.verify(token).user)  # cached: the call itself goes to the pool
+            reply = await api.post("/tasks.get_all", headers=bearer, json={})
+            answers["pooled call"] = reply.status_code, reply.json()["meta"]["result_code"]
+        return answers
+
+    on_pg = database == "postgresql"  # SQLite: the look-up is a local read on the loop, it answers
+    looked_up = 503 if on_pg else 200
+    assert run_async(calls) == {"token": (looked_up, looked_up), "web api": (looked_up, looked_up),
+                                "web page": (looked_up, looked_up), "files": (503, 503) if on_pg else (404, 404),
+                                "sign-in": (200, 200), "pooled call": (503, 503)}
