@@ -57,5 +57,11 @@ def not_supported(name: str, reason: str) -> APIError:
     return APIError(400, Subcode.NOT_SUPPORTED, f"Endpoint {name} is not supported in Shipyard: {reason}")
 
 
+def shutting_down() -> APIError:
+    """503, retryable: the server is stopping and did not run the call (another replica, or this
+    one once restarted, can)."""
+    return APIError(503, Subcode.NONE, "Server shutting down; nothing was changed, retry the call")
+
+
 def not_found_endpoint(name: str, version: str) -> APIError:
     return APIError(404, Subcode.NONE, f"Unable to find endpoint for name {name} and version {version}")

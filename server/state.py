@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+from server import errors
 from server.auth.keys import KeyStore, TokenSigner
 from server.auth.login_guard import LoginGuard
 from server.fairshare.usage import QuotaBook
 from server.files.backend import FileBackend
 from server.notify import Notifier
 from server.replicas import Coordinator
-from server.rpc.offload import HandlerPool, Placement, near_loop
+from server.rpc.offload import HandlerPool, Placement, PoolClosed, near_loop
 from server.storage.store import Store
 from shipyard import clock
 
@@ -104,10 +105,14 @@ class ServerState:
         """`keys_active` for a coroutine: on PostgreSQL (no gate) a look-up the cache cannot
         answer runs on the handler pool, so the event loop never waits through its round trips
         (every key's first call after `_ACTIVE_KEY_TTL_S` looks up; with hundreds of keys those
-        look-ups stalled every request on the loop). The answer is the same as keys_active's."""
+        look-ups stalled every request on the loop). The answer is the same as keys_active's; a
+        look-up that comes after the pool closed (shutdown) raises the retryable 503."""
         if self.store.gate is not None or self.handlers is None or self._fresh(access_key):
             return self.keys_active(access_key)
-        return bool(await self.handlers.run(self.keys_active, access_key))
+        try:
+            return bool(await self.handlers.run(self.keys_active, access_key))
+        except PoolClosed:
+            raise errors.shutting_down() from None
 
     def _fresh(self, access_key: str) -> bool:
         cached = self._active.get(access_key)

@@ -161,7 +161,11 @@ async def _authenticate(state: ServerState, call: ApiCall, name: str) -> Identit
 
 def _failure(name: str, version: str, exc: Exception) -> tuple[int, bytes]:
     """An unexpected error's answer: a retryable 503 while the database cannot be reached (a
-    restart; nothing was committed), else a 500 logged with its traceback."""
+    restart; nothing was committed) or after the handler pool closed (shutdown; the call never
+    ran), else a 500 logged with its traceback."""
+    if isinstance(exc, offload.PoolClosed):
+        shutting_down = errors.shutting_down()
+        return 503, _error_envelope(name, version, 503, shutting_down.subcode, shutting_down.msg)
     if conflicted(exc):  # still conflicting after its retries: a hot document
         log.warning("%s: %s", _printable(name), exc)
         return 503, _error_envelope(name, version, 503, 0, f"Busy: {exc}; nothing was changed, retry the call")

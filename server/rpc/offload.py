@@ -20,6 +20,9 @@ endpoint that once takes long (a huge stored document) runs on the pool for a wh
     await pool.run(fn, a, ingest=True)  # at most pool.ingest_threads such calls on the workers
     pool.close(grace_s=5)            # no new work; wait for running calls; True when all ended
 
+A call handed over after `close` (or still queued then) never runs: it raises `PoolClosed`,
+which the listeners answer with the retryable 503.
+
 Ingest (events.add_batch: hundreds of reporting tasks, each a batch a second, arriving together)
 holds at most `ingest_threads` of the workers (config `ingest_threads`; by default half) at a time; the rest of its calls wait
 on the event loop, not in the workers' queue, so a tasks.get_by_id behind a burst of batches
@@ -57,6 +60,10 @@ LIGHT_ENDPOINTS = frozenset({
     "workers.status_report", "models.get_by_id", "models.create", "models.update", "models.edit",
     "models.set_ready", "models.update_for_task", "projects.get_by_id", "projects.create", "events.add",
 })
+
+
+class PoolClosed(RuntimeError):
+    """The pool was closed (the server is shutting down) before this call ran: nothing of it ran."""
 
 
 def _reply(loop: asyncio.AbstractEventLoop, future: asyncio.Future, ok: bool, value: Any) -> None:
@@ -123,7 +130,7 @@ class HandlerPool:
             async with self._ingest:
                 return await self._submit(fn, args)
         if self._closed:
-            raise RuntimeError("the handler pool is closed (server shutting down)")
+            raise PoolClosed("the handler pool is closed (server shutting down)")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         if not self._threads:
@@ -150,7 +157,7 @@ class HandlerPool:
                 self._running += 1
             try:
                 if self._closed:
-                    _reply(loop, future, False, RuntimeError("the server is shutting down"))
+                    _reply(loop, future, False, PoolClosed("the server is shutting down"))
                 elif not future.cancelled():
                     self._call(loop, future, fn, args)
             finally:

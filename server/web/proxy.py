@@ -59,7 +59,10 @@ async def api(request: Request) -> Response:
                         "The web API proxy takes POST requests from this site's web pages only "
                         "(with their client header, from this origin)")
     state: ServerState = request.app.state.shipyard
-    identity = session_identity(state, request)
+    try:
+        identity = await session_identity(state, request)
+    except errors.APIError as exc:  # the key check's 503 at shutdown, in the protocol's envelope
+        return envelope(name, API_VERSION, {}, exc.code, exc.subcode, exc.msg, exc.data)
     if identity is None and not is_public(name):
         return envelope(name, API_VERSION, {}, 401, 20, "Not signed in (or the session expired)")
     api_app: ApiApp = request.app.state.api_app
@@ -88,7 +91,7 @@ def _set_ui_cookie(request: Request, response: Response) -> None:
 
 async def files(request: Request) -> Response:
     state: ServerState = request.app.state.shipyard
-    if session_identity(state, request) is None:
+    if await session_identity(state, request) is None:
         return JSONResponse({"error": "not signed in", "code": 401}, status_code=401)
     path = request.path_params["path"]
     try:

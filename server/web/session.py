@@ -41,23 +41,25 @@ def security_headers(response: Response, csp: str = PAGE_CSP) -> Response:
     return response
 
 
-def session_identity(state: ServerState, request: Request) -> Identity | None:
-    """The signed-in identity, or None when the cookie is missing, expired, forged or revoked."""
+async def session_identity(state: ServerState, request: Request) -> Identity | None:
+    """The signed-in identity, or None when the cookie is missing, expired, forged or revoked.
+    Whether its key is still active is the API's check (`ServerState.key_active`: on PostgreSQL
+    looked up off the event loop); a look-up after the handler pool closed raises its 503."""
     for name in (COOKIE, UI_COOKIE):
-        identity = _cookie_identity(state, request.cookies.get(name, ""))
+        identity = await _cookie_identity(state, request.cookies.get(name, ""))
         if identity is not None:
             return identity
     return None
 
 
-def _cookie_identity(state: ServerState, token: str) -> Identity | None:
+async def _cookie_identity(state: ServerState, token: str) -> Identity | None:
     if not token:
         return None
     try:
         identity = state.signer.verify(token)
     except errors.APIError:
         return None
-    return identity if identity.user and state.keys_active(identity.user) else None
+    return identity if identity.user and await state.key_active(identity.user) else None
 
 
 def same_origin(request: Request) -> bool:
@@ -108,7 +110,7 @@ def _login_page(error: str = "", access_key: str = "", status_code: int = 200, n
 async def login_form(request: Request) -> Response:
     state: ServerState = request.app.state.shipyard
     next_url = safe_next(request.query_params.get("next"))
-    if session_identity(state, request) is not None:
+    if await session_identity(state, request) is not None:
         return RedirectResponse(next_url, status_code=303)
     return _login_page(next_url=next_url)
 
