@@ -5,7 +5,6 @@ answer where they are, as `keys_active` always did. The answer itself is keys_ac
 page's session cookie is checked the same way (server/web/session.py)."""
 from __future__ import annotations
 
-import itertools
 import threading
 from types import SimpleNamespace
 
@@ -23,10 +22,7 @@ from server.storage.store import Store
 from server.web import session
 from server.web.pages import build_web_app
 from shipyard import clock
-from tests import pg
 from tests.helpers import run_async
-
-_DATABASES = itertools.count()
 
 
 class _Pool:
@@ -68,29 +64,17 @@ def test_key_lookup_runs_off_the_loop_only_when_it_would_wait_on_postgresql(data
 # --- the web session cookie (server/web/session.py), on a real store -------------------------
 
 
-@pytest.fixture(scope="module")
-def pg_cluster():
-    if not pg.available():
-        pytest.skip("PostgreSQL binaries not installed (.ci/run installs them)")
-    server = pg.PgServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def served(request, tmp_path):
+@pytest.fixture()
+def served(database_url, tmp_path):
     """A ServerState on a real store with a handler pool, and a token of a key it holds."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    else:
-        url = request.getfixturevalue("pg_cluster").new_database(f"keys_{next(_DATABASES)}")
     load_all()  # the API's endpoints (their registry)
-    store = Store(url)
+    store = Store(database_url)
     keys = KeyStore(store)
     state = ServerState(store=store, data_dir=tmp_path, signer=TokenSigner("s" * 32), keys=keys,
                         handlers=HandlerPool(2))
     access, _ = keys.create()
-    yield request.param, state, state.signer.issue(Identity(user=access, user_name=access))
+    backend = "postgresql" if database_url.startswith("postgresql") else "sqlite"
+    yield backend, state, state.signer.issue(Identity(user=access, user_name=access))
     state.handlers.close(grace_s=2)
     store.close()
 

@@ -2,7 +2,6 @@
 errors and transaction behaviour as the SQLAlchemy path they replace on the hot paths."""
 from __future__ import annotations
 
-import itertools
 import threading
 
 import pytest
@@ -13,7 +12,6 @@ from sqlalchemy.exc import IntegrityError
 from server.storage import tables as t
 from server.storage.prepared import Prepared
 from server.storage.store import Store
-from tests import pg
 
 CREDS = t.credentials
 _INSERT = Prepared(insert(CREDS).values(access_key=bindparam("k"), secret_hash=bindparam("h"), name="",
@@ -23,25 +21,9 @@ _REVOKE = Prepared(update(CREDS).where(CREDS.c.access_key == bindparam("k")).val
 _DROP = Prepared(delete(CREDS).where(CREDS.c.access_key == bindparam("k")).returning(CREDS.c.access_key))
 
 
-_DATABASES = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def pg_cluster():
-    if not pg.available():
-        pytest.skip("PostgreSQL binaries not installed (.ci/run installs them)")
-    server = pg.PgServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    else:
-        url = request.getfixturevalue("pg_cluster").new_database(f"prepared_{next(_DATABASES)}")
-    store = Store(url)
+@pytest.fixture()
+def store(database_url):
+    store = Store(database_url)
     yield store
     store.close()
 
