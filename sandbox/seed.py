@@ -27,7 +27,7 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.manifest import remove_tree
@@ -42,8 +42,8 @@ class Seeding:
 
     proc: subprocess.Popen[bytes]
     directory: Path
-    command: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
+    command: list[str]
+    env: dict[str, str]
     asked_index: bool = False
 
 
@@ -75,7 +75,7 @@ def finish_seed(seeding: Seeding, target: Path, timeout: float) -> str | None:
     the index (a fresh uv cache); the user's own UV_OFFLINE, if set, holds for that run too."""
     try:
         err = _wait(seeding, timeout)
-        if err is not None and seeding.proc.returncode != 0 and not seeding.asked_index and seeding.command:
+        if err is not None and seeding.proc.returncode != 0 and not seeding.asked_index:
             remove_tree(seeding.directory)
             seeding.proc, seeding.asked_index = _spawn(seeding.command, seeding.env), True
             err = _wait(seeding, timeout)
