@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from sqlalchemy import Table, bindparam, create_engine, delete, event, insert, literal_column, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
@@ -25,7 +24,7 @@ from server.rpc import jsonutil
 from server.storage import liveness, schema
 from server.storage import tables as t
 from server.storage.group import GroupCommits
-from server.storage.prepared import Prepared
+from server.storage.prepared import ArrayWrite, Prepared, insert_rows
 from shipyard import clock
 from shipyard.protocol import SystemTag, TaskStatus, TaskType
 
@@ -85,19 +84,11 @@ _CLEAR_METRICS = Prepared(delete(t.task_metrics).where(t.task_metrics.c.task == 
 _BEGIN = Prepared(text("BEGIN"))
 _COMMIT = Prepared(text("COMMIT"))
 _IDLE = 0  # libpq's PQTRANS_IDLE: no transaction open on the connection
-_METRIC_ROW: dict[str, Any] = {c.name: bindparam(c.name) for c in t.task_metrics.columns}
 
 
-def _metric_upsert(dialect_insert: Any) -> Prepared:
-    """INSERT a task_metrics row, or update the one of the same (task, metric): the same SQL on
-    both backends, built by each one's own `insert` (ON CONFLICT is not portable Core)."""
-    stmt = dialect_insert(t.task_metrics).values(_METRIC_ROW)
-    return Prepared(stmt.on_conflict_do_update(index_elements=["task", "metric"],
-                                               set_={f: stmt.excluded[f] for f in _METRIC_FIELDS}))
-
-
-_INSERT_METRIC = Prepared(insert(t.task_metrics).values(_METRIC_ROW))
-_UPSERT_METRIC = {"postgresql": _metric_upsert(postgresql.insert), "sqlite": _metric_upsert(sqlite.insert)}
+_INSERT_METRIC = insert_rows(t.task_metrics)
+# a task_metrics row inserted, or the one of the same (task, metric) updated
+_UPSERT_METRIC = insert_rows(t.task_metrics, conflict=("task", "metric"), update=_METRIC_FIELDS)
 
 
 def _number(value: Any) -> float | None:
@@ -277,8 +268,9 @@ class Tx:
         """`statement` once per parameter set, all sent before any answer is read; their rows."""
         return statement.run_each(self.raw, self.dialect, each)
 
-    def execute_many(self, statement: Prepared, rows: Sequence[dict]) -> None:
-        """A write once per parameter set in `rows` (one executemany; PostgreSQL: one round trip)."""
+    def execute_many(self, statement: Prepared | ArrayWrite, rows: Sequence[dict]) -> None:
+        """A write once per parameter set in `rows` (one executemany, or an ArrayWrite's one
+        statement over arrays on PostgreSQL)."""
         statement.run_many(self.raw, self.dialect, rows)
 
     def exec_driver_sql(self, sql: str, params: Any = None) -> Any:
@@ -640,7 +632,7 @@ class Store:
         if before is not None and isinstance(conn, Tx):
             changed = _changed_rows(before, rows)
             if changed is not None:
-                conn.execute_many(_UPSERT_METRIC[conn.dialect.name], changed)
+                conn.execute_many(_UPSERT_METRIC, changed)
                 conn.metrics[doc["id"]] = rows
                 return
         self._clear_metrics(conn, doc["id"])

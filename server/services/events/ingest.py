@@ -3,9 +3,10 @@
 Ingest is the hot path (a training run sends thousands of log lines a second): one pass over
 the events in plain Python, then one transaction - a refused request writes nothing: the
 documents of the tasks with metric rows read (and on PostgreSQL locked) at once, re-reported
-points deleted and every row inserted as one executemany each, at most one document update per
-task and only the changed task_metrics rows. All statements are prepared (no SQLAlchemy per
-call) and on PostgreSQL pipelined: a scalars-and-logs batch is three round trips (pool ping,
+points deleted (one executemany) and every row inserted as one statement (SQLite: executemany;
+PostgreSQL: one statement over the rows as JSON, prepared.ArrayWrite), at most one document update per task and only
+the changed task_metrics rows. All statements are prepared (no SQLAlchemy per call) and on
+PostgreSQL pipelined: a scalars-and-logs batch is three round trips (pool ping,
 BEGIN + the locked document read, every write + COMMIT; it was eleven). Events from
 Shipyard's agent carry a lease `attempt`: they are fenced against superseded claims and log
 re-sends are dropped below a per-attempt high-water mark. The agent's log batches (fenced, logs
@@ -19,7 +20,7 @@ import math
 from collections import defaultdict
 from typing import Any, Iterable, NamedTuple
 
-from sqlalchemy import bindparam, delete, insert
+from sqlalchemy import bindparam, delete
 from sqlalchemy.exc import IntegrityError
 
 from server import errors
@@ -36,7 +37,7 @@ from server.services.events.store import (
     metric_hash,
 )
 from server.storage import tables as t
-from server.storage.prepared import Prepared
+from server.storage.prepared import Prepared, insert_rows
 from shipyard import clock
 from shipyard.protocol import Subcode
 
@@ -304,14 +305,14 @@ def _store_in(ctx: CallContext, conn: Any, batch: _Batch, known: dict[str, dict]
     return len(keyed_rows) + sum(row["n_events"] for row in chunk_rows)
 
 
-_EVENT_COLUMNS = [c.name for c in t.events.columns if c.name != "seq"]
-_INSERT_EVENT = Prepared(insert(t.events).values({name: bindparam(name) for name in _EVENT_COLUMNS}))
+_INSERT_EVENT = insert_rows(t.events)
 _DELETE_POINT = Prepared(delete(t.events).where(t.events.c.event_key == bindparam("event_key")))
 
 
 def _write_events(conn: Any, keyed_rows: list[dict], chunk_rows: list[dict]) -> None:
     """A re-reported point replaces the stored one (deleted, then inserted anew: it takes a new
-    seq, as readers expect); every row goes in one executemany."""
+    seq, as readers expect: one keyed delete a point, see prepared.ArrayWrite); every row goes
+    in one statement (prepared.ArrayWrite)."""
     if keyed_rows:
         conn.execute_many(_DELETE_POINT, keyed_rows)
     conn.execute_many(_INSERT_EVENT, keyed_rows + chunk_rows)
