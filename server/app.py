@@ -191,6 +191,7 @@ def _close_store(state: ServerState, grace_s: float) -> bool:
         log.warning("%d request(s) still running at shutdown; exiting without waiting for them",
                     state.handlers.busy)
         return False
+    state.keys.close()
     state.store.close()
     return True
 

@@ -124,6 +124,7 @@ class KeyStore:
         self._verified: dict[tuple[str, str, str], str] = {}
         self._dummy_hash: str | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._closed = False
 
     def create(self, access_key: str | None = None, secret_key: str | None = None, *,
                name: str = "", role: str = ADMIN, expires: float | None = None,
@@ -286,7 +287,16 @@ class KeyStore:
             self._dummy_hash = hash_secret(secrets.token_urlsafe(24))
         return self._dummy_hash
 
+    def close(self) -> None:
+        """Stop the hashing threads (server shutdown, before the store closes): a sign-in already
+        on them finishes; a later one is the retryable 503 of a stopping server."""
+        self._closed = True
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+
     def _hasher(self) -> ThreadPoolExecutor:
+        if self._closed:
+            raise errors.shutting_down()
         if self._executor is None:
             self._executor = ThreadPoolExecutor(_HASH_THREADS, thread_name_prefix="pbkdf2")
         return self._executor

@@ -70,3 +70,16 @@ def test_wrong_secret_of_a_generated_key_costs_what_an_unknown_key_costs(keys):
     unknown = min(_failure_time(keys, "NOSUCHKEY00000000000000") for _ in range(3))
     print(f"wrong secret {wrong * 1000:.1f} ms, unknown key {unknown * 1000:.1f} ms")
     assert wrong > unknown / 3
+
+
+def test_a_closed_key_store_stops_its_hashing_threads_and_answers_503(keys):
+    access, secret = keys.create("CLOSINGKEY0000000000000", "a person's secret")
+    assert _verify(keys, access, secret).role == "admin"  # the hashing threads are up
+    threads = list(keys._executor._threads)
+    keys.close()
+    for thread in threads:
+        thread.join(5)
+        assert not thread.is_alive()
+    with pytest.raises(errors.APIError) as caught:
+        _verify(keys, access, secret + "x")  # not remembered: it would need a hash
+    assert caught.value.code == 503 and "shutting down" in caught.value.msg
