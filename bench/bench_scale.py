@@ -2,6 +2,7 @@
 
     python bench/bench_scale.py [--tasks 100000] [--queues 50] [--agents 1000] [--reporters 200]
                                 [--replicas 1,2] [--pop-seconds 20] [--idle-seconds 20] [--pop-ab 3]
+                                [--py-spy DIR]
 
 For each replica count it starts a private PostgreSQL (tests/pg.py) and that many `shipyard
 server --db ...` processes, writes the queued tasks straight into the database (each with 10
@@ -19,7 +20,8 @@ over the replicas as a load balancer would):
                while a probe times tasks.get_by_id and a tasks.get_all_ex page of 50 with 10
                metric columns (sorted by one) - with the idle agents still waiting
 
-Prints a markdown table per replica count. The login throttle per client address is turned off
+Prints a markdown table per replica count, and each replica's CPU during the report phase
+(`--py-spy DIR`: its stacks then, recorded by py-spy, one raw file per replica). The login throttle per client address is turned off
 for the run (every agent comes from 127.0.0.1).
 """
 from __future__ import annotations
@@ -31,6 +33,7 @@ import multiprocessing as mp
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -388,11 +391,65 @@ def report_phase(servers: list, project: str, args: argparse.Namespace) -> dict:
     while logged_in.value < len(tasks) and time.monotonic() < deadline:
         time.sleep(0.2)  # sign-ins take a while (a key hash each): the probe times the reporting, not them
     time.sleep(3)  # the reporters' first batches
+    spies = [subprocess.Popen(["py-spy", "record", "--pid", str(s.proc.pid), "--duration", str(int(args.probe_seconds)),
+                               "--format", "raw", "--nonblocking", "--output",
+                               str(Path(args.py_spy) / f"replicas{len(servers)}-r{i}.txt")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for i, s in enumerate(servers)] if args.py_spy else []
+    before = [cpu_s(s.proc.pid) for s in servers]
+    histograms = [server_histograms(s.api_url) for s in servers]
+    started = time.monotonic()
     by_id, pages = probe(servers, project, args.probe_seconds)
+    busy = [(cpu_s(s.proc.pid) - b) / (time.monotonic() - started) for s, b in zip(servers, before, strict=True)]
+    inside = server_side(histograms, [server_histograms(s.api_url) for s in servers])
+    for spy in spies:
+        spy.wait(60)
     stop.set()
     batches = results.get(timeout=120)
     proc.join(30)
-    return {"get_by_id": by_id, "get_all_ex": pages, "add_batch": batches}
+    return {"get_by_id": by_id, "get_all_ex": pages, "add_batch": batches, "busy": busy, "inside": inside}
+
+
+ENDPOINTS = ("tasks.get_by_id", "tasks.get_all_ex", "events.add_batch")
+
+
+def server_histograms(api_url: str) -> dict[str, dict[str, float]]:
+    """The replica's own request-duration histogram for ENDPOINTS: {endpoint: {le: count, "sum": s}}."""
+    import urllib.request
+
+    page = urllib.request.urlopen(api_url + "/metrics", timeout=30).read().decode()
+    out: dict[str, dict[str, float]] = {e: {} for e in ENDPOINTS}
+    for line in page.splitlines():
+        if not line.startswith("shipyard_api_request_duration_seconds"):
+            continue
+        name, _, value = line.rpartition(" ")
+        endpoint = name.split('endpoint="', 1)[1].split('"', 1)[0]
+        if endpoint not in out:
+            continue
+        if "_bucket{" in name:
+            out[endpoint][name.split('le="', 1)[1].split('"', 1)[0]] = float(value)
+        elif name.startswith("shipyard_api_request_duration_seconds_sum"):
+            out[endpoint]["sum"] = float(value)
+    return out
+
+
+def server_side(before: list[dict], after: list[dict]) -> dict[str, tuple[float, float, float]]:
+    """Per endpoint over the probe phase, from request to answer inside the replicas (no client
+    or network time): (calls, mean ms, the bucket bound at or under which 99 % of them ended, ms)."""
+    out = {}
+    for endpoint in ENDPOINTS:
+        buckets: dict[str, float] = {}
+        total = 0.0
+        for b, a in zip(before, after, strict=True):
+            total += a[endpoint].get("sum", 0.0) - b[endpoint].get("sum", 0.0)
+            for le, count in a[endpoint].items():
+                if le != "sum":
+                    buckets[le] = buckets.get(le, 0.0) + count - b[endpoint].get(le, 0.0)
+        calls = buckets.get("+Inf", 0.0)
+        bounds = sorted((float(le), n) for le, n in buckets.items())
+        p99 = next((le for le, n in bounds if n >= 0.99 * calls), float("inf")) if calls else 0.0
+        out[endpoint] = (calls, total / calls * 1000 if calls else 0.0, p99 * 1000)
+    return out
 
 
 def table(rows: list[dict], args: argparse.Namespace) -> str:
@@ -407,6 +464,15 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
                      f"{pct(r['get_by_id'], .99):.1f} | {pct(r['get_all_ex'], .5):.1f} / {pct(r['get_all_ex'], .99):.1f} "
                      f"| {pct(r['add_batch'], .5):.1f} / {pct(r['add_batch'], .99):.1f} | "
                      f"{r['idle_cpu_pct_per_100']:.2f} | {r['rss_mb']:.0f} | {wake} |")
+    lines += ["", "Replica CPU during the probe phase (reporters, probe and idle agents; 100 % = one core): "
+              + "; ".join(f"{r['replicas']} replica(s): " + ", ".join(f"{b * 100:.0f} %" for b in r["busy"])
+                          for r in rows if "busy" in r)]
+    lines += ["", "Inside the replicas during the probe phase (their request-duration histograms: no client "
+              "or network time; p99 is the histogram bucket bound it falls under):"]
+    for r in rows:
+        if "inside" in r:
+            lines.append(f"{r['replicas']} replica(s): " + "; ".join(
+                f"{e} {int(c)} calls, mean {m:.1f} ms, p99 <= {p:.0f} ms" for e, (c, m, p) in r["inside"].items()))
     for r in rows:
         if r.get("pop_ab"):
             ratios = [many / one for one, many in r["pop_ab"] if one]
@@ -427,6 +493,8 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=20)
     parser.add_argument("--probe-seconds", type=float, default=20)
     parser.add_argument("--wake-samples", type=int, default=30)
+    parser.add_argument("--py-spy", default="", metavar="DIR",
+                        help="record each replica with py-spy during the probe phase (raw stacks into DIR)")
     parser.add_argument("--pop-ab", type=int, default=3,
                         help="rounds of one-replica/all-replicas pop phases on the same database (0: none)")
     args = parser.parse_args()

@@ -262,9 +262,11 @@ def server_cpu_s(server) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def pairs_per_second(server, clients: int, seconds: float, lean: bool = True) -> tuple[float, list[float], float]:
+def pairs_per_second(server, clients: int, seconds: float, lean: bool = True,
+                     database=None) -> tuple[float, list[float], float, float]:
     """Each client is its own process (a Python client thread pool would measure the GIL).
-    Returns pairs/s, get_by_id latencies and the server's CPU microseconds per pair."""
+    Returns pairs/s, get_by_id latencies, and the server's and `database`'s (a tests.pg.PgServer)
+    CPU microseconds per pair (0 without one)."""
     setup = server.api()
     queue = setup.call("queues.create", {"name": f"bench-{clients}-{time.time_ns()}"})["id"]
     probe = setup.call("tasks.create", {"name": "probe", "type": "training"})["id"]
@@ -278,6 +280,7 @@ def pairs_per_second(server, clients: int, seconds: float, lean: bool = True) ->
     probe_api = Api(server.api_url)
     latencies: list[float] = []
     cpu_before = server_cpu_s(server)
+    db_before = database.cpu_s() if database else 0.0
     go.set()
     started = time.perf_counter()
     while time.perf_counter() - started < seconds:
@@ -289,9 +292,10 @@ def pairs_per_second(server, clients: int, seconds: float, lean: bool = True) ->
     elapsed = time.perf_counter() - started
     total = sum(out.get() for _ in procs)
     cpu = server_cpu_s(server) - cpu_before
+    db_cpu = database.cpu_s() - db_before if database else 0.0
     for proc in procs:
         proc.join()
-    return total / elapsed, latencies, cpu / max(1, total) * 1e6
+    return total / elapsed, latencies, cpu / max(1, total) * 1e6, db_cpu / max(1, total) * 1e6
 
 
 def long_poll_wakeups(server, samples: int) -> list[float]:
@@ -438,6 +442,7 @@ def main() -> None:
             pg = PgServer()
             stack.callback(pg.stop)
             args.db = pg.new_database("bench")
+            args.pg = pg
         run(args)
 
 
@@ -465,11 +470,15 @@ def run(args: argparse.Namespace) -> None:
             print(f"{args.client} clients, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
                   f"{'SQLite' if args.db is None else 'PostgreSQL'}\n")
             print_floors(server, args.db, Path(tmp), max(counts), args.seconds)
-            print("| clients | enqueue+get_next_task pairs/s | server CPU us/pair | get_by_id p50 ms | get_by_id p99 ms |")
-            print("|---|---|---|---|---|")
+            database = getattr(args, "pg", None)
+            print("| clients | enqueue+get_next_task pairs/s | server CPU us/pair | PostgreSQL CPU us/pair "
+                  "| get_by_id p50 ms | get_by_id p99 ms |")
+            print("|---|---|---|---|---|---|")
             for clients in counts:
-                rate, lat, cpu = pairs_per_second(server, clients, args.seconds, args.client == "lean")
-                print(f"| {clients} | {rate:,.0f} | {cpu:,.0f} | {pct(lat, 0.5):.1f} | {pct(lat, 0.99):.1f} |")
+                rate, lat, cpu, db_cpu = pairs_per_second(server, clients, args.seconds, args.client == "lean",
+                                                          database)
+                print(f"| {clients} | {rate:,.0f} | {cpu:,.0f} | {f'{db_cpu:,.0f}' if database else '-'} "
+                      f"| {pct(lat, 0.5):.1f} | {pct(lat, 0.99):.1f} |")
             wake = long_poll_wakeups(server, 30)
             print(f"\nlong-poll wake-up (enqueue -> waiting get_next_task returns): "
                   f"p50 {statistics.median(wake) * 1000:.1f} ms, p99 {pct(wake, 0.99):.1f} ms (n={len(wake)})")

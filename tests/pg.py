@@ -47,6 +47,23 @@ class PgServer:
                   f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
                   "-c max_connections=300", "start")
 
+    def cpu_s(self) -> float:
+        """CPU seconds the server has used: the postmaster's own and its reaped children's, and
+        the live children's (backends, WAL writer...), from /proc (benchmarks read it twice)."""
+        pid = int((self.root / "data" / "postmaster.pid").read_text().split()[0])
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for stat in glob.glob("/proc/[0-9]*/stat"):
+            try:
+                with open(stat) as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:  # ended meanwhile
+                continue
+            own = stat == f"/proc/{pid}/stat"
+            if own or int(fields[1]) == pid:
+                total += sum(int(f) for f in fields[11:15 if own else 13]) / tick
+        return total
+
     def halt(self) -> None:
         """Stop the server (fast: sessions are ended, in-flight transactions rolled back); start() again."""
         self._run(_bin("pg_ctl"), "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")

@@ -21,9 +21,9 @@ def test_lean_client_keeps_one_connection_and_checks_envelopes(server):
 
 
 def test_one_short_round_of_each_measurement(server):
-    rate, latencies, cpu_us = bench.pairs_per_second(server, 2, 0.5)
-    assert rate > 0 and latencies and cpu_us > 0
-    rate, _, _ = bench.pairs_per_second(server, 1, 0.3, lean=False)
+    rate, latencies, cpu_us, db_us = bench.pairs_per_second(server, 2, 0.5)
+    assert rate > 0 and latencies and cpu_us > 0 and db_us == 0  # SQLite: no database process
+    rate, _, _, _ = bench.pairs_per_second(server, 1, 0.3, lean=False)
     assert rate > 0
     assert len(bench.long_poll_wakeups(server, 2)) == 2
 
@@ -33,3 +33,17 @@ def test_the_floors_and_the_handlers_alone_are_measured(server, tmp_path):
     rate, cpu_us = bench.ping_rate(server, 2, 0.3)
     assert rate > 0 and cpu_us > 0
     assert len(bench.handler_cpu_us(None, 20)) == 5
+
+
+def test_a_private_postgresql_reports_the_cpu_it_used():
+    from tests import pg
+
+    if not pg.available():
+        pytest.skip("PostgreSQL binaries not installed (.ci/run installs them)")
+    database = pg.PgServer()
+    try:
+        before = database.cpu_s()
+        rate, _ = bench.pg_commit_rate(database.url, 2, 0.5)
+        assert rate > 0 and database.cpu_s() > before
+    finally:
+        database.stop()
