@@ -13,6 +13,7 @@ is Alembic's (server/storage/schema.py, migrations/): a Store only checks its re
     Store                            transactions (`tx`), documents (get/save/insert/delete),
                                      their task_metrics rows, key/value meta
     Tx (server/storage/tx.py)        one transaction, and the driver calls under SQLAlchemy
+    metric_rows                      a task's task_metrics rows (server/storage/task_metrics.py)
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ from server.rpc import jsonutil
 from server.storage import liveness, schema
 from server.storage import tables as t
 from server.storage.group import GroupCommits
-from server.storage.prepared import Prepared, insert_rows
+from server.storage.prepared import Prepared
+from server.storage.task_metrics import _CLEAR_METRICS, _INSERT_METRIC, _UPSERT_METRIC, _changed_rows, metric_rows
 from server.storage.tx import Tx, _driver_call, _driver_connection, _driver_errors, _leave_autocommit
 from shipyard import clock
 from shipyard.protocol import SystemTag, TaskStatus, TaskType
@@ -90,43 +92,9 @@ def _derived(table: Table) -> tuple[str, ...]:
     return tuple(c.name for c in table.columns if c.name not in ("id", "doc"))
 
 
-_METRIC_FIELDS = ("value", "min_value", "max_value")
-_CLEAR_METRICS = Prepared(delete(t.task_metrics).where(t.task_metrics.c.task == bindparam("p_task")))
 _BEGIN = Prepared(text("BEGIN"))
 _COMMIT = Prepared(text("COMMIT"))
 _IDLE = 0  # libpq's PQTRANS_IDLE: no transaction open on the connection
-
-
-_INSERT_METRIC = insert_rows(t.task_metrics)
-# a task_metrics row inserted, or the one of the same (task, metric) updated
-_UPSERT_METRIC = insert_rows(t.task_metrics, conflict=("task", "metric"), update=_METRIC_FIELDS)
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN: no order
-        return None
-    return float(value)
-
-
-def metric_rows(doc: dict) -> list[dict]:
-    """A task's task_metrics rows, from its document's last_metrics."""
-    out = []
-    metrics = doc.get("last_metrics")
-    for mkey, variants in (metrics.items() if isinstance(metrics, dict) else ()):
-        for vkey, entry in (variants.items() if isinstance(variants, dict) else ()):
-            if isinstance(entry, dict):
-                out.append({"task": doc["id"], "metric": f"{mkey}.{vkey}",
-                            **{f: _number(entry.get(f)) for f in _METRIC_FIELDS}})
-    return out
-
-
-def _changed_rows(before: list[dict], after: list[dict]) -> list[dict] | None:
-    """The rows of `after` that are new or differ from `before`'s; None when one of `before`'s
-    metrics is gone (the rows must then be rewritten whole)."""
-    old = {row["metric"]: row for row in before}
-    if not old.keys() <= {row["metric"] for row in after}:
-        return None
-    return [row for row in after if old.get(row["metric"]) != row]
 
 
 def sqlite_url(data_dir: Path) -> str:
