@@ -1,7 +1,7 @@
 """Settings for building task environments: package indexes, the torch index map, the env cache.
 
 Read by shipyard/client/config.py (which owns the lookup, layers and provenance); this module
-holds the two setting groups and their casts, so the table there stays one line per setting:
+holds the two setting groups and their casts, so the table (config_fields.py) stays one line per setting:
 
     agent.packages.pytorch_resolve     pip | direct | none   (agent.package_manager.pytorch_resolve)
     agent.packages.torch_indexes       {cu121: URL, ..., cpu: URL}

@@ -1,132 +1,53 @@
-"""queues.*: queue documents and their ordered entries, with an atomic pop and long-poll.
+"""queues.*: queue documents and the endpoints over them and their entries (all but the claim).
 
-Every change to a queue's entries samples its length and wait (server/services/queue_metrics.py,
+    load_queue, create_queue,           queue documents (ensure_default_queue: at start-up)
+    ensure_default_queue
+    queues.create, get_by_id, get_all,  the queues with their entries (get_all_ex: with the live
+    get_all_ex, get_default, update,    workers serving each queue, as the web UI shows them)
+    delete
+    queues.add_task, remove_task,       entries added, removed, counted, peeked at, cleared
+    get_num_entries, peek_task,
+    clear_queue
+    queues.add_or_update_metadata,      a queue's metadata
+    delete_metadata
+    queues.get_queue_metrics            queue length and wait over time (metrics.py)
+    queues.move_task_*                  an entry moved forward, backward, to the front or to the back
+
+The entries and the atomic pop are entries.py; queues.get_next_task (the claim, the long-poll) is
+claim.py. Names other modules import from here stay importable here: the entry functions
+(add_entry, remove_task_entries, pop, require_queue, ...) and the claim's (_try_pop_many, _Ask).
+Every change to a queue's entries samples its length and wait (server/services/queues/metrics.py,
 which also answers queues.get_queue_metrics)."""
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 
-from server import errors, query, replicas
-from server.fairshare import usage as fair
+from server import errors, query
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services.queues import metrics as queue_metrics
+from server.services.queues.claim import _Ask, _try_pop_many, get_next_task  # noqa: F401  (re-exported)
+from server.services.queues.entries import (  # noqa: F401  (re-exported: leases, tasks.status, tests import them here)
+    _Q,
+    add_entry,
+    entries,
+    find_queue_by_name,
+    pop,
+    pop_if_head,
+    remove_task_entries,
+    require_queue,
+)
 from server.services.tasks import doc as taskdoc
 from server.services.workers import crud as workers
 from server.storage import tables as t
-from server.storage.prepared import Prepared
-from server.storage.store import new_id, retrying
+from server.storage.store import new_id
 from shipyard import clock
-from shipyard.protocol import CLAIM_COUNT, CLAIMS, MAX_CLAIM_COUNT, Subcode, SystemTag, TaskStatus
+from shipyard.protocol import Subcode, SystemTag, TaskStatus
 
 DEFAULT_QUEUE = "default"
 HIDDEN_TAGS = frozenset({"k8s-glue"})  # system tags of queues get_all hides unless search_hidden, id or name
-
-# -- entries ------------------------------------------------------------------------------
-
-
-_E = t.queue_entries
-_Q = t.queues
-# Prepared once, executed with parameters (see server/storage/prepared.py).
-_ENTRIES = Prepared(select(_E.c.task, _E.c.added).where(_E.c.queue == bindparam("q"))
-                    .order_by(_E.c.position, _E.c.seq))
-_MIN_POS = Prepared(select(func.min(_E.c.position)).where(_E.c.queue == bindparam("q")))
-_INSERT = Prepared(_E.insert().values(queue=bindparam("queue"), task=bindparam("task"),
-                                      position=bindparam("position"), added=bindparam("added")))
-# At the back, in one statement: the position after the queue's last (0 in an empty queue).
-_APPEND_ROW = _E.insert().from_select(
-    ["queue", "task", "position", "added"],
-    select(bindparam("queue", type_=_E.c.queue.type), bindparam("task", type_=_E.c.task.type),
-           func.coalesce(func.max(_E.c.position) + 1.0, 0.0), bindparam("added", type_=_E.c.added.type))
-    .where(_E.c.queue == bindparam("queue")))
-_APPEND = Prepared(_APPEND_ROW)
-# PostgreSQL: the same, and the wake-up of other replicas' long-polls (replicas.publish) with it
-_APPENDED = _APPEND_ROW.returning(_E.c.queue).cte("appended")
-_APPEND_PUBLISH = Prepared(select(func.pg_notify(replicas.CHANNEL, _APPENDED.c.queue)).select_from(_APPENDED))
-# One statement: the entries go, and the queues they were in come back (for their metrics samples)
-_REMOVE_TASK = Prepared(delete(_E).where(_E.c.task == bindparam("t")).returning(_E.c.queue))
-_REMOVE_TASK_FROM = Prepared(delete(_E).where(_E.c.task == bindparam("t")).where(_E.c.queue == bindparam("q")))
-_HEAD = (select(_E.c.seq).where(_E.c.queue == bindparam("q")).order_by(_E.c.position, _E.c.seq).limit(1)
-         .with_for_update(skip_locked=True).scalar_subquery())
-_POP = Prepared(delete(_E).where(_E.c.seq == _HEAD).returning(_E.c.task, _E.c.added))
-# PostgreSQL: the pop and the popped task's status in one statement (a DELETE in a WITH)
-_POPPED = delete(_E).where(_E.c.seq == _HEAD).returning(_E.c.task, _E.c.added).cte("popped")
-_POP_STATUS = Prepared(select(_POPPED.c.task, _POPPED.c.added, t.tasks.c.status)
-                       .select_from(_POPPED.outerjoin(t.tasks, t.tasks.c.id == _POPPED.c.task)))
-_QUEUE_EXISTS = Prepared(select(_Q.c.id).where(_Q.c.id == bindparam("q")))
-_QUEUE_BY_NAME = Prepared(select(_Q.c.id).where(_Q.c.name == bindparam("name")))
-_TASK_STATUS = Prepared(select(t.tasks.c.status).where(t.tasks.c.id == bindparam("id")))
-
-def entries(conn, queue_id: str) -> list[dict]:
-    return [{"task": r.task, "added": clock.iso(r.added)} for r in conn.execute(_ENTRIES, {"q": queue_id})]
-
-
-def _front_of(edge: float | None) -> float:
-    """Below zero: the fair-share pop knows the entries the server put back in front."""
-    return -1.0 if edge is None else min(edge, 0.0) - 1.0
-
-
-def add_entry(conn, queue_id: str, task_id: str, *, front: bool = False) -> None:
-    """The task's entry at the back of the queue (`front`: ahead of every entry); other replicas'
-    long-polls on it are woken when this commits (replicas.publish)."""
-    params = {"queue": queue_id, "task": task_id, "added": clock.now()}
-    if front:
-        params["position"] = _front_of(conn.execute(_MIN_POS, {"q": queue_id}).scalar())
-        conn.execute(_INSERT, params)
-        replicas.publish(conn, queue_id)
-    elif replicas.is_postgres(conn):
-        conn.execute(_APPEND_PUBLISH, params)  # one statement
-    else:
-        conn.execute(_APPEND, params)
-    queue_metrics.sample(conn, queue_id)
-
-
-def remove_task_entries(conn, task_id: str, queue_id: str | None = None) -> int:
-    if queue_id is None:
-        queues = [row[0] for row in conn.execute(_REMOVE_TASK, {"t": task_id})]
-        removed = len(queues)
-    else:
-        removed = conn.execute(_REMOVE_TASK_FROM, {"t": task_id, "q": queue_id}).rowcount
-        queues = [queue_id]
-    for queue in sorted(set(queues)) if removed else ():
-        queue_metrics.sample(conn, queue)
-    return removed
-
-
-def pop(conn, queue_id: str) -> tuple | None:
-    """Remove and return the head entry (task, added), on PostgreSQL with the task's status
-    (None: the task is gone). One statement, so two callers never get the same one."""
-    if conn.dialect.name == "postgresql":
-        row = conn.execute(_POP_STATUS, {"q": queue_id}).first()
-    else:
-        row = conn.execute(_POP, {"q": queue_id}).first()
-    if row is None:
-        return None
-    queue_metrics.sample(conn, queue_id)
-    return tuple(row)
-
-
-def pop_if_head(conn, queue_id: str, task_id: str | None, ctx: CallContext | None = None,
-                quotas: dict | None = None) -> tuple[str, float] | None:
-    """`pop`, or with `task_id` pop only when that task is at the head (queues.get_next_task's `task`).
-    With quotas in force, the next entry in fair-share order (server/fairshare/usage.py)."""
-    if task_id is None and quotas and ctx is not None:
-        popped = fair.pop_fair(ctx, conn, queue_id, quotas)
-        if popped is not None:
-            queue_metrics.sample(conn, queue_id)
-        return popped
-    if task_id is None:
-        return pop(conn, queue_id)
-    head = conn.execute(select(_E.c.task, _E.c.added).where(_E.c.queue == queue_id)
-                        .order_by(_E.c.position, _E.c.seq).limit(1)).first()
-    if head is None or head.task != task_id or not remove_task_entries(conn, task_id, queue_id):
-        return None
-    return head.task, head.added
-
 
 # -- queue documents ----------------------------------------------------------------------
 
@@ -136,18 +57,6 @@ def load_queue(ctx: CallContext, conn, queue_id: str) -> dict:
     if doc is None:
         raise errors.invalid_id("queue", queue_id)
     return doc
-
-
-def require_queue(conn, queue_id: str) -> str:
-    """The queue's id, checked to exist (without loading its document)."""
-    if not queue_id or conn.execute(_QUEUE_EXISTS, {"q": queue_id}).first() is None:
-        raise errors.invalid_id("queue", queue_id)
-    return queue_id
-
-
-def find_queue_by_name(conn, name: str) -> str | None:
-    row = conn.execute(_QUEUE_BY_NAME, {"name": name}).first()
-    return row[0] if row else None
 
 
 def create_queue(ctx: CallContext, conn, name: str, *, tags=None, system_tags=None,
@@ -466,152 +375,3 @@ def move_front(ctx: CallContext, req: Request) -> dict:
 @endpoint("queues.move_task_to_back")
 def move_back(ctx: CallContext, req: Request) -> dict:
     return _move(ctx, req, "back")
-
-
-@dataclass(frozen=True)
-class _Ask:
-    """What one `queues.get_next_task` asks for beyond the queues (its fields, read once)."""
-
-    get_info: bool = False
-    lease_s: float | None = None
-    worker: str = ""
-    only_task: str | None = None
-    gpus: int | None = None
-    with_task: bool = False
-    count: int = 1
-
-
-def _try_pop_many(ctx: CallContext, queue_ids: list[str], ask: _Ask) -> list[dict]:
-    """Up to `ask.count` claims in one transaction: the queues in their priority order, each
-    drained before the next, every pop under the fair-share rules as the claims before it in
-    this transaction left them (each leased claim counts as running at once)."""
-    claims: list[dict] = []
-    with ctx.store.tx() as conn:
-        for queue_id in queue_ids if len(queue_ids) > 1 else ():
-            require_queue(conn, queue_id)  # checked on every try: a queue deleted mid-wait is an error
-        quotas = fair.quotas(ctx, conn)
-        for queue_id in queue_ids:
-            while len(claims) < ask.count:
-                claim = _claim_head(ctx, conn, queue_id, quotas, ask)
-                if claim is None:
-                    break
-                claims.append(claim)
-        if not claims and len(queue_ids) == 1:  # nothing popped: only now can it be missing (entries go with it)
-            require_queue(conn, queue_ids[0])
-    return claims
-
-
-def _claim_head(ctx: CallContext, conn, queue_id: str, quotas: dict, ask: _Ask) -> dict | None:
-    """The queue's next entry popped, its task leased to the claimer; None when it has none."""
-    while True:
-        popped = pop_if_head(conn, queue_id, ask.only_task, ctx, quotas)
-        if popped is None:
-            return None
-        task_id, added = popped[0], popped[1]
-        status = popped[2] if len(popped) > 2 else _UNKNOWN
-        doc = _popped_task(ctx, conn, task_id, bool(ask.lease_s or ask.get_info or ask.with_task), status)
-        if doc is None:
-            continue  # deleted while queued: skip the stale entry
-        if doc.get("status") == TaskStatus.STOPPED:
-            taskdoc.change_status(ctx, conn, doc, TaskStatus.QUEUED, force=True)
-        result: dict = {"entry": {"task": task_id, "added": clock.iso(added)}, "queue": queue_id}
-        if ask.lease_s:
-            result["lease"] = taskdoc.grant_lease(doc, ask.worker, queue_id, ask.lease_s, taskdoc.max_attempts(ctx))
-            if quotas:
-                _count_claim(ctx, conn, doc, ask.worker, ask.gpus)
-            ctx.store.save(conn, t.tasks, doc)
-        return {**result, **_extras(ctx, doc, ask.get_info, ask.with_task)}
-
-
-_UNKNOWN = object()  # the pop did not read the task's status
-
-
-def _popped_task(ctx: CallContext, conn, task_id: str, whole: bool, status: Any = _UNKNOWN) -> dict | None:
-    """The popped task's document (None: deleted while queued); when the claimer wants none of it
-    and it needs no status change, only its status, from the column (no document parsed; read
-    by the pop itself on PostgreSQL)."""
-    if not whole:
-        if status is _UNKNOWN:
-            status = conn.execute(_TASK_STATUS, {"id": task_id}).scalar()
-        if status != TaskStatus.STOPPED:
-            return None if status is None else {"status": status}
-    return ctx.store.get(conn, t.tasks, task_id)
-
-
-def _extras(ctx: CallContext, doc: dict, get_info: bool, with_task: bool) -> dict:
-    """What the claimer asked to get with the entry: `task_info` (ClearML's), and the task's whole
-    document (`with_task`: the claimer needs it next; this saves it a tasks.get_by_id)."""
-    extras: dict = {}
-    if get_info:
-        extras["task_info"] = {"company": doc.get("company"), "user": doc.get("user")}
-    if with_task:
-        extras["task"] = taskdoc.public_view(ctx, doc)
-    return extras
-
-
-def _count_claim(ctx: CallContext, conn, doc: dict, worker: str, gpus: int | None) -> None:
-    """Fair share is on: the claim's GPUs (as the claimer said, else estimated) count as running
-    for its user and project."""
-    if gpus is None:
-        gpus = 0 if fair.worker_gpus(ctx.store.get(conn, t.workers, worker)) == 0 else fair.task_gpus(doc)
-    fair.claim_started(conn, doc, gpus, clock.now())
-
-
-@endpoint("queues.get_next_task")
-async def get_next_task(ctx: CallContext, req: Request) -> dict:
-    """Pop the head of the queue. Shipyard extensions: `queues` (several, in priority order),
-    `wait_s` (long-poll: wait up to that many seconds for an entry), `lease_s` (the claim is
-    a lease the caller renews; see server/services/leases.py) and `with_task` (the popped task's
-    document, as tasks.get_by_id gives it, in `task`). With `task`, the head is taken
-    only when it is that task. `gpus`: how many GPUs the claimer gives the task (fair share
-    counts them; else the task's `Shipyard/gpus` parameter, else 1). `count` (CLAIM_COUNT): up to
-    that many entries in one transaction, answered as {"claims": [...]}, as soon as one is there."""
-    queue_ids = req.str_list("queues") or [req.id("queue", "queue")]
-    wait_s = min(max(0.0, req.number("wait_s", 0.0) or 0.0), ctx.settings.long_poll_max_s
-                 if ctx.settings else 60.0)
-    ask = _ask(ctx, req)
-    deadline = time.monotonic() + wait_s
-    while True:
-        if ctx.settings is not None:  # without waiting on the database lock on the event loop
-            claims = await ctx.settings.run_db(retrying, _try_pop_many, ctx, queue_ids, ask)
-        else:
-            claims = retrying(_try_pop_many, ctx, queue_ids, ask)
-        if claims:
-            return _answer(req, claims)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or ctx.notifier is None or ctx.notifier.closed:
-            return _answer(req, [])
-        await ctx.notifier.wait(queue_ids, remaining)
-        if ctx.notifier.closed:
-            return _answer(req, [])  # the server is stopping: the caller may be gone too, so pop nothing for it
-        gone = ctx.is_disconnected
-        if gone is not None and await gone():
-            return _answer(req, [])  # the caller left: don't pop a task nobody will receive
-
-
-def _ask(ctx: CallContext, req: Request) -> _Ask:
-    lease_s = req.number("lease_s")
-    worker = req.text("worker") or ctx.worker
-    gpus = req.integer("gpus")
-    count = req.integer(CLAIM_COUNT)
-    if gpus is not None and gpus < 0:
-        raise errors.validation(f"field 'gpus' must be 0 or more, got {gpus}")
-    if lease_s is not None and (lease_s <= 0 or not worker):
-        raise errors.validation("lease_s must be > 0 and the worker named (field 'worker' or X-ClearML-Worker)")
-    if count is not None and not 1 <= count <= MAX_CLAIM_COUNT:
-        raise errors.validation(f"field '{CLAIM_COUNT}' must be 1 to {MAX_CLAIM_COUNT}, got {count}")
-    return _Ask(req.flag("get_task_info"), lease_s, worker, req.text("task"), gpus, req.flag("with_task"),
-                count or 1)
-
-
-def _answer(req: Request, claims: list[dict]) -> dict:
-    """With `count`: {"claims": [...]}; without, the reference answer: the one claim ({} for none),
-    its `queue` only when the caller named several (`queues`)."""
-    if req.body.get(CLAIM_COUNT) is not None:
-        return {CLAIMS: claims}
-    if not claims:
-        return {}
-    result = claims[0]
-    if not req.str_list("queues"):
-        result.pop("queue", None)
-    return result

@@ -1,9 +1,9 @@
 """Queue length and average wait over time, for queues.get_queue_metrics.
 
 A sample (queue, time, length, average wait of the entries) is written whenever a queue's
-entries change (server/services/queues.py calls `sample`; once per transaction or commit group,
-just before it commits; changes within one second keep that second's last state in one row, or
-two while concurrent transactions write it), and on a read for a queue whose last
+entries change (server/services/queues/entries.py and crud.py call `sample`; once per transaction
+or commit group, just before it commits; changes within one second keep that second's last state
+in one row, or two while concurrent transactions write it), and on a read for a queue whose last
 sample is older than REFRESH_S, so a queue that nobody touches still draws a line. Reading
 follows the reference server: the range starts LOOKBACK_S earlier (a quiet queue has few
 points), samples fall into fixed intervals aligned to the epoch, an interval answers the sample
