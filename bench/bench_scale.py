@@ -397,17 +397,31 @@ def report_phase(servers: list, project: str, args: argparse.Namespace) -> dict:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for i, s in enumerate(servers)] if args.py_spy else []
     before = [cpu_s(s.proc.pid) for s in servers]
+    machine = machine_busy()
     histograms = [server_histograms(s.api_url) for s in servers]
     started = time.monotonic()
     by_id, pages = probe(servers, project, args.probe_seconds)
     busy = [(cpu_s(s.proc.pid) - b) / (time.monotonic() - started) for s, b in zip(servers, before, strict=True)]
     inside = server_side(histograms, [server_histograms(s.api_url) for s in servers])
+    machine_pct = machine_busy(machine)
     for spy in spies:
         spy.wait(60)
     stop.set()
     batches = results.get(timeout=120)
     proc.join(30)
-    return {"get_by_id": by_id, "get_all_ex": pages, "add_batch": batches, "busy": busy, "inside": inside}
+    return {"get_by_id": by_id, "get_all_ex": pages, "add_batch": batches, "busy": busy, "inside": inside,
+            "machine": machine_pct}
+
+
+def machine_busy(since: tuple[float, float] | None = None) -> Any:
+    """(busy, total) CPU jiffies of the whole machine from /proc/stat; with `since`, the share
+    of all its cores that was busy since then (100 = every core)."""
+    with open("/proc/stat") as fh:
+        fields = [float(x) for x in fh.readline().split()[1:]]
+    busy, total = sum(fields) - fields[3] - fields[4], sum(fields)  # idle and iowait are not busy
+    if since is None:
+        return busy, total
+    return 100 * (busy - since[0]) / max(1.0, total - since[1])
 
 
 ENDPOINTS = ("tasks.get_by_id", "tasks.get_all_ex", "events.add_batch")
@@ -466,6 +480,7 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
                      f"{r['idle_cpu_pct_per_100']:.2f} | {r['rss_mb']:.0f} | {wake} |")
     lines += ["", "Replica CPU during the probe phase (reporters, probe and idle agents; 100 % = one core): "
               + "; ".join(f"{r['replicas']} replica(s): " + ", ".join(f"{b * 100:.0f} %" for b in r["busy"])
+                          + f" (the whole machine: {r['machine']:.0f} % of its {os.cpu_count()} cores busy)"
                           for r in rows if "busy" in r)]
     lines += ["", "Inside the replicas during the probe phase (their request-duration histograms: no client "
               "or network time; p99 is the histogram bucket bound it falls under):"]

@@ -1,7 +1,12 @@
-"""Fixtures shared by the server tests that run one scenario on both stores.
+"""Fixtures shared by the server tests on PostgreSQL, and by those that run one scenario on both stores.
 
+    def test_x(pg_cluster): ...     # a private PostgreSQL (tests/pg.py) shared by this worker's
+                                    # server tests; make a database of your own with
+                                    # pg_cluster.new_database(name) (skipped without PostgreSQL)
     def test_x(database_url): ...   # runs twice: [sqlite] a file in tmp_path, [postgresql] a fresh
-                                    # database in this module's private PostgreSQL (skipped without it)
+                                    # database in that PostgreSQL
+
+A test that stops or restarts PostgreSQL (tests/server/test_pg_restart_pipelined.py) starts its own.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from tests import pg
 _DATABASES = itertools.count()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pg_cluster():
     if not pg.available():
         pytest.skip("PostgreSQL binaries not installed (.ci/run installs them)")

@@ -22,10 +22,8 @@ pytestmark = pytest.mark.skipif(not pg.available(), reason="PostgreSQL binaries 
 
 
 @pytest.fixture(scope="module")
-def database():
-    server = pg.PgServer()
-    yield server, server.new_database("shipyard_events")
-    server.stop()
+def database(pg_cluster):
+    return pg_cluster, pg_cluster.new_database("shipyard_events")
 
 
 @pytest.fixture(scope="module")

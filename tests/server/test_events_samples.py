@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests import pg
 from tests.helpers import ApiFailure, start_server
 
 
@@ -15,13 +14,10 @@ def api(request, tmp_path_factory):
     if request.param == "sqlite":
         yield request.getfixturevalue("server").api()
         return
-    if not pg.available():
-        pytest.skip("PostgreSQL binaries not installed (.ci/run installs them)")
-    database = pg.PgServer()
-    srv = start_server(tmp_path_factory.mktemp("pg-samples"), db=database.new_database("shipyard_samples"))
+    database = request.getfixturevalue("pg_cluster").new_database("shipyard_samples")
+    srv = start_server(tmp_path_factory.mktemp("pg-samples"), db=database)
     yield srv.api()
     srv.stop()
-    database.stop()
 
 
 def make_task(api, name="samples"):

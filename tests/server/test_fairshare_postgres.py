@@ -11,22 +11,18 @@ from tests.helpers import ACCESS_KEY, Api, start_server
 pytestmark = pytest.mark.skipif(not pg.available(), reason="PostgreSQL binaries not installed (.ci/run installs them)")
 
 
-def _on_postgres(tmp_path, database: str, scenario) -> None:
-    """`scenario(server)` against a Shipyard server with quotas on, on a private PostgreSQL."""
-    server = pg.PgServer()
+def _on_postgres(cluster, tmp_path, database: str, scenario) -> None:
+    """`scenario(server)` against a Shipyard server with quotas on, on a database of its own."""
+    srv = start_server(tmp_path / "srv", db=cluster.new_database(database),
+                       env={"SHIPYARD_QUOTAS": f"{ACCESS_KEY}=1", "SHIPYARD_PREEMPTION": "off"})
     try:
-        srv = start_server(tmp_path / "srv", db=server.new_database(database),
-                           env={"SHIPYARD_QUOTAS": f"{ACCESS_KEY}=1", "SHIPYARD_PREEMPTION": "off"})
-        try:
-            scenario(srv)
-        finally:
-            srv.stop()
+        scenario(srv)
     finally:
-        server.stop()
+        srv.stop()
 
 
-def test_concurrent_fair_pops_on_postgres(tmp_path):
-    _on_postgres(tmp_path, "fair", _pop_all)
+def test_concurrent_fair_pops_on_postgres(pg_cluster, tmp_path):
+    _on_postgres(pg_cluster, tmp_path, "fair", _pop_all)
 
 
 def _pop_all(srv) -> None:
@@ -56,9 +52,9 @@ def _pop_all(srv) -> None:
     assert rows[f"user:{ACCESS_KEY}"]["running_gpus"] == 29 + 3   # the first task asked for 3 GPUs
 
 
-def test_concurrent_batch_claims_on_postgres(tmp_path):
+def test_concurrent_batch_claims_on_postgres(pg_cluster, tmp_path):
     """`count` on PostgreSQL with the fair pop: concurrent batch claimers each get a task once."""
-    _on_postgres(tmp_path, "batch", _batch_pop_all)
+    _on_postgres(pg_cluster, tmp_path, "batch", _batch_pop_all)
 
 
 def _batch_pop_all(srv) -> None:

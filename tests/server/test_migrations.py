@@ -120,12 +120,8 @@ def test_a_database_newer_than_the_code_is_refused(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def pg_server():
-    if not pg.available():
-        pytest.skip("PostgreSQL binaries not installed")
-    server = pg.PgServer()
-    yield server
-    server.stop()
+def pg_server(pg_cluster):
+    return pg_cluster
 
 
 def test_the_previous_release_postgresql_database_upgrades_and_survives_the_pg_dump_route(pg_server, tmp_path, capsys):

@@ -12,13 +12,10 @@ pytestmark = pytest.mark.skipif(not pg.available(), reason="PostgreSQL binaries 
 
 
 @pytest.fixture(scope="module")
-def pg_server(tmp_path_factory):
-    server = pg.PgServer()
-    url = server.new_database("shipyard_test")
-    srv = start_server(tmp_path_factory.mktemp("pgsrv"), db=url)
+def pg_server(pg_cluster, tmp_path_factory):
+    srv = start_server(tmp_path_factory.mktemp("pgsrv"), db=pg_cluster.new_database("shipyard_test"))
     yield srv
     srv.stop()
-    server.stop()
 
 
 def test_task_lifecycle_on_postgres(pg_server):

@@ -26,9 +26,7 @@ pytestmark = pytest.mark.skipif(not pg.available(), reason="PostgreSQL binaries 
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory):
-    server = pg.PgServer()
-    srv = start_server(tmp_path_factory.mktemp("pgsrv"), db=server.new_database("shipyard_projects"))
+def api(pg_cluster, tmp_path_factory):
+    srv = start_server(tmp_path_factory.mktemp("pgsrv"), db=pg_cluster.new_database("shipyard_projects"))
     yield srv.api()
     srv.stop()
-    server.stop()

@@ -16,12 +16,10 @@ pytestmark = pytest.mark.skipif(not pg.available(), reason="PostgreSQL binaries 
 
 
 @pytest.fixture(scope="module")
-def store():
-    server = pg.PgServer()
-    opened = Store(server.new_database("pops"))
+def store(pg_cluster):
+    opened = Store(pg_cluster.new_database("pops"))
     yield opened
     opened.close()
-    server.stop()
 
 
 def test_a_pop_does_not_wait_for_another_open_pop_of_the_same_queue(store):

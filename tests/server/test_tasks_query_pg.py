@@ -24,9 +24,7 @@ pytestmark = pytest.mark.skipif(not pg.available(), reason="PostgreSQL binaries 
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory):
-    server = pg.PgServer()
-    srv = start_server(tmp_path_factory.mktemp("pgq"), db=server.new_database("shipyard_tasks"))
+def api(pg_cluster, tmp_path_factory):
+    srv = start_server(tmp_path_factory.mktemp("pgq"), db=pg_cluster.new_database("shipyard_tasks"))
     yield srv.api()
     srv.stop()
-    server.stop()
