@@ -12,7 +12,10 @@ per request.
 `--kind mixed` sends bench_scale.py's reporter batch (5 scalars at one iteration, 5 log lines;
 `--batch` is ignored); `--db pg` runs the server on a private PostgreSQL (tests/pg.py).
 
-    python -m bench.bench_events [--seconds 5] [--batch 1000] [--kind log|scalar|mixed] [--db pg]
+    python -m bench.bench_events [--seconds 5] [--batch 1000] [--kind log|scalar|mixed] [--db pg] [--profile FILE]
+
+`--profile FILE` runs the server under cProfile (its pstats written to FILE when it stops; the
+CPU figures are then cProfile's, several times the real ones).
 """
 from __future__ import annotations
 
@@ -67,6 +70,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--kind", choices=("log", "scalar", "mixed"), default="log")
     parser.add_argument("--db", default=None, help="pg: a private PostgreSQL; default SQLite")
+    parser.add_argument("--profile", default=None, metavar="FILE", help="run the server under cProfile")
     args = parser.parse_args()
     database = None
     if args.db == "pg":
@@ -74,7 +78,8 @@ def main() -> int:
 
         database = PgServer()
     with tempfile.TemporaryDirectory(prefix="shipyard-bench-") as tmp:
-        server = start_server(Path(tmp) / "srv", db=database.url if database else args.db)
+        launcher = [sys.executable, "-m", "cProfile", "-o", str(Path(args.profile).resolve())] if args.profile else None
+        server = start_server(Path(tmp) / "srv", db=database.url if database else args.db, launcher=launcher)
         try:
             api = server.api()
             task = api.call("tasks.create", {"name": "bench", "type": "training"})["id"]
