@@ -7,7 +7,7 @@
 For each replica count it starts a private PostgreSQL (tests/pg.py) and that many `shipyard
 server --db ...` processes, writes the queued tasks straight into the database (each with 10
 metrics, so the experiment table has columns to sort), and mints one agent key per simulated agent.
-Then, with the agents as separate processes (asyncio, one httpx client and one key each, spread
+Then, with the agents as separate processes (asyncio, one lean keep-alive HTTP client and one key each, spread
 over the replicas as a load balancer would):
 
     pop        every agent pops with a lease from its queue as fast as answers come: pops/s
@@ -28,10 +28,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import contextlib
 import json
 import multiprocessing as mp
 import os
 import random
+import socket
 import statistics
 import subprocess
 import sys
@@ -106,23 +109,68 @@ def mint_keys(db_url: str, count: int, role: str = "agent") -> list[tuple[str, s
 
 
 # -- simulated agents (separate processes) ---------------------------------------------------------
+class LeanHttp:
+    """A keep-alive HTTP/1.1 client on one asyncio connection, requests written whole and answers
+    read by Content-Length: ~0.1 ms of CPU a call where httpx takes ~2-5 ms. The clients share
+    the server's two cores here (in a deployment they run on other machines), so what a client
+    costs is taken from the server: with httpx, 200 reporters' process alone kept ~0.9 of a core
+    busy. A connection idle for a few seconds is opened afresh (the server closes idle ones)."""
+
+    IDLE_S = 3.0
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None):
+        self.host, port = url.split("//", 1)[1].rsplit(":", 1)
+        self.port = int(port)
+        self.headers = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.used = 0.0
+
+    async def call(self, path: str, body: bytes = b"", method: str = "POST", headers: str = "",
+                   content_type: str = "application/json") -> dict:
+        """The envelope of one call (raises unless its result_code is 200)."""
+        if self.writer is None or time.monotonic() - self.used > self.IDLE_S:
+            await self.close()
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        assert self.reader is not None and self.writer is not None
+        self.writer.write(f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{self.headers}{headers}"
+                          f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        head = (await self.reader.readuntil(b"\r\n\r\n")).lower()
+        length = int(head.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+        envelope = json.loads(await self.reader.readexactly(length))
+        self.used = time.monotonic()
+        if b"connection: close" in head:
+            await self.close()
+        if envelope["meta"]["result_code"] != 200:
+            raise RuntimeError(f"{path}: {envelope['meta']}")
+        return envelope["data"]
+
+    async def login(self, key: tuple[str, str]) -> str:
+        basic = base64.b64encode(f"{key[0]}:{key[1]}".encode()).decode()
+        return (await self.call("/auth.login", method="GET", headers=f"Authorization: Basic {basic}\r\n"))["token"]
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await self.writer.wait_closed()
+        self.reader = self.writer = None
+
+
 async def _agent(url: str, key: tuple[str, str], name: str, queues: list[str], wait_s: float, out: list,
                  ready: Any, go: Any) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=wait_s + 60) as http:
-        login = await http.get("/auth.login", auth=key)
-        with ready.get_lock():
-            ready.value += 1
-        while not go.is_set():  # every agent logged in first: logins are not what is measured
-            await asyncio.sleep(0.05)
-        headers = {"Authorization": f"Bearer {login.json()['data']['token']}", "X-ClearML-Worker": name}
-        body = {"queues": queues, "wait_s": wait_s, "lease_s": 3600, "worker": name}
-        while True:
-            answer = await http.post("/queues.get_next_task", json=body, headers=headers)
-            meta = answer.json()["meta"]
-            if meta["result_code"] != 200:
-                raise RuntimeError(f"{name}: {meta}")
-            if answer.json()["data"].get("entry"):
-                out.append(time.monotonic())
+    http = LeanHttp(url, {"X-ClearML-Worker": name})
+    token = await http.login(key)
+    with ready.get_lock():
+        ready.value += 1
+    while not go.is_set():  # every agent logged in first: logins are not what is measured
+        await asyncio.sleep(0.05)
+    auth = f"Authorization: Bearer {token}\r\n"
+    body = json.dumps({"queues": queues, "wait_s": wait_s, "lease_s": 3600, "worker": name}).encode()
+    while True:
+        if (await http.call("/queues.get_next_task", body, headers=auth)).get("entry"):
+            out.append(time.monotonic())
 
 
 def _agents_process(urls: list[str], keys: list[tuple[str, str]], first: int, queues: list[str],
@@ -238,24 +286,24 @@ def wake_ups(servers: list, samples: int) -> list[float]:
 
 
 async def _reporter(url: str, key: tuple[str, str], task: str, stop: Any, out: list, logged_in: Any) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
-        token = (await http.get("/auth.login", auth=key)).json()["data"]["token"]
-        with logged_in.get_lock():
-            logged_in.value += 1
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json-lines"}
-        iteration = 0
-        while not stop.is_set():
-            now = int(time.time() * 1000)
-            events = [{"task": task, "type": "training_stats_scalar", "metric": "loss", "variant": f"v{k}",
-                       "value": random.random(), "iter": iteration, "timestamp": now} for k in range(5)]
-            events += [{"task": task, "type": "log", "msg": f"step {iteration} line {k}", "level": "info",
-                        "timestamp": now} for k in range(5)]
-            payload = "\n".join(json.dumps(e) for e in events)
-            started = time.perf_counter()
-            await http.post("/events.add_batch", content=payload, headers=headers)
-            out.append(time.perf_counter() - started)
-            iteration += 1
-            await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - started)))
+    http = LeanHttp(url)
+    auth = f"Authorization: Bearer {await http.login(key)}\r\n"
+    with logged_in.get_lock():
+        logged_in.value += 1
+    await asyncio.sleep(random.random())  # reporters out of step, as runs started at different moments are
+    iteration = 0
+    while not stop.is_set():
+        now = int(time.time() * 1000)
+        events = [{"task": task, "type": "training_stats_scalar", "metric": "loss", "variant": f"v{k}",
+                   "value": random.random(), "iter": iteration, "timestamp": now} for k in range(5)]
+        events += [{"task": task, "type": "log", "msg": f"step {iteration} line {k}", "level": "info",
+                    "timestamp": now} for k in range(5)]
+        payload = "\n".join(json.dumps(e) for e in events).encode()
+        started = time.perf_counter()
+        await http.call("/events.add_batch", payload, headers=auth, content_type="application/json-lines")
+        out.append(time.perf_counter() - started)
+        iteration += 1
+        await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - started)))
 
 
 def _reporters_process(urls: list[str], keys: list[tuple[str, str]], tasks: list[str], results: mp.Queue,
@@ -321,7 +369,7 @@ def run(replicas: int, args: argparse.Namespace) -> dict:
               f"{time.monotonic() - started:.0f}s", file=sys.stderr)
         for i in range(1, replicas):
             servers.append(start_server(root / f"r{i}", db=url, env=SERVER_ENV))
-        return measure(servers, keys, queues, idle, project, args)
+        return measure(servers, keys, queues, idle, project, args, database)
     finally:
         for server in servers:
             server.stop()
@@ -352,7 +400,7 @@ def pop_ab(urls: list[str], keys: list, queues: list[str], args: argparse.Namesp
 
 
 def measure(servers: list, keys: list, queues: list[str], idle: list[str], project: str,
-            args: argparse.Namespace) -> dict:
+            args: argparse.Namespace, database: Any = None) -> dict:
     urls = [s.api_url for s in servers]
     out: dict = {"replicas": len(servers)}
     if len(servers) > 1 and args.pop_ab:
@@ -368,14 +416,14 @@ def measure(servers: list, keys: list, queues: list[str], idle: list[str], proje
     out["rss_mb"] = max(rss_mb(s.proc.pid) for s in servers)
     if len(servers) > 1:
         out["wake_ups"] = wake_ups(servers, args.wake_samples)
-    out.update(report_phase(servers, project, args))
+    out.update(report_phase(servers, project, args, database))
     agents.stop_event.set()
     for proc in agents.procs:
         proc.terminate()
     return out
 
 
-def report_phase(servers: list, project: str, args: argparse.Namespace) -> dict:
+def report_phase(servers: list, project: str, args: argparse.Namespace, database: Any = None) -> dict:
     admin = Api(servers[0].api_url)
     tasks = [admin.call("tasks.create", {"name": f"reporter-{i}", "type": "training", "project": project})["id"]
              for i in range(args.reporters)]
@@ -397,20 +445,24 @@ def report_phase(servers: list, project: str, args: argparse.Namespace) -> dict:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for i, s in enumerate(servers)] if args.py_spy else []
     before = [cpu_s(s.proc.pid) for s in servers]
+    reporters_before = cpu_s(proc.pid)
     machine = machine_busy()
+    db_before = database.cpu_s() if database else 0.0
     histograms = [server_histograms(s.api_url) for s in servers]
     started = time.monotonic()
     by_id, pages = probe(servers, project, args.probe_seconds)
     busy = [(cpu_s(s.proc.pid) - b) / (time.monotonic() - started) for s, b in zip(servers, before, strict=True)]
     inside = server_side(histograms, [server_histograms(s.api_url) for s in servers])
     machine_pct = machine_busy(machine)
+    db_pct = 100 * (database.cpu_s() - db_before) / (time.monotonic() - started) if database else 0.0
+    reporters_pct = 100 * (cpu_s(proc.pid) - reporters_before) / (time.monotonic() - started)
     for spy in spies:
         spy.wait(60)
     stop.set()
     batches = results.get(timeout=120)
     proc.join(30)
     return {"get_by_id": by_id, "get_all_ex": pages, "add_batch": batches, "busy": busy, "inside": inside,
-            "machine": machine_pct}
+            "machine": machine_pct, "database": db_pct, "reporters": reporters_pct}
 
 
 def machine_busy(since: tuple[float, float] | None = None) -> Any:
@@ -480,7 +532,8 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
                      f"{r['idle_cpu_pct_per_100']:.2f} | {r['rss_mb']:.0f} | {wake} |")
     lines += ["", "Replica CPU during the probe phase (reporters, probe and idle agents; 100 % = one core): "
               + "; ".join(f"{r['replicas']} replica(s): " + ", ".join(f"{b * 100:.0f} %" for b in r["busy"])
-                          + f" (the whole machine: {r['machine']:.0f} % of its {os.cpu_count()} cores busy)"
+                          + f", PostgreSQL {r['database']:.0f} %, the reporters' process {r['reporters']:.0f} % "
+                            f"(the whole machine: {r['machine']:.0f} % of its {os.cpu_count()} cores busy)"
                           for r in rows if "busy" in r)]
     lines += ["", "Inside the replicas during the probe phase (their request-duration histograms: no client "
               "or network time; p99 is the histogram bucket bound it falls under):"]

@@ -235,13 +235,15 @@ def _quoted(name: str) -> str:
     return str(_pg().identifier_preparer.quote(name))
 
 
-def insert_rows(table: Any, *, conflict: Sequence[str] = (), update: Sequence[str] = ()) -> ArrayWrite:
+def insert_rows(table: Any, *, conflict: Sequence[str] = (), update: Sequence[str] = (), where: str = "",
+                renew: Sequence[str] = ()) -> ArrayWrite:
     """Insert rows into every column of `table` but its autoincrement key. With `conflict` (the
-    unique columns), a row whose key exists updates the `update` columns instead (an upsert; no
-    two rows of one call may share a key), or is skipped when `update` is empty. Every form
-    comes from this one definition (ON CONFLICT is not portable Core: each backend's row-by-row
-    statement is built by its own `insert`)."""
-    from sqlalchemy import bindparam
+    unique columns; `where`: the predicate of a partial unique index on them), a row whose key
+    exists updates the `update` columns instead and sets the `renew` columns to their default
+    (an upsert; no two rows of one call may share a key), or is skipped when both are empty.
+    Every form comes from this one definition (ON CONFLICT is not portable Core: each backend's
+    row-by-row statement is built by its own `insert`)."""
+    from sqlalchemy import bindparam, literal_column, text
     from sqlalchemy.dialects import postgresql, sqlite
 
     columns = [c for c in table.columns if not (c.primary_key and c.autoincrement is True)]
@@ -250,13 +252,17 @@ def insert_rows(table: Any, *, conflict: Sequence[str] = (), update: Sequence[st
     sql = (f"INSERT INTO {_quoted(table.name)} ({names}) "
            f"SELECT {names} FROM json_to_recordset(%s::json) AS r({record})")
     if conflict:
-        sets = ", ".join(f"{_quoted(name)} = excluded.{_quoted(name)}" for name in update)
-        sql += f" ON CONFLICT ({', '.join(map(_quoted, conflict))}) DO " + (f"UPDATE SET {sets}" if sets else "NOTHING")
+        sets = ", ".join([f"{_quoted(name)} = excluded.{_quoted(name)}" for name in update]
+                         + [f"{_quoted(name)} = DEFAULT" for name in renew])
+        sql += (f" ON CONFLICT ({', '.join(map(_quoted, conflict))})" + (f" WHERE {where}" if where else "")
+                + " DO " + (f"UPDATE SET {sets}" if sets else "NOTHING"))
     by_row: dict[str, Prepared] = {}
     for name, dialect_insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert)):
         stmt: Any = dialect_insert(table).values({c.name: bindparam(c.name) for c in columns})
         if conflict:
-            stmt = (stmt.on_conflict_do_update(index_elements=list(conflict), set_={f: stmt.excluded[f] for f in update})
-                    if update else stmt.on_conflict_do_nothing(index_elements=list(conflict)))
+            target = {"index_elements": list(conflict), "index_where": text(where) if where else None}
+            sets_ = {**{f: stmt.excluded[f] for f in update}, **{f: literal_column("DEFAULT") for f in renew}}
+            stmt = (stmt.on_conflict_do_update(set_=sets_, **target) if sets_
+                    else stmt.on_conflict_do_nothing(**target))
         by_row[name] = Prepared(stmt)
     return ArrayWrite(by_row, sql)

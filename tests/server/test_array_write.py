@@ -140,3 +140,30 @@ def test_a_nul_in_a_text_column_is_the_drivers_error_on_either_path(store):
         return
     with pytest.raises(DBAPIError), store.tx() as conn:
         conn.execute_many(METRICS, [row])
+
+
+def test_a_rereported_point_replaces_the_row_with_a_new_seq_even_holding_a_nul(store):
+    """events.add_batch's point writes (a delete and an insert on SQLite, one upsert on
+    PostgreSQL, and its row-by-row form for rows holding a NUL): the point's old row is gone,
+    the new one comes after every row stored before it."""
+    load_all()
+    ctx = CallContext(store=store, identity=Identity(user="u", user_name="u"), endpoint="events.add_batch",
+                      version="2.31")
+    task = tasks.create(ctx, Request({"name": "points", "type": "training"}))["id"]
+
+    def point(value: float, note: str) -> dict:
+        return {"task": task, "type": "training_stats_scalar", "metric": "m", "variant": "v", "iter": 3,
+                "value": value, "timestamp": 1000, "note": note}
+
+    def log(msg: str) -> dict:
+        return {"task": task, "type": "log", "level": "info", "msg": msg, "timestamp": 1000}
+
+    for value, note in ((1.0, "first"), (2.0, "with a \x00 inside"), (3.0, "third")):
+        ingest.add_batch(ctx, Request({"__lines__": [point(value, note), log(note)]}))
+        with store.tx() as conn:
+            rows = conn.execute(select(t.events.c.seq, t.events.c.type, t.events.c.value, t.events.c.doc)
+                                .order_by(t.events.c.seq)).all()
+        points = [r for r in rows if r.type == "training_stats_scalar"]
+        assert [(p.value, p.doc["note"]) for p in points] == [(value, note)]
+        earlier_logs = [r.seq for r in rows if r.type == "log" and r.doc["msg"] != [note]]
+        assert points[0].seq > max(earlier_logs, default=0)

@@ -307,12 +307,27 @@ def _store_in(ctx: CallContext, conn: Any, batch: _Batch, known: dict[str, dict]
 
 _INSERT_EVENT = insert_rows(t.events)
 _DELETE_POINT = Prepared(delete(t.events).where(t.events.c.event_key == bindparam("event_key")))
+# PostgreSQL: a re-reported point (same event_key) replaces the stored row in the same statement,
+# with a new seq; the conflict is found through the unique index itself, whatever the plan
+_PUT_EVENTS = insert_rows(t.events, conflict=("event_key",), where="event_key IS NOT NULL",
+                          update=[c.name for c in t.events.columns if c.name not in ("seq", "event_key")],
+                          renew=("seq",))
 
 
 def _write_events(conn: Any, keyed_rows: list[dict], chunk_rows: list[dict]) -> None:
-    """A re-reported point replaces the stored one (deleted, then inserted anew: it takes a new
-    seq, as readers expect: one keyed delete a point, see prepared.ArrayWrite); every row goes
-    in one statement (prepared.ArrayWrite)."""
+    """Every row in one statement (prepared.ArrayWrite). A re-reported point replaces the stored
+    one and takes a new seq, as readers expect: on PostgreSQL by the insert's conflict clause;
+    on SQLite deleted first, one keyed delete a point.
+
+    Not a keyed DELETE on PostgreSQL: psycopg prepares a statement on its fifth run, and the
+    generic plan PostgreSQL then keeps for the connection's life was made while the events table
+    was small: a sequential scan. At 200 reporters it averaged 1.2 ms a point and took more
+    than a core of PostgreSQL (pg_stat_statements; an `= ANY(...)` delete of all the points had
+    the same fate). The conflict clause finds the row through the unique index, with no plan to
+    choose."""
+    if conn.dialect.name == "postgresql":
+        conn.execute_many(_PUT_EVENTS, keyed_rows + chunk_rows)
+        return
     if keyed_rows:
         conn.execute_many(_DELETE_POINT, keyed_rows)
     conn.execute_many(_INSERT_EVENT, keyed_rows + chunk_rows)
