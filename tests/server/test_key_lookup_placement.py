@@ -5,6 +5,7 @@ answer where they are, as `keys_active` always did. The answer itself is keys_ac
 page's session cookie is checked the same way (server/web/session.py)."""
 from __future__ import annotations
 
+import asyncio
 import threading
 from types import SimpleNamespace
 
@@ -17,7 +18,7 @@ from server.files.store import build_files_app
 from server.rpc.api import ApiApp
 from server.rpc.offload import HandlerPool
 from server.services import load_all
-from server.state import _ACTIVE_KEY_TTL_S, ServerState
+from server.state import _ACTIVE_KEY_TTL_S, _STALE_KEY_TTL_S, ServerState
 from server.storage.store import Store
 from server.web import session
 from server.web.pages import build_web_app
@@ -39,6 +40,7 @@ def _state(gate, pool, cached_age: float | None, active: bool) -> ServerState:
     state.store = SimpleNamespace(gate=gate)
     state.handlers = pool
     state._active = {} if cached_age is None else {"k": (active, clock.monotonic() - cached_age, None)}
+    state._refreshing, state._refreshes = set(), set()
     state.keys_active = lambda key: active  # type: ignore[method-assign]
     return state
 
@@ -46,7 +48,7 @@ def _state(gate, pool, cached_age: float | None, active: bool) -> ServerState:
 @pytest.mark.parametrize("database, with_pool, cached_age, active, on_pool", [
     # database     pool   cached age (s)              answer  looked up on the pool
     ("postgresql", True, None, True, True),            # never looked up: off the loop
-    ("postgresql", True, _ACTIVE_KEY_TTL_S + 1, True, True),  # stale: off the loop
+    ("postgresql", True, _STALE_KEY_TTL_S + 1, True, True),   # too old to use: off the loop
     ("postgresql", True, _ACTIVE_KEY_TTL_S + 1, False, True),  # a revoked key says so from there too
     ("postgresql", True, 0.5, True, False),            # fresh: the cache answers at once
     ("postgresql", False, None, True, False),          # no pool (handlers inline): where it is
@@ -59,6 +61,31 @@ def test_key_lookup_runs_off_the_loop_only_when_it_would_wait_on_postgresql(data
     state = _state(object() if database == "sqlite" else None, pool, cached_age, active)
     assert run_async(lambda: state.key_active("k")) is active
     assert (pool is not None and pool.calls == 1) is on_pool
+
+
+def test_an_active_keys_answer_past_its_ttl_is_used_once_more_while_it_is_looked_up_again():
+    """PostgreSQL: the call is answered from the cache at once, the look-up runs in the
+    background (one at a time), and from then on the key's current state holds: here, revoked."""
+    pool = _Pool()
+    state = _state(None, pool, _ACTIVE_KEY_TTL_S + 1, True)
+    looked_up = []
+
+    def active_until(key):
+        looked_up.append(key)
+        return False, None  # revoked meanwhile (on another replica)
+
+    state.keys = SimpleNamespace(active_until=active_until)
+    del state.keys_active  # the real one: the cache, then the key store
+
+    async def scenario():
+        first = await state.key_active("k")
+        second = await state.key_active("k")  # before the look-up ran: one look-up, not two
+        for _ in range(5):
+            await asyncio.sleep(0)
+        return first, second, await state.key_active("k")
+
+    assert run_async(scenario) == (True, True, False)
+    assert looked_up == ["k"] and pool.calls == 1 and not state._refreshing
 
 
 # --- the web session cookie (server/web/session.py), on a real store -------------------------
