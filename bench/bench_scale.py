@@ -111,10 +111,10 @@ def mint_keys(db_url: str, count: int, role: str = "agent") -> list[tuple[str, s
 # -- simulated agents (separate processes) ---------------------------------------------------------
 class LeanHttp:
     """A keep-alive HTTP/1.1 client on one asyncio connection, requests written whole and answers
-    read by Content-Length: ~0.1 ms of CPU a call where httpx takes ~2-5 ms. The clients share
-    the server's two cores here (in a deployment they run on other machines), so what a client
-    costs is taken from the server: with httpx, 200 reporters' process alone kept ~0.9 of a core
-    busy. A connection idle for a few seconds is opened afresh (the server closes idle ones)."""
+    read by Content-Length. The clients share the server's two cores here (in a deployment they
+    run on other machines), so what a client costs is taken from the server: 200 reporters at a
+    batch a second each took 36 % of a core with httpx, 7 % with this. A connection idle for a
+    few seconds is opened afresh (the server closes idle ones)."""
 
     IDLE_S = 3.0
 
