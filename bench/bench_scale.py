@@ -13,7 +13,9 @@ over the replicas as a load balancer would):
     pop        every agent pops with a lease from its queue as fast as answers come: pops/s
     pop A/B    (2+ replicas, --pop-ab rounds) the same, alternately with every agent on the first
                replica and spread over all: the replicas' rate against one's, moments apart
-    idle       every agent long-polls an empty queue: the replicas' CPU (% of one core per 100
+    idle       every agent long-polls an empty queue, their first polls spread over one wait (as
+               agents started at different moments are; `--no-spread-polls`: all at once, so all
+               of them end together every wait): the replicas' CPU (% of one core per 100
                agents, from /proc) and RSS while they wait
     wake-up    (2+ replicas) a long-poll on replica B, an enqueue on replica A: time to answer
     report     `--reporters` tasks send events.add_batch (scalars and log lines) every second
@@ -159,13 +161,17 @@ class LeanHttp:
 
 
 async def _agent(url: str, key: tuple[str, str], name: str, queues: list[str], wait_s: float, out: list,
-                 ready: Any, go: Any) -> None:
+                 ready: Any, go: Any, spread_s: float = 0.0) -> None:
     http = LeanHttp(url, {"X-ClearML-Worker": name})
     token = await http.login(key)
     with ready.get_lock():
         ready.value += 1
     while not go.is_set():  # every agent logged in first: logins are not what is measured
         await asyncio.sleep(0.05)
+    # Idle agents start their long-polls spread over one wait, as agents started at different
+    # moments are: started together, all 1,000 polls end in the same instant every wait_s, and
+    # each such herd (a token check and a pop attempt each) held the replica for a second or more.
+    await asyncio.sleep(random.uniform(0, spread_s))
     auth = f"Authorization: Bearer {token}\r\n"
     body = json.dumps({"queues": queues, "wait_s": wait_s, "lease_s": 3600, "worker": name}).encode()
     while True:
@@ -174,13 +180,14 @@ async def _agent(url: str, key: tuple[str, str], name: str, queues: list[str], w
 
 
 def _agents_process(urls: list[str], keys: list[tuple[str, str]], first: int, queues: list[str],
-                    wait_s: float, results: mp.Queue, stop: Any, ready: Any, go: Any) -> None:
+                    wait_s: float, results: mp.Queue, stop: Any, ready: Any, go: Any, spread_s: float = 0.0) -> None:
     """Agents `first`.. of this process: agent i talks to replica i % len(urls), queue i % len(queues)."""
     pops: list[float] = []
 
     async def main() -> None:
         tasks = [asyncio.create_task(_agent(urls[(first + i) % len(urls)], key, f"agent-{first + i}",
-                                            [queues[(first + i) % len(queues)]], wait_s, pops, ready, go))
+                                            [queues[(first + i) % len(queues)]], wait_s, pops, ready, go,
+                                            spread_s))
                  for i, key in enumerate(keys)]
         while not stop.is_set():
             await asyncio.sleep(0.1)
@@ -196,7 +203,7 @@ def _agents_process(urls: list[str], keys: list[tuple[str, str]], first: int, qu
 
 class Agents:
     def __init__(self, urls: list[str], keys: list[tuple[str, str]], queues: list[str], wait_s: float,
-                 processes: int = 2):
+                 processes: int = 2, spread_s: float = 0.0):
         ctx = mp.get_context("fork")
         self.results: mp.Queue = ctx.Queue()
         self.stop_event = ctx.Event()
@@ -206,7 +213,7 @@ class Agents:
         per = -(-len(keys) // processes)
         self.procs = [ctx.Process(target=_agents_process, daemon=True,
                                   args=(urls, keys[i:i + per], i, queues, wait_s, self.results, self.stop_event,
-                                        self.ready, self.go))
+                                        self.ready, self.go, spread_s))
                       for i in range(0, len(keys), per)]
         for proc in self.procs:
             proc.start()
@@ -406,7 +413,7 @@ def measure(servers: list, keys: list, queues: list[str], idle: list[str], proje
     if len(servers) > 1 and args.pop_ab:
         out["pop_ab"] = pop_ab(urls, keys, queues, args)
     out["pops_per_s"] = pop_rate(urls, keys, queues, args.pop_seconds)
-    agents = Agents(urls, keys, idle, wait_s=30)
+    agents = Agents(urls, keys, idle, wait_s=30, spread_s=30 if args.spread_polls else 0.0)
     agents.wait_logged_in()
     wait_until_waiting(servers, len(keys))
     before = [cpu_s(s.proc.pid) for s in servers]
@@ -561,6 +568,9 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=20)
     parser.add_argument("--probe-seconds", type=float, default=20)
     parser.add_argument("--wake-samples", type=int, default=30)
+    parser.add_argument("--no-spread-polls", dest="spread_polls", action="store_false",
+                        help="idle agents start their long-polls together (a herd every wait_s) instead of "
+                             "spread over one wait")
     parser.add_argument("--py-spy", default="", metavar="DIR",
                         help="record each replica with py-spy during the probe phase (raw stacks into DIR)")
     parser.add_argument("--pop-ab", type=int, default=3,

@@ -61,3 +61,29 @@ def test_a_pooled_connection_the_database_ended_is_replaced_not_used(store):
     for _ in range(3):
         with store.tx() as conn:
             assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+
+
+def test_a_pop_that_found_nothing_while_the_queue_has_entries_pops_again(store, monkeypatch):
+    """A pop's statement sees only the entries committed before it began and skips the ones other
+    pops hold: another agent's pop can hold this caller's entry while the entry that agent
+    enqueued came too late to be seen, so the statement finds nothing with an entry there (seen
+    once in tests/server/test_postgres.py's concurrent pairs). The pop then asks again."""
+    from server.services.queues import entries
+    from server.storage.prepared import Prepared, Rows
+
+    class MissesOnce(Prepared):
+        missed = 0
+
+        def run(self, *args, **kwargs):
+            if not MissesOnce.missed:
+                MissesOnce.missed += 1
+                return Rows([], 0)  # what the racing statement finds
+            return super().run(*args, **kwargs)
+
+    with store.tx() as conn:
+        crud.add_entry(conn, "q-late", "task-late")
+    monkeypatch.setattr(entries, "_POP_STATUS", MissesOnce(entries._POP_STATUS.statement))
+    with store.tx() as conn:
+        assert crud.pop(conn, "q-late")[0] == "task-late"
+        assert crud.pop(conn, "q-late") is None  # an empty queue is not asked again and again
+    assert MissesOnce.missed == 1

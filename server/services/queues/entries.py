@@ -55,6 +55,8 @@ _POP = Prepared(delete(_E).where(_E.c.seq == _HEAD).returning(_E.c.task, _E.c.ad
 _POPPED = delete(_E).where(_E.c.seq == _HEAD).returning(_E.c.task, _E.c.added).cte("popped")
 _POP_STATUS = Prepared(select(_POPPED.c.task, _POPPED.c.added, t.tasks.c.status)
                        .select_from(_POPPED.outerjoin(t.tasks, t.tasks.c.id == _POPPED.c.task)))
+_ANY_ENTRY = Prepared(select(_E.c.seq).where(_E.c.queue == bindparam("q")).limit(1))
+_POP_AGAIN = 2  # PostgreSQL: pops tried again when one found nothing while the queue has entries
 _QUEUE_EXISTS = Prepared(select(_Q.c.id).where(_Q.c.id == bindparam("q")))
 _QUEUE_BY_NAME = Prepared(select(_Q.c.id).where(_Q.c.name == bindparam("name")))
 _TASK_STATUS = Prepared(select(t.tasks.c.status).where(t.tasks.c.id == bindparam("id")))
@@ -100,6 +102,14 @@ def pop(conn, queue_id: str) -> tuple | None:
     (None: the task is gone). One statement, so two callers never get the same one."""
     if conn.dialect.name == "postgresql":
         row = conn.execute(_POP_STATUS, {"q": queue_id}).first()
+        for _ in range(_POP_AGAIN):
+            # A pop's statement sees the entries committed before it started, and skips those
+            # another pop holds. Another agent's pop may hold this caller's entry while the entry
+            # that agent itself enqueued came too late for this statement to see: nothing, with
+            # an entry there for it. A new statement sees the newer entries (READ COMMITTED).
+            if row is not None or conn.execute(_ANY_ENTRY, {"q": queue_id}).first() is None:
+                break
+            row = conn.execute(_POP_STATUS, {"q": queue_id}).first()
     else:
         row = conn.execute(_POP, {"q": queue_id}).first()
     if row is None:
