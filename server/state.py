@@ -83,8 +83,7 @@ class ServerState:
     replica: str = ""  # this replica's name (/metrics)
     coordinator: Coordinator | None = None  # PostgreSQL: cross-replica wake-ups and leadership
     _active: dict[str, tuple[bool, float, float | None]] = field(default_factory=dict)
-    _refreshing: set[str] = field(default_factory=set)  # keys whose look-up runs in the background
-    _refreshes: set[asyncio.Task] = field(default_factory=set)  # those look-ups (held until done)
+    _refreshing: dict[str, asyncio.Task] = field(default_factory=dict)  # keys being looked up in the background
 
     @property
     def is_leader(self) -> bool:
@@ -130,12 +129,10 @@ class ServerState:
 
     def _refresh_later(self, access_key: str) -> None:
         """Look `access_key` up on the handler pool in the background (one look-up a key at a time)."""
-        if access_key in self._refreshing:
-            return
-        self._refreshing.add(access_key)
-        task = asyncio.get_running_loop().create_task(self._refresh(access_key))
-        self._refreshes.add(task)
-        task.add_done_callback(self._refreshes.discard)
+        if access_key not in self._refreshing:
+            task = asyncio.get_running_loop().create_task(self._refresh(access_key))
+            self._refreshing[access_key] = task  # held here until done (the loop keeps only a weak reference)
+            task.add_done_callback(lambda _: self._refreshing.pop(access_key, None))
 
     async def _refresh(self, access_key: str) -> None:
         assert self.handlers is not None  # only PostgreSQL servers with a pool refresh in the background
@@ -143,8 +140,6 @@ class ServerState:
             await self.handlers.run(self._look_up_key, access_key, clock.monotonic())
         except Exception:  # noqa: BLE001 - pool closed or database away: the next call past the stale TTL looks up itself
             log.debug("background look-up of a key failed", exc_info=True)
-        finally:
-            self._refreshing.discard(access_key)
 
     def _fresh(self, access_key: str) -> bool:
         cached = self._active.get(access_key)

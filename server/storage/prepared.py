@@ -13,12 +13,17 @@ stay ordinary Core statements and run through SQLAlchemy.
 """
 from __future__ import annotations
 
+import functools
 from collections import namedtuple
 from typing import Any, Callable, Iterator, Sequence
 
+from sqlalchemy import bindparam
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
+
+from server.rpc.jsonutil import dumps
 
 
 class Rows:
@@ -183,11 +188,11 @@ class ArrayWrite:
     carry None for those (as ingest stores them). Rows whose JSON holds a NUL character go the
     executemany way (PostgreSQL's JSON parser refuses one). Build one with `insert_rows`.
 
-    Not for a DELETE by many keys: a prepared `= ANY(...)` or `IN (SELECT ...)` over an
-    unknown number of keys gets a generic plan, and one made while the table was small is a
-    sequential scan kept for the connection's life (ingest's point delete went from ~2.4 to
-    4-6 ms of wall time a batch as the table grew); a keyed `= %s` run once per row keeps its
-    index scan.
+    Not for a DELETE by keys on PostgreSQL, in one statement or one a row: psycopg prepares a
+    statement on its fifth run, and the generic plan made while the table was small is a
+    sequential scan kept for the connection's life (ingest's point delete averaged 1.2 ms a row
+    at 200 reporters). A conflict clause (`insert_rows(conflict=...)`) finds rows through the
+    unique index with no plan to choose.
     """
 
     __slots__ = ("by_row", "pg_sql")
@@ -202,8 +207,6 @@ class ArrayWrite:
         if dialect.name != "postgresql":
             self.by_row[dialect.name].run_many(dbapi_conn, dialect, rows)
             return
-        from server.rpc.jsonutil import dumps
-
         payload = dumps(rows)
         if "\\u0000" in payload:
             # PostgreSQL's JSON functions refuse a NUL character anywhere in the text they parse,
@@ -221,9 +224,9 @@ class ArrayWrite:
             cursor.close()
 
 
+@functools.lru_cache(maxsize=1)
 def _pg() -> Any:
-    from sqlalchemy.dialects import postgresql
-
+    """A PostgreSQL dialect to write SQL text with (types and quoting; made once)."""
     return postgresql.dialect()
 
 
@@ -243,8 +246,7 @@ def insert_rows(table: Any, *, conflict: Sequence[str] = (), update: Sequence[st
     (an upsert; no two rows of one call may share a key), or is skipped when both are empty.
     Every form comes from this one definition (ON CONFLICT is not portable Core: each backend's
     row-by-row statement is built by its own `insert`)."""
-    from sqlalchemy import bindparam, literal_column, text
-    from sqlalchemy.dialects import postgresql, sqlite
+    from sqlalchemy import literal_column, text
 
     columns = [c for c in table.columns if not (c.primary_key and c.autoincrement is True)]
     names = ", ".join(_quoted(c.name) for c in columns)

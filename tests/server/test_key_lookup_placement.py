@@ -40,7 +40,7 @@ def _state(gate, pool, cached_age: float | None, active: bool) -> ServerState:
     state.store = SimpleNamespace(gate=gate)
     state.handlers = pool
     state._active = {} if cached_age is None else {"k": (active, clock.monotonic() - cached_age, None)}
-    state._refreshing, state._refreshes = set(), set()
+    state._refreshing = {}
     state.keys_active = lambda key: active  # type: ignore[method-assign]
     return state
 

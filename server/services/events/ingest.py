@@ -2,10 +2,10 @@
 
 Ingest is the hot path (a training run sends thousands of log lines a second): one pass over
 the events in plain Python, then one transaction - a refused request writes nothing: the
-documents of the tasks with metric rows read (and on PostgreSQL locked) at once, re-reported
-points deleted (one executemany) and every row inserted as one statement (SQLite: executemany;
-PostgreSQL: one statement over the rows as JSON, prepared.ArrayWrite), at most one document update per task and only
-the changed task_metrics rows. All statements are prepared (no SQLAlchemy per call) and on
+documents of the tasks with metric rows read (and on PostgreSQL locked) at once, every row
+written in one statement (SQLite: re-reported points deleted, then an executemany; PostgreSQL:
+one insert over the rows as JSON whose conflict clause replaces a re-reported point,
+prepared.ArrayWrite), at most one document update per task and only the changed task_metrics rows. All statements are prepared (no SQLAlchemy per call) and on
 PostgreSQL pipelined: a scalars-and-logs batch is three round trips (pool ping,
 BEGIN + the locked document read, every write + COMMIT; it was eleven). Events from
 Shipyard's agent carry a lease `attempt`: they are fenced against superseded claims and log
@@ -305,6 +305,7 @@ def _store_in(ctx: CallContext, conn: Any, batch: _Batch, known: dict[str, dict]
     return len(keyed_rows) + sum(row["n_events"] for row in chunk_rows)
 
 
+# SQLite: a re-reported point's row deleted, then every row inserted
 _INSERT_EVENT = insert_rows(t.events)
 _DELETE_POINT = Prepared(delete(t.events).where(t.events.c.event_key == bindparam("event_key")))
 # PostgreSQL: a re-reported point (same event_key) replaces the stored row in the same statement,
