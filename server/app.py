@@ -87,7 +87,8 @@ def create_state(config: ServerConfig) -> ServerState:
                         notifier=Notifier(listening_recheck_s=config.notify_recheck_s))
     if not store.is_sqlite:
         state.coordinator = Coordinator(config.db_url, state.notifier, name=config.replica,
-                                        leader_check_s=config.leader_check_s)
+                                        leader_check_s=config.leader_check_s, on_key=state.forget_key,
+                                        on_reconnect=state.forget_all_keys)
     ensure_default_queue(store, ANONYMOUS)
     return state
 

@@ -4,9 +4,11 @@ Enqueue calls `notify(queue_id)`; a waiting pop awaits `wait(queue_ids, timeout)
 PostgreSQL, replicas wake each other's waiters through LISTEN/NOTIFY (server/replicas.py calls
 `notify` from its listener thread); waiters also re-check on their own, every
 `listening_recheck_s` while that listener is up and every `recheck_s` otherwise (SQLite, or the
-listener reconnecting), so a missed notification costs latency, never a task. `close()` (the server is stopping)
-wakes every waiter and makes `wait` return at once, so long-polls end instead of holding the
-shutdown for their whole wait.
+listener reconnecting), so a missed notification costs latency, never a task. `mark()` before a
+pop and `wait(..., since=mark)` after it close the gap between the two: a notification that came
+while the pop ran (before its waiter was there to hear it) makes the wait return at once.
+`close()` (the server is stopping) wakes every waiter and makes `wait` return at once, so
+long-polls end instead of holding the shutdown for their whole wait.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ class Notifier:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self.closed = False
+        self._notes: dict[str, int] = defaultdict(int)  # notifications so far, per queue (`mark`)
+        self._wake_alls = 0  # and wake_all calls (a reconnect: notifications may have been missed)
 
     @property
     def recheck_s(self) -> float:
@@ -38,7 +42,14 @@ class Notifier:
         self._loop = loop
         self._loop_thread = threading.get_ident()
 
+    def mark(self, queue_ids: list[str]) -> int:
+        """Taken before a pop: `wait(queue_ids, ..., since=mark)` returns at once when one of the
+        queues was notified in between (the pop's snapshot may have missed its entry, and no waiter
+        was there yet to hear it)."""
+        return self._wake_alls + sum(self._notes.get(qid, 0) for qid in queue_ids)
+
     def notify(self, queue_id: str) -> None:
+        self._notes[queue_id] += 1  # two threads' increments colliding still change the count
         if self._loop is None or not self._waiters.get(queue_id):
             return
         if threading.get_ident() == self._loop_thread:
@@ -53,6 +64,7 @@ class Notifier:
 
     def wake_all(self) -> None:
         """Every waiter re-checks its queues now. Safe from any thread."""
+        self._wake_alls += 1
         if self._loop is None:
             return
         if threading.get_ident() == self._loop_thread:
@@ -68,12 +80,15 @@ class Notifier:
         for ev in list(self._waiters.get(queue_id, ())):
             ev.set()
 
-    async def wait(self, queue_ids: list[str], timeout: float) -> bool:
-        """Wait until one of the queues is notified or `min(timeout, recheck_s)` passes."""
+    async def wait(self, queue_ids: list[str], timeout: float, since: int | None = None) -> bool:
+        """Wait until one of the queues is notified or `min(timeout, recheck_s)` passes: True when
+        woken (or a notification came after `since`, a `mark()`), False when the time passed."""
         if self._loop is None:
             self.bind(asyncio.get_running_loop())
         if self.closed:
             return False
+        if since is not None and self.mark(queue_ids) != since:
+            return True
         ev = asyncio.Event()
         for qid in queue_ids:
             self._waiters[qid].add(ev)

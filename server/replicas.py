@@ -2,12 +2,16 @@
 
     Coordinator        one thread per replica with a PostgreSQL connection of its own (autocommit):
                          LISTEN shipyard_queue  -> Notifier.notify(queue id) on this replica's loop
+                         LISTEN shipyard_keys   -> on_key(access key): its cached check is dropped
                          pg_try_advisory_lock   every leader_check_s until held -> `is_leader`
-                       The connection dropping (a database restart) loses both: meanwhile waiters
-                       re-check every second, the thread reconnects with backoff, wakes every
-                       waiter (a notification may have been missed) and competes for the lock again.
+                       The connection dropping (a database restart) loses all three: meanwhile
+                       waiters re-check every second and key checks last seconds, the thread
+                       reconnects with backoff, drops every cached key check and wakes every
+                       waiter (notifications may have been missed) and competes for the lock again.
     publish(conn, q)   in the enqueueing transaction: pg_notify, which PostgreSQL delivers at commit,
                        so a replica woken by it always sees the entry.
+    publish_key(conn, k) in a transaction that revokes a key or moves its expiry: every replica
+                       drops its cached answer for that key when it commits (server/state.py).
     reaper_fence(conn) in a reaper transaction: pg_try_advisory_xact_lock, so two replicas that both
                        believe they lead (for a moment after a connection loss) never reap at once.
 
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.engine import make_url
@@ -32,9 +36,11 @@ from server.storage.prepared import Prepared
 log = logging.getLogger("shipyard.server.replicas")
 
 CHANNEL = "shipyard_queue"
+KEYS_CHANNEL = "shipyard_keys"
 LEADER_KEY = 0x5348_0002   # session advisory lock: held by the leader's coordinator connection
 REAPER_KEY = 0x5348_0003   # transaction advisory lock: held by a reaper pass while it runs
 _NOTIFY = Prepared(select(func.pg_notify(CHANNEL, bindparam("queue_id"))))  # sent on in a pipeline
+_NOTIFY_KEY = Prepared(select(func.pg_notify(KEYS_CHANNEL, bindparam("access_key"))))
 _FENCE = select(func.pg_try_advisory_xact_lock(REAPER_KEY))
 
 
@@ -48,6 +54,12 @@ def publish(conn: Any, queue_id: str) -> None:
         conn.execute(_NOTIFY, {"queue_id": queue_id})
 
 
+def publish_key(conn: Any, access_key: str) -> None:
+    """Tell every replica that `access_key` changed (revoked, expiry moved; PostgreSQL; at commit)."""
+    if is_postgres(conn):
+        conn.execute(_NOTIFY_KEY, {"access_key": access_key})
+
+
 def reaper_fence(conn: Any) -> bool:
     """May this transaction run a reaper pass? Always on SQLite; on PostgreSQL only one at a time."""
     return not is_postgres(conn) or bool(conn.execute(_FENCE).scalar())
@@ -59,9 +71,12 @@ def libpq_url(url: str) -> str:
 
 
 class Coordinator:
-    def __init__(self, url: str, notifier: Notifier, *, name: str, leader_check_s: float = 1.0):
+    def __init__(self, url: str, notifier: Notifier, *, name: str, leader_check_s: float = 1.0,
+                 on_key: Callable[[str], None] | None = None, on_reconnect: Callable[[], None] | None = None):
         self.dsn = libpq_url(url)
         self.notifier = notifier
+        self.on_key = on_key  # a key changed on some replica (called on this thread)
+        self.on_reconnect = on_reconnect  # listening again: what was heard before may be stale
         self.name = name
         self.leader_check_s = leader_check_s
         self.is_leader = False
@@ -90,6 +105,7 @@ class Coordinator:
                                      keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
                                      application_name=f"shipyard-coordinator {self.name}"[:63]) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f"LISTEN {KEYS_CHANNEL}")
                     self._up()
                     backoff = 0.25
                     self._serve(conn)
@@ -105,7 +121,11 @@ class Coordinator:
     def _serve(self, conn: Any) -> None:
         while not self._stop.is_set():
             for note in conn.notifies(timeout=self.leader_check_s):
-                self.notifier.notify(note.payload)
+                if note.channel == KEYS_CHANNEL:
+                    if self.on_key is not None:
+                        self.on_key(note.payload)
+                else:
+                    self.notifier.notify(note.payload)
                 if self._stop.is_set():
                     return
             if self.is_leader:
@@ -118,6 +138,8 @@ class Coordinator:
                 log.info("replica %s is now the leader (lease reaper)", self.name)
 
     def _up(self) -> None:
+        if self.on_reconnect is not None:
+            self.on_reconnect()  # before `connected`: no cached key check outlives a gap in listening
         self.connected = True
         self.notifier.set_listening(True)
         self.notifier.wake_all()  # notifications sent while we were not listening are lost: re-check

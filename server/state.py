@@ -24,6 +24,11 @@ log = logging.getLogger("shipyard.server.state")
 
 _ACTIVE_KEY_TTL_S = 5.0
 _STALE_KEY_TTL_S = 60.0  # longest a cached answer is used while the database is busy (SQLite) or asked again (PostgreSQL)
+# While this replica hears every replica's key changes (PostgreSQL, its coordinator listening), a
+# cached answer is dropped by the change itself; the TTL is then only the backstop for changes
+# made outside Shipyard (SQL by hand). Each idle agent's long-poll (every 30 s) looked its key
+# up again under the 5 s TTL: a transaction per poll.
+_LISTENING_KEY_TTL_S = 120.0
 _BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -84,6 +89,7 @@ class ServerState:
     coordinator: Coordinator | None = None  # PostgreSQL: cross-replica wake-ups and leadership
     _active: dict[str, tuple[bool, float, float | None]] = field(default_factory=dict)
     _refreshing: dict[str, asyncio.Task] = field(default_factory=dict)  # keys being looked up in the background
+    _forgets: int = 0  # forget_key calls so far: a look-up that overlapped one does not cache its answer
 
     @property
     def is_leader(self) -> bool:
@@ -115,7 +121,7 @@ class ServerState:
         if self.store.gate is not None or self.handlers is None or self._fresh(access_key):
             return self.keys_active(access_key)
         cached = self._active.get(access_key)
-        if cached is not None and cached[0] and clock.monotonic() - cached[1] < _STALE_KEY_TTL_S:
+        if cached is not None and cached[0] and clock.monotonic() - cached[1] < self._key_ttls()[1]:
             # An active key's answer past its TTL: used once more while it is looked up in the
             # background. Hundreds of keys' TTLs ran out together every 5 s and their calls
             # queued for the handler pool behind each other's look-ups (get_by_id p99 46 -> 26 ms
@@ -141,17 +147,25 @@ class ServerState:
         except Exception:  # noqa: BLE001 - pool closed or database away: the next call past the stale TTL looks up itself
             log.debug("background look-up of a key failed", exc_info=True)
 
+    def _key_ttls(self) -> tuple[float, float]:
+        """(how long a cached key check stands, how long an active key's stands while it is looked
+        up again): longer while every key change reaches this replica (the coordinator listens)."""
+        if self.coordinator is not None and self.coordinator.connected:
+            return _LISTENING_KEY_TTL_S, _LISTENING_KEY_TTL_S + _STALE_KEY_TTL_S
+        return _ACTIVE_KEY_TTL_S, _STALE_KEY_TTL_S
+
     def _fresh(self, access_key: str) -> bool:
         cached = self._active.get(access_key)
-        return cached is not None and clock.monotonic() - cached[1] < _ACTIVE_KEY_TTL_S
+        return cached is not None and clock.monotonic() - cached[1] < self._key_ttls()[0]
 
     def keys_active(self, access_key: str) -> bool:
         cached = self._active.get(access_key)
         now = clock.monotonic()
-        if cached and now - cached[1] < _ACTIVE_KEY_TTL_S:
+        ttl, stale = self._key_ttls()
+        if cached and now - cached[1] < ttl:
             return _still_active(cached)
         gate = self.store.gate
-        if cached and now - cached[1] < _STALE_KEY_TTL_S and gate is not None:
+        if cached and now - cached[1] < stale and gate is not None:
             if not gate.acquire(blocking=False):
                 # A pool thread is inside a transaction: rather than make the event loop wait on
                 # the database, the last answer stands a little longer (a revocation through the
@@ -164,10 +178,20 @@ class ServerState:
         return self._look_up_key(access_key, now)
 
     def _look_up_key(self, access_key: str, now: float) -> bool:
+        forgets = self._forgets
         active, expires = self.keys.active_until(access_key)
-        self._active[access_key] = (active, now, expires)
+        if forgets == self._forgets:  # else a change may have come after this read: not cached
+            self._active[access_key] = (active, now, expires)
         return active
 
     def forget_key(self, access_key: str) -> None:
-        """Drop a cached answer, so a revocation made through the API takes effect at once."""
+        """Drop a cached answer, so a revocation takes effect at once: made through this replica's
+        API, or heard from another replica (the coordinator's thread calls this)."""
+        self._forgets += 1
         self._active.pop(access_key, None)
+
+    def forget_all_keys(self) -> None:
+        """Drop every cached answer (the coordinator listens again after a gap: changes made
+        meanwhile were not heard)."""
+        self._forgets += 1
+        self._active.clear()

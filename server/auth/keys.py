@@ -36,6 +36,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from server import errors
+from server.replicas import publish_key
 from server.storage import tables as t
 from server.storage.store import Store
 from shipyard import __version__, clock
@@ -192,9 +193,11 @@ class KeyStore:
         return {k: v for k, v in row._mapping.items() if k != "secret_hash"}
 
     def revoke(self, access_key: str) -> bool:
+        """Revoke the key; every replica drops its cached check of it when this commits."""
         with self.store.tx() as conn:
             count = conn.execute(update(t.credentials).where(t.credentials.c.access_key == access_key)
                                  .values(revoked=True)).rowcount
+            publish_key(conn, access_key)
         self._verified.clear()
         return count > 0
 
@@ -213,6 +216,7 @@ class KeyStore:
                                  .where(t.credentials.c.revoked.is_(False))
                                  .where(t.credentials.c.expires > clock.now())
                                  .values(expires=expires)).rowcount
+            publish_key(conn, access_key)
         return count > 0
 
     def active_until(self, access_key: str) -> tuple[bool, float | None]:

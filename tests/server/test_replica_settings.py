@@ -66,3 +66,26 @@ def test_waiters_recheck_slowly_only_while_notifications_arrive():
     assert notifier.recheck_s == 5.0
     notifier.set_listening(False)
     assert notifier.recheck_s == 1.0
+
+
+def test_a_notification_between_the_pop_and_the_wait_is_not_lost():
+    """The pop ran, then an enqueue's notification came before the waiter was there to hear it:
+    the wait returns at once (True) instead of sleeping through the entry."""
+    import asyncio
+
+    async def scenario() -> list[bool]:
+        notifier = Notifier(recheck_s=0.05)
+        notifier.bind(asyncio.get_running_loop())
+        quiet = notifier.mark(["q1"])
+        nothing = await notifier.wait(["q1"], 0.05, since=quiet)      # nothing came: the time passes
+        mark = notifier.mark(["q1", "q2"])
+        notifier.notify("q3")                                        # another queue: still waits
+        other = await notifier.wait(["q1", "q2"], 0.05, since=mark)
+        notifier.notify("q2")                                        # one of them: at once
+        heard = await asyncio.wait_for(notifier.wait(["q1", "q2"], 30, since=mark), 1)
+        mark = notifier.mark(["q1"])
+        notifier.wake_all()                                          # a reconnect: at once too
+        reconnect = await asyncio.wait_for(notifier.wait(["q1"], 30, since=mark), 1)
+        return [nothing, other, heard, reconnect]
+
+    assert asyncio.run(scenario()) == [False, False, True, True]

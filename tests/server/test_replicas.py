@@ -93,6 +93,25 @@ def test_a_token_and_a_web_session_from_one_replica_work_on_the_other(cluster):
     assert web.get(f"{b.web_url}/session", timeout=30).json()["user"]
 
 
+def test_a_key_revoked_on_one_replica_is_refused_on_the_other_at_once(cluster):
+    """B caches its key checks for minutes while it hears every replica's key changes; the
+    revocation's notification drops B's answer, so the key stops working there at once (before
+    that notification, B trusted its answer for 5 s)."""
+    a = cluster.replicas[0].api()
+    _wait_for(lambda: cluster.metrics(1).get("shipyard_replica_listener_up") == 1, what="B's listener")
+    made = a.call("auth.create_credentials", {"role": "user", "label": "leaving"})
+    person = Api(cluster.replicas[1].api_url, made["access_key"], made["secret_key"])
+    assert person.call("users.get_current_user")["user"]["id"]  # B has checked the key: cached there
+    a.call("auth.revoke_credentials", {"access_key": made["access_key"]})
+    revoked = time.monotonic()
+
+    def refused() -> bool:
+        return person.raw("users.get_current_user").json()["meta"]["result_code"] == 401
+
+    _wait_for(refused, timeout=10, what="the revoked key refused on B")
+    assert time.monotonic() - revoked < 2.0
+
+
 def test_a_killed_leader_is_replaced_and_its_reaper_work_goes_on(cluster):
     api = _front(cluster)
     queue, [task] = _queue_with_tasks(api, "reap", 1)

@@ -132,6 +132,7 @@ async def get_next_task(ctx: CallContext, req: Request) -> dict:
     ask = _ask(ctx, req)
     deadline = time.monotonic() + wait_s
     while True:
+        mark = ctx.notifier.mark(queue_ids) if ctx.notifier is not None else 0
         if ctx.settings is not None:  # without waiting on the database lock on the event loop
             claims = await ctx.settings.run_db(retrying, _try_pop_many, ctx, queue_ids, ask)
         else:
@@ -141,7 +142,13 @@ async def get_next_task(ctx: CallContext, req: Request) -> dict:
         remaining = deadline - time.monotonic()
         if remaining <= 0 or ctx.notifier is None or ctx.notifier.closed:
             return _answer(req, [])
-        await ctx.notifier.wait(queue_ids, remaining)
+        woken = await ctx.notifier.wait(queue_ids, remaining, since=mark)
+        if not woken and ctx.notifier.listening and time.monotonic() >= deadline:
+            # The wait ran out with no notification since the pop began (PostgreSQL: an
+            # enqueue's NOTIFY reaches every listening replica at its commit, a reconnect wakes
+            # every waiter): nothing came, and no second pop is needed to prove it. It was one
+            # of the two transactions each idle long-poll cost.
+            return _answer(req, [])
         if ctx.notifier.closed:
             return _answer(req, [])  # the server is stopping: the caller may be gone too, so pop nothing for it
         gone = ctx.is_disconnected
