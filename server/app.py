@@ -37,12 +37,13 @@ from server.notify import Notifier
 from server.replicas import Coordinator
 from server.rpc.api import build_api_app
 from server.rpc.guard import guarded_protocol
-from server.rpc.offload import HandlerPool
+from server.rpc.offload import HandlerPool, PoolClosed
 from server.rpc.registry import CallContext
 from server.services import leases, load_all
+from server.services.queues import metrics as queue_metrics
 from server.services.queues.crud import ensure_default_queue
 from server.state import ServerState
-from server.storage.store import PoolSettings, Store, WriteConflict
+from server.storage.store import PoolSettings, Store, WriteConflict, retrying
 from server.web.official_ui import check_build
 from server.web.pages import build_web_app
 from shipyard.errors import ConfigError
@@ -202,6 +203,7 @@ async def serve(state: ServerState, config: ServerConfig, shutdown: Shutdown | N
     loop = asyncio.get_running_loop()
     state.notifier.bind(loop)
     state.store.group_commits(loop)
+    queue_metrics.sample_later(state.store)  # queue metrics by a pass, not in each enqueue and pop
     _raise_open_files_limit()
     # Pool threads computing in Python hold the GIL up to a switch interval at a time, and the
     # loop may wait several of them per request: 1 ms instead of 5 keeps /debug.ping prompt.
@@ -248,9 +250,12 @@ async def _serve_listeners(state: ServerState, config: ServerConfig, servers: li
         state.coordinator.start()
     reaper = asyncio.create_task(_reap_leases(state))
     preempter = asyncio.create_task(_preempt(state))
+    sampler = asyncio.create_task(_sample_queues(state))
     await asyncio.gather(*tasks)
     reaper.cancel()
     preempter.cancel()
+    sampler.cancel()
+    _last_samples(state)
     if state.coordinator is not None:
         state.coordinator.stop()
     if not _close_store(state, grace_s=1.0):
@@ -278,6 +283,26 @@ async def _preempt(state: ServerState) -> None:
                 log.info("asked the agent of task %s to preempt it for task %s", task_id, claimant)
         except SQLAlchemyError:
             log.exception("preemption pass failed; retrying")
+
+
+async def _sample_queues(state: ServerState) -> None:
+    """The queues whose entries changed → their length and wait samples, every SAMPLE_EVERY_S
+    (server/services/queues/metrics.py), on every replica (each samples its own changes)."""
+    while True:
+        await asyncio.sleep(queue_metrics.SAMPLE_EVERY_S)
+        try:
+            await state.run_db(retrying, queue_metrics.run_pass, state.store)
+        except (SQLAlchemyError, WriteConflict) as exc:
+            log.warning("queue metrics pass failed (%s); retrying", str(exc).splitlines()[0])
+        except PoolClosed:
+            return  # shutting down: the last samples are taken after the listeners stop
+
+
+def _last_samples(state: ServerState) -> None:
+    try:
+        queue_metrics.stop_sampling_later(state.store)
+    except SQLAlchemyError as exc:  # the database away at shutdown: those samples are lost, nothing else
+        log.warning("last queue metrics samples not written (%s)", str(exc).splitlines()[0])
 
 
 async def _reap_leases(state: ServerState) -> None:

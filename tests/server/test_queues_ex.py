@@ -31,7 +31,10 @@ def test_queue_metrics_follow_adds_and_removes(api):
     api.call("tasks.enqueue", {"task": first, "queue": queue})
     time.sleep(1.1)
     api.call("tasks.enqueue", {"task": second, "queue": queue})
-    time.sleep(1.1)  # the pop falls in an interval of its own: each answers its longest wait
+    # The server samples changed queues once a second, and a second's row keeps its last state:
+    # a state that lasts two seconds has a second of its own. The pop falls in an interval of its
+    # own: each answers its longest wait.
+    time.sleep(2.1)
     api.call("queues.get_next_task", {"queue": queue})
     now = time.time()
     res = api.call("queues.get_queue_metrics", {"queue_ids": [queue], "from_date": now - 3600, "to_date": now + 1,

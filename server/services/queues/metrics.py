@@ -1,19 +1,30 @@
 """Queue length and average wait over time, for queues.get_queue_metrics.
 
-A sample (queue, time, length, average wait of the entries) is written whenever a queue's
-entries change (server/services/queues/entries.py and crud.py call `sample`; once per transaction
-or commit group, just before it commits; changes within one second keep that second's last state
-in one row, or two while concurrent transactions write it), and on a read for a queue whose last
-sample is older than REFRESH_S, so a queue that nobody touches still draws a line. Reading
-follows the reference server: the range starts LOOKBACK_S earlier (a quiet queue has few
+A sample (queue, time, length, average wait of the entries) is written after a queue's entries
+change (server/services/queues/entries.py and crud.py call `sample`): in a running server by its
+sampling pass (`Later`: every SAMPLE_EVERY_S, all the queues changed since, in one transaction,
+and once more a pass later, so a change committed while a pass ran is still drawn), or at once,
+just before the changing transaction commits, where no pass runs (a store used by a tool or a
+test). A read samples this process's changed queues first. Changes within one second keep that
+second's last state in one row, or two while concurrent transactions write it: in a running
+server a state that lasts two seconds has a second of its own, a shorter one may not. A queue
+that nobody touches is sampled on a read when its last sample is older than REFRESH_S, so it
+still draws a line. Samples older than RETENTION_S are pruned as new ones arrive.
+
+Why a pass: a sample counts and averages the queue's entries (O(entries), over an index that
+pops churn). Inside every enqueue and pop it was the largest part of PostgreSQL's time in a pair
+(bench/bench_server.py), and with 2,000 entries a queue (bench/bench_scale.py) each pop read
+them all.
+
+Reading follows the reference server: the range starts LOOKBACK_S earlier (a quiet queue has few
 points), samples fall into fixed intervals aligned to the epoch, an interval answers the sample
-with the longest wait in it, empty intervals are left out, and `dates` are epoch
-milliseconds. Without `queue_ids` the answer is one series, `total`: the lengths summed and the
-waits averaged weighted by length, each queue's last value carried into intervals where it has
-none. Samples older than RETENTION_S are pruned as new ones arrive.
+with the longest wait in it, empty intervals are left out, and `dates` are epoch milliseconds.
+Without `queue_ids` the answer is one series, `total`: the lengths summed and the waits averaged
+weighted by length, each queue's last value carried into intervals where it has none.
 """
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from functools import partial
 from typing import Any
@@ -29,6 +40,8 @@ RETENTION_S = 7 * 24 * 3600
 REFRESH_S = 300
 LOOKBACK_S = 3600
 PRUNE_EVERY_S = 60.0
+SAMPLE_EVERY_S = 1.0  # the sampling pass's period (a running server's)
+SETTLE_S = 1.0  # a queue changed this recently is sampled again by the next pass
 _M = t.queue_metrics
 _E = t.queue_entries
 _last_prune: dict[str, float] = {}  # queue id -> when its old samples were last pruned
@@ -61,15 +74,84 @@ _UPSERT = Prepared(insert(_M).from_select(
 _PRUNE = Prepared(delete(_M).where(_M.c.queue == bindparam("q")).where(_M.c.timestamp < bindparam("before")))
 
 
+class Later:
+    """The queues of one store whose entries changed and that its sampling pass has yet to
+    sample (thread-safe: marked as transactions commit, taken by the pass and by reads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._marks: dict[str, float] = {}  # queue id -> when its entries last changed
+
+    def mark(self, queue_id: str) -> None:
+        with self._lock:
+            self._marks[queue_id] = clock.monotonic()
+
+    def take(self, queue_ids: list[str] | None = None) -> list[str]:
+        """The marked queues (of `queue_ids`, or all), to be sampled now; those changed within
+        SETTLE_S stay marked (a transaction that marked one may not have committed yet)."""
+        now = clock.monotonic()
+        with self._lock:
+            marked = sorted(self._marks if queue_ids is None else (q for q in queue_ids if q in self._marks))
+            for queue_id in marked:
+                if now - self._marks[queue_id] >= SETTLE_S:
+                    del self._marks[queue_id]
+        return marked
+
+
+_later: dict[Any, Later] = {}  # engine -> its queues to sample (a running server's store: `sample_later`)
+
+
+def sample_later(store: Any) -> Later:
+    """From now on, changes in `store` are sampled by its pass (`run_pass`), not in their
+    transactions; the caller runs that pass every SAMPLE_EVERY_S and `stop_sampling_later` at the end."""
+    return _later.setdefault(store.engine, Later())
+
+
+def stop_sampling_later(store: Any) -> None:
+    """Sample what is left, and go back to sampling in each transaction."""
+    later = _later.pop(store.engine, None)
+    if later is not None:
+        _sample_all(store, later.take())
+
+
+def run_pass(store: Any) -> int:
+    """The sampling pass: every queue changed since the last one, in one transaction; how many."""
+    later = _later.get(store.engine)
+    queue_ids = later.take() if later is not None else []
+    _sample_all(store, queue_ids)
+    return len(queue_ids)
+
+
+def _sample_all(store: Any, queue_ids: list[str]) -> None:
+    if queue_ids:
+        with store.tx() as conn:
+            for queue_id in sorted(set(queue_ids)):  # one lock order in every pass
+                sample_now(conn, queue_id)
+
+
+def _later_of(conn) -> Later | None:
+    sa = getattr(conn, "sa", None)
+    return _later.get(sa.engine) if sa is not None and _later else None
+
+
 def sample(conn, queue_id: str) -> None:
-    """Record the queue's length and average wait as the transaction commits them: taken once
-    per queue just before the COMMIT (`Tx.before_commit`; with group commit, once per group),
-    however many of its entries the transaction changed."""
+    """Record the queue's length and average wait as the transaction commits them: once per
+    queue and transaction (with group commit, once per group), however many of its entries the
+    transaction changed: marked for the sampling pass as it commits, or, where none runs, taken
+    just before the COMMIT (`Tx.before_commit`)."""
     before_commit = getattr(conn, "before_commit", None)
     if before_commit is None:
         sample_now(conn, queue_id)
+        return
+    later = _later_of(conn)
+    if later is not None:
+        before_commit(("queue_metrics", queue_id), partial(_mark, later, queue_id))
     else:
         before_commit(("queue_metrics", queue_id), partial(_sample_into, queue_id))
+
+
+def _mark(later: Later, queue_id: str, _conn) -> None:
+    later.mark(queue_id)
 
 
 def _sample_into(queue_id: str, conn) -> None:
@@ -141,6 +223,9 @@ def metrics(conn, body: dict[str, Any], all_queue_ids: list[str]) -> list[dict]:
     range_ = Range.from_request(body, 1)
     wanted = body.get("queue_ids") or []
     queue_ids = [q for q in wanted if q in set(all_queue_ids)] if wanted else all_queue_ids
+    later = _later_of(conn)
+    for queue_id in later.take(queue_ids) if later is not None else ():
+        sample_now(conn, queue_id)  # changed since this process's last pass
     refresh(conn, queue_ids, stale_only=not body.get("refresh"))
     buckets = _per_bucket(conn, range_, queue_ids)
     return _per_queue(buckets, queue_ids) if wanted else _total(buckets)
