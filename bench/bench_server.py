@@ -461,6 +461,10 @@ def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         launcher = [sys.executable, "-m", "cProfile", "-o", os.path.abspath(args.profile)] if args.profile else None
         env = {"PYTHONPATH": os.path.abspath(args.server_tree)} if args.server_tree else None
+        if args.server_tree:
+            # `-m shipyard` looks in the working directory first: run there, or a checkout's own
+            # shipyard/ (the bench run from the repository root) would shadow the tree
+            os.chdir(args.server_tree)
         server = start_server(Path(tmp) / "srv", db=args.db, launcher=launcher, env=env)
         try:
             if args.tasks_table:
