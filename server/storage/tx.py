@@ -28,7 +28,7 @@ class Tx:
     and anything else through SQLAlchemy; both share the connection and its transaction."""
 
     __slots__ = ("sa", "raw", "dialect", "versions", "locked", "metrics", "stored", "pending", "pipelined",
-                 "cursor")
+                 "cursor", "seen")
 
     def __init__(self, sa: Connection, pipelined: bool = False):
         self.sa = sa
@@ -50,6 +50,9 @@ class Tx:
         # the DBAPI cursor the transaction's Prepared statements run on, one after another (made
         # at the first; in a pipeline each statement has its own, its answer read later)
         self.cursor: Any = None
+        # (table, id) of rows a statement here has seen exist (a PostgreSQL pop sees its queue):
+        # a later check for them in this transaction needs no statement of its own
+        self.seen: set[tuple[str, str]] = set()
 
     def execute(self, statement: Any, params: Any = None) -> Any:
         if isinstance(statement, Prepared):

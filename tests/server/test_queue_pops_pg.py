@@ -77,7 +77,7 @@ def test_a_pop_that_found_nothing_while_the_queue_has_entries_pops_again(store, 
         def run(self, *args, **kwargs):
             if not MissesOnce.missed:
                 MissesOnce.missed += 1
-                return Rows([], 0)  # what the racing statement finds
+                return Rows([(None, None, None, True, True)], 1)  # what the racing statement finds
             return super().run(*args, **kwargs)
 
     with store.tx() as conn:
@@ -87,3 +87,35 @@ def test_a_pop_that_found_nothing_while_the_queue_has_entries_pops_again(store, 
         assert crud.pop(conn, "q-late")[0] == "task-late"
         assert crud.pop(conn, "q-late") is None  # an empty queue is not asked again and again
     assert MissesOnce.missed == 1
+
+
+def test_an_empty_pop_is_one_statement_and_still_knows_a_missing_queue(store, monkeypatch):
+    """Every idle agent's long-poll pops an empty queue: the pop's one statement also says whether
+    the queue exists and has entries, so the claim asks nothing more; a missing queue is still
+    the invalid-id error."""
+    from server.errors import APIError
+    from server.services.queues import claim
+    from server.storage.prepared import Prepared
+
+    with store.tx() as conn:
+        conn.execute(t.queues.insert().values(id="q-empty", name="q-empty", created=0.0, doc={}))
+    statements: list = []
+    real_run = Prepared.run
+
+    def counting(self, *args, **kwargs):
+        statements.append(self)
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(Prepared, "run", counting)
+
+    class Ctx:
+        pass
+
+    ctx = Ctx()
+    ctx.store = store
+    monkeypatch.setattr(claim.fair, "quotas", lambda ctx, conn: {})
+    assert claim._try_pop_many(ctx, ["q-empty"], claim._Ask()) == []
+    assert len(statements) == 1
+    with pytest.raises(APIError) as err:
+        claim._try_pop_many(ctx, ["q-missing"], claim._Ask())
+    assert "q-missing" in str(err.value)

@@ -14,7 +14,7 @@ queues.get_next_task.
 """
 from __future__ import annotations
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import bindparam, delete, exists, func, null, select, true, union_all
 
 from server import errors, replicas
 from server.fairshare import usage as fair
@@ -51,11 +51,16 @@ _REMOVE_TASK_FROM = Prepared(delete(_E).where(_E.c.task == bindparam("t")).where
 _HEAD = (select(_E.c.seq).where(_E.c.queue == bindparam("q")).order_by(_E.c.position, _E.c.seq).limit(1)
          .with_for_update(skip_locked=True).scalar_subquery())
 _POP = Prepared(delete(_E).where(_E.c.seq == _HEAD).returning(_E.c.task, _E.c.added))
-# PostgreSQL: the pop and the popped task's status in one statement (a DELETE in a WITH)
+# PostgreSQL: the pop and the popped task's status in one statement (a DELETE in a WITH); when
+# nothing was popped, one row of NULLs saying whether the queue exists and whether it has entries
+# (other pops hold them), so an empty pop - every idle agent's long-poll - is one statement
 _POPPED = delete(_E).where(_E.c.seq == _HEAD).returning(_E.c.task, _E.c.added).cte("popped")
-_POP_STATUS = Prepared(select(_POPPED.c.task, _POPPED.c.added, t.tasks.c.status)
-                       .select_from(_POPPED.outerjoin(t.tasks, t.tasks.c.id == _POPPED.c.task)))
-_ANY_ENTRY = Prepared(select(_E.c.seq).where(_E.c.queue == bindparam("q")).limit(1))
+_POP_STATUS = Prepared(union_all(
+    select(_POPPED.c.task, _POPPED.c.added, t.tasks.c.status, true().label("queue"), true().label("entries"))
+    .select_from(_POPPED.outerjoin(t.tasks, t.tasks.c.id == _POPPED.c.task)),
+    select(null(), null(), null(), exists().where(_Q.c.id == bindparam("q")),
+           exists().where(_E.c.queue == bindparam("q")))
+    .where(~exists(select(_POPPED.c.task)))))
 _POP_AGAIN = 2  # PostgreSQL: pops tried again when one found nothing while the queue has entries
 _QUEUE_EXISTS = Prepared(select(_Q.c.id).where(_Q.c.id == bindparam("q")))
 _QUEUE_BY_NAME = Prepared(select(_Q.c.id).where(_Q.c.name == bindparam("name")))
@@ -100,22 +105,32 @@ def remove_task_entries(conn, task_id: str, queue_id: str | None = None) -> int:
 def pop(conn, queue_id: str) -> tuple | None:
     """Remove and return the head entry (task, added), on PostgreSQL with the task's status
     (None: the task is gone). One statement, so two callers never get the same one."""
-    if conn.dialect.name == "postgresql":
-        row = conn.execute(_POP_STATUS, {"q": queue_id}).first()
-        for _ in range(_POP_AGAIN):
-            # A pop's statement sees the entries committed before it started, and skips those
-            # another pop holds. Another agent's pop may hold this caller's entry while the entry
-            # that agent itself enqueued came too late for this statement to see: nothing, with
-            # an entry there for it. A new statement sees the newer entries (READ COMMITTED).
-            if row is not None or conn.execute(_ANY_ENTRY, {"q": queue_id}).first() is None:
-                break
-            row = conn.execute(_POP_STATUS, {"q": queue_id}).first()
-    else:
-        row = conn.execute(_POP, {"q": queue_id}).first()
+    postgres = conn.dialect.name == "postgresql"
+    row = _pop_pg(conn, queue_id) if postgres else conn.execute(_POP, {"q": queue_id}).first()
     if row is None:
         return None
     queue_metrics.sample(conn, queue_id)
     return tuple(row)
+
+
+def _pop_pg(conn, queue_id: str) -> tuple | None:
+    """(task, added, status) popped, or None; the queue seen to exist is noted in the transaction
+    (`Tx.seen`: require_queue then asks nothing)."""
+    for _ in range(1 + _POP_AGAIN):
+        task, added, status, queue_exists, has_entries = conn.execute(_POP_STATUS, {"q": queue_id}).first()
+        if queue_exists:
+            seen = getattr(conn, "seen", None)
+            if seen is not None:
+                seen.add(("queues", queue_id))
+        if task is not None:
+            return task, added, status
+        # A pop's statement sees the entries committed before it started, and skips those
+        # another pop holds. Another agent's pop may hold this caller's entry while the entry
+        # that agent itself enqueued came too late for this statement to see: nothing, with
+        # an entry there for it. A new statement sees the newer entries (READ COMMITTED).
+        if not has_entries:
+            return None
+    return None
 
 
 def pop_if_head(conn, queue_id: str, task_id: str | None, ctx: CallContext | None = None,
@@ -141,6 +156,8 @@ def pop_if_head(conn, queue_id: str, task_id: str | None, ctx: CallContext | Non
 
 def require_queue(conn, queue_id: str) -> str:
     """The queue's id, checked to exist (without loading its document)."""
+    if ("queues", queue_id) in getattr(conn, "seen", ()):
+        return queue_id  # this transaction's pop saw it
     if not queue_id or conn.execute(_QUEUE_EXISTS, {"q": queue_id}).first() is None:
         raise errors.invalid_id("queue", queue_id)
     return queue_id
