@@ -42,7 +42,7 @@ from server.rpc.registry import CallContext
 from server.services import leases, load_all
 from server.services.queues import metrics as queue_metrics
 from server.services.queues.crud import ensure_default_queue
-from server.state import ServerState
+from server.state import _KEY_SWEEP_S, ServerState
 from server.storage.store import PoolSettings, Store, WriteConflict, retrying
 from server.web.official_ui import check_build
 from server.web.pages import build_web_app
@@ -251,10 +251,13 @@ async def _serve_listeners(state: ServerState, config: ServerConfig, servers: li
     reaper = asyncio.create_task(_reap_leases(state))
     preempter = asyncio.create_task(_preempt(state))
     sampler = asyncio.create_task(_sample_queues(state))
+    sweeper = asyncio.create_task(_sweep_keys(state)) if state.coordinator is not None else None
     await asyncio.gather(*tasks)
     reaper.cancel()
     preempter.cancel()
     sampler.cancel()
+    if sweeper is not None:
+        sweeper.cancel()
     _last_samples(state)
     if state.coordinator is not None:
         state.coordinator.stop()
@@ -296,6 +299,18 @@ async def _sample_queues(state: ServerState) -> None:
             log.warning("queue metrics pass failed (%s); retrying", str(exc).splitlines()[0])
         except PoolClosed:
             return  # shutting down: the last samples are taken after the listeners stop
+
+
+async def _sweep_keys(state: ServerState) -> None:
+    """PostgreSQL: the keys in use looked up again together, every _KEY_SWEEP_S (server/state.py)."""
+    while True:
+        await asyncio.sleep(_KEY_SWEEP_S)
+        try:
+            await state.run_db(state.sweep_keys)
+        except SQLAlchemyError as exc:
+            log.warning("key sweep failed (%s); each key is looked up on its own meanwhile", str(exc).splitlines()[0])
+        except PoolClosed:
+            return
 
 
 def _last_samples(state: ServerState) -> None:

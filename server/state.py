@@ -29,6 +29,10 @@ _STALE_KEY_TTL_S = 60.0  # longest a cached answer is used while the database is
 # made outside Shipyard (SQL by hand). Each idle agent's long-poll (every 30 s) looked its key
 # up again under the 5 s TTL: a transaction per poll.
 _LISTENING_KEY_TTL_S = 120.0
+# ...and the keys in use are looked up again together, one statement every _KEY_SWEEP_S (`sweep_keys`):
+# no call waits on, or pays for, a look-up of its own, and a change made by hand in SQL is seen
+# within that time.
+_KEY_SWEEP_S = 60.0
 _BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -90,6 +94,7 @@ class ServerState:
     _active: dict[str, tuple[bool, float, float | None]] = field(default_factory=dict)
     _refreshing: dict[str, asyncio.Task] = field(default_factory=dict)  # keys being looked up in the background
     _forgets: int = 0  # forget_key calls so far: a look-up that overlapped one does not cache its answer
+    _used: set[str] = field(default_factory=set)  # keys checked since the last sweep (sweep_keys)
 
     @property
     def is_leader(self) -> bool:
@@ -118,6 +123,8 @@ class ServerState:
         (every key's first call after `_ACTIVE_KEY_TTL_S` looks up; with hundreds of keys those
         look-ups stalled every request on the loop). The answer is the same as keys_active's; a
         look-up that comes after the pool closed (shutdown) raises the retryable 503."""
+        if self.coordinator is not None:
+            self._used.add(access_key)  # kept fresh by the sweep while it runs
         if self.store.gate is not None or self.handlers is None or self._fresh(access_key):
             return self.keys_active(access_key)
         cached = self._active.get(access_key)
@@ -183,6 +190,23 @@ class ServerState:
         if forgets == self._forgets:  # else a change may have come after this read: not cached
             self._active[access_key] = (active, now, expires)
         return active
+
+    def sweep_keys(self) -> int:
+        """While every key change reaches this replica (PostgreSQL, listening): look the keys
+        checked since the last sweep up again, all in one statement, so their cached answers stay
+        fresh without a look-up each; how many. Called every _KEY_SWEEP_S on the handler pool."""
+        if self.coordinator is None or not self.coordinator.connected:
+            self._used = set()
+            return 0  # answers last _ACTIVE_KEY_TTL_S and each is looked up again
+        used, self._used = self._used, set()
+        keys = sorted(k for k in list(used) if k in self._active)  # list(): a copy made at once (the loop adds)
+        now, forgets = clock.monotonic(), self._forgets
+        answers = self.keys.active_many(keys) if keys else {}
+        if forgets == self._forgets:  # else a change may have come after this read: not cached
+            for key, (active, expires) in answers.items():
+                if key in self._active:
+                    self._active[key] = (active, now, expires)
+        return len(keys)
 
     def forget_key(self, access_key: str) -> None:
         """Drop a cached answer, so a revocation takes effect at once: made through this replica's

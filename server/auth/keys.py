@@ -228,6 +228,18 @@ class KeyStore:
             return False, None
         return _unexpired(row.expires), row.expires
 
+    def active_many(self, access_keys: Sequence[str], chunk: int = 1000) -> dict[str, tuple[bool, float | None]]:
+        """`active_until` of many keys, a statement per `chunk` of them (an unknown key: inactive)."""
+        out: dict[str, tuple[bool, float | None]] = {key: (False, None) for key in access_keys}
+        with self.store.tx() as conn:
+            for start in range(0, len(access_keys), chunk):
+                part = list(access_keys[start:start + chunk])
+                for row in conn.execute(select(t.credentials.c.access_key, t.credentials.c.revoked,
+                                               t.credentials.c.expires)
+                                        .where(t.credentials.c.access_key.in_(part))):
+                    out[row.access_key] = (False, None) if row.revoked else (_unexpired(row.expires), row.expires)
+        return out
+
     def is_active(self, access_key: str) -> bool:
         return self.active_until(access_key)[0]
 

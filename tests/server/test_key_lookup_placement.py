@@ -172,3 +172,34 @@ def test_key_lookup_after_the_pool_closed_answers_503_not_500(served):
     assert run_async(calls) == {"token": (looked_up, looked_up), "web api": (looked_up, looked_up),
                                 "web page": (looked_up, looked_up), "files": (503, 503) if on_pg else (404, 404),
                                 "sign-in": (200, 200), "pooled call": (503, 503)}
+
+
+def test_a_listening_replica_looks_the_keys_in_use_up_again_together(tmp_path):
+    """PostgreSQL with the coordinator listening: every key change arrives as a notification, and
+    the keys in use are looked up again in one statement a minute (`sweep_keys`), so a change made
+    by hand in SQL is seen within that, and no call pays for a look-up of its own."""
+    from sqlalchemy import update
+
+    from server.storage import tables as t
+
+    store = Store(f"sqlite:///{tmp_path / 'keys.db'}")
+    keys = KeyStore(store)
+    kept, revoked, unused = (keys.create(name=n)[0] for n in ("kept", "revoked", "unused"))
+    state = object.__new__(ServerState)
+    state.keys = keys
+    state.coordinator = SimpleNamespace(connected=True)
+    long_ago = clock.monotonic() - 100
+    state._active = {k: (True, long_ago, None) for k in (kept, revoked, unused)}
+    state._used = {kept, revoked}
+    with store.tx() as conn:  # by hand: no notification
+        conn.execute(update(t.credentials).where(t.credentials.c.access_key == revoked).values(revoked=True))
+    assert state.sweep_keys() == 2
+    assert state._active[kept][0] is True and state._active[kept][1] > long_ago
+    assert state._active[revoked][0] is False
+    assert state._active[unused] == (True, long_ago, None)  # not in use since the last sweep: left to its TTL
+    assert state._used == set() and state.sweep_keys() == 0
+    state.coordinator = SimpleNamespace(connected=False)  # not listening: answers last 5 s, no sweep
+    state._used = {kept}
+    assert state.sweep_keys() == 0
+    keys.close()
+    store.close()
