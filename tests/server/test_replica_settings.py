@@ -10,6 +10,7 @@ from server.errors import APIError
 from server.notify import Notifier
 from server.storage.store import database_unavailable
 from shipyard.errors import ConfigError
+from tests.helpers import run_async
 
 ME = Identity(user="K", user_name="k", role="user")
 
@@ -88,4 +89,4 @@ def test_a_notification_between_the_pop_and_the_wait_is_not_lost():
         reconnect = await asyncio.wait_for(notifier.wait(["q1"], 30, since=mark), 1)
         return [nothing, other, heard, reconnect]
 
-    assert asyncio.run(scenario()) == [False, False, True, True]
+    assert run_async(scenario) == [False, False, True, True]
