@@ -216,7 +216,7 @@ class EnvCache:
         how = How(owner, standalone)
         reused = self._reuse(key, target, log, how)
         if reused is None:
-            (frozen, lease), hit = self._build_or_reuse(key, interpreter, reqs, extra, target, log, how), False
+            (frozen, lease), hit = self._build_or_reuse(key, interpreter, reqs, extra, target, log, how)
         else:
             (frozen, lease), hit = reused, True
         if standalone:
@@ -349,7 +349,9 @@ class EnvCache:
 
     def _build_or_reuse(
         self, key: str, python: Interpreter, reqs: RequirementSet, extra: str, target: Path, log: Log, how: How,
-    ) -> Handed:
+    ) -> tuple[Handed, bool]:
+        """The entry built under its lock and handed over: (handed, False); or (handed, True)
+        when another agent built it while this one waited for the lock (a reuse, not a build)."""
         with file_lock(self.paths.lock(key), timeout=self.lock_timeout):
             try:
                 handed = self._hand_over(key, target, log, how)  # another agent built it meanwhile
@@ -357,14 +359,14 @@ class EnvCache:
                 self._discard_tampered(key, exc, log)
                 handed = None
             if handed is not None:
-                return handed
+                return handed, True
             cache_housekeeping.report_note(self.paths, key, log)
             cache_housekeeping.discard_partial(self.paths, key, log)
             self.builds.build_or_fetch(key, python, reqs, extra, log)
             handed = self._hand_over(key, target, log, how)
         if handed is None:
             raise InfrastructureError(f"environment {key[:12]} vanished right after it was built")
-        return handed
+        return handed, False
 
     def _hand_over(self, key: str, target: Path, log: Log, how: How) -> Handed | None:
         """With the key's lock held: the entry verified (unless no task could have changed it

@@ -109,6 +109,19 @@ def test_concurrent_threads_build_once(light_builder, tmp_path):
         assert run_in(result.python, "import six; print(six.__version__)") == "1.16.0"
 
 
+def test_an_entry_another_agent_built_while_this_one_waited_for_the_lock_is_a_reuse(light_builder, tmp_path,
+                                                                                   monkeypatch):
+    """The entry was not there when this agent looked (before the lock), and was complete once it
+    held the lock: it was built by the agent that held the lock, so this is a reuse ("cache hit"
+    in the task's log), not a build."""
+    cache = EnvCache(tmp_path / "cache", builder=light_builder)
+    first = cache.materialize("six==1.16.0", PYTHON, tmp_path / "t0", log=lambda _: None)
+    monkeypatch.setattr(cache, "_reuse", lambda *args: None)  # the look before the lock: nothing yet
+    second = cache.materialize("six==1.16.0", PYTHON, tmp_path / "t1", log=lambda _: None)
+    assert (first.cache_hit, second.cache_hit, light_builder.calls) == (False, True, 1)
+    assert run_in(second.python, "import six; print(six.__version__)") == "1.16.0"
+
+
 CHILD = textwrap.dedent(
     """
     import sys
