@@ -23,7 +23,8 @@ over the replicas as a load balancer would):
                metric columns (sorted by one) - with the idle agents still waiting
 
 Prints a markdown table per replica count, and each replica's CPU during the report phase
-(`--py-spy DIR`: its stacks then, recorded by py-spy, one raw file per replica). The login throttle per client address is turned off
+(`--py-spy DIR`: its stacks then and in the idle phase, recorded by py-spy, one raw file per
+replica and phase). The login throttle per client address is turned off
 for the run (every agent comes from 127.0.0.1).
 """
 from __future__ import annotations
@@ -416,9 +417,12 @@ def measure(servers: list, keys: list, queues: list[str], idle: list[str], proje
     agents = Agents(urls, keys, idle, wait_s=30, spread_s=30 if args.spread_polls else 0.0)
     agents.wait_logged_in()
     wait_until_waiting(servers, len(keys))
+    spies = record_stacks(servers, args, "idle", args.idle_seconds)
     before = [cpu_s(s.proc.pid) for s in servers]
     time.sleep(args.idle_seconds)
     used = sum(cpu_s(s.proc.pid) - b for s, b in zip(servers, before, strict=True))
+    for spy in spies:
+        spy.wait(60)
     out["idle_cpu_pct_per_100"] = 100 * used / args.idle_seconds / (len(keys) / 100)
     out["rss_mb"] = max(rss_mb(s.proc.pid) for s in servers)
     if len(servers) > 1:
@@ -446,11 +450,7 @@ def report_phase(servers: list, project: str, args: argparse.Namespace, database
     while logged_in.value < len(tasks) and time.monotonic() < deadline:
         time.sleep(0.2)  # sign-ins take a while (a key hash each): the probe times the reporting, not them
     time.sleep(3)  # the reporters' first batches
-    spies = [subprocess.Popen(["py-spy", "record", "--pid", str(s.proc.pid), "--duration", str(int(args.probe_seconds)),
-                               "--format", "raw", "--nonblocking", "--output",
-                               str(Path(args.py_spy) / f"replicas{len(servers)}-r{i}.txt")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for i, s in enumerate(servers)] if args.py_spy else []
+    spies = record_stacks(servers, args, "report", args.probe_seconds)
     before = [cpu_s(s.proc.pid) for s in servers]
     reporters_before = cpu_s(proc.pid)
     machine = machine_busy()
@@ -470,6 +470,18 @@ def report_phase(servers: list, project: str, args: argparse.Namespace, database
     proc.join(30)
     return {"get_by_id": by_id, "get_all_ex": pages, "add_batch": batches, "busy": busy, "inside": inside,
             "machine": machine_pct, "database": db_pct, "reporters": reporters_pct}
+
+
+def record_stacks(servers: list, args: argparse.Namespace, phase: str, seconds: float) -> list:
+    """`--py-spy DIR`: py-spy records each replica for `seconds`, one raw file per replica and
+    phase (`replicas2-r0-idle.txt`); the processes to wait for (none without --py-spy)."""
+    if not args.py_spy:
+        return []
+    return [subprocess.Popen(["py-spy", "record", "--pid", str(s.proc.pid), "--duration", str(int(seconds)),
+                              "--format", "raw", "--nonblocking", "--output",
+                              str(Path(args.py_spy) / f"replicas{len(servers)}-r{i}-{phase}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for i, s in enumerate(servers)]
 
 
 def machine_busy(since: tuple[float, float] | None = None) -> Any:
@@ -572,7 +584,7 @@ def main() -> None:
                         help="idle agents start their long-polls together (a herd every wait_s) instead of "
                              "spread over one wait")
     parser.add_argument("--py-spy", default="", metavar="DIR",
-                        help="record each replica with py-spy during the probe phase (raw stacks into DIR)")
+                        help="record each replica with py-spy during the idle and probe phases (raw stacks into DIR)")
     parser.add_argument("--pop-ab", type=int, default=3,
                         help="rounds of one-replica/all-replicas pop phases on the same database (0: none)")
     args = parser.parse_args()
