@@ -224,9 +224,7 @@ class KeyStore:
         with self.store.tx() as conn:
             row = conn.execute(select(t.credentials.c.revoked, t.credentials.c.expires)
                                .where(t.credentials.c.access_key == access_key)).first()
-        if row is None or row.revoked:
-            return False, None
-        return _unexpired(row.expires), row.expires
+        return _activity(row)
 
     def active_many(self, access_keys: Sequence[str], chunk: int = 1000) -> dict[str, tuple[bool, float | None]]:
         """`active_until` of many keys, a statement per `chunk` of them (an unknown key: inactive)."""
@@ -237,7 +235,7 @@ class KeyStore:
                 for row in conn.execute(select(t.credentials.c.access_key, t.credentials.c.revoked,
                                                t.credentials.c.expires)
                                         .where(t.credentials.c.access_key.in_(part))):
-                    out[row.access_key] = (False, None) if row.revoked else (_unexpired(row.expires), row.expires)
+                    out[row.access_key] = _activity(row)
         return out
 
     def is_active(self, access_key: str) -> bool:
@@ -316,6 +314,13 @@ class KeyStore:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(_HASH_THREADS, thread_name_prefix="pbkdf2")
         return self._executor
+
+
+def _activity(row: Any) -> tuple[bool, float | None]:
+    """(active now, expiry or None) of a credentials row with `revoked` and `expires` (None: unknown)."""
+    if row is None or row.revoked:
+        return False, None
+    return _unexpired(row.expires), row.expires
 
 
 def _unexpired(expires: float | None) -> bool:

@@ -17,7 +17,7 @@ import functools
 from collections import namedtuple
 from typing import Any, Callable, Iterator, Sequence
 
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, literal_column, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
@@ -246,8 +246,6 @@ def insert_rows(table: Any, *, conflict: Sequence[str] = (), update: Sequence[st
     (an upsert; no two rows of one call may share a key), or is skipped when both are empty.
     Every form comes from this one definition (ON CONFLICT is not portable Core: each backend's
     row-by-row statement is built by its own `insert`)."""
-    from sqlalchemy import literal_column, text
-
     columns = [c for c in table.columns if not (c.primary_key and c.autoincrement is True)]
     names = ", ".join(_quoted(c.name) for c in columns)
     record = ", ".join(f"{_quoted(c.name)} {_pg_type(c)}" for c in columns)

@@ -5,8 +5,8 @@ the events in plain Python, then one transaction - a refused request writes noth
 documents of the tasks with metric rows read (and on PostgreSQL locked) at once, every row
 written in one statement (SQLite: re-reported points deleted, then an executemany; PostgreSQL:
 one insert over the rows as JSON whose conflict clause replaces a re-reported point,
-prepared.ArrayWrite), at most one document update per task and only the changed task_metrics rows. All statements are prepared (no SQLAlchemy per call) and on
-PostgreSQL pipelined: a scalars-and-logs batch is three round trips (pool ping,
+prepared.ArrayWrite), at most one document update per task and only the changed task_metrics
+rows. All statements are prepared (no SQLAlchemy per call) and on PostgreSQL pipelined: a scalars-and-logs batch is three round trips (pool ping,
 BEGIN + the locked document read, every write + COMMIT; it was eleven). Events from
 Shipyard's agent carry a lease `attempt`: they are fenced against superseded claims and log
 re-sends are dropped below a per-attempt high-water mark. The agent's log batches (fenced, logs

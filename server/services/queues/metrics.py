@@ -125,7 +125,7 @@ def run_pass(store: Any) -> int:
 def _sample_all(store: Any, queue_ids: list[str]) -> None:
     if queue_ids:
         with store.tx() as conn:
-            for queue_id in sorted(set(queue_ids)):  # one lock order in every pass
+            for queue_id in queue_ids:  # sorted by Later.take: one lock order in every pass
                 sample_now(conn, queue_id)
 
 
@@ -144,10 +144,8 @@ def sample(conn, queue_id: str) -> None:
         sample_now(conn, queue_id)
         return
     later = _later_of(conn)
-    if later is not None:
-        before_commit(("queue_metrics", queue_id), partial(_mark, later, queue_id))
-    else:
-        before_commit(("queue_metrics", queue_id), partial(_sample_into, queue_id))
+    before_commit(("queue_metrics", queue_id),
+                  partial(_mark, later, queue_id) if later is not None else partial(_sample_into, queue_id))
 
 
 def _mark(later: Later, queue_id: str, _conn) -> None:
