@@ -40,6 +40,7 @@ from server.rpc.guard import guarded_protocol
 from server.rpc.offload import HandlerPool, PoolClosed
 from server.rpc.registry import CallContext
 from server.services import leases, load_all
+from server.services.queues import entries
 from server.services.queues import metrics as queue_metrics
 from server.services.queues.crud import ensure_default_queue
 from server.state import _KEY_SWEEP_S, ServerState
@@ -48,6 +49,9 @@ from server.web.official_ui import check_build
 from server.web.pages import build_web_app
 from shipyard.errors import ConfigError
 from shipyard.signals import Shutdown
+
+# PostgreSQL: the queues long-polls take as empty are checked together this often (_check_empty_queues)
+_EMPTY_CHECK_S = 60.0
 
 log = logging.getLogger("shipyard.server")
 
@@ -248,16 +252,10 @@ async def _serve_listeners(state: ServerState, config: ServerConfig, servers: li
         ready.set()
     if state.coordinator is not None:
         state.coordinator.start()
-    reaper = asyncio.create_task(_reap_leases(state))
-    preempter = asyncio.create_task(_preempt(state))
-    sampler = asyncio.create_task(_sample_queues(state))
-    sweeper = asyncio.create_task(_sweep_keys(state)) if state.coordinator is not None else None
+    periodic = [asyncio.create_task(job(state)) for job in _periodic_jobs(state)]
     await asyncio.gather(*tasks)
-    reaper.cancel()
-    preempter.cancel()
-    sampler.cancel()
-    if sweeper is not None:
-        sweeper.cancel()
+    for job in periodic:
+        job.cancel()
     _last_samples(state)
     if state.coordinator is not None:
         state.coordinator.stop()
@@ -266,6 +264,14 @@ async def _serve_listeners(state: ServerState, config: ServerConfig, servers: li
         # mid-call (a C extension then aborts the process); what was committed is on disk already.
         logging.shutdown()
         os._exit(0)
+
+
+def _periodic_jobs(state: ServerState) -> list:
+    """What runs beside the requests while the server serves (each loops until cancelled)."""
+    jobs = [_reap_leases, _preempt, _sample_queues]
+    if state.coordinator is not None:  # PostgreSQL: what listening makes possible
+        jobs += [_sweep_keys, _check_empty_queues]
+    return jobs
 
 
 def fair_settings(config: ServerConfig) -> FairSettings:
@@ -311,6 +317,29 @@ async def _sweep_keys(state: ServerState) -> None:
             log.warning("key sweep failed (%s); each key is looked up on its own meanwhile", str(exc).splitlines()[0])
         except PoolClosed:
             return
+
+
+async def _check_empty_queues(state: ServerState) -> None:
+    """PostgreSQL: the queues long-polls take as empty (server/notify.py) checked together, one
+    statement every _EMPTY_CHECK_S: entries written other than through the API (by hand, in SQL)
+    are found within that, and a queue gone makes its long-polls answer so."""
+    while True:
+        await asyncio.sleep(_EMPTY_CHECK_S)
+        try:
+            await state.run_db(check_empty_queues, state)
+        except SQLAlchemyError as exc:
+            log.warning("empty-queue check failed (%s); retrying", str(exc).splitlines()[0])
+        except PoolClosed:
+            return
+
+
+def check_empty_queues(state: ServerState) -> int:
+    """One pass of _check_empty_queues (on the handler pool): how many queues it looked at."""
+    known = state.notifier.empty_queues()
+    if known:
+        with state.store.tx() as conn:
+            state.notifier.forget_empty(entries.not_empty_or_gone(conn, known))
+    return len(known)
 
 
 def _last_samples(state: ServerState) -> None:

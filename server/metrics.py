@@ -11,6 +11,8 @@
     shipyard_replica_leader{replica}                      1 on the replica running the lease reaper
     shipyard_replica_listener_up{replica}                 1 while its LISTEN/NOTIFY connection is up (PostgreSQL)
     shipyard_long_polls_waiting{replica}                  queues.get_next_task calls waiting on this replica
+    shipyard_long_poll_pops_skipped_total{replica}        their tries answered without the database: every queue
+                                                          known empty (PostgreSQL; server/notify.py)
 
 Database-wide figures are the same on every replica; request counts and the replica_* families
 are this replica's own (scrape every replica, not the load balancer).
@@ -77,6 +79,9 @@ def _replica_metrics(page: _Page, state: ServerState) -> None:
                    [(me, int(state.coordinator.connected))])
     page.gauge("shipyard_long_polls_waiting", "queues.get_next_task calls waiting on this replica.",
                [(me, state.notifier.waiting)])
+    page.counter("shipyard_long_poll_pops_skipped_total",
+                 "queues.get_next_task tries answered without the database (every queue known empty).",
+                 [(me, state.notifier.skipped_pops)])
 
 
 def _store_figures(state: ServerState) -> tuple[list, list, int, int]:

@@ -9,6 +9,13 @@ pop and `wait(..., since=mark)` after it close the gap between the two: a notifi
 while the pop ran (before its waiter was there to hear it) makes the wait return at once.
 `close()` (the server is stopping) wakes every waiter and makes `wait` return at once, so
 long-polls end instead of holding the shutdown for their whole wait.
+
+Known-empty queues: while every enqueue reaches this process (`listening`), a queue a pop found
+without entries stays empty until a notification for it (or a reconnect's `wake_all`) arrives.
+`counts()` before the pop and `found_empty(queues, counts)` after it record that; `known_empty`
+then lets an idle agent's next long-poll wait without asking the database again (a pop that
+cannot pop anything was most of what an idle long-poll cost). `forget_empty` drops queues a
+periodic check found entries in (rows written other than through the API) and wakes their waiters.
 """
 from __future__ import annotations
 
@@ -29,6 +36,9 @@ class Notifier:
         self.closed = False
         self._notes: dict[str, int] = defaultdict(int)  # notifications so far, per queue (`mark`)
         self._wake_alls = 0  # and wake_all calls (a reconnect: notifications may have been missed)
+        # queue -> (its notifications, wake_alls) when the pop that found it empty began
+        self._empty: dict[str, tuple[int, int]] = {}
+        self.skipped_pops = 0  # long-poll tries answered by known_empty (on /metrics)
 
     @property
     def recheck_s(self) -> float:
@@ -47,6 +57,44 @@ class Notifier:
         queues was notified in between (the pop's snapshot may have missed its entry, and no waiter
         was there yet to hear it)."""
         return self._wake_alls + sum(self._notes.get(qid, 0) for qid in queue_ids)
+
+    def counts(self, queue_ids: list[str]) -> tuple[tuple[int, int], ...]:
+        """Taken before a pop: what `found_empty` records (each queue's notifications and the
+        wake_alls so far)."""
+        return tuple((self._notes.get(qid, 0), self._wake_alls) for qid in queue_ids)
+
+    def found_empty(self, queue_ids: list[str], counts: tuple[tuple[int, int], ...], empty: set[str]) -> None:
+        """The pop that began at `counts` (of `queue_ids`) found the queues in `empty` without
+        entries: they stay empty until notified. A notification that came while the pop ran
+        already differs from `counts`, so it is never lost here."""
+        for qid, count in zip(queue_ids, counts, strict=True):
+            if qid in empty:
+                self._empty[qid] = count
+
+    def known_empty(self, queue_ids: list[str]) -> bool:
+        """Every queue was found empty and nothing was enqueued to it since, as far as this process
+        can know: only while listening (every enqueue's notification reaches it)."""
+        if not self.listening or self.closed:
+            return False
+        for qid in queue_ids:
+            seen = self._empty.get(qid)
+            if seen is None:
+                return False
+            if seen != (self._notes.get(qid, 0), self._wake_alls):
+                self._empty.pop(qid, None)  # notified since: the next pop asks the database
+                return False
+        return True
+
+    def empty_queues(self) -> list[str]:
+        """The queues known empty now (for the periodic check)."""
+        return list(self._empty)
+
+    def forget_empty(self, queue_ids: list[str]) -> None:
+        """These queues have entries (or are gone) after all: their next pops ask the database,
+        and their waiters look now. Safe from any thread."""
+        for qid in queue_ids:
+            self._empty.pop(qid, None)
+            self.notify(qid)
 
     def notify(self, queue_id: str) -> None:
         self._notes[queue_id] += 1  # two threads' increments colliding still change the count

@@ -167,7 +167,7 @@ class Cluster:
         """Replica `i`'s own replica_* and long-poll figures, from its /metrics."""
         text = requests.get(f"{self.replicas[i].api_url}/metrics", timeout=10).text
         return {m.group(1): float(m.group(2)) for m in
-                re.finditer(r"^(shipyard_(?:replica_leader|replica_listener_up|long_polls_waiting))\{[^}]*\} (\S+)$",
+                re.finditer(r"^(shipyard_(?:replica_leader|replica_listener_up|long_polls_waiting|long_poll_pops_skipped_total))\{[^}]*\} (\S+)$",
                             text, re.MULTILINE)}
 
     def leader(self, timeout: float = 15.0) -> int:

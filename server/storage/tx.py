@@ -28,7 +28,7 @@ class Tx:
     and anything else through SQLAlchemy; both share the connection and its transaction."""
 
     __slots__ = ("sa", "raw", "dialect", "versions", "locked", "metrics", "stored", "pending", "pipelined",
-                 "cursor", "seen")
+                 "cursor", "seen", "empty")
 
     def __init__(self, sa: Connection, pipelined: bool = False):
         self.sa = sa
@@ -53,6 +53,8 @@ class Tx:
         # (table, id) of rows a statement here has seen exist (a PostgreSQL pop sees its queue):
         # a later check for them in this transaction needs no statement of its own
         self.seen: set[tuple[str, str]] = set()
+        # queues a PostgreSQL pop here found without any entry (claim.py: known empty until notified)
+        self.empty: set[str] = set()
 
     def execute(self, statement: Any, params: Any = None) -> Any:
         if isinstance(statement, Prepared):

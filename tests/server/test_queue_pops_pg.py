@@ -119,3 +119,35 @@ def test_an_empty_pop_is_one_statement_and_still_knows_a_missing_queue(store, mo
     with pytest.raises(APIError) as err:
         claim._try_pop_many(ctx, ["q-missing"], claim._Ask())
     assert "q-missing" in str(err.value)
+
+
+def test_the_periodic_check_finds_entries_written_past_the_api_and_queues_gone(store, monkeypatch):
+    """A queue long-polls take as empty stays so until notified; entries written in SQL (no
+    notification) and a queue deleted are found by the periodic check, one statement, which wakes
+    their waiters. An empty pop records what it found (Tx.empty)."""
+    from types import SimpleNamespace
+
+    from server.app import check_empty_queues
+    from server.notify import Notifier
+    from server.services.queues import claim
+
+    with store.tx() as conn:
+        for qid in ("k-quiet", "k-sql", "k-gone"):
+            conn.execute(t.queues.insert().values(id=qid, name=qid, created=0.0, doc={}))
+    notifier = Notifier()
+    notifier.set_listening(True)
+    monkeypatch.setattr(claim.fair, "quotas", lambda ctx, conn: {})
+    ctx = SimpleNamespace(store=store)
+    queues = ["k-quiet", "k-sql", "k-gone"]
+    counts, empty = notifier.counts(queues), set()
+    assert claim._try_pop_many(ctx, queues, claim._Ask(), empty) == []
+    assert empty == set(queues)
+    notifier.found_empty(queues, counts, empty)
+    with store.tx() as conn:
+        conn.execute(t.queue_entries.insert().values(queue="k-sql", task="by-hand", position=0.0, added=0.0))
+        conn.execute(t.queues.delete().where(t.queues.c.id == "k-gone"))
+    assert all(notifier.known_empty([q]) for q in queues)  # nothing told this process
+
+    assert check_empty_queues(SimpleNamespace(notifier=notifier, store=store)) == 3
+    assert [q for q in queues if notifier.known_empty([q])] == ["k-quiet"]
+    assert notifier.mark(["k-sql"]) == 1 and notifier.mark(["k-gone"]) == 1  # their waiters were woken

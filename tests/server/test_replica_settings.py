@@ -90,3 +90,42 @@ def test_a_notification_between_the_pop_and_the_wait_is_not_lost():
         return [nothing, other, heard, reconnect]
 
     assert run_async(scenario) == [False, False, True, True]
+
+
+@pytest.mark.parametrize("between, after, listening, known", [
+    ([], [], True, True),                      # found empty, nothing since: known empty
+    ([], [], False, False),                    # not listening: an enqueue might not be heard
+    (["notify q1"], [], True, False),          # enqueued while the pop ran: not empty
+    ([], ["notify q1"], True, False),          # enqueued after: not empty
+    ([], ["notify q9"], True, True),           # another queue's enqueue changes nothing
+    ([], ["wake_all"], True, False),           # a reconnect: notifications may have been missed
+    ([], ["forget q1"], True, False),          # the periodic check found entries after all
+    ([], ["close"], True, False),              # stopping: pop as before
+])
+def test_a_queue_is_known_empty_until_anything_may_have_reached_it(between, after, listening, known):
+    notifier = Notifier()
+    notifier.set_listening(listening)
+
+    def do(steps: list[str]) -> None:
+        for step in steps:
+            verb, _, queue = step.partition(" ")
+            {"notify": lambda: notifier.notify(queue), "wake_all": notifier.wake_all,
+             "forget": lambda: notifier.forget_empty([queue]), "close": notifier.close}[verb]()
+
+    counts = notifier.counts(["q1"])
+    do(between)
+    notifier.found_empty(["q1"], counts, {"q1"})
+    do(after)
+    assert notifier.known_empty(["q1"]) is known
+
+
+def test_several_queues_are_known_empty_only_when_each_is():
+    notifier = Notifier()
+    notifier.set_listening(True)
+    counts = notifier.counts(["q1", "q2"])
+    notifier.found_empty(["q1", "q2"], counts, {"q1"})  # q2 had entries (held by other pops)
+    assert notifier.known_empty(["q1"])
+    assert not notifier.known_empty(["q1", "q2"])
+    notifier.found_empty(["q2"], notifier.counts(["q2"]), {"q2"})
+    assert notifier.known_empty(["q1", "q2"])
+    assert sorted(notifier.empty_queues()) == ["q1", "q2"]

@@ -76,6 +76,36 @@ def test_enqueue_on_one_replica_wakes_a_long_poll_on_the_other(cluster):
     assert got["at"] - enqueued < 2.5
 
 
+def test_a_queue_known_empty_is_polled_without_the_database_and_still_wakes(cluster):
+    """An idle agent's re-poll of a queue its replica found empty asks the database nothing
+    (server/notify.py); an enqueue on the other replica still wakes it, and the queue's deletion
+    there ends it with the invalid-queue error."""
+    a, b = cluster.replicas[0].api(), cluster.replicas[1].api()
+    _wait_for(lambda: cluster.metrics(1).get("shipyard_replica_listener_up") == 1, what="B's listener")
+    queue, _ = _queue_with_tasks(a, "known-empty", 0)
+    assert b.call("queues.get_next_task", {"queue": queue}) == {}  # a pop: found empty
+    skipped = cluster.metrics(1)["shipyard_long_poll_pops_skipped_total"]
+    assert b.call("queues.get_next_task", {"queue": queue}) == {}
+    assert cluster.metrics(1)["shipyard_long_poll_pops_skipped_total"] == skipped + 1
+
+    task = a.call("tasks.create", {"name": "wake-known-empty", "type": "training"})["id"]
+    thread, got = _long_poll_in_thread(b, queue, 30)
+    _wait_for(lambda: cluster.metrics(1).get("shipyard_long_polls_waiting", 0) >= 1, what="the long-poll on B")
+    enqueued = time.monotonic()
+    a.call("tasks.enqueue", {"task": task, "queue": queue})
+    thread.join(30)
+    assert got["data"]["entry"]["task"] == task
+    assert got["at"] - enqueued < 2.5
+
+    thread, got = _long_poll_in_thread(b, queue, 30)
+    _wait_for(lambda: cluster.metrics(1).get("shipyard_long_polls_waiting", 0) >= 1, what="the long-poll on B")
+    deleted = time.monotonic()
+    a.call("queues.delete", {"queue": queue})
+    thread.join(30)
+    assert isinstance(got.get("error"), ApiFailure) and queue in str(got["error"])
+    assert got["at"] - deleted < 2.5
+
+
 def test_exactly_one_leader(cluster):
     leader = cluster.leader()
     assert [cluster.metrics(i)["shipyard_replica_leader"] for i in range(2)].count(1) == 1

@@ -1,6 +1,7 @@
 """queues.get_next_task: the claim, one or several entries popped and their tasks leased.
 
-    get_next_task     the endpoint: `_try_pop_many` until there is a claim or the long-poll's deadline
+    get_next_task     the endpoint: `_claims` until there is a claim or the long-poll's deadline
+    _claims           one try: `_try_pop_many` on the handler pool, or nothing when the queues are known empty
     _Ask, _ask        what one call asks for beyond the queues (its fields, read once)
     _try_pop_many     up to `count` claims in one transaction, the queues in their priority order
     _claim_head       one queue's next entry popped (fair share when quotas are on), its task leased
@@ -41,10 +42,11 @@ class _Ask:
     count: int = 1
 
 
-def _try_pop_many(ctx: CallContext, queue_ids: list[str], ask: _Ask) -> list[dict]:
+def _try_pop_many(ctx: CallContext, queue_ids: list[str], ask: _Ask, empty: set[str] | None = None) -> list[dict]:
     """Up to `ask.count` claims in one transaction: the queues in their priority order, each
     drained before the next, every pop under the fair-share rules as the claims before it in
-    this transaction left them (each leased claim counts as running at once)."""
+    this transaction left them (each leased claim counts as running at once). With nothing
+    claimed, `empty` gets the queues the pops found without any entry (PostgreSQL)."""
     claims: list[dict] = []
     with ctx.store.tx() as conn:
         for queue_id in queue_ids if len(queue_ids) > 1 else ():
@@ -58,6 +60,10 @@ def _try_pop_many(ctx: CallContext, queue_ids: list[str], ask: _Ask) -> list[dic
                 claims.append(claim)
         if not claims and len(queue_ids) == 1:  # nothing popped: only now can it be missing (entries go with it)
             require_queue(conn, queue_ids[0])
+        if empty is not None:
+            empty.clear()  # `retrying` may call this again: only the last try's answer counts
+            if not claims:
+                empty.update(conn.empty)
     return claims
 
 
@@ -133,10 +139,7 @@ async def get_next_task(ctx: CallContext, req: Request) -> dict:
     deadline = time.monotonic() + wait_s
     while True:
         mark = ctx.notifier.mark(queue_ids) if ctx.notifier is not None else 0
-        if ctx.settings is not None:  # without waiting on the database lock on the event loop
-            claims = await ctx.settings.run_db(retrying, _try_pop_many, ctx, queue_ids, ask)
-        else:
-            claims = retrying(_try_pop_many, ctx, queue_ids, ask)
+        claims = await _claims(ctx, queue_ids, ask)
         if claims:
             return _answer(req, claims)
         remaining = deadline - time.monotonic()
@@ -154,6 +157,23 @@ async def get_next_task(ctx: CallContext, req: Request) -> dict:
         gone = ctx.is_disconnected
         if gone is not None and await gone():
             return _answer(req, [])  # the caller left: don't pop a task nobody will receive
+
+
+async def _claims(ctx: CallContext, queue_ids: list[str], ask: _Ask) -> list[dict]:
+    """One try: the claims popped, or none without asking the database when every queue is known
+    empty (server/notify.py: found empty by an earlier pop, nothing enqueued to it since)."""
+    notifier = ctx.notifier
+    if ctx.settings is None:  # a store used without a server (tests, tools)
+        return retrying(_try_pop_many, ctx, queue_ids, ask)
+    if notifier is not None and notifier.known_empty(queue_ids):
+        notifier.skipped_pops += 1
+        return []
+    counts, empty = notifier.counts(queue_ids) if notifier is not None else (), set[str]()
+    # on the handler pool: without waiting on the database lock on the event loop
+    claims = await ctx.settings.run_db(retrying, _try_pop_many, ctx, queue_ids, ask, empty)
+    if not claims and empty and notifier is not None:
+        notifier.found_empty(queue_ids, counts, empty)
+    return claims
 
 
 def _ask(ctx: CallContext, req: Request) -> _Ask:

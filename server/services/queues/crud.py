@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
-from server import errors, query
+from server import errors, query, replicas
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
 from server.services.queues import metrics as queue_metrics
@@ -214,6 +214,9 @@ def delete_queue(ctx: CallContext, req: Request) -> dict:
         for entry in waiting:
             _back_from_queue(ctx, conn, entry["task"], queue_id, f"Queue {queue_id} was deleted")
         ctx.store.delete(conn, t.queues, queue_id)
+        replicas.publish(conn, queue_id)  # long-polls on it, on every replica, look and find it gone
+    if ctx.notifier:
+        ctx.notifier.notify(queue_id)
     return {"deleted": 1}
 
 

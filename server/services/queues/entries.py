@@ -5,6 +5,7 @@
     remove_task_entries       a task's entries gone (from one queue or from all)
     pop, pop_if_head          the atomic pop of the head (one statement), or of one named task,
                               or the fair-share pop when quotas are in force (server/fairshare/usage.py)
+    not_empty_or_gone         which of the queues long-polls take as empty have entries after all
     require_queue             a queue id checked to exist, without loading its document
     find_queue_by_name        a queue's id by its name
 
@@ -22,6 +23,7 @@ from server.rpc.registry import CallContext
 from server.services.queues import metrics as queue_metrics
 from server.storage import tables as t
 from server.storage.prepared import Prepared
+from server.storage.tx import Tx
 from shipyard import clock
 
 # -- entries ------------------------------------------------------------------------------
@@ -115,13 +117,12 @@ def pop(conn, queue_id: str) -> tuple | None:
 
 def _pop_pg(conn, queue_id: str) -> tuple | None:
     """(task, added, status) popped, or None; the queue seen to exist is noted in the transaction
-    (`Tx.seen`: require_queue then asks nothing)."""
+    (`Tx.seen`: require_queue then asks nothing), and seen without any entry (`Tx.empty`)."""
+    in_tx = isinstance(conn, Tx)
     for _ in range(1 + _POP_AGAIN):
         task, added, status, queue_exists, has_entries = conn.execute(_POP_STATUS, {"q": queue_id}).first()
-        if queue_exists:
-            seen = getattr(conn, "seen", None)
-            if seen is not None:
-                seen.add(("queues", queue_id))
+        if queue_exists and in_tx:
+            conn.seen.add(("queues", queue_id))
         if task is not None:
             return task, added, status
         # A pop's statement sees the entries committed before it started, and skips those
@@ -129,6 +130,8 @@ def _pop_pg(conn, queue_id: str) -> tuple | None:
         # that agent itself enqueued came too late for this statement to see: nothing, with
         # an entry there for it. A new statement sees the newer entries (READ COMMITTED).
         if not has_entries:
+            if queue_exists and in_tx:
+                conn.empty.add(queue_id)  # no entry at all, held or not (Notifier.found_empty)
             return None
     return None
 
@@ -149,6 +152,14 @@ def pop_if_head(conn, queue_id: str, task_id: str | None, ctx: CallContext | Non
     if head is None or head.task != task_id or not remove_task_entries(conn, task_id, queue_id):
         return None
     return head.task, head.added
+
+
+def not_empty_or_gone(conn, queue_ids: list[str]) -> list[str]:
+    """Of `queue_ids`, those that have entries or no longer exist, in one statement (the
+    periodic check of the queues long-polls take as empty: server/notify.py)."""
+    rows = conn.execute(select(_Q.c.id, exists().where(_E.c.queue == _Q.c.id)).where(_Q.c.id.in_(queue_ids))).all()
+    found = {row[0]: bool(row[1]) for row in rows}
+    return [qid for qid in queue_ids if found.get(qid, True)]
 
 
 # -- queue ids ----------------------------------------------------------------------------
