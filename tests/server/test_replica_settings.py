@@ -107,10 +107,11 @@ def test_a_queue_is_known_empty_until_anything_may_have_reached_it(between, afte
     notifier.set_listening(listening)
 
     def do(steps: list[str]) -> None:
+        acts = {"notify": lambda q: notifier.notify(q), "wake_all": lambda q: notifier.wake_all(),
+                "forget": lambda q: notifier.forget_empty([q]), "close": lambda q: notifier.close()}
         for step in steps:
             verb, _, queue = step.partition(" ")
-            {"notify": lambda: notifier.notify(queue), "wake_all": notifier.wake_all,
-             "forget": lambda: notifier.forget_empty([queue]), "close": notifier.close}[verb]()
+            acts[verb](queue)
 
     counts = notifier.counts(["q1"])
     do(between)
@@ -129,3 +130,18 @@ def test_several_queues_are_known_empty_only_when_each_is():
     notifier.found_empty(["q2"], notifier.counts(["q2"]), {"q2"})
     assert notifier.known_empty(["q1", "q2"])
     assert sorted(notifier.empty_queues()) == ["q1", "q2"]
+
+
+@pytest.mark.parametrize("wait_s, draw, waits", [
+    (0.0, 0.5, 0.0),
+    (1.0, 0.99, 1.0),     # short waits (tests, scripts) end when asked
+    (9.9, 0.5, 9.9),
+    (10.0, 0.0, 10.0),    # from 10 s: somewhere in the last tenth
+    (10.0, 0.5, 9.5),
+    (30.0, 0.999, 27.003),
+    (60.0, 0.5, 57.0),
+])
+def test_a_long_wait_ends_in_its_last_tenth_at_random(wait_s, draw, waits):
+    from server.services.queues.claim import spread_wait
+
+    assert spread_wait(wait_s, draw) == pytest.approx(waits)

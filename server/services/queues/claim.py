@@ -1,6 +1,7 @@
 """queues.get_next_task: the claim, one or several entries popped and their tasks leased.
 
     get_next_task     the endpoint: `_claims` until there is a claim or the long-poll's deadline
+    spread_wait       a long wait ends in its last tenth, at random (a herd of agents spreads out)
     _claims           one try: `_try_pop_many` on the handler pool, or nothing when the queues are known empty
     _Ask, _ask        what one call asks for beyond the queues (its fields, read once)
     _try_pop_many     up to `count` claims in one transaction, the queues in their priority order
@@ -14,6 +15,7 @@ The pop itself is entries.py; the lease's renewal and end are server/services/le
 """
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -126,7 +128,8 @@ def _count_claim(ctx: CallContext, conn, doc: dict, worker: str, gpus: int | Non
 @endpoint("queues.get_next_task")
 async def get_next_task(ctx: CallContext, req: Request) -> dict:
     """Pop the head of the queue. Shipyard extensions: `queues` (several, in priority order),
-    `wait_s` (long-poll: wait up to that many seconds for an entry), `lease_s` (the claim is
+    `wait_s` (long-poll: wait up to that many seconds for an entry; one of 10 s or more that
+    nothing answers ends in its last tenth, at random: `spread_wait`), `lease_s` (the claim is
     a lease the caller renews; see server/services/leases.py) and `with_task` (the popped task's
     document, as tasks.get_by_id gives it, in `task`). With `task`, the head is taken
     only when it is that task. `gpus`: how many GPUs the claimer gives the task (fair share
@@ -136,7 +139,7 @@ async def get_next_task(ctx: CallContext, req: Request) -> dict:
     wait_s = min(max(0.0, req.number("wait_s", 0.0) or 0.0), ctx.settings.long_poll_max_s
                  if ctx.settings else 60.0)
     ask = _ask(ctx, req)
-    deadline = time.monotonic() + wait_s
+    deadline = time.monotonic() + spread_wait(wait_s, random.random())
     while True:
         mark = ctx.notifier.mark(queue_ids) if ctx.notifier is not None else 0
         claims = await _claims(ctx, queue_ids, ask)
@@ -174,6 +177,18 @@ async def _claims(ctx: CallContext, queue_ids: list[str], ask: _Ask) -> list[dic
     if not claims and empty and notifier is not None:
         notifier.found_empty(queue_ids, counts, empty)
     return claims
+
+
+# A long-poll of JITTER_FROM_S or more that nothing answers ends at a random moment in the last
+# JITTER_SHARE of its wait: agents that all began together (a server restart, a fleet started at
+# once) would otherwise all come back in the same instant every wait, for as long as they run.
+JITTER_FROM_S = 10.0
+JITTER_SHARE = 0.1
+
+
+def spread_wait(wait_s: float, draw: float) -> float:
+    """How long a long-poll asking `wait_s` waits at most; `draw` in [0, 1) (random.random())."""
+    return wait_s if wait_s < JITTER_FROM_S else wait_s * (1.0 - JITTER_SHARE * draw)
 
 
 def _ask(ctx: CallContext, req: Request) -> _Ask:
