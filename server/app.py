@@ -17,7 +17,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
@@ -309,26 +309,26 @@ async def _sample_queues(state: ServerState) -> None:
 
 async def _sweep_keys(state: ServerState) -> None:
     """PostgreSQL: the keys in use looked up again together, every _KEY_SWEEP_S (server/state.py)."""
-    while True:
-        await asyncio.sleep(_KEY_SWEEP_S)
-        try:
-            await state.run_db(state.sweep_keys)
-        except SQLAlchemyError as exc:
-            log.warning("key sweep failed (%s); each key is looked up on its own meanwhile", str(exc).splitlines()[0])
-        except PoolClosed:
-            return
+    await _every(state, _KEY_SWEEP_S, "key sweep failed (%s); each key is looked up on its own meanwhile",
+                 state.sweep_keys)
 
 
 async def _check_empty_queues(state: ServerState) -> None:
     """PostgreSQL: the queues long-polls take as empty (server/notify.py) checked together, one
     statement every _EMPTY_CHECK_S: entries written other than through the API (by hand, in SQL)
     are found within that, and a queue gone makes its long-polls answer so."""
+    await _every(state, _EMPTY_CHECK_S, "empty-queue check failed (%s); retrying", check_empty_queues, state)
+
+
+async def _every(state: ServerState, seconds: float, failed: str, fn: Callable[..., object], *args: object) -> None:
+    """`fn(*args)` on the handler pool every `seconds` until the pool closes; a database error is
+    logged (`failed` % its first line) and the next round tries again."""
     while True:
-        await asyncio.sleep(_EMPTY_CHECK_S)
+        await asyncio.sleep(seconds)
         try:
-            await state.run_db(check_empty_queues, state)
+            await state.run_db(fn, *args)
         except SQLAlchemyError as exc:
-            log.warning("empty-queue check failed (%s); retrying", str(exc).splitlines()[0])
+            log.warning(failed, str(exc).splitlines()[0])
         except PoolClosed:
             return
 

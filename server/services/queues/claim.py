@@ -165,16 +165,18 @@ async def get_next_task(ctx: CallContext, req: Request) -> dict:
 async def _claims(ctx: CallContext, queue_ids: list[str], ask: _Ask) -> list[dict]:
     """One try: the claims popped, or none without asking the database when every queue is known
     empty (server/notify.py: found empty by an earlier pop, nothing enqueued to it since)."""
-    notifier = ctx.notifier
-    if ctx.settings is None:  # a store used without a server (tests, tools)
+    settings, notifier = ctx.settings, ctx.notifier
+    if settings is None:  # a store used without a server (tests, tools)
         return retrying(_try_pop_many, ctx, queue_ids, ask)
-    if notifier is not None and notifier.known_empty(queue_ids):
+    # on the handler pool: without waiting on the database lock on the event loop
+    if notifier is None:
+        return await settings.run_db(retrying, _try_pop_many, ctx, queue_ids, ask)
+    if notifier.known_empty(queue_ids):
         notifier.skipped_pops += 1
         return []
-    counts, empty = notifier.counts(queue_ids) if notifier is not None else (), set[str]()
-    # on the handler pool: without waiting on the database lock on the event loop
-    claims = await ctx.settings.run_db(retrying, _try_pop_many, ctx, queue_ids, ask, empty)
-    if not claims and empty and notifier is not None:
+    counts, empty = notifier.counts(queue_ids), set[str]()
+    claims = await settings.run_db(retrying, _try_pop_many, ctx, queue_ids, ask, empty)
+    if not claims and empty:
         notifier.found_empty(queue_ids, counts, empty)
     return claims
 

@@ -23,7 +23,6 @@ from server.rpc.registry import CallContext
 from server.services.queues import metrics as queue_metrics
 from server.storage import tables as t
 from server.storage.prepared import Prepared
-from server.storage.tx import Tx
 from shipyard import clock
 
 # -- entries ------------------------------------------------------------------------------
@@ -118,10 +117,9 @@ def pop(conn, queue_id: str) -> tuple | None:
 def _pop_pg(conn, queue_id: str) -> tuple | None:
     """(task, added, status) popped, or None; the queue seen to exist is noted in the transaction
     (`Tx.seen`: require_queue then asks nothing), and seen without any entry (`Tx.empty`)."""
-    in_tx = isinstance(conn, Tx)
     for _ in range(1 + _POP_AGAIN):
         task, added, status, queue_exists, has_entries = conn.execute(_POP_STATUS, {"q": queue_id}).first()
-        if queue_exists and in_tx:
+        if queue_exists:
             conn.seen.add(("queues", queue_id))
         if task is not None:
             return task, added, status
@@ -130,7 +128,7 @@ def _pop_pg(conn, queue_id: str) -> tuple | None:
         # that agent itself enqueued came too late for this statement to see: nothing, with
         # an entry there for it. A new statement sees the newer entries (READ COMMITTED).
         if not has_entries:
-            if queue_exists and in_tx:
+            if queue_exists:
                 conn.empty.add(queue_id)  # no entry at all, held or not (Notifier.found_empty)
             return None
     return None
@@ -167,7 +165,7 @@ def not_empty_or_gone(conn, queue_ids: list[str]) -> list[str]:
 
 def require_queue(conn, queue_id: str) -> str:
     """The queue's id, checked to exist (without loading its document)."""
-    if ("queues", queue_id) in getattr(conn, "seen", ()):
+    if ("queues", queue_id) in conn.seen:
         return queue_id  # this transaction's pop saw it
     if not queue_id or conn.execute(_QUEUE_EXISTS, {"q": queue_id}).first() is None:
         raise errors.invalid_id("queue", queue_id)
