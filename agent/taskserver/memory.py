@@ -271,6 +271,8 @@ class InMemoryTaskServer(InMemoryState):
 
     def _tasks_release(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         doc = self._fenced(endpoint, body)
+        if not doc.get("_lease"):
+            raise _error(endpoint, 400, Subcode.STALE_CLAIM, "the task is no longer leased")
         reason = body.get("reason") or "released by its agent"
         if body.get("retry", True):
             return {"outcome": self._requeue_or_fail(doc, reason)}

@@ -195,12 +195,17 @@ def renew_many(ctx: CallContext, req: Request) -> dict:
 
 @endpoint("tasks.release")
 def release(ctx: CallContext, req: Request) -> dict:
-    """The holder gives the task back: `retry` re-queues it (infrastructure trouble), else it fails."""
+    """The holder gives the task back: `retry` re-queues it (infrastructure trouble), else it fails.
+    Only while the claim holds its lease: a release after the task was handed back already (by its
+    agent or by someone acting for it), reaped or ended is refused as stale, so a preemption or a
+    run is never counted twice and a finished task is never re-queued."""
     task_id, attempt = req.id("task", "task"), req.integer("attempt", required=True)
     reason = req.text("reason") or "released by its agent"
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
         check_fence(doc, attempt)
+        if not doc.get("_lease"):   # already handed back, reaped or ended: a second release changes nothing
+            raise stale(task_id, attempt, "none (the task is no longer leased)")
         if _preempted(req, reason) and _queue_of(doc):
             outcome = requeue_preempted(ctx, conn, doc, reason)
         elif req.flag("retry", True):

@@ -91,6 +91,11 @@ def test_guarantee_goes_first_then_fair_share_then_preemption(admin, alice):
     out = admin.call("tasks.release", {"task": theirs[1], "attempt": attempt, "retry": True,
                                        "reason": "preempted: gave its borrowed GPU back"})
     assert out["outcome"] == "requeued"
+    # a second hand-back of the same claim (the agent's, after someone handed it back for it) is stale
+    with pytest.raises(ApiFailure) as twice:
+        admin.call("tasks.release", {"task": theirs[1], "attempt": attempt, "retry": True,
+                                     "reason": "preempted: stopped after its checkpoint signal"})
+    assert (twice.value.code, twice.value.subcode) == (400, 150)
     back = admin.call("tasks.get_by_id", {"task": theirs[1]})["task"]
     assert back["status"] == "queued" and back["status_message"] == f"preempted by {alice.user}'s task"
     assert back["runtime"]["preemptions"] == 1 and back["status_reason"].startswith("preempted:")
