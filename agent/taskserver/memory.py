@@ -228,6 +228,9 @@ class InMemoryTaskServer(InMemoryState):
 
     def _status_call(self, endpoint: str, body: dict[str, Any], new: str) -> dict[str, Any]:
         doc = self._fenced(endpoint, body)
+        if body.get("attempt") is not None and not doc.get("_lease") and (
+                doc["status"] == TaskStatus.QUEUED or new == TaskStatus.IN_PROGRESS):
+            raise _error(endpoint, 400, Subcode.STALE_CLAIM, "the task is no longer leased")   # handed back or reaped
         self._change(endpoint, doc, new, force=bool(body.get("force")), reason=body.get("status_reason"),
                      message=body.get("status_message"))
         return {"updated": 1}

@@ -42,6 +42,17 @@ def check_fence(doc: dict, attempt: Any) -> None:
         raise stale(doc["id"], attempt, doc.get("_attempt"))
 
 
+def check_claim(doc: dict, attempt: Any, new_status: str) -> None:
+    """check_fence, and a status change from a claim whose lease is gone (handed back or reaped,
+    the task waiting in its queue for its next claim, which raises the attempt) is refused as
+    stale too: a late `tasks.started` or `tasks.stopped` from the old holder would otherwise run
+    or end a task that is queued for someone else."""
+    check_fence(doc, attempt)
+    if attempt is not None and not doc.get("_lease") and (
+            doc.get("status") == TaskStatus.QUEUED or new_status == TaskStatus.IN_PROGRESS):
+        raise stale(doc["id"], attempt, "none (the task is no longer leased)")
+
+
 grant = taskdoc.grant_lease
 close_attempt = taskdoc.close_attempt
 

@@ -120,6 +120,14 @@ def test_release_with_retry_and_reconcile(api):
     assert api.call("tasks.release", {"task": a, "attempt": 1, "reason": "pip index unreachable"})["outcome"] == "requeued"
     doc = api.call("tasks.get_by_id", {"task": a})["task"]
     assert doc["status"] == "queued" and "pip index unreachable" in doc["status_reason"]
+    # the old holder's late writes are stale: a second hand-back, a start, an end
+    for endpoint, body in [("tasks.release", {"reason": "again"}), ("tasks.started", {"force": True}),
+                           ("tasks.stopped", {}), ("tasks.failed", {"force": True})]:
+        with pytest.raises(ApiFailure) as late:
+            api.call(endpoint, {"task": a, "attempt": 1, **body})
+        assert late.value.subcode == 150 and "no longer leased" in late.value.msg, endpoint
+    doc = api.call("tasks.get_by_id", {"task": a})["task"]
+    assert doc["status"] == "queued"
     got = _claim(api, queue, worker="w-rel")
     assert got["entry"]["task"] == a and got["lease"]["attempt"] == 2
     released = api.call("workers.reconcile", {"worker": "w-rel"})["released"]

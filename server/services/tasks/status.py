@@ -18,7 +18,7 @@ from shipyard.protocol import MAX_MESSAGES, SET_MESSAGES, STOP_REQUEST, Subcode,
 def _simple_change(ctx: CallContext, req: Request, new: str, extra_fn=None) -> dict:
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, req.id("task", "task"))
-        leases.check_fence(doc, req.integer("attempt"))
+        leases.check_claim(doc, req.integer("attempt"), new)
         extra = extra_fn(doc) if extra_fn else {}
         fields = taskdoc.change_status(ctx, conn, doc, new, force=req.flag("force"),
                                        reason=req.text("status_reason"), message=req.text("status_message"),
