@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.execution.lifecycle import fenced
 from agent.gpus.idle import IdleTracker, parse_rules
 from agent.gpus.inventory import GpuInventory
 from agent.gpus.packing import EXCEEDED_FIELD, PEAK_FIELD, REQUEST_FIELD
@@ -39,6 +40,7 @@ class Running:
     queue: str
     gpus: tuple[int, ...]
     request_mb: int | None = None    # packed on a shared GPU with this budget
+    attempt: int | None = None       # the claim's attempt (a leased claim): fences the runtime writes
 
 
 def task_of_pid(pid: int) -> str | None:
@@ -114,7 +116,7 @@ class GpuWatch:
                 self._written.pop(task, None)
                 self._over.discard(task)
                 self.idle.forget(task)
-        self._write_peaks()
+        self._write_peaks(running)
         self._over_budget(running)
         self._apply_idle(running, moment)
 
@@ -141,10 +143,10 @@ class GpuWatch:
         self._blocked = blocked
         self.on_blocked(set(blocked))
 
-    def _write_peaks(self) -> None:
+    def _write_peaks(self, running: Mapping[str, Running]) -> None:
         for task, peak in list(self.sharing.peaks.items()):
             grew = peak > 0 and peak >= self._written.get(task, 0) * GROWTH + 1
-            if grew and update_runtime(self.api, task, {PEAK_FIELD: peak}):
+            if grew and update_runtime(self.api, task, {PEAK_FIELD: peak}, _attempt(running, task)):
                 self._written[task] = peak
 
     def _over_budget(self, running: Mapping[str, Running]) -> None:
@@ -158,7 +160,7 @@ class GpuWatch:
             reason = (f"GPU out of memory budget: the task used {used} MB of GPU memory, more than its request of "
                       f"{run.request_mb} MB on a shared GPU (runtime.{REQUEST_FIELD}); handed back to run alone "
                       "on a whole GPU")
-            update_runtime(self.api, task, {EXCEEDED_FIELD: used})
+            update_runtime(self.api, task, {EXCEEDED_FIELD: used}, run.attempt)
             self.stop_task(task, reason, OutcomeKind.INFRASTRUCTURE)
 
     def _apply_idle(self, running: Mapping[str, Running], now: float) -> None:
@@ -176,7 +178,7 @@ class GpuWatch:
                 self.stop_task(task, rule.reason())
             else:
                 self.echo(f"task {task}: flagged: {rule.reason()}")
-                update_runtime(self.api, task, {"gpu_idle_flagged": rule.reason()})
+                update_runtime(self.api, task, {"gpu_idle_flagged": rule.reason()}, run.attempt)
                 self._note(task, f"shipyard: flagged: {rule.reason()}")
 
     def _note(self, task: str, line: str) -> None:
@@ -192,13 +194,21 @@ def _ours(pid: int, running: Mapping[str, Running]) -> str | None:
     return task if task in running or task == UNSEEN else None
 
 
-def update_runtime(api: TaskServer, task: str, values: Mapping[str, object]) -> bool:
-    """Merge `values` into the task's runtime (tasks.edit replaces the whole map); False on failure."""
+def _attempt(running: Mapping[str, Running], task: str) -> int | None:
+    run = running.get(task)
+    return run.attempt if run is not None else None
+
+
+def update_runtime(api: TaskServer, task: str, values: Mapping[str, object], attempt: int | None = None) -> bool:
+    """Merge `values` into the task's runtime (tasks.edit replaces the whole map); False on failure.
+    With the claim's `attempt`, the server refuses the write once the claim is gone (handed back,
+    reaped), so a late write never replaces what was written since (runtime.preemptions)."""
     try:
         rows = api.call("tasks.get_all", {"id": [task], "only_fields": ["runtime"], "search_hidden": True},
                         deadline_s=5).get("tasks") or []
         runtime = dict((rows[0].get("runtime") or {}) if rows else {})
-        api.call("tasks.edit", {"task": task, "force": True, "runtime": {**runtime, **values}}, deadline_s=5)
+        api.call("tasks.edit", {"task": task, "force": True, "runtime": {**runtime, **values}, **fenced(attempt)},
+                 deadline_s=5)
         return True
     except (ServerError, ServerUnreachable) as exc:
         log.warning("task %s: could not record %s: %s", task, ", ".join(values), exc)

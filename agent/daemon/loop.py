@@ -154,7 +154,7 @@ class Daemon:
 
         def running() -> dict[str, Running]:
             with self._lock:
-                return {task: Running(claim.queue.name, slot.gpus, slot.request_mb)
+                return {task: Running(claim.queue.name, slot.gpus, slot.request_mb, claim.attempt)
                         for task, (_t, slot, claim) in self._active.items()}
 
         def stop_task(task: str, reason: str, kind: str = OutcomeKind.ABORTED) -> None:

@@ -27,6 +27,12 @@ class Outcome:
         return self.reason if self.kind == OutcomeKind.DONE else f"{self.kind}: {self.reason}"
 
 
+def fenced(attempt: int | None) -> dict[str, int]:
+    """The claim's fence for a write about the task it runs: {"attempt": N} under a lease (the
+    server refuses the write once that claim is gone), nothing for an unleased claim."""
+    return {} if attempt is None else {"attempt": attempt}
+
+
 def report_outcome(api: TaskServer, task_id: str, outcome: Outcome, worker: str, attempt: int | None = None) -> None:
     """Tell the server how the task ended. With a lease (attempt set), infrastructure trouble
     hands the task back for another try instead of failing it; a superseded claim says nothing."""
@@ -50,9 +56,7 @@ _STATUS_ENDPOINT: dict[str, str] = {TaskStatus.COMPLETED: "tasks.completed", Tas
 def _report_status(api: TaskServer, task_id: str, outcome: Outcome, worker: str, attempt: int | None) -> None:
     endpoint = _STATUS_ENDPOINT[outcome.status]
     body: dict[str, object] = {"task": task_id, "status_reason": outcome.status_reason[:1000],
-                               "status_message": f"Changed by shipyard {worker}"}
-    if attempt is not None:
-        body["attempt"] = attempt
+                               "status_message": f"Changed by shipyard {worker}", **fenced(attempt)}
     try:
         api.call(endpoint, {**body, "force": False})
     except ServerError as exc:
@@ -68,7 +72,4 @@ def _report_status(api: TaskServer, task_id: str, outcome: Outcome, worker: str,
 
 
 def mark_started(api: TaskServer, task_id: str, message: str, attempt: int | None = None) -> None:
-    body = {"task": task_id, "force": True, "status_message": message}
-    if attempt is not None:
-        body["attempt"] = attempt
-    api.call("tasks.started", body)
+    api.call("tasks.started", {"task": task_id, "force": True, "status_message": message, **fenced(attempt)})

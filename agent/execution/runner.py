@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from agent.execution import lifecycle, taskconf, taskenv
 from agent.execution.build import BuiltTask
 from agent.execution.contract import Executor, Launched, Prepared, RunContext, RunResult
-from agent.execution.lifecycle import Outcome
+from agent.execution.lifecycle import Outcome, fenced
 from agent.execution.preempt import PREEMPT_FILE_NAME, Notice
 from agent.execution.taskkey import NO_KEY, TaskKey, TaskKeys
 from agent.execution.watch import TaskWatch
@@ -43,7 +43,7 @@ from sandbox.repo_cache import RepoCache
 from shipyard import faults
 from shipyard.client.config import Settings
 from shipyard.errors import InfrastructureError, ServerError, ServerUnreachable, TaskError
-from shipyard.protocol import RETRYABLE, OutcomeKind, TaskStatus
+from shipyard.protocol import RETRYABLE, OutcomeKind, Subcode, TaskStatus
 from shipyard.redact import Redactor
 
 log = logging.getLogger("shipyard.agent.runner")
@@ -309,7 +309,7 @@ class TaskRun:
             edit["runtime"] = {**(task.get("runtime") or {}), **runtime}
         try:
             if edit:
-                self.api.call("tasks.edit", {"task": self.task_id, "force": True, **edit})
+                self.api.call("tasks.edit", {"task": self.task_id, "force": True, **edit, **fenced(self.attempt)})
         except ServerError as exc:
             self.note(f"could not record the environment's source: {exc}")
 
@@ -322,7 +322,7 @@ class TaskRun:
         original = ((task.get("script") or {}).get("requirements") or {}).get("pip")
         try:
             self.api.call("tasks.set_requirements", {"task": self.task_id, "requirements": {
-                "pip": frozen, "org_pip": original if original is not None else "", "conda": ""}})
+                "pip": frozen, "org_pip": original if original is not None else "", "conda": ""}, **fenced(self.attempt)})
         except (ServerError, ServerUnreachable) as exc:
             self.note(f"could not record the frozen environment: {exc}")
 
@@ -333,7 +333,8 @@ class TaskRun:
         if not uri or (task.get("output") or {}).get("destination"):
             return
         try:
-            self.api.call("tasks.edit", {"task": self.task_id, "force": True, "output": {"destination": uri}})
+            self.api.call("tasks.edit", {"task": self.task_id, "force": True, "output": {"destination": uri},
+                                         **fenced(self.attempt)})
             self.note(f"artifacts and models go to {uri} (sdk.development.default_output_uri of this agent)")
         except ServerError as exc:
             self.note(f"could not set the task's output destination to {uri}: {exc}")
@@ -343,6 +344,12 @@ class TaskRun:
         assert self.executor is not None and self.shipper is not None
         try:
             lifecycle.mark_started(self.api, self.task_id, "running", self.attempt)
+        except ServerError as exc:
+            if exc.subcode != Subcode.STALE_CLAIM:
+                raise
+            # handed back (a preemption asked of it while it prepared) or reaped: it is not ours to start
+            return Outcome(TaskStatus.FAILED, OutcomeKind.LEASE_LOST,
+                           f"the server took this claim back before the task started ({exc})")
         finally:
             recording.result()   # its error first, as when the edits went before the mark
         shipper = self.shipper
@@ -381,7 +388,7 @@ class TaskRun:
             rows = self.api.call("tasks.get_all", {"id": [self.task_id], "only_fields": ["runtime"]}).get("tasks") or []
             runtime = dict((rows[0].get("runtime") or {}) if rows else {})
             self.api.call("tasks.edit", {"task": self.task_id, "force": True,
-                                         "runtime": {**runtime, EXCEEDED_FIELD: request_mb}})
+                                         "runtime": {**runtime, EXCEEDED_FIELD: request_mb}, **fenced(self.attempt)})
         except (ServerError, ServerUnreachable) as exc:
             self.note(f"could not mark the task to run alone next time: {exc}")
         return Outcome(TaskStatus.STOPPED, OutcomeKind.INFRASTRUCTURE,

@@ -287,16 +287,23 @@ class InMemoryTaskServer(InMemoryState):
         doc["_exit"] = {"attempt": body["attempt"], "code": int(body["exit_code"])}
         return {"recorded": True}
 
+    def _held(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The task of an agent's edit: with `attempt`, only while that claim holds its lease."""
+        doc = self._fenced(endpoint, body)
+        if body.get("attempt") is not None and not doc.get("_lease"):
+            raise _error(endpoint, 400, Subcode.STALE_CLAIM, "the task is no longer leased")
+        return doc
+
     def _tasks_set_requirements(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        self._task(endpoint, body["task"]).setdefault("script", {})["requirements"] = body["requirements"]
+        self._held(endpoint, body).setdefault("script", {})["requirements"] = body["requirements"]
         return {"updated": 1}
 
     def _tasks_edit(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        doc = self._task(endpoint, body["task"])
+        doc = self._held(endpoint, body)
         for key, value in body.items():
             if isinstance(value, dict) and isinstance(doc.get(key), dict):
                 doc[key] = {**doc[key], **value}
-            elif key not in ("task", "force"):
+            elif key not in ("task", "force", "attempt"):
                 doc[key] = value
         return {"updated": 1}
 

@@ -42,6 +42,15 @@ def check_fence(doc: dict, attempt: Any) -> None:
         raise stale(doc["id"], attempt, doc.get("_attempt"))
 
 
+def check_held(doc: dict, attempt: Any) -> None:
+    """check_fence, and the claim must still hold its lease: an agent's edit of the task it runs
+    (`tasks.edit`, `tasks.set_requirements` with `attempt`) made after the claim was handed back,
+    reaped or ended would otherwise overwrite what the server or the next claim wrote since."""
+    check_fence(doc, attempt)
+    if attempt is not None and not doc.get("_lease"):
+        raise stale(doc["id"], attempt, "none (the task is no longer leased)")
+
+
 def check_claim(doc: dict, attempt: Any, new_status: str) -> None:
     """check_fence, and a status change from a claim whose lease is gone (handed back or reaped,
     the task waiting in its queue for its next claim, which raises the attempt) is refused as

@@ -275,3 +275,27 @@ def test_daemon_without_start_run_makes_the_two_calls(settings):
     _daemon(server, settings).work()
     assert _hand_over_calls(server, task) == ["tasks.started", "auth.create_credentials", "tasks.started"]
     assert server.status(task) == "completed"
+
+
+def test_a_claim_taken_back_while_it_prepares_writes_nothing_and_does_not_start(server, settings):
+    """Someone hands the claim back (a preemption answered for the agent, the reaper) while the run
+    prepares: the run's own edits and its `running` mark are refused as stale, so the queued task
+    keeps what the server wrote (runtime.preemptions) and is not started by the old claim."""
+    task, queue = _queued(server, "exit:0")
+    claim = server.call("queues.get_next_task", {"queue": queue, "queues": [queue], "lease_s": 30, "worker": "w"})
+    attempt = claim["lease"]["attempt"]
+    server.call("tasks.started", {"task": task, "attempt": attempt, "force": True})
+
+    class TakenBack(FakeExecutor):
+        def prepare(self, doc: dict) -> Prepared:
+            server.call("tasks.release", {"task": task, "attempt": attempt, "retry": True, "reason": "preempted: x"})
+            server.tasks[task]["runtime"] = {"preemptions": 1}   # what the real server counts on that release
+            return Prepared(workspace=super().prepare(doc).workspace, frozen=["six==1.16.0"],
+                            runtime={"environment_source": "none"})
+
+    run = TaskRun(server, settings, task, queue="q", executor_factory=TakenBack, watch_check_s=0.02, attempt=attempt)
+    outcome = run.run()
+    assert outcome.kind == "lease_lost" and "took this claim back" in outcome.reason
+    doc = server.tasks[task]
+    assert doc["status"] == "queued" and doc["runtime"] == {"preemptions": 1}
+    assert "requirements" not in (doc.get("script") or {})

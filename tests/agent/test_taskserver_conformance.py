@@ -105,11 +105,13 @@ def release_and_reclaim(ts: TaskServer) -> dict[str, Any]:
     requeued = _task(ts, task)["status"]
     twice = _subcode(lambda: ts.call("tasks.release", {"task": task, "attempt": first, "retry": True, "reason": "again"}))
     late = _subcode(lambda: ts.call("tasks.stopped", {"task": task, "attempt": first}))
+    edit = _subcode(lambda: ts.call("tasks.edit", {"task": task, "attempt": first, "force": True,
+                                                   "runtime": {"from": "the old claim"}}))
     second = _claim(ts, queue, worker)["lease"]["attempt"]
     old = _subcode(lambda: ts.call("tasks.started", {"task": task, "attempt": first}))
     ts.call("tasks.started", {"task": task, "attempt": second})
     ts.call("tasks.completed", {"task": task, "attempt": second})
-    return {"outcome": outcome.get("outcome"), "requeued": requeued, "twice": twice, "late": late, "attempts": (first, second),
+    return {"outcome": outcome.get("outcome"), "requeued": requeued, "twice": twice, "late": late, "edit": edit, "attempts": (first, second),
             "old_refused": old, "final": _task(ts, task)["status"]}
 
 
@@ -150,7 +152,7 @@ SCENARIOS: dict[str, tuple[Callable[[TaskServer], dict[str, Any]], dict[str, Any
     "a stale attempt is refused": (stale_attempt_refused, {
         "ping": (400, 150), "renew": (400, 150), "completed": (400, 150), "still": "in_progress"}),
     "a released task is claimed again with a new attempt": (release_and_reclaim, {
-        "outcome": "requeued", "requeued": "queued", "twice": (400, 150), "late": (400, 150), "attempts": (1, 2), "old_refused": (400, 150),
+        "outcome": "requeued", "requeued": "queued", "twice": (400, 150), "late": (400, 150), "edit": (400, 150), "attempts": (1, 2), "old_refused": (400, 150),
         "final": "completed"}),
     "stop a running task asks its run to abort": (stop_running_task, {
         "asked": ("in_progress", "stopping"), "final": "stopped"}),

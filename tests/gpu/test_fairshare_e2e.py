@@ -94,6 +94,10 @@ def test_a_guarantee_preempts_a_borrower_on_real_daemons(tmp_path):
         assert _task(admin, third)["status"] == "queued"
         assert again["runtime"]["preemptions"] == 1
         assert again["shipyard_attempts"][-1]["run"] == newest["shipyard_attempts"][-1]["run"]   # not a failed try
+    except AssertionError:
+        print("--- the daemon's log, last 80 lines ---")   # shown by pytest with the failure (a race's trace)
+        print("\n".join((tmp_path / "d.log").read_text(errors="replace").splitlines()[-80:]))
+        raise
     finally:
         for task in burst:
             with contextlib.suppress(Exception):   # best effort before the daemon stops

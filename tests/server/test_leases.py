@@ -57,9 +57,17 @@ def test_claim_carries_attempt_and_fences_writes(api):
     with pytest.raises(ApiFailure):
         api.events([{"type": "log", "task": task, "msg": "late", "attempt": 7}])
     api.events([{"type": "log", "task": task, "msg": "mine", "attempt": 1}])
+    api.call("tasks.edit", {"task": task, "attempt": 1, "force": True, "runtime": {"environment_source": "task"}})
+    api.call("tasks.set_requirements", {"task": task, "attempt": 1, "requirements": {"pip": "a==1"}})
+    for endpoint, body in [("tasks.edit", {"force": True, "runtime": {}}), ("tasks.set_requirements",
+                                                                           {"requirements": {"pip": ""}})]:
+        with pytest.raises(ApiFailure) as err:
+            api.call(endpoint, {"task": task, "attempt": 7, **body})
+        assert err.value.subcode == 150, endpoint
     api.call("tasks.completed", {"task": task, "attempt": 1})
     doc = api.call("tasks.get_by_id", {"task": task})["task"]
     assert doc["status"] == "completed" and doc["shipyard_attempts"][0]["end"].startswith("completed")
+    assert doc["runtime"] == {"environment_source": "task"} and doc["script"]["requirements"]["pip"] == "a==1"
     assert "_lease" not in doc
 
 
@@ -122,12 +130,14 @@ def test_release_with_retry_and_reconcile(api):
     assert doc["status"] == "queued" and "pip index unreachable" in doc["status_reason"]
     # the old holder's late writes are stale: a second hand-back, a start, an end
     for endpoint, body in [("tasks.release", {"reason": "again"}), ("tasks.started", {"force": True}),
-                           ("tasks.stopped", {}), ("tasks.failed", {"force": True})]:
+                           ("tasks.stopped", {}), ("tasks.failed", {"force": True}),
+                           ("tasks.edit", {"force": True, "runtime": {"from": "the old claim"}}),
+                           ("tasks.set_requirements", {"requirements": {"pip": "old==1"}})]:
         with pytest.raises(ApiFailure) as late:
             api.call(endpoint, {"task": a, "attempt": 1, **body})
         assert late.value.subcode == 150 and "no longer leased" in late.value.msg, endpoint
     doc = api.call("tasks.get_by_id", {"task": a})["task"]
-    assert doc["status"] == "queued"
+    assert doc["status"] == "queued" and "from" not in (doc.get("runtime") or {})
     got = _claim(api, queue, worker="w-rel")
     assert got["entry"]["task"] == a and got["lease"]["attempt"] == 2
     released = api.call("workers.reconcile", {"worker": "w-rel"})["released"]

@@ -9,6 +9,7 @@ from sqlalchemy import delete as sql_delete
 from server import errors
 from server.rpc import schema
 from server.rpc.registry import CallContext, Request, endpoint
+from server.services import leases
 from server.services.events import delete_task_events
 from server.services.projects.crud import find_or_create_project, get_project
 from server.services.tasks import cleanup, status
@@ -87,6 +88,7 @@ def edit(ctx: CallContext, req: Request) -> dict:
     fields = incoming_fields(ctx, req, warnings)
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
+        leases.check_held(doc, req.integer("attempt"))   # an agent's edit of its claim (Shipyard's extension)
         taskdoc.require_editable(doc, req.flag("force") or ctx.endpoint == "tasks.update")
         if fields.get("project"):
             get_project(ctx, conn, fields["project"])
@@ -208,7 +210,10 @@ def set_requirements(ctx: CallContext, req: Request) -> dict:
     requirements = req.mapping("requirements", required=True)
     schema.check(schema.SCRIPT.fields["requirements"], requirements, "requirements")
 
+    attempt = req.integer("attempt")
+
     def mutate(doc: dict) -> dict:
+        leases.check_held(doc, attempt)
         doc["script"] = {**(doc.get("script") or {}), "requirements": requirements}
         return {"updated": 1, "fields": {"script.requirements": requirements}}
 
