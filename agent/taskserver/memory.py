@@ -227,10 +227,11 @@ class InMemoryTaskServer(InMemoryState):
         return self._status_call(endpoint, body, TaskStatus.STOPPED)
 
     def _status_call(self, endpoint: str, body: dict[str, Any], new: str) -> dict[str, Any]:
-        doc = self._fenced(endpoint, body)
-        if body.get("attempt") is not None and not doc.get("_lease") and (
-                doc["status"] == TaskStatus.QUEUED or new == TaskStatus.IN_PROGRESS):
-            raise _error(endpoint, 400, Subcode.STALE_CLAIM, "the task is no longer leased")   # handed back or reaped
+        doc = self._task(endpoint, body["task"])
+        if doc["status"] == TaskStatus.QUEUED or new == TaskStatus.IN_PROGRESS:
+            self._held(endpoint, body)   # handed back or reaped (waiting in its queue), or a start
+        else:
+            self._fenced(endpoint, body)
         self._change(endpoint, doc, new, force=bool(body.get("force")), reason=body.get("status_reason"),
                      message=body.get("status_message"))
         return {"updated": 1}
@@ -273,9 +274,7 @@ class InMemoryTaskServer(InMemoryState):
         return {"renewed": renewed, "stale": stale}
 
     def _tasks_release(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        doc = self._fenced(endpoint, body)
-        if not doc.get("_lease"):
-            raise _error(endpoint, 400, Subcode.STALE_CLAIM, "the task is no longer leased")
+        doc = self._held(endpoint, body)
         reason = body.get("reason") or "released by its agent"
         if body.get("retry", True):
             return {"outcome": self._requeue_or_fail(doc, reason)}

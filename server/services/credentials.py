@@ -155,9 +155,7 @@ def _start_runs(ctx: CallContext, runs: list[tuple[str, int]], expires: float, h
 def _start_one(ctx: CallContext, conn, doc: dict, attempt: int, expires: float, how: tuple) -> dict:
     force, reason, message = how
     task_id = doc["id"]
-    leases.check_fence(doc, attempt)
-    if not doc.get("_lease"):
-        raise leases.stale(task_id, attempt, "none (the task holds no lease)")
+    leases.check_held(doc, attempt)
     fields = taskdoc.change_status(ctx, conn, doc, TaskStatus.IN_PROGRESS, force=force, reason=reason,
                                    message=message, extra={} if doc.get("started") else {"started": clock.iso()})
     access, secret = ctx.settings.keys.create_in(conn, name=task_id, role=TASK, expires=expires,

@@ -43,23 +43,24 @@ def check_fence(doc: dict, attempt: Any) -> None:
 
 
 def check_held(doc: dict, attempt: Any) -> None:
-    """check_fence, and the claim must still hold its lease: an agent's edit of the task it runs
-    (`tasks.edit`, `tasks.set_requirements` with `attempt`) made after the claim was handed back,
-    reaped or ended would otherwise overwrite what the server or the next claim wrote since."""
+    """check_fence, and the claim must still hold its lease (renewal, release, start_run, and an
+    agent's edit of the task it runs: `tasks.edit`, `tasks.set_requirements` with `attempt`).
+    The attempt only grows at the next claim, so without this a write made after the claim was
+    handed back, reaped or ended would pass the fence and overwrite what was written since."""
     check_fence(doc, attempt)
     if attempt is not None and not doc.get("_lease"):
         raise stale(doc["id"], attempt, "none (the task is no longer leased)")
 
 
 def check_claim(doc: dict, attempt: Any, new_status: str) -> None:
-    """check_fence, and a status change from a claim whose lease is gone (handed back or reaped,
-    the task waiting in its queue for its next claim, which raises the attempt) is refused as
-    stale too: a late `tasks.started` or `tasks.stopped` from the old holder would otherwise run
-    or end a task that is queued for someone else."""
-    check_fence(doc, attempt)
-    if attempt is not None and not doc.get("_lease") and (
-            doc.get("status") == TaskStatus.QUEUED or new_status == TaskStatus.IN_PROGRESS):
-        raise stale(doc["id"], attempt, "none (the task is no longer leased)")
+    """A status change's fence: check_held while the task waits in its queue (handed back or
+    reaped; the attempt only grows at its next claim) and for a start, else check_fence. A late
+    `tasks.started` or `tasks.stopped` from the old holder would otherwise run or end a task that
+    is queued for someone else."""
+    if doc.get("status") == TaskStatus.QUEUED or new_status == TaskStatus.IN_PROGRESS:
+        check_held(doc, attempt)
+    else:
+        check_fence(doc, attempt)
 
 
 grant = taskdoc.grant_lease
@@ -178,10 +179,8 @@ def renew(ctx: CallContext, req: Request) -> dict:
     task_id, attempt = req.id("task", "task"), req.integer("attempt", required=True)
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
-        check_fence(doc, attempt)
-        lease = doc.get("_lease")
-        if not lease:
-            raise stale(task_id, attempt, "none (the task is no longer leased)")
+        check_held(doc, attempt)
+        lease = doc["_lease"]
         lease_s = float(req.number("lease_s") or lease.get("lease_s") or 60.0)
         doc["_lease"] = {**lease, "expires": clock.now() + lease_s, "lease_s": lease_s}
         doc["last_update"] = clock.iso()
@@ -223,9 +222,7 @@ def release(ctx: CallContext, req: Request) -> dict:
     reason = req.text("reason") or "released by its agent"
     with ctx.store.tx() as conn:
         doc = taskdoc.load(ctx, conn, task_id)
-        check_fence(doc, attempt)
-        if not doc.get("_lease"):   # already handed back, reaped or ended: a second release changes nothing
-            raise stale(task_id, attempt, "none (the task is no longer leased)")
+        check_held(doc, attempt)   # already handed back, reaped or ended: a second release changes nothing
         if _preempted(req, reason) and _queue_of(doc):
             outcome = requeue_preempted(ctx, conn, doc, reason)
         elif req.flag("retry", True):
