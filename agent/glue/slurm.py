@@ -52,6 +52,12 @@ PHASES: dict[str, Phase] = {
 }
 _FIELDS = ("JobID", "Name", "State", "Reason", "Comment", "RestartCnt", "exit_code", "STDOUT")
 _COMMENT = re.compile(r"^shipyard task=(?P<task>\S+) attempt=(?P<attempt>\d+|-) key=(?P<key>\S*)$")
+_OVER_MEMORY = re.compile(
+    r"^slurmstepd(?:-\S+)?: error: (?:.* exceeded (?:virtual )?memory limit \(|Exceeded job memory limit)", re.MULTILINE)
+"""What slurmstepd writes into the job's output when OverMemoryKill ends it: its own line
+(`StepId=5.batch exceeded memory limit (669794304 > 629145600), being killed`), written before the
+kill, and the controller's notice (`Exceeded job memory limit`), which travels through slurmctld
+and may arrive after the job is already listed as FAILED, or not at all."""
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
 """`run(argv)`, or `run(argv, stdin_text)` for sbatch's script: the finished command."""
 
@@ -118,7 +124,7 @@ class SlurmEngine:
 
     def _why_failed(self, status: JobStatus) -> JobStatus:
         """Slurm's memory enforcement without cgroups (OverMemoryKill) ends a job FAILED, saying
-        why only in its output file: read once per job."""
+        why only in its output file (`_OVER_MEMORY`): read once per job."""
         if status.phase != Phase.FAILED or status.reason != "NonZeroExitCode" or not status.output:
             return status
         if status.job_id not in self._reasons:
@@ -128,7 +134,7 @@ class SlurmEngine:
                     tail = out.read().decode(errors="replace")
             except OSError:
                 tail = ""
-            self._reasons[status.job_id] = "OUT_OF_MEMORY" if "Exceeded job memory limit" in tail else ""
+            self._reasons[status.job_id] = "OUT_OF_MEMORY" if _OVER_MEMORY.search(tail) else ""
         reason = self._reasons[status.job_id]
         return replace(status, reason=reason) if reason else status
 

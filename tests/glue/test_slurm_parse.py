@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.glue.engine import EngineUnavailable, JobRejected, JobRequest, Phase
+from agent.glue.engine import EngineUnavailable, JobRejected, JobRequest, JobStatus, Phase
 from agent.glue.slurm import SlurmEngine, SlurmSettings, batch_script, parse_squeue_line
 
 T = "a" * 32
@@ -42,6 +42,30 @@ def test_squeue_states_map_onto_phases(state, reason, restarts, code, phase, why
 ])
 def test_jobs_that_are_not_the_glues_are_left_alone(line):
     assert parse_squeue_line(line) is None
+
+
+_KILLED = "slurmstepd-vm: error: StepId=5.batch exceeded memory limit (669794304 > 629145600), being killed\n"
+_CANCELLED = "slurmstepd-vm: error: *** JOB 5 ON vm CANCELLED AT 2026-12-07T22:04:10 ***\n"
+_NOTICE = "slurmstepd-vm: error: Exceeded job memory limit\n"
+
+
+@pytest.mark.parametrize("case, output, reason", [
+    # slurmstepd's own line is written before the kill; the controller's notice may come later or never
+    ("both lines", _KILLED + _NOTICE + _CANCELLED, "OUT_OF_MEMORY"),
+    ("the notice not yet there (CI, stop 37)", "loading\n" + _KILLED + _CANCELLED, "OUT_OF_MEMORY"),
+    ("only the notice", _NOTICE, "OUT_OF_MEMORY"),
+    ("virtual memory", "slurmstepd: error: Job 5 exceeded virtual memory limit (9 > 8), being killed\n",
+     "OUT_OF_MEMORY"),
+    ("the task's own words", "print: we exceeded memory limit (1 > 0) in a toy\nTraceback ...\n", "NonZeroExitCode"),
+    ("an ordinary failure", "Traceback (most recent call last):\nValueError: no\n", "NonZeroExitCode"),
+])
+def test_a_job_killed_over_its_memory_is_told_from_its_output(tmp_path, case, output, reason):
+    out = tmp_path / "job.out"
+    out.write_text("x" * 20000 + "\n" + output)        # the tail read (16 KiB) holds what counts
+    engine = SlurmEngine(SlurmSettings(partition="batch", output_dir=tmp_path))
+    status = JobStatus(job_id="5", task_id=T, phase=Phase.FAILED, reason="NonZeroExitCode", exit_code=0,
+                       output=str(out))
+    assert engine._why_failed(status).reason == reason, case
 
 
 def request(**fields) -> JobRequest:
