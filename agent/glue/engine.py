@@ -18,6 +18,7 @@ unit tests.
 """
 from __future__ import annotations
 
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -27,6 +28,18 @@ from shipyard.errors import InfrastructureError, TaskError
 
 JOB_PREFIX = "shipyard-"
 """Every engine job's name starts with this and carries the task id: `shipyard-<task id>`."""
+
+
+def describe_exit(code: int | None) -> str:
+    """A job's exit code as a person reads it: `exit code 3`; past 128 the shell's convention for a
+    process ended by a signal, named: `exit code 137 (signal 9, SIGKILL)`."""
+    if code is None:
+        return "no exit code"
+    try:
+        name = signal.Signals(code - 128).name if 128 < code < 128 + 65 else ""
+    except ValueError:
+        name = ""
+    return f"exit code {code} (signal {code - 128}, {name})" if name else f"exit code {code}"
 
 
 def job_name(task_id: str) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 from agent.execution import lifecycle
 from agent.execution.lifecycle import Outcome
 from agent.execution.taskkey import TaskKey, TaskKeys
-from agent.glue.engine import Engine, EngineUnavailable, JobStatus, Phase
+from agent.glue.engine import Engine, EngineUnavailable, JobStatus, Phase, describe_exit
 from agent.glue.request import GlueSettings
 from agent.taskserver.port import TaskServer
 from shipyard.errors import ServerError, ServerUnreachable
@@ -181,7 +181,7 @@ class Follower:
             self._report(job, Outcome(TaskStatus.STOPPED, OutcomeKind.ABORTED, f"{where} was cancelled"))
         elif status.phase == Phase.FAILED:
             self._attach_output(job, status, task)
-            kind, why = _REASONS.get(status.reason, (OutcomeKind.USER_ERROR, f"exit code {status.exit_code}"))
+            kind, why = _REASONS.get(status.reason, (OutcomeKind.USER_ERROR, describe_exit(status.exit_code)))
             self._report(job, Outcome(TaskStatus.FAILED, kind, f"{where} ended {status.reason or 'FAILED'}: {why}",
                                       status.exit_code))
 

@@ -226,11 +226,26 @@ def parse_squeue_line(line: str) -> JobStatus | None:
         reason = "NonZeroExitCode" if state == "FAILED" else state
     elif reason in ("None", "(null)"):
         reason = ""
-    code = exit_code.split(":")[0]
     attempt = match.group("attempt")
     return JobStatus(job_id=job_id, task_id=match.group("task"), phase=phase, reason=reason,
-                     exit_code=int(code) if code.isdigit() else None,
+                     exit_code=exit_status(exit_code),
                      attempt=None if attempt == "-" else int(attempt), key=match.group("key"), output=output)
+
+
+def exit_status(field: str) -> int | None:
+    """Slurm's exit code field -> the shell's exit code (128 + N for signal N), or None.
+
+    squeue's `exit_code` is the batch shell's raw wait status (`768` for `exit 3`, `9` for a
+    SIGKILL, `35072` for a shell that exited 137); sacct's `ExitCode` is `exit:signal` (`3:0`)."""
+    if ":" in field:
+        code, _, signum = field.partition(":")
+        if not (code.isdigit() and signum.isdigit()):
+            return None
+        return 128 + int(signum) if int(signum) else int(code)
+    if not field.isdigit():
+        return None
+    raw = int(field)
+    return 128 + (raw & 0x7F) if raw & 0x7F else (raw >> 8) & 0xFF
 
 
 _PIN = r"""if [ -n "${SLURM_JOB_ID:-}" ] && [ -z "${CUDA_VISIBLE_DEVICES:-}" ]; then

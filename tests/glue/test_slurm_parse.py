@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.glue.engine import EngineUnavailable, JobRejected, JobRequest, JobStatus, Phase
-from agent.glue.slurm import SlurmEngine, SlurmSettings, batch_script, parse_squeue_line
+from agent.glue.engine import EngineUnavailable, JobRejected, JobRequest, JobStatus, Phase, describe_exit
+from agent.glue.slurm import SlurmEngine, SlurmSettings, batch_script, exit_status, parse_squeue_line
 
 T = "a" * 32
 COMMENT = f"shipyard task={T} attempt=2 key=AK1"
@@ -20,7 +20,7 @@ COMMENT = f"shipyard task={T} attempt=2 key=AK1"
     ("PENDING", "BeginTime", "1", "0:0", Phase.INFRA, "REQUEUED by Slurm (restart 1; last reason BeginTime)"),
     ("RUNNING", "None", "0", "0:0", Phase.RUNNING, ""),
     ("COMPLETED", "None", "0", "0:0", Phase.SUCCEEDED, ""),
-    ("FAILED", "NonZeroExitCode", "0", "3:0", Phase.FAILED, "NonZeroExitCode"),
+    ("FAILED", "NonZeroExitCode", "0", "768", Phase.FAILED, "NonZeroExitCode"),
     ("OUT_OF_MEMORY", "OutOfMemory", "0", "0:125", Phase.FAILED, "OUT_OF_MEMORY"),
     ("TIMEOUT", "TimeLimit", "0", "0:15", Phase.FAILED, "TIMEOUT"),
     ("CANCELLED+", "None", "0", "0:15", Phase.CANCELLED, "CANCELLED"),
@@ -33,6 +33,27 @@ def test_squeue_states_map_onto_phases(state, reason, restarts, code, phase, why
     assert status is not None
     assert (status.phase, status.reason, status.task_id, status.attempt, status.key) == (phase, why, T, 2, "AK1")
     assert status.job_id == "12" and status.output == "/out/x.out"
+
+
+@pytest.mark.parametrize("field, code, said", [
+    # squeue's exit_code is the batch shell's raw wait status (recorded from Slurm 22.05)
+    ("0", 0, "exit code 0"),
+    ("768", 3, "exit code 3"),                                   # exit 3
+    ("9", 137, "exit code 137 (signal 9, SIGKILL)"),             # the batch shell itself killed
+    ("35072", 137, "exit code 137 (signal 9, SIGKILL)"),         # the shell exited 137: its child was killed
+    # sacct's ExitCode is exit:signal
+    ("3:0", 3, "exit code 3"),
+    ("0:15", 143, "exit code 143 (signal 15, SIGTERM)"),
+    ("", None, "no exit code"),
+    ("N/A", None, "no exit code"),
+])
+def test_slurm_exit_codes_read_as_the_shell_would_say_them(field, code, said):
+    assert exit_status(field) == code
+    assert describe_exit(code) == said
+
+
+def test_an_exit_code_past_any_signal_is_just_a_number():
+    assert describe_exit(255) == "exit code 255"
 
 
 @pytest.mark.parametrize("line", [
