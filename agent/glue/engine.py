@@ -12,7 +12,7 @@ through the lease machinery, CANCELLED follows an abort. Engines find their own 
 name/label after a restart (`statuses()` lists every job this glue owns), so the loop keeps no
 state of its own that a restart could lose.
 
-Implementations: `agent/glue/slurm.py` (sbatch/squeue/scancel/sacct), `agent/glue/k8s.py`
+Implementations: `agent/glue/slurm.py` (sbatch/squeue/scancel/sinfo), `agent/glue/k8s.py`
 (the official `kubernetes` client, one Job per task), and an in-memory engine for the loop's
 unit tests.
 """
@@ -35,11 +35,8 @@ def describe_exit(code: int | None) -> str:
     process ended by a signal, named: `exit code 137 (signal 9, SIGKILL)`."""
     if code is None:
         return "no exit code"
-    try:
-        name = signal.Signals(code - 128).name if 128 < code < 128 + 65 else ""
-    except ValueError:
-        name = ""
-    return f"exit code {code} (signal {code - 128}, {name})" if name else f"exit code {code}"
+    named = {sig.value: sig.name for sig in signal.Signals}.get(code - 128)
+    return f"exit code {code} (signal {code - 128}, {named})" if named else f"exit code {code}"
 
 
 def job_name(task_id: str) -> str:

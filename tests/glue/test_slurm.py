@@ -168,8 +168,13 @@ def test_a_task_over_its_memory_fails_with_the_reason(rig):
     task = _task(rig, "oom", "import time\nblob = b'x' * (900 << 20)\ntime.sleep(10)\n", memory_mb=600)
     doc = wait_status(api, task, timeout=180)
     assert doc["status"] == "failed"
-    outputs = "".join(f.read_text(errors="replace")[-2000:] for f in sorted((rig["root"] / "slurm-out").glob("*")))
-    assert "OUT_OF_MEMORY" in doc["status_reason"] and "memory_mb" in doc["status_reason"], (doc["status_reason"], outputs)
+    assert "OUT_OF_MEMORY" in doc["status_reason"] and "memory_mb" in doc["status_reason"], \
+        (doc["status_reason"], _job_outputs(rig))
+
+
+def _job_outputs(rig) -> str:
+    """The jobs' own output files, for a failure's message."""
+    return "".join(f.read_text(errors="replace")[-2000:] for f in sorted((rig["root"] / "slurm-out").glob("*")))
 
 
 def test_the_glue_killed_and_restarted_mid_run_loses_and_duplicates_nothing(rig):
